@@ -1,0 +1,5 @@
+"""bench."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""firmware_stubs."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

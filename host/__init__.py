@@ -1,0 +1,5 @@
+"""host."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""uicc."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
