@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 
 from trelab.errors import BadInput
 
-__all__ = ["AkaAlgorithm", "F2345", "VectorTuple", "check_autn_with", "vectors_with"]
+__all__ = ["F2345", "AkaAlgorithm", "VectorTuple", "check_autn_with", "vectors_with"]
 
 VectorTuple = tuple[bytes, bytes, bytes, bytes, bytes]  # RAND, XRES, CK, IK, AUTN
 

@@ -12,8 +12,8 @@ from .algorithm import AkaAlgorithm
 __all__ = [
     "RESYNC_AMF",
     "Autn",
-    "build_auts",
     "build_autn",
+    "build_auts",
     "parse_autn",
     "recover_sqn_ms",
     "xor6",

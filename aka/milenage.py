@@ -31,7 +31,9 @@ def _rot(x: int, bits: int) -> int:
 
 def _check(name: str, value: bytes, length: int) -> None:
     if type(value) is not bytes or len(value) != length:
-        got = f"{len(value)} bytes" if isinstance(value, bytes | bytearray) else type(value).__name__
+        got = (
+            f"{len(value)} bytes" if isinstance(value, bytes | bytearray) else type(value).__name__
+        )
         raise BadInput(f"{name}: {got}, expected {length} bytes")
 
 
@@ -64,7 +66,18 @@ class Milenage:
     four OUT2…OUT5 input blocks come from one doubled integer without per-block conversions.
     """
 
-    __slots__ = ("_c1", "_cipher", "_cv2345", "_enc", "_last", "_opc", "_opc4", "_opc5", "_s", "name")
+    __slots__ = (
+        "_c1",
+        "_cipher",
+        "_cv2345",
+        "_enc",
+        "_last",
+        "_opc",
+        "_opc4",
+        "_opc5",
+        "_s",
+        "name",
+    )
 
     def __init__(
         self,
@@ -94,11 +107,11 @@ class Milenage:
     # -- kernel steps ----------------------------------------------------------------------------
     def _temp(self, rand: bytes) -> int:
         """TEMP = E_K(RAND ⊕ OPc), remembered for the last RAND."""
+        if len(rand) != 16:
+            _check("RAND", rand, 16)
         last = self._last
         if last[0] == rand:
             return last[1]
-        if len(rand) != 16:
-            _check("RAND", rand, 16)
         temp = int.from_bytes(
             self._enc((int.from_bytes(rand, "big") ^ self._opc).to_bytes(16, "big")), "big"
         )

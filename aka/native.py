@@ -24,7 +24,7 @@ except ImportError:  # built without a compiler or libssl-dev
 class NativeMilenage:
     """AkaAlgorithm for one subscriber whose K is in memory (HSS, software USIM, benchmarks)."""
 
-    __slots__ = ("_check", "_k", "_vectors", "_out1", "_out2345", "_out12345", "name")
+    __slots__ = ("_check", "_k", "_out1", "_out2345", "_out12345", "_vectors", "name")
 
     def __init__(self, k: bytes, opc: bytes, constants: MilenageConstants | None = None) -> None:
         if not NATIVE_AVAILABLE:

@@ -80,7 +80,8 @@ class SqnState:
         if self.delta <= 0 or (self.limit is not None and self.limit < 0):
             raise BadInput("SQN state: delta must be > 0 and limit ≥ 0")
         if self._max_index < 0:
-            best = max(range(len(self.seq_ms)), key=lambda i: (self.seq_ms[i], i))
+            # highest SEQ; among equal SEQs the lowest IND, so the choice survives a round trip
+            best = max(range(len(self.seq_ms)), key=lambda i: (self.seq_ms[i], -i))
             object.__setattr__(self, "_max_index", best)
 
     @classmethod
@@ -120,7 +121,9 @@ class SqnState:
             return SqnVerdict(False, "too old"), self
         seq_ms = list(self.seq_ms)
         seq_ms[ind] = seq
-        best = ind if seq > highest else self._max_index
+        best = self._max_index
+        if seq > highest or (seq == highest and ind < best):
+            best = ind
         return _FRESH, self._derived(tuple(seq_ms), best)
 
     def _derived(self, seq_ms: tuple[int, ...], max_index: int) -> SqnState:
@@ -217,4 +220,9 @@ class SqnGenerator:
         return True
 
     def to_json(self) -> dict[str, int]:
-        return {"seq_he": self.seq_he, "ind": self.ind, "ind_bits": self.ind_bits, "delta": self.delta}
+        return {
+            "seq_he": self.seq_he,
+            "ind": self.ind,
+            "ind_bits": self.ind_bits,
+            "delta": self.delta,
+        }

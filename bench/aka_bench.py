@@ -71,7 +71,7 @@ class AkaBenchResult:
         }
 
 
-def _algorithm(kernel: Kernel, k: bytes, opc: bytes) -> AkaAlgorithm:
+def _algorithm(kernel: str, k: bytes, opc: bytes) -> AkaAlgorithm:
     if kernel == "native" or (kernel == "auto" and NATIVE_AVAILABLE):
         return NativeMilenage(k, opc)
     return Milenage(SoftwareAes(k), opc)

@@ -1,0 +1,121 @@
+"""Edge: CLI. ``trelab lab up | down | status | detect`` — the lab's parts and the host's hardware.
+
+``status`` exits 3 when a part is not running (like ``systemctl status``), so scripts can write
+``trelab lab status || trelab lab up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from host.cli import output
+from host.cli.output import Outcome
+from host.lab import Lab, LabStatus
+
+__all__ = ["register"]
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    return Lab(args.dir, port=getattr(args, "port", None))
+
+
+def _data(status: LabStatus) -> dict[str, Any]:
+    return {"version": output.JSON_VERSION, **status.to_dict()}
+
+
+def _text(status: LabStatus) -> str:
+    tpm, pc, ca = status.swtpm, status.pcscd, status.ca
+    lines = [f"lab {status.lab_dir}"]
+    lines += [f"  {action}" for action in status.actions]
+    if tpm.state == "running":
+        detail = f"pid {tpm.pid}, port {tpm.port} (ctrl {tpm.ctrl_port})  {tpm.tcti}"
+    else:
+        detail = tpm.note
+    lines.append(f"swtpm  {tpm.state:8} {detail}".rstrip())
+    if pc.state == "running":
+        whose = "started by trelab" if pc.owned else "not started by trelab"
+        readers = ", ".join(pc.readers) or "no readers"
+        detail = f"pid {pc.pid} ({whose}, {len(pc.users)} lab(s))  readers: {readers}"
+    else:
+        detail = pc.note
+    lines.append(f"pcscd  {pc.state:8} {detail}".rstrip())
+    if ca.bundle.is_file():
+        verified = "EK chains verified" if ca.verified else "not verified since last up"
+        lines.append(f"ca     {ca.bundle}  ({verified})")
+    else:
+        lines.append("ca     not created yet (`trelab lab up` creates it)")
+    return "\n".join(lines)
+
+
+def _up(args: argparse.Namespace) -> Outcome:
+    status = _lab(args).up()
+    return Outcome(data=_data(status), text=_text(status))
+
+
+def _down(args: argparse.Namespace) -> Outcome:
+    status = _lab(args).down()
+    return Outcome(data=_data(status), text=_text(status))
+
+
+def _status(args: argparse.Namespace) -> Outcome:
+    status = _lab(args).status()
+    return Outcome(data=_data(status), text=_text(status), exit_code=0 if status.running else 3)
+
+
+def _detect(args: argparse.Namespace) -> Outcome:
+    # The result carries each probe's error; tpm2-tss's own ERROR lines would only repeat it.
+    os.environ.setdefault("TSS2_LOG", "all+none")
+    from host.detect import detect
+
+    found = detect()
+    lines = ["TPM devices:"]
+    lines += [
+        f"  {t.path}: {t.error}"
+        if t.error
+        else f"  {t.path}: {t.manufacturer} {t.vendor}, firmware {t.firmware}  (--tpm {t.tcti})"
+        for t in found.tpms
+    ] or ["  none"]
+    lines.append("PC/SC readers:" + ("" if found.pcsc == "ok" else f" ({found.pcsc})"))
+    lines += [
+        f"  {r.name}: " + (f"card ATR {r.atr}" if r.atr else "no card") for r in found.readers
+    ] or ["  none"]
+    if found.virtual_readers:
+        lines.append("  (lab vpcd: " + ", ".join(r.name for r in found.virtual_readers) + ")")
+    lines.append("Serial ports (USB/PCI):")
+    lines += [f"  {p.device}: {p.description} [{p.hwid}]" for p in found.serial_ports] or ["  none"]
+    if found.platform_serial_ports:
+        names = ", ".join(p.device for p in found.platform_serial_ports)
+        lines.append(f"  (built-in UARTs: {names})")
+    return Outcome(data={"version": output.JSON_VERSION, **found.to_dict()}, text="\n".join(lines))
+
+
+def register(nouns: Any) -> None:
+    """Add ``lab`` and its verbs to the ``trelab`` noun parsers."""
+    lab = nouns.add_parser(
+        "lab",
+        help="start, stop and inspect the lab (swtpm, pcscd + vpcd); detect hardware",
+        description="The lab: swtpm with EK certificates from a per-lab CA, pcscd with vpcd.",
+    )
+    verbs = lab.add_subparsers(dest="verb", metavar="VERB", parser_class=type(lab))
+    verbs.required = True
+    dir_help = "lab directory (default: $TRELAB_LAB_DIR, else the user state dir)"
+    specs = (
+        ("up", _up, "start swtpm and pcscd (idempotent; restarts a crashed swtpm)"),
+        ("down", _down, "stop what `lab up` started; leave a shared pcscd to other labs"),
+        ("status", _status, "report each part; exit 3 if one is not running"),
+    )
+    for name, func, help_text in specs:
+        parser = verbs.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--dir", type=Path, default=None, help=dir_help)
+        if name == "up":
+            parser.add_argument(
+                "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"
+            )
+        output.add_json_flag(parser)
+        parser.set_defaults(func=func)
+    detect = verbs.add_parser("detect", help="list physical TPMs, PC/SC readers and serial ports")
+    output.add_json_flag(detect)
+    detect.set_defaults(func=_detect)

@@ -1,0 +1,24 @@
+"""Shared test helpers: where the public vectors live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VECTORS = REPO.parent / "shared" / "vectors" / "aka-public.json"
+VECTOR_DIR = REPO / "tests" / "vectors"
+
+
+def milenage_sets() -> list[dict[str, Any]]:
+    """Every Milenage conformance set we have: in-repo files first, then the shared file."""
+    sets: dict[str, dict[str, Any]] = {}
+    for path in sorted(VECTOR_DIR.glob("milenage*.json")):
+        data = json.loads(path.read_text())
+        for item in data["milenage"] if isinstance(data, dict) else data:
+            sets[item["K"] + item["RAND"]] = item
+    if SHARED_VECTORS.exists():
+        for item in json.loads(SHARED_VECTORS.read_text())["milenage"]:
+            sets.setdefault(item["K"] + item["RAND"], item)
+    return list(sets.values())
