@@ -123,8 +123,8 @@ def run_main_job(
         "lab": {
             "dir": str(status.lab_dir),
             "tcti": status.tcti,
-            "swtpm": lab_info["swtpm"],
-            "pcscd": lab_info["pcscd"],
+            "swtpm": lab_info["components"]["swtpm"],
+            "pcscd": lab_info["components"]["pcscd"],
             "readers": list(status.readers),
             "ek_chain_verified": ek_ok,
             "ca_bundle": str(status.ca.bundle),

@@ -7,6 +7,7 @@ the vpcd readers. Tests that break things (crash swtpm, take its port) make thei
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,11 +38,19 @@ def lab_missing() -> str | None:
     return None
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip where the lab cannot run; in CI (``CI=true``) the set-up promised it, so fail."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run the lab, but: {reason}")
+    pytest.skip(reason)
+
+
 def _up_or_skip(lab: Lab) -> LabStatus:
     try:
         return lab.up()
     except Unavailable as exc:  # the environment, not the code: say why and skip
-        pytest.skip(f"lab unavailable: {exc}")
+        skip_or_fail(f"lab unavailable: {exc}")
+        raise
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +59,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStatus]:
     ``.ca.bundle``, ``.ca.certs``)."""
     reason = lab_missing()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     instance = Lab(tmp_path_factory.mktemp("lab"))
     status = _up_or_skip(instance)
     try:
@@ -71,7 +80,7 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     is downed at the end of the session, whatever state the test left it in."""
     reason = lab_missing()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     made: list[Lab] = []
 
     def make(name: str, **kwargs: Any) -> Lab:

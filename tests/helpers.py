@@ -8,7 +8,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VECTORS = REPO.parent / "shared" / "vectors" / "aka-public.json"
-VECTOR_DIR = REPO / "tests" / "vectors"
+VECTOR_DIR = REPO / "aka" / "data"  # shipped in the package: the main job runs them too
 
 
 def milenage_sets() -> list[dict[str, Any]]:

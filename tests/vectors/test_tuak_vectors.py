@@ -17,7 +17,7 @@ from aka.keyholder import KeccakKeyholder
 from aka.tuak import KEY_FIELD, SoftwareKeccak, Tuak, encode_key_field, topc_from_top
 
 REPO = Path(__file__).resolve().parents[2]
-IN_REPO = REPO / "tests" / "vectors" / "tuak_35233.json"
+IN_REPO = REPO / "aka" / "data" / "tuak_35233.json"
 SHARED = (REPO / "../shared/vectors/aka-public.json").resolve()
 h = bytes.fromhex
 
@@ -157,3 +157,15 @@ def test_must_fail_with_wrong_iterations(v: dict[str, Any]) -> None:
         topc_from_top(SoftwareKeccak(h(v["K"])), h(v["TOP"]), lengths["iterations"]).hex()
         != (v["TOPc"])
     )
+
+
+@pytest.mark.parametrize("v", SETS)
+def test_check_autn_and_vectors_on_every_set(v: dict[str, Any]) -> None:
+    alg = Tuak(SoftwareKeccak(h(v["K"])), h(v["TOPc"]), **_lengths(v))
+    rand, sqn, amf = h(v["RAND"]), h(v["SQN"]), h(v["AMF"])
+    concealed = bytes(a ^ b for a, b in zip(sqn, h(v["f5_ak"]), strict=True))
+    autn = concealed + amf + h(v["f1"])
+    got_sqn, ok, f = alg.check_autn(rand, autn)
+    assert got_sqn == sqn and ok
+    assert (f.res.hex(), f.ck.hex(), f.ik.hex()) == (v["f2_res"], v["f3_ck"], v["f4_ik"])
+    assert alg.vectors(rand, sqn, amf) == [(rand, f.res, f.ck, f.ik, autn)]

@@ -1,0 +1,44 @@
+"""The main job end to end on a real lab: report files, verdict, and the lab left as found."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.main_job import load_vector_sets, run_main_job
+from host.lab import Lab
+
+
+def test_shipped_vectors_cover_every_3gpp_set() -> None:
+    sets = load_vector_sets()
+    assert len(sets["milenage"]) >= 20  # TS 35.208 §4.3 test sets 1-20
+    assert len(sets["tuak"]) == 6  # TS 35.233 test sets 1-6
+
+
+def test_main_job_writes_report_and_stops_what_it_started(
+    tmp_path: Path, lab_factory: Callable[..., Lab]
+) -> None:
+    lab = lab_factory("mainjob")
+    report = run_main_job(out_dir=tmp_path / "out", lab_dir=lab.path, subscribers=200)
+    assert report.exit_code == 0, report.summary
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["ok"] is True and data["lab"]["ek_chain_verified"] is True
+    conformance = data["conformance"]
+    assert conformance["passed"] == conformance["total"] >= 46
+    bench = data["aka_bench"][0]
+    assert bench["subscribers"] == 200 and bench["aka_ns_median"] > 0
+    assert bench["raw_aes_ns_median"] > 0 and bench["av_per_s"] > 0
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "**Verdict: PASS**" in markdown and "Virtual PCD 00 00" in markdown
+    assert not lab.status().running  # it started the lab, so it stopped it
+
+
+def test_main_job_leaves_a_running_lab_running(
+    tmp_path: Path, lab_factory: Callable[..., Lab]
+) -> None:
+    lab = lab_factory("mainjob-running")
+    lab.up()
+    report = run_main_job(out_dir=tmp_path, lab_dir=lab.path, subscribers=50)
+    assert report.exit_code == 0
+    assert lab.status().swtpm.state == "running"
