@@ -25,14 +25,28 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from host.cli import aka_cmd, bench_cmd, lab_cmd
+def _noun_modules() -> list[str]:
+    """Every ``host/cli/*_cmd.py``: a noun is added by dropping its module here."""
+    import pkgutil
 
-    parser = _Parser(prog="trelab", description=__doc__.splitlines()[0] if __doc__ else None)
+    import host.cli
+
+    return sorted(
+        m.name for m in pkgutil.iter_modules(host.cli.__path__) if m.name.endswith("_cmd")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(
+        prog="trelab",
+        description="trelab: TR 33.812 lab — TPM and UICC TREs, AKA, attestation, benchmarks",
+    )
     nouns = parser.add_subparsers(dest="noun", metavar="NOUN", parser_class=_Parser)
     nouns.required = True
-    for module in (lab_cmd, aka_cmd, bench_cmd):
-        module.register(nouns)
+    for name in _noun_modules():
+        importlib.import_module(f"host.cli.{name}").register(nouns)
     return parser
 
 

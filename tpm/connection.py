@@ -1,0 +1,105 @@
+"""Edge: TPM. Open a TPM from a TCTI string, the one way every ``tpm/`` module gets an ESAPI.
+
+TCTI strings: ``swtpm:host=127.0.0.1,port=P`` (lab), ``device:/dev/tpmrm0`` (a board),
+``mssim:host=…,port=…``. ``--tpm`` wins over ``$TRELAB_TPM``; without either, the running
+lab's swtpm is used. swtpm has no resource manager: callers flush what they create
+(:meth:`TpmConnection.flush` and the ``transient`` context manager help).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from trelab.errors import BadInput, Unavailable
+
+__all__ = ["TpmConnection", "parse_tcti", "resolve_tcti"]
+
+
+def parse_tcti(tcti: str) -> tuple[str, str]:
+    """``"name:conf"`` → (name, conf).
+
+    Raises:
+        BadInput: empty or without a name.
+    """
+    name, _, conf = tcti.strip().partition(":")
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise BadInput(f"--tpm: {tcti!r} is not a TCTI string (e.g. device:/dev/tpmrm0)")
+    return name, conf
+
+
+def resolve_tcti(explicit: str | None) -> str:
+    """The TCTI to use: ``--tpm``, else ``$TRELAB_TPM``, else the running lab's swtpm.
+
+    Raises:
+        Unavailable: nothing given and no lab running.
+    """
+    if explicit:
+        return explicit
+    env = os.environ.get("TRELAB_TPM")
+    if env:
+        return env
+    from host.lab import Lab
+
+    status = Lab().status()
+    if status.swtpm.state != "running" or status.swtpm.tcti is None:
+        raise Unavailable("no TPM given and the lab's swtpm is not running", fix="trelab lab up")
+    return status.swtpm.tcti
+
+
+class TpmConnection:
+    """An open ESAPI context on one TPM; use as a context manager so it is always closed."""
+
+    def __init__(self, tcti: str) -> None:
+        from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
+
+        self.tcti = tcti
+        name, conf = parse_tcti(tcti)
+        try:
+            self._tctildr = TCTILdr(name, conf or None)
+        except TSS2_Exception as exc:
+            raise Unavailable(
+                f"cannot open TPM {tcti!r}: {exc}",
+                fix="check the TCTI (trelab lab status / lab detect) and that libtss2-tcti-* is installed",
+            ) from None
+        try:
+            self.esys: Any = ESAPI(self._tctildr)
+        except TSS2_Exception as exc:
+            self._tctildr.close()
+            raise Unavailable(f"TPM {tcti!r} does not answer: {exc}", fix="trelab lab up") from None
+
+    def __enter__(self) -> TpmConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.esys.close()
+        with contextlib.suppress(Exception):
+            self._tctildr.close()
+
+    def flush(self, handle: Any) -> None:
+        """Flush a transient object or session (swtpm has no resource manager)."""
+        with contextlib.suppress(Exception):
+            self.esys.flush_context(handle)
+
+    @contextlib.contextmanager
+    def transient(self, handle: Any) -> Iterator[Any]:
+        """Yield ``handle`` and flush it afterwards, whatever happens."""
+        try:
+            yield handle
+        finally:
+            self.flush(handle)
+
+    def __repr__(self) -> str:
+        return f"TpmConnection({self.tcti!r})"
