@@ -1,7 +1,8 @@
-"""Edge: processes, filesystem, clock. The main job: lab up → conformance → AKA bench → report.
+"""Edge: processes, filesystem, clock. The main job: lab up → conformance → bench → report.
 
-What ``make bench`` runs. It brings the lab up itself (and down again if it started it),
-so a fresh machine needs nothing else.
+What ``make bench`` runs. It brings the lab up itself (and down again if it started it), so a
+fresh machine needs nothing else, and writes ``report.json`` (schema: :mod:`bench.schema`),
+``report.md`` and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,9 +22,12 @@ from typing import Any
 from aka.conformance import SetResult, run_milenage_sets, run_tuak_sets
 from trelab import __version__
 from trelab.atomic import atomic_write_text
+from trelab.errors import BadInput
 
-from .aka_bench import run_aka_bench
-from .report import REPORT_VERSION, render_json, render_markdown
+from .harness import run_cases
+from .report import render_html, render_json, render_markdown
+from .schema import SCHEMA_NAME, SCHEMA_VERSION, validate_report
+from .tres.registry import TRE_FACTORIES, LabContext, build_providers
 
 __all__ = ["MainJobReport", "load_vector_sets", "run_main_job"]
 
@@ -57,12 +62,8 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _tuak_bench() -> dict[str, float] | None:
-    try:
-        from .tuak_bench import run_tuak_bench
-    except ImportError:
-        return None
-    return run_tuak_bench()
+def _say(message: str) -> None:
+    print(f"trelab: {message}", file=sys.stderr, flush=True)
 
 
 def run_main_job(
@@ -71,44 +72,64 @@ def run_main_job(
     lab_dir: Path | None = None,
     subscribers: int = 10_000,
     keep_lab: bool = False,
-    progress: Any = None,
+    quick: bool = False,
+    rounds: int | None = None,
+    tres: list[str] | None = None,
+    use_lab: bool = True,
+    progress: Callable[[str], None] = _say,
 ) -> MainJobReport:
-    from host.lab import Lab
+    """Run everything and write the report; exit code 1 when a conformance set or the EK
+    chain failed."""
+    if tres:
+        unknown = [t for t in tres if not any(n.startswith(t) for n in TRE_FACTORIES)]
+        if unknown:
+            raise BadInput(
+                f"--tre: unknown {', '.join(unknown)} (known: {', '.join(TRE_FACTORIES)})"
+            )
+    rounds = rounds if rounds is not None else (5 if quick else 31)
+    if rounds < 1:
+        raise BadInput("--rounds: must be ≥ 1")
+    lab = status = None
+    was_running = True
+    if use_lab:
+        from host.lab import Lab
 
-    def say(message: str) -> None:
-        print(f"trelab: {message}", file=sys.stderr, flush=True)
-
-    lab = Lab(lab_dir)
-    was_running = lab.status().running
-    say(f"lab: bringing up {lab.path}")
-    status = lab.up()
+        lab = Lab(lab_dir)
+        was_running = lab.status().running
+        progress(f"lab: bringing up {lab.path}")
+        status = lab.up()
     try:
-        say("conformance: running the 3GPP Milenage and TUAK test sets")
+        progress("conformance: running the 3GPP Milenage and TUAK test sets")
         vectors = load_vector_sets()
         results: list[SetResult] = run_milenage_sets(vectors["milenage"])
         results += run_tuak_sets(vectors["tuak"])
-        say(f"benchmark: software AKA over {subscribers:,} subscribers")
-        benches = [run_aka_bench(subscribers=subscribers).to_json()]
-        if benches[0]["kernel"] == "native":
-            benches.append(
-                run_aka_bench(subscribers=min(subscribers, 2_000), kernel="python").to_json()
-            )
-        tuak = _tuak_bench()
-        lab_info = status.to_dict()
+        ctx = LabContext(lab=status, subscribers=subscribers, quick=quick)
+        providers, skipped = build_providers(ctx, tres)
+        progress(f"bench: {len(providers)} TREs, {rounds} interleaved rounds")
+        try:
+            run = run_cases(providers, rounds=rounds, quick=quick, progress=progress)
+        finally:
+            for provider in providers:
+                provider.close()
+        lab_info = status.to_dict() if status is not None else None
     finally:
-        if not keep_lab and not was_running:
-            say("lab: stopping what this run started")
+        if lab is not None and not keep_lab and not was_running:
+            progress("lab: stopping what this run started")
             lab.down()
 
     passed = sum(r.passed for r in results)
-    ek_ok = bool(status.ca.verified)
-    ok = passed == len(results) and ek_ok and len(results) > 0
-    verdict = (
-        f"{passed}/{len(results)} conformance runs passed; EK chain "
-        f"{'verified' if ek_ok else 'NOT verified'}"
-    )
+    ek_ok = bool(status.ca.verified) if status is not None else None
+    failed_cases = [c for c in run.cases if not c.samples_ns]
+    ok = passed == len(results) > 0 and ek_ok is not False and not failed_cases
+    verdict = f"{passed}/{len(results)} conformance runs passed"
+    if ek_ok is not None:
+        verdict += f"; EK chain {'verified' if ek_ok else 'NOT verified'}"
+    verdict += f"; {len(run.cases) - len(failed_cases)}/{len(run.cases)} benchmark cases measured"
+    if run.interrupted:
+        verdict += " (interrupted)"
     data: dict[str, Any] = {
-        "report_version": REPORT_VERSION,
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "ok": ok,
         "verdict": verdict,
@@ -120,7 +141,27 @@ def run_main_job(
             "cores": os.cpu_count(),
             "platform": platform.platform(),
         },
-        "lab": {
+        "method": {
+            "rounds": run.rounds,
+            "quick": quick,
+            "seed": run.seed,
+            "interleaved": True,
+            "statistic": "median; 95% percentile-bootstrap CI (1000 resamples)",
+            "interrupted": run.interrupted,
+        },
+        "lab": None,
+        "conformance": {
+            "total": len(results),
+            "passed": passed,
+            "outputs_checked": sum(r.checked for r in results),
+            "results": [r.to_json() for r in results],
+        },
+        "tres": run.environments,
+        "skipped": [{"tre": s.tre, "reason": s.reason} for s in [*skipped, *run.skipped]],
+        "records": run.records(),
+    }
+    if status is not None and lab_info is not None:
+        data["lab"] = {
             "dir": str(status.lab_dir),
             "tcti": status.tcti,
             "swtpm": lab_info["components"]["swtpm"],
@@ -128,25 +169,11 @@ def run_main_job(
             "readers": list(status.readers),
             "ek_chain_verified": ek_ok,
             "ca_bundle": str(status.ca.bundle),
-        },
-        "conformance": {
-            "total": len(results),
-            "passed": passed,
-            "outputs_checked": sum(r.checked for r in results),
-            "results": [r.to_json() for r in results],
-        },
-        "aka_bench": benches,
-        "tuak_bench": tuak,
-    }
+        }
+    validate_report(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "report.json", render_json(data), mode=0o644)
     atomic_write_text(out_dir / "report.md", render_markdown(data), mode=0o644)
-    best = benches[0]
-    summary = (
-        f"{verdict}\n"
-        f"device AKA ({best['kernel']}): {best['aka_ns_median'] / 1000:.2f} µs median "
-        f"({best['aka_vs_raw_aes']:.1f}× a raw AES call); "
-        f"{best['av_per_s']:,.0f} vectors/s over {best['subscribers']:,} subscribers\n"
-        f"report: {out_dir / 'report.md'} and {out_dir / 'report.json'}"
-    )
+    atomic_write_text(out_dir / "report.html", render_html(data), mode=0o644)
+    summary = f"{verdict}\nreport: {out_dir / 'report.html'} (also report.md, report.json)"
     return MainJobReport(data=data, summary=summary, exit_code=0 if ok else 1)

@@ -1,16 +1,19 @@
-"""Pure. Render the main job's results as Markdown (people) and JSON (machines)."""
+"""Pure. Render a benchmark report (schema in :mod:`bench.schema`) as Markdown, HTML and JSON."""
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
-__all__ = ["REPORT_VERSION", "render_json", "render_markdown"]
+from .plots import latency_plot, overhead_plot
 
-REPORT_VERSION = 1
+__all__ = ["format_ns", "render_html", "render_json", "render_markdown"]
 
 
-def _ns(value: float) -> str:
+def format_ns(value: float | None) -> str:
+    if value is None:
+        return "–"
     if value >= 1e6:
         return f"{value / 1e6:.2f} ms"
     if value >= 1e3:
@@ -19,78 +22,178 @@ def _ns(value: float) -> str:
 
 
 def render_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
+
+
+def _operations(data: dict[str, Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in data["records"]:
+        if not r["raw"]:
+            seen.setdefault(r["operation"], None)
+    return list(seen)
+
+
+def _row(r: dict[str, Any]) -> list[str]:
+    s = r["summary"] or {}
+    ci = r["ci95_median"]
+    overhead = r["overhead_vs_raw"]
+    return [
+        r["tre"],
+        r["operation"],
+        format_ns(s.get("median")),
+        f"{format_ns(ci[0])} – {format_ns(ci[1])}" if ci else "–",
+        format_ns(s.get("p95")),
+        format_ns(s.get("p99")),
+        f"{format_ns(s.get('min'))} / {format_ns(s.get('max'))}",
+        str(s.get("n", 0)),
+        f"{overhead:.2f}×" if overhead is not None else ("reference" if r["raw"] else "–"),
+    ]
+
+
+_HEADERS = ["TRE", "operation", "median", "95% CI of median", "p95", "p99", "min / max", "n",
+            "× raw"]  # fmt: skip
+
+
+def _notes(data: dict[str, Any]) -> list[str]:
+    notes = [f"{s['tre']}: not run — {s['reason']}" for s in data["skipped"]]
+    for r in data["records"]:
+        for error in r["errors"][:3]:
+            notes.append(f"{r['tre']} / {r['operation']}: {error}")
+    return notes
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    """A short report: environment, lab, conformance, AKA benchmark, verdict."""
-    env, lab, conf = data["environment"], data["lab"], data["conformance"]
+    env, conf, method = data["environment"], data["conformance"], data["method"]
     lines = [
-        "# trelab report",
+        "# trelab benchmark report",
         "",
         f"Generated {data['generated']} by trelab {env['trelab']} on {env['cpu']} "
         f"({env['cores']} cores), Python {env['python']}, {env['openssl']}.",
         "",
         f"**Verdict: {'PASS' if data['ok'] else 'FAIL'}** — {data['verdict']}",
         "",
-        "## Lab",
+        f"Method: {method['rounds']} interleaved rounds (random order per round, seed "
+        f"{method['seed']}){', quick run' if method['quick'] else ''}; each sample is the time "
+        "of `batch` operations divided by `batch`; median with a 95 % bootstrap interval; "
+        "overhead = median / median of the same TRE's raw transport in the same run.",
         "",
-        "| component | state | detail |",
-        "|---|---|---|",
-        f"| swtpm | {lab['swtpm']['state']} | pid {lab['swtpm']['pid']}, TCTI `{lab['tcti']}` |",
-        f"| EK certificate chain | {'verified' if lab['ek_chain_verified'] else 'NOT verified'} "
-        f"| manufacturer CA bundle `{lab['ca_bundle']}` |",
-        f"| pcscd + vpcd | {lab['pcscd']['state']} | readers: "
-        f"{', '.join(lab['readers']) or 'none'} |",
+        "## Results",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "---|" * len(_HEADERS),
+    ]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in data["records"]]
+    lines += ["", "## TREs", ""]
+    for tre, info in data["tres"].items():
+        detail = ", ".join(f"{k}: {v}" for k, v in info.items())
+        lines.append(f"- **{tre}** — {detail}")
+    notes = _notes(data)
+    if notes:
+        lines += ["", "## Not run / errors", ""] + [f"- {n}" for n in notes]
+    lab = data.get("lab")
+    if lab:
+        lines += [
+            "",
+            "## Lab",
+            "",
+            f"- swtpm {lab['swtpm']['state']} (TCTI `{lab['tcti']}`); EK certificate chain "
+            f"{'verified' if lab['ek_chain_verified'] else 'NOT verified'} against "
+            f"`{lab['ca_bundle']}`",
+            f"- pcscd {lab['pcscd']['state']}; readers: {', '.join(lab['readers']) or 'none'}",
+        ]
+    lines += [
         "",
         "## AKA conformance (3GPP test data)",
         "",
         f"{conf['passed']} of {conf['total']} set runs passed "
         f"({conf['outputs_checked']} outputs compared).",
         "",
-        "| algorithm | implementation | set | outputs | result |",
-        "|---|---|---|---|---|",
     ]
-    for r in conf["results"]:
-        verdict = "pass" if r["passed"] else "FAIL: " + ", ".join(r["mismatches"])
-        lines.append(
-            f"| {r['algorithm']} | {r['implementation']} | {r['set']} | {r['checked']} "
-            f"| {verdict} |"
+    failed = [r for r in conf["results"] if not r["passed"]]
+    lines += [f"- FAIL {r['algorithm']}/{r['implementation']} {r['set']}: "
+              f"{', '.join(r['mismatches'])}" for r in failed]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
+th{background:#f3f3f3}.pass{color:#070}.fail{color:#b00}
+figure{margin:1.5em 0}svg{max-width:100%;height:auto}
+"""
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """One self-contained HTML file: tables and inline SVG plots, no external resources."""
+    env, conf = data["environment"], data["conformance"]
+    verdict_class = "pass" if data["ok"] else "fail"
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>trelab benchmark report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>trelab benchmark report</h1>",
+        f"<p>Generated {html.escape(data['generated'])} by trelab "
+        f"{html.escape(str(env['trelab']))} on {html.escape(str(env['cpu']))} "
+        f"({env['cores']} cores), Python {html.escape(str(env['python']))}, "
+        f"{html.escape(str(env['openssl']))}.</p>",
+        f"<p class='{verdict_class}'><strong>Verdict: "
+        f"{'PASS' if data['ok'] else 'FAIL'}</strong> — {html.escape(data['verdict'])}</p>",
+        "<h2>Results</h2>",
+        _table(_HEADERS, [_row(r) for r in data["records"]]),
+    ]
+    svg = overhead_plot(data["records"])
+    if svg:
+        parts.append(f"<figure>{svg}</figure>")
+    parts.append("<h2>Latency distributions</h2>")
+    for operation in _operations(data):
+        svg = latency_plot(data["records"], operation)
+        if svg:
+            parts.append(f"<figure>{svg}</figure>")
+    parts.append("<h2>TREs</h2>")
+    parts.append(
+        _table(
+            ["TRE", "what it is"],
+            [
+                [tre, "; ".join(f"{k}: {v}" for k, v in info.items())]
+                for tre, info in data["tres"].items()
+            ],
         )
-    lines += [
-        "",
-        "## Software AKA benchmark",
-        "",
-        "Medians of chunked samples; ratios against one raw AES-128 call (the raw transport "
-        "of a software keyholder) measured in the same run.",
-        "",
-        "| kernel | raw AES call | device AKA (MAC check) | × raw | full USIM recipe | × raw "
-        "| vectors/s (batch) | vectors/s (batch 1) | subscribers |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for b in data["aka_bench"]:
-        lines.append(
-            f"| {b['kernel']} | {_ns(b['raw_aes_ns_median'])} | {_ns(b['aka_ns_median'])} "
-            f"| {b['aka_vs_raw_aes']:.1f} | {_ns(b['usim_ns_median'])} "
-            f"| {b['usim_vs_raw_aes']:.1f} | {b['av_per_s']:,.0f} ({b['batch']}) "
-            f"| {b['av_per_s_batch1']:,.0f} | {b['subscribers']:,} |"
+    )
+    notes = _notes(data)
+    if notes:
+        parts.append("<h2>Not run / errors</h2><ul>")
+        parts += [f"<li>{html.escape(n)}</li>" for n in notes]
+        parts.append("</ul>")
+    parts.append("<h2>AKA conformance</h2>")
+    parts.append(
+        f"<p>{conf['passed']} of {conf['total']} set runs passed "
+        f"({conf['outputs_checked']} outputs compared).</p>"
+    )
+    parts.append(
+        _table(
+            ["algorithm", "implementation", "set", "outputs", "result"],
+            [
+                [
+                    r["algorithm"],
+                    r["implementation"],
+                    r["set"],
+                    str(r["checked"]),
+                    "pass" if r["passed"] else "FAIL: " + ", ".join(r["mismatches"]),
+                ]
+                for r in conf["results"]
+            ],
         )
-    tuak = data.get("tuak_bench")
-    if tuak:
-        lines += [
-            "",
-            f"TUAK on the software keyholder (Keccak-f[1600] through hashlib's SHAKE256, "
-            f"since TUAK's IN is one SHAKE256 block): one keyed permutation "
-            f"{_ns(tuak['keccak_ns_median'])}; device AKA (MAC check) "
-            f"{_ns(tuak['aka_ns_median'])} = {tuak['aka_vs_keccak']:.1f}× one permutation. "
-            f"The pure-Python permutation (for states that are not SHAKE-padded) takes "
-            f"{_ns(tuak['python_keccak_ns_median'])}.",
-        ]
-    lines += [
-        "",
-        "Device AKA = RAND, AUTN → SQN, MAC-A (constant-time), RES, CK, IK. The full USIM "
-        "recipe adds the TS 33.102 Annex C SQN check and the new SQN state. Vector throughput "
-        "counts vectors generated round-robin across distinct subscribers.",
-        "",
-    ]
-    return "\n".join(lines)
+    )
+    parts.append("<h2>Method</h2><pre>")
+    parts.append(html.escape(json.dumps(data["method"], indent=1)))
+    parts.append("</pre></body></html>")
+    return "\n".join(parts)

@@ -1,12 +1,15 @@
-"""Edge: ``trelab bench run`` — the main job: lab up, conformance, AKA benchmark, report."""
+"""Edge: ``trelab bench run | compare`` — the benchmark harness and its reports."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 from pathlib import Path
 from typing import Any
 
 from host.cli.output import Outcome, add_json_flag
+from trelab.errors import BadInput
 
 __all__ = ["register"]
 
@@ -14,23 +17,73 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> Outcome:
     from bench.main_job import run_main_job
 
+    if args.subscribers < 1:
+        raise BadInput("--subscribers: must be ≥ 1")
     report = run_main_job(
         out_dir=Path(args.out),
         lab_dir=Path(args.lab_dir) if args.lab_dir else None,
         subscribers=args.subscribers,
         keep_lab=args.keep_lab,
+        quick=args.quick,
+        rounds=args.rounds,
+        tres=args.tre or None,
+        use_lab=not args.no_lab,
     )
-    return Outcome(data=report.data, text=report.summary, exit_code=report.exit_code)
+    data = {"ok": report.data["ok"], "verdict": report.data["verdict"], "out": args.out}
+    return Outcome(data=data, text=report.summary, exit_code=report.exit_code)
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: not a JSON report ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a JSON report")
+    return data
+
+
+def _compare(args: argparse.Namespace) -> Outcome:
+    from bench.compare import compare_reports
+    from bench.report import format_ns
+
+    changes, only = compare_reports(
+        _load(args.old),
+        _load(args.new),
+        random.Random(args.seed).randrange,  # noqa: S311 - bootstrap
+    )
+    lines = [
+        f"{c.tre} / {c.operation}: {format_ns(c.old_median_ns)} → {format_ns(c.new_median_ns)} "
+        f"({c.ratio:.2f}×, 95% CI {c.ci95[0]:.2f}–{c.ci95[1]:.2f}): {c.verdict}"
+        for c in changes
+    ]
+    data = {"changes": [c.to_json() for c in changes], "unmatched": only}
+    return Outcome(data=data, text="\n".join(lines + only) or "nothing in common to compare")
 
 
 def register(nouns: Any) -> None:
     parser = nouns.add_parser("bench", help="benchmarks and reports")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
-    p = verbs.add_parser("run", help="bring the lab up, run conformance + benchmarks, write report")
+    p = verbs.add_parser(
+        "run", help="bring the lab up, run conformance + the benchmark on every TRE, write report"
+    )
     p.add_argument("--out", default="reports", help="report directory (default: ./reports)")
     p.add_argument("--lab-dir", help="lab directory (default: the user's state dir)")
+    p.add_argument("--no-lab", action="store_true", help="software TREs only; no lab")
+    p.add_argument("--tre", action="append", help="TRE name or prefix to run (repeatable)")
+    p.add_argument("--quick", action="store_true", help="CI-sized run (seconds)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 31, quick 5)")
     p.add_argument("--subscribers", type=int, default=10_000)
     p.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
     add_json_flag(p)
     p.set_defaults(func=_run)
+
+    p = verbs.add_parser("compare", help="what got faster or slower between two report.json")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--seed", type=int, default=1, help="bootstrap seed (reproducible)")
+    add_json_flag(p)
+    p.set_defaults(func=_compare)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.main_job import load_vector_sets, run_main_job
+from bench.schema import validate_report
 from host.lab import Lab
 
 
@@ -20,17 +21,23 @@ def test_main_job_writes_report_and_stops_what_it_started(
     tmp_path: Path, lab_factory: Callable[..., Lab]
 ) -> None:
     lab = lab_factory("mainjob")
-    report = run_main_job(out_dir=tmp_path / "out", lab_dir=lab.path, subscribers=200)
+    report = run_main_job(
+        out_dir=tmp_path / "out", lab_dir=lab.path, subscribers=200, quick=True, rounds=3,
+        progress=lambda _: None,
+    )  # fmt: skip
     assert report.exit_code == 0, report.summary
     data = json.loads((tmp_path / "out" / "report.json").read_text())
+    validate_report(data)
     assert data["ok"] is True and data["lab"]["ek_chain_verified"] is True
     conformance = data["conformance"]
     assert conformance["passed"] == conformance["total"] >= 46
-    bench = data["aka_bench"][0]
-    assert bench["subscribers"] == 200 and bench["aka_ns_median"] > 0
-    assert bench["raw_aes_ns_median"] > 0 and bench["av_per_s"] > 0
+    records = {(r["tre"], r["operation"]): r for r in data["records"]}
+    aka = records["software (native kernel)", "aka-milenage"]
+    assert aka["summary"]["n"] == 3 and aka["overhead_vs_raw"] > 0
+    assert ("software (python kernel)", "av-generation") in records
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "**Verdict: PASS**" in markdown and "Virtual PCD 00 00" in markdown
+    assert "<svg" in (tmp_path / "out" / "report.html").read_text()
     assert not lab.status().running  # it started the lab, so it stopped it
 
 
@@ -39,6 +46,9 @@ def test_main_job_leaves_a_running_lab_running(
 ) -> None:
     lab = lab_factory("mainjob-running")
     lab.up()
-    report = run_main_job(out_dir=tmp_path, lab_dir=lab.path, subscribers=50)
+    report = run_main_job(
+        out_dir=tmp_path, lab_dir=lab.path, subscribers=50, quick=True, rounds=2,
+        tres=["software (native"], progress=lambda _: None,
+    )  # fmt: skip
     assert report.exit_code == 0
     assert lab.status().swtpm.state == "running"
