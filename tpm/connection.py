@@ -16,6 +16,10 @@ from typing import Any
 
 from trelab.errors import BadInput, Unavailable
 
+# ESYS prints its own error lines on stderr when the TPM refuses a command; trelab reports
+# every refusal itself in one line, so silence the library unless the user asked for its logs.
+os.environ.setdefault("TSS2_LOG", "all+NONE")
+
 __all__ = ["TpmConnection", "parse_tcti", "resolve_tcti"]
 
 
