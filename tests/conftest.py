@@ -93,3 +93,101 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     finally:
         for instance in reversed(made):
             instance.down()
+
+
+# ---- the UICC side: the lab's virtual card in reader 0, a modem on a pty ----------------------
+
+
+@pytest.fixture(scope="session")
+def usim_reader(lab: LabStatus) -> str:
+    """The lab's card reader (``Virtual PCD 00 00``) with *this lab's* card in it.
+
+    vpcd serves one card per reader; with several labs up on the host the first lab's card
+    holds reader 0 and the others queue. Tests that count on this lab's card state wait for it
+    to be the attached one, and skip if another lab keeps the reader."""
+    from firmware_stubs.card_serve import read_status
+    from trelab import proc
+    from uicc.links.pcsc import PcscLink
+
+    card = lab.card
+    if card is None or card.state != "running":
+        skip_or_fail(f"the lab's virtual card is not running: {card.note if card else 'absent'}")
+        raise AssertionError("unreachable")
+    status_file = lab.lab_dir / "card" / "status.json"
+
+    def ours_attached() -> bool:
+        status = read_status(status_file)
+        return bool(status and status.get("pid") == card.pid and status.get("state") == "attached")
+
+    if not proc.wait_until(ours_attached, 30.0, interval=0.2):
+        skip_or_fail(f"{card.reader} is held by another lab's card (see {card.log})")
+
+    def answers() -> bool:
+        try:
+            with PcscLink(card.reader):
+                return True
+        except Unavailable:
+            return False
+
+    if not proc.wait_until(answers, 15.0, interval=0.2):
+        skip_or_fail(f"no card answers in {card.reader} (see {card.log})")
+    return card.reader
+
+
+class ModemProcess:
+    """A `trelab modem serve --pty` process: ``device`` is the pty path it printed."""
+
+    def __init__(self, profile: Path, state: Path, log: Path) -> None:
+        import subprocess
+        import sys
+
+        self.profile, self.state, self.log = profile, state, log
+        argv = [sys.executable, "-m", "host.cli", "modem", "serve", "--profile", str(profile)]
+        argv += ["--state", str(state), "--pty"]
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline().decode().strip()
+        if not first.startswith("modem on "):
+            self.stop()
+            raise AssertionError(f"modem serve printed {first!r}; see {log}")
+        self.device = first.removeprefix("modem on ")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def modem_pty(tmp_path: Path) -> Iterator[ModemProcess]:
+    """A modem emulator process on a fresh pty, with the default test profile and a state file
+    of its own; stopped (SIGTERM) at the end of the test."""
+    import json
+
+    from firmware_stubs.usim.profile import DEFAULT_PROFILE
+
+    profile = tmp_path / "modem-profile.json"
+    profile.write_text(json.dumps(dict(DEFAULT_PROFILE)))
+    modem = ModemProcess(profile, tmp_path / "modem-state.json", tmp_path / "modem.log")
+    try:
+        yield modem
+    finally:
+        modem.stop()

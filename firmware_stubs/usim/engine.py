@@ -1,0 +1,837 @@
+"""Pure. The emulated USIM: one command APDU in, one response out (TS 102 221 §10–11, TS 31.102 §7).
+
+Sans-I/O like h11: the vpcd card link, the pty modem and unit tests all feed bytes to
+:meth:`UsimEngine.process` and send back what it returns. Files come from the declarations of
+:mod:`uicc.fs`; commands come from one INS table. The card is T=0: case-4 commands (SELECT
+with FCP, AUTHENTICATE) answer ``61xx`` and the data is fetched with GET RESPONSE; a wrong Le
+gives ``6Cxx``. Non-volatile state goes through an injected :class:`CardStore`, committed
+*before* the response that depends on it is returned (TS 33.102 Annex C: no SQN rollback).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Literal
+
+from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authenticate
+from trelab.errors import BadInput
+from uicc import fs
+from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
+from uicc.sw import (
+    SW_CHANNEL_NOT_SUPPORTED,
+    SW_CLA_NOT_SUPPORTED,
+    SW_CONDITIONS_NOT_SATISFIED,
+    SW_FILE_NOT_FOUND,
+    SW_INCOMPATIBLE_FILE,
+    SW_INCORRECT_DATA,
+    SW_INS_NOT_SUPPORTED,
+    SW_MAC_FAILURE,
+    SW_NO_EF_SELECTED,
+    SW_OK,
+    SW_PIN_BLOCKED,
+    SW_RECORD_NOT_FOUND,
+    SW_REFERENCED_DATA_INVALIDATED,
+    SW_REFERENCED_DATA_NOT_FOUND,
+    SW_SECURE_MESSAGING_NOT_SUPPORTED,
+    SW_SECURITY_NOT_SATISFIED,
+    SW_TECHNICAL_PROBLEM,
+    SW_WRONG_LENGTH,
+    SW_WRONG_OFFSET,
+    SW_WRONG_P1P2,
+)
+
+from .profile import CardProfile
+from .state import CardState, CardStore, FileContent, PinState
+
+__all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state"]
+
+# TS 102 221 §6.3 / ISO 7816-3: TA1=96 (Fi/Di 512/32), T=0 then T=15 global bytes (TA=C7:
+# clock stop, class A/B/C), 15 historical bytes, TCK. XOR of T0…TCK is zero (a test checks).
+ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+
+# Retry counters (TS 102 221 §9.5.1): 3 for PIN1 and ADM1, 10 for the PUK.
+MAX_TRIES = {"pin1": 3, "puk1": 10, "adm1": 3}
+
+# Key references (TS 102 221 §9.5.1 Table 9.3) → PIN names in the card state.
+_KEY_REFS = {fs.KEY_REFERENCE[Access.PIN1]: "pin1", fs.KEY_REFERENCE[Access.ADM1]: "adm1"}
+
+# Services of EF.UST (TS 31.102 §4.2.8): 20 SPN, 27 GSM access (Kc in 3G context), 33 (shall be
+# set), 34 EST, 38 GSM security context, 85 EPS MM information.
+_UST_SERVICES = (20, 27, 33, 34, 38, 85)
+
+_CONTEXT_GSM = 0x80  # AUTHENTICATE P2, TS 31.102 §7.1.1: specific reference data, GSM context
+_CONTEXT_3G = 0x81  # … 3G (UMTS/EPS) context
+
+
+class _Refuse(Exception):
+    """Internal: answer with this status word (and no data)."""
+
+    def __init__(self, sw: int) -> None:
+        super().__init__(f"{sw:04X}")
+        self.sw = sw
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A parsed short command APDU (ISO 7816-3 §12.1: cases 1–4)."""
+
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    data: bytes
+    le: int | None  # None: absent; 0 encodes 256
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.data)
+
+
+def _parse(apdu: bytes) -> _Command:
+    """Split CLA INS P1 P2 [Lc data] [Le]; extended lengths are not supported (6700)."""
+    if len(apdu) < 4:
+        raise _Refuse(SW_WRONG_LENGTH)
+    cla, ins, p1, p2 = apdu[:4]
+    if len(apdu) == 4:
+        return _Command(cla, ins, p1, p2, b"", None)
+    if len(apdu) == 5:
+        return _Command(cla, ins, p1, p2, b"", apdu[4])
+    lc = apdu[4]
+    if lc == 0:  # extended length APDU: not supported by this T=0 card
+        raise _Refuse(SW_WRONG_LENGTH)
+    if len(apdu) == 5 + lc:
+        return _Command(cla, ins, p1, p2, apdu[5:], None)
+    if len(apdu) == 6 + lc:
+        return _Command(cla, ins, p1, p2, apdu[5:-1], apdu[-1])
+    raise _Refuse(SW_WRONG_LENGTH)
+
+
+Family = Literal["iso", "uicc"]
+
+
+def _check_class(cla: int, family: Family) -> None:
+    """CLA coding (TS 102 221 §10.1.1): 0X/4X–7X interindustry, 8X/CX/EX UICC-specific; A0 is GSM."""
+    if cla == 0xFF:
+        raise _Refuse(SW_CLA_NOT_SUPPORTED)
+    if cla & 0x40:  # further interindustry values: channels 4…19
+        channel, secure, chaining = 4 + (cla & 0x0F), cla & 0x20, cla & 0x10
+    elif cla & 0xE0 in (0x00, 0x80):
+        channel, secure, chaining = cla & 0x03, cla & 0x0C, cla & 0x10
+    else:  # 2X, 3X, AX (GSM SIM class), BX
+        raise _Refuse(SW_CLA_NOT_SUPPORTED)
+    if ("iso" if cla < 0x80 else "uicc") != family:
+        raise _Refuse(SW_CLA_NOT_SUPPORTED)
+    if chaining:
+        raise _Refuse(SW_CLA_NOT_SUPPORTED)
+    if channel:
+        raise _Refuse(SW_CHANNEL_NOT_SUPPORTED)
+    if secure:
+        raise _Refuse(SW_SECURE_MESSAGING_NOT_SUPPORTED)
+
+
+def _sw(sw: int) -> bytes:
+    return sw.to_bytes(2, "big")
+
+
+def _pin_block_ok(block: bytes) -> bool:
+    """A new PIN: 4–8 ASCII digits padded with FF to 8 bytes (TS 102 221 §9.5.1)."""
+    digits = block.rstrip(b"\xff")
+    return len(block) == 8 and 4 <= len(digits) <= 8 and digits.isdigit()
+
+
+def _initial_files(profile: CardProfile) -> dict[str, FileContent]:
+    """File contents of a freshly personalised card (profile values where the files hold them)."""
+    out: dict[str, FileContent] = {}
+    for ef in fs.all_efs():
+        if isinstance(ef, LinearFixedEF):
+            out[ef.name] = ef.initial_records()
+        else:
+            out[ef.name] = ef.initial()
+
+    def enc(ef: TransparentEF, value: object) -> None:
+        out[ef.name] = ef.codec.encode(value, ef.size)
+
+    enc(fs.EF_ICCID, profile.iccid)
+    enc(fs.EF_IMSI, profile.imsi)
+    enc(
+        fs.EF_AD,
+        {"ue_operation_mode": 0, "additional_info": "0000", "mnc_length": profile.mnc_length},
+    )
+    enc(fs.EF_SPN, {"display_condition": 1, "name": profile.spn})
+    enc(fs.EF_UST, _UST_SERVICES)
+    # access class 0…9 from the last IMSI digit, the usual allocation (TS 22.011 §4.2)
+    enc(fs.EF_ACC, (int(profile.imsi[-1]),))
+    dir_ef = fs.EF_DIR
+    records = list(dir_ef.initial_records())
+    records[0] = dir_ef.codec.encode(
+        {"aid": fs.ADF_USIM.aid.hex(), "label": fs.ADF_USIM.label}, dir_ef.record_len
+    )
+    out[dir_ef.name] = tuple(records)
+    return out
+
+
+def initial_state(profile: CardProfile) -> CardState:
+    """The non-volatile state of a card fresh from personalisation."""
+    pins = {
+        "pin1": PinState(
+            profile.pin1_block, MAX_TRIES["pin1"], MAX_TRIES["pin1"], profile.pin1_enabled
+        ),
+        "puk1": PinState(profile.puk1_block, MAX_TRIES["puk1"], MAX_TRIES["puk1"]),
+        "adm1": PinState(profile.adm1_block, MAX_TRIES["adm1"], MAX_TRIES["adm1"]),
+    }
+    return CardState(
+        iccid=profile.iccid,
+        sqn=profile.initial_sqn_state(),
+        pins=MappingProxyType(pins),
+        files=MappingProxyType({}),
+    )
+
+
+def _build_parents() -> dict[str, DF | ADF]:
+    parents: dict[str, DF | ADF] = {fs.MF.name: fs.MF}
+    stack: list[DF | ADF] = [fs.MF, *fs.APPLICATIONS]
+    for app in fs.APPLICATIONS:
+        parents[app.name] = fs.MF
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            parents[child.name] = node
+            if isinstance(child, DF):
+                stack.append(child)
+    return parents
+
+
+_PARENTS = _build_parents()
+Node = DF | ADF | TransparentEF | LinearFixedEF
+
+
+class UsimEngine:
+    """A USIM (UICC with ADF.USIM), T=0, one logical channel.
+
+    The constructor loads the card state from ``store`` (or personalises a fresh one from
+    ``profile``) and powers the card on.
+
+    Raises:
+        BadInput: the store holds a malformed state or the state of another card (ICCID).
+    """
+
+    def __init__(self, profile: CardProfile, store: CardStore | None = None) -> None:
+        self._profile = profile
+        self._store = store if store is not None else CardStore(None)
+        self._algorithm = profile.make_algorithm()
+        mac_len = 8 if profile.algorithm == "milenage" else profile.mac_bits // 8
+        self._autn_len = 8 + mac_len
+        self._base_files = _initial_files(profile)
+        state = self._store.load()
+        if state is None:
+            state = initial_state(profile)
+            self._store.save(state)
+        elif state.iccid != profile.iccid:
+            raise BadInput(f"card state belongs to ICCID {state.iccid}, not {profile.iccid}")
+        self._state = state
+        self.last_error: str | None = None  # type name of the last internal error (6F00)
+        self._table: dict[int, tuple[Family, Callable[[_Command], bytes]]] = {
+            0xA4: ("iso", self._select),
+            0xB0: ("iso", self._read_binary),
+            0xD6: ("iso", self._update_binary),
+            0xB2: ("iso", self._read_record),
+            0xDC: ("iso", self._update_record),
+            0xC0: ("iso", self._get_response),
+            0x20: ("iso", self._verify),
+            0x24: ("iso", self._change),
+            0x26: ("iso", self._disable),
+            0x28: ("iso", self._enable),
+            0x2C: ("iso", self._unblock),
+            0x88: ("iso", self._authenticate),
+            0xF2: ("uicc", self._status),
+            0x10: ("uicc", self._terminal_profile),
+        }
+        self._powered = False
+        self._pending: bytes | None = None
+        self.power_on()
+
+    def __repr__(self) -> str:
+        return f"UsimEngine(iccid={self._profile.iccid}, algorithm={self._profile.algorithm})"
+
+    # -- power -----------------------------------------------------------------------------------
+    @property
+    def atr(self) -> bytes:
+        return ATR
+
+    @property
+    def powered(self) -> bool:
+        return self._powered
+
+    def power_on(self) -> bytes:
+        """Cold start: MF selected, no PIN verified, no pending response. Returns the ATR."""
+        self._powered = True
+        self._df: DF | ADF = fs.MF
+        self._ef: EF | None = None
+        self._app: ADF | None = None
+        self._record = 0
+        self._verified: set[str] = set()
+        self._pending = None
+        self._offered: bytes | None = None
+        return ATR
+
+    def reset(self) -> bytes:
+        """Warm reset: same volatile reset as a cold start (TS 102 221 §6.2)."""
+        return self.power_on()
+
+    def power_off(self) -> None:
+        self.power_on()
+        self._powered = False
+
+    # -- read-only views for links (AT+CIMI, AT+CPIN?) and tests -------------------------------
+    @property
+    def profile(self) -> CardProfile:
+        return self._profile
+
+    @property
+    def state(self) -> CardState:
+        return self._state
+
+    @property
+    def store(self) -> CardStore:
+        return self._store
+
+    @property
+    def imsi(self) -> str | None:
+        """The IMSI currently in EF.IMSI (it may have been rewritten with UPDATE BINARY)."""
+        content = self._content(fs.EF_IMSI)
+        assert isinstance(content, bytes)
+        try:
+            return fs.decode_imsi(content)
+        except BadInput:
+            return None
+
+    def pin_status(self) -> dict[str, object]:
+        """PIN1/PUK state as a modem needs it for AT+CPIN? (TS 27.007 §8.3)."""
+        pin1, puk1 = self._state.pins["pin1"], self._state.pins["puk1"]
+        return {
+            "pin1_enabled": pin1.enabled,
+            "pin1_verified": "pin1" in self._verified,
+            "pin1_remaining": pin1.remaining,
+            "puk1_remaining": puk1.remaining,
+        }
+
+    # -- the one entry point ---------------------------------------------------------------------
+    def process(self, apdu: bytes) -> bytes:
+        """Answer one command APDU with data ‖ SW1 SW2. Never raises.
+
+        A card that is off is powered on first (a link may skip the explicit power-on).
+        An internal error answers 6F00 and changes nothing (``last_error`` names it).
+        """
+        if not self._powered:
+            self.power_on()
+        # T=0: response data is offered to the next command only (if it is GET RESPONSE)
+        self._offered, self._pending = self._pending, None
+        try:
+            command = _parse(bytes(apdu))
+            entry = self._table.get(command.ins)
+            if entry is None:
+                _check_class(command.cla, "iso" if command.cla < 0x80 else "uicc")
+                raise _Refuse(SW_INS_NOT_SUPPORTED)
+            family, handler = entry
+            _check_class(command.cla, family)
+            return handler(command)
+        except _Refuse as refusal:
+            return _sw(refusal.sw)
+        except Exception as exc:  # the card must answer; a bug shows as 6F00 + last_error
+            self.last_error = type(exc).__name__
+            return _sw(SW_TECHNICAL_PROBLEM)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _commit(self, state: CardState) -> None:
+        """Persist first, then adopt: if the store raises, the card state is unchanged."""
+        self._store.save(state)
+        self._state = state
+
+    def _content(self, ef: EF) -> FileContent:
+        return self._state.files.get(ef.name, self._base_files[ef.name])
+
+    def _respond_later(self, data: bytes) -> bytes:
+        """T=0 case 4: keep ``data`` for GET RESPONSE and announce its length with 61xx."""
+        self._pending = data
+        return bytes([0x61, len(data) & 0xFF])
+
+    @staticmethod
+    def _respond_now(data: bytes, le: int | None) -> bytes:
+        """T=0 case 2: Le absent or 00 takes all (≤ 256); a different Le gets 6Cxx (exact length)."""
+        if le is None or le == 0 or le == len(data):
+            return data + _sw(SW_OK)
+        return bytes([0x6C, len(data) & 0xFF])
+
+    def _allowed(self, access: Access) -> bool:
+        if access is Access.ALW:
+            return True
+        if access is Access.PIN1:
+            return not self._state.pins["pin1"].enabled or "pin1" in self._verified
+        if access is Access.ADM1:
+            return "adm1" in self._verified
+        return False
+
+    def _require(self, access: Access) -> None:
+        if not self._allowed(access):
+            raise _Refuse(SW_SECURITY_NOT_SATISFIED)
+
+    # -- SELECT (TS 102 221 §11.1.1) -------------------------------------------------------------
+    def _child(self, df: DF | ADF, fid: int) -> Node | None:
+        return next((c for c in df.children if c.fid == fid), None)
+
+    def _by_fid(self, fid: int) -> Node:
+        """Search order of TS 102 221 §8.4.1: children of the current DF, the DF itself, its
+        parent and the parent's children, the MF; 7FFF is the current application."""
+        if fid == 0x3F00:
+            return fs.MF
+        if fid == 0x7FFF:
+            if self._app is None:
+                raise _Refuse(SW_FILE_NOT_FOUND)
+            return self._app
+        current = self._df
+        parent = _PARENTS[current.name]
+        found = self._child(current, fid)
+        if found is None and current.fid == fid and not isinstance(current, ADF):
+            found = current
+        if found is None and parent.fid == fid:
+            found = parent
+        if found is None:
+            found = self._child(parent, fid)
+        if found is None:
+            raise _Refuse(SW_FILE_NOT_FOUND)
+        return found
+
+    def _by_path(self, start: DF | ADF, path: bytes) -> Node:
+        if not path or len(path) % 2:
+            raise _Refuse(SW_WRONG_LENGTH)
+        fids = [int.from_bytes(path[i : i + 2], "big") for i in range(0, len(path), 2)]
+        if start is fs.MF and fids[0] == 0x3F00:  # tolerate an explicit MF at the start
+            fids = fids[1:]
+        node: Node = start
+        for index, fid in enumerate(fids):
+            if not isinstance(node, DF | ADF):
+                raise _Refuse(SW_FILE_NOT_FOUND)
+            if fid == 0x7FFF and index == 0 and self._app is not None:
+                node = self._app
+                continue
+            child = self._child(node, fid)
+            if child is None:
+                raise _Refuse(SW_FILE_NOT_FOUND)
+            node = child
+        return node
+
+    def _by_aid(self, aid: bytes) -> ADF:
+        """Right-truncated AIDs match by prefix (ISO 7816-4 §5.3.1.2)."""
+        if not 1 <= len(aid) <= 16:
+            raise _Refuse(SW_WRONG_LENGTH)
+        for app in fs.APPLICATIONS:
+            if app.aid.startswith(aid):
+                return app
+        raise _Refuse(SW_FILE_NOT_FOUND)
+
+    def _select(self, c: _Command) -> bytes:
+        if c.p2 not in (0x00, 0x04, 0x0C):
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data and c.le:
+            raise _Refuse(SW_WRONG_LENGTH)  # P3 announced data that never came
+        if c.p1 == 0x00:
+            if not c.data:
+                target: Node = fs.MF
+            elif len(c.data) != 2:
+                raise _Refuse(SW_WRONG_LENGTH)
+            else:
+                target = self._by_fid(int.from_bytes(c.data, "big"))
+        elif c.p1 == 0x01:
+            if len(c.data) != 2:
+                raise _Refuse(SW_WRONG_LENGTH)
+            child = self._child(self._df, int.from_bytes(c.data, "big"))
+            if not isinstance(child, DF):
+                raise _Refuse(SW_FILE_NOT_FOUND)
+            target = child
+        elif c.p1 == 0x03:
+            if c.data:
+                raise _Refuse(SW_WRONG_LENGTH)
+            target = _PARENTS[self._df.name]
+        elif c.p1 == 0x04:
+            target = self._by_aid(c.data)
+        elif c.p1 == 0x08:
+            target = self._by_path(fs.MF, c.data)
+        elif c.p1 == 0x09:
+            target = self._by_path(self._df, c.data)
+        else:
+            raise _Refuse(SW_WRONG_P1P2)
+        if isinstance(target, DF | ADF):
+            self._df, self._ef = target, None
+            if isinstance(target, ADF):
+                self._app = target
+        else:
+            self._df, self._ef = _PARENTS[target.name], target
+        self._record = 0
+        if c.p2 == 0x0C:
+            return _sw(SW_OK)
+        return self._respond_later(self._fcp(target))
+
+    def _fcp(self, node: Node) -> bytes:
+        """FCP template (TS 102 221 §11.1.1.3): 82, 83, [84], [A5], 8A, 8C, [C6], [80, 88]."""
+        parts: list[bytes] = []
+        if isinstance(node, DF | ADF):
+            parts.append(encode_tlv(0x82, b"\x78\x21"))  # DF/ADF, shareable
+            parts.append(encode_tlv(0x83, node.fid.to_bytes(2, "big")))
+            if isinstance(node, ADF):
+                parts.append(encode_tlv(0x84, node.aid))
+            if node is fs.MF:  # UICC characteristics: clock stop allowed, class A/B/C
+                parts.append(encode_tlv(0xA5, encode_tlv(0x80, b"\x71")))
+            parts.append(encode_tlv(0x8A, b"\x05"))  # operational, activated
+            parts.append(encode_tlv(0x8C, b"\x00"))
+            parts.append(encode_tlv(0xC6, self._pin_status_template()))
+            return encode_tlv(0x62, b"".join(parts))
+        if isinstance(node, LinearFixedEF):
+            kind = 0x46 if isinstance(node, CyclicEF) else 0x42
+            descriptor = (
+                bytes([kind, 0x21]) + node.record_len.to_bytes(2, "big") + bytes([node.records])
+            )
+        else:
+            descriptor = b"\x41\x21"
+        parts.append(encode_tlv(0x82, descriptor))
+        parts.append(encode_tlv(0x83, node.fid.to_bytes(2, "big")))
+        parts.append(encode_tlv(0x8A, b"\x05"))
+        # compact security attributes (ISO 7816-4 §5.4.3.1): AM = update|read, then one SC byte
+        # each (b7→b1 order): 00 always, FF never, else the key reference in the low bits
+        parts.append(encode_tlv(0x8C, bytes([0x03, _sc(node.update), _sc(node.read)])))
+        parts.append(encode_tlv(0x80, node.size.to_bytes(2, "big")))
+        parts.append(encode_tlv(0x88, bytes([node.sfid << 3]) if node.sfid is not None else b""))
+        return encode_tlv(0x62, b"".join(parts))
+
+    def _pin_status_template(self) -> bytes:
+        """C6 (TS 102 221 §9.5.2): PS_DO bit 8 set when PIN1 (key reference 01) is enabled."""
+        enabled = 0x80 if self._state.pins["pin1"].enabled else 0x00
+        return encode_tlv(0x90, bytes([enabled])) + encode_tlv(0x83, b"\x01")
+
+    # -- STATUS (§11.1.2) -------------------------------------------------------------------------
+    def _status(self, c: _Command) -> bytes:
+        if c.p1 not in (0x00, 0x01, 0x02) or c.p2 not in (0x00, 0x01, 0x0C):
+            raise _Refuse(SW_WRONG_P1P2)
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if c.p2 == 0x0C:
+            return _sw(SW_OK)
+        if c.p2 == 0x01:
+            if self._app is None:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            return self._respond_now(encode_tlv(0x84, self._app.aid), c.le)
+        return self._respond_now(self._fcp(self._df), c.le)
+
+    def _terminal_profile(self, c: _Command) -> bytes:
+        """TERMINAL PROFILE (TS 102 221 §11.2.1): accepted and ignored (no proactive UICC)."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        return _sw(SW_OK)
+
+    # -- GET RESPONSE (§11.1.13, T=0 of §7.3.1.1.4) -----------------------------------------------
+    def _get_response(self, c: _Command) -> bytes:
+        pending = self._offered
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if pending is None:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        wanted = c.le or 256  # absent or 00: 256
+        if wanted > len(pending):
+            self._pending = pending
+            return bytes([0x6C, len(pending) & 0xFF])
+        if wanted < len(pending):
+            self._pending = pending[wanted:]
+            return pending[:wanted] + bytes([0x61, len(self._pending) & 0xFF])
+        return pending + _sw(SW_OK)
+
+    # -- READ / UPDATE BINARY (§11.1.3, §11.1.4) -------------------------------------------------
+    def _by_sfi(self, sfi: int) -> EF:
+        for child in self._df.children:
+            if not isinstance(child, DF) and child.sfid == sfi:
+                self._ef, self._record = child, 0
+                return child
+        raise _Refuse(SW_FILE_NOT_FOUND)
+
+    def _binary_target(self, c: _Command) -> tuple[TransparentEF, int]:
+        if c.p1 & 0x80:
+            if c.p1 & 0x60:
+                raise _Refuse(SW_WRONG_P1P2)
+            ef: EF | None = self._by_sfi(c.p1 & 0x1F)
+            offset = c.p2
+        else:
+            ef = self._ef
+            offset = c.p1 << 8 | c.p2
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, TransparentEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        return ef, offset
+
+    def _read_binary(self, c: _Command) -> bytes:
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        ef, offset = self._binary_target(c)
+        self._require(ef.read)
+        if offset >= ef.size:
+            raise _Refuse(SW_WRONG_OFFSET)
+        content = self._content(ef)
+        assert isinstance(content, bytes)
+        available = ef.size - offset
+        wanted = min(available, 256) if not c.le else c.le
+        if wanted > available:
+            return bytes([0x6C, available])
+        return content[offset : offset + wanted] + _sw(SW_OK)
+
+    def _update_binary(self, c: _Command) -> bytes:
+        if not c.data or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        ef, offset = self._binary_target(c)
+        self._require(ef.update)
+        if offset >= ef.size:
+            raise _Refuse(SW_WRONG_OFFSET)
+        if offset + len(c.data) > ef.size:
+            raise _Refuse(SW_WRONG_LENGTH)
+        content = self._content(ef)
+        assert isinstance(content, bytes)
+        updated = content[:offset] + c.data + content[offset + len(c.data) :]
+        self._commit(self._state.with_file(ef.name, updated))
+        return _sw(SW_OK)
+
+    # -- READ / UPDATE RECORD (§11.1.5, §11.1.6) -------------------------------------------------
+    def _record_target(self, c: _Command) -> LinearFixedEF:
+        sfi = c.p2 >> 3
+        ef = self._by_sfi(sfi) if sfi else self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, LinearFixedEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        return ef
+
+    def _record_number(self, ef: LinearFixedEF, mode: int, p1: int) -> int:
+        """Modes (P2 b3–b1): 2 next, 3 previous, 4 absolute/current (P1 = 0: current)."""
+        cyclic = isinstance(ef, CyclicEF)
+        count = ef.records
+        if mode == 0x04:
+            number = p1 or self._record
+            if not 1 <= number <= count:
+                raise _Refuse(SW_RECORD_NOT_FOUND)
+            return number
+        if p1:
+            raise _Refuse(SW_WRONG_P1P2)
+        current = self._record
+        if mode == 0x02:
+            number = current + 1 if current else 1
+            if number > count:
+                if not cyclic:
+                    raise _Refuse(SW_RECORD_NOT_FOUND)
+                number = 1
+        elif mode == 0x03:
+            number = current - 1 if current else count
+            if number < 1:
+                if not cyclic:
+                    raise _Refuse(SW_RECORD_NOT_FOUND)
+                number = count
+        else:
+            raise _Refuse(SW_WRONG_P1P2)
+        return number
+
+    def _read_record(self, c: _Command) -> bytes:
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        mode = c.p2 & 0x07
+        if mode not in (0x02, 0x03, 0x04):
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._record_target(c)
+        self._require(ef.read)
+        number = self._record_number(ef, mode, c.p1)
+        if c.le and c.le != ef.record_len:
+            return bytes([0x6C, ef.record_len & 0xFF])
+        if mode != 0x04:
+            self._record = number
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        return records[number - 1] + _sw(SW_OK)
+
+    def _update_record(self, c: _Command) -> bytes:
+        mode = c.p2 & 0x07
+        if mode not in (0x02, 0x03, 0x04):
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._record_target(c)
+        if len(c.data) != ef.record_len or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.update)
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        if isinstance(ef, CyclicEF):
+            if mode != 0x03 or c.p1:  # cyclic files: PREVIOUS only, the oldest becomes record 1
+                raise _Refuse(SW_WRONG_P1P2)
+            updated = (c.data, *records[:-1])
+            number = 1
+        else:
+            number = self._record_number(ef, mode, c.p1)
+            updated = (*records[: number - 1], c.data, *records[number:])
+        self._commit(self._state.with_file(ef.name, updated))
+        if mode != 0x04 or isinstance(ef, CyclicEF):
+            self._record = number
+        return _sw(SW_OK)
+
+    # -- PIN commands (§11.1.9–§11.1.13) ---------------------------------------------------------
+    def _key(self, c: _Command, *, allowed: tuple[str, ...] = ("pin1", "adm1")) -> str:
+        if c.p1:
+            raise _Refuse(SW_WRONG_P1P2)
+        name = _KEY_REFS.get(c.p2)
+        if name is None or name not in allowed:
+            raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+        return name
+
+    def _attempt(self, name: str, block: bytes) -> PinState:
+        """Compare ``block`` with key ``name`` in constant time; on a mismatch commit the
+        decremented counter and refuse (63Cx, or 6983 at zero). Returns the reset key on a match."""
+        pin = self._state.pins[name]
+        if pin.blocked:
+            raise _Refuse(SW_PIN_BLOCKED)
+        if hmac.compare_digest(block, pin.value):
+            return replace(pin, remaining=pin.max_tries)
+        failed = replace(pin, remaining=pin.remaining - 1)
+        self._commit(self._state.with_pin(name, failed))
+        self._verified.discard(name)
+        raise _Refuse(SW_PIN_BLOCKED if failed.blocked else 0x63C0 | failed.remaining)
+
+    def _query(self, name: str) -> bytes:
+        pin = self._state.pins[name]
+        if pin.blocked:
+            return _sw(SW_PIN_BLOCKED)
+        if name in self._verified:
+            return _sw(SW_OK)
+        return _sw(0x63C0 | pin.remaining)
+
+    def _verify(self, c: _Command) -> bytes:
+        name = self._key(c)
+        if not c.data:
+            if c.le:
+                raise _Refuse(SW_WRONG_LENGTH)  # P3 announced data that never came
+            return self._query(name)
+        if len(c.data) != 8:
+            raise _Refuse(SW_WRONG_LENGTH)
+        pin = self._attempt(name, c.data)
+        if pin != self._state.pins[name]:
+            self._commit(self._state.with_pin(name, pin))
+        self._verified.add(name)
+        return _sw(SW_OK)
+
+    def _change(self, c: _Command) -> bytes:
+        name = self._key(c, allowed=("pin1",))
+        if len(c.data) != 16:
+            raise _Refuse(SW_WRONG_LENGTH)
+        current = self._state.pins[name]
+        if current.blocked:
+            raise _Refuse(SW_PIN_BLOCKED)
+        if not current.enabled:
+            raise _Refuse(SW_REFERENCED_DATA_INVALIDATED)
+        if not _pin_block_ok(c.data[8:]):
+            raise _Refuse(SW_INCORRECT_DATA)
+        pin = self._attempt(name, c.data[:8])
+        self._commit(self._state.with_pin(name, replace(pin, value=c.data[8:])))
+        self._verified.add(name)
+        return _sw(SW_OK)
+
+    def _set_enabled(self, c: _Command, enabled: bool) -> bytes:
+        name = self._key(c, allowed=("pin1",))
+        if len(c.data) != 8:
+            raise _Refuse(SW_WRONG_LENGTH)
+        current = self._state.pins[name]
+        if current.blocked:
+            raise _Refuse(SW_PIN_BLOCKED)
+        if current.enabled == enabled:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        pin = self._attempt(name, c.data)
+        self._commit(self._state.with_pin(name, replace(pin, enabled=enabled)))
+        self._verified.add(name)
+        return _sw(SW_OK)
+
+    def _disable(self, c: _Command) -> bytes:
+        return self._set_enabled(c, False)
+
+    def _enable(self, c: _Command) -> bytes:
+        return self._set_enabled(c, True)
+
+    def _unblock(self, c: _Command) -> bytes:
+        """UNBLOCK PIN: PUK ‖ new PIN; a good PUK resets, enables and verifies PIN1 (§11.1.13)."""
+        self._key(c, allowed=("pin1",))
+        if not c.data:
+            if c.le:
+                raise _Refuse(SW_WRONG_LENGTH)  # P3 announced data that never came
+            puk = self._state.pins["puk1"]
+            return _sw(SW_PIN_BLOCKED if puk.blocked else 0x63C0 | puk.remaining)
+        if len(c.data) != 16:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if self._state.pins["puk1"].blocked:
+            raise _Refuse(SW_PIN_BLOCKED)
+        if not _pin_block_ok(c.data[8:]):
+            raise _Refuse(SW_INCORRECT_DATA)
+        puk = self._attempt("puk1", c.data[:8])
+        pin1 = self._state.pins["pin1"]
+        pin1 = replace(pin1, value=c.data[8:], remaining=pin1.max_tries, enabled=True)
+        self._commit(self._state.with_pin("puk1", puk).with_pin("pin1", pin1))
+        self._verified.add("pin1")
+        return _sw(SW_OK)
+
+    # -- AUTHENTICATE (TS 31.102 §7.1.2) ---------------------------------------------------------
+    def _authenticate(self, c: _Command) -> bytes:
+        if c.p1 != 0x00 or c.p2 not in (_CONTEXT_GSM, _CONTEXT_3G):
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if self._app is not fs.ADF_USIM:  # the USIM application must be active
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        self._require(Access.PIN1)
+        data = c.data
+        rand_len = data[0]
+        rand = data[1 : 1 + rand_len]
+        if len(rand) != rand_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if c.p2 == _CONTEXT_GSM:
+            if len(data) != 1 + rand_len:
+                raise _Refuse(SW_WRONG_LENGTH)
+            if rand_len != 16:
+                raise _Refuse(SW_INCORRECT_DATA)
+            gsm = gsm_authenticate(self._algorithm, rand)
+            # L ‖ SRES ‖ L ‖ Kc (TS 31.102 §7.1.2.2)
+            return self._respond_later(
+                bytes([len(gsm.sres)]) + gsm.sres + bytes([len(gsm.kc)]) + gsm.kc
+            )
+        rest = data[1 + rand_len :]
+        if not rest or len(rest) != 1 + rest[0]:
+            raise _Refuse(SW_WRONG_LENGTH)
+        autn = rest[1:]
+        if rand_len != 16 or len(autn) != self._autn_len:
+            raise _Refuse(SW_INCORRECT_DATA)
+        result, sqn_state = usim_authenticate(self._algorithm, self._state.sqn, rand, autn)
+        if isinstance(result, AkaMacFailure):
+            return _sw(SW_MAC_FAILURE)
+        if isinstance(result, AkaSyncFailure):
+            return self._respond_later(b"\xdc" + bytes([len(result.auts)]) + result.auts)
+        state = replace(self._state, sqn=sqn_state)
+        if len(result.ck) == 16 == len(result.ik):  # EF.Keys = KSI ‖ CK ‖ IK (TS 31.102 §4.2.4)
+            keys = self._content(fs.EF_KEYS)
+            assert isinstance(keys, bytes)
+            state = state.with_file(fs.EF_KEYS.name, keys[:1] + result.ck + result.ik)
+        self._commit(state)  # before RES leaves the card
+        out = b"\xdb"
+        for value in (result.res, result.ck, result.ik, result.kc):
+            if value:
+                out += bytes([len(value)]) + value
+        return self._respond_later(out)
+
+
+def _sc(access: Access) -> int:
+    """Security condition byte of the compact format: 00 always, FF never, else key reference."""
+    if access is Access.ALW:
+        return 0x00
+    if access is Access.NEV:
+        return 0xFF
+    return fs.KEY_REFERENCE[access]

@@ -1,0 +1,171 @@
+"""Edge: filesystem. The card's non-volatile memory: SQN array, PIN/PUK/ADM counters, updated files.
+
+A :class:`CardStore` writes the whole :class:`CardState` atomically (:mod:`trelab.atomic`:
+temp file, fsync, rename) on every change that matters, *before* the engine releases the
+response; so a kill -9 leaves either the old or the new state and SQN can never roll back
+(TS 33.102 Annex C). ``CardStore(None)`` keeps the state in memory only (unit tests).
+The file holds PINs and CK/IK, as a card's EEPROM does: it is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from aka.sqn import SqnState
+from trelab.atomic import atomic_write_text
+from trelab.errors import BadInput
+
+if TYPE_CHECKING:
+    from .engine import UsimEngine
+
+__all__ = ["PIN_NAMES", "CardState", "CardStore", "PinState", "open_card"]
+
+PIN_NAMES = ("pin1", "puk1", "adm1")
+FileContent = bytes | tuple[bytes, ...]  # transparent EF, or the records of a record EF
+
+
+@dataclass(frozen=True)
+class PinState:
+    """One verification key (TS 102 221 §9.5): its value block, retries left, and enabled flag."""
+
+    value: bytes = field(repr=False)  # 8 bytes, digits padded with FF
+    remaining: int
+    max_tries: int
+    enabled: bool = True
+
+    @property
+    def blocked(self) -> bool:
+        return self.remaining == 0
+
+
+@dataclass(frozen=True)
+class CardState:
+    """Everything the card keeps across power cycles."""
+
+    iccid: str
+    sqn: SqnState
+    pins: Mapping[str, PinState]
+    files: Mapping[str, FileContent] = field(default_factory=dict, repr=False)
+
+    def with_pin(self, name: str, pin: PinState) -> CardState:
+        return replace(self, pins=MappingProxyType({**self.pins, name: pin}))
+
+    def with_file(self, name: str, content: FileContent) -> CardState:
+        return replace(self, files=MappingProxyType({**self.files, name: content}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "iccid": self.iccid,
+            "sqn": self.sqn.to_json(),
+            "pins": {
+                name: {
+                    "value": pin.value.hex(),
+                    "remaining": pin.remaining,
+                    "max_tries": pin.max_tries,
+                    "enabled": pin.enabled,
+                }
+                for name, pin in self.pins.items()
+            },
+            "files": {
+                name: content.hex() if isinstance(content, bytes) else [r.hex() for r in content]
+                for name, content in self.files.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> CardState:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            BadInput: missing or malformed fields.
+        """
+        try:
+            if data["version"] != 1:
+                raise BadInput(f"card state: unsupported version {data['version']!r}")
+            pins = {}
+            for name in PIN_NAMES:
+                raw = data["pins"][name]
+                pin = PinState(
+                    value=bytes.fromhex(raw["value"]),
+                    remaining=int(raw["remaining"]),
+                    max_tries=int(raw["max_tries"]),
+                    enabled=bool(raw["enabled"]),
+                )
+                if len(pin.value) != 8 or not 0 <= pin.remaining <= pin.max_tries <= 15:
+                    raise BadInput(f"card state: {name} malformed")
+                pins[name] = pin
+            files: dict[str, FileContent] = {}
+            for name, content in data["files"].items():
+                if isinstance(content, str):
+                    files[str(name)] = bytes.fromhex(content)
+                else:
+                    files[str(name)] = tuple(bytes.fromhex(r) for r in content)
+            return cls(
+                iccid=str(data["iccid"]),
+                sqn=SqnState.from_json(data["sqn"]),
+                pins=MappingProxyType(pins),
+                files=MappingProxyType(files),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, BadInput):
+                raise
+            raise BadInput(f"card state: malformed ({type(exc).__name__})") from None
+
+
+class CardStore:
+    """Where a card's :class:`CardState` lives: a file (atomic writes) or memory (``path=None``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._memory: CardState | None = None
+        self.writes = 0  # how many states were committed (tests, benchmarks)
+
+    def __repr__(self) -> str:
+        return f"CardStore(path={str(self.path) if self.path else None!r})"
+
+    def load(self) -> CardState | None:
+        """The stored state, or ``None`` for a card never written.
+
+        Raises:
+            BadInput: the file exists but is not a card state.
+        """
+        if self.path is None:
+            return self._memory
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BadInput(f"card state {self.path}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"card state {self.path}: not valid JSON (line {exc.lineno})") from None
+        state = CardState.from_json(data)
+        self._memory = state
+        return state
+
+    def save(self, state: CardState) -> None:
+        """Commit ``state``; returns only once it is durable. On an exception nothing changed."""
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(state.to_json(), separators=(",", ":")))
+        self._memory = state
+        self.writes += 1
+
+
+def open_card(profile_path: Path, state_path: Path | None) -> UsimEngine:
+    """A USIM from a profile file and its state file (created on first use).
+
+    Raises:
+        BadInput: bad profile, or a state file that is malformed or belongs to another ICCID.
+    """
+    from .engine import UsimEngine  # the engine imports this module
+    from .profile import load_profile
+
+    return UsimEngine(load_profile(profile_path), CardStore(state_path))

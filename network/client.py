@@ -1,0 +1,90 @@
+"""Edge: HTTP. How a device (the host agent) reaches the operator side: one
+``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into a
+:class:`~network.server.NetworkApp` (:class:`InProcessTransport`, for tests — httpx's
+``WSGITransport`` idea). An :class:`~network.messages.Error` reply becomes the matching
+exception, so callers see the same errors either way.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Protocol
+
+from network.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from network.messages import Error, decode
+from network.server import CBOR, NetworkApp
+from trelab.errors import TrelabError
+
+__all__ = ["HttpTransport", "InProcessTransport", "Transport", "raise_for_error"]
+
+
+class Transport(Protocol):
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes: ...
+
+
+def raise_for_error(status: int, body: bytes) -> bytes:
+    """``body`` if the request succeeded, else the Error it carries as an exception.
+
+    Raises:
+        RemoteProtocolError: 400-class protocol errors (or an unreadable error body).
+        SignatureInvalid: 403 for a signature that does not verify.
+        Refused: other 403 refusals (``.reason`` = the Error's code).
+        Unavailable: 503.
+    """
+    if status == 200:
+        return body
+    try:
+        msg = decode(body)
+    except TrelabError:
+        raise RemoteProtocolError(f"network answered {status} without a readable Error") from None
+    if not isinstance(msg, Error):
+        raise RemoteProtocolError(f"network answered {status} with a {type(msg).__name__}")
+    if status == 403 and msg.code == "signature":
+        raise SignatureInvalid(msg.reason)
+    if status == 403:
+        raise Refused(msg.code, msg.reason)
+    if status == 503:
+        raise Unavailable(f"network: {msg.reason}")
+    raise RemoteProtocolError(f"network refused the message ({msg.code}): {msg.reason}")
+
+
+class InProcessTransport:
+    """Calls the app directly: the real operator side, no socket."""
+
+    def __init__(self, app: NetworkApp) -> None:
+        self.app = app
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        headers = {"Content-Type": CBOR}
+        if grant is not None:
+            headers["Authorization"] = f"PCID {grant.hex()}"
+        response = self.app("POST", f"/v1/{endpoint}", headers, wire)
+        return raise_for_error(response.status, response.body)
+
+
+class HttpTransport:
+    """POSTs to ``base_url`` (e.g. ``http://127.0.0.1:8731``)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise Unavailable(f"network URL {base_url!r}: expected http://HOST:PORT")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            f"{self.base_url}/v1/{endpoint}",
+            data=wire,
+            method="POST",
+            headers={"Content-Type": CBOR},
+        )
+        if grant is not None:
+            request.add_header("Authorization", f"PCID {grant.hex()}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
+                return raise_for_error(reply.status, reply.read())
+        except urllib.error.HTTPError as exc:
+            return raise_for_error(exc.code, exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unavailable(f"network {self.base_url} unreachable: {exc}") from None

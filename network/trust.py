@@ -1,0 +1,279 @@
+"""Edge: tpm2-pytss marshaling (no TPM). The verifier-side TPM work the roles need — EK
+certificate chain (:mod:`tpm.ek`), AK checks and TPM2_MakeCredential in software
+(:mod:`tpm.identity`), quote verification (:mod:`tpm.verify` on :mod:`tpm.marshal`), receipt
+attestations, and the MID package builder over :mod:`tpm.package` — behind the small
+:class:`~network.roles.Trust` interface, so :mod:`network.roles` stays pure.
+
+Library and TPM-layer failures become :class:`~network.errors.Refused` with a short reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography import x509
+
+from network.errors import Refused
+from network.roles import BuiltPackage, EkIdentity, PackageInputs, QuoteOutcome
+from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
+from trelab.errors import BadInput
+
+__all__ = ["TpmTrust", "tpm_package_builder"]
+
+_ATTEST_NV_CERTIFY = 0x8014
+_ATTEST_CERTIFY = 0x8017
+
+
+def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
+    from tpm2_pytss import TSS2_Exception
+
+    try:
+        value, used = kind.unmarshal(data)
+    except (TSS2_Exception, ValueError, TypeError, IndexError):
+        raise Refused("malformed", f"{what} is not a marshaled {kind.__name__}") from None
+    if used != len(data):
+        raise Refused("malformed", f"{what}: trailing bytes after the {kind.__name__}")
+    return value
+
+
+class TpmTrust:
+    """The roles' :class:`~network.roles.Trust` on tpm2-pytss and :mod:`tpm`, trusting the
+    manufacturer CAs ``cas`` (root(s) and intermediates) for EK certificates."""
+
+    def __init__(self, cas: Sequence[x509.Certificate]) -> None:
+        if not cas:
+            raise BadInput("no trusted manufacturer CA")
+        self._cas = list(cas)
+
+    def verify_ek(self, ek_cert: bytes, now: int) -> EkIdentity:
+        """The TRE identity (TR 33.812 §7.1.2.1 threat 1 CM 3): the EK certificate chains to a
+        trusted manufacturer CA; the EK's TPM2B_PUBLIC is rebuilt from it."""
+        from tpm.ek import ek_tpm_public, verify_ek_chain
+
+        try:
+            cert = x509.load_der_x509_certificate(ek_cert)
+        except ValueError:
+            raise Refused("bad-ek-cert", "EK certificate is not DER X.509") from None
+        when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        try:
+            verify_ek_chain(cert, self._cas, now=when)
+        except EkCertificateRejected as exc:
+            raise Refused("unknown-ca", str(exc)) from None
+        try:
+            public = ek_tpm_public(cert)
+        except EkCertificateRejected as exc:
+            raise Refused("bad-ek-cert", str(exc)) from None
+        name = bytes(public.get_name())
+        return EkIdentity(device_id=name.hex(), ek_public=bytes(public.marshal()), ek_name=name)
+
+    def ak_name(self, ak_public: bytes) -> bytes:
+        """The AK's TPM name, after checking it is a restricted, TPM-fixed signing key."""
+        from tpm2_pytss import TPM2B_PUBLIC
+
+        from tpm.identity import check_ak_public
+
+        public = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        try:
+            return check_ak_public(public)
+        except CredentialRejected as exc:
+            raise Refused("not-an-ak", str(exc)) from None
+
+    def make_credential(
+        self, ek_public: bytes, ak_public: bytes, secret: bytes
+    ) -> tuple[bytes, bytes]:
+        """TPM2_MakeCredential in software: S for the EK, bound to the AK's name."""
+        from tpm2_pytss import TPM2B_PUBLIC
+
+        from tpm.identity import make_challenge
+
+        ek = _unmarshal(TPM2B_PUBLIC, ek_public, "EK public")
+        ak = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        try:
+            challenge = make_challenge(ek, ak, secret=secret)
+        except (CredentialRejected, EkCertificateRejected) as exc:
+            raise Refused("not-an-ak", str(exc)) from None
+        except ValueError as exc:
+            raise Refused("bad-ek-cert", f"MakeCredential refused the EK: {exc}") from None
+        return challenge.credential_blob, challenge.encrypted_secret
+
+    def _evidence(
+        self, ak_public: bytes, message: bytes, signature: bytes, pcrs: bytes, pcrlist: str
+    ) -> Any:
+        from tpm.marshal import ak_public_from_blob, parse_attest, parse_signature
+        from tpm.pcrsel import parse_selection
+        from tpm.verify import Evidence
+
+        try:
+            return Evidence(
+                message=message,
+                attest=parse_attest(message),
+                signature=parse_signature(signature),
+                ak=ak_public_from_blob(ak_public),
+                pcr_values=pcrs,
+                claimed=parse_selection(pcrlist),
+            )
+        except BadInput as exc:
+            raise Refused("bad-evidence", str(exc)) from None
+
+    def verify_quote(
+        self,
+        *,
+        ak_public: bytes,
+        ak_name: bytes,
+        quote_msg: bytes,
+        quote_sig: bytes,
+        pcrs: bytes,
+        pcrlist: str,
+        qualifying: bytes,
+        reference: Mapping[str, Mapping[int, bytes]],
+        previous: tuple[bytes, bytes] | None,
+    ) -> QuoteOutcome:
+        """:func:`tpm.verify.verify_quote` with the session's qualifying data, the activated
+        AK's name, the reference values and the device's previous quote (clock checks)."""
+        from tpm.verify import verify_quote
+
+        evidence = self._evidence(ak_public, quote_msg, quote_sig, pcrs, pcrlist)
+        before = None
+        if previous is not None:  # only its signature, AK and clock are checked: no PCR claims
+            before = self._evidence(ak_public, previous[0], previous[1], b"", "sha256:0")
+        try:
+            verdict = verify_quote(
+                evidence,
+                nonce=qualifying,
+                reference=reference,
+                previous=before,
+                expected_ak_name=ak_name,
+            )
+        except QuoteRejected as exc:
+            raise Refused(f"quote-{exc.check}", str(exc)) from None
+        except BadInput as exc:
+            raise Refused("bad-evidence", str(exc)) from None
+        digest = evidence.attest.pcr_digest or b""
+        return QuoteOutcome(pcr_digest=digest, pcrs=verdict.pcrs)
+
+    def receipt_expectations(
+        self, state: str, slot: int, counter: int | None
+    ) -> dict[bytes, tuple[int, bytes]]:
+        """The NV facts a receipt must show (:mod:`tpm.nv` layout): MID_STATE[slot] = state,
+        and MID_CTR = ``counter`` when given."""
+        return _receipt_expectations(state, slot, counter)
+
+    def verify_receipt(
+        self,
+        *,
+        ak_public: bytes,
+        evidence: Mapping[str, bytes],
+        qualifying: bytes,
+        expect_nv: Mapping[bytes, tuple[int, bytes]],
+    ) -> None:
+        """Every ``<label>.attest``/``<label>.sig`` pair is signed by the AK, TPM-generated and
+        fresh (extraData = ``qualifying``); each expected NV fact ``{index name: (offset,
+        contents)}`` is shown by one NV_Certify (TPM 2.0 Part 3 §31.16)."""
+        from tpm2_pytss import TPMS_ATTEST
+
+        from tpm.marshal import ak_public_from_blob, parse_signature
+        from tpm.verify import TPM_GENERATED_VALUE, verify_signature
+
+        labels = sorted({name.rsplit(".", 1)[0] for name in evidence})
+        if not labels:
+            raise Refused("bad-receipt", "the receipt carries no TPM attestation")
+        try:
+            key = ak_public_from_blob(ak_public).key
+        except BadInput as exc:
+            raise Refused("bad-receipt", str(exc)) from None
+        shown: dict[bytes, tuple[int, bytes]] = {}
+        for label in labels:
+            attest_blob = evidence.get(f"{label}.attest")
+            sig_blob = evidence.get(f"{label}.sig")
+            if attest_blob is None or sig_blob is None:
+                raise Refused(
+                    "bad-receipt", f"receipt {label}: needs {label}.attest and {label}.sig"
+                )
+            try:
+                verify_signature(attest_blob, parse_signature(sig_blob, what=f"{label}.sig"), key)
+            except QuoteRejected:
+                raise Refused(
+                    "bad-receipt", f"receipt {label}: the AK's signature does not verify"
+                ) from None
+            except BadInput as exc:
+                raise Refused("bad-receipt", str(exc)) from None
+            attest = _unmarshal(TPMS_ATTEST, attest_blob, f"receipt {label}")
+            if int(attest.magic) != TPM_GENERATED_VALUE:
+                raise Refused("bad-receipt", f"receipt {label}: not TPM-generated")
+            if not hmac.compare_digest(bytes(attest.extraData), qualifying):
+                raise Refused("stale-receipt", f"receipt {label}: not made for this session")
+            if int(attest.type) == _ATTEST_NV_CERTIFY:
+                nv = attest.attested.nv
+                shown[bytes(nv.indexName)] = (int(nv.offset), bytes(nv.nvContents))
+            elif int(attest.type) != _ATTEST_CERTIFY:
+                raise Refused("bad-receipt", f"receipt {label}: neither Certify nor NV_Certify")
+        for index_name, (offset, contents) in expect_nv.items():
+            if shown.get(index_name) != (offset, contents):
+                raise Refused(
+                    "bad-receipt",
+                    f"receipt does not show NV {index_name.hex()[:12]}… at offset {offset} as expected",
+                )
+
+
+def _receipt_expectations(
+    state: str, slot: int, counter: int | None
+) -> dict[bytes, tuple[int, bytes]]:
+    from tpm import nv
+
+    expect = {nv.state_index_name(): (slot, bytes((int(nv.MidState[state]),)))}
+    if counter is not None:
+        expect[nv.index_name(nv.MID_CTR)] = (0, counter.to_bytes(8, "big"))
+    return expect
+
+
+def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
+    """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
+    TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
+    digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
+    from tpm2_pytss import TPM2B_PUBLIC
+
+    from tpm.package import AlgorithmSpec, MidPolicy, MidSecrets, Target, build_package
+
+    srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
+    target = Target(ek_public=inputs.ek_public, srk_name=bytes(srk.get_name()))
+    try:
+        algorithm = AlgorithmSpec(name=inputs.algorithm, **dict(inputs.params))  # type: ignore[arg-type]
+        policy = MidPolicy(
+            kind=inputs.policy_kind,  # type: ignore[arg-type]
+            selection=inputs.pcr_selection,
+            pcr_digest=inputs.pcr_digest,
+            slot=inputs.slot,
+            k_form="sealed" if inputs.algorithm == "tuak" else "symcipher",
+        )
+        package = build_package(
+            target,
+            MidSecrets(k=inputs.k, secret=inputs.opc),
+            seq=inputs.sequence,
+            imsi=inputs.imsi,
+            algorithm=algorithm,
+            amf=inputs.amf,
+            sqn_ms=bytes(6),
+            policy=policy,
+        )
+    except BadInput as exc:
+        raise Refused("package", f"cannot build the MID package: {exc}") from None
+    names = {
+        "ek": package.ek_name,
+        "srk": package.srk_name,
+        "parent": package.parent.name,
+        "k": package.k.name,
+        package.secret_label: package.secret.name,
+    }
+    return BuiltPackage(
+        package=package.dumps().encode(),
+        names=names,
+        policy={
+            "kind": inputs.policy_kind,
+            "slot": inputs.slot,
+            "pcr_selection": inputs.pcr_selection,
+        },
+        mid_id=package.mid_id,
+    )

@@ -1,0 +1,463 @@
+"""The operator side against the real lab TPM (swtpm with EK certificates from swtpm_localca):
+register with the real EK certificate, activate the AK credential in the TPM, quote, receive a
+MID package built by tpm.package, import it with tpm.mid, receipt it with AK-signed
+NV_Certify, get activated by the SHO, and attach with K inside the TPM — in-process and over
+HTTP (``trelab network serve`` in a subprocess on a free port, stopped with SIGTERM).
+
+The device side here is test code standing in for the host agent (a later session).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from host.lab import LabStatus
+from network.client import HttpTransport, InProcessTransport, Transport
+from network.config import NetworkConfig, init_config, load_config
+from network.errors import Refused, RemoteProtocolError
+from network.messages import (
+    Ack,
+    AttachRequest,
+    AttachResult,
+    AuthChallenge,
+    AuthResponse,
+    CredentialChallenge,
+    CredentialProof,
+    Evidence,
+    LifecycleCommand,
+    MidPackage,
+    PackageRequest,
+    Receipt,
+    RegisterRequest,
+    ValidationChallenge,
+    Verdict,
+    credential_proof,
+    derive_session_id,
+    quote_qualifying_data,
+    receipt_qualifying_data,
+    verify_signature,
+)
+from network.protocol import Session, SessionState
+from network.server import NetworkApp
+from network.store import Store
+
+SELECTION = "sha256:0,1,2,3,4,5,6,7"
+
+
+def _reference(tcti: str) -> dict[str, dict[int, bytes]]:
+    from tpm.connection import TpmConnection
+    from tpm.pcrsel import parse_selection
+    from tpm.quote import read_pcrs
+    from tpm.verify import split_pcr_values
+
+    selection = parse_selection(SELECTION)
+    with TpmConnection(tcti) as conn:
+        return split_pcr_values(selection, read_pcrs(conn, selection))
+
+
+@pytest.fixture(scope="module")
+def config_path(lab: LabStatus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return init_config(
+        tmp_path_factory.mktemp("network"),
+        ca_bundle=lab.ca.bundle,
+        reference=_reference(lab.tcti),
+        pcr_selection=SELECTION,
+    )
+
+
+@pytest.fixture
+def app(config_path: Path, tmp_path: Path) -> Any:
+    config = load_config(config_path)
+    store = Store(tmp_path / "network.db", config.store_key)
+    yield NetworkApp(config, store)
+    store.close()
+
+
+@dataclass
+class Provisioned:
+    mid_id: str
+    imsi: str
+    session: Session
+    registry: Any
+
+
+class Device:
+    """The host agent's part, by hand: TPM work with tpm.*, messages with network.*."""
+
+    def __init__(self, tcti: str, transport: Transport, config: NetworkConfig, tmp: Path) -> None:
+        from tpm.registry import Registry
+
+        self.tcti = tcti
+        self.transport = transport
+        self.keys = config.signer_keys()
+        self.registry = Registry(tmp / "registry.json")
+
+    def _post(self, session: Session, endpoint: str, msg: Any) -> Any:
+        return session.receive(self.transport.post(endpoint, session.send(msg)))
+
+    def _receipt(
+        self, conn: Any, ak: Any, session: Session, mid: MidPackage, event: str, slot: int, seq: int
+    ) -> Receipt:
+        from tpm2_pytss import TPMT_SIG_SCHEME
+        from tpm2_pytss.constants import TPM2_ALG
+
+        from tpm import nv
+        from tpm.identity import open_ak
+
+        qualifying = receipt_qualifying_data(session.session_id, session.transcript, event)
+        evidence: dict[str, bytes] = {}
+        with open_ak(conn, ak) as ak_tr:
+            for label, index, size, offset in (
+                ("state", nv.MID_STATE, 1, slot),
+                ("counter", nv.MID_CTR, 8, 0),
+            ):
+                handle = conn.esys.tr_from_tpmpublic(index)
+                try:
+                    attest, sig = conn.esys.nv_certify(
+                        ak_tr,
+                        handle,
+                        qualifying,
+                        TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+                        size,
+                        offset,
+                        auth_handle=handle,
+                    )
+                finally:
+                    conn.esys.tr_close(handle)
+                evidence[f"{label}.attest"] = bytes(attest)
+                evidence[f"{label}.sig"] = bytes(sig.marshal())
+        return session.make(
+            Receipt,
+            mid_id=mid.mid_id,
+            sequence=seq,
+            event=event,
+            evidence=tuple(sorted(evidence.items())),
+        )
+
+    def provision(self, sho: str = "sho-a") -> Provisioned:
+        from tpm import nv
+        from tpm.connection import TpmConnection
+        from tpm.ek import read_ek_certificates
+        from tpm.identity import activate_credential, ensure_ak
+        from tpm.mid import device_info, ensure_srk, import_package, set_state
+        from tpm.package import Package
+        from tpm.pcrsel import parse_selection
+        from tpm.quote import quote
+
+        with TpmConnection(self.tcti) as conn:
+            ak, _ = ensure_ak(conn, "ecc")
+            ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+            nonce = os.urandom(16)
+            s = Session("device", SessionState(derive_session_id(ek_cert, ak.public_blob, nonce)))
+            challenge = self._post(
+                s,
+                "drf/register",
+                s.make(
+                    RegisterRequest,
+                    ek_cert=ek_cert,
+                    ak_public=ak.public_blob,
+                    device_nonce=nonce,
+                    sho=sho,
+                ),
+            )
+            assert isinstance(challenge, CredentialChallenge)
+            secret = activate_credential(
+                conn, ak, challenge.credential_blob, challenge.encrypted_secret
+            )
+            vc = self._post(
+                s,
+                "drf/proof",
+                s.make(CredentialProof, proof=credential_proof(secret, s.transcript)),
+            )
+            assert isinstance(vc, ValidationChallenge)
+            files = quote(
+                conn,
+                ak,
+                quote_qualifying_data(vc.nonce, s.session_id, s.transcript),
+                parse_selection(vc.pcr_selection),
+            )
+            verdict = self._post(
+                s,
+                "pva/evidence",
+                s.make(
+                    Evidence,
+                    quote_msg=files.message,
+                    quote_sig=files.signature,
+                    pcrs=files.pcrs,
+                    pcrlist=files.pcrlist,
+                ),
+            )
+            assert isinstance(verdict, Verdict)
+            verify_signature(verdict, self.keys["pva"])
+            assert verdict.ak_name == ak.name
+            info = device_info(conn, vc.pcr_selection)
+            srk, srk_public = ensure_srk(conn)
+            conn.esys.tr_close(srk)
+            manifest = self._post(
+                s,
+                "dpf/package",
+                s.make(
+                    PackageRequest,
+                    srk_public=bytes(srk_public.marshal()),
+                    slot=info.free_slot,
+                    counter=info.next_seq - 1,
+                ),
+            )
+            assert isinstance(manifest, MidPackage)
+            verify_signature(manifest, self.keys["dpf"])
+            package = Package.from_json(json.loads(manifest.package))
+            assert (package.mid_id, package.imsi, package.seq) == (
+                manifest.mid_id,
+                manifest.imsi,
+                manifest.sequence,
+            )
+            record = import_package(conn, self.registry, package)
+            command = self._post(
+                s,
+                "dpf/receipt",
+                self._receipt(conn, ak, s, manifest, "install", record.slot, manifest.sequence),
+            )
+            assert isinstance(command, LifecycleCommand)
+            assert (command.transition, command.signer) == ("activate", sho)
+            verify_signature(command, self.keys[sho])
+            set_state(conn, self.registry, manifest.mid_id, nv.MidState.ACTIVE)
+            ack = self._post(
+                s,
+                "dpf/receipt",
+                self._receipt(conn, ak, s, manifest, "activate", record.slot, command.sequence),
+            )
+            assert isinstance(ack, Ack) and ack.state == "ACTIVE"
+        return Provisioned(manifest.mid_id, manifest.imsi, s, self.registry)
+
+    def attach(self, mid: Provisioned) -> AttachResult:
+        from tpm.aka import authenticate
+        from tpm.connection import TpmConnection
+
+        s = Session("device", SessionState(os.urandom(32)))
+        challenge = self._post(s, "sho/attach", s.make(AttachRequest, imsi=mid.imsi))
+        assert isinstance(challenge, AuthChallenge)
+        with TpmConnection(self.tcti) as conn:
+            outcome = authenticate(conn, mid.registry, mid.mid_id, challenge.rand, challenge.autn)
+        answer = outcome.result.to_json()
+        assert answer["result"] == "success", answer
+        result = self._post(s, "sho/auth", s.make(AuthResponse, res=bytes.fromhex(answer["res"])))
+        assert isinstance(result, AttachResult)
+        return result
+
+
+@pytest.mark.lab
+def test_provision_and_attach_in_process(app: NetworkApp, lab: LabStatus, tmp_path: Path) -> None:
+    device = Device(lab.tcti, InProcessTransport(app), app.config, tmp_path)
+    mid = device.provision("sho-a")
+    result = device.attach(mid)
+    assert result.accepted and result.reason == "authenticated"
+    with app.store.transaction() as tx:
+        stored = tx.mid(mid.mid_id)
+        hss = tx.hss(mid.imsi)
+    assert stored is not None and stored.state == "ACTIVE" and stored.sho == "sho-a"
+    assert hss is not None and hss.state == "active"
+    events = [e.event for e in app.store.audit_events()]
+    for event in (
+        "register",
+        "activated",
+        "verdict",
+        "package",
+        "installed",
+        "command",
+        "activate",
+        "attach",
+    ):
+        assert event in events
+    assert app.store.verify_audit() == len(events)
+    raw = app.store.path.read_bytes() + Path(f"{app.store.path}-wal").read_bytes()
+    assert hss.k not in raw and hss.opc not in raw  # K and OPc are sealed at rest
+
+
+@pytest.mark.lab
+def test_real_ek_from_another_ca_is_refused(
+    app: NetworkApp, lab: LabStatus, lab_factory: Any
+) -> None:
+    """A genuine swtpm EK certificate, but from another lab's manufacturer CA: unknown CA."""
+    from tpm.connection import TpmConnection
+    from tpm.ek import read_ek_certificates
+    from tpm.identity import ensure_ak
+
+    other = lab_factory("other-ca").up()
+    with TpmConnection(other.tcti) as conn:
+        ak, _ = ensure_ak(conn, "ecc")
+        ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+    nonce = os.urandom(16)
+    s = Session("device", SessionState(derive_session_id(ek_cert, ak.public_blob, nonce)))
+    wire = s.send(
+        s.make(
+            RegisterRequest,
+            ek_cert=ek_cert,
+            ak_public=ak.public_blob,
+            device_nonce=nonce,
+            sho="sho-a",
+        )
+    )
+    before = app.store.audit_head()
+    with pytest.raises(Refused) as caught:
+        InProcessTransport(app).post("drf/register", wire)
+    assert caught.value.reason == "unknown-ca"
+    with app.store.transaction() as tx:
+        assert tx.session(s.session_id) is None
+    refused = app.store.audit_events()[before[0] :]
+    assert [(e.event, e.detail["code"]) for e in refused] == [("refused", "unknown-ca")]
+
+
+@pytest.mark.lab
+def test_wrong_credential_proof_is_refused_and_changes_nothing(
+    app: NetworkApp, lab: LabStatus
+) -> None:
+    from tpm.connection import TpmConnection
+    from tpm.ek import read_ek_certificates
+    from tpm.identity import ensure_ak
+
+    with TpmConnection(lab.tcti) as conn:
+        ak, _ = ensure_ak(conn, "ecc")
+        ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+    transport = InProcessTransport(app)
+    nonce = os.urandom(16)
+    s = Session("device", SessionState(derive_session_id(ek_cert, ak.public_blob, nonce)))
+    s.receive(
+        transport.post(
+            "drf/register",
+            s.send(
+                s.make(
+                    RegisterRequest,
+                    ek_cert=ek_cert,
+                    ak_public=ak.public_blob,
+                    device_nonce=nonce,
+                    sho="sho-a",
+                )
+            ),
+        )
+    )
+    guessed = s.send(s.make(CredentialProof, proof=credential_proof(os.urandom(32), s.transcript)))
+    with pytest.raises(Refused) as caught:
+        transport.post("drf/proof", guessed)
+    assert caught.value.reason == "credential"
+    with app.store.transaction() as tx:
+        record = tx.session(s.session_id)
+    assert record is not None and record.phase == "challenged"  # unchanged: the step can be retried
+
+
+@pytest.mark.lab
+def test_server_subprocess_round_trip_over_http(
+    config_path: Path, lab: LabStatus, tmp_path: Path
+) -> None:
+    """``trelab network serve --listen 127.0.0.1:0`` in a subprocess; a full provisioning and
+    attach over HTTP; SIGTERM stops it cleanly (exit 0, JSON report)."""
+    argv = [
+        sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
+        "--db", str(tmp_path / "served.db"), "--config", str(config_path), "--json",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline() if proc.stdout else ""
+        assert first, proc.stderr.read() if proc.stderr else "no output"
+        url = json.loads(first)["listening"]
+        with urllib.request.urlopen(f"{url}/v1/health", timeout=10) as reply:
+            assert json.loads(reply.read()) == {"status": "ok"}
+        config = load_config(config_path)
+        device = Device(lab.tcti, HttpTransport(url), config, tmp_path)
+        mid = device.provision("sho-b")
+        assert device.attach(mid).accepted
+        with pytest.raises(RemoteProtocolError):  # malformed CBOR over the wire: 400 + Error
+            HttpTransport(url).post("drf/register", b"\xff\x00")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert (
+        report["stopped"] is True
+        and report["responses"]["200"] >= 9
+        and report["responses"]["400"] == 1
+    )
+
+
+_CRASH_CHILD = """
+import os, sys
+from network.config import load_config
+from network.roles import Operator
+from network.records import SessionRecord
+from network.store import Store
+from network.trust import TpmTrust
+
+config = load_config(sys.argv[1])
+store = Store(sys.argv[2], config.store_key)
+operator = Operator(config, TpmTrust(config.trusted_cas), random_bytes=os.urandom)
+for i in range(int(sys.argv[3])):
+    with store.transaction() as tx:  # several writes per transaction: a kill lands inside one
+        operator.add_subscriber(tx, sho="sho-a", imsi=f"00101{i:010d}", k=os.urandom(16),
+                                opc=os.urandom(16), request_id=f"req-{i}", now=i)
+        tx.put_session(SessionRecord(i.to_bytes(32, "big"), "attach", "start", bytes(32), i, i + 1,
+                                     secrets={"xres": os.urandom(8)}))
+    print(i, flush=True)
+store.close()
+"""
+
+
+def test_store_survives_kill_9_mid_loop(tmp_path: Path) -> None:
+    """SIGKILL a process in the middle of a transaction loop, reopen: the store is consistent,
+    nothing committed is lost, nothing is duplicated, and re-running the loop (the retries)
+    adds exactly the missing records."""
+    from tests.unit.network.conftest import make_ca
+
+    cert, _ = make_ca()
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    config_path = init_config(tmp_path / "net", ca_bundle=ca)
+    db, total = tmp_path / "crash.db", 400
+    argv = [sys.executable, "-c", _CRASH_CHILD, str(config_path), str(db), str(total)]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = -1
+    try:
+        assert child.stdout is not None
+        while last < 60:
+            line = child.stdout.readline()
+            assert line, child.stderr.read() if child.stderr else "child ended early"
+            last = int(line)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    config = load_config(config_path)
+    store = Store(db, config.store_key)
+    try:
+        assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with store.transaction() as tx:
+            count = tx.hss_count()
+            for i in range(count):  # committed records are whole, readable and in order
+                record = tx.hss(f"00101{i:010d}")
+                assert (
+                    record is not None and record.request_id == f"req-{i}" and len(record.k) == 16
+                )
+                assert tx.session(i.to_bytes(32, "big")) is not None
+        assert last + 1 <= count <= last + 2  # printed after commit: at most one unreported
+        assert store.verify_audit() == count  # one audit entry per record, chain intact
+    finally:
+        store.close()
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    store = Store(db, config.store_key)
+    try:
+        with store.transaction() as tx:
+            assert tx.hss_count() == total  # the retries added the missing ones, no duplicate
+        assert store.verify_audit() == total
+    finally:
+        store.close()

@@ -1,0 +1,207 @@
+"""The WSGI-like app (status codes, Error bodies, refusals audited) and the configuration
+(init-config files and modes, one-line BadConfig, the CLI verb)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from host.cli import main
+from network import messages as m
+from network.config import NetworkConfig, init_config, load_config
+from network.errors import BadConfig
+from network.server import CBOR, NetworkApp, parse_listen
+from network.store import Store
+
+from .conftest import make_ca
+
+HEADERS = {"Content-Type": CBOR}
+
+
+def error_of(body: bytes) -> m.Error:
+    msg = m.decode(body)
+    assert isinstance(msg, m.Error)
+    return msg
+
+
+def test_status_codes_and_error_bodies(app: NetworkApp) -> None:
+    ok = app("GET", "/v1/health", {}, b"")
+    assert ok.status == 200 and json.loads(ok.body) == {"status": "ok"}
+    trust = json.loads(app("GET", "/v1/trust", {}, b"").body)
+    assert set(trust["shos"]) == {"sho-a", "sho-b"} and "PRIVATE" not in json.dumps(trust)
+    assert app("GET", "/v1/drf/register", {}, b"").status == 405
+    assert (
+        app("POST", "/v1/drf/register", {"Content-Type": "application/json"}, b"{}").status == 415
+    )
+    big = app("POST", "/v1/drf/register", HEADERS, b"\x00" * (app.config.max_body + 1))
+    assert big.status == 413 and error_of(big.body).code == "too-large"
+    bad = app("POST", "/v1/drf/register", HEADERS, b"\xa1\x00")
+    assert bad.status == 400 and error_of(bad.body).code == "protocol"
+    grant = app("POST", "/v1/drf/register", {**HEADERS, "Authorization": "Bearer x"}, b"\x00")
+    assert grant.status == 400 and error_of(grant.body).code == "bad-grant"
+
+
+def test_refusals_are_audited_and_change_nothing(app: NetworkApp) -> None:
+    s = m.AttachRequest(
+        session_id=os.urandom(32), transcript=m.INITIAL_TRANSCRIPT, imsi="001019999999999"
+    )
+    response = app("POST", "/v1/sho/attach", HEADERS, m.encode(s))
+    assert response.status == 403
+    error = error_of(response.body)
+    assert error.code == "unknown-subscriber" and error.session_id == s.session_id
+    events = app.store.audit_events()
+    assert [(e.event, e.detail["code"]) for e in events] == [("refused", "unknown-subscriber")]
+    with app.store.transaction() as tx:
+        assert tx.session(s.session_id) is None
+
+
+def test_unknown_register_refusal_names_the_check(app: NetworkApp) -> None:
+    ek, ak, nonce = b"\x30\x03\x02\x01\x01", b"\x00\x01x", os.urandom(16)
+    reg = m.RegisterRequest(session_id=m.derive_session_id(ek, ak, nonce), transcript=m.INITIAL_TRANSCRIPT,
+                            ek_cert=ek, ak_public=ak, device_nonce=nonce, sho="sho-z")  # fmt: skip
+    assert (
+        error_of(app("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code == "unknown-sho"
+    )
+    reg = m.RegisterRequest(session_id=m.derive_session_id(ek, ak, nonce), transcript=m.INITIAL_TRANSCRIPT,
+                            ek_cert=ek, ak_public=ak, device_nonce=nonce, sho="sho-a")  # fmt: skip
+    assert (
+        error_of(app("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code == "bad-ek-cert"
+    )
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9") == ("::1", 9)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_listen("localhost:http")
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path) -> Path:
+    cert, _ = make_ca()
+    path = tmp_path / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_init_config_writes_private_keys_and_loads_back(tmp_path: Path, ca_file: Path) -> None:
+    path = init_config(
+        tmp_path / "net",
+        ca_bundle=ca_file,
+        shos=("op-1", "op-2"),
+        reference={"sha256": {0: bytes(32)}},
+    )
+    config = load_config(path)
+    assert set(config.shos) == {"op-1", "op-2"} and config.reference == {"sha256": {0: bytes(32)}}
+    for key in (tmp_path / "net" / "keys").iterdir():
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    key_hex = (tmp_path / "net" / "keys" / "store.key").read_text().strip()
+    assert key_hex not in repr(config) and "PRIVATE" not in repr(config)
+    trust = json.loads((tmp_path / "net" / "device-trust.json").read_text())
+    assert "BEGIN PUBLIC KEY" in trust["pva"] and "PRIVATE" not in json.dumps(trust)
+    with pytest.raises(BadConfig, match="exists"):
+        init_config(tmp_path / "net", ca_bundle=ca_file)
+
+
+def _write(tmp_path: Path, doc: dict, name: str = "network.json") -> Path:
+    path = tmp_path / "net" / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("store_key"), "store_key: missing"),
+        (lambda d: d.update(extra=1), "unknown key 'extra'"),
+        (lambda d: d["shos"]["sho-a"].update(plmn="1"), "shos.sho-a.plmn"),
+        (lambda d: d["shos"]["sho-a"].update(key="keys/nope.pem"), "shos.sho-a.key"),
+        (lambda d: d["validation"].update(pcr_selection="sha999:0"), "validation.pcr_selection"),
+        (
+            lambda d: d["validation"].update(reference={"sha256": {"0": "00"}}),
+            "not a sha256 digest",
+        ),
+        (lambda d: d["pva"].update(verdict_lifetime=-5), "pva.verdict_lifetime"),
+        (lambda d: d.update(shos={}), "at least one SHO"),
+        (lambda d: d.update(trusted_cas=["missing.pem"]), "trusted_cas"),
+    ],
+)
+def test_bad_config_is_one_line(
+    tmp_path: Path, ca_file: Path, change: object, message: str
+) -> None:
+    path = init_config(tmp_path / "net", ca_bundle=ca_file)
+    doc = json.loads(path.read_text())
+    change(doc)  # type: ignore[operator]
+    with pytest.raises(BadConfig, match=message) as caught:
+        load_config(_write(tmp_path, doc))
+    assert "\n" not in str(caught.value)
+
+
+def test_config_key_must_be_p256_and_toml_is_accepted(tmp_path: Path, ca_file: Path) -> None:
+    path = init_config(tmp_path / "net", ca_bundle=ca_file)
+    p384 = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "net" / "keys" / "dpf.pem").write_bytes(p384)
+    with pytest.raises(BadConfig, match="P-256"):
+        load_config(path)
+    (tmp_path / "net" / "broken.toml").write_text("version = [")
+    with pytest.raises(BadConfig, match="not TOML"):
+        load_config(tmp_path / "net" / "broken.toml")
+
+
+def test_cli_init_config_json(
+    tmp_path: Path, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "network",
+            "init-config",
+            "--dir",
+            str(tmp_path / "c"),
+            "--ca",
+            str(ca_file),
+            "--sho",
+            "op-x",
+            "--json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["shos"] == ["op-x"] and Path(data["config"]).is_file()
+    code = main(
+        ["network", "init-config", "--dir", str(tmp_path / "c"), "--ca", str(ca_file), "--json"]
+    )
+    out = capsys.readouterr()
+    assert code == 2 and json.loads(out.out)["error"]["type"] == "BadConfig"
+    assert out.err.startswith("trelab: error:") and out.err.count("\n") == 1
+
+
+def test_cli_audit_verifies_the_chain(
+    tmp_path: Path, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = init_config(tmp_path / "c", ca_bundle=ca_file)
+    config: NetworkConfig = load_config(path)
+    store = Store(tmp_path / "n.db", config.store_key)
+    with store.transaction() as tx:
+        tx.audit(1, "drf", "register", "dev", {})
+    store.close()
+    code = main(
+        ["network", "audit", "--config", str(path), "--db", str(tmp_path / "n.db"), "--json"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert (
+        code == 0
+        and data["verified"]
+        and data["entries"] == 1
+        and data["last"][0]["event"] == "register"
+    )

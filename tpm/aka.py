@@ -1,0 +1,85 @@
+"""Edge: TPM, filesystem. One USIM-side AKA (TS 33.102 §6.3.3) with a MID whose K is in the TPM.
+
+Order of work: lock the registry and check it against REG_CTR (no rollback); refuse a MID that
+is not ACTIVE (the TPM refuses too for use-gated and operator-updatable MIDs, via PolicyNV);
+load K (policies checked by the TPM); run :func:`aka.usim.usim_authenticate`; if the SQN state
+moved, commit it to the registry *before* returning RES (a crash can lose an RES, never roll
+SQN back); flush everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aka.usim import AkaResult, usim_authenticate
+from tpm.connection import TpmConnection
+from tpm.keyholder import Mode
+from tpm.mid import LoadedMid, ek_name
+from tpm.mid_errors import MidRefused
+from tpm.registry import Registry
+from trelab.errors import BadInput
+
+__all__ = ["AkaOutcome", "authenticate"]
+
+
+@dataclass(frozen=True)
+class AkaOutcome:
+    """The USIM result, the keyholder mode that ran and how many TPM symmetric commands."""
+
+    result: AkaResult
+    mode: Mode
+    mid: str
+    tpm_calls: int
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.result.to_json()
+        data["mode"] = self.mode
+        data["mid"] = self.mid
+        if self.mode == "sealed":
+            data["note"] = "K was unsealed into host memory for this AKA (weaker than ecb/cfb)"
+        return data
+
+
+def authenticate(
+    conn: TpmConnection,
+    registry: Registry,
+    mid_id: str,
+    rand: bytes,
+    autn: bytes,
+    *,
+    pin: bytes | None = None,
+    mode: Mode | None = None,
+    check_state: bool = True,
+) -> AkaOutcome:
+    """Run AKA for ``mid_id``; ``check_state=False`` skips only the host's ACTIVE check (tests
+    use it to show that the TPM itself refuses a use-gated MID that is not ACTIVE).
+
+    Raises:
+        BadInput: RAND/AUTN lengths, unknown MID, wrong mode for the MID.
+        MidRefused: not ACTIVE, or the TPM refused the policy.
+        PinRejected, TpmLockedOut: PIN problems.
+        RegistryRollback: the registry is older than REG_CTR.
+    """
+    if len(rand) != 16:
+        raise BadInput(f"--rand: {len(rand)} bytes, expected 16")
+    if len(autn) != 16:
+        raise BadInput(f"--autn: {len(autn)} bytes, expected 16")
+    with registry.locked():
+        name = ek_name(conn)
+        data = registry.read_checked(conn, name)
+        record = data.get(mid_id)
+        if check_state and record.state != "active":
+            raise MidRefused(f"MID {mid_id} is {record.state}, not active")
+        with LoadedMid(conn, record, pin=pin, mode=mode) as loaded:
+            algorithm = loaded.algorithm
+            assert algorithm is not None
+            with loaded.session():
+                result, new_state = usim_authenticate(algorithm, record.sqn, rand, autn)
+            calls = int(getattr(loaded.holder, "calls", getattr(loaded.holder, "unseals", 0)))
+            used: Mode = loaded.mode
+        if new_state != record.sqn:
+            from dataclasses import replace
+
+            registry.commit(conn, data.with_mid(replace(record, sqn=new_state)), name)
+    return AkaOutcome(result=result, mode=used, mid=mid_id, tpm_calls=calls)

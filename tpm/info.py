@@ -1,0 +1,309 @@
+"""Edge: TPM. What this TPM can do, probed once: vendor, firmware, PCR banks, symmetric
+commands and AES modes, asymmetric support, dictionary-attack state (TPM 2.0 Part 3 §30
+GetCapability, §10.4 TestParms).
+
+Every later choice follows the probe: the AKA keyholder mode (:func:`choose_aka_mode`, tpm.md
+"AKA with K inside the TPM" — EncryptDecrypt/EncryptDecrypt2 are optional in the PC Client
+profile and ECB is "should not"), AK algorithms, PIN lockout expectations.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from tpm2_pytss import (
+    TPMS_ECC_PARMS,
+    TPMS_RSA_PARMS,
+    TPMS_SYMCIPHER_PARMS,
+    TPMT_ECC_SCHEME,
+    TPMT_KDF_SCHEME,
+    TPMT_PUBLIC_PARMS,
+    TPMT_RSA_SCHEME,
+    TPMT_SYM_DEF_OBJECT,
+    TPMU_PUBLIC_PARMS,
+    TPMU_SYM_KEY_BITS,
+    TPMU_SYM_MODE,
+    TSS2_Exception,
+)
+from tpm2_pytss.constants import TPM2_ALG, TPM2_CAP, TPM2_CC, TPM2_ECC, TPM2_PT, TPMA_PERMANENT
+
+from tpm.connection import TpmConnection
+from trelab.errors import Unavailable
+
+__all__ = [
+    "AES_MODES",
+    "AkaMode",
+    "DictionaryAttack",
+    "TpmInfo",
+    "choose_aka_mode",
+    "probe",
+]
+
+AkaMode = Literal["ecb", "cfb", "sealed"]
+AES_MODES = ("ecb", "cfb", "cbc", "ctr", "ofb")
+_MODE_ALG = {
+    "ecb": TPM2_ALG.ECB,
+    "cfb": TPM2_ALG.CFB,
+    "cbc": TPM2_ALG.CBC,
+    "ctr": TPM2_ALG.CTR,
+    "ofb": TPM2_ALG.OFB,
+}
+_VENDOR_STRINGS = (0x106, 0x107, 0x108, 0x109)  # TPM_PT_VENDOR_STRING_1..4
+_FIRMWARE_1, _FIRMWARE_2 = 0x10B, 0x10C
+_HASH_NAMES = {
+    int(TPM2_ALG.SHA1): "sha1",
+    int(TPM2_ALG.SHA256): "sha256",
+    int(TPM2_ALG.SHA384): "sha384",
+    int(TPM2_ALG.SHA512): "sha512",
+    int(TPM2_ALG.SM3_256): "sm3_256",
+}
+_CURVE_NAMES = {
+    int(TPM2_ECC.NIST_P192): "nist_p192",
+    int(TPM2_ECC.NIST_P224): "nist_p224",
+    int(TPM2_ECC.NIST_P256): "nist_p256",
+    int(TPM2_ECC.NIST_P384): "nist_p384",
+    int(TPM2_ECC.NIST_P521): "nist_p521",
+    int(TPM2_ECC.BN_P256): "bn_p256",
+    int(TPM2_ECC.BN_P638): "bn_p638",
+    int(TPM2_ECC.SM2_P256): "sm2_p256",
+}
+
+
+@dataclass(frozen=True)
+class DictionaryAttack:
+    """DA protection state (Part 1 §19.8): after ``max_tries`` failures the TPM is locked out
+    TPM-wide; one failure is forgiven every ``recovery_time`` s; lockoutAuth may retry after
+    ``lockout_recovery`` s."""
+
+    max_tries: int
+    recovery_time: int
+    lockout_recovery: int
+    failed_tries: int
+    locked_out: bool
+
+
+@dataclass(frozen=True)
+class TpmInfo:
+    """The probe's result; :meth:`to_json` is the ``trelab tpm info --json`` document."""
+
+    tcti: str
+    manufacturer: str
+    vendor: str
+    firmware: str
+    spec_revision: str
+    spec_date: str
+    pcr_banks: dict[str, list[int]]
+    pcr_count: int
+    encrypt_decrypt: bool
+    encrypt_decrypt2: bool
+    aes_modes: dict[str, bool]
+    aes_key_bits: list[int]
+    rsa: bool
+    rsa_key_bits: list[int]
+    ecc: bool
+    ecc_curves: list[str]
+    hashes: list[str]
+    dictionary_attack: DictionaryAttack
+    owner_auth_set: bool
+    endorsement_auth_set: bool
+    lockout_auth_set: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def aka_mode(self) -> AkaMode:
+        return choose_aka_mode(self)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["aka_mode"] = self.aka_mode
+        return data
+
+
+def choose_aka_mode(info: TpmInfo) -> AkaMode:
+    """The fastest way this TPM can serve Milenage/TUAK with K inside (tpm.md): ECB on a
+    symmetric command (2 commands per Milenage AKA), else the CFB trick (one CFB decrypt
+    yields every block), else K sealed and unsealed per AKA (weaker: K enters host memory)."""
+    has_command = info.encrypt_decrypt2 or info.encrypt_decrypt
+    if has_command and info.aes_modes.get("ecb"):
+        return "ecb"
+    if has_command and info.aes_modes.get("cfb"):
+        return "cfb"
+    return "sealed"
+
+
+def _properties(esys: Any, first: int, count: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    more = True
+    while more and count > 0:
+        more, caps = esys.get_capability(TPM2_CAP.TPM_PROPERTIES, first, count)
+        props = list(caps.data.tpmProperties)
+        if not props:
+            break
+        for prop in props:
+            out[int(prop.property)] = int(prop.value)
+        last = int(props[-1].property)
+        count -= last + 1 - first
+        first = last + 1
+    return out
+
+
+def _iterate(esys: Any, cap: int, first: int, attribute: str) -> Iterator[Any]:
+    more = True
+    while more:
+        more, caps = esys.get_capability(cap, first, 256)
+        items = list(getattr(caps.data, attribute))
+        if not items:
+            return
+        yield from items
+        last = items[-1]
+        first = (int(last.alg) if hasattr(last, "alg") else int(last) & 0xFFFF) + 1
+
+
+def _text(*words: int) -> str:
+    raw = b"".join(w.to_bytes(4, "big") for w in words)
+    return raw.replace(b"\x00", b"").decode("ascii", "replace").strip()
+
+
+def _spec_date(year: int, day: int) -> str:
+    try:
+        return (datetime.date(year, 1, 1) + datetime.timedelta(days=day - 1)).isoformat()
+    except (ValueError, OverflowError):
+        return f"{year}/{day}"
+
+
+def _test_parms(esys: Any, parms: Any) -> bool:
+    try:
+        esys.test_parms(parms)
+    except TSS2_Exception:
+        return False
+    return True
+
+
+def _aes_parms(bits: int, mode: int) -> Any:
+    return TPMT_PUBLIC_PARMS(
+        type=TPM2_ALG.SYMCIPHER,
+        parameters=TPMU_PUBLIC_PARMS(
+            symDetail=TPMS_SYMCIPHER_PARMS(
+                sym=TPMT_SYM_DEF_OBJECT(
+                    algorithm=TPM2_ALG.AES,
+                    keyBits=TPMU_SYM_KEY_BITS(aes=bits),
+                    mode=TPMU_SYM_MODE(aes=mode),
+                )
+            )
+        ),
+    )
+
+
+def _rsa_parms(bits: int) -> Any:
+    return TPMT_PUBLIC_PARMS(
+        type=TPM2_ALG.RSA,
+        parameters=TPMU_PUBLIC_PARMS(
+            rsaDetail=TPMS_RSA_PARMS(
+                symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
+                scheme=TPMT_RSA_SCHEME(scheme=TPM2_ALG.NULL),
+                keyBits=bits,
+                exponent=0,
+            )
+        ),
+    )
+
+
+def _ecc_parms(curve: int) -> Any:
+    return TPMT_PUBLIC_PARMS(
+        type=TPM2_ALG.ECC,
+        parameters=TPMU_PUBLIC_PARMS(
+            eccDetail=TPMS_ECC_PARMS(
+                symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
+                scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.NULL),
+                curveID=curve,
+                kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
+            )
+        ),
+    )
+
+
+def probe(conn: TpmConnection) -> TpmInfo:
+    """Ask the TPM what it is and what it can do. Only TestParms for algorithms the TPM lists
+    (so a chip without ECB is not asked to test it); creates no object.
+
+    Raises:
+        Unavailable: the TPM does not answer GetCapability.
+    """
+    esys = conn.esys
+    notes: list[str] = []
+    try:
+        fixed = _properties(esys, int(TPM2_PT.FIXED), 0x100)
+        var = _properties(esys, int(TPM2_PT.VAR), 0x20)
+        algs = {int(a.alg) for a in _iterate(esys, TPM2_CAP.ALGS, 0, "algorithms")}
+        commands = {int(c) & 0xFFFF for c in _iterate(esys, TPM2_CAP.COMMANDS, 0, "command")}
+        _, caps = esys.get_capability(TPM2_CAP.PCRS, 0, 16)
+        banks: dict[str, list[int]] = {}
+        for sel in caps.data.assignedPCR:
+            bitmap = bytes(sel.pcrSelect)[: int(sel.sizeofSelect)]
+            pcrs = [i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1]
+            name = _HASH_NAMES.get(int(sel.hash), f"0x{int(sel.hash):04x}")
+            if pcrs:
+                banks[name] = pcrs
+        _, caps = esys.get_capability(TPM2_CAP.ECC_CURVES, 0, 64)
+        curves = [int(c) for c in caps.data.eccCurves]
+        aes = int(TPM2_ALG.AES) in algs
+        aes_modes = {
+            mode: aes and int(alg) in algs and _test_parms(esys, _aes_parms(128, alg))
+            for mode, alg in _MODE_ALG.items()
+        }
+        probe_mode = next((int(_MODE_ALG[m]) for m in ("cfb", "ecb") if aes_modes[m]), None)
+        aes_bits = (
+            [b for b in (128, 192, 256) if _test_parms(esys, _aes_parms(b, probe_mode))]
+            if probe_mode is not None
+            else []
+        )
+        rsa = int(TPM2_ALG.RSA) in algs
+        rsa_bits = [b for b in (1024, 2048, 3072, 4096) if rsa and _test_parms(esys, _rsa_parms(b))]
+        ecc = int(TPM2_ALG.ECC) in algs
+        ecc_curves = [
+            _CURVE_NAMES.get(c, f"0x{c:04x}")
+            for c in curves
+            if ecc and _test_parms(esys, _ecc_parms(c))
+        ]
+    except TSS2_Exception as exc:
+        raise Unavailable(f"TPM {conn.tcti} does not answer GetCapability: {exc}") from None
+    fw1, fw2 = fixed.get(_FIRMWARE_1, 0), fixed.get(_FIRMWARE_2, 0)
+    revision = fixed.get(int(TPM2_PT.REVISION), 0)
+    permanent = var.get(int(TPM2_PT.PERMANENT), 0)
+    if not (int(TPM2_CC.EncryptDecrypt2) in commands or int(TPM2_CC.EncryptDecrypt) in commands):
+        notes.append("no symmetric command: AKA falls back to sealed K (weaker)")
+    return TpmInfo(
+        tcti=conn.tcti,
+        manufacturer=_text(fixed.get(int(TPM2_PT.MANUFACTURER), 0)),
+        vendor=_text(*(fixed.get(p, 0) for p in _VENDOR_STRINGS)),
+        firmware=f"{fw1:08x}.{fw2:08x}",  # vendor-defined: shown raw, as tpm2_getcap does
+        spec_revision=f"{revision // 100}.{revision % 100:02d}",
+        spec_date=_spec_date(
+            fixed.get(int(TPM2_PT.YEAR), 0), fixed.get(int(TPM2_PT.DAY_OF_YEAR), 0)
+        ),
+        pcr_banks=banks,
+        pcr_count=fixed.get(0x112, 0),  # TPM_PT_PCR_COUNT
+        encrypt_decrypt=int(TPM2_CC.EncryptDecrypt) in commands,
+        encrypt_decrypt2=int(TPM2_CC.EncryptDecrypt2) in commands,
+        aes_modes=aes_modes,
+        aes_key_bits=aes_bits,
+        rsa=rsa,
+        rsa_key_bits=rsa_bits,
+        ecc=ecc,
+        ecc_curves=ecc_curves,
+        hashes=sorted(name for alg, name in _HASH_NAMES.items() if alg in algs),
+        dictionary_attack=DictionaryAttack(
+            max_tries=var.get(int(TPM2_PT.MAX_AUTH_FAIL), 0),
+            recovery_time=var.get(int(TPM2_PT.LOCKOUT_INTERVAL), 0),
+            lockout_recovery=var.get(int(TPM2_PT.LOCKOUT_RECOVERY), 0),
+            failed_tries=var.get(int(TPM2_PT.LOCKOUT_COUNTER), 0),
+            locked_out=bool(permanent & int(TPMA_PERMANENT.INLOCKOUT)),
+        ),
+        owner_auth_set=bool(permanent & int(TPMA_PERMANENT.OWNERAUTHSET)),
+        endorsement_auth_set=bool(permanent & int(TPMA_PERMANENT.ENDORSEMENTAUTHSET)),
+        lockout_auth_set=bool(permanent & int(TPMA_PERMANENT.LOCKOUTAUTHSET)),
+        notes=notes,
+    )

@@ -1,0 +1,331 @@
+"""Edge: TPM. The AKA core's keyholders with K inside the TPM (architecture.md principle 2).
+
+- :class:`TpmBlockCipher` — E_K by TPM2_EncryptDecrypt2 (or TPM2_EncryptDecrypt) on an
+  AES-128 SYMCIPHER object: ``ecb`` sends all blocks of a call in one ECB command; ``cfb`` is
+  the fallback for TPMs that refuse ECB (the PC Client profile makes ECB a "should not"): one
+  CFB *decrypt* with IV = X1 and input X2‖…‖Xn‖0¹⁶ returns P_i = C_i ⊕ E_K(C_{i-1}), so
+  E_K(X_i) = P_i ⊕ C_i (tpm.md). K never leaves the TPM.
+- :class:`SealedAes` / :class:`SealedKeccak` — the weaker fallback for TPMs without a
+  symmetric command, and the only way for TUAK (no TPM has Keccak): K is sealed data, unsealed
+  over a salted, response-encrypted session for one AKA, used in software, then the buffer is
+  zeroed. K *is* in host memory during that AKA, and Python cannot guarantee that no copy
+  survives (the AES context, tpm2-pytss buffers): reported as mode ``"sealed"``.
+
+Milenage on the USIM side needs three calls per AKA (TEMP; OUT2…OUT5 for AK; OUT1 once SQN is
+known), so a device AKA is three TPM commands in ``ecb`` and ``cfb`` mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tpm2_pytss import TPM2B_IV, TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
+
+from aka.keccak import keccak_f1600
+from aka.keyholder import BlockCipher, KeccakKeyholder
+from aka.tuak import KEY_FIELD
+from tpm.connection import TpmConnection
+from tpm.mid_errors import MidRefused, PinRejected, TpmLockedOut
+from trelab.errors import BadInput, TrelabError, Unavailable
+
+__all__ = [
+    "Authorizer",
+    "Mode",
+    "SealedAes",
+    "SealedKeccak",
+    "SymmetricSupport",
+    "TpmBlockCipher",
+    "probe_symmetric",
+    "translate",
+]
+
+Mode = Literal["ecb", "cfb", "sealed"]
+#: Returns a context manager yielding the session that authorises one command on the key
+#: (a policy session with its steps just run), or None for the empty-password session.
+Authorizer = Callable[[], AbstractContextManager[Any]]
+_BLOCK = 16
+_MAX_DATA = 1024  # TPM2B_MAX_BUFFER on swtpm and most chips
+_ZERO_BLOCK = bytes(_BLOCK)
+try:  # tpm2-pytss' cffi handle, for reading TPM2B payloads without building Python objects
+    from tpm2_pytss._libtpm2_pytss import ffi as _ffi
+except ImportError:  # pragma: no cover - other tpm2-pytss builds: bytes() below still works
+    _ffi = None
+
+
+def translate(exc: Exception, what: str) -> TrelabError:
+    """A tpm2-pytss error on a MID object → the trelab error a user can act on."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import TPM2_RC
+
+    if not isinstance(exc, TSS2_Exception):
+        return Unavailable(f"{what}: {exc}")
+    error = int(exc.error)
+    if error == int(TPM2_RC.LOCKOUT):
+        return TpmLockedOut(
+            f"{what}: the TPM is in dictionary-attack lockout (too many wrong PINs)"
+        )
+    if error in (int(TPM2_RC.AUTH_FAIL), int(TPM2_RC.BAD_AUTH)):
+        return PinRejected(f"{what}: wrong PIN (the TPM's lockout counter went up)")
+    if error in (int(TPM2_RC.POLICY_FAIL), int(TPM2_RC.POLICY), int(TPM2_RC.POLICY_CC)):
+        return MidRefused(f"{what}: the TPM refused the policy ({exc})")
+    return Unavailable(f"{what}: {exc}")
+
+
+@dataclass(frozen=True)
+class SymmetricSupport:
+    """What the TPM offers for E_K (tpm.md: EncryptDecrypt/2 optional, ECB "should not")."""
+
+    encrypt_decrypt2: bool
+    encrypt_decrypt: bool
+    ecb: bool
+    cfb: bool
+
+    @property
+    def command(self) -> str | None:
+        if self.encrypt_decrypt2:
+            return "EncryptDecrypt2"
+        return "EncryptDecrypt" if self.encrypt_decrypt else None
+
+    @property
+    def default_mode(self) -> Mode:
+        """ECB if possible, else the CFB trick, else sealed K."""
+        if self.command is None:
+            return "sealed"
+        if self.ecb:
+            return "ecb"
+        return "cfb" if self.cfb else "sealed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "encrypt_decrypt2": self.encrypt_decrypt2,
+            "encrypt_decrypt": self.encrypt_decrypt,
+            "ecb": self.ecb,
+            "cfb": self.cfb,
+            "default_mode": self.default_mode,
+        }
+
+
+def probe_symmetric(conn: TpmConnection) -> SymmetricSupport:
+    """Ask the TPM which symmetric commands and AES modes it implements: TPM_CAP_COMMANDS for
+    the commands, TPM2_TestParms on an AES-128 SYMCIPHER for each mode.
+
+    Raises:
+        Unavailable: the TPM does not answer.
+    """
+    from tpm2_pytss import TPMT_PUBLIC_PARMS, TSS2_Exception
+    from tpm2_pytss.constants import TPM2_ALG, TPM2_CAP, TPM2_CC
+
+    esys = conn.esys
+
+    def has_command(code: int) -> bool:
+        # TPM_CAP_COMMANDS from ``code``, one entry: the first implemented command ≥ code
+        _, caps = esys.get_capability(TPM2_CAP.COMMANDS, code, 1)
+        return any(int(a) & 0xFFFF == code for a in caps.data.command)
+
+    try:
+        ed2 = has_command(int(TPM2_CC.EncryptDecrypt2))
+        ed = has_command(int(TPM2_CC.EncryptDecrypt))
+    except TSS2_Exception as exc:
+        raise Unavailable(f"cannot list the TPM's commands: {exc}") from None
+
+    def mode_ok(mode: int) -> bool:
+        parms = TPMT_PUBLIC_PARMS(type=TPM2_ALG.SYMCIPHER)
+        parms.parameters.symDetail.sym.algorithm = TPM2_ALG.AES
+        parms.parameters.symDetail.sym.keyBits.aes = 128
+        parms.parameters.symDetail.sym.mode.aes = mode
+        try:
+            esys.test_parms(parms)
+        except TSS2_Exception:
+            return False
+        return True
+
+    return SymmetricSupport(
+        encrypt_decrypt2=ed2,
+        encrypt_decrypt=ed,
+        ecb=mode_ok(int(TPM2_ALG.ECB)),
+        cfb=mode_ok(int(TPM2_ALG.CFB)),
+    )
+
+
+def _tpm2b_bytes(value: Any) -> bytes:
+    """The payload of a tpm2-pytss TPM2B: straight from its C struct where the object exposes
+    it (a few µs), else ``bytes()`` (~13 µs, a hot-path cost at three calls per AKA)."""
+    if _ffi is not None:
+        try:
+            cdata = value._cdata
+            return _ffi.buffer(cdata.buffer, cdata.size)[:]  # type: ignore[no-any-return]
+        except (AttributeError, TypeError):
+            pass
+    return bytes(value)
+
+
+class TpmBlockCipher(BlockCipher):
+    """E_K with K a loaded AES SYMCIPHER object; ``calls`` counts TPM commands sent.
+
+    The hot path is kept short (three calls per AKA on a ~0.25 ms command): tpm2-pytss
+    objects are built once, and ECB data up to one TPM buffer goes out in one call.
+    """
+
+    def __init__(
+        self,
+        conn: TpmConnection,
+        key_handle: Any,
+        *,
+        mode: Mode = "ecb",
+        command: str = "EncryptDecrypt2",
+        authorize: Authorizer | None = None,
+    ) -> None:
+        if mode not in ("ecb", "cfb"):
+            raise BadInput(f"TPM block cipher mode {mode!r}: expected ecb or cfb")
+        if command not in ("EncryptDecrypt2", "EncryptDecrypt"):
+            raise BadInput(f"symmetric command {command!r}")
+        self._conn = conn
+        self._key = key_handle
+        self.mode: Mode = mode
+        self._authorize = authorize
+        esys = conn.esys
+        self._send = (
+            esys.encrypt_decrypt_2 if command == "EncryptDecrypt2" else esys.encrypt_decrypt
+        )
+        self._empty_iv = TPM2B_IV()  # built once: a tpm2-pytss TPM2B costs ~25 µs to make
+        self._ecb = TPM2_ALG.ECB
+        self._cfb = TPM2_ALG.CFB
+        self._password = ESYS_TR.PASSWORD
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"TpmBlockCipher(mode={self.mode!r}, K=<in TPM>)"
+
+    def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
+        try:
+            if self._authorize is None:  # load-gated: the empty password, no session to run
+                out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._password)
+            else:
+                with self._authorize() as session:
+                    out, _ = self._send(self._key, decrypt, mode, iv, data, session1=session)
+        except TSS2_Exception as exc:
+            raise translate(exc, "EncryptDecrypt with K") from None
+        self.calls += 1
+        return _tpm2b_bytes(out)
+
+    def encrypt_blocks(self, data: bytes) -> bytes:
+        size = len(data)
+        if not size or size % _BLOCK:
+            raise BadInput(f"E_K input: {size} bytes, expected a multiple of 16")
+        if self.mode == "ecb" and size <= _MAX_DATA:
+            return self._command(False, self._ecb, self._empty_iv, data)
+        out = bytearray()
+        step = _MAX_DATA if self.mode == "ecb" else _MAX_DATA - _BLOCK
+        for start in range(0, size, step):
+            chunk = data[start : start + step]
+            if self.mode == "ecb":
+                out += self._command(False, self._ecb, self._empty_iv, chunk)
+            else:
+                # CFB decrypt: IV = X1, C = X2‖…‖Xn‖0 → P_i = C_i ⊕ E_K(X_i)
+                ciphertext = chunk[_BLOCK:] + _ZERO_BLOCK
+                plain = self._command(True, self._cfb, chunk[:_BLOCK], ciphertext)
+                mixed = int.from_bytes(plain, "big") ^ int.from_bytes(ciphertext, "big")
+                out += mixed.to_bytes(len(plain), "big")
+        return bytes(out)
+
+
+class _Unsealer:
+    """Holds the unseal callback and, inside :meth:`unsealed`, the one unsealed copy of K."""
+
+    def __init__(self, unseal: Callable[[], bytearray]) -> None:
+        self._unseal = unseal
+        self._held: bytearray | None = None
+        self.unseals = 0
+
+    def _fetch(self) -> bytearray:
+        key = self._unseal()
+        self.unseals += 1
+        return key
+
+    @contextlib.contextmanager
+    def unsealed(self) -> Iterator[None]:
+        """Unseal K once for a whole AKA (several E_K/permutation calls), then zero it."""
+        self._held = self._fetch()
+        try:
+            yield
+        finally:
+            _wipe(self._held)
+            self._held = None
+
+    @contextlib.contextmanager
+    def _key(self) -> Iterator[bytearray]:
+        if self._held is not None:
+            yield self._held
+            return
+        key = self._fetch()
+        try:
+            yield key
+        finally:
+            _wipe(key)
+
+
+def _wipe(buffer: bytearray) -> None:
+    buffer[:] = bytes(len(buffer))
+
+
+class SealedAes(BlockCipher, _Unsealer):
+    """E_K in software with K unsealed from the TPM (mode ``"sealed"``, weaker)."""
+
+    mode: Mode = "sealed"
+
+    def __init__(self, unseal: Callable[[], bytearray]) -> None:
+        _Unsealer.__init__(self, unseal)
+
+    def __repr__(self) -> str:
+        return "SealedAes(K=<sealed in TPM>)"
+
+    def encrypt_blocks(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if not data or len(data) % _BLOCK:
+            raise BadInput(f"E_K input: {len(data)} bytes, expected a multiple of 16")
+        with self._key() as key:
+            if len(key) != 16:
+                raise BadInput("sealed K is not 16 bytes")
+            # cryptography accepts a bytearray, so no immutable copy of K is made here
+            encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305
+            out = encryptor.update(data) + encryptor.finalize()
+            del encryptor
+        return out
+
+
+class SealedKeccak(KeccakKeyholder, _Unsealer):
+    """TUAK kernel with K unsealed from the TPM (mode ``"sealed"``: the TPM has no Keccak)."""
+
+    mode: Mode = "sealed"
+
+    def __init__(self, unseal: Callable[[], bytearray], key_bits: int) -> None:
+        _Unsealer.__init__(self, unseal)
+        if key_bits not in (128, 256):
+            raise BadInput(f"TUAK K: {key_bits} bits, expected 128 or 256")
+        self.key_bits = key_bits
+
+    def __repr__(self) -> str:
+        return f"SealedKeccak(K=<sealed in TPM>, key_bits={self.key_bits})"
+
+    def permute(self, state: bytes, iterations: int) -> bytes:
+        if len(state) != 200:
+            raise BadInput(f"Keccak state: {len(state)} bytes, expected 200")
+        with self._key() as key:
+            if len(key) * 8 != self.key_bits:
+                raise BadInput("sealed K has the wrong length")
+            keyed = bytearray(state)
+            field = bytearray(32)
+            for i, byte in enumerate(reversed(key)):  # TS 35.231 §5.2: K reversed, zero-padded
+                field[i] = byte
+            keyed[KEY_FIELD] = field
+            try:
+                return keccak_f1600(bytes(keyed), iterations)
+            finally:
+                _wipe(keyed)
+                _wipe(field)

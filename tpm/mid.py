@@ -1,0 +1,798 @@
+"""Edge: TPM. The MID store inside the TPM: import, load, lifecycle, factory reset
+(TR 33.812 §7.1.2.1 threats; provisioning.md Part 1 §1.0, §1.6, §1.8).
+
+Design, and why:
+
+- **Transport to the EK.** The package is wrapped to the TPM's EK (the certified TRE
+  identity), so only the TPM whose EK certificate the operator checked can open it. The EK
+  never changes: its seed survives TPM2_Clear.
+- **Per-MID parent bound to the owner epoch.** The operator wraps a fresh ECC P-256 storage
+  key (the MID parent) to the EK and K, OPc/TOPc to that parent. The parent's USER role —
+  needed to Import or Load anything under it — is PolicySecret(SRK) [∧ PolicyPCR for
+  load-gated]. The SRK is the owner hierarchy's primary key: TPM2_Clear changes the storage
+  seed, the new SRK has another name, and PolicySecret(old SRK) can never be satisfied again,
+  so **every MID dies on factory reset while the EK stays**. (Observed on libtpms 0.9: even
+  a child of the re-created, identical EK fails TPM2_Load with TPM_RC_INTEGRITY after
+  Clear, so Clear evidently also changes what protects the EK's children; the SRK binding is
+  the explicit lock that does not depend on that.) The SRK (TCG template, ECC P-256) is
+  persisted at 0x81000001.
+- **Load-gated** = the PCR check happens at TPM2_Load of K (parent policy); K itself then
+  needs only the empty password, one plain command per E_K. **Use-gated** and
+  **operator-updatable** put the checks in K's own policy (:mod:`tpm.package`).
+- **Anti-replay**: a package's sequence number must be MID_CTR + 1; MID_CTR is incremented
+  only after the TPM accepted the import. **Lifecycle**: MID_STATE byte per slot; the AUDIT
+  index is extended for install, state changes and delete.
+
+Object slots: swtpm holds three transient objects and has no resource manager, so loading
+runs parent → OPc (unseal, flush) → K → flush parent, and only one MID can stay resident
+while another loads (the kernel's /dev/tpmrm0 virtualises slots). Everything created here is
+flushed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aka.algorithm import AkaAlgorithm
+from tpm import nv
+from tpm.connection import TpmConnection
+from tpm.ek import loaded_ek
+from tpm.keyholder import (
+    Mode,
+    SealedAes,
+    SealedKeccak,
+    SymmetricSupport,
+    TpmBlockCipher,
+    probe_symmetric,
+    translate,
+)
+from tpm.mid_errors import MidRefused, PackageRejected
+from tpm.package import (
+    DEFAULT_PCRS,
+    AlgorithmSpec,
+    MidPolicy,
+    MidSecrets,
+    Package,
+    Target,
+    build_package,
+    check_package,
+    operator_public,
+    sign_approval,
+)
+from tpm.policy import parse_pcr_selection, pcr_digest
+from tpm.policy_session import PolicyRunner, start_session
+from tpm.registry import MidRecord, Registry, RegistryData, StoredObject, now
+from trelab.errors import BadInput, TrelabError, Unavailable
+
+__all__ = [
+    "SRK_HANDLE",
+    "DeviceInfo",
+    "LoadedMid",
+    "delete_mid",
+    "device_info",
+    "ek_name",
+    "ensure_srk",
+    "factory_reset",
+    "import_package",
+    "object_name",
+    "pcr_values",
+    "reauthorize",
+    "set_state",
+    "verify_audit",
+    "wrap_for_device",
+]
+
+SRK_HANDLE = 0x81000001
+_EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
+
+
+def object_name(public: Any) -> bytes:
+    return bytes(public.get_name().marshal())[2:]
+
+
+def _srk_template() -> Any:
+    """TCG SRK template (Provisioning Guidance §7.5.1), ECC NIST P-256, AES-128-CFB."""
+    from tpm2_pytss import TPM2B_PUBLIC
+    from tpm2_pytss.constants import TPMA_OBJECT
+
+    return TPM2B_PUBLIC.parse(
+        "ecc256:aes128cfb",
+        objectAttributes=TPMA_OBJECT.FIXEDTPM
+        | TPMA_OBJECT.FIXEDPARENT
+        | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH
+        | TPMA_OBJECT.NODA
+        | TPMA_OBJECT.RESTRICTED
+        | TPMA_OBJECT.DECRYPT,
+    )
+
+
+def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
+    """The owner's SRK at 0x81000001 as (ESYS handle, TPM2B_PUBLIC), created and persisted if
+    absent. The handle is ESYS's shared object for a persistent handle: neither flush nor
+    close it (ESYS hands the same object to every caller).
+
+    Raises:
+        Unavailable: the TPM refuses (e.g. owner auth set).
+    """
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR, TPM2_CAP
+
+    esys = conn.esys
+    try:
+        _, caps = esys.get_capability(TPM2_CAP.HANDLES, SRK_HANDLE, 1)
+        if any(int(h) == SRK_HANDLE for h in caps.data.handles):
+            handle = esys.tr_from_tpmpublic(SRK_HANDLE)
+            public, _, _ = esys.read_public(handle)
+            return handle, public
+        transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
+        try:
+            handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
+        finally:
+            conn.flush(transient)
+        return handle, public
+    except TSS2_Exception as exc:
+        raise Unavailable(f"cannot load or create the SRK (0x{SRK_HANDLE:08x}): {exc}") from None
+
+
+def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
+    """Current values of the selected PCRs, in selection order (TPM2_PCR_Read, ≤ 8 per call).
+
+    Raises:
+        BadInput: malformed selection.
+        Unavailable: the bank or a PCR is not there.
+    """
+    from tpm2_pytss import TPML_PCR_SELECTION, TSS2_Exception
+
+    bank, pcrs = parse_pcr_selection(selection)
+    values: list[bytes] = []
+    pending = list(pcrs)
+    try:
+        while pending:
+            chunk = pending[:8]
+            _, _, digests = conn.esys.pcr_read(
+                TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, chunk))}")
+            )
+            got = [bytes(d) for d in digests]
+            if not got:
+                raise Unavailable(f"the TPM has no {bank} bank (or PCRs {chunk})")
+            values += got
+            pending = pending[len(got) :]
+    except TSS2_Exception as exc:
+        raise Unavailable(f"cannot read PCRs {selection}: {exc}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the operator stand-in learns from the device before wrapping: the target keys,
+    the PCR digest to bind, the next sequence number and a free slot, symmetric support."""
+
+    target: Target
+    pcr_digest: bytes
+    next_seq: int
+    free_slot: int
+    symmetric: SymmetricSupport
+
+
+def device_info(conn: TpmConnection, selection: str) -> DeviceInfo:
+    """Read it from the TPM (defining the NV indices on first use).
+
+    Raises:
+        Unavailable: no free slot, or the TPM refuses.
+    """
+    nv.ensure_indices(conn)
+    with loaded_ek(conn) as (_ek, ek_public):
+        ek_blob = bytes(ek_public.marshal())
+    _srk, srk_public = ensure_srk(conn)
+    states = nv.read_states(conn)
+    free = [i for i, b in enumerate(states) if b == nv.MidState.EMPTY]
+    if not free:
+        raise Unavailable("no free MID slot left in MID_STATE", fix="trelab tpm mid reset --yes")
+    return DeviceInfo(
+        target=Target(ek_public=ek_blob, srk_name=object_name(srk_public)),
+        pcr_digest=pcr_digest(pcr_values(conn, selection)),
+        next_seq=nv.read_counter(conn, nv.MID_CTR) + 1,
+        free_slot=free[0],
+        symmetric=probe_symmetric(conn),
+    )
+
+
+def wrap_for_device(
+    conn: TpmConnection,
+    secrets: MidSecrets,
+    *,
+    imsi: str,
+    algorithm: AlgorithmSpec,
+    amf: bytes,
+    sqn_ms: bytes,
+    kind: str = "load",
+    selection: str = DEFAULT_PCRS,
+    form: str | None = None,
+    operator_key: Any = None,
+    seq: int | None = None,
+    slot: int | None = None,
+) -> Package:
+    """Operator stand-in (``trelab tpm mid wrap``): read :func:`device_info` from this TPM
+    and build a package for it. ``form`` defaults to sealed for TUAK or a TPM without a
+    symmetric command, else symcipher; ``operator_key`` is required for ``authorize``.
+
+    Raises:
+        BadInput: options that do not fit together.
+    """
+    info = device_info(conn, selection)
+    if form is None:
+        form = (
+            "sealed" if algorithm.name == "tuak" or info.symmetric.command is None else "symcipher"
+        )
+    slot = info.free_slot if slot is None else slot
+    public = approval = None
+    if kind == "authorize":
+        if operator_key is None:
+            raise BadInput("--policy authorize needs the operator's policy-signing key")
+        public = operator_public(operator_key)
+        approval = sign_approval(operator_key, selection, info.pcr_digest, slot)
+    policy = MidPolicy(
+        kind=kind,  # type: ignore[arg-type]  # checked by MidPolicy
+        selection=selection,
+        pcr_digest=info.pcr_digest,
+        slot=slot,
+        pin=secrets.pin is not None,
+        command=info.symmetric.command or "EncryptDecrypt2",  # type: ignore[arg-type]
+        k_form=form,  # type: ignore[arg-type]
+        operator_key=public,
+        approval=approval,
+    )
+    return build_package(
+        info.target,
+        secrets,
+        seq=info.next_seq if seq is None else seq,
+        imsi=imsi,
+        algorithm=algorithm,
+        amf=amf,
+        sqn_ms=sqn_ms,
+        policy=policy,
+    )
+
+
+def _event(kind: str, record: MidRecord, **extra: Any) -> str:
+    body = {"event": kind, "mid": record.mid, "slot": record.slot, "seq": record.seq, **extra}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def _unmarshal(cls_name: str, blob: bytes) -> Any:
+    import tpm2_pytss
+
+    value, _ = getattr(tpm2_pytss, cls_name).unmarshal(blob)
+    return value
+
+
+# ---- import ---------------------------------------------------------------------------------------
+
+
+def import_package(
+    conn: TpmConnection, registry: Registry, package: Package, *, activate: bool = False
+) -> MidRecord:
+    """Check, import and record one MID package; MID_CTR, MID_STATE and AUDIT move only after
+    the TPM accepted every object. Should writing the registry fail after that (disk full),
+    the sequence number is spent and the operator must send a new package: a replay guard
+    cannot be rolled back.
+
+    Raises:
+        PackageRejected: a check or the TPM refused it (nothing changed).
+        MidRefused: the parent's PCR policy does not hold (load-gated package, other PCRs).
+        RegistryRollback: the registry is stale.
+    """
+    from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TSS2_Exception
+    from tpm2_pytss.constants import TPM2_ALG
+
+    from tpm.ek import ek_policy_session
+
+    check_package(package)
+    nv.ensure_indices(conn)
+    esys = conn.esys
+    no_inner = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL)
+    with registry.locked(), loaded_ek(conn) as (ek, ek_public):
+        this_ek = object_name(ek_public)
+        data = registry.read_checked(conn, this_ek)
+        if package.ek_name != this_ek:
+            raise PackageRejected("package is for another TPM (EK name differs)")
+        srk, srk_public = ensure_srk(conn)
+        srk_name = object_name(srk_public)
+        if package.srk_name != srk_name:
+            raise PackageRejected(
+                "package was made for another owner epoch (SRK differs: TPM cleared since?)"
+            )
+        counter = nv.read_counter(conn, nv.MID_CTR)
+        if package.seq <= counter:
+            raise PackageRejected(
+                f"sequence number {package.seq} already used (MID_CTR = {counter}): replayed package"
+            )
+        if package.seq != counter + 1:
+            raise PackageRejected(
+                f"sequence number {package.seq} out of order: expected {counter + 1}"
+            )
+        slot = package.policy.slot
+        if nv.read_state(conn, slot) != nv.MidState.EMPTY or package.mid_id in data.mids:
+            raise PackageRejected(f"MID slot {slot} is already used (or the MID is installed)")
+
+        def tpm_import(parent: Any, label: str, obj: Any, session: Any) -> Any:
+            try:
+                return esys.import_(
+                    parent,
+                    b"",
+                    _unmarshal("TPM2B_PUBLIC", obj.public),
+                    _unmarshal("TPM2B_PRIVATE", obj.duplicate),
+                    _unmarshal("TPM2B_ENCRYPTED_SECRET", obj.seed),
+                    no_inner,
+                    session1=session,
+                )
+            except TSS2_Exception as exc:
+                raise PackageRejected(
+                    f"the TPM refused to import the {label} ({exc}): the package was altered "
+                    "or is not for this TPM"
+                ) from None
+
+        session = ek_policy_session(conn, ek_public)
+        try:
+            parent_private = tpm_import(ek, "parent", package.parent, session)
+        finally:
+            conn.flush(session)
+        parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
+        session = ek_policy_session(conn, ek_public)
+        try:
+            parent = esys.load(ek, parent_private, parent_public, session1=session)
+        except TSS2_Exception as exc:
+            raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
+        finally:
+            conn.flush(session)
+        try:
+            with PolicyRunner(
+                conn, package.policy.parent_steps(srk_name), handles={srk_name: srk}
+            ) as runner:
+                privates = {}
+                for label, obj in (("k", package.k), (package.secret_label, package.secret)):
+                    with runner.use() as s:
+                        privates[label] = tpm_import(parent, label, obj, s)
+                    with runner.use() as s:  # prove it loads, then drop it
+                        try:
+                            handle = esys.load(
+                                parent,
+                                privates[label],
+                                _unmarshal("TPM2B_PUBLIC", obj.public),
+                                session1=s,
+                            )
+                        except TSS2_Exception as exc:
+                            raise PackageRejected(
+                                f"the TPM refused to load the imported {label} ({exc})"
+                            ) from None
+                    conn.flush(handle)
+        finally:
+            conn.flush(parent)
+
+        # committed: the sequence number is used up from here on
+        if nv.increment(conn, nv.MID_CTR) != package.seq:
+            raise PackageRejected("MID_CTR moved during the import (concurrent provisioning?)")
+        state = nv.MidState.ACTIVE if activate else nv.MidState.INSTALLED
+        nv.write_state(conn, slot, state)
+        record = MidRecord(
+            mid=package.mid_id,
+            imsi=package.imsi,
+            slot=slot,
+            seq=package.seq,
+            algorithm=package.algorithm,
+            amf=package.amf,
+            policy=package.policy,
+            parent=StoredObject(package.parent.public, bytes(parent_private.marshal())),
+            k=StoredObject(package.k.public, bytes(privates["k"].marshal())),
+            secret=StoredObject(
+                package.secret.public, bytes(privates[package.secret_label].marshal())
+            ),
+            sqn=_initial_sqn(package.sqn_ms),
+            state=state.name.lower(),
+            created=now(),
+        )
+        event = _event("install", record, state=record.state)
+        nv.extend_audit(conn, event.encode())
+        registry.commit(conn, data.with_mid(record).with_event(event), this_ek)
+    return record
+
+
+def _initial_sqn(sqn_ms: bytes) -> Any:
+    from aka.sqn import SqnState
+
+    return SqnState.starting_at(sqn_ms)
+
+
+# ---- lifecycle --------------------------------------------------------------------------------------
+
+
+def ek_name(conn: TpmConnection) -> bytes:
+    """The name of this TPM's RSA EK: what a registry and a package are bound to."""
+    with loaded_ek(conn) as (_ek, ek_public):
+        return object_name(ek_public)
+
+
+def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, bytes]:
+    name = ek_name(conn)
+    return registry.read_checked(conn, name), name
+
+
+def set_state(
+    conn: TpmConnection, registry: Registry, mid_id: str, state: nv.MidState
+) -> MidRecord:
+    """Move a MID to ACTIVE, INSTALLED or SUSPENDED (MID_STATE byte + AUDIT + registry).
+
+    Raises:
+        UnknownMid, BadInput: no such MID, or DELETED/EMPTY asked (use :func:`delete_mid`).
+    """
+    if state not in (nv.MidState.ACTIVE, nv.MidState.INSTALLED, nv.MidState.SUSPENDED):
+        raise BadInput(f"state {state.name}: use delete to delete a MID")
+    with registry.locked():
+        data, name = _checked(conn, registry)
+        record = replace(data.get(mid_id), state=state.name.lower())
+        nv.write_state(conn, record.slot, state)
+        event = _event("state", record, state=record.state)
+        nv.extend_audit(conn, event.encode())
+        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        return record
+
+
+def delete_mid(conn: TpmConnection, registry: Registry, mid_id: str) -> MidRecord:
+    """MID_STATE[slot] = DELETED (terminal: a surviving blob of a use-gated or
+    operator-updatable MID can never pass PolicyNV again), AUDIT, blobs dropped.
+
+    Raises:
+        UnknownMid: no such MID.
+    """
+    with registry.locked():
+        data, name = _checked(conn, registry)
+        record = data.get(mid_id)
+        nv.write_state(conn, record.slot, nv.MidState.DELETED)
+        event = _event("delete", record)
+        nv.extend_audit(conn, event.encode())
+        registry.commit(conn, data.without_mid(mid_id).with_event(event), name)
+        return replace(record, state="deleted")
+
+
+def reauthorize(
+    conn: TpmConnection, registry: Registry, mid_id: str, operator_key: Any
+) -> MidRecord:
+    """Operator stand-in: sign a new approval (PolicyPCR of the *current* PCR values ∧ ACTIVE)
+    for an operator-updatable MID, e.g. after a firmware update changed the PCRs.
+
+    Raises:
+        BadInput: the MID is not operator-updatable, or the key is not its operator key.
+    """
+    with registry.locked():
+        data, name = _checked(conn, registry)
+        record = data.get(mid_id)
+        policy = record.policy
+        if policy.kind != "authorize":
+            raise BadInput(f"MID {mid_id} is {policy.kind}-gated, not operator-updatable")
+        if operator_public(operator_key) != policy.operator_key:
+            raise BadInput("this is not the operator key the MID was provisioned with")
+        digest = pcr_digest(pcr_values(conn, policy.selection))
+        approval = sign_approval(operator_key, policy.selection, digest, record.slot)
+        record = replace(record, policy=replace(policy, approval=approval, pcr_digest=digest))
+        event = _event("approve", record, pcr_digest=digest.hex())
+        nv.extend_audit(conn, event.encode())
+        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        return record
+
+
+def verify_audit(conn: TpmConnection, data: RegistryData) -> bool:
+    """Does the host's event log replay to the TPM's AUDIT value (provisioning.md §1.8)?"""
+    if not nv.counter_defined(conn, nv.AUDIT):
+        return not data.audit
+    return nv.audit_chain([e.encode() for e in data.audit]) == nv.read_audit(conn)
+
+
+def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
+    """TPM2_Clear (platform auth, else lockout auth): new storage seed, owner NV and the SRK
+    gone, so every MID is dead; the EK is re-created from the unchanged endorsement seed and
+    persisted again. The registry is emptied. Returns EK names before/after and what went.
+
+    Raises:
+        Unavailable: neither platform nor lockout authorisation works.
+    """
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR
+
+    from tpm.ek import load_ek, read_ek_certificates, release_ek
+
+    esys = conn.esys
+    with registry.locked():
+        with loaded_ek(conn) as (_ek, ek_public):
+            before = object_name(ek_public)
+        try:
+            old = registry.read()
+        except BadInput:
+            old = RegistryData()
+        # ESYS's cached objects for the SRK and our NV indices describe what Clear destroys
+        nv.forget_handles(conn, (SRK_HANDLE, nv.MID_CTR, nv.MID_STATE, nv.AUDIT, nv.REG_CTR))
+        errors = []
+        for hierarchy in (ESYS_TR.PLATFORM, ESYS_TR.LOCKOUT):
+            try:
+                esys.clear(hierarchy)
+                break
+            except TSS2_Exception as exc:
+                errors.append(str(exc))
+        else:
+            raise Unavailable(f"TPM2_Clear refused: {'; '.join(errors)}")
+        kinds = read_ek_certificates(conn)
+        after = b""
+        for kind in ("rsa2048", "ecc"):
+            if kind not in kinds and kind != "rsa2048":
+                continue
+            handle, public = load_ek(conn, kind)
+            try:
+                if int(esys.tr_get_tpm_handle(handle)) >> 24 == 0x80:
+                    esys.evict_control(ESYS_TR.OWNER, handle, _EK_HANDLES[kind])
+            except TSS2_Exception as exc:
+                raise Unavailable(f"cannot persist the {kind} EK again: {exc}") from None
+            finally:
+                release_ek(conn, handle)
+            if kind == "rsa2048":
+                after = object_name(public)
+        ensure_srk(conn)
+        nv.ensure_indices(conn)
+        registry.write_unchecked(RegistryData())
+        registry.commit(conn, RegistryData(), after)
+    return {
+        "ek_name_before": before.hex(),
+        "ek_name_after": after.hex(),
+        "ek_unchanged": before == after,
+        "mids_removed": sorted(old.mids),
+    }
+
+
+# ---- loading a MID for AKA ---------------------------------------------------------------------------
+
+
+class LoadedMid:
+    """A MID's K loaded in the TPM (and OPc/TOPc unsealed into host memory) for AKA.
+
+    ``with LoadedMid(conn, record, pin=…, mode=…) as mid:`` → ``mid.algorithm`` (a Milenage or
+    TUAK object whose kernel is the TPM), ``mid.mode``, ``mid.session()`` (for sealed K: one
+    unseal per AKA). Everything is flushed on exit.
+
+    Raises (on enter):
+        MidRefused: PCRs or MID_STATE do not satisfy the policy; the SRK changed (cleared TPM).
+        PinRejected, TpmLockedOut: PIN problems (use-gated or operator-updatable with PIN).
+        BadInput: a mode the MID cannot run (e.g. ``sealed`` for a symmetric K).
+        Unavailable: the TPM lacks what the mode needs.
+    """
+
+    def __init__(
+        self,
+        conn: TpmConnection,
+        record: MidRecord,
+        *,
+        pin: bytes | None = None,
+        mode: Mode | None = None,
+        symmetric: SymmetricSupport | None = None,
+    ) -> None:
+        self._conn = conn
+        self.record = record
+        self._pin = pin
+        policy = record.policy
+        if pin is not None and not policy.pin:
+            raise BadInput(f"MID {record.mid} has no PIN")
+        if pin is None and policy.pin:
+            raise BadInput(f"MID {record.mid} needs its PIN (--pin)")
+        if policy.k_form == "sealed":
+            if mode not in (None, "sealed"):
+                raise BadInput(f"MID {record.mid} holds K as sealed data: only mode sealed runs")
+            self.mode: Mode = "sealed"
+        else:
+            if mode == "sealed":
+                raise BadInput(
+                    f"MID {record.mid} holds K as a TPM key: it cannot be unsealed (that is the point)"
+                )
+            support = symmetric or probe_symmetric(conn)
+            if support.command is None:
+                raise Unavailable(
+                    "this TPM has no EncryptDecrypt/EncryptDecrypt2: a symmetric-K MID cannot run",
+                    fix="re-provision with --form sealed",
+                )
+            chosen = mode or support.default_mode
+            if chosen == "ecb" and not support.ecb:
+                raise Unavailable("this TPM refuses AES-ECB", fix="use --mode cfb")
+            if chosen == "cfb" and not support.cfb:
+                raise Unavailable("this TPM refuses AES-CFB", fix="use --mode ecb")
+            if chosen == "sealed":
+                raise Unavailable("this TPM offers neither ECB nor CFB for AES")
+            self.mode = chosen
+            self._command = policy.command if policy.kind != "load" else support.command
+        self._stack = contextlib.ExitStack()
+        self.holder: Any = None
+        self.secret: bytes = b""
+        self.algorithm: AkaAlgorithm | None = None
+
+    def __enter__(self) -> LoadedMid:
+        try:
+            self._load()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def __repr__(self) -> str:
+        return f"LoadedMid({self.record.mid!r}, mode={self.mode!r})"
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _flush_later(self, handle: Any) -> Any:
+        self._stack.callback(self._conn.flush, handle)
+        return handle
+
+    def _runner(self, steps: list[Any], *, salted: bool, encrypt: bool) -> PolicyRunner:
+        policy = self.record.policy
+        runner = PolicyRunner(
+            self._conn,
+            steps,
+            approval=policy.approval,
+            operator_public=policy.operator_key,
+            salt_key=self._srk if salted else None,
+            encrypt=encrypt,
+        )
+        self._stack.callback(runner.close)
+        return runner
+
+    @contextlib.contextmanager
+    def _unseal_session(self, steps: list[Any]) -> Iterator[Any]:
+        """A salted, response-encrypting session for TPM2_Unseal: the policy runner for a
+        policy-gated object, else a salted HMAC session (empty authValue)."""
+        if steps:
+            with contextlib.ExitStack() as stack:
+                runner = PolicyRunner(
+                    self._conn,
+                    steps,
+                    approval=self.record.policy.approval,
+                    operator_public=self.record.policy.operator_key,
+                    salt_key=self._srk,
+                    encrypt=True,
+                )
+                stack.callback(runner.close)
+                with runner.use() as session:
+                    yield session
+            return
+        session = start_session(self._conn, kind="hmac", salt_key=self._srk, encrypt=True)
+        try:
+            yield session
+        finally:
+            self._conn.flush(session)
+
+    def _load(self) -> None:
+        from tpm2_pytss import TSS2_Exception
+
+        from tpm.ek import ek_policy_session
+
+        conn, esys, record, policy = self._conn, self._conn.esys, self.record, self.record.policy
+        srk, srk_public = ensure_srk(conn)
+        self._srk = srk
+        srk_name = object_name(srk_public)
+        try:
+            with loaded_ek(conn) as (ek, ek_public):
+                session = ek_policy_session(conn, ek_public)
+                try:
+                    parent = esys.load(
+                        ek,
+                        _unmarshal("TPM2B_PRIVATE", record.parent.private),
+                        _unmarshal("TPM2B_PUBLIC", record.parent.public),
+                        session1=session,
+                    )
+                finally:
+                    conn.flush(session)
+        except TSS2_Exception as exc:
+            raise _load_error(exc, "the parent", record.mid) from None
+        with contextlib.ExitStack() as parent_scope:
+            parent_scope.callback(conn.flush, parent)
+            parent_runner = PolicyRunner(
+                conn, policy.parent_steps(srk_name), handles={srk_name: srk}
+            )
+            parent_scope.callback(parent_runner.close)
+
+            def load_child(stored: StoredObject, label: str) -> Any:
+                try:
+                    with parent_runner.use() as s:
+                        return esys.load(
+                            parent,
+                            _unmarshal("TPM2B_PRIVATE", stored.private),
+                            _unmarshal("TPM2B_PUBLIC", stored.public),
+                            session1=s,
+                        )
+                except TSS2_Exception as exc:
+                    raise _load_error(exc, label, record.mid) from None
+
+            secret = load_child(record.secret, "OPc/TOPc")
+            try:
+                with self._unseal_session(policy.secret_steps()) as s:
+                    self.secret = bytes(esys.unseal(secret, session1=s))
+            except TSS2_Exception as exc:
+                raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
+            finally:
+                conn.flush(secret)
+            key = self._flush_later(load_child(record.k, "K"))
+        if self._pin is not None:
+            esys.tr_set_auth(key, self._pin)
+        self._key = key
+        self._build(key)
+
+    def _build(self, key: Any) -> None:
+        from tpm2_pytss import TSS2_Exception
+
+        from aka.milenage import Milenage
+        from aka.tuak import Tuak
+
+        policy = self.record.policy
+        k_steps = policy.k_steps()
+        if self.mode == "sealed":
+
+            def unseal() -> bytearray:
+                try:
+                    with self._unseal_session(k_steps) as s:
+                        return bytearray(bytes(self._conn.esys.unseal(key, session1=s)))
+                except TrelabError:
+                    raise
+                except TSS2_Exception as exc:
+                    raise translate(exc, f"unsealing K of MID {self.record.mid}") from None
+
+            spec = self.record.algorithm
+            if spec.name == "tuak":
+                self.holder = SealedKeccak(unseal, spec.key_bits)
+            else:
+                self.holder = SealedAes(unseal)
+        else:
+            authorize = None
+            if k_steps:
+                runner = self._runner(k_steps, salted=policy.pin, encrypt=False)
+                authorize = runner.use
+            self.holder = TpmBlockCipher(
+                self._conn, key, mode=self.mode, command=self._command, authorize=authorize
+            )
+        spec = self.record.algorithm
+        if spec.name == "tuak":
+            self.algorithm = Tuak(
+                self.holder,
+                self.secret,
+                mac_bits=spec.mac_bits,
+                res_bits=spec.res_bits,
+                ck_bits=spec.ck_bits,
+                ik_bits=spec.ik_bits,
+                iterations=spec.iterations,
+            )
+        else:
+            self.algorithm = Milenage(self.holder, self.secret)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Scope of one AKA: sealed holders unseal K once for it and zero it afterwards."""
+        if isinstance(self.holder, SealedAes | SealedKeccak):
+            with self.holder.unsealed():
+                yield
+        else:
+            yield
+
+
+def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
+    """A refused TPM2_Load (or its policy) is the MID being unusable here: PCRs, owner epoch
+    (TPM cleared since import) or a corrupt blob; PIN and lockout keep their own errors, and
+    errors below the TPM (TCTI, ESYS) stay Unavailable."""
+    from tpm2_pytss import TSS2_Exception
+
+    error = translate(exc, f"loading {label} of MID {mid}")
+    tpm_said_no = isinstance(exc, TSS2_Exception) and int(exc.rc) >> 16 == 0
+    if isinstance(error, MidRefused) or (isinstance(error, Unavailable) and tpm_said_no):
+        return MidRefused(
+            f"the TPM refused to load {label} of MID {mid}: its load policy (PCRs, owner "
+            f"epoch) does not hold or the TPM was cleared since import ({exc})"
+        )
+    return error

@@ -1,0 +1,796 @@
+"""Edge: files, operator keys. The MID package: K and OPc/TOPc wrapped off-TPM to one TPM, and
+the manifest that says what they are (provisioning.md Part 1 §1.6). No TPM I/O here: the
+operator side (DPF stand-in) builds packages from public data it was given, and the device
+side checks a package's structure before any TPM command.
+
+Key layout (why, in :mod:`tpm.mid`)::
+
+    EK (RSA-2048, restricted decrypt; certified TRE identity — the package's transport key)
+     └─ MID parent: ECC P-256 storage key made by the operator for this MID, wrapped to the EK;
+        authPolicy = PolicySecret(SRK) [∧ PolicyPCR for load-gated]; USER role = Import/Load
+         ├─ K: AES-128 SYMCIPHER (mode NULL: ECB and CFB) or, for TUAK and the sealed fallback,
+         │    a KEYEDHASH sealed-data object; authPolicy by policy kind (below)
+         └─ OPc / TOPc: KEYEDHASH sealed data, same gates with PolicyCommandCode(Unseal)
+
+Policy kinds (``kind``):
+
+- ``load`` (load-gated): the parent's PolicyPCR gates Load; K has userWithAuth and an empty
+  authValue, so each use is one plain command (fast path). NODA.
+- ``use`` (use-gated): K = PolicyPCR ∧ PolicyNV(MID_STATE[slot] == ACTIVE) [∧ PolicyAuthValue]
+  ∧ PolicyCommandCode(EncryptDecrypt2); userWithAuth clear; a PIN clears NODA.
+- ``authorize`` (operator-updatable): K = PolicyAuthorize(operator key) [∧ PolicyAuthValue] ∧
+  PolicyCommandCode(EncryptDecrypt2). The operator signs approved policies (PolicyPCR ∧
+  PolicyNV ACTIVE); the trailing PolicyCommandCode means no signed policy can ever authorise
+  TPM2_Duplicate of K (tpm.md "PolicyAuthorize trap").
+
+Every object has adminWithPolicy set and no policy names an ADMIN or DUP command, so
+ObjectChangeAuth, Certify-by-admin and Duplicate are impossible. The outer wrapper (seed
+encrypted to the new parent, HMAC over duplicate and name) gives confidentiality and integrity;
+no inner wrapper is used, so the package carries no symmetric key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from tpm import nv
+from tpm.mid_errors import PackageRejected
+from tpm.policy import (
+    CC_ENCRYPT_DECRYPT,
+    CC_ENCRYPT_DECRYPT2,
+    CC_UNSEAL,
+    PolicyAuthorize,
+    PolicyAuthValue,
+    PolicyCommandCode,
+    PolicyNv,
+    PolicyPcr,
+    PolicySecret,
+    PolicyStep,
+    approval_hash,
+    format_pcr_selection,
+    parse_pcr_selection,
+    policy_digest,
+)
+from trelab.atomic import atomic_write_text
+from trelab.errors import BadInput
+
+__all__ = [
+    "DEFAULT_PCRS",
+    "FORMAT",
+    "VERSION",
+    "AlgorithmSpec",
+    "Approval",
+    "CipherCommand",
+    "KForm",
+    "MidPolicy",
+    "MidSecrets",
+    "Package",
+    "PolicyKind",
+    "Target",
+    "WrappedObject",
+    "build_package",
+    "check_package",
+    "load_operator_key",
+    "operator_public",
+    "read_package",
+    "sign_approval",
+    "write_package",
+]
+
+FORMAT = "trelab.mid-package"
+VERSION = 1
+DEFAULT_PCRS = "sha256:0,1,2,3,4,5,6,7"
+PolicyKind = Literal["load", "use", "authorize"]
+KForm = Literal["symcipher", "sealed"]
+CipherCommand = Literal["EncryptDecrypt2", "EncryptDecrypt"]
+_KINDS = ("load", "use", "authorize")
+_FORMS = ("symcipher", "sealed")
+_COMMANDS = {"EncryptDecrypt2": CC_ENCRYPT_DECRYPT2, "EncryptDecrypt": CC_ENCRYPT_DECRYPT}
+_IMSI = re.compile(r"^[0-9]{6,15}$")
+
+
+# ---- manifest pieces -----------------------------------------------------------------------------
+
+
+def _hex(name: str, value: Any, length: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise BadInput(f"package: {name} must be a hex string")
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise BadInput(f"package: {name} is not hex") from None
+    if length is not None and len(data) != length:
+        raise BadInput(f"package: {name} is {len(data)} bytes, expected {length}")
+    return data
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadInput(f"package: {name} must be an integer in {low}…{high}")
+    return value
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Which AKA algorithm set and its lengths (TS 35.206 Milenage or TS 35.231 TUAK §5.1)."""
+
+    name: Literal["milenage", "tuak"] = "milenage"
+    key_bits: int = 128
+    mac_bits: int = 64
+    res_bits: int = 64
+    ck_bits: int = 128
+    ik_bits: int = 128
+    iterations: int = 1
+
+    def __post_init__(self) -> None:
+        from aka import tuak
+
+        if self.name not in ("milenage", "tuak"):
+            raise BadInput(f"algorithm: {self.name!r}, expected milenage or tuak")
+        if self.name == "milenage":
+            if (self.key_bits, self.mac_bits, self.res_bits, self.ck_bits, self.ik_bits) != (
+                128,
+                64,
+                64,
+                128,
+                128,
+            ) or self.iterations != 1:
+                raise BadInput("algorithm: Milenage has fixed lengths (128-bit K, 64-bit RES)")
+            return
+        checks = (
+            ("key_bits", self.key_bits, tuak.K_BITS),
+            ("mac_bits", self.mac_bits, tuak.MAC_BITS),
+            ("res_bits", self.res_bits, tuak.RES_BITS),
+            ("ck_bits", self.ck_bits, tuak.CK_BITS),
+            ("ik_bits", self.ik_bits, tuak.IK_BITS),
+        )
+        for label, value, allowed in checks:
+            if value not in allowed:
+                raise BadInput(f"algorithm: {label} {value}, expected one of {allowed}")
+        if not 1 <= self.iterations <= 1_000_000:
+            raise BadInput("algorithm: iterations must be 1…1000000")
+
+    def to_json(self) -> dict[str, Any]:
+        if self.name == "milenage":
+            return {"name": "milenage"}
+        return {
+            "name": "tuak",
+            "key_bits": self.key_bits,
+            "mac_bits": self.mac_bits,
+            "res_bits": self.res_bits,
+            "ck_bits": self.ck_bits,
+            "ik_bits": self.ik_bits,
+            "iterations": self.iterations,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> AlgorithmSpec:
+        if not isinstance(data, dict) or data.get("name") not in ("milenage", "tuak"):
+            raise BadInput("package: algorithm must be {'name': 'milenage' | 'tuak', …}")
+        if data["name"] == "milenage":
+            return cls()
+        values = {
+            key: _int(f"algorithm.{key}", data.get(key), 1, 1_000_000)
+            for key in ("key_bits", "mac_bits", "res_bits", "ck_bits", "ik_bits", "iterations")
+        }
+        return cls(name="tuak", **values)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An operator-signed approved policy for an operator-updatable MID (TPM2_PolicyAuthorize):
+    PolicyPCR(selection, pcr_digest) ∧ PolicyNV(MID_STATE[slot] == ACTIVE)."""
+
+    selection: str
+    pcr_digest: bytes
+    slot: int
+    signature: bytes  # DER ECDSA P-256 over aHash (TPM 2.0 Part 3 §23.16)
+    policy_ref: bytes = b""
+
+    def steps(self) -> list[PolicyStep]:
+        return [PolicyPcr(self.selection, self.pcr_digest), _active(self.slot)]
+
+    def approved_policy(self) -> bytes:
+        return policy_digest(self.steps())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pcrs": self.selection,
+            "pcr_digest": self.pcr_digest.hex(),
+            "slot": self.slot,
+            "policy_ref": self.policy_ref.hex(),
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Approval:
+        if not isinstance(data, dict):
+            raise BadInput("package: approval must be an object")
+        bank, pcrs = parse_pcr_selection(str(data.get("pcrs", "")))
+        return cls(
+            selection=format_pcr_selection(bank, pcrs),
+            pcr_digest=_hex("approval.pcr_digest", data.get("pcr_digest"), 32),
+            slot=_int("approval.slot", data.get("slot"), 0, nv.STATE_SLOTS - 1),
+            signature=_hex("approval.signature", data.get("signature")),
+            policy_ref=_hex("approval.policy_ref", data.get("policy_ref", "")),
+        )
+
+
+def _active(slot: int) -> PolicyNv:
+    return PolicyNv(nv.MID_STATE, nv.state_index_name(), bytes((nv.MidState.ACTIVE,)), slot)
+
+
+@dataclass(frozen=True)
+class MidPolicy:
+    """What gates K and OPc/TOPc (module docstring); ``selection``/``pcr_digest`` are the PCR
+    binding (for ``authorize``: of the initial approval)."""
+
+    kind: PolicyKind
+    selection: str
+    pcr_digest: bytes
+    slot: int
+    pin: bool = False
+    command: CipherCommand = "EncryptDecrypt2"
+    k_form: KForm = "symcipher"
+    operator_key: bytes | None = None  # marshaled TPM2B_PUBLIC of the policy-signing key
+    approval: Approval | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise BadInput(f"policy: {self.kind!r}, expected one of {', '.join(_KINDS)}")
+        if self.k_form not in _FORMS:
+            raise BadInput(f"policy: K form {self.k_form!r}, expected symcipher or sealed")
+        if self.command not in _COMMANDS:
+            raise BadInput(f"policy: command {self.command!r} unknown")
+        if self.pin and self.kind == "load":
+            raise BadInput("--pin needs --policy use or authorize (a load-gated K has no policy)")
+        if not 0 <= self.slot < nv.STATE_SLOTS:
+            raise BadInput(f"policy: slot {self.slot} out of range")
+        if self.kind == "authorize" and (self.operator_key is None or self.approval is None):
+            raise BadInput("policy: authorize needs an operator key and an approval")
+
+    @property
+    def operator_key_name(self) -> bytes:
+        if self.operator_key is None:
+            raise BadInput("policy: no operator key")
+        return _public_name(_unmarshal_public(self.operator_key, "operator key"))
+
+    def _use_cc(self) -> int:
+        return CC_UNSEAL if self.k_form == "sealed" else _COMMANDS[self.command]
+
+    def parent_steps(self, srk_name: bytes) -> list[PolicyStep]:
+        """The parent's USER-role policy: bound to this owner epoch (SRK) [and the PCRs]."""
+        steps: list[PolicyStep] = [PolicySecret(srk_name)]
+        if self.kind == "load":
+            steps.append(PolicyPcr(self.selection, self.pcr_digest))
+        return steps
+
+    def k_steps(self) -> list[PolicyStep]:
+        return self._steps(self._use_cc(), pin=self.pin)
+
+    def secret_steps(self) -> list[PolicyStep]:
+        """OPc/TOPc: same gates as K, no PIN, and only Unseal."""
+        return self._steps(CC_UNSEAL, pin=False)
+
+    def _steps(self, cc: int, *, pin: bool) -> list[PolicyStep]:
+        if self.kind == "load":
+            return []
+        steps: list[PolicyStep]
+        if self.kind == "use":
+            steps = [PolicyPcr(self.selection, self.pcr_digest), _active(self.slot)]
+        else:
+            steps = [PolicyAuthorize(self.operator_key_name)]
+        if pin:
+            steps.append(PolicyAuthValue())
+        steps.append(PolicyCommandCode(cc))
+        return steps
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "pcrs": self.selection,
+            "pcr_digest": self.pcr_digest.hex(),
+            "slot": self.slot,
+            "pin": self.pin,
+            "command": self.command,
+            "k_form": self.k_form,
+        }
+        if self.operator_key is not None:
+            data["operator_key"] = self.operator_key.hex()
+        if self.approval is not None:
+            data["approval"] = self.approval.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> MidPolicy:
+        if not isinstance(data, dict):
+            raise BadInput("package: policy must be an object")
+        bank, pcrs = parse_pcr_selection(str(data.get("pcrs", "")))
+        pin = data.get("pin", False)
+        if not isinstance(pin, bool):
+            raise BadInput("package: policy.pin must be true or false")
+        op = data.get("operator_key")
+        return cls(
+            kind=data.get("kind"),  # type: ignore[arg-type]  # validated in __post_init__
+            selection=format_pcr_selection(bank, pcrs),
+            pcr_digest=_hex("policy.pcr_digest", data.get("pcr_digest"), 32),
+            slot=_int("policy.slot", data.get("slot"), 0, nv.STATE_SLOTS - 1),
+            pin=pin,
+            command=data.get("command", "EncryptDecrypt2"),
+            k_form=data.get("k_form", "symcipher"),
+            operator_key=None if op is None else _hex("policy.operator_key", op),
+            approval=None if data.get("approval") is None else Approval.from_json(data["approval"]),
+        )
+
+
+@dataclass(frozen=True)
+class WrappedObject:
+    """One TPM2_Duplicate-format object: public area, duplicate (outer HMAC + encrypted
+    sensitive) and the seed encrypted to the new parent, all marshaled, plus the name."""
+
+    public: bytes
+    duplicate: bytes
+    seed: bytes
+    name: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "public": self.public.hex(),
+            "duplicate": self.duplicate.hex(),
+            "seed": self.seed.hex(),
+            "name": self.name.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, label: str, data: Any) -> WrappedObject:
+        if not isinstance(data, dict):
+            raise BadInput(f"package: objects.{label} must be an object")
+        return cls(
+            public=_hex(f"{label}.public", data.get("public")),
+            duplicate=_hex(f"{label}.duplicate", data.get("duplicate")),
+            seed=_hex(f"{label}.seed", data.get("seed")),
+            name=_hex(f"{label}.name", data.get("name")),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """The TPM a package is for: its EK public area (transport key) and SRK name (owner epoch)."""
+
+    ek_public: bytes
+    srk_name: bytes
+
+    @property
+    def ek_name(self) -> bytes:
+        return _public_name(_unmarshal_public(self.ek_public, "EK public"))
+
+
+@dataclass(frozen=True)
+class Package:
+    """A MID package (manifest + wrapped objects). ``secret`` is OPc (Milenage) or TOPc (TUAK)."""
+
+    seq: int
+    imsi: str
+    algorithm: AlgorithmSpec
+    amf: bytes
+    sqn_ms: bytes
+    policy: MidPolicy
+    ek_name: bytes
+    srk_name: bytes
+    parent: WrappedObject
+    k: WrappedObject
+    secret: WrappedObject
+
+    @property
+    def secret_label(self) -> str:
+        return "topc" if self.algorithm.name == "tuak" else "opc"
+
+    @property
+    def mid_id(self) -> str:
+        """Short stable id: 12 hex digits of K's name digest."""
+        return self.k.name[2:8].hex()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "seq": self.seq,
+            "imsi": self.imsi,
+            "algorithm": self.algorithm.to_json(),
+            "amf": self.amf.hex(),
+            "sqn_ms": self.sqn_ms.hex(),
+            "policy": self.policy.to_json(),
+            "target": {"ek_name": self.ek_name.hex(), "srk_name": self.srk_name.hex()},
+            "objects": {
+                "parent": self.parent.to_json(),
+                "k": self.k.to_json(),
+                self.secret_label: self.secret.to_json(),
+            },
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Any) -> Package:
+        """Parse a package (structure only; :func:`check_package` checks the contents).
+
+        Raises:
+            BadInput: not a MID package, unsupported version, missing or malformed fields.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise BadInput(f"not a MID package (format must be {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise BadInput(f"MID package version {data.get('version')!r} not supported")
+        imsi = data.get("imsi")
+        if not isinstance(imsi, str) or not _IMSI.match(imsi):
+            raise BadInput("package: imsi must be 6…15 digits")
+        algorithm = AlgorithmSpec.from_json(data.get("algorithm"))
+        target = data.get("target")
+        objects = data.get("objects")
+        if not isinstance(target, dict) or not isinstance(objects, dict):
+            raise BadInput("package: target and objects must be objects")
+        label = "topc" if algorithm.name == "tuak" else "opc"
+        if label not in objects:
+            raise BadInput(f"package: objects.{label} missing")
+        return cls(
+            seq=_int("seq", data.get("seq"), 1, 2**64 - 1),
+            imsi=imsi,
+            algorithm=algorithm,
+            amf=_hex("amf", data.get("amf"), 2),
+            sqn_ms=_hex("sqn_ms", data.get("sqn_ms"), 6),
+            policy=MidPolicy.from_json(data.get("policy")),
+            ek_name=_hex("target.ek_name", target.get("ek_name")),
+            srk_name=_hex("target.srk_name", target.get("srk_name")),
+            parent=WrappedObject.from_json("parent", objects.get("parent")),
+            k=WrappedObject.from_json("k", objects.get("k")),
+            secret=WrappedObject.from_json(label, objects.get(label)),
+        )
+
+
+def read_package(path: str | os.PathLike[str]) -> Package:
+    """Raises:
+    BadInput: unreadable file, not JSON, or not a MID package.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadInput(f"package {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"package {path}: not UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"package {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    return Package.from_json(data)
+
+
+def write_package(path: str | os.PathLike[str], package: Package) -> None:
+    atomic_write_text(path, package.dumps(), mode=0o644)
+
+
+# ---- TPM structures (tpm2-pytss marshaling only) ---------------------------------------------
+
+
+def _unmarshal_public(blob: bytes, label: str) -> Any:
+    from tpm2_pytss import TPM2B_PUBLIC
+
+    try:
+        public, used = TPM2B_PUBLIC.unmarshal(blob)
+    except Exception:  # tpm2-pytss raises TSS2_Exception or ValueError on bad input
+        raise PackageRejected(f"package: {label} is not a TPM2B_PUBLIC") from None
+    if used != len(blob):
+        raise PackageRejected(f"package: {label} has trailing bytes")
+    return public
+
+
+def _public_name(public: Any) -> bytes:
+    return bytes(public.get_name().marshal())[2:]
+
+
+def _symdef_aes128cfb() -> Any:
+    from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
+    from tpm2_pytss.constants import TPM2_ALG
+
+    return TPMT_SYM_DEF_OBJECT(
+        algorithm=TPM2_ALG.AES,
+        keyBits=TPMU_SYM_KEY_BITS(aes=128),
+        mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
+    )
+
+
+def _attrs(*, user: bool, noda: bool) -> int:
+    from tpm2_pytss.constants import TPMA_OBJECT
+
+    value = int(TPMA_OBJECT.ADMINWITHPOLICY)
+    if user:
+        value |= int(TPMA_OBJECT.USERWITHAUTH)
+    if noda:
+        value |= int(TPMA_OBJECT.NODA)
+    return value
+
+
+# ---- operator key (stand-in for the DPF/SHO policy-signing key) -------------------------------
+
+
+def load_operator_key(path: str | os.PathLike[str], *, create: bool = False) -> Any:
+    """The operator's ECDSA P-256 policy-signing key (PEM, PKCS#8), created if ``create`` and
+    absent. A lab stand-in: a real operator keeps it in an HSM, never on the device.
+
+    Raises:
+        BadInput: unreadable or not an EC P-256 private key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    target = Path(path)
+    if not target.exists() and create:
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        pem = new_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write_text(target, pem.decode(), mode=0o600)
+        return new_key
+    try:
+        key = serialization.load_pem_private_key(target.read_bytes(), password=None)
+    except OSError as exc:
+        raise BadInput(f"operator key {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise BadInput(f"operator key {path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise BadInput(f"operator key {path}: expected an EC P-256 key")
+    return key
+
+
+def operator_public(key: Any) -> bytes:
+    """Marshaled TPM2B_PUBLIC of the operator key (ECDSA-SHA256 signing, for LoadExternal)."""
+    from cryptography.hazmat.primitives import serialization
+    from tpm2_pytss import TPM2B_PUBLIC, TPMT_ASYM_SCHEME
+    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
+    scheme.details.anySig.hashAlg = TPM2_ALG.SHA256
+    public = TPM2B_PUBLIC.from_pem(
+        pem, objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.USERWITHAUTH, scheme=scheme
+    )
+    return bytes(public.marshal())
+
+
+def sign_approval(
+    key: Any, selection: str, pcr_digest: bytes, slot: int, policy_ref: bytes = b""
+) -> Approval:
+    """The operator approves PolicyPCR(selection, pcr_digest) ∧ MID_STATE[slot] == ACTIVE:
+    ECDSA over aHash = H(approvedPolicy ‖ policyRef) (TPM 2.0 Part 3 §23.16)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    bank, pcrs = parse_pcr_selection(selection)
+    unsigned = Approval(format_pcr_selection(bank, pcrs), pcr_digest, slot, b"", policy_ref)
+    a_hash = approval_hash(unsigned.approved_policy(), policy_ref)
+    signature = key.sign(a_hash, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    return replace(unsigned, signature=signature)
+
+
+# ---- building (operator side) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MidSecrets:
+    """What the operator wraps; never printed."""
+
+    k: bytes = field(repr=False)
+    secret: bytes = field(repr=False)  # OPc (16 bytes) or TOPc (32 bytes)
+    pin: bytes | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return "MidSecrets(<hidden>)"
+
+
+def _wrap(parent_public: Any, public: Any, sensitive: Any) -> WrappedObject:
+    from tpm2_pytss.utils import wrap
+
+    _, duplicate, seed = wrap(parent_public.publicArea, public, sensitive)
+    return WrappedObject(
+        public=bytes(public.marshal()),
+        duplicate=bytes(duplicate.marshal()),
+        seed=bytes(seed.marshal()),
+        name=_public_name(public),
+    )
+
+
+def _sealed(secret: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
+    from tpm2_pytss import TPM2B_SENSITIVE
+
+    sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(
+        secret, objectAttributes=_attrs(user=not steps, noda=auth is None)
+    )
+    public.publicArea.authPolicy = policy_digest(steps) if steps else b""
+    if auth:
+        sensitive.sensitiveArea.authValue = auth
+    return sensitive, public
+
+
+def build_package(
+    target: Target,
+    secrets: MidSecrets,
+    *,
+    seq: int,
+    imsi: str,
+    algorithm: AlgorithmSpec,
+    amf: bytes,
+    sqn_ms: bytes,
+    policy: MidPolicy,
+) -> Package:
+    """Wrap K and OPc/TOPc for ``target`` under a fresh per-MID parent (operator side).
+
+    Raises:
+        BadInput: lengths or options that do not fit together.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tpm2_pytss import TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMT_ASYM_SCHEME
+    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    if not _IMSI.match(imsi):
+        raise BadInput("--imsi: 6…15 digits")
+    if len(amf) != 2 or len(sqn_ms) != 6:
+        raise BadInput("AMF must be 2 bytes and SQN_MS 6 bytes")
+    if len(secrets.k) * 8 != algorithm.key_bits:
+        raise BadInput(f"--k: {len(secrets.k)} bytes, expected {algorithm.key_bits // 8}")
+    want = 32 if algorithm.name == "tuak" else 16
+    if len(secrets.secret) != want:
+        raise BadInput(f"OPc/TOPc: {len(secrets.secret)} bytes, expected {want}")
+    if algorithm.name == "tuak" and policy.k_form != "sealed":
+        raise BadInput("TUAK K must be sealed: the TPM has no Keccak (use --form sealed)")
+    if (secrets.pin is not None) != policy.pin:
+        raise BadInput("PIN given but the policy has no PIN (or the reverse)")
+    if secrets.pin is not None and not 1 <= len(secrets.pin) <= 32:
+        raise BadInput("--pin: 1…32 bytes")
+    ek_public = _unmarshal_public(target.ek_public, "EK public")
+
+    # The per-MID parent: a fresh ECC P-256 storage key; its private half is dropped here.
+    parent_key = ec.generate_private_key(ec.SECP256R1())
+    pem = parent_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    parent_public = TPM2B_PUBLIC.from_pem(
+        pem,
+        objectAttributes=TPMA_OBJECT.RESTRICTED
+        | TPMA_OBJECT.DECRYPT
+        | TPMA_OBJECT.NODA
+        | TPMA_OBJECT.ADMINWITHPOLICY,
+        symmetric=_symdef_aes128cfb(),
+        scheme=TPMT_ASYM_SCHEME(scheme=TPM2_ALG.NULL),
+    )
+    parent_public.publicArea.authPolicy = policy_digest(policy.parent_steps(target.srk_name))
+    parent_sensitive = TPM2B_SENSITIVE.from_pem(pem)
+    parent_sensitive.sensitiveArea.seedValue = os.urandom(32)  # storage keys need a seed
+    # from_pem drops leading zero bytes of the coordinates; the TPM feeds the stored x to
+    # KDFe while wrap() pads it to 32 bytes, so 1 parent in 256 would make every child
+    # import fail with TPM_RC_INTEGRITY. Store fixed-size coordinates (and d).
+    numbers = parent_key.private_numbers()
+    parent_public.publicArea.unique.ecc.x = numbers.public_numbers.x.to_bytes(32, "big")
+    parent_public.publicArea.unique.ecc.y = numbers.public_numbers.y.to_bytes(32, "big")
+    parent_sensitive.sensitiveArea.sensitive.ecc = numbers.private_value.to_bytes(32, "big")
+    del pem, parent_key, numbers
+
+    k_steps = policy.k_steps()
+    if policy.k_form == "symcipher":
+        k_sensitive, k_public = TPM2B_SENSITIVE.symcipher_from_secret(
+            secrets.k,
+            mode=TPM2_ALG.NULL,  # the command picks ECB or CFB
+            objectAttributes=TPMA_OBJECT.DECRYPT
+            | TPMA_OBJECT.SIGN_ENCRYPT
+            | _attrs(user=not k_steps, noda=secrets.pin is None),
+        )
+        k_public.publicArea.authPolicy = policy_digest(k_steps) if k_steps else b""
+        if secrets.pin:
+            k_sensitive.sensitiveArea.authValue = secrets.pin
+    else:
+        k_sensitive, k_public = _sealed(secrets.k, k_steps, auth=secrets.pin)
+    s_sensitive, s_public = _sealed(secrets.secret, policy.secret_steps(), auth=None)
+
+    return Package(
+        seq=seq,
+        imsi=imsi,
+        algorithm=algorithm,
+        amf=amf,
+        sqn_ms=sqn_ms,
+        policy=policy,
+        ek_name=_public_name(ek_public),
+        srk_name=target.srk_name,
+        parent=_wrap(ek_public, parent_public, parent_sensitive),
+        k=_wrap(parent_public, k_public, k_sensitive),
+        secret=_wrap(parent_public, s_public, s_sensitive),
+    )
+
+
+# ---- checking (device side, before any TPM command) ------------------------------------------
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise PackageRejected(f"package: {message}")
+
+
+def _check_object(
+    label: str, obj: WrappedObject, steps: list[PolicyStep], *, kind: str, pin: bool
+) -> Any:
+    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    public = _unmarshal_public(obj.public, f"{label} public area")
+    _expect(
+        hmac.compare_digest(_public_name(public), obj.name),
+        f"{label} name does not match its public area (altered)",
+    )
+    area = public.publicArea
+    attrs = int(area.objectAttributes)
+    _expect(int(area.nameAlg) == int(TPM2_ALG.SHA256), f"{label} name algorithm is not SHA-256")
+    _expect(
+        not attrs & int(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT),
+        f"{label} has fixedTPM/fixedParent (cannot be imported)",
+    )
+    _expect(bool(attrs & int(TPMA_OBJECT.ADMINWITHPOLICY)), f"{label} lacks adminWithPolicy")
+    expected_policy = policy_digest(steps) if steps else b""
+    _expect(
+        hmac.compare_digest(bytes(area.authPolicy), expected_policy),
+        f"{label} authPolicy differs from the policy the manifest describes",
+    )
+    user = bool(attrs & int(TPMA_OBJECT.USERWITHAUTH))
+    _expect(user == (not steps), f"{label}: userWithAuth must be set only without a policy")
+    noda = bool(attrs & int(TPMA_OBJECT.NODA))
+    _expect(noda != pin, f"{label}: NODA must be set exactly when there is no PIN")
+    if kind == "sealed":
+        _expect(int(area.type) == int(TPM2_ALG.KEYEDHASH), f"{label} is not sealed data")
+        _expect(
+            not attrs & int(TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.DECRYPT),
+            f"{label} is a keyed-hash key, not sealed data",
+        )
+    elif kind == "symcipher":
+        _expect(int(area.type) == int(TPM2_ALG.SYMCIPHER), f"{label} is not a symmetric key")
+        sym = area.parameters.symDetail.sym
+        _expect(
+            int(sym.algorithm) == int(TPM2_ALG.AES) and int(sym.keyBits.aes) == 128,
+            f"{label} is not AES-128",
+        )
+    else:  # parent
+        _expect(int(area.type) == int(TPM2_ALG.ECC), "parent is not an ECC key")
+        _expect(
+            attrs & int(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
+            == int(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT),
+            "parent is not a storage key (restricted decrypt)",
+        )
+    return public
+
+
+def check_package(package: Package) -> None:
+    """Device-side structural checks, before any TPM command: names match public areas, the
+    objects carry exactly the authPolicy and attributes the manifest claims (so a K with
+    userWithAuth cannot pose as use-gated), and sizes fit the algorithm.
+
+    Raises:
+        PackageRejected: naming the failed check.
+    """
+    policy = package.policy
+    if policy.kind == "authorize" and policy.approval is not None:
+        _expect(policy.approval.slot == policy.slot, "approval is for another slot")
+    if package.algorithm.name == "tuak":
+        _expect(policy.k_form == "sealed", "TUAK K must be sealed data")
+    _check_object(
+        "parent", package.parent, policy.parent_steps(package.srk_name), kind="parent", pin=False
+    )
+    _check_object("k", package.k, policy.k_steps(), kind=policy.k_form, pin=policy.pin)
+    _check_object(
+        package.secret_label, package.secret, policy.secret_steps(), kind="sealed", pin=False
+    )

@@ -1,0 +1,101 @@
+"""Pure. PCR selections as data, in tpm2-tools' text form (``sha256:0,1,2,3,16``, banks joined
+by ``+``), and the digest sizes of PCR banks (TPM 2.0 Part 2 §10.6 TPMS_PCR_SELECTION).
+
+A selection is an ordered tuple of (bank, PCR indices ascending): the order in which the TPM
+concatenates PCR values for a quote's pcrDigest and tpm2-tools writes the ``pcrs`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from trelab.errors import BadInput
+
+__all__ = [
+    "DIGEST_SIZES",
+    "MAX_PCR",
+    "PcrSelection",
+    "format_selection",
+    "normalise",
+    "parse_selection",
+    "selection_from_bitmaps",
+    "selection_to_bitmaps",
+    "values_digest",
+]
+
+PcrSelection = tuple[tuple[str, tuple[int, ...]], ...]
+DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64, "sm3_256": 32}
+MAX_PCR = 31  # a 4-byte select bitmap; PC Client TPMs have 24
+
+
+def parse_selection(text: str, *, what: str = "PCR selection") -> PcrSelection:
+    """``"sha256:0,1,16+sha1:0"`` → ``(("sha256", (0, 1, 16)), ("sha1", (0,)))``.
+
+    Raises:
+        BadInput: unknown bank, bad or duplicate index, repeated bank, empty selection.
+    """
+    text = text.strip()
+    if not text:
+        raise BadInput(f"{what}: empty")
+    banks: list[tuple[str, tuple[int, ...]]] = []
+    for part in text.split("+"):
+        bank, sep, indices = part.strip().partition(":")
+        bank = bank.strip().lower()
+        if not sep or bank not in DIGEST_SIZES:
+            raise BadInput(
+                f"{what}: {part!r} is not BANK:INDICES (banks: {', '.join(DIGEST_SIZES)})"
+            )
+        if any(b == bank for b, _ in banks):
+            raise BadInput(f"{what}: bank {bank} appears twice")
+        numbers: list[int] = []
+        for item in indices.split(","):
+            item = item.strip()
+            if not item.isdigit() or int(item) > MAX_PCR:
+                raise BadInput(f"{what}: {item!r} is not a PCR index 0..{MAX_PCR}")
+            numbers.append(int(item))
+        if len(set(numbers)) != len(numbers):
+            raise BadInput(f"{what}: a PCR index repeats in bank {bank}")
+        banks.append((bank, tuple(sorted(numbers))))
+    return tuple(banks)
+
+
+def format_selection(selection: PcrSelection) -> str:
+    """The tpm2-tools text of ``selection`` (inverse of :func:`parse_selection`)."""
+    return "+".join(f"{bank}:{','.join(str(i) for i in pcrs)}" for bank, pcrs in selection)
+
+
+def normalise(selection: PcrSelection) -> PcrSelection:
+    """Drop banks with no PCR selected (the TPM may list them with an empty bitmap)."""
+    return tuple((bank, tuple(sorted(pcrs))) for bank, pcrs in selection if pcrs)
+
+
+def selection_to_bitmaps(selection: PcrSelection) -> list[tuple[str, bytes]]:
+    """Per bank the pcrSelect bitmap (bit i of byte i//8 = PCR i; at least 3 bytes)."""
+    out = []
+    for bank, pcrs in selection:
+        size = max(3, (max(pcrs, default=0) // 8) + 1)
+        bitmap = bytearray(size)
+        for i in pcrs:
+            bitmap[i // 8] |= 1 << (i % 8)
+        out.append((bank, bytes(bitmap)))
+    return out
+
+
+def selection_from_bitmaps(banks: list[tuple[str, bytes]]) -> PcrSelection:
+    """Inverse of :func:`selection_to_bitmaps`."""
+    return tuple(
+        (bank, tuple(i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1))
+        for bank, bitmap in banks
+    )
+
+
+def values_digest(hash_name: str, values: bytes) -> bytes:
+    """H(PCR values concatenated in selection order): a quote's pcrDigest (Part 3 §18.4).
+
+    Raises:
+        BadInput: hash not available here.
+    """
+    try:
+        return hashlib.new("sm3" if hash_name == "sm3_256" else hash_name, values).digest()
+    except ValueError:
+        raise BadInput(f"hash {hash_name} is not available to the verifier") from None

@@ -1,0 +1,162 @@
+"""Edge: TPM. TPM2_Quote with the AK over a PCR selection and a verifier's nonce (TPM 2.0
+Part 3 §18.4; provisioning.md M4), returned as tpm2-tools evidence (:mod:`tpm.evidence`).
+
+The PCR values sent alongside are checked against the signed pcrDigest before they leave
+(read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.
+Nothing transient is created (the AK is persistent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from tpm2_pytss import TPM2B_DATA, TSS2_Exception
+
+from tpm.connection import TpmConnection
+from tpm.evidence import QuoteFiles
+from tpm.identity import AttestationKey
+from tpm.marshal import hash_name, parse_attest, selection_from_tpml, tpml_from_selection
+from tpm.pcrsel import PcrSelection, normalise, values_digest
+from trelab.errors import BadInput, Unavailable
+
+__all__ = ["MAX_NONCE", "Quoter", "quote", "read_pcrs"]
+
+MAX_NONCE = 64  # TPM2B_DATA holds at most sizeof(TPMT_HA); 32 fits every TPM
+_ATTEMPTS = 3
+
+
+def _parameter_error(rc: int) -> bool:
+    """A TPM-layer format-one response code naming a command parameter (Part 2 §6.6.3):
+    the caller's input was wrong, not the TPM."""
+    return rc >> 16 == 0 and bool(rc & 0x80) and bool(rc & 0x40)
+
+
+def read_pcrs(conn: TpmConnection, selection: PcrSelection) -> bytes:
+    """PCR values concatenated in selection order. TPM2_PCR_Read returns at most 8 digests
+    per call; the reads are repeated for the rest and restarted if pcrUpdateCounter moved.
+
+    Raises:
+        Unavailable: the TPM refuses, or PCRs keep changing.
+        BadInput: the TPM does not have a selected PCR or bank.
+    """
+    wanted = [(bank, i) for bank, pcrs in selection for i in pcrs]
+    esys = conn.esys
+    for _ in range(_ATTEMPTS):
+        got: dict[tuple[str, int], bytes] = {}
+        counter: int | None = None
+        while len(got) < len(wanted):
+            rest: dict[str, list[int]] = {}
+            for bank, i in wanted:
+                if (bank, i) not in got:
+                    rest.setdefault(bank, []).append(i)
+            try:
+                update, out_sel, digests = esys.pcr_read(
+                    tpml_from_selection(tuple((b, tuple(p)) for b, p in rest.items()))
+                )
+            except TSS2_Exception as exc:
+                raise Unavailable(f"TPM2_PCR_Read failed on {conn.tcti}: {exc}") from None
+            if counter is not None and int(update) != counter:
+                break
+            counter = int(update)
+            returned = [(b, i) for b, pcrs in selection_from_tpml(out_sel) for i in pcrs]
+            if not returned:
+                missing = ", ".join(f"{b}:{','.join(map(str, p))}" for b, p in rest.items())
+                raise BadInput(f"the TPM has no PCR {missing} (see trelab tpm info)")
+            for key, digest in zip(returned, digests, strict=True):
+                got[key] = bytes(digest)
+        else:
+            return b"".join(got[key] for key in wanted)
+    raise Unavailable("PCRs keep changing while being read")
+
+
+class Quoter:
+    """Quotes with one AK on one connection, repeatedly: keeps the AK's ESYS handle open and
+    the last PCR values per selection. After each TPM2_Quote the cached values are checked
+    against the *signed* pcrDigest; only if they no longer match (a PCR was extended) are the
+    PCRs read again — so a steady-state quote is one TPM command, and the values sent are
+    always the ones the TPM signed (a mismatch after a fresh read means a PCR moved between
+    Quote and PCR_Read: quote again)."""
+
+    def __init__(self, conn: TpmConnection, ak: AttestationKey) -> None:
+        self.conn = conn
+        self.ak = ak
+        self._handle: Any = None
+        self._values: dict[PcrSelection, bytes] = {}
+
+    def __enter__(self) -> Quoter:
+        try:
+            self._handle = self.conn.esys.tr_from_tpmpublic(self.ak.handle)
+        except TSS2_Exception as exc:
+            raise Unavailable(f"AK 0x{self.ak.handle:08x} is gone: {exc}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(TSS2_Exception):
+                self.conn.esys.tr_close(self._handle)
+            self._handle = None
+
+    @property
+    def handle(self) -> Any:
+        """The AK's open ESYS handle (for raw comparisons in benchmarks)."""
+        return self._handle
+
+    def quote(self, nonce: bytes, selection: PcrSelection) -> QuoteFiles:
+        """One quote of ``selection`` over ``nonce``, with the matching PCR values.
+
+        Raises:
+            BadInput: nonce empty or too long; empty selection.
+            Unavailable: the TPM refuses, or PCRs keep changing.
+        """
+        if self._handle is None:
+            raise Unavailable("Quoter used outside its with-block")
+        if not 0 < len(nonce) <= MAX_NONCE:
+            raise BadInput(f"--nonce: {len(nonce)} bytes, expected 1..{MAX_NONCE}")
+        selection = normalise(selection)
+        if not selection:
+            raise BadInput("--pcrs: no PCR selected")
+        tpml = tpml_from_selection(selection)
+        values = self._values.get(selection)
+        for _ in range(_ATTEMPTS):
+            try:
+                attest, signature = self.conn.esys.quote(self._handle, tpml, TPM2B_DATA(nonce))
+            except TSS2_Exception as exc:
+                if _parameter_error(int(exc.rc)):
+                    raise BadInput(
+                        f"the TPM refused the quote parameters ({exc}): check --pcrs against"
+                        " `trelab tpm info` and the --nonce length"
+                    ) from None
+                raise Unavailable(f"TPM2_Quote failed on {self.conn.tcti}: {exc}") from None
+            message = bytes(attest)
+            signed = parse_attest(message).pcr_digest
+            hash_alg = hash_name(signature.signature.any.hashAlg)
+            if values is None or values_digest(hash_alg, values) != signed:
+                values = read_pcrs(self.conn, selection)
+                self._values[selection] = values
+                if values_digest(hash_alg, values) != signed:
+                    continue
+            return QuoteFiles(
+                message=message,
+                signature=bytes(signature.marshal()),
+                ak_pem=self.ak.public_pem,
+                pcrs=values,
+                selection=selection,
+                ak_blob=self.ak.public_blob,
+                nonce=nonce,
+            )
+        raise Unavailable("PCRs keep changing between TPM2_Quote and TPM2_PCR_Read")
+
+
+def quote(
+    conn: TpmConnection, ak: AttestationKey, nonce: bytes, selection: PcrSelection
+) -> QuoteFiles:
+    """One quote of ``selection`` with ``ak`` over ``nonce`` and the PCR values it covers
+    (a one-shot :class:`Quoter`).
+
+    Raises:
+        BadInput: nonce empty or too long; empty selection.
+        Unavailable: the TPM refuses, or PCRs keep changing.
+    """
+    with Quoter(conn, ak) as quoter:
+        return quoter.quote(nonce, selection)

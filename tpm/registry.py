@@ -1,0 +1,350 @@
+"""Edge: filesystem, TPM. The host's MID registry: what is in the TPM, and each MID's SQN state.
+
+One registry per TPM (REG_CTR and AUDIT are TPM-wide). One JSON file (``--registry PATH``, else ``$TRELAB_MID_REGISTRY``, else ``mids.json`` in the lab
+directory), written atomically (temp + fsync + rename) under an exclusive lock, so concurrent
+``trelab tpm aka`` runs cannot lose an SQN update. It holds, per MID: id, IMSI, algorithm,
+policy, slot, sequence number, the TPM2B_PUBLIC/TPM2B_PRIVATE blobs (the private blobs are
+encrypted by the MID parent: only this TPM can load them), and the SQN state (aka.sqn).
+
+Anti-rollback (TS 33.102 Annex C needs SEQ_MS never to go back): every write records
+``version`` = REG_CTR + 1, then increments the TPM's REG_CTR NV counter. On read, ``version``
+must equal REG_CTR; ``REG_CTR + 1`` means a crash between the two steps and is repaired;
+anything lower is an older copy of the file (a restored backup or snapshot) and is refused
+with :class:`RegistryRollback`. The new SQN state is committed this way *before* RES is
+returned. Limits, honestly:
+
+- It detects restoring an older file, not forging a new one: whoever can edit the file as
+  root can also drive the TPM as this agent does. (A MAC by a TPM key would not change that.)
+- Cost: one NV write per accepted AKA (failures write nothing). NV wears out after ~100k–1M
+  writes on chips: ~27 years at 10 AKAs a day on a 100k part, 2.7 years at 100 a day. An
+  ORDERLY counter would spare NV but jumps after an unorderly shutdown, which this check
+  cannot tell apart from a rollback; hence a plain counter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aka.sqn import SqnState
+from tpm import nv
+from tpm.connection import TpmConnection
+from tpm.mid_errors import RegistryRollback, UnknownMid
+from tpm.package import AlgorithmSpec, MidPolicy
+from trelab.atomic import atomic_write_text
+from trelab.errors import BadInput, Unavailable
+
+__all__ = [
+    "REGISTRY_VERSION",
+    "MidRecord",
+    "Registry",
+    "RegistryData",
+    "StoredObject",
+    "default_registry_path",
+]
+
+REGISTRY_VERSION = 1
+FORMAT = "trelab.mid-registry"
+
+
+def default_registry_path() -> Path:
+    """``$TRELAB_MID_REGISTRY``, else ``<lab dir>/mids.json``."""
+    explicit = os.environ.get("TRELAB_MID_REGISTRY")
+    if explicit:
+        return Path(explicit)
+    from host.lab import default_lab_dir
+
+    return default_lab_dir() / "mids.json"
+
+
+def _hex(label: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise BadInput(f"registry: {label} must be hex")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BadInput(f"registry: {label} is not hex") from None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An imported object: public area and private blob (encrypted by its parent), marshaled."""
+
+    public: bytes
+    private: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"public": self.public.hex(), "private": self.private.hex()}
+
+    @classmethod
+    def from_json(cls, label: str, data: Any) -> StoredObject:
+        if not isinstance(data, dict):
+            raise BadInput(f"registry: object {label} malformed")
+        return cls(
+            _hex(f"{label}.public", data.get("public")),
+            _hex(f"{label}.private", data.get("private")),
+        )
+
+
+@dataclass(frozen=True)
+class MidRecord:
+    """One MID as the host knows it; ``state`` mirrors its MID_STATE byte."""
+
+    mid: str
+    imsi: str
+    slot: int
+    seq: int
+    algorithm: AlgorithmSpec
+    amf: bytes
+    policy: MidPolicy
+    parent: StoredObject
+    k: StoredObject
+    secret: StoredObject
+    sqn: SqnState
+    state: str
+    created: str
+
+    def summary(self) -> dict[str, Any]:
+        """What ``mid list`` shows (no blobs)."""
+        return {
+            "mid": self.mid,
+            "imsi": self.imsi,
+            "algorithm": self.algorithm.name,
+            "policy": self.policy.kind,
+            "k_form": self.policy.k_form,
+            "pin": self.policy.pin,
+            "pcrs": self.policy.selection,
+            "slot": self.slot,
+            "seq": self.seq,
+            "state": self.state,
+            "sqn_ms": self.sqn.sqn_ms.hex(),
+            "created": self.created,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mid": self.mid,
+            "imsi": self.imsi,
+            "slot": self.slot,
+            "seq": self.seq,
+            "algorithm": self.algorithm.to_json(),
+            "amf": self.amf.hex(),
+            "policy": self.policy.to_json(),
+            "objects": {
+                "parent": self.parent.to_json(),
+                "k": self.k.to_json(),
+                "secret": self.secret.to_json(),
+            },
+            "sqn": self.sqn.to_json(),
+            "state": self.state,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> MidRecord:
+        if not isinstance(data, dict) or not isinstance(data.get("objects"), dict):
+            raise BadInput("registry: malformed MID record")
+        objects = data["objects"]
+        try:
+            return cls(
+                mid=str(data["mid"]),
+                imsi=str(data["imsi"]),
+                slot=int(data["slot"]),
+                seq=int(data["seq"]),
+                algorithm=AlgorithmSpec.from_json(data["algorithm"]),
+                amf=_hex("amf", data["amf"]),
+                policy=MidPolicy.from_json(data["policy"]),
+                parent=StoredObject.from_json("parent", objects.get("parent")),
+                k=StoredObject.from_json("k", objects.get("k")),
+                secret=StoredObject.from_json("secret", objects.get("secret")),
+                sqn=SqnState.from_json(data["sqn"]),
+                state=str(data["state"]),
+                created=str(data["created"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, BadInput):
+                raise
+            raise BadInput(f"registry: malformed MID record ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class RegistryData:
+    """The whole file. ``version`` is the REG_CTR value it was committed under (0 = new)."""
+
+    version: int = 0
+    ek_name: bytes = b""
+    mids: dict[str, MidRecord] = field(default_factory=dict)
+    audit: tuple[str, ...] = ()
+
+    def get(self, mid: str) -> MidRecord:
+        """Raises:
+        UnknownMid: no such id.
+        """
+        try:
+            return self.mids[mid]
+        except KeyError:
+            raise UnknownMid(f"no MID {mid!r} in the registry (see trelab tpm mid list)") from None
+
+    def with_mid(self, record: MidRecord) -> RegistryData:
+        return replace(self, mids={**self.mids, record.mid: record})
+
+    def without_mid(self, mid: str) -> RegistryData:
+        return replace(self, mids={k: v for k, v in self.mids.items() if k != mid})
+
+    def with_event(self, event: str) -> RegistryData:
+        return replace(self, audit=(*self.audit, event))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": REGISTRY_VERSION,
+            "counter": self.version,
+            "ek_name": self.ek_name.hex(),
+            "mids": [record.to_json() for record in self.mids.values()],
+            "audit": list(self.audit),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RegistryData:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise BadInput(f"registry: not a MID registry (format must be {FORMAT!r})")
+        if data.get("version") != REGISTRY_VERSION:
+            raise BadInput(f"registry: version {data.get('version')!r} not supported")
+        mids = data.get("mids")
+        audit = data.get("audit", [])
+        counter = data.get("counter")
+        if (
+            not isinstance(mids, list)
+            or not isinstance(audit, list)
+            or not isinstance(counter, int)
+        ):
+            raise BadInput("registry: malformed (mids, audit, counter)")
+        records = [MidRecord.from_json(m) for m in mids]
+        return cls(
+            version=counter,
+            ek_name=_hex("ek_name", data.get("ek_name", "")),
+            mids={r.mid: r for r in records},
+            audit=tuple(str(a) for a in audit),
+        )
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    """The registry file at ``path``; every method re-reads the file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_registry_path()
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock (``<file>.lock``) for a read-modify-write across processes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read(self) -> RegistryData:
+        """The file as it is, without the TPM check (for ``list`` and repairs).
+
+        Raises:
+            BadInput: unreadable or malformed.
+        """
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return RegistryData()
+        except OSError as exc:
+            raise BadInput(f"registry {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise BadInput(f"registry {self.path}: not JSON") from None
+        return RegistryData.from_json(data)
+
+    def freshness(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> str:
+        """``"fresh"``, ``"repairable"`` (crash between file write and NV increment), ``"new"``
+        (no file yet) or a reason it is stale.
+
+        Raises:
+            BadInput: the registry belongs to another TPM.
+        """
+        if data.ek_name and data.ek_name != ek_name:
+            raise BadInput(f"registry {self.path} belongs to another TPM (EK name differs)")
+        if not nv.counter_defined(conn, nv.REG_CTR):
+            if data.mids:
+                return "the TPM was cleared since the registry was written (REG_CTR is gone)"
+            return "new"
+        counter = nv.read_counter(conn, nv.REG_CTR)
+        if data.version == 0 and not data.mids:
+            return "new"
+        if data.version == counter:
+            return "fresh"
+        if data.version == counter + 1:
+            return "repairable"
+        if data.version < counter:
+            return (
+                f"registry version {data.version} is older than the TPM's REG_CTR {counter}: "
+                "an older copy of the file was restored (or another registry file was used "
+                "with this TPM: keep one registry per TPM)"
+            )
+        return f"registry version {data.version} is ahead of REG_CTR {counter} (TPM cleared or replaced)"
+
+    def read_checked(self, conn: TpmConnection, ek_name: bytes) -> RegistryData:
+        """The file, verified against REG_CTR (module docstring); call under :meth:`locked`.
+
+        Raises:
+            RegistryRollback: the file is not the last one committed.
+            BadInput: malformed, or for another TPM.
+        """
+        data = self.read()
+        verdict = self.freshness(conn, data, ek_name)
+        if verdict == "repairable":
+            nv.increment(conn, nv.REG_CTR)
+        elif verdict not in ("fresh", "new"):
+            raise RegistryRollback(f"MID registry refused: {verdict}")
+        return data
+
+    def commit(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> RegistryData:
+        """Write ``data`` as version REG_CTR + 1, then increment REG_CTR (call under
+        :meth:`locked`). Returns what was written.
+
+        Raises:
+            Unavailable: the TPM refuses the NV write (the file is then one ahead: repaired
+                on the next read).
+        """
+        if not nv.counter_defined(conn, nv.REG_CTR):
+            nv.ensure_indices(conn)
+        counter = nv.read_counter(conn, nv.REG_CTR)
+        written = replace(data, version=counter + 1, ek_name=ek_name)
+        self.write_unchecked(written)
+        nv.increment(conn, nv.REG_CTR)
+        return written
+
+    def write_unchecked(self, data: RegistryData) -> None:
+        """Atomic write without the counter (tests, and after a factory reset).
+
+        Raises:
+            Unavailable: the file cannot be written (disk full, read-only, …).
+        """
+        try:
+            atomic_write_text(self.path, json.dumps(data.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot write the MID registry {self.path}: {exc.strerror}"
+            ) from None
