@@ -42,6 +42,17 @@ def _text(status: LabStatus) -> str:
     else:
         detail = pc.note
     lines.append(f"pcscd  {pc.state:8} {detail}".rstrip())
+    card, modem = status.card, status.modem
+    if card.state == "running":
+        detail = f"pid {card.pid}  {card.reader} ({card.link or 'unknown'})  profile {card.profile}"
+    else:
+        detail = getattr(card, "note", "")
+    lines.append(f"card   {card.state:8} {detail}".rstrip())
+    if modem.state == "running":
+        detail = f"pid {modem.pid}  {modem.device} -> {modem.pty}  profile {modem.profile}"
+    else:
+        detail = modem.note
+    lines.append(f"modem  {modem.state:8} {detail}".rstrip())
     if ca.bundle.is_file():
         verified = "EK chains verified" if ca.verified else "not verified since last up"
         lines.append(f"ca     {ca.bundle}  ({verified})")
@@ -96,14 +107,17 @@ def register(nouns: Any) -> None:
     """Add ``lab`` and its verbs to the ``trelab`` noun parsers."""
     lab = nouns.add_parser(
         "lab",
-        help="start, stop and inspect the lab (swtpm, pcscd + vpcd); detect hardware",
-        description="The lab: swtpm with EK certificates from a per-lab CA, pcscd with vpcd.",
+        help="start, stop and inspect the lab (swtpm, pcscd + vpcd, card, modem); detect hardware",
+        description=(
+            "The lab: swtpm with EK certificates from a per-lab CA, pcscd with vpcd, an "
+            "emulated USIM on reader 0 and an emulated modem on a pty."
+        ),
     )
     verbs = lab.add_subparsers(dest="verb", metavar="VERB", parser_class=type(lab))
     verbs.required = True
     dir_help = "lab directory (default: $TRELAB_LAB_DIR, else the user state dir)"
     specs = (
-        ("up", _up, "start swtpm and pcscd (idempotent; restarts a crashed swtpm)"),
+        ("up", _up, "start swtpm, pcscd, card, modem (idempotent; restarts crashed parts)"),
         ("down", _down, "stop what `lab up` started; leave a shared pcscd to other labs"),
         ("status", _status, "report each part; exit 3 if one is not running"),
     )
