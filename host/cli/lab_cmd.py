@@ -43,16 +43,19 @@ def _text(status: LabStatus) -> str:
         detail = pc.note
     lines.append(f"pcscd  {pc.state:8} {detail}".rstrip())
     card, modem = status.card, status.modem
-    if card.state == "running":
-        detail = f"pid {card.pid}  {card.reader} ({card.link or 'unknown'})  profile {card.profile}"
-    else:
-        detail = getattr(card, "note", "")
-    lines.append(f"card   {card.state:8} {detail}".rstrip())
-    if modem.state == "running":
-        detail = f"pid {modem.pid}  {modem.device} -> {modem.pty}  profile {modem.profile}"
-    else:
-        detail = modem.note
-    lines.append(f"modem  {modem.state:8} {detail}".rstrip())
+    if card is not None:
+        if card.state == "running":
+            link = card.link or "unknown"
+            detail = f"pid {card.pid}  {card.reader} ({link})  profile {card.profile}"
+        else:
+            detail = card.note
+        lines.append(f"card   {card.state:8} {detail}".rstrip())
+    if modem is not None:
+        if modem.state == "running":
+            detail = f"pid {modem.pid}  {modem.device} -> {modem.pty}  profile {modem.profile}"
+        else:
+            detail = modem.note
+        lines.append(f"modem  {modem.state:8} {detail}".rstrip())
     if ca.bundle.is_file():
         verified = "EK chains verified" if ca.verified else "not verified since last up"
         lines.append(f"ca     {ca.bundle}  ({verified})")
