@@ -25,7 +25,12 @@ __all__ = ["Case", "CaseResult", "RunResult", "TreProvider", "TreSkipped", "run_
 
 @dataclass
 class Case:
-    """One operation on one TRE. ``body(n)`` performs it ``n`` times; a sample = time / n."""
+    """One operation on one TRE. ``body(n)`` performs it ``n`` times; a sample = time / n.
+
+    ``setup`` / ``teardown`` run before / after every call of ``body`` and are not timed:
+    loading a key the operation needs resident, topping up pre-drawn vectors, deleting what an
+    import created (``teardown`` also runs when ``body`` failed).
+    """
 
     tre: str
     operation: str
@@ -33,6 +38,8 @@ class Case:
     batch: int = 1
     raw: bool = False
     detail: str = ""
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
 
 
 class TreProvider(Protocol):
@@ -120,6 +127,20 @@ def _say(message: str) -> None:
     print(f"trelab: {message}", file=sys.stderr, flush=True)
 
 
+def _timed(case: Case, clock: Callable[[], int]) -> float:
+    """One sample of ``case``: ns per operation, setup and teardown outside the clock."""
+    if case.setup is not None:
+        case.setup()
+    try:
+        start = clock()
+        case.body(case.batch)
+        took = clock() - start
+    finally:
+        if case.teardown is not None:
+            case.teardown()
+    return took / case.batch
+
+
 def run_cases(
     providers: Iterable[TreProvider],
     *,
@@ -148,7 +169,7 @@ def run_cases(
     try:
         for c in list(live):  # warm-up: lazy loads, caches, first-use costs
             try:
-                c.body(c.batch)
+                _timed(c, clock)
             except TrelabError as exc:
                 results[id(c)].errors.append(f"warm-up: {exc}")
                 live.remove(c)
@@ -156,13 +177,12 @@ def run_cases(
             order = live[:]
             rng.shuffle(order)
             for c in order:
-                start = clock()
                 try:
-                    c.body(c.batch)
+                    sample = _timed(c, clock)
                 except TrelabError as exc:
                     results[id(c)].errors.append(str(exc))
                     continue
-                results[id(c)].samples_ns.append((clock() - start) / c.batch)
+                results[id(c)].samples_ns.append(sample)
             done_rounds = r + 1
             if rounds >= 5 and (r + 1) % max(1, rounds // 5) == 0:
                 progress(f"bench: round {r + 1}/{rounds} over {len(live)} cases")

@@ -54,6 +54,11 @@ _HEADERS = ["TRE", "operation", "median", "95% CI of median", "p95", "p99", "min
             "× raw"]  # fmt: skip
 
 
+def _details(data: dict[str, Any]) -> list[list[str]]:
+    """What each case times (its ``detail``), for the rows that say."""
+    return [[r["tre"], r["operation"], r["detail"]] for r in data["records"] if r.get("detail")]
+
+
 def _notes(data: dict[str, Any]) -> list[str]:
     notes = [f"{s['tre']}: not run — {s['reason']}" for s in data["skipped"]]
     for r in data["records"]:
@@ -83,6 +88,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         "|" + "---|" * len(_HEADERS),
     ]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in data["records"]]
+    details = _details(data)
+    if details:
+        lines += ["", "## What each case times", ""]
+        lines += [f"- **{tre}** / {operation}: {detail}" for tre, operation, detail in details]
     lines += ["", "## TREs", ""]
     for tre, info in data["tres"].items():
         detail = ", ".join(f"{k}: {v}" for k, v in info.items())
@@ -158,6 +167,10 @@ def render_html(data: dict[str, Any]) -> str:
         svg = latency_plot(data["records"], operation)
         if svg:
             parts.append(f"<figure>{svg}</figure>")
+    details = _details(data)
+    if details:
+        parts.append("<h2>What each case times</h2>")
+        parts.append(_table(["TRE", "operation", "what is timed"], details))
     parts.append("<h2>TREs</h2>")
     parts.append(
         _table(

@@ -1,7 +1,10 @@
 """Edge: which TREs the harness can reach here, each built by one factory.
 
 A factory returns a provider or raises :class:`trelab.errors.Unavailable` with the reason; the
-harness reports unreachable TREs as "not run" with that reason instead of dropping them.
+harness reports unreachable TREs as "not run" with that reason instead of dropping them. Rows:
+the software reference (:mod:`.software`), the TPM rows (:mod:`.tpm`: ECB, CFB-only, use-gated,
+sealed K on a bench swtpm; a physical TPM), the UICC rows (:mod:`.uicc`: the lab's USIM over
+PC/SC and modem over AT+CSIM; a physical reader or modem). Lab rows need ``ctx.lab``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from trelab.errors import TrelabError
 
 from ..harness import TreProvider, TreSkipped
 from .software import SoftwareTre
+from .tpm import lab_tpm_factory, physical_tpm_factory
+from .uicc import (
+    lab_card_factory,
+    lab_modem_factory,
+    physical_modem_factory,
+    physical_reader_factory,
+)
 
 __all__ = ["TRE_FACTORIES", "LabContext", "build_providers"]
 
@@ -32,20 +42,37 @@ Factory = Callable[[LabContext], TreProvider]
 TRE_FACTORIES: dict[str, Factory] = {
     "software (native kernel)": lambda ctx: SoftwareTre("native", subscribers=ctx.subscribers),
     "software (python kernel)": lambda ctx: SoftwareTre("python", subscribers=ctx.subscribers),
+    # the lab's TPM rows run on one bench swtpm made for the run (bench/tres/tpm.py)
+    "tpm (ecb, load-gated)": lab_tpm_factory("ecb"),
+    "tpm (cfb-only)": lab_tpm_factory("cfb"),
+    "tpm (use-gated policy)": lab_tpm_factory("use"),
+    "tpm (sealed K)": lab_tpm_factory("sealed"),
+    "usim over PC/SC (emulated)": lab_card_factory,
+    "modem over AT+CSIM (emulated)": lab_modem_factory,
+    # hardware that `trelab lab detect` finds; "not run: reason" when absent
+    "tpm (physical)": physical_tpm_factory,
+    "usim over PC/SC (physical reader)": physical_reader_factory,
+    "modem over AT+CSIM (physical)": physical_modem_factory,
 }
 
 
 def build_providers(
     ctx: LabContext, selected: list[str] | None = None
 ) -> tuple[list[TreProvider], list[TreSkipped]]:
-    """Providers for the selected TREs (``--tre``: names or name prefixes; default all)."""
+    """Providers for the selected TREs (``--tre``: names or name prefixes; default all).
+    Interrupted half-way (Ctrl-C during a TPM manufacture), it closes what it built."""
     providers: list[TreProvider] = []
     skipped: list[TreSkipped] = []
-    for name, factory in TRE_FACTORIES.items():
-        if selected and not any(name == s or name.startswith(s) for s in selected):
-            continue
-        try:
-            providers.append(factory(ctx))
-        except TrelabError as exc:
-            skipped.append(TreSkipped(name, str(exc)))
+    try:
+        for name, factory in TRE_FACTORIES.items():
+            if selected and not any(name == s or name.startswith(s) for s in selected):
+                continue
+            try:
+                providers.append(factory(ctx))
+            except TrelabError as exc:
+                skipped.append(TreSkipped(name, str(exc)))
+    except BaseException:
+        for provider in providers:
+            provider.close()
+        raise
     return providers, skipped

@@ -6,20 +6,28 @@ Sans-I/O like h11: the vpcd card link, the pty modem and unit tests all feed byt
 with FCP, AUTHENTICATE) answer ``61xx`` and the data is fetched with GET RESPONSE; a wrong Le
 gives ``6Cxx``. Non-volatile state goes through an injected :class:`CardStore`, committed
 *before* the response that depends on it is returned (TS 33.102 Annex C: no SQN rollback).
+
+Over-the-air management (Alternative 3a): ENVELOPE (``80 C2``) carrying an SMS-PP data download
+goes to :mod:`firmware_stubs.usim.ota`, which checks the secured packet and runs its remote
+commands through :meth:`UsimEngine.run_script` — the same command table, in a file context of
+its own with the rights the RFM application grants (TS 102 226). K/OPc can be replaced by a
+proprietary PUT DATA (``80 DA DF 01``, ADM1 only; see :func:`uicc.ota.build_set_credentials`).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Literal
 
+from aka.algorithm import AkaAlgorithm
 from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authenticate
 from trelab.errors import BadInput
 from uicc import fs
 from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
+from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
@@ -43,8 +51,8 @@ from uicc.sw import (
     SW_WRONG_P1P2,
 )
 
-from .profile import CardProfile
-from .state import CardState, CardStore, FileContent, PinState
+from .profile import CardProfile, make_algorithm
+from .state import AkaCredentials, CardState, CardStore, FileContent, PinState
 
 __all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state"]
 
@@ -221,7 +229,11 @@ class UsimEngine:
     def __init__(self, profile: CardProfile, store: CardStore | None = None) -> None:
         self._profile = profile
         self._store = store if store is not None else CardStore(None)
-        self._algorithm = profile.make_algorithm()
+        self._algorithms: tuple[AkaCredentials | None, AkaAlgorithm] = (
+            None,
+            profile.make_algorithm(),
+        )
+        self._deferred = False  # inside run_script: commits stay in memory until the caller's
         mac_len = 8 if profile.algorithm == "milenage" else profile.mac_bits // 8
         self._autn_len = 8 + mac_len
         self._base_files = _initial_files(profile)
@@ -248,6 +260,8 @@ class UsimEngine:
             0x88: ("iso", self._authenticate),
             0xF2: ("uicc", self._status),
             0x10: ("uicc", self._terminal_profile),
+            0xC2: ("uicc", self._envelope),
+            0xDA: ("uicc", self._put_data),
         }
         self._powered = False
         self._pending: bytes | None = None
@@ -329,6 +343,9 @@ class UsimEngine:
             self.power_on()
         # T=0: response data is offered to the next command only (if it is GET RESPONSE)
         self._offered, self._pending = self._pending, None
+        return self._dispatch(apdu)
+
+    def _dispatch(self, apdu: bytes) -> bytes:
         try:
             command = _parse(bytes(apdu))
             entry = self._table.get(command.ins)
@@ -344,11 +361,76 @@ class UsimEngine:
             self.last_error = type(exc).__name__
             return _sw(SW_TECHNICAL_PROBLEM)
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _commit(self, state: CardState) -> None:
-        """Persist first, then adopt: if the store raises, the card state is unchanged."""
+    # -- remote management (used by firmware_stubs.usim.ota) ----------------------------------------
+    def commit(self, state: CardState) -> None:
+        """Persist ``state``, then adopt it (the OTA receiver's counter and script results).
+
+        Raises:
+            OSError: the store could not write; the card state is unchanged.
+        """
         self._store.save(state)
         self._state = state
+
+    def run_script(
+        self, apdus: Sequence[bytes], *, application: ADF | None, granted: frozenset[str]
+    ) -> tuple[list[bytes], CardState]:
+        """Run remote commands (TS 102 226 §5: RFM) as the card's own RFM application would:
+        in a file context of their own (current DF: ``application`` or the MF), with the key
+        references in ``granted`` counted as verified, stopping after the first command whose
+        status is not 90xx/91xx/61xx. The terminal's selection, verified PINs and pending
+        response are untouched.
+
+        Returns the R-APDUs and the state they produced, *not* committed: the caller commits it
+        (one atomic write for the whole script).
+        """
+        saved = (self._df, self._ef, self._app, self._record, self._verified)
+        pending = (self._pending, self._offered)
+        before = self._state
+        self._deferred = True
+        self._df, self._ef, self._app, self._record = application or fs.MF, None, application, 0
+        self._verified = set(granted)
+        self._pending = self._offered = None
+        responses: list[bytes] = []
+        try:
+            for apdu in apdus:
+                self._offered, self._pending = self._pending, None
+                response = self._dispatch(apdu)
+                responses.append(response)
+                if response[-2] not in (0x90, 0x91, 0x61):
+                    break
+            return responses, self._state
+        finally:
+            self._deferred = False
+            self._state = before
+            self._df, self._ef, self._app, self._record, self._verified = saved
+            self._pending, self._offered = pending
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _commit(self, state: CardState) -> None:
+        """Persist first, then adopt: if the store raises, the card state is unchanged. Inside
+        :meth:`run_script` the state is only adopted (the script is committed as one)."""
+        if not self._deferred:
+            self._store.save(state)
+        self._state = state
+
+    @property
+    def _algorithm(self) -> AkaAlgorithm:
+        """f1…f5* with the profile's K/OPc, or those set over the air (cached per credentials)."""
+        credentials = self._state.ota.credentials
+        cached, algorithm = self._algorithms
+        if credentials is not cached:
+            if credentials is None:
+                algorithm = self._profile.make_algorithm()
+            elif self._profile.algorithm == "milenage":
+                algorithm = make_algorithm(
+                    replace(self._profile, k=credentials.k, opc=credentials.opc)
+                )
+            else:
+                algorithm = make_algorithm(
+                    replace(self._profile, k=credentials.k, topc=credentials.opc)
+                )
+            self._algorithms = (credentials, algorithm)
+        return algorithm
 
     def _content(self, ef: EF) -> FileContent:
         return self._state.files.get(ef.name, self._base_files[ef.name])
@@ -778,6 +860,45 @@ class UsimEngine:
         pin1 = replace(pin1, value=c.data[8:], remaining=pin1.max_tries, enabled=True)
         self._commit(self._state.with_pin("puk1", puk).with_pin("pin1", pin1))
         self._verified.add("pin1")
+        return _sw(SW_OK)
+
+    # -- ENVELOPE (TS 102 221 §11.2.2): SMS-PP data download → OTA ------------------------------
+    def _envelope(self, c: _Command) -> bytes:
+        """An SMS-PP download carrying a secured packet (TS 31.111 §7.1.1.2): the PoR comes back
+        as response data (61xx, GET RESPONSE); a malformed envelope is refused with a status."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if self._deferred:  # an ENVELOPE inside a remote script: not allowed
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        from .ota import EnvelopeRefused, process_envelope  # ota uses this module's engine
+
+        try:
+            por = process_envelope(self, c.data)
+        except EnvelopeRefused as refused:
+            raise _Refuse(refused.sw) from None
+        return self._respond_later(por) if por else _sw(SW_OK)
+
+    # -- PUT DATA 'DF01' (proprietary): new AKA credentials --------------------------------------
+    def _put_data(self, c: _Command) -> bytes:
+        """K ‖ OPc (or K ‖ TOPc) for ADF.USIM; ADM1 only (granted to the RFM application).
+        Proprietary to this emulated card, see :func:`uicc.ota.build_set_credentials`."""
+        if (c.p1, c.p2) != CREDENTIALS_P1P2:
+            raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+        if not c.data or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if self._app is not fs.ADF_USIM:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        self._require(Access.ADM1)
+        try:
+            k, opc = parse_set_credentials(c.data, algorithm=self._profile.algorithm)
+        except BadInput:
+            raise _Refuse(SW_WRONG_LENGTH) from None
+        if self._profile.algorithm == "tuak" and len(k) != len(self._profile.k):
+            raise _Refuse(SW_INCORRECT_DATA)  # TUAK's key length is part of its parameters
+        ota = replace(self._state.ota, credentials=AkaCredentials(k, opc))
+        self._commit(self._state.with_ota(ota))
         return _sw(SW_OK)
 
     # -- AUTHENTICATE (TS 31.102 §7.1.2) ---------------------------------------------------------

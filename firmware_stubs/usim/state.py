@@ -1,10 +1,12 @@
-"""Edge: filesystem. The card's non-volatile memory: SQN array, PIN/PUK/ADM counters, updated files.
+"""Edge: filesystem. The card's non-volatile memory: SQN array, PIN/PUK/ADM counters, updated
+files, and what over-the-air management changed (OTA counters, key sets, AKA credentials).
 
 A :class:`CardStore` writes the whole :class:`CardState` atomically (:mod:`trelab.atomic`:
 temp file, fsync, rename) on every change that matters, *before* the engine releases the
 response; so a kill -9 leaves either the old or the new state and SQN can never roll back
 (TS 33.102 Annex C). ``CardStore(None)`` keeps the state in memory only (unit tests).
-The file holds PINs and CK/IK, as a card's EEPROM does: it is written with mode 0600.
+The file holds PINs, CK/IK, and OTA keys and K/OPc once changed over the air, as a card's EEPROM
+does: it is written with mode 0600.
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ from typing import TYPE_CHECKING, Any
 from aka.sqn import SqnState
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput
+from uicc.ota import MAX_COUNTER, Keyset
 
 if TYPE_CHECKING:
     from .engine import UsimEngine
 
-__all__ = ["PIN_NAMES", "CardState", "CardStore", "PinState", "open_card"]
+__all__ = [
+    "PIN_NAMES",
+    "AkaCredentials",
+    "CardState",
+    "CardStore",
+    "OtaState",
+    "PinState",
+    "open_card",
+]
 
 PIN_NAMES = ("pin1", "puk1", "adm1")
 FileContent = bytes | tuple[bytes, ...]  # transparent EF, or the records of a record EF
@@ -44,6 +55,73 @@ class PinState:
 
 
 @dataclass(frozen=True)
+class AkaCredentials:
+    """K and OPc (Milenage) or TOPc (TUAK) written over the air, replacing the profile's."""
+
+    k: bytes = field(repr=False)
+    opc: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OtaState:
+    """What remote management changed (TS 102 225/102 226): the key sets (``None``: still the
+    profile's), the last counter accepted per key version, and new AKA credentials if any."""
+
+    keysets: tuple[Keyset, ...] | None = field(default=None, repr=False)
+    counters: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    credentials: AkaCredentials | None = field(default=None, repr=False)
+
+    @property
+    def is_default(self) -> bool:
+        return self.keysets is None and not self.counters and self.credentials is None
+
+    def with_counter(self, kvn: int, value: int) -> OtaState:
+        return replace(self, counters=MappingProxyType({**self.counters, kvn: value}))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"counters": {str(k): v for k, v in sorted(self.counters.items())}}
+        if self.keysets is not None:
+            out["keysets"] = [
+                {
+                    "kvn": ks.kvn,
+                    "kic": ks.kic.hex(),
+                    "kid": ks.kid.hex(),
+                    **({"dek": ks.dek.hex()} if ks.dek is not None else {}),
+                }
+                for ks in self.keysets
+            ]
+        if self.credentials is not None:
+            out["credentials"] = {
+                "k": self.credentials.k.hex(),
+                "opc": self.credentials.opc.hex(),
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> OtaState:
+        """Raises: BadInput (via the caller's handler): malformed fields."""
+        counters = {int(k): int(v) for k, v in data["counters"].items()}
+        if any(not 1 <= k <= 15 or not 0 <= v <= MAX_COUNTER for k, v in counters.items()):
+            raise BadInput("card state: OTA counters malformed")
+        keysets = None
+        if "keysets" in data:
+            keysets = tuple(
+                Keyset(
+                    int(ks["kvn"]),
+                    bytes.fromhex(ks["kic"]),
+                    bytes.fromhex(ks["kid"]),
+                    bytes.fromhex(ks["dek"]) if "dek" in ks else None,
+                )
+                for ks in data["keysets"]
+            )
+        credentials = None
+        if "credentials" in data:
+            raw = data["credentials"]
+            credentials = AkaCredentials(bytes.fromhex(raw["k"]), bytes.fromhex(raw["opc"]))
+        return cls(keysets, MappingProxyType(counters), credentials)
+
+
+@dataclass(frozen=True)
 class CardState:
     """Everything the card keeps across power cycles."""
 
@@ -51,6 +129,7 @@ class CardState:
     sqn: SqnState
     pins: Mapping[str, PinState]
     files: Mapping[str, FileContent] = field(default_factory=dict, repr=False)
+    ota: OtaState = field(default_factory=OtaState)
 
     def with_pin(self, name: str, pin: PinState) -> CardState:
         return replace(self, pins=MappingProxyType({**self.pins, name: pin}))
@@ -58,8 +137,11 @@ class CardState:
     def with_file(self, name: str, content: FileContent) -> CardState:
         return replace(self, files=MappingProxyType({**self.files, name: content}))
 
+    def with_ota(self, ota: OtaState) -> CardState:
+        return replace(self, ota=ota)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": 1,
             "iccid": self.iccid,
             "sqn": self.sqn.to_json(),
@@ -77,6 +159,9 @@ class CardState:
                 for name, content in self.files.items()
             },
         }
+        if not self.ota.is_default:  # absent until the first OTA packet: older states still load
+            out["ota"] = self.ota.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> CardState:
@@ -111,6 +196,7 @@ class CardState:
                 sqn=SqnState.from_json(data["sqn"]),
                 pins=MappingProxyType(pins),
                 files=MappingProxyType(files),
+                ota=OtaState.from_json(data["ota"]) if "ota" in data else OtaState(),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, BadInput):
