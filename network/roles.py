@@ -20,8 +20,15 @@ Counter-measures of §7.1.2.1 each role enforces:
 - SHO (threats 7, 8): HSS records per SHO, K/OPc generated once per request id; vectors only
   for ACTIVE MIDs; RES compared in constant time; AUTS resynchronises; lifecycle orders must
   be signed by the SHO that owns the MID, and commands are always signed with the owner's key.
+  The one transition a TRE may ask for itself is the deletion of a MID while it holds an
+  ACTIVE MID of another SHO (change of subscription and its rollback); the receipt of that
+  deletion is the TPM-signed proof the old SHO keeps.
 - ICF: a PCID is valid only in its period, binds to the first TRE that uses it, and its
   grant reaches only the RO endpoints (DRF, PVA, DPF); it is released once a MID is ACTIVE.
+
+What a TRE itself refuses (a package for another TRE, a platform changed since validation, a
+network failing AKA) it reports as an :class:`~network.messages.Error` of the session to
+``drf/report``: the audit trail records it (``device-refused``) and nothing else changes.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from network.messages import (
     AuthResponse,
     CredentialChallenge,
     CredentialProof,
+    Error,
     Evidence,
     LifecycleCommand,
     LifecycleOrder,
@@ -82,13 +90,14 @@ from network.records import (
     VerdictRecord,
 )
 from tpm.pcrsel import parse_selection
-from trelab.errors import MacMismatch
+from trelab.errors import BadInput, MacMismatch
 
 if TYPE_CHECKING:
     from network.config import NetworkConfig, ShoConfig
 
 __all__ = [
     "ENDPOINTS",
+    "REPORT_ENDPOINT",
     "RO_ROLES",
     "BuiltPackage",
     "EkIdentity",
@@ -112,7 +121,12 @@ ENDPOINTS: dict[str, type[Message]] = {
     "sho/order": LifecycleOrder,
     "sho/attach": AttachRequest,
     "sho/auth": AuthResponse,
+    "drf/report": Error,
 }
+#: Where a TRE reports what *it* refused (a package for another TRE, a changed platform, a
+#: network that failed AKA): an Error bound to a known session, written to the audit trail.
+REPORT_ENDPOINT = "drf/report"
+
 #: The registration operator's roles: what a PCID grant may reach (ICF).
 RO_ROLES = frozenset({"drf", "pva", "dpf"})
 _STARTERS: dict[type[Message], str] = {
@@ -233,6 +247,18 @@ def _algorithm(record: HssRecord) -> AkaAlgorithm:
     return Tuak(SoftwareKeccak(record.k), record.opc, **params)
 
 
+def _sqn_generator(sqn: Mapping[str, int] | None) -> SqnGenerator:
+    """SQN_HE from its JSON form; a malformed one is BadInput (nothing stored)."""
+    fields = ("seq_he", "ind", "ind_bits", "delta")
+    if sqn is None:
+        return SqnGenerator()
+    if set(sqn) - set(fields) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sqn.values()
+    ):
+        raise BadInput(f"sqn: expected non-negative integers {', '.join(fields)}")
+    return SqnGenerator(**sqn)
+
+
 Handler = Callable[..., tuple[Message, SessionRecord]]
 
 
@@ -291,6 +317,8 @@ class Operator:
             )
         if isinstance(msg, LifecycleOrder):
             return msg.session_id, self._order(tx, msg, wire, now)
+        if isinstance(msg, Error):
+            return msg.session_id, self._report(tx, msg, now)
         record = tx.session(msg.session_id)
         if record is None:
             kind = _STARTERS.get(type(msg))
@@ -320,6 +348,33 @@ class Operator:
         self, tx: Ledger, now: int, actor: str, event: str, subject: str, **detail: Any
     ) -> None:
         tx.audit(now, actor, event, subject, detail)
+
+    def _report(self, tx: Ledger, msg: Error, now: int) -> bytes:
+        """A TRE's own refusal, for the audit trail (TR 33.812 §7.1.2.1 threat 8 CM 9). It
+        changes no session (an Error never does); the session must exist."""
+        record = tx.session(msg.session_id)
+        if record is None:
+            raise RemoteProtocolError("a report must name a session the network knows")
+        self._audit(
+            tx,
+            now,
+            "device",
+            "device-refused",
+            record.device_id or record.imsi or record.session_id.hex(),
+            code=msg.code,
+            reason=msg.reason,
+            session=record.session_id.hex(),
+            kind=record.kind,
+            phase=record.phase,
+        )
+        return encode(
+            Error(
+                session_id=msg.session_id,
+                transcript=record.transcript,
+                code="reported",
+                reason="recorded in the audit trail",
+            )
+        )
 
     def _device(self, tx: Ledger, device_id: str) -> DeviceRecord:
         device = tx.device(device_id)
@@ -502,8 +557,10 @@ class Operator:
             )
         if self.builder is None:
             raise Unavailable("no MID package builder is configured")
-        for old in tx.mids(device_id=device.device_id):  # a package never imported is superseded
-            if old.state == "PENDING" and old.sequence == sequence:
+        # A package never imported is dead once the TPM's MID_CTR reached its number (an
+        # agent killed mid-import spends the number without installing): supersede it.
+        for old in tx.mids(device_id=device.device_id):
+            if old.state == "PENDING" and old.sequence <= sequence:
                 self._set_state(tx, old, "DELETED", now, "superseded")
         sho = self.config.shos[rec.sho]
         hss = self._allocate(tx, sho, f"mid:{rec.session_id.hex()}", now)
@@ -698,6 +755,11 @@ class Operator:
             imsi=mid.imsi,
             data={"ak_public": device.ak_public},
         )
+        if msg.transition == "delete" and self._leaving(tx, mid):
+            # Change of subscription (or its rollback): the subscriber ends this MID while the
+            # TRE holds an ACTIVE MID of another SHO; the owner still signs the command.
+            self._audit(tx, now, mid.sho, "release", mid.mid_id, device=mid.device_id)
+            return self._command(tx, rec, session, mid, "delete", now)
         if msg.transition != "pending":
             raise Refused(
                 "not-authorised",
@@ -710,6 +772,15 @@ class Operator:
         if not order.sequence:
             tx.put_order(replace(order, state="delivered", sequence=command.sequence))
         return command, rec
+
+    @staticmethod
+    def _leaving(tx: Ledger, mid: MidRecord) -> bool:
+        """May the TRE ask to delete ``mid``? Only while it holds an ACTIVE MID of another SHO
+        (TR 33.812 change of subscription: the subscriber leaves, never loses connectivity)."""
+        return mid.state in _FROM["delete"] and any(
+            other.mid_id != mid.mid_id and other.sho != mid.sho and other.state == "ACTIVE"
+            for other in tx.mids(device_id=mid.device_id)
+        )
 
     def _order(self, tx: Ledger, msg: LifecycleOrder, wire: bytes, now: int) -> bytes:
         sho = self.config.shos.get(msg.signer)
@@ -802,9 +873,11 @@ class Operator:
         params: Mapping[str, int] | None = None,
         amf: bytes = b"\x80\x00",
         state: str = "active",
+        sqn: Mapping[str, int] | None = None,
     ) -> HssRecord:
         """Register an existing subscription (Alternative 2: a pre-personalised card); idempotent
-        by ``request_id``.
+        by ``request_id``. ``sqn`` is SQN_HE as :meth:`aka.sqn.SqnGenerator.to_json` (the card
+        vendor's hand-over; default: a fresh generator, and the first attach resynchronises).
 
         Raises:
             Refused: unknown SHO, or the IMSI belongs to another record.
@@ -824,7 +897,7 @@ class Operator:
             k,
             opc,
             amf,
-            SqnGenerator().to_json(),
+            _sqn_generator(sqn).to_json(),
             state,
             request_id,
         )
@@ -981,6 +1054,8 @@ class Operator:
             Refused: no, expired or released grant; a grant used beyond the RO.
         """
         role = endpoint.split("/", 1)[0]
+        if token is None and endpoint == REPORT_ENDPOINT:
+            return None  # a refusal report is always heard (it only adds to the audit trail)
         if token is None:
             if self.config.require_pcid and role in RO_ROLES:
                 raise Refused("no-grant", "the RO needs an ICF grant (attach with the PCID first)")

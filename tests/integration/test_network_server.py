@@ -4,7 +4,7 @@ MID package built by tpm.package, import it with tpm.mid, receipt it with AK-sig
 NV_Certify, get activated by the SHO, and attach with K inside the TPM — in-process and over
 HTTP (``trelab network serve`` in a subprocess on a free port, stopped with SIGTERM).
 
-The device side here is test code standing in for the host agent (a later session).
+The device side is the host agent (:mod:`host.provision`, :mod:`host.attach`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,10 @@ from network.client import HttpTransport, InProcessTransport, Transport
 from network.config import NetworkConfig, init_config, load_config
 from network.errors import Refused, RemoteProtocolError
 from network.messages import (
-    Ack,
-    AttachRequest,
-    AttachResult,
-    AuthChallenge,
-    AuthResponse,
-    CredentialChallenge,
     CredentialProof,
-    Evidence,
-    LifecycleCommand,
-    MidPackage,
-    PackageRequest,
-    Receipt,
     RegisterRequest,
-    ValidationChallenge,
-    Verdict,
     credential_proof,
     derive_session_id,
-    quote_qualifying_data,
-    receipt_qualifying_data,
-    verify_signature,
 )
 from network.protocol import Session, SessionState
 from network.server import NetworkApp
@@ -84,183 +67,38 @@ def app(config_path: Path, tmp_path: Path) -> Any:
     store.close()
 
 
-@dataclass
-class Provisioned:
-    mid_id: str
-    imsi: str
-    session: Session
-    registry: Any
+def agent_provision(
+    tcti: str, transport: Transport, config: NetworkConfig, tmp: Path, sho: str
+) -> tuple[Any, Any]:
+    """The host agent (host.provision) against this network: (ProvisionResult, Registry)."""
+    from host.agent import parse_device_trust
+    from host.provision import provision
+    from network.config import device_trust
+    from tpm.connection import TpmConnection
+    from tpm.registry import Registry
+
+    registry = Registry(tmp / "registry.json")
+    trust = parse_device_trust(device_trust(config))
+    with TpmConnection(tcti) as conn:
+        result = provision(conn, registry, transport, trust, sho=sho, network="test")
+    return result, registry
 
 
-class Device:
-    """The host agent's part, by hand: TPM work with tpm.*, messages with network.*."""
+def agent_attach(tcti: str, transport: Transport, registry: Any, mid_id: str) -> Any:
+    from host.attach import attach_tpm
+    from tpm.connection import TpmConnection
 
-    def __init__(self, tcti: str, transport: Transport, config: NetworkConfig, tmp: Path) -> None:
-        from tpm.registry import Registry
-
-        self.tcti = tcti
-        self.transport = transport
-        self.keys = config.signer_keys()
-        self.registry = Registry(tmp / "registry.json")
-
-    def _post(self, session: Session, endpoint: str, msg: Any) -> Any:
-        return session.receive(self.transport.post(endpoint, session.send(msg)))
-
-    def _receipt(
-        self, conn: Any, ak: Any, session: Session, mid: MidPackage, event: str, slot: int, seq: int
-    ) -> Receipt:
-        from tpm2_pytss import TPMT_SIG_SCHEME
-        from tpm2_pytss.constants import TPM2_ALG
-
-        from tpm import nv
-        from tpm.identity import open_ak
-
-        qualifying = receipt_qualifying_data(session.session_id, session.transcript, event)
-        evidence: dict[str, bytes] = {}
-        with open_ak(conn, ak) as ak_tr:
-            for label, index, size, offset in (
-                ("state", nv.MID_STATE, 1, slot),
-                ("counter", nv.MID_CTR, 8, 0),
-            ):
-                handle = conn.esys.tr_from_tpmpublic(index)
-                try:
-                    attest, sig = conn.esys.nv_certify(
-                        ak_tr,
-                        handle,
-                        qualifying,
-                        TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
-                        size,
-                        offset,
-                        auth_handle=handle,
-                    )
-                finally:
-                    conn.esys.tr_close(handle)
-                evidence[f"{label}.attest"] = bytes(attest)
-                evidence[f"{label}.sig"] = bytes(sig.marshal())
-        return session.make(
-            Receipt,
-            mid_id=mid.mid_id,
-            sequence=seq,
-            event=event,
-            evidence=tuple(sorted(evidence.items())),
-        )
-
-    def provision(self, sho: str = "sho-a") -> Provisioned:
-        from tpm import nv
-        from tpm.connection import TpmConnection
-        from tpm.ek import read_ek_certificates
-        from tpm.identity import activate_credential, ensure_ak
-        from tpm.mid import device_info, ensure_srk, import_package, set_state
-        from tpm.package import Package
-        from tpm.pcrsel import parse_selection
-        from tpm.quote import quote
-
-        with TpmConnection(self.tcti) as conn:
-            ak, _ = ensure_ak(conn, "ecc")
-            ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
-            nonce = os.urandom(16)
-            s = Session("device", SessionState(derive_session_id(ek_cert, ak.public_blob, nonce)))
-            challenge = self._post(
-                s,
-                "drf/register",
-                s.make(
-                    RegisterRequest,
-                    ek_cert=ek_cert,
-                    ak_public=ak.public_blob,
-                    device_nonce=nonce,
-                    sho=sho,
-                ),
-            )
-            assert isinstance(challenge, CredentialChallenge)
-            secret = activate_credential(
-                conn, ak, challenge.credential_blob, challenge.encrypted_secret
-            )
-            vc = self._post(
-                s,
-                "drf/proof",
-                s.make(CredentialProof, proof=credential_proof(secret, s.transcript)),
-            )
-            assert isinstance(vc, ValidationChallenge)
-            files = quote(
-                conn,
-                ak,
-                quote_qualifying_data(vc.nonce, s.session_id, s.transcript),
-                parse_selection(vc.pcr_selection),
-            )
-            verdict = self._post(
-                s,
-                "pva/evidence",
-                s.make(
-                    Evidence,
-                    quote_msg=files.message,
-                    quote_sig=files.signature,
-                    pcrs=files.pcrs,
-                    pcrlist=files.pcrlist,
-                ),
-            )
-            assert isinstance(verdict, Verdict)
-            verify_signature(verdict, self.keys["pva"])
-            assert verdict.ak_name == ak.name
-            info = device_info(conn, vc.pcr_selection)
-            srk, srk_public = ensure_srk(conn)
-            conn.esys.tr_close(srk)
-            manifest = self._post(
-                s,
-                "dpf/package",
-                s.make(
-                    PackageRequest,
-                    srk_public=bytes(srk_public.marshal()),
-                    slot=info.free_slot,
-                    counter=info.next_seq - 1,
-                ),
-            )
-            assert isinstance(manifest, MidPackage)
-            verify_signature(manifest, self.keys["dpf"])
-            package = Package.from_json(json.loads(manifest.package))
-            assert (package.mid_id, package.imsi, package.seq) == (
-                manifest.mid_id,
-                manifest.imsi,
-                manifest.sequence,
-            )
-            record = import_package(conn, self.registry, package)
-            command = self._post(
-                s,
-                "dpf/receipt",
-                self._receipt(conn, ak, s, manifest, "install", record.slot, manifest.sequence),
-            )
-            assert isinstance(command, LifecycleCommand)
-            assert (command.transition, command.signer) == ("activate", sho)
-            verify_signature(command, self.keys[sho])
-            set_state(conn, self.registry, manifest.mid_id, nv.MidState.ACTIVE)
-            ack = self._post(
-                s,
-                "dpf/receipt",
-                self._receipt(conn, ak, s, manifest, "activate", record.slot, command.sequence),
-            )
-            assert isinstance(ack, Ack) and ack.state == "ACTIVE"
-        return Provisioned(manifest.mid_id, manifest.imsi, s, self.registry)
-
-    def attach(self, mid: Provisioned) -> AttachResult:
-        from tpm.aka import authenticate
-        from tpm.connection import TpmConnection
-
-        s = Session("device", SessionState(os.urandom(32)))
-        challenge = self._post(s, "sho/attach", s.make(AttachRequest, imsi=mid.imsi))
-        assert isinstance(challenge, AuthChallenge)
-        with TpmConnection(self.tcti) as conn:
-            outcome = authenticate(conn, mid.registry, mid.mid_id, challenge.rand, challenge.autn)
-        answer = outcome.result.to_json()
-        assert answer["result"] == "success", answer
-        result = self._post(s, "sho/auth", s.make(AuthResponse, res=bytes.fromhex(answer["res"])))
-        assert isinstance(result, AttachResult)
-        return result
+    with TpmConnection(tcti) as conn:
+        return attach_tpm(conn, registry, transport, mid_id=mid_id)
 
 
 @pytest.mark.lab
 def test_provision_and_attach_in_process(app: NetworkApp, lab: LabStatus, tmp_path: Path) -> None:
-    device = Device(lab.tcti, InProcessTransport(app), app.config, tmp_path)
-    mid = device.provision("sho-a")
-    result = device.attach(mid)
+    transport = InProcessTransport(app)
+    provisioned, registry = agent_provision(lab.tcti, transport, app.config, tmp_path, "sho-a")
+    mid = provisioned.finished
+    assert mid.state == "ACTIVE"
+    result = agent_attach(lab.tcti, transport, registry, mid.mid_id)
     assert result.accepted and result.reason == "authenticated"
     with app.store.transaction() as tx:
         stored = tx.mid(mid.mid_id)
@@ -373,9 +211,12 @@ def test_server_subprocess_round_trip_over_http(
         with urllib.request.urlopen(f"{url}/v1/health", timeout=10) as reply:
             assert json.loads(reply.read()) == {"status": "ok"}
         config = load_config(config_path)
-        device = Device(lab.tcti, HttpTransport(url), config, tmp_path)
-        mid = device.provision("sho-b")
-        assert device.attach(mid).accepted
+        provisioned, registry = agent_provision(
+            lab.tcti, HttpTransport(url), config, tmp_path, "sho-b"
+        )
+        assert agent_attach(
+            lab.tcti, HttpTransport(url), registry, provisioned.finished.mid_id
+        ).accepted
         with pytest.raises(RemoteProtocolError):  # malformed CBOR over the wire: 400 + Error
             HttpTransport(url).post("drf/register", b"\xff\x00")
     finally:

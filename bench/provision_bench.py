@@ -1,0 +1,231 @@
+"""Edge: TPM, lab, clock. End-to-end MID provisioning on the lab swtpm (issue 5, performance):
+the host agent (:func:`host.provision.provision`, ECC P-256 AK and SRK, the RSA-2048 EK as the
+package's transport key) against the real operator side, and the split of each run into
+
+- **TPM time**: wall time inside ESAPI calls (every call through :func:`host.provision.instrumented`
+  is timed: the TPM's work, ESYS marshaling, the TCP round trip to swtpm and tpm2-pytss's
+  Python wrapper); the part inside the C ``Esys_*`` functions alone (``tpm_c``: TPM + ESYS +
+  TCP, measured by wrapping tpm2-pytss's cffi ``lib`` for the run) is reported too, so the
+  Python wrapper's share (``pytss_wrapper``) is visible;
+- **operator time**: inside the operator side (``NetworkApp``: COSE signatures, MakeCredential,
+  quote and receipt verification, package wrapping, SQLite commits with ``synchronous=FULL``);
+- **agent time**: the rest — the host agent's own work (CBOR/COSE checks, journal writes with
+  fsync, registry writes, Python around the TPM calls).
+
+"Our overhead" is operator + agent time; the goal is ≤ 50 % of the TPM time (``overhead_ratio``
+against ESAPI time, ``overhead_ratio_c`` against the C-level time). Each round is one
+fresh provisioning (register → validate → package → import → receipt → activation) into a new
+MID slot of the same TPM; the first round (cold imports, AK creation) is reported apart.
+
+``run_provision_bench()`` returns a dict (JSON-ready); ``python -m bench.provision_bench``
+prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_provision_bench"]
+
+
+class _CTimer:
+    """Times every C ``Esys_*`` call of tpm2-pytss (swaps the ESAPI module's cffi ``lib``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._module: Any = None
+        self._lib: Any = None
+
+    def __enter__(self) -> _CTimer:
+        import sys
+
+        import tpm2_pytss  # noqa: F401 - loads tpm2_pytss.ESAPI
+
+        self._module = sys.modules["tpm2_pytss.ESAPI"]
+        self._lib = self._module.lib
+        self._module.lib = _LibProxy(self._lib, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._module.lib = self._lib
+
+
+class _LibProxy:
+    def __init__(self, lib: Any, timer: _CTimer) -> None:
+        self._lib, self._timer = lib, timer
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._lib, name)
+        if not (name.startswith("Esys_") and callable(attr)):
+            return attr
+        timer = self._timer
+
+        def timed(*args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attr(*args)
+            finally:
+                timer.seconds += time.perf_counter() - start
+
+        return timed
+
+
+class _TimedTransport:
+    """In-process transport to the app that accumulates the time spent in the operator side."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.requests = 0
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        start = time.perf_counter()
+        try:
+            reply: bytes = self.inner.post(endpoint, wire, grant=grant)
+            return reply
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.requests += 1
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "median_ms": round(statistics.median(ordered) * 1000, 2),
+        "min_ms": round(ordered[0] * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
+
+
+def run_provision_bench(
+    *,
+    rounds: int = 10,
+    lab_dir: str | Path | None = None,
+    files_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Provision ``rounds`` (+1 warm-up) MIDs on a lab of its own (started in ``lab_dir`` or a
+    temporary folder, and stopped) and return the timing split. The network store, the MID
+    registry and the agent file go to a temporary folder under ``files_dir`` (default: the
+    system's temp dir); on a tmpfs (``/dev/shm``) fsync is free, which shows what durability
+    costs.
+
+    Raises:
+        Unavailable: the lab cannot start.
+    """
+    from host.agent import parse_device_trust
+    from host.lab import Lab
+    from host.provision import provision
+    from network.client import InProcessTransport
+    from network.config import device_trust, init_config, load_config
+    from network.server import NetworkApp
+    from network.store import Store
+    from tpm.connection import TpmConnection
+    from tpm.pcrsel import parse_selection
+    from tpm.quote import read_pcrs
+    from tpm.registry import Registry
+    from tpm.verify import split_pcr_values
+
+    say = progress or (lambda text: None)
+    where = str(files_dir) if files_dir is not None else None
+    with (
+        tempfile.TemporaryDirectory(prefix="trelab-provision-bench-", dir=where) as scratch,
+        tempfile.TemporaryDirectory(prefix="trelab-provision-lab-") as lab_tmp,
+    ):
+        base = Path(scratch)
+        lab = Lab(Path(lab_dir) if lab_dir else Path(lab_tmp))
+        status = lab.up()
+        try:
+            selection = parse_selection("sha256:0,1,2,3,4,5,6,7")
+            with TpmConnection(status.tcti) as conn:
+                reference = split_pcr_values(selection, read_pcrs(conn, selection))
+            config_path = init_config(
+                base / "network", ca_bundle=status.ca.bundle, reference=reference
+            )
+            config = load_config(config_path)
+            store = Store(base / "network.db", config.store_key)
+            app = NetworkApp(config, store)
+            trust = parse_device_trust(device_trust(config))
+            registry = Registry(base / "mids.json")
+            runs: list[dict[str, float]] = []
+            commands: dict[str, list[float]] = {}
+            try:
+                with TpmConnection(status.tcti) as conn, _CTimer() as c_timer:
+                    for i in range(rounds + 1):
+                        transport = _TimedTransport(InProcessTransport(app))
+                        c_before = c_timer.seconds
+                        start = time.perf_counter()
+                        result = provision(
+                            conn, registry, transport, trust, sho="sho-a", network="bench"
+                        )
+                        total = time.perf_counter() - start
+                        tpm = result.timing["tpm_seconds"]
+                        tpm_c = c_timer.seconds - c_before
+                        runs.append(
+                            {
+                                "total": total,
+                                "tpm": tpm,
+                                "tpm_c": tpm_c,
+                                "pytss_wrapper": tpm - tpm_c,
+                                "operator": transport.seconds,
+                                "agent": total - tpm - transport.seconds,
+                                "tpm_commands": result.timing["tpm_commands"],
+                                "requests": float(transport.requests),
+                            }
+                        )
+                        if i > 0:
+                            for name, (count, seconds) in result.tpm_commands.items():
+                                entry = commands.setdefault(name, [0.0, 0.0])
+                                entry[0] += count
+                                entry[1] += seconds
+                        say(f"round {i}: {total * 1000:.0f} ms")
+            finally:
+                store.close()
+        finally:
+            lab.down()
+    warm = runs[1:]
+    tpm_med = statistics.median(r["tpm"] for r in warm)
+    tpm_c_med = statistics.median(r["tpm_c"] for r in warm)
+    ours = [r["operator"] + r["agent"] for r in warm]
+    ours_c = [r["total"] - r["tpm_c"] for r in warm]
+    top = sorted(commands.items(), key=lambda kv: -kv[1][1])[:12]
+    return {
+        "benchmark": "provisioning",
+        "tre": "swtpm (lab), AK ECC P-256, SRK ECC P-256, EK RSA-2048 (transport key)",
+        "transport": "in-process (NetworkApp)",
+        "files": str(files_dir or tempfile.gettempdir()),
+        "rounds": len(warm),
+        "first_round_ms": round(runs[0]["total"] * 1000, 1),
+        "total": _summary([r["total"] for r in warm]),
+        "tpm": _summary([r["tpm"] for r in warm]),
+        "tpm_c": _summary([r["tpm_c"] for r in warm]),
+        "pytss_wrapper": _summary([r["pytss_wrapper"] for r in warm]),
+        "operator": _summary([r["operator"] for r in warm]),
+        "agent": _summary([r["agent"] for r in warm]),
+        "ours": _summary(ours),
+        "overhead_ratio": round(statistics.median(ours) / tpm_med, 3),
+        "overhead_ratio_c": round(statistics.median(ours_c) / tpm_c_med, 3),
+        "goal_ratio": 0.5,
+        "tpm_commands_per_run": statistics.median(r["tpm_commands"] for r in warm),
+        "requests_per_run": statistics.median(r["requests"] for r in warm),
+        "top_tpm_commands": [
+            {
+                "command": name,
+                "calls_per_run": round(count / len(warm), 1),
+                "ms_per_run": round(seconds / len(warm) * 1000, 2),
+            }
+            for name, (count, seconds) in top
+        ],
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print(json.dumps(run_provision_bench(progress=lambda t: print(t, file=sys.stderr)), indent=2))

@@ -1,0 +1,93 @@
+"""Edge: CLI. ``trelab provision --tpm TCTI --network URL --sho NAME`` — the host agent
+provisions one MID into the TPM (issue 5; TR 33.812 §7.1.2.1): register (EK certificate, AK,
+credential activation) → validate (quote, PVA verdict) → MID package (DPF-signed, wrapped to
+this TPM, bound to the validated PCRs, numbered MID_CTR + 1) → import → TPM-signed receipt →
+the SHO activates it. An interrupted run is resumed (or rolled back) by the next one.
+
+With a PCID in the agent state (``trelab operator issue-pcid``) the agent first attaches with
+it to reach the registration operator, and releases it once the new MID is ACTIVE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from host.cli import output
+from host.cli.output import Outcome
+
+__all__ = ["NETWORK_ENV", "add_agent_options", "network_url", "register"]
+
+NETWORK_ENV = "TRELAB_NETWORK"
+
+
+def network_url(args: argparse.Namespace, default: str | None = None) -> str:
+    """``--network``, else ``$TRELAB_NETWORK``, else ``default``, else the serve default."""
+    url: str | None = getattr(args, "network", None) or os.environ.get(NETWORK_ENV) or default
+    return url or "http://127.0.0.1:8731"
+
+
+def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> None:
+    """The options every agent verb shares (one spelling per concept)."""
+    p.add_argument("--tpm", metavar="TCTI", help="TCTI (default: $TRELAB_TPM, else the lab)")
+    p.add_argument("--registry", metavar="PATH", help="MID registry file (default: lab dir)")
+    if network:
+        p.add_argument(
+            "--network",
+            metavar="URL",
+            help=f"operator side (default: ${NETWORK_ENV}, else http://127.0.0.1:8731)",
+        )
+        p.add_argument(
+            "--trust",
+            metavar="FILE",
+            type=Path,
+            help="pinned device-trust.json (default: $TRELAB_DEVICE_TRUST, else the network "
+            "config folder's)",
+        )
+    output.add_json_flag(p)
+
+
+def _provision(args: argparse.Namespace) -> Outcome:
+    from host.provision import load_trust, provision
+    from network.client import HttpTransport
+    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.registry import Registry
+
+    url = network_url(args)
+    trust = load_trust(args.trust)
+    registry = Registry(args.registry)
+    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+        result = provision(
+            conn,
+            registry,
+            HttpTransport(url),
+            trust,
+            sho=args.sho,
+            network=url,
+            use_pcid=not args.no_pcid,
+        )
+    data: dict[str, Any] = {"version": output.JSON_VERSION, **result.to_json()}
+    f = result.finished
+    lines = [
+        f"MID {f.mid_id} of {f.sho}: {f.state} (IMSI {f.imsi}, slot {f.slot}, seq {f.sequence})"
+    ]
+    if result.resumed:
+        lines.append("resumed an interrupted provisioning")
+    lines += [f"rolled back: {note}" for note in result.rolled_back]
+    if result.pcid:
+        lines.append(f"PCID {result.pcid['imsi']}: {result.pcid['state']}")
+    return Outcome(data=data, text="\n".join(lines))
+
+
+def register(nouns: Any) -> None:
+    p = nouns.add_parser(
+        "provision",
+        help="provision a MID into the TPM from the operator side (issue 5)",
+        description=__doc__.split("\n\n")[0].removeprefix("Edge: CLI. ") if __doc__ else None,
+    )
+    p.add_argument("--sho", required=True, help="the selected home operator (a pinned SHO name)")
+    p.add_argument("--no-pcid", action="store_true", help="do not attach with the PCID first")
+    add_agent_options(p)
+    p.set_defaults(func=_provision)

@@ -1,0 +1,988 @@
+"""Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
+it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
+:mod:`tpm`) and a :class:`network.client.Transport` (HTTP or in-process), journaling every
+step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
+
+Crash safety. Once the TPM is about to change, the client state
+(:class:`host.agent.ProvisionState`) is journaled — written atomically (fsync) to the agent
+file beside the MID registry — before the import and before each receipt (the two requests
+whose bytes a retry must repeat exactly: an ECDSA receipt is never the same twice). A retry
+first resumes that journal: it sends the journaled request again (the server stores each reply
+with its effects, so a request it already handled gets the same reply, and nothing happens
+twice), redoes an interrupted import or transition idempotently, and otherwise rolls back:
+
+- nothing imported yet (no journal) → start again; the network's PENDING package is superseded
+  by the next one (its HSS record is deleted with it: never two live records for one
+  subscription);
+- import interrupted after MID_CTR moved (the sequence number is spent) → the slot, if already
+  marked, is set DELETED; a new package is fetched;
+- installed but the session is gone (expired) → the local MID is deleted, never half-kept.
+
+The SQN state lives in the TPM registry, committed before any RES leaves (:mod:`tpm.aka`):
+nothing here can roll it back.
+
+Test hooks. ``TRELAB_TEST_CRASH_AT=<point>`` (:data:`host.agent.CRASH_POINTS`) makes the agent
+SIGKILL itself at that point — ``before:<endpoint>``/``after:<endpoint>`` around a request,
+``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<esys method>`` right
+after that TPM command inside a step (e.g. ``import/tpm:nv_increment``).
+
+Receipts are AK-signed TPM2_NV_Certify of MID_STATE[slot] (and of MID_CTR at install). A
+TPM2_Certify of K itself is impossible by design: K has adminWithPolicy set and no policy of
+it names TPM2_Certify (tpm.package), so the TPM refuses the ADMIN role that Certify needs —
+the NV state is what proves the install.
+
+TPM time. :func:`instrumented` wraps the connection's ESAPI object so every TPM command is
+timed (and hooked); benchmarks split end-to-end time into TPM time and our own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from host.agent import (
+    Activate,
+    AgentRefused,
+    AgentState,
+    ApplyTransition,
+    Certify,
+    DescribeTarget,
+    DeviceTrust,
+    Event,
+    Finished,
+    Install,
+    MidInfo,
+    PcidInfo,
+    ProvisioningClient,
+    ProvisionState,
+    Quote,
+    Send,
+    parse_device_trust,
+)
+from network.client import Transport
+from network.errors import Refused
+from tpm.connection import TpmConnection
+from tpm.registry import Registry
+from trelab.atomic import atomic_write_text
+from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError, Unavailable
+
+__all__ = [
+    "CRASH_ENV",
+    "TRUST_ENV",
+    "AgentFiles",
+    "Hook",
+    "Identity",
+    "ProvisionResult",
+    "TpmClock",
+    "TpmDevice",
+    "abandon",
+    "chain",
+    "crash_hook",
+    "flush_stale",
+    "install_pcid",
+    "instrumented",
+    "load_trust",
+    "post",
+    "provision",
+    "report",
+]
+
+CRASH_ENV = "TRELAB_TEST_CRASH_AT"
+TRUST_ENV = "TRELAB_DEVICE_TRUST"
+Hook = Callable[[str], None]
+
+
+def _no_hook(point: str) -> None:
+    """Default hook: nothing happens at any point."""
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_hook(point: str | None = None, *, kill: Callable[[], None] = _kill_self) -> Hook | None:
+    """The ``TRELAB_TEST_CRASH_AT`` test hook: SIGKILL this process on reaching ``point``
+    (``point#n``: its n-th time) — a real kill -9: no cleanup, no flush, no atexit. None when
+    unset."""
+    target = point if point is not None else os.environ.get(CRASH_ENV)
+    if not target:
+        return None
+    name, _, nth = target.partition("#")
+    remaining = [int(nth) if nth.isdigit() else 1]
+
+    def hook(reached: str) -> None:
+        if reached == name:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                kill()
+
+    return hook
+
+
+def chain(*hooks: Hook | None) -> Hook:
+    """One hook calling each given hook in turn."""
+    present = [h for h in hooks if h is not None]
+
+    def hook(point: str) -> None:
+        for h in present:
+            h(point)
+
+    return hook
+
+
+# ---- TPM timing ------------------------------------------------------------------------------
+
+
+@dataclass
+class TpmClock:
+    """TPM commands seen through :class:`_TimedEsys`: count and seconds, per ESAPI method."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    by_command: dict[str, list[float]] = field(default_factory=dict)
+    label: str = ""
+
+    def add(self, name: str, elapsed: float) -> None:
+        self.seconds += elapsed
+        self.calls += 1
+        entry = self.by_command.setdefault(name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += elapsed
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        """Label the TPM commands of one agent step (for ``<step>/tpm:<method>`` hooks)."""
+        previous, self.label = self.label, label
+        try:
+            yield
+        finally:
+            self.label = previous
+
+
+# ESYS methods that do not talk to the TPM (handle bookkeeping only): not timed as TPM work.
+_LOCAL = frozenset({"tr_close", "tr_get_name", "tr_set_auth", "tr_get_tpm_handle", "close"})
+
+
+class _TimedEsys:
+    """Proxy around an ESAPI object: times each call and runs the hook after it."""
+
+    def __init__(self, esys: Any, clock: TpmClock, hook: Hook) -> None:
+        self._esys = esys
+        self._clock = clock
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._esys, name)
+        if not callable(attr) or name.startswith("_") or name in _LOCAL:
+            return attr
+        clock, hook = self._clock, self._hook
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                clock.add(name, time.perf_counter() - start)
+                if clock.label:
+                    hook(f"{clock.label}/tpm:{name}")
+
+        return timed
+
+
+@contextlib.contextmanager
+def instrumented(conn: TpmConnection, hook: Hook | None = None) -> Iterator[TpmClock]:
+    """Time (and hook) every TPM command on ``conn`` inside the block; yields the clock and
+    puts the connection's ESAPI object back afterwards."""
+    clock = TpmClock()
+    previous = conn.esys
+    esys = previous._esys if isinstance(previous, _TimedEsys) else previous
+    conn.esys = _TimedEsys(esys, clock, hook or _no_hook)
+    try:
+        yield clock
+    finally:
+        conn.esys = previous
+
+
+def flush_stale(conn: TpmConnection) -> int:
+    """Flush transient objects and sessions a killed predecessor left in a TPM without a
+    resource manager (swtpm holds only three objects). Under /dev/tpmrm0 there are none to see.
+    Returns how many were flushed."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import TPM2_CAP
+
+    if conn.tcti.startswith("device:") and "tpmrm" in conn.tcti:
+        return 0
+    flushed = 0
+    for first in (0x80000000, 0x02000000):  # transient objects; loaded sessions (HMAC, policy)
+        try:
+            _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, first, 64)
+        except TSS2_Exception as exc:
+            raise Unavailable(f"cannot list the TPM's loaded handles: {exc}") from None
+        for handle in [int(h) for h in caps.data.handles]:
+            with contextlib.suppress(TSS2_Exception):
+                conn.esys.flush_context(conn.esys.tr_from_tpmpublic(handle))
+                flushed += 1
+    return flushed
+
+
+# ---- the TPM side of the agent -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The TRE identity the agent presents: EK certificate (DER), EK name, the AK."""
+
+    ek_cert: bytes = field(repr=False)
+    ek_name: bytes
+    ak: Any = field(repr=False)
+
+    @property
+    def device_id(self) -> str:
+        """How the network names this TRE: hex of the EK's TPM name."""
+        return self.ek_name.hex()
+
+
+class TpmDevice:
+    """The TPM work of the agent, on :mod:`tpm` (identity, activation, quote, target report,
+    import, NV_Certify receipts, lifecycle states)."""
+
+    def __init__(self, conn: TpmConnection, registry: Registry) -> None:
+        self.conn = conn
+        self.registry = registry
+        self._ek_name: bytes | None = None
+
+    def ek_name(self) -> bytes:
+        """The RSA EK's name (read once: loading the EK costs a dozen TPM commands)."""
+        if self._ek_name is None:
+            from tpm.mid import ek_name
+
+            self._ek_name = ek_name(self.conn)
+        return self._ek_name
+
+    def identity(self) -> Identity:
+        """EK certificate (RSA-2048 EK: the package transport key), its name, the ECC AK.
+
+        Raises:
+            Unavailable: no EK certificate or the TPM refuses.
+        """
+        from cryptography.hazmat.primitives import serialization
+
+        from tpm.ek import ek_tpm_public, find_ek_certificate
+        from tpm.identity import ensure_ak
+        from tpm.mid import object_name
+
+        hit = find_ek_certificate(self.conn, "rsa2048")
+        if hit is None:
+            raise Unavailable("this TPM has no RSA-2048 EK certificate (NV 0x01c00002)")
+        cert = hit[2]
+        if self._ek_name is None:
+            # the name the network computes from the certificate: if the TPM's EK did not
+            # match it, credential activation and every import would fail anyway
+            self._ek_name = object_name(ek_tpm_public(cert))
+        ak, _ = ensure_ak(self.conn, "ecc")
+        return Identity(cert.public_bytes(serialization.Encoding.DER), self._ek_name, ak)
+
+    def activate(self, ak: Any, event: Activate) -> bytes:
+        from tpm.identity import activate_credential
+
+        return activate_credential(self.conn, ak, event.credential_blob, event.encrypted_secret)
+
+    def quote(self, ak: Any, event: Quote) -> Any:
+        from tpm.pcrsel import parse_selection
+        from tpm.quote import quote
+
+        return quote(self.conn, ak, event.qualifying, parse_selection(event.selection))
+
+    def pcr_digest(self, selection: str) -> bytes:
+        from tpm.mid import pcr_values
+        from tpm.policy import pcr_digest
+
+        return pcr_digest(pcr_values(self.conn, selection))
+
+    def check_platform(self, selection: str, validated: bytes) -> None:
+        """The PCRs still hold the state the PVA validated (a host-side check before import;
+        the TPM enforces it again at every use of K through PolicyPCR).
+
+        Raises:
+            AgentRefused: ``platform-changed``.
+        """
+        import hmac
+
+        if not hmac.compare_digest(self.pcr_digest(selection), validated):
+            raise AgentRefused(
+                "platform-changed",
+                f"PCRs {selection} changed since the PVA validated them: refusing the MID",
+            )
+
+    def target(self) -> tuple[bytes, bytes, int, int]:
+        """(SRK TPM2B_PUBLIC, SRK name, a free MID_STATE slot, MID_CTR).
+
+        Raises:
+            Unavailable: no free slot or the TPM refuses.
+        """
+        from tpm import nv
+        from tpm.mid import ensure_srk, object_name
+
+        nv.ensure_indices(self.conn)
+        _srk, public = ensure_srk(self.conn)
+        states = nv.read_states(self.conn)
+        free = [i for i, b in enumerate(states) if b == nv.MidState.EMPTY]
+        if not free:
+            raise Unavailable(
+                "no free MID slot left in MID_STATE", fix="trelab tpm mid reset --yes"
+            )
+        counter = nv.read_counter(self.conn, nv.MID_CTR)
+        return bytes(public.marshal()), object_name(public), free[0], counter
+
+    def counter(self) -> int:
+        from tpm import nv
+
+        return nv.read_counter(self.conn, nv.MID_CTR)
+
+    def installed(self, mid_id: str) -> Any:
+        """The registry record of ``mid_id`` or None (registry checked against REG_CTR)."""
+        with self.registry.locked():
+            data = self.registry.read_checked(self.conn, self.ek_name())
+        return data.mids.get(mid_id)
+
+    def install(self, package: Any) -> Any:
+        """TPM2_Import + MID_CTR++ + INSTALLED + AUDIT (:func:`tpm.mid.import_package`)."""
+        from tpm.mid import import_package
+
+        return import_package(self.conn, self.registry, package)
+
+    def mark_dead(self, slot: int) -> bool:
+        """An interrupted import's slot (marked, but without a registry record): DELETED, so it
+        is never reused or mistaken for a MID. Returns whether it changed."""
+        from tpm import nv
+
+        state = nv.read_state(self.conn, slot)
+        if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
+            return False
+        nv.write_state(self.conn, slot, nv.MidState.DELETED)
+        nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
+        return True
+
+    def certify(self, ak: Any, event: Certify) -> dict[str, bytes]:
+        """AK-signed TPM2_NV_Certify of MID_STATE[slot] (and MID_CTR), extraData = qualifying.
+
+        Raises:
+            Unavailable: the TPM refuses.
+        """
+        from tpm2_pytss import TPMT_SIG_SCHEME, TSS2_Exception
+        from tpm2_pytss.constants import TPM2_ALG
+
+        from tpm import nv
+        from tpm.identity import open_ak
+
+        esys = self.conn.esys
+        wanted = [("state", nv.MID_STATE, 1, event.slot)]
+        if event.counter is not None:
+            wanted.append(("counter", nv.MID_CTR, 8, 0))
+        evidence: dict[str, bytes] = {}
+        try:
+            with open_ak(self.conn, ak) as ak_tr:
+                for label, index, size, offset in wanted:
+                    handle = esys.tr_from_tpmpublic(index)
+                    attest, sig = esys.nv_certify(
+                        ak_tr,
+                        handle,
+                        event.qualifying,
+                        TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+                        size,
+                        offset,
+                        auth_handle=handle,
+                    )
+                    evidence[f"{label}.attest"] = bytes(attest)
+                    evidence[f"{label}.sig"] = bytes(sig.marshal())
+        except TSS2_Exception as exc:
+            raise Unavailable(f"TPM2_NV_Certify refused: {exc}") from None
+        return evidence
+
+    def apply(self, event: ApplyTransition, *, check: bool = True) -> str:
+        """Apply a transition (idempotent: a repeat after a crash changes nothing; ``check=False``
+        skips that look-up when the state is known); returns what happened. MID_STATE moves; a
+        use-gated K's PolicyNV then allows or refuses it.
+
+        Raises:
+            BadInput: unknown transition.
+        """
+        from tpm import nv
+        from tpm.mid import delete_mid, set_state
+
+        if not check and event.transition != "delete":
+            targets = {"activate": nv.MidState.ACTIVE, "resume": nv.MidState.ACTIVE}
+            if event.transition in targets:
+                set_state(self.conn, self.registry, event.mid_id, targets[event.transition])
+                return "active"
+        record = self.installed(event.mid_id)
+        if event.transition == "delete":
+            if record is None:
+                return "already deleted"
+            delete_mid(self.conn, self.registry, event.mid_id)
+            return "deleted"
+        targets = {
+            "activate": nv.MidState.ACTIVE,
+            "resume": nv.MidState.ACTIVE,
+            "suspend": nv.MidState.SUSPENDED,
+        }
+        if event.transition not in targets:
+            raise BadInput(f"unknown transition {event.transition!r}")
+        if record is None:
+            raise AgentRefused("unknown-mid", f"MID {event.mid_id} is not in this TPM")
+        target = targets[event.transition]
+        if record.state == target.name.lower() and nv.read_state(self.conn, record.slot) == target:
+            return "already applied"
+        set_state(self.conn, self.registry, event.mid_id, target)
+        return target.name.lower()
+
+
+# ---- the agent's files -------------------------------------------------------------------------
+
+
+class AgentFiles:
+    """The agent's host file (``<registry stem>.agent.json`` beside the MID registry) under an
+    exclusive lock: one agent at a time per TPM."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.path = registry.path.with_name(registry.path.stem + ".agent.json")
+
+    def __repr__(self) -> str:
+        return f"AgentFiles({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read(self) -> AgentState:
+        """Raises:
+        BadInput: unreadable or malformed.
+        """
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return AgentState()
+        except OSError as exc:
+            raise BadInput(f"agent state {self.path}: {exc.strerror}") from None
+        try:
+            return AgentState.from_json(json.loads(text))
+        except json.JSONDecodeError:
+            raise BadInput(f"agent state {self.path}: not JSON") from None
+
+    def write(self, state: AgentState) -> None:
+        """Atomic (temp + fsync + rename), mode 0600 (the journal may hold an ICF grant).
+
+        Raises:
+            Unavailable: the file cannot be written.
+        """
+        try:
+            atomic_write_text(self.path, json.dumps(state.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise Unavailable(f"cannot write the agent state {self.path}: {exc.strerror}") from None
+
+
+def load_trust(path: str | os.PathLike[str] | None = None) -> DeviceTrust:
+    """The pinned network keys: ``path``, else ``$TRELAB_DEVICE_TRUST``, else
+    ``device-trust.json`` in the network config folder (the lab runs both on one host).
+
+    Raises:
+        BadInput: not a device-trust document.
+        Unavailable: no such file.
+    """
+    if path is None:
+        env = os.environ.get(TRUST_ENV)
+        if env:
+            path = env
+        else:
+            from host.cli.network_cmd import default_config_dir
+
+            path = default_config_dir() / "device-trust.json"
+    where = Path(path)
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        raise Unavailable(
+            f"no pinned device trust at {where}",
+            fix="pass --trust device-trust.json (from `trelab network init-config`)",
+        ) from None
+    except OSError as exc:
+        raise BadInput(f"device trust {where}: {exc.strerror}") from None
+    try:
+        return parse_device_trust(json.loads(text))
+    except json.JSONDecodeError:
+        raise BadInput(f"device trust {where}: not JSON") from None
+
+
+def post(transport: Transport, send: Send, grant: bytes | None = None) -> bytes:
+    """One request; an ICF grant goes only to the RO's endpoints (DRF, PVA, DPF)."""
+    role = send.endpoint.split("/", 1)[0]
+    use = grant if role in ("drf", "pva", "dpf") else None
+    return transport.post(send.endpoint, send.wire, grant=use)
+
+
+def report(transport: Transport, send: Send) -> bool:
+    """Best effort: a refusal report for the network's audit trail. Returns whether it landed."""
+    try:
+        transport.post(send.endpoint, send.wire)
+    except TrelabError:
+        return False
+    return True
+
+
+# ---- the runner ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ProvisionResult:
+    """What ``trelab provision`` reports."""
+
+    finished: Finished
+    device_id: str
+    network: str
+    resumed: bool = False
+    rolled_back: list[str] = field(default_factory=list)
+    pcid: dict[str, Any] | None = None
+    flushed: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+    tpm_commands: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.finished
+        return {
+            "mid": f.mid_id,
+            "imsi": f.imsi,
+            "sho": f.sho,
+            "state": f.state,
+            "sequence": f.sequence,
+            "slot": f.slot,
+            "device_id": self.device_id,
+            "network": self.network,
+            "resumed": self.resumed,
+            "rolled_back": list(self.rolled_back),
+            "pcid": self.pcid,
+            "receipt": {
+                "nv_certify": ["MID_STATE", "MID_CTR"],
+                "certify_k": "impossible: K has adminWithPolicy and no policy names TPM2_Certify",
+            },
+        }
+
+
+_BEFORE_INSTALL = frozenset(
+    {"registering", "challenged", "proving", "validating", "evidencing", "validated", "requesting"}
+)
+
+
+class _Restart(Exception):
+    """The journaled session cannot go on: roll back and start again."""
+
+
+@dataclass
+class _Run:
+    """One provisioning run's context."""
+
+    device: TpmDevice
+    identity: Identity
+    transport: Transport
+    trust: DeviceTrust
+    files: AgentFiles
+    network: str
+    grant: bytes | None
+    hook: Hook
+    clock: Callable[[], float]
+    tpm: TpmClock
+    resuming: bool = False
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def journal(self, client: ProvisioningClient) -> None:
+        state = self.files.read()
+        entry = {
+            "kind": "provision",
+            "network": self.network,
+            "grant": self.grant.hex() if self.grant else None,
+            "client": client.state.to_json(),
+        }
+        self.files.write(replace(state, journal=entry))
+
+    def refuse(self, client: ProvisioningClient, exc: AgentRefused) -> None:
+        report(self.transport, client.report(exc.code, str(exc)))
+
+    def clear_journal(self) -> None:
+        self.files.write(replace(self.files.read(), journal=None))
+
+    def drive(self, client: ProvisioningClient, event: Event | None) -> Finished:
+        """Alternate between the network and the TPM until the session finishes. A refusal
+        before anything reached the TPM ends the session: its journal is dropped."""
+        try:
+            return self._drive(client, event)
+        except CheckFailed:
+            if client.state.step in _BEFORE_INSTALL:
+                self.clear_journal()
+            raise
+
+    def _drive(self, client: ProvisioningClient, event: Event | None) -> Finished:
+        while True:
+            if event is None:
+                send = client.pending
+                if send is None:
+                    raise BadInput("agent journal: nothing to resume")
+                if send.endpoint == "dpf/receipt":
+                    # the TPM has changed: this exact receipt must be what a retry resends
+                    self.journal(client)
+                self.hook(f"before:{send.endpoint}")
+                reply = post(self.transport, send, self.grant)
+                self.hook(f"after:{send.endpoint}")
+                try:
+                    event = client.receive(reply, now=self.now())
+                except AgentRefused as exc:
+                    self.refuse(client, exc)
+                    raise
+                except RemoteProtocolError as exc:  # replayed, reordered, altered reply
+                    report(self.transport, client.report("protocol", str(exc)))
+                    raise
+            if isinstance(event, Finished):
+                return event
+            try:
+                self._work(client, event)
+                event = None
+            except AgentRefused as exc:
+                self.refuse(client, exc)
+                raise
+            except CheckFailed as exc:  # the TPM refused (PackageRejected, MidRefused, …)
+                report(self.transport, client.report("tre-refused", str(exc)))
+                raise
+
+    def _work(self, client: ProvisioningClient, event: Event) -> None:
+        """Do one event's TPM work and hand the client its result (the next request is then
+        client.pending); returns None so the loop sends it."""
+        ak = self.identity.ak
+        device = self.device
+        if isinstance(event, Activate):
+            with self.tpm.step("activate"):
+                client.activated(device.activate(ak, event))
+        elif isinstance(event, Quote):
+            with self.tpm.step("quote"):
+                files = device.quote(ak, event)
+            client.quoted(
+                quote_msg=files.message,
+                quote_sig=files.signature,
+                pcrs=files.pcrs,
+                pcrlist=files.pcrlist,
+            )
+        elif isinstance(event, DescribeTarget):
+            with self.tpm.step("target"):
+                srk_public, srk_name, slot, counter = device.target()
+            client.target(srk_public=srk_public, srk_name=srk_name, slot=slot, counter=counter)
+        elif isinstance(event, Install):
+            self.install(client, event)
+        elif isinstance(event, ApplyTransition):
+            # no journal entry: a retry resends the install receipt and gets this command again
+            with self.tpm.step("transition"):
+                device.apply(event, check=self.resuming)
+            self.hook("after-transition")
+            self.certify(client, client.transitioned())
+        else:  # pragma: no cover - the client yields nothing else here
+            raise BadInput(f"unexpected event {type(event).__name__}")
+
+    def install(self, client: ProvisioningClient, event: Install) -> None:
+        """Import the package — or finish/undo an import a killed agent left (module doc)."""
+        self.journal(client)
+        self.hook("before-import")
+        device, sequence = self.device, event.manifest.sequence
+        with self.tpm.step("import"):
+            # a fresh delivery cannot be installed yet; only a resumed one is looked up
+            record = device.installed(event.mid_id) if self.resuming else None
+            if record is None:
+                counter = device.counter()
+                if counter >= sequence:  # spent by an interrupted import: never installable
+                    dead = device.mark_dead(client.state.slot)
+                    raise _Restart(
+                        f"import of MID {event.mid_id} was interrupted after MID_CTR reached "
+                        f"{sequence}" + ("; its slot is now DELETED" if dead else "")
+                    )
+                device.check_platform(event.package.policy.selection, event.pcr_digest)
+                device.install(event.package)
+        self.hook("after-import")
+        self.certify(client, client.installed())
+
+    def certify(self, client: ProvisioningClient, certify: Certify) -> None:
+        with self.tpm.step("certify"):
+            evidence = self.device.certify(self.identity.ak, certify)
+        client.certified(evidence)
+
+
+def _fresh(run: _Run, sho: str, random_bytes: Callable[[int], bytes]) -> Finished:
+    ident = run.identity
+    client, _send = ProvisioningClient.begin(
+        run.trust,
+        sho=sho,
+        ek_cert=ident.ek_cert,
+        ek_name=ident.ek_name,
+        ak_public=ident.ak.public_blob,
+        ak_name=ident.ak.name,
+        device_nonce=random_bytes(32),
+    )
+    return run.drive(client, None)
+
+
+def _resume(run: _Run, state: ProvisionState) -> Finished:
+    """Carry on from the journal: resend the pending request, or redo the TPM step."""
+    from tpm.package import Package
+
+    client = ProvisioningClient(run.trust, state)
+    run.resuming = True
+    event: Event | None = None
+    if state.pending is None:
+        if state.step == "delivered":
+            manifest = state.decoded_manifest()
+            verdict = state.decoded_verdict()
+            if manifest is None or verdict is None:
+                raise _Restart("journal at step delivered without its manifest and verdict")
+            package = Package.from_json(json.loads(manifest.package))
+            event = Install(manifest, package, verdict.pcr_digest)
+        elif state.step == "commanded":
+            from network.messages import LifecycleCommand, decode
+
+            command = decode(state.command) if state.command else None
+            if not isinstance(command, LifecycleCommand):
+                raise _Restart("journal at step commanded without its command")
+            event = ApplyTransition(
+                command.mid_id, command.transition, command.sequence, state.slot
+            )
+        else:
+            raise _Restart(f"journal at step {state.step} without a request to resend")
+    try:
+        return run.drive(client, event)
+    except (Refused, RemoteProtocolError, AgentRefused) as exc:
+        # the network no longer knows this session (expired), will not go on with it, or what
+        # it stored has gone stale (verdict, package)
+        raise _Restart(f"the interrupted session cannot go on: {exc}") from None
+    finally:
+        run.resuming = False
+
+
+def _roll_back(run: _Run, state: ProvisionState) -> list[str]:
+    """Undo what an abandoned session left in the TPM: an installed MID the network never
+    acknowledged is deleted (no half-installed MID survives a failed retry)."""
+    done: list[str] = []
+    manifest = state.decoded_manifest()
+    if manifest is None:
+        return done
+    record = run.device.installed(manifest.mid_id)
+    if record is not None:
+        from tpm.mid import delete_mid
+
+        delete_mid(run.device.conn, run.device.registry, manifest.mid_id)
+        done.append(f"deleted MID {manifest.mid_id} (installed, never acknowledged)")
+    elif (
+        state.slot >= 0
+        and run.device.counter() >= manifest.sequence
+        and run.device.mark_dead(state.slot)
+    ):
+        done.append(f"slot {state.slot} marked DELETED (interrupted import)")
+    client = ProvisioningClient(run.trust, replace(state, pending=None))
+    report(run.transport, client.report("rolled-back", "; ".join(done) or "session abandoned"))
+    return done
+
+
+def _pcid_grant(run: _Run, pcid: PcidInfo, random_bytes: Callable[[int], bytes]) -> bytes:
+    """M1: attach with the PCID (AKA in the TPM) to get the ICF's RO-only grant.
+
+    Raises:
+        AgentRefused: the ICF refused the attach.
+    """
+    from host.attach import attach_tpm
+
+    with run.tpm.step("pcid"):
+        done = attach_tpm(
+            run.device.conn,
+            run.device.registry,
+            run.transport,
+            mid_id=pcid.mid_id,
+            imsi=pcid.imsi,
+            random_bytes=random_bytes,
+        )
+    if not done.accepted or not done.grant:
+        raise AgentRefused("pcid", f"the ICF refused the PCID attach: {done.reason}")
+    return bytes(done.grant)
+
+
+def _release_pcid(run: _Run, pcid: PcidInfo) -> str:
+    """After provisioning the network has released the PCID; delete its MID here too."""
+    from tpm.mid import delete_mid
+
+    note = "released"
+    if run.device.installed(pcid.mid_id) is not None:
+        delete_mid(run.device.conn, run.device.registry, pcid.mid_id)
+        note = "released; its MID deleted from the TPM"
+    state = run.files.read()
+    run.files.write(replace(state, pcid=replace(pcid, released=True)))
+    return note
+
+
+def provision(
+    conn: TpmConnection,
+    registry: Registry,
+    transport: Transport,
+    trust: DeviceTrust,
+    *,
+    sho: str,
+    network: str,
+    grant: bytes | None = None,
+    use_pcid: bool = True,
+    hook: Hook | None = None,
+    clock: Callable[[], float] = time.time,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> ProvisionResult:
+    """Provision one MID of ``sho`` into the TPM on ``conn`` (register → validate → package →
+    import → receipt → activation), resuming or rolling back an interrupted run first. With an
+    unreleased PCID in the agent state (and no ``grant``), it first attaches with the PCID to
+    get the ICF's RO-only grant (M1), and releases the PCID once the new MID is ACTIVE.
+
+    Raises:
+        AgentRefused: the device refused a network message (reported to the network).
+        Refused, RemoteProtocolError, SignatureInvalid: the network refused.
+        PackageRejected, MidRefused: the TPM refused.
+        Unavailable: TPM or network unreachable (the journal is kept: run again).
+    """
+    files = AgentFiles(registry)
+    hooks = chain(crash_hook(), hook)
+    with instrumented(conn, hooks) as tpm, files.locked():
+        flushed = flush_stale(conn)
+        device = TpmDevice(conn, registry)
+        with tpm.step("identity"):
+            identity = device.identity()
+        run = _Run(device, identity, transport, trust, files, network, grant, hooks, clock, tpm)
+        notes: list[str] = []
+        finished: Finished | None = None
+        resumed = False
+        journal = files.read().journal
+        if journal is not None and journal.get("kind") == "provision":
+            previous = ProvisionState.from_json(journal.get("client"))
+            if grant is None and journal.get("grant"):
+                run.grant = _hex_grant(journal["grant"])
+            if previous.sho == sho:
+                try:
+                    finished = _resume(run, previous)
+                    resumed = True
+                except _Restart as exc:
+                    notes.append(str(exc))
+                    notes += _roll_back(run, previous)
+            else:
+                notes.append(f"abandoned the interrupted provisioning for {previous.sho}")
+                notes += _roll_back(run, previous)
+            if finished is None:
+                run.clear_journal()
+                run.grant = grant
+        pcid = files.read().pcid
+        if pcid is not None and pcid.released:
+            pcid = None
+        if finished is None:
+            if run.grant is None and use_pcid and pcid is not None:
+                run.grant = _pcid_grant(run, pcid, random_bytes)
+            try:
+                finished = _fresh(run, sho, random_bytes)
+            except _Restart as exc:  # only a journal resume meets an interrupted import
+                raise CheckFailed(str(exc)) from None
+        state = files.read()
+        info = MidInfo(
+            mid_id=finished.mid_id,
+            sho=finished.sho,
+            imsi=finished.imsi,
+            slot=finished.slot,
+            sequence=finished.sequence,
+            network=network,
+            state=finished.state,
+            command_seq=finished.command_seq,
+        )
+        files.write(replace(state.with_mid(info), journal=None))
+        pcid_out: dict[str, Any] | None = None
+        if pcid is not None and run.grant is not None:
+            note = _release_pcid(run, pcid) if finished.state == "ACTIVE" else "in use"
+            pcid_out = {"imsi": pcid.imsi, "mid": pcid.mid_id, "state": note}
+    return ProvisionResult(
+        finished=finished,
+        device_id=identity.device_id,
+        network=network,
+        resumed=resumed,
+        rolled_back=notes,
+        pcid=pcid_out,
+        flushed=flushed,
+        timing={"tpm_seconds": tpm.seconds, "tpm_commands": float(tpm.calls)},
+        tpm_commands={k: (int(v[0]), v[1]) for k, v in tpm.by_command.items()},
+    )
+
+
+def _hex_grant(value: Any) -> bytes:
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError:
+        raise BadInput("agent journal: the ICF grant is not hex") from None
+
+
+def abandon(
+    conn: TpmConnection, registry: Registry, transport: Transport, trust: DeviceTrust
+) -> list[str]:
+    """Roll back a journaled provisioning without starting a new one (a change of subscription
+    that failed inside its provisioning step): an installed, unacknowledged MID is deleted.
+    Returns what was undone."""
+    files = AgentFiles(registry)
+    with files.locked():
+        journal = files.read().journal
+        if journal is None or journal.get("kind") != "provision":
+            return []
+        device = TpmDevice(conn, registry)
+        identity = device.identity()
+        run = _Run(
+            device, identity, transport, trust, files, "", None, _no_hook, time.time, TpmClock()
+        )
+        notes = _roll_back(run, ProvisionState.from_json(journal.get("client")))
+        run.clear_journal()
+    return notes
+
+
+def install_pcid(
+    conn: TpmConnection, registry: Registry, *, imsi: str, k: bytes, opc: bytes
+) -> PcidInfo:
+    """Manufacturing (M0, provisioning.md §1.2): import a PCID into the TPM exactly like a MID
+    (use-gated: the current PCRs and MID_STATE ACTIVE), ACTIVE at once, and note it in the
+    agent state. The ICF side registers the same K/OPc (:meth:`network.roles.Operator.register_pcid`).
+
+    Raises:
+        PackageRejected, Unavailable: the TPM refused.
+    """
+    from tpm.mid import import_package, wrap_for_device
+    from tpm.package import AlgorithmSpec, MidSecrets
+
+    files = AgentFiles(registry)
+    with files.locked():
+        flush_stale(conn)
+        package = wrap_for_device(
+            conn,
+            MidSecrets(k=k, secret=opc),
+            imsi=imsi,
+            algorithm=AlgorithmSpec(),
+            amf=b"\x80\x00",
+            sqn_ms=bytes(6),
+            kind="use",
+        )
+        record = import_package(conn, registry, package, activate=True)
+        info = PcidInfo(imsi, record.mid)
+        files.write(replace(files.read(), pcid=info))
+    return info

@@ -1,0 +1,152 @@
+"""The agent's edge helpers that need no TPM: the crash hook, the timing proxy, the agent file,
+the pinned trust file, the grant routing, the HSS record parser of ``operator add-subscriber``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from host.agent import AgentState, MidInfo, Send
+from host.cli.operator_cmd import parse_hss_record
+from host.provision import (
+    CRASH_ENV,
+    AgentFiles,
+    TpmClock,
+    chain,
+    crash_hook,
+    load_trust,
+    post,
+)
+from network.config import device_trust
+from tests.unit.network.conftest import make_config
+from tpm.registry import Registry
+from trelab.errors import BadInput, Unavailable
+
+
+def test_crash_hook_fires_once_at_the_nth_time_and_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    assert crash_hook() is None
+    kills: list[str] = []
+    hook = crash_hook("after:dpf/receipt#2", kill=lambda: kills.append("kill"))
+    assert hook is not None
+    for point in ("before:dpf/receipt", "after:dpf/receipt", "after-import", "after:dpf/receipt"):
+        hook(point)
+    assert kills == ["kill"]
+    hook("after:dpf/receipt")
+    assert kills == ["kill"]
+    monkeypatch.setenv(CRASH_ENV, "before-import")
+    seen: list[str] = []
+    env_hook = crash_hook(kill=lambda: seen.append("x"))
+    assert env_hook is not None
+    chain(None, env_hook, seen.append)("before-import")
+    assert seen == ["x", "before-import"]
+
+
+class _Esys:
+    """A stand-in object with ESAPI-shaped methods (no TPM: only the proxy is under test)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def nv_increment(self, handle: int) -> int:
+        self.calls.append("nv_increment")
+        return handle + 1
+
+    def tr_close(self, handle: int) -> None:
+        self.calls.append("tr_close")
+
+    def broken(self) -> None:
+        raise RuntimeError("refused")
+
+
+def test_the_timing_proxy_times_tpm_commands_and_hooks_them_by_step() -> None:
+    from host.provision import _TimedEsys
+
+    esys, clock, points = _Esys(), TpmClock(), []
+    timed: Any = _TimedEsys(esys, clock, points.append)
+    assert timed.nv_increment(1) == 2
+    with clock.step("import"):
+        timed.nv_increment(2)
+        timed.tr_close(3)  # handle bookkeeping: no TPM command, not timed
+        with pytest.raises(RuntimeError):
+            timed.broken()
+    assert esys.calls == ["nv_increment", "nv_increment", "tr_close"]
+    assert clock.calls == 3 and set(clock.by_command) == {"nv_increment", "broken"}
+    assert points == ["import/tpm:nv_increment", "import/tpm:broken"]
+    assert clock.label == ""
+
+
+def test_agent_file_round_trips_atomically_with_mode_0600(tmp_path: Path) -> None:
+    files = AgentFiles(Registry(tmp_path / "mids.json"))
+    assert files.path.name == "mids.agent.json"
+    assert files.read() == AgentState()
+    state = AgentState(mids={"m": MidInfo("m", "sho-a", "00101", 1, 2, "u", "ACTIVE")})
+    with files.locked():
+        files.write(state)
+    assert files.read() == state
+    assert files.path.stat().st_mode & 0o777 == 0o600
+    files.path.write_text("{not json")
+    with pytest.raises(BadInput, match="not JSON"):
+        files.read()
+
+
+def test_pinned_trust_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(Unavailable, match="no pinned device trust"):
+        load_trust(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1")
+    with pytest.raises(BadInput):
+        load_trust(bad)
+    good = tmp_path / "device-trust.json"
+    good.write_text(json.dumps(device_trust(make_config())))
+    monkeypatch.setenv("TRELAB_DEVICE_TRUST", str(good))
+    assert set(load_trust().shos) == {"sho-a", "sho-b"}
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.grants: dict[str, bytes | None] = {}
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        self.grants[endpoint] = grant
+        return b""
+
+
+def test_an_icf_grant_goes_only_to_the_registration_operator() -> None:
+    recorder = _Recorder()
+    for endpoint in ("drf/register", "pva/evidence", "dpf/receipt", "sho/attach", "sho/lifecycle"):
+        post(recorder, Send(endpoint, b""), b"grant")
+    assert recorder.grants == {
+        "drf/register": b"grant",
+        "pva/evidence": b"grant",
+        "dpf/receipt": b"grant",
+        "sho/attach": None,
+        "sho/lifecycle": None,
+    }
+
+
+def test_hss_record_parser_takes_the_card_vendors_file_and_names_bad_fields() -> None:
+    from firmware_stubs.usim.personalise import hss_record
+    from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
+
+    doc = hss_record(parse_profile(DEFAULT_PROFILE)).to_json()
+    fields = parse_hss_record(doc)
+    assert fields["imsi"] == "001010123456789" and len(fields["k"]) == 16
+    assert fields["sqn"]["seq_he"] > 0 and fields["params"] == {}
+    tuak = {**doc, "algorithm": "tuak", "k": "00" * 32, "topc": "11" * 32, "iterations": 1,
+            "res_bits": 64, "mac_bits": 64, "ck_bits": 128, "ik_bits": 128}  # fmt: skip
+    assert parse_hss_record(tuak)["params"]["key_bits"] == 256
+    for broken, field in (
+        ({**doc, "imsi": "12"}, "imsi"),
+        ({**doc, "k": "zz"}, "k"),
+        ({**doc, "opc": "00"}, "opc"),
+        ({**doc, "algorithm": "comp128"}, "algorithm"),
+        ({**tuak, "iterations": "1"}, "iterations"),
+    ):
+        with pytest.raises(BadInput, match=field):
+            parse_hss_record(broken)
