@@ -5,6 +5,11 @@ is not ACTIVE (the TPM refuses too for use-gated and operator-updatable MIDs, vi
 load K (policies checked by the TPM); run :func:`aka.usim.usim_authenticate`; if the SQN state
 moved, commit it to the registry *before* returning RES (a crash can lose an RES, never roll
 SQN back); flush everything.
+
+Bus protection (threat 9, §7.1.2.1) is on by default: the E_K commands run in a session salted
+to the MID parent with parameter encryption both ways, so a recording of the TPM bus shows
+neither RAND ⊕ OPc nor the E_K outputs (:class:`tpm.mid.LoadedMid`). ``bus_protection=False``
+is an opt-out for benchmarks; the outcome says which ran.
 """
 
 from __future__ import annotations
@@ -25,19 +30,27 @@ __all__ = ["AkaOutcome", "authenticate"]
 
 @dataclass(frozen=True)
 class AkaOutcome:
-    """The USIM result, the keyholder mode that ran and how many TPM symmetric commands."""
+    """The USIM result, the keyholder mode that ran, whether its TPM traffic was
+    parameter-encrypted, and how many TPM symmetric commands (or unseals) it took."""
 
     result: AkaResult
     mode: Mode
     mid: str
     tpm_calls: int
+    bus_protection: bool = True
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self.result.to_json()
         data["mode"] = self.mode
+        data["bus_protection"] = self.bus_protection
         data["mid"] = self.mid
         if self.mode == "sealed":
             data["note"] = "K was unsealed into host memory for this AKA (weaker than ecb/cfb)"
+        elif not self.bus_protection:
+            data["note"] = (
+                "bus protection off (opt-out): RAND ⊕ OPc and the E_K outputs crossed the TPM"
+                " bus in clear"
+            )
         return data
 
 
@@ -51,13 +64,16 @@ def authenticate(
     pin: bytes | None = None,
     mode: Mode | None = None,
     check_state: bool = True,
+    bus_protection: bool = True,
 ) -> AkaOutcome:
     """Run AKA for ``mid_id``; ``check_state=False`` skips only the host's ACTIVE check (tests
-    use it to show that the TPM itself refuses a use-gated MID that is not ACTIVE).
+    use it to show that the TPM itself refuses a use-gated MID that is not ACTIVE);
+    ``bus_protection=False`` sends the E_K parameters in clear (opt-out for benchmarks).
 
     Raises:
         BadInput: RAND/AUTN lengths, unknown MID, wrong mode for the MID.
         MidRefused: not ACTIVE, or the TPM refused the policy.
+        Unavailable: bus protection on a TPM with only TPM2_EncryptDecrypt.
         PinRejected, TpmLockedOut: PIN problems.
         RegistryRollback: the registry is older than REG_CTR.
     """
@@ -71,15 +87,18 @@ def authenticate(
         record = data.get(mid_id)
         if check_state and record.state != "active":
             raise MidRefused(f"MID {mid_id} is {record.state}, not active")
-        with LoadedMid(conn, record, pin=pin, mode=mode) as loaded:
+        with LoadedMid(conn, record, pin=pin, mode=mode, bus_protection=bus_protection) as loaded:
             algorithm = loaded.algorithm
             assert algorithm is not None
             with loaded.session():
                 result, new_state = usim_authenticate(algorithm, record.sqn, rand, autn)
             calls = int(getattr(loaded.holder, "calls", getattr(loaded.holder, "unseals", 0)))
             used: Mode = loaded.mode
+            protected = loaded.bus_protection
         if new_state != record.sqn:
             from dataclasses import replace
 
             registry.commit(conn, data.with_mid(replace(record, sqn=new_state)), name)
-    return AkaOutcome(result=result, mode=used, mid=mid_id, tpm_calls=calls)
+    return AkaOutcome(
+        result=result, mode=used, mid=mid_id, tpm_calls=calls, bus_protection=protected
+    )

@@ -3,8 +3,19 @@
 - :class:`TpmBlockCipher` — E_K by TPM2_EncryptDecrypt2 (or TPM2_EncryptDecrypt) on an
   AES-128 SYMCIPHER object: ``ecb`` sends all blocks of a call in one ECB command; ``cfb`` is
   the fallback for TPMs that refuse ECB (the PC Client profile makes ECB a "should not"): one
-  CFB *decrypt* with IV = X1 and input X2‖…‖Xn‖0¹⁶ returns P_i = C_i ⊕ E_K(C_{i-1}), so
-  E_K(X_i) = P_i ⊕ C_i (tpm.md). K never leaves the TPM.
+  CFB *decrypt* with IV = 0¹⁶ and input X1‖…‖Xn‖0¹⁶ returns P_{i+1} = C_{i+1} ⊕ E_K(X_i),
+  so E_K(X_i) = P_{i+1} ⊕ C_{i+1} (tpm.md's trick, shifted by one block so that no X_i
+  travels as ivIn: ivIn is not the first parameter, so parameter encryption cannot hide it,
+  and X1 is RAND ⊕ OPc). K never leaves the TPM.
+- **Bus protection** (TR 33.812 §7.1.2.1 threat 9, counter-measures 2 and 5): the E_K inputs
+  and outputs are OPc and RES/CK/IK in disguise (X1 = RAND ⊕ OPc; OUT2 ⊕ OPc = RES…; and
+  OUT1's first half ⊕ OPc is MAC-A, public in AUTN), so a logic analyser on the TPM's bus
+  would learn them. :class:`TpmBlockCipher` therefore takes the session its commands run in:
+  a salted session with TPMA_SESSION decrypt|encrypt makes the TPM and ESYS AES-128-CFB
+  encrypt inData and outData with a key derived from the salt (TPM 2.0 Part 1 §21.3), which a
+  sniffer of the whole session setup cannot derive (the salt is encrypted to a TPM key).
+  :class:`tpm.mid.LoadedMid` chooses the session; TPM2_EncryptDecrypt (v1) puts a flag first,
+  so only EncryptDecrypt2 can carry encrypted inData.
 - :class:`SealedAes` / :class:`SealedKeccak` — the weaker fallback for TPMs without a
   symmetric command, and the only way for TUAK (no TPM has Keccak): K is sealed data, unsealed
   over a salted, response-encrypted session for one AKA, used in software, then the buffer is
@@ -46,7 +57,7 @@ __all__ = [
 
 Mode = Literal["ecb", "cfb", "sealed"]
 #: Returns a context manager yielding the session that authorises one command on the key
-#: (a policy session with its steps just run), or None for the empty-password session.
+#: (a policy session with its steps just run).
 Authorizer = Callable[[], AbstractContextManager[Any]]
 _BLOCK = 16
 _MAX_DATA = 1024  # TPM2B_MAX_BUFFER on swtpm and most chips
@@ -167,6 +178,11 @@ def _tpm2b_bytes(value: Any) -> bytes:
 class TpmBlockCipher(BlockCipher):
     """E_K with K a loaded AES SYMCIPHER object; ``calls`` counts TPM commands sent.
 
+    Each command runs in ``authorize()``'s session (a policy session, steps just run), else
+    in ``session`` (a kept HMAC session: K's empty authValue), else in the empty-password
+    session. ``bus_protected`` says that session encrypts inData and outData (the caller
+    set it up so; see the module docstring).
+
     The hot path is kept short (three calls per AKA on a ~0.25 ms command): tpm2-pytss
     objects are built once, and ECB data up to one TPM buffer goes out in one call.
     """
@@ -179,32 +195,40 @@ class TpmBlockCipher(BlockCipher):
         mode: Mode = "ecb",
         command: str = "EncryptDecrypt2",
         authorize: Authorizer | None = None,
+        session: Any = None,
+        bus_protected: bool = False,
     ) -> None:
         if mode not in ("ecb", "cfb"):
             raise BadInput(f"TPM block cipher mode {mode!r}: expected ecb or cfb")
         if command not in ("EncryptDecrypt2", "EncryptDecrypt"):
             raise BadInput(f"symmetric command {command!r}")
+        if bus_protected and command != "EncryptDecrypt2":
+            raise BadInput("only TPM2_EncryptDecrypt2 can carry an encrypted inData")
+        if authorize is not None and session is not None:
+            raise BadInput("a TPM block cipher takes an authorizer or a session, not both")
         self._conn = conn
         self._key = key_handle
         self.mode: Mode = mode
         self._authorize = authorize
+        self.bus_protected = bus_protected
         esys = conn.esys
         self._send = (
             esys.encrypt_decrypt_2 if command == "EncryptDecrypt2" else esys.encrypt_decrypt
         )
         self._empty_iv = TPM2B_IV()  # built once: a tpm2-pytss TPM2B costs ~25 µs to make
+        self._zero_iv = TPM2B_IV(_ZERO_BLOCK)
         self._ecb = TPM2_ALG.ECB
         self._cfb = TPM2_ALG.CFB
-        self._password = ESYS_TR.PASSWORD
+        self._session = ESYS_TR.PASSWORD if session is None else session
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"TpmBlockCipher(mode={self.mode!r}, K=<in TPM>)"
+        return f"TpmBlockCipher(mode={self.mode!r}, bus_protected={self.bus_protected}, K=<in TPM>)"
 
     def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
         try:
-            if self._authorize is None:  # load-gated: the empty password, no session to run
-                out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._password)
+            if self._authorize is None:  # load-gated: no policy to run
+                out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._session)
             else:
                 with self._authorize() as session:
                     out, _ = self._send(self._key, decrypt, mode, iv, data, session1=session)
@@ -226,11 +250,14 @@ class TpmBlockCipher(BlockCipher):
             if self.mode == "ecb":
                 out += self._command(False, self._ecb, self._empty_iv, chunk)
             else:
-                # CFB decrypt: IV = X1, C = X2‖…‖Xn‖0 → P_i = C_i ⊕ E_K(X_i)
-                ciphertext = chunk[_BLOCK:] + _ZERO_BLOCK
-                plain = self._command(True, self._cfb, chunk[:_BLOCK], ciphertext)
-                mixed = int.from_bytes(plain, "big") ^ int.from_bytes(ciphertext, "big")
-                out += mixed.to_bytes(len(plain), "big")
+                # CFB decrypt: IV = 0, C = X1‖…‖Xn‖0 → P_{i+1} = C_{i+1} ⊕ E_K(X_i); P_1
+                # (= X1 ⊕ E_K(0)) is dropped. Every X_i sits in inData, none in ivIn.
+                ciphertext = chunk + _ZERO_BLOCK
+                plain = self._command(True, self._cfb, self._zero_iv, ciphertext)
+                mixed = int.from_bytes(plain[_BLOCK:], "big") ^ int.from_bytes(
+                    ciphertext[_BLOCK:], "big"
+                )
+                out += mixed.to_bytes(len(chunk), "big")
         return bytes(out)
 
 

@@ -64,7 +64,7 @@ from tpm.package import (
     sign_approval,
 )
 from tpm.policy import parse_pcr_selection, pcr_digest
-from tpm.policy_session import PolicyRunner, start_session
+from tpm.policy_session import PolicyRunner, set_session_attributes, start_session
 from tpm.registry import MidRecord, Registry, RegistryData, StoredObject, now
 from trelab.errors import BadInput, TrelabError, Unavailable
 
@@ -558,14 +558,38 @@ class LoadedMid:
     """A MID's K loaded in the TPM (and OPc/TOPc unsealed into host memory) for AKA.
 
     ``with LoadedMid(conn, record, pin=…, mode=…) as mid:`` → ``mid.algorithm`` (a Milenage or
-    TUAK object whose kernel is the TPM), ``mid.mode``, ``mid.session()`` (for sealed K: one
-    unseal per AKA). Everything is flushed on exit.
+    TUAK object whose kernel is the TPM), ``mid.mode``, ``mid.bus_protection``,
+    ``mid.session()`` (for sealed K: one unseal per AKA). Everything is flushed on exit.
+
+    **Sessions and the bus** (threat 9, §7.1.2.1; :mod:`tpm.keyholder`). While the MID parent
+    is loaded, one session is started for the MID, salted to the parent: the parent's public
+    area comes from the operator's package and the TPM just accepted it in TPM2_Load, whose
+    integrity check binds the private part to exactly that public area, so only this TPM can
+    recover the salt — a sniffer of the whole exchange, StartAuthSession included, cannot
+    derive the session key. The session outlives the parent (a salt is needed only at
+    StartAuthSession) and serves, for the MID's lifetime:
+
+    - OPc/TOPc's TPM2_Unseal (response encrypted), always;
+    - with ``bus_protection`` (the default), K's commands: EncryptDecrypt2 with decrypt|encrypt
+      (inData and outData encrypted), or sealed K's Unseal (encrypted response). Use-gated and
+      operator-updatable MIDs: the session is the policy session (the policy steps re-run in
+      it per command, PolicyAuthValue for a PIN); load-gated: a salted HMAC session that
+      authorises with K's empty authValue and carries the encryption (one session for both:
+      cheaper than a password session plus an encrypt-only session, measured 6.7 vs 7.1 ms);
+    - ``bus_protection=False`` (an opt-out for benchmarks, reported as such): K's E_K
+      commands run as before — load-gated with the empty password, policy-gated in an unsalted
+      policy session (salted if there is a PIN) — so RAND ⊕ OPc and the E_K outputs cross the
+      bus in clear. It does not apply to sealed K (K itself would cross the bus).
+
+    The PIN never travels: it is K's authValue, proven by PolicyAuthValue, i.e. it keys the
+    session HMAC (with the salted session key) and never appears on the bus (PolicyPassword,
+    which sends it in clear, is not used).
 
     Raises (on enter):
         MidRefused: PCRs or MID_STATE do not satisfy the policy; the SRK changed (cleared TPM).
         PinRejected, TpmLockedOut: PIN problems (use-gated or operator-updatable with PIN).
         BadInput: a mode the MID cannot run (e.g. ``sealed`` for a symmetric K).
-        Unavailable: the TPM lacks what the mode needs.
+        Unavailable: the TPM lacks what the mode needs (bus protection: EncryptDecrypt2).
     """
 
     def __init__(
@@ -576,6 +600,7 @@ class LoadedMid:
         pin: bytes | None = None,
         mode: Mode | None = None,
         symmetric: SymmetricSupport | None = None,
+        bus_protection: bool = True,
     ) -> None:
         self._conn = conn
         self.record = record
@@ -589,6 +614,7 @@ class LoadedMid:
             if mode not in (None, "sealed"):
                 raise BadInput(f"MID {record.mid} holds K as sealed data: only mode sealed runs")
             self.mode: Mode = "sealed"
+            self.bus_protection = True  # K itself is unsealed: never over an open bus
         else:
             if mode == "sealed":
                 raise BadInput(
@@ -609,6 +635,15 @@ class LoadedMid:
                 raise Unavailable("this TPM offers neither ECB nor CFB for AES")
             self.mode = chosen
             self._command = policy.command if policy.kind != "load" else support.command
+            if bus_protection and self._command != "EncryptDecrypt2":
+                raise Unavailable(
+                    "bus protection needs TPM2_EncryptDecrypt2: TPM2_EncryptDecrypt puts a flag"
+                    " before inData, so parameter encryption cannot hide the E_K input"
+                    " (RAND ⊕ OPc) on the TPM bus",
+                    fix="re-provision with --form sealed, or accept the risk with"
+                    " --no-bus-protection",
+                )
+            self.bus_protection = bus_protection
         self._stack = contextlib.ExitStack()
         self.holder: Any = None
         self.secret: bytes = b""
@@ -626,49 +661,73 @@ class LoadedMid:
         self._stack.close()
 
     def __repr__(self) -> str:
-        return f"LoadedMid({self.record.mid!r}, mode={self.mode!r})"
+        return (
+            f"LoadedMid({self.record.mid!r}, mode={self.mode!r}, "
+            f"bus_protection={self.bus_protection})"
+        )
 
     # -- internals ----------------------------------------------------------------------------------
     def _flush_later(self, handle: Any) -> Any:
         self._stack.callback(self._conn.flush, handle)
         return handle
 
-    def _runner(self, steps: list[Any], *, salted: bool, encrypt: bool) -> PolicyRunner:
+    def _policy_runner(self, steps: list[Any], *, salt_key: Any, encrypt: bool) -> PolicyRunner:
         policy = self.record.policy
-        runner = PolicyRunner(
+        return PolicyRunner(
             self._conn,
             steps,
             approval=policy.approval,
             operator_public=policy.operator_key,
-            salt_key=self._srk if salted else None,
+            salt_key=salt_key,
             encrypt=encrypt,
         )
-        self._stack.callback(runner.close)
-        return runner
+
+    def _open_session(self, salt_key: Any) -> None:
+        """Start the MID's salted session (class docstring) while ``salt_key`` (the parent)
+        is loaded: the policy session ``_runner`` for a policy-gated K, else the HMAC session
+        ``_hmac``. Response encryption only until :meth:`_build` adds decrypt."""
+        k_steps = self.record.policy.k_steps()
+        self._runner: PolicyRunner | None = None
+        self._hmac: Any = None
+        self._k_runner: PolicyRunner | None = None
+        self._stack.callback(self._close_session)
+        if k_steps:
+            self._runner = self._policy_runner(k_steps, salt_key=salt_key, encrypt=True)
+        else:
+            self._hmac = start_session(self._conn, kind="hmac", salt_key=salt_key, encrypt=True)
+
+    def _close_session(self) -> None:
+        runner, self._runner = self._runner, None
+        hmac, self._hmac = self._hmac, None
+        if runner is not None:
+            runner.close()
+        if hmac is not None:
+            self._conn.flush(hmac)
+
+    def _open_unprotected(self, salt_key: Any) -> None:
+        """The ``bus_protection=False`` opt-out, after OPc is unsealed: drop the salted
+        session; a policy-gated K gets its own policy session, salted only for a PIN (so the
+        PIN still cannot be brute-forced offline), without parameter encryption."""
+        self._close_session()
+        policy = self.record.policy
+        k_steps = policy.k_steps()
+        if k_steps:
+            self._k_runner = self._policy_runner(
+                k_steps, salt_key=salt_key if policy.pin else None, encrypt=False
+            )
+            self._stack.callback(self._k_runner.close)
 
     @contextlib.contextmanager
     def _unseal_session(self, steps: list[Any]) -> Iterator[Any]:
-        """A salted, response-encrypting session for TPM2_Unseal: the policy runner for a
-        policy-gated object, else a salted HMAC session (empty authValue)."""
-        if steps:
-            with contextlib.ExitStack() as stack:
-                runner = PolicyRunner(
-                    self._conn,
-                    steps,
-                    approval=self.record.policy.approval,
-                    operator_public=self.record.policy.operator_key,
-                    salt_key=self._srk,
-                    encrypt=True,
-                )
-                stack.callback(runner.close)
-                with runner.use() as session:
-                    yield session
-            return
-        session = start_session(self._conn, kind="hmac", salt_key=self._srk, encrypt=True)
-        try:
+        """The salted session, response encryption only (TPM2_Unseal has no command
+        parameter to decrypt), with ``steps`` run for a policy-gated object."""
+        session = self._runner.session if self._runner is not None else self._hmac
+        set_session_attributes(self._conn, session, encrypt=True, decrypt=False)
+        if self._runner is None:
             yield session
-        finally:
-            self._conn.flush(session)
+            return
+        with self._runner.use(steps) as s:
+            yield s
 
     def _load(self) -> None:
         from tpm2_pytss import TSS2_Exception
@@ -677,7 +736,6 @@ class LoadedMid:
 
         conn, esys, record, policy = self._conn, self._conn.esys, self.record, self.record.policy
         srk, srk_public = ensure_srk(conn)
-        self._srk = srk
         srk_name = object_name(srk_public)
         try:
             with loaded_ek(conn) as (ek, ek_public):
@@ -699,6 +757,12 @@ class LoadedMid:
                 conn, policy.parent_steps(srk_name), handles={srk_name: srk}
             )
             parent_scope.callback(parent_runner.close)
+            try:
+                self._open_session(parent)
+            except TSS2_Exception as exc:
+                raise translate(
+                    exc, f"starting a session salted to MID {record.mid}'s parent"
+                ) from None
 
             def load_child(stored: StoredObject, label: str) -> Any:
                 try:
@@ -720,6 +784,11 @@ class LoadedMid:
                 raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
             finally:
                 conn.flush(secret)
+            if not self.bus_protection:
+                try:
+                    self._open_unprotected(parent)
+                except TSS2_Exception as exc:
+                    raise translate(exc, f"starting K's session for MID {record.mid}") from None
             key = self._flush_later(load_child(record.k, "K"))
         if self._pin is not None:
             esys.tr_set_auth(key, self._pin)
@@ -750,13 +819,26 @@ class LoadedMid:
                 self.holder = SealedKeccak(unseal, spec.key_bits)
             else:
                 self.holder = SealedAes(unseal)
-        else:
-            authorize = None
-            if k_steps:
-                runner = self._runner(k_steps, salted=policy.pin, encrypt=False)
-                authorize = runner.use
+        elif self.bus_protection:
+            # from here on the salted session carries only K's EncryptDecrypt2: inData too
+            shared = self._runner.session if self._runner is not None else self._hmac
+            set_session_attributes(self._conn, shared, encrypt=True, decrypt=True)
             self.holder = TpmBlockCipher(
-                self._conn, key, mode=self.mode, command=self._command, authorize=authorize
+                self._conn,
+                key,
+                mode=self.mode,
+                command=self._command,
+                authorize=self._runner.use if self._runner is not None else None,
+                session=self._hmac if self._runner is None else None,
+                bus_protected=True,
+            )
+        else:
+            self.holder = TpmBlockCipher(
+                self._conn,
+                key,
+                mode=self.mode,
+                command=self._command,
+                authorize=self._k_runner.use if self._k_runner is not None else None,
             )
         spec = self.record.algorithm
         if spec.name == "tuak":

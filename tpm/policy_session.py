@@ -7,9 +7,13 @@ amortisation measured in ``bench/tpm_bench.py``. After a failed use the runner s
 TPM2_PolicyRestart before the next one. The PolicyAuthorize ticket (TPM2_VerifySignature over
 the operator's approval) is kept for the runner's lifetime.
 
-``salt_key`` (the SRK) makes a salted session: the session key is not derivable from the bus
-traffic, so a PIN (PolicyAuthValue → HMAC key) cannot be brute-forced offline from one
-captured command, and ``encrypt=True`` encrypts response parameters (unsealed OPc/TOPc/K).
+``salt_key`` (a loaded TPM key whose public part the caller has verified, e.g. the MID
+parent) makes a salted session: the session key is not derivable from the bus traffic, so a
+PIN (PolicyAuthValue → HMAC key) cannot be brute-forced offline from one captured command;
+``encrypt=True`` encrypts the first response parameter (unsealed OPc/TOPc/K, E_K's outData)
+and ``decrypt=True`` the first command parameter (E_K's inData), AES-128-CFB keyed from the
+session key (TPM 2.0 Part 1 §21.3). One session can serve commands of different shapes:
+:func:`set_session_attributes` switches ``decrypt`` off for TPM2_Unseal (no command parameter).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from tpm.policy import (
 )
 from trelab.errors import BadInput, LocalProtocolError
 
-__all__ = ["PolicyRunner", "start_session", "trial_digest"]
+__all__ = ["PolicyRunner", "set_session_attributes", "start_session", "trial_digest"]
 
 
 def start_session(
@@ -41,15 +45,17 @@ def start_session(
     kind: str = "policy",
     salt_key: Any = None,
     encrypt: bool = False,
+    decrypt: bool = False,
 ) -> Any:
     """TPM2_StartAuthSession (SHA-256): ``kind`` policy, trial or hmac; salted with
-    ``salt_key`` if given; AES-128-CFB parameter encryption of responses if ``encrypt``.
+    ``salt_key`` if given; AES-128-CFB parameter encryption of responses if ``encrypt``, of
+    commands if ``decrypt`` (TPM 2.0 Part 1 §19.6.5, §21).
 
     Raises:
         tpm2_pytss.TSS2_Exception: the TPM refuses (callers translate).
     """
     from tpm2_pytss import TPMT_SYM_DEF, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_SESSION
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
 
     types = {"policy": TPM2_SE.POLICY, "trial": TPM2_SE.TRIAL, "hmac": TPM2_SE.HMAC}
     if kind not in types:
@@ -60,7 +66,7 @@ def start_session(
             keyBits=TPMU_SYM_KEY_BITS(aes=128),
             mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
         )
-        if encrypt or salt_key is not None
+        if encrypt or decrypt or salt_key is not None
         else TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
     )
     session = conn.esys.start_auth_session(
@@ -70,11 +76,25 @@ def start_session(
         symmetric=symmetric,
         auth_hash=TPM2_ALG.SHA256,
     )
+    set_session_attributes(conn, session, encrypt=encrypt, decrypt=decrypt)
+    return session
+
+
+def set_session_attributes(
+    conn: TpmConnection, session: Any, *, encrypt: bool, decrypt: bool
+) -> None:
+    """continueSession, plus ``encrypt`` / ``decrypt`` for the next commands (ESYS-local, no
+    TPM command). A TPM refuses ``decrypt`` on a command without a TPM2B first parameter
+    (TPM2_Unseal; TPM_RC_ATTRIBUTES), so a session shared by Unseal and EncryptDecrypt2
+    switches between them."""
+    from tpm2_pytss.constants import TPMA_SESSION
+
     attrs = int(TPMA_SESSION.CONTINUESESSION)
     if encrypt:
         attrs |= int(TPMA_SESSION.ENCRYPT)
+    if decrypt:
+        attrs |= int(TPMA_SESSION.DECRYPT)
     conn.esys.trsess_set_attributes(session, attrs)
-    return session
 
 
 def _signature(der: bytes) -> Any:
@@ -97,7 +117,9 @@ class PolicyRunner:
     """Re-runs ``steps`` in one session for each authorisation (see module docstring).
 
     ``handles`` maps an object name (PolicySecret's authObject) to its ESYS handle;
-    ``approval`` and ``operator_public`` (marshaled TPM2B_PUBLIC) serve PolicyAuthorize.
+    ``approval`` and ``operator_public`` (marshaled TPM2B_PUBLIC) serve PolicyAuthorize;
+    ``salt_key``, ``encrypt`` and ``decrypt`` as for :func:`start_session`. A use may run
+    other steps than ``steps`` (one salted session serving OPc's Unseal and K's commands).
     Close it (or use it as a context manager) so the session is flushed.
     """
 
@@ -111,6 +133,7 @@ class PolicyRunner:
         operator_public: bytes | None = None,
         salt_key: Any = None,
         encrypt: bool = False,
+        decrypt: bool = False,
         trial: bool = False,
     ) -> None:
         self._conn = conn
@@ -122,7 +145,11 @@ class PolicyRunner:
         self._dirty = False
         self.uses = 0
         self.session = start_session(
-            conn, kind="trial" if trial else "policy", salt_key=salt_key, encrypt=encrypt
+            conn,
+            kind="trial" if trial else "policy",
+            salt_key=salt_key,
+            encrypt=encrypt,
+            decrypt=decrypt,
         )
 
     def __enter__(self) -> PolicyRunner:
@@ -136,23 +163,24 @@ class PolicyRunner:
             self._conn.flush(self.session)
             self.session = None
 
-    def run_steps(self) -> None:
-        """Send the policy commands for every step (after PolicyRestart if needed)."""
+    def run_steps(self, steps: Sequence[PolicyStep] | None = None) -> None:
+        """Send the policy commands for every step of ``steps`` (default: the runner's),
+        after PolicyRestart if needed."""
         esys = self._conn.esys
         if self.session is None:
             raise LocalProtocolError("policy session already closed")
         if self._dirty:
             esys.policy_restart(self.session)
         self._dirty = True
-        for step in self._steps:
+        for step in self._steps if steps is None else steps:
             self._run(step)
 
     @contextlib.contextmanager
-    def use(self) -> Iterator[Any]:
+    def use(self, steps: Sequence[PolicyStep] | None = None) -> Iterator[Any]:
         """``with runner.use() as session:`` run the steps, yield the session for one command.
         A clean exit means the TPM consumed (and reset) the policy; an exception marks the
         session for PolicyRestart."""
-        self.run_steps()
+        self.run_steps(steps)
         yield self.session
         self._dirty = False
         self.uses += 1

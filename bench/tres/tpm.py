@@ -22,6 +22,14 @@ aka`` runs it minus process start: registry lock and REG_CTR check, load parent 
 E_K, the new SQN state committed (file fsync + one REG_CTR NV write) *before* RES, flush.
 ``aka-milenage (no registry)`` keeps K loaded and the SQN state in memory: the TPM's share.
 
+Bus protection (threat 9): both run as ``trelab tpm aka`` does by default, E_K's inData and
+outData parameter-encrypted in a session salted to the MID parent (:class:`tpm.mid.LoadedMid`).
+The symmetric-K rows add the opt-out, labelled ``(no bus protection)``
+(``--no-bus-protection``: E_K in clear on the bus, the pre-threat-9 behaviour), so the report
+shows what the protection costs, and ``e_k (bus-protected)``: one E_K of one block in the
+protected session, against the raw bare command. Sealed K is always unsealed over the
+protected session (the opt-out does not apply).
+
 Where: the lab rows run on a *bench TPM* — swtpm manufactured for this run in a temp directory,
 with the lab's binary and setup — shared by the four rows and stopped when the last closes. Not
 on the lab's own TPM because provisioning uses MID_STATE slots for good (DELETED is terminal,
@@ -293,15 +301,22 @@ def _tss(call: Callable[[], Any], what: str) -> Any:
 class _Resident:
     """A MID loaded in an untimed ``setup`` and flushed in ``teardown``."""
 
-    def __init__(self, conn: TpmConnection, record: MidRecord, mode: Mode) -> None:
+    def __init__(
+        self, conn: TpmConnection, record: MidRecord, mode: Mode, *, bus_protection: bool = True
+    ) -> None:
         self._conn, self._record, self._mode = conn, record, mode
+        self._bus_protection = bus_protection
         self._scope: contextlib.ExitStack | None = None
         self.loaded: LoadedMid | None = None
 
     def load(self) -> None:
         self.unload()
         scope = contextlib.ExitStack()
-        self.loaded = scope.enter_context(LoadedMid(self._conn, self._record, mode=self._mode))
+        self.loaded = scope.enter_context(
+            LoadedMid(
+                self._conn, self._record, mode=self._mode, bus_protection=self._bus_protection
+            )
+        )
         self._scope = scope
 
     def get(self) -> LoadedMid:
@@ -367,12 +382,14 @@ class TpmTre:
             if form == "sealed"
             else None
         )
+        # Bus protection needs EncryptDecrypt2 (a v1-only chip runs the opt-out only, and says so)
+        self.bus_protection = form == "sealed" or self._symmetric.encrypt_decrypt2
         # The first AKA on the real path: proves the row works and gives the mode that ran and
         # a vector the registry has seen (replayed by aka-resync).
         self._replay = self._milenage.pool.take()
         outcome = authenticate(
             conn, site.registry, self._milenage.mid, self._replay.rand, self._replay.autn,
-            mode=variant.mode,
+            mode=variant.mode, bus_protection=self.bus_protection,
         )  # fmt: skip
         _expect_success(outcome.result, self.tre)
         self.mode: Mode = outcome.mode
@@ -414,6 +431,7 @@ class TpmTre:
             "symmetric": f"{sym.command or 'none'}; ECB {'yes' if sym.ecb else 'no'}, "
             f"CFB {'yes' if sym.cfb else 'no'}",
             "registry": "one NV write (REG_CTR) per accepted AKA on the real path",
+            "bus_protection": self._bus_text(),
         }
         if self._site.tcti.startswith("swtpm:"):
             env["swtpm"] = swtpm_version()
@@ -421,12 +439,34 @@ class TpmTre:
             env["ak"] = f"ECC P-256 at 0x{self._ak.handle:08x}; quotes over {QUOTE_PCRS}"
         return env
 
+    def _bus_text(self) -> str:
+        if self.mode == "sealed":
+            return (
+                "always: K and OPc unsealed over a session salted to the MID parent, responses "
+                "encrypted (no opt-out: K itself would cross the bus)"
+            )
+        if not self.bus_protection:
+            return (
+                "impossible here (TPM2_EncryptDecrypt only: inData is not its first parameter); "
+                "every AKA case is the opt-out, E_K in clear on the bus"
+            )
+        return (
+            "on (default): E_K inData/outData AES-128-CFB parameter-encrypted in a session "
+            "salted to the MID parent; the '(no bus protection)' cases are the opt-out"
+        )
+
     def cases(self, quick: bool) -> list[Case]:
         many = 5 if quick else 20  # batch for sub-millisecond commands
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
         cases.append(self._resident_aka_case(few))
+        if self.mode != "sealed" and self.bus_protection:  # the opt-out, to show the cost
+            cases.append(
+                self._real_aka_case("aka-milenage (no bus protection)", mid, bus_protection=False)
+            )
+            cases.append(self._resident_aka_case(few, bus_protection=False))
+            cases.append(self._protected_e_k_case(many))
         if self.variant.kind == "use":
             cases.append(self._fresh_session_case(few))
         if self._tuak is not None:
@@ -566,24 +606,67 @@ class TpmTre:
         )  # fmt: skip
 
     # -- AKA -----------------------------------------------------------------------------------
-    def _real_aka_case(self, operation: str, mid: _BenchMid) -> Case:
+    def _bus_label(self, protect: bool) -> str:
+        if self.mode == "sealed":
+            return "bus-protected (sealed K: always)"
+        if protect:
+            return "bus-protected (E_K parameters encrypted, salted session)"
+        return "NO bus protection (opt-out: E_K parameters in clear on the TPM bus)"
+
+    def _real_aka_case(
+        self, operation: str, mid: _BenchMid, *, bus_protection: bool | None = None
+    ) -> Case:
         conn, registry, mode = self._conn, self._site.registry, self.variant.mode
+        protect = self.bus_protection if bus_protection is None else bus_protection
 
         def body(n: int) -> None:
             for _ in range(n):
                 vector = mid.pool.take()
-                outcome = authenticate(conn, registry, mid.mid, vector.rand, vector.autn, mode=mode)
+                outcome = authenticate(
+                    conn, registry, mid.mid, vector.rand, vector.autn, mode=mode,
+                    bus_protection=protect,
+                )  # fmt: skip
                 _expect_success(outcome.result, operation)
 
         return Case(
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
-            detail=f"real path, mode {self.mode}: tpm.aka.authenticate (registry lock + REG_CTR "
-            "check, load parent → OPc → K, AKA, SQN commit = fsync + one NV write, flush)",
+            detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
+            "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
+            "SQN commit = fsync + one NV write, flush)",
         )  # fmt: skip
 
-    def _resident_aka_case(self, batch: int) -> Case:
+    def _protected_e_k_case(self, batch: int) -> Case:
+        """One E_K of one block through the keyholder in the MID's protected session: the
+        per-command price of parameter encryption (against the raw bare command)."""
+        resident = _Resident(self._conn, self._milenage.record, self.mode)
+        block = os.urandom(16)
+
+        def body(n: int) -> None:
+            holder = resident.get().holder
+            for _ in range(n):
+                holder.encrypt_blocks(block)
+
+        what = (
+            "policy steps + EncryptDecrypt2 in the salted policy session"
+            if self.variant.kind == "use"
+            else "EncryptDecrypt2 in the salted HMAC session (K's empty authValue)"
+        )
+        return Case(
+            self.tre, "e_k (bus-protected)", body, batch=batch,
+            detail=f"one E_K of one block ({self.mode}) through TpmBlockCipher: {what}, "
+            "TPMA_SESSION decrypt|encrypt (inData/outData AES-128-CFB), K loaded (untimed)",
+            setup=resident.load, teardown=resident.unload,
+        )  # fmt: skip
+
+    def _resident_aka_case(self, batch: int, *, bus_protection: bool | None = None) -> Case:
         mid = self._milenage
-        resident = _Resident(self._conn, mid.record, self.mode)
+        protect = self.bus_protection if bus_protection is None else bus_protection
+        resident = _Resident(self._conn, mid.record, self.mode, bus_protection=protect)
+        operation = (
+            "aka-milenage (no registry)"
+            if protect == self.bus_protection
+            else "aka-milenage (no registry, no bus protection)"
+        )
         state = {"sqn": SqnState()}  # starts where the MID was provisioned (SQN_MS 0)
 
         def body(n: int) -> None:
@@ -596,7 +679,7 @@ class TpmTre:
                     result, state["sqn"] = usim_authenticate(
                         algorithm, state["sqn"], vector.rand, vector.autn
                     )
-                _expect_success(result, "aka-milenage (no registry)")
+                _expect_success(result, operation)
 
         def teardown() -> None:
             resident.unload()
@@ -605,14 +688,20 @@ class TpmTre:
         what = {
             "ecb": "3 × EncryptDecrypt2 (ECB)",
             "cfb": "3 × EncryptDecrypt2 (CFB decrypt)",
-            "sealed": "one salted, encrypted Unseal per AKA (StartAuthSession + Unseal + flush), "
-            "AES in software",
+            "sealed": "one Unseal per AKA in the MID's salted, response-encrypted session "
+            "(started at load), AES in software",
         }[self.mode]
         if self.variant.kind == "use":
             what = "3 × (policy steps + EncryptDecrypt2) in one policy session kept for the MID"
+        elif self.mode != "sealed":
+            what += (
+                " in one salted HMAC session kept for the MID" if protect
+                else ", empty-password session"
+            )  # fmt: skip
         return Case(
-            self.tre, "aka-milenage (no registry)", body, batch=batch,
-            detail=f"K loaded (untimed), SQN state in memory, nothing written: {what}",
+            self.tre, operation, body, batch=batch,
+            detail=f"K loaded (untimed), SQN state in memory, nothing written, "
+            f"{self._bus_label(protect)}: {what}",
             setup=resident.load, teardown=teardown,
         )  # fmt: skip
 
@@ -623,7 +712,7 @@ class TpmTre:
         from tpm.policy_session import PolicyRunner
 
         conn, mid = self._conn, self._milenage
-        resident = _Resident(conn, mid.record, self.mode)
+        resident = _Resident(conn, mid.record, self.mode, bus_protection=False)
         steps = mid.record.policy.k_steps()
         state = {"sqn": SqnState()}
         held: dict[str, AkaAlgorithm] = {}
@@ -654,26 +743,31 @@ class TpmTre:
 
         return Case(
             self.tre, "aka-milenage (session per command)", body, batch=batch,
-            detail="as (no registry), but StartAuthSession + policy steps + EncryptDecrypt2 + "
-            "FlushContext for each of the 3 E_K",
+            detail="as (no registry, no bus protection), but StartAuthSession + policy steps + "
+            "EncryptDecrypt2 + FlushContext for each of the 3 E_K (unsalted sessions, no "
+            "parameter encryption: what keeping the session saves)",
             setup=setup, teardown=teardown,
         )  # fmt: skip
 
     def _resync_case(self) -> Case:
         conn, registry, mid, mode = self._conn, self._site.registry, self._milenage, self.mode
         replay: AuthVector = self._replay
+        protect = self.bus_protection
 
         def body(n: int) -> None:
             for _ in range(n):
-                outcome = authenticate(conn, registry, mid.mid, replay.rand, replay.autn, mode=mode)
+                outcome = authenticate(
+                    conn, registry, mid.mid, replay.rand, replay.autn, mode=mode,
+                    bus_protection=protect,
+                )  # fmt: skip
                 if not isinstance(outcome.result, AkaSyncFailure):
                     raise LocalProtocolError(f"replayed AUTN gave {outcome.result.result}")
                 mid.hss.resynchronise(mid.imsi, replay.rand, outcome.result.auts)
 
         return Case(
             self.tre, "aka-resync", body,
-            detail="real path with a replayed AUTN: the TPM side answers AUTS (nothing "
-            "committed), the HSS checks MAC-S and recovers SQN_MS",
+            detail=f"real path with a replayed AUTN, {self._bus_label(protect)}: the TPM side "
+            "answers AUTS (nothing committed), the HSS checks MAC-S and recovers SQN_MS",
         )  # fmt: skip
 
     # -- attestation ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@ list | delete | activate | suspend | authorize | reset``) and ``aka`` with K ins
 device would report (EK public, SRK name, PCR digest, MID_CTR, a free slot) from the TPM and
 writes a package; K never appears in it in clear. Every verb takes ``--tpm TCTI`` and
 ``--registry PATH`` (default ``$TRELAB_MID_REGISTRY``, else ``mids.json`` in the lab dir).
-``aka`` exits 0 on success or sync_failure (AUTS), 1 on mac_failure.
+``aka`` exits 0 on success or sync_failure (AUTS), 1 on mac_failure; it protects the TPM
+bus by default (E_K parameters encrypted in a salted session, threat 9) and reports
+``bus_protection``; ``--no-bus-protection`` is an opt-out for benchmarks.
 """
 
 from __future__ import annotations
@@ -249,7 +251,14 @@ def _aka(args: argparse.Namespace) -> Outcome:
     autn = parse_hex("--autn", args.autn, length=16)
     with _connect(args) as conn:
         outcome = authenticate(
-            conn, _registry(args), args.mid, rand, autn, pin=_pin(args.pin), mode=args.mode
+            conn,
+            _registry(args),
+            args.mid,
+            rand,
+            autn,
+            pin=_pin(args.pin),
+            mode=args.mode,
+            bus_protection=args.bus_protection,
         )
     data = outcome.to_json()
     exit_code = 1 if data["result"] == "mac_failure" else 0
@@ -374,6 +383,13 @@ def register(nouns: Any) -> None:
         "--mode",
         choices=("ecb", "cfb", "sealed"),
         help="override the probe's choice (ECB if allowed, else CFB; sealed for sealed K)",
+    )
+    p.add_argument(
+        "--no-bus-protection",
+        dest="bus_protection",
+        action="store_false",
+        help="OPT-OUT, for benchmarks only: send E_K's parameters in clear on the TPM bus (a"
+        " bus sniffer then learns OPc and RES/CK/IK); default: encrypted in a salted session",
     )
     _common(p)
     p.set_defaults(func=_aka)

@@ -24,6 +24,7 @@ from aka.milenage import Milenage
 from aka.sqn import join_sqn
 
 if TYPE_CHECKING:
+    from tpm.aka import AkaOutcome
     from tpm.connection import TpmConnection
     from tpm.package import Package
     from tpm.registry import MidRecord, Registry, StoredObject
@@ -32,11 +33,15 @@ __all__ = [
     "BusTap",
     "LocalMid",
     "MidObjects",
+    "change_k_auth",
     "duplicate_with_signed_policy",
     "encrypt_decrypt2_data",
     "extend_pcr",
     "fresh_autn",
     "import_parent",
+    "load_mid",
+    "load_refusal",
+    "local_aka",
     "local_mid",
     "mid_objects",
     "rc_name",
@@ -218,6 +223,73 @@ def fresh_autn(k: bytes, opc: bytes, rand: bytes, seq: int, amf: bytes = b"\x80\
     sqn = join_sqn(seq, 0)
     mac, out = Milenage(SoftwareAes(k), opc).f1_f2345(rand, sqn, amf)
     return build_autn(sqn, out.ak, amf, mac)
+
+
+def local_aka(
+    conn: TpmConnection,
+    registry: Registry,
+    mid: LocalMid,
+    rand: bytes,
+    *,
+    seq: int = 1,
+    pin: bytes | None = None,
+    check_state: bool = True,
+) -> AkaOutcome:
+    """AKA (:func:`tpm.aka.authenticate`) with ``mid`` on the challenge its HSS would send:
+    ``rand`` and the AUTN for SEQ ``seq``.
+
+    Raises:
+        tpm.mid_errors.MidRefused: the TPM or the MID store refused (PinRejected, …).
+    """
+    from tpm.aka import authenticate
+
+    autn = fresh_autn(mid.k, mid.opc, rand, seq)
+    return authenticate(
+        conn, registry, mid.record.mid, rand, autn, pin=pin, check_state=check_state
+    )
+
+
+def load_mid(conn: TpmConnection, record: MidRecord, *, use_k: bool = False) -> None:
+    """Load ``record`` through the MID store (:class:`tpm.mid.LoadedMid`, its policies
+    satisfied); ``use_k`` also encrypts one block with K.
+
+    Raises:
+        tpm.mid_errors.MidRefused: the MID store or the TPM refused.
+    """
+    from tpm.mid import LoadedMid
+
+    with LoadedMid(conn, record) as loaded:
+        if use_k:
+            loaded.holder.encrypt_blocks(bytes(16))
+
+
+def load_refusal(
+    conn: TpmConnection, record: MidRecord, stored: StoredObject | None = None
+) -> str | None:
+    """Load ``record``'s MID parent by hand, then ``stored`` (K by default) under it: None if
+    the TPM took both, else the response code it refused with."""
+
+    def load() -> None:
+        with mid_objects(conn, record) as objects:
+            objects(record.k if stored is None else stored)
+
+    return tpm_refusal(load)
+
+
+def change_k_auth(conn: TpmConnection, mid: LocalMid, new_auth: bytes) -> str | None:
+    """TPM2_ObjectChangeAuth of ``mid``'s K (under its parent, K's PIN given if it has one)
+    to ``new_auth``: None if the TPM changed it, else its response code."""
+    from tpm2_pytss.constants import ESYS_TR
+
+    with mid_objects(conn, mid.record) as objects:
+        key = objects(mid.record.k)
+        if mid.pin is not None:
+            conn.esys.tr_set_auth(key, mid.pin)
+        return tpm_refusal(
+            lambda: conn.esys.object_change_auth(
+                key, objects.parent, new_auth, session1=ESYS_TR.PASSWORD
+            )
+        )
 
 
 def extend_pcr(conn: TpmConnection, index: int, measurement: bytes) -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from aka.autn import build_autn, recover_sqn_ms
 from aka.keyholder import SoftwareAes
@@ -31,6 +30,13 @@ from aka.tuak import Tuak
 from aka.usim import AkaSuccess, AkaSyncFailure
 from host.cli import main as cli_main
 from host.lab import LabStatus
+from host.threats.tpm_tools import (
+    duplicate_with_signed_policy,
+    extend_pcr,
+    fresh_autn,
+    reset_pcr,
+    unlocked_k,
+)
 from tpm import nv
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
@@ -57,7 +63,6 @@ from tpm.mid_errors import (
 )
 from tpm.package import AlgorithmSpec, MidSecrets, Package, WrappedObject
 from tpm.policy import (
-    CC_DUPLICATE,
     CC_ENCRYPT_DECRYPT2,
     CC_UNSEAL,
     PolicyAuthorize,
@@ -66,11 +71,10 @@ from tpm.policy import (
     PolicyNv,
     PolicyPcr,
     PolicySecret,
-    approval_hash,
     pcr_digest,
     policy_digest,
 )
-from tpm.policy_session import _signature, start_session, trial_digest
+from tpm.policy_session import trial_digest
 from tpm.registry import Registry
 from trelab.errors import BadInput
 
@@ -160,13 +164,6 @@ def provision(
     )
     record = import_package(c, reg, package, activate=state == "active")
     return package, record
-
-
-def fresh_autn(k: bytes, opc: bytes, rand: bytes, seq: int, amf: bytes = b"\x80\x00") -> bytes:
-    """The network side (K known here, playing the HSS)."""
-    sqn = join_sqn(seq, 0)
-    mac, out = Milenage(SoftwareAes(k), opc).f1_f2345(rand, sqn, amf)
-    return build_autn(sqn, out.ak, amf, mac)
 
 
 def just_below(sqn: bytes) -> bytes:
@@ -581,48 +578,11 @@ def test_sqn_state_is_written_before_res(
 # ---- the PolicyAuthorize trap -------------------------------------------------------------
 
 
-def _duplicate_with_signed_policy(
-    c: TpmConnection, key: Any, operator_key: Any, *, lock: bool
-) -> Any:
-    """The attack: the operator signs PolicyCommandCode(Duplicate); try to export ``key`` in
-    clear (new parent TPM_RH_NULL)."""
-    from tpm2_pytss import TPM2B_PUBLIC, TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
-    from tpm.package import operator_public
-
-    esys = c.esys
-    approved = policy_digest([PolicyCommandCode(CC_DUPLICATE)])
-    signature = operator_key.sign(
-        approval_hash(approved), ec.ECDSA(utils.Prehashed(hashes.SHA256()))
-    )
-    op_public = TPM2B_PUBLIC.unmarshal(operator_public(operator_key))[0]
-    session = start_session(c)
-    try:
-        esys.policy_command_code(session, CC_DUPLICATE)
-        ext = esys.load_external(op_public, None, ESYS_TR.OWNER)
-        try:
-            ticket = esys.verify_signature(ext, approval_hash(approved), _signature(signature))
-        finally:
-            c.flush(ext)
-        esys.policy_authorize(session, approved, object_name(op_public), ticket)
-        if lock:
-            esys.policy_command_code(session, CC_ENCRYPT_DECRYPT2)
-        return esys.duplicate(
-            key, ESYS_TR.NULL, b"", TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL), session1=session
-        )
-    finally:
-        c.flush(session)
-
-
 def test_operator_signed_duplicate_policy_cannot_export_k(
     conn: TpmConnection, registry: Registry, operator_key: Any
 ) -> None:
-    from tpm2_pytss import TPM2B_SENSITIVE, TPMT_SYM_DEF_OBJECT, TSS2_Exception
-    from tpm2_pytss.constants import TPM2_ALG, TPM2_RC, TPMA_OBJECT
-    from tpm2_pytss.utils import wrap
-
-    from tpm.ek import ek_policy_session, loaded_ek
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import TPM2_RC
 
     k, opc = os.urandom(16), os.urandom(16)
     _, record = provision(
@@ -630,48 +590,19 @@ def test_operator_signed_duplicate_policy_cannot_export_k(
     )
     with LoadedMid(conn, record) as loaded:
         with pytest.raises(TSS2_Exception) as plain:
-            _duplicate_with_signed_policy(conn, loaded._key, operator_key, lock=False)
+            duplicate_with_signed_policy(conn, loaded._key, operator_key, lock=False)
         assert int(plain.value.error) == int(TPM2_RC.POLICY_FAIL)
         # appending the lock cannot even be tried: the session is already bound to Duplicate
         # (Part 3 §23.11: another command code → TPM_RC_VALUE)
         with pytest.raises(TSS2_Exception) as locked:
-            _duplicate_with_signed_policy(conn, loaded._key, operator_key, lock=True)
+            duplicate_with_signed_policy(conn, loaded._key, operator_key, lock=True)
         assert int(locked.value.error) == int(TPM2_RC.VALUE)
 
     # Control: the same signed policy DOES export a K whose policy lacks the trailing
     # PolicyCommandCode(EncryptDecrypt2) — so the refusals above are the lock's doing.
     k_ctrl = os.urandom(16)
-    from tpm2_pytss import TPM2B_PUBLIC
-
-    from tpm.package import operator_public
-
-    op_name = object_name(TPM2B_PUBLIC.unmarshal(operator_public(operator_key))[0])
-    sensitive, public = TPM2B_SENSITIVE.symcipher_from_secret(
-        k_ctrl,
-        mode=TPM2_ALG.NULL,
-        objectAttributes=TPMA_OBJECT.DECRYPT
-        | TPMA_OBJECT.SIGN_ENCRYPT
-        | TPMA_OBJECT.ADMINWITHPOLICY
-        | TPMA_OBJECT.NODA,
-    )
-    public.publicArea.authPolicy = policy_digest([PolicyAuthorize(op_name)])
-    no_inner = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL)
-    with loaded_ek(conn) as (ek, ek_public):
-        _, duplicate, seed = wrap(ek_public.publicArea, public, sensitive)
-        s = ek_policy_session(conn, ek_public)
-        try:
-            private = conn.esys.import_(ek, b"", public, duplicate, seed, no_inner, session1=s)
-        finally:
-            conn.flush(s)
-        s = ek_policy_session(conn, ek_public)
-        try:
-            ctrl = conn.esys.load(ek, private, public, session1=s)
-        finally:
-            conn.flush(s)
-    try:
-        _, exported, _ = _duplicate_with_signed_policy(conn, ctrl, operator_key, lock=False)
-    finally:
-        conn.flush(ctrl)
+    with unlocked_k(conn, operator_key, k_ctrl) as ctrl:
+        _, exported, _ = duplicate_with_signed_policy(conn, ctrl, operator_key, lock=False)
     assert k_ctrl in bytes(exported.marshal())  # K in clear: the trap is real
 
 
@@ -721,8 +652,12 @@ def test_cli_wrap_import_list_aka_delete(
         vector["f4_ik"],
         vector["derived"]["kc_c3"],
     )
+    assert result["bus_protection"] is True  # the default: E_K parameters encrypted
     code, again = run_cli(capsys, *aka, "--mode", "cfb", *common)
     assert code == 0 and again["result"] == "sync_failure" and len(again["auts"]) == 28
+    code, opted = run_cli(capsys, *aka, "--no-bus-protection", *common)  # the benchmark opt-out
+    assert code == 0 and opted["result"] == "sync_failure" and opted["bus_protection"] is False
+    assert "opt-out" in opted["note"]
     code, forged = run_cli(
         capsys, "tpm", "aka", "--mid", mid, "--rand", vector["RAND"], "--autn", "00" * 16, *common
     )
@@ -839,18 +774,6 @@ def own(own_lab: LabStatus) -> Iterator[tuple[TpmConnection, Registry]]:
     assert live_handles(own_lab.tcti) == []
 
 
-def _pcr16(c: TpmConnection, *, extend: bool) -> None:
-    from tpm2_pytss import TPML_DIGEST_VALUES, TPMT_HA
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
-    if extend:
-        digest = TPMT_HA(hashAlg=TPM2_ALG.SHA256)
-        digest.digest.sha256 = os.urandom(32)
-        c.esys.pcr_extend(ESYS_TR.PCR16, TPML_DIGEST_VALUES([digest]))
-    else:
-        c.esys.pcr_reset(ESYS_TR.PCR16)
-
-
 def test_package_for_another_tpm_is_refused(
     own: tuple[TpmConnection, Registry], conn: TpmConnection
 ) -> None:
@@ -883,7 +806,7 @@ def test_pcr_change_blocks_k_until_reauthorised(
 
     for kind in mids:
         assert isinstance(aka(kind, 1), AkaSuccess)
-    _pcr16(c, extend=True)  # e.g. the MID manager's measurement changed
+    extend_pcr(c, 16, os.urandom(32))  # e.g. the MID manager's measurement changed
     try:
         for kind in mids:
             with pytest.raises(MidRefused, match=r"PCR|policy"):
@@ -896,7 +819,7 @@ def test_pcr_change_blocks_k_until_reauthorised(
         with pytest.raises(BadInput, match="operator key"):
             reauthorize(c, reg, mids["authorize"], ec.generate_private_key(ec.SECP256R1()))
     finally:
-        _pcr16(c, extend=False)
+        reset_pcr(c, 16)
 
 
 def test_wrong_pin_locks_the_tpm_out(own: tuple[TpmConnection, Registry]) -> None:

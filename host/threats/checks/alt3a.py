@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from host.threats.result import Attempt, Finding, Recorder
 from trelab.errors import Unavailable
 
 if TYPE_CHECKING:
+    from aka.hss import Subscriber
     from host.threats.usim_tools import ServedCard
     from network.transfer import KiTransfer
 
@@ -230,6 +231,24 @@ def _recorder(threat: str) -> Recorder:
     return Recorder(threat, tre="usim")
 
 
+def _mac_failure(ctx: ThreatLab, a: Attempt, subscriber: Subscriber) -> bool:
+    """An HSS holding ``subscriber`` (another operator's idea of the lab card's subscription)
+    sends the lab card a vector: is the card's answer a MAC failure? (noted as
+    ``card_answer``)."""
+    from aka.hss import Hss
+    from aka.usim import AkaMacFailure
+    from host.threats.usim_tools import usim_client
+
+    profile = ctx.card_profile()
+    hss = Hss(os.urandom)
+    hss.add(subscriber)
+    vector = hss.generate_vectors(subscriber.imsi)[0]
+    with ctx.usim_link() as link:
+        answer = usim_client(link, profile).authenticate(vector.rand, vector.autn)
+    a.note(card_answer=answer.to_json()["result"])
+    return isinstance(answer, AkaMacFailure)
+
+
 def run_1(ctx: ThreatLab) -> list[Finding]:
     """3a threat 1: the original MNO refuses to assist."""
     rec = _recorder("3a-1")
@@ -239,20 +258,13 @@ def run_1(ctx: ThreatLab) -> list[Finding]:
         "no-cooperation",
         "SHO-B tries to serve the lab card without SHO-A's cooperation: its own guess of K",
     ) as a:
-        from aka.hss import Hss, Subscriber
+        from aka.hss import Subscriber
         from aka.keyholder import SoftwareAes
         from aka.milenage import Milenage
-        from aka.usim import AkaMacFailure
-        from host.threats.usim_tools import usim_client
 
         profile = ctx.card_profile()
-        hss = Hss(os.urandom)
-        hss.add(Subscriber(profile.imsi, Milenage(SoftwareAes(os.urandom(16)), os.urandom(16))))
-        vector = hss.generate_vectors(profile.imsi)[0]
-        with ctx.usim_link() as link:
-            answer = usim_client(link, profile).authenticate(vector.rand, vector.autn)
-        a.note(card_answer=answer.to_json()["result"])
-        if not isinstance(answer, AkaMacFailure):
+        guess = Milenage(SoftwareAes(os.urandom(16)), os.urandom(16))
+        if not _mac_failure(ctx, a, Subscriber(profile.imsi, guess)):
             a.not_blocked("the card accepted a network that does not know its K")
         else:
             a.organisational(
@@ -462,22 +474,13 @@ def run_4(ctx: ThreatLab) -> list[Finding]:
         "no-common-profile",
         "SHO-B runs Milenage with its own OP constant instead of the subscriber's OPc",
     ) as a:
-        from aka.hss import Hss, Subscriber
+        from aka.hss import Subscriber
         from aka.keyholder import SoftwareAes
         from aka.milenage import Milenage
-        from aka.usim import AkaMacFailure
-        from host.threats.usim_tools import usim_client
 
         profile = ctx.card_profile()
-        hss = Hss(os.urandom)
-        hss.add(
-            Subscriber(profile.imsi, Milenage(SoftwareAes(profile.k), os.urandom(16)), profile.amf)
-        )
-        vector = hss.generate_vectors(profile.imsi)[0]
-        with ctx.usim_link() as link:
-            answer = usim_client(link, profile).authenticate(vector.rand, vector.autn)
-        a.note(card_answer=answer.to_json()["result"])
-        if not isinstance(answer, AkaMacFailure):
+        other_op = Milenage(SoftwareAes(profile.k), os.urandom(16))
+        if not _mac_failure(ctx, a, Subscriber(profile.imsi, other_op, profile.amf)):
             a.not_blocked("the card accepted another Milenage profile")
         else:
             a.organisational(

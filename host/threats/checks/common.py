@@ -8,36 +8,46 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from host.threats.context import ThreatLab
+from host.threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
 from host.threats.device import provision
 from host.threats.result import Recorder
 from network.errors import Refused
 
 if TYPE_CHECKING:
     from host.agent import DeviceTrust
+    from network.client import Transport
     from network.messages import MidPackage
     from network.server import NetworkApp
     from tpm.connection import TpmConnection
     from tpm.package import Package
-    from tpm.registry import MidRecord
+    from tpm.registry import MidRecord, Registry
 
 __all__ = [
     "Victim",
     "attacker_ek_certificate",
     "device_trust",
     "emulated_ak_public",
+    "extraction_text",
+    "import_refusals",
     "k_extraction",
     "measured_pcr_changed",
     "pcid_filtering",
+    "pcid_grant",
+    "refusal",
     "refused",
+    "register_pcid",
+    "scratch_tpm",
+    "tampered_aka",
     "victim",
     "victim_manifest",
+    "victim_on_other_tpm",
     "victim_package",
+    "wrong_pin",
 ]
 
 
@@ -142,6 +152,93 @@ def refused(call: Any) -> Refused | None:
     return None
 
 
+def refusal(call: Callable[[], object], *errors: type[Exception]) -> str | None:
+    """Run one step of an attack: None if it went through, else the text of the refusal it
+    met (one of ``errors``; anything else propagates and the attack is an error)."""
+    try:
+        call()
+    except errors as exc:
+        return str(exc)
+    return None
+
+
+@contextmanager
+def scratch_tpm(ctx: ThreatLab) -> Iterator[tuple[TpmConnection, Registry]]:
+    """The scratch lab's TPM (the attacker's equipment, the replacement TRE, the TPM a
+    destructive attack may break) and its MID registry, for the block.
+
+    Raises:
+        Unavailable: no scratch lab can run here.
+    """
+    from tpm.connection import TpmConnection
+
+    other = ctx.scratch()
+    registry = ctx.registry(other)
+    with TpmConnection(other.tcti) as conn:
+        yield conn, registry
+
+
+def victim_on_other_tpm(ctx: ThreatLab) -> str | None:
+    """The victim's MID (registry record and blobs) taken to the scratch TPM and loaded
+    through the MID store: None if it loaded, else the store's refusal."""
+    from host.threats.tpm_tools import load_mid
+    from tpm.mid_errors import MidRefused
+
+    v = victim(ctx)
+    with scratch_tpm(ctx) as (conn, _):
+        return refusal(lambda: load_mid(conn, v.record), MidRefused)
+
+
+def import_refusals(
+    conn: TpmConnection, registry: Registry, package: Package
+) -> tuple[str | None, str | None]:
+    """Open ``package`` on this TPM both ways: (the MID store's refusal, TPM2_Import of its
+    parent under this TPM's EK with none of the store's checks — the response code); None
+    where it went through."""
+    from host.threats.tpm_tools import import_parent
+    from tpm.mid import import_package
+    from tpm.mid_errors import PackageRejected
+
+    host_check = refusal(lambda: import_package(conn, registry, package), PackageRejected)
+    return host_check, import_parent(conn, package)
+
+
+def wrong_pin(ctx: ThreatLab, pin: bytes, guess: bytes) -> str | None:
+    """A MID protected by ``pin`` on the scratch TPM, used with ``guess`` (the DA lockout is
+    reset before and after): None if K worked, else the TPM's PinRejected text."""
+    from host.threats.tpm_tools import local_aka, local_mid
+    from tpm.mid_errors import PinRejected
+
+    rand = os.urandom(16)
+    with scratch_tpm(ctx) as (conn, registry):
+        conn.esys.dictionary_attack_lock_reset()
+        mid = local_mid(conn, registry, kind="use", pin=pin)
+        try:
+            return refusal(lambda: local_aka(conn, registry, mid, rand, pin=guess), PinRejected)
+        finally:
+            conn.esys.dictionary_attack_lock_reset()
+
+
+def tampered_aka(ctx: ThreatLab, kinds: tuple[str, ...]) -> dict[str, str | None]:
+    """One MID of each policy kind in ``kinds`` bound to :data:`NETWORK_PCRS` on the scratch
+    TPM; the MID manager's measurement then changes (PCR :data:`MEASURED_PCR` extended) and
+    each runs AKA: kind → None if K still worked, else the MidRefused text."""
+    from host.threats.tpm_tools import LocalMid, local_aka, local_mid
+    from tpm.mid_errors import MidRefused
+
+    rand = os.urandom(16)
+    with scratch_tpm(ctx) as (conn, registry):
+        mids = {
+            kind: local_mid(conn, registry, kind=kind, selection=NETWORK_PCRS) for kind in kinds
+        }
+
+        def use(mid: LocalMid) -> str | None:
+            return refusal(lambda: local_aka(conn, registry, mid, rand), MidRefused)
+
+        with measured_pcr_changed(conn, MEASURED_PCR):
+            return {kind: use(mid) for kind, mid in mids.items()}
+
+
 def attacker_ek_certificate(public_key: Any = None) -> bytes:
     """An "EK certificate" issued by a CA the attacker made himself, named like the lab's
     manufacturer CA (key = ``public_key`` or a new P-256 key)."""
@@ -187,11 +284,7 @@ def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> 
     """Network filtering (the seed's "only one APN with restricted IP connectivity"): a device
     authenticates with a PCID, gets the ICF's grant, and uses it beyond the registration
     operator (the SHO's attach endpoint) — the ICF refuses ``ro-only``."""
-    from aka.keyholder import SoftwareAes
-    from aka.milenage import Milenage
-    from aka.sqn import SqnState
-    from aka.usim import AkaSuccess, usim_authenticate
-    from network.messages import AttachRequest, AttachResult, AuthChallenge, AuthResponse
+    from network.messages import AttachRequest
     from network.protocol import Session, SessionState
 
     attempted = (
@@ -202,36 +295,12 @@ def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
-        imsi = f"0010188{int.from_bytes(os.urandom(4), 'big') % 10**8:08d}"
-        k, opc = os.urandom(16), os.urandom(16)
-        now = app.now()
-        with app.store.transaction() as tx:
-            app.operator.register_pcid(
-                tx,
-                imsi=imsi,
-                k=k,
-                opc=opc,
-                not_before=now - 60,
-                not_after=now + 3600,
-                request_id=f"pcid-{imsi}",
-                now=now,
-            )
-        session = Session("device", SessionState(os.urandom(32)))
-        reply = session.receive(
-            transport.post("sho/attach", session.send(session.make(AttachRequest, imsi=imsi)))
-        )
-        assert isinstance(reply, AuthChallenge)
-        result, _ = usim_authenticate(
-            Milenage(SoftwareAes(k), opc), SqnState(), reply.rand, reply.autn
-        )
-        assert isinstance(result, AkaSuccess)
-        done = session.receive(
-            transport.post("sho/auth", session.send(session.make(AuthResponse, res=result.res)))
-        )
-        assert isinstance(done, AttachResult) and done.accepted and done.grant
+        imsi, k, opc = register_pcid(app, "0010188")
+        grant = pcid_grant(transport, imsi, k, opc)
+        assert grant
         beyond = Session("device", SessionState(os.urandom(32)))
         wire = beyond.send(beyond.make(AttachRequest, imsi=imsi))
-        refusal = refused(lambda: transport.post("sho/attach", wire, grant=done.grant))
+        refusal = refused(lambda: transport.post("sho/attach", wire, grant=grant))
         a.note(pcid_attach="accepted", grant_issued=True)
         if refusal is None:
             a.not_blocked("the ICF let a PCID grant reach the SHO's attach endpoint")
@@ -240,6 +309,51 @@ def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> 
                 f"ICF refused {refusal.reason}: a PCID grant reaches only DRF/PVA/DPF",
                 refused=refusal.reason,
             )
+
+
+def register_pcid(app: NetworkApp, prefix: str) -> tuple[str, bytes, bytes]:
+    """A provisional identity (PCID) registered at the ICF, valid from a minute ago for an
+    hour: (IMSI = ``prefix`` + 8 random digits, K, OPc)."""
+    imsi = f"{prefix}{int.from_bytes(os.urandom(4), 'big') % 10**8:08d}"
+    k, opc = os.urandom(16), os.urandom(16)
+    now = app.now()
+    with app.store.transaction() as tx:
+        app.operator.register_pcid(
+            tx,
+            imsi=imsi,
+            k=k,
+            opc=opc,
+            not_before=now - 60,
+            not_after=now + 3600,
+            request_id=f"pcid-{imsi}",
+            now=now,
+        )
+    return imsi, k, opc
+
+
+def pcid_grant(transport: Transport, imsi: str, k: bytes, opc: bytes) -> bytes:
+    """Attach with a PCID (a software USIM holding its K/OPc) and return the ICF's grant."""
+    from aka.keyholder import SoftwareAes
+    from aka.milenage import Milenage
+    from aka.sqn import SqnState
+    from aka.usim import AkaSuccess, usim_authenticate
+    from network.messages import AttachRequest, AttachResult, AuthChallenge, AuthResponse
+    from network.protocol import Session, SessionState
+
+    session = Session("device", SessionState(os.urandom(32)))
+    challenge = session.receive(
+        transport.post("sho/attach", session.send(session.make(AttachRequest, imsi=imsi)))
+    )
+    assert isinstance(challenge, AuthChallenge)
+    result, _ = usim_authenticate(
+        Milenage(SoftwareAes(k), opc), SqnState(), challenge.rand, challenge.autn
+    )
+    assert isinstance(result, AkaSuccess)
+    done = session.receive(
+        transport.post("sho/auth", session.send(session.make(AuthResponse, res=result.res)))
+    )
+    assert isinstance(done, AttachResult) and done.accepted
+    return done.grant
 
 
 def k_extraction(conn: TpmConnection, record: MidRecord) -> dict[str, str | None]:
@@ -276,6 +390,11 @@ def k_extraction(conn: TpmConnection, record: MidRecord) -> dict[str, str | None
                 )
             )
     return out
+
+
+def extraction_text(refusals: Mapping[str, str | None]) -> str:
+    """``unseal → TPM_RC_…; duplicate → …``: what each of :func:`k_extraction`'s attempts met."""
+    return "; ".join(f"{name} → {code}" for name, code in refusals.items())
 
 
 @contextmanager

@@ -43,7 +43,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         else:
             a.blocked(
                 "K exists only inside the TPM: files hold the TPM2_Import blob only; "
-                + "; ".join(f"{name} → {code}" for name, code in refusals.items())
+                + common.extraction_text(refusals)
             )
 
     with ctx.attack(
@@ -53,19 +53,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "replicate the MID on other equipment: load the victim's MID blobs (from its registry)"
         " into another TPM",
     ) as a:
-        from tpm2_pytss import TSS2_Exception
-
-        from host.threats.tpm_tools import mid_objects, rc_name
+        from host.threats.tpm_tools import load_refusal
 
         v = common.victim(ctx)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            try:
-                with mid_objects(conn, v.record) as load:
-                    load(v.record.k)
-                code = None
-            except TSS2_Exception as exc:
-                code = rc_name(exc)
+        with common.scratch_tpm(ctx) as (conn, _):
+            code = load_refusal(conn, v.record)
         if code is None:
             a.not_blocked("another TPM loaded the victim's MID")
         else:
@@ -204,8 +196,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         net = ctx.network()
         app = net.app()
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn, common.measured_pcr_changed(conn, MEASURED_PCR):
+        with (
+            common.scratch_tpm(ctx) as (conn, _),
+            common.measured_pcr_changed(conn, MEASURED_PCR),
+        ):
             flow, challenge = start(conn, net.transport(app), "sho-a")
             vc = prove(conn, flow, challenge)
             refusal = common.refused(lambda: attest(conn, flow, vc, net.pins))
@@ -234,9 +228,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         net = ctx.network()
         app = net.app()
-        other = ctx.scratch()
         relabelled = NETWORK_PCRS.replace(f",{MEASURED_PCR}", ",23")
-        with TpmConnection(other.tcti) as conn, common.measured_pcr_changed(conn, MEASURED_PCR):
+        with (
+            common.scratch_tpm(ctx) as (conn, _),
+            common.measured_pcr_changed(conn, MEASURED_PCR),
+        ):
             flow, challenge = start(conn, net.transport(app), "sho-a")
             vc = prove(conn, flow, challenge)
             s = flow.session

@@ -53,19 +53,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " store, and directly with TPM2_Import under its EK, skipping the host's checks)",
         extra="retargeted-package",
     ) as a:
-        from host.threats.tpm_tools import import_parent
-        from tpm.mid import import_package
-        from tpm.mid_errors import PackageRejected
-
         package = common.victim_package(ctx)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            try:
-                import_package(conn, ctx.registry(other), package)
-                host_check = None
-            except PackageRejected as exc:
-                host_check = str(exc)
-            code = import_parent(conn, package)
+        with common.scratch_tpm(ctx) as (conn, registry):
+            host_check, code = common.import_refusals(conn, registry, package)
             alive = len(bytes(conn.esys.get_random(4))) == 4  # libtpms answers FAILURE here
         a.note(host_check=host_check, tpm_rc=code, tpm_operational_after=alive)
         if host_check is None or code is None:
@@ -90,11 +80,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
         package = common.victim_package(ctx)
         with TpmConnection(ctx.tcti) as conn:
             before = nv.read_counter(conn, nv.MID_CTR)
-            try:
-                import_package(conn, ctx.registry(), package)
-                error = None
-            except PackageRejected as exc:
-                error = str(exc)
+            error = common.refusal(
+                lambda: import_package(conn, ctx.registry(), package), PackageRejected
+            )
             after = nv.read_counter(conn, nv.MID_CTR)
         a.note(package_seq=package.seq, mid_ctr_before=before, mid_ctr_after=after)
         if error is None:
@@ -153,9 +141,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         net = ctx.network()
         app = net.app()
         mitm = MitmTransport(net.transport(app), "dpf/package", _alter_manifest_imsi)
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             nv.ensure_indices(conn)
             before = nv.read_counter(conn, nv.MID_CTR)
             try:
@@ -230,11 +216,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
                 package, parent=dataclasses.replace(package.parent, duplicate=bytes(blob))
             )
             before = nv.read_counter(conn, nv.MID_CTR)
-            try:
-                import_package(conn, ctx.registry(), bad)
-                error = None
-            except PackageRejected as exc:
-                error = str(exc)
+            error = common.refusal(
+                lambda: import_package(conn, ctx.registry(), bad), PackageRejected
+            )
             after = nv.read_counter(conn, nv.MID_CTR)
             code = import_parent(conn, bad)
         a.note(mid_ctr_unchanged=before == after, tpm_rc=code)
@@ -285,8 +269,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         with TpmConnection(ctx.tcti) as conn:
             flow, challenge = start(conn, net.transport(app), "sho-a")
             vc = prove(conn, flow, challenge)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, _):
             attacker_ak, _ = ensure_ak(conn, "ecc")
             hijack = dataclasses.replace(flow, ak=attacker_ak)
             evidence = quote_evidence(conn, hijack, vc)

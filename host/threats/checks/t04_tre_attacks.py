@@ -15,8 +15,6 @@ __all__ = ["run"]
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
-
     rec = Recorder("4", tre="tpm")
 
     with ctx.attack(
@@ -28,9 +26,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from host.threats.tpm_tools import local_mid
 
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="use")
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="use")
             refusals = common.k_extraction(conn, mid.record)
         a.note(**refusals)
         if None in refusals.values():
@@ -39,7 +36,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.ffs(
                 "the seed leaves the 'proven degree of protection' FFS; tested: every logical"
                 " extraction refused ("
-                + "; ".join(f"{n} → {c}" for n, c in refusals.items())
+                + common.extraction_text(refusals)
                 + "); physical/side-channel resistance needs a certified chip (swtpm has none)"
             )
 
@@ -52,9 +49,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from host.threats.tpm_tools import local_mid
 
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="use")
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="use")
             code = common.k_extraction(conn, mid.record)["encrypt_password"]
         if code is None:
             a.not_blocked("the TPM encrypted with K outside its policy")
@@ -69,28 +65,16 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from dataclasses import replace
 
-        from tpm2_pytss import TSS2_Exception
+        from host.threats.tpm_tools import load_refusal, local_aka, local_mid
 
-        from host.threats.tpm_tools import fresh_autn, local_mid, mid_objects, rc_name
-        from tpm.aka import authenticate
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
         rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
             blob = bytearray(mid.record.k.private)
             blob[len(blob) // 2] ^= 0x01
             bad = replace(mid.record.k, private=bytes(blob))
-            try:
-                with mid_objects(conn, mid.record) as load:
-                    load(bad)
-                code = None
-            except TSS2_Exception as exc:
-                code = rc_name(exc)
-            after = authenticate(
-                conn, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 1)
-            ).result
+            code = load_refusal(conn, mid.record, bad)
+            after = local_aka(conn, registry, mid, rand).result
         a.note(mid_after=after.to_json()["result"])
         if code is None:
             a.not_blocked("the TPM loaded a corrupted K")
@@ -109,30 +93,28 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " asks the TPM to export K in clear (new parent TPM_RH_NULL)",
         extra="signed-duplicate-policy",
     ) as a:
+        from functools import partial
+
         from cryptography.hazmat.primitives.asymmetric import ec
-        from tpm2_pytss import TSS2_Exception
 
         from host.threats.tpm_tools import (
             duplicate_with_signed_policy,
             local_mid,
             mid_objects,
-            rc_name,
+            tpm_refusal,
             unlocked_k,
         )
 
-        other = ctx.scratch()
         operator_key = ec.generate_private_key(ec.SECP256R1())
         codes: dict[str, str | None] = {}
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="authorize", operator_key=operator_key)
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="authorize", operator_key=operator_key)
             with mid_objects(conn, mid.record) as load:
                 key = load(mid.record.k)
                 for lock in (False, True):
-                    try:
-                        duplicate_with_signed_policy(conn, key, operator_key, lock=lock)
-                        codes["locked" if lock else "plain"] = None
-                    except TSS2_Exception as exc:
-                        codes["locked" if lock else "plain"] = rc_name(exc)
+                    codes["locked" if lock else "plain"] = tpm_refusal(
+                        partial(duplicate_with_signed_policy, conn, key, operator_key, lock=lock)
+                    )
             control_k = os.urandom(16)
             with unlocked_k(conn, operator_key, control_k) as control:
                 _, exported, _ = duplicate_with_signed_policy(

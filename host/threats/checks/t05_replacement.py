@@ -57,16 +57,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
             genuine = ek_certificate(conn)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, _):
             flow, challenge = start(conn, net.transport(app), "sho-a", ek_cert=genuine)
-            try:
-                activate_credential(
+            tpm_said = common.refusal(
+                lambda: activate_credential(
                     conn, flow.ak, challenge.credential_blob, challenge.encrypted_secret
-                )
-                tpm_said = None
-            except CredentialRejected as exc:
-                tpm_said = str(exc)
+                ),
+                CredentialRejected,
+            )
         proof = flow.session.make(
             CredentialProof, proof=credential_proof(os.urandom(32), flow.session.transcript)
         )
@@ -87,18 +85,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "swapped-tre-mids",
         "swap the TRE under the M2ME: the host's MID registry and blobs now talk to another TPM",
     ) as a:
-        from tpm.mid import LoadedMid
-        from tpm.mid_errors import MidRefused
-
-        v = common.victim(ctx)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            try:
-                with LoadedMid(conn, v.record):
-                    pass
-                error = None
-            except MidRefused as exc:
-                error = str(exc)
+        error = common.victim_on_other_tpm(ctx)
         if error is None:
             a.not_blocked("the MIDs worked in the replacement TRE")
         else:
@@ -112,9 +99,6 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the session id and transcript) and asks for the MID package with its own SRK",
     ) as a:
         from host.threats.device import attest, prove, request_package, start, unpack
-        from host.threats.tpm_tools import import_parent
-        from tpm.mid import import_package
-        from tpm.mid_errors import PackageRejected
 
         net = ctx.network()
         app = net.app()
@@ -122,16 +106,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             flow, challenge = start(conn, net.transport(app), "sho-a")
             vc = prove(conn, flow, challenge)
             attest(conn, flow, vc, net.pins)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             manifest = request_package(conn, flow, vc, net.pins)
-            package = unpack(manifest)
-            try:
-                import_package(conn, ctx.registry(other), package)
-                host_check = None
-            except PackageRejected as exc:
-                host_check = str(exc)
-            code = import_parent(conn, package)
+            host_check, code = common.import_refusals(conn, registry, unpack(manifest))
         a.note(host_check=host_check, tpm_rc=code)
         if host_check is None or code is None:
             a.not_blocked("the replacement TRE opened the package")

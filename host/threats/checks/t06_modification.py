@@ -14,8 +14,6 @@ __all__ = ["run"]
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
-
     rec = Recorder("6", tre="tpm")
 
     with ctx.attack(
@@ -25,20 +23,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "take control of a MID's K by giving it an authValue of the attacker's choosing"
         " (TPM2_ObjectChangeAuth with K's parent)",
     ) as a:
-        from tpm2_pytss.constants import ESYS_TR
+        from host.threats.tpm_tools import change_k_auth, local_mid
 
-        from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
-
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="use")
-            with mid_objects(conn, mid.record) as objects:
-                key = objects(mid.record.k)
-                code = tpm_refusal(
-                    lambda: conn.esys.object_change_auth(
-                        key, objects.parent, b"attacker", session1=ESYS_TR.PASSWORD
-                    )
-                )
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="use")
+            code = change_k_auth(conn, mid, b"attacker")
         if code is None:
             a.not_blocked("the TPM changed K's authorisation")
         else:
@@ -63,9 +52,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm.mid_errors import PackageRejected
         from tpm.package import AlgorithmSpec, MidSecrets
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             local_mid(conn, registry, kind="use")
             before = nv.read_counter(conn, nv.MID_CTR)
             handle = conn.esys.tr_from_tpmpublic(nv.MID_CTR)
@@ -82,11 +69,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
                 sqn_ms=bytes(6),
                 seq=before,
             )
-            try:
-                import_package(conn, registry, replay)
-                error = None
-            except PackageRejected as exc:
-                error = str(exc)
+            error = common.refusal(lambda: import_package(conn, registry, replay), PackageRejected)
         a.note(mid_ctr_before=before, mid_ctr_after_recreate=after, undefine="allowed")
         if error is None or after < before:
             a.not_blocked(f"the re-created counter restarted at {after} (< {before})")
@@ -108,19 +91,16 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
-        from tpm.mid import LoadedMid, pcr_values
+        from host.threats.tpm_tools import load_mid, local_aka, local_mid
+        from tpm.mid import pcr_values
         from tpm.mid_errors import MidRefused
         from tpm.package import operator_public, sign_approval
         from tpm.policy import pcr_digest
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
         operator_key = ec.generate_private_key(ec.SECP256R1())
         attacker_key = ec.generate_private_key(ec.SECP256R1())
         rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(
                 conn,
                 registry,
@@ -141,15 +121,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
                         ),
                     ),
                 )
-                try:
-                    with LoadedMid(conn, forged) as loaded:
-                        loaded.holder.encrypt_blocks(bytes(16))
-                    error = None
-                except MidRefused as exc:
-                    error = str(exc)
-            ok = authenticate(
-                conn, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 1)
-            ).result
+                error = common.refusal(lambda: load_mid(conn, forged, use_k=True), MidRefused)
+            ok = local_aka(conn, registry, mid, rand).result
         a.note(after_reset=ok.to_json()["result"])
         if error is None:
             a.not_blocked("K worked under an approval signed by another key")
@@ -167,8 +140,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         from host.threats.tpm_tools import tpm_refusal
 
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, _):
             code = tpm_refusal(
                 lambda: conn.esys.field_upgrade_start(
                     ESYS_TR.NULL, bytes(32), TPMT_SIGNATURE(sigAlg=TPM2_ALG.NULL), ESYS_TR.PLATFORM
@@ -188,32 +160,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         f"tamper with the MID manager (PCR {MEASURED_PCR} extended) and keep using a load-gated"
         " and a use-gated MID",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
-        from tpm.mid_errors import MidRefused
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        rand = os.urandom(16)
-        refusals: dict[str, str | None] = {}
-        with TpmConnection(other.tcti) as conn:
-            mids = {
-                k: local_mid(conn, registry, kind=k, selection=NETWORK_PCRS)
-                for k in ("load", "use")
-            }
-            with common.measured_pcr_changed(conn, MEASURED_PCR):
-                for kind, mid in mids.items():
-                    try:
-                        authenticate(
-                            conn,
-                            registry,
-                            mid.record.mid,
-                            rand,
-                            fresh_autn(mid.k, mid.opc, rand, 1),
-                        )
-                        refusals[kind] = None
-                    except MidRefused as exc:
-                        refusals[kind] = str(exc)
+        refusals = common.tampered_aka(ctx, ("load", "use"))
         a.note(**{f"{k}_gated": v is not None for k, v in refusals.items()})
         if None in refusals.values():
             a.not_blocked(f"a MID still worked after tampering: {refusals}")

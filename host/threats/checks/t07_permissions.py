@@ -64,9 +64,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = provision(conn, registry, transport, net.pins, "sho-a")
             order(transport, net.config.shos["sho-a"].key, mid.mid_id, "suspend")
             ack = follow_orders(conn, registry, transport, mid, net.pins)
@@ -106,17 +104,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         if "mid" not in state:
             a.not_run("the previous step (a suspended MID) did not complete", missing="environment")
         else:
-            other = ctx.scratch()
             mid = state["mid"]
-            with TpmConnection(other.tcti) as conn:
+            with common.scratch_tpm(ctx) as (conn, registry):
                 refusal = common.refused(
-                    lambda: attach(
-                        conn,
-                        ctx.registry(other),
-                        state["transport"],
-                        mid.mid_id,
-                        mid.imsi,
-                    )
+                    lambda: attach(conn, registry, state["transport"], mid.mid_id, mid.imsi)
                 )
             if refusal is None:
                 a.not_blocked("the SHO authenticated a MID it had suspended")
@@ -133,30 +124,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "wrong-pin",
         "use a PIN-protected MID with a guessed PIN",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
-        from tpm.mid_errors import PinRejected
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
-            conn.esys.dictionary_attack_lock_reset()
-            local = local_mid(conn, registry, kind="use", pin=b"2468")
-            try:
-                authenticate(
-                    conn,
-                    registry,
-                    local.record.mid,
-                    rand,
-                    fresh_autn(local.k, local.opc, rand, 1),
-                    pin=b"1357",
-                )
-                error = None
-            except PinRejected as exc:
-                error = str(exc)
-            finally:
-                conn.esys.dictionary_attack_lock_reset()
+        error = common.wrong_pin(ctx, b"2468", b"1357")
         if error is None:
             a.not_blocked("K worked with a wrong PIN")
         else:
@@ -181,9 +149,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         net = ctx.network()
         app = net.app()
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             flow, challenge = start(conn, net.transport(app), "sho-a")
             vc = prove(conn, flow, challenge)
             attest(conn, flow, vc, net.pins)
@@ -261,9 +227,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         if None in refusals.values():
             a.not_blocked("K left the TRE")
         else:
-            a.blocked(
-                "only the TRE uses K: " + "; ".join(f"{n} → {c}" for n, c in refusals.items())
-            )
+            a.blocked("only the TRE uses K: " + common.extraction_text(refusals))
 
     with ctx.attack(
         rec,
@@ -271,21 +235,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "deleted-mid-revived",
         "keep a copy of a MID's blobs, let the SHO's process delete it, load the copy again",
     ) as a:
-        from host.threats.tpm_tools import local_mid
-        from tpm.mid import LoadedMid, delete_mid
+        from host.threats.tpm_tools import load_mid, local_mid
+        from tpm.mid import delete_mid
         from tpm.mid_errors import MidRefused
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             local = local_mid(conn, registry, kind="use")
             delete_mid(conn, registry, local.record.mid)
-            try:
-                with LoadedMid(conn, local.record) as loaded:
-                    loaded.holder.encrypt_blocks(bytes(16))
-                error = None
-            except MidRefused as exc:
-                error = str(exc)
+            error = common.refusal(lambda: load_mid(conn, local.record, use_k=True), MidRefused)
         if error is None:
             a.not_blocked("a deleted MID's surviving copy still works")
         else:

@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 
 from host.threats.checks import common
-from host.threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
+from host.threats.context import MEASURED_PCR, ThreatLab
 from host.threats.result import Finding, Recorder
 from trelab.errors import CheckFailed
 
@@ -16,8 +16,6 @@ __all__ = ["run"]
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
-
     rec = Recorder("8", tre="tpm")
 
     with ctx.attack(
@@ -26,22 +24,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "cross-mid-load",
         "with MID B's parent loaded (its policy satisfied), load MID A's K under it",
     ) as a:
-        from tpm2_pytss import TSS2_Exception
+        from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
 
-        from host.threats.tpm_tools import local_mid, mid_objects, rc_name
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid_a = local_mid(conn, registry, kind="use", imsi="001019990000011")
             mid_b = local_mid(conn, registry, kind="use", imsi="001029990000012")
             with mid_objects(conn, mid_b.record) as objects:
                 objects(mid_b.record.k)  # B's own K loads: the parent session works
-                try:
-                    objects(mid_a.record.k)
-                    code = None
-                except TSS2_Exception as exc:
-                    code = rc_name(exc)
+                code = tpm_refusal(lambda: objects(mid_a.record.k))
         if code is None:
             a.not_blocked("MID A's K loaded under MID B's parent")
         else:
@@ -89,18 +79,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm.mid import LoadedMid, set_state
         from tpm.mid_errors import MidRefused
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
             with LoadedMid(conn, registry.read().get(mid.record.mid)) as loaded:
                 loaded.holder.encrypt_blocks(bytes(16))
                 set_state(conn, registry, mid.record.mid, nv.MidState.SUSPENDED)
-                try:
-                    loaded.holder.encrypt_blocks(bytes(16))
-                    error = None
-                except MidRefused as exc:
-                    error = str(exc)
+                error = common.refusal(lambda: loaded.holder.encrypt_blocks(bytes(16)), MidRefused)
         if error is None:
             a.not_blocked("a loaded K outlived its MID's suspension")
         else:
@@ -114,9 +98,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
 
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="use")
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="use")
             with mid_objects(conn, mid.record) as objects:
                 sealed = objects(mid.record.secret)
                 code = tpm_refusal(lambda: conn.esys.unseal(sealed))
@@ -133,30 +116,18 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "suspended-mid-aka",
         "run AKA with a SUSPENDED MID, skipping the host's state check",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
+        from host.threats.tpm_tools import local_aka, local_mid
         from tpm import nv
-        from tpm.aka import authenticate
         from tpm.mid import set_state
         from tpm.mid_errors import MidRefused
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
         rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
             set_state(conn, registry, mid.record.mid, nv.MidState.SUSPENDED)
-            try:
-                authenticate(
-                    conn,
-                    registry,
-                    mid.record.mid,
-                    rand,
-                    fresh_autn(mid.k, mid.opc, rand, 1),
-                    check_state=False,
-                )
-                error = None
-            except MidRefused as exc:
-                error = str(exc)
+            error = common.refusal(
+                lambda: local_aka(conn, registry, mid, rand, check_state=False), MidRefused
+            )
         if error is None:
             a.not_blocked("a suspended MID authenticated")
         else:
@@ -173,10 +144,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm.aka import authenticate
         from tpm.mid_errors import RegistryRollback
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
         rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="load")
             autn = fresh_autn(mid.k, mid.opc, rand, 5)
             with registry.locked():
@@ -205,23 +174,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         f"modify the MID manager's code (PCR {MEASURED_PCR} changes) and use a MID bound to"
         " the measured state",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
-        from tpm.mid_errors import MidRefused
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, registry, kind="use", selection=NETWORK_PCRS)
-            with common.measured_pcr_changed(conn, MEASURED_PCR):
-                try:
-                    authenticate(
-                        conn, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 1)
-                    )
-                    error = None
-                except MidRefused as exc:
-                    error = str(exc)
+        error = common.tampered_aka(ctx, ("use",))["use"]
         if error is None:
             a.not_blocked("K worked with modified MID code")
         else:
@@ -240,9 +193,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from host.threats.tpm_tools import local_mid
         from tpm.mid import verify_audit
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             local_mid(conn, registry, kind="use")
             data = registry.read()
             events = list(data.audit)

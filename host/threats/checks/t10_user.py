@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from host.threats.checks import common
 from host.threats.checks.t09_monitoring import bus_recording
 from host.threats.context import ThreatLab
 from host.threats.result import Finding, Recorder
@@ -45,8 +46,6 @@ class _ApduTap:
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
-
     rec = Recorder("10", tre="tpm")
 
     with ctx.attack(
@@ -55,30 +54,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "masquerade-tpm",
         "use a PIN-protected MID as someone who does not know the PIN (a guess)",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
-        from tpm.mid_errors import PinRejected
-
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        rand = os.urandom(16)
-        with TpmConnection(other.tcti) as conn:
-            conn.esys.dictionary_attack_lock_reset()
-            mid = local_mid(conn, registry, kind="use", pin=b"8642")
-            try:
-                authenticate(
-                    conn,
-                    registry,
-                    mid.record.mid,
-                    rand,
-                    fresh_autn(mid.k, mid.opc, rand, 1),
-                    pin=b"1111",
-                )
-                error = None
-            except PinRejected as exc:
-                error = str(exc)
-            finally:
-                conn.esys.dictionary_attack_lock_reset()
+        error = common.wrong_pin(ctx, b"8642", b"1111")
         if error is None:
             a.not_blocked("the TPM used K with a wrong PIN")
         else:
@@ -165,15 +141,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "guess the PIN of a TPM-held MID until the TPM stops answering, then try the right one",
         extra="pin-brute-force",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
-        from tpm.aka import authenticate
+        from host.threats.tpm_tools import local_aka, local_mid
         from tpm.mid_errors import PinRejected, TpmLockedOut
 
-        other = ctx.scratch()
-        registry = ctx.registry(other)
         rand = os.urandom(16)
         tries = 0
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             esys = conn.esys
             esys.dictionary_attack_parameters(3, 1000, 1000)
             esys.dictionary_attack_lock_reset()
@@ -183,34 +156,17 @@ def run(ctx: ThreatLab) -> list[Finding]:
                 for guess in _GUESSES:
                     tries += 1
                     try:
-                        authenticate(
-                            conn,
-                            registry,
-                            mid.record.mid,
-                            rand,
-                            fresh_autn(mid.k, mid.opc, rand, 1),
-                            pin=guess.encode(),
-                        )
+                        local_aka(conn, registry, mid, rand, pin=guess.encode())
                     except PinRejected:
                         continue
                     except TpmLockedOut:
                         break
-                try:
-                    authenticate(
-                        conn,
-                        registry,
-                        mid.record.mid,
-                        rand,
-                        fresh_autn(mid.k, mid.opc, rand, 1),
-                        pin=b"97531",
-                    )
-                    right = "accepted"
-                except TpmLockedOut as exc:
-                    right = str(exc)
+                locked_out = common.refusal(
+                    lambda: local_aka(conn, registry, mid, rand, pin=b"97531"), TpmLockedOut
+                )
+                right = "accepted" if locked_out is None else locked_out
                 # a MID without PIN (NODA) keeps working while the TPM is locked out
-                locked["noda"] = authenticate(
-                    conn, registry, noda.record.mid, rand, fresh_autn(noda.k, noda.opc, rand, 1)
-                ).result.to_json()["result"]
+                locked["noda"] = local_aka(conn, registry, noda, rand).result.to_json()["result"]
             finally:
                 esys.dictionary_attack_lock_reset()
         a.note(wrong_guesses=tries - 1, right_pin_after=right)
@@ -311,8 +267,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         from host.threats.tpm_tools import tpm_refusal
 
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, _):
             now = int(conn.esys.read_clock().clockInfo.clock)
             code = tpm_refusal(lambda: conn.esys.clock_set(max(now - 60_000, 0), ESYS_TR.OWNER))
             later = int(conn.esys.read_clock().clockInfo.clock)
@@ -360,21 +315,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "remove-pin-tpm",
         "the user removes the PIN from a PIN-protected MID (TPM2_ObjectChangeAuth to empty)",
     ) as a:
-        from tpm2_pytss.constants import ESYS_TR
+        from host.threats.tpm_tools import change_k_auth, local_mid
 
-        from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
-
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
-            mid = local_mid(conn, ctx.registry(other), kind="use", pin=b"5555")
-            with mid_objects(conn, mid.record) as objects:
-                key = objects(mid.record.k)
-                conn.esys.tr_set_auth(key, b"5555")
-                code = tpm_refusal(
-                    lambda: conn.esys.object_change_auth(
-                        key, objects.parent, b"", session1=ESYS_TR.PASSWORD
-                    )
-                )
+        with common.scratch_tpm(ctx) as (conn, registry):
+            mid = local_mid(conn, registry, kind="use", pin=b"5555")
+            code = change_k_auth(conn, mid, b"")
         if code is None:
             a.not_blocked("the PIN was removed")
         else:

@@ -4,6 +4,7 @@ erasure of MIDs or of the TRE — and whether an authorised reset re-establishes
 
 from __future__ import annotations
 
+from host.threats.checks import common
 from host.threats.context import ThreatLab
 from host.threats.result import Finding, Recorder
 
@@ -11,8 +12,6 @@ __all__ = ["run"]
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
-
     rec = Recorder("11", tre="tpm")
 
     with ctx.attack(
@@ -23,25 +22,23 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " asks the same operator again for service",
     ) as a:
         from host.threats.device import attach, provision
-        from tpm.mid import LoadedMid, factory_reset
+        from host.threats.tpm_tools import load_mid
+        from tpm.mid import factory_reset
         from tpm.mid_errors import MidRefused
 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
-        other = ctx.scratch()
-        registry = ctx.registry(other)
-        with TpmConnection(other.tcti) as conn:
+        with common.scratch_tpm(ctx) as (conn, registry):
             first = provision(conn, registry, transport, net.pins, "sho-a")
             before = attach(conn, registry, transport, first.mid_id, first.imsi)
             old = registry.read().get(first.mid_id)
             reset = factory_reset(conn, registry)
-            try:
-                with LoadedMid(conn, old):
-                    pass
-                old_mid = "still loads"
-            except MidRefused:
-                old_mid = "dead"
+            old_mid = (
+                "still loads"
+                if common.refusal(lambda: load_mid(conn, old), MidRefused) is None
+                else "dead"
+            )
             second = provision(conn, registry, transport, net.pins, "sho-a")
             after = attach(conn, registry, transport, second.mid_id, second.imsi)
         a.note(

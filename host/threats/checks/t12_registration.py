@@ -4,40 +4,12 @@ identity to obtain MIDs.
 
 from __future__ import annotations
 
-import os
-
 from host.threats.checks import common
 from host.threats.context import ThreatLab
 from host.threats.result import Finding, Recorder
 from trelab.errors import CheckFailed
 
 __all__ = ["run"]
-
-
-def _pcid_grant(app: object, transport: object, imsi: str, k: bytes, opc: bytes) -> bytes:
-    """Attach with a PCID (software USIM holding its K/OPc) and return the ICF's grant."""
-    from aka.keyholder import SoftwareAes
-    from aka.milenage import Milenage
-    from aka.sqn import SqnState
-    from aka.usim import AkaSuccess, usim_authenticate
-    from network.messages import AttachRequest, AttachResult, AuthChallenge, AuthResponse
-    from network.protocol import Session, SessionState
-
-    post = transport.post  # type: ignore[attr-defined]
-    session = Session("device", SessionState(os.urandom(32)))
-    challenge = session.receive(
-        post("sho/attach", session.send(session.make(AttachRequest, imsi=imsi)))
-    )
-    assert isinstance(challenge, AuthChallenge)
-    result, _ = usim_authenticate(
-        Milenage(SoftwareAes(k), opc), SqnState(), challenge.rand, challenge.autn
-    )
-    assert isinstance(result, AkaSuccess)
-    done = session.receive(
-        post("sho/auth", session.send(session.make(AuthResponse, res=result.res)))
-    )
-    assert isinstance(done, AttachResult) and done.accepted
-    return done.grant
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
@@ -68,25 +40,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
-        imsi = f"0010177{int.from_bytes(os.urandom(4), 'big') % 10**8:08d}"
-        k, opc = os.urandom(16), os.urandom(16)
-        now = app.now()
-        with app.store.transaction() as tx:
-            app.operator.register_pcid(
-                tx,
-                imsi=imsi,
-                k=k,
-                opc=opc,
-                not_before=now - 60,
-                not_after=now + 3600,
-                request_id=f"pcid-{imsi}",
-                now=now,
-            )
+        imsi, k, opc = common.register_pcid(app, "0010177")
         with TpmConnection(ctx.tcti) as conn:  # the legitimate M2ME binds the PCID
-            start(conn, transport, "sho-a", grant=_pcid_grant(app, transport, imsi, k, opc))
-        stolen = _pcid_grant(app, transport, imsi, k, opc)
-        other = ctx.scratch()
-        with TpmConnection(other.tcti) as conn:
+            start(conn, transport, "sho-a", grant=common.pcid_grant(transport, imsi, k, opc))
+        stolen = common.pcid_grant(transport, imsi, k, opc)
+        with common.scratch_tpm(ctx) as (conn, _):
             refusal = common.refused(lambda: start(conn, transport, "sho-a", grant=stolen))
         if refusal is None:
             a.not_blocked("a second TRE registered under a PCID bound to another")
