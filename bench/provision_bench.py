@@ -18,7 +18,8 @@ fresh provisioning (register → validate → package → import → receipt →
 MID slot of the same TPM; the first round (cold imports, AK creation) is reported apart.
 
 ``run_provision_bench()`` returns a dict (JSON-ready); ``python -m bench.provision_bench``
-prints it.
+prints it. :func:`operator_side` (config, keys, store, app, device trust for one TPM) is shared
+with the harness's ``provisioning`` case (:mod:`bench.tres.tpm`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,58 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_provision_bench"]
+__all__ = ["OperatorSide", "operator_side", "run_provision_bench"]
+
+PVA_PCRS = "sha256:0,1,2,3,4,5,6,7"  # the operator's default PCR selection (network.config)
+
+
+@dataclass
+class OperatorSide:
+    """The in-process operator side of a provisioning bench on one TPM: ``app`` (a
+    :class:`network.server.NetworkApp` over a fresh config and store) and the ``trust`` the
+    device pins. ``close()`` closes the store."""
+
+    app: Any
+    trust: Any = field(repr=False)
+    store: Any = field(repr=False)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
+    """A fresh operator under ``base`` (``network/`` config and keys, ``network.db``): the DRF
+    trusts ``ca_bundle`` (the TPM's manufacturer CA), the PVA's reference values are the TPM's
+    current PCRs 0-7 (read once here).
+
+    Raises:
+        Unavailable: the TPM does not answer.
+    """
+    from host.agent import parse_device_trust
+    from network.config import device_trust, init_config, load_config
+    from network.server import NetworkApp
+    from network.store import Store
+    from tpm.connection import TpmConnection
+    from tpm.pcrsel import parse_selection
+    from tpm.quote import read_pcrs
+    from tpm.verify import split_pcr_values
+
+    selection = parse_selection(PVA_PCRS)
+    with TpmConnection(tcti) as conn:
+        reference = split_pcr_values(selection, read_pcrs(conn, selection))
+    config = load_config(init_config(base / "network", ca_bundle=ca_bundle, reference=reference))
+    store = Store(base / "network.db", config.store_key)
+    try:
+        app = NetworkApp(config, store)
+        trust = parse_device_trust(device_trust(config))
+    except BaseException:
+        store.close()
+        raise
+    return OperatorSide(app=app, trust=trust, store=store)
 
 
 class _CTimer:
@@ -119,18 +168,11 @@ def run_provision_bench(
     Raises:
         Unavailable: the lab cannot start.
     """
-    from host.agent import parse_device_trust
     from host.lab import Lab
     from host.provision import provision
     from network.client import InProcessTransport
-    from network.config import device_trust, init_config, load_config
-    from network.server import NetworkApp
-    from network.store import Store
     from tpm.connection import TpmConnection
-    from tpm.pcrsel import parse_selection
-    from tpm.quote import read_pcrs
     from tpm.registry import Registry
-    from tpm.verify import split_pcr_values
 
     say = progress or (lambda text: None)
     where = str(files_dir) if files_dir is not None else None
@@ -142,16 +184,8 @@ def run_provision_bench(
         lab = Lab(Path(lab_dir) if lab_dir else Path(lab_tmp))
         status = lab.up()
         try:
-            selection = parse_selection("sha256:0,1,2,3,4,5,6,7")
-            with TpmConnection(status.tcti) as conn:
-                reference = split_pcr_values(selection, read_pcrs(conn, selection))
-            config_path = init_config(
-                base / "network", ca_bundle=status.ca.bundle, reference=reference
-            )
-            config = load_config(config_path)
-            store = Store(base / "network.db", config.store_key)
-            app = NetworkApp(config, store)
-            trust = parse_device_trust(device_trust(config))
+            operator = operator_side(status.tcti, status.ca.bundle, base)
+            app, trust = operator.app, operator.trust
             registry = Registry(base / "mids.json")
             runs: list[dict[str, float]] = []
             commands: dict[str, list[float]] = {}
@@ -186,7 +220,7 @@ def run_provision_bench(
                                 entry[1] += seconds
                         say(f"round {i}: {total * 1000:.0f} ms")
             finally:
-                store.close()
+                operator.close()
         finally:
             lab.down()
     warm = runs[1:]

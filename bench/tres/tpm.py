@@ -4,7 +4,8 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
 
 - ``tpm (ecb, load-gated)`` — K an AES key in the TPM, PCR policy checked at TPM2_Load; each
   E_K one TPM2_EncryptDecrypt2 (ECB). Raw: one EncryptDecrypt2 of one block. Also quote,
-  verify, quote+verify (ECC P-256 AK) and mid-import.
+  verify, quote+verify (ECC P-256 AK), mid-import and provisioning (the host agent's full
+  provisioning against the in-process operator side, :func:`bench.provision_bench.operator_side`).
 - ``tpm (cfb-only)`` — the same MID kind, E_K by one CFB *decrypt* per call (the fallback for
   TPMs that refuse ECB), forced on a TPM that also has ECB. Raw: one EncryptDecrypt2 CFB call.
 - ``tpm (use-gated policy)`` — K's own policy (PolicyPCR ∧ PolicyNV MID_STATE = ACTIVE ∧
@@ -48,7 +49,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -66,6 +67,7 @@ from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import Mode, SymmetricSupport, probe_symmetric, translate
 from tpm.mid import LoadedMid, delete_mid, import_package, wrap_for_device
+from tpm.mid_errors import UnknownMid
 from tpm.package import AlgorithmSpec, MidSecrets
 from tpm.registry import MidRecord, Registry
 from trelab.errors import LocalProtocolError, TrelabError, Unavailable
@@ -154,7 +156,8 @@ def swtpm_version() -> str:
 class TpmSite:
     """The TPM a provider measures: its TCTI, *its* registry (REG_CTR is TPM-wide: one registry
     per TPM), whether MID slots may be spent freely (a TPM made for this run), and who frees it.
-    ``pid`` and ``path`` name the bench swtpm process and its directory (None for hardware)."""
+    ``pid`` and ``path`` name the bench swtpm process and its directory (None for hardware);
+    ``ca_bundle`` is its manufacturer CA (root + issuer PEM) for an operator's DRF."""
 
     tcti: str
     registry: Registry
@@ -163,6 +166,7 @@ class TpmSite:
     release: Callable[[], None]
     pid: int | None = None
     path: Path | None = None
+    ca_bundle: Path | None = None
 
 
 class _BenchTpm:
@@ -186,6 +190,14 @@ class _BenchTpm:
         # swtpm runs as a daemon: should a caller never release it, stop it at exit anyway
         atexit.register(self._stop)
         self.tcti = swtpm.tcti(self.process.port)
+        self.ca_bundle: Path | None = None
+
+    def exported_ca(self) -> Path:
+        """The manufacturer CA bundle (exported once, after checking the EK certificates)."""
+        if self.ca_bundle is None:
+            nv_certs = swtpm.read_nv_certificates(self.process.port)
+            self.ca_bundle = swtpm.export_ca(self.paths, nv_certs).bundle
+        return self.ca_bundle
 
     def _start(self) -> swtpm.SwtpmProcess:
         for attempt in range(3):
@@ -219,6 +231,7 @@ class _BenchTpm:
             release=release,
             pid=bench.process.pid,
             path=bench.dir,
+            ca_bundle=bench.exported_ca(),
         )
 
     def _release(self) -> None:
@@ -476,6 +489,7 @@ class TpmTre:
             cases += self._attest_cases(few)
             if self._allow_import:
                 cases.append(self._import_case())
+                cases.append(self._provisioning_case())
         return cases
 
     def close(self) -> None:
@@ -787,9 +801,10 @@ class TpmTre:
             for _ in range(n):
                 quoter.quote(os.urandom(16), selection)
 
-        tpml, handle, esys = tpml_from_selection(selection), quoter.handle, self._conn.esys
+        tpml, esys = tpml_from_selection(selection), self._conn.esys
 
         def bare_quote(n: int) -> None:
+            handle = quoter.handle  # looked up per sample: the provisioning case reopens it
             try:
                 for _ in range(n):
                     esys.quote(handle, tpml, TPM2B_DATA(os.urandom(16)))
@@ -849,6 +864,72 @@ class TpmTre:
             "import_package (checks, 3 × TPM2_Import + Load, MID_CTR/MID_STATE/AUDIT/REG_CTR "
             "writes), all flushed; deleted again untimed; one MID_STATE slot per sample, so "
             "this runs only on the bench TPM",
+        )  # fmt: skip
+
+    # -- full provisioning -----------------------------------------------------------------------
+    def _provisioning_case(self) -> Case:
+        """One full provisioning by the host agent (as ``trelab provision`` runs it, minus
+        process start) against the real operator side in-process."""
+        from host.provision import AgentFiles, provision
+        from network.client import InProcessTransport
+
+        from ..provision_bench import OperatorSide, operator_side
+
+        conn, registry, site = self._conn, self._site.registry, self._site
+        held: dict[str, OperatorSide] = {}
+        made: list[str] = []
+
+        def setup() -> None:  # untimed: operator config, keys, store in a temp dir (once)
+            if "operator" not in held:
+                if site.ca_bundle is None:
+                    raise Unavailable("no manufacturer CA bundle for this TPM")
+                scratch = Path(tempfile.mkdtemp(prefix="trelab-bench-operator-"))
+                self._stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+                operator = operator_side(site.tcti, site.ca_bundle, scratch)
+                self._stack.callback(operator.close)
+                held["operator"] = operator
+            # ESYS keeps one resource object per TPM handle: the agent's AK lookup closes the
+            # persistent AK's, which the attestation cases' Quoter holds open. Close the
+            # Quoter's for the sample and reopen it in teardown.
+            self._quoter.__exit__(None, None, None)
+
+        def body(n: int) -> None:
+            operator = held["operator"]
+            for _ in range(n):
+                result = provision(
+                    conn, registry, InProcessTransport(operator.app), operator.trust,
+                    sho="sho-a", network="bench",
+                )  # fmt: skip
+                made.append(result.finished.mid_id)
+                if result.finished.state != "ACTIVE":
+                    raise LocalProtocolError(
+                        f"provisioning ended in state {result.finished.state}, not ACTIVE"
+                    )
+
+        def teardown() -> None:  # untimed: the registry and agent file stay the same size
+            try:
+                files = AgentFiles(registry)
+                while made:
+                    mid = made.pop()
+                    with contextlib.suppress(UnknownMid):
+                        delete_mid(conn, registry, mid)
+                    with files.locked():
+                        state = files.read()
+                        kept = {k: v for k, v in state.mids.items() if k != mid}
+                        files.write(replace(state, mids=kept))
+            finally:
+                self._quoter.__enter__()
+
+        return Case(
+            self.tre, "provisioning", body, setup=setup, teardown=teardown,
+            detail="one full provisioning into a new MID slot: host.provision.provision (ECC "
+            "P-256 AK, RSA-2048 EK as transport key) against the operator side in-process "
+            "(NetworkApp, SQLite store): register → credential activation → quote + PVA "
+            "verdict → package → TPM import → NV_Certify receipts → activation, journal and "
+            "registry writes with fsync; operator config, keys and store made once, untimed; "
+            "the MID deleted and dropped from the agent file after each sample, untimed; one "
+            "MID_STATE slot per sample, so bench TPM only (TPM vs our time: python -m "
+            "bench.provision_bench)",
         )  # fmt: skip
 
 

@@ -157,6 +157,11 @@ def test_tpm_and_modem_rows_run_and_their_records_follow_the_schema(bench: Any) 
                       "quote (bare TPM2_Quote)", "verify", "quote+verify", "mid-import"):  # fmt: skip
         assert (ecb, operation) in operations
     assert ("tpm (sealed K)", "aka-tuak") in operations
+    # full provisioning (issue 6): on the bench TPM, one provisioning per sample, each ACTIVE
+    provisioning = [r for r in records if (r["tre"], r["operation"]) == (ecb, "provisioning")]
+    assert len(provisioning) == 1
+    assert len(provisioning[0]["samples"]) == 2 and all(s > 0 for s in provisioning[0]["samples"])
+    assert "provision" in provisioning[0]["detail"] and provisioning[0]["batch"] == 1
     assert ("tpm (use-gated policy)", "aka-milenage (session per command)") in operations
     assert {(MODEM_ROW, "aka-milenage"), (MODEM_ROW, "aka-resync")} <= operations
     raw = {c.tre: c.operation for c in result.run.cases if c.raw}
@@ -193,7 +198,8 @@ def test_resources_are_released_and_the_lab_tpm_is_untouched(bench: Any, lab: La
     result, before = bench
     # during the run, between samples: nothing loaded on the bench TPM
     assert result.bench_handles == {"transient": [], "loaded sessions": [], "saved sessions": []}
-    # mid-import's teardown deleted what it imported: only the rows' own MIDs remain
+    # mid-import's and provisioning's teardowns deleted what they installed: only the rows'
+    # own MIDs remain
     # (ecb, cfb, use-gated, sealed Milenage, sealed TUAK)
     assert result.bench_mids == 5
     # after close: the bench swtpm is stopped and its directory gone
