@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import os
 import subprocess
@@ -46,7 +45,7 @@ from typing import Any, Literal
 
 from tpm import swtpm
 from trelab import proc
-from trelab.atomic import atomic_write_text
+from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
 from uicc import pcscd
 
@@ -405,13 +404,8 @@ class Lab:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise up/down of this lab across processes."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path / ".lock"):
+            yield
 
     # ---- the virtual card and the modem: python daemons -----------------------------------
 

@@ -38,7 +38,6 @@ timed (and hooked); benchmarks split end-to-end time into TPM time and our own.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -71,7 +70,7 @@ from network.client import Transport
 from network.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
-from trelab.atomic import atomic_write_text
+from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError, Unavailable
 
 __all__ = [
@@ -461,13 +460,8 @@ class AgentFiles:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_name(self.path.name + ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            yield
 
     def read(self) -> AgentState:
         """Raises:

@@ -40,7 +40,6 @@ one configuration here (the lab); the messages are built to travel between two.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -67,7 +66,7 @@ from network.errors import Refused, RemoteProtocolError, SignatureInvalid
 from network.messages import SigningKey
 from network.records import HssRecord
 from network.store import Sealer, Store, StoreTransaction
-from trelab.atomic import atomic_write_text
+from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, CheckFailed
 from uicc import fs
 from uicc.ota import (
@@ -465,16 +464,10 @@ class OtaKeyring:
     @contextlib.contextmanager
     def _update(self) -> Iterator[dict[str, Any]]:
         """The document, locked for one read-modify-write; saved if the block completes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock")
-        with lock.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                doc = self._load()
-                yield doc
-                self._save(doc)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            doc = self._load()
+            yield doc
+            self._save(doc)
 
     def _where(self, sho: str, iccid: str, what: str) -> str:
         return f"ota/{sho}/{iccid}/{what}"

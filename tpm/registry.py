@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from tpm import nv
 from tpm.connection import TpmConnection
 from tpm.mid_errors import RegistryRollback, UnknownMid
 from tpm.package import AlgorithmSpec, MidPolicy
-from trelab.atomic import atomic_write_text
+from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
 
 __all__ = [
@@ -251,13 +250,8 @@ class Registry:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive lock (``<file>.lock``) for a read-modify-write across processes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_name(self.path.name + ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            yield
 
     def read(self) -> RegistryData:
         """The file as it is, without the TPM check (for ``list`` and repairs).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
@@ -36,3 +38,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o600) -> None:
     """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode(), mode=mode)
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if absent) for a read-modify-write
+    across processes; released when the block ends, or by the kernel if the process dies."""
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trelab import proc
-from trelab.atomic import atomic_write_text
+from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import Unavailable
 
 __all__ = [
@@ -198,12 +197,8 @@ class PcscdRegistry:
     def locked(self) -> Iterator[None]:
         """Hold the registry's exclusive lock."""
         self._prepare()
-        with (self.path / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.path / ".lock"):
+            yield
 
     @property
     def _owner_file(self) -> Path:
