@@ -21,7 +21,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage mistakes as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"trelab: error: {self.prog.removeprefix('trelab ')}: {message}", file=sys.stderr)
+        where = self.prog.removeprefix("trelab").strip()
+        prefix = f"{where}: " if where else ""
+        print(f"trelab: error: {prefix}{message}", file=sys.stderr)
         raise SystemExit(2)
 
 

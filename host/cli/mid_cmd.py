@@ -12,7 +12,7 @@ from typing import Any
 
 from host.cli import output
 from host.cli.output import Outcome
-from host.cli.provision_cmd import add_agent_options, network_url
+from host.cli.provision_cmd import add_agent_options, mid_session
 
 __all__ = ["register"]
 
@@ -35,23 +35,11 @@ def _list(args: argparse.Namespace) -> Outcome:
 
 def _transition(args: argparse.Namespace) -> Outcome:
     from host.lifecycle import apply_order
-    from host.provision import AgentFiles, flush_stale, load_trust
-    from network.client import HttpTransport
-    from tpm.connection import TpmConnection, resolve_tcti
-    from tpm.registry import Registry
 
-    registry = Registry(args.registry)
-    info = AgentFiles(registry).read().mid(args.mid)
-    url = network_url(args, info.network)
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
-        flush_stale(conn)
+    with mid_session(args) as s:
+        info = s.info
         outcome = apply_order(
-            conn,
-            registry,
-            HttpTransport(url),
-            load_trust(args.trust),
-            mid_id=args.mid,
-            verb=args.verb,
+            s.conn, s.registry, s.transport, s.trust, mid_id=args.mid, verb=args.verb
         )
     data = {"version": output.JSON_VERSION, **outcome.to_json()}
     if outcome.applied:

@@ -11,7 +11,10 @@ it to reach the registration operator, and releases it once the new MID is ACTIV
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,35 @@ def network_url(args: argparse.Namespace, default: str | None = None) -> str:
     """``--network``, else ``$TRELAB_NETWORK``, else ``default``, else the serve default."""
     url: str | None = getattr(args, "network", None) or os.environ.get(NETWORK_ENV) or default
     return url or "http://127.0.0.1:8731"
+
+
+@dataclass(frozen=True)
+class MidSession:
+    """What a verb on an existing MID needs: its registry entry, the network and an open TPM."""
+
+    conn: Any
+    registry: Any
+    info: Any
+    url: str
+    transport: Any
+    trust: Any
+
+
+@contextlib.contextmanager
+def mid_session(args: argparse.Namespace) -> Iterator[MidSession]:
+    """Open the TPM (stale handles of a killed agent flushed), the MID's registry entry, its
+    network (``--network`` or where it was provisioned) and the pinned network trust."""
+    from host.provision import AgentFiles, flush_stale, load_trust
+    from network.client import HttpTransport
+    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.registry import Registry
+
+    registry = Registry(args.registry)
+    info = AgentFiles(registry).read().mid(args.mid)
+    url = network_url(args, info.network)
+    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+        flush_stale(conn)
+        yield MidSession(conn, registry, info, url, HttpTransport(url), load_trust(args.trust))
 
 
 def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> None:

@@ -12,31 +12,18 @@ from typing import Any
 
 from host.cli import output
 from host.cli.output import Outcome
-from host.cli.provision_cmd import add_agent_options, network_url
+from host.cli.provision_cmd import add_agent_options, mid_session
 
 __all__ = ["register"]
 
 
 def _change(args: argparse.Namespace) -> Outcome:
-    from host.provision import AgentFiles, flush_stale, load_trust
     from host.subscription import change
-    from network.client import HttpTransport
-    from tpm.connection import TpmConnection, resolve_tcti
-    from tpm.registry import Registry
 
-    registry = Registry(args.registry)
-    info = AgentFiles(registry).read().mid(args.mid)
-    url = network_url(args, info.network)
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
-        flush_stale(conn)
+    with mid_session(args) as s:
+        info = s.info
         result = change(
-            conn,
-            registry,
-            HttpTransport(url),
-            load_trust(args.trust),
-            mid_id=args.mid,
-            to_sho=args.to,
-            network=url,
+            s.conn, s.registry, s.transport, s.trust, mid_id=args.mid, to_sho=args.to, network=s.url
         )
     data = {"version": output.JSON_VERSION, **result.to_json()}
     if result.rolled_back:
