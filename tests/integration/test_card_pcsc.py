@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +18,11 @@ from aka.autn import recover_sqn_ms
 from aka.hss import Hss
 from aka.sqn import split_sqn
 from aka.usim import AkaMacFailure, AkaSuccess, AkaSyncFailure
-from firmware_stubs.card_serve import read_status
 from firmware_stubs.usim.engine import ATR
 from firmware_stubs.usim.personalise import hss_subscriber
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, load_profile, parse_profile
 from host.lab import LabStatus
-from tests.conftest import skip_or_fail
+from tests.card_process import READER_1, CardProcess
 from tests.helpers import REPO
 from tests.usim_vectors import TestCard, milenage_cards, tuak_cards, unique_iccid
 from trelab import proc
@@ -36,8 +34,6 @@ from uicc.usim import UsimClient
 pytestmark = pytest.mark.lab
 
 READER_0 = "Virtual PCD 00 00"
-READER_1 = "Virtual PCD 00 01"
-VPCD_1 = "127.0.0.1:35964"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,75 +41,6 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         [sys.executable, "-m", "host.cli", *args], cwd=REPO, capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=60, check=False,
     )  # fmt: skip
-
-
-class CardProcess:
-    """`trelab card serve` on reader 1 for one test: its own profile and state file."""
-
-    def __init__(self, directory: Path, profile: dict[str, object]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.dir = directory
-        self.profile = profile
-        self.profile_file = directory / "profile.json"
-        self.profile_file.write_text(json.dumps(profile))
-        self.state = directory / "state.json"
-        self.status = directory / "status.json"
-        self.log = directory / "card.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> CardProcess:
-        argv = [sys.executable, "-m", "host.cli", "card", "serve"]
-        argv += ["--profile", str(self.profile_file), "--state", str(self.state)]
-        argv += ["--vpcd", VPCD_1, "--status-file", str(self.status)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=log, cwd=REPO)
-        pid = self.process.pid
-
-        def attached() -> bool:
-            status = read_status(self.status)
-            return bool(status and status.get("pid") == pid and status.get("state") == "attached")
-
-        if not proc.wait_until(attached, 20.0, interval=0.05):
-            holder = "another card holds it" if self.process.poll() is None else "it exited"
-            self.stop()
-            skip_or_fail(f"our card did not attach to {READER_1}: {holder} (see {self.log})")
-        # pcscd may still show the previous card for a moment: wait until ours answers.
-        if not proc.wait_until(self._ours_in_reader, 10.0, interval=0.1):
-            self.stop()
-            skip_or_fail(f"{READER_1} does not show our card (ICCID); see {self.log}")
-        return self
-
-    def _ours_in_reader(self) -> bool:
-        try:
-            with PcscLink(READER_1) as link:
-                return UsimClient(link).read_iccid() == self.profile["iccid"]
-        except (Unavailable, CardRefused):
-            return False
-
-    def link(self) -> PcscLink:
-        return PcscLink(READER_1)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(5)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,18 +15,16 @@ from typing import Any
 
 import pytest
 
-from firmware_stubs.card_serve import read_status
 from firmware_stubs.usim.profile import DEFAULT_PROFILE
 from host.lab import LabStatus
 from network.config import init_config, load_config
 from network.store import Store
 from network.transfer import KiTransfer, OtaKeyring, deliver
-from tests.conftest import ModemProcess, skip_or_fail
+from tests.card_process import READER_1, CardProcess
+from tests.conftest import ModemProcess
 from tests.helpers import REPO
 from tests.usim_vectors import unique_iccid
-from trelab import proc
-from trelab.errors import TrelabError, Unavailable
-from uicc.errors import CardRefused
+from trelab.errors import TrelabError
 from uicc.links.at_csim import AtCsimLink
 from uicc.links.pcsc import PcscLink
 from uicc.ota import (
@@ -43,8 +40,6 @@ from uicc.usim import UsimClient
 
 pytestmark = pytest.mark.lab
 
-READER_1 = "Virtual PCD 00 01"
-VPCD_1 = "127.0.0.1:35964"
 OLD_IMSI = str(DEFAULT_PROFILE["imsi"])
 
 
@@ -55,68 +50,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
-class Card:
-    """`trelab card serve` on reader 1 with a profile and state file of its own."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.profile = dict(DEFAULT_PROFILE) | {"iccid": unique_iccid()}
-        self.profile_file = directory / "profile.json"
-        self.profile_file.write_text(json.dumps(self.profile))
-        self.state = directory / "state.json"
-        self.status = directory / "status.json"
-        self.log = directory / "card.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def iccid(self) -> str:
-        return str(self.profile["iccid"])
-
-    def start(self) -> Card:
-        argv = [sys.executable, "-m", "host.cli", "card", "serve", "--profile"]
-        argv += [str(self.profile_file), "--state", str(self.state), "--vpcd", VPCD_1]
-        argv += ["--status-file", str(self.status)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=log, cwd=REPO)
-        pid = self.process.pid
-
-        def attached() -> bool:
-            status = read_status(self.status)
-            return bool(status and status.get("pid") == pid and status.get("state") == "attached")
-
-        if not proc.wait_until(attached, 20.0, interval=0.05):
-            self.stop()
-            skip_or_fail(f"our card did not attach to {READER_1} (see {self.log})")
-        if not proc.wait_until(self._ours, 10.0, interval=0.1):
-            self.stop()
-            skip_or_fail(f"{READER_1} does not show our card; see {self.log}")
-        return self
-
-    def _ours(self) -> bool:
-        try:
-            with PcscLink(READER_1) as link:
-                return UsimClient(link).read_iccid() == self.iccid
-        except (Unavailable, CardRefused):
-            return False
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(5)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @pytest.fixture
-def card(tmp_path: Path, lab: LabStatus) -> Iterator[Card]:
-    own = Card(tmp_path / "card")
+def card(tmp_path: Path, lab: LabStatus) -> Iterator[CardProcess]:
+    own = CardProcess(tmp_path / "card", dict(DEFAULT_PROFILE) | {"iccid": unique_iccid()})
     try:
         yield own.start()
     finally:
@@ -161,7 +97,7 @@ def check_report(report: dict[str, Any], iccid: str) -> str:
     return str(new_imsi)
 
 
-def test_transfer_over_pcsc_with_k_rotation(card: Card, operators: dict[str, Path]) -> None:
+def test_transfer_over_pcsc_with_k_rotation(card: CardProcess, operators: dict[str, Path]) -> None:
     report = transfer_cli(operators, "--reader", READER_1, profile=card.profile_file, rotate=True)
     new_imsi = check_report(report, card.iccid)
     on_disk = json.loads(card.state.read_text())["ota"]
@@ -198,7 +134,7 @@ def ota_env(keyset: Keyset) -> dict[str, str]:
 
 
 def test_replay_tamper_and_wrong_key_are_refused_by_the_card(
-    card: Card, operators: dict[str, Path]
+    card: CardProcess, operators: dict[str, Path]
 ) -> None:
     transfer_cli(operators, "--reader", READER_1, profile=card.profile_file, rotate=False)
     config = load_config(operators["config"] / "network.json")
@@ -258,7 +194,7 @@ def test_replay_tamper_and_wrong_key_are_refused_by_the_card(
 
 
 def test_kill_9_of_the_card_between_packets_then_retry_completes(
-    card: Card, operators: dict[str, Path]
+    card: CardProcess, operators: dict[str, Path]
 ) -> None:
     from host.cli.transfer_cmd import _subscription_from_profile
 
@@ -312,7 +248,7 @@ def test_kill_9_of_the_card_between_packets_then_retry_completes(
 
 
 def test_cli_refusals_are_one_line_and_change_nothing(
-    card: Card, operators: dict[str, Path]
+    card: CardProcess, operators: dict[str, Path]
 ) -> None:
     base = ["transfer", "ki", "--from", "sho-a", "--to", "sho-b", "--network-config",
             str(operators["config"]), "--db", str(operators["db"]), "--reader", READER_1]  # fmt: skip
