@@ -1,8 +1,12 @@
-"""Edge: processes, filesystem, clock. The main job: lab up → conformance → bench → report.
+"""Edge: processes, filesystem, clock. The main job: lab up → conformance → bench →
+provisioning throughput → report.
 
 What ``make bench`` runs. It brings the lab up itself (and down again if it started it), so a
 fresh machine needs nothing else, and writes ``report.json`` (schema: :mod:`bench.schema`),
-``report.md`` and a self-contained ``report.html``.
+``report.md`` and a self-contained ``report.html``. The throughput curve
+(:mod:`bench.provision_throughput`, its own server and swtpms, not the lab's) runs when every
+TRE is benchmarked with the lab (no ``--tre``, no ``--no-lab``) at levels 1, 2, 4 with three
+provisionings per device (quick: 1, 2 with one), unless ``throughput=False``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import platform
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,14 +26,14 @@ from typing import Any
 from aka.conformance import SetResult, run_milenage_sets, run_tuak_sets
 from trelab import __version__
 from trelab.atomic import atomic_write_text
-from trelab.errors import BadInput
+from trelab.errors import BadInput, TrelabError, Unavailable
 
 from .harness import run_cases
 from .report import render_html, render_json, render_markdown
-from .schema import SCHEMA_NAME, SCHEMA_VERSION, validate_report
+from .schema import SCHEMA_NAME, SCHEMA_VERSION, THROUGHPUT, validate_report
 from .tres.registry import TRE_FACTORIES, LabContext, build_providers
 
-__all__ = ["MainJobReport", "load_vector_sets", "run_main_job"]
+__all__ = ["MainJobReport", "cpu_model", "load_vector_sets", "run_main_job"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ def load_vector_sets() -> dict[str, list[dict[str, Any]]]:
     return {name: list(sets.values()) for name, sets in out.items()}
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (for the report's environment)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -76,10 +81,13 @@ def run_main_job(
     rounds: int | None = None,
     tres: list[str] | None = None,
     use_lab: bool = True,
+    throughput: bool = True,
+    throughput_levels: Sequence[int] | None = None,
+    throughput_per_device: int | None = None,
     progress: Callable[[str], None] = _say,
 ) -> MainJobReport:
-    """Run everything and write the report; exit code 1 when a conformance set or the EK
-    chain failed."""
+    """Run everything and write the report; exit code 1 when a conformance set, the EK
+    chain or a throughput provisioning failed."""
     if tres:
         unknown = [t for t in tres if not any(n.startswith(t) for n in TRE_FACTORIES)]
         if unknown:
@@ -117,16 +125,36 @@ def run_main_job(
             progress("lab: stopping what this run started")
             lab.down()
 
+    curve = None
+    throughput_skip: list[dict[str, str]] = []
+    throughput_failed = False
+    if throughput and use_lab and not tres:
+        from .provision_throughput import run_throughput
+
+        levels = throughput_levels or ((1, 2) if quick else (1, 2, 4))
+        per_device = throughput_per_device or (1 if quick else 3)
+        progress(f"throughput: levels {', '.join(map(str, levels))}, {per_device} per device")
+        try:
+            curve = run_throughput(levels, per_device, progress=progress)
+        except Unavailable as exc:  # the environment (no swtpm tools): say why, go on
+            throughput_skip.append({"tre": "provisioning throughput", "reason": str(exc)})
+        except TrelabError as exc:  # a real failure (e.g. an EK chain): say why, fail
+            throughput_skip.append({"tre": "provisioning throughput", "reason": str(exc)})
+            throughput_failed = True
+
     passed = sum(r.passed for r in results)
     ek_ok = bool(status.ca.verified) if status is not None else None
     failed_cases = [c for c in run.cases if not c.samples_ns]
     ok = passed == len(results) > 0 and ek_ok is not False and not failed_cases
+    ok = ok and (curve is None or curve["ok"]) and not throughput_failed
     verdict = f"{passed}/{len(results)} conformance runs passed"
     if ek_ok is not None:
         verdict += f"; EK chain {'verified' if ek_ok else 'NOT verified'}"
     verdict += f"; {len(run.cases) - len(failed_cases)}/{len(run.cases)} benchmark cases measured"
     if run.interrupted:
         verdict += " (interrupted)"
+    if curve is not None:
+        verdict += f"; {curve['verdict']}"
     data: dict[str, Any] = {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -137,7 +165,7 @@ def run_main_job(
             "trelab": __version__,
             "python": platform.python_version(),
             "openssl": ssl.OPENSSL_VERSION,
-            "cpu": _cpu(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "platform": platform.platform(),
         },
@@ -157,9 +185,12 @@ def run_main_job(
             "results": [r.to_json() for r in results],
         },
         "tres": run.environments,
-        "skipped": [{"tre": s.tre, "reason": s.reason} for s in [*skipped, *run.skipped]],
+        "skipped": [{"tre": s.tre, "reason": s.reason} for s in [*skipped, *run.skipped]]
+        + throughput_skip,
         "records": run.records(),
     }
+    if curve is not None:
+        data[THROUGHPUT] = curve
     if status is not None and lab_info is not None:
         data["lab"] = {
             "dir": str(status.lab_dir),

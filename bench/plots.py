@@ -6,17 +6,17 @@ import io
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["latency_plot", "overhead_plot"]
+__all__ = ["latency_plot", "overhead_plot", "throughput_plot"]
 
 
-def _figure(height: float) -> Any:
+def _figure(height: float, columns: int = 1) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display; SVG text only
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
-    return plt.subplots(figsize=(8.0, height))
+    return plt.subplots(1, columns, figsize=(8.0, height))
 
 
 def _svg(fig: Any) -> str:
@@ -69,4 +69,44 @@ def overhead_plot(records: list[dict[str, Any]]) -> str | None:
     ax.set_xlabel("× the TRE's raw transport (median / median, log scale)")
     ax.set_title("Overhead against the raw transport")
     ax.grid(axis="x", which="both", alpha=0.3)
+    return _svg(fig)
+
+
+def throughput_plot(section: dict[str, Any]) -> str | None:
+    """The provisioning-throughput curve: provisions/s against devices at once (left, with
+    the cores busy), latency median and p95 per provisioning (right)."""
+    levels = [lv for lv in section["levels"] if lv["throughput_per_s"] is not None]
+    if not levels:
+        return None
+    fig, (left, right) = _figure(3.4, columns=2)
+    x = [lv["concurrency"] for lv in levels]
+    left.plot(x, [lv["throughput_per_s"] for lv in levels], "o-", color="tab:blue")
+    left.set_xlabel("devices provisioning at once")
+    left.set_ylabel("successful provisionings / s", color="tab:blue")
+    left.set_ylim(bottom=0)
+    cores = section["environment"].get("cores")
+    busy = [lv["cores_busy"] for lv in levels]
+    if all(b is not None for b in busy):
+        twin = left.twinx()
+        twin.plot(x, busy, "s--", color="tab:gray", alpha=0.7)
+        twin.set_ylabel("cores busy (CPU s / wall s)", color="tab:gray")
+        twin.set_ylim(0, max([*busy, float(cores or 1)]) * 1.15)
+        if cores:
+            twin.axhline(cores, color="tab:gray", linewidth=0.8, linestyle=":")
+    left.set_title("Throughput of one server")
+    timed = [lv for lv in levels if lv["latency_ms"]]
+    tx = [lv["concurrency"] for lv in timed]
+    right.plot(tx, [lv["latency_ms"]["median"] / 1000 for lv in timed], "o-", label="median")
+    right.plot(tx, [lv["latency_ms"]["p95"] / 1000 for lv in timed], "^--", label="p95")
+    right.set_xlabel("devices provisioning at once")
+    right.set_ylabel("seconds per provisioning")
+    right.set_ylim(bottom=0)
+    right.legend()
+    right.set_title("Latency per provisioning")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(c) for c in x])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     return _svg(fig)

@@ -19,7 +19,8 @@ MID slot of the same TPM; the first round (cold imports, AK creation) is reporte
 
 ``run_provision_bench()`` returns a dict (JSON-ready); ``python -m bench.provision_bench``
 prints it. :func:`operator_side` (config, keys, store, app, device trust for one TPM) is shared
-with the harness's ``provisioning`` case (:mod:`bench.tres.tpm`).
+with the harness's ``provisioning`` case (:mod:`bench.tres.tpm`); :func:`operator_config` (the
+config alone) with the throughput bench (:mod:`bench.provision_throughput`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OperatorSide", "operator_side", "run_provision_bench"]
+__all__ = ["OperatorSide", "operator_config", "operator_side", "run_provision_bench"]
 
 PVA_PCRS = "sha256:0,1,2,3,4,5,6,7"  # the operator's default PCR selection (network.config)
 
@@ -52,18 +53,17 @@ class OperatorSide:
         self.store.close()
 
 
-def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
-    """A fresh operator under ``base`` (``network/`` config and keys, ``network.db``): the DRF
-    trusts ``ca_bundle`` (the TPM's manufacturer CA), the PVA's reference values are the TPM's
-    current PCRs 0-7 (read once here).
+def operator_config(tcti: str, ca_bundle: str | Path, directory: Path) -> Path:
+    """Write a fresh operator config into ``directory`` (keys, ``network.json``,
+    ``device-trust.json``) whose DRF trusts ``ca_bundle`` (the TPM's manufacturer CA) and whose
+    PVA reference values are the TPM's current PCRs 0-7 (read once here); returns its path.
+    Shared by :func:`operator_side` (in process) and :mod:`bench.provision_throughput` (served
+    by ``trelab network serve``).
 
     Raises:
         Unavailable: the TPM does not answer.
     """
-    from host.agent import parse_device_trust
-    from network.config import device_trust, init_config, load_config
-    from network.server import NetworkApp
-    from network.store import Store
+    from network.config import init_config
     from tpm.connection import TpmConnection
     from tpm.pcrsel import parse_selection
     from tpm.quote import read_pcrs
@@ -72,7 +72,22 @@ def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
     selection = parse_selection(PVA_PCRS)
     with TpmConnection(tcti) as conn:
         reference = split_pcr_values(selection, read_pcrs(conn, selection))
-    config = load_config(init_config(base / "network", ca_bundle=ca_bundle, reference=reference))
+    return init_config(directory, ca_bundle=ca_bundle, reference=reference)
+
+
+def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
+    """A fresh operator under ``base`` (``network/`` config and keys, ``network.db``), as
+    :func:`operator_config` makes it, served in process.
+
+    Raises:
+        Unavailable: the TPM does not answer.
+    """
+    from host.agent import parse_device_trust
+    from network.config import device_trust, load_config
+    from network.server import NetworkApp
+    from network.store import Store
+
+    config = load_config(operator_config(tcti, ca_bundle, base / "network"))
     store = Store(base / "network.db", config.store_key)
     try:
         app = NetworkApp(config, store)

@@ -6,9 +6,17 @@ import html
 import json
 from typing import Any
 
-from .plots import latency_plot, overhead_plot
+from .plots import latency_plot, overhead_plot, throughput_plot
 
-__all__ = ["format_ns", "render_html", "render_json", "render_markdown"]
+__all__ = [
+    "format_ns",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_throughput_html",
+    "render_throughput_markdown",
+    "throughput_rows",
+]
 
 
 def format_ns(value: float | None) -> str:
@@ -110,6 +118,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"`{lab['ca_bundle']}`",
             f"- pcscd {lab['pcscd']['state']}; readers: {', '.join(lab['readers']) or 'none'}",
         ]
+    throughput = data.get("provisioning_throughput")
+    if throughput:
+        lines += ["", *throughput_markdown(throughput)]
     lines += [
         "",
         "## AKA conformance (3GPP test data)",
@@ -139,6 +150,125 @@ td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
 th{background:#f3f3f3}.pass{color:#070}.fail{color:#b00}
 figure{margin:1.5em 0}svg{max-width:100%;height:auto}
 """
+
+
+_THROUGHPUT_HEADERS = ["devices at once", "provisionings ok", "wall", "provisionings/s",
+                       "latency median", "latency p95", "TPM time median",
+                       "CPU s server / agents / swtpm", "cores busy", "host CPU s",
+                       "server CPU per provisioning"]  # fmt: skip
+
+
+def _seconds(ms: float | None) -> str:
+    return "–" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def throughput_rows(section: dict[str, Any]) -> list[list[str]]:
+    """One table row per concurrency level of a ``provisioning_throughput`` section."""
+    rows = []
+    for lv in section["levels"]:
+        latency, cpu = lv["latency_ms"] or {}, lv["cpu_s"]
+        rate, busy = lv["throughput_per_s"], lv["cores_busy"]
+        server_ms = lv["server_cpu_ms_per_provisioning"]
+        rows.append(
+            [
+                str(lv["concurrency"]),
+                f"{lv['succeeded']}/{lv['attempted']}",
+                f"{lv['wall_s']:.2f} s",
+                "–" if rate is None else f"{rate:.2f}",
+                _seconds(latency.get("median")),
+                _seconds(latency.get("p95")),
+                _seconds(lv["tpm_ms_median"]),
+                f"{cpu['server']:.2f} / {cpu['agents']:.2f} / {cpu['swtpm']:.2f}",
+                "–" if busy is None else f"{busy:.2f}",
+                f"{cpu['host']:.2f}" if "host" in cpu else "–",
+                "–" if server_ms is None else f"{server_ms:.0f} ms",
+            ]
+        )
+    return rows
+
+
+def _throughput_intro(section: dict[str, Any]) -> tuple[str, str]:
+    env, method = section["environment"], section["method"]
+    server = section["server"]
+    states = ", ".join(f"{n} {s}" for s, n in server["mids_by_state"].items()) or "no MIDs"
+    about = (
+        f"One `trelab network serve` process; at each level that many fresh swtpm devices, "
+        f"each with its own agent process provisioning {method['per_device']} MID(s) back "
+        f"to back, all starting together. Machine: {env.get('cores')} cores ({env.get('cpu', '?')})"
+        f", {env['swtpm']}. Wall time: first provisioning's start to last one's end; latency "
+        f"per successful provisioning; cores busy = CPU time of server + agents + swtpms / wall; "
+        f"host CPU = every process on the machine in the same window (more than ours: other "
+        f"load). Load average before: {env.get('loadavg_before', '?')}. "
+        f"Server store afterwards: {states}."
+    )
+    server_ms = [
+        lv["server_cpu_ms_per_provisioning"]
+        for lv in section["levels"]
+        if lv["server_cpu_ms_per_provisioning"]
+    ]
+    if server_ms:
+        per = sorted(server_ms)[len(server_ms) // 2]
+        about += (
+            f" Agents and swtpms run on the same {env.get('cores')} cores as the server, so the "
+            f"curve is bounded by the whole host's CPU, not the server's: the server itself "
+            f"spent about {per:.0f} ms CPU per provisioning, i.e. roughly {1000 / per:.0f} "
+            f"provisionings/s if it had one core to itself (an estimate: one Python process, "
+            f"GIL-bound; SQLite fsync waits not included)."
+        )
+    return f"{'PASS' if section['ok'] else 'FAIL'} — {section['verdict']}", about
+
+
+def _throughput_notes(section: dict[str, Any]) -> list[str]:
+    return [f"c={lv['concurrency']}: {e}" for lv in section["levels"] for e in lv["errors"][:3]]
+
+
+def throughput_markdown(section: dict[str, Any], heading: str = "##") -> list[str]:
+    """The section as Markdown lines: verdict, method, table, errors."""
+    verdict, about = _throughput_intro(section)
+    lines = [f"{heading} Provisioning throughput (one server, concurrent devices)", "",
+             f"**{verdict}**", "", about, "",
+             "| " + " | ".join(_THROUGHPUT_HEADERS) + " |",
+             "|" + "---|" * len(_THROUGHPUT_HEADERS)]  # fmt: skip
+    lines += ["| " + " | ".join(row) + " |" for row in throughput_rows(section)]
+    notes = _throughput_notes(section)
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return lines
+
+
+def throughput_html(section: dict[str, Any]) -> list[str]:
+    """The section as HTML parts: verdict, method, table, plot, errors."""
+    verdict, about = _throughput_intro(section)
+    css = "pass" if section["ok"] else "fail"
+    parts = [
+        "<h2>Provisioning throughput (one server, concurrent devices)</h2>",
+        f"<p class='{css}'><strong>{html.escape(verdict)}</strong></p>",
+        f"<p>{html.escape(about)}</p>",
+        _table(_THROUGHPUT_HEADERS, throughput_rows(section)),
+    ]
+    svg = throughput_plot(section)
+    if svg:
+        parts.append(f"<figure>{svg}</figure>")
+    notes = _throughput_notes(section)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return parts
+
+
+def render_throughput_markdown(section: dict[str, Any]) -> str:
+    """``trelab bench throughput``'s own Markdown file."""
+    return "\n".join(throughput_markdown(section, heading="#")) + "\n"
+
+
+def render_throughput_html(section: dict[str, Any]) -> str:
+    """``trelab bench throughput``'s own self-contained HTML page."""
+    head = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>trelab provisioning throughput</title>",
+        f"<style>{_CSS}</style></head><body>",
+    ]
+    method = ["<h2>Method</h2><pre>", html.escape(json.dumps(section["method"], indent=1))]
+    return "\n".join([*head, *throughput_html(section), *method, "</pre></body></html>"])
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -181,6 +311,9 @@ def render_html(data: dict[str, Any]) -> str:
             ],
         )
     )
+    throughput = data.get("provisioning_throughput")
+    if throughput:
+        parts += throughput_html(throughput)
     notes = _notes(data)
     if notes:
         parts.append("<h2>Not run / errors</h2><ul>")

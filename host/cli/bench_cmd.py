@@ -1,10 +1,12 @@
-"""Edge: ``trelab bench run | compare`` — the benchmark harness and its reports."""
+"""Edge: ``trelab bench run | compare | throughput`` — the benchmark harness, its reports, and
+the provisioning-throughput curve of one operator server (issue 5)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ def _run(args: argparse.Namespace) -> Outcome:
         rounds=args.rounds,
         tres=args.tre or None,
         use_lab=not args.no_lab,
+        throughput=not args.no_throughput,
     )
     data = {"ok": report.data["ok"], "verdict": report.data["verdict"], "out": args.out}
     return Outcome(data=data, text=report.summary, exit_code=report.exit_code)
@@ -63,6 +66,48 @@ def _compare(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, text="\n".join(lines + only) or "nothing in common to compare")
 
 
+def _throughput(args: argparse.Namespace) -> Outcome:
+    from bench.provision_throughput import run_throughput
+    from bench.report import (
+        render_json,
+        render_throughput_html,
+        render_throughput_markdown,
+        throughput_rows,
+    )
+    from bench.schema import validate_throughput
+    from bench.throughput import parse_levels
+    from trelab.atomic import atomic_write_text
+
+    levels = parse_levels(args.levels)
+    if args.per_device < 1:
+        raise BadInput("--per-device: must be ≥ 1")
+    out = Path(args.out)
+    section = run_throughput(
+        levels,
+        args.per_device,
+        work_dir=out / "throughput-work" if args.keep_files else None,
+        progress=None if args.json else _say,
+        warmup=not args.no_warmup,
+    )
+    validate_throughput(section)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "throughput.json", render_json(section), mode=0o644)
+    atomic_write_text(out / "throughput.md", render_throughput_markdown(section), mode=0o644)
+    atomic_write_text(out / "throughput.html", render_throughput_html(section), mode=0o644)
+    lines = [section["verdict"], "c  ok     wall     /s   median   p95   cores busy"]
+    lines += [
+        f"{row[0]:>2} {row[1]:>6} {row[2]:>8} {row[3]:>5} {row[4]:>7} {row[5]:>7} {row[8]:>6}"
+        for row in throughput_rows(section)
+    ]
+    lines.append(f"report: {out / 'throughput.html'} (also throughput.md, throughput.json)")
+    data = {"ok": section["ok"], "out": str(out), "provisioning_throughput": section}
+    return Outcome(data=data, text="\n".join(lines), exit_code=0 if section["ok"] else 1)
+
+
+def _say(text: str) -> None:
+    print(f"trelab: {text}", file=sys.stderr, flush=True)
+
+
 def register(nouns: Any) -> None:
     parser = nouns.add_parser("bench", help="benchmarks and reports")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -78,8 +123,26 @@ def register(nouns: Any) -> None:
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 31, quick 5)")
     p.add_argument("--subscribers", type=int, default=10_000)
     p.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    p.add_argument(
+        "--no-throughput", action="store_true", help="skip the provisioning-throughput curve"
+    )
     add_json_flag(p)
     p.set_defaults(func=_run)
+
+    p = verbs.add_parser(
+        "throughput",
+        help="provisioning throughput of one `trelab network serve` with N devices at once "
+        "(fresh swtpms, one agent process each); writes throughput.{json,md,html}",
+    )
+    p.add_argument("--levels", default="1,2,4,8", help="devices at once (default 1,2,4,8)")
+    p.add_argument("--per-device", type=int, default=3, help="provisionings per device (3)")
+    p.add_argument("--out", default="reports", help="report directory (default: ./reports)")
+    p.add_argument("--no-warmup", action="store_true", help="no uncounted first provisioning")
+    p.add_argument(
+        "--keep-files", action="store_true", help="keep swtpm states, logs, store under --out"
+    )
+    add_json_flag(p)
+    p.set_defaults(func=_throughput)
 
     p = verbs.add_parser("compare", help="what got faster or slower between two report.json")
     p.add_argument("old")

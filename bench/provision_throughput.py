@@ -1,0 +1,534 @@
+"""Edge: TPM, HTTP, processes, clock. Provisioning throughput of one operator server with many
+concurrent devices (issue 5, performance): the curve of provisions/s, latency and CPU against
+the number of devices provisioning at once.
+
+One real server, ``trelab network serve`` on a free loopback port, with a config made by
+:func:`bench.provision_bench.operator_config`. For each concurrency level ``c``: ``c`` fresh
+swtpm instances (manufactured for this run with :mod:`tpm.swtpm`, as the bench TPM of
+:mod:`bench.tres.tpm` is; MID slots are spent for good, so no level reuses a TPM) and ``c``
+agent processes, one per TPM (processes, not threads: the GIL), each running
+:func:`host.provision.provision` over :class:`network.client.HttpTransport` ``k`` times back to
+back — what ``trelab provision`` does, without paying Python start-up per provisioning.
+Agents import and open their TPM first, report ``ready``, and all start on one ``go``.
+
+Every swtpm's EK certificates are signed by one manufacturer CA: the devices share one
+``swtpm_localca`` state directory (its lock file serialises the signing; its serial counter
+keeps serials unique), so the server trusts one bundle, and fresh swtpms have equal PCRs 0-7,
+so one set of reference values fits them all.
+
+Measured per level: wall time from the first provisioning's start to the last one's end
+(``time.monotonic()``, one clock for all processes), successful provisionings per second,
+latency per provisioning (median, p95), the agents' time in TPM calls, and CPU time of the
+server (``/proc/PID/stat``), the agents (their own ``time.process_time()``) and the swtpms.
+At the end the server is stopped and its store is counted: it must hold exactly as many
+ACTIVE MIDs as the agents saw.
+
+Every process started here (server, swtpms, agents) is stopped here by pid, also on Ctrl-C.
+``python -m bench.provision_throughput`` is the agent process (internal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from trelab.atomic import atomic_write_text
+from trelab.errors import TrelabError, Unavailable
+
+from .throughput import ProvisionSample, cpu_ticks, host_busy_ticks, summarize_level, verdict
+
+__all__ = ["DEFAULT_LEVELS", "DEFAULT_PER_DEVICE", "run_throughput", "worker_main"]
+
+DEFAULT_LEVELS = (1, 2, 4, 8)
+DEFAULT_PER_DEVICE = 3
+_SHO = "sho-a"
+_READY_TIMEOUT = 60.0  # a Python process importing tpm2-pytss on a loaded 2-core machine
+_PER_PROVISION_TIMEOUT = 60.0
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) of a live process; None once it is gone."""
+    try:
+        return cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / _TICK
+    except (OSError, TrelabError):
+        return None
+
+
+def _read_line(stream: IO[str], deadline: float, what: str) -> str:
+    """One line from a child's pipe, or Unavailable once ``deadline`` (monotonic) passes."""
+    remaining = deadline - time.monotonic()
+    ready, _, _ = select.select([stream], [], [], max(remaining, 0.0))
+    if not ready:
+        raise Unavailable(f"{what}: no answer in time")
+    return stream.readline()
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for server and agents, without the test hooks that would crash them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRELAB_TEST_")}
+
+
+# ---- the processes ----------------------------------------------------------------------------
+
+
+class _Device:
+    """A fresh swtpm for one device: manufactured under ``directory`` with EK certificates
+    from the shared CA in ``ca_private``, started on a free port pair, stopped by pid."""
+
+    def __init__(self, directory: Path, ca_private: Path) -> None:
+        from tpm import swtpm
+
+        self.paths = swtpm.SwtpmPaths(directory)
+        self.paths.ca_dir.mkdir(parents=True)
+        self.paths.localca_dir.symlink_to(ca_private, target_is_directory=True)
+        swtpm.manufacture(self.paths)
+        self.process: swtpm.SwtpmProcess | None = None
+
+    def start(self) -> str:
+        """Start it; returns its TCTI."""
+        from tpm import swtpm
+
+        for attempt in range(3):
+            try:
+                self.process = swtpm.start(self.paths, swtpm.find_free_port_pair())
+                break
+            except swtpm.PortInUse:  # another process took the pair in between: next one
+                if attempt == 2:
+                    raise
+        assert self.process is not None
+        return swtpm.tcti(self.process.port)
+
+    def export_ca(self) -> Path:
+        """The manufacturer CA bundle, after checking this TPM's EK certificates chain to it."""
+        from tpm import swtpm
+
+        assert self.process is not None
+        return swtpm.export_ca(self.paths, swtpm.read_nv_certificates(self.process.port)).bundle
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def stop(self) -> None:
+        from tpm import swtpm
+
+        process, self.process = self.process, None
+        if process is not None:
+            swtpm.stop(self.paths, process.pid, process.start)
+
+
+class _Server:
+    """``trelab network serve`` on a free loopback port, as its own process."""
+
+    def __init__(self, config: Path, db: Path, log: Path) -> None:
+        argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
+        argv += ["--config", str(config), "--db", str(db), "--json"]
+        self.config, self.db, self.log = config, db, log
+        with log.open("wb") as err:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+                env=_child_env(),
+            )  # fmt: skip
+        self.pid = self._proc.pid
+        try:
+            assert self._proc.stdout is not None
+            line = _read_line(self._proc.stdout, time.monotonic() + _READY_TIMEOUT, "server")
+            self.url: str = json.loads(line)["listening"]
+        except (ValueError, KeyError, TypeError, Unavailable):
+            self.stop()
+            raise Unavailable(
+                f"trelab network serve did not start: {_tail(log)}", fix=f"see {log}"
+            ) from None
+        self.responses: dict[str, int] | None = None
+
+    def stop(self) -> None:
+        """SIGTERM (finish requests in flight), wait; SIGKILL if it does not stop."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self._proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, _ = self._proc.communicate()
+        with contextlib.suppress(ValueError, AttributeError):  # killed: no summary
+            self.responses = json.loads(out or "").get("responses")  # what it printed last
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+
+class _Agent:
+    """One agent process provisioning ``count`` MIDs into one device's TPM (see
+    :func:`worker_main`)."""
+
+    def __init__(
+        self, index: int, tcti: str, url: str, trust: Path, directory: Path, count: int
+    ) -> None:
+        self.index = index
+        self.result_path = directory / "result.json"
+        self.log = directory / "agent.log"
+        argv = [sys.executable, "-m", "bench.provision_throughput", "--tpm", tcti]
+        argv += ["--network", url, "--sho", _SHO, "--trust", str(trust)]
+        argv += ["--registry", str(directory / "mids.json"), "--count", str(count)]
+        argv += ["--out", str(self.result_path)]
+        with self.log.open("wb") as err:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                env=_child_env(),
+            )  # fmt: skip
+        self.pid = self._proc.pid
+
+    def wait_ready(self, deadline: float) -> None:
+        """Raises:
+        Unavailable: the agent exited or did not get ready (its last log line).
+        """
+        assert self._proc.stdout is not None
+        try:
+            line = _read_line(self._proc.stdout, deadline, f"agent {self.index}")
+        except Unavailable:
+            line = ""
+        if line.strip() != "ready":
+            raise Unavailable(f"agent {self.index} did not start: {_tail(self.log)}")
+
+    def go(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.close()
+
+    def finish(self, deadline: float) -> tuple[list[ProvisionSample], float, str | None]:
+        """Wait for the agent; its samples, its CPU seconds, and what went wrong if it did."""
+        try:
+            code = self._proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return [], 0.0, f"agent {self.index}: killed, not done in time"
+        try:
+            doc = json.loads(self.result_path.read_text())
+            samples = [ProvisionSample.from_json(self.index, s) for s in doc["samples"]]
+            cpu = float(doc["cpu_seconds"])
+        except (OSError, ValueError, KeyError, TypeError, TrelabError):
+            return [], 0.0, f"agent {self.index}: exit {code}, no result ({_tail(self.log)})"
+        return samples, cpu, None if code == 0 else f"agent {self.index}: exit {code}"
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+class _Run:
+    """Owns every process of one throughput run and stops them all on close (by pid)."""
+
+    def __init__(self, work: Path, say: Callable[[str], None]) -> None:
+        self.work = work
+        self.say = say
+        self.ca_private = work / "ca-private"  # swtpm_localca's state: CA keys, never exported
+        self.ca_private.mkdir(mode=0o700)
+        self.server: _Server | None = None
+        self.devices: list[_Device] = []
+        self.agents: list[_Agent] = []
+        self.pids: list[int] = []  # everything started, for the caller to check afterwards
+        self.config: Path | None = None
+
+    def _device(self, name: str) -> _Device:
+        device = _Device(self.work / "devices" / name, self.ca_private)
+        self.devices.append(device)
+        return device
+
+    def start_server(self, first: _Device, tcti: str) -> None:
+        from .provision_bench import operator_config
+
+        bundle = first.export_ca()
+        self.config = operator_config(tcti, bundle, self.work / "network")
+        self.server = _Server(self.config, self.work / "network.db", self.work / "server.log")
+        self.pids.append(self.server.pid)
+        self.say(f"throughput: server {self.server.url} (pid {self.server.pid})")
+
+    def level(self, concurrency: int, per_device: int, tag: str = "c") -> dict[str, Any]:
+        """Run one level on ``concurrency`` fresh devices; stops its swtpms and agents."""
+        self.say(f"throughput: {concurrency} devices × {per_device} provisionings ({tag})")
+        devices = [self._device(f"{tag}{concurrency}-d{i}") for i in range(concurrency)]
+        tctis = []
+        for device in devices:
+            tctis.append(device.start())
+            assert device.pid is not None
+            self.pids.append(device.pid)
+        if self.server is None:
+            self.start_server(devices[0], tctis[0])
+        assert self.server is not None and self.config is not None
+        trust = self.config.parent / "device-trust.json"
+        try:
+            for i, tcti in enumerate(tctis):
+                folder = self.work / "agents" / f"{tag}{concurrency}-d{i}"
+                folder.mkdir(parents=True)
+                agent = _Agent(i, tcti, self.server.url, trust, folder, per_device)
+                self.agents.append(agent)
+                self.pids.append(agent.pid)
+            deadline = time.monotonic() + _READY_TIMEOUT
+            for agent in self.agents:
+                agent.wait_ready(deadline)
+            before = self._cpu(devices)
+            for agent in self.agents:
+                agent.go()
+            deadline = time.monotonic() + _PER_PROVISION_TIMEOUT * per_device * concurrency
+            samples: list[ProvisionSample] = []
+            agents_cpu = 0.0
+            errors: list[str] = []
+            for agent in self.agents:
+                got, seconds, error = agent.finish(deadline)
+                samples += got
+                agents_cpu += seconds
+                errors += [error] if error else []
+            after = self._cpu(devices)
+        finally:
+            self.stop_agents()
+            for device in devices:
+                device.stop()
+        cpu = {
+            "server": after["server"] - before["server"],
+            "agents": agents_cpu,
+            "swtpm": after["swtpm"] - before["swtpm"],
+            "host": after["host"] - before["host"],
+        }
+        return summarize_level(concurrency, per_device, samples, cpu, errors)
+
+    def _cpu(self, devices: Sequence[_Device]) -> dict[str, float]:
+        assert self.server is not None
+        server = _cpu_seconds(self.server.pid)
+        if server is None:
+            raise Unavailable(f"the server exited: {_tail(self.server.log)}")
+        swtpms = [_cpu_seconds(d.pid) if d.pid else None for d in devices]
+        host = host_busy_ticks(Path("/proc/stat").read_text()) / _TICK
+        return {"server": server, "swtpm": sum(s for s in swtpms if s is not None), "host": host}
+
+    def stop_agents(self) -> None:
+        agents, self.agents = self.agents, []
+        for agent in agents:
+            agent.kill()
+
+    def finish_server(self) -> dict[str, Any]:
+        """Stop the server and count the MIDs in its store by state."""
+        from network.config import load_config
+        from network.store import Store
+
+        assert self.server is not None and self.config is not None
+        self.server.stop()
+        store = Store(self.server.db, load_config(self.config).store_key)
+        try:
+            with store.transaction() as tx:
+                states = [m.state for m in tx.mids()]
+        finally:
+            store.close()
+        by_state = {s: states.count(s) for s in sorted(set(states))}
+        return {
+            "responses": self.server.responses,
+            "mids_by_state": by_state,
+            "active_mids": by_state.get("ACTIVE", 0),
+        }
+
+    def close(self) -> None:
+        self.stop_agents()
+        for device in self.devices:
+            device.stop()
+        if self.server is not None and self.server.running:
+            self.server.stop()
+
+
+def _environment() -> dict[str, Any]:
+    from .main_job import cpu_model
+    from .tres.tpm import swtpm_version
+
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "swtpm": swtpm_version(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+@contextlib.contextmanager
+def _workspace(work_dir: Path | None) -> Iterator[Path]:
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        yield Path(tempfile.mkdtemp(prefix="throughput-", dir=work_dir))
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="trelab-throughput-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_throughput(
+    levels: Sequence[int] = DEFAULT_LEVELS,
+    per_device: int = DEFAULT_PER_DEVICE,
+    *,
+    work_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    started: list[int] | None = None,
+    warmup: bool = True,
+) -> dict[str, Any]:
+    """Measure the curve (see the module docstring) and return the report's
+    ``provisioning_throughput`` section (:func:`bench.schema.validate_throughput`). Files go to
+    a fresh folder under ``work_dir`` (kept, for inspection) or a temporary one (removed).
+    ``started`` collects the pid of every process started (all stopped on return).
+    ``warmup``: one provisioning on a device of its own first, not counted in the curve, so
+    the server's first requests (lazy imports, SQLite pages) do not land on level 1.
+    Ctrl-C stops after the current level and returns the levels done, marked interrupted.
+
+    Raises:
+        BadInput: empty levels or ``per_device`` < 1.
+        Unavailable: swtpm tools missing, or the server or an agent does not start.
+    """
+    from tpm import swtpm
+    from trelab.errors import BadInput
+
+    if not levels or min(levels) < 1 or per_device < 1:
+        raise BadInput("throughput: levels and provisionings per device must be ≥ 1")
+    swtpm.require_tools()
+    say = progress or (lambda text: None)
+    results: list[dict[str, Any]] = []
+    warm: dict[str, Any] | None = None
+    interrupted = False
+    with _workspace(work_dir) as work:
+        run = _Run(work, say)
+        try:
+            if warmup:
+                warm = run.level(1, 1, tag="warmup")
+            for concurrency in levels:
+                try:
+                    results.append(run.level(concurrency, per_device))
+                except KeyboardInterrupt:
+                    interrupted = True
+                    say("throughput: interrupted; keeping the levels done")
+                    break
+                last = results[-1]
+                say(
+                    f"throughput: c={concurrency}: {last['succeeded']}/{last['attempted']} in "
+                    f"{last['wall_s']:.1f} s → {last['throughput_per_s']} /s"
+                )
+            server = run.finish_server() if run.server is not None else None
+        finally:
+            run.close()
+            if started is not None:
+                started += run.pids
+    section: dict[str, Any] = {
+        "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "method": {
+            "levels": list(levels),
+            "per_device": per_device,
+            "sho": _SHO,
+            "server": "one `trelab network serve` process (ThreadingHTTPServer, SQLite WAL, "
+            "synchronous=FULL) on loopback",
+            "devices": "one fresh swtpm per device (shared manufacturer CA), none reused "
+            "across levels",
+            "agents": "one process per device running host.provision.provision over HTTP, "
+            "k provisionings back to back; all start together once ready",
+            "warmup": "one provisioning on a device of its own before the levels, not in the curve"
+            if warmup
+            else "none",
+            "wall": "first provisioning's start to last one's end (time.monotonic)",
+            "latency": "per successful provisioning, agent side",
+            "cpu": "server from /proc/PID/stat; agents' own process_time; swtpms from "
+            "/proc/PID/stat; cores_busy = their sum / wall; host = every process on the "
+            "machine (/proc/stat) from go to the last agent's exit (others' load = host − ours)",
+        },
+        "environment": _environment(),
+        "warmup": warm,
+        "levels": results,
+        "server": server or {"responses": None, "mids_by_state": {}, "active_mids": 0},
+        "interrupted": interrupted,
+    }
+    section["ok"], section["verdict"] = verdict(section)
+    return section
+
+
+# ---- the agent process ------------------------------------------------------------------------
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """One device's agent: open the TPM, say ``ready``, wait for ``go`` on stdin, provision
+    ``--count`` MIDs back to back, write the samples to ``--out``. A failed provisioning is a
+    sample with its error (one line, no secrets), and the next one still runs."""
+    parser = argparse.ArgumentParser(prog="python -m bench.provision_throughput")
+    for option in ("--tpm", "--network", "--sho", "--registry", "--trust", "--out"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from host.provision import load_trust, provision
+    from network.client import HttpTransport
+    from tpm.connection import TpmConnection
+    from tpm.registry import Registry
+
+    trust = load_trust(args.trust)
+    registry = Registry(args.registry)
+    transport = HttpTransport(args.network)
+    samples: list[dict[str, Any]] = []
+    with TpmConnection(args.tpm) as conn:
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return 1  # the parent gave up before the start
+        cpu = time.process_time()
+        for _ in range(args.count):
+            start = time.monotonic()
+            try:
+                result = provision(
+                    conn, registry, transport, trust, sho=args.sho, network=args.network
+                )
+            except TrelabError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                samples.append({"start": start, "end": time.monotonic(), "error": error})
+                continue
+            samples.append(
+                {
+                    "start": start,
+                    "end": time.monotonic(),
+                    "state": result.finished.state,
+                    "tpm_seconds": result.timing.get("tpm_seconds"),
+                }
+            )
+        cpu = time.process_time() - cpu
+    atomic_write_text(Path(args.out), json.dumps({"samples": samples, "cpu_seconds": cpu}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the agent process
+    sys.exit(worker_main())
