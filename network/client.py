@@ -3,10 +3,16 @@
 :class:`~network.server.NetworkApp` (:class:`InProcessTransport`, for tests — httpx's
 ``WSGITransport`` idea). An :class:`~network.messages.Error` reply becomes the matching
 exception, so callers see the same errors either way.
+
+A network that cannot be reached, or that drops the connection before its reply (a server
+killed mid-request, issue 5), is :class:`~trelab.errors.Unavailable` with one line saying
+which: the request may or may not have been handled, and running the same command again is
+safe — the server stores each reply with its effects and answers a repeated request from it.
 """
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from typing import Protocol
@@ -83,8 +89,32 @@ class HttpTransport:
             request.add_header("Authorization", f"PCID {grant.hex()}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
-                return raise_for_error(reply.status, reply.read())
+                status, body = reply.status, reply.read()
         except urllib.error.HTTPError as exc:
-            return raise_for_error(exc.code, exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unavailable(f"network {self.base_url} unreachable: {exc}") from None
+            try:
+                status, body = exc.code, exc.read()
+            except (OSError, http.client.HTTPException) as lost:
+                raise self._unavailable(lost) from None
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            raise self._unavailable(exc) from None
+        return raise_for_error(status, body)
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        """One line for a request that got no reply: never reached, or cut off (module doc)."""
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, TimeoutError):
+            what = f"did not answer within {self.timeout:g} s"
+        elif isinstance(cause, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+            what = f"dropped the connection before its reply ({type(cause).__name__})"
+        elif isinstance(cause, http.client.HTTPException):
+            what = f"sent a broken reply ({type(cause).__name__})"
+        else:  # refused, no such host, no route: the request never arrived
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+            return Unavailable(
+                f"network {self.base_url} unreachable: {detail}",
+                fix="start it (trelab network serve) or give the right --network URL",
+            )
+        return Unavailable(
+            f"network {self.base_url} {what}",
+            fix="run the same command again once it is up: a retry is safe",
+        )

@@ -13,6 +13,12 @@ the same request (after a crash, a lost reply) gets the same reply and changes n
 Refusals are written to the audit trail in a transaction of their own. The transport carries
 no security of its own (messages are protected end to end); logs name method, path, status
 and refusal code — never bodies, keys or grants.
+
+Test hook (robustness, issue 5). ``TRELAB_TEST_SERVER_CRASH_AT=<endpoint>:<before-commit|
+after-commit>[#n]`` (:mod:`network.crash`, read once when the app is made) makes the server
+SIGKILL itself while handling the n-th new request to ``endpoint``: with its effects and reply
+written but not committed (the request is lost), or just after the commit, before the reply
+leaves (the reply is lost). No effect when unset.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from network.config import NetworkConfig, device_trust
+from network.crash import SERVER_CRASH_ENV, crash_hook, no_crash
 from network.errors import (
     BadInput,
     CheckFailed,
@@ -95,6 +102,7 @@ class NetworkApp:
         self.operator = Operator(config, trust, random_bytes=random_bytes, builder=builder)
         self._counts: dict[int, int] = {}
         self._count_lock = threading.Lock()
+        self._crash = crash_hook(SERVER_CRASH_ENV) or no_crash  # test hook (module doc)
 
     def __repr__(self) -> str:
         return f"NetworkApp({self.store!r})"
@@ -157,6 +165,8 @@ class NetworkApp:
                 pcid = self.operator.admit(tx, token, endpoint, now)
                 session_id, reply = self.operator.handle(tx, endpoint, body, now, pcid=pcid)
                 tx.put_response(request_id, session_id, reply)
+                self._crash(f"{endpoint}:before-commit")
+            self._crash(f"{endpoint}:after-commit")
             return Response(200, reply)
         except RemoteProtocolError as exc:
             return self._refused(400, "protocol", exc, endpoint, body, now)

@@ -29,6 +29,12 @@ point (every step is journaled before and after; counters are reserved before se
   after — :meth:`KiTransfer.threat_check` shows both;
 - ``activate``: the SHO-B HSS record becomes active.
 
+Test hook (issue 5): ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
+``ota:import:exported`` (:mod:`network.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
+the process running the transfer with a packet's counter reserved but nothing sent, with its PoR
+received but not yet acted on, after a step but before the journal records it, or after SHO-A's
+export but before SHO-B's import.
+
 Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it (the
 seed's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
 project's emulated USIM does; standard USIMs do not, per the seed's editor's note) and it is
@@ -62,6 +68,7 @@ from aka.sqn import SqnGenerator
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
+from network.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
 from network.errors import Refused, RemoteProtocolError, SignatureInvalid
 from network.messages import SigningKey
 from network.records import HssRecord
@@ -645,6 +652,7 @@ class KiTransfer:
         self.keyring = keyring
         self._now = now
         self._random = random_bytes
+        self._crash = crash_hook(TRANSFER_CRASH_ENV) or no_crash  # test hook (module doc)
 
     def _sho(self, name: str) -> Any:
         sho = self.config.shos.get(name)
@@ -806,6 +814,7 @@ class KiTransfer:
                 continue
             say(f"{step} …")
             packets.extend(self._step(tid, step, send))
+            self._crash(f"ota:{step}:done")
             journal = self.keyring.journal(tid)
             journal["steps"][step] = True
             self.keyring.put_journal(tid, journal)
@@ -922,6 +931,7 @@ class KiTransfer:
             transfer_id=tid,
         )
         package = self.export(holder, request.wire)
+        self._crash("ota:import:exported")
         subscription = open_package(package, request, ephemeral, self._sho(holder).key.public_key)
         del ephemeral  # forward secrecy: nothing can open the package again
         request_id = f"ki-transfer:{tid}"
@@ -1007,11 +1017,13 @@ class KiTransfer:
     ) -> OtaStep:
         """Reserve a counter (on disk), send one secured packet, read and check its PoR."""
         counter = self.keyring.reserve_counter(sho, iccid, keyset.kvn)
+        self._crash(f"ota:{step}:reserved")
         outgoing = RAM_OUTGOING_INS if tar == TAR_RAM_ISD else RFM_OUTGOING_INS
         script = encode_compact(apdus, outgoing=outgoing)
         packet = build_command_packet(keyset, tar=tar, counter=counter, data=script)
         tpdu = build_sms_deliver(packet, timestamp=encode_scts(self._now()))
         por = deliver(send, build_envelope_sms_pp(tpdu), keyset)
+        self._crash(f"ota:{step}:sent")
         if por.status is not PorStatus.OK:
             raise OtaRejected(por.status, f"{step}: counter {counter}, key set {keyset.kvn}")
         if por.tar != tar or por.counter != counter:

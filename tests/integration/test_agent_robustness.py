@@ -31,6 +31,7 @@ from tests.integration.test_agent_provision import (
     provision,
     trelab,
 )
+from tests.robustness import check_consistent, own_lab
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 
@@ -39,14 +40,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def crash_lab(lab_factory: Callable[..., Any]) -> Iterator[LabStatus]:
-    """A lab of this module's own, downed when the module is done (its card would otherwise
-    queue on the host-wide vpcd reader for the rest of the session)."""
-    instance = lab_factory("agent-crash")
-    status: LabStatus = instance.up()
-    try:
+    with own_lab(lab_factory, "agent-crash") as status:
         yield status
-    finally:
-        instance.down()
 
 
 @pytest.fixture(scope="module")
@@ -62,56 +57,6 @@ def crash_net(crash_lab: LabStatus, tmp_path_factory: pytest.TempPathFactory) ->
 def crash_registry(crash_net: Network) -> Path:
     """The crash lab TPM's one MID registry (REG_CTR is TPM-wide: one registry per TPM)."""
     return crash_net.dir.parent / "mids.json"
-
-
-def live_handles(tcti: str) -> list[int]:
-    from tpm2_pytss.constants import TPM2_CAP
-
-    with TpmConnection(tcti) as conn:
-        found = []
-        for first in (0x80000000, 0x02000000):
-            _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, first, 64)
-            found += [int(h) for h in caps.data.handles]
-        return found
-
-
-def check_consistent(net: Network, lab: LabStatus, registry: Registry) -> dict[str, Any]:
-    """The invariants of a retry: TPM, registry, network and HSS agree."""
-    from tpm import nv
-    from tpm.mid import ek_name
-
-    with TpmConnection(lab.tcti) as conn:
-        nv.ensure_indices(conn)  # a fresh lab's TPM has none yet
-        states = nv.read_states(conn)
-        device_id = ek_name(conn).hex()
-        counter = nv.read_counter(conn, nv.MID_CTR)
-    data = registry.read()
-    in_registry = {r.slot: r for r in data.mids.values()}
-    # no half-installed MID: every slot in use belongs to a MID the registry can load
-    for slot, state in enumerate(states):
-        if state in (nv.MidState.INSTALLED, nv.MidState.ACTIVE, nv.MidState.SUSPENDED):
-            assert slot in in_registry, f"slot {slot} is {state} with no MID in the registry"
-    with net.store.transaction() as tx:
-        mids = tx.mids(device_id=device_id)
-        hss = {m.imsi: tx.hss(m.imsi) for m in mids}
-        device = tx.device(device_id)
-    active = {m.mid_id for m in mids if m.state == "ACTIVE"}
-    known = {m.mid_id for m in mids}  # the TPM's one registry also holds other tests' networks
-    # no lost MID: what the network activated is in the TPM, and the other way round
-    assert active == {m for m, r in data.mids.items() if r.state == "active" and m in known}
-    assert not [m for m in mids if m.state in ("PENDING", "INSTALLED")], "a package left half-done"
-    # no duplicated HSS record: one live record per ACTIVE MID, the rest deleted with K gone
-    live = {imsi for imsi, r in hss.items() if r is not None and r.state == "active"}
-    assert live == {m.imsi for m in mids if m.state == "ACTIVE"}
-    for m in mids:
-        record = hss[m.imsi]
-        assert record is not None
-        if m.state == "DELETED":
-            assert record.state == "deleted" and record.k == b""
-    assert device is None or device.sequence <= counter
-    assert net.store.verify_audit() == len(net.store.audit_events())
-    assert live_handles(lab.tcti) == []
-    return {"active": active, "counter": counter}
 
 
 # ---- kill -9 at every step --------------------------------------------------------------------
