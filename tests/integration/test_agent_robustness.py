@@ -82,7 +82,7 @@ def check_consistent(net: Network, lab: LabStatus, registry: Registry) -> dict[s
 
     with TpmConnection(lab.tcti) as conn:
         nv.ensure_indices(conn)  # a fresh lab's TPM has none yet
-        states = nv.read_states(conn)
+        states = nv.slot_states(conn)
         device_id = ek_name(conn).hex()
         counter = nv.read_counter(conn, nv.MID_CTR)
     data = registry.read()
@@ -121,8 +121,9 @@ _POINTS = (  # one per recovery path; "after-import" is the command-line test's
     "after:dpf/package",
     "before-import",
     "import/tpm:import_",
+    "import/tpm:nv_define_space",  # the MID's lifecycle index, not written yet
+    "import/tpm:nv_write",  # (INSTALLED, 1) written with the owner's approval, MID_CTR not yet
     "import/tpm:nv_increment",
-    "import/tpm:nv_write",
     "import/tpm:nv_increment#2",
     "after:dpf/receipt",
     "transition/tpm:nv_write",
@@ -171,7 +172,7 @@ def test_kill_9_during_provisioning_then_retry(
     assert done.accepted
     if point in _EARLY:
         assert not result.resumed and not result.rolled_back  # a new session supersedes
-    elif point in ("import/tpm:nv_increment", "import/tpm:nv_write"):
+    elif point == "import/tpm:nv_increment":
         assert not result.resumed and result.rolled_back  # sequence spent: a new package
     else:  # incl. import/tpm:nv_increment#2: the registry commit repaired from REG_CTR
         assert result.resumed and not result.rolled_back
