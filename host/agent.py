@@ -71,7 +71,7 @@ from network.messages import (
     verify_signature,
 )
 from network.protocol import PHASES, Phase, Session, SessionState
-from tpm.package import Package
+from tpm.package import Package, operator_public
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError, RemoteProtocolError
 
@@ -126,8 +126,9 @@ CRASH_POINTS = (
     "after:dpf/package",
     "before-import",
     "import/tpm:import_",
-    "import/tpm:nv_increment",
+    "import/tpm:nv_define_space",
     "import/tpm:nv_write",
+    "import/tpm:nv_increment",
     "import/tpm:nv_extend",
     "after-import",
     "before:dpf/receipt",
@@ -280,12 +281,20 @@ class Certify:
 
 @dataclass(frozen=True)
 class ApplyTransition:
-    """Apply the owner's signed command in the TPM (MID_STATE byte, AUDIT) → ``transitioned``."""
+    """Apply the owner's signed command in the TPM (its state, AUDIT) → ``transitioned``;
+    ``approval`` is the owner's approval of the lifecycle-index write (empty: MID_STATE byte)."""
 
     mid_id: str
     transition: str
     sequence: int
     slot: int
+    approval: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def of(cls, command: LifecycleCommand, slot: int) -> ApplyTransition:
+        return cls(
+            command.mid_id, command.transition, command.sequence, slot, command.state_approval
+        )
 
 
 @dataclass(frozen=True)
@@ -636,7 +645,7 @@ class ProvisioningClient(_Client):
             self._check_command(msg, manifest.mid_id, manifest.sho, ("activate",))
             self._commit(trial)
             self._update(step="commanded", command=wire)
-            return ApplyTransition(msg.mid_id, msg.transition, msg.sequence, st.slot)
+            return ApplyTransition.of(msg, st.slot)
         if isinstance(msg, Ack):
             manifest = self._manifest()
             expected = "INSTALLED" if st.event == "install" else STATE_AFTER.get(st.event, "")
@@ -735,6 +744,14 @@ class ProvisioningClient(_Client):
                 "manifest",
                 f"the manifest's {label} name does not match the package",
             )
+        binding = package.policy.lifecycle
+        _expect(
+            binding is not None
+            and hmac.compare_digest(binding.authority, operator_public(self.trust.sho_key(st.sho))),
+            "lifecycle-owner",
+            f"the MID's lifecycle index is not bound to SHO {st.sho}'s pinned key: another"
+            " party could change its state",
+        )
         _expect(
             package.policy.slot == st.slot,
             "slot",
@@ -934,7 +951,7 @@ class LifecycleClient(_Client):
             )
             self._commit(trial)
             self.command = msg
-            return ApplyTransition(msg.mid_id, msg.transition, msg.sequence, self.mid.slot)
+            return ApplyTransition.of(msg, self.mid.slot)
         if isinstance(msg, Ack):
             _expect(msg.mid_id == self.mid.mid_id, "wrong-ack", "Ack for another MID")
             if self.command is not None:

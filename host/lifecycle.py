@@ -143,7 +143,7 @@ def list_mids(conn: TpmConnection | None, registry: Registry) -> list[dict[str, 
         from tpm import nv
 
         if nv.counter_defined(conn, nv.MID_STATE):
-            slots = nv.read_states(conn)
+            slots = nv.slot_states(conn)
 
     def tpm_state(slot: int) -> str | None:
         if not slots or not 0 <= slot < len(slots):

@@ -322,7 +322,7 @@ class TpmDevice:
             )
 
     def target(self) -> tuple[bytes, bytes, int, int]:
-        """(SRK TPM2B_PUBLIC, SRK name, a free MID_STATE slot, MID_CTR).
+        """(SRK TPM2B_PUBLIC, SRK name, a free MID slot, MID_CTR).
 
         Raises:
             Unavailable: no free slot or the TPM refuses.
@@ -332,12 +332,9 @@ class TpmDevice:
 
         nv.ensure_indices(self.conn)
         _srk, public = ensure_srk(self.conn)
-        states = nv.read_states(self.conn)
-        free = [i for i, b in enumerate(states) if b == nv.MidState.EMPTY]
+        free = nv.free_slots(self.conn)
         if not free:
-            raise Unavailable(
-                "no free MID slot left in MID_STATE", fix="trelab tpm mid reset --yes"
-            )
+            raise Unavailable("no free MID slot left", fix="trelab tpm mid reset --yes")
         counter = nv.read_counter(self.conn, nv.MID_CTR)
         return bytes(public.marshal()), object_name(public), free[0], counter
 
@@ -359,10 +356,14 @@ class TpmDevice:
         return import_package(self.conn, self.registry, package)
 
     def mark_dead(self, slot: int) -> bool:
-        """An interrupted import's slot (marked, but without a registry record): DELETED, so it
-        is never reused or mistaken for a MID. Returns whether it changed."""
+        """An interrupted import's slot (marked, but without a registry record): DELETED (its
+        lifecycle index discarded), so it is never reused or mistaken for a MID. Returns
+        whether it changed."""
         from tpm import nv
 
+        if nv.discard_lifecycle(self.conn, slot):
+            nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
+            return True
         state = nv.read_state(self.conn, slot)
         if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
             return False
@@ -371,7 +372,8 @@ class TpmDevice:
         return True
 
     def certify(self, ak: Any, event: Certify) -> dict[str, bytes]:
-        """AK-signed TPM2_NV_Certify of MID_STATE[slot] (and MID_CTR), extraData = qualifying.
+        """AK-signed TPM2_NV_Certify of the MID's state — its lifecycle index (state ‖ version)
+        or its MID_STATE byte — (and MID_CTR), extraData = qualifying.
 
         Raises:
             Unavailable: the TPM refuses.
@@ -383,7 +385,7 @@ class TpmDevice:
         from tpm.identity import open_ak
 
         esys = self.conn.esys
-        wanted = [("state", nv.MID_STATE, 1, event.slot)]
+        wanted = [("state", *nv.state_location(self.conn, event.slot))]
         if event.counter is not None:
             wanted.append(("counter", nv.MID_CTR, 8, 0))
         evidence: dict[str, bytes] = {}
@@ -420,13 +422,19 @@ class TpmDevice:
         if not check and event.transition != "delete":
             targets = {"activate": nv.MidState.ACTIVE, "resume": nv.MidState.ACTIVE}
             if event.transition in targets:
-                set_state(self.conn, self.registry, event.mid_id, targets[event.transition])
+                set_state(
+                    self.conn,
+                    self.registry,
+                    event.mid_id,
+                    targets[event.transition],
+                    approval=event.approval,
+                )
                 return "active"
         record = self.installed(event.mid_id)
         if event.transition == "delete":
             if record is None:
                 return "already deleted"
-            delete_mid(self.conn, self.registry, event.mid_id)
+            delete_mid(self.conn, self.registry, event.mid_id, approval=event.approval)
             return "deleted"
         targets = {
             "activate": nv.MidState.ACTIVE,
@@ -440,7 +448,7 @@ class TpmDevice:
         target = targets[event.transition]
         if record.state == target.name.lower() and nv.read_state(self.conn, record.slot) == target:
             return "already applied"
-        set_state(self.conn, self.registry, event.mid_id, target)
+        set_state(self.conn, self.registry, event.mid_id, target, approval=event.approval)
         return target.name.lower()
 
 
@@ -756,9 +764,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             command = decode(state.command) if state.command else None
             if not isinstance(command, LifecycleCommand):
                 raise _Restart("journal at step commanded without its command")
-            event = ApplyTransition(
-                command.mid_id, command.transition, command.sequence, state.slot
-            )
+            event = ApplyTransition.of(command, state.slot)
         else:
             raise _Restart(f"journal at step {state.step} without a request to resend")
     try:

@@ -152,6 +152,10 @@ def change(
         )
         if not result.attach.accepted:
             raise AgentRefused("attach-test", f"SHO {to_sho} refused MID-B: {result.attach.reason}")
+    except Unavailable:
+        # the network (or the TPM) is unreachable: it may have recorded MID-B already, and a
+        # roll back it cannot hear would lose MID-B; keep the marker, the next run continues
+        raise
     except TrelabError as exc:
         result.failure = f"{step}: {exc}"
         _roll_back(conn, registry, transport, trust, files, result, new_mid, random_bytes)

@@ -455,17 +455,24 @@ class LifecycleRequest(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LifecycleCommand(SignedMessage):
     """M8: a transition of ``mid_id`` signed by the SHO that owns it, numbered by a per-MID
-    monotonic ``sequence`` (the TRE refuses a number it has seen: replay protection)."""
+    monotonic ``sequence`` (the TRE refuses a number it has seen: replay protection).
+    ``state_approval``: the owner's TPM-format approval (DER ECDSA) of the lifecycle-index
+    write from (current state, ``state_version``) to the next (:class:`tpm.nv.StateApproval`);
+    empty for a MID kept in a MID_STATE byte."""
 
     SENDER: ClassVar[Sender | None] = "network"
     mid_id: str
     transition: str
     sequence: int
+    state_version: int = 0
+    state_approval: bytes = field(default=b"", repr=False)
 
     def _check(self) -> None:
         _text(self, "mid_id", pattern=_NAME)
         _choice(self, "transition", TRANSITIONS)
         _int(self, "sequence", lo=1)
+        _int(self, "state_version", hi=(1 << 32) - 1)
+        _bytes(self, "state_approval", hi=80)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

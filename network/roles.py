@@ -101,6 +101,7 @@ __all__ = [
     "RO_ROLES",
     "BuiltPackage",
     "EkIdentity",
+    "LifecycleFacts",
     "Operator",
     "PackageBuilder",
     "PackageInputs",
@@ -190,6 +191,7 @@ class PackageInputs:
     pcr_selection: str
     pcr_digest: bytes
     policy_kind: str
+    owner_key: Any = field(default=None, repr=False)  # the SHO's EC private key (lifecycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +238,30 @@ class Trust(Protocol):
         expect_nv: Mapping[bytes, tuple[int, bytes]],
     ) -> None: ...
     def receipt_expectations(
-        self, state: str, slot: int, counter: int | None
+        self,
+        state: str,
+        slot: int,
+        counter: int | None,
+        lifecycle: LifecycleFacts | None = None,
     ) -> dict[bytes, tuple[int, bytes]]: ...
+    def approve_state(
+        self, owner_key: Any, lifecycle: LifecycleFacts, old_state: str, new_state: str
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleFacts:
+    """What the network knows of a MID's own lifecycle index in the TPM (:mod:`tpm.nv`): its
+    owner's public key, policyRef and the version the TPM holds now (1 after install, one more
+    per receipted transition). Kept in the MID record's ``names`` map."""
+
+    owner_public: Any = field(repr=False)
+    slot: int
+    ref: bytes
+    version: int
+
+
+_REF, _VERSION = "lifecycle.ref", "lifecycle.version"
 
 
 def _algorithm(record: HssRecord) -> AkaAlgorithm:
@@ -582,6 +606,7 @@ class Operator:
                 pcr_selection=self.config.pcr_selection,
                 pcr_digest=verdict.pcr_digest,
                 policy_kind=self.policy_kind,
+                owner_key=sho.key.private_key,
             )
         )
         mid_id = built.mid_id or hashlib.sha256(b"trelab/mid" + rec.session_id).hexdigest()[:12]
@@ -597,7 +622,14 @@ class Operator:
                 sequence=sequence,
                 session_id=rec.session_id,
                 slot=msg.slot,
-                names=dict(built.names),
+                names={
+                    **built.names,
+                    **(
+                        {_REF: bytes(built.policy["lifecycle_ref"]), _VERSION: bytes(4)}
+                        if built.policy.get("lifecycle_ref")
+                        else {}
+                    ),
+                },
                 updated=now,
             )
         )
@@ -622,15 +654,35 @@ class Operator:
         )
         return manifest, replace(rec, mid_id=mid_id, imsi=hss.imsi)
 
+    def _lifecycle_facts(self, mid: MidRecord) -> LifecycleFacts | None:
+        ref = mid.names.get(_REF)
+        if not ref:
+            return None
+        version = int.from_bytes(mid.names.get(_VERSION, b""), "big")
+        owner = self.config.shos[mid.sho].key.public_key
+        return LifecycleFacts(owner, mid.slot, bytes(ref), version)
+
+    @staticmethod
+    def _with_version(mid: MidRecord, version: int) -> MidRecord:
+        if not mid.names.get(_REF):
+            return mid
+        return replace(mid, names={**mid.names, _VERSION: version.to_bytes(4, "big")})
+
     def _verify_receipt(
         self, rec: SessionRecord, mid: MidRecord, msg: Receipt, state: str, counter: int | None
-    ) -> None:
+    ) -> MidRecord:
+        """Check the TPM's proof of ``state``; returns ``mid`` with the lifecycle version the
+        proof shows (install: 1, a transition: one more)."""
+        facts = self._lifecycle_facts(mid)
+        if facts is not None:
+            facts = replace(facts, version=1 if counter is not None else facts.version + 1)
         self.trust.verify_receipt(
             ak_public=rec.data["ak_public"],
             evidence=dict(msg.evidence),
             qualifying=receipt_qualifying_data(rec.session_id, msg.transcript, msg.event),
-            expect_nv=self.trust.receipt_expectations(state, mid.slot, counter),
+            expect_nv=self.trust.receipt_expectations(state, mid.slot, counter, facts),
         )
+        return mid if facts is None else self._with_version(mid, facts.version)
 
     def _receipt(
         self,
@@ -654,7 +706,7 @@ class Operator:
                 raise Refused(
                     "superseded", f"MID {mid.mid_id} is {mid.state}, not awaiting installation"
                 )
-            self._verify_receipt(rec, mid, msg, "INSTALLED", mid.sequence)
+            mid = self._verify_receipt(rec, mid, msg, "INSTALLED", mid.sequence)
             mid = self._set_state(tx, mid, "INSTALLED", now, "installed")
             if self.config.shos[mid.sho].auto_activate:
                 command, rec = self._command(tx, rec, session, mid, "activate", now)
@@ -669,7 +721,7 @@ class Operator:
             raise Refused(
                 "illegal-transition", f"MID {mid.mid_id} is {mid.state}: cannot {transition}"
             )
-        self._verify_receipt(rec, mid, msg, _TO[transition], None)
+        mid = self._verify_receipt(rec, mid, msg, _TO[transition], None)
         mid = self._set_state(tx, mid, _TO[transition], now, transition)
         order = tx.order(mid.mid_id)
         if (
@@ -720,9 +772,20 @@ class Operator:
             sequence = mid.command_seq + 1
             tx.put_mid(replace(mid, command_seq=sequence))
         owner = self.config.shos[mid.sho]  # always the owner's key: SHO isolation
+        facts = self._lifecycle_facts(mid)
+        approval = b""
+        if facts is not None:  # the TPM itself will take nothing less than this approval
+            approval = self.trust.approve_state(
+                owner.key.private_key, facts, mid.state, _TO[transition]
+            )
         command = sign(
             session.make(
-                LifecycleCommand, mid_id=mid.mid_id, transition=transition, sequence=sequence
+                LifecycleCommand,
+                mid_id=mid.mid_id,
+                transition=transition,
+                sequence=sequence,
+                state_version=0 if facts is None else facts.version,
+                state_approval=approval,
             ),
             owner.key,
         )

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from network.errors import Refused
-from network.roles import BuiltPackage, EkIdentity, PackageInputs, QuoteOutcome
+from network.roles import BuiltPackage, EkIdentity, LifecycleFacts, PackageInputs, QuoteOutcome
 from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
 from trelab.errors import BadInput
 
@@ -155,11 +155,29 @@ class TpmTrust:
         return QuoteOutcome(pcr_digest=digest, pcrs=verdict.pcrs)
 
     def receipt_expectations(
-        self, state: str, slot: int, counter: int | None
+        self,
+        state: str,
+        slot: int,
+        counter: int | None,
+        lifecycle: LifecycleFacts | None = None,
     ) -> dict[bytes, tuple[int, bytes]]:
-        """The NV facts a receipt must show (:mod:`tpm.nv` layout): MID_STATE[slot] = state,
-        and MID_CTR = ``counter`` when given."""
-        return _receipt_expectations(state, slot, counter)
+        """The NV facts a receipt must show (:mod:`tpm.nv` layout): the MID's lifecycle index
+        = (state, version) — or MID_STATE[slot] = state for a MID without one — and MID_CTR =
+        ``counter`` when given."""
+        return _receipt_expectations(state, slot, counter, lifecycle)
+
+    def approve_state(
+        self, owner_key: Any, lifecycle: LifecycleFacts, old_state: str, new_state: str
+    ) -> bytes:
+        """The owner's approval (DER ECDSA) of the lifecycle-index write (old_state, version)
+        → (new_state, version + 1) (:class:`tpm.nv.StateApproval`)."""
+        from tpm import nv
+
+        index = _lifecycle_index(lifecycle)
+        old = nv.Lifecycle(nv.MidState[old_state], lifecycle.version)
+        return nv.StateApproval.sign(
+            owner_key, index, old, old.then(nv.MidState[new_state])
+        ).signature
 
     def verify_receipt(
         self,
@@ -218,12 +236,22 @@ class TpmTrust:
                 )
 
 
+def _lifecycle_index(facts: LifecycleFacts) -> Any:
+    from tpm.package import LifecycleBinding, operator_public
+
+    return LifecycleBinding(operator_public(facts.owner_public), facts.ref).index(facts.slot)
+
+
 def _receipt_expectations(
-    state: str, slot: int, counter: int | None
+    state: str, slot: int, counter: int | None, lifecycle: LifecycleFacts | None
 ) -> dict[bytes, tuple[int, bytes]]:
     from tpm import nv
 
-    expect = {nv.state_index_name(): (slot, bytes((int(nv.MidState[state]),)))}
+    if lifecycle is not None:
+        value = nv.Lifecycle(nv.MidState[state], lifecycle.version).encode()
+        expect = {_lifecycle_index(lifecycle).name(): (0, value)}
+    else:
+        expect = {nv.state_index_name(): (slot, bytes((int(nv.MidState[state]),)))}
     if counter is not None:
         expect[nv.index_name(nv.MID_CTR)] = (0, counter.to_bytes(8, "big"))
     return expect
@@ -235,7 +263,14 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
     from tpm2_pytss import TPM2B_PUBLIC
 
-    from tpm.package import AlgorithmSpec, MidPolicy, MidSecrets, Target, build_package
+    from tpm.package import (
+        AlgorithmSpec,
+        LifecycleBinding,
+        MidPolicy,
+        MidSecrets,
+        Target,
+        build_package,
+    )
 
     srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
     target = Target(ek_public=inputs.ek_public, srk_name=bytes(srk.get_name()))
@@ -247,6 +282,9 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
             pcr_digest=inputs.pcr_digest,
             slot=inputs.slot,
             k_form="sealed" if inputs.algorithm == "tuak" else "symcipher",
+            lifecycle=None
+            if inputs.owner_key is None
+            else LifecycleBinding.for_key(inputs.owner_key),
         )
         package = build_package(
             target,
@@ -257,6 +295,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
             amf=inputs.amf,
             sqn_ms=bytes(6),
             policy=policy,
+            owner_key=inputs.owner_key,
         )
     except BadInput as exc:
         raise Refused("package", f"cannot build the MID package: {exc}") from None
@@ -274,6 +313,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
             "kind": inputs.policy_kind,
             "slot": inputs.slot,
             "pcr_selection": inputs.pcr_selection,
+            **({} if policy.lifecycle is None else {"lifecycle_ref": policy.lifecycle.ref}),
         },
         mid_id=package.mid_id,
     )

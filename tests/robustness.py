@@ -49,7 +49,7 @@ def check_consistent(net: Network, lab: LabStatus, registry: Registry) -> dict[s
 
     with TpmConnection(lab.tcti) as conn:
         nv.ensure_indices(conn)  # a fresh lab's TPM has none yet
-        states = nv.read_states(conn)
+        states = nv.slot_states(conn)
         device_id = ek_name(conn).hex()
         counter = nv.read_counter(conn, nv.MID_CTR)
     data = registry.read()

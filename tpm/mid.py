@@ -20,8 +20,12 @@ Design, and why:
   needs only the empty password, one plain command per E_K. **Use-gated** and
   **operator-updatable** put the checks in K's own policy (:mod:`tpm.package`).
 - **Anti-replay**: a package's sequence number must be MID_CTR + 1; MID_CTR is incremented
-  only after the TPM accepted the import. **Lifecycle**: MID_STATE byte per slot; the AUDIT
-  index is extended for install, state changes and delete.
+  only after the TPM accepted the import. **Lifecycle**: MID_STATE byte per slot, or — for a
+  package with a lifecycle binding (the network's) — the MID's own index that only the
+  owning SHO's approvals can write (:mod:`tpm.nv`): its first write (INSTALLED, 1) comes
+  before MID_CTR moves. Without the owner's approval such a MID can only be *discarded*
+  (index undefined: K is dead for good, no deletion proof). The AUDIT index is extended for
+  install, state changes and delete.
 
 Object slots: swtpm holds three transient objects and has no resource manager, so loading
 runs parent → OPc (unseal, flush) → K → flush parent, and only one MID can stay resident
@@ -189,8 +193,7 @@ def device_info(conn: TpmConnection, selection: str) -> DeviceInfo:
     with loaded_ek(conn) as (_ek, ek_public):
         ek_blob = bytes(ek_public.marshal())
     _srk, srk_public = ensure_srk(conn)
-    states = nv.read_states(conn)
-    free = [i for i, b in enumerate(states) if b == nv.MidState.EMPTY]
+    free = nv.free_slots(conn)
     if not free:
         raise Unavailable("no free MID slot left in MID_STATE", fix="trelab tpm mid reset --yes")
     return DeviceInfo(
@@ -293,6 +296,9 @@ def import_package(
     from tpm.ek import ek_policy_session
 
     check_package(package)
+    install = package.install()
+    if install is not None and activate:
+        raise BadInput("a MID with a lifecycle binding is activated by its owner, not on import")
     nv.ensure_indices(conn)
     esys = conn.esys
     no_inner = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL)
@@ -317,7 +323,10 @@ def import_package(
                 f"sequence number {package.seq} out of order: expected {counter + 1}"
             )
         slot = package.policy.slot
-        if nv.read_state(conn, slot) != nv.MidState.EMPTY or package.mid_id in data.mids:
+        resumed = install is not None and _first_write_done(conn, install)
+        if package.mid_id in data.mids or (
+            not resumed and nv.read_state(conn, slot) != nv.MidState.EMPTY
+        ):
             raise PackageRejected(f"MID slot {slot} is already used (or the MID is installed)")
 
         def tpm_import(parent: Any, label: str, obj: Any, session: Any) -> Any:
@@ -374,11 +383,21 @@ def import_package(
         finally:
             conn.flush(parent)
 
+        state = nv.MidState.ACTIVE if activate else nv.MidState.INSTALLED
+        if install is not None and not resumed:
+            # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
+            nv.define_lifecycle(conn, install.index)
+            try:
+                nv.write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+            except MidRefused as exc:
+                raise PackageRejected(
+                    f"the owner's approval of INSTALLED is refused: {exc}"
+                ) from None
         # committed: the sequence number is used up from here on
         if nv.increment(conn, nv.MID_CTR) != package.seq:
             raise PackageRejected("MID_CTR moved during the import (concurrent provisioning?)")
-        state = nv.MidState.ACTIVE if activate else nv.MidState.INSTALLED
-        nv.write_state(conn, slot, state)
+        if install is None:
+            nv.write_state(conn, slot, state)
         record = MidRecord(
             mid=package.mid_id,
             imsi=package.imsi,
@@ -402,6 +421,15 @@ def import_package(
     return record
 
 
+def _first_write_done(conn: TpmConnection, install: nv.StateApproval) -> bool:
+    """Did an interrupted import of this very package already write (INSTALLED, 1)?"""
+    if nv.read_lifecycle(conn, install.index.slot) != nv.INSTALLED_FIRST:
+        return False
+    public, name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(install.index.handle))
+    del public
+    return bytes(name.marshal())[2:] == install.index.name()
+
+
 def _initial_sqn(sqn_ms: bytes) -> Any:
     from aka.sqn import SqnState
 
@@ -422,38 +450,83 @@ def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, byt
     return registry.read_checked(conn, name), name
 
 
+def _write_state(
+    conn: TpmConnection, record: MidRecord, state: nv.MidState, approval: bytes
+) -> None:
+    """MID_STATE byte (owner auth), or the MID's lifecycle index with the owner's
+    ``approval`` of (current → ``state``, version + 1).
+
+    Raises:
+        MidRefused: no approval for an owner-bound MID, or the TPM refused it.
+    """
+    policy = record.policy
+    index = policy.state_index()
+    if index is None or policy.lifecycle is None:
+        nv.write_state(conn, record.slot, state)
+        return
+    current = nv.read_lifecycle(conn, record.slot)
+    if current is None:
+        raise MidRefused(f"MID {record.mid}: its lifecycle index is gone (discarded?)")
+    if current.state == state:
+        return  # applied before (a retry after a crash)
+    if not approval:
+        raise MidRefused(
+            f"MID {record.mid} is bound to its owner's lifecycle key: {state.name} needs the"
+            " owner's signed approval (trelab mid activate|suspend|delete over the network)"
+        )
+    approved = nv.StateApproval(index, current, current.then(state), approval)
+    nv.write_lifecycle(conn, approved, policy.lifecycle.authority)
+
+
 def set_state(
-    conn: TpmConnection, registry: Registry, mid_id: str, state: nv.MidState
+    conn: TpmConnection,
+    registry: Registry,
+    mid_id: str,
+    state: nv.MidState,
+    *,
+    approval: bytes = b"",
 ) -> MidRecord:
-    """Move a MID to ACTIVE, INSTALLED or SUSPENDED (MID_STATE byte + AUDIT + registry).
+    """Move a MID to ACTIVE, INSTALLED or SUSPENDED (its state in the TPM + AUDIT + registry);
+    ``approval``: the owner's signature, for a MID with a lifecycle binding.
 
     Raises:
         UnknownMid, BadInput: no such MID, or DELETED/EMPTY asked (use :func:`delete_mid`).
+        MidRefused: an owner-bound MID without a valid approval.
     """
     if state not in (nv.MidState.ACTIVE, nv.MidState.INSTALLED, nv.MidState.SUSPENDED):
         raise BadInput(f"state {state.name}: use delete to delete a MID")
     with registry.locked():
         data, name = _checked(conn, registry)
         record = replace(data.get(mid_id), state=state.name.lower())
-        nv.write_state(conn, record.slot, state)
+        _write_state(conn, record, state, approval)
         event = _event("state", record, state=record.state)
         nv.extend_audit(conn, event.encode())
         registry.commit(conn, data.with_mid(record).with_event(event), name)
         return record
 
 
-def delete_mid(conn: TpmConnection, registry: Registry, mid_id: str) -> MidRecord:
-    """MID_STATE[slot] = DELETED (terminal: a surviving blob of a use-gated or
-    operator-updatable MID can never pass PolicyNV again), AUDIT, blobs dropped.
+def delete_mid(
+    conn: TpmConnection, registry: Registry, mid_id: str, *, approval: bytes = b""
+) -> MidRecord:
+    """State DELETED (terminal: a surviving blob of a use-gated or operator-updatable MID can
+    never pass PolicyNV again), AUDIT, blobs dropped. An owner-bound MID without the owner's
+    ``approval`` is *discarded*: its lifecycle index is undefined (owner auth), so K can never
+    be used again — but there is no TPM-signed deletion proof for its SHO.
 
     Raises:
         UnknownMid: no such MID.
+        MidRefused: the TPM refused the owner's approval.
     """
     with registry.locked():
         data, name = _checked(conn, registry)
         record = data.get(mid_id)
-        nv.write_state(conn, record.slot, nv.MidState.DELETED)
-        event = _event("delete", record)
+        kind = "delete"
+        if record.policy.lifecycle is not None and not approval:
+            nv.discard_lifecycle(conn, record.slot)
+            kind = "discard"
+        else:
+            _write_state(conn, record, nv.MidState.DELETED, approval)
+        event = _event(kind, record)
         nv.extend_audit(conn, event.encode())
         registry.commit(conn, data.without_mid(mid_id).with_event(event), name)
         return replace(record, state="deleted")
@@ -514,7 +587,17 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
         except BadInput:
             old = RegistryData()
         # ESYS's cached objects for the SRK and our NV indices describe what Clear destroys
-        nv.forget_handles(conn, (SRK_HANDLE, nv.MID_CTR, nv.MID_STATE, nv.AUDIT, nv.REG_CTR))
+        nv.forget_handles(
+            conn,
+            (
+                SRK_HANDLE,
+                nv.MID_CTR,
+                nv.MID_STATE,
+                nv.AUDIT,
+                nv.REG_CTR,
+                *nv.lifecycle_handles(conn),
+            ),
+        )
         errors = []
         for hierarchy in (ESYS_TR.PLATFORM, ESYS_TR.LOCKOUT):
             try:

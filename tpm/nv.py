@@ -14,7 +14,18 @@ REG_CTR     counter                    version of the host registry file: a rest
                                        copy (SQN rollback) has a lower number
 ==========  =========================  ===================================================
 
-All four: OWNERWRITE | OWNERREAD | AUTHREAD | NO_DA with an empty index authValue, so anyone
+A MID provisioned through the network has, instead of its MID_STATE byte, a **lifecycle index
+of its own** (:class:`LifecycleIndex`, handle ``STATE_BASE + slot``): 5 bytes, state ‖ u32
+version, POLICYWRITE only, authPolicy = PolicyAuthorize(owner SHO's key, policyRef unique to
+the MID). The owner signs one approval per transition — "from (state, version) to (state',
+version + 1)": PolicyNV(index == old) ∧ PolicyCpHash(NV_Write of the new value) — so host
+software (even with owner authorisation) cannot write it, another SHO's key cannot either,
+and each approval works once (the version moves on). The first write (INSTALLED, 1) is
+approved with PolicyNvWritten(NO) ∧ PolicyNV(MID_CTR == sequence − 1): it is written before
+MID_CTR moves to the package's number, so it cannot be replayed into a re-created index
+(counters never go back, not even when redefined). Threat 7 CM 1/10 (TR 33.812 §7.1.2.1).
+
+The four shared indices: OWNERWRITE | OWNERREAD | AUTHREAD | NO_DA with an empty index authValue, so anyone
 may read (PolicyNV reads MID_STATE with the index's own empty auth, a free password session)
 and writes need owner authorisation (empty in the lab; a production device would gate writes
 with PolicySigned by the DPF, see provisioning.md §1.0). Slots are never reused: a DELETED
@@ -29,31 +40,57 @@ import contextlib
 import enum
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tpm.connection import TpmConnection
+from tpm.policy import (
+    CC_NV_WRITE,
+    PolicyAuthorize,
+    PolicyCpHash,
+    PolicyNv,
+    PolicyNvWritten,
+    PolicyStep,
+    approval_hash,
+    command_parameter_hash,
+    policy_digest,
+)
 from trelab.errors import BadInput, Unavailable
 
 __all__ = [
     "AUDIT",
+    "INSTALLED_FIRST",
+    "LIFECYCLE_SIZE",
     "MID_CTR",
     "MID_STATE",
     "REG_CTR",
+    "STATE_BASE",
     "STATE_SLOTS",
+    "Lifecycle",
+    "LifecycleIndex",
     "MidState",
+    "StateApproval",
     "audit_chain",
     "counter_defined",
+    "define_lifecycle",
+    "discard_lifecycle",
     "ensure_indices",
     "extend_audit",
     "forget_handles",
+    "free_slots",
     "increment",
     "index_name",
+    "lifecycle_handles",
     "nv_public",
     "read_audit",
     "read_counter",
+    "read_lifecycle",
     "read_state",
     "read_states",
+    "slot_states",
     "state_index_name",
+    "state_location",
+    "write_lifecycle",
     "write_state",
 ]
 
@@ -61,7 +98,9 @@ MID_CTR = 0x01000110
 MID_STATE = 0x01000111
 AUDIT = 0x01000112
 REG_CTR = 0x01000113
+STATE_BASE = 0x01000200  # + slot: the per-MID lifecycle index
 STATE_SLOTS = 256
+LIFECYCLE_SIZE = 5
 _AUDIT_INIT = b"trelab.audit.v1"
 
 
@@ -230,13 +269,60 @@ def read_states(conn: TpmConnection) -> bytes:
     return _read(conn, MID_STATE, STATE_SLOTS)
 
 
+def state_location(conn: TpmConnection, slot: int) -> tuple[int, int, int]:
+    """(NV handle, size, offset) of what holds ``slot``'s state — what a receipt certifies:
+    its written lifecycle index (state ‖ version), else its MID_STATE byte."""
+    if read_lifecycle(conn, slot) is not None:
+        return STATE_BASE + slot, LIFECYCLE_SIZE, 0
+    return MID_STATE, 1, slot
+
+
+def slot_states(conn: TpmConnection) -> bytes:
+    """Every slot's state byte as :func:`read_state` gives it: MID_STATE, overlaid by the
+    lifecycle index of each slot that has a written one."""
+    states = bytearray(read_states(conn))
+    for handle in lifecycle_handles(conn):
+        value = read_lifecycle(conn, handle - STATE_BASE)
+        if value is not None:
+            states[handle - STATE_BASE] = int(value.state)
+    return bytes(states)
+
+
 def read_state(conn: TpmConnection, slot: int) -> MidState:
+    """A slot's lifecycle state: its own lifecycle index once written, else its MID_STATE byte."""
     _check_slot(slot)
+    own = read_lifecycle(conn, slot)
+    if own is not None:
+        return own.state
     value = _read(conn, MID_STATE, 1, slot)[0]
     try:
         return MidState(value)
     except ValueError:
         raise Unavailable(f"MID_STATE slot {slot} holds an unknown value {value}") from None
+
+
+def lifecycle_handles(conn: TpmConnection) -> tuple[int, ...]:
+    """The per-MID lifecycle indices defined in this TPM."""
+    from tpm2_pytss.constants import TPM2_CAP
+
+    _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, STATE_BASE, STATE_SLOTS)
+    return tuple(
+        h for h in (int(x) for x in caps.data.handles) if STATE_BASE <= h < STATE_BASE + STATE_SLOTS
+    )
+
+
+def free_slots(conn: TpmConnection) -> list[int]:
+    """Slots whose MID_STATE byte is EMPTY and whose lifecycle index is absent or was never
+    written (left by an import that did not finish; :func:`define_lifecycle` reclaims it)."""
+    from tpm2_pytss.constants import TPMA_NV
+
+    states = read_states(conn)
+    taken = set()
+    for handle in lifecycle_handles(conn):
+        public, _name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(handle))
+        if int(public.nvPublic.attributes) & int(TPMA_NV.WRITTEN):
+            taken.add(handle - STATE_BASE)
+    return [i for i, b in enumerate(states) if b == MidState.EMPTY and i not in taken]
 
 
 def _check_slot(slot: int) -> None:
@@ -291,3 +377,291 @@ def audit_chain(events: list[bytes]) -> bytes:
     for event in [_AUDIT_INIT, *events]:
         value = hashlib.sha256(value + event).digest()
     return value
+
+
+# ---- per-MID lifecycle index, written only with the owner's approval ----------------------------
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The value of a lifecycle index: state byte ‖ u32 version (one more per transition)."""
+
+    state: MidState
+    version: int
+
+    def encode(self) -> bytes:
+        return bytes((int(self.state),)) + self.version.to_bytes(4, "big")
+
+    @classmethod
+    def decode(cls, data: bytes) -> Lifecycle:
+        """Raises:
+        BadInput: not 5 bytes, or an unknown state byte.
+        """
+        if len(data) != LIFECYCLE_SIZE:
+            raise BadInput(f"lifecycle value: {len(data)} bytes, expected {LIFECYCLE_SIZE}")
+        try:
+            state = MidState(data[0])
+        except ValueError:
+            raise BadInput(f"lifecycle value: unknown state byte {data[0]}") from None
+        return cls(state, int.from_bytes(data[1:], "big"))
+
+    def then(self, state: MidState) -> Lifecycle:
+        return Lifecycle(state, self.version + 1)
+
+
+INSTALLED_FIRST = Lifecycle(MidState.INSTALLED, 1)
+
+
+@dataclass(frozen=True)
+class LifecycleIndex:
+    """One MID's lifecycle index (module docstring): slot, the owner's policy-signing key name
+    (``authority_name``, TPM name of its TPM2B_PUBLIC) and the MID's ``ref`` (policyRef)."""
+
+    slot: int
+    authority_name: bytes
+    ref: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.slot < STATE_SLOTS:
+            raise BadInput(f"MID slot {self.slot}: expected 0…{STATE_SLOTS - 1}")
+        if not 1 <= len(self.ref) <= 32:
+            raise BadInput("lifecycle policyRef: 1…32 bytes")
+
+    @property
+    def handle(self) -> int:
+        return STATE_BASE + self.slot
+
+    def public(self, *, written: bool = True) -> Any:
+        from tpm2_pytss import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+        from tpm2_pytss.constants import TPM2_ALG, TPM2_NT, TPMA_NV
+
+        attrs = int(
+            TPMA_NV.POLICYWRITE
+            | TPMA_NV.WRITEALL
+            | TPMA_NV.AUTHREAD
+            | TPMA_NV.OWNERREAD
+            | TPMA_NV.NO_DA
+        )
+        attrs |= int(TPM2_NT.ORDINARY) << int(TPMA_NV.TPM2_NT_SHIFT)
+        if written:
+            attrs |= int(TPMA_NV.WRITTEN)
+        policy = policy_digest([PolicyAuthorize(self.authority_name, self.ref)])
+        return TPM2B_NV_PUBLIC(
+            nvPublic=TPMS_NV_PUBLIC(
+                nvIndex=self.handle,
+                nameAlg=TPM2_ALG.SHA256,
+                attributes=attrs,
+                authPolicy=policy,
+                dataSize=LIFECYCLE_SIZE,
+            )
+        )
+
+    def name(self, *, written: bool = True) -> bytes:
+        return bytes(self.public(written=written).get_name().marshal())[2:]
+
+    def active(self) -> PolicyNv:
+        """The step a use-gated K's policy runs: this index's state byte == ACTIVE."""
+        return PolicyNv(self.handle, self.name(), bytes((MidState.ACTIVE,)), 0)
+
+    def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
+        """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
+        from tpm2_pytss import TPM2B_MAX_NV_BUFFER
+
+        name = self.name(written=written)
+        params = bytes(TPM2B_MAX_NV_BUFFER(value.encode()).marshal()) + (0).to_bytes(2, "big")
+        return command_parameter_hash(CC_NV_WRITE, (name, name), params)
+
+    def approval_steps(
+        self, old: Lifecycle | None, new: Lifecycle, *, counter: int | None = None
+    ) -> list[PolicyStep]:
+        """What the owner approves for one write: from ``old`` (None: the first write, while
+        MID_CTR == ``counter``) to ``new``."""
+        if old is None:
+            if counter is None:
+                raise BadInput("the first lifecycle write is bound to MID_CTR: counter needed")
+            return [
+                PolicyNvWritten(False),
+                PolicyNv(MID_CTR, index_name(MID_CTR), counter.to_bytes(8, "big"), 0),
+                PolicyCpHash(self.write_cp_hash(new, written=False)),
+            ]
+        return [
+            PolicyNv(self.handle, self.name(), old.encode(), 0),
+            PolicyCpHash(self.write_cp_hash(new, written=True)),
+        ]
+
+
+@dataclass(frozen=True)
+class StateApproval:
+    """The owner's signature approving one lifecycle write (TPM2_PolicyAuthorize, §23.16):
+    ECDSA P-256 over aHash = H(approvedPolicy ‖ ref). ``old`` None = the first write,
+    bound to MID_CTR == ``counter``."""
+
+    index: LifecycleIndex
+    old: Lifecycle | None
+    new: Lifecycle
+    signature: bytes
+    counter: int | None = None
+
+    def steps(self) -> list[PolicyStep]:
+        return self.index.approval_steps(self.old, self.new, counter=self.counter)
+
+    def approved_policy(self) -> bytes:
+        return policy_digest(self.steps())
+
+    @property
+    def policy_ref(self) -> bytes:
+        return self.index.ref
+
+    @classmethod
+    def sign(
+        cls,
+        key: Any,
+        index: LifecycleIndex,
+        old: Lifecycle | None,
+        new: Lifecycle,
+        *,
+        counter: int | None = None,
+    ) -> StateApproval:
+        """The owner side: sign the approval with ``key`` (an EC P-256 private key)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+        unsigned = cls(index, old, new, b"", counter)
+        a_hash = approval_hash(unsigned.approved_policy(), index.ref)
+        return cls(
+            index, old, new, key.sign(a_hash, ec.ECDSA(utils.Prehashed(hashes.SHA256()))), counter
+        )
+
+
+def _lifecycle_public(conn: TpmConnection, handle: int) -> Any | None:
+    if not _defined(conn, handle):
+        return None
+    _public, name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(handle))
+    return _public, bytes(name.marshal())[2:]
+
+
+def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
+    """TPM2_NV_DefineSpace of ``index`` (owner auth) unless it exists, unwritten or written,
+    with exactly this definition.
+
+    Raises:
+        Unavailable: the handle holds another index (another MID's, or a foreign one).
+    """
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR, TPMA_NV
+
+    found = _lifecycle_public(conn, index.handle)
+    if found is not None:
+        if found[1] in (index.name(written=False), index.name()):
+            return
+        if not int(found[0].nvPublic.attributes) & int(TPMA_NV.WRITTEN):
+            # left by an import that never wrote its first state: it guards nothing
+            try:
+                tr = conn.esys.tr_from_tpmpublic(index.handle)
+                conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
+            except TSS2_Exception as exc:
+                raise _fail(
+                    f"cannot reclaim the lifecycle index of slot {index.slot}", exc
+                ) from None
+            found = None
+    if found is not None:
+        raise Unavailable(
+            f"MID slot {index.slot}: its lifecycle index 0x{index.handle:08x} belongs to"
+            " another MID",
+            fix="choose another slot (trelab tpm mid list)",
+        )
+    try:
+        conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER)
+    except TSS2_Exception as exc:
+        raise _fail(f"cannot define the lifecycle index of slot {index.slot}", exc) from None
+
+
+def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:
+    """Undefine a slot's lifecycle index (owner auth), if there is one: the MID's K can never
+    pass PolicyNV again (the index cannot be re-created written: its first write is bound to
+    a MID_CTR value that has passed). Returns whether an index went.
+
+    Raises:
+        Unavailable: the TPM refuses.
+    """
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR
+
+    _check_slot(slot)
+    if not _defined(conn, STATE_BASE + slot):
+        return False
+    try:
+        tr = conn.esys.tr_from_tpmpublic(STATE_BASE + slot)
+        conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
+    except TSS2_Exception as exc:
+        raise _fail(f"cannot discard the lifecycle index of slot {slot}", exc) from None
+    return True
+
+
+def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
+    """A slot's lifecycle index value; None when the index is absent or not written yet.
+
+    Raises:
+        Unavailable: unreadable, or an index at that handle that is not a lifecycle index.
+    """
+    from tpm2_pytss.constants import TPMA_NV
+
+    _check_slot(slot)
+    found = _lifecycle_public(conn, STATE_BASE + slot)
+    if found is None:
+        return None
+    public = found[0].nvPublic
+    if int(public.dataSize) != LIFECYCLE_SIZE:
+        raise Unavailable(f"NV index 0x{STATE_BASE + slot:08x} is not a MID lifecycle index")
+    if not int(public.attributes) & int(TPMA_NV.WRITTEN):
+        return None
+    from tpm2_pytss import TSS2_Exception
+
+    try:
+        tr = conn.esys.tr_from_tpmpublic(STATE_BASE + slot)
+        data = bytes(conn.esys.nv_read(tr, LIFECYCLE_SIZE, 0, auth_handle=tr))
+    except TSS2_Exception as exc:
+        raise _fail(f"cannot read the lifecycle index of slot {slot}", exc) from None
+    try:
+        return Lifecycle.decode(data)
+    except BadInput as exc:
+        raise Unavailable(f"lifecycle index of slot {slot}: {exc}") from None
+
+
+def write_lifecycle(conn: TpmConnection, approval: StateApproval, authority_public: bytes) -> None:
+    """Apply one owner-approved write: PolicyAuthorize session (the approval's steps, the
+    signature checked by the TPM against ``authority_public``, a marshaled TPM2B_PUBLIC),
+    then TPM2_NV_Write. The TPM refuses unless the index holds ``approval.old`` (or, for the
+    first write, is unwritten while MID_CTR has the approved value).
+
+    Raises:
+        MidRefused: the TPM refused (wrong current value, not this owner's approval…).
+    """
+    from tpm2_pytss import TSS2_Exception
+
+    from tpm.mid_errors import MidRefused
+    from tpm.policy_session import PolicyRunner
+
+    index = approval.index
+    try:
+        with (
+            PolicyRunner(
+                conn,
+                [PolicyAuthorize(index.authority_name, index.ref)],
+                approval=approval,
+                operator_public=authority_public,
+            ) as runner,
+            runner.use() as session,
+        ):
+            tr = conn.esys.tr_from_tpmpublic(index.handle)
+            conn.esys.nv_write(tr, approval.new.encode(), 0, auth_handle=tr, session1=session)
+    except MidRefused as exc:
+        raise MidRefused(
+            f"lifecycle write of slot {index.slot} refused: the approval is not the owner's, or"
+            f" not for the current state (replayed or out of order): {exc}"
+        ) from None
+    except TSS2_Exception as exc:
+        raise MidRefused(
+            f"the TPM refused the lifecycle write of slot {index.slot}"
+            f" ({approval.new.state.name} v{approval.new.version}): {exc}"
+        ) from None

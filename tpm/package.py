@@ -16,12 +16,17 @@ Policy kinds (``kind``):
 
 - ``load`` (load-gated): the parent's PolicyPCR gates Load; K has userWithAuth and an empty
   authValue, so each use is one plain command (fast path). NODA.
-- ``use`` (use-gated): K = PolicyPCR ∧ PolicyNV(MID_STATE[slot] == ACTIVE) [∧ PolicyAuthValue]
+- ``use`` (use-gated): K = PolicyPCR ∧ PolicyNV(state == ACTIVE) [∧ PolicyAuthValue]
   ∧ PolicyCommandCode(EncryptDecrypt2); userWithAuth clear; a PIN clears NODA.
 - ``authorize`` (operator-updatable): K = PolicyAuthorize(operator key) [∧ PolicyAuthValue] ∧
   PolicyCommandCode(EncryptDecrypt2). The operator signs approved policies (PolicyPCR ∧
   PolicyNV ACTIVE); the trailing PolicyCommandCode means no signed policy can ever authorise
   TPM2_Duplicate of K (tpm.md "PolicyAuthorize trap").
+
+The state PolicyNV reads is the slot's MID_STATE byte, or — when the policy carries a
+``lifecycle`` binding (every package the network's DPF builds) — the MID's own lifecycle index,
+writable only with the owning SHO's approvals (:class:`tpm.nv.LifecycleIndex`); the package
+then carries the owner's approval of the first write (INSTALLED, version 1).
 
 Every object has adminWithPolicy set and no policy names an ADMIN or DUP command, so
 ObjectChangeAuth, Certify-by-admin and Duplicate are impossible. The outer wrapper (seed
@@ -68,6 +73,7 @@ __all__ = [
     "Approval",
     "CipherCommand",
     "KForm",
+    "LifecycleBinding",
     "MidPolicy",
     "MidSecrets",
     "Package",
@@ -227,6 +233,40 @@ def _active(slot: int) -> PolicyNv:
 
 
 @dataclass(frozen=True)
+class LifecycleBinding:
+    """Who alone may write a MID's lifecycle index: ``authority`` (marshaled TPM2B_PUBLIC of
+    the owning SHO's ECDSA P-256 key, as for TPM2_LoadExternal) and ``ref``, the MID's
+    policyRef (random, so no two MIDs share an index name)."""
+
+    authority: bytes
+    ref: bytes
+
+    @property
+    def authority_name(self) -> bytes:
+        return _public_name(_unmarshal_public(self.authority, "lifecycle authority"))
+
+    def index(self, slot: int) -> nv.LifecycleIndex:
+        return nv.LifecycleIndex(slot, self.authority_name, self.ref)
+
+    def to_json(self) -> dict[str, str]:
+        return {"authority": self.authority.hex(), "ref": self.ref.hex()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LifecycleBinding:
+        if not isinstance(data, dict):
+            raise BadInput("package: policy.lifecycle must be an object")
+        ref = _hex("lifecycle.ref", data.get("ref"))
+        if not 1 <= len(ref) <= 32:
+            raise BadInput("package: lifecycle.ref must be 1…32 bytes")
+        return cls(authority=_hex("lifecycle.authority", data.get("authority")), ref=ref)
+
+    @classmethod
+    def for_key(cls, key: Any) -> LifecycleBinding:
+        """A fresh binding to ``key`` (the owner's EC P-256 private key)."""
+        return cls(authority=operator_public(key), ref=os.urandom(16))
+
+
+@dataclass(frozen=True)
 class MidPolicy:
     """What gates K and OPc/TOPc (module docstring); ``selection``/``pcr_digest`` are the PCR
     binding (for ``authorize``: of the initial approval)."""
@@ -240,6 +280,7 @@ class MidPolicy:
     k_form: KForm = "symcipher"
     operator_key: bytes | None = None  # marshaled TPM2B_PUBLIC of the policy-signing key
     approval: Approval | None = None
+    lifecycle: LifecycleBinding | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -254,6 +295,16 @@ class MidPolicy:
             raise BadInput(f"policy: slot {self.slot} out of range")
         if self.kind == "authorize" and (self.operator_key is None or self.approval is None):
             raise BadInput("policy: authorize needs an operator key and an approval")
+        if self.kind == "authorize" and self.lifecycle is not None:
+            raise BadInput("policy: an operator-updatable MID keeps its MID_STATE byte")
+
+    def state_index(self) -> nv.LifecycleIndex | None:
+        """The MID's own lifecycle index, or None (its MID_STATE byte)."""
+        return None if self.lifecycle is None else self.lifecycle.index(self.slot)
+
+    def _active_step(self) -> PolicyNv:
+        index = self.state_index()
+        return _active(self.slot) if index is None else index.active()
 
     @property
     def operator_key_name(self) -> bytes:
@@ -283,7 +334,7 @@ class MidPolicy:
             return []
         steps: list[PolicyStep]
         if self.kind == "use":
-            steps = [PolicyPcr(self.selection, self.pcr_digest), _active(self.slot)]
+            steps = [PolicyPcr(self.selection, self.pcr_digest), self._active_step()]
         else:
             steps = [PolicyAuthorize(self.operator_key_name)]
         if pin:
@@ -305,6 +356,8 @@ class MidPolicy:
             data["operator_key"] = self.operator_key.hex()
         if self.approval is not None:
             data["approval"] = self.approval.to_json()
+        if self.lifecycle is not None:
+            data["lifecycle"] = self.lifecycle.to_json()
         return data
 
     @classmethod
@@ -326,6 +379,9 @@ class MidPolicy:
             k_form=data.get("k_form", "symcipher"),
             operator_key=None if op is None else _hex("policy.operator_key", op),
             approval=None if data.get("approval") is None else Approval.from_json(data["approval"]),
+            lifecycle=None
+            if data.get("lifecycle") is None
+            else LifecycleBinding.from_json(data["lifecycle"]),
         )
 
 
@@ -386,6 +442,16 @@ class Package:
     parent: WrappedObject
     k: WrappedObject
     secret: WrappedObject
+    install_approval: bytes = b""  # the owner's signature approving (INSTALLED, 1)
+
+    def install(self) -> nv.StateApproval | None:
+        """The owner-approved first write of the MID's lifecycle index (None: MID_STATE byte)."""
+        index = self.policy.state_index()
+        if index is None:
+            return None
+        return nv.StateApproval(
+            index, None, nv.INSTALLED_FIRST, self.install_approval, counter=self.seq - 1
+        )
 
     @property
     def secret_label(self) -> str:
@@ -412,6 +478,7 @@ class Package:
                 "k": self.k.to_json(),
                 self.secret_label: self.secret.to_json(),
             },
+            **({"install_approval": self.install_approval.hex()} if self.install_approval else {}),
         }
 
     def dumps(self) -> str:
@@ -451,6 +518,7 @@ class Package:
             parent=WrappedObject.from_json("parent", objects.get("parent")),
             k=WrappedObject.from_json("k", objects.get("k")),
             secret=WrappedObject.from_json(label, objects.get(label)),
+            install_approval=_hex("install_approval", data.get("install_approval", "")),
         )
 
 
@@ -551,12 +619,14 @@ def load_operator_key(path: str | os.PathLike[str], *, create: bool = False) -> 
 
 
 def operator_public(key: Any) -> bytes:
-    """Marshaled TPM2B_PUBLIC of the operator key (ECDSA-SHA256 signing, for LoadExternal)."""
+    """Marshaled TPM2B_PUBLIC of the operator key, private or public (ECDSA-SHA256 signing,
+    for LoadExternal)."""
     from cryptography.hazmat.primitives import serialization
     from tpm2_pytss import TPM2B_PUBLIC, TPMT_ASYM_SCHEME
     from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 
-    pem = key.public_key().public_bytes(
+    public_key = key.public_key() if hasattr(key, "public_key") else key
+    pem = public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
@@ -564,6 +634,11 @@ def operator_public(key: Any) -> bytes:
     public = TPM2B_PUBLIC.from_pem(
         pem, objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.USERWITHAUTH, scheme=scheme
     )
+    # from_pem drops leading zero bytes of the coordinates; a TPM refuses such a point
+    # (TPM_RC_KEY) in 1 key of 128, and the name would differ from a padded one: fixed size
+    point = public_key.public_numbers()
+    public.publicArea.unique.ecc.x = point.x.to_bytes(32, "big")
+    public.publicArea.unique.ecc.y = point.y.to_bytes(32, "big")
     return bytes(public.marshal())
 
 
@@ -631,8 +706,11 @@ def build_package(
     amf: bytes,
     sqn_ms: bytes,
     policy: MidPolicy,
+    owner_key: Any = None,
 ) -> Package:
     """Wrap K and OPc/TOPc for ``target`` under a fresh per-MID parent (operator side).
+    ``owner_key`` (the EC P-256 private key named by ``policy.lifecycle``) signs the approval
+    of the lifecycle index's first write, bound to MID_CTR == ``seq`` − 1.
 
     Raises:
         BadInput: lengths or options that do not fit together.
@@ -657,6 +735,16 @@ def build_package(
         raise BadInput("PIN given but the policy has no PIN (or the reverse)")
     if secrets.pin is not None and not 1 <= len(secrets.pin) <= 32:
         raise BadInput("--pin: 1…32 bytes")
+    index = policy.state_index()
+    install = b""
+    if index is not None:
+        if owner_key is None or policy.lifecycle is None:
+            raise BadInput("a lifecycle-bound policy needs the owner's key to approve INSTALLED")
+        if operator_public(owner_key) != policy.lifecycle.authority:
+            raise BadInput("the owner key is not the policy's lifecycle authority")
+        install = nv.StateApproval.sign(
+            owner_key, index, None, nv.INSTALLED_FIRST, counter=seq - 1
+        ).signature
     ek_public = _unmarshal_public(target.ek_public, "EK public")
 
     # The per-MID parent: a fresh ECC P-256 storage key; its private half is dropped here.
@@ -713,6 +801,7 @@ def build_package(
         parent=_wrap(ek_public, parent_public, parent_sensitive),
         k=_wrap(parent_public, k_public, k_sensitive),
         secret=_wrap(parent_public, s_public, s_sensitive),
+        install_approval=install,
     )
 
 
@@ -787,6 +876,9 @@ def check_package(package: Package) -> None:
         _expect(policy.approval.slot == policy.slot, "approval is for another slot")
     if package.algorithm.name == "tuak":
         _expect(policy.k_form == "sealed", "TUAK K must be sealed data")
+    if policy.lifecycle is not None:
+        _expect(bool(package.install_approval), "no owner approval for the lifecycle index")
+        policy.lifecycle.authority_name  # noqa: B018 - raises PackageRejected if malformed
     _check_object(
         "parent", package.parent, policy.parent_steps(package.srk_name), kind="parent", pin=False
     )

@@ -14,6 +14,9 @@ Digests (hash H = the policy session's hash, SHA-256 here; ``old`` starts as zer
 - PolicySecret = H(H(old ‖ CC ‖ authObjectName) ‖ policyRef) (§23.4, PolicyUpdate)
 - PolicyAuthorize = H(H(0 ‖ CC ‖ keySignName) ‖ policyRef): it *replaces* the old digest (§23.16)
 - approval hash aHash = H(approvedPolicy ‖ policyRef), what the authorising key signs (§23.16)
+- PolicyCpHash = H(old ‖ CC ‖ cpHashA) (§23.13), with cpHash = H(CC ‖ names ‖ parameters)
+  (Part 1 §16.7): the session then authorises exactly one command with those parameters
+- PolicyNvWritten = H(old ‖ CC ‖ writtenSet) (§23.22): the index must (not) be written yet
 """
 
 from __future__ import annotations
@@ -28,16 +31,20 @@ __all__ = [
     "CC_DUPLICATE",
     "CC_ENCRYPT_DECRYPT",
     "CC_ENCRYPT_DECRYPT2",
+    "CC_NV_WRITE",
     "CC_UNSEAL",
     "EO_EQ",
     "PolicyAuthValue",
     "PolicyAuthorize",
     "PolicyCommandCode",
+    "PolicyCpHash",
     "PolicyNv",
+    "PolicyNvWritten",
     "PolicyPcr",
     "PolicySecret",
     "PolicyStep",
     "approval_hash",
+    "command_parameter_hash",
     "format_pcr_selection",
     "marshal_pcr_selection",
     "parse_pcr_selection",
@@ -55,6 +62,9 @@ CC_POLICY_AUTHORIZE = 0x16A
 CC_POLICY_AUTH_VALUE = 0x16B
 CC_POLICY_COMMAND_CODE = 0x16C
 CC_POLICY_PCR = 0x17F
+CC_POLICY_CP_HASH = 0x16E
+CC_POLICY_NV_WRITTEN = 0x18F
+CC_NV_WRITE = 0x137
 CC_DUPLICATE = 0x14B
 CC_UNSEAL = 0x15E
 CC_ENCRYPT_DECRYPT = 0x164
@@ -205,9 +215,46 @@ class PolicyAuthorize:
         return _h(_h(bytes(DIGEST_SIZE), _u32(CC_POLICY_AUTHORIZE), self.key_name), self.policy_ref)
 
 
+@dataclass(frozen=True)
+class PolicyCpHash:
+    """TPM2_PolicyCpHash: the session authorises only the command whose cpHash is ``cp_hash``
+    (:func:`command_parameter_hash`)."""
+
+    cp_hash: bytes
+
+    def extend(self, old: bytes) -> bytes:
+        if len(self.cp_hash) != DIGEST_SIZE:
+            raise BadInput(f"PolicyCpHash: {len(self.cp_hash)} bytes, expected {DIGEST_SIZE}")
+        return _h(old, _u32(CC_POLICY_CP_HASH), self.cp_hash)
+
+
+@dataclass(frozen=True)
+class PolicyNvWritten:
+    """TPM2_PolicyNvWritten: the NV index the session authorises must (``written``) or must not
+    have been written: a first write can happen once only."""
+
+    written: bool
+
+    def extend(self, old: bytes) -> bytes:
+        return _h(old, _u32(CC_POLICY_NV_WRITTEN), bytes((int(self.written),)))
+
+
 PolicyStep = (
-    PolicyPcr | PolicyNv | PolicyAuthValue | PolicyCommandCode | PolicySecret | PolicyAuthorize
+    PolicyPcr
+    | PolicyNv
+    | PolicyAuthValue
+    | PolicyCommandCode
+    | PolicySecret
+    | PolicyAuthorize
+    | PolicyCpHash
+    | PolicyNvWritten
 )
+
+
+def command_parameter_hash(code: int, names: Sequence[bytes], parameters: bytes) -> bytes:
+    """cpHash = H(u32 commandCode ‖ name of each handle ‖ marshaled parameters) (Part 1 §16.7).
+    ``names`` are the raw names (no TPM2B size)."""
+    return _h(_u32(code), *names, parameters)
 
 
 def policy_digest(steps: Iterable[PolicyStep]) -> bytes:

@@ -20,23 +20,45 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from tpm.connection import TpmConnection
 from tpm.mid_errors import MidRefused
-from tpm.package import Approval
 from tpm.policy import (
     PolicyAuthorize,
     PolicyAuthValue,
     PolicyCommandCode,
+    PolicyCpHash,
     PolicyNv,
+    PolicyNvWritten,
     PolicyPcr,
     PolicySecret,
     PolicyStep,
 )
 from trelab.errors import BadInput, LocalProtocolError
 
-__all__ = ["PolicyRunner", "set_session_attributes", "start_session", "trial_digest"]
+__all__ = [
+    "PolicyRunner",
+    "SignedPolicy",
+    "set_session_attributes",
+    "start_session",
+    "trial_digest",
+]
+
+
+class SignedPolicy(Protocol):
+    """An approved policy and its signature, for PolicyAuthorize: an operator's PCR approval
+    (:class:`tpm.package.Approval`) or an owner's lifecycle write (:class:`tpm.nv.StateApproval`)."""
+
+    @property
+    def signature(self) -> bytes: ...
+
+    @property
+    def policy_ref(self) -> bytes: ...
+
+    def steps(self) -> list[PolicyStep]: ...
+
+    def approved_policy(self) -> bytes: ...
 
 
 def start_session(
@@ -129,7 +151,7 @@ class PolicyRunner:
         steps: Sequence[PolicyStep],
         *,
         handles: Mapping[bytes, Any] | None = None,
-        approval: Approval | None = None,
+        approval: SignedPolicy | None = None,
         operator_public: bytes | None = None,
         salt_key: Any = None,
         encrypt: bool = False,
@@ -206,7 +228,7 @@ class PolicyRunner:
                 ) from None
             if isinstance(step, PolicyNv) and error == int(TPM2_RC.POLICY):
                 raise MidRefused(
-                    "PolicyNV: the MID's lifecycle state (MID_STATE) is not ACTIVE"
+                    "PolicyNV: the MID's lifecycle state is not ACTIVE (or not the approved one)"
                 ) from None
             if isinstance(step, PolicyAuthorize) or error == int(TPM2_RC.SIGNATURE):
                 raise MidRefused(
@@ -237,6 +259,10 @@ class PolicyRunner:
             esys.policy_secret(handle, session, policy_ref=step.policy_ref, expiration=0)
         elif isinstance(step, PolicyAuthorize):
             self._authorize(step)
+        elif isinstance(step, PolicyCpHash):
+            esys.policy_cp_hash(session, step.cp_hash)
+        elif isinstance(step, PolicyNvWritten):
+            esys.policy_nv_written(session, step.written)
         else:  # pragma: no cover - the union is closed
             raise LocalProtocolError(f"unknown policy step {step!r}")
 
@@ -274,7 +300,7 @@ def trial_digest(
     steps: Sequence[PolicyStep],
     *,
     handles: Mapping[bytes, Any] | None = None,
-    approval: Approval | None = None,
+    approval: SignedPolicy | None = None,
     operator_public: bytes | None = None,
 ) -> bytes:
     """The digest a TPM trial session computes for ``steps`` (to cross-check

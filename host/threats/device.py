@@ -103,6 +103,7 @@ class Provisioned:
     sho: str
     slot: int
     flow: Flow
+    activation: LifecycleCommand | None = None  # what a host that keeps everything has
 
 
 M = TypeVar("M", bound=Message)
@@ -242,7 +243,8 @@ def unpack(manifest: MidPackage) -> Package:
 def make_receipt(
     conn: TpmConnection, flow: Flow, mid_id: str, event: str, slot: int, sequence: int
 ) -> Receipt:
-    """M7: AK-signed TPM2_NV_Certify of MID_STATE[slot] and MID_CTR, bound to the session."""
+    """M7: AK-signed TPM2_NV_Certify of the slot's state (:func:`tpm.nv.state_location`) and
+    MID_CTR, bound to the session."""
     from tpm2_pytss import TPMT_SIG_SCHEME
     from tpm2_pytss.constants import TPM2_ALG
 
@@ -253,7 +255,7 @@ def make_receipt(
     evidence: dict[str, bytes] = {}
     with open_ak(conn, flow.ak) as ak_tr:
         for label, index, size, offset in (
-            ("state", nv.MID_STATE, 1, slot),
+            ("state", *nv.state_location(conn, slot)),
             ("counter", nv.MID_CTR, 8, 0),
         ):
             handle = conn.esys.tr_from_tpmpublic(index)
@@ -311,7 +313,7 @@ def activate(
     verify_signature(command, pins[command.signer])
     if command.transition != "activate":
         raise RemoteProtocolError(f"expected an activate command, got {command.transition}")
-    set_state(conn, registry, command.mid_id, nv.MidState.ACTIVE)
+    set_state(conn, registry, command.mid_id, nv.MidState.ACTIVE, approval=command.state_approval)
     receipt = make_receipt(conn, flow, command.mid_id, "activate", slot, command.sequence)
     return _expect(flow.post("dpf/receipt", receipt), Ack, "activate receipt")
 
@@ -333,7 +335,7 @@ def provision(
     record, reply = install(conn, registry, flow, manifest)
     command = _expect(reply, LifecycleCommand, "install receipt")
     activate(conn, registry, flow, command, record.slot, pins)
-    return Provisioned(manifest.mid_id, manifest.imsi, manifest.sho, record.slot, flow)
+    return Provisioned(manifest.mid_id, manifest.imsi, manifest.sho, record.slot, flow, command)
 
 
 def order(transport: Transport, signer: SigningKey, mid_id: str, transition: str) -> Ack:
@@ -378,10 +380,10 @@ def follow_orders(
     command = _expect(reply, LifecycleCommand, "lifecycle")
     verify_signature(command, pins[command.signer])
     if command.transition == "delete":
-        delete_mid(conn, registry, mid.mid_id)
+        delete_mid(conn, registry, mid.mid_id, approval=command.state_approval)
     else:
         state = nv.MidState.SUSPENDED if command.transition == "suspend" else nv.MidState.ACTIVE
-        set_state(conn, registry, mid.mid_id, state)
+        set_state(conn, registry, mid.mid_id, state, approval=command.state_approval)
     receipt = make_receipt(conn, flow, mid.mid_id, command.transition, mid.slot, command.sequence)
     return _expect(flow.post("dpf/receipt", receipt), Ack, "lifecycle receipt")
 

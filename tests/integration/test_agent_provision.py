@@ -174,7 +174,7 @@ def tpm_states(tcti: str) -> bytes:
     from tpm import nv
 
     with TpmConnection(tcti) as conn:
-        return nv.read_states(conn)
+        return nv.slot_states(conn)
 
 
 def _never(rand: bytes, autn: bytes) -> Any:

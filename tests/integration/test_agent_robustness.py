@@ -66,8 +66,9 @@ _POINTS = (  # one per recovery path; "after-import" is the command-line test's
     "after:dpf/package",
     "before-import",
     "import/tpm:import_",
+    "import/tpm:nv_define_space",  # the MID's lifecycle index, not written yet
+    "import/tpm:nv_write",  # (INSTALLED, 1) written with the owner's approval, MID_CTR not yet
     "import/tpm:nv_increment",
-    "import/tpm:nv_write",
     "import/tpm:nv_increment#2",
     "after:dpf/receipt",
     "transition/tpm:nv_write",
@@ -116,7 +117,7 @@ def test_kill_9_during_provisioning_then_retry(
     assert done.accepted
     if point in _EARLY:
         assert not result.resumed and not result.rolled_back  # a new session supersedes
-    elif point in ("import/tpm:nv_increment", "import/tpm:nv_write"):
+    elif point == "import/tpm:nv_increment":
         assert not result.resumed and result.rolled_back  # sequence spent: a new package
     else:  # incl. import/tpm:nv_increment#2: the registry commit repaired from REG_CTR
         assert result.resumed and not result.rolled_back

@@ -41,14 +41,14 @@ def test_attacks(checked: Checked) -> None:
     checked.finish()
 
 
-def test_known_gap_lifecycle_byte_is_owner_writable(checked: Checked) -> None:
-    """A gap this suite documents: MID_STATE is written with (empty) owner authorisation, so
-    host software can re-enable a suspended MID in the TPM. When provisioning.md's
-    PolicySigned(DPF) write policy lands, this finding turns "blocked" and this test must
-    change with it. The SHO still refuses the MID (rewritten-mid-attach)."""
-    gap = checked.expect(
-        "state-byte-rewrite", "not-blocked", sho_state="SUSPENDED", nv_write="accepted"
-    )
-    assert gap is not None and gap.should_block and gap.failed
-    assert "MID_STATE" in gap.evidence["suspended_use"]  # the TPM refused it before the rewrite
+def test_lifecycle_state_cannot_be_rewritten_by_the_host(checked: Checked) -> None:
+    """Once a gap of this suite: the MID's state was an owner-writable byte. A network MID now
+    has its own lifecycle index that only the owning SHO's single-use approvals write: an
+    owner-authorised write and a replayed activation approval are refused by the TPM, and K
+    stays unusable. The SHO refuses the MID too (rewritten-mid-attach)."""
+    found = checked.expect("state-byte-rewrite", "blocked", sho_state="SUSPENDED")
+    assert found is not None and found.should_block and not found.failed
+    assert "authorization" in found.evidence["owner_write"]
+    assert "replayed or out of order" in found.evidence["replayed_approval"]
+    assert "not ACTIVE" in found.evidence["use_after"]
     checked.finish()

@@ -12,9 +12,27 @@ from host.threats.checks import common
 from host.threats.context import MissingPart, ThreatLab
 from host.threats.result import Finding, Recorder
 from network.errors import SignatureInvalid
-from trelab.errors import Unavailable
 
 __all__ = ["run"]
+
+
+def _owner_write(conn: Any, slot: int, state: Any) -> str | None:
+    """Write ``slot``'s state in the TPM with owner authorisation, as host software can; the
+    TPM's refusal, or None if it took it."""
+    from tpm2_pytss import TSS2_Exception
+    from tpm2_pytss.constants import ESYS_TR
+
+    from tpm import nv
+
+    handle, size, offset = nv.state_location(conn, slot)
+    data = bytearray(size)
+    data[0] = int(state)
+    try:
+        tr = conn.esys.tr_from_tpmpublic(handle)
+        conn.esys.nv_write(tr, bytes(data), offset, auth_handle=ESYS_TR.OWNER)
+    except TSS2_Exception as exc:
+        return str(exc)
+    return None
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
@@ -53,12 +71,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         rec,
         ("1",),
         "state-byte-rewrite",
-        "the SHO suspended a MID; host software rewrites the TPM's lifecycle byte MID_STATE"
-        " back to ACTIVE (owner authorisation, empty in the lab) and uses K",
+        "the SHO suspended a MID; host software writes its lifecycle state in the TPM back to"
+        " ACTIVE — with owner authorisation (empty in the lab), then by replaying the SHO's"
+        " earlier activation approval — and uses K",
     ) as a:
         from host.threats.device import follow_orders, order, provision
         from tpm import nv
         from tpm.aka import authenticate
+        from tpm.mid import set_state
         from tpm.mid_errors import MidRefused
 
         net = ctx.network()
@@ -74,23 +94,43 @@ def run(ctx: ThreatLab) -> list[Finding]:
                 suspended_refused = "no"
             except MidRefused as exc:
                 suspended_refused = str(exc)
-            try:
-                nv.write_state(conn, mid.slot, nv.MidState.ACTIVE)
-                code = None
-            except Unavailable as exc:
-                code = str(exc)
+            code = _owner_write(conn, mid.slot, nv.MidState.ACTIVE)
+            replayed = common.refusal(
+                lambda: set_state(
+                    conn,
+                    registry,
+                    mid.mid_id,
+                    nv.MidState.ACTIVE,
+                    approval=mid.activation.state_approval if mid.activation else b"",
+                ),
+                MidRefused,
+            )
             rewritten = nv.read_state(conn, mid.slot) == nv.MidState.ACTIVE
+            used = common.refusal(
+                lambda: authenticate(
+                    conn, registry, mid.mid_id, os.urandom(16), bytes(16), check_state=False
+                ),
+                MidRefused,
+            )
         state.update(app=app, transport=transport, mid=mid, rewritten=rewritten)
-        a.note(sho_state=ack.state, suspended_use=suspended_refused, nv_write=code or "accepted")
-        if rewritten:
+        a.note(
+            sho_state=ack.state,
+            suspended_use=suspended_refused,
+            owner_write=code or "accepted",
+            replayed_approval=replayed or "accepted",
+            use_after=used or "K ran",
+        )
+        if rewritten or used is None:
             a.not_blocked(
-                "MID_STATE is written with owner authorisation, which is empty in the lab"
-                " (tpm/nv.py): host software re-enabled K of a suspended MID (and could disable"
-                " any MID: DoS). provisioning.md §1.0's PolicySigned(DPF) write policy is not"
-                " implemented; the SHO still refuses service (next finding)",
+                "host software re-enabled K of a suspended MID: its lifecycle state is writable"
+                " without the owning SHO (the SHO still refuses service: next finding)"
             )
         else:
-            a.blocked(f"the TPM refused the NV write: {code}")
+            a.blocked(
+                "the MID's lifecycle index is POLICYWRITE only — PolicyAuthorize(owning SHO's"
+                " key) over PolicyNV(current state ‖ version) ∧ PolicyCpHash(the write): owner"
+                f" write → {code}; replayed approval → {replayed}; K → {used}"
+            )
 
     with ctx.attack(
         rec,

@@ -40,7 +40,14 @@ from network import messages as m
 from network.config import NetworkConfig, device_trust
 from network.protocol import Session, SessionState
 from tests.unit.network.conftest import make_config
-from tpm.package import AlgorithmSpec, MidPolicy, Package, WrappedObject
+from tpm.package import (
+    AlgorithmSpec,
+    LifecycleBinding,
+    MidPolicy,
+    Package,
+    WrappedObject,
+    operator_public,
+)
 from trelab.errors import BadInput, LocalProtocolError, RemoteProtocolError
 
 NOW = 1_800_000_000
@@ -98,17 +105,22 @@ def make_package(
     *,
     seq: int,
     slot: int,
+    owner: Any,
     ek: bytes = EK_NAME,
     digest: bytes = DIGEST,
     imsi: str = "001010000000001",
 ) -> Package:
+    """``owner``: the key the MID's lifecycle index is bound to (the asked SHO's, normally)."""
+    binding = LifecycleBinding(operator_public(owner), b"ref")
     return Package(
         seq=seq,
         imsi=imsi,
         algorithm=AlgorithmSpec(),
         amf=b"\x80\x00",
         sqn_ms=bytes(6),
-        policy=MidPolicy(kind="use", selection=SELECTION, pcr_digest=digest, slot=slot),
+        policy=MidPolicy(
+            kind="use", selection=SELECTION, pcr_digest=digest, slot=slot, lifecycle=binding
+        ),
         ek_name=ek,
         srk_name=SRK_NAME,
         parent=_obj("parent"),
@@ -218,7 +230,7 @@ def test_happy_path_to_active_survives_a_restart_at_every_step(
     assert m.decode(client.target(srk_public=b"srk", srk_name=SRK_NAME, slot=3, counter=6).wire)
     net.take(client.pending)  # type: ignore[arg-type]
     client = resumed(client, trust)
-    package = make_package(seq=7, slot=3)
+    package = make_package(seq=7, slot=3, owner=config.shos["sho-a"].key.public_key)
     event = client.receive(
         net.reply(m.MidPackage, config.dpf_key, **manifest_fields(package)), now=NOW
     )
@@ -303,6 +315,7 @@ def test_a_verdict_that_does_not_fit_is_refused_and_changes_nothing(
         ({}, {"imsi": "001019999999999"}, "manifest"),
         ({}, {"not_after": NOW - 1}, "stale-package"),
         ({"slot": 4}, {}, "slot"),
+        ({"owner": "sho-b"}, {}, "lifecycle-owner"),  # its state writable by another SHO
         ({}, {"package": b"{not json"}, "bad-package"),
     ],
 )
@@ -316,7 +329,10 @@ def test_a_package_that_does_not_fit_is_refused(
     client, net = begin(trust)
     client, _ = to_validated(client, net, config, trust)
     net.take(client.target(srk_public=b"srk", srk_name=SRK_NAME, slot=3, counter=6))
-    package = make_package(**{"seq": 7, "slot": 3, **package_kw})
+    owner = config.shos["sho-a"].key.public_key
+    if package_kw.get("owner") == "sho-b":
+        package_kw = {**package_kw, "owner": config.shos["sho-b"].key.public_key}
+    package = make_package(**{"seq": 7, "slot": 3, "owner": owner, **package_kw})
     with pytest.raises(AgentRefused) as caught:
         client.receive(
             net.peek(m.MidPackage, config.dpf_key, **manifest_fields(package, **manifest_kw)),
@@ -326,7 +342,11 @@ def test_a_package_that_does_not_fit_is_refused(
     unsigned_by_dpf = m.SigningKey("dpf", config.pva_key.private_key)
     with pytest.raises(AgentRefused) as caught:
         client.receive(
-            net.peek(m.MidPackage, unsigned_by_dpf, **manifest_fields(make_package(seq=7, slot=3))),
+            net.peek(
+                m.MidPackage,
+                unsigned_by_dpf,
+                **manifest_fields(make_package(seq=7, slot=3, owner=owner)),
+            ),
             now=NOW,
         )
     assert caught.value.code == "package-signature"
