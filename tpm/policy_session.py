@@ -228,7 +228,7 @@ class PolicyRunner:
                 ) from None
             if isinstance(step, PolicyNv) and error == int(TPM2_RC.POLICY):
                 raise MidRefused(
-                    "PolicyNV: the MID's lifecycle state is not ACTIVE (or not the approved one)"
+                    "PolicyNV: the MID's lifecycle state (MID_STATE byte or its own index) is not ACTIVE"
                 ) from None
             if isinstance(step, PolicyAuthorize) or error == int(TPM2_RC.SIGNATURE):
                 raise MidRefused(
