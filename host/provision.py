@@ -392,7 +392,7 @@ class TpmDevice:
         try:
             with open_ak(self.conn, ak) as ak_tr:
                 for label, index, size, offset in wanted:
-                    handle = esys.tr_from_tpmpublic(index)
+                    handle = nv.resource(self.conn, index)
                     attest, sig = esys.nv_certify(
                         ak_tr,
                         handle,

@@ -74,6 +74,17 @@ class TpmConnection:
         except TSS2_Exception as exc:
             self._tctildr.close()
             raise Unavailable(f"TPM {tcti!r} does not answer: {exc}", fix="trelab lab up") from None
+        #: Facts about this TPM that hold for the connection's life (which NV indices exist,
+        #: where the EK is), so hot paths do not ask the TPM again; whoever changes such a
+        #: fact (undefine, TPM2_Clear) calls :meth:`forget`.
+        self.memo: dict[Any, Any] = {}
+
+    def forget(self, key: Any = None) -> None:
+        """Drop one memo entry, or all of them (``key`` None: after TPM2_Clear)."""
+        if key is None:
+            self.memo.clear()
+        else:
+            self.memo.pop(key, None)
 
     def __enter__(self) -> TpmConnection:
         return self

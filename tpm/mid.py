@@ -425,7 +425,7 @@ def _first_write_done(conn: TpmConnection, install: nv.StateApproval) -> bool:
     """Did an interrupted import of this very package already write (INSTALLED, 1)?"""
     if nv.read_lifecycle(conn, install.index.slot) != nv.INSTALLED_FIRST:
         return False
-    public, name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(install.index.handle))
+    public, name = conn.esys.nv_read_public(nv.resource(conn, install.index.handle))
     del public
     return bytes(name.marshal())[2:] == install.index.name()
 
@@ -602,6 +602,7 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
         for hierarchy in (ESYS_TR.PLATFORM, ESYS_TR.LOCKOUT):
             try:
                 esys.clear(hierarchy)
+                conn.forget()  # NV indices, EK: what the connection knew is gone
                 break
             except TSS2_Exception as exc:
                 errors.append(str(exc))

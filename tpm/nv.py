@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ __all__ = [
     "read_lifecycle",
     "read_state",
     "read_states",
+    "resource",
     "slot_states",
     "state_index_name",
     "state_location",
@@ -138,6 +140,7 @@ def nv_public(index: int, *, written: bool = True) -> Any:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def index_name(index: int) -> bytes:
     """The name of an index once written: what PolicyNV hashes; computed without a TPM, so the
     operator can build a use-gated policy for any device of this profile."""
@@ -152,29 +155,67 @@ def _fail(what: str, exc: Exception) -> Unavailable:
     return Unavailable(f"{what}: {exc}")
 
 
+def resource(conn: TpmConnection, index: int) -> Any:
+    """The connection's one ESYS object for NV ``index`` (TPM2_NV_ReadPublic once, then
+    remembered; ESYS keeps its name current across writes). Never close it: it is shared;
+    :func:`forget_handles` and :func:`_undefine` drop it."""
+    key = ("nv-tr", index)
+    tr = conn.memo.get(key)
+    if tr is None:
+        tr = conn.memo[key] = conn.esys.tr_from_tpmpublic(index)
+    return tr
+
+
 @contextlib.contextmanager
 def _handle(conn: TpmConnection, index: int) -> Iterator[Any]:
-    # ESYS keeps one resource object per TPM handle and tr_from_tpmpublic hands out that same
-    # object to every caller, so closing it would pull it from under anyone else holding it:
-    # NV and persistent handles stay open for the connection's life (see forget_handles).
-    yield conn.esys.tr_from_tpmpublic(index)
+    yield resource(conn, index)
 
 
 def forget_handles(
     conn: TpmConnection, handles: tuple[int, ...] = (MID_CTR, MID_STATE, AUDIT, REG_CTR)
 ) -> None:
-    """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)."""
+    """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
+    and what the connection remembers of them."""
+    known = conn.memo.get("nv-defined", set())
+    conn.forget("nv-indices-ok")
     for handle in handles:
+        known.discard(handle)
+        tr = conn.memo.pop(("nv-tr", handle), None)
         with contextlib.suppress(Exception):
-            if _defined(conn, handle):
-                conn.esys.tr_close(conn.esys.tr_from_tpmpublic(handle))
+            if tr is None and _defined(conn, handle):
+                tr = conn.esys.tr_from_tpmpublic(handle)
+            if tr is not None:
+                conn.esys.tr_close(tr)
+        known.discard(handle)
 
 
 def _defined(conn: TpmConnection, index: int) -> bool:
+    """Is NV ``index`` defined? A yes is remembered for the connection (an index goes only
+    through :func:`_undefine` or TPM2_Clear, which forget it)."""
     from tpm2_pytss.constants import TPM2_CAP
 
+    known: set[int] = conn.memo.setdefault("nv-defined", set())
+    if index in known:
+        return True
     _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, index, 1)
-    return any(int(h) == index for h in caps.data.handles)
+    if any(int(h) == index for h in caps.data.handles):
+        known.add(index)
+        return True
+    return False
+
+
+def _undefine(conn: TpmConnection, handle: int) -> None:
+    """TPM2_NV_UndefineSpace (owner auth); ESYS drops its object for the handle.
+
+    Raises:
+        tpm2_pytss.TSS2_Exception: the TPM refuses.
+    """
+    from tpm2_pytss.constants import ESYS_TR
+
+    tr = resource(conn, handle)
+    conn.memo.get("nv-defined", set()).discard(handle)
+    conn.memo.pop(("nv-tr", handle), None)
+    conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
 
 
 def ensure_indices(conn: TpmConnection) -> list[str]:
@@ -191,6 +232,8 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
 
     esys = conn.esys
     made: list[str] = []
+    if conn.memo.get("nv-indices-ok"):
+        return made
     for index in (MID_CTR, MID_STATE, AUDIT, REG_CTR):
         label = _LABELS[index]
         try:
@@ -204,6 +247,8 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
                     )
                 continue
             tr = esys.nv_define_space(None, nv_public(index, written=False), ESYS_TR.OWNER)
+            conn.memo[("nv-tr", index)] = tr
+            conn.memo.setdefault("nv-defined", set()).add(index)
             kind = _KINDS[index]
             if kind == "counter":
                 esys.nv_increment(tr, auth_handle=ESYS_TR.OWNER)
@@ -214,6 +259,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
             made.append(label)
         except TSS2_Exception as exc:
             raise _fail(f"cannot define NV index {label} (0x{index:08x})", exc) from None
+    conn.memo["nv-indices-ok"] = True
     return made
 
 
@@ -319,7 +365,7 @@ def free_slots(conn: TpmConnection) -> list[int]:
     states = read_states(conn)
     taken = set()
     for handle in lifecycle_handles(conn):
-        public, _name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(handle))
+        public, _name = conn.esys.nv_read_public(resource(conn, handle))
         if int(public.nvPublic.attributes) & int(TPMA_NV.WRITTEN):
             taken.add(handle - STATE_BASE)
     return [i for i, b in enumerate(states) if b == MidState.EMPTY and i not in taken]
@@ -412,6 +458,12 @@ class Lifecycle:
 INSTALLED_FIRST = Lifecycle(MidState.INSTALLED, 1)
 
 
+@functools.lru_cache(maxsize=256)
+def _lifecycle_name(index: LifecycleIndex, written: bool) -> bytes:
+    # a pure function of the (frozen) index; computing it builds tpm2-pytss structures
+    return bytes(index.public(written=written).get_name().marshal())[2:]
+
+
 @dataclass(frozen=True)
 class LifecycleIndex:
     """One MID's lifecycle index (module docstring): slot, the owner's policy-signing key name
@@ -457,7 +509,7 @@ class LifecycleIndex:
         )
 
     def name(self, *, written: bool = True) -> bytes:
-        return bytes(self.public(written=written).get_name().marshal())[2:]
+        return _lifecycle_name(self, written)
 
     def active(self) -> PolicyNv:
         """The step a use-gated K's policy runs: this index's state byte == ACTIVE."""
@@ -536,7 +588,7 @@ class StateApproval:
 def _lifecycle_public(conn: TpmConnection, handle: int) -> Any | None:
     if not _defined(conn, handle):
         return None
-    _public, name = conn.esys.nv_read_public(conn.esys.tr_from_tpmpublic(handle))
+    _public, name = conn.esys.nv_read_public(resource(conn, handle))
     return _public, bytes(name.marshal())[2:]
 
 
@@ -557,8 +609,7 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
         if not int(found[0].nvPublic.attributes) & int(TPMA_NV.WRITTEN):
             # left by an import that never wrote its first state: it guards nothing
             try:
-                tr = conn.esys.tr_from_tpmpublic(index.handle)
-                conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
+                _undefine(conn, index.handle)
             except TSS2_Exception as exc:
                 raise _fail(
                     f"cannot reclaim the lifecycle index of slot {index.slot}", exc
@@ -571,7 +622,9 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
             fix="choose another slot (trelab tpm mid list)",
         )
     try:
-        conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER)
+        tr = conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER)
+        conn.memo[("nv-tr", index.handle)] = tr
+        conn.memo.setdefault("nv-defined", set()).add(index.handle)
     except TSS2_Exception as exc:
         raise _fail(f"cannot define the lifecycle index of slot {index.slot}", exc) from None
 
@@ -585,14 +638,12 @@ def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:
         Unavailable: the TPM refuses.
     """
     from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
 
     _check_slot(slot)
     if not _defined(conn, STATE_BASE + slot):
         return False
     try:
-        tr = conn.esys.tr_from_tpmpublic(STATE_BASE + slot)
-        conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
+        _undefine(conn, STATE_BASE + slot)
     except TSS2_Exception as exc:
         raise _fail(f"cannot discard the lifecycle index of slot {slot}", exc) from None
     return True
@@ -618,7 +669,7 @@ def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
     from tpm2_pytss import TSS2_Exception
 
     try:
-        tr = conn.esys.tr_from_tpmpublic(STATE_BASE + slot)
+        tr = resource(conn, STATE_BASE + slot)
         data = bytes(conn.esys.nv_read(tr, LIFECYCLE_SIZE, 0, auth_handle=tr))
     except TSS2_Exception as exc:
         raise _fail(f"cannot read the lifecycle index of slot {slot}", exc) from None
@@ -653,7 +704,7 @@ def write_lifecycle(conn: TpmConnection, approval: StateApproval, authority_publ
             ) as runner,
             runner.use() as session,
         ):
-            tr = conn.esys.tr_from_tpmpublic(index.handle)
+            tr = resource(conn, index.handle)
             conn.esys.nv_write(tr, approval.new.encode(), 0, auth_handle=tr, session1=session)
     except MidRefused as exc:
         raise MidRefused(

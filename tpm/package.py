@@ -36,6 +36,7 @@ no inner wrapper is used, so the package carries no symmetric key.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -232,6 +233,11 @@ def _active(slot: int) -> PolicyNv:
     return PolicyNv(nv.MID_STATE, nv.state_index_name(), bytes((nv.MidState.ACTIVE,)), slot)
 
 
+@functools.lru_cache(maxsize=64)
+def _authority_name(authority: bytes) -> bytes:
+    return _public_name(_unmarshal_public(authority, "lifecycle authority"))
+
+
 @dataclass(frozen=True)
 class LifecycleBinding:
     """Who alone may write a MID's lifecycle index: ``authority`` (marshaled TPM2B_PUBLIC of
@@ -243,7 +249,7 @@ class LifecycleBinding:
 
     @property
     def authority_name(self) -> bytes:
-        return _public_name(_unmarshal_public(self.authority, "lifecycle authority"))
+        return _authority_name(self.authority)
 
     def index(self, slot: int) -> nv.LifecycleIndex:
         return nv.LifecycleIndex(slot, self.authority_name, self.ref)
@@ -621,11 +627,20 @@ def load_operator_key(path: str | os.PathLike[str], *, create: bool = False) -> 
 def operator_public(key: Any) -> bytes:
     """Marshaled TPM2B_PUBLIC of the operator key, private or public (ECDSA-SHA256 signing,
     for LoadExternal)."""
+    public_key = key.public_key() if hasattr(key, "public_key") else key
+    point = public_key.public_numbers()
+    return _ecdsa_public(point.x, point.y)
+
+
+@functools.lru_cache(maxsize=64)
+def _ecdsa_public(x: int, y: int) -> bytes:
+    # a pure function of the point; building it through tpm2-pytss costs ~1.5 ms
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     from tpm2_pytss import TPM2B_PUBLIC, TPMT_ASYM_SCHEME
     from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 
-    public_key = key.public_key() if hasattr(key, "public_key") else key
+    public_key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
     pem = public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -636,9 +651,8 @@ def operator_public(key: Any) -> bytes:
     )
     # from_pem drops leading zero bytes of the coordinates; a TPM refuses such a point
     # (TPM_RC_KEY) in 1 key of 128, and the name would differ from a padded one: fixed size
-    point = public_key.public_numbers()
-    public.publicArea.unique.ecc.x = point.x.to_bytes(32, "big")
-    public.publicArea.unique.ecc.y = point.y.to_bytes(32, "big")
+    public.publicArea.unique.ecc.x = x.to_bytes(32, "big")
+    public.publicArea.unique.ecc.y = y.to_bytes(32, "big")
     return bytes(public.marshal())
 
 

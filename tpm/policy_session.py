@@ -244,7 +244,9 @@ class PolicyRunner:
         if isinstance(step, PolicyPcr):
             esys.policy_pcr(session, step.digest, TPML_PCR_SELECTION.parse(step.selection))
         elif isinstance(step, PolicyNv):
-            nv = esys.tr_from_tpmpublic(step.index)  # shared ESYS object: never closed here
+            from tpm.nv import resource
+
+            nv = resource(self._conn, step.index)  # shared ESYS object: never closed here
             esys.policy_nv(
                 nv, nv, session, TPM2B_OPERAND(step.operand), step.operation, step.offset
             )

@@ -258,19 +258,16 @@ def make_receipt(
             ("state", *nv.state_location(conn, slot)),
             ("counter", nv.MID_CTR, 8, 0),
         ):
-            handle = conn.esys.tr_from_tpmpublic(index)
-            try:
-                attest_blob, sig = conn.esys.nv_certify(
-                    ak_tr,
-                    handle,
-                    qualifying,
-                    TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
-                    size,
-                    offset,
-                    auth_handle=handle,
-                )
-            finally:
-                conn.esys.tr_close(handle)
+            handle = nv.resource(conn, index)  # shared: not closed
+            attest_blob, sig = conn.esys.nv_certify(
+                ak_tr,
+                handle,
+                qualifying,
+                TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+                size,
+                offset,
+                auth_handle=handle,
+            )
             evidence[f"{label}.attest"] = bytes(attest_blob)
             evidence[f"{label}.sig"] = bytes(sig.marshal())
     return flow.session.make(

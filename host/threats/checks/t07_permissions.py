@@ -28,7 +28,7 @@ def _owner_write(conn: Any, slot: int, state: Any) -> str | None:
     data = bytearray(size)
     data[0] = int(state)
     try:
-        tr = conn.esys.tr_from_tpmpublic(handle)
+        tr = nv.resource(conn, handle)
         conn.esys.nv_write(tr, bytes(data), offset, auth_handle=ESYS_TR.OWNER)
     except TSS2_Exception as exc:
         return str(exc)
