@@ -568,6 +568,7 @@ class TpmTre:
         from tpm2_pytss import TPM2B_OPERAND, TPML_PCR_SELECTION
         from tpm2_pytss.constants import TPM2_ALG
 
+        from tpm.nv import resource as nv_resource
         from tpm.policy import PolicyCommandCode, PolicyNv, PolicyPcr
         from tpm.policy_session import start_session
 
@@ -586,15 +587,13 @@ class TpmTre:
 
         def setup() -> None:
             resident.load()
-            held["nv"] = _tss(lambda: esys.tr_from_tpmpublic(nv_step.index), "NV index")
+            held["nv"] = _tss(lambda: nv_resource(conn, nv_step.index), "NV index")
             held["session"] = _tss(lambda: start_session(conn), "StartAuthSession")
 
         def teardown() -> None:
             if "session" in held:
                 conn.flush(held.pop("session"))
-            if "nv" in held:
-                with contextlib.suppress(Exception):
-                    esys.tr_close(held.pop("nv"))
+            held.pop("nv", None)  # the connection's shared ESYS object: never closed here
             resident.unload()
 
         def one(key: Any, session: Any, nv: Any) -> None:
