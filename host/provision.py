@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -103,27 +102,13 @@ def _no_hook(point: str) -> None:
     """Default hook: nothing happens at any point."""
 
 
-def _kill_self() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def crash_hook(point: str | None = None, *, kill: Callable[[], None] | None = None) -> Hook | None:
+    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`network.crash.crash_hook`): SIGKILL this
+    process on reaching ``point`` (``point#n``: its n-th time) — a real kill -9: no cleanup, no
+    flush, no atexit. None when unset."""
+    from network.crash import crash_hook as make
 
-
-def crash_hook(point: str | None = None, *, kill: Callable[[], None] = _kill_self) -> Hook | None:
-    """The ``TRELAB_TEST_CRASH_AT`` test hook: SIGKILL this process on reaching ``point``
-    (``point#n``: its n-th time) — a real kill -9: no cleanup, no flush, no atexit. None when
-    unset."""
-    target = point if point is not None else os.environ.get(CRASH_ENV)
-    if not target:
-        return None
-    name, _, nth = target.partition("#")
-    remaining = [int(nth) if nth.isdigit() else 1]
-
-    def hook(reached: str) -> None:
-        if reached == name:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                kill()
-
-    return hook
+    return make(CRASH_ENV, target=point, kill=kill)
 
 
 def chain(*hooks: Hook | None) -> Hook:

@@ -26,12 +26,21 @@ def no_crash(point: str) -> None:
     """The hook when none is asked for: every point passes."""
 
 
-def crash_hook(env: str) -> CrashHook | None:
-    """The hook ``$env`` asks for — ``<point>[#n]``: SIGKILL on reaching ``point`` for the n-th
-    time (default the first) — or None when the variable is unset or empty."""
-    target = os.environ.get(env)
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_hook(
+    env: str, *, target: str | None = None, kill: Callable[[], None] | None = None
+) -> CrashHook | None:
+    """The hook ``$env`` (or ``target``, if given) asks for — ``<point>[#n]``: ``kill`` (SIGKILL
+    of this process) on reaching ``point`` for the n-th time (default the first) — or None when
+    nothing is asked."""
+    if target is None:
+        target = os.environ.get(env)
     if not target:
         return None
+    die = kill or _kill_self
     point, _, nth = target.partition("#")
     left = [int(nth) if nth.isdigit() else 1]
     lock = threading.Lock()  # the server reaches points from several request threads
@@ -42,6 +51,6 @@ def crash_hook(env: str) -> CrashHook | None:
         with lock:
             left[0] -= 1
             if left[0] == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+                die()
 
     return hook
