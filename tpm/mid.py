@@ -323,7 +323,7 @@ def import_package(
                 f"sequence number {package.seq} out of order: expected {counter + 1}"
             )
         slot = package.policy.slot
-        resumed = install is not None and _first_write_done(conn, install)
+        resumed = install is not None and nv.holds(conn, install.index, nv.INSTALLED_FIRST)
         if package.mid_id in data.mids or (
             not resumed and nv.read_state(conn, slot) != nv.MidState.EMPTY
         ):
@@ -419,15 +419,6 @@ def import_package(
         nv.extend_audit(conn, event.encode())
         registry.commit(conn, data.with_mid(record).with_event(event), this_ek)
     return record
-
-
-def _first_write_done(conn: TpmConnection, install: nv.StateApproval) -> bool:
-    """Did an interrupted import of this very package already write (INSTALLED, 1)?"""
-    if nv.read_lifecycle(conn, install.index.slot) != nv.INSTALLED_FIRST:
-        return False
-    public, name = conn.esys.nv_read_public(nv.resource(conn, install.index.handle))
-    del public
-    return bytes(name.marshal())[2:] == install.index.name()
 
 
 def _initial_sqn(sqn_ms: bytes) -> Any:

@@ -79,6 +79,7 @@ __all__ = [
     "extend_audit",
     "forget_handles",
     "free_slots",
+    "holds",
     "increment",
     "index_name",
     "lifecycle_handles",
@@ -166,6 +167,18 @@ def resource(conn: TpmConnection, index: int) -> Any:
     return tr
 
 
+def _remember(conn: TpmConnection, index: int, tr: Any) -> None:
+    """``index`` exists and ``tr`` is its ESYS object (just defined by this connection)."""
+    conn.memo[("nv-tr", index)] = tr
+    conn.memo.setdefault("nv-defined", set()).add(index)
+
+
+def _forget(conn: TpmConnection, index: int) -> Any:
+    """Drop what the connection remembers of ``index``; returns its ESYS object, if any."""
+    conn.memo.get("nv-defined", set()).discard(index)
+    return conn.memo.pop(("nv-tr", index), None)
+
+
 @contextlib.contextmanager
 def _handle(conn: TpmConnection, index: int) -> Iterator[Any]:
     yield resource(conn, index)
@@ -176,17 +189,15 @@ def forget_handles(
 ) -> None:
     """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
     and what the connection remembers of them."""
-    known = conn.memo.get("nv-defined", set())
     conn.forget("nv-indices-ok")
     for handle in handles:
-        known.discard(handle)
-        tr = conn.memo.pop(("nv-tr", handle), None)
+        tr = _forget(conn, handle)
         with contextlib.suppress(Exception):
             if tr is None and _defined(conn, handle):
                 tr = conn.esys.tr_from_tpmpublic(handle)
+                _forget(conn, handle)
             if tr is not None:
                 conn.esys.tr_close(tr)
-        known.discard(handle)
 
 
 def _defined(conn: TpmConnection, index: int) -> bool:
@@ -213,8 +224,7 @@ def _undefine(conn: TpmConnection, handle: int) -> None:
     from tpm2_pytss.constants import ESYS_TR
 
     tr = resource(conn, handle)
-    conn.memo.get("nv-defined", set()).discard(handle)
-    conn.memo.pop(("nv-tr", handle), None)
+    _forget(conn, handle)
     conn.esys.nv_undefine_space(tr, ESYS_TR.OWNER)
 
 
@@ -247,8 +257,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
                     )
                 continue
             tr = esys.nv_define_space(None, nv_public(index, written=False), ESYS_TR.OWNER)
-            conn.memo[("nv-tr", index)] = tr
-            conn.memo.setdefault("nv-defined", set()).add(index)
+            _remember(conn, index, tr)
             kind = _KINDS[index]
             if kind == "counter":
                 esys.nv_increment(tr, auth_handle=ESYS_TR.OWNER)
@@ -622,9 +631,11 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
             fix="choose another slot (trelab tpm mid list)",
         )
     try:
-        tr = conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER)
-        conn.memo[("nv-tr", index.handle)] = tr
-        conn.memo.setdefault("nv-defined", set()).add(index.handle)
+        _remember(
+            conn,
+            index.handle,
+            conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER),
+        )
     except TSS2_Exception as exc:
         raise _fail(f"cannot define the lifecycle index of slot {index.slot}", exc) from None
 
@@ -647,6 +658,15 @@ def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:
     except TSS2_Exception as exc:
         raise _fail(f"cannot discard the lifecycle index of slot {slot}", exc) from None
     return True
+
+
+def holds(conn: TpmConnection, index: LifecycleIndex, value: Lifecycle) -> bool:
+    """Is ``index`` itself (not another MID's index at its handle) written with ``value``?
+    (An interrupted import of the same package may have written its first state.)"""
+    if read_lifecycle(conn, index.slot) != value:
+        return False
+    found = _lifecycle_public(conn, index.handle)
+    return found is not None and found[1] == index.name()
 
 
 def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
