@@ -74,7 +74,8 @@ def _say(message: str) -> None:
 def run_main_job(
     *,
     out_dir: Path,
-    lab_dir: Path | None = None,
+    lab_dir: Path,
+    mid_registry: Path | None = None,
     subscribers: int = 10_000,
     keep_lab: bool = False,
     quick: bool = False,
@@ -111,7 +112,9 @@ def run_main_job(
         vectors = load_vector_sets()
         results: list[SetResult] = run_milenage_sets(vectors["milenage"])
         results += run_tuak_sets(vectors["tuak"])
-        ctx = LabContext(lab=status, subscribers=subscribers, quick=quick)
+        ctx = LabContext(
+            lab=status, subscribers=subscribers, quick=quick, mid_registry=mid_registry
+        )
         providers, skipped = build_providers(ctx, tres)
         progress(f"bench: {len(providers)} TREs, {rounds} interleaved rounds")
         try:

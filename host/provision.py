@@ -74,7 +74,6 @@ from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabErro
 
 __all__ = [
     "CRASH_ENV",
-    "TRUST_ENV",
     "AgentFiles",
     "Hook",
     "Identity",
@@ -94,7 +93,6 @@ __all__ = [
 ]
 
 CRASH_ENV = "TRELAB_TEST_CRASH_AT"
-TRUST_ENV = "TRELAB_DEVICE_TRUST"
 Hook = Callable[[str], None]
 
 
@@ -483,22 +481,13 @@ class AgentFiles:
             raise Unavailable(f"cannot write the agent state {self.path}: {exc.strerror}") from None
 
 
-def load_trust(path: str | os.PathLike[str] | None = None) -> DeviceTrust:
-    """The pinned network keys: ``path``, else ``$TRELAB_DEVICE_TRUST``, else
-    ``device-trust.json`` in the network config folder (the lab runs both on one host).
+def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
+    """The pinned network keys from a ``device-trust.json`` (``trelab network init-config``).
 
     Raises:
         BadInput: not a device-trust document.
         Unavailable: no such file.
     """
-    if path is None:
-        env = os.environ.get(TRUST_ENV)
-        if env:
-            path = env
-        else:
-            from host.cli.network_cmd import default_config_dir
-
-            path = default_config_dir() / "device-trust.json"
     where = Path(path)
     try:
         text = where.read_text()

@@ -975,9 +975,11 @@ def physical_tpm_factory(ctx: Any) -> TpmTre:
             "the bench provisions MIDs on it (NV writes wear the chip and use MID slots)",
             fix=f"set {HARDWARE_ENV}=1 to allow it",
         )
+    if ctx.mid_registry is None:
+        raise Unavailable(f"physical TPM {device.path} found, but no MID registry was given")
     site = TpmSite(
         tcti=device.tcti,
-        registry=Registry(),
+        registry=Registry(ctx.mid_registry),
         scratch=False,
         where=f"physical TPM {device.path}; bench MIDs go into the TPM's registry and are "
         "deleted again",

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 
 if TYPE_CHECKING:
@@ -34,10 +35,10 @@ def _lines(data: dict[str, Any], indent: str = "") -> str:
 
 
 def _info(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.info import probe
 
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         info = probe(conn)
     data = info.to_json()
     return Outcome(data=data, text=_lines(data))
@@ -67,12 +68,12 @@ def _cert_json(cert: Any, index: int, template: str) -> dict[str, Any]:
 
 
 def _ek(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.ek import find_ek_certificate, load_ca_bundle, verify_ek_chain
     from tpm.errors import EkCertificateRejected
 
     bundle = load_ca_bundle(Path(args.ca)) if args.ca else None
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         found = {kind: find_ek_certificate(conn, kind) for kind in ("rsa2048", "ecc")}
     certs: dict[str, Any] = {}
     failed = False
@@ -100,11 +101,11 @@ def _ek(args: argparse.Namespace) -> Outcome:
 
 
 def _ak(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.identity import ensure_ak, evict_ak
 
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         if args.recreate:
             evict_ak(conn, kind)
         ak, created = ensure_ak(conn, kind)
@@ -117,13 +118,13 @@ def _ak(args: argparse.Namespace) -> Outcome:
 
 
 def _activate(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.ek import load_ca_bundle
     from tpm.identity import activation_round_trip, ensure_ak
 
     bundle = load_ca_bundle(Path(args.ca)) if args.ca else None
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
         result = activation_round_trip(conn, ak, ca_bundle=bundle, ek_kind=args.ek)
     data = result.to_json() | {"ak_created": created}

@@ -16,19 +16,11 @@ from cryptography.x509.oid import NameOID
 
 from host.cli import lab_cmd
 from lab import pcscd, swtpm
-from lab.lab import CaStatus, Lab, LabStatus, SwtpmStatus, default_lab_dir
+from lab.lab import CaStatus, Lab, LabStatus, SwtpmStatus
 from trelab import proc
 from trelab.errors import BadInput, CheckFailed, Unavailable
 
 # ---- paths and arguments -------------------------------------------------------------------
-
-
-def test_lab_dir_from_env_or_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TRELAB_LAB_DIR", str(tmp_path / "mine"))
-    assert default_lab_dir() == tmp_path / "mine"
-    assert Lab().path == tmp_path / "mine"
-    monkeypatch.delenv("TRELAB_LAB_DIR")
-    assert default_lab_dir().parts[-2:] == ("trelab", "lab")
 
 
 def test_port_out_of_range_is_bad_input(tmp_path: Path) -> None:
