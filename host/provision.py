@@ -1,6 +1,6 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
-:mod:`tpm`) and a :class:`network.client.Transport` (HTTP or in-process), journaling every
+:mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
 step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
 
 Crash safety. Once the TPM is about to change, the client state
@@ -65,8 +65,8 @@ from host.agent import (
     Send,
     parse_device_trust,
 )
-from network.client import Transport
-from network.errors import Refused
+from protocol.client import Transport
+from protocol.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
@@ -101,10 +101,10 @@ def _no_hook(point: str) -> None:
 
 
 def crash_hook(point: str | None = None, *, kill: Callable[[], None] | None = None) -> Hook | None:
-    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`network.crash.crash_hook`): SIGKILL this
+    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`trelab.crash.crash_hook`): SIGKILL this
     process on reaching ``point`` (``point#n``: its n-th time) — a real kill -9: no cleanup, no
     flush, no atexit. None when unset."""
-    from network.crash import crash_hook as make
+    from trelab.crash import crash_hook as make
 
     return make(CRASH_ENV, target=point, kill=kill)
 
@@ -733,7 +733,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             package = Package.from_json(json.loads(manifest.package))
             event = Install(manifest, package, verdict.pcr_digest)
         elif state.step == "commanded":
-            from network.messages import LifecycleCommand, decode
+            from protocol.messages import LifecycleCommand, decode
 
             command = decode(state.command) if state.command else None
             if not isinstance(command, LifecycleCommand):

@@ -25,9 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from network.errors import BadConfig
-from network.messages import SigningKey
 from network.store import STORE_KEY_SIZE
+from protocol.errors import BadConfig
+from protocol.messages import SigningKey
 from tpm.pcrsel import DIGEST_SIZES, format_selection, parse_selection
 from trelab.atomic import atomic_write_bytes, atomic_write_text
 from trelab.errors import BadInput

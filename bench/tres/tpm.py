@@ -870,7 +870,7 @@ class TpmTre:
         """One full provisioning by the host agent (as ``trelab provision`` runs it, minus
         process start) against the real operator side in-process."""
         from host.provision import AgentFiles, provision
-        from network.client import InProcessTransport
+        from protocol.client import InProcessTransport
 
         from ..provision_bench import OperatorSide, operator_side
 

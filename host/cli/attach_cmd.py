@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 
 def _attach(args: argparse.Namespace) -> Outcome:
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
 
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)

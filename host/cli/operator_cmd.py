@@ -131,8 +131,8 @@ def _add_subscriber(args: argparse.Namespace) -> Outcome:
 
 
 def _order(args: argparse.Namespace) -> Outcome:
-    from network.client import HttpTransport
-    from network.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
+    from protocol.client import HttpTransport
+    from protocol.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
 
     config = _config(args)
     sho = config.shos.get(args.sho)

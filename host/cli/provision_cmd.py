@@ -49,7 +49,7 @@ def mid_session(args: argparse.Namespace) -> Iterator[MidSession]:
     """Open the TPM (stale handles of a killed agent flushed), the MID's registry entry, its
     network (``--network`` or where it was provisioned) and the pinned network trust."""
     from host.provision import AgentFiles, flush_stale, load_trust
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
@@ -90,7 +90,7 @@ def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> No
 
 def _provision(args: argparse.Namespace) -> Outcome:
     from host.provision import load_trust, provision
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 

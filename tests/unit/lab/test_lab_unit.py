@@ -59,8 +59,9 @@ def test_cli_parser_has_the_lab_verbs() -> None:
     parser = argparse.ArgumentParser(prog="trelab")
     nouns = parser.add_subparsers(dest="noun")
     lab_cmd.register(nouns)
-    args = parser.parse_args(["lab", "up", "--dir", "/x", "--port", "4000", "--json"])
-    assert (args.verb, args.dir, args.port, args.json) == ("up", Path("/x"), 4000, True)
+    args = parser.parse_args(["lab", "up", "--lab-dir", "/x", "--port", "4000", "--json"])
+    assert (args.verb, args.lab_dir, args.port, args.json) == ("up", Path("/x"), 4000, True)
+    assert parser.parse_args(["lab", "down", "--dir", "/y"]).lab_dir == Path("/y")  # old spelling
     for verb in ("down", "status", "detect"):
         assert callable(parser.parse_args(["lab", verb]).func)
 
