@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -24,7 +24,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "logical extraction of K from a use-gated MID (Unseal, Duplicate, EncryptDecrypt2 past"
         " its policy); physical and side-channel attacks",
     ) as a:
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
@@ -47,7 +47,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "use K of a use-gated MID with the empty password, skipping PolicyPCR, PolicyNV and"
         " PolicyCommandCode",
     ) as a:
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
@@ -65,7 +65,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from dataclasses import replace
 
-        from host.threats.tpm_tools import load_refusal, local_aka, local_mid
+        from threats.tpm_tools import load_refusal, local_aka, local_mid
 
         rand = os.urandom(16)
         with common.scratch_tpm(ctx) as (conn, registry):
@@ -97,7 +97,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from host.threats.tpm_tools import (
+        from threats.tpm_tools import (
             duplicate_with_signed_policy,
             local_mid,
             mid_objects,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from host.threats.checks import common
-from host.threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -23,7 +23,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "take control of a MID's K by giving it an authValue of the attacker's choosing"
         " (TPM2_ObjectChangeAuth with K's parent)",
     ) as a:
-        from host.threats.tpm_tools import change_k_auth, local_mid
+        from threats.tpm_tools import change_k_auth, local_mid
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
@@ -46,7 +46,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from tpm2_pytss.constants import ESYS_TR
 
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
         from tpm import nv
         from tpm.mid import import_package, wrap_for_device
         from tpm.mid_errors import PackageRejected
@@ -91,7 +91,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
 
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from host.threats.tpm_tools import load_mid, local_aka, local_mid
+        from threats.tpm_tools import load_mid, local_aka, local_mid
         from tpm.mid import pcr_values
         from tpm.mid_errors import MidRefused
         from tpm.package import operator_public, sign_approval
@@ -138,7 +138,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm2_pytss import TPMT_SIGNATURE
         from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
-        from host.threats.tpm_tools import tpm_refusal
+        from threats.tpm_tools import tpm_refusal
 
         with common.scratch_tpm(ctx) as (conn, _):
             code = tpm_refusal(

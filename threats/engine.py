@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.threats.catalogue import THREATS, Threat, threat
-from host.threats.checks import CHECKS, load
-from host.threats.context import ThreatLab
-from host.threats.result import Finding
+from threats.catalogue import THREATS, Threat, threat
+from threats.checks import CHECKS, load
+from threats.context import ThreatLab
+from threats.result import Finding
 from trelab.errors import BadInput
 
 __all__ = ["ThreatRun", "complete", "run_checks", "select_threats"]

@@ -4,9 +4,9 @@ erasure of MIDs or of the TRE — and whether an authorised reset re-establishes
 
 from __future__ import annotations
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -21,8 +21,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a provisioned M2ME loses its MIDs (TPM2_Clear: factory reset of MID management), then"
         " asks the same operator again for service",
     ) as a:
-        from host.threats.device import attach, provision
-        from host.threats.tpm_tools import load_mid
+        from threats.device import attach, provision
+        from threats.tpm_tools import load_mid
         from tpm.mid import factory_reset
         from tpm.mid_errors import MidRefused
 

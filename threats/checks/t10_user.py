@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from host.threats.checks import common
-from host.threats.checks.t09_monitoring import bus_recording
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.checks.t09_monitoring import bus_recording
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -116,7 +116,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "record the APDUs between the ME and the USIM while the user's PIN is verified",
         tre="usim",
     ) as a:
-        from host.threats.usim_tools import usim_client
+        from threats.usim_tools import usim_client
 
         profile = ctx.card_profile()
         with ctx.usim_link() as link:
@@ -141,7 +141,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "guess the PIN of a TPM-held MID until the TPM stops answering, then try the right one",
         extra="pin-brute-force",
     ) as a:
-        from host.threats.tpm_tools import local_aka, local_mid
+        from threats.tpm_tools import local_aka, local_mid
         from tpm.mid_errors import PinRejected, TpmLockedOut
 
         rand = os.urandom(16)
@@ -265,7 +265,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from tpm2_pytss.constants import ESYS_TR
 
-        from host.threats.tpm_tools import tpm_refusal
+        from threats.tpm_tools import tpm_refusal
 
         with common.scratch_tpm(ctx) as (conn, _):
             now = int(conn.esys.read_clock().clockInfo.clock)
@@ -287,7 +287,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "verify the PIN, reset the card (as at reboot), and authenticate without verifying again",
         tre="usim",
     ) as a:
-        from host.threats.usim_tools import usim_client
+        from threats.usim_tools import usim_client
         from uicc.errors import CardRefused
         from uicc.usim import UsimClient
 
@@ -315,7 +315,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "remove-pin-tpm",
         "the user removes the PIN from a PIN-protected MID (TPM2_ObjectChangeAuth to empty)",
     ) as a:
-        from host.threats.tpm_tools import change_k_auth, local_mid
+        from threats.tpm_tools import change_k_auth, local_mid
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use", pin=b"5555")

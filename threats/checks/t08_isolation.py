@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from host.threats.checks import common
-from host.threats.context import MEASURED_PCR, ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import MEASURED_PCR, ThreatLab
+from threats.result import Finding, Recorder
 from trelab.errors import CheckFailed
 
 __all__ = ["run"]
@@ -24,7 +24,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "cross-mid-load",
         "with MID B's parent loaded (its policy satisfied), load MID A's K under it",
     ) as a:
-        from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
+        from threats.tpm_tools import local_mid, mid_objects, tpm_refusal
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid_a = local_mid(conn, registry, kind="use", imsi="001019990000011")
@@ -44,7 +44,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "SHO-B (another stakeholder on the same operator side) orders the deletion of SHO-A's MID",
         tre="network",
     ) as a:
-        from host.threats.device import order
+        from threats.device import order
 
         v = common.victim(ctx)
         net = ctx.network()
@@ -74,7 +74,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "loaded-then-suspended",
         "keep K loaded while the MID is ACTIVE, let it be suspended, keep encrypting with it",
     ) as a:
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
         from tpm import nv
         from tpm.mid import LoadedMid, set_state
         from tpm.mid_errors import MidRefused
@@ -96,7 +96,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "unseal-opc",
         "another MID's software unseals this MID's OPc outside its policy (empty password)",
     ) as a:
-        from host.threats.tpm_tools import local_mid, mid_objects, tpm_refusal
+        from threats.tpm_tools import local_mid, mid_objects, tpm_refusal
 
         with common.scratch_tpm(ctx) as (conn, registry):
             mid = local_mid(conn, registry, kind="use")
@@ -116,7 +116,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "suspended-mid-aka",
         "run AKA with a SUSPENDED MID, skipping the host's state check",
     ) as a:
-        from host.threats.tpm_tools import local_aka, local_mid
+        from threats.tpm_tools import local_aka, local_mid
         from tpm import nv
         from tpm.mid import set_state
         from tpm.mid_errors import MidRefused
@@ -140,7 +140,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "restore an older copy of the MID registry (SQN state from before an AKA) to replay"
         " that AKA",
     ) as a:
-        from host.threats.tpm_tools import fresh_autn, local_mid
+        from threats.tpm_tools import fresh_autn, local_mid
         from tpm.aka import authenticate
         from tpm.mid_errors import RegistryRollback
 
@@ -190,7 +190,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "reorder and truncate the host's lifecycle log against the TPM's AUDIT index, and alter"
         " one entry of the operator's audit trail",
     ) as a:
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
         from tpm.mid import verify_audit
 
         with common.scratch_tpm(ctx) as (conn, registry):

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from host.threats.context import ThreatLab
-from host.threats.result import Attempt, Finding, Recorder
+from threats.context import ThreatLab
+from threats.result import Attempt, Finding, Recorder
 from trelab.errors import Unavailable
 
 if TYPE_CHECKING:
     from aka.hss import Subscriber
-    from host.threats.usim_tools import ServedCard
     from network.transfer import KiTransfer
+    from threats.usim_tools import ServedCard
 
 __all__ = ["KiLab", "ki_lab", "run_1", "run_2", "run_3", "run_4"]
 
@@ -94,7 +94,7 @@ def ki_lab(ctx: ThreatLab) -> KiLab:
 
     def make() -> KiLab:
         from firmware_stubs.usim.personalise import new_profile_data
-        from host.threats.usim_tools import ServedCard, new_iccid
+        from threats.usim_tools import ServedCard, new_iccid
 
         iccid = new_iccid()
         old_imsi = "00101" + "".join(str(b % 10) for b in os.urandom(10))
@@ -110,12 +110,12 @@ def ki_lab(ctx: ThreatLab) -> KiLab:
 
 
 def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
-    """The transfer itself, on ``card`` (a :class:`host.threats.usim_tools.ServedCard`)."""
+    """The transfer itself, on ``card`` (a :class:`threats.usim_tools.ServedCard`)."""
     from aka.keyholder import SoftwareAes
     from aka.milenage import Milenage
     from aka.usim import AkaResult, AkaSuccess
-    from host.threats.usim_tools import usim_client
     from network.transfer import KiTransfer, OtaKeyring, deliver
+    from threats.usim_tools import usim_client
 
     profile = card.profile
     iccid = profile.iccid
@@ -237,7 +237,7 @@ def _mac_failure(ctx: ThreatLab, a: Attempt, subscriber: Subscriber) -> bool:
     ``card_answer``)."""
     from aka.hss import Hss
     from aka.usim import AkaMacFailure
-    from host.threats.usim_tools import usim_client
+    from threats.usim_tools import usim_client
 
     profile = ctx.card_profile()
     hss = Hss(os.urandom)
@@ -442,7 +442,7 @@ def run_4(ctx: ThreatLab) -> list[Finding]:
         from aka.hss import Hss, Subscriber
         from aka.usim import AkaSyncFailure
         from firmware_stubs.usim.personalise import hss_subscriber
-        from host.threats.usim_tools import usim_client
+        from threats.usim_tools import usim_client
 
         profile = ctx.card_profile()
         hss = Hss(os.urandom)
@@ -493,7 +493,7 @@ def run_4(ctx: ThreatLab) -> list[Finding]:
         "imsi-without-adm",
         "rewrite EF.IMSI of the lab card with only the user's PIN verified",
     ) as a:
-        from host.threats.usim_tools import update_imsi_without_adm, usim_client
+        from threats.usim_tools import update_imsi_without_adm, usim_client
 
         profile = ctx.card_profile()
         with ctx.usim_link() as link:

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["BusRecording", "EkExchange", "bus_recording", "decode_recording", "run"]
 
@@ -272,7 +272,7 @@ class BusRecording:
 class _Victim:
     lab: Any
     registry: Any
-    mid: Any  # host.threats.tpm_tools.LocalMid
+    mid: Any  # threats.tpm_tools.LocalMid
     pin: bytes = field(repr=False)
 
 
@@ -280,7 +280,7 @@ def _victim(ctx: ThreatLab) -> _Victim:
     """A PIN-protected, use-gated MID on the second TPM (made once per run)."""
 
     def make() -> _Victim:
-        from host.threats.tpm_tools import local_mid
+        from threats.tpm_tools import local_mid
         from tpm.connection import TpmConnection
 
         other = ctx.scratch()
@@ -295,7 +295,7 @@ def _victim(ctx: ThreatLab) -> _Victim:
 
 def _record(ctx: ThreatLab, *, bus_protection: bool) -> BusRecording:
     from aka.usim import AkaSuccess
-    from host.threats.tpm_tools import BusTap, fresh_autn
+    from threats.tpm_tools import BusTap, fresh_autn
     from tpm.aka import authenticate
     from tpm.connection import TpmConnection
 
@@ -376,7 +376,7 @@ def _control(ctx: ThreatLab) -> bool:
     from tpm2_pytss import TPM2B_IV, TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE
     from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 
-    from host.threats.tpm_tools import BusTap
+    from threats.tpm_tools import BusTap
     from tpm.connection import TpmConnection
     from tpm.policy_session import start_session
 

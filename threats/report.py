@@ -13,7 +13,7 @@ Document::
      "extras": [{"tag", "what", "findings": [finding, ...]}],
      "failed": [finding, ...]}
 
-A finding is :meth:`host.threats.result.Finding.to_json`. A finding that exercises several
+A finding is :meth:`threats.result.Finding.to_json`. A finding that exercises several
 counter-measures appears under each of them.
 """
 
@@ -25,8 +25,8 @@ import textwrap
 from collections import Counter
 from typing import Any
 
-from host.threats.catalogue import threat
-from host.threats.result import EXTRA_ATTACKS, OUTCOMES, Finding
+from threats.catalogue import threat
+from threats.result import EXTRA_ATTACKS, OUTCOMES, Finding
 
 __all__ = [
     "SCHEMA_NAME",

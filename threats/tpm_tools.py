@@ -349,7 +349,7 @@ class BusTap:
     directions). Threads are daemons; :meth:`close` stops accepting and closes every socket."""
 
     def __init__(self, port: int) -> None:
-        from tpm.swtpm import find_free_port_pair
+        from lab.swtpm import find_free_port_pair
 
         self.local = find_free_port_pair()
         self._lock = threading.Lock()

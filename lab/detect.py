@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uicc import pcscd
+from lab import pcscd
 
 __all__ = [
     "Detection",

@@ -8,10 +8,10 @@ import dataclasses
 import os
 from typing import Any
 
-from host.threats.checks import common
-from host.threats.context import MissingPart, ThreatLab
-from host.threats.result import Finding, Recorder
 from network.errors import SignatureInvalid
+from threats.checks import common
+from threats.context import MissingPart, ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -75,7 +75,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " ACTIVE — with owner authorisation (empty in the lab), then by replaying the SHO's"
         " earlier activation approval — and uses K",
     ) as a:
-        from host.threats.device import follow_orders, order, provision
+        from threats.device import follow_orders, order, provision
         from tpm import nv
         from tpm.aka import authenticate
         from tpm.mid import set_state
@@ -139,7 +139,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "attach to the network with the MID whose lifecycle byte was rewritten to ACTIVE",
         tre="network",
     ) as a:
-        from host.threats.device import attach
+        from threats.device import attach
 
         if "mid" not in state:
             a.not_run("the previous step (a suspended MID) did not complete", missing="environment")
@@ -177,7 +177,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "report a MID as installed with an install receipt whose NV_Certify was altered",
         tre="network",
     ) as a:
-        from host.threats.device import (
+        from threats.device import (
             attest,
             make_receipt,
             prove,
@@ -234,8 +234,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from host.threats.device import order
         from network.messages import SigningKey
+        from threats.device import order
 
         v = common.victim(ctx)
         transport = ctx.network().transport(v.app)
@@ -275,7 +275,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "deleted-mid-revived",
         "keep a copy of a MID's blobs, let the SHO's process delete it, load the copy again",
     ) as a:
-        from host.threats.tpm_tools import load_mid, local_mid
+        from threats.tpm_tools import load_mid, local_mid
         from tpm.mid import delete_mid
         from tpm.mid_errors import MidRefused
 
@@ -322,7 +322,6 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from host.agent import AgentRefused
-        from host.threats.context import MitmTransport
         from network.messages import (
             LifecycleCommand,
             SigningKey,
@@ -331,6 +330,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             extend_transcript,
             sign,
         )
+        from threats.context import MitmTransport
         from tpm import nv
 
         v = common.victim(ctx)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -48,8 +48,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " certificate with its own AK, and tries TPM2_ActivateCredential on the challenge",
         extra="foreign-ak-genuine-ek",
     ) as a:
-        from host.threats.device import ek_certificate, start
         from network.messages import CredentialProof, credential_proof
+        from threats.device import ek_certificate, start
         from tpm.errors import CredentialRejected
         from tpm.identity import activate_credential
 
@@ -98,7 +98,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "after the original TRE was validated, a replacement TRE takes over the session (it saw"
         " the session id and transcript) and asks for the MID package with its own SRK",
     ) as a:
-        from host.threats.device import attest, prove, request_package, start, unpack
+        from threats.device import attest, prove, request_package, start, unpack
 
         net = ctx.network()
         app = net.app()
@@ -131,7 +131,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm2_pytss import TPMT_SIGNATURE
         from tpm2_pytss.constants import TPM2_ALG
 
-        from host.threats.device import prove, quote_evidence, start
+        from threats.device import prove, quote_evidence, start
 
         net = ctx.network()
         app = net.app()

@@ -24,7 +24,7 @@ Lab directory::
                         profile with its own ICCID and IMSI), state.json, modem.log, and ``tty``,
                         a symlink to its pty — what ``--serial`` takes
 
-pcscd is host-wide and shared between labs; see :mod:`uicc.pcscd` for who stops it. vpcd
+pcscd is host-wide and shared between labs; see :mod:`lab.pcscd` for who stops it. vpcd
 serves one card per reader: when several labs are up, the first lab's card holds reader 0 and
 the others wait in vpcd's queue until it leaves (``lab status`` shows "attached" or "waiting").
 """
@@ -43,11 +43,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from tpm import swtpm
+from lab import pcscd, swtpm
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
-from uicc import pcscd
 
 __all__ = [
     "CARD_READER",

@@ -4,9 +4,9 @@ identity to obtain MIDs.
 
 from __future__ import annotations
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 from trelab.errors import CheckFailed
 
 __all__ = ["run"]
@@ -35,7 +35,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a second M2ME with a stolen provisional identity (PCID K/OPc copied) attaches, gets an"
         " ICF grant, and registers its own TRE under the PCID another TRE already uses",
     ) as a:
-        from host.threats.device import start
+        from threats.device import start
 
         net = ctx.network()
         app = net.app()
@@ -61,8 +61,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "register and validate one TRE, then ask for the MID package in a second, merely"
         " registered session of the same TRE (no validation of its own)",
     ) as a:
-        from host.threats.device import attest, prove, start
         from network.messages import PackageRequest, encode
+        from threats.device import attest, prove, start
         from tpm.mid import ensure_srk
 
         net = ctx.network()

@@ -1,4 +1,4 @@
-"""host.lab and its parts without processes: paths, argument checks, pcscd ownership policy,
+"""lab.lab and its parts without processes: paths, argument checks, pcscd ownership policy,
 EK chain verification on generated certificates, the CLI parser."""
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from host.cli import lab_cmd
-from host.lab import CaStatus, Lab, LabStatus, SwtpmStatus, default_lab_dir
-from tpm import swtpm
+from lab import pcscd, swtpm
+from lab.lab import CaStatus, Lab, LabStatus, SwtpmStatus, default_lab_dir
 from trelab import proc
 from trelab.errors import BadInput, CheckFailed, Unavailable
-from uicc import pcscd
 
 # ---- paths and arguments -------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""host.detect's pure parts: TPM property decoding, serial port classification."""
+"""lab.detect's pure parts: TPM property decoding, serial port classification."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from host.detect import decode_ascii_u32, detect_serial_ports, format_firmware
+from lab.detect import decode_ascii_u32, detect_serial_ports, format_firmware
 
 
 def test_manufacturer_and_vendor_words() -> None:

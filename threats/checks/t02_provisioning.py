@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from host.threats.checks import common
-from host.threats.context import ThreatLab
-from host.threats.result import Finding, Recorder
 from network.errors import RemoteProtocolError, SignatureInvalid
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -98,7 +98,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " session of the same device",
         extra="replayed-package",
     ) as a:
-        from host.threats.device import start
+        from threats.device import start
 
         v = common.victim(ctx)
         net = ctx.network()
@@ -135,7 +135,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         agent = ctx.require("host.provision", "the host agent's provisioning runner")
         from host.agent import AgentRefused
-        from host.threats.context import MitmTransport
+        from threats.context import MitmTransport
         from tpm import nv
 
         net = ctx.network()
@@ -194,7 +194,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "corrupted-duplicate",
         "flip one bit in a package's wrapped K (TPM2_Duplicate blob) on its way to the TPM",
     ) as a:
-        from host.threats.tpm_tools import import_parent
+        from threats.tpm_tools import import_parent
         from tpm import nv
         from tpm.mid import import_package, wrap_for_device
         from tpm.mid_errors import PackageRejected
@@ -237,7 +237,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "stale-quote",
         "answer the PVA's challenge with a quote made for an earlier nonce (freshness)",
     ) as a:
-        from host.threats.device import prove, quote_evidence, start
+        from threats.device import prove, quote_evidence, start
 
         net = ctx.network()
         app = net.app()
@@ -261,7 +261,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "after the victim proved its AK, an attacker who saw the session id and transcript"
         " sends evidence from its own TPM and AK into the victim's session",
     ) as a:
-        from host.threats.device import prove, quote_evidence, start
+        from threats.device import prove, quote_evidence, start
         from tpm.identity import ensure_ak
 
         net = ctx.network()
@@ -290,8 +290,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "ask the DPF for a MID package without registering (new session), and right after"
         " the AK proof without platform validation",
     ) as a:
-        from host.threats.device import prove, start
         from network.messages import PackageRequest, encode
+        from threats.device import prove, start
         from tpm.mid import ensure_srk
 
         net = ctx.network()

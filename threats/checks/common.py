@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from host.threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
-from host.threats.device import provision
-from host.threats.result import Recorder
 from network.errors import Refused
+from threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
+from threats.device import provision
+from threats.result import Recorder
 
 if TYPE_CHECKING:
     from host.agent import DeviceTrust
@@ -91,7 +91,7 @@ def victim(ctx: ThreatLab) -> Victim:
     served over HTTP on loopback behind a wire tap (what an eavesdropper records)."""
 
     def make() -> Victim:
-        from host.threats.context import RecordingTransport, module_present
+        from threats.context import RecordingTransport, module_present
         from tpm.connection import TpmConnection
 
         net = ctx.network()
@@ -138,7 +138,7 @@ def victim_manifest(ctx: ThreatLab) -> MidPackage:
 
 def victim_package(ctx: ThreatLab) -> Package:
     """The TPM package inside the recorded manifest."""
-    from host.threats.device import unpack
+    from threats.device import unpack
 
     return unpack(victim_manifest(ctx))
 
@@ -181,7 +181,7 @@ def scratch_tpm(ctx: ThreatLab) -> Iterator[tuple[TpmConnection, Registry]]:
 def victim_on_other_tpm(ctx: ThreatLab) -> str | None:
     """The victim's MID (registry record and blobs) taken to the scratch TPM and loaded
     through the MID store: None if it loaded, else the store's refusal."""
-    from host.threats.tpm_tools import load_mid
+    from threats.tpm_tools import load_mid
     from tpm.mid_errors import MidRefused
 
     v = victim(ctx)
@@ -195,7 +195,7 @@ def import_refusals(
     """Open ``package`` on this TPM both ways: (the MID store's refusal, TPM2_Import of its
     parent under this TPM's EK with none of the store's checks — the response code); None
     where it went through."""
-    from host.threats.tpm_tools import import_parent
+    from threats.tpm_tools import import_parent
     from tpm.mid import import_package
     from tpm.mid_errors import PackageRejected
 
@@ -206,7 +206,7 @@ def import_refusals(
 def wrong_pin(ctx: ThreatLab, pin: bytes, guess: bytes) -> str | None:
     """A MID protected by ``pin`` on the scratch TPM, used with ``guess`` (the DA lockout is
     reset before and after): None if K worked, else the TPM's PinRejected text."""
-    from host.threats.tpm_tools import local_aka, local_mid
+    from threats.tpm_tools import local_aka, local_mid
     from tpm.mid_errors import PinRejected
 
     rand = os.urandom(16)
@@ -223,7 +223,7 @@ def tampered_aka(ctx: ThreatLab, kinds: tuple[str, ...]) -> dict[str, str | None
     """One MID of each policy kind in ``kinds`` bound to :data:`NETWORK_PCRS` on the scratch
     TPM; the MID manager's measurement then changes (PCR :data:`MEASURED_PCR` extended) and
     each runs AKA: kind → None if K still worked, else the MidRefused text."""
-    from host.threats.tpm_tools import LocalMid, local_aka, local_mid
+    from threats.tpm_tools import LocalMid, local_aka, local_mid
     from tpm.mid_errors import MidRefused
 
     rand = os.urandom(16)
@@ -364,7 +364,7 @@ def k_extraction(conn: TpmConnection, record: MidRecord) -> dict[str, str | None
     from tpm2_pytss import TPM2B_IV, TPMT_SYM_DEF_OBJECT
     from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
-    from host.threats.tpm_tools import mid_objects, tpm_refusal
+    from threats.tpm_tools import mid_objects, tpm_refusal
     from tpm.policy_session import start_session
 
     esys = conn.esys
@@ -401,7 +401,7 @@ def extraction_text(refusals: Mapping[str, str | None]) -> str:
 def measured_pcr_changed(conn: TpmConnection, index: int) -> Iterator[None]:
     """The MID manager's measurement changes (PCR ``index`` extended) for the block, then the
     PCR is reset to its boot value."""
-    from host.threats.tpm_tools import extend_pcr, reset_pcr
+    from threats.tpm_tools import extend_pcr, reset_pcr
 
     extend_pcr(conn, index, os.urandom(32))
     try:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host.threats.context import ThreatLab
-from host.threats.engine import run_checks, select_threats
-from host.threats.report import build_document, render_html, render_json, render_text
+from threats.context import ThreatLab
+from threats.engine import run_checks, select_threats
+from threats.report import build_document, render_html, render_json, render_text
 from trelab.atomic import atomic_write_text
 
 __all__ = ["ThreatReport", "run_threat_checks"]
@@ -53,7 +53,7 @@ def run_threat_checks(
         BadInput: an unknown threat in ``only``.
         Unavailable: the lab cannot come up.
     """
-    from host.lab import Lab
+    from lab.lab import Lab
 
     threat_ids = select_threats(only)
     lab = Lab(lab_dir)

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from host.threats.context import ThreatLab
-    from host.threats.result import Finding
+    from threats.context import ThreatLab
+    from threats.result import Finding
 
 __all__ = ["CHECKS", "load"]
 
-#: threat id → module under host.threats.checks (run in this order).
+#: threat id → module under threats.checks (run in this order).
 CHECKS: dict[str, str] = {
     "1": "t01_emulation",
     "2": "t02_provisioning",
@@ -44,7 +44,7 @@ def load(threat_id: str) -> Callable[[ThreatLab], list[Finding]]:
     Raises:
         KeyError: no check for that threat.
     """
-    module = importlib.import_module(f"host.threats.checks.{CHECKS[threat_id]}")
+    module = importlib.import_module(f"threats.checks.{CHECKS[threat_id]}")
     if module.__name__.endswith("alt3a"):
         fn: Callable[[ThreatLab], list[Finding]] = getattr(module, f"run_{threat_id[3:]}")
         return fn

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from host.threats.result import Attempt, Recorder
+from threats.result import Attempt, Recorder
 from trelab.errors import Unavailable
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from firmware_stubs.usim.profile import CardProfile
-    from host.lab import LabStatus
+    from lab.lab import LabStatus
     from network.client import Transport
     from network.config import NetworkConfig
     from network.server import NetworkApp

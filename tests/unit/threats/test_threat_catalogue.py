@@ -1,4 +1,4 @@
-"""The threat catalogue (host/threats/catalogue.py) against TR 33.812 §7.1.2: all 16 threats,
+"""The threat catalogue (threats/catalogue.py) against TR 33.812 §7.1.2: all 16 threats,
 their likelihood, impact and risk exactly as the seed gives them, and every counter-measure
 number the seed lists. The expectations are written out here; where the seed document is on
 disk (``../shared/seed/`` beside the checkout, or ``$TRELAB_SEED``) they are also re-read from
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from host.threats.catalogue import ALTERNATIVE_1, ALTERNATIVE_3A, THREATS, risk_category, threat
-from host.threats.checks import CHECKS
+from threats.catalogue import ALTERNATIVE_1, ALTERNATIVE_3A, THREATS, risk_category, threat
+from threats.checks import CHECKS
 
 # id: (likelihood, impact, risk, category in the analysis, category in the summary table,
 #      counter-measure numbers)

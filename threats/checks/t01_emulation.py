@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from host.threats.checks import common
-from host.threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab, hardware_tpm
-from host.threats.result import Finding, Recorder
+from threats.checks import common
+from threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab, hardware_tpm
+from threats.result import Finding, Recorder
 
 __all__ = ["run"]
 
@@ -53,7 +53,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "replicate the MID on other equipment: load the victim's MID blobs (from its registry)"
         " into another TPM",
     ) as a:
-        from host.threats.tpm_tools import load_refusal
+        from threats.tpm_tools import load_refusal
 
         v = common.victim(ctx)
         with common.scratch_tpm(ctx) as (conn, _):
@@ -86,7 +86,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "an emulated M2ME registers with an EK certificate issued by a CA the attacker made"
         " (named like the manufacturer CA)",
     ) as a:
-        from host.threats.device import start
+        from threats.device import start
 
         net = ctx.network()
         app = net.app()
@@ -115,7 +115,6 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "an emulator presents the victim's genuine EK certificate (public data, copied) with an"
         " AK of its own and answers the credential challenge without the EK's private key",
     ) as a:
-        from host.threats.device import ek_certificate
         from network.messages import (
             CredentialProof,
             RegisterRequest,
@@ -123,6 +122,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             derive_session_id,
         )
         from network.protocol import Session, SessionState
+        from threats.device import ek_certificate
 
         net = ctx.network()
         app = net.app()
@@ -167,7 +167,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "revoked-tre",
         "a TRE the operator revoked registers again to obtain MIDs",
     ) as a:
-        from host.threats.device import prove, start
+        from threats.device import prove, start
 
         net = ctx.network()
         app = net.app()
@@ -192,7 +192,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "unvalidated-state",
         "an M2ME whose measured MID manager changed (PCR 16 extended) asks for a MID",
     ) as a:
-        from host.threats.device import attest, prove, start
+        from threats.device import attest, prove, start
 
         net = ctx.network()
         app = net.app()
@@ -221,8 +221,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the label lies (CVE-2024-29038)",
         extra="pcr-selection-relabel",
     ) as a:
-        from host.threats.device import prove, start
         from network.messages import Evidence, quote_qualifying_data
+        from threats.device import prove, start
         from tpm.pcrsel import parse_selection
         from tpm.quote import quote
 
