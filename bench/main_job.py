@@ -104,7 +104,7 @@ def run_main_job(
     lab = status = None
     was_running = True
     if use_lab:
-        from host.lab import Lab
+        from lab.lab import Lab
 
         lab = Lab(lab_dir)
         was_running = lab.status().running

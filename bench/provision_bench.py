@@ -183,8 +183,8 @@ def run_provision_bench(
     Raises:
         Unavailable: the lab cannot start.
     """
-    from host.lab import Lab
     from host.provision import provision
+    from lab.lab import Lab
     from network.client import InProcessTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry

@@ -4,7 +4,7 @@ values, SHOs and their signing keys, the PVA and DPF keys, policies and the stor
 The file is JSON (or TOML by suffix); paths in it are relative to its folder. Keys are PEM
 (PKCS#8, P-256) files of mode 0600 beside it, made by :func:`init_config`; the store key is 32
 random bytes in hex. With no ``trusted_cas`` the lab's manufacturer CA bundle
-(``host.lab.Lab().status().ca.bundle``, what swtpm_localca signed the EK certificates with) is
+(``lab.lab.Lab().status().ca.bundle``, what swtpm_localca signed the EK certificates with) is
 trusted. Anything malformed is :class:`BadConfig` with one line naming the field.
 
 ``device-trust.json`` (written next to the config) holds the public keys a TRE pins: the PVA's,
@@ -116,7 +116,7 @@ def device_trust(config: NetworkConfig) -> dict[str, Any]:
 
 def default_ca_bundle() -> Path:
     """The lab's manufacturer CA bundle (it may not exist before ``trelab lab up``)."""
-    from host.lab import Lab
+    from lab.lab import Lab
 
     return Lab().status().ca.bundle
 

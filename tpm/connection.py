@@ -46,7 +46,7 @@ def resolve_tcti(explicit: str | None) -> str:
     env = os.environ.get("TRELAB_TPM")
     if env:
         return env
-    from host.lab import Lab
+    from lab.lab import Lab
 
     status = Lab().status()
     if status.swtpm.state != "running" or status.swtpm.tcti is None:

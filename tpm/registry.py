@@ -58,7 +58,7 @@ def default_registry_path() -> Path:
     explicit = os.environ.get("TRELAB_MID_REGISTRY")
     if explicit:
         return Path(explicit)
-    from host.lab import default_lab_dir
+    from lab.lab import default_lab_dir
 
     return default_lab_dir() / "mids.json"
 

@@ -2,7 +2,10 @@
 verifier over them (provisioning.md M4).
 
 ``verify`` exits 0 when every check passes, 1 when one fails (``verified: false`` with the
-check and the reason), 2 when the evidence is malformed.
+check and the reason), 2 when the evidence is malformed. It needs the verifier's own
+``--nonce`` and a pinned AK (``--ak-pub`` or ``--ak-name``, from credential activation):
+without them freshness or the signer's home is unproven, and that is a failed check (1),
+never "verified".
 """
 
 from __future__ import annotations
@@ -80,10 +83,7 @@ def _verify(args: argparse.Namespace) -> Outcome:
         }
         return Outcome(data=data, text=f"REJECTED ({exc.check}): {exc.reason}", exit_code=1)
     data = verdict.to_json() | {"dir": str(args.dir)}
-    lines = [f"verified: quote over {data['pcrlist']} (nonce from {data['nonce_source']})"]
-    if data["nonce_source"] == "file":
-        lines.append("warning: nonce read from the evidence, not given with --nonce: not fresh")
-    return Outcome(data=data, text="\n".join(lines))
+    return Outcome(data=data, text=f"verified: quote over {data['pcrlist']} by the pinned AK")
 
 
 def register(nouns: Any) -> None:
@@ -100,12 +100,16 @@ def register(nouns: Any) -> None:
     add_json_flag(p)
     p.set_defaults(func=_quote)
 
-    p = verbs.add_parser("verify", help="verify evidence: signature, nonce, PCRs, clock")
+    p = verbs.add_parser("verify", help="verify evidence: pinned AK, signature, nonce, PCRs, clock")
     p.add_argument("dir", metavar="DIR", help="evidence directory (from attest quote)")
-    p.add_argument("--nonce", metavar="HEX", help="the nonce the verifier sent (else: nonce file)")
+    p.add_argument(
+        "--nonce", metavar="HEX", help="the nonce the verifier sent (without it: not verified)"
+    )
     p.add_argument("--reference", metavar="FILE", help='JSON {"sha256": {"0": "hex", …}}')
     p.add_argument("--previous", metavar="DIR", help="an earlier quote of the same AK (clock)")
-    p.add_argument("--ak-pub", metavar="FILE", help="expected AK (PEM or TPM2B_PUBLIC)")
-    p.add_argument("--ak-name", metavar="HEX", help="expected AK name (from activation)")
+    p.add_argument(
+        "--ak-pub", metavar="FILE", help="pinned AK (PEM or TPM2B_PUBLIC); this or --ak-name"
+    )
+    p.add_argument("--ak-name", metavar="HEX", help="pinned AK name (from credential activation)")
     add_json_flag(p)
     p.set_defaults(func=_verify)

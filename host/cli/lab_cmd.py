@@ -13,7 +13,7 @@ from typing import Any
 
 from host.cli import output
 from host.cli.output import Outcome
-from host.lab import Lab, LabStatus
+from lab.lab import Lab, LabStatus
 
 __all__ = ["register"]
 
@@ -82,7 +82,7 @@ def _status(args: argparse.Namespace) -> Outcome:
 def _detect(args: argparse.Namespace) -> Outcome:
     # The result carries each probe's error; tpm2-tss's own ERROR lines would only repeat it.
     os.environ.setdefault("TSS2_LOG", "all+none")
-    from host.detect import detect
+    from lab.detect import detect
 
     found = detect()
     lines = ["TPM devices:"]

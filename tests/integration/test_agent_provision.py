@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from host.agent import AgentRefused, parse_device_trust
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from network.client import HttpTransport, InProcessTransport
 from network.config import NetworkConfig, device_trust, init_config, load_config
 from network.errors import Refused

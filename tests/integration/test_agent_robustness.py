@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from host.agent import CRASH_POINTS, AgentRefused
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from network.client import InProcessTransport
 from network.errors import Refused, RemoteProtocolError
 from tests.integration.test_agent_provision import (

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from network.client import HttpTransport, InProcessTransport, Transport
 from network.config import NetworkConfig, init_config, load_config
 from network.errors import Refused, RemoteProtocolError

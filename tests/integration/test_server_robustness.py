@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from network.client import HttpTransport
 from network.crash import SERVER_CRASH_ENV, TRANSFER_CRASH_ENV
 from tests.helpers import REPO
