@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tests.integration.test_agent_provision import Network, agent_args, trelab
 from tests.robustness import check_consistent, own_lab
 from tpm.registry import Registry
