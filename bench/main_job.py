@@ -110,7 +110,7 @@ def run_main_job(
         lab = Lab(lab_dir)
         was_running = lab.status().running
         progress(f"lab: bringing up {lab.path}")
-        status = lab.up()
+        status = lab.up(progress=progress)
     try:
         progress("conformance: running the 3GPP Milenage and TUAK test sets")
         vectors = load_vector_sets()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,12 @@ def _text(status: LabStatus) -> str:
     return "\n".join(lines)
 
 
+def _say(message: str) -> None:
+    print(f"trelab: {message}", file=sys.stderr, flush=True)
+
+
 def _up(args: argparse.Namespace) -> Outcome:
-    status = _lab(args).up()
+    status = _lab(args).up(progress=_say)
     return Outcome(data=_data(status), text=_text(status))
 
 
