@@ -9,16 +9,12 @@ default, see :mod:`host.cli.defaults`). swtpm has no resource manager: callers f
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from trelab.errors import BadInput, Unavailable
-
-# ESYS prints its own error lines on stderr when the TPM refuses a command; trelab reports
-# every refusal itself in one line, so silence the library unless the user asked for its logs.
-os.environ.setdefault("TSS2_LOG", "all+NONE")
+from tpm.tss import TpmFacts, open_esys, open_transport
+from trelab.errors import BadInput
 
 __all__ = ["TpmConnection", "parse_tcti"]
 
@@ -40,8 +36,6 @@ class TpmConnection:
     known about it (:class:`tpm.tss.TpmFacts`); use as a context manager so it is closed."""
 
     def __init__(self, tcti: str) -> None:
-        from tpm.tss import TpmFacts, open_esys, open_transport
-
         self.tcti = tcti
         name, conf = parse_tcti(tcti)
         self.transport = open_transport(name, conf)

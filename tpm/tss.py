@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import keyword
+import os
 import re
 import socket
 import struct
@@ -30,6 +31,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+# ESYS prints its own error lines on stderr when the TPM refuses a command; trelab reports
+# every refusal itself in one line, so silence the library unless the user asked for its logs.
+os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
 from tpm2_pytss.constants import TPM2_CC
