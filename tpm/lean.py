@@ -355,14 +355,15 @@ class Pending:
         for session, nonce_tpm in checked:
             session.nonce_tpm = nonce_tpm
             session.uses += 1
-            if session.kind == "policy":
-                session.auth_value_needed = False  # the TPM reset the policy after this use
         for auth, nonce_caller in zip(self.auths, self.nonces, strict=True):
             session = auth.session
             if session is not None and auth.encrypt:
                 params = _crypt_first(
                     params, session, auth.auth_value, session.nonce_tpm, nonce_caller, False
                 )
+        for session, _ in checked:
+            if session.kind == "policy":
+                session.auth_value_needed = False  # the TPM reset the policy after this use
         return handles, params
 
 

@@ -6,10 +6,35 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "observe_fsync"]
+
+#: called with the seconds of each fsync (benchmarks split durability from the rest)
+_fsync_observers: list[Callable[[float], None]] = []
+
+
+@contextlib.contextmanager
+def observe_fsync(observer: Callable[[float], None]) -> Iterator[None]:
+    """Call ``observer(seconds)`` after every fsync of :func:`atomic_write_bytes` in the block."""
+    _fsync_observers.append(observer)
+    try:
+        yield
+    finally:
+        _fsync_observers.remove(observer)
+
+
+def _fsync(fd: int) -> None:
+    if not _fsync_observers:
+        os.fsync(fd)
+        return
+    start = time.perf_counter()
+    os.fsync(fd)
+    elapsed = time.perf_counter() - start
+    for observer in tuple(_fsync_observers):
+        observer(elapsed)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
@@ -22,7 +47,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            _fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -30,7 +55,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
         raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        _fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
