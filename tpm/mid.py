@@ -54,6 +54,7 @@ from tpm.keyholder import (
     probe_symmetric,
     translate,
 )
+from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
 from tpm.package import (
     DEFAULT_PCRS,
@@ -388,7 +389,7 @@ def import_package(
             # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
             nv.define_lifecycle(conn, install.index)
             try:
-                nv.write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+                write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
             except MidRefused as exc:
                 raise PackageRejected(
                     f"the owner's approval of INSTALLED is refused: {exc}"
@@ -466,7 +467,7 @@ def _write_state(
             " owner's signed approval (trelab mid activate|suspend|delete over the network)"
         )
     approved = nv.StateApproval(index, current, current.then(state), approval)
-    nv.write_lifecycle(conn, approved, policy.lifecycle.authority)
+    write_lifecycle(conn, approved, policy.lifecycle.authority)
 
 
 def set_state(
