@@ -342,16 +342,28 @@ class TpmDevice:
         lifecycle index discarded), so it is never reused or mistaken for a MID. Returns
         whether it changed."""
         from tpm import nv
+        from tpm.mid import log_event, repair_audit
 
-        if nv.discard_lifecycle(self.conn, slot):
-            nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
+        with self.registry.locked():  # the orphan event goes into the log and AUDIT alike
+            name = self.ek_name()
+            data = self.registry.read_checked(self.conn, name)
+            repair_audit(self.conn, data)
+            if not nv.discard_lifecycle(self.conn, slot):
+                state = nv.read_state(self.conn, slot)
+                if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
+                    return False
+                nv.write_state(self.conn, slot, nv.MidState.DELETED)
+            event = json.dumps({"event": "orphan", "slot": slot}, separators=(",", ":"))
+            log_event(self.conn, self.registry, data, event, name)
             return True
-        state = nv.read_state(self.conn, slot)
-        if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
-            return False
-        nv.write_state(self.conn, slot, nv.MidState.DELETED)
-        nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
-        return True
+
+    def repair_audit(self) -> str | None:
+        """Complete an AUDIT extension an interrupt cut off (:func:`tpm.mid.repair_audit`)."""
+        from tpm.mid import repair_audit
+
+        with self.registry.locked():
+            data = self.registry.read_checked(self.conn, self.ek_name())
+            return repair_audit(self.conn, data)
 
     def certify(self, ak: Any, event: Certify) -> dict[str, bytes]:
         """AK-signed TPM2_NV_Certify of the MID's state — its lifecycle index (state ‖ version)
@@ -516,6 +528,7 @@ class ProvisionResult:
     resumed: bool = False
     rolled_back: list[str] = field(default_factory=list)
     pcid: dict[str, Any] | None = None
+    repaired: list[str] = field(default_factory=list)
     flushed: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     tpm_commands: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -533,6 +546,7 @@ class ProvisionResult:
             "network": self.network,
             "resumed": self.resumed,
             "rolled_back": list(self.rolled_back),
+            "repaired": list(self.repaired),
             "pcid": self.pcid,
             "receipt": {
                 "nv_certify": ["MID_STATE", "MID_CTR"],
@@ -826,6 +840,8 @@ def provision(
             identity = device.identity()
         run = _Run(device, identity, transport, trust, files, network, grant, hooks, clock, tpm)
         notes: list[str] = []
+        audit_note = device.repair_audit()
+        repaired = [] if audit_note is None else [audit_note]
         finished: Finished | None = None
         resumed = False
         journal = files.read().journal
@@ -878,6 +894,7 @@ def provision(
         network=network,
         resumed=resumed,
         rolled_back=notes,
+        repaired=repaired,
         pcid=pcid_out,
         flushed=flushed,
         timing={"tpm_seconds": tpm.seconds, "tpm_commands": float(tpm.calls)},

@@ -114,7 +114,9 @@ def _provision(args: argparse.Namespace) -> Outcome:
     ]
     if result.resumed:
         lines.append("resumed an interrupted provisioning")
-    lines += [f"rolled back: {note}" for note in result.rolled_back]
+    lines += [
+        note if note.startswith("audit:") else f"rolled back: {note}" for note in result.rolled_back
+    ]
     if result.pcid:
         lines.append(f"PCID {result.pcid['imsi']}: {result.pcid['state']}")
     return Outcome(data=data, text="\n".join(lines))
