@@ -370,7 +370,7 @@ class _Run:
 
 
 def _environment() -> dict[str, Any]:
-    from .main_job import cpu_model
+    from .machine import cpu_model
     from .tres.tpm import swtpm_version
 
     return {

@@ -64,15 +64,16 @@ from host.agent import (
     ProvisioningClient,
     ProvisionState,
     Quote,
-    Send,
     parse_device_trust,
 )
+from host.attach import attach_tpm
+from host.send import post, report
 from protocol.client import Transport
 from protocol.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
-from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError, Unavailable
+from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, Unavailable
 
 __all__ = [
     "CRASH_ENV",
@@ -89,9 +90,7 @@ __all__ = [
     "install_pcid",
     "instrumented",
     "load_trust",
-    "post",
     "provision",
-    "report",
 ]
 
 CRASH_ENV = "TRELAB_TEST_CRASH_AT"
@@ -493,22 +492,6 @@ def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
         raise BadInput(f"device trust {where}: not JSON") from None
 
 
-def post(transport: Transport, send: Send, grant: bytes | None = None) -> bytes:
-    """One request; an ICF grant goes only to the RO's endpoints (DRF, PVA, DPF)."""
-    role = send.endpoint.split("/", 1)[0]
-    use = grant if role in ("drf", "pva", "dpf") else None
-    return transport.post(send.endpoint, send.wire, grant=use)
-
-
-def report(transport: Transport, send: Send) -> bool:
-    """Best effort: a refusal report for the network's audit trail. Returns whether it landed."""
-    try:
-        transport.post(send.endpoint, send.wire)
-    except TrelabError:
-        return False
-    return True
-
-
 # ---- the runner ----------------------------------------------------------------------------------
 
 
@@ -772,7 +755,6 @@ def _pcid_grant(run: _Run, pcid: PcidInfo, random_bytes: Callable[[int], bytes])
     Raises:
         AgentRefused: the ICF refused the attach.
     """
-    from host.attach import attach_tpm
 
     with run.tpm.step("pcid"):
         done = attach_tpm(

@@ -56,6 +56,7 @@ from tpm.keyholder import (
 )
 from tpm.lean import Session, TpmRefused
 from tpm.lean_commands import LeanObject
+from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
 from tpm.package import (
     DEFAULT_PCRS,
@@ -398,7 +399,7 @@ def import_package(
             # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
             nv.define_lifecycle(conn, install.index)
             try:
-                nv.write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+                write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
             except MidRefused as exc:
                 raise PackageRejected(
                     f"the owner's approval of INSTALLED is refused: {exc}"
@@ -478,7 +479,7 @@ def _write_state(
             " owner's signed approval (trelab mid activate|suspend|delete over the network)"
         )
     approved = nv.StateApproval(index, current, current.then(state), approval)
-    nv.write_lifecycle(conn, approved, policy.lifecycle.authority)
+    write_lifecycle(conn, approved, policy.lifecycle.authority)
 
 
 def set_state(
