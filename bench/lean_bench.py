@@ -76,8 +76,12 @@ def _observed(conn: Any, split: _Split) -> Iterator[None]:
         split.tpm += event.seconds
         split.commands += 1
 
-    def on_fsync(seconds: float) -> None:
-        split.fsync += seconds
+    def on_fsync(fsync: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        try:
+            fsync()
+        finally:
+            split.fsync += time.perf_counter() - start
 
     with conn.transport.observe(on_command), observe_fsync(on_fsync):
         yield

@@ -6,35 +6,31 @@ import contextlib
 import fcntl
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "observe_fsync"]
 
-#: called with the seconds of each fsync (benchmarks split durability from the rest)
-_fsync_observers: list[Callable[[float], None]] = []
+#: wrappers each fsync runs through (benchmarks time durability apart from the rest)
+_fsync_runners: list[Callable[[Callable[[], None]], None]] = []
 
 
 @contextlib.contextmanager
-def observe_fsync(observer: Callable[[float], None]) -> Iterator[None]:
-    """Call ``observer(seconds)`` after every fsync of :func:`atomic_write_bytes` in the block."""
-    _fsync_observers.append(observer)
+def observe_fsync(runner: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+    """Inside the block, every fsync of :func:`atomic_write_bytes` is done by calling
+    ``runner(fsync)`` (which must call ``fsync`` once: e.g. to time it)."""
+    _fsync_runners.append(runner)
     try:
         yield
     finally:
-        _fsync_observers.remove(observer)
+        _fsync_runners.remove(runner)
 
 
 def _fsync(fd: int) -> None:
-    if not _fsync_observers:
+    if not _fsync_runners:
         os.fsync(fd)
         return
-    start = time.perf_counter()
-    os.fsync(fd)
-    elapsed = time.perf_counter() - start
-    for observer in tuple(_fsync_observers):
-        observer(elapsed)
+    _fsync_runners[-1](lambda: os.fsync(fd))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
