@@ -1,7 +1,7 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
 :mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
-step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
+step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11).
 
 Crash safety. Once the TPM is about to change, the client state
 (:class:`host.agent.ProvisionState`) is journaled — written atomically (fsync) to the agent
@@ -910,7 +910,7 @@ def abandon(
 def install_pcid(
     conn: TpmConnection, registry: Registry, *, imsi: str, k: bytes, opc: bytes
 ) -> PcidInfo:
-    """Manufacturing (M0, provisioning.md §1.2): import a PCID into the TPM exactly like a MID
+    """Manufacturing (M0, docs/provisioning.md §1.2): import a PCID into the TPM exactly like a MID
     (use-gated: the current PCRs and MID_STATE ACTIVE), ACTIVE at once, and note it in the
     agent state. The ICF side registers the same K/OPc (:meth:`network.roles.Operator.register_pcid`).
 

@@ -4,7 +4,7 @@
   AES-128 SYMCIPHER object: ``ecb`` sends all blocks of a call in one ECB command; ``cfb`` is
   the fallback for TPMs that refuse ECB (the PC Client profile makes ECB a "should not"): one
   CFB *decrypt* with IV = 0¹⁶ and input X1‖…‖Xn‖0¹⁶ returns P_{i+1} = C_{i+1} ⊕ E_K(X_i),
-  so E_K(X_i) = P_{i+1} ⊕ C_{i+1} (tpm.md's trick, shifted by one block so that no X_i
+  so E_K(X_i) = P_{i+1} ⊕ C_{i+1} (docs/tpm.md's trick, shifted by one block so that no X_i
   travels as ivIn: ivIn is not the first parameter, so parameter encryption cannot hide it,
   and X1 is RAND ⊕ OPc). K never leaves the TPM.
 - **Bus protection** (TR 33.812 §7.1.2.1 threat 9, counter-measures 2 and 5): the E_K inputs
@@ -95,7 +95,7 @@ def translate(exc: Exception, what: str) -> TrelabError:
 
 @dataclass(frozen=True)
 class SymmetricSupport:
-    """What the TPM offers for E_K (tpm.md: EncryptDecrypt/2 optional, ECB "should not")."""
+    """What the TPM offers for E_K (docs/tpm.md: EncryptDecrypt/2 optional, ECB "should not")."""
 
     encrypt_decrypt2: bool
     encrypt_decrypt: bool

@@ -1,5 +1,5 @@
 """Edge: TPM. The MID store inside the TPM: import, load, lifecycle, factory reset
-(TR 33.812 §7.1.2.1 threats; provisioning.md Part 1 §1.0, §1.6, §1.8).
+(TR 33.812 §7.1.2.1 threats; docs/provisioning.md Part 1 §1.0, §1.6, §1.8).
 
 Design, and why:
 
@@ -591,7 +591,7 @@ def audit_state(conn: TpmConnection, data: RegistryData) -> AuditState:
 
 
 def verify_audit(conn: TpmConnection, data: RegistryData) -> bool:
-    """Does the host's event log replay to the TPM's AUDIT value (provisioning.md §1.8)?"""
+    """Does the host's event log replay to the TPM's AUDIT value (docs/provisioning.md §1.8)?"""
     return audit_state(conn, data) == "matches"
 
 

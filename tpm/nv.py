@@ -1,4 +1,4 @@
-"""Edge: TPM. The NV indices of the MID store (provisioning.md §1.0): MID_CTR, MID_STATE,
+"""Edge: TPM. The NV indices of the MID store (docs/provisioning.md §1.0): MID_CTR, MID_STATE,
 AUDIT and REG_CTR, defined on first use in the owner hierarchy (so TPM2_Clear removes them).
 
 ==========  =========================  ===================================================
@@ -28,7 +28,7 @@ MID_CTR moves to the package's number, so it cannot be replayed into a re-create
 The four shared indices: OWNERWRITE | OWNERREAD | AUTHREAD | NO_DA with an empty index authValue, so anyone
 may read (PolicyNV reads MID_STATE with the index's own empty auth, a free password session)
 and writes need owner authorisation (empty in the lab; a production device would gate writes
-with PolicySigned by the DPF, see provisioning.md §1.0). Slots are never reused: a DELETED
+with PolicySigned by the DPF, see docs/provisioning.md §1.0). Slots are never reused: a DELETED
 byte is terminal, so a surviving blob of a deleted use-gated MID can never pass PolicyNV again.
 Counters are not ORDERLY: an orderly counter jumps after an unorderly shutdown, which would
 look like a registry rollback. NV wear is discussed in :mod:`tpm.registry`.
@@ -107,7 +107,7 @@ _AUDIT_INIT = b"trelab.audit.v1"
 
 
 class MidState(enum.IntEnum):
-    """Lifecycle byte of a slot in MID_STATE (TR 33.812 MID lifecycle, provisioning.md §1.8)."""
+    """Lifecycle byte of a slot in MID_STATE (TR 33.812 MID lifecycle, docs/provisioning.md §1.8)."""
 
     EMPTY = 0
     INSTALLED = 1
