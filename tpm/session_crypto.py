@@ -153,15 +153,15 @@ def encrypt_salt(key: SaltKey, *, salt: bytes | None = None) -> tuple[bytes, byt
         z = ephemeral.exchange(ec.ECDH(), peer)
         point = ephemeral.public_key().public_numbers()
         ex, ey = point.x.to_bytes(field, "big"), point.y.to_bytes(field, "big")
-        seed = kdfe(key.name_alg, z, b"SECRET", ex, key.x.rjust(field, b"\x00"), size * 8)
-        return seed, _tpm2b(ex) + _tpm2b(ey)
-    seed = salt if salt is not None else os.urandom(size)
-    if len(seed) != size:
-        raise BadInput(f"RSA salt: {len(seed)} bytes, expected {size}")
+        salt_value = kdfe(key.name_alg, z, b"SECRET", ex, key.x.rjust(field, b"\x00"), size * 8)
+        return salt_value, _tpm2b(ex) + _tpm2b(ey)
+    salt_value = salt if salt is not None else os.urandom(size)
+    if len(salt_value) != size:
+        raise BadInput(f"RSA salt: {len(salt_value)} bytes, expected {size}")
     oaep = padding.OAEP(
         mgf=padding.MGF1(_hash(key.name_alg)), algorithm=_hash(key.name_alg), label=b"SECRET\x00"
     )
-    return seed, key.public.encrypt(seed, oaep)
+    return salt_value, key.public.encrypt(salt_value, oaep)
 
 
 def session_key(
