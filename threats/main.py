@@ -47,7 +47,7 @@ def run_threat_checks(
     progress: Callable[[str], None] = _say,
     reader_wait: float = 60.0,
 ) -> ThreatReport:
-    """Run the checks of ``only`` (all 16 seed threats by default) against the lab at
+    """Run the checks of ``only`` (all 16 threats by default) against the lab at
     ``lab_dir``; exit code 1 if a finding the lab should have
     blocked did not hold or a check broke.
 
