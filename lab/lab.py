@@ -208,6 +208,17 @@ class LabStatus:
         )
 
     @property
+    def complete(self) -> bool:
+        """Every part runs: swtpm, pcscd with the vpcd readers, the virtual card and the modem."""
+        return (
+            self.running
+            and self.card is not None
+            and self.card.state == "running"
+            and self.modem is not None
+            and self.modem.state == "running"
+        )
+
+    @property
     def tcti(self) -> str:
         """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools.
 
@@ -226,6 +237,7 @@ class LabStatus:
         return {
             "lab_dir": str(self.lab_dir),
             "running": self.running,
+            "complete": self.complete,
             "tcti": self.swtpm.tcti,
             "components": {
                 "swtpm": self.swtpm.to_dict(),

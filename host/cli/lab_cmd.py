@@ -1,6 +1,7 @@
 """Edge: CLI. ``trelab lab up | down | status | detect`` — the lab's parts and the host's hardware.
 
-``status`` exits 3 when a part is not running (like ``systemctl status``), so scripts can write
+``status`` exits 3 when any part (swtpm, pcscd, card, modem) is not running (like ``systemctl
+status``), so scripts can write
 ``trelab lab status || trelab lab up``.
 """
 
@@ -81,7 +82,7 @@ def _down(args: argparse.Namespace) -> Outcome:
 
 def _status(args: argparse.Namespace) -> Outcome:
     status = _lab(args).status()
-    return Outcome(data=_data(status), text=_text(status), exit_code=0 if status.running else 3)
+    return Outcome(data=_data(status), text=_text(status), exit_code=0 if status.complete else 3)
 
 
 def _detect(args: argparse.Namespace) -> Outcome:

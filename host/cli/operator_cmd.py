@@ -26,6 +26,7 @@ from typing import Any
 from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
+from protocol.errors import Refused
 from trelab.errors import BadInput
 
 __all__ = ["parse_hss_record", "register"]
@@ -150,7 +151,12 @@ def _order(args: argparse.Namespace) -> Outcome:
         sho.key,
     )
     url = network_url(args)
-    reply = decode(HttpTransport(url).post("sho/order", encode(order)))
+    try:
+        reply = decode(HttpTransport(url).post("sho/order", encode(order)))
+    except Refused as exc:
+        if exc.reason == "unknown-mid":  # a wrong --mid is bad input, as in `trelab attach`
+            raise BadInput(f"--mid {args.mid}: {exc}") from None
+        raise
     if not isinstance(reply, Ack):
         raise BadInput(f"the network answered the order with a {type(reply).__name__}")
     data = {
