@@ -594,7 +594,7 @@ class Lab:
             raise Unavailable(
                 f"{CARD_READER} still holds the card of lab {holder} after {timeout:.0f} s "
                 "(vpcd serves one card per reader)",
-                fix=f"`trelab lab down --dir {holder}`, or run against that lab",
+                fix=f"`trelab lab down --lab-dir {holder}`, or run against that lab",
             )
         raise Unavailable(
             f"this lab's card is not attached to {CARD_READER}",
@@ -839,6 +839,45 @@ class Lab:
             new = replace(new, card=card, modem=modem)
             atomic_write_text(self.record_file, new.to_json(self.path, paths))
             return self.status(tuple(actions))
+
+    # ---- reset -----------------------------------------------------------------------------
+
+    def reset(
+        self, parts: tuple[DaemonKind, ...], progress: Callable[[str], None] | None = None
+    ) -> LabStatus:
+        """Give the virtual card and/or modem their factory state back: stop the process,
+        remove its profile and state (a K rotated over the air, SQN, PIN counters, OTA key
+        sets), and bring the lab up again with the default profile. The TPM is not touched.
+
+        Raises:
+            BadInput: an unknown part.
+            Unavailable: as :meth:`up`.
+        """
+        unknown = [p for p in parts if p not in DAEMON_KINDS]
+        if unknown or not parts:
+            raise BadInput(f"lab reset: parts are {', '.join(DAEMON_KINDS)}; got {parts!r}")
+        actions: list[str] = []
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            record = self._read_record()
+            for kind in parts:
+                rec = getattr(record, kind) if record is not None else None
+                if self._daemon_alive(kind, rec):
+                    assert rec is not None
+                    proc.terminate(rec.pid)
+                    _forget(rec.pid)
+                    actions.append(f"stopped the virtual {kind} (pid {rec.pid})")
+                orphan = self._find_daemon(kind)
+                if orphan is not None:
+                    proc.terminate(orphan.pid)
+                    _forget(orphan.pid)
+                base = self.card_dir if kind == "card" else self.modem_dir
+                for name in ("profile.json", "state.json", "status.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (base / name).unlink()
+                actions.append(f"virtual {kind}: profile and state back to the default")
+        status = self.up(progress=progress)
+        return replace(status, actions=(*actions, *status.actions))
 
     # ---- down ------------------------------------------------------------------------------
 

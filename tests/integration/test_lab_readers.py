@@ -30,6 +30,6 @@ def test_threats_wait_for_a_reader_held_by_another_lab_and_say_so(
     took = time.monotonic() - began
     assert result.returncode == 3, result.stderr[-1500:]
     assert f"holds the card of lab {lab.lab_dir}: waiting up to 3 s" in result.stderr
-    assert f"trelab lab down --dir {lab.lab_dir}" in result.stderr
+    assert f"trelab lab down --lab-dir {lab.lab_dir}" in result.stderr
     assert not (other / "lab.json").exists()  # what the command brought up, it took down
     assert took < 120, took
