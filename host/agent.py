@@ -32,7 +32,6 @@ MID, what the TPM registry does not: owning SHO, network, last command number.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -74,6 +73,7 @@ from protocol.transitions import PHASES, Phase, Session, SessionState
 from tpm.package import Package, operator_public
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError, RemoteProtocolError
+from trelab.jsontext import load_json
 
 __all__ = [
     "AGENT_FORMAT",
@@ -706,7 +706,7 @@ class ProvisioningClient(_Client):
         _expect(msg.sho == st.sho, "wrong-sho", f"package from SHO {msg.sho}, {st.sho} was asked")
         _expect(now < msg.not_after, "stale-package", "the MID package has expired")
         try:
-            package = Package.from_json(json.loads(msg.package))
+            package = Package.from_json(load_json(msg.package, "MID package"))
         except (BadInput, ValueError, UnicodeDecodeError) as exc:
             raise AgentRefused("bad-package", f"the MID package does not parse: {exc}") from None
         _expect(

@@ -65,6 +65,7 @@ from tpm.policy import (
 )
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = [
     "DEFAULT_PCRS",
@@ -533,16 +534,10 @@ def read_package(path: str | os.PathLike[str]) -> Package:
     BadInput: unreadable file, not JSON, or not a MID package.
     """
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise BadInput(f"package {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"package {path}: not UTF-8 JSON") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"package {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    return Package.from_json(data)
+    return Package.from_json(load_json(raw, f"package {path}"))
 
 
 def write_package(path: str | os.PathLike[str], package: Package) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = [
@@ -50,7 +51,7 @@ def parse_selection(text: str, *, what: str = "PCR selection") -> PcrSelection:
         numbers: list[int] = []
         for item in indices.split(","):
             item = item.strip()
-            if not item.isdigit() or int(item) > MAX_PCR:
+            if not is_decimal(item) or int(item) > MAX_PCR:
                 raise BadInput(f"{what}: {item!r} is not a PCR index 0..{MAX_PCR}")
             numbers.append(int(item))
         if len(set(numbers)) != len(numbers):

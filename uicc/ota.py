@@ -47,6 +47,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, CheckFailed, MacMismatch, RemoteProtocolError
 
 __all__ = [
@@ -716,6 +717,8 @@ def parse_expanded(script: bytes) -> list[bytes]:
     inner = _tlvs(outer[0][1], "expanded script")
     if not inner or any(tag != _C_APDU_TAG for tag, _ in inner):
         raise BadInput("expanded script: expected C-APDU TLVs (tag 22)")
+    if any(len(value) < 4 for _, value in inner):  # CLA INS P1 P2 at least (ISO 7816-3 §12.1)
+        raise BadInput("expanded script: a C-APDU shorter than its 4-byte header")
     return [value for _, value in inner]
 
 
@@ -796,7 +799,7 @@ class SmsDeliver:
 
 def _encode_address(digits: str) -> bytes:
     """TP-OA: number of digits, TON/NPI 81 (unknown, ISDN), BCD swapped (TS 23.040 §9.1.2.5)."""
-    if not digits.isdigit() or not 1 <= len(digits) <= 20:
+    if not is_decimal(digits) or not 1 <= len(digits) <= 20:
         raise BadInput("originating address: 1 to 20 digits")
     padded = digits + ("F" if len(digits) % 2 else "")
     swapped = "".join(padded[i + 1] + padded[i] for i in range(0, len(padded), 2))
