@@ -39,6 +39,7 @@ __all__ = [
     "hash_name",
     "parse_attest",
     "parse_signature",
+    "public_name",
     "selection_from_tpml",
     "tpml_from_selection",
 ]
@@ -74,6 +75,19 @@ def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
     if used != len(data):
         raise BadInput(f"{what}: {len(data) - used} trailing bytes after the {kind.__name__}")
     return value
+
+
+def public_name(public: Any, what: str) -> bytes:
+    """The TPM name (nameAlg ‖ H(TPMT_PUBLIC), Part 1 §16) of a public area from outside.
+
+    Raises:
+        BadInput: its nameAlg is not a hash this side can compute (tpm2-pytss says ValueError).
+    """
+    try:
+        return bytes(public.get_name())
+    except (ValueError, TypeError, TSS2_Exception):
+        alg = hash_name(public.publicArea.nameAlg)
+        raise BadInput(f"{what}: nameAlg {alg} is not a hash algorithm known here") from None
 
 
 def _bytes(tpm2b: Any, field: str = "buffer") -> bytes:
