@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -158,7 +159,7 @@ def _public_key(value: Any, what: str) -> ec.EllipticCurvePublicKey:
         raise BadInput(f"device trust: {what} must be a PEM public key")
     try:
         key = serialization.load_pem_public_key(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
         raise BadInput(f"device trust: {what} is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BadInput(f"device trust: {what} is not a P-256 key (ES256)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tpm2_pytss import (
@@ -200,7 +201,7 @@ def ak_public_from_pem(data: bytes, *, what: str = "ak.pub.pem") -> Any:
     """
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # unknown SPKI algorithm OID
         raise BadInput(f"{what}: not a PEM public key") from None
     return _checked_key(key, what)
 
@@ -219,7 +220,7 @@ def ak_public_from_blob(blob: bytes, pem: bytes | None = None, *, what: str = "a
     try:
         blob_key = _checked_key(serialization.load_pem_public_key(bytes(public.to_pem())), what)
         name = bytes(public.get_name())
-    except (ValueError, TypeError, TSS2_Exception):
+    except (ValueError, TypeError, TSS2_Exception, UnsupportedAlgorithm):
         raise BadInput(f"{what}: public area holds no usable key") from None
     key = ak_public_from_pem(pem) if pem is not None else blob_key
     return AkPublic(

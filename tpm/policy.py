@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = [
@@ -98,10 +99,10 @@ def parse_pcr_selection(text: str) -> tuple[str, tuple[int, ...]]:
     bank = bank.lower()
     if not sep or bank not in _BANKS:
         raise BadInput(f"--pcrs: {text!r} is not BANK:LIST (e.g. sha256:0,1,2,7)")
-    try:
-        numbers = sorted({int(p) for p in pcrs.split(",") if p.strip()})
-    except ValueError:
-        raise BadInput(f"--pcrs: {text!r}: PCR numbers must be integers") from None
+    items = [p.strip() for p in pcrs.split(",") if p.strip()]
+    if not all(is_decimal(p, max_digits=2) for p in items):
+        raise BadInput(f"--pcrs: {text!r}: PCR numbers must be integers 0…23")
+    numbers = sorted({int(p) for p in items})
     if not numbers:
         raise BadInput(f"--pcrs: {text!r} selects no PCR")
     if numbers[0] < 0 or numbers[-1] > 23:

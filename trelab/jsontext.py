@@ -41,7 +41,7 @@ def load_json(data: bytes | str, what: str) -> Any:
     try:
         return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"{what}: not valid JSON (line {exc.lineno})") from None
+        raise BadInput(f"{what}: not JSON (line {exc.lineno}, column {exc.colno})") from None
     except ValueError:
         raise BadInput(f"{what}: a number is not finite") from None
     except RecursionError:
