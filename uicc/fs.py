@@ -291,6 +291,8 @@ def parse_fcp(data: bytes) -> Fcp:
 # -- codecs --------------------------------------------------------------------------------------
 def _int_codec(name: str) -> Codec:
     def decode(data: bytes) -> int:
+        if not data:
+            raise BadInput(f"{name}: empty")
         return data[0]
 
     def encode(value: int, size: int) -> bytes:
@@ -387,6 +389,8 @@ def _acc_codec() -> Codec:
     """EF.ACC (TS 31.102 §4.2.15): access classes 0…15, class n ↔ bit n of the 16-bit value."""
 
     def decode(data: bytes) -> tuple[int, ...]:
+        if len(data) < 2:
+            raise BadInput("ACC: shorter than 2 bytes")
         value = int.from_bytes(data[:2], "big")
         return tuple(n for n in range(16) if value >> n & 1)
 
@@ -411,6 +415,8 @@ def _spn_codec() -> Codec:
     """EF.SPN (TS 31.102 §4.2.12): display condition byte, then the name (GSM default alphabet)."""
 
     def decode(data: bytes) -> dict[str, Any]:
+        if not data:
+            raise BadInput("SPN: empty (no display condition byte)")
         name = data[1:].split(b"\xff", 1)[0].decode("ascii", errors="replace")
         return {"display_condition": data[0], "name": name}
 
@@ -430,8 +436,12 @@ def _language_codec() -> Codec:
     """EF.PL (TS 102 221 §13.5): 2-character ISO 639 codes, FF FF unused."""
 
     def decode(data: bytes) -> tuple[str, ...]:
-        pairs = [data[i : i + 2] for i in range(0, len(data) - 1, 2)]
-        return tuple(p.decode("ascii") for p in pairs if not _erased(p))
+        pairs = [
+            data[i : i + 2] for i in range(0, len(data) - 1, 2) if not _erased(data[i : i + 2])
+        ]
+        if not all(p.isascii() and p.isalpha() for p in pairs):
+            raise BadInput("PL: a language code that is not two ASCII letters")
+        return tuple(p.decode("ascii") for p in pairs)
 
     def encode(codes: tuple[str, ...], size: int) -> bytes:
         if any(len(c) != 2 or not c.isascii() or not c.isalpha() for c in codes):

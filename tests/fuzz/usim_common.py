@@ -82,9 +82,9 @@ def ota_envelope(profile: CardProfile, reader: Reader) -> bytes:
 class Watched:
     """An engine and the invariants checked after every command."""
 
-    def __init__(self, profile: CardProfile) -> None:
+    def __init__(self, profile: CardProfile, engine: UsimEngine | None = None) -> None:
         self.profile = profile
-        self.engine = UsimEngine(profile)
+        self.engine = engine if engine is not None else UsimEngine(profile)
         self._seq = self.engine.state.sqn.seq_ms
         self._counters = dict(self.engine.state.ota.counters)
 

@@ -121,7 +121,8 @@ def parse_csim(lines: tuple[str, ...]) -> bytes:
         if line.upper().startswith("+CSIM:"):
             length_text, _, rest = line[6:].strip().partition(",")
             body = rest.strip().strip('"')
-            if not is_decimal(length_text.strip()) or int(length_text) != len(body):
+            length_text = length_text.strip(" ")  # the text checked is the text converted
+            if not is_decimal(length_text) or int(length_text) != len(body):
                 raise RemoteProtocolError("+CSIM: length does not match the response")
             data = _hex_field(body, "+CSIM")
             if len(data) < 2:
