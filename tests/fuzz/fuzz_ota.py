@@ -54,12 +54,16 @@ def _mutate(genuine: bytes, reader: Reader) -> bytes:
 
 
 def _card_side(reader: Reader) -> None:
-    envelope = reader.take(255) if reader.flag() else _mutate(ENVELOPE, reader)
+    if reader.flag():  # an ENVELOPE header, then the fuzzer's bytes as its data
+        body = reader.take(255)
+        envelope = bytes([0x80, 0xC2, 0x00, 0x00, len(body)]) + body
+    else:
+        envelope = _mutate(ENVELOPE, reader)  # the whole command APDU, header included
     card = Watched(MILENAGE)
     before = card.engine.imsi
-    card.send(bytes([0x80, 0xC2, 0x00, 0x00, len(envelope) & 0xFF]) + envelope)
+    card.send(envelope)
     if card.engine.imsi != before:
-        packet = parse_sms_deliver(parse_envelope_sms_pp(envelope)).payload
+        packet = parse_sms_deliver(parse_envelope_sms_pp(envelope[5:-1])).payload
         assert packet == PACKET, "a modified command packet changed the card"
 
 

@@ -62,7 +62,8 @@ POR_MODES = ("required", "on-error", "none")
 
 
 def ota_envelope(profile: CardProfile, reader: Reader) -> bytes:
-    """A correctly keyed SMS-PP download with a fuzzed script, counter, TAR and SPI."""
+    """The ENVELOPE (SMS-PP download) of a correctly keyed command packet with a fuzzed
+    script, counter, TAR and SPI."""
     tar = TARS[reader.pick(len(TARS))]
     counter = reader.byte() % 48
     spi = Spi(
@@ -131,9 +132,8 @@ class Watched:
             return bytes([0x00, 0x88, 0x00, context, len(body)]) + body
         if kind == 6:  # GET RESPONSE
             return bytes([0x00, 0xC0, 0x00, 0x00, reader.byte()])
-        if kind == 7:
-            envelope = ota_envelope(self.profile, reader)
-            return bytes([0x80, 0xC2, 0x00, 0x00, len(envelope)]) + envelope
+        if kind == 7:  # the ENVELOPE command APDU itself
+            return ota_envelope(self.profile, reader)
         if kind == 8:
             self.engine.reset()
             return bytes([0x80, 0xF2, 0x00, 0x00, 0x00])
