@@ -55,7 +55,7 @@ NON_ASCII_DIGITS = ["²", "³", "¹", "٣", "۷", "߁", "१", "𝟙"]
 # ---- one digit check for all -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", NON_ASCII_DIGITS + ["", " 1", "1 ", "+1", "-1", "1_0", "0x1"])
+@pytest.mark.parametrize("text", [*NON_ASCII_DIGITS, "", " 1", "1 ", "+1", "-1", "1_0", "0x1"])
 def test_only_ascii_digits_are_decimal(text: str) -> None:
     assert not is_decimal(text)
     with pytest.raises(BadInput):
