@@ -27,7 +27,7 @@ def test_one_input(data: bytes) -> None:
             lines = AtResponseReader()
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     samples = [
         b'\x01AT+CSIM=10,"00B0000009"\r\r\n+CSIM: 22,"089910101032547698F9000"\r\n\r\nOK\r\n',
         b'\x00\r\n+CSIM: 4,"9000"\r\n\r\nOK\r\n',

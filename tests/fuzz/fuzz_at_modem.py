@@ -27,7 +27,7 @@ def _lines(*lines: str) -> bytes:
     return "".join(line + "\r" for line in lines).encode("latin-1")
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     samples = [
         _lines("AT", "ATE0", "ATI", "AT+CGMI;+CGMM;+CGSN", "AT+GCAP"),
         _lines("AT+CMEE=2", "AT+CPIN?", 'AT+CPIN="1234"', "AT+CIMI"),

@@ -65,7 +65,7 @@ def test_one_input(data: bytes) -> None:
     typed(_compare, argparse.Namespace(old=str(old), new=str(new), seed=1))
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     yield b"\x01" + json.dumps(report(0.5)).encode()
     yield b"\x00" + json.dumps(report(2.0), indent=1).encode()
     damaged = report()

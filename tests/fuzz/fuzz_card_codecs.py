@@ -66,7 +66,7 @@ def test_one_input(data: bytes) -> None:
             typed(client.authenticate_gsm, RAND)
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     for operation in range(5):  # every answer genuine, then one changed, then one replaced
         yield bytes([0, operation])
         yield bytes([0, operation]) + b"\x00" * 6 + b"\x01\x00\x05\x01"

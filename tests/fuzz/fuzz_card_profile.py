@@ -58,7 +58,7 @@ def test_one_input(data: bytes) -> None:
         _run(engine)
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     yield b"\x00" + json.dumps(dict(DEFAULT_PROFILE), indent=1).encode()
     toml = "\n".join(
         f"{k} = {json.dumps(v)}" for k, v in DEFAULT_PROFILE.items() if k != "ota_keysets"

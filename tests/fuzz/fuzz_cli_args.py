@@ -43,7 +43,7 @@ def test_one_input(data: bytes) -> None:
         assert text.isascii() and str(result) == text.lstrip("0").rjust(1, "0")
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     samples = [
         "465b5ce8b199b49faa5f0a2ee238a6bc",
         "0x00112233",

@@ -145,7 +145,7 @@ def test_one_input(data: bytes) -> None:
     assert spki(evidence.ak.key) == PINNED_SPKI, "evidence signed by another key verified"
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     for pin in range(3):
         for field in range(len(FIELDS)):
             yield bytes([pin, field, 0, 0, 0, 0, 0])  # one byte XOR 0: the genuine quote

@@ -97,7 +97,7 @@ def test_one_input(data: bytes) -> None:
             assert dataclasses.replace(msg, cose=b"") in GENUINE, "a modified message verified"
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     for msg in _samples():
         yield m.encode(msg)
     for signed in SIGNED:

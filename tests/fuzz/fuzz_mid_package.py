@@ -1,7 +1,7 @@
 """MID packages as a TRE receives them (JSON manifest + TPM2_Duplicate objects): parse, then
 the device-side structural checks. Only typed errors; a package that passes the checks holds
 each public area in its one canonical encoding (its name is the hash of exactly those bytes).
-Seeds are real packages built in software for a software storage key (no TPM)."""
+The starting inputs are real packages built in software for a software storage key (no TPM)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _package(kind: str, algorithm: pkg.AlgorithmSpec, **kw: Any) -> dict[str, An
     return built.to_json()
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     tuak = pkg.AlgorithmSpec(
         name="tuak", key_bits=256, mac_bits=64, res_bits=64, ck_bits=128, ik_bits=128, iterations=1
     )

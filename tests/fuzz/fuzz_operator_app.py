@@ -159,7 +159,7 @@ def _request(path_index: int, body: bytes) -> bytes:
     return bytes([path_index, 1, 0, 1]) + body
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     index = {path: i for i, path in enumerate(PATHS)}
     h = {"session_id": VALIDATED.session_id, "transcript": VALIDATED.transcript}
     ek, ak, nonce = b"\x30" * 60, b"\x00\x58" + b"a" * 88, bytes(16)

@@ -91,7 +91,7 @@ def test_one_input(data: bytes) -> None:
         _host_side(reader)
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     # side (1 card, 0 host), raw (1) or mutated (0: count, position, mask …, cut?)
     yield b"\x01\x01" + ENVELOPE
     yield b"\x00\x01" + POR

@@ -31,6 +31,6 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     for text in ("sha256:0,1,2,3,16", "sha1:0+sha256:0,1", "sha384:7", "sha256:²", "sm3_256:31"):
         yield text.encode()

@@ -21,7 +21,7 @@ def test_one_input(data: bytes) -> None:
         card.send(card.command(reader))
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     # after the profile byte, each command starts with its kind (Watched.command): 1 header,
     # 2 SELECT USIM, 3 PIN1, 4 ADM1, 5 AUTHENTICATE (RAND, SQN, context), 6 GET RESPONSE,
     # 7 OTA (TAR, counter, counter mode, PoR mode, format, script), 8 reset, 9 SELECT by FID

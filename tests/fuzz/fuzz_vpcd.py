@@ -33,7 +33,7 @@ def _frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(2, "big") + payload
 
 
-def seeds() -> Iterator[bytes]:
+def starting_inputs() -> Iterator[bytes]:
     select = bytes.fromhex("00a4040407a0000000871002")
     yield b"\x80" + _frame(b"\x04") + _frame(b"\x01") + _frame(b"\x00") + _frame(select)
     yield b"\x80" + _frame(b"\x02") + _frame(bytes.fromhex("00a40004023f00"))

@@ -24,7 +24,7 @@ def typed(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | TrelabError:
 
 class Reader:
     """Fuzzer bytes read strictly front to back (atheris' FuzzedDataProvider takes integers from
-    the end), so a seed built from real messages reads back as the same choices and bytes."""
+    the end), so an input built from real messages reads back as the same choices and bytes."""
 
     def __init__(self, data: bytes) -> None:
         self._data = data

@@ -1,8 +1,8 @@
 """``python -m tests.fuzz.run TARGET [libFuzzer flags] [CORPUS_DIR ...]``: one harness under
 atheris, with the project's packages instrumented for coverage.
 
-``python -m tests.fuzz.run --seeds`` rewrites the committed seed corpora (``corpus/<target>/``)
-from each harness's ``seeds()``; ``--list`` names the targets.
+``python -m tests.fuzz.run --corpus`` rewrites the committed starting corpora (``corpus/<target>/``)
+from each harness's ``starting_inputs()``; ``--list`` names the targets.
 """
 
 from __future__ import annotations
@@ -31,32 +31,32 @@ PACKAGES = [
 TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in HERE.glob("fuzz_*.py"))
 
 
-def write_seeds() -> None:
+def write_corpus() -> None:
     for target in TARGETS:
         module = importlib.import_module(f"tests.fuzz.fuzz_{target}")
         out = CORPUS / target
         out.mkdir(parents=True, exist_ok=True)
         for old in out.iterdir():
             old.unlink()
-        seeds = list(module.seeds())
-        for seed in seeds:
-            (out / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
-        print(f"{target}: {len(seeds)} seeds")
+        inputs = list(module.starting_inputs())
+        for item in inputs:
+            (out / hashlib.sha1(item).hexdigest()).write_bytes(item)
+        print(f"{target}: {len(inputs)} starting inputs")
 
 
 def _warm_up(module: object, target: str) -> None:
-    """Run the seeds once, so that modules the code imports inside functions load now."""
-    for seed in sorted((CORPUS / target).iterdir()):
+    """Run the starting inputs once, so that modules the code imports inside functions load now."""
+    for path in sorted((CORPUS / target).iterdir()):
         with contextlib.suppress(Exception):  # findings are for the fuzzing run to report
-            module.test_one_input(seed.read_bytes())  # type: ignore[attr-defined]
+            module.test_one_input(path.read_bytes())  # type: ignore[attr-defined]
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--list"]:
         print("\n".join(TARGETS))
         return
-    if sys.argv[1:2] == ["--seeds"]:
-        write_seeds()
+    if sys.argv[1:2] == ["--corpus"]:
+        write_corpus()
         return
     import atheris
 

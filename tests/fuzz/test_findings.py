@@ -329,7 +329,7 @@ def test_reports_that_are_not_json_make_bench_compare_say_bad_input(tmp_path: Pa
 
 
 def _package() -> dict:
-    return json.loads(next(iter(fuzz_mid_package.seeds())))
+    return json.loads(next(iter(fuzz_mid_package.starting_inputs())))
 
 
 @pytest.mark.parametrize("field", ["command", "kind", "k_form"])

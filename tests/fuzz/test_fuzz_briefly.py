@@ -1,4 +1,4 @@
-"""Every fuzz harness, briefly, on every test run: the committed seed corpus first, then fresh
+"""Every fuzz harness, briefly, on every test run: the committed starting corpus first, then fresh
 mutations for ``TRELAB_FUZZ_SECONDS`` (default 8) each. A finding fails the test and leaves
 the input in the test's temporary directory (and its path in the message); ``make fuzz``
 runs the same harnesses for as long as asked."""
@@ -31,10 +31,10 @@ def _fuzz(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_every_target_has_a_seed_corpus() -> None:
+def test_every_target_has_a_starting_corpus() -> None:
     assert len(TARGETS) >= 14
     for target in TARGETS:
-        assert any((CORPUS / target).iterdir()), f"no seeds for {target}"
+        assert any((CORPUS / target).iterdir()), f"no starting inputs for {target}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -58,5 +58,5 @@ def test_harness_finds_nothing(target: str, tmp_path: Path) -> None:
         return
     assert run.returncode == 0, f"{target}: finding saved as {found}\n{log[-4000:]}"
     done = re.search(r"Done (\d+) runs", log)
-    seeds = len(list((CORPUS / target).iterdir()))
-    assert done is not None and int(done.group(1)) >= seeds, log[-2000:]
+    starting = len(list((CORPUS / target).iterdir()))
+    assert done is not None and int(done.group(1)) >= starting, log[-2000:]
