@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
 from trelab.errors import BadInput
@@ -47,7 +47,7 @@ def _concealer(args: argparse.Namespace) -> Any:
 
 def _attach(args: argparse.Namespace) -> Outcome:
     from aka.access import parse_rat
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
 
     rat = parse_rat(args.rat)
     if args.suci_profile and rat != "5g":
@@ -58,12 +58,12 @@ def _attach(args: argparse.Namespace) -> Outcome:
     if args.mid:
         from host.attach import attach_tpm
         from host.provision import flush_stale
-        from tpm.connection import TpmConnection, resolve_tcti
+        from tpm.connection import TpmConnection
         from tpm.registry import Registry
 
-        with TpmConnection(resolve_tcti(args.tpm)) as conn:
+        with TpmConnection(defaults.tcti(args.tpm)) as conn:
             flush_stale(conn)
-            registry = Registry(args.registry)
+            registry = Registry(defaults.registry_path(args.registry))
             done = attach_tpm(
                 conn,
                 registry,
@@ -115,7 +115,7 @@ def _mid_network(args: argparse.Namespace) -> str | None:
     from host.provision import AgentFiles
     from tpm.registry import Registry
 
-    info = AgentFiles(Registry(args.registry)).read().mids.get(args.mid)
+    info = AgentFiles(Registry(defaults.registry_path(args.registry))).read().mids.get(args.mid)
     return info.network if info else None
 
 

@@ -18,9 +18,9 @@ from aka.sqn import SqnState
 from aka.suci import Profile, conceal
 from aka.usim import AkaResult, AkaSuccess, usim_authenticate
 from host.agent import AttachClient, AttachDone, Authenticate
-from network.client import InProcessTransport
-from network.errors import Refused
 from network.server import NetworkApp
+from protocol.client import InProcessTransport
+from protocol.errors import Refused
 
 from .test_roles import subscriber
 
@@ -104,8 +104,8 @@ def test_5g_home_network_checks_res_star_after_the_serving_network(app: NetworkA
     """A RES* whose hash matches HXRES* but that is not XRES* cannot exist short of a SHA-256
     collision, so the home check is driven directly: a fresh vector, the right RES*, a wrong
     one, and the refusal reason of each."""
-    from network import messages as m
-    from network.protocol import Session, SessionState
+    from protocol import messages as m
+    from protocol.transitions import Session, SessionState
 
     imsi, k, opc = subscriber(app)
     transport = InProcessTransport(app)
