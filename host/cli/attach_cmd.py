@@ -23,9 +23,10 @@ from trelab.hexargs import parse_hex
 __all__ = ["register"]
 
 
-def _concealer(args: argparse.Namespace) -> Any:
+def _concealer(args: argparse.Namespace, agreement: Any = None) -> Any:
     """IMSI → SUCI for a 5G attach: Profile A/B with the home network key, else the null
-    scheme (what a UE without a provisioned key sends)."""
+    scheme (what a UE without a provisioned key sends); ``agreement`` holds the ephemeral key
+    (default: software)."""
     from aka.suci import conceal
 
     profile = args.suci_profile
@@ -39,7 +40,12 @@ def _concealer(args: argparse.Namespace) -> Any:
 
     def make(imsi: str) -> str:
         return conceal(
-            f"imsi-{imsi}", profile, hn_public=hn_pub, key_id=key_id, mnc_length=mnc_length
+            f"imsi-{imsi}",
+            profile,
+            hn_public=hn_pub,
+            key_id=key_id,
+            mnc_length=mnc_length,
+            agreement=agreement,
         ).to_string()
 
     return make
@@ -53,6 +59,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
     if args.suci_profile and rat != "5g":
         raise BadInput("--suci-profile: a SUCI is sent over 5G only (--rat 5g)")
     conceal = _concealer(args) if rat == "5g" and args.suci_profile else None
+    suci_holder = "software" if conceal is not None else None
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)
     if args.mid:
@@ -63,6 +70,13 @@ def _attach(args: argparse.Namespace) -> Outcome:
 
         with TpmConnection(defaults.tcti(args.tpm)) as conn:
             flush_stale(conn)
+            if conceal is not None:
+                from aka.suci import Profile
+                from tpm.suci import holder_for
+
+                profile = {"A": Profile.A, "B": Profile.B}.get(args.suci_profile, Profile.NULL)
+                agreement, suci_holder = holder_for(conn, profile)
+                conceal = _concealer(args, agreement)
             registry = Registry(defaults.registry_path(args.registry))
             done = attach_tpm(
                 conn,
@@ -97,6 +111,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
         "network": url,
         "rat": rat,
         "identity": "suci" if conceal is not None else "imsi",
+        "suci_ephemeral_key": suci_holder,
         "accepted": done.accepted,
         "reason": done.reason,
         "resynchronised": done.resynchronised,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aka.suci import conceal
+from aka.suci import Profile, conceal
 from lab.lab import LabStatus
 from tests.integration.test_agent_provision import (
     _card_subscriber,
@@ -40,6 +40,7 @@ def _rotate(net: Any, profile: str) -> dict[str, Any]:
 
 def test_tpm_mid_attaches_over_eps_and_5g(lab: LabStatus, tmp_path: Path) -> None:
     from host.attach import attach_tpm
+    from tpm.suci import holder_for
 
     with network(tmp_path, lab) as net:
         registry = Registry(tmp_path / "mids.json")
@@ -49,13 +50,18 @@ def test_tpm_mid_attaches_over_eps_and_5g(lab: LabStatus, tmp_path: Path) -> Non
         key_b = _rotate(net, "B")
         for rat, profile, key in (("eps", None, None), ("5g", None, None),
                                   ("5g", "A", key_a), ("5g", "B", key_b)):  # fmt: skip
-
-            def make(imsi: str, p: Any = profile, k: Any = key) -> str:
-                return conceal(
-                    f"imsi-{imsi}", p, hn_public=bytes.fromhex(k["public"]), key_id=k["key_id"]
-                ).to_string()
-
             with TpmConnection(lab.tcti) as conn:
+                agreement, where = holder_for(conn, Profile[profile] if profile else Profile.NULL)
+
+                def make(imsi: str, p: Any = profile, k: Any = key, a: Any = agreement) -> str:
+                    return conceal(
+                        f"imsi-{imsi}",
+                        p,
+                        hn_public=bytes.fromhex(k["public"]),
+                        key_id=k["key_id"],
+                        agreement=a,
+                    ).to_string()
+
                 done = attach_tpm(
                     conn,
                     registry,
@@ -66,6 +72,8 @@ def test_tpm_mid_attaches_over_eps_and_5g(lab: LabStatus, tmp_path: Path) -> Non
                 )
             assert done.accepted and done.keys_match is True, (rat, profile, done.reason)
             assert ("K_SEAF" if rat == "5g" else "K_ASME") in done.reason
+            if profile == "B":
+                assert "ECDH_KeyGen" in where  # the ephemeral key was the TPM's
         events = net.events()
         rats = [d.get("rat") for e, s, d in events if e == "attach" and s == mid.imsi]
         assert rats == ["3g", "eps", "5g", "5g", "5g"]
@@ -99,5 +107,33 @@ def test_card_attaches_over_eps_and_5g_through_pcsc(
             *base, "--rat", "5g", "--suci-profile", "B", "--hn-pub", key["public"],
             "--hn-key-id", str((key["key_id"] + 7) % 256),
         )  # fmt: skip
-        assert wrong.returncode == 1 and "unknown-hn-key" in wrong.stderr
+        assert wrong.returncode == 1 and "no usable key" in wrong.stderr
         assert wrong.stderr.count("\n") == 1
+
+
+def test_tpm_makes_profile_b_sucis_the_home_network_opens(lab: LabStatus) -> None:
+    """TPM2_ECDH_KeyGen against the TS 33.501 C.4.4 home network key: the C.4 private key
+    opens every SUCI (so Z is d_hn·Q_eph), each with a fresh ephemeral key from the TPM."""
+    from aka.suci import Suci, deconceal
+    from tpm.suci import TpmAgreement, holder_for
+
+    data = Path(__file__).resolve().parents[2] / "aka" / "data" / "suci_33501_c4.json"
+    v = json.loads(data.read_text())["suci"][2]
+    with TpmConnection(lab.tcti) as conn:
+        agreement = TpmAgreement(conn)
+        sucis = [
+            conceal(
+                v["supi"], "B", hn_public=bytes.fromhex(v["hn_public"]), key_id=9,
+                mnc_length=3, agreement=agreement,
+            )
+            for _ in range(3)
+        ]  # fmt: skip
+        _, where_b = holder_for(conn, Profile.B)
+        _, where_a = holder_for(conn, Profile.A)
+        with pytest.raises(Exception, match="Profile B"):
+            agreement(Profile.A, bytes(32))
+    assert "TPM2_ECDH_KeyGen" in where_b and "no X25519" in where_a
+    assert len({s.scheme_output[:33] for s in sucis}) == 3
+    for suci in sucis:
+        assert suci.scheme_output[0] in (2, 3)
+        assert deconceal(Suci.parse(suci.to_string()), bytes.fromhex(v["hn_private"])) == v["supi"]
