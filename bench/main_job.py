@@ -30,11 +30,12 @@ from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput, TrelabError, Unavailable
 
 from .harness import run_cases
+from .machine import cpu_model
 from .report import render_html, render_json, render_markdown
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, THROUGHPUT, validate_report
 from .tres.registry import TRE_FACTORIES, LabContext, build_providers
 
-__all__ = ["INTERRUPTED_EXIT", "MainJobReport", "cpu_model", "load_vector_sets", "run_main_job"]
+__all__ = ["INTERRUPTED_EXIT", "MainJobReport", "load_vector_sets", "run_main_job"]
 
 
 INTERRUPTED_EXIT = 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
@@ -58,17 +59,6 @@ def load_vector_sets() -> dict[str, list[dict[str, Any]]]:
             for item in data.get(algorithm, []):
                 out[algorithm].setdefault(item["K"] + item["RAND"] + item.get("name", ""), item)
     return {name: list(sets.values()) for name, sets in out.items()}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (for the report's environment)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _say(message: str) -> None:

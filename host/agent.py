@@ -1,6 +1,7 @@
-"""Pure. The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
+"""Sans-I/O (not "Pure.": it reads MID packages with :mod:`tpm.package`, whose module also
+marshals TPM structures through tpm2_pytss). The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
 state machines over :mod:`protocol.transitions` and :mod:`protocol.messages` (TR 33.812 §7.1.2.1;
-provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
+docs/provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
 :mod:`host.attach`) do the TPM, card and network I/O and feed the results back in.
 
 A client never touches a TPM, a socket or a clock. It turns the network's replies into the
@@ -1163,7 +1164,7 @@ class MidInfo:
 
 @dataclass(frozen=True)
 class PcidInfo:
-    """The provisional connectivity identity imported at manufacturing (provisioning.md §1.2)."""
+    """The provisional connectivity identity imported at manufacturing (docs/provisioning.md §1.2)."""
 
     imsi: str
     mid_id: str

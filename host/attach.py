@@ -20,6 +20,7 @@ from typing import Any
 from aka.access import Rat
 from aka.usim import AkaResult
 from host.agent import AgentRefused, AttachClient, AttachDone, Authenticate
+from host.send import report
 from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
@@ -71,8 +72,6 @@ def attach(
 
 
 def _report(transport: Transport, send: Any) -> None:
-    from host.provision import report
-
     report(transport, send)
 
 

@@ -185,7 +185,7 @@ class QuoteOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PackageInputs:
-    """Everything a MID package builder may bind the package to (provisioning.md §1.6)."""
+    """Everything a MID package builder may bind the package to (docs/provisioning.md §1.6)."""
 
     ek_public: bytes = field(repr=False)
     ak_public: bytes = field(repr=False)

@@ -8,7 +8,7 @@ is stored in the same transaction as its effects (keyed by a hash of the request
 records carry a unique ``request_id`` — a retry after a crash replays the stored answer and
 never creates a second subscriber.
 
-Secrets at rest (TR 33.812 §7.1.2.1 threat 4; issue 5): K, OPc/TOPc, the credential secret S
+Secrets at rest (TR 33.812 §7.1.2.1 threat 4): K, OPc/TOPc, the credential secret S
 and XRES are sealed with AES-256-GCM under the store key from the configuration, the associated
 data naming table, column and row, so a sealed value cannot be moved to another row. The key
 is never logged; a wrong key is detected at open.

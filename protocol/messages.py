@@ -120,7 +120,7 @@ def _lp(data: bytes) -> bytes:
 
 
 def derive_session_id(ek_cert: bytes, ak_public: bytes, device_nonce: bytes) -> bytes:
-    """sessionId = H(EK ‖ AK ‖ nonceD) (provisioning.md §1.4), length-prefixed, so the DRF,
+    """sessionId = H(EK ‖ AK ‖ nonceD) (docs/provisioning.md §1.4), length-prefixed, so the DRF,
     PVA and DPF all bind to the same EK, AK and device freshness."""
     return hashlib.sha256(
         b"trelab/session/v1" + _lp(ek_cert) + _lp(ak_public) + _lp(device_nonce)
@@ -129,18 +129,18 @@ def derive_session_id(ek_cert: bytes, ak_public: bytes, device_nonce: bytes) -> 
 
 def credential_proof(secret: bytes, transcript: bytes) -> bytes:
     """CredProof = HMAC-SHA256(S, transcript): proves that the TPM released S (so the AK lives
-    next to the certified EK) in *this* session (provisioning.md §1.4)."""
+    next to the certified EK) in *this* session (docs/provisioning.md §1.4)."""
     return hmac.new(secret, b"trelab/credential-proof/v1" + transcript, hashlib.sha256).digest()
 
 
 def quote_qualifying_data(nonce: bytes, session_id: bytes, transcript: bytes) -> bytes:
-    """extraData for TPM2_Quote = H(nonceP ‖ sessionId ‖ th) (provisioning.md §1.5), so the
+    """extraData for TPM2_Quote = H(nonceP ‖ sessionId ‖ th) (docs/provisioning.md §1.5), so the
     quote is fresh, of this session and of this transcript."""
     return hashlib.sha256(b"trelab/quote/v1" + _lp(nonce) + session_id + transcript).digest()
 
 
 def receipt_qualifying_data(session_id: bytes, transcript: bytes, event: str) -> bytes:
-    """extraData for the TPM-signed receipts (Certify / NV_Certify, provisioning.md §1.7)."""
+    """extraData for the TPM-signed receipts (Certify / NV_Certify, docs/provisioning.md §1.7)."""
     return hashlib.sha256(
         b"trelab/receipt/v1" + session_id + transcript + event.encode("ascii")
     ).digest()

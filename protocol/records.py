@@ -113,7 +113,7 @@ class HssRecord:
 
 @dataclass(frozen=True, slots=True)
 class PcidRecord:
-    """A provisional connectivity identity (the ICF of TR 33.812; provisioning.md §1.3): valid from
+    """A provisional connectivity identity (the ICF of TR 33.812; docs/provisioning.md §1.3): valid from
     ``not_before`` to ``not_after``, bound to the first TRE that uses it, released after
     provisioning."""
 

@@ -1,4 +1,4 @@
-"""Edge: process. Test hooks of the operator side (issue 5, robustness): kill this process with
+"""Edge: process. Test hooks of the operator side: kill this process with
 SIGKILL at a named point — a real ``kill -9``: no cleanup, no flush, no atexit — so a test can
 interrupt the server just before or just after a store transaction commits, or SHO-B's OTA
 driver between two secured packets, and then check that a retry completes.
