@@ -267,7 +267,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or int(port) > 65535:
-        raise BadInput(f"--listen {text!r}: expected HOST:PORT with a port 0..65535")
+        raise BadInput(f"{text!r}: expected HOST:PORT with a port 0..65535", field="listen")
     return host, int(port)
 
 

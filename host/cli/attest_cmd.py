@@ -32,7 +32,7 @@ def _quote(args: argparse.Namespace) -> Outcome:
     from tpm.quote import MAX_NONCE, quote
 
     nonce = parse_hex("--nonce", args.nonce, length=tuple(range(1, MAX_NONCE + 1)))
-    selection = parse_selection(args.pcrs, what="--pcrs")
+    selection = parse_selection(args.pcrs, what="pcrs")
     kind: AkKind = "rsa" if args.rsa else "ecc"
     with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)

@@ -78,7 +78,7 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from network.store import Store
     from network.transfer import KiTransfer, OtaKeyring
 
-    config = defaults.load_network_config(args.network_config)
+    config = defaults.load_network_config(args.config)
     db = defaults.network_db(args.db)
     store = Store(db, config.store_key)
     keyring = OtaKeyring(db.with_name(db.name + ".ota.json"), config.store_key)
@@ -339,7 +339,8 @@ def register(nouns: Any) -> None:
     p.add_argument("--imsi", required=True, help="the subscriber's IMSI at the old SHO")
     p.add_argument("--from", dest="source", required=True, help="SHO that holds it (SHO-A)")
     p.add_argument("--to", dest="target", required=True, help="SHO that takes it (SHO-B)")
-    p.add_argument("--network-config", help="network config dir or file (trelab network)")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument("--network-config", dest="config", help=argparse.SUPPRESS)  # earlier spelling
     p.add_argument("--db", help="operator store (default: the user state dir)")
     p.add_argument("--card-profile", help="personalisation profile, first time SHO-A sees the card")
     p.add_argument("--rotate-k", action="store_true", help="write a new K/OPc to the card (OTA)")
