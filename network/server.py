@@ -172,7 +172,7 @@ class NetworkApp:
         except SignatureInvalid as exc:
             return self._refused(403, "signature", exc, endpoint, body, now)
         except Refused as exc:
-            return self._refused(403, exc.reason, exc, endpoint, body, now)
+            return self._refused(403, exc.code, exc, endpoint, body, now)
         except CheckFailed as exc:
             return self._refused(403, "refused", exc, endpoint, body, now)
         except BadInput as exc:

@@ -78,11 +78,11 @@ def _verify(args: argparse.Namespace) -> Outcome:
     except QuoteRejected as exc:
         data: dict[str, Any] = {
             "verified": False,
-            "check": exc.check,
-            "reason": exc.reason,
+            "check": exc.code,
+            "reason": exc.detail,
             "dir": str(args.dir),
         }
-        return Outcome(data=data, text=f"REJECTED ({exc.check}): {exc.reason}", exit_code=1)
+        return Outcome(data=data, text=f"REJECTED ({exc.code}): {exc.detail}", exit_code=1)
     data = verdict.to_json() | {"dir": str(args.dir)}
     return Outcome(data=data, text=f"verified: quote over {data['pcrlist']} by the pinned AK")
 
