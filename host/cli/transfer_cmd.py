@@ -161,6 +161,7 @@ def _run(
 ) -> dict[str, Any]:
     from aka.usim import AkaResult
     from network.transfer import deliver
+    from threats import ki_transfer as ki_attacks
     from uicc.errors import CardRefused
     from uicc.ota import OtaRejected
 
@@ -192,8 +193,8 @@ def _run(
         say(f"card {iccid} now reads IMSI {out['card']['imsi']} (SHO-B's {new_imsi})")
         if not first["k_rotated"]:
             out["attach"]["before_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["before_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["before_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
     else:
         out["skipped"] = f"IMSI read-back, attach and threat checks need the PIN ({PIN_ENV})"
@@ -206,15 +207,15 @@ def _run(
         out["transfer"]["k_rotated"] = second["k_rotated"]
         if can_aka:
             out["attach"]["after_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["after_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
     # The old operator tries its OTA keys (design threat 3): a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
         por = deliver(
             link.transmit,
-            transfer.old_operator_packet(args.source, iccid, [_READ_IMSI_BY_SFI]),
+            ki_attacks.old_operator_packet(transfer, args.source, iccid, [_READ_IMSI_BY_SFI]),
             max(card_keys[0].keysets, key=lambda k: k.kvn),
         )
         out["old_operator_ota"] = {"por": por.status.text, "accepted": por.status == 0}
