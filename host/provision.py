@@ -23,16 +23,18 @@ nothing here can roll it back.
 
 Test hooks. ``TRELAB_TEST_CRASH_AT=<point>`` (:data:`host.agent.CRASH_POINTS`) makes the agent
 SIGKILL itself at that point — ``before:<endpoint>``/``after:<endpoint>`` around a request,
-``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<esys method>`` right
-after that TPM command inside a step (e.g. ``import/tpm:nv_increment``).
+``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<command>`` right
+after that TPM command inside a step, the command named as its ESAPI method
+(e.g. ``import/tpm:nv_increment``).
 
 Receipts are AK-signed TPM2_NV_Certify of MID_STATE[slot] (and of MID_CTR at install). A
 TPM2_Certify of K itself is impossible by design: K has adminWithPolicy set and no policy of
 it names TPM2_Certify (tpm.package), so the TPM refuses the ADMIN role that Certify needs —
 the NV state is what proves the install.
 
-TPM time. :func:`instrumented` wraps the connection's ESAPI object so every TPM command is
-timed (and hooked); benchmarks split end-to-end time into TPM time and our own.
+TPM time. :func:`instrumented` observes the connection's transport so every TPM command is
+timed (and hooked) where its bytes go out and come back; benchmarks split end-to-end time
+into TPM time and our own.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def chain(*hooks: Hook | None) -> Hook:
 
 @dataclass
 class TpmClock:
-    """TPM commands seen through :class:`_TimedEsys`: count and seconds, per ESAPI method."""
+    """TPM commands seen by :func:`instrumented`: count and seconds, per command (named as
+    its ESAPI method)."""
 
     seconds: float = 0.0
     calls: int = 0
@@ -148,48 +151,22 @@ class TpmClock:
             self.label = previous
 
 
-# ESYS methods that do not talk to the TPM (handle bookkeeping only): not timed as TPM work.
-_LOCAL = frozenset({"tr_close", "tr_get_name", "tr_set_auth", "tr_get_tpm_handle", "close"})
-
-
-class _TimedEsys:
-    """Proxy around an ESAPI object: times each call and runs the hook after it."""
-
-    def __init__(self, esys: Any, clock: TpmClock, hook: Hook) -> None:
-        self._esys = esys
-        self._clock = clock
-        self._hook = hook
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._esys, name)
-        if not callable(attr) or name.startswith("_") or name in _LOCAL:
-            return attr
-        clock, hook = self._clock, self._hook
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                clock.add(name, time.perf_counter() - start)
-                if clock.label:
-                    hook(f"{clock.label}/tpm:{name}")
-
-        return timed
-
-
 @contextlib.contextmanager
 def instrumented(conn: TpmConnection, hook: Hook | None = None) -> Iterator[TpmClock]:
-    """Time (and hook) every TPM command on ``conn`` inside the block; yields the clock and
-    puts the connection's ESAPI object back afterwards."""
+    """Time (and hook) every TPM command on ``conn`` inside the block, as the connection's
+    transport sees it (:meth:`tpm.tss.Transport.observe`); yields the clock."""
+    from tpm.tss import CommandEvent
+
     clock = TpmClock()
-    previous = conn.esys
-    esys = previous._esys if isinstance(previous, _TimedEsys) else previous
-    conn.esys = _TimedEsys(esys, clock, hook or _no_hook)
-    try:
+    call = hook or _no_hook
+
+    def observe(event: CommandEvent) -> None:
+        clock.add(event.name, event.seconds)
+        if clock.label:
+            call(f"{clock.label}/tpm:{event.name}")
+
+    with conn.transport.observe(observe):
         yield clock
-    finally:
-        conn.esys = previous
 
 
 def flush_stale(conn: TpmConnection) -> int:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
-from tpm import nv
+from tpm import lean_commands, nv
 from tpm.connection import TpmConnection
 from tpm.ek import loaded_ek
 from tpm.keyholder import (
@@ -54,6 +54,8 @@ from tpm.keyholder import (
     probe_symmetric,
     translate,
 )
+from tpm.lean import Session, TpmRefused
+from tpm.lean_commands import LeanObject
 from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
 from tpm.package import (
@@ -77,6 +79,7 @@ __all__ = [
     "SRK_HANDLE",
     "AuditState",
     "DeviceInfo",
+    "Layer",
     "LoadedMid",
     "audit_state",
     "delete_mid",
@@ -96,6 +99,8 @@ __all__ = [
 ]
 
 SRK_HANDLE = 0x81000001
+#: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
+Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
 
 
@@ -644,7 +649,7 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
         for hierarchy in (ESYS_TR.PLATFORM, ESYS_TR.LOCKOUT):
             try:
                 esys.clear(hierarchy)
-                conn.forget()  # NV indices, EK: what the connection knew is gone
+                conn.facts.forget_all()  # NV indices, EK: what the connection knew is gone
                 break
             except TSS2_Exception as exc:
                 errors.append(str(exc))
@@ -727,10 +732,18 @@ class LoadedMid:
         mode: Mode | None = None,
         symmetric: SymmetricSupport | None = None,
         bus_protection: bool = True,
+        layer: Layer = "lean",
     ) -> None:
+        if layer not in ("lean", "esys"):
+            raise BadInput(f"TPM client layer {layer!r}: expected lean or esys")
         self._conn = conn
         self.record = record
         self._pin = pin
+        #: ``lean`` (default): a load-gated MID's session and commands go through
+        #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
+        #: Policy-gated K runs through ESYS either way.
+        self.layer: Layer = layer if not record.policy.k_steps() else "esys"
+        self._lean: Session | None = None
         policy = record.policy
         if pin is not None and not policy.pin:
             raise BadInput(f"MID {record.mid} has no PIN")
@@ -777,6 +790,8 @@ class LoadedMid:
 
     def __enter__(self) -> LoadedMid:
         try:
+            # one kept TPM connection for the MID's life where the transport allows it
+            self._stack.enter_context(self._conn.transport.kept())
             self._load()
         except BaseException:
             self._stack.close()
@@ -789,7 +804,7 @@ class LoadedMid:
     def __repr__(self) -> str:
         return (
             f"LoadedMid({self.record.mid!r}, mode={self.mode!r}, "
-            f"bus_protection={self.bus_protection})"
+            f"bus_protection={self.bus_protection}, layer={self.layer!r})"
         )
 
     # -- internals ----------------------------------------------------------------------------------
@@ -819,16 +834,25 @@ class LoadedMid:
         self._stack.callback(self._close_session)
         if k_steps:
             self._runner = self._policy_runner(k_steps, salt_key=salt_key, encrypt=True)
+        elif self.layer == "lean":
+            parent = _unmarshal("TPM2B_PUBLIC", self.record.parent.public)
+            handle = int(self._conn.esys.tr_get_tpm_handle(salt_key))
+            self._lean = lean_commands.start_session(
+                self._conn, kind="hmac", salt_to=(handle, parent), symmetric=True
+            )
         else:
             self._hmac = start_session(self._conn, kind="hmac", salt_key=salt_key, encrypt=True)
 
     def _close_session(self) -> None:
         runner, self._runner = self._runner, None
         hmac, self._hmac = self._hmac, None
+        lean_session, self._lean = self._lean, None
         if runner is not None:
             runner.close()
         if hmac is not None:
             self._conn.flush(hmac)
+        if lean_session is not None:
+            lean_commands.flush_session(self._conn, lean_session)
 
     def _open_unprotected(self, salt_key: Any) -> None:
         """The ``bus_protection=False`` opt-out, after OPc is unsealed: drop the salted
@@ -904,9 +928,13 @@ class LoadedMid:
 
             secret = load_child(record.secret, "OPc/TOPc")
             try:
-                with self._unseal_session(policy.secret_steps()) as s:
-                    self.secret = bytes(esys.unseal(secret, session1=s))
-            except TSS2_Exception as exc:
+                if self._lean is not None:
+                    item = LeanObject.from_esys(conn, secret)
+                    self.secret = lean_commands.unseal(conn, item, session=self._lean)
+                else:
+                    with self._unseal_session(policy.secret_steps()) as s:
+                        self.secret = bytes(esys.unseal(secret, session1=s))
+            except (TSS2_Exception, TpmRefused) as exc:
                 raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
             finally:
                 conn.flush(secret)
@@ -930,11 +958,18 @@ class LoadedMid:
         policy = self.record.policy
         k_steps = policy.k_steps()
         if self.mode == "sealed":
+            lean_key = LeanObject.from_esys(self._conn, key) if self._lean is not None else None
 
             def unseal() -> bytearray:
                 try:
+                    if lean_key is not None and self._lean is not None:
+                        return bytearray(
+                            lean_commands.unseal(self._conn, lean_key, session=self._lean)
+                        )
                     with self._unseal_session(k_steps) as s:
                         return bytearray(bytes(self._conn.esys.unseal(key, session1=s)))
+                except TpmRefused as exc:
+                    raise translate(exc, f"unsealing K of MID {self.record.mid}") from None
                 except TrelabError:
                     raise
                 except TSS2_Exception as exc:
@@ -945,6 +980,16 @@ class LoadedMid:
                 self.holder = SealedKeccak(unseal, spec.key_bits)
             else:
                 self.holder = SealedAes(unseal)
+        elif self.bus_protection and self._lean is not None:
+            self.holder = TpmBlockCipher(
+                self._conn,
+                key,
+                mode=self.mode,
+                command=self._command,
+                bus_protected=True,
+                lean_key=LeanObject.from_esys(self._conn, key, self._pin or b""),
+                lean_session=self._lean,
+            )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
             shared = self._runner.session if self._runner is not None else self._hmac

@@ -159,23 +159,21 @@ def resource(conn: TpmConnection, index: int) -> Any:
     """The connection's one ESYS object for NV ``index`` (TPM2_NV_ReadPublic once, then
     remembered; ESYS keeps its name current across writes). Never close it: it is shared;
     :func:`forget_handles` and :func:`_undefine` drop it."""
-    key = ("nv-tr", index)
-    tr = conn.memo.get(key)
+    facts = conn.facts
+    tr = facts.nv_objects.get(index)
     if tr is None:
-        tr = conn.memo[key] = conn.esys.tr_from_tpmpublic(index)
+        tr = facts.nv_objects[index] = conn.esys.tr_from_tpmpublic(index)
     return tr
 
 
 def _remember(conn: TpmConnection, index: int, tr: Any) -> None:
     """``index`` exists and ``tr`` is its ESYS object (just defined by this connection)."""
-    conn.memo[("nv-tr", index)] = tr
-    conn.memo.setdefault("nv-defined", set()).add(index)
+    conn.facts.remember_nv(index, tr)
 
 
 def _forget(conn: TpmConnection, index: int) -> Any:
     """Drop what the connection remembers of ``index``; returns its ESYS object, if any."""
-    conn.memo.get("nv-defined", set()).discard(index)
-    return conn.memo.pop(("nv-tr", index), None)
+    return conn.facts.forget_nv(index)
 
 
 @contextlib.contextmanager
@@ -188,7 +186,7 @@ def forget_handles(
 ) -> None:
     """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
     and what the connection remembers of them."""
-    conn.forget("nv-indices-ok")
+    conn.facts.store_indices_checked = False
     for handle in handles:
         tr = _forget(conn, handle)
         with contextlib.suppress(Exception):
@@ -204,7 +202,7 @@ def _defined(conn: TpmConnection, index: int) -> bool:
     through :func:`_undefine` or TPM2_Clear, which forget it)."""
     from tpm2_pytss.constants import TPM2_CAP
 
-    known: set[int] = conn.memo.setdefault("nv-defined", set())
+    known = conn.facts.nv_defined
     if index in known:
         return True
     _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, index, 1)
@@ -241,7 +239,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
 
     esys = conn.esys
     made: list[str] = []
-    if conn.memo.get("nv-indices-ok"):
+    if conn.facts.store_indices_checked:
         return made
     for index in (MID_CTR, MID_STATE, AUDIT, REG_CTR):
         label = _LABELS[index]
@@ -267,7 +265,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
             made.append(label)
         except TSS2_Exception as exc:
             raise _fail(f"cannot define NV index {label} (0x{index:08x})", exc) from None
-    conn.memo["nv-indices-ok"] = True
+    conn.facts.store_indices_checked = True
     return made
 
 
