@@ -394,7 +394,7 @@ def _report(cases: list[_Case], rounds: int, tcti: str) -> dict[str, Any]:
         out["splits"][c.name] = {
             "total_ms": med[c.name],
             "tpm_ms": _median_ms([sp.tpm for sp in c.splits]),
-            "fsync_ms": _median_ms([sp.fsync for sp in c.splits]),
+            "fsync_rename_ms": _median_ms([sp.fsync for sp in c.splits]),
             "operator_ms": _median_ms([sp.operator for sp in c.splits]),
             "own_ms": _median_ms(own),
             "tpm_commands": statistics.median(sp.commands for sp in c.splits),

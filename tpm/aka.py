@@ -85,7 +85,8 @@ def authenticate(
         raise BadInput(f"{len(rand)} bytes, expected 16", field="rand")
     if len(autn) != 16:
         raise BadInput(f"{len(autn)} bytes, expected 16", field="autn")
-    with registry.locked():
+    # one AKA is a burst of TPM commands: one kept connection where the transport allows it
+    with conn.transport.kept(), registry.locked():
         name = ek_name(conn)
         data = registry.read_checked(conn, name)
         record = data.get(mid_id)

@@ -216,8 +216,6 @@ class TpmBlockCipher(BlockCipher):
             raise BadInput("a TPM block cipher takes an authorizer or a session, not both")
         if lean_key is not None and (authorize is not None or session is not None):
             raise BadInput("the lean layer runs its own session: no ESYS authorizer or session")
-        if lean_key is not None and command != "EncryptDecrypt2":
-            raise BadInput("the lean layer sends TPM2_EncryptDecrypt2 only")
         self._conn = conn
         self._key = key_handle
         self.mode: Mode = mode
@@ -234,6 +232,11 @@ class TpmBlockCipher(BlockCipher):
         self._session = ESYS_TR.PASSWORD if session is None else session
         self._lean_key = lean_key
         self._lean_session = lean_session
+        self._lean_send = (
+            lean_commands.encrypt_decrypt2
+            if command == "EncryptDecrypt2"
+            else lean_commands.encrypt_decrypt
+        )
         #: which client stack sends the commands: ``lean`` (:mod:`tpm.lean`) or ``esys``
         self.layer = "lean" if lean_key is not None else "esys"
         self.calls = 0
@@ -247,7 +250,7 @@ class TpmBlockCipher(BlockCipher):
     def _lean_command(self, decrypt: bool, mode: Any, iv: bytes, data: bytes) -> bytes:
         assert self._lean_key is not None
         try:
-            out = lean_commands.encrypt_decrypt2(
+            out = self._lean_send(
                 self._conn, self._lean_key, data, decrypt=decrypt, mode=int(mode), iv=iv,
                 session=self._lean_session, protect=self.bus_protected,
             )  # fmt: skip

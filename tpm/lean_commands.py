@@ -192,6 +192,33 @@ def encrypt_decrypt2(
     return lean.encrypt_decrypt2_result(out)[0]
 
 
+def encrypt_decrypt(
+    conn: TpmConnection,
+    key: LeanObject,
+    data: bytes,
+    *,
+    decrypt: bool,
+    mode: int,
+    iv: bytes,
+    session: Session | None,
+    protect: bool = False,
+) -> bytes:
+    """TPM2_EncryptDecrypt (v1, Part 3 §15.2): its first parameter is the decrypt flag, not a
+    TPM2B, so parameter encryption cannot hide inData; ``protect`` must stay False.
+
+    Raises:
+        BadInput: ``protect`` asked for.
+    """
+    if protect:
+        raise BadInput("TPM2_EncryptDecrypt cannot carry an encrypted inData")
+    params = bytes([1 if decrypt else 0]) + mode.to_bytes(2, "big") + lean.tpm2b(iv)
+    params += lean.tpm2b(data)
+    _, out = _run(
+        conn, CC.ENCRYPT_DECRYPT, [key], params, [_auth(key, session, decrypt=False, encrypt=False)]
+    )
+    return lean.encrypt_decrypt2_result(out)[0]
+
+
 def unseal(
     conn: TpmConnection, item: LeanObject, *, session: Session | None, protect: bool = True
 ) -> bytes:
@@ -277,3 +304,41 @@ def policy_secret(conn: TpmConnection, session: Session, entity: LeanObject) -> 
         [Auth(None, entity.auth_value)],
         extra_handles=((session.handle, session.handle.to_bytes(4, "big")),),
     )
+
+
+def policy_or(conn: TpmConnection, session: Session, digests: list[bytes]) -> None:
+    """TPM2_PolicyOR (Part 3 §23.6): pHashList, a TPML_DIGEST."""
+    params = len(digests).to_bytes(4, "big") + b"".join(lean.tpm2b(d) for d in digests)
+    _policy(conn, CC.POLICY_OR, session, params)
+
+
+def run_policy(
+    conn: TpmConnection,
+    session: Session,
+    steps: list[Any],
+    objects: dict[bytes, LeanObject],
+) -> None:
+    """Send the policy commands of ``steps`` (:mod:`tpm.policy`) in ``session``; PolicySecret
+    finds its object by name in ``objects``.
+
+    Raises:
+        BadInput: a step the lean layer does not send (PolicyNV, PolicyAuthorize, …): the
+            caller runs such policies through ESYS.
+        TpmRefused: the TPM refused a step.
+    """
+    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyPcr, PolicySecret
+
+    for step in steps:
+        if isinstance(step, PolicyPcr):
+            policy_pcr(conn, session, step.digest, step.selection)
+        elif isinstance(step, PolicySecret):
+            entity = objects.get(step.auth_name)
+            if entity is None or step.policy_ref:
+                raise BadInput("PolicySecret: no object of that name for the lean layer")
+            policy_secret(conn, session, entity)
+        elif isinstance(step, PolicyAuthValue):
+            policy_auth_value(conn, session)
+        elif isinstance(step, PolicyCommandCode):
+            policy_command_code(conn, session, step.code)
+        else:
+            raise BadInput(f"the lean layer does not send {type(step).__name__}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
-from tpm import lean_commands, nv
+from tpm import lean, lean_commands, nv
 from tpm.connection import TpmConnection
 from tpm.ek import loaded_ek
 from tpm.keyholder import (
@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 SRK_HANDLE = 0x81000001
+_RH_ENDORSEMENT = 0x4000000B
 #: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
 Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
@@ -744,6 +745,11 @@ class LoadedMid:
         #: Policy-gated K runs through ESYS either way.
         self.layer: Layer = layer if not record.policy.k_steps() else "esys"
         self._lean: Session | None = None
+        self._runner: PolicyRunner | None = None
+        self._hmac: Any = None
+        self._k_runner: PolicyRunner | None = None
+        self._lean_key: LeanObject | None = None
+        self._esys_key: Any = None
         policy = record.policy
         if pin is not None and not policy.pin:
             raise BadInput(f"MID {record.mid} has no PIN")
@@ -759,7 +765,9 @@ class LoadedMid:
                 raise BadInput(
                     f"MID {record.mid} holds K as a TPM key: it cannot be unsealed (that is the point)"
                 )
-            support = symmetric or probe_symmetric(conn)
+            support = symmetric or conn.facts.symmetric
+            if support is None:
+                support = conn.facts.symmetric = probe_symmetric(conn)
             if support.command is None:
                 raise Unavailable(
                     "this TPM has no EncryptDecrypt/EncryptDecrypt2: a symmetric-K MID cannot run",
@@ -792,7 +800,10 @@ class LoadedMid:
         try:
             # one kept TPM connection for the MID's life where the transport allows it
             self._stack.enter_context(self._conn.transport.kept())
-            self._load()
+            if self.layer == "lean":
+                self._load_lean()
+            else:
+                self._load()
         except BaseException:
             self._stack.close()
             raise
@@ -828,18 +839,12 @@ class LoadedMid:
         is loaded: the policy session ``_runner`` for a policy-gated K, else the HMAC session
         ``_hmac``. Response encryption only until :meth:`_build` adds decrypt."""
         k_steps = self.record.policy.k_steps()
-        self._runner: PolicyRunner | None = None
-        self._hmac: Any = None
-        self._k_runner: PolicyRunner | None = None
+        self._runner = None
+        self._hmac = None
+        self._k_runner = None
         self._stack.callback(self._close_session)
         if k_steps:
             self._runner = self._policy_runner(k_steps, salt_key=salt_key, encrypt=True)
-        elif self.layer == "lean":
-            parent = _unmarshal("TPM2B_PUBLIC", self.record.parent.public)
-            handle = int(self._conn.esys.tr_get_tpm_handle(salt_key))
-            self._lean = lean_commands.start_session(
-                self._conn, kind="hmac", salt_to=(handle, parent), symmetric=True
-            )
         else:
             self._hmac = start_session(self._conn, kind="hmac", salt_key=salt_key, encrypt=True)
 
@@ -928,13 +933,9 @@ class LoadedMid:
 
             secret = load_child(record.secret, "OPc/TOPc")
             try:
-                if self._lean is not None:
-                    item = LeanObject.from_esys(conn, secret)
-                    self.secret = lean_commands.unseal(conn, item, session=self._lean)
-                else:
-                    with self._unseal_session(policy.secret_steps()) as s:
-                        self.secret = bytes(esys.unseal(secret, session1=s))
-            except (TSS2_Exception, TpmRefused) as exc:
+                with self._unseal_session(policy.secret_steps()) as s:
+                    self.secret = bytes(esys.unseal(secret, session1=s))
+            except TSS2_Exception as exc:
                 raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
             finally:
                 conn.flush(secret)
@@ -946,8 +947,88 @@ class LoadedMid:
             key = self._flush_later(load_child(record.k, "K"))
         if self._pin is not None:
             esys.tr_set_auth(key, self._pin)
-        self._key = key
+        self._esys_key = key
         self._build(key)
+
+    def _load_lean(self) -> None:
+        """:meth:`_load` on the lean layer (load-gated MIDs): the EK's policy session, the
+        parent's USER policy session, the three Loads, OPc's Unseal and the MID's salted session
+        all built by :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
+        from tpm.ek import ek_policy_or_list
+
+        conn, record, policy = self._conn, self.record, self.record.policy
+        _, srk_public = ensure_srk(conn)
+        srk_name = object_name(srk_public)
+        srk_object = LeanObject(SRK_HANDLE, srk_name)
+        endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+        try:
+            with loaded_ek(conn) as (ek, ek_public):
+                branches = ek_policy_or_list(ek_public)
+                ek_object = LeanObject.from_esys(conn, ek)
+                with lean_commands.session(conn, kind="policy", symmetric=False) as s:
+                    lean_commands.policy_secret(conn, s, endorsement)
+                    if branches is not None:
+                        lean_commands.policy_or(conn, s, branches)
+                    parent = lean_commands.load(
+                        conn, ek_object, record.parent.private, record.parent.public, session=s
+                    )
+        except TpmRefused as exc:
+            raise _load_error(exc, "the parent", record.mid) from None
+        with contextlib.ExitStack() as parent_scope:
+            parent_scope.callback(lean_commands.flush_object, conn, parent.handle)
+            steps = policy.parent_steps(srk_name)
+            runner = parent_scope.enter_context(
+                lean_commands.session(conn, kind="policy", symmetric=False)
+            )
+            self._stack.callback(self._close_session)
+            try:
+                self._lean = lean_commands.start_session(
+                    conn,
+                    kind="hmac",
+                    salt_to=(parent.handle, _unmarshal("TPM2B_PUBLIC", record.parent.public)),
+                )
+            except TpmRefused as exc:
+                raise translate(
+                    exc, f"starting a session salted to MID {record.mid}'s parent"
+                ) from None
+
+            def load_child(stored: StoredObject, label: str) -> LeanObject:
+                try:
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    return lean_commands.load(
+                        conn, parent, stored.private, stored.public, session=runner
+                    )
+                except TpmRefused as exc:
+                    if exc.command_code == lean.CC.POLICY_PCR:
+                        raise MidRefused(
+                            "PolicyPCR: the PCR values differ from the authorised ones"
+                        ) from None
+                    raise _load_error(exc, label, record.mid) from None
+
+            secret = load_child(record.secret, "OPc/TOPc")
+            try:
+                self.secret = lean_commands.unseal(conn, secret, session=self._lean)
+            except TpmRefused as exc:
+                raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
+            finally:
+                lean_commands.flush_object(conn, secret.handle)
+            if not self.bus_protection:
+                self._close_session()  # the opt-out: K's commands in the empty-password session
+            key = load_child(record.k, "K")
+            self._stack.callback(lean_commands.flush_object, conn, key.handle)
+        self._lean_key = key
+        self._build(None)
+
+    @property
+    def _key(self) -> Any:
+        """K's ESYS handle (tests and the benchmark's bare commands use it). On the lean layer
+        ESYS learns of K only when asked (TPM2_ReadPublic once); it is closed, not flushed,
+        on exit (the lean layer flushes K)."""
+        if self._esys_key is None and self._lean_key is not None:
+            esys = self._conn.esys
+            self._esys_key = esys.tr_from_tpmpublic(self._lean_key.handle)
+            self._stack.callback(esys.tr_close, self._esys_key)
+        return self._esys_key
 
     def _build(self, key: Any) -> None:
         from tpm2_pytss import TSS2_Exception
@@ -958,7 +1039,7 @@ class LoadedMid:
         policy = self.record.policy
         k_steps = policy.k_steps()
         if self.mode == "sealed":
-            lean_key = LeanObject.from_esys(self._conn, key) if self._lean is not None else None
+            lean_key = self._lean_key
 
             def unseal() -> bytearray:
                 try:
@@ -980,15 +1061,15 @@ class LoadedMid:
                 self.holder = SealedKeccak(unseal, spec.key_bits)
             else:
                 self.holder = SealedAes(unseal)
-        elif self.bus_protection and self._lean is not None:
+        elif self._lean_key is not None:
             self.holder = TpmBlockCipher(
                 self._conn,
-                key,
+                None,
                 mode=self.mode,
                 command=self._command,
-                bus_protected=True,
-                lean_key=LeanObject.from_esys(self._conn, key, self._pin or b""),
-                lean_session=self._lean,
+                bus_protected=self.bus_protection,
+                lean_key=self._lean_key,
+                lean_session=self._lean if self.bus_protection else None,
             )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
@@ -1042,7 +1123,9 @@ def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
     from tpm2_pytss import TSS2_Exception
 
     error = translate(exc, f"loading {label} of MID {mid}")
-    tpm_said_no = isinstance(exc, TSS2_Exception) and int(exc.rc) >> 16 == 0
+    tpm_said_no = isinstance(exc, TpmRefused) or (
+        isinstance(exc, TSS2_Exception) and int(exc.rc) >> 16 == 0
+    )
     if isinstance(error, MidRefused) or (isinstance(error, Unavailable) and tpm_said_no):
         return MidRefused(
             f"the TPM refused to load {label} of MID {mid}: its load policy (PCRs, owner "
