@@ -73,10 +73,10 @@ def parse_levels(text: str) -> tuple[int, ...]:
     """
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(is_decimal(p) for p in parts):
-        raise BadInput(f"--levels {text!r}: expected comma-separated integers, e.g. 1,2,4,8")
+        raise BadInput(f"{text!r}: expected comma-separated integers, e.g. 1,2,4,8", field="levels")
     levels = sorted({int(p) for p in parts})
     if levels[0] < 1 or levels[-1] > MAX_LEVEL:
-        raise BadInput(f"--levels {text!r}: each level must be within 1..{MAX_LEVEL}")
+        raise BadInput(f"{text!r}: each level must be within 1..{MAX_LEVEL}", field="levels")
     return tuple(levels)
 
 

@@ -65,7 +65,7 @@ def parse_vpcd_address(text: str) -> tuple[str, int]:
     if not port_text:
         return host, DEFAULT_VPCD[1]
     if not is_decimal(port_text) or not 1 <= int(port_text) <= 65535:
-        raise BadInput(f"--vpcd: port {port_text!r} is not 1…65535")
+        raise BadInput(f"port {port_text!r} is not 1…65535", field="vpcd")
     return host, int(port_text)
 
 

@@ -368,7 +368,7 @@ def init_config(
         if not _NAME.fullmatch(name) or name in ("pva", "dpf", "icf"):
             raise BadConfig(f"SHO name {name!r}: a short lower-case name, not pva/dpf/icf")
     try:
-        selection = format_selection(parse_selection(pcr_selection, what="--pcrs"))
+        selection = format_selection(parse_selection(pcr_selection, what="pcr_selection"))
     except BadInput as exc:
         raise BadConfig(str(exc)) from None
     if not Path(ca_bundle).is_file():

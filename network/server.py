@@ -173,7 +173,7 @@ class NetworkApp:
         except SignatureInvalid as exc:
             return self._refused(403, "signature", exc, endpoint, body, now)
         except Refused as exc:
-            return self._refused(403, exc.reason, exc, endpoint, body, now)
+            return self._refused(403, exc.code, exc, endpoint, body, now)
         except CheckFailed as exc:
             return self._refused(403, "refused", exc, endpoint, body, now)
         except BadInput as exc:
@@ -268,7 +268,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
     if not is_decimal(port) or int(port) > 65535:
-        raise BadInput(f"--listen {text!r}: expected HOST:PORT with a port 0..65535")
+        raise BadInput(f"{text!r}: expected HOST:PORT with a port 0..65535", field="listen")
     return host, int(port)
 
 

@@ -148,7 +148,7 @@ class TpmTrust:
                 expected_ak_name=ak_name,
             )
         except QuoteRejected as exc:
-            raise Refused(f"quote-{exc.check}", str(exc)) from None
+            raise Refused(f"quote-{exc.code}", str(exc)) from None
         except BadInput as exc:
             raise Refused("bad-evidence", str(exc)) from None
         digest = evidence.attest.pcr_digest or b""

@@ -298,7 +298,9 @@ class MidPolicy:
         if not isinstance(self.command, str) or self.command not in _COMMANDS:
             raise BadInput(f"policy: command {self.command!r} unknown")
         if self.pin and self.kind == "load":
-            raise BadInput("--pin needs --policy use or authorize (a load-gated K has no policy)")
+            raise BadInput(
+                "needs a use or authorize policy (a load-gated K has no policy)", field="pin"
+            )
         if not 0 <= self.slot < nv.STATE_SLOTS:
             raise BadInput(f"policy: slot {self.slot} out of range")
         if self.kind == "authorize" and (self.operator_key is None or self.approval is None):
@@ -737,11 +739,11 @@ def build_package(
     from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 
     if not _IMSI.match(imsi):
-        raise BadInput("--imsi: 6…15 digits")
+        raise BadInput("6…15 digits", field="imsi")
     if len(amf) != 2 or len(sqn_ms) != 6:
         raise BadInput("AMF must be 2 bytes and SQN_MS 6 bytes")
     if len(secrets.k) * 8 != algorithm.key_bits:
-        raise BadInput(f"--k: {len(secrets.k)} bytes, expected {algorithm.key_bits // 8}")
+        raise BadInput(f"{len(secrets.k)} bytes, expected {algorithm.key_bits // 8}", field="k")
     want = 32 if algorithm.name == "tuak" else 16
     if len(secrets.secret) != want:
         raise BadInput(f"OPc/TOPc: {len(secrets.secret)} bytes, expected {want}")
@@ -750,7 +752,7 @@ def build_package(
     if (secrets.pin is not None) != policy.pin:
         raise BadInput("PIN given but the policy has no PIN (or the reverse)")
     if secrets.pin is not None and not 1 <= len(secrets.pin) <= 32:
-        raise BadInput("--pin: 1…32 bytes")
+        raise BadInput("1…32 bytes", field="pin")
     index = policy.state_index()
     install = b""
     if index is not None:

@@ -39,13 +39,13 @@ def parse_decimal(
     """The value of ``text`` (ASCII digits) within ``low``…``high``.
 
     Raises:
-        BadInput: not 1…``max_digits`` ASCII digits, or out of range.
+        BadInput: naming ``name``: not 1…``max_digits`` ASCII digits, or out of range.
     """
     if not is_decimal(text, max_digits=max_digits):
-        raise BadInput(f"{name}: not a decimal number")
+        raise BadInput("not a decimal number", field=name)
     assert isinstance(text, str)
     value = int(text)
     if value < low or (high is not None and value > high):
         bound = f"{low}…{high}" if high is not None else f"≥ {low}"
-        raise BadInput(f"{name}: {value} is out of range ({bound})")
+        raise BadInput(f"{value} is out of range ({bound})", field=name)
     return value

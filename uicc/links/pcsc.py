@@ -145,13 +145,15 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
     try:
         pattern = re.compile(spec)
     except re.error as exc:
-        raise BadInput(f"--reader: {spec!r} is neither a reader name nor a regex ({exc})") from None
+        raise BadInput(
+            f"{spec!r} is neither a reader name nor a regex ({exc})", field="reader"
+        ) from None
     found = [n for n in names if pattern.search(n)]
     if len(found) == 1:
         return found[0]
     if found:
         several = ", ".join(repr(n) for n in found)
-        raise BadInput(f"--reader: {spec!r} matches several readers: {several}")
+        raise BadInput(f"{spec!r} matches several readers: {several}", field="reader")
     raise Unavailable(f"no reader matches {spec!r} (readers: {there})", fix=_LAB_FIX)
 
 
