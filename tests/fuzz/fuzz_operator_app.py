@@ -113,10 +113,26 @@ _TABLES = [
     for (name,) in _READER.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     if name != "audit"
 ]
-
-
 #: refusals before any role looks at the request (routing, headers): answered, not audited
 UNAUDITED = ("no-endpoint", "method", "content-type", "too-large", "bad-grant", "unavailable")
+
+
+def _count_committed_changes() -> None:
+    """Triggers on every table but the audit log count the rows a committed transaction
+    changed (a rolled-back one takes its count back with it): O(1) per request, however
+    large the store grows."""
+    with sqlite3.connect(_DIR / "network.db", isolation_level=None) as db:
+        db.execute("CREATE TABLE fuzz_changes (n INTEGER NOT NULL)")
+        db.execute("INSERT INTO fuzz_changes VALUES (0)")
+        for table in _TABLES:
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                db.execute(
+                    f"CREATE TRIGGER fuzz_{table}_{event.lower()} AFTER {event} ON {table} "
+                    "BEGIN UPDATE fuzz_changes SET n = n + 1; END"
+                )
+
+
+_count_committed_changes()
 
 
 def _audit_count() -> int:
@@ -124,12 +140,10 @@ def _audit_count() -> int:
     return int(count)
 
 
-def _snapshot() -> str:
-    digest = hashlib.sha256()
-    for table in _TABLES:
-        for row in _READER.execute(f"SELECT * FROM {table} ORDER BY rowid"):
-            digest.update(repr(row).encode())
-    return digest.hexdigest()
+def _snapshot() -> int:
+    """How many rows outside the audit log committed transactions have changed so far."""
+    (count,) = _READER.execute("SELECT n FROM fuzz_changes").fetchone()
+    return int(count)
 
 
 def test_one_input(data: bytes) -> None:
