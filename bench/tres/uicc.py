@@ -42,6 +42,7 @@ from trelab.errors import CheckFailed, LocalProtocolError, TrelabError, Unavaila
 from uicc.usim import UsimClient
 
 from ..harness import Case
+from .five_g import me_5g
 from .pool import VectorPool
 
 __all__ = [
@@ -156,6 +157,11 @@ class _UsimTre:
                 if not isinstance(result, AkaSuccess):
                     raise LocalProtocolError(f"{self.tre}: bench AKA gave {result.result}")
 
+        def aka_5g(n: int) -> None:
+            for _ in range(n):
+                vector = pool.take()
+                me_5g(client.authenticate(vector.rand, vector.autn), vector, self.tre)
+
         def resync(n: int) -> None:
             for _ in range(n):
                 result = client.authenticate(replay.rand, replay.autn)
@@ -167,6 +173,9 @@ class _UsimTre:
             Case(self.tre, "aka-milenage", aka, teardown=pool.top_up,
                  detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
                  "card runs Milenage, the SQN check and an fsync'd state commit"),
+            Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
+                 detail="aka-milenage + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software "
+                 "(TS 33.501 Annex A)"),
             Case(self.tre, "aka-resync", resync,
                  detail="replayed AUTN: the card answers AUTS, the HSS checks MAC-S and "
                  "recovers SQN_MS"),
