@@ -144,6 +144,11 @@ class _UsimTre:
             "algorithm": profile.algorithm,
             "aka_mode": f"{profile.algorithm} inside the USIM; SQN checked and committed by the card",
             "sqn_catch_up": f"{self._resyncs_at_start} resynchronisation(s) before the run",
+            "suci": (
+                f"GET IDENTITY, schemes {', '.join(profile.suci.schemes)}"
+                if profile.suci is not None
+                else "not run: this card's profile has no suci settings (EF.UST 125 absent)"
+            ),
         }
 
     def _client_cases(self) -> list[Case]:
@@ -169,7 +174,20 @@ class _UsimTre:
                     raise LocalProtocolError(f"{self.tre}: replayed AUTN gave {result.result}")
                 hss.resynchronise(imsi, replay.rand, result.auts)
 
+        def suci(n: int) -> None:
+            for _ in range(n):
+                client.get_identity()
+
+        suci_cases = []
+        if self._profile.suci is not None:
+            first = self._profile.suci.schemes[0]
+            suci_cases.append(
+                Case(self.tre, "suci", suci,
+                     detail=f"UsimClient.get_identity: GET IDENTITY + GET RESPONSE; the card "
+                     f"makes a fresh ephemeral key and conceals its IMSI (scheme {first})")
+            )  # fmt: skip
         return [
+            *suci_cases,
             Case(self.tre, "aka-milenage", aka, teardown=pool.top_up,
                  detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
                  "card runs Milenage, the SQN check and an fsync'd state commit"),

@@ -45,3 +45,31 @@ def test_suci_once_opens_at_home(profile: Profile) -> None:
     keys.public[profile] = public
     text = five_g.suci_once(keys, profile, SoftwareAgreement())
     assert deconceal(Suci.parse(text), private) == five_g.BENCH_SUPI
+
+
+def test_card_rows_add_aka_5g_and_suci_only_when_the_card_computes_sucis() -> None:
+    """The UICC rows' client cases on the emulated USIM in process (the PC/SC and modem rows
+    add only their raw transport to these)."""
+    from bench.tres.uicc import _UsimTre
+    from firmware_stubs.usim.engine import UsimEngine
+    from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
+    from uicc.links.inprocess import InProcessLink
+    from uicc.usim import UsimClient
+
+    _, public = new_home_key(Profile.B)
+    with_suci = dict(DEFAULT_PROFILE) | {
+        "suci": {
+            "schemes": ["B"],
+            "home_network_keys": [{"id": 7, "profile": "B", "public": public.hex()}],
+        }
+    }
+    for doc, has_suci in ((DEFAULT_PROFILE, False), (with_suci, True)):
+        profile = parse_profile(doc)
+        tre = _UsimTre("usim (in process)", profile, quick=True)
+        tre._prepare(UsimClient(InProcessLink(UsimEngine(profile))))
+        cases = {c.operation: c for c in tre._client_cases()}
+        assert ("suci" in cases) is has_suci and "aka-5g" in cases
+        cases["aka-5g"].body(2)
+        if has_suci:
+            cases["suci"].body(2)
+        assert "suci" in tre._base_environment()
