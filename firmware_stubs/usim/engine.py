@@ -89,6 +89,7 @@ def suci_calc_info(settings: SuciSettings) -> bytes:
     )
     return encode_tlv(0xA0, schemes) + encode_tlv(0xA1, key_list)
 
+
 _CONTEXT_GSM = 0x80  # AUTHENTICATE P2, TS 31.102 §7.1.1: specific reference data, GSM context
 _CONTEXT_3G = 0x81  # … 3G (UMTS/EPS) context
 
@@ -971,7 +972,6 @@ class UsimEngine:
             if value:
                 out += bytes([len(value)]) + value
         return self._respond_later(out)
-
 
     # -- GET IDENTITY (TS 31.102 §7.5, TS 102 221 §11.1.23) --------------------------------------
     def _get_identity(self, c: _Command) -> bytes:
