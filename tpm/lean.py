@@ -64,6 +64,7 @@ class CC:
     """Command codes (Part 2 §6.5) of the commands this layer wraps."""
 
     NV_INCREMENT = 0x134
+    NV_READ = 0x14E
     NV_WRITE = 0x137
     POLICY_NV = 0x149
     POLICY_SECRET = 0x151

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -260,8 +261,17 @@ def load(
 
 
 def _public_name(public: bytes) -> bytes:
+    """The name of a marshalled TPM2B_PUBLIC: nameAlg ‖ H(TPMT_PUBLIC) (Part 1 §16), computed
+    straight from the bytes for SHA-256, through tpm2-pytss otherwise."""
+    if len(public) > 6 and public[4:6] == sc.ALG_SHA256.to_bytes(2, "big"):
+        return public[4:6] + sc.sha256(public[2:])
     obj, _ = TPM2B_PUBLIC.unmarshal(public)
     return bytes(obj.get_name().marshal())[2:]
+
+
+def public_name(public: Any) -> bytes:
+    """The name of a tpm2-pytss TPM2B_PUBLIC."""
+    return _public_name(bytes(public.marshal()))
 
 
 def flush_object(conn: TpmConnection, handle: int) -> None:
@@ -342,3 +352,23 @@ def run_policy(
             policy_command_code(conn, session, step.code)
         else:
             raise BadInput(f"the lean layer does not send {type(step).__name__}")
+
+
+_RH_OWNER = 0x40000001
+
+
+def nv_read(conn: TpmConnection, index: int, size: int, offset: int = 0) -> bytes:
+    """TPM2_NV_Read of ``size`` bytes at ``offset``, authorised by the index's own empty
+    authValue (password session: no name enters an HMAC)."""
+    target = LeanObject(index, b"")
+    _, out = _run(
+        conn, CC.NV_READ, [target], struct.pack(">HH", size, offset), [Auth(None)],
+        extra_handles=((index, b""),),
+    )  # fmt: skip
+    return lean.single_tpm2b(out, "NV_Read")
+
+
+def nv_increment(conn: TpmConnection, index: int) -> None:
+    """TPM2_NV_Increment authorised by the owner hierarchy's empty authValue."""
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(conn, CC.NV_INCREMENT, [owner], b"", [Auth(None)], extra_handles=((index, b""),))

@@ -964,7 +964,9 @@ class LoadedMid:
         try:
             with loaded_ek(conn) as (ek, ek_public):
                 branches = ek_policy_or_list(ek_public)
-                ek_object = LeanObject.from_esys(conn, ek)
+                ek_object = LeanObject(
+                    int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+                )
                 with lean_commands.session(conn, kind="policy", symmetric=False) as s:
                     lean_commands.policy_secret(conn, s, endorsement)
                     if branches is not None:
