@@ -120,7 +120,7 @@ def start_session(
         kind=kind,
         symmetric=symmetric,
     )
-    handle, nonce_tpm = lean.unwrap_start_auth_session(conn.transport.execute(command))
+    handle, nonce_tpm = lean.unwrap_start_auth_session(_execute(conn, command))
     return lean.open_session(handle, nonce_tpm, nonce_caller, salt, kind=kind, symmetric=symmetric)
 
 
@@ -142,6 +142,20 @@ def session(conn: TpmConnection, **kwargs: Any) -> Iterator[Session]:
         flush_session(conn, s)
 
 
+#: TPM_RC_YIELDED, TPM_RC_TESTING, TPM_RC_RETRY: the TPM did not execute the command; the
+#: same bytes go again (its sessions are unchanged), as ESYS does
+_TRY_AGAIN = frozenset({0x908, 0x90A, 0x922})
+_ATTEMPTS = 16
+
+
+def _execute(conn: TpmConnection, command: bytes) -> bytes:
+    for _ in range(_ATTEMPTS - 1):
+        response = conn.transport.execute(command)
+        if len(response) < 10 or struct.unpack_from(">I", response, 6)[0] not in _TRY_AGAIN:
+            return response
+    return conn.transport.execute(command)
+
+
 def _run(
     conn: TpmConnection,
     code: int,
@@ -160,7 +174,7 @@ def _run(
         auths,
         response_handles=response_handles,
     )
-    return pending.unwrap(conn.transport.execute(command))
+    return pending.unwrap(_execute(conn, command))
 
 
 def _auth(obj: LeanObject, session: Session | None, *, decrypt: bool, encrypt: bool) -> Auth:
@@ -280,7 +294,7 @@ def flush_object(conn: TpmConnection, handle: int) -> None:
 
 
 def _policy(conn: TpmConnection, code: int, session: Session, params: bytes = b"") -> None:
-    lean.unwrap_plain(code, conn.transport.execute(lean.wrap_plain(code, [session.handle], params)))
+    lean.unwrap_plain(code, _execute(conn, lean.wrap_plain(code, [session.handle], params)))
 
 
 def policy_restart(conn: TpmConnection, session: Session) -> None:
@@ -316,6 +330,26 @@ def policy_secret(conn: TpmConnection, session: Session, entity: LeanObject) -> 
     )
 
 
+def policy_nv(
+    conn: TpmConnection, session: Session, index: int, operand: bytes, offset: int, operation: int
+) -> None:
+    """TPM2_PolicyNV (Part 3 §23.9) read-authorised by the index's own empty authValue."""
+    _run(
+        conn, CC.POLICY_NV, [LeanObject(index, b"")],
+        lean.policy_nv_params(operand, offset, operation), [Auth(None)],
+        extra_handles=((index, b""), (session.handle, session.handle.to_bytes(4, "big"))),
+    )  # fmt: skip
+
+
+#: the policy steps the lean layer sends (others, e.g. PolicyAuthorize, run in ESYS)
+LEAN_STEPS = ("PolicyPcr", "PolicySecret", "PolicyAuthValue", "PolicyCommandCode", "PolicyNv")
+
+
+def runs_lean(steps: list[Any]) -> bool:
+    """Can :func:`run_policy` send every one of ``steps``?"""
+    return all(type(step).__name__ in LEAN_STEPS for step in steps)
+
+
 def policy_or(conn: TpmConnection, session: Session, digests: list[bytes]) -> None:
     """TPM2_PolicyOR (Part 3 §23.6): pHashList, a TPML_DIGEST."""
     params = len(digests).to_bytes(4, "big") + b"".join(lean.tpm2b(d) for d in digests)
@@ -336,7 +370,7 @@ def run_policy(
             caller runs such policies through ESYS.
         TpmRefused: the TPM refused a step.
     """
-    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyPcr, PolicySecret
+    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyNv, PolicyPcr, PolicySecret
 
     for step in steps:
         if isinstance(step, PolicyPcr):
@@ -350,6 +384,8 @@ def run_policy(
             policy_auth_value(conn, session)
         elif isinstance(step, PolicyCommandCode):
             policy_command_code(conn, session, step.code)
+        elif isinstance(step, PolicyNv):
+            policy_nv(conn, session, step.index, step.operand, step.offset, step.operation)
         else:
             raise BadInput(f"the lean layer does not send {type(step).__name__}")
 

@@ -100,6 +100,7 @@ __all__ = [
 
 SRK_HANDLE = 0x81000001
 _RH_ENDORSEMENT = 0x4000000B
+_RC_POLICY = 0x126  # TPM_RC_POLICY: PolicyNV's comparison failed
 #: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
 Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
@@ -742,13 +743,16 @@ class LoadedMid:
         self._pin = pin
         #: ``lean`` (default): a load-gated MID's session and commands go through
         #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
-        #: Policy-gated K runs through ESYS either way.
-        self.layer: Layer = layer if not record.policy.k_steps() else "esys"
+        #: A K whose policy has steps the lean layer does not send (PolicyAuthorize) runs
+        #: through ESYS either way.
+        lean_ok = lean_commands.runs_lean(record.policy.k_steps() + record.policy.secret_steps())
+        self.layer: Layer = layer if lean_ok else "esys"
         self._lean: Session | None = None
         self._runner: PolicyRunner | None = None
         self._hmac: Any = None
         self._k_runner: PolicyRunner | None = None
         self._lean_key: LeanObject | None = None
+        self._lean_policy: _LeanPolicy | None = None
         self._esys_key: Any = None
         policy = record.policy
         if pin is not None and not policy.pin:
@@ -986,7 +990,7 @@ class LoadedMid:
             try:
                 self._lean = lean_commands.start_session(
                     conn,
-                    kind="hmac",
+                    kind="policy" if policy.k_steps() else "hmac",
                     salt_to=(parent.handle, _unmarshal("TPM2B_PUBLIC", record.parent.public)),
                 )
             except TpmRefused as exc:
@@ -1008,17 +1012,25 @@ class LoadedMid:
                     raise _load_error(exc, label, record.mid) from None
 
             secret = load_child(record.secret, "OPc/TOPc")
+            session = self._lean
+            assert session is not None
+            secret_policy = _LeanPolicy(conn, session, policy.secret_steps(), record.mid)
             try:
-                self.secret = lean_commands.unseal(conn, secret, session=self._lean)
+                secret_policy.before()
+                self.secret = lean_commands.unseal(conn, secret, session=session)
+                secret_policy.after()
             except TpmRefused as exc:
                 raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
             finally:
                 lean_commands.flush_object(conn, secret.handle)
-            if not self.bus_protection:
+            if not self.bus_protection and not policy.k_steps():
                 self._close_session()  # the opt-out: K's commands in the empty-password session
             key = load_child(record.k, "K")
             self._stack.callback(lean_commands.flush_object, conn, key.handle)
+        key.auth_value = self._pin or b""
         self._lean_key = key
+        if self._lean is not None and policy.k_steps():
+            self._lean_policy = _LeanPolicy(conn, self._lean, policy.k_steps(), record.mid)
         self._build(None)
 
     @property
@@ -1046,9 +1058,12 @@ class LoadedMid:
             def unseal() -> bytearray:
                 try:
                     if lean_key is not None and self._lean is not None:
-                        return bytearray(
-                            lean_commands.unseal(self._conn, lean_key, session=self._lean)
-                        )
+                        if self._lean_policy is not None:
+                            self._lean_policy.before()
+                        value = lean_commands.unseal(self._conn, lean_key, session=self._lean)
+                        if self._lean_policy is not None:
+                            self._lean_policy.after()
+                        return bytearray(value)
                     with self._unseal_session(k_steps) as s:
                         return bytearray(bytes(self._conn.esys.unseal(key, session1=s)))
                 except TpmRefused as exc:
@@ -1071,7 +1086,8 @@ class LoadedMid:
                 command=self._command,
                 bus_protected=self.bus_protection,
                 lean_key=self._lean_key,
-                lean_session=self._lean if self.bus_protection else None,
+                lean_session=self._lean if self.bus_protection or self._lean_policy else None,
+                lean_policy=self._lean_policy,
             )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
@@ -1116,6 +1132,39 @@ class LoadedMid:
                 yield
         else:
             yield
+
+
+class _LeanPolicy:
+    """A MID's policy steps in its lean policy session (:class:`tpm.keyholder.LeanPolicy`):
+    PolicyRestart first if the last use did not complete; a refused step becomes the error
+    the user can act on (PCRs changed, MID not ACTIVE)."""
+
+    def __init__(self, conn: TpmConnection, session: Session, steps: list[Any], mid: str) -> None:
+        self._conn, self._session, self._steps, self._mid = conn, session, steps, mid
+        self._dirty = False
+
+    def before(self) -> None:
+        if not self._steps:
+            return
+        if self._dirty:
+            lean_commands.policy_restart(self._conn, self._session)
+        self._dirty = True
+        try:
+            lean_commands.run_policy(self._conn, self._session, self._steps, {})
+        except TpmRefused as exc:
+            if exc.command_code == lean.CC.POLICY_PCR:
+                raise MidRefused(
+                    "PolicyPCR: the PCR values differ from the authorised ones"
+                ) from None
+            if exc.command_code == lean.CC.POLICY_NV and exc.base == _RC_POLICY:
+                raise MidRefused(
+                    "PolicyNV: the MID's lifecycle state (MID_STATE byte or its own index) is "
+                    "not ACTIVE"
+                ) from None
+            raise translate(exc, f"the policy of MID {self._mid}") from None
+
+    def after(self) -> None:
+        self._dirty = False
 
 
 def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
