@@ -288,6 +288,27 @@ def public_name(public: Any) -> bytes:
     return _public_name(bytes(public.marshal()))
 
 
+def import_object(
+    conn: TpmConnection,
+    parent: LeanObject,
+    public: bytes,
+    duplicate: bytes,
+    seed: bytes,
+    *,
+    session: Session | None,
+) -> bytes:
+    """TPM2_Import (Part 3 §13.3) of a duplication blob without inner wrapper (symmetricAlg
+    TPM_ALG_NULL, empty encryptionKey) under ``parent``; ``public``, ``duplicate`` and ``seed``
+    are the marshalled TPM2B_PUBLIC, TPM2B_PRIVATE and TPM2B_ENCRYPTED_SECRET. Returns the
+    marshalled TPM2B_PRIVATE to load."""
+    params = lean.tpm2b(b"") + public + duplicate + seed + struct.pack(">H", lean.ALG_NULL)
+    _, out = _run(
+        conn, CC.IMPORT, [parent], params, [_auth(parent, session, decrypt=False, encrypt=False)]
+    )
+    lean.single_tpm2b(out, "Import")  # one TPM2B, nothing after it
+    return out
+
+
 def flush_object(conn: TpmConnection, handle: int) -> None:
     with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
         lean.unwrap_plain(CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(handle)))

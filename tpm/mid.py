@@ -290,7 +290,12 @@ def _unmarshal(cls_name: str, blob: bytes) -> Any:
 
 
 def import_package(
-    conn: TpmConnection, registry: Registry, package: Package, *, activate: bool = False
+    conn: TpmConnection,
+    registry: Registry,
+    package: Package,
+    *,
+    activate: bool = False,
+    layer: Layer = "lean",
 ) -> MidRecord:
     """Check, import and record one MID package; MID_CTR, MID_STATE and AUDIT move only after
     the TPM accepted every object. Should writing the registry fail after that (disk full),
@@ -301,11 +306,12 @@ def import_package(
         PackageRejected: a check or the TPM refused it (nothing changed).
         MidRefused: the parent's PCR policy does not hold (load-gated package, other PCRs).
         RegistryRollback: the registry is stale.
+
+    ``layer``: the TPM commands of the import (EK and parent policy sessions, three Imports,
+    three Loads) through the lean layer (default) or ESYS (the reference).
     """
     from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TSS2_Exception
     from tpm2_pytss.constants import TPM2_ALG
-
-    from tpm.ek import ek_policy_session
 
     check_package(package)
     install = package.install()
@@ -359,42 +365,12 @@ def import_package(
                     "or is not for this TPM"
                 ) from None
 
-        session = ek_policy_session(conn, ek_public)
-        try:
-            parent_private = tpm_import(ek, "parent", package.parent, session)
-        finally:
-            conn.flush(session)
-        parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
-        session = ek_policy_session(conn, ek_public)
-        try:
-            parent = esys.load(ek, parent_private, parent_public, session1=session)
-        except TSS2_Exception as exc:
-            raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
-        finally:
-            conn.flush(session)
-        try:
-            with PolicyRunner(
-                conn, package.policy.parent_steps(srk_name), handles={srk_name: srk}
-            ) as runner:
-                privates = {}
-                for label, obj in (("k", package.k), (package.secret_label, package.secret)):
-                    with runner.use() as s:
-                        privates[label] = tpm_import(parent, label, obj, s)
-                    with runner.use() as s:  # prove it loads, then drop it
-                        try:
-                            handle = esys.load(
-                                parent,
-                                privates[label],
-                                _unmarshal("TPM2B_PUBLIC", obj.public),
-                                session1=s,
-                            )
-                        except TSS2_Exception as exc:
-                            raise PackageRejected(
-                                f"the TPM refused to load the imported {label} ({exc})"
-                            ) from None
-                    conn.flush(handle)
-        finally:
-            conn.flush(parent)
+        if layer == "lean":
+            parent_blob, privates = _import_lean(conn, package, ek, ek_public, srk_name)
+        else:
+            parent_blob, privates = _import_esys(
+                conn, package, ek, ek_public, srk, srk_name, tpm_import
+            )
 
         state = nv.MidState.ACTIVE if activate else nv.MidState.INSTALLED
         if install is not None and not resumed:
@@ -419,11 +395,9 @@ def import_package(
             algorithm=package.algorithm,
             amf=package.amf,
             policy=package.policy,
-            parent=StoredObject(package.parent.public, bytes(parent_private.marshal())),
-            k=StoredObject(package.k.public, bytes(privates["k"].marshal())),
-            secret=StoredObject(
-                package.secret.public, bytes(privates[package.secret_label].marshal())
-            ),
+            parent=StoredObject(package.parent.public, parent_blob),
+            k=StoredObject(package.k.public, privates["k"]),
+            secret=StoredObject(package.secret.public, privates[package.secret_label]),
             sqn=_initial_sqn(package.sqn_ms),
             state=state.name.lower(),
             created=now(),
@@ -431,6 +405,142 @@ def import_package(
         event = _event("install", record, state=record.state)
         log_event(conn, registry, data.with_mid(record), event, this_ek)
     return record
+
+
+def _import_esys(
+    conn: TpmConnection,
+    package: Package,
+    ek: Any,
+    ek_public: Any,
+    srk: Any,
+    srk_name: bytes,
+    tpm_import: Any,
+) -> tuple[bytes, dict[str, bytes]]:
+    """The import's TPM commands through ESYS (the reference): the parent under the EK, then
+    K and OPc/TOPc under the parent, each loaded once to prove it loads. Returns the marshalled
+    TPM2B_PRIVATEs (parent, and by label)."""
+    from tpm2_pytss import TSS2_Exception
+
+    from tpm.ek import ek_policy_session
+
+    esys = conn.esys
+    session = ek_policy_session(conn, ek_public)
+    try:
+        parent_private = tpm_import(ek, "parent", package.parent, session)
+    finally:
+        conn.flush(session)
+    parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
+    session = ek_policy_session(conn, ek_public)
+    try:
+        parent = esys.load(ek, parent_private, parent_public, session1=session)
+    except TSS2_Exception as exc:
+        raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
+    finally:
+        conn.flush(session)
+    try:
+        with PolicyRunner(
+            conn, package.policy.parent_steps(srk_name), handles={srk_name: srk}
+        ) as runner:
+            privates = {}
+            for label, obj in (("k", package.k), (package.secret_label, package.secret)):
+                with runner.use() as s:
+                    privates[label] = tpm_import(parent, label, obj, s)
+                with runner.use() as s:  # prove it loads, then drop it
+                    try:
+                        handle = esys.load(
+                            parent,
+                            privates[label],
+                            _unmarshal("TPM2B_PUBLIC", obj.public),
+                            session1=s,
+                        )
+                    except TSS2_Exception as exc:
+                        raise PackageRejected(
+                            f"the TPM refused to load the imported {label} ({exc})"
+                        ) from None
+                conn.flush(handle)
+    finally:
+        conn.flush(parent)
+    out = {label: bytes(private.marshal()) for label, private in privates.items()}
+    return bytes(parent_private.marshal()), out
+
+
+def _import_lean(
+    conn: TpmConnection, package: Package, ek: Any, ek_public: Any, srk_name: bytes
+) -> tuple[bytes, dict[str, bytes]]:
+    """:func:`_import_esys` on the lean layer: the EK's policy session (PolicySecret on the
+    endorsement hierarchy [PolicyOR]), the parent's (PolicySecret SRK [PolicyPCR])."""
+    from tpm.ek import ek_policy_or_list
+
+    branches = ek_policy_or_list(ek_public)
+    ek_object = LeanObject(
+        int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+    )
+    endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+
+    def ek_session() -> Any:
+        s = lean_commands.start_session(conn, kind="policy", symmetric=False)
+        try:
+            lean_commands.policy_secret(conn, s, endorsement)
+            if branches is not None:
+                lean_commands.policy_or(conn, s, branches)
+        except BaseException:
+            lean_commands.flush_session(conn, s)
+            raise
+        return s
+
+    def refused(label: str, exc: TpmRefused) -> PackageRejected:
+        return PackageRejected(
+            f"the TPM refused to import the {label} ({exc}): the package was altered or is not "
+            "for this TPM"
+        )
+
+    obj = package.parent
+    s = ek_session()
+    try:
+        parent_blob = lean_commands.import_object(
+            conn, ek_object, obj.public, obj.duplicate, obj.seed, session=s
+        )
+    except TpmRefused as exc:
+        raise refused("parent", exc) from None
+    finally:
+        lean_commands.flush_session(conn, s)
+    s = ek_session()
+    try:
+        parent = lean_commands.load(conn, ek_object, parent_blob, obj.public, session=s)
+    except TpmRefused as exc:
+        raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
+    finally:
+        lean_commands.flush_session(conn, s)
+    steps = package.policy.parent_steps(srk_name)
+    srk_object = LeanObject(SRK_HANDLE, srk_name)
+    privates: dict[str, bytes] = {}
+    try:
+        with lean_commands.session(conn, kind="policy", symmetric=False) as runner:
+            for label, item in (("k", package.k), (package.secret_label, package.secret)):
+                try:
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    privates[label] = lean_commands.import_object(
+                        conn, parent, item.public, item.duplicate, item.seed, session=runner
+                    )
+                except TpmRefused as exc:
+                    if exc.command_code == lean.CC.POLICY_PCR:
+                        raise MidRefused(
+                            "PolicyPCR: the PCR values differ from the authorised ones"
+                        ) from None
+                    raise refused(label, exc) from None
+                try:  # prove it loads, then drop it
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    loaded = lean_commands.load(
+                        conn, parent, privates[label], item.public, session=runner
+                    )
+                except TpmRefused as exc:
+                    raise PackageRejected(
+                        f"the TPM refused to load the imported {label} ({exc})"
+                    ) from None
+                lean_commands.flush_object(conn, loaded.handle)
+    finally:
+        lean_commands.flush_object(conn, parent.handle)
+    return parent_blob, privates
 
 
 def _initial_sqn(sqn_ms: bytes) -> Any:

@@ -500,7 +500,7 @@ class TpmTre:
             )
             cases.append(self._resident_aka_case(few, bus_protection=False))
             cases.append(self._protected_e_k_case(many))
-            if self.variant.kind == "load":  # the lean layer's rows: ESYS beside them
+            if self.variant.kind in ("load", "use"):  # the lean layer's rows: ESYS beside them
                 cases.append(self._protected_e_k_case(many, layer="esys"))
                 cases.append(self._resident_aka_case(few, layer="esys"))
                 cases.append(self._real_aka_case("aka-milenage (ESYS reference)", mid,

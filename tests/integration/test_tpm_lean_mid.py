@@ -76,3 +76,40 @@ def test_a_wrong_pin_is_refused_on_the_lean_layer(private_swtpm: str, tmp_path: 
             c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 2), pin=b"1234"
         )
         assert isinstance(outcome.result, AkaSuccess) and outcome.layer == "lean"
+
+
+@pytest.mark.parametrize("importer", ["esys", "lean"])
+def test_a_mid_imported_on_either_layer_runs_on_both(
+    private_swtpm: str, tmp_path: Path, importer: str
+) -> None:
+    """TPM2_Import and the proving Loads through ESYS or the lean layer give blobs the other
+    layer loads: the two importers agree on what the TPM accepted."""
+    from tpm.mid import import_package, wrap_for_device
+    from tpm.package import AlgorithmSpec, MidSecrets
+
+    registry = Registry(tmp_path / "mids.json")
+    with TpmConnection(private_swtpm) as c:
+        k, opc = os.urandom(16), os.urandom(16)
+        imported: list[CommandEvent] = []
+        package = wrap_for_device(
+            c, MidSecrets(k, opc), imsi=f"00101999000{next(_IMSI)}", algorithm=AlgorithmSpec(),
+            amf=b"\x80\x00", sqn_ms=bytes(6), kind="load",
+        )  # fmt: skip
+        with c.transport.observe(imported.append):
+            record = import_package(
+                c,
+                registry,
+                package,
+                activate=True,
+                layer=importer,  # type: ignore[arg-type]
+            )
+        assert [e.name for e in imported if e.rc == 0].count("import_") == 3
+        network = Milenage(SoftwareAes(k), opc)
+        for seq, layer in enumerate(("esys", "lean"), start=1):
+            rand = os.urandom(16)
+            outcome = authenticate(
+                c, registry, record.mid, rand, fresh_autn(k, opc, rand, seq),
+                layer=layer,  # type: ignore[arg-type]
+            )  # fmt: skip
+            assert isinstance(outcome.result, AkaSuccess)
+            assert outcome.result.res == network.f2345(rand).res
