@@ -248,7 +248,7 @@ def wrap_for_device(
     public = approval = None
     if kind == "authorize":
         if operator_key is None:
-            raise BadInput("--policy authorize needs the operator's policy-signing key")
+            raise BadInput("authorize needs the operator's policy-signing key", field="policy")
         public = operator_public(operator_key)
         approval = sign_approval(operator_key, selection, info.pcr_digest, slot)
     policy = MidPolicy(

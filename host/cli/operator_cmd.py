@@ -28,6 +28,7 @@ from typing import Any
 from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = ["parse_hss_record", "register"]
@@ -71,7 +72,7 @@ def parse_hss_record(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadInput("HSS record: expected a JSON object")
     imsi = doc.get("imsi")
-    if not (isinstance(imsi, str) and imsi.isdigit() and 6 <= len(imsi) <= 15):
+    if not (isinstance(imsi, str) and is_decimal(imsi) and 6 <= len(imsi) <= 15):
         raise BadInput("HSS record: imsi must be 6…15 digits")
     algorithm = doc.get("algorithm")
     sqn = doc.get("sqn", {})
