@@ -26,7 +26,7 @@ point (every step is journaled before and after; counters are reserved before se
 - ``k-rotation`` (optional): the card's proprietary credential command with a new K/OPc; the
   HSS record follows only once the PoR confirms. Threat 2 of §7.1.2.3.1 (the old operator keeps K and can
   masquerade as the subscriber or decrypt its traffic) is open until this step, and closed
-  after — :meth:`KiTransfer.threat_check` shows both;
+  after — :func:`threats.ki_transfer.threat_check` shows both;
 - ``activate``: the SHO-B HSS record becomes active.
 
 Test hook: ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
@@ -60,13 +60,13 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aka.algorithm import F2345, AkaAlgorithm
+from aka.algorithm import AkaAlgorithm
 from aka.hss import Hss, Subscriber
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnGenerator
 from aka.tuak import SoftwareKeccak, Tuak
-from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
+from aka.usim import AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
 from network.store import Sealer, Store, StoreTransaction
 from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
@@ -113,6 +113,7 @@ __all__ = [
     "imsi_update_script",
     "open_package",
     "open_request",
+    "record_algorithm",
 ]
 
 STEPS = ("import", "keys-add", "keys-delete", "imsi", "k-rotation", "activate")
@@ -459,9 +460,9 @@ class OtaKeyring:
             doc: dict[str, Any] = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"version": _KEYRING_VERSION, "cards": {}, "transfers": {}}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BadInput(f"OTA key file {self.path}: unreadable ({type(exc).__name__})") from None
-        if doc.get("version") != _KEYRING_VERSION:
+        if not isinstance(doc, dict) or doc.get("version") != _KEYRING_VERSION:
             raise BadInput(f"OTA key file {self.path}: unsupported version")
         return doc
 
@@ -604,6 +605,11 @@ def _algorithm(algorithm: str, params: Mapping[str, int], k: bytes, opc: bytes) 
     raise BadInput(f"algorithm {algorithm!r} is not milenage or tuak")
 
 
+def record_algorithm(record: HssRecord) -> AkaAlgorithm:
+    """The software algorithm of an HSS record (what an operator holding it can compute)."""
+    return _record_algorithm(record)
+
+
 def _record_algorithm(record: HssRecord) -> AkaAlgorithm:
     return _algorithm(record.algorithm, record.params, record.k, record.opc)
 
@@ -652,6 +658,8 @@ class KiTransfer:
         self.keyring = keyring
         self._now = now
         self._random = random_bytes
+        self.now = now
+        self.random_bytes = random_bytes
         self._crash = crash_hook(TRANSFER_CRASH_ENV) or no_crash  # test hook (module doc)
 
     def _sho(self, name: str) -> Any:
@@ -1085,57 +1093,6 @@ class KiTransfer:
         accepted = isinstance(result, AkaSuccess) and hmac.compare_digest(result.res, xres)
         return {"imsi": imsi, "result": result.to_json()["result"], "accepted": accepted,
                 "resyncs": resyncs}  # fmt: skip
-
-    def old_operator_view(self, old_imsi: str) -> HssRecord:
-        """SHO-A's retained record of a transferred subscriber (threat 2: it still has K)."""
-        with self.store.transaction() as tx:
-            record = tx.hss(old_imsi)
-        if record is None:
-            raise Refused("unknown-subscriber", f"no record of {old_imsi}")
-        return record
-
-    def threat_check(
-        self, old_imsi: str, new_imsi: str, authenticate: Authenticate
-    ) -> dict[str, Any]:
-        """TR 33.812 §7.1.2.3.1 threat 2 with SHO-A's retained K:
-
-        - ``impersonation``: SHO-B challenges the subscriber (a vector of SHO-B's HSS); SHO-A
-          computes RES, CK, IK from RAND with its copy of K — equal to XRES/CK/IK means SHO-A
-          can pass as the subscriber and read its traffic;
-        - ``false_network``: SHO-A makes an AUTN with its copy of K and the card checks it —
-          success or a sync failure (the MAC verified) means the card trusts SHO-A's network.
-        """
-        old = self.old_operator_view(old_imsi)
-        algorithm = _record_algorithm(old)
-        rand, _autn, xres, ck, ik = self.vector(new_imsi)
-        guess: F2345 = algorithm.f2345(rand)
-        impersonation = (
-            hmac.compare_digest(guess.res, xres)
-            and hmac.compare_digest(guess.ck, ck)
-            and hmac.compare_digest(guess.ik, ik)
-        )
-        rogue = Hss(self._random)
-        rogue.add(Subscriber(old.imsi, algorithm, old.amf, SqnGenerator(**old.sqn)))
-        vector = rogue.generate_vectors(old.imsi, 1)[0]
-        result = authenticate(vector.rand, vector.autn)
-        return {
-            "impersonation": impersonation,
-            "false_network": not isinstance(result, AkaMacFailure),
-            "card_answer_to_old_operator": result.to_json()["result"],
-        }
-
-    def old_operator_packet(self, holder: str, iccid: str, apdus: Sequence[bytes]) -> bytes:
-        """An ENVELOPE SHO-A could still build with the OTA keys it kept (threat 3 of the design
-        note): RFM USIM under its key set, its next counter. For demonstrations and tests."""
-        card = self.keyring.card(holder, iccid)
-        if card is None:
-            raise Refused("unknown-card", f"{holder} never held OTA keys for {iccid}")
-        keyset = max(card[0].keysets, key=lambda k: k.kvn)
-        counter = max(card[0].counters.values(), default=0) + 1
-        packet = build_command_packet(
-            keyset, tar=TAR_RFM_USIM, counter=counter, data=encode_compact(apdus)
-        )
-        return build_envelope_sms_pp(build_sms_deliver(packet, timestamp=encode_scts(self._now())))
 
 
 def _kvns(keys: CardKeys) -> set[int]:

@@ -67,7 +67,7 @@ from lab import swtpm
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import Mode, SymmetricSupport, probe_symmetric, translate
-from tpm.mid import LoadedMid, delete_mid, import_package, wrap_for_device
+from tpm.mid import Layer, LoadedMid, delete_mid, import_package, wrap_for_device
 from tpm.mid_errors import UnknownMid
 from tpm.package import AlgorithmSpec, MidSecrets
 from tpm.registry import MidRecord, Registry
@@ -296,6 +296,15 @@ class _BenchMid:
 _serial = iter(range(1, 10**9))
 
 
+def _layer_text(layer: str) -> str:
+    if layer == "esys":
+        return "every command through ESYS (tpm2-pytss): the reference for the lean layer"
+    return (
+        "load-gated MIDs' sessions and commands through the lean layer (tpm.lean), policy-gated "
+        "ones through ESYS"
+    )
+
+
 def _bench_imsi() -> str:
     """A fresh IMSI in the 001-01 test network for one bench MID."""
     return f"00101{_IMSI_BASE + next(_serial):010d}"
@@ -318,10 +327,17 @@ class _Resident:
     """A MID loaded in an untimed ``setup`` and flushed in ``teardown``."""
 
     def __init__(
-        self, conn: TpmConnection, record: MidRecord, mode: Mode, *, bus_protection: bool = True
+        self,
+        conn: TpmConnection,
+        record: MidRecord,
+        mode: Mode,
+        *,
+        bus_protection: bool = True,
+        layer: Layer = "lean",
     ) -> None:
         self._conn, self._record, self._mode = conn, record, mode
         self._bus_protection = bus_protection
+        self._layer: Layer = layer
         self._scope: contextlib.ExitStack | None = None
         self.loaded: LoadedMid | None = None
 
@@ -330,7 +346,11 @@ class _Resident:
         scope = contextlib.ExitStack()
         self.loaded = scope.enter_context(
             LoadedMid(
-                self._conn, self._record, mode=self._mode, bus_protection=self._bus_protection
+                self._conn,
+                self._record,
+                mode=self._mode,
+                bus_protection=self._bus_protection,
+                layer=self._layer,
             )
         )
         self._scope = scope
@@ -484,6 +504,11 @@ class TpmTre:
             )
             cases.append(self._resident_aka_case(few, bus_protection=False))
             cases.append(self._protected_e_k_case(many))
+            if self.variant.kind in ("load", "use"):  # the lean layer's rows: ESYS beside them
+                cases.append(self._protected_e_k_case(many, layer="esys"))
+                cases.append(self._resident_aka_case(few, layer="esys"))
+                cases.append(self._real_aka_case("aka-milenage (ESYS reference)", mid,
+                                                 layer="esys"))  # fmt: skip
         if self.variant.kind == "use":
             cases.append(self._fresh_session_case(few))
         if self._tuak is not None:
@@ -638,6 +663,7 @@ class TpmTre:
         *,
         bus_protection: bool | None = None,
         five_g: bool = False,
+        layer: Layer = "lean",
     ) -> Case:
         conn, registry, mode = self._conn, self._site.registry, self.variant.mode
         protect = self.bus_protection if bus_protection is None else bus_protection
@@ -647,7 +673,7 @@ class TpmTre:
                 vector = mid.pool.take()
                 outcome = authenticate(
                     conn, registry, mid.mid, vector.rand, vector.autn, mode=mode,
-                    bus_protection=protect,
+                    bus_protection=protect, layer=layer,
                 )  # fmt: skip
                 if five_g:
                     me_5g(outcome.result, vector, operation)
@@ -659,7 +685,7 @@ class TpmTre:
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
             detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
             "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
-            f"SQN commit = fsync + one NV write, flush){extra}",
+            f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}{extra}",
         )  # fmt: skip
 
     def _suci_case(self, batch: int) -> Case:
@@ -678,10 +704,10 @@ class TpmTre:
             "software. Profile A (X25519) cannot run in a TPM 2.0",
         )  # fmt: skip
 
-    def _protected_e_k_case(self, batch: int) -> Case:
+    def _protected_e_k_case(self, batch: int, *, layer: Layer = "lean") -> Case:
         """One E_K of one block through the keyholder in the MID's protected session: the
         per-command price of parameter encryption (against the raw bare command)."""
-        resident = _Resident(self._conn, self._milenage.record, self.mode)
+        resident = _Resident(self._conn, self._milenage.record, self.mode, layer=layer)
         block = os.urandom(16)
 
         def body(n: int) -> None:
@@ -695,21 +721,29 @@ class TpmTre:
             else "EncryptDecrypt2 in the salted HMAC session (K's empty authValue)"
         )
         return Case(
-            self.tre, "e_k (bus-protected)", body, batch=batch,
+            self.tre,
+            "e_k (bus-protected)" if layer == "lean" else "e_k (bus-protected, ESYS reference)",
+            body, batch=batch,
             detail=f"one E_K of one block ({self.mode}) through TpmBlockCipher: {what}, "
-            "TPMA_SESSION decrypt|encrypt (inData/outData AES-128-CFB), K loaded (untimed)",
+            "TPMA_SESSION decrypt|encrypt (inData/outData AES-128-CFB), K loaded (untimed); "
+            f"{_layer_text(layer)}",
             setup=resident.load, teardown=resident.unload,
         )  # fmt: skip
 
-    def _resident_aka_case(self, batch: int, *, bus_protection: bool | None = None) -> Case:
+    def _resident_aka_case(
+        self, batch: int, *, bus_protection: bool | None = None, layer: Layer = "lean"
+    ) -> Case:
         mid = self._milenage
         protect = self.bus_protection if bus_protection is None else bus_protection
-        resident = _Resident(self._conn, mid.record, self.mode, bus_protection=protect)
+        resident = _Resident(self._conn, mid.record, self.mode, bus_protection=protect,
+                             layer=layer)  # fmt: skip
         operation = (
             "aka-milenage (no registry)"
             if protect == self.bus_protection
             else "aka-milenage (no registry, no bus protection)"
         )
+        if layer == "esys":
+            operation = operation[:-1] + ", ESYS reference)"
         state = {"sqn": SqnState()}  # starts where the MID was provisioned (SQN_MS 0)
 
         def body(n: int) -> None:
@@ -744,7 +778,7 @@ class TpmTre:
         return Case(
             self.tre, operation, body, batch=batch,
             detail=f"K loaded (untimed), SQN state in memory, nothing written, "
-            f"{self._bus_label(protect)}: {what}",
+            f"{self._bus_label(protect)}: {what}; {_layer_text(layer)}",
             setup=resident.load, teardown=teardown,
         )  # fmt: skip
 
