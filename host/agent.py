@@ -33,11 +33,11 @@ MID, what the TPM registry does not: owning SHO, network, last command number.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -78,6 +78,7 @@ from protocol.transitions import PHASES, Phase, Session, SessionState
 from tpm.package import Package, operator_public
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError, RemoteProtocolError
+from trelab.jsontext import load_json
 
 __all__ = [
     "AGENT_FORMAT",
@@ -154,7 +155,7 @@ def _public_key(value: Any, what: str) -> ec.EllipticCurvePublicKey:
         raise BadInput(f"device trust: {what} must be a PEM public key")
     try:
         key = serialization.load_pem_public_key(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
         raise BadInput(f"device trust: {what} is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BadInput(f"device trust: {what} is not a P-256 key (ES256)")
@@ -739,7 +740,7 @@ class ProvisioningClient(_Client):
         _expect(msg.sho == st.sho, "wrong-sho", f"package from SHO {msg.sho}, {st.sho} was asked")
         _expect(now < msg.not_after, "stale-package", "the MID package has expired")
         try:
-            package = Package.from_json(json.loads(msg.package))
+            package = Package.from_json(load_json(msg.package, "MID package"))
         except (BadInput, ValueError, UnicodeDecodeError) as exc:
             raise AgentRefused("bad-package", f"the MID package does not parse: {exc}") from None
         _expect(

@@ -144,9 +144,9 @@ class OtaKeyring:
             doc: dict[str, Any] = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"version": _KEYRING_VERSION, "cards": {}, "transfers": {}}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BadInput(f"OTA key file {self.path}: unreadable ({type(exc).__name__})") from None
-        if doc.get("version") != _KEYRING_VERSION:
+        if not isinstance(doc, dict) or doc.get("version") != _KEYRING_VERSION:
             raise BadInput(f"OTA key file {self.path}: unsupported version")
         return doc
 

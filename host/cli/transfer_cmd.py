@@ -35,6 +35,7 @@ from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, CheckFailed
 from trelab.hexargs import parse_hex
 
@@ -120,7 +121,7 @@ def _subscription_from_profile(path: str) -> Any:
 def _transfer(args: argparse.Namespace) -> Outcome:
     from uicc.usim import UsimClient
 
-    if args.imsi is None or not args.imsi.isdigit() or not 6 <= len(args.imsi) <= 15:
+    if args.imsi is None or not is_decimal(args.imsi) or not 6 <= len(args.imsi) <= 15:
         raise BadInput("--imsi: 6 to 15 digits")
     if args.source == args.target:
         raise BadInput("--from and --to name the same SHO")
@@ -268,7 +269,7 @@ def _keyset(args: argparse.Namespace) -> Any:
         try:
             doc = json.loads(Path(args.keys_file).read_text())
             kic_text, kid_text = doc["kic"], doc["kid"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise BadInput(f"--keys-file {args.keys_file}: expected JSON with kic, kid") from None
     if kic_text is None or kid_text is None:
         raise BadInput(f"keys: give --keys-file, or {KIC_ENV} and {KID_ENV}")

@@ -97,6 +97,8 @@ def parse_expanded(script: bytes) -> list[bytes]:
     inner = tlvs(outer[0][1], "expanded script")
     if not inner or any(tag != _C_APDU_TAG for tag, _ in inner):
         raise BadInput("expanded script: expected C-APDU TLVs (tag 22)")
+    if any(len(value) < 4 for _, value in inner):  # CLA INS P1 P2 at least (ISO 7816-3 §12.1)
+        raise BadInput("expanded script: a C-APDU shorter than its 4-byte header")
     return [value for _, value in inner]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from uicc.ota.secured_packet import CPI_IEI, MAX_SMS_USER_DATA
 
@@ -34,7 +35,7 @@ class SmsDeliver:
 
 def _encode_address(digits: str) -> bytes:
     """TP-OA: number of digits, TON/NPI 81 (unknown, ISDN), BCD swapped (TS 23.040 §9.1.2.5)."""
-    if not digits.isdigit() or not 1 <= len(digits) <= 20:
+    if not is_decimal(digits) or not 1 <= len(digits) <= 20:
         raise BadInput("originating address: 1 to 20 digits")
     padded = digits + ("F" if len(digits) % 2 else "")
     swapped = "".join(padded[i + 1] + padded[i] for i in range(0, len(padded), 2))
