@@ -137,6 +137,21 @@ class OrderRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeNetworkKey:
+    """One SUCI home network key pair of an SHO (TS 33.501 §6.12.2): ``profile`` 1 (A, X25519)
+    or 2 (B, P-256), ``public`` as the USIM/ME holds it; ``state`` current (new SUCIs use it)
+    → previous (still de-conceals after a rotation) → retired (refused)."""
+
+    sho: str
+    key_id: int
+    profile: int
+    private: bytes = field(repr=False)
+    public: bytes = b""
+    state: str = "current"
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One entry of the hash-chained audit trail (no secrets in ``detail``)."""
 
@@ -172,6 +187,8 @@ class Ledger(Protocol):
     def put_grant(self, token_hash: bytes, pcid: str, not_after: int) -> None: ...
     def order(self, mid_id: str) -> OrderRecord | None: ...
     def put_order(self, record: OrderRecord) -> None: ...
+    def hn_keys(self, sho: str) -> list[HomeNetworkKey]: ...
+    def put_hn_key(self, record: HomeNetworkKey) -> None: ...
     def audit(
         self, at: int, actor: str, event: str, subject: str, detail: Mapping[str, Any]
     ) -> None: ...

@@ -40,6 +40,7 @@ __all__ = [
     "EkKind",
     "ek_policy_a",
     "ek_policy_b",
+    "ek_policy_or_list",
     "ek_policy_session",
     "ek_public_from_certificate",
     "ek_tpm_public",
@@ -478,6 +479,24 @@ def loaded_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> Iterator[tuple[A
         yield handle, public
     finally:
         release_ek(conn, handle)
+
+
+def ek_policy_or_list(ek_public: Any) -> list[bytes] | None:
+    """For a SHA-256 EK: None for TCG PolicyA (PolicySecret(TPM_RH_ENDORSEMENT) alone), the
+    PolicyOR branch list after it for PolicyB. Used by the lean layer's EK session.
+
+    Raises:
+        EkCertificateRejected: not a SHA-256 EK with a TCG EK policy.
+    """
+    area = ek_public.publicArea
+    if _hash_name(area.nameAlg) != "sha256":
+        raise EkCertificateRejected("EK nameAlg is not SHA-256")
+    policy = bytes(area.authPolicy)
+    if policy == ek_policy_a("sha256"):
+        return None
+    if policy == ek_policy_b("sha256"):
+        return [ek_policy_a("sha256"), _POLICY_C["sha256"]]
+    raise EkCertificateRejected("EK authPolicy is neither TCG PolicyA nor PolicyB")
 
 
 def ek_policy_session(conn: TpmConnection, ek_public: Any) -> Any:

@@ -359,6 +359,8 @@ class TpmFacts:
     store_indices_checked: bool = False
     #: persistent EK matched to its certificate, per kind: (ESYS object, TPM2B_PUBLIC)
     ek: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: the symmetric commands and AES modes the TPM implements (tpm.keyholder.probe_symmetric)
+    symmetric: Any = None
 
     def remember_nv(self, index: int, obj: Any) -> None:
         self.nv_objects[index] = obj

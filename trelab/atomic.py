@@ -11,14 +11,14 @@ from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "observe_fsync"]
 
-#: wrappers each fsync runs through (benchmarks time durability apart from the rest)
+#: wrappers each fsync and the rename run through (benchmarks time durability apart)
 _fsync_runners: list[Callable[[Callable[[], None]], None]] = []
 
 
 @contextlib.contextmanager
 def observe_fsync(runner: Callable[[Callable[[], None]], None]) -> Iterator[None]:
-    """Inside the block, every fsync of :func:`atomic_write_bytes` is done by calling
-    ``runner(fsync)`` (which must call ``fsync`` once: e.g. to time it)."""
+    """Inside the block, every fsync and the rename of :func:`atomic_write_bytes` are done by
+    calling ``runner(step)`` (which must call ``step`` once: e.g. to time it)."""
     _fsync_runners.append(runner)
     try:
         yield
@@ -33,6 +33,13 @@ def _fsync(fd: int) -> None:
     _fsync_runners[-1](lambda: os.fsync(fd))
 
 
+def _replace(source: str, target: Path) -> None:
+    if not _fsync_runners:
+        os.replace(source, target)
+        return
+    _fsync_runners[-1](lambda: os.replace(source, target))
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename, fsync dir."""
     target = Path(path)
@@ -44,7 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
             handle.write(data)
             handle.flush()
             _fsync(handle.fileno())
-        os.replace(tmp, target)
+        _replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError, TrelabError, Unavailable
 
 from .base import exchange
@@ -133,30 +134,32 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
         Unavailable: there is no reader at all (pcscd down, the lab not up).
     """
     there = ", ".join(f"#{i} {n!r}" for i, n in enumerate(names)) or "none"
-    if isinstance(spec, int) or (isinstance(spec, str) and re.fullmatch(r"[0-9]+", spec.strip())):
-        index = int(spec)
+    if isinstance(spec, int) or (isinstance(spec, str) and is_decimal(spec.strip(" "))):
+        index = int(spec.strip(" ")) if isinstance(spec, str) else spec
         if isinstance(spec, str) and spec in names:
             return spec
         if 0 <= index < len(names):
             return names[index]
         if not names:
             raise Unavailable(f"no reader #{index}: no PC/SC reader at all", fix=_LAB_FIX)
-        raise BadInput(f"--reader: no reader #{index} (readers: {there})")
+        raise BadInput(f"no reader #{index} (readers: {there})", field="reader")
     if spec in names:
         return spec
     try:
         pattern = re.compile(spec)
     except re.error as exc:
-        raise BadInput(f"--reader: {spec!r} is neither a reader name nor a regex ({exc})") from None
+        raise BadInput(
+            f"{spec!r} is neither a reader name nor a regex ({exc})", field="reader"
+        ) from None
     found = [n for n in names if pattern.search(n)]
     if len(found) == 1:
         return found[0]
     if found:
         several = ", ".join(repr(n) for n in found)
-        raise BadInput(f"--reader: {spec!r} matches several readers: {several}")
+        raise BadInput(f"{spec!r} matches several readers: {several}", field="reader")
     if not names:
         raise Unavailable(f"no reader matches {spec!r}: no PC/SC reader at all", fix=_LAB_FIX)
-    raise BadInput(f"--reader: no reader matches {spec!r} (readers: {there})")
+    raise BadInput(f"no reader matches {spec!r} (readers: {there})", field="reader")
 
 
 class PcscLink:

@@ -21,7 +21,7 @@ DATA = {
         _record("tpm (ecb, load-gated)", "aka-milenage (no registry)", 2_000_000.0),
         _record(
             "tpm (ecb, load-gated)", "aka-milenage (no registry, no bus protection)", 1_500_000.0
-        ),  # fmt: skip
+        ),
         _record("tpm (ecb, load-gated)", "quote+verify", 8_000_000.0),
     ],
     "skipped": [{"tre": "tpm (physical)", "reason": "no /dev/tpmrm0"}],
