@@ -101,8 +101,6 @@ def attach_tpm(
     if imsi is None:
         with registry.locked():
             data = registry.read_checked(conn, ek_name(conn))
-        if mid_id not in data.mids:
-            _explain_unknown(registry, mid_id)
         imsi = data.get(mid_id).imsi
 
     def aka(rand: bytes, autn: bytes) -> AkaResult:
@@ -118,24 +116,6 @@ def attach_tpm(
         rat=rat,
         suci=suci,
     )
-
-
-def _explain_unknown(registry: Registry, mid_id: str) -> None:
-    """A MID ``trelab mid list`` still shows (the agent keeps deleted MIDs as a record) but
-    whose K is gone from the TPM: say that, rather than "not in the registry".
-
-    Raises:
-        UnknownMid: always.
-    """
-    from host.provision import AgentFiles
-    from tpm.mid_errors import UnknownMid
-
-    info = AgentFiles(registry).read().mids.get(mid_id)
-    if info is not None:
-        raise UnknownMid(
-            f"MID {mid_id} is {info.state}: its K is no longer in the TPM "
-            "(`trelab mid list` keeps it as a record)"
-        )
 
 
 def attach_card(
