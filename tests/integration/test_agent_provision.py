@@ -353,8 +353,9 @@ def test_operator_order_and_mid_verbs_from_the_command_line(lab: LabStatus, tmp_
         unknown = trelab("operator", "order", "--mid", "no-such-mid", "--transition", "suspend",
                          "--sho", "sho-a", *store)  # fmt: skip
         assert unknown.returncode == 2, unknown.stderr
-        no_mid = trelab("attach", "--mid", "no-such-mid", *agent_args(lab, net, registry))
-        assert no_mid.returncode == 2, no_mid.stderr
+        attach_args = ["--tpm", lab.tcti, "--registry", str(registry), "--network", net.url]
+        no_mid = trelab("attach", "--mid", "no-such-mid", *attach_args)
+        assert no_mid.returncode == 2 and "no MID 'no-such-mid'" in no_mid.stderr, no_mid.stderr
         # deleted: `mid list` keeps it as a record, and using it says it is deleted
         trelab("operator", "order", "--mid", mid.mid_id, "--transition", "delete",
                "--sho", "sho-a", *store)  # fmt: skip
@@ -362,7 +363,7 @@ def test_operator_order_and_mid_verbs_from_the_command_line(lab: LabStatus, tmp_
         assert gone.returncode == 0, gone.stderr
         listed = trelab("mid", "list", "--tpm", lab.tcti, "--registry", str(registry), "--json")
         assert mid.mid_id in {r["mid"] for r in json.loads(listed.stdout)["mids"]}
-        used = trelab("attach", "--mid", mid.mid_id, *agent_args(lab, net, registry))
+        used = trelab("attach", "--mid", mid.mid_id, *attach_args)
         assert used.returncode == 2 and "is DELETED" in used.stderr, used.stderr
 
 
