@@ -48,9 +48,11 @@ from tpm.ek import loaded_ek
 from tpm.keyholder import (
     Mode,
     SealedAes,
+    SealedHmac,
     SealedKeccak,
     SymmetricSupport,
     TpmBlockCipher,
+    TpmHmac,
     probe_symmetric,
     translate,
 )
@@ -229,9 +231,12 @@ def wrap_for_device(
     """
     info = device_info(conn, selection)
     if form is None:
-        form = (
-            "sealed" if algorithm.name == "tuak" or info.symmetric.command is None else "symcipher"
-        )
+        if algorithm.name == "hmac-sha256":
+            form = "hmac"
+        elif algorithm.name == "tuak" or info.symmetric.command is None:
+            form = "sealed"
+        else:
+            form = "symcipher"
     slot = info.free_slot if slot is None else slot
     public = approval = None
     if kind == "authorize":
@@ -690,7 +695,14 @@ class LoadedMid:
                 raise BadInput(f"MID {record.mid} holds K as sealed data: only mode sealed runs")
             self.mode: Mode = "sealed"
             self.bus_protection = True  # K itself is unsealed: never over an open bus
+        elif policy.k_form == "hmac":
+            if mode not in (None, "hmac"):
+                raise BadInput(f"MID {record.mid} holds K as an HMAC key: only mode hmac runs")
+            self.mode = "hmac"
+            self.bus_protection = bus_protection  # TPM2_HMAC's buffer comes first: encryptable
         else:
+            if mode == "hmac":
+                raise BadInput(f"MID {record.mid} holds K as an AES key: mode hmac cannot run")
             if mode == "sealed":
                 raise BadInput(
                     f"MID {record.mid} holds K as a TPM key: it cannot be unsealed (that is the point)"
@@ -873,6 +885,7 @@ class LoadedMid:
     def _build(self, key: Any) -> None:
         from tpm2_pytss import TSS2_Exception
 
+        from aka.hmac_aka import HmacAka
         from aka.milenage import Milenage
         from aka.tuak import Tuak
 
@@ -892,8 +905,27 @@ class LoadedMid:
             spec = self.record.algorithm
             if spec.name == "tuak":
                 self.holder = SealedKeccak(unseal, spec.key_bits)
+            elif spec.name == "hmac-sha256":
+                self.holder = SealedHmac(unseal)
             else:
                 self.holder = SealedAes(unseal)
+        elif self.mode == "hmac":
+            if self.bus_protection:  # buffer (OPc, RAND) and outHMAC encrypted on the bus
+                shared = self._runner.session if self._runner is not None else self._hmac
+                set_session_attributes(self._conn, shared, encrypt=True, decrypt=True)
+                self.holder = TpmHmac(
+                    self._conn,
+                    key,
+                    authorize=self._runner.use if self._runner is not None else None,
+                    session=self._hmac if self._runner is None else None,
+                    bus_protected=True,
+                )
+            else:
+                self.holder = TpmHmac(
+                    self._conn,
+                    key,
+                    authorize=self._k_runner.use if self._k_runner is not None else None,
+                )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
             shared = self._runner.session if self._runner is not None else self._hmac
@@ -916,7 +948,9 @@ class LoadedMid:
                 authorize=self._k_runner.use if self._k_runner is not None else None,
             )
         spec = self.record.algorithm
-        if spec.name == "tuak":
+        if spec.name == "hmac-sha256":
+            self.algorithm = HmacAka(self.holder, self.secret, res_bits=spec.res_bits)
+        elif spec.name == "tuak":
             self.algorithm = Tuak(
                 self.holder,
                 self.secret,
@@ -932,7 +966,7 @@ class LoadedMid:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Scope of one AKA: sealed holders unseal K once for it and zero it afterwards."""
-        if isinstance(self.holder, SealedAes | SealedKeccak):
+        if isinstance(self.holder, SealedAes | SealedKeccak | SealedHmac):
             with self.holder.unsealed():
                 yield
         else:
