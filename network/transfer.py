@@ -62,10 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aka.algorithm import F2345, AkaAlgorithm
 from aka.hss import Hss, Subscriber
-from aka.keyholder import SoftwareAes
-from aka.milenage import Milenage
 from aka.sqn import SqnGenerator
-from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
 from network.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
@@ -596,12 +593,9 @@ def imsi_update_script(imsi: str, mnc_length: int = 2) -> list[bytes]:
 
 def _algorithm(algorithm: str, params: Mapping[str, int], k: bytes, opc: bytes) -> AkaAlgorithm:
     """Raises: BadInput: an algorithm or parameters that cannot run."""
-    if algorithm == "milenage":
-        return Milenage(SoftwareAes(k), opc)
-    if algorithm == "tuak":
-        extra = {key: v for key, v in params.items() if key != "key_bits"}
-        return Tuak(SoftwareKeccak(k), opc, **extra)
-    raise BadInput(f"algorithm {algorithm!r} is not milenage or tuak")
+    from aka.sets import software_algorithm
+
+    return software_algorithm(algorithm, params, k, opc)
 
 
 def _record_algorithm(record: HssRecord) -> AkaAlgorithm:

@@ -36,8 +36,8 @@ from trelab.errors import Unavailable
 __all__ = [
     "AES_MODES",
     "AkaMode",
-    "DictionaryAttack",
     "AlgorithmProposal",
+    "DictionaryAttack",
     "TpmInfo",
     "choose_aka_mode",
     "hmac_supported",

@@ -179,7 +179,7 @@ def test_sealed_k_is_the_labelled_last_resort(
     lab: LabStatus, conn: TpmConnection, registry: Registry
 ) -> None:
     mid = _provision(conn, registry, kind="load", imsi="001019990000203", form="sealed")
-    rand, expected, outcome, capture, _ = _tapped(lab, registry, mid)
+    _, expected, outcome, capture, _ = _tapped(lab, registry, mid)
     assert isinstance(outcome.result, AkaSuccess) and outcome.result.res == expected.res
     assert outcome.mode == "sealed" and "unsealed into host memory" in outcome.to_json()["note"]
     assert mid.k not in capture and mid.opc not in capture
@@ -224,3 +224,45 @@ def test_k_forms_and_algorithm_sets_do_not_mix(conn: TpmConnection) -> None:
     bad["algorithm"] = {"name": "hmac-sha256", "key_bits": 256, "res_bits": 64, "mac_bits": 64}
     with pytest.raises(BadInput, match="key_bits and res_bits only"):
         Package.from_json(bad)
+
+
+# ---- end to end: the operator server provisions the set, the device attaches ------------------
+
+
+def test_provision_and_attach_with_the_hmac_set_k_never_outside_the_tpm(
+    lab: LabStatus, tmp_path
+) -> None:
+    """An SHO configured with the HMAC-SHA-256 set: ``trelab provision`` against the served
+    operator (HTTP), then attach and a resynchronisation, every TPM command through the bus
+    relay. The MID holds K as a TPM HMAC key; the HSS's own K, OPc and the session's RES/CK/IK
+    never appear on the TPM bus."""
+    from host.attach import attach_tpm
+    from host.provision import provision
+    from tests.integration.test_agent_provision import network
+
+    def hmac_sho(doc: dict[str, Any]) -> None:
+        doc["shos"]["sho-a"]["algorithm"] = "hmac-sha256"
+        doc["shos"]["sho-a"]["params"] = {"key_bits": 256, "res_bits": 64}
+
+    registry = Registry(tmp_path / "mids.json")
+    assert lab.swtpm.port is not None
+    with network(tmp_path, lab, edit=hmac_sho) as net, BusTap(lab.swtpm.port) as tap:
+        with TpmConnection(tap.tcti) as c:
+            done = provision(c, registry, net.http, net.trust, sho="sho-a", network=net.url)
+            mid = done.finished
+            record = registry.read().get(mid.mid_id)
+            assert record.algorithm == SPEC and record.policy.k_form == "hmac"
+            first = attach_tpm(c, registry, net.http, mid_id=mid.mid_id)
+            assert first.accepted
+            with net.store.transaction() as tx:  # the HSS falls behind: AUTS, resync
+                hss = tx.hss(mid.imsi)
+                assert hss is not None and hss.algorithm == "hmac-sha256"
+                tx.put_hss(dataclasses.replace(hss, sqn={**hss.sqn, "seq_he": 0, "ind": 0}))
+            again = attach_tpm(c, registry, net.http, mid_id=mid.mid_id)
+            assert again.accepted and again.resynchronised
+        capture = tap.captured()
+        hmac_commands = _hmac_commands(tap.exchanges())
+    assert len(hss.k) == 32 and len(hss.opc) == 32
+    # f2…f5 and f1 per AUTN (5); the stale one adds f5* and f1* for AUTS: 5 + (5 + 2) + 5
+    assert len(hmac_commands) == 17 and all(a & 0x60 == 0x60 for a, _ in hmac_commands)
+    assert hss.k not in capture and hss.opc not in capture
