@@ -185,7 +185,7 @@ def run_provision_bench(
     """
     from host.provision import provision
     from lab.lab import Lab
-    from network.client import InProcessTransport
+    from protocol.client import InProcessTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 

@@ -7,7 +7,7 @@ One real server, ``trelab network serve`` on a free loopback port, with a config
 swtpm instances (manufactured for this run with :mod:`lab.swtpm`, as the bench TPM of
 :mod:`bench.tres.tpm` is; MID slots are spent for good, so no level reuses a TPM) and ``c``
 agent processes, one per TPM (processes, not threads: the GIL), each running
-:func:`host.provision.provision` over :class:`network.client.HttpTransport` ``k`` times back to
+:func:`host.provision.provision` over :class:`protocol.client.HttpTransport` ``k`` times back to
 back — what ``trelab provision`` does, without paying Python start-up per provisioning.
 Agents import and open their TPM first, report ``ready``, and all start on one ``go``.
 
@@ -370,7 +370,7 @@ class _Run:
 
 
 def _environment() -> dict[str, Any]:
-    from .main_job import cpu_model
+    from .machine import cpu_model
     from .tres.tpm import swtpm_version
 
     return {
@@ -494,7 +494,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from host.provision import load_trust, provision
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 

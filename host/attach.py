@@ -17,7 +17,8 @@ from typing import Any
 
 from aka.usim import AkaResult
 from host.agent import AgentRefused, AttachClient, AttachDone, Authenticate
-from network.client import Transport
+from host.send import report
+from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.errors import CheckFailed
@@ -60,8 +61,6 @@ def attach(
 
 
 def _report(transport: Transport, send: Any) -> None:
-    from host.provision import report
-
     report(transport, send)
 
 

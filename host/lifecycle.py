@@ -30,8 +30,9 @@ from host.agent import (
     LifecycleClient,
     MidInfo,
 )
-from host.provision import AgentFiles, TpmDevice, post, report
-from network.client import Transport
+from host.provision import AgentFiles, TpmDevice
+from host.send import post, report
+from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.errors import BadInput, CheckFailed

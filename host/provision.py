@@ -1,6 +1,6 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
-:mod:`tpm`) and a :class:`network.client.Transport` (HTTP or in-process), journaling every
+:mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
 step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
 
 Crash safety. Once the TPM is about to change, the client state
@@ -62,19 +62,19 @@ from host.agent import (
     ProvisioningClient,
     ProvisionState,
     Quote,
-    Send,
     parse_device_trust,
 )
-from network.client import Transport
-from network.errors import Refused
+from host.attach import attach_tpm
+from host.send import post, report
+from protocol.client import Transport
+from protocol.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
-from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError, Unavailable
+from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, Unavailable
 
 __all__ = [
     "CRASH_ENV",
-    "TRUST_ENV",
     "AgentFiles",
     "Hook",
     "Identity",
@@ -88,13 +88,10 @@ __all__ = [
     "install_pcid",
     "instrumented",
     "load_trust",
-    "post",
     "provision",
-    "report",
 ]
 
 CRASH_ENV = "TRELAB_TEST_CRASH_AT"
-TRUST_ENV = "TRELAB_DEVICE_TRUST"
 Hook = Callable[[str], None]
 
 
@@ -103,10 +100,10 @@ def _no_hook(point: str) -> None:
 
 
 def crash_hook(point: str | None = None, *, kill: Callable[[], None] | None = None) -> Hook | None:
-    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`network.crash.crash_hook`): SIGKILL this
+    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`trelab.crash.crash_hook`): SIGKILL this
     process on reaching ``point`` (``point#n``: its n-th time) — a real kill -9: no cleanup, no
     flush, no atexit. None when unset."""
-    from network.crash import crash_hook as make
+    from trelab.crash import crash_hook as make
 
     return make(CRASH_ENV, target=point, kill=kill)
 
@@ -345,16 +342,28 @@ class TpmDevice:
         lifecycle index discarded), so it is never reused or mistaken for a MID. Returns
         whether it changed."""
         from tpm import nv
+        from tpm.mid import log_event, repair_audit
 
-        if nv.discard_lifecycle(self.conn, slot):
-            nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
+        with self.registry.locked():  # the orphan event goes into the log and AUDIT alike
+            name = self.ek_name()
+            data = self.registry.read_checked(self.conn, name)
+            repair_audit(self.conn, data)
+            if not nv.discard_lifecycle(self.conn, slot):
+                state = nv.read_state(self.conn, slot)
+                if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
+                    return False
+                nv.write_state(self.conn, slot, nv.MidState.DELETED)
+            event = json.dumps({"event": "orphan", "slot": slot}, separators=(",", ":"))
+            log_event(self.conn, self.registry, data, event, name)
             return True
-        state = nv.read_state(self.conn, slot)
-        if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
-            return False
-        nv.write_state(self.conn, slot, nv.MidState.DELETED)
-        nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
-        return True
+
+    def repair_audit(self) -> str | None:
+        """Complete an AUDIT extension an interrupt cut off (:func:`tpm.mid.repair_audit`)."""
+        from tpm.mid import repair_audit
+
+        with self.registry.locked():
+            data = self.registry.read_checked(self.conn, self.ek_name())
+            return repair_audit(self.conn, data)
 
     def certify(self, ak: Any, event: Certify) -> dict[str, bytes]:
         """AK-signed TPM2_NV_Certify of the MID's state — its lifecycle index (state ‖ version)
@@ -483,22 +492,13 @@ class AgentFiles:
             raise Unavailable(f"cannot write the agent state {self.path}: {exc.strerror}") from None
 
 
-def load_trust(path: str | os.PathLike[str] | None = None) -> DeviceTrust:
-    """The pinned network keys: ``path``, else ``$TRELAB_DEVICE_TRUST``, else
-    ``device-trust.json`` in the network config folder (the lab runs both on one host).
+def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
+    """The pinned network keys from a ``device-trust.json`` (``trelab network init-config``).
 
     Raises:
         BadInput: not a device-trust document.
         Unavailable: no such file.
     """
-    if path is None:
-        env = os.environ.get(TRUST_ENV)
-        if env:
-            path = env
-        else:
-            from host.cli.network_cmd import default_config_dir
-
-            path = default_config_dir() / "device-trust.json"
     where = Path(path)
     try:
         text = where.read_text()
@@ -515,22 +515,6 @@ def load_trust(path: str | os.PathLike[str] | None = None) -> DeviceTrust:
         raise BadInput(f"device trust {where}: not JSON") from None
 
 
-def post(transport: Transport, send: Send, grant: bytes | None = None) -> bytes:
-    """One request; an ICF grant goes only to the RO's endpoints (DRF, PVA, DPF)."""
-    role = send.endpoint.split("/", 1)[0]
-    use = grant if role in ("drf", "pva", "dpf") else None
-    return transport.post(send.endpoint, send.wire, grant=use)
-
-
-def report(transport: Transport, send: Send) -> bool:
-    """Best effort: a refusal report for the network's audit trail. Returns whether it landed."""
-    try:
-        transport.post(send.endpoint, send.wire)
-    except TrelabError:
-        return False
-    return True
-
-
 # ---- the runner ----------------------------------------------------------------------------------
 
 
@@ -544,6 +528,7 @@ class ProvisionResult:
     resumed: bool = False
     rolled_back: list[str] = field(default_factory=list)
     pcid: dict[str, Any] | None = None
+    repaired: list[str] = field(default_factory=list)
     flushed: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     tpm_commands: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -561,6 +546,7 @@ class ProvisionResult:
             "network": self.network,
             "resumed": self.resumed,
             "rolled_back": list(self.rolled_back),
+            "repaired": list(self.repaired),
             "pcid": self.pcid,
             "receipt": {
                 "nv_certify": ["MID_STATE", "MID_CTR"],
@@ -744,7 +730,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             package = Package.from_json(json.loads(manifest.package))
             event = Install(manifest, package, verdict.pcr_digest)
         elif state.step == "commanded":
-            from network.messages import LifecycleCommand, decode
+            from protocol.messages import LifecycleCommand, decode
 
             command = decode(state.command) if state.command else None
             if not isinstance(command, LifecycleCommand):
@@ -792,7 +778,6 @@ def _pcid_grant(run: _Run, pcid: PcidInfo, random_bytes: Callable[[int], bytes])
     Raises:
         AgentRefused: the ICF refused the attach.
     """
-    from host.attach import attach_tpm
 
     with run.tpm.step("pcid"):
         done = attach_tpm(
@@ -855,6 +840,8 @@ def provision(
             identity = device.identity()
         run = _Run(device, identity, transport, trust, files, network, grant, hooks, clock, tpm)
         notes: list[str] = []
+        audit_note = device.repair_audit()
+        repaired = [] if audit_note is None else [audit_note]
         finished: Finished | None = None
         resumed = False
         journal = files.read().journal
@@ -907,6 +894,7 @@ def provision(
         network=network,
         resumed=resumed,
         rolled_back=notes,
+        repaired=repaired,
         pcid=pcid_out,
         flushed=flushed,
         timing={"tpm_seconds": tpm.seconds, "tpm_commands": float(tpm.calls)},

@@ -59,7 +59,6 @@ __all__ = [
     "LabStatus",
     "ModemStatus",
     "SwtpmStatus",
-    "default_lab_dir",
 ]
 
 LAB_JSON_VERSION = 1
@@ -73,16 +72,6 @@ MODEM_PROFILE_CHANGES: Mapping[str, str] = {
 }
 _DAEMON_START_TIMEOUT = 20.0  # a python start on a loaded 2-core machine
 _ATTACH_TIMEOUT = 5.0
-
-
-def default_lab_dir() -> Path:
-    """``$TRELAB_LAB_DIR``, else ``<user state dir>/trelab/lab`` (platformdirs)."""
-    explicit = os.environ.get("TRELAB_LAB_DIR")
-    if explicit:
-        return Path(explicit)
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("trelab")) / "lab"
 
 
 @dataclass(frozen=True)
@@ -339,15 +328,14 @@ class Lab:
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         port: int | None = None,
         registry: pcscd.PcscdRegistry | None = None,
     ) -> None:
         if port is not None and not 1024 <= port < 65535:
             raise BadInput(f"--port: {port} not in 1024..65534")
-        base = Path(path) if path is not None else default_lab_dir()
-        self.path = base.expanduser().absolute()
+        self.path = Path(path).expanduser().absolute()
         self.port = port
         self.registry = registry if registry is not None else pcscd.PcscdRegistry()
         self._paths = swtpm.SwtpmPaths(self.path)

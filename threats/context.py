@@ -33,10 +33,10 @@ if TYPE_CHECKING:
 
     from firmware_stubs.usim.profile import CardProfile
     from lab.lab import LabStatus
-    from network.client import Transport
     from network.config import NetworkConfig
     from network.server import NetworkApp
     from network.store import Store
+    from protocol.client import Transport
     from tpm.registry import Registry
     from uicc.links.pcsc import PcscLink
 
@@ -138,15 +138,15 @@ class NetworkLab:
         return app
 
     def transport(self, app: NetworkApp) -> Transport:
-        from network.client import InProcessTransport
+        from protocol.client import InProcessTransport
 
         return InProcessTransport(app)
 
     @contextlib.contextmanager
     def http(self, app: NetworkApp) -> Iterator[Transport]:
         """``app`` served over HTTP on a free loopback port for the block."""
-        from network.client import HttpTransport
         from network.server import running_server
+        from protocol.client import HttpTransport
 
         with running_server(app) as url:
             yield HttpTransport(url)

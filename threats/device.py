@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from network.errors import RemoteProtocolError
-from network.messages import (
+from protocol.errors import RemoteProtocolError
+from protocol.messages import (
     Ack,
     AttachRequest,
     AttachResult,
@@ -41,13 +41,13 @@ from network.messages import (
     receipt_qualifying_data,
     verify_signature,
 )
-from network.protocol import Session, SessionState
+from protocol.transitions import Session, SessionState
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from network.client import Transport
-    from network.messages import SigningKey
+    from protocol.client import Transport
+    from protocol.messages import SigningKey
     from tpm.connection import TpmConnection
     from tpm.identity import AttestationKey
     from tpm.package import Package
@@ -341,7 +341,7 @@ def order(transport: Transport, signer: SigningKey, mid_id: str, transition: str
     Raises:
         Refused, SignatureInvalid: the RO did not take the order.
     """
-    from network.messages import INITIAL_TRANSCRIPT, LifecycleOrder, decode, encode, sign
+    from protocol.messages import INITIAL_TRANSCRIPT, LifecycleOrder, decode, encode, sign
 
     msg = sign(
         LifecycleOrder(

@@ -38,7 +38,7 @@ def _say(message: str) -> None:
 
 def run_threat_checks(
     *,
-    lab_dir: Path | None = None,
+    lab_dir: Path,
     only: Sequence[str] | None = None,
     keep_lab: bool = False,
     html_out: Path | None = None,
@@ -46,7 +46,7 @@ def run_threat_checks(
     progress: Callable[[str], None] = _say,
 ) -> ThreatReport:
     """Run the checks of ``only`` (all 16 seed threats by default) against the lab at
-    ``lab_dir`` (the user's lab by default); exit code 1 if a finding the lab should have
+    ``lab_dir``; exit code 1 if a finding the lab should have
     blocked did not hold or a check broke.
 
     Raises:

@@ -1,8 +1,8 @@
 """Edge: TPM. Open a TPM from a TCTI string, the one way every ``tpm/`` module gets an ESAPI.
 
 TCTI strings: ``swtpm:host=127.0.0.1,port=P`` (lab), ``device:/dev/tpmrm0`` (a board),
-``mssim:host=…,port=…``. ``--tpm`` wins over ``$TRELAB_TPM``; without either, the running
-lab's swtpm is used. swtpm has no resource manager: callers flush what they create
+``mssim:host=…,port=…``. Which TPM to open is the caller's choice (the CLI resolves its
+default, see :mod:`host.cli.defaults`). swtpm has no resource manager: callers flush what they create
 (:meth:`TpmConnection.flush` and the ``transient`` context manager help).
 """
 
@@ -20,7 +20,7 @@ from trelab.errors import BadInput, Unavailable
 # every refusal itself in one line, so silence the library unless the user asked for its logs.
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
-__all__ = ["TpmConnection", "parse_tcti", "resolve_tcti"]
+__all__ = ["TpmConnection", "parse_tcti"]
 
 
 def parse_tcti(tcti: str) -> tuple[str, str]:
@@ -33,25 +33,6 @@ def parse_tcti(tcti: str) -> tuple[str, str]:
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise BadInput(f"--tpm: {tcti!r} is not a TCTI string (e.g. device:/dev/tpmrm0)")
     return name, conf
-
-
-def resolve_tcti(explicit: str | None) -> str:
-    """The TCTI to use: ``--tpm``, else ``$TRELAB_TPM``, else the running lab's swtpm.
-
-    Raises:
-        Unavailable: nothing given and no lab running.
-    """
-    if explicit:
-        return explicit
-    env = os.environ.get("TRELAB_TPM")
-    if env:
-        return env
-    from lab.lab import Lab
-
-    status = Lab().status()
-    if status.swtpm.state != "running" or status.swtpm.tcti is None:
-        raise Unavailable("no TPM given and the lab's swtpm is not running", fix="trelab lab up")
-    return status.swtpm.tcti
 
 
 class TpmConnection:

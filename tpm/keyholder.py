@@ -1,4 +1,4 @@
-"""Edge: TPM. The AKA core's keyholders with K inside the TPM (architecture.md principle 2).
+"""Edge: TPM. The AKA core's keyholders with K inside the TPM (docs/architecture.md, principle 2).
 
 - :class:`TpmBlockCipher` — E_K by TPM2_EncryptDecrypt2 (or TPM2_EncryptDecrypt) on an
   AES-128 SYMCIPHER object: ``ecb`` sends all blocks of a call in one ECB command; ``cfb`` is

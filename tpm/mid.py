@@ -39,7 +39,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
 from tpm import nv
@@ -56,6 +56,7 @@ from tpm.keyholder import (
     probe_symmetric,
     translate,
 )
+from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
 from tpm.package import (
     DEFAULT_PCRS,
@@ -76,17 +77,21 @@ from trelab.errors import BadInput, TrelabError, Unavailable
 
 __all__ = [
     "SRK_HANDLE",
+    "AuditState",
     "DeviceInfo",
     "LoadedMid",
+    "audit_state",
     "delete_mid",
     "device_info",
     "ek_name",
     "ensure_srk",
     "factory_reset",
     "import_package",
+    "log_event",
     "object_name",
     "pcr_values",
     "reauthorize",
+    "repair_audit",
     "set_state",
     "verify_audit",
     "wrap_for_device",
@@ -310,6 +315,7 @@ def import_package(
     with registry.locked(), loaded_ek(conn) as (ek, ek_public):
         this_ek = object_name(ek_public)
         data = registry.read_checked(conn, this_ek)
+        repair_audit(conn, data)
         if package.ek_name != this_ek:
             raise PackageRejected("package is for another TPM (EK name differs)")
         srk, srk_public = ensure_srk(conn)
@@ -393,7 +399,7 @@ def import_package(
             # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
             nv.define_lifecycle(conn, install.index)
             try:
-                nv.write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+                write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
             except MidRefused as exc:
                 raise PackageRejected(
                     f"the owner's approval of INSTALLED is refused: {exc}"
@@ -421,8 +427,7 @@ def import_package(
             created=now(),
         )
         event = _event("install", record, state=record.state)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), this_ek)
+        log_event(conn, registry, data.with_mid(record), event, this_ek)
     return record
 
 
@@ -442,8 +447,11 @@ def ek_name(conn: TpmConnection) -> bytes:
 
 
 def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, bytes]:
+    """The registry verified against REG_CTR, an interrupted AUDIT extension completed."""
     name = ek_name(conn)
-    return registry.read_checked(conn, name), name
+    data = registry.read_checked(conn, name)
+    repair_audit(conn, data)
+    return data, name
 
 
 def _write_state(
@@ -471,7 +479,7 @@ def _write_state(
             " owner's signed approval (trelab mid activate|suspend|delete over the network)"
         )
     approved = nv.StateApproval(index, current, current.then(state), approval)
-    nv.write_lifecycle(conn, approved, policy.lifecycle.authority)
+    write_lifecycle(conn, approved, policy.lifecycle.authority)
 
 
 def set_state(
@@ -496,8 +504,7 @@ def set_state(
         record = replace(data.get(mid_id), state=state.name.lower())
         _write_state(conn, record, state, approval)
         event = _event("state", record, state=record.state)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        log_event(conn, registry, data.with_mid(record), event, name)
         return record
 
 
@@ -523,8 +530,7 @@ def delete_mid(
         else:
             _write_state(conn, record, nv.MidState.DELETED, approval)
         event = _event(kind, record)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.without_mid(mid_id).with_event(event), name)
+        log_event(conn, registry, data.without_mid(mid_id), event, name)
         return replace(record, state="deleted")
 
 
@@ -549,16 +555,61 @@ def reauthorize(
         approval = sign_approval(operator_key, policy.selection, digest, record.slot)
         record = replace(record, policy=replace(policy, approval=approval, pcr_digest=digest))
         event = _event("approve", record, pcr_digest=digest.hex())
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        log_event(conn, registry, data.with_mid(record), event, name)
         return record
+
+
+def log_event(
+    conn: TpmConnection, registry: Registry, data: RegistryData, event: str, ek: bytes
+) -> RegistryData:
+    """Commit ``data`` with ``event`` appended to the host's log, *then* extend it into AUDIT
+    (call under :meth:`Registry.locked`). In this order an interrupt at any instant leaves
+    the log equal to AUDIT or exactly one event ahead — which :func:`repair_audit` completes —
+    never an AUDIT value no log can replay."""
+    written = registry.commit(conn, data.with_event(event), ek)
+    nv.extend_audit(conn, event.encode())
+    return written
+
+
+AuditState = Literal["matches", "one event behind", "mismatch"]
+
+
+def audit_state(conn: TpmConnection, data: RegistryData) -> AuditState:
+    """How the host's event log relates to the TPM's AUDIT value: it replays to it
+    ("matches"), the TPM lacks only the last logged event (an interrupt between
+    :func:`log_event`'s two steps: "one event behind", repairable), or neither ("mismatch":
+    events missing from or altered in the log — what the AUDIT index exists to reveal)."""
+    if not nv.counter_defined(conn, nv.AUDIT):
+        return "matches" if not data.audit else "mismatch"
+    value = nv.read_audit(conn)
+    events = [e.encode() for e in data.audit]
+    if nv.audit_chain(events) == value:
+        return "matches"
+    if events and nv.audit_chain(events[:-1]) == value:
+        return "one event behind"
+    return "mismatch"
 
 
 def verify_audit(conn: TpmConnection, data: RegistryData) -> bool:
     """Does the host's event log replay to the TPM's AUDIT value (provisioning.md §1.8)?"""
-    if not nv.counter_defined(conn, nv.AUDIT):
-        return not data.audit
-    return nv.audit_chain([e.encode() for e in data.audit]) == nv.read_audit(conn)
+    return audit_state(conn, data) == "matches"
+
+
+def repair_audit(conn: TpmConnection, data: RegistryData) -> str | None:
+    """Extend the last logged event into AUDIT when the TPM is exactly that one event behind
+    (call under :meth:`Registry.locked`); returns what was repaired, or None."""
+    if audit_state(conn, data) != "one event behind":
+        return None
+    last = data.audit[-1]
+    nv.extend_audit(conn, last.encode())
+    try:
+        kind = str(json.loads(last).get("event", "?"))
+    except (ValueError, AttributeError):
+        kind = "?"
+    return (
+        f"the last logged event ({kind}) had not reached the TPM's AUDIT index "
+        "(interrupted): extended now, log and TPM match"
+    )
 
 
 def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:

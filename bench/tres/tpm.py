@@ -870,7 +870,7 @@ class TpmTre:
         """One full provisioning by the host agent (as ``trelab provision`` runs it, minus
         process start) against the real operator side in-process."""
         from host.provision import AgentFiles, provision
-        from network.client import InProcessTransport
+        from protocol.client import InProcessTransport
 
         from ..provision_bench import OperatorSide, operator_side
 
@@ -975,9 +975,11 @@ def physical_tpm_factory(ctx: Any) -> TpmTre:
             "the bench provisions MIDs on it (NV writes wear the chip and use MID slots)",
             fix=f"set {HARDWARE_ENV}=1 to allow it",
         )
+    if ctx.mid_registry is None:
+        raise Unavailable(f"physical TPM {device.path} found, but no MID registry was given")
     site = TpmSite(
         tcti=device.tcti,
-        registry=Registry(),
+        registry=Registry(ctx.mid_registry),
         scratch=False,
         where=f"physical TPM {device.path}; bench MIDs go into the TPM's registry and are "
         "deleted again",

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.hexargs import parse_hex
 
@@ -24,7 +25,7 @@ __all__ = ["register"]
 
 
 def _quote(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.evidence import write_evidence
     from tpm.identity import ensure_ak
     from tpm.pcrsel import parse_selection
@@ -33,7 +34,7 @@ def _quote(args: argparse.Namespace) -> Outcome:
     nonce = parse_hex("--nonce", args.nonce, length=tuple(range(1, MAX_NONCE + 1)))
     selection = parse_selection(args.pcrs, what="--pcrs")
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
         files = quote(conn, ak, nonce, selection)
     out = write_evidence(Path(args.out), files)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from lab.lab import Lab, LabStatus
 
@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(args.dir, port=getattr(args, "port", None))
+    return Lab(defaults.lab_dir(args.lab_dir), port=getattr(args, "port", None))
 
 
 def _data(status: LabStatus) -> dict[str, Any]:
@@ -126,7 +126,9 @@ def register(nouns: Any) -> None:
     )
     for name, func, help_text in specs:
         parser = verbs.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("--dir", type=Path, default=None, help=dir_help)
+        parser.add_argument("--lab-dir", type=Path, default=None, help=dir_help)
+        # the earlier spelling, kept working but no longer shown
+        parser.add_argument("--dir", dest="lab_dir", type=Path, help=argparse.SUPPRESS)
         if name == "up":
             parser.add_argument(
                 "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"

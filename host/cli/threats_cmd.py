@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 
 __all__ = ["register"]
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> Outcome:
     from threats.main import run_threat_checks
 
     report = run_threat_checks(
-        lab_dir=Path(args.lab_dir) if args.lab_dir else None,
+        lab_dir=defaults.lab_dir(args.lab_dir),
         only=args.only,
         keep_lab=args.keep_lab,
         html_out=Path(args.html) if args.html else None,

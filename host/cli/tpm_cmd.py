@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.errors import BadInput, Unavailable
 from trelab.hexargs import parse_hex
@@ -38,15 +39,15 @@ def _lines(data: dict[str, Any]) -> str:
 def _registry(args: argparse.Namespace) -> Any:
     from tpm.registry import Registry
 
-    return Registry(args.registry)
+    return Registry(defaults.registry_path(args.registry))
 
 
 def _connect(args: argparse.Namespace) -> Any:
     # Our errors carry the TPM response code; tpm2-tss's own ERROR lines would only repeat it.
     os.environ.setdefault("TSS2_LOG", "all+none")
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
 
-    return TpmConnection(resolve_tcti(args.tpm))
+    return TpmConnection(defaults.tcti(args.tpm))
 
 
 def _operator_key_path(args: argparse.Namespace) -> Path:
@@ -167,12 +168,19 @@ def _list(args: argparse.Namespace) -> Outcome:
     data = registry.read()
     freshness = "unknown (TPM not reachable)"
     audit: bool | None = None
+    audit_text = "unknown (TPM not reachable)"
     try:
-        from tpm.mid import ek_name, verify_audit
+        from tpm.mid import audit_state, ek_name
 
         with _connect(args) as conn:
             freshness = registry.freshness(conn, data, ek_name(conn))
-            audit = verify_audit(conn, data)
+            state = audit_state(conn, data)
+            audit = state == "matches"
+            audit_text = {
+                "matches": "matches TPM",
+                "one event behind": "TPM one event behind (interrupted; the next MID "
+                "operation completes it)",
+            }.get(state, "does NOT match TPM (events missing or altered)")
     except Unavailable:
         pass
     mids = [record.summary() for record in data.mids.values()]
@@ -183,7 +191,7 @@ def _list(args: argparse.Namespace) -> Outcome:
         "audit_events": len(data.audit),
         "mids": mids,
     }
-    lines = [f"registry {registry.path} ({freshness}; audit log matches TPM: {audit})"]
+    lines = [f"registry {registry.path} ({freshness}; audit log {audit_text})"]
     for m in mids:
         lines.append(
             f"{m['mid']}  imsi {m['imsi']}  {m['algorithm']}  {m['policy']}-gated"

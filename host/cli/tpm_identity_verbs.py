@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 
 if TYPE_CHECKING:
@@ -34,10 +35,10 @@ def _lines(data: dict[str, Any], indent: str = "") -> str:
 
 
 def _info(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.info import probe
 
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         info = probe(conn)
     data = info.to_json()
     return Outcome(data=data, text=_lines(data))
@@ -67,14 +68,14 @@ def _cert_json(cert: Any, index: int, template: str) -> dict[str, Any]:
 
 
 def _ek(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.ek import find_ek_certificate, load_ca_bundle, trust_anchors, verify_ek_chain
     from tpm.errors import EkCertificateRejected
 
     bundle = load_ca_bundle(Path(args.ca)) if args.ca else None
     if bundle is not None:  # refuse an anchorless bundle once, before touching the TPM
         trust_anchors(bundle, partial_chain=args.partial_chain)
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         found = {kind: find_ek_certificate(conn, kind) for kind in ("rsa2048", "ecc")}
     certs: dict[str, Any] = {}
     failed = False
@@ -102,11 +103,11 @@ def _ek(args: argparse.Namespace) -> Outcome:
 
 
 def _ak(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.identity import ensure_ak, evict_ak
 
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         if args.recreate:
             evict_ak(conn, kind)
         ak, created = ensure_ak(conn, kind)
@@ -119,7 +120,7 @@ def _ak(args: argparse.Namespace) -> Outcome:
 
 
 def _activate(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.ek import load_ca_bundle, trust_anchors
     from tpm.identity import activation_round_trip, ensure_ak
 
@@ -127,7 +128,7 @@ def _activate(args: argparse.Namespace) -> Outcome:
     if bundle is not None:
         trust_anchors(bundle, partial_chain=args.partial_chain)
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
         result = activation_round_trip(
             conn, ak, ca_bundle=bundle, ek_kind=args.ek, partial_chain=args.partial_chain

@@ -13,16 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from network.errors import Refused
+from protocol.errors import Refused
 from threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
 from threats.device import provision
 from threats.result import Recorder
 
 if TYPE_CHECKING:
     from host.agent import DeviceTrust
-    from network.client import Transport
-    from network.messages import MidPackage
     from network.server import NetworkApp
+    from protocol.client import Transport
+    from protocol.messages import MidPackage
     from tpm.connection import TpmConnection
     from tpm.package import Package
     from tpm.registry import MidRecord, Registry
@@ -128,7 +128,7 @@ def victim(ctx: ThreatLab) -> Victim:
 
 def victim_manifest(ctx: ThreatLab) -> MidPackage:
     """The DPF-signed MidPackage the eavesdropper recorded."""
-    from network.messages import MidPackage, decode
+    from protocol.messages import MidPackage, decode
 
     msg = decode(victim(ctx).manifest_wire)
     if not isinstance(msg, MidPackage):
@@ -284,8 +284,8 @@ def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> 
     """Network filtering (the seed's "only one APN with restricted IP connectivity"): a device
     authenticates with a PCID, gets the ICF's grant, and uses it beyond the registration
     operator (the SHO's attach endpoint) — the ICF refuses ``ro-only``."""
-    from network.messages import AttachRequest
-    from network.protocol import Session, SessionState
+    from protocol.messages import AttachRequest
+    from protocol.transitions import Session, SessionState
 
     attempted = (
         "a device holding only a provisional identity (PCID) uses its ICF grant for a service"
@@ -337,8 +337,8 @@ def pcid_grant(transport: Transport, imsi: str, k: bytes, opc: bytes) -> bytes:
     from aka.milenage import Milenage
     from aka.sqn import SqnState
     from aka.usim import AkaSuccess, usim_authenticate
-    from network.messages import AttachRequest, AttachResult, AuthChallenge, AuthResponse
-    from network.protocol import Session, SessionState
+    from protocol.messages import AttachRequest, AttachResult, AuthChallenge, AuthResponse
+    from protocol.transitions import Session, SessionState
 
     session = Session("device", SessionState(os.urandom(32)))
     challenge = session.receive(

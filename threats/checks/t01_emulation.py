@@ -115,13 +115,13 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "an emulator presents the victim's genuine EK certificate (public data, copied) with an"
         " AK of its own and answers the credential challenge without the EK's private key",
     ) as a:
-        from network.messages import (
+        from protocol.messages import (
             CredentialProof,
             RegisterRequest,
             credential_proof,
             derive_session_id,
         )
-        from network.protocol import Session, SessionState
+        from protocol.transitions import Session, SessionState
         from threats.device import ek_certificate
 
         net = ctx.network()
@@ -221,7 +221,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the label lies (CVE-2024-29038)",
         extra="pcr-selection-relabel",
     ) as a:
-        from network.messages import Evidence, quote_qualifying_data
+        from protocol.messages import Evidence, quote_qualifying_data
         from threats.device import prove, start
         from tpm.pcrsel import parse_selection
         from tpm.quote import quote

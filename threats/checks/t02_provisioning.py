@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from network.errors import RemoteProtocolError, SignatureInvalid
+from protocol.errors import RemoteProtocolError, SignatureInvalid
 from threats.checks import common
 from threats.context import ThreatLab
 from threats.result import Finding, Recorder
@@ -116,7 +116,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "mitm-alter-manifest",
         "a man in the middle changes the IMSI in the DPF-signed MID manifest",
     ) as a:
-        from network.messages import verify_signature
+        from protocol.messages import verify_signature
 
         manifest = common.victim_manifest(ctx)
         altered = dataclasses.replace(manifest, imsi="001019999999999")
@@ -175,7 +175,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from network.messages import SigningKey, sign, verify_signature
+        from protocol.messages import SigningKey, sign, verify_signature
 
         manifest = common.victim_manifest(ctx)
         forged = sign(
@@ -290,7 +290,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "ask the DPF for a MID package without registering (new session), and right after"
         " the AK proof without platform validation",
     ) as a:
-        from network.messages import PackageRequest, encode
+        from protocol.messages import PackageRequest, encode
         from threats.device import prove, start
         from tpm.mid import ensure_srk
 

@@ -48,7 +48,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " certificate with its own AK, and tries TPM2_ActivateCredential on the challenge",
         extra="foreign-ak-genuine-ek",
     ) as a:
-        from network.messages import CredentialProof, credential_proof
+        from protocol.messages import CredentialProof, credential_proof
         from threats.device import ek_certificate, start
         from tpm.errors import CredentialRejected
         from tpm.identity import activate_credential

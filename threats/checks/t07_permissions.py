@@ -8,7 +8,7 @@ import dataclasses
 import os
 from typing import Any
 
-from network.errors import SignatureInvalid
+from protocol.errors import SignatureInvalid
 from threats.checks import common
 from threats.context import MissingPart, ThreatLab
 from threats.result import Finding, Recorder
@@ -48,8 +48,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " SHO's order",
         tre="network",
     ) as a:
-        from network.messages import LifecycleRequest
-        from network.protocol import Session, SessionState
+        from protocol.messages import LifecycleRequest
+        from protocol.transitions import Session, SessionState
 
         v = common.victim(ctx)
         session = Session("device", SessionState(os.urandom(32)))
@@ -234,7 +234,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from network.messages import SigningKey
+        from protocol.messages import SigningKey
         from threats.device import order
 
         v = common.victim(ctx)
@@ -296,8 +296,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
     ) as a:
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from network.messages import LifecycleCommand, SigningKey, sign, verify_signature
-        from network.protocol import Session, SessionState
+        from protocol.messages import LifecycleCommand, SigningKey, sign, verify_signature
+        from protocol.transitions import Session, SessionState
 
         v = common.victim(ctx)
         s = Session("device", SessionState(os.urandom(32)))
@@ -322,7 +322,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from host.agent import AgentRefused
-        from network.messages import (
+        from protocol.messages import (
             LifecycleCommand,
             SigningKey,
             decode,
@@ -380,7 +380,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "manage a TPM MID over OMA DM or OTA RFM/RAM",
     ) as a:
         a.not_run(
-            "TPM MIDs are managed over trelab's CBOR/COSE protocol (network/messages.py);"
+            "TPM MIDs are managed over trelab's CBOR/COSE protocol (protocol/messages.py);"
             " no OMA DM client exists; OTA RFM/RAM serve the UICC alternative (threat 3a)",
             missing="part",
         )

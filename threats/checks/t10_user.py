@@ -233,7 +233,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "lock the user out from the network side: send PIN attempts remotely, and lock the TPM"
         " so that MIDs without a PIN stop working too",
     ) as a:
-        from network.messages import MESSAGE_TYPES
+        from protocol.messages import MESSAGE_TYPES
 
         pin_fields = [
             f"{name}.{f.name}"

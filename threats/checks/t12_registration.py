@@ -61,7 +61,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "register and validate one TRE, then ask for the MID package in a second, merely"
         " registered session of the same TRE (no validation of its own)",
     ) as a:
-        from network.messages import PackageRequest, encode
+        from protocol.messages import PackageRequest, encode
         from threats.device import attest, prove, start
         from tpm.mid import ensure_srk
 

@@ -16,19 +16,11 @@ from cryptography.x509.oid import NameOID
 
 from host.cli import lab_cmd
 from lab import pcscd, swtpm
-from lab.lab import CaStatus, Lab, LabStatus, SwtpmStatus, default_lab_dir
+from lab.lab import CaStatus, Lab, LabStatus, SwtpmStatus
 from trelab import proc
 from trelab.errors import BadInput, CheckFailed, Unavailable
 
 # ---- paths and arguments -------------------------------------------------------------------
-
-
-def test_lab_dir_from_env_or_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TRELAB_LAB_DIR", str(tmp_path / "mine"))
-    assert default_lab_dir() == tmp_path / "mine"
-    assert Lab().path == tmp_path / "mine"
-    monkeypatch.delenv("TRELAB_LAB_DIR")
-    assert default_lab_dir().parts[-2:] == ("trelab", "lab")
 
 
 def test_port_out_of_range_is_bad_input(tmp_path: Path) -> None:
@@ -67,8 +59,9 @@ def test_cli_parser_has_the_lab_verbs() -> None:
     parser = argparse.ArgumentParser(prog="trelab")
     nouns = parser.add_subparsers(dest="noun")
     lab_cmd.register(nouns)
-    args = parser.parse_args(["lab", "up", "--dir", "/x", "--port", "4000", "--json"])
-    assert (args.verb, args.dir, args.port, args.json) == ("up", Path("/x"), 4000, True)
+    args = parser.parse_args(["lab", "up", "--lab-dir", "/x", "--port", "4000", "--json"])
+    assert (args.verb, args.lab_dir, args.port, args.json) == ("up", Path("/x"), 4000, True)
+    assert parser.parse_args(["lab", "down", "--dir", "/y"]).lab_dir == Path("/y")  # old spelling
     for verb in ("down", "status", "detect"):
         assert callable(parser.parse_args(["lab", verb]).func)
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from network import messages as m
-from network.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
+from protocol import messages as m
+from protocol.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
 
 SID = os.urandom(32)
 TH = os.urandom(32)

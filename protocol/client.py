@@ -1,7 +1,7 @@
 """Edge: HTTP. How a device (the host agent) reaches the operator side: one
-``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into a
-:class:`~network.server.NetworkApp` (:class:`InProcessTransport`, for tests — httpx's
-``WSGITransport`` idea). An :class:`~network.messages.Error` reply becomes the matching
+``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into an
+operator's app object (:class:`InProcessTransport`, for tests — httpx's ``WSGITransport``
+idea; the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
 exception, so callers see the same errors either way.
 
 A network that cannot be reached, or that drops the connection before its reply (a server
@@ -15,18 +15,36 @@ from __future__ import annotations
 import http.client
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Protocol
 
-from network.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
-from network.messages import Error, decode
-from network.server import CBOR, NetworkApp
+from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.messages import CBOR, Error, decode
 from trelab.errors import TrelabError
 
-__all__ = ["HttpTransport", "InProcessTransport", "Transport", "raise_for_error"]
+__all__ = ["App", "HttpTransport", "InProcessTransport", "Reply", "Transport", "raise_for_error"]
 
 
 class Transport(Protocol):
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes: ...
+
+
+class Reply(Protocol):
+    """What an in-process app answers: an HTTP status and a CBOR body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class App(Protocol):
+    """An operator side called in process (``network.server.NetworkApp`` is one)."""
+
+    def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Reply: ...
 
 
 def raise_for_error(status: int, body: bytes) -> bytes:
@@ -58,7 +76,7 @@ def raise_for_error(status: int, body: bytes) -> bytes:
 class InProcessTransport:
     """Calls the app directly: the real operator side, no socket."""
 
-    def __init__(self, app: NetworkApp) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
 
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:

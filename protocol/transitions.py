@@ -6,7 +6,7 @@ side, in order, for this session, on top of this transcript).
 Three session kinds share the table: provisioning (RegisterRequest … Receipt, then the SHO's
 activation), lifecycle (LifecycleRequest → LifecycleCommand → Receipt → Ack) and attach
 (AttachRequest → AuthChallenge → AuthResponse [→ AuthChallenge after AUTS] → AttachResult).
-:class:`~network.messages.Error` is outside the table: it never moves a session.
+:class:`~protocol.messages.Error` is outside the table: it never moves a session.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import hmac
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
-from network.errors import LocalProtocolError, RemoteProtocolError
-from network.messages import (
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.messages import (
     INITIAL_TRANSCRIPT,
     SESSION_ID_SIZE,
     Ack,

@@ -8,9 +8,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from network import messages as m
-from network.errors import LocalProtocolError, RemoteProtocolError
-from network.protocol import NEXT, PHASES, Session, SessionState, advance
+from protocol import messages as m
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.transitions import NEXT, PHASES, Session, SessionState, advance
 
 KEY = m.SigningKey("dpf", ec.generate_private_key(ec.SECP256R1()))
 

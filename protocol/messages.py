@@ -33,11 +33,12 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from network.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
+from protocol.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput
 
 __all__ = [
+    "CBOR",
     "COSE_SIGN1_TAG",
     "DIGEST_SIZE",
     "ES256",
@@ -84,6 +85,8 @@ __all__ = [
 ]
 
 VERSION = 1
+#: The media type of every request and reply body (RFC 8949 §9.5).
+CBOR = "application/cbor"
 SESSION_ID_SIZE = 32
 DIGEST_SIZE = 32
 MAX_MESSAGE = 64 * 1024  # the largest MID package is a few KiB; anything bigger is refused
