@@ -53,8 +53,10 @@ def conn(lab_tcti: str) -> Iterator[TpmConnection]:
 
 
 @pytest.fixture(scope="module")
-def registry(lab: LabStatus) -> Registry:
-    return Registry(lab.lab_dir / "mids.json")
+def registry(lab: LabStatus, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """This module's own registry file: a new file is accepted against REG_CTR, and no other
+    module's registry goes stale because of this one's MIDs."""
+    return Registry(tmp_path_factory.mktemp("hmac-aka") / "mids.json")
 
 
 def _provision(conn, registry, *, kind: str, imsi: str, form: str | None = None,
