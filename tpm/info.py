@@ -43,6 +43,7 @@ __all__ = [
     "hmac_supported",
     "probe",
     "propose_algorithm",
+    "provisioned_outlook",
 ]
 
 AkaMode = Literal["ecb", "cfb", "sealed"]
@@ -185,6 +186,32 @@ def choose_aka_mode(info: TpmInfo) -> AkaMode:
     if has_command and info.aes_modes.get("cfb"):
         return "cfb"
     return "sealed"
+
+
+def provisioned_outlook(algorithm: str, k_form: str, *, symmetric_command: bool) -> dict[str, Any]:
+    """How a provisioned MID will run on a TPM (``symmetric_command``: EncryptDecrypt or
+    EncryptDecrypt2 present): the mode, whether K stays inside, and a note proposing the
+    hmac-sha256 set where the MID's form leaves K outside or cannot run (docs/hmac-aka.md §7).
+    Pure: what ``trelab provision`` reports after the import."""
+    proposal = (
+        "the hmac-sha256 operator set keeps K inside this TPM (TPM2_HMAC): ask the SHO for it"
+        " (docs/hmac-aka.md)"
+    )
+    if k_form == "hmac":
+        return {"mode": "hmac", "k_inside": True, "note": None}
+    if k_form == "sealed":
+        note = "K is sealed: it is unsealed into host memory for each AKA (the last resort)"
+        if algorithm != "tuak" and not symmetric_command:
+            note += f"; {proposal}"
+        return {"mode": "sealed", "k_inside": False, "note": note}
+    if symmetric_command:
+        return {"mode": "symcipher", "k_inside": True, "note": None}
+    return {
+        "mode": None,
+        "k_inside": False,
+        "note": "this TPM has no EncryptDecrypt/EncryptDecrypt2, so this MID's AES K cannot run"
+        f" here; {proposal}",
+    }
 
 
 def _properties(esys: Any, first: int, count: int) -> dict[int, int]:
