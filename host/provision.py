@@ -1,7 +1,7 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
 :mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
-step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
+step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11).
 
 Crash safety. Once the TPM is about to change, the client state
 (:class:`host.agent.ProvisionState`) is journaled — written atomically (fsync) to the agent
@@ -23,16 +23,18 @@ nothing here can roll it back.
 
 Test hooks. ``TRELAB_TEST_CRASH_AT=<point>`` (:data:`host.agent.CRASH_POINTS`) makes the agent
 SIGKILL itself at that point — ``before:<endpoint>``/``after:<endpoint>`` around a request,
-``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<esys method>`` right
-after that TPM command inside a step (e.g. ``import/tpm:nv_increment``).
+``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<command>`` right
+after that TPM command inside a step, the command named as its ESAPI method
+(e.g. ``import/tpm:nv_increment``).
 
 Receipts are AK-signed TPM2_NV_Certify of MID_STATE[slot] (and of MID_CTR at install). A
 TPM2_Certify of K itself is impossible by design: K has adminWithPolicy set and no policy of
 it names TPM2_Certify (tpm.package), so the TPM refuses the ADMIN role that Certify needs —
 the NV state is what proves the install.
 
-TPM time. :func:`instrumented` wraps the connection's ESAPI object so every TPM command is
-timed (and hooked); benchmarks split end-to-end time into TPM time and our own.
+TPM time. :func:`instrumented` observes the connection's transport so every TPM command is
+timed (and hooked) where its bytes go out and come back; benchmarks split end-to-end time
+into TPM time and our own.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, Unavailable
+from trelab.jsontext import load_json
 
 __all__ = [
     "CRASH_ENV",
@@ -124,7 +127,8 @@ def chain(*hooks: Hook | None) -> Hook:
 
 @dataclass
 class TpmClock:
-    """TPM commands seen through :class:`_TimedEsys`: count and seconds, per ESAPI method."""
+    """TPM commands seen by :func:`instrumented`: count and seconds, per command (named as
+    its ESAPI method)."""
 
     seconds: float = 0.0
     calls: int = 0
@@ -148,48 +152,22 @@ class TpmClock:
             self.label = previous
 
 
-# ESYS methods that do not talk to the TPM (handle bookkeeping only): not timed as TPM work.
-_LOCAL = frozenset({"tr_close", "tr_get_name", "tr_set_auth", "tr_get_tpm_handle", "close"})
-
-
-class _TimedEsys:
-    """Proxy around an ESAPI object: times each call and runs the hook after it."""
-
-    def __init__(self, esys: Any, clock: TpmClock, hook: Hook) -> None:
-        self._esys = esys
-        self._clock = clock
-        self._hook = hook
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._esys, name)
-        if not callable(attr) or name.startswith("_") or name in _LOCAL:
-            return attr
-        clock, hook = self._clock, self._hook
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                clock.add(name, time.perf_counter() - start)
-                if clock.label:
-                    hook(f"{clock.label}/tpm:{name}")
-
-        return timed
-
-
 @contextlib.contextmanager
 def instrumented(conn: TpmConnection, hook: Hook | None = None) -> Iterator[TpmClock]:
-    """Time (and hook) every TPM command on ``conn`` inside the block; yields the clock and
-    puts the connection's ESAPI object back afterwards."""
+    """Time (and hook) every TPM command on ``conn`` inside the block, as the connection's
+    transport sees it (:meth:`tpm.tss.Transport.observe`); yields the clock."""
+    from tpm.tss import CommandEvent
+
     clock = TpmClock()
-    previous = conn.esys
-    esys = previous._esys if isinstance(previous, _TimedEsys) else previous
-    conn.esys = _TimedEsys(esys, clock, hook or _no_hook)
-    try:
+    call = hook or _no_hook
+
+    def observe(event: CommandEvent) -> None:
+        clock.add(event.name, event.seconds)
+        if clock.label:
+            call(f"{clock.label}/tpm:{event.name}")
+
+    with conn.transport.observe(observe):
         yield clock
-    finally:
-        conn.esys = previous
 
 
 def flush_stale(conn: TpmConnection) -> int:
@@ -475,10 +453,7 @@ class AgentFiles:
             return AgentState()
         except OSError as exc:
             raise BadInput(f"agent state {self.path}: {exc.strerror}") from None
-        try:
-            return AgentState.from_json(json.loads(text))
-        except json.JSONDecodeError:
-            raise BadInput(f"agent state {self.path}: not JSON") from None
+        return AgentState.from_json(load_json(text, f"agent state {self.path}"))
 
     def write(self, state: AgentState) -> None:
         """Atomic (temp + fsync + rename), mode 0600 (the journal may hold an ICF grant).
@@ -510,7 +485,7 @@ def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
     except OSError as exc:
         raise BadInput(f"device trust {where}: {exc.strerror}") from None
     try:
-        return parse_device_trust(json.loads(text))
+        return parse_device_trust(load_json(text, f"device trust {where}"))
     except json.JSONDecodeError:
         raise BadInput(f"device trust {where}: not JSON") from None
 
@@ -933,7 +908,7 @@ def abandon(
 def install_pcid(
     conn: TpmConnection, registry: Registry, *, imsi: str, k: bytes, opc: bytes
 ) -> PcidInfo:
-    """Manufacturing (M0, provisioning.md §1.2): import a PCID into the TPM exactly like a MID
+    """Manufacturing (M0, docs/provisioning.md §1.2): import a PCID into the TPM exactly like a MID
     (use-gated: the current PCRs and MID_STATE ACTIVE), ACTIVE at once, and note it in the
     agent state. The ICF side registers the same K/OPc (:meth:`network.roles.Operator.register_pcid`).
 

@@ -334,7 +334,7 @@ class Lab:
         registry: pcscd.PcscdRegistry | None = None,
     ) -> None:
         if port is not None and not 1024 <= port < 65535:
-            raise BadInput(f"--port: {port} not in 1024..65534")
+            raise BadInput(f"{port} not in 1024..65534", field="port")
         self.path = Path(path).expanduser().absolute()
         self.port = port
         self.registry = registry if registry is not None else pcscd.PcscdRegistry()

@@ -1,5 +1,5 @@
 """Edge: the operator's SQLite store (:mod:`network.store`) and its OTA key file. Alternative 3a
-of TR 33.812 (Ki transfer, seed §7.1.2.3.1): SHO-A hands a subscription to SHO-B, SHO-B imports
+of TR 33.812 (Ki transfer, §7.1.2.3.1): SHO-A hands a subscription to SHO-B, SHO-B imports
 it into its HSS and rewrites the card over the air; the card itself is reached through a
 ``send(apdu) -> response`` callable (PC/SC or a modem's AT+CSIM), never from here.
 
@@ -24,20 +24,20 @@ point (every step is journaled before and after; counters are reserved before se
 - ``imsi``: RFM USIM: EF.IMSI ← an IMSI of SHO-B; EF.LOCI, EF.PSLOCI, EF.EPSLOCI invalidated
   (TMSI/P-TMSI/GUTI deleted, LAC/TAC FFFE, status "not updated"); EF.FPLMN cleared;
 - ``k-rotation`` (optional): the card's proprietary credential command with a new K/OPc; the
-  HSS record follows only once the PoR confirms. Seed threat 2 (the old operator keeps K and can
+  HSS record follows only once the PoR confirms. Threat 2 of §7.1.2.3.1 (the old operator keeps K and can
   masquerade as the subscriber or decrypt its traffic) is open until this step, and closed
-  after — :meth:`KiTransfer.threat_check` shows both;
+  after — :func:`threats.ki_transfer.threat_check` shows both;
 - ``activate``: the SHO-B HSS record becomes active.
 
-Test hook (issue 5): ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
+Test hook: ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
 ``ota:import:exported`` (:mod:`trelab.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
 the process running the transfer with a packet's counter reserved but nothing sent, with its PoR
 received but not yet acted on, after a step but before the journal records it, or after SHO-A's
 export but before SHO-B's import.
 
-Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it (the
-seed's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
-project's emulated USIM does; standard USIMs do not, per the seed's editor's note) and it is
+Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it
+(TR 33.812's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
+project's emulated USIM does; standard USIMs do not, per TR 33.812's editor's note) and it is
 only as confidential as the OTA channel: an old operator who recorded the SMS of ``keys-add``
 (ciphered under keys it knows) can follow the new keys. Both operators live in one store and
 one configuration here (the lab); the messages are built to travel between two.
@@ -60,10 +60,10 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aka.algorithm import F2345, AkaAlgorithm
+from aka.algorithm import AkaAlgorithm
 from aka.hss import Hss, Subscriber
 from aka.sqn import SqnGenerator
-from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
+from aka.usim import AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
 from network.store import Sealer, Store, StoreTransaction
 from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
@@ -110,6 +110,7 @@ __all__ = [
     "imsi_update_script",
     "open_package",
     "open_request",
+    "record_algorithm",
 ]
 
 STEPS = ("import", "keys-add", "keys-delete", "imsi", "k-rotation", "activate")
@@ -598,6 +599,11 @@ def _algorithm(algorithm: str, params: Mapping[str, int], k: bytes, opc: bytes) 
     return software_algorithm(algorithm, params, k, opc)
 
 
+def record_algorithm(record: HssRecord) -> AkaAlgorithm:
+    """The software algorithm of an HSS record (what an operator holding it can compute)."""
+    return _record_algorithm(record)
+
+
 def _record_algorithm(record: HssRecord) -> AkaAlgorithm:
     return _algorithm(record.algorithm, record.params, record.k, record.opc)
 
@@ -646,6 +652,8 @@ class KiTransfer:
         self.keyring = keyring
         self._now = now
         self._random = random_bytes
+        self.now = now
+        self.random_bytes = random_bytes
         self._crash = crash_hook(TRANSFER_CRASH_ENV) or no_crash  # test hook (module doc)
 
     def _sho(self, name: str) -> Any:
@@ -699,7 +707,7 @@ class KiTransfer:
 
     def export(self, holder: str, wire_request: bytes) -> bytes:
         """SHO-A answers a request: checks it, marks its record "transferred" (K is kept: that
-        is seed threat 2) and stops using the card's OTA keys; returns the signed package.
+        is threat 2 of §7.1.2.3.1) and stops using the card's OTA keys; returns the signed package.
 
         Raises:
             SignatureInvalid, RemoteProtocolError: a bad request.
@@ -1079,57 +1087,6 @@ class KiTransfer:
         accepted = isinstance(result, AkaSuccess) and hmac.compare_digest(result.res, xres)
         return {"imsi": imsi, "result": result.to_json()["result"], "accepted": accepted,
                 "resyncs": resyncs}  # fmt: skip
-
-    def old_operator_view(self, old_imsi: str) -> HssRecord:
-        """SHO-A's retained record of a transferred subscriber (threat 2: it still has K)."""
-        with self.store.transaction() as tx:
-            record = tx.hss(old_imsi)
-        if record is None:
-            raise Refused("unknown-subscriber", f"no record of {old_imsi}")
-        return record
-
-    def threat_check(
-        self, old_imsi: str, new_imsi: str, authenticate: Authenticate
-    ) -> dict[str, Any]:
-        """Seed §7.1.2.3.1 threat 2 with SHO-A's retained K:
-
-        - ``impersonation``: SHO-B challenges the subscriber (a vector of SHO-B's HSS); SHO-A
-          computes RES, CK, IK from RAND with its copy of K — equal to XRES/CK/IK means SHO-A
-          can pass as the subscriber and read its traffic;
-        - ``false_network``: SHO-A makes an AUTN with its copy of K and the card checks it —
-          success or a sync failure (the MAC verified) means the card trusts SHO-A's network.
-        """
-        old = self.old_operator_view(old_imsi)
-        algorithm = _record_algorithm(old)
-        rand, _autn, xres, ck, ik = self.vector(new_imsi)
-        guess: F2345 = algorithm.f2345(rand)
-        impersonation = (
-            hmac.compare_digest(guess.res, xres)
-            and hmac.compare_digest(guess.ck, ck)
-            and hmac.compare_digest(guess.ik, ik)
-        )
-        rogue = Hss(self._random)
-        rogue.add(Subscriber(old.imsi, algorithm, old.amf, SqnGenerator(**old.sqn)))
-        vector = rogue.generate_vectors(old.imsi, 1)[0]
-        result = authenticate(vector.rand, vector.autn)
-        return {
-            "impersonation": impersonation,
-            "false_network": not isinstance(result, AkaMacFailure),
-            "card_answer_to_old_operator": result.to_json()["result"],
-        }
-
-    def old_operator_packet(self, holder: str, iccid: str, apdus: Sequence[bytes]) -> bytes:
-        """An ENVELOPE SHO-A could still build with the OTA keys it kept (threat 3 of the design
-        note): RFM USIM under its key set, its next counter. For demonstrations and tests."""
-        card = self.keyring.card(holder, iccid)
-        if card is None:
-            raise Refused("unknown-card", f"{holder} never held OTA keys for {iccid}")
-        keyset = max(card[0].keysets, key=lambda k: k.kvn)
-        counter = max(card[0].counters.values(), default=0) + 1
-        packet = build_command_packet(
-            keyset, tar=TAR_RFM_USIM, counter=counter, data=encode_compact(apdus)
-        )
-        return build_envelope_sms_pp(build_sms_deliver(packet, timestamp=encode_scts(self._now())))
 
 
 def _kvns(keys: CardKeys) -> set[int]:

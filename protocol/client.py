@@ -5,7 +5,7 @@ idea; the device side never imports the operator's code). An :class:`~protocol.m
 exception, so callers see the same errors either way.
 
 A network that cannot be reached, or that drops the connection before its reply (a server
-killed mid-request, issue 5), is :class:`~trelab.errors.Unavailable` with one line saying
+killed mid-request), is :class:`~trelab.errors.Unavailable` with one line saying
 which: the request may or may not have been handled, and running the same command again is
 safe — the server stores each reply with its effects and answers a repeated request from it.
 """
@@ -53,7 +53,7 @@ def raise_for_error(status: int, body: bytes) -> bytes:
     Raises:
         RemoteProtocolError: 400-class protocol errors (or an unreadable error body).
         SignatureInvalid: 403 for a signature that does not verify.
-        Refused: other 403 refusals (``.reason`` = the Error's code).
+        Refused: other 403 refusals (``.code`` = the Error's code).
         Unavailable: 503.
     """
     if status == 200:

@@ -1,16 +1,15 @@
-"""Edge: TPM, network transport. The device's side of provisioning (provisioning.md §1.1
+"""Edge: TPM, network transport. The device's side of provisioning (docs/provisioning.md §1.1
 M2–M8) and attach, step by step, so a threat check can stage an attack between any two steps
 (swap the AK, replay a message, hijack a session, tamper a package).
 
 Each step is the honest device: TPM work with :mod:`tpm`, messages with :mod:`network`, every
 network statement checked against the keys the TRE pins (device-trust: PVA, DPF, SHOs). The
-host agent (issue 7's sibling) runs the same protocol end to end; these steps exist because an
+host agent runs the same protocol end to end; these steps exist because an
 attack needs to stop half-way.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from protocol.messages import (
     verify_signature,
 )
 from protocol.transitions import Session, SessionState
+from trelab.jsontext import load_json
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -228,7 +228,7 @@ def unpack(manifest: MidPackage) -> Package:
     from tpm.package import Package
 
     try:
-        package = Package.from_json(json.loads(manifest.package))
+        package = Package.from_json(load_json(manifest.package, "MID package"))
     except ValueError as exc:
         raise RemoteProtocolError(f"MID package: {exc}") from None
     if (package.mid_id, package.imsi, package.seq) != (

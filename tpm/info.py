@@ -2,7 +2,7 @@
 commands and AES modes, asymmetric support, dictionary-attack state (TPM 2.0 Part 3 §30
 GetCapability, §10.4 TestParms).
 
-Every later choice follows the probe: the AKA keyholder mode (:func:`choose_aka_mode`, tpm.md
+Every later choice follows the probe: the AKA keyholder mode (:func:`choose_aka_mode`, docs/tpm.md
 "AKA with K inside the TPM" — EncryptDecrypt/EncryptDecrypt2 are optional in the PC Client
 profile and ECB is "should not"), AK algorithms, PIN lockout expectations.
 """
@@ -177,7 +177,7 @@ def propose_algorithm(info: TpmInfo) -> AlgorithmProposal:
 
 
 def choose_aka_mode(info: TpmInfo) -> AkaMode:
-    """The fastest way this TPM can serve Milenage/TUAK with K inside (tpm.md): ECB on a
+    """The fastest way this TPM can serve Milenage/TUAK with K inside (docs/tpm.md): ECB on a
     symmetric command (2 commands per Milenage AKA), else the CFB trick (one CFB decrypt
     yields every block), else K sealed and unsealed per AKA (weaker: K enters host memory)."""
     has_command = info.encrypt_decrypt2 or info.encrypt_decrypt

@@ -1,5 +1,5 @@
 """Edge: TPM. TPM2_Quote with the AK over a PCR selection and a verifier's nonce (TPM 2.0
-Part 3 §18.4; provisioning.md M4), returned as tpm2-tools evidence (:mod:`tpm.evidence`).
+Part 3 §18.4; docs/provisioning.md M4), returned as tpm2-tools evidence (:mod:`tpm.evidence`).
 
 The PCR values sent alongside are checked against the signed pcrDigest before they leave
 (read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.
@@ -112,10 +112,10 @@ class Quoter:
         if self._handle is None:
             raise Unavailable("Quoter used outside its with-block")
         if not 0 < len(nonce) <= MAX_NONCE:
-            raise BadInput(f"--nonce: {len(nonce)} bytes, expected 1..{MAX_NONCE}")
+            raise BadInput(f"{len(nonce)} bytes, expected 1..{MAX_NONCE}", field="nonce")
         selection = normalise(selection)
         if not selection:
-            raise BadInput("--pcrs: no PCR selected")
+            raise BadInput("no PCR selected", field="pcrs")
         tpml = tpml_from_selection(selection)
         values = self._values.get(selection)
         for _ in range(_ATTEMPTS):

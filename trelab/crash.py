@@ -1,4 +1,4 @@
-"""Edge: process. Test hooks of the operator side (issue 5, robustness): kill this process with
+"""Edge: process. Test hooks of the operator side: kill this process with
 SIGKILL at a named point — a real ``kill -9``: no cleanup, no flush, no atexit — so a test can
 interrupt the server just before or just after a store transaction commits, or SHO-B's OTA
 driver between two secured packets, and then check that a retry completes.
@@ -15,6 +15,8 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+
+from .digits import is_decimal
 
 __all__ = [
     "CRASH_SIGNAL_ENV",
@@ -52,7 +54,7 @@ def crash_hook(
         return None
     die = kill or _kill_self
     point, _, nth = target.partition("#")
-    left = [int(nth) if nth.isdigit() else 1]
+    left = [int(nth) if is_decimal(nth) else 1]
     lock = threading.Lock()  # the server reaches points from several request threads
 
     def hook(reached: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [
@@ -266,13 +267,13 @@ def encode_pin(pin: str) -> bytes:
     Raises:
         BadInput: not 4…8 decimal digits.
     """
-    if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 8):
+    if not (is_decimal(pin) and 4 <= len(pin) <= 8):
         raise BadInput("PIN: 4 to 8 decimal digits")
     return pin.encode().ljust(8, b"\xff")
 
 
 def _puk(puk: str) -> bytes:
-    if not (puk.isascii() and puk.isdigit() and len(puk) == 8):
+    if not (is_decimal(puk) and len(puk) == 8):
         raise BadInput("PUK: 8 decimal digits")
     return puk.encode()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = [
@@ -111,7 +112,7 @@ def decode_bcd_swapped(data: bytes) -> str:
 
 def encode_bcd_swapped(digits: str, size: int) -> bytes:
     """Digits as swapped-nibble BCD, F-padded to ``size`` bytes."""
-    if not digits.isdigit() or not digits.isascii():
+    if not is_decimal(digits, max_digits=None):
         raise BadInput("BCD: digits only")
     padded = digits + "F" * (2 * size - len(digits))
     if len(padded) > 2 * size:
@@ -147,7 +148,7 @@ def decode_imsi(data: bytes) -> str | None:
     body = data[1 : 1 + length]
     parity = body[0] & 0x0F
     digits = str(body[0] >> 4) + decode_bcd_swapped(body[1:])
-    if body[0] >> 4 > 9 or parity not in (0x1, 0x9) or not digits.isdigit():
+    if body[0] >> 4 > 9 or parity not in (0x1, 0x9) or not is_decimal(digits):
         raise BadInput("IMSI: bad first digit or parity nibble")
     if (parity == 0x9) != (len(digits) % 2 == 1):
         raise BadInput("IMSI: parity nibble does not match the number of digits")
@@ -158,7 +159,7 @@ def encode_imsi(imsi: str | None, size: int = 9) -> bytes:
     """Inverse of :func:`decode_imsi`: odd digit count → parity 9, even → 1 (TS 31.102 §4.2.2)."""
     if imsi is None:
         return b"\xff" * size
-    if not imsi.isdigit() or not imsi.isascii() or not 6 <= len(imsi) <= 15:
+    if not is_decimal(imsi) or not 6 <= len(imsi) <= 15:
         raise BadInput("IMSI: 6 to 15 digits")
     parity = 0x9 if len(imsi) % 2 else 0x1
     first = bytes([int(imsi[0]) << 4 | parity])
@@ -290,6 +291,8 @@ def parse_fcp(data: bytes) -> Fcp:
 # -- codecs --------------------------------------------------------------------------------------
 def _int_codec(name: str) -> Codec:
     def decode(data: bytes) -> int:
+        if not data:
+            raise BadInput(f"{name}: empty")
         return data[0]
 
     def encode(value: int, size: int) -> bytes:
@@ -356,7 +359,7 @@ def _service_table_codec(name: str) -> Codec:
 
 def _plmn_encode(plmn: str) -> bytes:
     """MCC/MNC as 3 BCD bytes (TS 24.008 §10.5.1.3): MCC2 MCC1, MNC3 MCC3, MNC2 MNC1."""
-    if not plmn.isdigit() or len(plmn) not in (5, 6):
+    if not is_decimal(plmn) or len(plmn) not in (5, 6):
         raise BadInput("PLMN: 5 or 6 digits (MCC + MNC)")
     d = [int(c) for c in plmn] + ([0xF] if len(plmn) == 5 else [])
     mnc3 = d[5]
@@ -386,6 +389,8 @@ def _acc_codec() -> Codec:
     """EF.ACC (TS 31.102 §4.2.15): access classes 0…15, class n ↔ bit n of the 16-bit value."""
 
     def decode(data: bytes) -> tuple[int, ...]:
+        if len(data) < 2:
+            raise BadInput("ACC: shorter than 2 bytes")
         value = int.from_bytes(data[:2], "big")
         return tuple(n for n in range(16) if value >> n & 1)
 
@@ -410,6 +415,8 @@ def _spn_codec() -> Codec:
     """EF.SPN (TS 31.102 §4.2.12): display condition byte, then the name (GSM default alphabet)."""
 
     def decode(data: bytes) -> dict[str, Any]:
+        if not data:
+            raise BadInput("SPN: empty (no display condition byte)")
         name = data[1:].split(b"\xff", 1)[0].decode("ascii", errors="replace")
         return {"display_condition": data[0], "name": name}
 
@@ -429,8 +436,12 @@ def _language_codec() -> Codec:
     """EF.PL (TS 102 221 §13.5): 2-character ISO 639 codes, FF FF unused."""
 
     def decode(data: bytes) -> tuple[str, ...]:
-        pairs = [data[i : i + 2] for i in range(0, len(data) - 1, 2)]
-        return tuple(p.decode("ascii") for p in pairs if not _erased(p))
+        pairs = [
+            data[i : i + 2] for i in range(0, len(data) - 1, 2) if not _erased(data[i : i + 2])
+        ]
+        if not all(p.isascii() and p.isalpha() for p in pairs):
+            raise BadInput("PL: a language code that is not two ASCII letters")
+        return tuple(p.decode("ascii") for p in pairs)
 
     def encode(codes: tuple[str, ...], size: int) -> bytes:
         if any(len(c) != 2 or not c.isascii() or not c.isalpha() for c in codes):

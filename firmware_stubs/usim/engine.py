@@ -25,6 +25,7 @@ from typing import Literal
 
 from aka.algorithm import AkaAlgorithm
 from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authenticate
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from uicc import fs
 from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
@@ -148,7 +149,7 @@ def _sw(sw: int) -> bytes:
 def _pin_block_ok(block: bytes) -> bool:
     """A new PIN: 4–8 ASCII digits padded with FF to 8 bytes (TS 102 221 §9.5.1)."""
     digits = block.rstrip(b"\xff")
-    return len(block) == 8 and 4 <= len(digits) <= 8 and digits.isdigit()
+    return len(block) == 8 and 4 <= len(digits) <= 8 and is_decimal(digits.decode("latin-1"))
 
 
 def _initial_files(profile: CardProfile) -> dict[str, FileContent]:
@@ -921,6 +922,8 @@ class UsimEngine:
                 raise _Refuse(SW_WRONG_LENGTH)
             if rand_len != 16:
                 raise _Refuse(SW_INCORRECT_DATA)
+            if self._profile.res_bits > 128:  # c2 (TS 33.102 §6.8.1.2) is defined up to 128
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
             gsm = gsm_authenticate(self._algorithm, rand)
             # L ‖ SRES ‖ L ‖ Kc (TS 31.102 §7.1.2.2)
             return self._respond_later(

@@ -1,6 +1,6 @@
 """Edge: filesystem (reads one profile file). A card profile: what one USIM is personalised with.
 
-:func:`parse_profile` is pure: a mapping with the keys of issue 4 (``iccid``, ``imsi``,
+:func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
 ``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths
 (for the HMAC-SHA-256 set of docs/hmac-aka.md: ``opc``/``op`` of 32 bytes and ``res_bits``),
 ``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``) → a frozen
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ from aka.milenage import Milenage, opc_from_op
 from aka.native import NATIVE_AVAILABLE, NativeMilenage
 from aka.sqn import SqnState
 from aka.tuak import CK_BITS, IK_BITS, MAC_BITS, RES_BITS, SoftwareKeccak, Tuak, topc_from_top
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
+from trelab.jsontext import load_json
 from uicc import fs
 
 __all__ = [
@@ -57,7 +58,7 @@ def encode_pin(name: str, text: str, *, digits: tuple[int, int], allow_hex: bool
         BadInput: not digits, or the wrong number of them (the message never shows the value).
     """
     low, high = digits
-    if text.isascii() and text.isdigit() and low <= len(text) <= high:
+    if is_decimal(text) and low <= len(text) <= high:
         return text.encode("ascii") + b"\xff" * (8 - len(text))
     if allow_hex and len(text) == 16:
         return parse_hex(name, text, length=8)
@@ -226,7 +227,7 @@ def _int(data: Mapping[str, Any], key: str, default: int, allowed: tuple[int, ..
 
 def _digits(data: Mapping[str, Any], key: str, low: int, high: int) -> str:
     value = _str(data, key)
-    if not (value.isascii() and value.isdigit() and low <= len(value) <= high):
+    if not (is_decimal(value) and low <= len(value) <= high):
         raise BadInput(f"profile: {key} must be {low} to {high} digits")
     return value
 
@@ -275,7 +276,7 @@ def _ota_keysets(raw: Any) -> tuple[OtaKeyset, ...]:
 
 
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
-    """Validate a profile mapping (JSON/TOML keys of issue 4) into a :class:`CardProfile`.
+    """Validate a profile mapping (its JSON/TOML keys) into a :class:`CardProfile`.
 
     Milenage profiles give exactly one of ``opc``/``op``; TUAK profiles one of ``topc``/``top``
     (OPc/TOPc derived from OP/TOP with K, TS 35.206 §4.1, TS 35.231 §6.1).
@@ -410,12 +411,5 @@ def load_profile(path: Path) -> CardProfile:
             # TOMLDecodeError names the position, not the content
             raise BadInput(f"profile {path}: not valid TOML ({exc})".splitlines()[0]) from None
     else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadInput(
-                f"profile {path}: not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        except UnicodeDecodeError:
-            raise BadInput(f"profile {path}: not UTF-8") from None
+        data = load_json(raw, f"profile {path}")
     return parse_profile(data)

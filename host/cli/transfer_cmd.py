@@ -8,7 +8,7 @@ hands the subscription to SHO-B over the signed, encrypted channel of
 :mod:`network.transfer`; SHO-B sends the secured packets to the card through ``--reader``
 (PC/SC) or ``--serial`` (the ENVELOPE inside AT+CSIM), each step reported. With a PIN
 (``--pin`` or ``$TRELAB_CARD_PIN``) it then reads the new IMSI back, attaches with SHO-B's
-HSS, and shows seed threat 2 (SHO-A still knows K): before the K rotation SHO-A computes the
+HSS, and shows TR 33.812 §7.1.2.3.1 threat 2 (SHO-A still knows K): before the K rotation SHO-A computes the
 subscriber's RES/CK/IK and its AUTN passes the card's MAC check; with ``--rotate-k``, after
 the rotation, neither. The old operator's OTA keys are tried too (a harmless READ BINARY):
 refused once the key sets are rotated. A run that was interrupted is resumed by running the
@@ -35,6 +35,7 @@ from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, CheckFailed
 from trelab.hexargs import parse_hex
 
@@ -78,7 +79,7 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from network.store import Store
     from network.transfer import KiTransfer, OtaKeyring
 
-    config = defaults.load_network_config(args.network_config)
+    config = defaults.load_network_config(args.config)
     db = defaults.network_db(args.db)
     store = Store(db, config.store_key)
     keyring = OtaKeyring(db.with_name(db.name + ".ota.json"), config.store_key)
@@ -122,7 +123,7 @@ def _subscription_from_profile(path: str) -> Any:
 def _transfer(args: argparse.Namespace) -> Outcome:
     from uicc.usim import UsimClient
 
-    if args.imsi is None or not args.imsi.isdigit() or not 6 <= len(args.imsi) <= 15:
+    if args.imsi is None or not is_decimal(args.imsi) or not 6 <= len(args.imsi) <= 15:
         raise BadInput("--imsi: 6 to 15 digits")
     if args.source == args.target:
         raise BadInput("--from and --to name the same SHO")
@@ -163,6 +164,7 @@ def _run(
 ) -> dict[str, Any]:
     from aka.usim import AkaResult
     from network.transfer import deliver
+    from threats import ki_transfer as ki_attacks
     from uicc.errors import CardRefused
     from uicc.ota import OtaRejected
 
@@ -194,8 +196,8 @@ def _run(
         say(f"card {iccid} now reads IMSI {out['card']['imsi']} (SHO-B's {new_imsi})")
         if not first["k_rotated"]:
             out["attach"]["before_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["before_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["before_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
     else:
         out["skipped"] = f"IMSI read-back, attach and threat checks need the PIN ({PIN_ENV})"
@@ -208,15 +210,15 @@ def _run(
         out["transfer"]["k_rotated"] = second["k_rotated"]
         if can_aka:
             out["attach"]["after_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["after_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
     # The old operator tries its OTA keys (design threat 3): a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
         por = deliver(
             link.transmit,
-            transfer.old_operator_packet(args.source, iccid, [_READ_IMSI_BY_SFI]),
+            ki_attacks.old_operator_packet(transfer, args.source, iccid, [_READ_IMSI_BY_SFI]),
             max(card_keys[0].keysets, key=lambda k: k.kvn),
         )
         out["old_operator_ota"] = {"por": por.status.text, "accepted": por.status == 0}
@@ -341,7 +343,8 @@ def register(nouns: Any) -> None:
     p.add_argument("--imsi", required=True, help="the subscriber's IMSI at the old SHO")
     p.add_argument("--from", dest="source", required=True, help="SHO that holds it (SHO-A)")
     p.add_argument("--to", dest="target", required=True, help="SHO that takes it (SHO-B)")
-    p.add_argument("--network-config", help="network config dir or file (trelab network)")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument("--network-config", dest="config", help=argparse.SUPPRESS)  # earlier spelling
     p.add_argument("--db", help="operator store (default: the user state dir)")
     p.add_argument("--card-profile", help="personalisation profile, first time SHO-A sees the card")
     p.add_argument("--rotate-k", action="store_true", help="write a new K/OPc to the card (OTA)")

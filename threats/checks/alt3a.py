@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from threats import ki_transfer as ki_attacks
 from threats.context import ThreatLab
 from threats.result import Attempt, Finding, Recorder
 from trelab.errors import Unavailable
@@ -177,7 +178,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
         client.forget_selection()
         card_imsi = client.read_imsi()
         attach_b = transfer.attach(new_imsi, authenticate)
-        before = transfer.threat_check(old_imsi, new_imsi, authenticate)
+        before = ki_attacks.threat_check(transfer, old_imsi, new_imsi, authenticate)
         # replay the IMSI-update packet SHO-B sent (counter already used)
         sho_b = keyring.card("sho-b", iccid)
         assert sho_b is not None
@@ -189,7 +190,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
         try:
             por = deliver(
                 link.transmit,
-                transfer.old_operator_packet("sho-a", iccid, [_READ_IMSI_BY_SFI]),
+                ki_attacks.old_operator_packet(transfer, "sho-a", iccid, [_READ_IMSI_BY_SFI]),
                 max(sho_a[0].keysets, key=lambda k: k.kvn),
             )
             old_ota = por.status.text
@@ -203,7 +204,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
             send=recording,
             rotate_k=True,
         )
-        after = transfer.threat_check(old_imsi, new_imsi, authenticate)
+        after = ki_attacks.threat_check(transfer, old_imsi, new_imsi, authenticate)
     past_ck = Milenage(SoftwareAes(imported.k), imported.opc).f2345(past_rand).ck
     return KiLab(
         transfer=transfer,
@@ -268,7 +269,7 @@ def run_1(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the card accepted a network that does not know its K")
         else:
             a.organisational(
-                "a contract (the seed); tested: without SHO-A's K the card rejects SHO-B's"
+                "a contract (TR 33.812); tested: without SHO-A's K the card rejects SHO-B's"
                 " network (MAC failure) — the subscription cannot move unless SHO-A hands it"
                 " over"
             )
@@ -291,7 +292,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         if ki.threats_before.get("impersonation") or ki.threats_before.get("false_network"):
             a.not_blocked(
                 "until K is changed SHO-A can pass as the subscriber and as its network: a"
-                " transfer cannot make SHO-A forget K (the seed rates this minor and relies on"
+                " transfer cannot make SHO-A forget K (TR 33.812 rates this minor and relies on"
                 " contracts and an OTA key change)",
                 should_block=False,
             )
@@ -313,7 +314,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         else:
             a.blocked(
                 "K rotated by OTA RFM (a proprietary credential command of the emulated USIM:"
-                " standard USIMs cannot, per the seed's editor's note): SHO-A's AUTN now fails"
+                " standard USIMs cannot, per TR 33.812's editor's note): SHO-A's AUTN now fails"
                 f" the card's MAC check ({ki.threats_after.get('card_answer_to_old_operator')})"
             )
     with ctx.attack(
@@ -374,10 +375,10 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         "SHO-A keeps the transferred subscriber's record",
     ) as a:
         ki = ki_lab(ctx)
-        record = ki.transfer.old_operator_view(ki.old_imsi)
+        record = ki_attacks.old_operator_view(ki.transfer, ki.old_imsi)
         a.note(sho_a_record_state=record.state, sho_a_still_has_k=bool(record.k))
         a.organisational(
-            f"contracts and inspections (the seed); tested: SHO-A's record is marked"
+            f"contracts and inspections (TR 33.812); tested: SHO-A's record is marked"
             f" '{record.state}' yet still holds K — deletion cannot be proven technically"
         )
     return rec.findings
@@ -398,7 +399,7 @@ def run_3(ctx: ThreatLab) -> list[Finding]:
         if ki.past_ck_recovered:
             a.not_blocked(
                 "AKA has no forward secrecy: the transferred K opens every recorded session"
-                " (the seed's counter-measure is the law and contracts)",
+                " (TR 33.812's counter-measure is the law and contracts)",
                 should_block=False,
             )
         else:
@@ -484,7 +485,7 @@ def run_4(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the card accepted another Milenage profile")
         else:
             a.organisational(
-                "a specification task (the seed); tested: with the right K but another OPc the"
+                "a specification task (TR 33.812); tested: with the right K but another OPc the"
                 " card answers MAC failure — the transfer must carry OPc (trelab's does)"
             )
     with ctx.attack(
