@@ -702,7 +702,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             verdict = state.decoded_verdict()
             if manifest is None or verdict is None:
                 raise _Restart("journal at step delivered without its manifest and verdict")
-            package = Package.from_json(json.loads(manifest.package))
+            package = Package.from_json(load_json(manifest.package, "MID package"))
             event = Install(manifest, package, verdict.pcr_digest)
         elif state.step == "commanded":
             from protocol.messages import LifecycleCommand, decode

@@ -333,7 +333,7 @@ def load_config(
     try:
         text = data.decode("utf-8")
         doc = tomllib.loads(text) if where.suffix == ".toml" else json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         kind = "TOML" if where.suffix == ".toml" else "JSON"
         raise BadConfig(f"config {where}: not {kind} ({str(exc).splitlines()[0]})") from None
     return parse_config(doc, where.parent, where, default_trusted_cas=default_trusted_cas)

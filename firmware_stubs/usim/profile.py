@@ -3,7 +3,7 @@
 :func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
 ``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths
 (for the HMAC-SHA-256 set of docs/hmac-aka.md: ``opc``/``op`` of 32 bytes and ``res_bits``),
-``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``) → a frozen
+``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``, ``suci``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
 :class:`~trelab.errors.BadInput` naming the key, never its value.
 """
@@ -32,7 +32,9 @@ from uicc import fs
 __all__ = [
     "DEFAULT_PROFILE",
     "CardProfile",
+    "HomeNetworkPublicKey",
     "OtaKeyset",
+    "SuciSettings",
     "encode_pin",
     "load_profile",
     "make_algorithm",
@@ -45,7 +47,9 @@ _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", 
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
 _HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
-_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn"})
+_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci"})
+_SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys"})
+_HN_KEY_KEYS = frozenset({"id", "profile", "public"})
 _ALL_KEYS = frozenset(_COMMON_REQUIRED) | _MILENAGE_KEYS | _TUAK_KEYS | _OPTIONAL
 _OTA_KEYS = frozenset({"kvn", "kic", "kid", "tar", "counter"})
 
@@ -77,6 +81,29 @@ class OtaKeyset:
 
 
 @dataclass(frozen=True)
+class HomeNetworkPublicKey:
+    """One home network public key the card conceals the SUPI with (TS 31.102 §4.4.11.8)."""
+
+    key_id: int
+    profile: Literal["A", "B"]
+    public: bytes
+
+
+@dataclass(frozen=True)
+class SuciSettings:
+    """Subscription identifier privacy on the card: the routing indicator, the protection
+    schemes in priority order and the home network public keys. With these the USIM computes
+    the SUCI itself (GET IDENTITY; EF.UST services 124 and 125)."""
+
+    routing_indicator: str = "0"
+    schemes: tuple[str, ...] = ("null",)
+    home_network_keys: tuple[HomeNetworkPublicKey, ...] = ()
+
+    def key_for(self, scheme: str) -> HomeNetworkPublicKey | None:
+        return next((k for k in self.home_network_keys if k.profile == scheme), None)
+
+
+@dataclass(frozen=True)
 class CardProfile:
     """The personalisation of one USIM. Secrets are hidden from repr/str."""
 
@@ -100,6 +127,7 @@ class CardProfile:
     mnc_length: int = 2
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
+    suci: SuciSettings | None = None
 
     def make_algorithm(self) -> AkaAlgorithm:
         """The f1…f5* of this card with K in software (Milenage: native kernel when built)."""
@@ -275,6 +303,50 @@ def _ota_keysets(raw: Any) -> tuple[OtaKeyset, ...]:
     return tuple(out)
 
 
+def _suci(raw: Any) -> SuciSettings:
+    if not isinstance(raw, Mapping):
+        raise BadInput("profile: suci must be an object")
+    unknown = sorted(set(raw) - _SUCI_KEYS)
+    if unknown:
+        raise BadInput(f"profile: unknown key suci.{unknown[0]}")
+    ri = raw.get("routing_indicator", "0")
+    if not (isinstance(ri, str) and ri.isascii() and ri.isdigit() and 1 <= len(ri) <= 4):
+        raise BadInput("profile: suci.routing_indicator must be 1 to 4 digits")
+    schemes = raw.get("schemes", ["null"])
+    if (
+        not isinstance(schemes, list)
+        or not schemes
+        or len(set(schemes)) != len(schemes)
+        or not all(s in ("null", "A", "B") for s in schemes)
+    ):
+        raise BadInput("profile: suci.schemes must list null, A, B (no repeats), best first")
+    keys: list[HomeNetworkPublicKey] = []
+    items = raw.get("home_network_keys", [])
+    if not isinstance(items, list):
+        raise BadInput("profile: suci.home_network_keys must be a list")
+    for index, item in enumerate(items):
+        where = f"suci.home_network_keys[{index}]"
+        if not isinstance(item, Mapping) or set(item) != _HN_KEY_KEYS:
+            raise BadInput(f"profile: {where} must hold exactly id, profile, public")
+        key_id = item["id"]
+        if isinstance(key_id, bool) or not isinstance(key_id, int) or not 1 <= key_id <= 255:
+            raise BadInput(f"profile: {where}.id must be 1…255")
+        if item["profile"] not in ("A", "B"):
+            raise BadInput(f"profile: {where}.profile must be A or B")
+        if not isinstance(item["public"], str):
+            raise BadInput(f"profile: {where}.public must be a hex string")
+        size = (32,) if item["profile"] == "A" else (33, 65)
+        public = parse_hex(f"profile: {where}.public", item["public"], length=size)
+        from aka.suci import Profile, hn_public_key
+
+        hn_public_key(Profile.A if item["profile"] == "A" else Profile.B, public)
+        keys.append(HomeNetworkPublicKey(key_id, item["profile"], public))
+    for scheme in schemes:
+        if scheme != "null" and not any(k.profile == scheme for k in keys):
+            raise BadInput(f"profile: suci.schemes lists {scheme} without a home network key")
+    return SuciSettings(ri, tuple(schemes), tuple(keys))
+
+
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
     """Validate a profile mapping (its JSON/TOML keys) into a :class:`CardProfile`.
 
@@ -327,6 +399,7 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         mnc_length=mnc_length,
         spn=spn,
         ota_keysets=ota,
+        suci=_suci(data["suci"]) if "suci" in data else None,
     )
     if algorithm == "milenage":
         extra = sorted(set(data) & _TUAK_KEYS)

@@ -18,7 +18,6 @@ serve`` (SQLite: safe next to a running server).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import time
@@ -30,6 +29,7 @@ from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = ["parse_hss_record", "register"]
 
@@ -109,11 +109,10 @@ def parse_hss_record(doc: Any) -> dict[str, Any]:
 
 def _add_subscriber(args: argparse.Namespace) -> Outcome:
     try:
-        doc = json.loads(Path(args.hss_record).read_text())
+        raw = Path(args.hss_record).read_bytes()
     except OSError as exc:
         raise BadInput(f"--hss-record {args.hss_record}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInput(f"--hss-record {args.hss_record}: not JSON") from None
+    doc = load_json(raw, f"--hss-record {args.hss_record}")
     fields = parse_hss_record(doc)
     config = _config(args)
     store = _store(args, config)

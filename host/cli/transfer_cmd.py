@@ -213,7 +213,7 @@ def _run(
             out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
                 transfer, args.imsi, new_imsi, authenticate
             )
-    # The old operator tries its OTA keys (design threat 3): a READ BINARY, harmless either way.
+    # The old operator tries its OTA keys: a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
         por = deliver(
@@ -271,7 +271,7 @@ def _keyset(args: argparse.Namespace) -> Any:
         try:
             doc = json.loads(Path(args.keys_file).read_text())
             kic_text, kid_text = doc["kic"], doc["kid"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise BadInput(f"--keys-file {args.keys_file}: expected JSON with kic, kid") from None
     if kic_text is None or kid_text is None:
         raise BadInput(f"keys: give --keys-file, or {KIC_ENV} and {KID_ENV}")

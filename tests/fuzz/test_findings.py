@@ -398,3 +398,45 @@ def test_well_formed_file_contents_still_decode() -> None:
     assert fs.EF_PL.codec.decode(b"enfr\xff\xff") == ("en", "fr")
     assert fs.EF_SPN.codec.decode(b"\x01abc\xff")["name"] == "abc"
     assert fs.EF_HPPLMN.codec.decode(b"\x05") == 5
+
+
+# ---- other JSON files the CLI and the network read ----------------------------------------------
+
+DEEP = b"[" * 100_000
+
+
+def test_an_hss_record_file_nested_too_deep_is_bad_input(tmp_path: Path) -> None:
+    import argparse
+
+    from host.cli.operator_cmd import _add_subscriber
+
+    (tmp_path / "record.json").write_bytes(DEEP)
+    with pytest.raises(BadInput):
+        _add_subscriber(argparse.Namespace(hss_record=str(tmp_path / "record.json")))
+
+
+def test_an_ota_keys_file_nested_too_deep_is_bad_input(tmp_path: Path) -> None:
+    import argparse
+
+    from host.cli.transfer_cmd import _keyset
+
+    (tmp_path / "keys.json").write_bytes(DEEP)
+    with pytest.raises(BadInput):
+        _keyset(argparse.Namespace(keys_file=str(tmp_path / "keys.json"), kvn=1))
+
+
+@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"'])
+def test_an_ota_keyring_that_is_not_an_object_is_bad_input(tmp_path: Path, raw: bytes) -> None:
+    from network.transfer import OtaKeyring
+
+    (tmp_path / "keyring.json").write_bytes(raw)
+    with pytest.raises(BadInput):
+        OtaKeyring(tmp_path / "keyring.json", bytes(32))._load()
+
+
+def test_a_network_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:
+    from network.config import load_config
+
+    (tmp_path / "network.json").write_bytes(DEEP)
+    with pytest.raises(TrelabError):
+        load_config(tmp_path / "network.json")
