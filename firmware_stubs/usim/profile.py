@@ -301,7 +301,7 @@ def _suci(raw: Any) -> SuciSettings:
     if unknown:
         raise BadInput(f"profile: unknown key suci.{unknown[0]}")
     ri = raw.get("routing_indicator", "0")
-    if not (is_decimal(ri, max_digits=4)):
+    if not is_decimal(ri, max_digits=4):
         raise BadInput("profile: suci.routing_indicator must be 1 to 4 digits")
     schemes = raw.get("schemes", ["null"])
     if (
