@@ -211,7 +211,7 @@ def _run(
             out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
                 transfer, args.imsi, new_imsi, authenticate
             )
-    # The old operator tries its OTA keys (design threat 3): a READ BINARY, harmless either way.
+    # The old operator tries its OTA keys: a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
         por = deliver(
