@@ -1200,12 +1200,8 @@ class Operator:
 
         try:
             supi = deconceal(suci, lookup)
-        except MacMismatch:
-            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
+        except MacMismatch:  # the refusal is audited with its code where it is answered
             raise Refused("suci-mac", "SUCI MAC tag does not verify") from None
-        except Refused:
-            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
-            raise
         except BadInput as exc:
             raise Refused("bad-suci", str(exc)) from None
         self._audit(
