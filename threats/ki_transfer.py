@@ -70,8 +70,8 @@ def threat_check(
 def old_operator_packet(
     transfer: KiTransfer, holder: str, iccid: str, apdus: Sequence[bytes]
 ) -> bytes:
-    """An ENVELOPE SHO-A could still build with the OTA keys it kept (threat 3 of the design
-    note): RFM USIM under its key set, its next counter. For demonstrations and tests."""
+    """An ENVELOPE SHO-A could still build with the OTA keys it kept after the transfer: RFM
+    USIM under its key set, its next counter. For demonstrations and tests."""
     card = transfer.keyring.card(holder, iccid)
     if card is None:
         raise Refused("unknown-card", f"{holder} never held OTA keys for {iccid}")

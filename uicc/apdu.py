@@ -318,6 +318,12 @@ def build_authenticate_3g(rand: bytes, autn: bytes) -> CommandApdu:
     return CommandApdu(CLA_UICC, 0x88, 0x00, AUTH_CONTEXT_3G, data, 256)
 
 
+def build_get_identity_suci() -> CommandApdu:
+    """GET IDENTITY in SUCI context (TS 31.102 §7.5, TS 102 221 §11.1.23): the USIM computes
+    the SUCI; a UICC-specific command (CLA 8X)."""
+    return CommandApdu(0x80, 0x78, 0x00, 0x01, le=256)
+
+
 def build_authenticate_gsm(rand: bytes) -> CommandApdu:
     """AUTHENTICATE, GSM context (TS 31.102 §7.1.2.1): ``10 RAND``."""
     if len(rand) != 16:

@@ -22,6 +22,7 @@ __all__ = [
     "ADF_USIM",
     "APPLICATIONS",
     "DF",
+    "DF_5GS",
     "EF",
     "EF_ACC",
     "EF_AD",
@@ -38,8 +39,10 @@ __all__ = [
     "EF_LOCI",
     "EF_PL",
     "EF_PSLOCI",
+    "EF_ROUTING_INDICATOR",
     "EF_SPN",
     "EF_START_HFN",
+    "EF_SUCI_CALC_INFO",
     "EF_THRESHOLD",
     "EF_UST",
     "KEY_REFERENCE",
@@ -674,15 +677,19 @@ EF_HPPLMN = TransparentEF(
 EF_UST = TransparentEF(
     0x6F38,
     "EF.UST",
-    11,
+    16,
     _service_table_codec("ust"),
     sfid=0x04,
     read=_PIN,
     update=_ADM,
     samples=(
         # services 20 SPN, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
-        # 85 EPS mobility management information (TS 31.102 §4.2.8)
-        (bytes.fromhex("0000080423000000000010"), (20, 27, 33, 34, 38, 85)),
+        # 85 EPS mobility management information, 124 subscription identifier privacy
+        # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
+        (
+            bytes.fromhex("00000804230000000000100000000018"),
+            (20, 27, 33, 34, 38, 85, 124, 125),
+        ),
     ),
 )
 EF_SPN = TransparentEF(
@@ -850,6 +857,28 @@ EF_ICI = CyclicEF(
     samples=((bytes(range(30)), bytes(range(30)).hex()), (b"\xff" * 30, "ff" * 30)),
 )
 
+# DF.5GS (TS 31.102 §4.4.11): what subscription identifier privacy needs
+EF_SUCI_CALC_INFO = TransparentEF(
+    0x4F07,
+    "EF.SUCI_Calc_Info",
+    128,
+    _hex_codec("suci_calc_info"),
+    read=_PIN,
+    update=_ADM,
+    samples=((b"\xa0\x02\x00\x00" + b"\xff" * 124, "a0020000" + "ff" * 124),),
+)
+EF_ROUTING_INDICATOR = TransparentEF(
+    0x4F0A,
+    "EF.Routing_Indicator",
+    4,
+    _hex_codec("routing_indicator"),
+    read=_PIN,
+    update=_ADM,
+    default=bytes.fromhex("f0ffffff"),
+    samples=((bytes.fromhex("f0ffffff"), "f0ffffff"),),
+)
+DF_5GS = DF(0x5FC0, "DF.5GS", children=(EF_SUCI_CALC_INFO, EF_ROUTING_INDICATOR))
+
 MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL))
 ADF_USIM = ADF(
     USIM_AID,
@@ -872,6 +901,7 @@ ADF_USIM = ADF(
         EF_AD,
         EF_EPSLOCI,
         EF_ICI,
+        DF_5GS,
     ),
 )
 APPLICATIONS: tuple[ADF, ...] = (ADF_USIM,)

@@ -60,6 +60,7 @@ from aka.hss import AuthVector, Hss, Subscriber
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnState
+from aka.suci import Profile
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaSuccess, AkaSyncFailure, usim_authenticate
 from lab import swtpm
@@ -70,9 +71,11 @@ from tpm.mid import Layer, LoadedMid, delete_mid, import_package, wrap_for_devic
 from tpm.mid_errors import UnknownMid
 from tpm.package import AlgorithmSpec, MidSecrets
 from tpm.registry import MidRecord, Registry
+from tpm.suci import TpmAgreement
 from trelab.errors import LocalProtocolError, TrelabError, Unavailable
 
 from ..harness import Case
+from .five_g import HomeKeys, me_5g, suci_once
 from .pool import VectorPool
 
 __all__ = [
@@ -493,6 +496,7 @@ class TpmTre:
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
+        cases.append(self._real_aka_case("aka-5g", mid, five_g=True))
         cases.append(self._resident_aka_case(few))
         if self.mode != "sealed" and self.bus_protection:  # the opt-out, to show the cost
             cases.append(
@@ -510,6 +514,7 @@ class TpmTre:
         if self._tuak is not None:
             cases.append(self._real_aka_case("aka-tuak", self._tuak))
         if self.variant.full:  # the ECB and physical rows
+            cases.append(self._suci_case(few))
             cases.append(self._resync_case())
             cases += self._attest_cases(few)
             if self._allow_import:
@@ -657,6 +662,7 @@ class TpmTre:
         mid: _BenchMid,
         *,
         bus_protection: bool | None = None,
+        five_g: bool = False,
         layer: Layer = "lean",
     ) -> Case:
         conn, registry, mode = self._conn, self._site.registry, self.variant.mode
@@ -669,13 +675,33 @@ class TpmTre:
                     conn, registry, mid.mid, vector.rand, vector.autn, mode=mode,
                     bus_protection=protect, layer=layer,
                 )  # fmt: skip
-                _expect_success(outcome.result, operation)
+                if five_g:
+                    me_5g(outcome.result, vector, operation)
+                else:
+                    _expect_success(outcome.result, operation)
 
+        extra = " + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software" if five_g else ""
         return Case(
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
             detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
             "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
-            f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}",
+            f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}{extra}",
+        )  # fmt: skip
+
+    def _suci_case(self, batch: int) -> Case:
+        """Profile B with the ephemeral key made and used in the TPM (TPM2_ECDH_KeyGen)."""
+        keys = HomeKeys()
+        agreement = TpmAgreement(self._conn)
+
+        def body(n: int) -> None:
+            for _ in range(n):
+                suci_once(keys, Profile.B, agreement)
+
+        return Case(
+            self.tre, "suci", body, batch=batch,
+            detail="Profile B: TPM2_LoadExternal of the home network key + TPM2_ECDH_KeyGen "
+            "(ephemeral key made and used in the TPM), flush; X9.63 KDF, AES-CTR, HMAC in "
+            "software. Profile A (X25519) cannot run in a TPM 2.0",
         )  # fmt: skip
 
     def _protected_e_k_case(self, batch: int, *, layer: Layer = "lean") -> Case:

@@ -42,6 +42,7 @@ from trelab.errors import CheckFailed, LocalProtocolError, TrelabError, Unavaila
 from uicc.usim import UsimClient
 
 from ..harness import Case
+from .five_g import me_5g
 from .pool import VectorPool
 
 __all__ = [
@@ -88,6 +89,9 @@ class _UsimTre:
 
     link_kind = ""
 
+    #: how the lab gives this card its profile back, for lab rows (None: physical hardware)
+    reset_fix: str | None = None
+
     def __init__(self, tre: str, profile: CardProfile, *, quick: bool) -> None:
         self.tre = tre
         self._profile = profile
@@ -103,7 +107,9 @@ class _UsimTre:
         self._client = client
         status = client.pin_status()
         if status.state == "blocked":
-            raise Unavailable(f"{self.tre}: PIN1 is blocked", fix="trelab card unblock")
+            raise Unavailable(
+                f"{self.tre}: PIN1 is blocked", fix=self.reset_fix or "trelab card unblock"
+            )
         if status.state == "enabled" and not status.verified:
             if status.tries_left is not None and status.tries_left < 3:
                 raise Unavailable(
@@ -122,13 +128,15 @@ class _UsimTre:
                 return
             if isinstance(result, AkaMacFailure):
                 raise Unavailable(
-                    f"{self.tre}: MAC failure: the card's K/OPc are not its profile's"
+                    f"{self.tre}: MAC failure: the card's K/OPc are not its profile's",
+                    fix=self.reset_fix,
                 )
             try:  # sync failure: learn SQN_MS from AUTS like an HSS does (TS 33.102 §6.3.5)
                 self._hss.resynchronise(imsi, vector.rand, result.auts)
             except CheckFailed:
                 raise Unavailable(
-                    f"{self.tre}: AUTS does not verify: the card's K/OPc are not its profile's"
+                    f"{self.tre}: AUTS does not verify: the card's K/OPc are not its profile's",
+                    fix=self.reset_fix,
                 ) from None
             self._resyncs_at_start += 1
         raise Unavailable(f"{self.tre}: the card refused a vector even after resynchronising")
@@ -143,6 +151,11 @@ class _UsimTre:
             "algorithm": profile.algorithm,
             "aka_mode": f"{profile.algorithm} inside the USIM; SQN checked and committed by the card",
             "sqn_catch_up": f"{self._resyncs_at_start} resynchronisation(s) before the run",
+            "suci": (
+                f"GET IDENTITY, schemes {', '.join(profile.suci.schemes)}"
+                if profile.suci is not None
+                else "not run: this card's profile has no suci settings (EF.UST 125 absent)"
+            ),
         }
 
     def _client_cases(self) -> list[Case]:
@@ -156,6 +169,11 @@ class _UsimTre:
                 if not isinstance(result, AkaSuccess):
                     raise LocalProtocolError(f"{self.tre}: bench AKA gave {result.result}")
 
+        def aka_5g(n: int) -> None:
+            for _ in range(n):
+                vector = pool.take()
+                me_5g(client.authenticate(vector.rand, vector.autn), vector, self.tre)
+
         def resync(n: int) -> None:
             for _ in range(n):
                 result = client.authenticate(replay.rand, replay.autn)
@@ -163,10 +181,26 @@ class _UsimTre:
                     raise LocalProtocolError(f"{self.tre}: replayed AUTN gave {result.result}")
                 hss.resynchronise(imsi, replay.rand, result.auts)
 
+        def suci(n: int) -> None:
+            for _ in range(n):
+                client.get_identity()
+
+        suci_cases = []
+        if self._profile.suci is not None:
+            first = self._profile.suci.schemes[0]
+            suci_cases.append(
+                Case(self.tre, "suci", suci,
+                     detail=f"UsimClient.get_identity: GET IDENTITY + GET RESPONSE; the card "
+                     f"makes a fresh ephemeral key and conceals its IMSI (scheme {first})")
+            )  # fmt: skip
         return [
+            *suci_cases,
             Case(self.tre, "aka-milenage", aka, teardown=pool.top_up,
                  detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
                  "card runs Milenage, the SQN check and an fsync'd state commit"),
+            Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
+                 detail="aka-milenage + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software "
+                 "(TS 33.501 Annex A)"),
             Case(self.tre, "aka-resync", resync,
                  detail="replayed AUTN: the card answers AUTS, the HSS checks MAC-S and "
                  "recovers SQN_MS"),
@@ -196,10 +230,12 @@ class PcscUsimTre(_UsimTre):
         *,
         quick: bool,
         extra: dict[str, Any] | None = None,
+        reset_fix: str | None = None,
     ) -> None:
         from uicc.links.pcsc import PcscLink
 
         super().__init__(tre, profile, quick=quick)
+        self.reset_fix = reset_fix
         self._extra = dict(extra or {})
         try:
             link = self._link = self._stack.enter_context(PcscLink(reader))
@@ -312,10 +348,12 @@ class ModemUsimTre(_UsimTre):
         *,
         quick: bool,
         extra: dict[str, Any] | None = None,
+        reset_fix: str | None = None,
     ) -> None:
         from uicc.links.at_csim import AtCommandFailed, AtCsimLink
 
         super().__init__(tre, profile, quick=quick)
+        self.reset_fix = reset_fix
         self._extra = dict(extra or {})
         self._device = device
         try:
@@ -437,7 +475,7 @@ def lab_card_factory(ctx: Any) -> PcscUsimTre:
         if holder is not None:
             raise Unavailable(
                 f"{card.reader} holds the card of lab {holder}; this lab's card waits its turn",
-                fix="stop the other lab (trelab lab down --dir …) or bench that lab",
+                fix="stop the other lab (trelab lab down --lab-dir …) or bench that lab",
             )
         if not proc.wait_until(ours_attached, _ATTACH_WAIT, interval=0.1):
             raise Unavailable(
@@ -449,6 +487,7 @@ def lab_card_factory(ctx: Any) -> PcscUsimTre:
     return PcscUsimTre(
         "usim over PC/SC (emulated)", card.reader, load_profile(card.profile),
         quick=ctx.quick, extra=extra,
+        reset_fix=f"`trelab lab reset card --lab-dir {lab.lab_dir}` restores the lab card's profile",
     )  # fmt: skip
 
 
@@ -468,6 +507,7 @@ def lab_modem_factory(ctx: Any) -> ModemUsimTre:
     return ModemUsimTre(
         "modem over AT+CSIM (emulated)", str(modem.device), load_profile(modem.profile),
         quick=ctx.quick, extra=extra,
+        reset_fix=f"`trelab lab reset modem --lab-dir {lab.lab_dir}` restores its SIM's profile",
     )  # fmt: skip
 
 

@@ -1,15 +1,15 @@
 """Edge: filesystem (reads one profile file). A card profile: what one USIM is personalised with.
 
 :func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
-``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths,
-``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``) → a frozen
+``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths
+(for the HMAC-SHA-256 set of docs/hmac-aka.md: ``opc``/``op`` of 32 bytes and ``res_bits``),
+``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``, ``suci``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
 :class:`~trelab.errors.BadInput` naming the key, never its value.
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,25 +25,30 @@ from aka.tuak import CK_BITS, IK_BITS, MAC_BITS, RES_BITS, SoftwareKeccak, Tuak,
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
-from trelab.jsontext import load_json
+from trelab.jsontext import load_json, load_toml
 from uicc import fs
 
 __all__ = [
     "DEFAULT_PROFILE",
     "CardProfile",
+    "HomeNetworkPublicKey",
     "OtaKeyset",
+    "SuciSettings",
     "encode_pin",
     "load_profile",
     "make_algorithm",
     "parse_profile",
 ]
 
-Algorithm = Literal["milenage", "tuak"]
+Algorithm = Literal["milenage", "tuak", "hmac-sha256"]
 
 _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", "puk1", "adm1")
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
-_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn"})
+_HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
+_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci"})
+_SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys"})
+_HN_KEY_KEYS = frozenset({"id", "profile", "public"})
 _ALL_KEYS = frozenset(_COMMON_REQUIRED) | _MILENAGE_KEYS | _TUAK_KEYS | _OPTIONAL
 _OTA_KEYS = frozenset({"kvn", "kic", "kid", "tar", "counter"})
 
@@ -75,6 +80,29 @@ class OtaKeyset:
 
 
 @dataclass(frozen=True)
+class HomeNetworkPublicKey:
+    """One home network public key the card conceals the SUPI with (TS 31.102 §4.4.11.8)."""
+
+    key_id: int
+    profile: Literal["A", "B"]
+    public: bytes
+
+
+@dataclass(frozen=True)
+class SuciSettings:
+    """Subscription identifier privacy on the card: the routing indicator, the protection
+    schemes in priority order and the home network public keys. With these the USIM computes
+    the SUCI itself (GET IDENTITY; EF.UST services 124 and 125)."""
+
+    routing_indicator: str = "0"
+    schemes: tuple[str, ...] = ("null",)
+    home_network_keys: tuple[HomeNetworkPublicKey, ...] = ()
+
+    def key_for(self, scheme: str) -> HomeNetworkPublicKey | None:
+        return next((k for k in self.home_network_keys if k.profile == scheme), None)
+
+
+@dataclass(frozen=True)
 class CardProfile:
     """The personalisation of one USIM. Secrets are hidden from repr/str."""
 
@@ -98,6 +126,7 @@ class CardProfile:
     mnc_length: int = 2
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
+    suci: SuciSettings | None = None
 
     def make_algorithm(self) -> AkaAlgorithm:
         """The f1…f5* of this card with K in software (Milenage: native kernel when built)."""
@@ -184,6 +213,12 @@ def make_algorithm(params: _AlgorithmParams) -> AkaAlgorithm:
     Raises:
         BadInput: OPc (Milenage) or TOPc (TUAK) missing, or lengths the algorithm rejects.
     """
+    if params.algorithm == "hmac-sha256":
+        from aka.hmac_aka import HmacAka, SoftwareHmac
+
+        if params.opc is None:
+            raise BadInput("the HMAC-SHA-256 set needs OPc")
+        return HmacAka(SoftwareHmac(params.k), params.opc, res_bits=params.res_bits)
     if params.algorithm == "milenage":
         if params.opc is None:
             raise BadInput("Milenage needs OPc")
@@ -267,6 +302,50 @@ def _ota_keysets(raw: Any) -> tuple[OtaKeyset, ...]:
     return tuple(out)
 
 
+def _suci(raw: Any) -> SuciSettings:
+    if not isinstance(raw, Mapping):
+        raise BadInput("profile: suci must be an object")
+    unknown = sorted(set(raw) - _SUCI_KEYS)
+    if unknown:
+        raise BadInput(f"profile: unknown key suci.{unknown[0]}")
+    ri = raw.get("routing_indicator", "0")
+    if not is_decimal(ri, max_digits=4):
+        raise BadInput("profile: suci.routing_indicator must be 1 to 4 digits")
+    schemes = raw.get("schemes", ["null"])
+    if (
+        not isinstance(schemes, list)
+        or not schemes
+        or len(set(schemes)) != len(schemes)
+        or not all(s in ("null", "A", "B") for s in schemes)
+    ):
+        raise BadInput("profile: suci.schemes must list null, A, B (no repeats), best first")
+    keys: list[HomeNetworkPublicKey] = []
+    items = raw.get("home_network_keys", [])
+    if not isinstance(items, list):
+        raise BadInput("profile: suci.home_network_keys must be a list")
+    for index, item in enumerate(items):
+        where = f"suci.home_network_keys[{index}]"
+        if not isinstance(item, Mapping) or set(item) != _HN_KEY_KEYS:
+            raise BadInput(f"profile: {where} must hold exactly id, profile, public")
+        key_id = item["id"]
+        if isinstance(key_id, bool) or not isinstance(key_id, int) or not 1 <= key_id <= 255:
+            raise BadInput(f"profile: {where}.id must be 1…255")
+        if item["profile"] not in ("A", "B"):
+            raise BadInput(f"profile: {where}.profile must be A or B")
+        if not isinstance(item["public"], str):
+            raise BadInput(f"profile: {where}.public must be a hex string")
+        size = (32,) if item["profile"] == "A" else (33, 65)
+        public = parse_hex(f"profile: {where}.public", item["public"], length=size)
+        from aka.suci import Profile, hn_public_key
+
+        hn_public_key(Profile.A if item["profile"] == "A" else Profile.B, public)
+        keys.append(HomeNetworkPublicKey(key_id, item["profile"], public))
+    for scheme in schemes:
+        if scheme != "null" and not any(k.profile == scheme for k in keys):
+            raise BadInput(f"profile: suci.schemes lists {scheme} without a home network key")
+    return SuciSettings(ri, tuple(schemes), tuple(keys))
+
+
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
     """Validate a profile mapping (its JSON/TOML keys) into a :class:`CardProfile`.
 
@@ -285,8 +364,8 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         if key not in data:
             raise BadInput(f"profile: missing key {key!r}")
     algorithm = _str(data, "algorithm")
-    if algorithm not in ("milenage", "tuak"):
-        raise BadInput("profile: algorithm must be 'milenage' or 'tuak'")
+    if algorithm not in ("milenage", "tuak", "hmac-sha256"):
+        raise BadInput("profile: algorithm must be 'milenage', 'tuak' or 'hmac-sha256'")
     iccid = _digits(data, "iccid", 18, 20)
     imsi = _digits(data, "imsi", 6, 15)
     amf = parse_hex("profile: amf", _str(data, "amf"), length=2)
@@ -319,6 +398,7 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         mnc_length=mnc_length,
         spn=spn,
         ota_keysets=ota,
+        suci=_suci(data["suci"]) if "suci" in data else None,
     )
     if algorithm == "milenage":
         extra = sorted(set(data) & _TUAK_KEYS)
@@ -329,6 +409,25 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         if "op" in data:
             opc = opc_from_op(SoftwareAes(k), opc)
         return CardProfile(algorithm="milenage", k=k, opc=opc, **common)
+    if algorithm == "hmac-sha256":
+        from aka.hmac_aka import RES_BITS as HMAC_RES_BITS
+        from aka.hmac_aka import SoftwareHmac
+        from aka.hmac_aka import opc_from_op as hmac_opc_from_op
+
+        extra = sorted(set(data) & (_TUAK_KEYS - _HMAC_KEYS))
+        if extra:
+            raise BadInput(f"profile: key {extra[0]!r} is for TUAK profiles")
+        k = parse_hex("profile: k", _str(data, "k"), length=(16, 32))
+        opc = _one_of(data, "opc", "op", 32)
+        if "op" in data:
+            opc = hmac_opc_from_op(SoftwareHmac(k), opc)
+        return CardProfile(
+            algorithm="hmac-sha256",
+            k=k,
+            opc=opc,
+            res_bits=_int(data, "res_bits", 64, HMAC_RES_BITS),
+            **common,
+        )
     extra = sorted(set(data) & _MILENAGE_KEYS)
     if extra:
         raise BadInput(f"profile: key {extra[0]!r} is for Milenage profiles")
@@ -378,11 +477,7 @@ def load_profile(path: Path) -> CardProfile:
             f"profile {path}: cannot read ({exc.strerror or type(exc).__name__})"
         ) from None
     if str(path).endswith(".toml"):
-        try:
-            data: Any = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            # TOMLDecodeError names the position, not the content
-            raise BadInput(f"profile {path}: not valid TOML ({exc})".splitlines()[0]) from None
+        data: Any = load_toml(raw, f"profile {path}")
     else:
         data = load_json(raw, f"profile {path}")
     return parse_profile(data)

@@ -51,6 +51,24 @@ def _concealer(args: argparse.Namespace, agreement: Any = None) -> Any:
     return make
 
 
+def _explain_deleted(registry: Any, mid_id: str) -> None:
+    """A MID ``trelab mid list`` still shows (the agent keeps deleted MIDs as a record) but
+    whose K is gone from the TPM: say that, rather than "not in the registry".
+
+    Raises:
+        UnknownMid: the agent knows the MID, the TPM's registry no longer does.
+    """
+    from host.provision import AgentFiles
+    from tpm.mid_errors import UnknownMid
+
+    info = AgentFiles(registry).read().mids.get(mid_id)
+    if info is not None and mid_id not in registry.read().mids:
+        raise UnknownMid(
+            f"MID {mid_id} is {info.state}: its K is no longer in the TPM "
+            "(`trelab mid list` keeps it as a record)"
+        )
+
+
 def _attach(args: argparse.Namespace) -> Outcome:
     from aka.access import parse_rat
     from protocol.client import HttpTransport
@@ -58,8 +76,11 @@ def _attach(args: argparse.Namespace) -> Outcome:
     rat = parse_rat(args.rat)
     if args.suci_profile and rat != "5g":
         raise BadInput("--suci-profile: a SUCI is sent over 5G only (--rat 5g)")
-    conceal = _concealer(args) if rat == "5g" and args.suci_profile else None
-    suci_holder = "software" if conceal is not None else None
+    from_usim = args.suci_profile == "usim"
+    if from_usim and args.mid:
+        raise BadInput("--suci-profile usim: only a card computes its SUCI (GET IDENTITY)")
+    conceal = _concealer(args) if rat == "5g" and args.suci_profile and not from_usim else None
+    suci_holder = "software (the ME)" if conceal is not None else None
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)
     if args.mid:
@@ -78,6 +99,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
                 agreement, suci_holder = holder_for(conn, profile)
                 conceal = _concealer(args, agreement)
             registry = Registry(defaults.registry_path(args.registry))
+            _explain_deleted(registry, args.mid)
             done = attach_tpm(
                 conn,
                 registry,
@@ -101,6 +123,12 @@ def _attach(args: argparse.Namespace) -> Outcome:
                 if hasattr(link, "reset_on_close"):
                     link.reset_on_close = True
                 client.verify_pin(pin)
+            if from_usim:
+
+                def conceal(imsi: str) -> str:
+                    return str(client.get_identity().to_string())
+
+                suci_holder = "usim (GET IDENTITY)"
             imsi, done = attach_card(client, transport, imsi=args.imsi, rat=rat, conceal=conceal)
         tre = "uicc"
     data = {
@@ -151,8 +179,9 @@ def register(nouns: Any) -> None:
     )
     p.add_argument(
         "--suci-profile",
-        choices=("null", "A", "B"),
-        help="5G: send a SUCI of this protection scheme instead of the IMSI",
+        choices=("null", "A", "B", "usim"),
+        help="5G: send a SUCI of this protection scheme instead of the IMSI; usim: the card "
+        "computes it (GET IDENTITY, its own scheme and key)",
     )
     p.add_argument("--hn-pub", help="home network public key for --suci-profile A|B, hex")
     p.add_argument("--hn-key-id", default="0", help="its key id, 0 … 255 (default 0)")

@@ -184,7 +184,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
         assert sho_b is not None
         imsi_packet = next(p for p in first["packets"] if p["step"] == "imsi")
         replay = deliver(link.transmit, envelopes[-1], sho_b[0].keyset(imsi_packet["kvn"]))
-        # SHO-A's retained OTA keys (design threat 3)
+        # SHO-A's retained OTA keys
         sho_a = keyring.card("sho-a", iccid)
         assert sho_a is not None
         try:

@@ -187,7 +187,7 @@ def test_transfer_updates_the_card_and_shows_threat_2_before_and_after(lab: Lab)
         record = tx.hss(new_imsi)
         assert record is not None and record.state == "active" and record.sho == "sho-b"
         assert record.k != PROFILE.k and tx.hss_count("sho-b") == 1
-    # the old operator's OTA keys no longer open the card (design threat 3)
+    # the old operator's OTA keys no longer open the card
     envelope = ki_attacks.old_operator_packet(
         lab.transfer, "sho-a", PROFILE.iccid, [bytes.fromhex("00b0870009")]
     )
