@@ -396,7 +396,7 @@ def test_malformed_evidence_is_bad_input(lab_tcti, tmp_path, capsys) -> None:
 def test_quote_never_overwrites_earlier_evidence_silently(lab_tcti, tmp_path, capsys) -> None:
     out, _ = quote_dir(capsys, lab_tcti, tmp_path / "q")
     before = (out / "quote.msg").read_bytes()
-    base = ("attest", "quote", "--tpm", lab_tcti, "--nonce", "0011", "--pcrs", SEL)
+    base = ("attest", "quote", "--tpm", lab_tcti, "--nonce", "0011", "--pcrs", SEL, "--json")
     rc, _, err = cli(capsys, *base, "--out", str(out))
     assert rc == 2 and "holds earlier evidence" in err and "--force" in err
     assert (out / "quote.msg").read_bytes() == before
