@@ -400,7 +400,7 @@ def test_quote_never_overwrites_earlier_evidence_silently(lab_tcti, tmp_path, ca
     rc, _, err = cli(capsys, *base, "--out", str(out))
     assert rc == 2 and "holds earlier evidence" in err and "--force" in err
     assert (out / "quote.msg").read_bytes() == before
-    rc, _, err = cli(capsys, *base, "--out", str(out), "--force")
+    rc, _, err = cli(capsys, *base, "--out", str(out), "--force", "--json")
     assert rc == 0, err
     assert (out / "quote.msg").read_bytes() != before
 
