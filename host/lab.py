@@ -15,6 +15,8 @@ Lab directory::
     ca/                 manufacturer CA for the network side: manufacturer-ca.pem (root +
                         issuer), root.pem, intermediate.pem; ca/private/ holds the CA keys
     certs/              ek-rsa2048.pem, ek-ecc-p384.pem, platform.pem as read back from NV
+    tpm-front/          with ``--tpm-profile`` / ``--resource-manager``: the TPM proxy and
+                        tpm2-abrmd in front of swtpm (front.json, logs; see :mod:`tpm.front`)
     pcscd.log           output of a pcscd this lab started
     card/               the virtual card in reader ``Virtual PCD 00 00`` (`trelab card serve`):
                         profile.json (the default test profile, written on first up; holds K),
@@ -44,6 +46,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from tpm import swtpm
+from tpm.front import FrontStatus, TpmFront, check_choice
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
@@ -209,6 +212,7 @@ class LabStatus:
     actions: tuple[str, ...] = field(default=())
     card: CardStatus | None = None
     modem: ModemStatus | None = None
+    front: FrontStatus | None = None  # a TPM profile proxy and/or tpm2-abrmd (tpm.front)
 
     @property
     def running(self) -> bool:
@@ -221,13 +225,18 @@ class LabStatus:
 
     @property
     def tcti(self) -> str:
-        """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools.
+        """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools — the front-most
+        part's: the profile proxy's, or ``tabrmd:…`` when tpm2-abrmd is in front.
 
         Raises:
-            Unavailable: swtpm is not running.
+            Unavailable: swtpm (or the part in front of it) is not running.
         """
         if self.swtpm.tcti is None:
             raise Unavailable(f"lab swtpm is {self.swtpm.state}", fix="run `trelab lab up`")
+        if self.front is not None and self.front.state != "stopped":
+            if self.front.tcti is None:
+                raise Unavailable(f"lab TPM front: {self.front.note}", fix="run `trelab lab up`")
+            return self.front.tcti
         return self.swtpm.tcti
 
     @property
@@ -238,9 +247,12 @@ class LabStatus:
         return {
             "lab_dir": str(self.lab_dir),
             "running": self.running,
-            "tcti": self.swtpm.tcti,
+            "tcti": self.front.tcti
+            if self.front is not None and self.front.state != "stopped"
+            else self.swtpm.tcti,
             "components": {
                 "swtpm": self.swtpm.to_dict(),
+                **({"tpm_front": self.front.to_dict()} if self.front is not None else {}),
                 "pcscd": self.pcscd.to_dict(),
                 "ca": self.ca.to_dict(),
                 **({"card": self.card.to_dict()} if self.card is not None else {}),
@@ -344,9 +356,13 @@ class Lab:
         *,
         port: int | None = None,
         registry: pcscd.PcscdRegistry | None = None,
+        tpm_profile: str | None = None,
+        resource_manager: str | None = None,
     ) -> None:
         if port is not None and not 1024 <= port < 65535:
             raise BadInput(f"--port: {port} not in 1024..65534")
+        check_choice(tpm_profile, resource_manager)
+        self.tpm_profile, self.resource_manager = tpm_profile, resource_manager
         base = Path(path) if path is not None else default_lab_dir()
         self.path = base.expanduser().absolute()
         self.port = port
@@ -708,6 +724,7 @@ class Lab:
             actions=actions,
             card=self._card_status(record),
             modem=self._modem_status(record),
+            front=TpmFront(self.path).status(),
         )
 
     # ---- up --------------------------------------------------------------------------------
@@ -799,6 +816,8 @@ class Lab:
             card, modem = self._ensure_daemons(record, actions)
             new = replace(new, card=card, modem=modem)
             atomic_write_text(self.record_file, new.to_json(self.path, paths))
+            front = TpmFront(self.path)
+            front.ensure(process.port, self.tpm_profile, self.resource_manager, actions)
             return self.status(tuple(actions))
 
     # ---- down ------------------------------------------------------------------------------
@@ -813,6 +832,7 @@ class Lab:
         with self._locked():
             paths = self._paths
             record = self._read_record()
+            TpmFront(self.path).stop(actions)  # before swtpm: they hold connections to it
             if record is not None:
                 if swtpm.stop(paths, record.pid, record.start):
                     actions.append(f"stopped swtpm (pid {record.pid})")

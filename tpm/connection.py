@@ -51,7 +51,7 @@ def resolve_tcti(explicit: str | None) -> str:
     status = Lab().status()
     if status.swtpm.state != "running" or status.swtpm.tcti is None:
         raise Unavailable("no TPM given and the lab's swtpm is not running", fix="trelab lab up")
-    return status.swtpm.tcti
+    return status.tcti  # the part in front of swtpm (profile proxy, tpm2-abrmd), if any
 
 
 class TpmConnection:
@@ -62,6 +62,10 @@ class TpmConnection:
 
         self.tcti = tcti
         name, conf = parse_tcti(tcti)
+        if name == "tabrmd":  # a lab's tpm2-abrmd runs on a private bus: find its address
+            from tpm.abrmd import client_environment
+
+            client_environment(conf)
         try:
             self._tctildr = TCTILdr(name, conf or None)
         except TSS2_Exception as exc:

@@ -19,7 +19,12 @@ __all__ = ["register"]
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(args.dir, port=getattr(args, "port", None))
+    return Lab(
+        args.dir,
+        port=getattr(args, "port", None),
+        tpm_profile=getattr(args, "tpm_profile", None),
+        resource_manager=getattr(args, "resource_manager", None),
+    )
 
 
 def _data(status: LabStatus) -> dict[str, Any]:
@@ -35,6 +40,13 @@ def _text(status: LabStatus) -> str:
     else:
         detail = tpm.note
     lines.append(f"swtpm  {tpm.state:8} {detail}".rstrip())
+    front = status.front
+    if front is not None and front.state != "stopped":
+        parts = [f"profile {front.profile}"] if front.profile else []
+        if front.resource_manager:
+            parts.append(f"tpm2-abrmd pid {front.abrmd_pid}")
+        detail = f"{', '.join(parts)}  {front.tcti}" if front.tcti else front.note
+        lines.append(f"front  {front.state:8} {detail}".rstrip())
     if pc.state == "running":
         whose = "started by trelab" if pc.owned else "not started by trelab"
         readers = ", ".join(pc.readers) or "no readers"
@@ -128,8 +140,25 @@ def register(nouns: Any) -> None:
         parser = verbs.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--dir", type=Path, default=None, help=dir_help)
         if name == "up":
+            from tpm.front import profile_names
+
             parser.add_argument(
                 "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"
+            )
+            parser.add_argument(
+                "--tpm-profile",
+                metavar="NAME",
+                default=None,
+                help="present a real part through the TPM proxy: "
+                + ", ".join(profile_names())
+                + "; none removes it (default: keep what runs)",
+            )
+            parser.add_argument(
+                "--resource-manager",
+                metavar="RM",
+                default=None,
+                help="put a resource manager in front of the TPM, as /dev/tpmrm0 on a board: "
+                "abrmd (tpm2-abrmd on a private D-Bus), or none (default: keep what runs)",
             )
         output.add_json_flag(parser)
         parser.set_defaults(func=func)
