@@ -74,7 +74,8 @@ def _say(message: str) -> None:
 def run_main_job(
     *,
     out_dir: Path,
-    lab_dir: Path | None = None,
+    lab_dir: Path,
+    mid_registry: Path | None = None,
     subscribers: int = 10_000,
     keep_lab: bool = False,
     quick: bool = False,
@@ -100,7 +101,7 @@ def run_main_job(
     lab = status = None
     was_running = True
     if use_lab:
-        from host.lab import Lab
+        from lab.lab import Lab
 
         lab = Lab(lab_dir)
         was_running = lab.status().running
@@ -111,7 +112,9 @@ def run_main_job(
         vectors = load_vector_sets()
         results: list[SetResult] = run_milenage_sets(vectors["milenage"])
         results += run_tuak_sets(vectors["tuak"])
-        ctx = LabContext(lab=status, subscribers=subscribers, quick=quick)
+        ctx = LabContext(
+            lab=status, subscribers=subscribers, quick=quick, mid_registry=mid_registry
+        )
         providers, skipped = build_providers(ctx, tres)
         progress(f"bench: {len(providers)} TREs, {rounds} interleaved rounds")
         try:

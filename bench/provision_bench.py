@@ -183,9 +183,9 @@ def run_provision_bench(
     Raises:
         Unavailable: the lab cannot start.
     """
-    from host.lab import Lab
     from host.provision import provision
-    from network.client import InProcessTransport
+    from lab.lab import Lab
+    from protocol.client import InProcessTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 

@@ -4,10 +4,10 @@ the number of devices provisioning at once.
 
 One real server, ``trelab network serve`` on a free loopback port, with a config made by
 :func:`bench.provision_bench.operator_config`. For each concurrency level ``c``: ``c`` fresh
-swtpm instances (manufactured for this run with :mod:`tpm.swtpm`, as the bench TPM of
+swtpm instances (manufactured for this run with :mod:`lab.swtpm`, as the bench TPM of
 :mod:`bench.tres.tpm` is; MID slots are spent for good, so no level reuses a TPM) and ``c``
 agent processes, one per TPM (processes, not threads: the GIL), each running
-:func:`host.provision.provision` over :class:`network.client.HttpTransport` ``k`` times back to
+:func:`host.provision.provision` over :class:`protocol.client.HttpTransport` ``k`` times back to
 back — what ``trelab provision`` does, without paying Python start-up per provisioning.
 Agents import and open their TPM first, report ``ready``, and all start on one ``go``.
 
@@ -99,7 +99,7 @@ class _Device:
     from the shared CA in ``ca_private``, started on a free port pair, stopped by pid."""
 
     def __init__(self, directory: Path, ca_private: Path) -> None:
-        from tpm import swtpm
+        from lab import swtpm
 
         self.paths = swtpm.SwtpmPaths(directory)
         self.paths.ca_dir.mkdir(parents=True)
@@ -109,7 +109,7 @@ class _Device:
 
     def start(self) -> str:
         """Start it; returns its TCTI."""
-        from tpm import swtpm
+        from lab import swtpm
 
         for attempt in range(3):
             try:
@@ -123,7 +123,7 @@ class _Device:
 
     def export_ca(self) -> Path:
         """The manufacturer CA bundle, after checking this TPM's EK certificates chain to it."""
-        from tpm import swtpm
+        from lab import swtpm
 
         assert self.process is not None
         return swtpm.export_ca(self.paths, swtpm.read_nv_certificates(self.process.port)).bundle
@@ -133,7 +133,7 @@ class _Device:
         return self.process.pid if self.process is not None else None
 
     def stop(self) -> None:
-        from tpm import swtpm
+        from lab import swtpm
 
         process, self.process = self.process, None
         if process is not None:
@@ -417,7 +417,7 @@ def run_throughput(
         BadInput: empty levels or ``per_device`` < 1.
         Unavailable: swtpm tools missing, or the server or an agent does not start.
     """
-    from tpm import swtpm
+    from lab import swtpm
     from trelab.errors import BadInput
 
     if not levels or min(levels) < 1 or per_device < 1:
@@ -494,7 +494,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from host.provision import load_trust, provision
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 

@@ -1,5 +1,5 @@
 """Pure. The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
-state machines over :mod:`network.protocol` and :mod:`network.messages` (TR 33.812 §7.1.2.1;
+state machines over :mod:`protocol.transitions` and :mod:`protocol.messages` (TR 33.812 §7.1.2.1;
 provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
 :mod:`host.attach`) do the TPM, card and network I/O and feed the results back in.
 
@@ -9,7 +9,7 @@ install a package, certify NV, apply a transition, answer an AKA challenge) and 
 that work into the next request (:class:`Send`). What it checks on the device's side, so a
 compromised or confused network cannot make the TRE accept anything (threats 2, 5, 7):
 
-- every reply belongs to this session and transcript, in order (:class:`network.protocol.Session`);
+- every reply belongs to this session and transcript, in order (:class:`protocol.transitions.Session`);
 - the Verdict is signed by the pinned PVA key, names this TRE's AK and the quoted PCRs, and is
   still fresh (threat 1 CM 4, threat 5 CM 5);
 - the MidPackage manifest is signed by the pinned DPF key, is for the SHO asked for, for this
@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
-from network.errors import SignatureInvalid
-from network.messages import (
+from protocol.errors import SignatureInvalid
+from protocol.messages import (
     SESSION_ID_SIZE,
     Ack,
     AttachRequest,
@@ -70,7 +70,7 @@ from network.messages import (
     receipt_qualifying_data,
     verify_signature,
 )
-from network.protocol import PHASES, Phase, Session, SessionState
+from protocol.transitions import PHASES, Phase, Session, SessionState
 from tpm.package import Package, operator_public
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError, RemoteProtocolError

@@ -17,7 +17,7 @@ from typing import Any
 
 from aka.usim import AkaResult
 from host.agent import AgentRefused, AttachClient, AttachDone, Authenticate
-from network.client import Transport
+from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.errors import CheckFailed

@@ -31,7 +31,7 @@ from host.agent import (
     MidInfo,
 )
 from host.provision import AgentFiles, TpmDevice, post, report
-from network.client import Transport
+from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.errors import BadInput, CheckFailed

@@ -1,6 +1,6 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
-:mod:`tpm`) and a :class:`network.client.Transport` (HTTP or in-process), journaling every
+:mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
 step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
 
 Crash safety. Once the TPM is about to change, the client state
@@ -65,8 +65,8 @@ from host.agent import (
     Send,
     parse_device_trust,
 )
-from network.client import Transport
-from network.errors import Refused
+from protocol.client import Transport
+from protocol.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
@@ -74,7 +74,6 @@ from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabErro
 
 __all__ = [
     "CRASH_ENV",
-    "TRUST_ENV",
     "AgentFiles",
     "Hook",
     "Identity",
@@ -94,7 +93,6 @@ __all__ = [
 ]
 
 CRASH_ENV = "TRELAB_TEST_CRASH_AT"
-TRUST_ENV = "TRELAB_DEVICE_TRUST"
 Hook = Callable[[str], None]
 
 
@@ -103,10 +101,10 @@ def _no_hook(point: str) -> None:
 
 
 def crash_hook(point: str | None = None, *, kill: Callable[[], None] | None = None) -> Hook | None:
-    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`network.crash.crash_hook`): SIGKILL this
+    """The ``TRELAB_TEST_CRASH_AT`` test hook (:func:`trelab.crash.crash_hook`): SIGKILL this
     process on reaching ``point`` (``point#n``: its n-th time) — a real kill -9: no cleanup, no
     flush, no atexit. None when unset."""
-    from network.crash import crash_hook as make
+    from trelab.crash import crash_hook as make
 
     return make(CRASH_ENV, target=point, kill=kill)
 
@@ -483,22 +481,13 @@ class AgentFiles:
             raise Unavailable(f"cannot write the agent state {self.path}: {exc.strerror}") from None
 
 
-def load_trust(path: str | os.PathLike[str] | None = None) -> DeviceTrust:
-    """The pinned network keys: ``path``, else ``$TRELAB_DEVICE_TRUST``, else
-    ``device-trust.json`` in the network config folder (the lab runs both on one host).
+def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
+    """The pinned network keys from a ``device-trust.json`` (``trelab network init-config``).
 
     Raises:
         BadInput: not a device-trust document.
         Unavailable: no such file.
     """
-    if path is None:
-        env = os.environ.get(TRUST_ENV)
-        if env:
-            path = env
-        else:
-            from host.cli.network_cmd import default_config_dir
-
-            path = default_config_dir() / "device-trust.json"
     where = Path(path)
     try:
         text = where.read_text()
@@ -744,7 +733,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             package = Package.from_json(json.loads(manifest.package))
             event = Install(manifest, package, verdict.pcr_digest)
         elif state.step == "commanded":
-            from network.messages import LifecycleCommand, decode
+            from protocol.messages import LifecycleCommand, decode
 
             command = decode(state.command) if state.command else None
             if not isinstance(command, LifecycleCommand):

@@ -28,7 +28,7 @@ from host.agent import AgentRefused, AttachDone, DeviceTrust, MidInfo
 from host.attach import attach_tpm
 from host.lifecycle import LifecycleOutcome, apply_order
 from host.provision import AgentFiles, Hook, abandon, chain, crash_hook, provision
-from network.client import Transport
+from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.errors import BadInput, CheckFailed, TrelabError, Unavailable

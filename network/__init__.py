@@ -1,11 +1,10 @@
-"""network: the operator side of TR 33.812 remote MID provisioning (issue 5).
+"""network: the operator side of TR 33.812 remote MID provisioning (DRF, PVA, DPF, SHO AuC, ICF).
 
-Pure cores: :mod:`network.messages` (CBOR/COSE messages, transcript binding),
-:mod:`network.protocol` (the role-agnostic transition table and :class:`Session`),
-:mod:`network.records` (stored records, the Ledger interface), :mod:`network.roles` (DRF, PVA,
-DPF, SHO AuC, ICF). Edges: :mod:`network.trust` (tpm2-pytss marshaling, no TPM),
-:mod:`network.store` (SQLite), :mod:`network.config` (files), :mod:`network.server` (HTTP app
-and server), :mod:`network.client` (HTTP or in-process transport for the device side).
+Pure core: :mod:`network.roles` (the roles over the shared :mod:`protocol`). Edges:
+:mod:`network.trust` (tpm2-pytss marshaling, no TPM), :mod:`network.store` (SQLite),
+:mod:`network.config` (files), :mod:`network.server` (HTTP app and server),
+:mod:`network.transfer` (moving subscriptions between operators). The device side imports
+:mod:`protocol`, never this package.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ values, SHOs and their signing keys, the PVA and DPF keys, policies and the stor
 
 The file is JSON (or TOML by suffix); paths in it are relative to its folder. Keys are PEM
 (PKCS#8, P-256) files of mode 0600 beside it, made by :func:`init_config`; the store key is 32
-random bytes in hex. With no ``trusted_cas`` the lab's manufacturer CA bundle
-(``host.lab.Lab().status().ca.bundle``, what swtpm_localca signed the EK certificates with) is
-trusted. Anything malformed is :class:`BadConfig` with one line naming the field.
+random bytes in hex. A config without ``trusted_cas`` trusts the bundle its reader names
+(the CLI names the lab's manufacturer CA, what swtpm_localca signed the EK certificates with). Anything malformed is :class:`BadConfig` with one line naming the field.
 
 ``device-trust.json`` (written next to the config) holds the public keys a TRE pins: the PVA's,
 the DPF's and each SHO's.
@@ -26,9 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from network.errors import BadConfig
-from network.messages import SigningKey
 from network.store import STORE_KEY_SIZE
+from protocol.errors import BadConfig
+from protocol.messages import SigningKey
 from tpm.pcrsel import DIGEST_SIZES, format_selection, parse_selection
 from trelab.atomic import atomic_write_bytes, atomic_write_text
 from trelab.errors import BadInput
@@ -38,7 +37,6 @@ __all__ = [
     "DEFAULT_PCR_SELECTION",
     "NetworkConfig",
     "ShoConfig",
-    "default_ca_bundle",
     "device_trust",
     "init_config",
     "load_config",
@@ -114,13 +112,6 @@ def device_trust(config: NetworkConfig) -> dict[str, Any]:
     }
 
 
-def default_ca_bundle() -> Path:
-    """The lab's manufacturer CA bundle (it may not exist before ``trelab lab up``)."""
-    from host.lab import Lab
-
-    return Lab().status().ca.bundle
-
-
 # ---- reading --------------------------------------------------------------------------------
 
 
@@ -162,9 +153,11 @@ def _load_key(base: Path, value: Any, name: str, what: str) -> SigningKey:
     return SigningKey(name, key)
 
 
-def _load_cas(base: Path, value: Any) -> tuple[x509.Certificate, ...]:
+def _load_cas(base: Path, value: Any, default: Path | None) -> tuple[x509.Certificate, ...]:
     if value is None:
-        paths = [default_ca_bundle()]
+        if default is None:
+            raise BadConfig("trusted_cas: missing (the manufacturer CA bundle to trust)")
+        paths = [default]
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         paths = [_resolve(base, v) for v in value]
     else:
@@ -245,8 +238,11 @@ def _load_sho(base: Path, name: str, doc: Any) -> ShoConfig:
     )
 
 
-def parse_config(doc: Any, base: Path, path: Path | None = None) -> NetworkConfig:
-    """Check a decoded configuration document (paths relative to ``base``).
+def parse_config(
+    doc: Any, base: Path, path: Path | None = None, *, default_trusted_cas: Path | None = None
+) -> NetworkConfig:
+    """Check a decoded configuration document (paths relative to ``base``); a document without
+    ``trusted_cas`` trusts ``default_trusted_cas``.
 
     Raises:
         BadConfig: naming the first bad field.
@@ -296,7 +292,7 @@ def parse_config(doc: Any, base: Path, path: Path | None = None) -> NetworkConfi
     if names:
         raise BadConfig(f"shos: {sorted(names)[0]!r} is the name of a network key")
     return NetworkConfig(
-        trusted_cas=_load_cas(base, doc.get("trusted_cas")),
+        trusted_cas=_load_cas(base, doc.get("trusted_cas"), default_trusted_cas),
         pva_key=_load_key(base, pva.get("key"), "pva", "pva.key"),
         dpf_key=_load_key(base, dpf.get("key"), "dpf", "dpf.key"),
         shos=shos,
@@ -316,8 +312,11 @@ def parse_config(doc: Any, base: Path, path: Path | None = None) -> NetworkConfi
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> NetworkConfig:
-    """Read and check the configuration file (JSON, or TOML if it ends in ``.toml``).
+def load_config(
+    path: str | os.PathLike[str], *, default_trusted_cas: Path | None = None
+) -> NetworkConfig:
+    """Read and check the configuration file (JSON, or TOML if it ends in ``.toml``); one
+    without ``trusted_cas`` trusts ``default_trusted_cas``.
 
     Raises:
         BadConfig: unreadable, not JSON/TOML, or a bad field (one line naming it).
@@ -330,7 +329,7 @@ def load_config(path: str | os.PathLike[str]) -> NetworkConfig:
     except (UnicodeDecodeError, ValueError) as exc:
         kind = "TOML" if where.suffix == ".toml" else "JSON"
         raise BadConfig(f"config {where}: not {kind} ({str(exc).splitlines()[0]})") from None
-    return parse_config(doc, where.parent, where)
+    return parse_config(doc, where.parent, where, default_trusted_cas=default_trusted_cas)
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -348,7 +347,7 @@ def init_config(
     directory: str | os.PathLike[str],
     *,
     shos: Sequence[str] = ("sho-a", "sho-b"),
-    ca_bundle: str | os.PathLike[str] | None = None,
+    ca_bundle: str | os.PathLike[str],
     reference: Mapping[str, Mapping[int, bytes]] | None = None,
     pcr_selection: str = DEFAULT_PCR_SELECTION,
     force: bool = False,
@@ -371,9 +370,9 @@ def init_config(
         selection = format_selection(parse_selection(pcr_selection, what="--pcrs"))
     except BadInput as exc:
         raise BadConfig(str(exc)) from None
-    if ca_bundle is None and not default_ca_bundle().is_file():
+    if not Path(ca_bundle).is_file():
         raise BadConfig(
-            f"no manufacturer CA at {default_ca_bundle()}: run `trelab lab up` or pass --ca"
+            f"ca_bundle: no manufacturer CA at {ca_bundle} (`trelab lab up` makes the lab's)"
         )
     out.mkdir(parents=True, exist_ok=True)
     keys = out / "keys"
@@ -401,8 +400,7 @@ def init_config(
         "revoked_devices": [],
         "session_lifetime": 900,
     }
-    if ca_bundle is not None:
-        doc["trusted_cas"] = [str(Path(ca_bundle).resolve())]
+    doc["trusted_cas"] = [str(Path(ca_bundle).resolve())]
     atomic_write_text(config_path, json.dumps(doc, indent=2) + "\n", mode=0o644)
     config = load_config(config_path)
     atomic_write_text(

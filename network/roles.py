@@ -1,6 +1,6 @@
 """Pure. The operator-side roles of TR 33.812 — DRF, PVA, DPF, SHO (AuC/HSS) and ICF — as one
 :class:`Operator` that maps a device's message to the reply, reading and writing state only
-through a :class:`~network.records.Ledger` (one store transaction) and doing TPM-format work
+through a :class:`~protocol.records.Ledger` (one store transaction) and doing TPM-format work
 through a :class:`Trust` (:class:`network.trust.TpmTrust`). Clock (``now``, Unix seconds) and
 randomness (``random_bytes``) are parameters.
 
@@ -27,7 +27,7 @@ Counter-measures of §7.1.2.1 each role enforces:
   grant reaches only the RO endpoints (DRF, PVA, DPF); it is released once a MID is ACTIVE.
 
 What a TRE itself refuses (a package for another TRE, a platform changed since validation, a
-network failing AKA) it reports as an :class:`~network.messages.Error` of the session to
+network failing AKA) it reports as an :class:`~protocol.messages.Error` of the session to
 ``drf/report``: the audit trail records it (``device-refused``) and nothing else changes.
 """
 
@@ -46,8 +46,8 @@ from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnGenerator
 from aka.tuak import SoftwareKeccak, Tuak
-from network.errors import Refused, RemoteProtocolError, Unavailable
-from network.messages import (
+from protocol.errors import Refused, RemoteProtocolError, Unavailable
+from protocol.messages import (
     INITIAL_TRANSCRIPT,
     Ack,
     AttachRequest,
@@ -78,8 +78,7 @@ from network.messages import (
     sign,
     verify_signature,
 )
-from network.protocol import Phase, Session, SessionState
-from network.records import (
+from protocol.records import (
     DeviceRecord,
     HssRecord,
     Ledger,
@@ -89,6 +88,7 @@ from network.records import (
     SessionRecord,
     VerdictRecord,
 )
+from protocol.transitions import Phase, Session, SessionState
 from tpm.pcrsel import parse_selection
 from trelab.errors import BadInput, MacMismatch
 

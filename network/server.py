@@ -3,7 +3,7 @@
 :func:`serve`, stdlib ``ThreadingHTTPServer`` around it on loopback.
 
 ``POST /v1/<role>/<message>`` with an ``application/cbor`` body (at most ``max_body`` bytes)
-answers with the reply message (200) or an :class:`~network.messages.Error` (400 malformed or
+answers with the reply message (200) or an :class:`~protocol.messages.Error` (400 malformed or
 out of order, 403 refused, 404 no such endpoint, 413 too large, 415 not CBOR, 503 a part is
 unavailable, 500 a bug). ``GET /v1/health`` and ``GET /v1/trust`` (the public keys a TRE pins,
 JSON) need no body. An ICF grant travels as ``Authorization: PCID <hex>``.
@@ -15,7 +15,7 @@ no security of its own (messages are protected end to end); logs name method, pa
 and refusal code — never bodies, keys or grants.
 
 Test hook (robustness, issue 5). ``TRELAB_TEST_SERVER_CRASH_AT=<endpoint>:<before-commit|
-after-commit>[#n]`` (:mod:`network.crash`, read once when the app is made) makes the server
+after-commit>[#n]`` (:mod:`trelab.crash`, read once when the app is made) makes the server
 SIGKILL itself while handling the n-th new request to ``endpoint``: with its effects and reply
 written but not committed (the request is lost), or just after the commit, before the reply
 leaves (the reply is lost). No effect when unset.
@@ -38,8 +38,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from network.config import NetworkConfig, device_trust
-from network.crash import SERVER_CRASH_ENV, crash_hook, no_crash
-from network.errors import (
+from network.roles import ENDPOINTS, Operator, PackageBuilder, Trust
+from network.store import Store
+from protocol.errors import (
     BadInput,
     CheckFailed,
     Refused,
@@ -47,14 +48,12 @@ from network.errors import (
     SignatureInvalid,
     Unavailable,
 )
-from network.messages import INITIAL_TRANSCRIPT, SESSION_ID_SIZE, Error, decode, encode
-from network.roles import ENDPOINTS, Operator, PackageBuilder, Trust
-from network.store import Store
+from protocol.messages import CBOR, INITIAL_TRANSCRIPT, SESSION_ID_SIZE, Error, decode, encode
+from trelab.crash import SERVER_CRASH_ENV, crash_hook, no_crash
 from trelab.errors import TrelabError
 
 __all__ = ["CBOR", "NetworkApp", "Response", "parse_listen", "running_server", "serve"]
 
-CBOR = "application/cbor"
 _LOG = logging.getLogger("trelab.network")
 
 

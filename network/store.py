@@ -35,8 +35,8 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from network.errors import BadConfig, CheckFailed, Unavailable
-from network.records import (
+from protocol.errors import BadConfig, CheckFailed, Unavailable
+from protocol.records import (
     AuditEvent,
     DeviceRecord,
     HssRecord,
@@ -140,7 +140,7 @@ def _audit_digest(
 
 
 class StoreTransaction:
-    """The :class:`~network.records.Ledger` of one open transaction (valid inside
+    """The :class:`~protocol.records.Ledger` of one open transaction (valid inside
     :meth:`Store.transaction` only), plus the idempotence cache."""
 
     def __init__(self, db: sqlite3.Connection, sealer: Sealer) -> None:

@@ -30,7 +30,7 @@ point (every step is journaled before and after; counters are reserved before se
 - ``activate``: the SHO-B HSS record becomes active.
 
 Test hook (issue 5): ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
-``ota:import:exported`` (:mod:`network.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
+``ota:import:exported`` (:mod:`trelab.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
 the process running the transfer with a packet's counter reserved but nothing sent, with its PoR
 received but not yet acted on, after a step but before the journal records it, or after SHO-A's
 export but before SHO-B's import.
@@ -68,12 +68,12 @@ from aka.sqn import SqnGenerator
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
-from network.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
-from network.errors import Refused, RemoteProtocolError, SignatureInvalid
-from network.messages import SigningKey
-from network.records import HssRecord
 from network.store import Sealer, Store, StoreTransaction
+from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
+from protocol.messages import SigningKey
+from protocol.records import HssRecord
 from trelab.atomic import atomic_write_text, file_lock
+from trelab.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
 from trelab.errors import BadInput, CheckFailed
 from uicc import fs
 from uicc.ota import (

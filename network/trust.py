@@ -4,7 +4,7 @@ certificate chain (:mod:`tpm.ek`), AK checks and TPM2_MakeCredential in software
 attestations, and the MID package builder over :mod:`tpm.package` — behind the small
 :class:`~network.roles.Trust` interface, so :mod:`network.roles` stays pure.
 
-Library and TPM-layer failures become :class:`~network.errors.Refused` with a short reason.
+Library and TPM-layer failures become :class:`~protocol.errors.Refused` with a short reason.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 from cryptography import x509
 
-from network.errors import Refused
 from network.roles import BuiltPackage, EkIdentity, LifecycleFacts, PackageInputs, QuoteOutcome
+from protocol.errors import Refused
 from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
 from trelab.errors import BadInput
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real lab (swtpm with EK certificates, pcscd + vpcd) via host.lab.
+"""Shared fixtures: the real lab (swtpm with EK certificates, pcscd + vpcd) via lab.lab.
 
 ``lab`` is session-scoped: one TPM manufacture (~1.5 s) serves every test that needs a TPM or
 the vpcd readers. Tests that break things (crash swtpm, take its port) make their own labs with
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from host.lab import Lab, LabStatus
+from lab.lab import Lab, LabStatus
 from trelab.errors import Unavailable
 
 _LAB_TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
@@ -29,7 +29,7 @@ def lab_missing() -> str | None:
         missing.append("pcscd")
     if missing:
         return f"lab binaries missing: {', '.join(missing)} ({_LAB_FIX})"
-    from uicc import pcscd
+    from lab import pcscd
 
     try:
         pcscd.require_tools()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 

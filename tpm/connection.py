@@ -1,8 +1,8 @@
 """Edge: TPM. Open a TPM from a TCTI string, the one way every ``tpm/`` module gets an ESAPI.
 
 TCTI strings: ``swtpm:host=127.0.0.1,port=P`` (lab), ``device:/dev/tpmrm0`` (a board),
-``mssim:host=…,port=…``. ``--tpm`` wins over ``$TRELAB_TPM``; without either, the running
-lab's swtpm is used. swtpm has no resource manager: callers flush what they create
+``mssim:host=…,port=…``. Which TPM to open is the caller's choice (the CLI resolves its
+default, see :mod:`host.cli.defaults`). swtpm has no resource manager: callers flush what they create
 (:meth:`TpmConnection.flush` and the ``transient`` context manager help).
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +22,7 @@ from trelab.errors import BadInput, Unavailable
 # every refusal itself in one line, so silence the library unless the user asked for its logs.
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
-__all__ = ["TpmConnection", "parse_tcti", "resolve_tcti"]
+__all__ = ["TpmConnection", "parse_tcti"]
 
 
 def parse_tcti(tcti: str) -> tuple[str, str]:
@@ -35,23 +37,30 @@ def parse_tcti(tcti: str) -> tuple[str, str]:
     return name, conf
 
 
-def resolve_tcti(explicit: str | None) -> str:
-    """The TCTI to use: ``--tpm``, else ``$TRELAB_TPM``, else the running lab's swtpm.
+#: D-Bus names of the lab's tpm2-abrmd instances (``lab.abrmd``) start with this.
+TABRMD_BUS_PREFIX = "com.intel.tss2.Tabrmd.trelab_"
 
-    Raises:
-        Unavailable: nothing given and no lab running.
-    """
-    if explicit:
-        return explicit
-    env = os.environ.get("TRELAB_TPM")
-    if env:
-        return env
-    from host.lab import Lab
 
-    status = Lab().status()
-    if status.swtpm.state != "running" or status.swtpm.tcti is None:
-        raise Unavailable("no TPM given and the lab's swtpm is not running", fix="trelab lab up")
-    return status.tcti  # the part in front of swtpm (profile proxy, tpm2-abrmd), if any
+def bus_registry_dir() -> Path:
+    """Where a lab records the private bus address of its tpm2-abrmd, one file per bus name."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"trelab-buses-{os.getuid()}"
+
+
+def _tabrmd_environment(conf: str) -> None:
+    """Make a lab's ``tabrmd:`` TCTI reachable from this process: if
+    ``DBUS_SESSION_BUS_ADDRESS`` is unset, set it to the address the lab registered for the
+    TCTI's bus name. Anything else is left alone."""
+    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return
+    fields = dict(f.partition("=")[::2] for f in conf.split(",") if "=" in f)
+    name = fields.get("bus_name", "")
+    if not name.startswith(TABRMD_BUS_PREFIX) or "/" in name:
+        return
+    with contextlib.suppress(OSError):
+        address = (bus_registry_dir() / name).read_text().strip()
+        if address:
+            os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
 
 
 class TpmConnection:
@@ -63,9 +72,7 @@ class TpmConnection:
         self.tcti = tcti
         name, conf = parse_tcti(tcti)
         if name == "tabrmd":  # a lab's tpm2-abrmd runs on a private bus: find its address
-            from tpm.abrmd import client_environment
-
-            client_environment(conf)
+            _tabrmd_environment(conf)
         try:
             self._tctildr = TCTILdr(name, conf or None)
         except TSS2_Exception as exc:

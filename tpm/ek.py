@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ObjectIdentifier
@@ -50,6 +51,7 @@ __all__ = [
     "read_nv",
     "release_ek",
     "tpm_public_key",
+    "trust_anchors",
     "verify_ek_chain",
 ]
 
@@ -227,18 +229,56 @@ def load_ca_bundle(ca_bundle: Path | Sequence[x509.Certificate]) -> list[x509.Ce
     return certs
 
 
+def _self_signed(cert: x509.Certificate) -> bool:
+    """Issuer = subject and the certificate's own key verifies its signature."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def trust_anchors(
+    ca_bundle: Path | Sequence[x509.Certificate], *, partial_chain: bool = False
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """Split a CA bundle into (anchors, intermediates): the anchors are its self-signed roots;
+    with ``partial_chain`` every certificate is an anchor (``openssl verify -partial_chain``).
+
+    Raises:
+        EkCertificateRejected: no self-signed root and no ``partial_chain``.
+        BadInput: the bundle is unreadable.
+    """
+    certs = load_ca_bundle(ca_bundle)
+    if partial_chain:
+        return certs, []
+    roots = [c for c in certs if _self_signed(c)]
+    if not roots:
+        raise EkCertificateRejected(
+            "CA bundle holds no self-signed root: an intermediate alone is no trust anchor"
+            " (add the root, or accept a partial chain explicitly)"
+        )
+    return roots, [c for c in certs if c not in roots]
+
+
 def verify_ek_chain(
     cert: x509.Certificate,
     ca_bundle: Path | Sequence[x509.Certificate],
     *,
     now: datetime.datetime | None = None,
     name: str = "EK certificate",
+    partial_chain: bool = False,
 ) -> None:
     """Check that ``cert`` chains to a self-signed root of ``ca_bundle`` (the bundle's other
     certificates serve as intermediates): signatures, validity at ``now``, CA constraints
     (RFC 5280 path validation by cryptography) and the tcg-kp-EKCertificate EKU (TCG EK
     Credential Profile §3.2.16). EK end-entity extensions are TCG ones (critical SAN dirName),
     so they are not held to web-PKI rules.
+
+    A bundle without a self-signed root is refused: an intermediate is no trust anchor unless
+    the caller says so with ``partial_chain`` (then every bundle certificate is an anchor,
+    as ``openssl verify -partial_chain``).
 
     Raises:
         EkCertificateRejected: naming the failed check.
@@ -251,9 +291,7 @@ def verify_ek_chain(
         VerificationError,
     )
 
-    certs = load_ca_bundle(ca_bundle)
-    roots = [c for c in certs if c.issuer == c.subject] or certs
-    intermediates = [c for c in certs if c not in roots]
+    roots, intermediates = trust_anchors(ca_bundle, partial_chain=partial_chain)
     builder = (
         PolicyBuilder()
         .store(Store(roots))

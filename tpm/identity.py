@@ -414,9 +414,11 @@ def activation_round_trip(
     *,
     ca_bundle: Any = None,
     ek_kind: EkKind = "rsa2048",
+    partial_chain: bool = False,
 ) -> ActivationResult:
     """Both ends locally: the verifier takes the EK from its certificate (chain-checked when
-    ``ca_bundle`` is given; the TPM's own EK public only if there is no certificate), makes a
+    ``ca_bundle`` is given, to its root unless ``partial_chain``; the TPM's own EK public
+    only if there is no certificate), makes a
     challenge for ``ak``; the TPM activates it; the verifier compares.
 
     Raises:
@@ -428,7 +430,7 @@ def activation_round_trip(
         raise EkCertificateRejected(f"no {ek_kind} EK certificate in NV to verify")
     if cert is not None:
         if ca_bundle is not None:
-            _verify_ek_chain(cert, ca_bundle)
+            _verify_ek_chain(cert, ca_bundle, partial_chain=partial_chain)
         challenge = make_challenge(cert, ak.public)
         source: Literal["certificate", "tpm"] = "certificate"
     else:

@@ -1,7 +1,7 @@
 """Edge: filesystem, TPM. The host's MID registry: what is in the TPM, and each MID's SQN state.
 
-One registry per TPM (REG_CTR and AUDIT are TPM-wide). One JSON file (``--registry PATH``, else ``$TRELAB_MID_REGISTRY``, else ``mids.json`` in the lab
-directory), written atomically (temp + fsync + rename) under an exclusive lock, so concurrent
+One registry per TPM (REG_CTR and AUDIT are TPM-wide). One JSON file (its path is the caller's:
+the CLI's default is ``mids.json`` in the lab directory), written atomically (temp + fsync + rename) under an exclusive lock, so concurrent
 ``trelab tpm aka`` runs cannot lose an SQN update. It holds, per MID: id, IMSI, algorithm,
 policy, slot, sequence number, the TPM2B_PUBLIC/TPM2B_PRIVATE blobs (the private blobs are
 encrypted by the MID parent: only this TPM can load them), and the SQN state (aka.sqn).
@@ -46,21 +46,10 @@ __all__ = [
     "Registry",
     "RegistryData",
     "StoredObject",
-    "default_registry_path",
 ]
 
 REGISTRY_VERSION = 1
 FORMAT = "trelab.mid-registry"
-
-
-def default_registry_path() -> Path:
-    """``$TRELAB_MID_REGISTRY``, else ``<lab dir>/mids.json``."""
-    explicit = os.environ.get("TRELAB_MID_REGISTRY")
-    if explicit:
-        return Path(explicit)
-    from host.lab import default_lab_dir
-
-    return default_lab_dir() / "mids.json"
 
 
 def _hex(label: str, value: Any) -> bytes:
@@ -241,8 +230,8 @@ def now() -> str:
 class Registry:
     """The registry file at ``path``; every method re-reads the file."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_registry_path()
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r})"

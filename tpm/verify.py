@@ -6,11 +6,15 @@ dataclasses with tpm2-pytss); this module only decides. Checks, in order, each n
 in :class:`~tpm.errors.QuoteRejected`:
 
 ``signature``      the AK signed exactly the quote.msg bytes (ECDSA / RSASSA / RSAPSS)
-``ak``             the AK is a restricted, TPM-fixed signing key; matches the expected AK
+``ak``             the AK is pinned (the activated AK's public key or name) and the quote's
+                   signer is that key; ak.pub, when present, says restricted, TPM-fixed
+                   signing key. Without a pin nothing ties the signer to a TPM: ak.pub is
+                   written by the sender and a software key can claim any attributes
 ``magic``          TPM_GENERATED_VALUE: the TPM made the structure (a restricted key only
                    signs TPM-generated data starting with it)
 ``type``           TPM_ST_ATTEST_QUOTE: not an NV or key certification passed off as a quote
-``nonce``          extraData == the verifier's nonce (freshness)
+``nonce``          extraData == the verifier's own nonce (freshness); the evidence's nonce
+                   file is the sender's claim and never stands in for it
 ``pcr-selection``  the selection *in the signed structure* == the claimed pcrlist
                    (CVE-2024-29038: tpm2_checkquote took it from the unsigned file)
 ``pcr-digest``     pcrDigest == H(claimed PCR values), H = the signature's hash
@@ -162,7 +166,6 @@ class Verdict:
     selection: PcrSelection
     pcrs: dict[str, dict[int, bytes]]
     nonce: bytes
-    nonce_source: str
     clock_info: ClockInfo
     firmware_version: int
     ak_sha256: str
@@ -180,7 +183,6 @@ class Verdict:
                 for bank, values in self.pcrs.items()
             },
             "nonce": self.nonce.hex(),
-            "nonce_source": self.nonce_source,
             "clock": self.clock_info.to_json(),
             "firmware_version": f"0x{self.firmware_version:016x}",
             "ak_sha256": self.ak_sha256,
@@ -273,6 +275,12 @@ def check_clock(previous: ClockInfo, current: ClockInfo) -> None:
 def _check_ak(
     ak: AkPublic, expected_ak: bytes | None, expected_name: bytes | None
 ) -> tuple[str, bytes | None]:
+    if expected_ak is None and expected_name is None:
+        raise QuoteRejected(
+            "ak",
+            "no pinned AK (the activated AK's public key or name): the evidence's own AK"
+            " files prove nothing about where the signing key lives",
+        )
     key_spki = ak.key_spki
     if ak.blob_key_spki is not None and ak.blob_key_spki != key_spki:
         raise QuoteRejected("ak", "ak.pub and ak.pub.pem hold different keys")
@@ -301,9 +309,10 @@ def verify_quote(
     expected_ak: bytes | None = None,
     expected_ak_name: bytes | None = None,
 ) -> Verdict:
-    """Verify one quote; ``nonce`` is the verifier's own (else the evidence's nonce file is
-    used and the verdict says so); ``expected_ak`` is the SPKI DER of the AK bound to the EK
-    by credential activation; ``previous`` a quote verified earlier from the same AK.
+    """Verify one quote against the verifier's own ``nonce`` and a pinned AK: ``expected_ak``
+    (SPKI DER) and/or ``expected_ak_name``, of the AK bound to the EK by credential
+    activation; ``previous`` a quote verified earlier from the same AK. Without a nonce or a
+    pin the quote is rejected: freshness or the signer's home would be unproven.
 
     Raises:
         QuoteRejected: naming the failed check.
@@ -317,13 +326,12 @@ def verify_quote(
     if attest.type != TPM_ST_ATTEST_QUOTE:
         kind = ATTEST_TYPES.get(attest.type, f"0x{attest.type:04x}")
         raise QuoteRejected("type", f"signed structure is a {kind} attestation, not a quote")
-    if nonce is not None:
-        expected_nonce, source = nonce, "verifier"
-    elif evidence.nonce is not None:
-        expected_nonce, source = evidence.nonce, "file"
-    else:
-        raise QuoteRejected("nonce", "no nonce given to check the quote's freshness")
-    if not hmac.compare_digest(attest.extra_data, expected_nonce):
+    if nonce is None:
+        raise QuoteRejected(
+            "nonce",
+            "no verifier nonce: freshness unproven (the evidence's own nonce file proves nothing)",
+        )
+    if not hmac.compare_digest(attest.extra_data, nonce):
         raise QuoteRejected("nonce", "extraData differs from the nonce: not a fresh quote")
     signed = normalise(attest.pcr_select or ())
     claimed = normalise(evidence.claimed)
@@ -361,8 +369,7 @@ def verify_quote(
     return Verdict(
         selection=claimed,
         pcrs=values,
-        nonce=expected_nonce,
-        nonce_source=source,
+        nonce=nonce,
         clock_info=attest.clock_info,
         firmware_version=attest.firmware_version,
         ak_sha256=ak_sha256,

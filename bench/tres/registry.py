@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from trelab.errors import TrelabError
@@ -30,11 +31,13 @@ __all__ = ["TRE_FACTORIES", "LabContext", "build_providers"]
 
 @dataclass(frozen=True)
 class LabContext:
-    """What a factory may use: the lab's status (None when no lab runs) and run settings."""
+    """What a factory may use: the lab's status (None when no lab runs), run settings, and the
+    MID registry of a physical TPM (None: the physical TPM row does not run)."""
 
     lab: Any
     subscribers: int
     quick: bool
+    mid_registry: Path | None = None
 
 
 Factory = Callable[[LabContext], TreProvider]

@@ -14,7 +14,7 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
 - ``tpm (sealed K)`` — the weaker fallback: K sealed, unsealed over a salted, response-encrypted
   session once per AKA, AES/Keccak in software. Raw: one TPM2_Unseal (empty-password session).
   TUAK runs here: no TPM has Keccak, so a TUAK K is always sealed (:mod:`tpm.keyholder`).
-- ``tpm (physical)`` — ``/dev/tpmrm0`` (or ``tpm0``) when ``host.detect`` finds one and
+- ``tpm (physical)`` — ``/dev/tpmrm0`` (or ``tpm0``) when ``lab.detect`` finds one and
   ``TRELAB_HARDWARE_TPM=1`` allows NV writes on the chip; same cases as the ECB row in the mode
   the chip supports, no mid-import (each import uses a MID_STATE slot for good).
 
@@ -62,7 +62,7 @@ from aka.milenage import Milenage
 from aka.sqn import SqnState
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaSuccess, AkaSyncFailure, usim_authenticate
-from tpm import swtpm
+from lab import swtpm
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import Mode, SymmetricSupport, probe_symmetric, translate
@@ -870,7 +870,7 @@ class TpmTre:
         """One full provisioning by the host agent (as ``trelab provision`` runs it, minus
         process start) against the real operator side in-process."""
         from host.provision import AgentFiles, provision
-        from network.client import InProcessTransport
+        from protocol.client import InProcessTransport
 
         from ..provision_bench import OperatorSide, operator_side
 
@@ -955,12 +955,12 @@ def lab_tpm_factory(name: str) -> Callable[[Any], TpmTre]:
 
 
 def physical_tpm_factory(ctx: Any) -> TpmTre:
-    """``tpm (physical)``: the first TPM device ``host.detect`` finds, if NV writes are allowed.
+    """``tpm (physical)``: the first TPM device ``lab.detect`` finds, if NV writes are allowed.
 
     Raises:
         Unavailable: no device, it does not answer, or ``TRELAB_HARDWARE_TPM`` is not 1.
     """
-    from host.detect import detect_tpms
+    from lab.detect import detect_tpms
 
     devices = detect_tpms()
     usable = [d for d in devices if d.error is None]
@@ -975,9 +975,11 @@ def physical_tpm_factory(ctx: Any) -> TpmTre:
             "the bench provisions MIDs on it (NV writes wear the chip and use MID slots)",
             fix=f"set {HARDWARE_ENV}=1 to allow it",
         )
+    if ctx.mid_registry is None:
+        raise Unavailable(f"physical TPM {device.path} found, but no MID registry was given")
     site = TpmSite(
         tcti=device.tcti,
-        registry=Registry(),
+        registry=Registry(ctx.mid_registry),
         scratch=False,
         where=f"physical TPM {device.path}; bench MIDs go into the TPM's registry and are "
         "deleted again",

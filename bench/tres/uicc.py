@@ -11,7 +11,7 @@ Rows (``cases()`` holds exactly one raw case, the bare transport):
   two bare ``AT+CSIM`` lines written and read on the port; ``aka-milenage`` through
   :class:`uicc.links.AtCsimLink`.
 - ``usim over PC/SC (physical reader)`` / ``modem over AT+CSIM (physical)`` — when
-  ``host.detect`` finds one *and* the card's profile (K, OPc, PIN) is given
+  ``lab.detect`` finds one *and* the card's profile (K, OPc, PIN) is given
   (``TRELAB_BENCH_CARD_PROFILE``; ``TRELAB_BENCH_MODEM`` names the modem's port): without K
   there are no valid vectors.
 
@@ -390,7 +390,7 @@ def _need_lab(ctx: Any) -> Any:
 def _other_lab_card(lab_dir: Path) -> str | None:
     """Another lab whose card holds vpcd reader 0 now (vpcd serves one card per reader)."""
     from firmware_stubs.card_serve import read_status
-    from uicc import pcscd
+    from lab import pcscd
 
     for other in pcscd.PcscdRegistry().users():
         if Path(other) == lab_dir:
@@ -487,7 +487,7 @@ def physical_reader_factory(ctx: Any) -> PcscUsimTre:
     Raises:
         Unavailable: none found, or no profile for its card.
     """
-    from host.detect import detect_readers
+    from lab.detect import detect_readers
 
     readers, _virtual, note = detect_readers()
     with_card = [r for r in readers if r.card_present]
@@ -508,7 +508,7 @@ def physical_modem_factory(ctx: Any) -> ModemUsimTre:
     Raises:
         Unavailable: no such port found, none named, or no profile for its SIM.
     """
-    from host.detect import detect_serial_ports
+    from lab.detect import detect_serial_ports
 
     ports, _platform = detect_serial_ports()
     if not ports:

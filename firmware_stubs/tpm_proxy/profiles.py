@@ -80,10 +80,15 @@ class Profile:
             "rsa_key_bits": list(self.rsa_key_bits) if self.rsa_key_bits else None,
             "aes_key_bits": list(self.aes_key_bits) if self.aes_key_bits else None,
             "errata": [
-                {"name": e.name, "command": e.command, "trigger": e.trigger,
-                 "effect": e.effect, "note": self.erratum_notes.get(e.name, "")}
+                {
+                    "name": e.name,
+                    "command": e.command,
+                    "trigger": e.trigger,
+                    "effect": e.effect,
+                    "note": self.erratum_notes.get(e.name, ""),
+                }
                 for e in self.errata
-            ],  # fmt: skip
+            ],
             "sources": [{"what": s.what, "where": s.where} for s in self.sources],
             "assumed": list(self.assumed),
         }

@@ -111,9 +111,7 @@ class TpmProxy:
 
     def serve_forever(self) -> None:
         commands, control = self._listeners
-        threading.Thread(
-            target=self._accept, args=(control, self._control), daemon=True
-        ).start()
+        threading.Thread(target=self._accept, args=(control, self._control), daemon=True).start()
         self._accept(commands, self._commands)
 
     def close(self) -> None:

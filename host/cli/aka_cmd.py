@@ -1,12 +1,16 @@
-"""Edge: ``trelab aka milenage | tuak | bench`` — the AKA core from the command line."""
+"""Edge: ``trelab aka milenage | tuak | 5g | eps | eap-aka-prime | suci | suci-deconceal | bench``
+— the AKA core and what EPS, 5G and EAP-AKA' derive from it, from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
+from aka.algorithm import F2345
 from aka.autn import build_autn
 from aka.gsm import c2_sres, c3_kc
+from aka.kdf import Plmn, ck_ik_prime, eap_aka_prime_keys, five_g_keys, kasme
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage, opc_from_op
 from host.cli.output import Outcome, add_json_flag
@@ -74,6 +78,118 @@ def _tuak(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, text=_lines(data))
 
 
+def _strict_int(name: str, text: str, lo: int, hi: int) -> int:
+    """ASCII decimal only (``int`` alone would take other scripts' digits)."""
+    if not re.fullmatch(r"[0-9]{1,6}", text) or not lo <= int(text) <= hi:
+        raise BadInput(f"{name}: expected a number {lo} … {hi}")
+    return int(text)
+
+
+def _aka_run(args: argparse.Namespace) -> tuple[dict[str, str], F2345, bytes, bytes]:
+    """Milenage on the common options → (res ck ik ak autn as hex, outputs, RAND, SQN ⊕ AK)."""
+    k = parse_hex("--k", args.k, length=16)
+    rand = parse_hex("--rand", args.rand, length=16)
+    sqn = parse_hex("--sqn", args.sqn, length=6)
+    amf = parse_hex("--amf", args.amf, length=2)
+    cipher = SoftwareAes(k)
+    if args.op is not None:
+        opc = opc_from_op(cipher, parse_hex("--op", args.op, length=16))
+    else:
+        opc = parse_hex("--opc", args.opc, length=16)
+    mac, out = Milenage(cipher, opc).f1_f2345(rand, sqn, amf)
+    autn = build_autn(sqn, out.ak, amf, mac)
+    data = {
+        "res": out.res.hex(),
+        "ck": out.ck.hex(),
+        "ik": out.ik.hex(),
+        "ak": out.ak.hex(),
+        "autn": autn.hex(),
+    }
+    return data, out, rand, autn[:6]
+
+
+def _five_g(args: argparse.Namespace) -> Outcome:
+    data, out, rand, sqn_xor_ak = _aka_run(args)
+    if args.abba is not None and args.supi is None:
+        raise BadInput("--abba: only with --supi (K_AMF needs both)")
+    abba = b"\0\0" if args.abba is None else parse_hex("--abba", args.abba)
+    keys = five_g_keys(
+        out.ck, out.ik, out.res, rand, sqn_xor_ak, args.snn, supi=args.supi, abba=abba
+    )
+    data |= {
+        "res_star": keys.res_star.hex(),
+        "hxres_star": keys.hxres_star.hex(),
+        "kausf": keys.kausf.hex(),
+        "kseaf": keys.kseaf.hex(),
+    }
+    if keys.kamf is not None:
+        data["kamf"] = keys.kamf.hex()
+    return Outcome(data=data, text=_lines(data))
+
+
+def _eps(args: argparse.Namespace) -> Outcome:
+    data, out, _, sqn_xor_ak = _aka_run(args)
+    data["kasme"] = kasme(out.ck, out.ik, Plmn.parse(args.plmn), sqn_xor_ak).hex()
+    return Outcome(data=data, text=_lines(data))
+
+
+def _eap_aka_prime(args: argparse.Namespace) -> Outcome:
+    data, out, _, sqn_xor_ak = _aka_run(args)
+    ck_p, ik_p = ck_ik_prime(out.ck, out.ik, args.network_name, sqn_xor_ak)
+    data |= {"ck_prime": ck_p.hex(), "ik_prime": ik_p.hex()}
+    if args.identity is not None:
+        keys = eap_aka_prime_keys(ck_p, ik_p, args.identity)
+        data |= {name: value.hex() for name, value in keys._asdict().items()}
+    return Outcome(data=data, text=_lines(data))
+
+
+def _suci(args: argparse.Namespace) -> Outcome:
+    from aka.suci import SoftwareAgreement, conceal
+
+    key_id = _strict_int("--hn-key-id", args.hn_key_id, 0, 255)
+    if args.profile == "null":
+        hn_pub, agreement = b"", None
+    else:
+        if args.hn_pub is None:
+            raise BadInput(f"--hn-pub: Profile {args.profile} needs the home network public key")
+        hn_pub = parse_hex("--hn-pub", args.hn_pub, length=(32, 33, 65))
+        eph = None if args.eph_priv is None else parse_hex("--eph-priv", args.eph_priv, length=32)
+        agreement = SoftwareAgreement(eph)
+    suci = conceal(
+        args.supi,
+        args.profile,
+        hn_public=hn_pub,
+        key_id=key_id,
+        mnc_length=int(args.mnc_length),
+        routing_indicator=args.routing_indicator,
+        agreement=agreement,
+    )
+    data = {"suci": suci.to_string(), "scheme_output": suci.scheme_output.hex()}
+    return Outcome(data=data, text=_lines(data))
+
+
+def _suci_deconceal(args: argparse.Namespace) -> Outcome:
+    from aka.suci import Profile, Suci, deconceal
+
+    suci = Suci.parse(args.suci)
+    hn_priv = b""
+    if suci.profile is not Profile.NULL:
+        if args.hn_priv is None:
+            raise BadInput("--hn-priv: needed for a concealed SUCI")
+        hn_priv = parse_hex("--hn-priv", args.hn_priv, length=32)
+    data = {"supi": deconceal(suci, hn_priv)}
+    return Outcome(data=data, text=_lines(data))
+
+
+def _aka_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", required=True, help="K, 16 bytes hex")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--op", help="OP, 16 bytes hex (OPc is derived)")
+    group.add_argument("--opc", help="OPc, 16 bytes hex")
+    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
+        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+
+
 def _bench(args: argparse.Namespace) -> Outcome:
     from bench.aka_bench import run_aka_bench
 
@@ -92,7 +208,9 @@ def _bench(args: argparse.Namespace) -> Outcome:
 
 
 def register(nouns: Any) -> None:
-    parser = nouns.add_parser("aka", help="Milenage and TUAK (TS 35.206, TS 35.231)")
+    parser = nouns.add_parser(
+        "aka", help="Milenage, TUAK, and the EPS / 5G / EAP-AKA' keys and SUCI built on them"
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
@@ -120,6 +238,48 @@ def register(nouns: Any) -> None:
     p.add_argument("--ik-bits", type=int, default=128, choices=(128, 256))
     add_json_flag(p)
     p.set_defaults(func=_tuak)
+
+    p = verbs.add_parser(
+        "5g", help="5G AKA: RES*, HXRES*, K_AUSF, K_SEAF, K_AMF (TS 33.501 Annex A)"
+    )
+    _aka_inputs(p)
+    p.add_argument("--snn", required=True, help="serving network name, e.g. 5G:mnc093.mcc208…")
+    p.add_argument("--supi", help="imsi-DIGITS: also derive K_AMF")
+    p.add_argument("--abba", help="ABBA, hex (default 0000; with --supi)")
+    add_json_flag(p)
+    p.set_defaults(func=_five_g)
+
+    p = verbs.add_parser("eps", help="EPS AKA: K_ASME (TS 33.401 Annex A.2)")
+    _aka_inputs(p)
+    p.add_argument("--plmn", required=True, help="serving network MCC and MNC, 5 or 6 digits")
+    add_json_flag(p)
+    p.set_defaults(func=_eps)
+
+    p = verbs.add_parser(
+        "eap-aka-prime", help="EAP-AKA': CK', IK' (TS 33.402 A.2) and the master keys (RFC 9048)"
+    )
+    _aka_inputs(p)
+    p.add_argument("--network-name", required=True, help="access network name, e.g. WLAN")
+    p.add_argument("--identity", help="EAP identity: also derive K_encr, K_aut, K_re, MSK, EMSK")
+    add_json_flag(p)
+    p.set_defaults(func=_eap_aka_prime)
+
+    p = verbs.add_parser("suci", help="conceal an IMSI-type SUPI (TS 33.501 Annex C)")
+    p.add_argument("--profile", required=True, choices=("null", "A", "B"))
+    p.add_argument("--supi", required=True, help="imsi-DIGITS")
+    p.add_argument("--hn-pub", help="home network public key, hex (Profile A: 32 bytes, B: P-256)")
+    p.add_argument("--hn-key-id", default="0", help="home network public key id, 0 … 255")
+    p.add_argument("--mnc-length", default="2", choices=("2", "3"), help="digits of the MNC")
+    p.add_argument("--routing-indicator", default="0", help="1 to 4 digits (default 0)")
+    p.add_argument("--eph-priv", help="ephemeral private key, hex (conformance data only)")
+    add_json_flag(p)
+    p.set_defaults(func=_suci)
+
+    p = verbs.add_parser("suci-deconceal", help="the SUPI inside a SUCI (home network side)")
+    p.add_argument("--hn-priv", help="home network private key, 32 bytes hex")
+    p.add_argument("--suci", required=True, help="suci-0-MCC-MNC-RI-SCHEME-KEYID-OUTPUT")
+    add_json_flag(p)
+    p.set_defaults(func=_suci_deconceal)
 
     p = verbs.add_parser("bench", help="device-side AKA latency and HSS vector throughput")
     p.add_argument("--subscribers", type=int, default=10_000, help="distinct HSS subscribers")

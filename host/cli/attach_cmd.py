@@ -11,7 +11,7 @@ import argparse
 import os
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
 
@@ -19,19 +19,19 @@ __all__ = ["register"]
 
 
 def _attach(args: argparse.Namespace) -> Outcome:
-    from network.client import HttpTransport
+    from protocol.client import HttpTransport
 
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)
     if args.mid:
         from host.attach import attach_tpm
         from host.provision import flush_stale
-        from tpm.connection import TpmConnection, resolve_tcti
+        from tpm.connection import TpmConnection
         from tpm.registry import Registry
 
-        with TpmConnection(resolve_tcti(args.tpm)) as conn:
+        with TpmConnection(defaults.tcti(args.tpm)) as conn:
             flush_stale(conn)
-            registry = Registry(args.registry)
+            registry = Registry(defaults.registry_path(args.registry))
             done = attach_tpm(conn, registry, transport, mid_id=args.mid, imsi=args.imsi)
             imsi = args.imsi or registry.read().get(args.mid).imsi
         tre = "tpm"
@@ -72,7 +72,7 @@ def _mid_network(args: argparse.Namespace) -> str | None:
     from host.provision import AgentFiles
     from tpm.registry import Registry
 
-    info = AgentFiles(Registry(args.registry)).read().mids.get(args.mid)
+    info = AgentFiles(Registry(defaults.registry_path(args.registry))).read().mids.get(args.mid)
     return info.network if info else None
 
 

@@ -2,7 +2,10 @@
 verifier over them (provisioning.md M4).
 
 ``verify`` exits 0 when every check passes, 1 when one fails (``verified: false`` with the
-check and the reason), 2 when the evidence is malformed.
+check and the reason), 2 when the evidence is malformed. It needs the verifier's own
+``--nonce`` and a pinned AK (``--ak-pub`` or ``--ak-name``, from credential activation):
+without them freshness or the signer's home is unproven, and that is a failed check (1),
+never "verified".
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.hexargs import parse_hex
 
@@ -21,7 +25,7 @@ __all__ = ["register"]
 
 
 def _quote(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.evidence import write_evidence
     from tpm.identity import ensure_ak
     from tpm.pcrsel import parse_selection
@@ -30,7 +34,7 @@ def _quote(args: argparse.Namespace) -> Outcome:
     nonce = parse_hex("--nonce", args.nonce, length=tuple(range(1, MAX_NONCE + 1)))
     selection = parse_selection(args.pcrs, what="--pcrs")
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
         files = quote(conn, ak, nonce, selection)
     out = write_evidence(Path(args.out), files)
@@ -80,10 +84,7 @@ def _verify(args: argparse.Namespace) -> Outcome:
         }
         return Outcome(data=data, text=f"REJECTED ({exc.check}): {exc.reason}", exit_code=1)
     data = verdict.to_json() | {"dir": str(args.dir)}
-    lines = [f"verified: quote over {data['pcrlist']} (nonce from {data['nonce_source']})"]
-    if data["nonce_source"] == "file":
-        lines.append("warning: nonce read from the evidence, not given with --nonce: not fresh")
-    return Outcome(data=data, text="\n".join(lines))
+    return Outcome(data=data, text=f"verified: quote over {data['pcrlist']} by the pinned AK")
 
 
 def register(nouns: Any) -> None:
@@ -100,12 +101,16 @@ def register(nouns: Any) -> None:
     add_json_flag(p)
     p.set_defaults(func=_quote)
 
-    p = verbs.add_parser("verify", help="verify evidence: signature, nonce, PCRs, clock")
+    p = verbs.add_parser("verify", help="verify evidence: pinned AK, signature, nonce, PCRs, clock")
     p.add_argument("dir", metavar="DIR", help="evidence directory (from attest quote)")
-    p.add_argument("--nonce", metavar="HEX", help="the nonce the verifier sent (else: nonce file)")
+    p.add_argument(
+        "--nonce", metavar="HEX", help="the nonce the verifier sent (without it: not verified)"
+    )
     p.add_argument("--reference", metavar="FILE", help='JSON {"sha256": {"0": "hex", …}}')
     p.add_argument("--previous", metavar="DIR", help="an earlier quote of the same AK (clock)")
-    p.add_argument("--ak-pub", metavar="FILE", help="expected AK (PEM or TPM2B_PUBLIC)")
-    p.add_argument("--ak-name", metavar="HEX", help="expected AK name (from activation)")
+    p.add_argument(
+        "--ak-pub", metavar="FILE", help="pinned AK (PEM or TPM2B_PUBLIC); this or --ak-name"
+    )
+    p.add_argument("--ak-name", metavar="HEX", help="pinned AK name (from credential activation)")
     add_json_flag(p)
     p.set_defaults(func=_verify)

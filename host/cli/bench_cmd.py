@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.errors import BadInput
 
@@ -23,7 +24,8 @@ def _run(args: argparse.Namespace) -> Outcome:
         raise BadInput("--subscribers: must be ≥ 1")
     report = run_main_job(
         out_dir=Path(args.out),
-        lab_dir=Path(args.lab_dir) if args.lab_dir else None,
+        lab_dir=defaults.lab_dir(args.lab_dir),
+        mid_registry=defaults.registry_path(),
         subscribers=args.subscribers,
         keep_lab=args.keep_lab,
         quick=args.quick,

@@ -11,16 +11,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
-from host.lab import Lab, LabStatus
+from lab.lab import Lab, LabStatus
 
 __all__ = ["register"]
 
 
 def _lab(args: argparse.Namespace) -> Lab:
     return Lab(
-        args.dir,
+        defaults.lab_dir(args.lab_dir),
         port=getattr(args, "port", None),
         tpm_profile=getattr(args, "tpm_profile", None),
         resource_manager=getattr(args, "resource_manager", None),
@@ -94,7 +94,7 @@ def _status(args: argparse.Namespace) -> Outcome:
 def _detect(args: argparse.Namespace) -> Outcome:
     # The result carries each probe's error; tpm2-tss's own ERROR lines would only repeat it.
     os.environ.setdefault("TSS2_LOG", "all+none")
-    from host.detect import detect
+    from lab.detect import detect
 
     found = detect()
     lines = ["TPM devices:"]
@@ -138,9 +138,11 @@ def register(nouns: Any) -> None:
     )
     for name, func, help_text in specs:
         parser = verbs.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("--dir", type=Path, default=None, help=dir_help)
+        parser.add_argument("--lab-dir", type=Path, default=None, help=dir_help)
+        # the earlier spelling, kept working but no longer shown
+        parser.add_argument("--dir", dest="lab_dir", type=Path, help=argparse.SUPPRESS)
         if name == "up":
-            from tpm.front import profile_names
+            from lab.front import profile_names
 
             parser.add_argument(
                 "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import add_agent_options, mid_session
 
@@ -19,11 +19,11 @@ __all__ = ["register"]
 
 def _list(args: argparse.Namespace) -> Outcome:
     from host.lifecycle import list_mids
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
-        rows = list_mids(conn, Registry(args.registry))
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
+        rows = list_mids(conn, Registry(defaults.registry_path(args.registry)))
     data = {"version": output.JSON_VERSION, "mids": rows}
     lines = [
         f"{r['mid']}  {r['sho'] or '-':12} {r['imsi']:15} {r['state']:9} tpm={r['tpm_state']} "

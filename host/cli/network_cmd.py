@@ -9,46 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 
-__all__ = ["default_config_dir", "default_db", "register"]
-
-
-def default_config_dir() -> Path:
-    """``$TRELAB_NETWORK_DIR``, else ``<user config dir>/trelab/network`` (platformdirs)."""
-    explicit = os.environ.get("TRELAB_NETWORK_DIR")
-    if explicit:
-        return Path(explicit)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("trelab")) / "network"
-
-
-def default_db() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("trelab")) / "network.db"
-
-
-def _config_path(args: argparse.Namespace) -> Path:
-    from network.config import CONFIG_NAME
-
-    return Path(args.config) if args.config else default_config_dir() / CONFIG_NAME
+__all__ = ["register"]
 
 
 def _reference_from_tpm(tcti: str | None, selection: str) -> dict[str, dict[int, bytes]]:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.pcrsel import parse_selection
     from tpm.quote import read_pcrs
     from tpm.verify import split_pcr_values
 
     parsed = parse_selection(selection)
-    with TpmConnection(resolve_tcti(tcti)) as conn:
+    with TpmConnection(defaults.tcti(tcti)) as conn:
         values = read_pcrs(conn, parsed)
     return split_pcr_values(parsed, values)
 
@@ -56,13 +32,13 @@ def _reference_from_tpm(tcti: str | None, selection: str) -> dict[str, dict[int,
 def _init_config(args: argparse.Namespace) -> Outcome:
     from network.config import DEFAULT_PCR_SELECTION, init_config
 
-    directory = Path(args.dir) if args.dir else default_config_dir()
+    directory = defaults.network_config_dir(args.dir)
     selection = args.pcrs or DEFAULT_PCR_SELECTION
     reference = _reference_from_tpm(args.tpm, selection) if args.reference_from_tpm else None
     path = init_config(
         directory,
         shos=args.sho or ("sho-a", "sho-b"),
-        ca_bundle=args.ca,
+        ca_bundle=defaults.ca_bundle(args.ca),
         reference=reference,
         pcr_selection=selection,
         force=args.force,
@@ -84,13 +60,12 @@ def _init_config(args: argparse.Namespace) -> Outcome:
 
 
 def _serve(args: argparse.Namespace) -> Outcome:
-    from network.config import load_config
     from network.server import NetworkApp, parse_listen, serve
     from network.store import Store
 
     host, port = parse_listen(args.listen)
-    config = load_config(_config_path(args))
-    store = Store(Path(args.db) if args.db else default_db(), config.store_key)
+    config = defaults.load_network_config(args.config)
+    store = Store(defaults.network_db(args.db), config.store_key)
     app = NetworkApp(config, store)
 
     def ready(url: str) -> None:
@@ -108,11 +83,10 @@ def _serve(args: argparse.Namespace) -> Outcome:
 
 
 def _audit(args: argparse.Namespace) -> Outcome:
-    from network.config import load_config
     from network.store import Store
 
-    config = load_config(_config_path(args))
-    store = Store(Path(args.db) if args.db else default_db(), config.store_key)
+    config = defaults.load_network_config(args.config)
+    store = Store(defaults.network_db(args.db), config.store_key)
     try:
         entries = store.verify_audit()
         head = store.audit_head()

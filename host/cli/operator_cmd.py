@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
 from trelab.errors import BadInput
@@ -30,17 +30,13 @@ __all__ = ["parse_hss_record", "register"]
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from host.cli.network_cmd import default_config_dir
-    from network.config import CONFIG_NAME, load_config
-
-    return load_config(Path(args.config) if args.config else default_config_dir() / CONFIG_NAME)
+    return defaults.load_network_config(args.config)
 
 
 def _store(args: argparse.Namespace, config: Any) -> Any:
-    from host.cli.network_cmd import default_db
     from network.store import Store
 
-    return Store(Path(args.db) if args.db else default_db(), config.store_key)
+    return Store(defaults.network_db(args.db), config.store_key)
 
 
 def _operator(config: Any) -> Any:
@@ -135,8 +131,8 @@ def _add_subscriber(args: argparse.Namespace) -> Outcome:
 
 
 def _order(args: argparse.Namespace) -> Outcome:
-    from network.client import HttpTransport
-    from network.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
+    from protocol.client import HttpTransport
+    from protocol.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
 
     config = _config(args)
     sho = config.shos.get(args.sho)
@@ -189,7 +185,7 @@ def _revoke(args: argparse.Namespace) -> Outcome:
 
 def _issue_pcid(args: argparse.Namespace) -> Outcome:
     from host.provision import install_pcid
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
     if args.validity <= 0:
@@ -213,8 +209,10 @@ def _issue_pcid(args: argparse.Namespace) -> Outcome:
             )
     finally:
         store.close()
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
-        info = install_pcid(conn, Registry(args.registry), imsi=imsi, k=k, opc=opc)
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
+        info = install_pcid(
+            conn, Registry(defaults.registry_path(args.registry)), imsi=imsi, k=k, opc=opc
+        )
     data = {
         "version": output.JSON_VERSION,
         "imsi": info.imsi,

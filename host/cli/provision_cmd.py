@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 
 __all__ = ["NETWORK_ENV", "add_agent_options", "network_url", "register"]
@@ -49,16 +49,23 @@ def mid_session(args: argparse.Namespace) -> Iterator[MidSession]:
     """Open the TPM (stale handles of a killed agent flushed), the MID's registry entry, its
     network (``--network`` or where it was provisioned) and the pinned network trust."""
     from host.provision import AgentFiles, flush_stale, load_trust
-    from network.client import HttpTransport
-    from tpm.connection import TpmConnection, resolve_tcti
+    from protocol.client import HttpTransport
+    from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
-    registry = Registry(args.registry)
+    registry = Registry(defaults.registry_path(args.registry))
     info = AgentFiles(registry).read().mid(args.mid)
     url = network_url(args, info.network)
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         flush_stale(conn)
-        yield MidSession(conn, registry, info, url, HttpTransport(url), load_trust(args.trust))
+        yield MidSession(
+            conn,
+            registry,
+            info,
+            url,
+            HttpTransport(url),
+            load_trust(defaults.device_trust_path(args.trust)),
+        )
 
 
 def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> None:
@@ -83,14 +90,14 @@ def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> No
 
 def _provision(args: argparse.Namespace) -> Outcome:
     from host.provision import load_trust, provision
-    from network.client import HttpTransport
-    from tpm.connection import TpmConnection, resolve_tcti
+    from protocol.client import HttpTransport
+    from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
     url = network_url(args)
-    trust = load_trust(args.trust)
-    registry = Registry(args.registry)
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    trust = load_trust(defaults.device_trust_path(args.trust))
+    registry = Registry(defaults.registry_path(args.registry))
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         result = provision(
             conn,
             registry,

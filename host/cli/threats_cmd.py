@@ -5,7 +5,7 @@ extra attacks of issue 7; a matrix threat × counter-measure × result.
 Exit 0 when every finding is blocked or honestly classified (not run, organisational, FFS, a
 risk the seed accepts), 1 when something the lab should block did not hold or a check broke,
 3 when the lab cannot come up. ``--json`` prints the report document (schema
-``trelab.threats`` v1, see :mod:`host.threats.report`).
+``trelab.threats`` v1, see :mod:`threats.report`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> Outcome:
-    from host.threats.main import run_threat_checks
+    from threats.main import run_threat_checks
 
     report = run_threat_checks(
-        lab_dir=Path(args.lab_dir) if args.lab_dir else None,
+        lab_dir=defaults.lab_dir(args.lab_dir),
         only=args.only,
         keep_lab=args.keep_lab,
         html_out=Path(args.html) if args.html else None,

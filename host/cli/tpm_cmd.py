@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.errors import BadInput, Unavailable
 from trelab.hexargs import parse_hex
@@ -38,15 +39,15 @@ def _lines(data: dict[str, Any]) -> str:
 def _registry(args: argparse.Namespace) -> Any:
     from tpm.registry import Registry
 
-    return Registry(args.registry)
+    return Registry(defaults.registry_path(args.registry))
 
 
 def _connect(args: argparse.Namespace) -> Any:
     # Our errors carry the TPM response code; tpm2-tss's own ERROR lines would only repeat it.
     os.environ.setdefault("TSS2_LOG", "all+none")
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
 
-    return TpmConnection(resolve_tcti(args.tpm))
+    return TpmConnection(defaults.tcti(args.tpm))
 
 
 def _operator_key_path(args: argparse.Namespace) -> Path:

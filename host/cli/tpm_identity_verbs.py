@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 
 if TYPE_CHECKING:
@@ -34,10 +35,10 @@ def _lines(data: dict[str, Any], indent: str = "") -> str:
 
 
 def _info(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.info import probe
 
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         info = probe(conn)
     data = info.to_json()
     return Outcome(data=data, text=_lines(data))
@@ -67,12 +68,14 @@ def _cert_json(cert: Any, index: int, template: str) -> dict[str, Any]:
 
 
 def _ek(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
-    from tpm.ek import find_ek_certificate, load_ca_bundle, verify_ek_chain
+    from tpm.connection import TpmConnection
+    from tpm.ek import find_ek_certificate, load_ca_bundle, trust_anchors, verify_ek_chain
     from tpm.errors import EkCertificateRejected
 
     bundle = load_ca_bundle(Path(args.ca)) if args.ca else None
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    if bundle is not None:  # refuse an anchorless bundle once, before touching the TPM
+        trust_anchors(bundle, partial_chain=args.partial_chain)
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         found = {kind: find_ek_certificate(conn, kind) for kind in ("rsa2048", "ecc")}
     certs: dict[str, Any] = {}
     failed = False
@@ -85,7 +88,7 @@ def _ek(args: argparse.Namespace) -> Outcome:
             entry["chain"] = "not checked"
         else:
             try:
-                verify_ek_chain(cert, bundle)
+                verify_ek_chain(cert, bundle, partial_chain=args.partial_chain)
                 entry["chain"] = "verified"
             except EkCertificateRejected as exc:
                 entry["chain"] = "rejected"
@@ -100,11 +103,11 @@ def _ek(args: argparse.Namespace) -> Outcome:
 
 
 def _ak(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
+    from tpm.connection import TpmConnection
     from tpm.identity import ensure_ak, evict_ak
 
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         if args.recreate:
             evict_ak(conn, kind)
         ak, created = ensure_ak(conn, kind)
@@ -117,15 +120,19 @@ def _ak(args: argparse.Namespace) -> Outcome:
 
 
 def _activate(args: argparse.Namespace) -> Outcome:
-    from tpm.connection import TpmConnection, resolve_tcti
-    from tpm.ek import load_ca_bundle
+    from tpm.connection import TpmConnection
+    from tpm.ek import load_ca_bundle, trust_anchors
     from tpm.identity import activation_round_trip, ensure_ak
 
     bundle = load_ca_bundle(Path(args.ca)) if args.ca else None
+    if bundle is not None:
+        trust_anchors(bundle, partial_chain=args.partial_chain)
     kind: AkKind = "rsa" if args.rsa else "ecc"
-    with TpmConnection(resolve_tcti(args.tpm)) as conn:
+    with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
-        result = activation_round_trip(conn, ak, ca_bundle=bundle, ek_kind=args.ek)
+        result = activation_round_trip(
+            conn, ak, ca_bundle=bundle, ek_kind=args.ek, partial_chain=args.partial_chain
+        )
     data = result.to_json() | {"ak_created": created}
     text = (
         f"credential activated: AK {data['ak_name']} lives in the TPM of the {args.ek} EK"
@@ -138,6 +145,15 @@ def _tpm_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpm", metavar="TCTI", help="TCTI (default: $TRELAB_TPM, else the lab)")
 
 
+def _ca_flags(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--ca", metavar="FILE", help=help_text)
+    parser.add_argument(
+        "--partial-chain",
+        action="store_true",
+        help="trust every --ca certificate as an anchor (default: the bundle's root only)",
+    )
+
+
 def add_identity_verbs(verbs: Any) -> None:
     """Add ``info``, ``ek``, ``ak`` and ``activate`` to the ``tpm`` noun's sub-parsers."""
     p = verbs.add_parser("info", help="capabilities: vendor, PCR banks, AES modes, DA state")
@@ -147,7 +163,7 @@ def add_identity_verbs(verbs: Any) -> None:
 
     p = verbs.add_parser("ek", help="EK certificates from NV and their chain to a CA")
     _tpm_flag(p)
-    p.add_argument("--ca", metavar="FILE", help="manufacturer CA bundle (PEM) to verify against")
+    _ca_flags(p, "manufacturer CA bundle (PEM, with its root) to verify against")
     add_json_flag(p)
     p.set_defaults(func=_ek)
 
@@ -162,6 +178,6 @@ def add_identity_verbs(verbs: Any) -> None:
     _tpm_flag(p)
     p.add_argument("--rsa", action="store_true", help="use the RSA AK")
     p.add_argument("--ek", choices=("rsa2048", "ecc"), default="rsa2048", help="EK to bind to")
-    p.add_argument("--ca", metavar="FILE", help="verify the EK certificate chain first")
+    _ca_flags(p, "verify the EK certificate chain (PEM bundle, with its root) first")
     add_json_flag(p)
     p.set_defaults(func=_activate)

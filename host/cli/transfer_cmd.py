@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from host.cli import output
+from host.cli import defaults, output
 from host.cli.output import Outcome
 from trelab.errors import BadInput, CheckFailed
 from trelab.hexargs import parse_hex
@@ -75,14 +75,11 @@ def _link_options(p: argparse.ArgumentParser) -> None:
 
 
 def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from host.cli.network_cmd import default_config_dir, default_db
-    from network.config import CONFIG_NAME, load_config
     from network.store import Store
     from network.transfer import KiTransfer, OtaKeyring
 
-    directory = Path(args.network_config) if args.network_config else default_config_dir()
-    config = load_config(directory / CONFIG_NAME if directory.is_dir() else directory)
-    db = Path(args.db) if args.db else default_db()
+    config = defaults.load_network_config(args.network_config)
+    db = defaults.network_db(args.db)
     store = Store(db, config.store_key)
     keyring = OtaKeyring(db.with_name(db.name + ".ota.json"), config.store_key)
     return KiTransfer(config, store, keyring, now=lambda: int(time.time())), store, keyring

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 
 from host.agent import AgentRefused, parse_device_trust
-from host.lab import LabStatus
-from network.client import HttpTransport, InProcessTransport
+from lab.lab import LabStatus
 from network.config import NetworkConfig, device_trust, init_config, load_config
-from network.errors import Refused
-from network.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
 from network.server import NetworkApp, running_server
 from network.store import Store
+from protocol.client import HttpTransport, InProcessTransport
+from protocol.errors import Refused
+from protocol.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 
@@ -118,7 +118,7 @@ class Network:
             mid_id=mid_id,
             transition=transition,
         )
-        from network.messages import SigningKey
+        from protocol.messages import SigningKey
 
         reply = decode(
             self.inproc.post("sho/order", encode(sign(msg, SigningKey(sho, key.private_key))))

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from host.agent import CRASH_POINTS, AgentRefused
-from host.lab import LabStatus
-from network.client import InProcessTransport
-from network.errors import Refused, RemoteProtocolError
+from lab.lab import LabStatus
+from protocol.client import InProcessTransport
+from protocol.errors import Refused, RemoteProtocolError
 from tests.integration.test_agent_provision import (
     Network,
     agent_args,
@@ -357,7 +357,7 @@ def _tamper(tamper: LabStatus, tmp_path: Path) -> None:
 
 
 def test_report_of_an_unknown_session_is_refused(crash_net: Network) -> None:
-    from network.messages import INITIAL_TRANSCRIPT, Error, encode
+    from protocol.messages import INITIAL_TRANSCRIPT, Error, encode
 
     error = Error(session_id=os.urandom(32), transcript=INITIAL_TRANSCRIPT, code="x", reason="y")
     with pytest.raises(RemoteProtocolError):

@@ -34,6 +34,9 @@ def cli(capsys, *argv: str) -> tuple[int, dict, str]:
     return rc, (json.loads(out.out) if out.out.strip() else {}), out.err
 
 
+AK_NAMES: dict[Path, str] = {}  # evidence directory -> the AK name `attest quote` reported
+
+
 def quote_dir(capsys, tcti: str, out: Path, pcrs: str = SEL, *extra: str) -> tuple[Path, str]:
     nonce = os.urandom(16).hex()
     rc, data, err = cli(
@@ -42,11 +45,17 @@ def quote_dir(capsys, tcti: str, out: Path, pcrs: str = SEL, *extra: str) -> tup
     )  # fmt: skip
     assert rc == 0, err
     assert data["pcrlist"] == pcrs and data["nonce"] == nonce
+    AK_NAMES[out] = data["ak_name"]
     return out, nonce
 
 
 def verify(capsys, directory: Path, *extra: str) -> tuple[int, dict, str]:
-    return cli(capsys, "attest", "verify", str(directory), "--json", *extra)
+    """``attest verify`` pinned to the AK that made the quote (as after credential activation),
+    unless the test pins something itself."""
+    pin: tuple[str, ...] = ()
+    if "--ak-pub" not in extra and "--ak-name" not in extra:
+        pin = ("--ak-name", AK_NAMES[directory])
+    return cli(capsys, "attest", "verify", str(directory), "--json", *pin, *extra)
 
 
 def checkquote(directory: Path, *, public: str = "ak.pub.pem") -> subprocess.CompletedProcess[str]:
@@ -103,7 +112,7 @@ def test_quote_verified_by_tpm2_checkquote_and_ours(lab_tcti, tmp_path, capsys, 
     rc, data, err = verify(capsys, out, "--nonce", nonce)
     assert rc == 0, err
     assert data["verified"] is True and data["reason"] is None
-    assert data["pcrlist"] == SEL and data["nonce"] == nonce and data["nonce_source"] == "verifier"
+    assert data["pcrlist"] == SEL and data["nonce"] == nonce
     assert set(data["pcrs"]["sha256"]) == {"0", "1", "2", "3", "16"}
     assert leftovers(lab_tcti) == []
 
@@ -116,13 +125,84 @@ def test_more_than_eight_pcrs(lab_tcti, tmp_path, capsys) -> None:
     assert len(data["pcrs"]["sha256"]) == 24
 
 
-def test_nonce_from_file_is_flagged(lab_tcti, tmp_path, capsys) -> None:
+def text_run(capsys, *argv: str) -> tuple[int, list[str], str]:
+    """``trelab …`` without --json: (exit code, stdout lines, stderr)."""
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out.strip().splitlines(), out.err
+
+
+def test_nonce_file_is_no_proof_of_freshness(lab_tcti, tmp_path, capsys) -> None:
     out, nonce = quote_dir(capsys, lab_tcti, tmp_path / "q")
+    assert (out / "nonce").read_bytes() == bytes.fromhex(nonce)  # the evidence's own claim
     rc, data, _ = verify(capsys, out)
-    assert rc == 0 and data["nonce_source"] == "file" and data["nonce"] == nonce
+    assert rc == 1 and data["verified"] is False and data["check"] == "nonce"
+    assert "freshness unproven" in data["reason"]
+    rc, lines, err = text_run(capsys, "attest", "verify", str(out), "--ak-name", AK_NAMES[out])
+    assert rc == 1 and err == "" and len(lines) == 1
+    assert lines[0].startswith("REJECTED (nonce): ") and "verified" not in lines[0]
     (out / "nonce").unlink()
     rc, data, _ = verify(capsys, out)
     assert rc == 1 and data["check"] == "nonce"
+    assert verify(capsys, out, "--nonce", nonce)[0] == 0  # the verifier's own nonce passes
+
+
+def _software_key_forgery(out: Path, *, ak_pub_attributes: int | None) -> None:
+    """Re-sign the real quote.msg with a software ECC key and ship that key as the AK: with
+    ``ak_pub_attributes`` None the sender drops ak.pub (nothing says what the key is), else
+    ak.pub claims those TPMA_OBJECT attributes for the software key."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from tpm2_pytss import TPM2B_PUBLIC, TPMS_SIGNATURE_ECC, TPMT_SIGNATURE, TPMU_SIGNATURE
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    message = (out / "quote.msg").read_bytes()
+    r, s_ = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    sig = TPMT_SIGNATURE(
+        sigAlg=TPM2_ALG.ECDSA,
+        signature=TPMU_SIGNATURE(
+            ecdsa=TPMS_SIGNATURE_ECC(
+                hash=TPM2_ALG.SHA256,
+                signatureR=r.to_bytes(32, "big"),
+                signatureS=s_.to_bytes(32, "big"),
+            )
+        ),
+    )
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (out / "quote.sig").write_bytes(bytes(sig.marshal()))
+    (out / "ak.pub.pem").write_bytes(pem)
+    if ak_pub_attributes is None:
+        (out / "ak.pub").unlink()
+    else:
+        blob = TPM2B_PUBLIC.from_pem(pem, objectAttributes=ak_pub_attributes).marshal()
+        (out / "ak.pub").write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("ak_pub", ["dropped", "claims-restricted-fixedtpm"])
+def test_unpinned_ak_is_never_verified(lab_tcti, tmp_path, capsys, ak_pub) -> None:
+    from tpm2_pytss.constants import TPMA_OBJECT
+
+    out, nonce = quote_dir(capsys, lab_tcti, tmp_path / "q")
+    real_name = AK_NAMES[out]
+    # The genuine quote, unpinned: its signer is whatever key the sender described.
+    rc, lines, _ = text_run(capsys, "attest", "verify", str(out), "--nonce", nonce)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("REJECTED (ak): no pinned AK")
+    claims = (
+        TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
+    )  # fmt: skip
+    _software_key_forgery(out, ak_pub_attributes=None if ak_pub == "dropped" else claims)
+    rc, data, err = cli(capsys, "attest", "verify", str(out), "--nonce", nonce, "--json")
+    assert rc == 1, err
+    assert data["verified"] is False and data["check"] == "ak" and "no pinned AK" in data["reason"]
+    rc, lines, _ = text_run(capsys, "attest", "verify", str(out), "--nonce", nonce)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("REJECTED (ak): ")
+    # Pinned to the TPM's activated AK, the forgery is refused as another key.
+    rc, data, _ = verify(capsys, out, "--nonce", nonce, "--ak-name", real_name)
+    assert rc == 1 and data["check"] == "ak"
 
 
 def test_reference_values(lab_tcti, tmp_path, capsys) -> None:
@@ -159,6 +239,7 @@ def test_extended_pcr_against_reference(other, tmp_path, capsys) -> None:
     expected = hashlib.sha256(old + measurement).digest()
     assert files.pcrs == expected
     out = write_evidence(tmp_path / "q", files)
+    AK_NAMES[out] = ak.name.hex()
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"sha256": {"23": old.hex()}}))
     rc, data, _ = verify(capsys, out, "--nonce", nonce.hex(), "--reference", str(reference))
@@ -238,18 +319,17 @@ def test_flipped_bit_rejected(lab_tcti, tmp_path, capsys, name, offset) -> None:
 def test_quote_by_another_tpm_rejected(lab_tcti, other, tmp_path, capsys) -> None:
     mine, _ = quote_dir(capsys, lab_tcti, tmp_path / "mine")
     foreign, nonce = quote_dir(capsys, other.tcti, tmp_path / "foreign")
-    # Self-consistent on its own ...
+    # Verified when pinned to its own TPM's AK ...
     assert verify(capsys, foreign, "--nonce", nonce)[0] == 0
     # ... but not by the AK activated for this device's EK.
     rc, data, _ = verify(capsys, foreign, "--nonce", nonce, "--ak-pub", str(mine / "ak.pub.pem"))
     assert rc == 1 and data["check"] == "ak"
-    _, ok, _ = verify(capsys, mine)
-    rc, data, _ = verify(capsys, foreign, "--nonce", nonce, "--ak-name", ok["ak_name"])
+    rc, data, _ = verify(capsys, foreign, "--nonce", nonce, "--ak-name", AK_NAMES[mine])
     assert rc == 1 and data["check"] == "ak"
     # Swapping in this device's AK public files breaks the signature instead.
     for public in ("ak.pub.pem", "ak.pub"):
         shutil.copy(mine / public, foreign / public)
-    rc, data, _ = verify(capsys, foreign, "--nonce", nonce)
+    rc, data, _ = verify(capsys, foreign, "--nonce", nonce, "--ak-name", AK_NAMES[mine])
     assert rc == 1 and data["check"] == "signature"
 
 
@@ -296,7 +376,8 @@ def test_malformed_evidence_is_bad_input(lab_tcti, tmp_path, capsys) -> None:
     ]
     for name, data in cases:
         (out / name).write_bytes(data)
-        rc, _, err = cli(capsys, "attest", "verify", str(out), "--nonce", nonce)
+        pin = ("--ak-name", AK_NAMES[out])
+        rc, _, err = cli(capsys, "attest", "verify", str(out), "--nonce", nonce, *pin)
         _one_line_error(rc, err)
         restore()
     (out / "pcrlist").unlink()

@@ -22,7 +22,7 @@ from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, validate_report
 from bench.tres.registry import LabContext, build_providers
 from bench.tres.tpm import TpmTre
 from firmware_stubs.usim.profile import load_profile
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tpm.connection import TpmConnection
 from trelab import proc
 

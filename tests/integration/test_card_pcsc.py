@@ -21,7 +21,7 @@ from aka.usim import AkaMacFailure, AkaSuccess, AkaSyncFailure
 from firmware_stubs.usim.engine import ATR
 from firmware_stubs.usim.personalise import hss_subscriber
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, load_profile, parse_profile
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tests.card_process import READER_1, CardProcess
 from tests.helpers import REPO
 from tests.usim_vectors import TestCard, milenage_cards, tuak_cards, unique_iccid

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from firmware_stubs.usim.profile import DEFAULT_PROFILE
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from network.config import init_config, load_config
 from network.store import Store
 from network.transfer import KiTransfer, OtaKeyring, deliver

@@ -15,12 +15,11 @@ import pytest
 from cryptography import x509
 
 from host.cli import main
-from host.detect import describe_tpm, detect
-from host.lab import Lab, LabStatus
-from tpm import swtpm
+from lab import pcscd, swtpm
+from lab.detect import describe_tpm, detect
+from lab.lab import Lab, LabStatus
 from trelab import proc
 from trelab.errors import CheckFailed, Unavailable
-from uicc import pcscd
 
 pytestmark = pytest.mark.lab
 
@@ -279,7 +278,7 @@ def test_detect_finds_no_hardware_here(lab: LabStatus) -> None:
 
 
 def test_detect_reports_unreadable_tpm_without_failing(tmp_path: Path) -> None:
-    from host.detect import detect_tpms
+    from lab.detect import detect_tpms
 
     (tmp_path / "tpmrm0").write_bytes(b"")  # a node that is no TPM
     (entry,) = detect_tpms(tmp_path)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from host.lab import Lab
+from lab.lab import Lab
 from trelab import proc
 from uicc.links.at_csim import AtCsimLink
 from uicc.usim import UsimClient

@@ -15,10 +15,10 @@ import pytest
 
 from firmware_stubs.card_serve import read_status
 from firmware_stubs.usim.profile import DEFAULT_PROFILE
-from host.lab import Lab, LabStatus
+from lab import pcscd
+from lab.lab import Lab, LabStatus
 from trelab import proc
 from trelab.errors import Unavailable
-from uicc import pcscd
 from uicc.links.pcsc import PcscLink
 from uicc.usim import UsimClient
 

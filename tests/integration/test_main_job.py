@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.main_job import load_vector_sets, run_main_job
 from bench.schema import validate_report
-from host.lab import Lab
+from lab.lab import Lab
 
 
 def test_shipped_vectors_cover_every_3gpp_set() -> None:

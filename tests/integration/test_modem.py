@@ -26,7 +26,7 @@ from firmware_stubs.modem.serve import ModemServer
 from firmware_stubs.usim.engine import UsimEngine
 from firmware_stubs.usim.personalise import hss_subscriber
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, load_profile, parse_profile
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tests.conftest import ModemProcess
 from tests.helpers import REPO
 from tests.usim_vectors import TestCard, milenage_cards, tuak_cards

@@ -21,19 +21,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from host.lab import LabStatus
-from network.client import HttpTransport, InProcessTransport, Transport
+from lab.lab import LabStatus
 from network.config import NetworkConfig, init_config, load_config
-from network.errors import Refused, RemoteProtocolError
-from network.messages import (
+from network.server import NetworkApp
+from network.store import Store
+from protocol.client import HttpTransport, InProcessTransport, Transport
+from protocol.errors import Refused, RemoteProtocolError
+from protocol.messages import (
     CredentialProof,
     RegisterRequest,
     credential_proof,
     derive_session_id,
 )
-from network.protocol import Session, SessionState
-from network.server import NetworkApp
-from network.store import Store
+from protocol.transitions import Session, SessionState
 
 SELECTION = "sha256:0,1,2,3,4,5,6,7"
 
@@ -235,7 +235,7 @@ _CRASH_CHILD = """
 import os, sys
 from network.config import load_config
 from network.roles import Operator
-from network.records import SessionRecord
+from protocol.records import SessionRecord
 from network.store import Store
 from network.trust import TpmTrust
 

@@ -28,15 +28,15 @@ from typing import Any
 
 import pytest
 
-from host.lab import LabStatus
-from network.client import HttpTransport
-from network.crash import SERVER_CRASH_ENV, TRANSFER_CRASH_ENV
+from lab.lab import LabStatus
+from protocol.client import HttpTransport
 from tests.helpers import REPO
 from tests.integration import test_ki_transfer
 from tests.integration.test_agent_provision import Network, network, trelab
 from tests.robustness import check_consistent, own_lab
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
+from trelab.crash import SERVER_CRASH_ENV, TRANSFER_CRASH_ENV
 
 pytestmark = pytest.mark.lab
 

@@ -15,9 +15,9 @@ import pytest
 
 from aka.keyholder import SoftwareAes
 from aka.usim import AkaSuccess
-from host.lab import LabStatus
-from host.threats.checks.t09_monitoring import decode_recording
-from host.threats.tpm_tools import BusTap, LocalMid, fresh_autn, local_mid
+from lab.lab import LabStatus
+from threats.checks.t09_monitoring import decode_recording
+from threats.tpm_tools import BusTap, LocalMid, fresh_autn, local_mid
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import SymmetricSupport, TpmBlockCipher

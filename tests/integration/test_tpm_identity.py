@@ -155,6 +155,23 @@ def test_ek_certificates_chain_to_the_lab_ca(conn, lab, capsys) -> None:
     assert data["certificates"]["ecc"]["nv_index"] == "0x01c00016"
 
 
+def test_intermediate_alone_is_no_trust_anchor(conn, lab, capsys) -> None:
+    """The lab's real issuing CA without its root: refused before the TPM is read, as
+    ``openssl verify`` does without ``-partial_chain``; accepted only when asked for."""
+    intermediate = str(lab.ca.intermediate)
+    for cert in read_ek_certificates(conn).values():
+        with pytest.raises(EkCertificateRejected, match="no self-signed root"):
+            verify_ek_chain(cert, lab.ca.intermediate)
+        verify_ek_chain(cert, lab.ca.intermediate, partial_chain=True)
+    for verb in (("ek",), ("activate", "--ek", "ecc")):
+        rc, data = run_verb(capsys, *verb, "--tpm", conn.tcti, "--ca", intermediate)
+        assert rc == 1 and data["error"]["type"] == "EkCertificateRejected"
+        assert "no self-signed root" in data["error"]["message"]
+        assert "\n" not in data["error"]["message"]
+    rc, data = run_verb(capsys, "ek", "--tpm", conn.tcti, "--ca", intermediate, "--partial-chain")
+    assert rc == 0 and {e["chain"] for e in data["certificates"].values()} == {"verified"}
+
+
 def test_ek_certificates_rejected_by_another_ca(conn, other, tmp_path, capsys) -> None:
     certs = read_ek_certificates(conn)
     stranger = throwaway_ca(tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from host.lab import LabStatus
+from lab.lab import LabStatus
 from tpm import nv
 from tpm.connection import TpmConnection
 from tpm.mid_errors import MidRefused

@@ -29,8 +29,8 @@ from aka.sqn import join_sqn, split_sqn
 from aka.tuak import Tuak
 from aka.usim import AkaSuccess, AkaSyncFailure
 from host.cli import main as cli_main
-from host.lab import LabStatus
-from host.threats.tpm_tools import (
+from lab.lab import LabStatus
+from threats.tpm_tools import (
     duplicate_with_signed_policy,
     extend_pcr,
     fresh_autn,

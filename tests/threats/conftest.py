@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from host.lab import Lab, LabStatus
-from host.threats.catalogue import threat
-from host.threats.checks import load
-from host.threats.context import ThreatLab
-from host.threats.engine import complete
-from host.threats.result import Finding
+from lab.lab import Lab, LabStatus
 from tests.conftest import skip_or_fail
+from threats.catalogue import threat
+from threats.checks import load
+from threats.context import ThreatLab
+from threats.engine import complete
+from threats.result import Finding
 
 
 @pytest.fixture(scope="session")

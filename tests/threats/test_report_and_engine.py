@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from host.threats.catalogue import threat
-from host.threats.context import MissingPart, ThreatLab
-from host.threats.engine import complete, select_threats
-from host.threats.report import build_document, render_html, render_json, render_text
-from host.threats.result import Attempt, Finding, Recorder
+from threats.catalogue import threat
+from threats.context import MissingPart, ThreatLab
+from threats.engine import complete, select_threats
+from threats.report import build_document, render_html, render_json, render_text
+from threats.result import Attempt, Finding, Recorder
 from trelab.errors import BadInput, Unavailable
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import host.detect
 from bench.tres import tpm as tpm_tres
 from bench.tres import uicc as uicc_tres
 from bench.tres.registry import TRE_FACTORIES, LabContext, build_providers
-from host.detect import Reader, SerialPort, TpmDevice
+from lab import detect as lab_detect
+from lab.detect import Reader, SerialPort, TpmDevice
 from trelab.errors import Unavailable
 
 NO_LAB = LabContext(lab=None, subscribers=10, quick=True)
@@ -36,9 +36,9 @@ PHYSICAL_ROWS = (
 
 @pytest.fixture
 def no_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(host.detect, "detect_tpms", lambda: [])
-    monkeypatch.setattr(host.detect, "detect_readers", lambda: ([], [], "ok"))
-    monkeypatch.setattr(host.detect, "detect_serial_ports", lambda: ([], []))
+    monkeypatch.setattr(lab_detect, "detect_tpms", lambda: [])
+    monkeypatch.setattr(lab_detect, "detect_readers", lambda: ([], [], "ok"))
+    monkeypatch.setattr(lab_detect, "detect_serial_ports", lambda: ([], []))
 
 
 def test_every_row_of_the_issue_has_a_factory() -> None:
@@ -79,7 +79,7 @@ def test_physical_tpm_needs_permission_for_nv_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chip = TpmDevice("/dev/tpmrm0", "device:/dev/tpmrm0", "IFX", "SLB9670", "7.85.4555.0")
-    monkeypatch.setattr(host.detect, "detect_tpms", lambda: [chip])
+    monkeypatch.setattr(lab_detect, "detect_tpms", lambda: [chip])
     monkeypatch.delenv(tpm_tres.HARDWARE_ENV, raising=False)
     with pytest.raises(Unavailable) as caught:
         tpm_tres.physical_tpm_factory(NO_LAB)
@@ -89,14 +89,14 @@ def test_physical_tpm_needs_permission_for_nv_writes(
 
 def test_physical_tpm_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     broken = TpmDevice("/dev/tpm0", "device:/dev/tpm0", error="PermissionError: denied")
-    monkeypatch.setattr(host.detect, "detect_tpms", lambda: [broken])
+    monkeypatch.setattr(lab_detect, "detect_tpms", lambda: [broken])
     with pytest.raises(Unavailable, match="/dev/tpm0 does not answer: PermissionError"):
         tpm_tres.physical_tpm_factory(NO_LAB)
 
 
 def test_physical_reader_needs_the_cards_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     reader = Reader("Gemalto PC Twin Reader 00 00", "3b9f96801f", card_present=True)
-    monkeypatch.setattr(host.detect, "detect_readers", lambda: ([reader], [], "ok"))
+    monkeypatch.setattr(lab_detect, "detect_readers", lambda: ([reader], [], "ok"))
     monkeypatch.delenv(uicc_tres.CARD_PROFILE_ENV, raising=False)
     with pytest.raises(Unavailable) as caught:
         uicc_tres.physical_reader_factory(NO_LAB)
@@ -106,14 +106,14 @@ def test_physical_reader_needs_the_cards_profile(monkeypatch: pytest.MonkeyPatch
 
 def test_physical_reader_without_a_card(monkeypatch: pytest.MonkeyPatch) -> None:
     empty = Reader("Gemalto PC Twin Reader 00 00")
-    monkeypatch.setattr(host.detect, "detect_readers", lambda: ([empty], [], "ok"))
+    monkeypatch.setattr(lab_detect, "detect_readers", lambda: ([empty], [], "ok"))
     with pytest.raises(Unavailable, match=r"no physical PC/SC reader with a card \(1 without"):
         uicc_tres.physical_reader_factory(NO_LAB)
 
 
 def test_physical_modem_needs_its_port_named(monkeypatch: pytest.MonkeyPatch) -> None:
     port = SerialPort("/dev/ttyUSB2", "EG25", "USB VID:PID=2C7C:0125", 0x2C7C, 0x125)
-    monkeypatch.setattr(host.detect, "detect_serial_ports", lambda: ([port], []))
+    monkeypatch.setattr(lab_detect, "detect_serial_ports", lambda: ([port], []))
     monkeypatch.delenv(uicc_tres.MODEM_PORT_ENV, raising=False)
     with pytest.raises(Unavailable) as caught:
         uicc_tres.physical_modem_factory(NO_LAB)

@@ -36,9 +36,9 @@ from host.agent import (
     Send,
     parse_device_trust,
 )
-from network import messages as m
 from network.config import NetworkConfig, device_trust
-from network.protocol import Session, SessionState
+from protocol import messages as m
+from protocol.transitions import Session, SessionState
 from tests.unit.network.conftest import make_config
 from tpm.package import (
     AlgorithmSpec,

@@ -104,8 +104,7 @@ def test_pinned_trust_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         load_trust(bad)
     good = tmp_path / "device-trust.json"
     good.write_text(json.dumps(device_trust(make_config())))
-    monkeypatch.setenv("TRELAB_DEVICE_TRUST", str(good))
-    assert set(load_trust().shos) == {"sho-a", "sho-b"}
+    assert set(load_trust(good).shos) == {"sho-a", "sho-b"}
 
 
 class _Recorder:

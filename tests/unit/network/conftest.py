@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from network.config import NetworkConfig, ShoConfig
-from network.messages import SigningKey
 from network.roles import BuiltPackage, Operator, PackageInputs
 from network.server import NetworkApp
 from network.store import Store
 from network.trust import TpmTrust
+from protocol.messages import SigningKey
 
 
 def make_ca(

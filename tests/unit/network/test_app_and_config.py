@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from host.cli import main
-from network import messages as m
 from network.config import NetworkConfig, init_config, load_config
-from network.errors import BadConfig
 from network.server import CBOR, NetworkApp, parse_listen
 from network.store import Store
+from protocol import messages as m
+from protocol.errors import BadConfig
 
 from .conftest import make_ca
 

@@ -13,13 +13,13 @@ from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnState
 from aka.usim import AkaSuccess, AkaSyncFailure, usim_authenticate
-from network import messages as m
-from network.client import InProcessTransport
-from network.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
-from network.messages import INITIAL_TRANSCRIPT
-from network.protocol import Session, SessionState
-from network.records import DeviceRecord, MidRecord, SessionRecord, VerdictRecord
 from network.server import NetworkApp
+from protocol import messages as m
+from protocol.client import InProcessTransport
+from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.messages import INITIAL_TRANSCRIPT
+from protocol.records import DeviceRecord, MidRecord, SessionRecord, VerdictRecord
+from protocol.transitions import Session, SessionState
 
 from .conftest import Clock, next_imsi
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from network.errors import BadConfig, CheckFailed
-from network.records import DeviceRecord, HssRecord, SessionRecord
 from network.store import Store
+from protocol.errors import BadConfig, CheckFailed
+from protocol.records import DeviceRecord, HssRecord, SessionRecord
 
 
 def hss(imsi: str, request: str) -> HssRecord:

@@ -20,8 +20,6 @@ from firmware_stubs.usim.ota import current_keysets
 from firmware_stubs.usim.personalise import hss_record
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
 from firmware_stubs.usim.state import CardStore
-from network.errors import Refused, RemoteProtocolError, SignatureInvalid
-from network.messages import SigningKey
 from network.store import Store
 from network.transfer import (
     CardKeys,
@@ -35,6 +33,8 @@ from network.transfer import (
     open_package,
     open_request,
 )
+from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
+from protocol.messages import SigningKey
 from tests.unit.network.conftest import make_config
 from trelab.errors import BadInput
 from uicc.links.inprocess import InProcessLink

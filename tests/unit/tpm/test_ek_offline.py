@@ -78,7 +78,8 @@ def pki():
     mid = _cert("issuer", mid_key, "root", root_key, ca=True)
     ek = _cert("ek", ek_key, "issuer", mid_key, ca=False)
     ek_no_eku = _cert("ek2", ek_key, "issuer", mid_key, ca=False, eku=False)
-    return {"root": root, "mid": mid, "ek": ek, "ek_no_eku": ek_no_eku, "ek_key": ek_key}
+    return {"root": root, "mid": mid, "ek": ek, "ek_no_eku": ek_no_eku, "ek_key": ek_key,
+            "mid_key": mid_key}  # fmt: skip
 
 
 def test_chain_accepted(pki) -> None:
@@ -90,6 +91,19 @@ def test_chain_to_other_ca_rejected(pki) -> None:
     other_root = _cert("root", other_key, "root", other_key, ca=True)
     with pytest.raises(EkCertificateRejected, match="does not chain"):
         verify_ek_chain(pki["ek"], [other_root, pki["mid"]], now=NOW)
+
+
+def test_intermediate_alone_is_no_trust_anchor(pki) -> None:
+    with pytest.raises(EkCertificateRejected, match="no self-signed root"):
+        verify_ek_chain(pki["ek"], [pki["mid"]], now=NOW)
+    # Only when the caller explicitly accepts a partial chain (openssl -partial_chain).
+    verify_ek_chain(pki["ek"], [pki["mid"]], now=NOW, partial_chain=True)
+    # The intermediate's key in a certificate naming itself as its issuer, signed by some
+    # other key, looks like a root by name only: it is not self-signed, so no anchor.
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    fake_root = _cert("issuer", pki["mid_key"], "issuer", stranger, ca=True)
+    with pytest.raises(EkCertificateRejected, match="no self-signed root"):
+        verify_ek_chain(pki["ek"], [fake_root, pki["mid"]], now=NOW)
 
 
 def test_expired_and_missing_eku_rejected(pki) -> None:

@@ -130,19 +130,27 @@ def _files(
     )
 
 
+def _pinned(evidence, **kw):
+    """verify_quote with the evidence's own key pinned, as a verifier that activated it would;
+    tests of the pin itself pass ``expected_ak``/``expected_ak_name`` explicitly."""
+    if "expected_ak" not in kw and "expected_ak_name" not in kw:
+        kw["expected_ak"] = evidence.ak.key_spki
+    return verify_quote(evidence, **kw)
+
+
 def _check(files: QuoteFiles, **kw) -> str:
     with pytest.raises(QuoteRejected) as info:
-        verify_quote(evidence_from_files(files), **kw)
+        _pinned(evidence_from_files(files), **kw)
     return info.value.check
 
 
 def test_good_quote_verifies_with_each_scheme(ec_key) -> None:
-    verdict = verify_quote(evidence_from_files(_files(ec_key)), nonce=NONCE)
+    verdict = _pinned(evidence_from_files(_files(ec_key)), nonce=NONCE)
     assert verdict.pcrs["sha256"][16] == hashlib.sha256(bytes([16])).digest()
     assert verdict.clock_info == ClockInfo(1000, 5, 1, True)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for scheme in ("rsassa", "rsapss"):
-        verify_quote(evidence_from_files(_files(rsa_key, scheme=scheme)), nonce=NONCE)
+        _pinned(evidence_from_files(_files(rsa_key, scheme=scheme)), nonce=NONCE)
 
 
 def test_parse_reads_what_was_marshaled(ec_key) -> None:
@@ -190,6 +198,34 @@ def test_expected_ak_and_name(ec_key) -> None:
     assert _check(files, nonce=NONCE, expected_ak_name=b"\x00\x0b" + bytes(32)) == "ak"
 
 
+def test_without_a_pinned_ak_nothing_is_verified(ec_key) -> None:
+    # A software key signs a perfect TPMS_ATTEST; its ak.pub claims fixedTPM|restricted ...
+    claiming = evidence_from_files(_files(ec_key))
+    # ... or the sender signed with an unrestricted key and dropped ak.pub altogether.
+    unrestricted = _files(ec_key, attrs=AK_ATTRS & ~TPMA_OBJECT.RESTRICTED)
+    dropped = evidence_from_files(dataclasses.replace(unrestricted, ak_blob=None))
+    for evidence in (claiming, dropped):
+        with pytest.raises(QuoteRejected, match="no pinned AK") as info:
+            verify_quote(evidence, nonce=NONCE)
+        assert info.value.check == "ak"
+    # Pinned to the activated AK, the software key is refused as another key.
+    activated = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(QuoteRejected, match="other than the expected"):
+        verify_quote(dropped, nonce=NONCE, expected_ak=activated)
+
+
+def test_without_the_verifiers_nonce_freshness_is_unproven(ec_key) -> None:
+    evidence = evidence_from_files(_files(ec_key))
+    assert evidence.nonce == NONCE == parse_attest(evidence.message).extra_data
+    with pytest.raises(QuoteRejected, match="freshness unproven") as info:
+        _pinned(evidence, nonce=None)
+    assert info.value.check == "nonce"
+
+
 def test_pem_and_blob_must_hold_the_same_key(ec_key) -> None:
     # Signed by another key whose PEM is shipped, next to the restricted AK's ak.pub.
     other = _files(ec.generate_private_key(ec.SECP256R1()))
@@ -200,23 +236,23 @@ def test_pem_and_blob_must_hold_the_same_key(ec_key) -> None:
 def test_reference_values(ec_key) -> None:
     evidence = evidence_from_files(_files(ec_key))
     good = {"sha256": {16: hashlib.sha256(bytes([16])).digest()}}
-    assert verify_quote(evidence, nonce=NONCE, reference=good).reference_checked == 1
+    assert _pinned(evidence, nonce=NONCE, reference=good).reference_checked == 1
     with pytest.raises(QuoteRejected, match="differs from its reference"):
-        verify_quote(evidence, nonce=NONCE, reference={"sha256": {16: bytes(32)}})
+        _pinned(evidence, nonce=NONCE, reference={"sha256": {16: bytes(32)}})
     with pytest.raises(QuoteRejected, match="not quoted"):
-        verify_quote(evidence, nonce=NONCE, reference={"sha256": {7: bytes(32)}})
+        _pinned(evidence, nonce=NONCE, reference={"sha256": {7: bytes(32)}})
 
 
 def test_previous_quote_clock(ec_key) -> None:
     older = evidence_from_files(_files(ec_key, clock=(1000, 5, 1)))
     newer = evidence_from_files(_files(ec_key, clock=(2000, 5, 1)))
-    verify_quote(newer, nonce=NONCE, previous=older)
+    _pinned(newer, nonce=NONCE, previous=older)
     with pytest.raises(QuoteRejected) as info:
-        verify_quote(older, nonce=NONCE, previous=newer)
+        _pinned(older, nonce=NONCE, previous=newer)
     assert info.value.check == "clock"
     stranger = evidence_from_files(_files(ec.generate_private_key(ec.SECP256R1()), clock=(1, 0, 0)))
     with pytest.raises(QuoteRejected, match="another AK"):
-        verify_quote(newer, nonce=NONCE, previous=stranger)
+        _pinned(newer, nonce=NONCE, previous=stranger)
 
 
 @pytest.mark.parametrize(
@@ -257,4 +293,4 @@ def test_malformed_evidence_is_bad_input(ec_key) -> None:
     with pytest.raises(BadInput):
         evidence_from_files(dataclasses.replace(files, ak_pem=b"-----BEGIN nonsense"))
     with pytest.raises(BadInput):
-        verify_quote(evidence_from_files(dataclasses.replace(files, pcrs=VALUES[:-1])), nonce=NONCE)
+        _pinned(evidence_from_files(dataclasses.replace(files, pcrs=VALUES[:-1])), nonce=NONCE)

@@ -1,0 +1,138 @@
+"""Edge: HTTP. How a device (the host agent) reaches the operator side: one
+``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into an
+operator's app object (:class:`InProcessTransport`, for tests — httpx's ``WSGITransport``
+idea; the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
+exception, so callers see the same errors either way.
+
+A network that cannot be reached, or that drops the connection before its reply (a server
+killed mid-request, issue 5), is :class:`~trelab.errors.Unavailable` with one line saying
+which: the request may or may not have been handled, and running the same command again is
+safe — the server stores each reply with its effects and answers a repeated request from it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Protocol
+
+from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.messages import CBOR, Error, decode
+from trelab.errors import TrelabError
+
+__all__ = ["App", "HttpTransport", "InProcessTransport", "Reply", "Transport", "raise_for_error"]
+
+
+class Transport(Protocol):
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes: ...
+
+
+class Reply(Protocol):
+    """What an in-process app answers: an HTTP status and a CBOR body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class App(Protocol):
+    """An operator side called in process (``network.server.NetworkApp`` is one)."""
+
+    def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> Reply: ...
+
+
+def raise_for_error(status: int, body: bytes) -> bytes:
+    """``body`` if the request succeeded, else the Error it carries as an exception.
+
+    Raises:
+        RemoteProtocolError: 400-class protocol errors (or an unreadable error body).
+        SignatureInvalid: 403 for a signature that does not verify.
+        Refused: other 403 refusals (``.reason`` = the Error's code).
+        Unavailable: 503.
+    """
+    if status == 200:
+        return body
+    try:
+        msg = decode(body)
+    except TrelabError:
+        raise RemoteProtocolError(f"network answered {status} without a readable Error") from None
+    if not isinstance(msg, Error):
+        raise RemoteProtocolError(f"network answered {status} with a {type(msg).__name__}")
+    if status == 403 and msg.code == "signature":
+        raise SignatureInvalid(msg.reason)
+    if status == 403:
+        raise Refused(msg.code, msg.reason)
+    if status == 503:
+        raise Unavailable(f"network: {msg.reason}")
+    raise RemoteProtocolError(f"network refused the message ({msg.code}): {msg.reason}")
+
+
+class InProcessTransport:
+    """Calls the app directly: the real operator side, no socket."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        headers = {"Content-Type": CBOR}
+        if grant is not None:
+            headers["Authorization"] = f"PCID {grant.hex()}"
+        response = self.app("POST", f"/v1/{endpoint}", headers, wire)
+        return raise_for_error(response.status, response.body)
+
+
+class HttpTransport:
+    """POSTs to ``base_url`` (e.g. ``http://127.0.0.1:8731``)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise Unavailable(f"network URL {base_url!r}: expected http://HOST:PORT")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            f"{self.base_url}/v1/{endpoint}",
+            data=wire,
+            method="POST",
+            headers={"Content-Type": CBOR},
+        )
+        if grant is not None:
+            request.add_header("Authorization", f"PCID {grant.hex()}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
+                status, body = reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                status, body = exc.code, exc.read()
+            except (OSError, http.client.HTTPException) as lost:
+                raise self._unavailable(lost) from None
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            raise self._unavailable(exc) from None
+        return raise_for_error(status, body)
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        """One line for a request that got no reply: never reached, or cut off (module doc)."""
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, TimeoutError):
+            what = f"did not answer within {self.timeout:g} s"
+        elif isinstance(cause, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+            what = f"dropped the connection before its reply ({type(cause).__name__})"
+        elif isinstance(cause, http.client.HTTPException):
+            what = f"sent a broken reply ({type(cause).__name__})"
+        else:  # refused, no such host, no route: the request never arrived
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+            return Unavailable(
+                f"network {self.base_url} unreachable: {detail}",
+                fix="start it (trelab network serve) or give the right --network URL",
+            )
+        return Unavailable(
+            f"network {self.base_url} {what}",
+            fix="run the same command again once it is up: a retry is safe",
+        )

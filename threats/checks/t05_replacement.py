@@ -1,0 +1,159 @@
+"""Edge: TPM, network. Threat 5 (§7.1.2.1): replacing the TRE of an M2ME by another TRE or an
+emulation. Extra attack: an AK from a different TPM presented with a genuine EK certificate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
+
+__all__ = ["run"]
+
+
+def run(ctx: ThreatLab) -> list[Finding]:
+    from tpm.connection import TpmConnection
+
+    rec = Recorder("5", tre="tpm")
+
+    with ctx.attack(
+        rec,
+        ("1",),
+        "out-of-band-manufacture",
+        "check what out-of-band pre-provisioning left in the TRE: EK certificates signed at"
+        " manufacture (swtpm_setup + swtpm_localca) chaining to the manufacturer CA",
+    ) as a:
+        from tpm.ek import load_ca_bundle, read_ek_certificates, verify_ek_chain
+
+        with TpmConnection(ctx.tcti) as conn:
+            certs = read_ek_certificates(conn)
+        cas = load_ca_bundle(ctx.lab.ca.bundle)
+        for cert in certs.values():
+            verify_ek_chain(cert, cas)
+        a.organisational(
+            "a secure manufacturing facility is a procedure; tested: the TRE carries"
+            f" {len(certs)} EK certificate(s) ({', '.join(sorted(certs))}) made at manufacture"
+            " that chain to the manufacturer CA",
+            certificates=sorted(certs),
+        )
+
+    with ctx.attack(
+        rec,
+        ("2",),
+        "foreign-ak-genuine-ek",
+        "a replacement TRE (another real TPM) presents the original TRE's genuine EK"
+        " certificate with its own AK, and tries TPM2_ActivateCredential on the challenge",
+        extra="foreign-ak-genuine-ek",
+    ) as a:
+        from protocol.messages import CredentialProof, credential_proof
+        from threats.device import ek_certificate, start
+        from tpm.errors import CredentialRejected
+        from tpm.identity import activate_credential
+
+        net = ctx.network()
+        app = net.app()
+        with TpmConnection(ctx.tcti) as conn:
+            genuine = ek_certificate(conn)
+        with common.scratch_tpm(ctx) as (conn, _):
+            flow, challenge = start(conn, net.transport(app), "sho-a", ek_cert=genuine)
+            tpm_said = common.refusal(
+                lambda: activate_credential(
+                    conn, flow.ak, challenge.credential_blob, challenge.encrypted_secret
+                ),
+                CredentialRejected,
+            )
+        proof = flow.session.make(
+            CredentialProof, proof=credential_proof(os.urandom(32), flow.session.transcript)
+        )
+        refusal = common.refused(lambda: flow.post("drf/proof", proof))
+        a.note(activate_credential=tpm_said)
+        if tpm_said is None or refusal is None:
+            a.not_blocked("the replacement TRE got its AK accepted under another TRE's EK")
+        else:
+            a.blocked(
+                f"the replacement TPM refused the challenge ({tpm_said}); DRF refused"
+                f" {refusal.reason}",
+                refused=refusal.reason,
+            )
+
+    with ctx.attack(
+        rec,
+        ("3",),
+        "swapped-tre-mids",
+        "swap the TRE under the M2ME: the host's MID registry and blobs now talk to another TPM",
+    ) as a:
+        error = common.victim_on_other_tpm(ctx)
+        if error is None:
+            a.not_blocked("the MIDs worked in the replacement TRE")
+        else:
+            a.blocked(f"MIDs are bound to the TRE's EK: {error}")
+
+    with ctx.attack(
+        rec,
+        ("4",),
+        "package-to-replacement",
+        "after the original TRE was validated, a replacement TRE takes over the session (it saw"
+        " the session id and transcript) and asks for the MID package with its own SRK",
+    ) as a:
+        from threats.device import attest, prove, request_package, start, unpack
+
+        net = ctx.network()
+        app = net.app()
+        with TpmConnection(ctx.tcti) as conn:
+            flow, challenge = start(conn, net.transport(app), "sho-a")
+            vc = prove(conn, flow, challenge)
+            attest(conn, flow, vc, net.pins)
+        with common.scratch_tpm(ctx) as (conn, registry):
+            manifest = request_package(conn, flow, vc, net.pins)
+            host_check, code = common.import_refusals(conn, registry, unpack(manifest))
+        a.note(host_check=host_check, tpm_rc=code)
+        if host_check is None or code is None:
+            a.not_blocked("the replacement TRE opened the package")
+        else:
+            a.blocked(
+                "the DPF wraps to the EK registered in the session, not to who asks:"
+                f" MID store → {host_check}; TPM2_Import → {code}"
+            )
+
+    with ctx.attack(
+        rec,
+        ("5", "6"),
+        "emulated-quote",
+        "an emulation answers the PVA in the original TRE's validated session with a quote"
+        " structure it signed in software",
+    ) as a:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from tpm2_pytss import TPMT_SIGNATURE
+        from tpm2_pytss.constants import TPM2_ALG
+
+        from threats.device import prove, quote_evidence, start
+
+        net = ctx.network()
+        app = net.app()
+        with TpmConnection(ctx.tcti) as conn:
+            flow, challenge = start(conn, net.transport(app), "sho-a")
+            vc = prove(conn, flow, challenge)
+            imitated = quote_evidence(conn, flow, vc)  # the structure to imitate
+        emulator = ec.generate_private_key(ec.SECP256R1())
+        r, s = decode_dss_signature(emulator.sign(imitated.quote_msg, ec.ECDSA(SHA256())))
+        sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
+        sig.signature.ecdsa.hash = TPM2_ALG.SHA256
+        sig.signature.ecdsa.signatureR = r.to_bytes(32, "big")
+        sig.signature.ecdsa.signatureS = s.to_bytes(32, "big")
+        forged = dataclasses.replace(imitated, quote_sig=bytes(sig.marshal()))
+        refusal = common.refused(lambda: flow.post("pva/evidence", forged))
+        if refusal is None:
+            a.not_blocked("the PVA accepted a software-signed quote")
+        else:
+            a.blocked(
+                f"PVA refused {refusal.reason}: the quote must verify under the AK"
+                " activated for this TRE's EK",
+                refused=refusal.reason,
+            )
+
+    return rec.findings

@@ -1,0 +1,99 @@
+"""Edge: TPM, network. Threat 12 (§7.1.2.1): registering with a stolen or not-yet-registered
+identity to obtain MIDs.
+"""
+
+from __future__ import annotations
+
+from threats.checks import common
+from threats.context import ThreatLab
+from threats.result import Finding, Recorder
+from trelab.errors import CheckFailed
+
+__all__ = ["run"]
+
+
+def run(ctx: ThreatLab) -> list[Finding]:
+    from tpm.connection import TpmConnection
+
+    rec = Recorder("12", tre="network")
+
+    with ctx.attack(
+        rec,
+        ("1",),
+        "trustworthy-registration",
+        "make registration trust-worthy (the seed: how is out of scope)",
+    ) as a:
+        a.organisational(
+            "out of scope in the seed; tested instead: identities chain to the manufacturer CA"
+            " and prove possession (threats 1, 5), a PCID binds to one TRE (next finding)"
+        )
+
+    with ctx.attack(
+        rec,
+        ("1",),
+        "stolen-pcid",
+        "a second M2ME with a stolen provisional identity (PCID K/OPc copied) attaches, gets an"
+        " ICF grant, and registers its own TRE under the PCID another TRE already uses",
+    ) as a:
+        from threats.device import start
+
+        net = ctx.network()
+        app = net.app()
+        transport = net.transport(app)
+        imsi, k, opc = common.register_pcid(app, "0010177")
+        with TpmConnection(ctx.tcti) as conn:  # the legitimate M2ME binds the PCID
+            start(conn, transport, "sho-a", grant=common.pcid_grant(transport, imsi, k, opc))
+        stolen = common.pcid_grant(transport, imsi, k, opc)
+        with common.scratch_tpm(ctx) as (conn, _):
+            refusal = common.refused(lambda: start(conn, transport, "sho-a", grant=stolen))
+        if refusal is None:
+            a.not_blocked("a second TRE registered under a PCID bound to another")
+        else:
+            a.blocked(
+                f"DRF refused {refusal.reason}: a PCID binds to the first TRE that uses it",
+                refused=refusal.reason,
+            )
+
+    with ctx.attack(
+        rec,
+        ("2",),
+        "verdict-of-another-session",
+        "register and validate one TRE, then ask for the MID package in a second, merely"
+        " registered session of the same TRE (no validation of its own)",
+    ) as a:
+        from protocol.messages import PackageRequest, encode
+        from threats.device import attest, prove, start
+        from tpm.mid import ensure_srk
+
+        net = ctx.network()
+        app = net.app()
+        transport = net.transport(app)
+        with TpmConnection(ctx.tcti) as conn:
+            first, challenge = start(conn, transport, "sho-a")
+            vc = prove(conn, first, challenge)
+            attest(conn, first, vc, net.pins)
+            second, challenge2 = start(conn, transport, "sho-a")
+            prove(conn, second, challenge2)
+            _, srk_public = ensure_srk(conn)
+        s = second.session
+        wire = encode(
+            PackageRequest(
+                session_id=s.session_id,
+                transcript=s.transcript,
+                srk_public=bytes(srk_public.marshal()),
+                slot=0,
+                counter=0,
+            )
+        )
+        try:
+            transport.post("dpf/package", wire)
+            answer = "accepted"
+        except CheckFailed as exc:  # a refusal, in whichever form the network gives it
+            answer = f"{type(exc).__name__}: {exc}"
+        a.note(answer=answer)
+        if answer == "accepted":
+            a.not_blocked("the DPF delivered into a session with no verdict of its own")
+        else:
+            a.blocked(f"provisioning is bound to its own registration session: {answer}")
+
+    return rec.findings
