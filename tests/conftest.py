@@ -53,14 +53,41 @@ def _up_or_skip(lab: Lab) -> LabStatus:
         raise
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trelab lab")
+    group.addoption(
+        "--tpm-profile",
+        default=None,
+        help="run the session lab's TPM as this real part (the TPM proxy's profile)",
+    )
+    group.addoption(
+        "--resource-manager",
+        default=None,
+        help="put this resource manager (abrmd) in front of the session lab's TPM",
+    )
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStatus]:
+def lab_front(request: pytest.FixtureRequest) -> dict[str, str | None]:
+    """What the session lab puts in front of its swtpm (``--tpm-profile``,
+    ``--resource-manager``): tests whose expectations depend on the part read it here."""
+    return {
+        "tpm_profile": request.config.getoption("--tpm-profile"),
+        "resource_manager": request.config.getoption("--resource-manager"),
+    }
+
+
+@pytest.fixture(scope="session")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, lab_front: dict[str, str | None]
+) -> Iterator[LabStatus]:
     """A running lab for the whole session; yields its LabStatus (``.tcti``, ``.readers``,
-    ``.ca.bundle``, ``.ca.certs``)."""
+    ``.ca.bundle``, ``.ca.certs``). With ``--tpm-profile`` / ``--resource-manager`` its TCTI
+    goes through the TPM proxy and/or tpm2-abrmd."""
     reason = lab_missing()
     if reason:
         skip_or_fail(reason)
-    instance = Lab(tmp_path_factory.mktemp("lab"))
+    instance = Lab(tmp_path_factory.mktemp("lab"), **lab_front)
     status = _up_or_skip(instance)
     try:
         yield status

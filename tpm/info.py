@@ -38,6 +38,7 @@ __all__ = [
     "AkaMode",
     "DictionaryAttack",
     "TpmInfo",
+    "aka_mode_guarantee",
     "choose_aka_mode",
     "probe",
 ]
@@ -119,7 +120,29 @@ class TpmInfo:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["aka_mode"] = self.aka_mode
+        data["aka_mode_guarantee"] = aka_mode_guarantee(self)
         return data
+
+
+def aka_mode_guarantee(info: TpmInfo) -> str:
+    """What the AKA mode trelab chose on this TPM guarantees about K and the bus (threat 9
+    of TR 33.812 §7.1.2.1), in one line for ``trelab tpm info``."""
+    mode = info.aka_mode
+    if mode in ("ecb", "cfb"):
+        how = f"AES-128 {mode.upper()}" + (" (the CFB decrypt trick)" if mode == "cfb" else "")
+        if info.encrypt_decrypt2:
+            return (
+                f"K stays inside the TPM (TPM2_EncryptDecrypt2, {how}); with bus protection "
+                "(the default) E_K's inputs and outputs cross the bus encrypted in a salted session"
+            )
+        return (
+            f"K stays inside the TPM (TPM2_EncryptDecrypt, {how}); that command cannot carry "
+            "encrypted input, so E_K's inputs and outputs cross the bus in clear"
+        )
+    return (
+        "last resort: K is sealed in the TPM and unsealed over a salted, encrypted session "
+        "into host memory for each AKA — K is outside the TPM while the AKA runs"
+    )
 
 
 def choose_aka_mode(info: TpmInfo) -> AkaMode:
