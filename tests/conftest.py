@@ -67,6 +67,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_SYMMETRIC = {"commands": ("EncryptDecrypt", "EncryptDecrypt2"), "algorithms": ("ecb", "cfb")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--tpm-profile``, tests marked ``symmetric_k`` skip on a part without the
+    symmetric commands or modes they exercise (the part's own behaviour there is checked by
+    tests/integration/test_tpm_front.py)."""
+    name = config.getoption("--tpm-profile")
+    if not name or name == "none":
+        return
+    from firmware_stubs.tpm_proxy import profiles
+
+    part = profiles.load(name)
+    lacking = [c for c in _SYMMETRIC["commands"] if c in part.absent_commands]
+    lacking += [a.upper() for a in _SYMMETRIC["algorithms"] if a in part.absent_algorithms]
+    if not lacking:
+        return
+    skip = pytest.mark.skip(reason=f"{part.part} lacks {', '.join(lacking)}")
+    for item in items:
+        if item.get_closest_marker("symmetric_k"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def lab_front(request: pytest.FixtureRequest) -> dict[str, str | None]:
     """What the session lab puts in front of its swtpm (``--tpm-profile``,

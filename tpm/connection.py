@@ -48,11 +48,9 @@ def bus_registry_dir() -> Path:
 
 
 def _tabrmd_environment(conf: str) -> None:
-    """Make a lab's ``tabrmd:`` TCTI reachable from this process: if
-    ``DBUS_SESSION_BUS_ADDRESS`` is unset, set it to the address the lab registered for the
-    TCTI's bus name. Anything else is left alone."""
-    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        return
+    """Make a lab's ``tabrmd:`` TCTI reachable from this process: point
+    ``DBUS_SESSION_BUS_ADDRESS`` at the private bus the lab registered for the TCTI's bus
+    name. Other bus names (a tpm2-abrmd that is not a lab's) are left alone."""
     fields = dict(f.partition("=")[::2] for f in conf.split(",") if "=" in f)
     name = fields.get("bus_name", "")
     if not name.startswith(TABRMD_BUS_PREFIX) or "/" in name:

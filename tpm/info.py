@@ -130,26 +130,29 @@ def aka_mode_guarantee(info: TpmInfo) -> str:
     mode = info.aka_mode
     if mode in ("ecb", "cfb"):
         how = f"AES-128 {mode.upper()}" + (" (the CFB decrypt trick)" if mode == "cfb" else "")
-        if info.encrypt_decrypt2:
-            return (
-                f"K stays inside the TPM (TPM2_EncryptDecrypt2, {how}); with bus protection "
-                "(the default) E_K's inputs and outputs cross the bus encrypted in a salted session"
-            )
         return (
-            f"K stays inside the TPM (TPM2_EncryptDecrypt, {how}); that command cannot carry "
-            "encrypted input, so E_K's inputs and outputs cross the bus in clear"
+            f"K stays inside the TPM (TPM2_EncryptDecrypt2, {how}); with bus protection "
+            "(the default) E_K's inputs and outputs cross the bus encrypted in a salted session"
         )
-    return (
+    sealed = (
         "last resort: K is sealed in the TPM and unsealed over a salted, encrypted session "
         "into host memory for each AKA — K is outside the TPM while the AKA runs"
     )
+    if info.encrypt_decrypt and (info.aes_modes.get("ecb") or info.aes_modes.get("cfb")):
+        sealed += (
+            "; TPM2_EncryptDecrypt could keep K inside, but only with --no-bus-protection "
+            "(E_K's inputs and outputs in clear on the bus)"
+        )
+    return sealed
 
 
 def choose_aka_mode(info: TpmInfo) -> AkaMode:
-    """The fastest way this TPM can serve Milenage/TUAK with K inside (tpm.md): ECB on a
-    symmetric command (2 commands per Milenage AKA), else the CFB trick (one CFB decrypt
-    yields every block), else K sealed and unsealed per AKA (weaker: K enters host memory)."""
-    has_command = info.encrypt_decrypt2 or info.encrypt_decrypt
+    """The fastest way this TPM can serve Milenage/TUAK with K inside (tpm.md) *and* the bus
+    protected (the default): ECB on TPM2_EncryptDecrypt2 (2 commands per Milenage AKA), else
+    the CFB trick (one CFB decrypt yields every block), else K sealed and unsealed per AKA
+    (weaker: K enters host memory). TPM2_EncryptDecrypt alone does not count: its inData
+    cannot be parameter-encrypted, so it runs only with ``--no-bus-protection``."""
+    has_command = info.encrypt_decrypt2
     if has_command and info.aes_modes.get("ecb"):
         return "ecb"
     if has_command and info.aes_modes.get("cfb"):

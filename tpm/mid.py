@@ -221,17 +221,17 @@ def wrap_for_device(
     slot: int | None = None,
 ) -> Package:
     """Operator stand-in (``trelab tpm mid wrap``): read :func:`device_info` from this TPM
-    and build a package for it. ``form`` defaults to sealed for TUAK or a TPM without a
-    symmetric command, else symcipher; ``operator_key`` is required for ``authorize``.
+    and build a package for it. ``form`` defaults to sealed for TUAK or a TPM without
+    TPM2_EncryptDecrypt2 (the default, bus-protected AKA cannot run symcipher there), else
+    symcipher; ``operator_key`` is required for ``authorize``.
 
     Raises:
         BadInput: options that do not fit together.
     """
     info = device_info(conn, selection)
-    if form is None:
-        form = (
-            "sealed" if algorithm.name == "tuak" or info.symmetric.command is None else "symcipher"
-        )
+    if form is None:  # symcipher only where the default, bus-protected AKA can run it
+        bus_protectable = info.symmetric.command == "EncryptDecrypt2"
+        form = "sealed" if algorithm.name == "tuak" or not bus_protectable else "symcipher"
     slot = info.free_slot if slot is None else slot
     public = approval = None
     if kind == "authorize":

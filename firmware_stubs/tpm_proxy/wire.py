@@ -283,11 +283,6 @@ class PartFilter:
         if self.failed is not None and code not in (COMMANDS["GetCapability"],
                                                     COMMANDS["GetTestResult"]):  # fmt: skip
             return self._refuse(RC_FAILURE, f"failure mode ({self.failed})"), None
-        if code in self.rules.absent_commands:
-            return self._refuse(RC_COMMAND_CODE, f"command 0x{code:03x} not implemented"), None
-        max_command = self.fixed.get(FIXED_PROPERTIES["MAX_COMMAND_SIZE"])
-        if max_command is not None and len(command) > max_command:
-            return self._refuse(RC_COMMAND_SIZE, "command larger than MAX_COMMAND_SIZE"), None
         for erratum in self.rules.errata:
             if COMMANDS[erratum.command] != code:
                 continue
@@ -301,6 +296,11 @@ class PartFilter:
                 return Decision("drop", reason=erratum.name), None
             self.failed = erratum.name
             return self._refuse(RC_FAILURE, f"erratum {erratum.name}: failure mode"), None
+        if code in self.rules.absent_commands:
+            return self._refuse(RC_COMMAND_CODE, f"command 0x{code:03x} not implemented"), None
+        max_command = self.fixed.get(FIXED_PROPERTIES["MAX_COMMAND_SIZE"])
+        if max_command is not None and len(command) > max_command:
+            return self._refuse(RC_COMMAND_SIZE, "command larger than MAX_COMMAND_SIZE"), None
         try:
             refusal = self._check_parameters(code, command, tag)
         except (struct.error, IndexError):
