@@ -124,7 +124,7 @@ def test_command_list_is_filtered_and_more_data_recomputed() -> None:
     more, _, count = struct.unpack(">BII", answer[10:19])
     codes = [struct.unpack(">I", answer[19 + 4 * i : 23 + 4 * i])[0] & 0xFFFF for i in range(count)]
     assert codes == [0x163, 0x165] and more == 0
-    one, pending = part.on_command(getcap(0x2, 0x163, 1))
+    _, pending = part.on_command(getcap(0x2, 0x163, 1))
     answer = part.on_response(pending, cap_response(0x2, listed))
     assert struct.unpack(">BII", answer[10:19]) == (1, 0x2, 1)  # one shown, more to come
     assert frame_size(answer) == len(answer)
