@@ -14,9 +14,10 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	$(VENV)/lint-imports --no-cache  # the layer contract in pyproject.toml
 
 test: setup lint
 	$(VENV)/python -m pytest
 
 clean:
-	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache reports aka/*.so
+	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache .import_linter_cache reports aka/*.so

@@ -78,8 +78,9 @@ def _need(name: str, value: bytes, size: int) -> None:
 
 
 def _ck_ik(ck: bytes, ik: bytes) -> bytes:
-    _need("CK", ck, 16)
-    _need("IK", ik, 16)
+    """KEY = CK ‖ IK; 128-bit CK and IK, or TUAK's 256-bit ones (TS 35.231) concatenated alike."""
+    if len(ck) not in (16, 32) or len(ik) != len(ck):
+        raise BadInput(f"CK, IK: {len(ck)} and {len(ik)} bytes, expected 16 (or 32) each")
     return ck + ik
 
 

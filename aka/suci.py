@@ -36,7 +36,9 @@ __all__ = [
     "deconceal",
     "hn_public_key",
     "msin_bcd",
+    "new_home_key",
     "profile_name",
+    "public_of",
 ]
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -220,6 +222,39 @@ def hn_public_key(
         except ValueError:
             raise BadInput("home network public key: not a P-256 point") from None
     raise BadInput("the null scheme has no home network key")
+
+
+def public_of(profile: Profile, private: bytes) -> bytes:
+    """The public half of a home network key: raw X25519 (A) or a compressed P-256 point (B)."""
+    if len(private) != 32:
+        raise BadInput("home network private key: 32 bytes")
+    if profile is Profile.A:
+        return (
+            x25519.X25519PrivateKey.from_private_bytes(private)
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+    if profile is Profile.B:
+        try:
+            key = ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
+        except ValueError:
+            raise BadInput("home network private key: out of range for P-256") from None
+        return key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+        )
+    raise BadInput("the null scheme has no home network key")
+
+
+def new_home_key(profile: Profile) -> tuple[bytes, bytes]:
+    """A fresh home network key pair (private, public) for ``profile``."""
+    if profile is Profile.A:
+        private = x25519.X25519PrivateKey.generate().private_bytes_raw()
+    elif profile is Profile.B:
+        value = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+        private = value.to_bytes(32, "big")
+    else:
+        raise BadInput("the null scheme has no home network key")
+    return private, public_of(profile, private)
 
 
 class SoftwareAgreement:

@@ -11,6 +11,7 @@ provisionings per device (quick: 1, 2 with one), unless ``throughput=False``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -29,11 +30,15 @@ from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput, TrelabError, Unavailable
 
 from .harness import run_cases
+from .machine import cpu_model
 from .report import render_html, render_json, render_markdown
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, THROUGHPUT, validate_report
 from .tres.registry import TRE_FACTORIES, LabContext, build_providers
 
-__all__ = ["MainJobReport", "cpu_model", "load_vector_sets", "run_main_job"]
+__all__ = ["INTERRUPTED_EXIT", "MainJobReport", "load_vector_sets", "run_main_job"]
+
+
+INTERRUPTED_EXIT = 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,6 @@ def load_vector_sets() -> dict[str, list[dict[str, Any]]]:
             for item in data.get(algorithm, []):
                 out[algorithm].setdefault(item["K"] + item["RAND"] + item.get("name", ""), item)
     return {name: list(sets.values()) for name, sets in out.items()}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (for the report's environment)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _say(message: str) -> None:
@@ -131,7 +125,11 @@ def run_main_job(
     curve = None
     throughput_skip: list[dict[str, str]] = []
     throughput_failed = False
-    if throughput and use_lab and not tres:
+    interrupted = run.interrupted
+    if throughput and use_lab and not tres and interrupted:
+        progress("throughput: not started (the run was interrupted)")
+        throughput_skip.append({"tre": "provisioning throughput", "reason": "run interrupted"})
+    elif throughput and use_lab and not tres:
         from .provision_throughput import run_throughput
 
         levels = throughput_levels or ((1, 2) if quick else (1, 2, 4))
@@ -139,6 +137,11 @@ def run_main_job(
         progress(f"throughput: levels {', '.join(map(str, levels))}, {per_device} per device")
         try:
             curve = run_throughput(levels, per_device, progress=progress)
+            interrupted = bool(curve["interrupted"])
+        except KeyboardInterrupt:  # Ctrl-C before the first level finished
+            progress("throughput: interrupted")
+            throughput_skip.append({"tre": "provisioning throughput", "reason": "interrupted"})
+            interrupted = True
         except Unavailable as exc:  # the environment (no swtpm tools): say why, go on
             throughput_skip.append({"tre": "provisioning throughput", "reason": str(exc)})
         except TrelabError as exc:  # a real failure (e.g. an EK chain): say why, fail
@@ -150,12 +153,13 @@ def run_main_job(
     failed_cases = [c for c in run.cases if not c.samples_ns]
     ok = passed == len(results) > 0 and ek_ok is not False and not failed_cases
     ok = ok and (curve is None or curve["ok"]) and not throughput_failed
+    ok = ok and not interrupted  # a partial run proves nothing either way
     verdict = f"{passed}/{len(results)} conformance runs passed"
     if ek_ok is not None:
         verdict += f"; EK chain {'verified' if ek_ok else 'NOT verified'}"
     verdict += f"; {len(run.cases) - len(failed_cases)}/{len(run.cases)} benchmark cases measured"
-    if run.interrupted:
-        verdict += " (interrupted)"
+    if interrupted:
+        verdict += " (interrupted: partial)"
     if curve is not None:
         verdict += f"; {curve['verdict']}"
     data: dict[str, Any] = {
@@ -178,7 +182,7 @@ def run_main_job(
             "seed": run.seed,
             "interleaved": True,
             "statistic": "median; 95% percentile-bootstrap CI (1000 resamples)",
-            "interrupted": run.interrupted,
+            "interrupted": interrupted,
         },
         "lab": None,
         "conformance": {
@@ -206,8 +210,19 @@ def run_main_job(
         }
     validate_report(data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "report.json", render_json(data), mode=0o644)
-    atomic_write_text(out_dir / "report.md", render_markdown(data), mode=0o644)
-    atomic_write_text(out_dir / "report.html", render_html(data), mode=0o644)
-    summary = f"{verdict}\nreport: {out_dir / 'report.html'} (also report.md, report.json)"
+    # A run cut short never replaces a complete report: it goes beside it, named partial.
+    stem = "report.partial" if interrupted else "report"
+    atomic_write_text(out_dir / f"{stem}.json", render_json(data), mode=0o644)
+    atomic_write_text(out_dir / f"{stem}.md", render_markdown(data), mode=0o644)
+    atomic_write_text(out_dir / f"{stem}.html", render_html(data), mode=0o644)
+    summary = f"{verdict}\nreport: {out_dir / stem}.html (also {stem}.md, {stem}.json)"
+    if interrupted:
+        kept = out_dir / "report.html"
+        summary += (
+            f"\ninterrupted: {kept} was left as it was" if kept.is_file() else "\ninterrupted"
+        )
+        return MainJobReport(data=data, summary=summary, exit_code=INTERRUPTED_EXIT)
+    with contextlib.suppress(FileNotFoundError):  # a complete run supersedes a partial one
+        for suffix in ("json", "md", "html"):
+            (out_dir / f"report.partial.{suffix}").unlink()
     return MainJobReport(data=data, summary=summary, exit_code=0 if ok else 1)

@@ -1,4 +1,4 @@
-"""Edge: TPM, lab, clock. End-to-end MID provisioning on the lab swtpm (issue 5, performance):
+"""Edge: TPM, lab, clock. End-to-end MID provisioning on the lab swtpm:
 the host agent (:func:`host.provision.provision`, ECC P-256 AK and SRK, the RSA-2048 EK as the
 package's transport key) against the real operator side, and the split of each run into
 

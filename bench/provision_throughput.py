@@ -1,5 +1,5 @@
 """Edge: TPM, HTTP, processes, clock. Provisioning throughput of one operator server with many
-concurrent devices (issue 5, performance): the curve of provisions/s, latency and CPU against
+concurrent devices: the curve of provisions/s, latency and CPU against
 the number of devices provisioning at once.
 
 One real server, ``trelab network serve`` on a free loopback port, with a config made by
@@ -370,7 +370,7 @@ class _Run:
 
 
 def _environment() -> dict[str, Any]:
-    from .main_job import cpu_model
+    from .machine import cpu_model
     from .tres.tpm import swtpm_version
 
     return {

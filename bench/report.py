@@ -16,6 +16,7 @@ __all__ = [
     "render_throughput_html",
     "render_throughput_markdown",
     "throughput_rows",
+    "verdict_word",
 ]
 
 
@@ -27,6 +28,13 @@ def format_ns(value: float | None) -> str:
     if value >= 1e3:
         return f"{value / 1e3:.2f} µs"
     return f"{value:.0f} ns"
+
+
+def verdict_word(data: dict[str, Any]) -> str:
+    """PASS, FAIL, or INTERRUPTED for a run cut short (a partial report judges nothing)."""
+    if data["method"].get("interrupted"):
+        return "INTERRUPTED (partial report)"
+    return "PASS" if data["ok"] else "FAIL"
 
 
 def render_json(data: dict[str, Any]) -> str:
@@ -83,7 +91,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Generated {data['generated']} by trelab {env['trelab']} on {env['cpu']} "
         f"({env['cores']} cores), Python {env['python']}, {env['openssl']}.",
         "",
-        f"**Verdict: {'PASS' if data['ok'] else 'FAIL'}** — {data['verdict']}",
+        f"**Verdict: {verdict_word(data)}** — {data['verdict']}",
         "",
         f"Method: {method['rounds']} interleaved rounds (random order per round, seed "
         f"{method['seed']}){', quick run' if method['quick'] else ''}; each sample is the time "
@@ -285,7 +293,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"({env['cores']} cores), Python {html.escape(str(env['python']))}, "
         f"{html.escape(str(env['openssl']))}.</p>",
         f"<p class='{verdict_class}'><strong>Verdict: "
-        f"{'PASS' if data['ok'] else 'FAIL'}</strong> — {html.escape(data['verdict'])}</p>",
+        f"{html.escape(verdict_word(data))}</strong> — {html.escape(data['verdict'])}</p>",
         "<h2>Results</h2>",
         _table(_HEADERS, [_row(r) for r in data["records"]]),
     ]

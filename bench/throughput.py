@@ -1,4 +1,4 @@
-"""Pure. The provisioning-throughput curve (issue 5, performance): what one operator server
+"""Pure. The provisioning-throughput curve: what one operator server
 does with ``c`` devices provisioning at once, from what the agents and ``/proc`` reported.
 
 :mod:`bench.provision_throughput` runs the processes and hands the raw numbers here; this

@@ -1,6 +1,7 @@
-"""Pure. The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
+"""Sans-I/O (not "Pure.": it reads MID packages with :mod:`tpm.package`, whose module also
+marshals TPM structures through tpm2_pytss). The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
 state machines over :mod:`protocol.transitions` and :mod:`protocol.messages` (TR 33.812 §7.1.2.1;
-provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
+docs/provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
 :mod:`host.attach`) do the TPM, card and network I/O and feed the results back in.
 
 A client never touches a TPM, a socket or a clock. It turns the network's replies into the
@@ -40,6 +41,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aka.access import MeAnswer, Rat, amf_separation_ok, key_proof, me_answer
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
 from protocol.errors import SignatureInvalid
 from protocol.messages import (
@@ -312,10 +314,13 @@ class Finished:
 
 @dataclass(frozen=True)
 class Authenticate:
-    """Run AKA in the TRE (TPM MID or card) on ``rand``/``autn`` → :meth:`AttachClient.answered`."""
+    """Run AKA in the TRE (TPM MID or card) on ``rand``/``autn`` → :meth:`AttachClient.answered`;
+    the serving network and ABBA are what the ME's key derivations need."""
 
     rand: bytes
     autn: bytes
+    serving_network: str = ""
+    abba: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,8 @@ class AttachDone:
     reason: str
     resynchronised: bool
     grant: bytes = field(default=b"", repr=False)
+    rat: str = "3g"
+    keys_match: bool | None = None  # None: no key proof exchanged (refused)
 
 
 Event = (
@@ -1002,36 +1009,71 @@ class LifecycleClient(_Client):
 
 
 class AttachClient(_Client):
-    """Device end of an attach (TS 33.102 §6.3): RAND/AUTN in, RES or AUTS out, at most one
-    resynchronisation."""
+    """Device end of an attach over ``rat`` (TS 33.102 §6.3, TS 33.401 §6.1, TS 33.501
+    §6.1.3.2): RAND/AUTN in, RES (RES* over 5G) or AUTS out, at most one resynchronisation; the
+    ME derives its anchor key (CK ‖ IK, K_ASME, K_SEAF), proves it to the network and checks the
+    network's proof of the same key."""
 
-    def __init__(self, session: SessionState, imsi: str) -> None:
+    def __init__(
+        self, session: SessionState, imsi: str, rat: Rat = "3g", supi_known: bool = True
+    ) -> None:
         super().__init__(session)
         self.imsi = imsi
+        self.rat = rat
         self.resynchronised = False
+        self._challenge: Authenticate | None = None
+        self._answer: MeAnswer | None = None
+        self._supi_known = supi_known
 
     @classmethod
-    def begin(cls, session_id: bytes, imsi: str) -> tuple[AttachClient, Send]:
-        client = cls(SessionState(session_id), imsi)
-        return client, client._send("sho/attach", client._session.make(AttachRequest, imsi=imsi))
+    def begin(
+        cls, session_id: bytes, imsi: str, rat: Rat = "3g", suci: str = ""
+    ) -> tuple[AttachClient, Send]:
+        """Start an attach; over 5G ``suci`` replaces the IMSI on the wire."""
+        client = cls(SessionState(session_id), imsi, rat)
+        if suci:
+            msg = client._session.make(AttachRequest, suci=suci, rat=rat)
+        else:
+            msg = client._session.make(AttachRequest, imsi=imsi, rat=rat)
+        return client, client._send("sho/attach", msg)
 
     def receive(self, wire: bytes) -> Authenticate | AttachDone:
         """Raises:
-        RemoteProtocolError: as :meth:`ProvisioningClient.receive`.
+        RemoteProtocolError: as :meth:`ProvisioningClient.receive`, or an accepted attach
+            without the network's key proof.
         """
         trial, msg = self._accept(wire)
-        self._commit(trial)
         if isinstance(msg, AuthChallenge):
-            return Authenticate(msg.rand, msg.autn)
+            if self.rat != "3g" and not msg.serving_network:
+                raise RemoteProtocolError(f"a {self.rat} challenge without a serving network")
+            self._commit(trial)
+            self._challenge = Authenticate(msg.rand, msg.autn, msg.serving_network, msg.abba)
+            return self._challenge
         if isinstance(msg, AttachResult):
-            return AttachDone(msg.accepted, msg.reason, self.resynchronised, msg.grant)
+            keys_match: bool | None = None
+            if msg.accepted and self._answer is not None and (msg.key_proof or self.rat != "3g"):
+                if not msg.key_proof:  # 3G may stop at RES (TS 33.102); EPS and 5G may not
+                    raise RemoteProtocolError("attach accepted without the network's key proof")
+                assert self._challenge is not None
+                mine = key_proof(self._answer.anchor, self._challenge.rand)
+                keys_match = hmac.compare_digest(mine, msg.key_proof)
+            self._commit(trial)
+            return AttachDone(
+                msg.accepted,
+                msg.reason,
+                self.resynchronised,
+                msg.grant,
+                rat=self.rat,
+                keys_match=keys_match,
+            )
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} in an attach")
 
     def answered(self, result: AkaResult) -> Send:
-        """The TRE's AKA answer → AuthResponse (RES, or AUTS after a sync failure).
+        """The TRE's AKA answer → AuthResponse (RES or RES* with the key proof, or AUTS).
 
         Raises:
-            AgentRefused: MAC failure — the network did not prove it knows K (``network-auth``).
+            AgentRefused: MAC failure — the network did not prove it knows K (``network-auth``);
+                an EPS/5G vector without the AMF separation bit (``amf-separation``).
         """
         if isinstance(result, AkaMacFailure):
             raise AgentRefused(
@@ -1044,7 +1086,33 @@ class AttachClient(_Client):
             return self._send("sho/auth", self._session.make(AuthResponse, auts=result.auts))
         if not isinstance(result, AkaSuccess):
             raise LocalProtocolError(f"not an AKA result: {type(result).__name__}")
-        return self._send("sho/auth", self._session.make(AuthResponse, res=result.res))
+        challenge = self._challenge
+        if challenge is None:
+            raise LocalProtocolError("an AKA answer before any challenge")
+        if not amf_separation_ok(self.rat, challenge.autn):
+            raise AgentRefused(
+                "amf-separation", f"AMF separation bit is 0: not a {self.rat} vector"
+            )
+        answer = me_answer(
+            self.rat,
+            res=result.res,
+            ck=result.ck,
+            ik=result.ik,
+            rand=challenge.rand,
+            autn=challenge.autn,
+            serving_network=challenge.serving_network,
+            supi=f"imsi-{self.imsi}" if self.imsi else None,
+            abba=challenge.abba or b"\0\0",
+        )
+        self._answer = answer
+        return self._send(
+            "sho/auth",
+            self._session.make(
+                AuthResponse,
+                res=answer.response,
+                key_proof=key_proof(answer.anchor, challenge.rand),
+            ),
+        )
 
 
 # ---- the agent's host file ------------------------------------------------------------------------
@@ -1096,7 +1164,7 @@ class MidInfo:
 
 @dataclass(frozen=True)
 class PcidInfo:
-    """The provisional connectivity identity imported at manufacturing (provisioning.md §1.2)."""
+    """The provisional connectivity identity imported at manufacturing (docs/provisioning.md §1.2)."""
 
     imsi: str
     mid_id: str

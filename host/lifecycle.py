@@ -30,7 +30,8 @@ from host.agent import (
     LifecycleClient,
     MidInfo,
 )
-from host.provision import AgentFiles, TpmDevice, post, report
+from host.provision import AgentFiles, TpmDevice
+from host.send import post, report
 from protocol.client import Transport
 from tpm.connection import TpmConnection
 from tpm.registry import Registry

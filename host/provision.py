@@ -1,7 +1,7 @@
 """Edge: TPM, filesystem, network. The host agent's provisioning runner (``trelab provision``):
 it drives :class:`host.agent.ProvisioningClient` with a real TPM (:class:`TpmDevice`, on
 :mod:`tpm`) and a :class:`protocol.client.Transport` (HTTP or in-process), journaling every
-step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11; issue 5).
+step so a killed agent resumes or rolls back (TR 33.812 §7.1.2.1 threat 11).
 
 Crash safety. Once the TPM is about to change, the client state
 (:class:`host.agent.ProvisionState`) is journaled — written atomically (fsync) to the agent
@@ -23,16 +23,18 @@ nothing here can roll it back.
 
 Test hooks. ``TRELAB_TEST_CRASH_AT=<point>`` (:data:`host.agent.CRASH_POINTS`) makes the agent
 SIGKILL itself at that point — ``before:<endpoint>``/``after:<endpoint>`` around a request,
-``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<esys method>`` right
-after that TPM command inside a step (e.g. ``import/tpm:nv_increment``).
+``before-import``/``after-import``/``after-transition``, or ``<step>/tpm:<command>`` right
+after that TPM command inside a step, the command named as its ESAPI method
+(e.g. ``import/tpm:nv_increment``).
 
 Receipts are AK-signed TPM2_NV_Certify of MID_STATE[slot] (and of MID_CTR at install). A
 TPM2_Certify of K itself is impossible by design: K has adminWithPolicy set and no policy of
 it names TPM2_Certify (tpm.package), so the TPM refuses the ADMIN role that Certify needs —
 the NV state is what proves the install.
 
-TPM time. :func:`instrumented` wraps the connection's ESAPI object so every TPM command is
-timed (and hooked); benchmarks split end-to-end time into TPM time and our own.
+TPM time. :func:`instrumented` observes the connection's transport so every TPM command is
+timed (and hooked) where its bytes go out and come back; benchmarks split end-to-end time
+into TPM time and our own.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ from host.agent import (
     ProvisioningClient,
     ProvisionState,
     Quote,
-    Send,
     parse_device_trust,
 )
+from host.attach import attach_tpm
+from host.send import post, report
 from protocol.client import Transport
 from protocol.errors import Refused
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
-from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError, Unavailable
+from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, Unavailable
 
 __all__ = [
     "CRASH_ENV",
@@ -87,9 +90,7 @@ __all__ = [
     "install_pcid",
     "instrumented",
     "load_trust",
-    "post",
     "provision",
-    "report",
 ]
 
 CRASH_ENV = "TRELAB_TEST_CRASH_AT"
@@ -125,7 +126,8 @@ def chain(*hooks: Hook | None) -> Hook:
 
 @dataclass
 class TpmClock:
-    """TPM commands seen through :class:`_TimedEsys`: count and seconds, per ESAPI method."""
+    """TPM commands seen by :func:`instrumented`: count and seconds, per command (named as
+    its ESAPI method)."""
 
     seconds: float = 0.0
     calls: int = 0
@@ -149,48 +151,22 @@ class TpmClock:
             self.label = previous
 
 
-# ESYS methods that do not talk to the TPM (handle bookkeeping only): not timed as TPM work.
-_LOCAL = frozenset({"tr_close", "tr_get_name", "tr_set_auth", "tr_get_tpm_handle", "close"})
-
-
-class _TimedEsys:
-    """Proxy around an ESAPI object: times each call and runs the hook after it."""
-
-    def __init__(self, esys: Any, clock: TpmClock, hook: Hook) -> None:
-        self._esys = esys
-        self._clock = clock
-        self._hook = hook
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._esys, name)
-        if not callable(attr) or name.startswith("_") or name in _LOCAL:
-            return attr
-        clock, hook = self._clock, self._hook
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                clock.add(name, time.perf_counter() - start)
-                if clock.label:
-                    hook(f"{clock.label}/tpm:{name}")
-
-        return timed
-
-
 @contextlib.contextmanager
 def instrumented(conn: TpmConnection, hook: Hook | None = None) -> Iterator[TpmClock]:
-    """Time (and hook) every TPM command on ``conn`` inside the block; yields the clock and
-    puts the connection's ESAPI object back afterwards."""
+    """Time (and hook) every TPM command on ``conn`` inside the block, as the connection's
+    transport sees it (:meth:`tpm.tss.Transport.observe`); yields the clock."""
+    from tpm.tss import CommandEvent
+
     clock = TpmClock()
-    previous = conn.esys
-    esys = previous._esys if isinstance(previous, _TimedEsys) else previous
-    conn.esys = _TimedEsys(esys, clock, hook or _no_hook)
-    try:
+    call = hook or _no_hook
+
+    def observe(event: CommandEvent) -> None:
+        clock.add(event.name, event.seconds)
+        if clock.label:
+            call(f"{clock.label}/tpm:{event.name}")
+
+    with conn.transport.observe(observe):
         yield clock
-    finally:
-        conn.esys = previous
 
 
 def flush_stale(conn: TpmConnection) -> int:
@@ -343,16 +319,28 @@ class TpmDevice:
         lifecycle index discarded), so it is never reused or mistaken for a MID. Returns
         whether it changed."""
         from tpm import nv
+        from tpm.mid import log_event, repair_audit
 
-        if nv.discard_lifecycle(self.conn, slot):
-            nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
+        with self.registry.locked():  # the orphan event goes into the log and AUDIT alike
+            name = self.ek_name()
+            data = self.registry.read_checked(self.conn, name)
+            repair_audit(self.conn, data)
+            if not nv.discard_lifecycle(self.conn, slot):
+                state = nv.read_state(self.conn, slot)
+                if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
+                    return False
+                nv.write_state(self.conn, slot, nv.MidState.DELETED)
+            event = json.dumps({"event": "orphan", "slot": slot}, separators=(",", ":"))
+            log_event(self.conn, self.registry, data, event, name)
             return True
-        state = nv.read_state(self.conn, slot)
-        if state in (nv.MidState.EMPTY, nv.MidState.DELETED):
-            return False
-        nv.write_state(self.conn, slot, nv.MidState.DELETED)
-        nv.extend_audit(self.conn, json.dumps({"event": "orphan", "slot": slot}).encode())
-        return True
+
+    def repair_audit(self) -> str | None:
+        """Complete an AUDIT extension an interrupt cut off (:func:`tpm.mid.repair_audit`)."""
+        from tpm.mid import repair_audit
+
+        with self.registry.locked():
+            data = self.registry.read_checked(self.conn, self.ek_name())
+            return repair_audit(self.conn, data)
 
     def certify(self, ak: Any, event: Certify) -> dict[str, bytes]:
         """AK-signed TPM2_NV_Certify of the MID's state — its lifecycle index (state ‖ version)
@@ -504,22 +492,6 @@ def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
         raise BadInput(f"device trust {where}: not JSON") from None
 
 
-def post(transport: Transport, send: Send, grant: bytes | None = None) -> bytes:
-    """One request; an ICF grant goes only to the RO's endpoints (DRF, PVA, DPF)."""
-    role = send.endpoint.split("/", 1)[0]
-    use = grant if role in ("drf", "pva", "dpf") else None
-    return transport.post(send.endpoint, send.wire, grant=use)
-
-
-def report(transport: Transport, send: Send) -> bool:
-    """Best effort: a refusal report for the network's audit trail. Returns whether it landed."""
-    try:
-        transport.post(send.endpoint, send.wire)
-    except TrelabError:
-        return False
-    return True
-
-
 # ---- the runner ----------------------------------------------------------------------------------
 
 
@@ -533,6 +505,7 @@ class ProvisionResult:
     resumed: bool = False
     rolled_back: list[str] = field(default_factory=list)
     pcid: dict[str, Any] | None = None
+    repaired: list[str] = field(default_factory=list)
     flushed: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     tpm_commands: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -550,6 +523,7 @@ class ProvisionResult:
             "network": self.network,
             "resumed": self.resumed,
             "rolled_back": list(self.rolled_back),
+            "repaired": list(self.repaired),
             "pcid": self.pcid,
             "receipt": {
                 "nv_certify": ["MID_STATE", "MID_CTR"],
@@ -781,7 +755,6 @@ def _pcid_grant(run: _Run, pcid: PcidInfo, random_bytes: Callable[[int], bytes])
     Raises:
         AgentRefused: the ICF refused the attach.
     """
-    from host.attach import attach_tpm
 
     with run.tpm.step("pcid"):
         done = attach_tpm(
@@ -844,6 +817,8 @@ def provision(
             identity = device.identity()
         run = _Run(device, identity, transport, trust, files, network, grant, hooks, clock, tpm)
         notes: list[str] = []
+        audit_note = device.repair_audit()
+        repaired = [] if audit_note is None else [audit_note]
         finished: Finished | None = None
         resumed = False
         journal = files.read().journal
@@ -896,6 +871,7 @@ def provision(
         network=network,
         resumed=resumed,
         rolled_back=notes,
+        repaired=repaired,
         pcid=pcid_out,
         flushed=flushed,
         timing={"tpm_seconds": tpm.seconds, "tpm_commands": float(tpm.calls)},
@@ -934,7 +910,7 @@ def abandon(
 def install_pcid(
     conn: TpmConnection, registry: Registry, *, imsi: str, k: bytes, opc: bytes
 ) -> PcidInfo:
-    """Manufacturing (M0, provisioning.md §1.2): import a PCID into the TPM exactly like a MID
+    """Manufacturing (M0, docs/provisioning.md §1.2): import a PCID into the TPM exactly like a MID
     (use-gated: the current PCRs and MID_STATE ACTIVE), ACTIVE at once, and note it in the
     agent state. The ICF side registers the same K/OPc (:meth:`network.roles.Operator.register_pcid`).
 

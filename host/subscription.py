@@ -1,5 +1,5 @@
 """Edge: TPM, filesystem, network. Change of subscription on a TPM TRE (TR 33.812 §5.1.3.1,
-§7.1.2.1; provisioning.md §1.8): ``trelab subscription change --mid A --to SHO-B``.
+§7.1.2.1; docs/provisioning.md §1.8): ``trelab subscription change --mid A --to SHO-B``.
 
 Steps: (1) re-validation and MID-B from SHO-B — a full provisioning session with a fresh
 quote (:func:`host.provision.provision`); (2) MID-B ACTIVE (SHO-B's activation, at once or as

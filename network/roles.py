@@ -40,8 +40,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from aka.access import (
+    ABBA_DEFAULT,
+    Expected,
+    Rat,
+    anchor_name,
+    home_expects,
+    key_proof,
+    parse_rat,
+    serving_network_for,
+)
 from aka.algorithm import AkaAlgorithm
 from aka.hss import Hss, Subscriber
+from aka.kdf import Plmn
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnGenerator
@@ -80,6 +91,7 @@ from protocol.messages import (
 )
 from protocol.records import (
     DeviceRecord,
+    HomeNetworkKey,
     HssRecord,
     Ledger,
     MidRecord,
@@ -173,7 +185,7 @@ class QuoteOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PackageInputs:
-    """Everything a MID package builder may bind the package to (provisioning.md §1.6)."""
+    """Everything a MID package builder may bind the package to (docs/provisioning.md §1.6)."""
 
     ek_public: bytes = field(repr=False)
     ak_public: bytes = field(repr=False)
@@ -969,8 +981,16 @@ class Operator:
         self._audit(tx, now, sho, "hss-record", imsi, request=request_id)
         return record
 
-    def _vector(self, tx: Ledger, hss_record: HssRecord) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """One vector; SQN_HE moves in the same transaction that releases it."""
+    def _serving_plmn(self, hss_record: HssRecord) -> Plmn:
+        """The lab's serving network is the subscriber's home network (its SHO's PLMN)."""
+        sho = self.config.shos.get(hss_record.sho)
+        return Plmn.parse(sho.plmn if sho is not None else hss_record.imsi[:5])
+
+    def _vector(
+        self, tx: Ledger, hss_record: HssRecord, rat: Rat = "3g"
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """One vector and what the home and serving network keep of it for ``rat``; SQN_HE
+        moves in the same transaction that releases it."""
         hss = Hss(self._random)
         hss.add(
             Subscriber(
@@ -983,7 +1003,35 @@ class Operator:
         vector = hss.generate_vectors(hss_record.imsi, 1)[0]
         updated = replace(hss_record, sqn=hss.subscriber(hss_record.imsi).sqn.to_json())
         tx.put_hss(updated)
-        return {"rand": vector.rand, "autn": vector.autn}, {"xres": vector.xres}
+        serving = serving_network_for(rat, self._serving_plmn(hss_record))
+        expected = home_expects(
+            rat,
+            xres=vector.xres,
+            ck=vector.ck,
+            ik=vector.ik,
+            rand=vector.rand,
+            autn=vector.autn,
+            serving_network=serving,
+            supi=f"imsi-{hss_record.imsi}",
+        )
+        data = {
+            "rand": vector.rand,
+            "autn": vector.autn,
+            "rat": rat,
+            "serving_network": serving,
+            "abba": ABBA_DEFAULT if rat == "5g" else b"",
+        }
+        secrets = {"xres": expected.xres, "hxres": expected.hxres, "anchor": expected.anchor}
+        return data, secrets
+
+    def _challenge(self, session: Session, data: Mapping[str, Any]) -> Message:
+        return session.make(
+            AuthChallenge,
+            rand=data["rand"],
+            autn=data["autn"],
+            serving_network=data["serving_network"],
+            abba=data["abba"],
+        )
 
     def _attach(
         self,
@@ -995,19 +1043,19 @@ class Operator:
         now: int,
         pcid: str | None,
     ) -> tuple[Message, SessionRecord]:
-        record = tx.hss(msg.imsi)
+        imsi = msg.imsi or self._deconceal(tx, msg.suci, now)
+        record = tx.hss(imsi)
         if record is None:
-            raise Refused("unknown-subscriber", f"no subscriber {msg.imsi}")
+            raise Refused("unknown-subscriber", f"no subscriber {imsi}")
         if record.sho == self.config.icf_operator:
-            self._check_pcid(tx, msg.imsi, now)
+            self._check_pcid(tx, imsi, now)
         elif record.state != "active":
-            raise Refused("not-active", f"subscriber {msg.imsi} is {record.state}, not active")
-        data, secrets = self._vector(tx, record)
-        self._audit(tx, now, record.sho, "vector", msg.imsi, session=rec.session_id.hex())
-        rec = replace(
-            rec, sho=record.sho, imsi=msg.imsi, data={**data, "resyncs": 0}, secrets=secrets
-        )
-        return session.make(AuthChallenge, rand=data["rand"], autn=data["autn"]), rec
+            raise Refused("not-active", f"subscriber {imsi} is {record.state}, not active")
+        rat = parse_rat(msg.rat)
+        data, secrets = self._vector(tx, record, rat)
+        self._audit(tx, now, record.sho, "vector", imsi, session=rec.session_id.hex(), rat=rat)
+        rec = replace(rec, sho=record.sho, imsi=imsi, data={**data, "resyncs": 0}, secrets=secrets)
+        return self._challenge(session, data), rec
 
     def _auth(
         self,
@@ -1023,18 +1071,7 @@ class Operator:
         if record is None:
             raise Refused("unknown-subscriber", f"subscriber {rec.imsi} is gone")
         if msg.res:
-            ok = hmac.compare_digest(msg.res, rec.secrets["xres"])
-            grant = b""
-            if ok and record.sho == self.config.icf_operator:
-                grant = self._grant(tx, rec.imsi, now)
-            self._audit(tx, now, record.sho, "attach" if ok else "attach-refused", rec.imsi)
-            result = session.make(
-                AttachResult,
-                accepted=ok,
-                reason="authenticated" if ok else "RES does not match",
-                grant=grant,
-            )
-            return result, replace(rec, secrets={})
+            return self._verdict(tx, rec, msg, session, record, now)
         if rec.data["resyncs"] >= 1:
             self._audit(tx, now, record.sho, "attach-refused", rec.imsi, reason="second AUTS")
             return session.make(
@@ -1051,10 +1088,131 @@ class Operator:
             ), replace(rec, secrets={})
         record = replace(record, sqn=hss.subscriber(record.imsi).sqn.to_json())
         tx.put_hss(record)
-        data, secrets = self._vector(tx, record)
+        data, secrets = self._vector(tx, record, parse_rat(rec.data.get("rat", "3g")))
         self._audit(tx, now, record.sho, "resync", rec.imsi)
         rec = replace(rec, data={**data, "resyncs": 1}, secrets=secrets)
-        return session.make(AuthChallenge, rand=data["rand"], autn=data["autn"]), rec
+        return self._challenge(session, data), rec
+
+    def _verdict(
+        self,
+        tx: Ledger,
+        rec: SessionRecord,
+        msg: AuthResponse,
+        session: Session,
+        record: HssRecord,
+        now: int,
+    ) -> tuple[Message, SessionRecord]:
+        """RES (3G, EPS) or RES* (5G: HRES* at the serving network, then RES* at the home
+        network), then the ME's proof of the anchor key against ours."""
+        rat = parse_rat(rec.data.get("rat", "3g"))
+        secrets = rec.secrets
+        expected = Expected(rat, secrets["xres"], secrets.get("hxres", b""), secrets["anchor"])
+        proof = key_proof(expected.anchor, rec.data["rand"])
+        if not expected.serving_accepts(rec.data["rand"], msg.res):
+            ok, reason = (
+                False,
+                "HRES* does not match HXRES*" if rat == "5g" else "RES does not match",
+            )
+        elif not expected.home_accepts(msg.res):
+            ok, reason = False, "RES* does not match XRES*"
+        elif rat == "3g" and not msg.key_proof:  # 3G: RES alone, as TS 33.102 §6.3
+            ok, reason = True, "authenticated"
+        elif not hmac.compare_digest(msg.key_proof, proof):
+            ok, reason = False, f"the ME derived another {anchor_name(rat)}"
+        elif rat == "3g":
+            ok, reason = True, "authenticated"
+        else:
+            ok, reason = True, f"authenticated ({rat}, {anchor_name(rat)} confirmed)"
+        grant = b""
+        if ok and record.sho == self.config.icf_operator:
+            grant = self._grant(tx, rec.imsi, now)
+        self._audit(
+            tx, now, record.sho, "attach" if ok else "attach-refused", rec.imsi, rat=rat,
+            **({} if ok else {"reason": reason}),
+        )  # fmt: skip
+        result = session.make(
+            AttachResult,
+            accepted=ok,
+            reason=reason,
+            grant=grant,
+            key_proof=proof if ok else b"",
+        )
+        return result, replace(rec, secrets={})
+
+    # ---- SIDF (TS 33.501 §6.12.2: de-concealing the SUPI at the home network) ---------------
+
+    def rotate_hn_key(self, tx: Ledger, *, sho: str, profile: str, now: int) -> HomeNetworkKey:
+        """A new SUCI key pair of ``profile`` (A or B) for ``sho`` under the next free key id;
+        the key it replaces stays usable for SUCIs made before the rotation ("previous")."""
+        from aka.suci import Profile, new_home_key
+
+        if sho not in self.config.shos:
+            raise Refused("unknown-sho", f"no SHO {sho!r}")
+        prof = {"A": Profile.A, "B": Profile.B}.get(profile.upper())
+        if prof is None:
+            raise Refused("bad-profile", "home network keys are for Profile A or B")
+        keys = tx.hn_keys(sho)
+        used = {k.key_id for k in keys}
+        last = max(used, default=0)
+        free = [i for i in range(last + 1, 256)] + [i for i in range(1, last + 1)]
+        free = [i for i in free if i not in used]
+        if not free:
+            raise Refused("hn-keys-exhausted", f"SHO {sho} has 255 home network keys")
+        for old in keys:
+            if old.profile == int(prof) and old.state == "current":
+                tx.put_hn_key(replace(old, state="previous"))
+        private, public = new_home_key(prof)
+        record = HomeNetworkKey(sho, free[0], int(prof), private, public, "current", now)
+        tx.put_hn_key(record)
+        self._audit(tx, now, sho, "hn-key", sho, key_id=record.key_id, profile=profile.upper())
+        return record
+
+    def retire_hn_key(self, tx: Ledger, *, sho: str, key_id: int, now: int) -> None:
+        """SUCIs under ``key_id`` are refused from now on."""
+        for key in tx.hn_keys(sho):
+            if key.key_id == key_id:
+                tx.put_hn_key(replace(key, state="retired"))
+                self._audit(tx, now, sho, "hn-key-retired", sho, key_id=key_id)
+                return
+        raise Refused("unknown-hn-key", f"SHO {sho} has no home network key {key_id}")
+
+    def _deconceal(self, tx: Ledger, text: str, now: int) -> str:
+        """SUCI → IMSI with the key its PLMN's SHO holds under the SUCI's key id."""
+        from aka.suci import Profile, Suci, deconceal
+
+        try:
+            suci = Suci.parse(text)
+        except BadInput as exc:
+            raise Refused("bad-suci", str(exc)) from None
+        plmn = suci.mcc + suci.mnc
+        owners = [c.name for c in self.config.shos.values() if c.plmn == plmn]
+        if not owners:
+            raise Refused("unknown-subscriber", f"no SHO serves PLMN {plmn}")
+        sho = owners[0]
+
+        def lookup(profile: Profile, key_id: int) -> bytes:
+            for key in tx.hn_keys(sho):
+                if key.key_id == key_id and key.profile == int(profile):
+                    if key.state == "retired":
+                        break
+                    return key.private
+            raise Refused("unknown-hn-key", f"SHO {sho} has no usable key {key_id} for it")
+
+        try:
+            supi = deconceal(suci, lookup)
+        except MacMismatch:
+            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
+            raise Refused("suci-mac", "SUCI MAC tag does not verify") from None
+        except Refused:
+            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
+            raise
+        except BadInput as exc:
+            raise Refused("bad-suci", str(exc)) from None
+        self._audit(
+            tx, now, sho, "suci", supi.removeprefix("imsi-"), key_id=suci.key_id,
+            profile=int(suci.profile),
+        )  # fmt: skip
+        return supi.removeprefix("imsi-")
 
     # ---- ICF ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ Refusals are written to the audit trail in a transaction of their own. The trans
 no security of its own (messages are protected end to end); logs name method, path, status
 and refusal code — never bodies, keys or grants.
 
-Test hook (robustness, issue 5). ``TRELAB_TEST_SERVER_CRASH_AT=<endpoint>:<before-commit|
+Test hook (robustness). ``TRELAB_TEST_SERVER_CRASH_AT=<endpoint>:<before-commit|
 after-commit>[#n]`` (:mod:`trelab.crash`, read once when the app is made) makes the server
 SIGKILL itself while handling the n-th new request to ``endpoint``: with its effects and reply
 written but not committed (the request is lost), or just after the commit, before the reply

@@ -8,7 +8,7 @@ is stored in the same transaction as its effects (keyed by a hash of the request
 records carry a unique ``request_id`` — a retry after a crash replays the stored answer and
 never creates a second subscriber.
 
-Secrets at rest (TR 33.812 §7.1.2.1 threat 4; issue 5): K, OPc/TOPc, the credential secret S
+Secrets at rest (TR 33.812 §7.1.2.1 threat 4): K, OPc/TOPc, the credential secret S
 and XRES are sealed with AES-256-GCM under the store key from the configuration, the associated
 data naming table, column and row, so a sealed value cannot be moved to another row. The key
 is never logged; a wrong key is detected at open.
@@ -39,6 +39,7 @@ from protocol.errors import BadConfig, CheckFailed, Unavailable
 from protocol.records import (
     AuditEvent,
     DeviceRecord,
+    HomeNetworkKey,
     HssRecord,
     MidRecord,
     OrderRecord,
@@ -86,6 +87,10 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE TABLE IF NOT EXISTS orders (
     mid_id TEXT PRIMARY KEY, transition TEXT NOT NULL, sho TEXT NOT NULL,
     state TEXT NOT NULL, sequence INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS home_network_keys (
+    sho TEXT NOT NULL, key_id INTEGER NOT NULL, profile INTEGER NOT NULL,
+    private BLOB NOT NULL, public BLOB NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL,
+    PRIMARY KEY (sho, key_id));
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, event TEXT NOT NULL,
     subject TEXT NOT NULL, detail BLOB NOT NULL, prev BLOB NOT NULL, digest BLOB NOT NULL);
@@ -369,6 +374,41 @@ class StoreTransaction:
             "INSERT OR REPLACE INTO msin_counters (sho, next) VALUES (?, ?)", (sho, value + 1)
         )
         return value
+
+    # -- SIDF -------------------------------------------------------------------------------
+
+    def hn_keys(self, sho: str) -> list[HomeNetworkKey]:
+        rows = self._db.execute(
+            "SELECT key_id, profile, private, public, state, created FROM home_network_keys"
+            " WHERE sho = ? ORDER BY key_id",
+            (sho,),
+        ).fetchall()
+        return [
+            HomeNetworkKey(
+                sho,
+                int(r[0]),
+                int(r[1]),
+                self._sealer.open(f"home_network_keys/{sho}/{int(r[0])}", bytes(r[2])),
+                bytes(r[3]),
+                str(r[4]),
+                int(r[5]),
+            )
+            for r in rows
+        ]
+
+    def put_hn_key(self, r: HomeNetworkKey) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO home_network_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.sho,
+                r.key_id,
+                r.profile,
+                self._sealer.seal(f"home_network_keys/{r.sho}/{r.key_id}", r.private),
+                r.public,
+                r.state,
+                r.created,
+            ),
+        )
 
     # -- ICF --------------------------------------------------------------------------------
 

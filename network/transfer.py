@@ -1,5 +1,5 @@
 """Edge: the operator's SQLite store (:mod:`network.store`) and its OTA key file. Alternative 3a
-of TR 33.812 (Ki transfer, seed §7.1.2.3.1): SHO-A hands a subscription to SHO-B, SHO-B imports
+of TR 33.812 (Ki transfer, §7.1.2.3.1): SHO-A hands a subscription to SHO-B, SHO-B imports
 it into its HSS and rewrites the card over the air; the card itself is reached through a
 ``send(apdu) -> response`` callable (PC/SC or a modem's AT+CSIM), never from here.
 
@@ -24,20 +24,20 @@ point (every step is journaled before and after; counters are reserved before se
 - ``imsi``: RFM USIM: EF.IMSI ← an IMSI of SHO-B; EF.LOCI, EF.PSLOCI, EF.EPSLOCI invalidated
   (TMSI/P-TMSI/GUTI deleted, LAC/TAC FFFE, status "not updated"); EF.FPLMN cleared;
 - ``k-rotation`` (optional): the card's proprietary credential command with a new K/OPc; the
-  HSS record follows only once the PoR confirms. Seed threat 2 (the old operator keeps K and can
+  HSS record follows only once the PoR confirms. Threat 2 of §7.1.2.3.1 (the old operator keeps K and can
   masquerade as the subscriber or decrypt its traffic) is open until this step, and closed
   after — :meth:`KiTransfer.threat_check` shows both;
 - ``activate``: the SHO-B HSS record becomes active.
 
-Test hook (issue 5): ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
+Test hook: ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
 ``ota:import:exported`` (:mod:`trelab.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
 the process running the transfer with a packet's counter reserved but nothing sent, with its PoR
 received but not yet acted on, after a step but before the journal records it, or after SHO-A's
 export but before SHO-B's import.
 
-Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it (the
-seed's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
-project's emulated USIM does; standard USIMs do not, per the seed's editor's note) and it is
+Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it
+(TR 33.812's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
+project's emulated USIM does; standard USIMs do not, per TR 33.812's editor's note) and it is
 only as confidential as the OTA channel: an old operator who recorded the SMS of ``keys-add``
 (ciphered under keys it knows) can follow the new keys. Both operators live in one store and
 one configuration here (the lab); the messages are built to travel between two.
@@ -705,7 +705,7 @@ class KiTransfer:
 
     def export(self, holder: str, wire_request: bytes) -> bytes:
         """SHO-A answers a request: checks it, marks its record "transferred" (K is kept: that
-        is seed threat 2) and stops using the card's OTA keys; returns the signed package.
+        is threat 2 of §7.1.2.3.1) and stops using the card's OTA keys; returns the signed package.
 
         Raises:
             SignatureInvalid, RemoteProtocolError: a bad request.
@@ -1097,7 +1097,7 @@ class KiTransfer:
     def threat_check(
         self, old_imsi: str, new_imsi: str, authenticate: Authenticate
     ) -> dict[str, Any]:
-        """Seed §7.1.2.3.1 threat 2 with SHO-A's retained K:
+        """TR 33.812 §7.1.2.3.1 threat 2 with SHO-A's retained K:
 
         - ``impersonation``: SHO-B challenges the subscriber (a vector of SHO-B's HSS); SHO-A
           computes RES, CK, IK from RAND with its copy of K — equal to XRES/CK/IK means SHO-A

@@ -5,7 +5,7 @@ idea; the device side never imports the operator's code). An :class:`~protocol.m
 exception, so callers see the same errors either way.
 
 A network that cannot be reached, or that drops the connection before its reply (a server
-killed mid-request, issue 5), is :class:`~trelab.errors.Unavailable` with one line saying
+killed mid-request), is :class:`~trelab.errors.Unavailable` with one line saying
 which: the request may or may not have been handled, and running the same command again is
 safe — the server stores each reply with its effects and answers a repeated request from it.
 """

@@ -102,6 +102,7 @@ LIFECYCLE_STATES = ("PENDING", "INSTALLED", "ACTIVE", "SUSPENDED", "DELETED")
 _RECEIPT_EVENTS = ("install", *TRANSITIONS)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _IMSI = re.compile(r"[0-9]{6,15}")
+_RATS = ("3g", "eps", "5g")
 _MAP = {"map": True}
 _MAX_FIELD = 48 * 1024
 
@@ -119,7 +120,7 @@ def _lp(data: bytes) -> bytes:
 
 
 def derive_session_id(ek_cert: bytes, ak_public: bytes, device_nonce: bytes) -> bytes:
-    """sessionId = H(EK ‖ AK ‖ nonceD) (provisioning.md §1.4), length-prefixed, so the DRF,
+    """sessionId = H(EK ‖ AK ‖ nonceD) (docs/provisioning.md §1.4), length-prefixed, so the DRF,
     PVA and DPF all bind to the same EK, AK and device freshness."""
     return hashlib.sha256(
         b"trelab/session/v1" + _lp(ek_cert) + _lp(ak_public) + _lp(device_nonce)
@@ -128,18 +129,18 @@ def derive_session_id(ek_cert: bytes, ak_public: bytes, device_nonce: bytes) -> 
 
 def credential_proof(secret: bytes, transcript: bytes) -> bytes:
     """CredProof = HMAC-SHA256(S, transcript): proves that the TPM released S (so the AK lives
-    next to the certified EK) in *this* session (provisioning.md §1.4)."""
+    next to the certified EK) in *this* session (docs/provisioning.md §1.4)."""
     return hmac.new(secret, b"trelab/credential-proof/v1" + transcript, hashlib.sha256).digest()
 
 
 def quote_qualifying_data(nonce: bytes, session_id: bytes, transcript: bytes) -> bytes:
-    """extraData for TPM2_Quote = H(nonceP ‖ sessionId ‖ th) (provisioning.md §1.5), so the
+    """extraData for TPM2_Quote = H(nonceP ‖ sessionId ‖ th) (docs/provisioning.md §1.5), so the
     quote is fresh, of this session and of this transcript."""
     return hashlib.sha256(b"trelab/quote/v1" + _lp(nonce) + session_id + transcript).digest()
 
 
 def receipt_qualifying_data(session_id: bytes, transcript: bytes, event: str) -> bytes:
-    """extraData for the TPM-signed receipts (Certify / NV_Certify, provisioning.md §1.7)."""
+    """extraData for the TPM-signed receipts (Certify / NV_Certify, docs/provisioning.md §1.7)."""
     return hashlib.sha256(
         b"trelab/receipt/v1" + session_id + transcript + event.encode("ascii")
     ).digest()
@@ -511,61 +512,84 @@ class Ack(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachRequest(Message):
-    """Attach with ``imsi`` (a MID's or a PCID's): the SHO answers with a vector's RAND, AUTN."""
+    """Attach over ``rat`` (3G, EPS or 5G) with ``imsi`` (a MID's or a PCID's) or, for 5G, a
+    ``suci`` the SHO's SIDF de-conceals: the SHO answers with a vector's RAND, AUTN."""
 
     SENDER: ClassVar[Sender | None] = "device"
-    imsi: str
+    imsi: str = ""
+    rat: str = "3g"
+    suci: str = ""
 
     def _check(self) -> None:
-        _text(self, "imsi", pattern=_IMSI)
+        _choice(self, "rat", _RATS)
+        _text(self, "suci", hi=3100)
+        if bool(self.imsi) == bool(self.suci):
+            raise _fail(self, "imsi", "exactly one of imsi and suci")
+        if self.imsi:
+            _text(self, "imsi", pattern=_IMSI)
+        elif self.rat != "5g" or not self.suci.startswith("suci-"):
+            raise _fail(self, "suci", "a suci-… string, over 5G only")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthChallenge(Message):
-    """RAND and AUTN of one authentication vector (TS 33.102 §6.3.3)."""
+    """RAND and AUTN of one authentication vector (TS 33.102 §6.3.3), with what the serving
+    network announces: its PLMN (3G, EPS) or 5G serving network name, and ABBA (5G)."""
 
     SENDER: ClassVar[Sender | None] = "network"
     rand: bytes
     autn: bytes
+    serving_network: str = ""
+    abba: bytes = b""
 
     def _check(self) -> None:
         _bytes(self, "rand", size=16)
         _bytes(self, "autn", size=16)
+        _text(self, "serving_network", hi=255)
+        _bytes(self, "abba", hi=16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthResponse(Message):
-    """The TRE's answer: RES, or AUTS after a synchronisation failure (exactly one is set)."""
+    """The TRE's answer: RES (RES* over 5G) with the ME's proof of its anchor key, or AUTS
+    after a synchronisation failure (exactly one of res and auts is set)."""
 
     SENDER: ClassVar[Sender | None] = "device"
     res: bytes = field(default=b"", repr=False)
     auts: bytes = b""
+    key_proof: bytes = field(default=b"", repr=False)
 
     def _check(self) -> None:
         _bytes(self, "res", hi=32)
         _bytes(self, "auts", hi=14)
+        _bytes(self, "key_proof", hi=32)
         if bool(self.res) == bool(self.auts):
             raise _fail(self, "res", "exactly one of res and auts")
         if self.res and len(self.res) < 4:
             raise _fail(self, "res", "RES is 4..32 bytes")
         if self.auts and len(self.auts) != 14:
             raise _fail(self, "auts", "AUTS is 14 bytes")
+        if self.auts and self.key_proof:
+            raise _fail(self, "key_proof", "no key proof with AUTS")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachResult(Message):
-    """Attach accepted or not; a PCID attach gets an ICF ``grant`` for the RO endpoints."""
+    """Attach accepted or not, with the network's proof of the anchor key when accepted; a
+    PCID attach gets an ICF ``grant`` for the RO endpoints."""
 
     SENDER: ClassVar[Sender | None] = "network"
     accepted: bool
     reason: str
     grant: bytes = field(default=b"", repr=False)
+    key_proof: bytes = field(default=b"", repr=False)
 
     def _check(self) -> None:
         if not isinstance(self.accepted, bool):
             raise _fail(self, "accepted", "expected a boolean")
         _text(self, "reason", hi=200)
         _bytes(self, "grant", hi=32)
+        _bytes(self, "key_proof", hi=32)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,7 +113,7 @@ class HssRecord:
 
 @dataclass(frozen=True, slots=True)
 class PcidRecord:
-    """A provisional connectivity identity (the ICF of TR 33.812; provisioning.md §1.3): valid from
+    """A provisional connectivity identity (the ICF of TR 33.812; docs/provisioning.md §1.3): valid from
     ``not_before`` to ``not_after``, bound to the first TRE that uses it, released after
     provisioning."""
 
@@ -134,6 +134,21 @@ class OrderRecord:
     sho: str
     state: str = "pending"  # pending → delivered → done
     sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HomeNetworkKey:
+    """One SUCI home network key pair of an SHO (TS 33.501 §6.12.2): ``profile`` 1 (A, X25519)
+    or 2 (B, P-256), ``public`` as the USIM/ME holds it; ``state`` current (new SUCIs use it)
+    → previous (still de-conceals after a rotation) → retired (refused)."""
+
+    sho: str
+    key_id: int
+    profile: int
+    private: bytes = field(repr=False)
+    public: bytes = b""
+    state: str = "current"
+    created: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +187,8 @@ class Ledger(Protocol):
     def put_grant(self, token_hash: bytes, pcid: str, not_after: int) -> None: ...
     def order(self, mid_id: str) -> OrderRecord | None: ...
     def put_order(self, record: OrderRecord) -> None: ...
+    def hn_keys(self, sho: str) -> list[HomeNetworkKey]: ...
+    def put_hn_key(self, record: HomeNetworkKey) -> None: ...
     def audit(
         self, at: int, actor: str, event: str, subject: str, detail: Mapping[str, Any]
     ) -> None: ...

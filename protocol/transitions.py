@@ -68,7 +68,7 @@ PHASES: tuple[Phase, ...] = Phase.__args__  # type: ignore[attr-defined]
 
 #: (phase, message type) → next phase; an absent pair is a protocol error.
 NEXT: dict[tuple[Phase, type[Message]], Phase] = {
-    # provisioning: M2 … M8 of provisioning.md §1.1
+    # provisioning: M2 … M8 of docs/provisioning.md §1.1
     ("start", RegisterRequest): "registered",
     ("registered", CredentialChallenge): "challenged",
     ("challenged", CredentialProof): "proven",

@@ -148,6 +148,24 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 # ---- the UICC side: the lab's virtual card in reader 0, a modem on a pty ----------------------
 
 
+@pytest.fixture(scope="module")
+def private_swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TCTI of a swtpm of the test module's own (manufactured with EK certificates in a temp
+    dir, stopped afterwards): for tests that fill the TPM's object slots or sessions."""
+    from lab import swtpm
+
+    missing = lab_missing()
+    if missing:
+        skip_or_fail(missing)
+    paths = swtpm.SwtpmPaths(tmp_path_factory.mktemp("private-swtpm"))
+    swtpm.manufacture(paths)
+    process = swtpm.start(paths, swtpm.find_free_port_pair())
+    try:
+        yield swtpm.tcti(process.port)
+    finally:
+        swtpm.stop(paths, process.pid, process.start)
+
+
 @pytest.fixture(scope="session")
 def usim_reader(lab: LabStatus) -> str:
     """The lab's card reader (``Virtual PCD 00 00``) with *this lab's* card in it.

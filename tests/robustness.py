@@ -77,5 +77,9 @@ def check_consistent(net: Network, lab: LabStatus, registry: Registry) -> dict[s
             assert record.state == "deleted" and record.k == b""
     assert device is None or device.sequence <= counter
     assert net.store.verify_audit() == len(net.store.audit_events())
+    with TpmConnection(lab.tcti) as conn:  # the host's event log replays to the TPM's AUDIT
+        from tpm.mid import audit_state
+
+        assert audit_state(conn, data) == "matches"
     assert live_handles(lab.tcti) == []
     return {"active": active, "counter": counter}

@@ -1,8 +1,8 @@
 """Pure. The threats of TR 33.812 §7.1.2 as data: the 12 threats to the non-UICC alternative
 (§7.1.2.1, "Alternative 1") and the 4 of Alternative 3a, Ki transfer (§7.1.2.3.1), each with
-the seed's likelihood, impact, risk level and counter-measures by their numbers in the seed.
+TR 33.812's likelihood, impact, risk level and counter-measures by their numbers in TR 33.812.
 
-Texts are our short summaries; only short phrases are quoted from the seed. Where the seed is
+Texts are our short summaries; only short phrases are quoted from TR 33.812. Where TR 33.812 is
 inconsistent it is recorded as it stands: threat 4's summary table says "major" while its
 analysis gives "Risk Level: 9 (critical)" (:attr:`Threat.summary_risk` vs
 :attr:`Threat.risk_category`). Risk = impact × likelihood (§7.1.1.1.3); 1–3 minor, 4–8 major,
@@ -29,7 +29,7 @@ __all__ = [
 RiskCategory = Literal["minor", "major", "critical"]
 #: technical: something a TRE, the protocol or the network enforces (checked by attack);
 #: organisational: contracts, audits, procedures, law; specification: "should be specified";
-#: void: the seed keeps the number but the item is void.
+#: void: TR 33.812 keeps the number but the item is void.
 MeasureKind = Literal["technical", "organisational", "specification", "void"]
 
 ALTERNATIVE_1 = "7.1.2.1"
@@ -45,7 +45,7 @@ def risk_category(risk: int) -> RiskCategory:
 
 @dataclass(frozen=True)
 class CounterMeasure:
-    """One counter-measure under its number in the seed. ``ffs`` holds the seed's own words
+    """One counter-measure under its number in TR 33.812. ``ffs`` holds TR 33.812's own words
     when it marks the item (or how to do it) "for further study"."""
 
     number: str
@@ -56,7 +56,7 @@ class CounterMeasure:
 
 @dataclass(frozen=True)
 class Threat:
-    """One threat as the seed assesses it (for an unprotected system)."""
+    """One threat as TR 33.812 assesses it (for an unprotected system)."""
 
     id: str
     section: str
@@ -81,7 +81,7 @@ class Threat:
 
     @property
     def risk_text(self) -> str:
-        """As the seed writes it: ``9 (critical)``, ``4 or 6 (major)``."""
+        """As TR 33.812 writes it: ``9 (critical)``, ``4 or 6 (major)``."""
         return f"{' or '.join(map(str, self.risk))} ({self.risk_category})"
 
 
@@ -468,11 +468,11 @@ def threat(threat_id: str) -> Threat:
     """The catalogue entry for ``threat_id`` (``"1"`` … ``"12"``, ``"3a-1"`` … ``"3a-4"``).
 
     Raises:
-        KeyError: no such threat in the seed.
+        KeyError: no such threat in TR 33.812.
     """
     for t in THREATS:
         if t.id == threat_id:
             return t
     raise KeyError(
-        f"no threat {threat_id!r} in the seed (known: {', '.join(t.id for t in THREATS)})"
+        f"no threat {threat_id!r} in TR 33.812 (known: {', '.join(t.id for t in THREATS)})"
     )

@@ -60,7 +60,7 @@ T = TypeVar("T")
 
 
 class MissingPart(Unavailable):
-    """A trelab part a check needs is not in this checkout yet (another issue builds it)."""
+    """A trelab part a check needs is not in this build, so the check cannot run."""
 
 
 def module_present(name: str) -> bool:

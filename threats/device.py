@@ -1,10 +1,10 @@
-"""Edge: TPM, network transport. The device's side of provisioning (provisioning.md §1.1
+"""Edge: TPM, network transport. The device's side of provisioning (docs/provisioning.md §1.1
 M2–M8) and attach, step by step, so a threat check can stage an attack between any two steps
 (swap the AK, replay a message, hijack a session, tamper a package).
 
 Each step is the honest device: TPM work with :mod:`tpm`, messages with :mod:`network`, every
 network statement checked against the keys the TRE pins (device-trust: PVA, DPF, SHOs). The
-host agent (issue 7's sibling) runs the same protocol end to end; these steps exist because an
+host agent runs the same protocol end to end; these steps exist because an
 attack needs to stop half-way.
 """
 

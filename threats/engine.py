@@ -2,8 +2,8 @@
 collect the findings into one :class:`ThreatRun` (what the report renders).
 
 A check that raises outside an attack (a bug) becomes one ``error`` finding for its threat;
-a threat whose check produced no finding for one of the seed's counter-measures gets a
-``not-run`` finding saying so — nothing the seed lists disappears from the matrix.
+a threat whose check produced no finding for one of TR 33.812's counter-measures gets a
+``not-run`` finding saying so — nothing TR 33.812 lists disappears from the matrix.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def select_threats(only: Sequence[str] | None) -> list[str]:
     """Threat ids to run, in catalogue order; ``only`` names some (``5``, ``3a-2``, ``3a``).
 
     Raises:
-        BadInput: a name that is no threat of the seed.
+        BadInput: a name that is no threat of TR 33.812.
     """
     ids = [t.id for t in THREATS]
     if not only:
@@ -68,7 +68,7 @@ def select_threats(only: Sequence[str] | None) -> list[str]:
 
 def complete(entry: Threat, findings: Iterable[Finding]) -> list[Finding]:
     """``findings`` plus a ``not-run`` finding for each counter-measure of ``entry`` that no
-    finding exercised (and a ``void`` one where the seed keeps a void number)."""
+    finding exercised (and a ``void`` one where TR 33.812 keeps a void number)."""
     out = list(findings)
     covered = {m for f in out for m in f.measures}
     for measure in entry.measures:
@@ -81,8 +81,8 @@ def complete(entry: Threat, findings: Iterable[Finding]) -> list[Finding]:
                     (measure.number,),
                     "void",
                     "organisational",
-                    "nothing: the seed marks this number void",
-                    "void in the seed",
+                    "nothing: TR 33.812 marks this number void",
+                    "void in TR 33.812",
                     should_block=False,
                 )
             )

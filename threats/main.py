@@ -45,7 +45,7 @@ def run_threat_checks(
     json_out: Path | None = None,
     progress: Callable[[str], None] = _say,
 ) -> ThreatReport:
-    """Run the checks of ``only`` (all 16 seed threats by default) against the lab at
+    """Run the checks of ``only`` (all 16 threats by default) against the lab at
     ``lab_dir``; exit code 1 if a finding the lab should have
     blocked did not hold or a check broke.
 

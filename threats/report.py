@@ -114,7 +114,7 @@ def build_document(
         + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if o != "blocked" and counts.get(o))
     )
     verdict += (
-        "; every seed threat blocked or honestly classified"
+        "; every threat of TR 33.812 §7.1.2 blocked or honestly classified"
         if not failed
         else f"; {len(failed)} finding(s) the lab should have blocked did not hold"
     )
@@ -173,7 +173,7 @@ def render_text(doc: dict[str, Any], *, width: int = 110) -> str:
                     f"{'result' if f['outcome'] != 'blocked' else 'stopped by'}: {f['result']}"
                 )
         lines.append("")
-    lines.append("Extra attacks (issue 7):")
+    lines.append("Extra attacks:")
     for x in doc["extras"]:
         outcomes = ", ".join(f"{_label(f)} ({f['threat']}/{f['attack']})" for f in x["findings"])
         lines.append(f"  {x['tag']:<24} {outcomes or 'no finding'}")
@@ -252,7 +252,7 @@ def render_html(doc: dict[str, Any]) -> str:
         )
     parts.append("</tbody></table>")
     head = (
-        "<tr><th>CM</th><th>counter-measure (seed)</th><th>attack</th><th>result</th>"
+        "<tr><th>CM</th><th>counter-measure (TR 33.812)</th><th>attack</th><th>result</th>"
         "<th>attempted</th><th>what stopped it / why not</th><th>s</th></tr>"
     )
     for t in doc["threats"]:
@@ -262,7 +262,7 @@ def render_html(doc: dict[str, Any]) -> str:
             f"<p class='meta'>§{e(t['section'])}; likelihood {t['likelihood']}, impact"
             f" {t['impact']}{note}, risk {e(t['risk_text'])}"
             + (
-                f"; the seed's summary table says {e(t['summary_risk'])}"
+                f"; TR 33.812's summary table says {e(t['summary_risk'])}"
                 if t["summary_risk"] != t["risk_category"]
                 else ""
             )
@@ -302,8 +302,8 @@ def render_html(doc: dict[str, Any]) -> str:
     parts.append("</tbody></table>")
     parts.append(
         "<p class='meta'>Outcomes: BLOCKED — the attack was made and a named counter-measure"
-        " stopped it; NOT BLOCKED — it worked (accepted: the seed accepts the residual risk);"
-        " not run — a part is missing; organisational / FFS — the seed's counter-measure is a"
+        " stopped it; NOT BLOCKED — it worked (accepted: TR 33.812 accepts the residual risk);"
+        " not run — a part is missing; organisational / FFS — TR 33.812's counter-measure is a"
         " contract, audit or procedure, or for further study (what could be tested was)."
         "</p></body></html>"
     )

@@ -5,14 +5,14 @@ Outcomes:
 
 ``blocked``         the attack was made and a named counter-measure stopped it (``result`` says
                     what: a TPM response code, a verifier check, a role's refusal code)
-``not-blocked``     the attack worked; ``should_block`` says whether the seed asks the lab to
+``not-blocked``     the attack worked; ``should_block`` says whether TR 33.812 asks the lab to
                     stop it (a gap, fails ``trelab threats``) or accepts the residual risk
-                    (the seed's counter-measure is organisational or "not possible")
+                    (TR 33.812's counter-measure is organisational or "not possible")
 ``not-run``         a part is missing (``missing``: a module not landed yet, hardware, the
                     lab environment) — never a silent pass
-``organisational``  the seed's counter-measure is a contract, audit, procedure or law;
+``organisational``  TR 33.812's counter-measure is a contract, audit, procedure or law;
                     ``result`` says what of it was tested
-``ffs``             the seed marks the counter-measure (or how to achieve it) FFS
+``ffs``             TR 33.812 marks the counter-measure (or how to achieve it) FFS
 ``error``           the check itself broke (fails ``trelab threats``)
 
 A finding never carries secrets: attempts name the check and the TPM code, never key bytes.
@@ -46,7 +46,7 @@ OUTCOMES: tuple[Outcome, ...] = (
 #: Why a check did not run: a trelab module not there yet, hardware, or the lab environment.
 Missing = Literal["part", "hardware", "environment", ""]
 
-#: The attacks issue 7 lists beyond the seed's threats (tag → what it is).
+#: Attacks beyond TR 33.812's threats (tag → what it is).
 EXTRA_ATTACKS: Mapping[str, str] = {
     "pcr-selection-relabel": "a quote whose signed PCR selection differs from the claimed one",
     "foreign-ak-genuine-ek": "an AK from a different TPM presented with a genuine EK certificate",
@@ -78,7 +78,7 @@ class Finding:
 
     @property
     def failed(self) -> bool:
-        """Does this finding make ``trelab threats`` fail: an error, or a gap the seed asks
+        """Does this finding make ``trelab threats`` fail: an error, or a gap TR 33.812 asks
         the lab to close?"""
         return self.outcome == "error" or (self.outcome == "not-blocked" and self.should_block)
 

@@ -445,7 +445,7 @@ class BusTap:
 def duplicate_with_signed_policy(
     conn: TpmConnection, key: Any, operator_key: Any, *, lock: bool
 ) -> Any:
-    """The PolicyAuthorize trap (tpm.md): the holder of the operator's policy-signing key signs
+    """The PolicyAuthorize trap (docs/tpm.md): the holder of the operator's policy-signing key signs
     the policy PolicyCommandCode(Duplicate) and uses it to export ``key`` in clear (new parent
     TPM_RH_NULL, no inner wrapper). ``lock`` appends PolicyCommandCode(EncryptDecrypt2) as a
     K of the ``authorize`` kind requires. Returns TPM2_Duplicate's result.

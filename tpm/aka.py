@@ -20,7 +20,7 @@ from typing import Any
 from aka.usim import AkaResult, usim_authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import Mode
-from tpm.mid import LoadedMid, ek_name
+from tpm.mid import Layer, LoadedMid, ek_name
 from tpm.mid_errors import MidRefused
 from tpm.registry import Registry
 from trelab.errors import BadInput
@@ -38,11 +38,13 @@ class AkaOutcome:
     mid: str
     tpm_calls: int
     bus_protection: bool = True
+    layer: str = "lean"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = self.result.to_json()
         data["mode"] = self.mode
         data["bus_protection"] = self.bus_protection
+        data["layer"] = self.layer
         data["mid"] = self.mid
         if self.mode == "sealed":
             data["note"] = "K was unsealed into host memory for this AKA (weaker than ecb/cfb)"
@@ -65,10 +67,12 @@ def authenticate(
     mode: Mode | None = None,
     check_state: bool = True,
     bus_protection: bool = True,
+    layer: Layer = "lean",
 ) -> AkaOutcome:
     """Run AKA for ``mid_id``; ``check_state=False`` skips only the host's ACTIVE check (tests
     use it to show that the TPM itself refuses a use-gated MID that is not ACTIVE);
-    ``bus_protection=False`` sends the E_K parameters in clear (opt-out for benchmarks).
+    ``bus_protection=False`` sends the E_K parameters in clear (opt-out for benchmarks);
+    ``layer="esys"`` sends everything through ESYS (the reference path, :class:`LoadedMid`).
 
     Raises:
         BadInput: RAND/AUTN lengths, unknown MID, wrong mode for the MID.
@@ -81,13 +85,16 @@ def authenticate(
         raise BadInput(f"--rand: {len(rand)} bytes, expected 16")
     if len(autn) != 16:
         raise BadInput(f"--autn: {len(autn)} bytes, expected 16")
-    with registry.locked():
+    # one AKA is a burst of TPM commands: one kept connection where the transport allows it
+    with conn.transport.kept(), registry.locked():
         name = ek_name(conn)
         data = registry.read_checked(conn, name)
         record = data.get(mid_id)
         if check_state and record.state != "active":
             raise MidRefused(f"MID {mid_id} is {record.state}, not active")
-        with LoadedMid(conn, record, pin=pin, mode=mode, bus_protection=bus_protection) as loaded:
+        with LoadedMid(
+            conn, record, pin=pin, mode=mode, bus_protection=bus_protection, layer=layer
+        ) as loaded:
             algorithm = loaded.algorithm
             assert algorithm is not None
             with loaded.session():
@@ -95,10 +102,12 @@ def authenticate(
             calls = int(getattr(loaded.holder, "calls", getattr(loaded.holder, "unseals", 0)))
             used: Mode = loaded.mode
             protected = loaded.bus_protection
+            used_layer = loaded.layer
         if new_state != record.sqn:
             from dataclasses import replace
 
             registry.commit(conn, data.with_mid(replace(record, sqn=new_state)), name)
     return AkaOutcome(
-        result=result, mode=used, mid=mid_id, tpm_calls=calls, bus_protection=protected
-    )
+        result=result, mode=used, mid=mid_id, tpm_calls=calls, bus_protection=protected,
+        layer=used_layer,
+    )  # fmt: skip

@@ -16,11 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from trelab.errors import BadInput, Unavailable
-
-# ESYS prints its own error lines on stderr when the TPM refuses a command; trelab reports
-# every refusal itself in one line, so silence the library unless the user asked for its logs.
-os.environ.setdefault("TSS2_LOG", "all+NONE")
+from tpm.tss import TpmFacts, open_esys, open_transport
+from trelab.errors import BadInput
 
 __all__ = ["TpmConnection", "parse_tcti"]
 
@@ -62,38 +59,23 @@ def _tabrmd_environment(conf: str) -> None:
 
 
 class TpmConnection:
-    """An open ESAPI context on one TPM; use as a context manager so it is always closed."""
+    """An open TPM: its transport (:mod:`tpm.tss`), an ESAPI context over it, and the facts
+    known about it (:class:`tpm.tss.TpmFacts`); use as a context manager so it is closed."""
 
     def __init__(self, tcti: str) -> None:
-        from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
-
         self.tcti = tcti
         name, conf = parse_tcti(tcti)
         if name == "tabrmd":  # a lab's tpm2-abrmd runs on a private bus: find its address
             _tabrmd_environment(conf)
+        self.transport = open_transport(name, conf)
         try:
-            self._tctildr = TCTILdr(name, conf or None)
-        except TSS2_Exception as exc:
-            raise Unavailable(
-                f"cannot open TPM {tcti!r}: {exc}",
-                fix="check the TCTI (trelab lab status / lab detect) and that libtss2-tcti-* is installed",
-            ) from None
-        try:
-            self.esys: Any = ESAPI(self._tctildr)
-        except TSS2_Exception as exc:
-            self._tctildr.close()
-            raise Unavailable(f"TPM {tcti!r} does not answer: {exc}", fix="trelab lab up") from None
-        #: Facts about this TPM that hold for the connection's life (which NV indices exist,
-        #: where the EK is), so hot paths do not ask the TPM again; whoever changes such a
-        #: fact (undefine, TPM2_Clear) calls :meth:`forget`.
-        self.memo: dict[Any, Any] = {}
-
-    def forget(self, key: Any = None) -> None:
-        """Drop one memo entry, or all of them (``key`` None: after TPM2_Clear)."""
-        if key is None:
-            self.memo.clear()
-        else:
-            self.memo.pop(key, None)
+            self.esys, self._esys_tcti = open_esys(self.transport)
+        except BaseException:
+            self.transport.close()
+            raise
+        #: facts about this TPM that hold for the connection's life (NV indices that exist,
+        #: the EK); whoever changes one (undefine, TPM2_Clear) updates them
+        self.facts = TpmFacts()
 
     def __enter__(self) -> TpmConnection:
         return self
@@ -109,11 +91,10 @@ class TpmConnection:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.esys.close()
-        with contextlib.suppress(Exception):
-            self._tctildr.close()
+        self.transport.close()
 
     def flush(self, handle: Any) -> None:
-        """Flush a transient object or session (swtpm has no resource manager)."""
+        """Flush a transient object or ESYS session (swtpm has no resource manager)."""
         with contextlib.suppress(Exception):
             self.esys.flush_context(handle)
 

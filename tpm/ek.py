@@ -40,6 +40,7 @@ __all__ = [
     "EkKind",
     "ek_policy_a",
     "ek_policy_b",
+    "ek_policy_or_list",
     "ek_policy_session",
     "ek_public_from_certificate",
     "ek_tpm_public",
@@ -419,9 +420,9 @@ def load_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> tuple[Any, Any]:
     if kind not in EK_CERT_INDICES:
         raise BadInput(f"EK kind {kind!r}: expected rsa2048 or ecc")
     esys = conn.esys
-    remembered = conn.memo.get(("ek", kind))
+    remembered = conn.facts.ek.get(kind)
     if remembered is not None:
-        return remembered  # type: ignore[no-any-return]
+        return remembered
     hit = find_ek_certificate(conn, kind)
     cert = hit[2] if hit else None
     try:
@@ -433,7 +434,7 @@ def load_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> tuple[Any, Any]:
             if _looks_like_ek(public, kind) and (cert is None or _same_key(public, cert)):
                 # a persistent EK that matches its certificate stays so for the connection
                 # (only EvictControl or TPM2_Clear move it; factory_reset forgets it)
-                conn.memo[("ek", kind)] = (tr, public)
+                conn.facts.ek[kind] = (tr, public)
                 return tr, public
             esys.tr_close(tr)
         template_name = hit[1] if hit else ("EK-RSA2048" if kind == "rsa2048" else "EK-ECC256")
@@ -461,11 +462,7 @@ def load_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> tuple[Any, Any]:
 def release_ek(conn: TpmConnection, handle: Any) -> None:
     """Undo :func:`load_ek`: flush a transient EK, close a persistent EK's ESYS handle (unless
     the connection keeps it)."""
-    if any(
-        kept[0] is handle
-        for key, kept in conn.memo.items()
-        if isinstance(key, tuple) and key[0] == "ek"
-    ):
+    if conn.facts.holds_ek(handle):
         return
     with contextlib.suppress(TSS2_Exception):
         if int(conn.esys.tr_get_tpm_handle(handle)) >> 24 == 0x80:
@@ -482,6 +479,24 @@ def loaded_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> Iterator[tuple[A
         yield handle, public
     finally:
         release_ek(conn, handle)
+
+
+def ek_policy_or_list(ek_public: Any) -> list[bytes] | None:
+    """For a SHA-256 EK: None for TCG PolicyA (PolicySecret(TPM_RH_ENDORSEMENT) alone), the
+    PolicyOR branch list after it for PolicyB. Used by the lean layer's EK session.
+
+    Raises:
+        EkCertificateRejected: not a SHA-256 EK with a TCG EK policy.
+    """
+    area = ek_public.publicArea
+    if _hash_name(area.nameAlg) != "sha256":
+        raise EkCertificateRejected("EK nameAlg is not SHA-256")
+    policy = bytes(area.authPolicy)
+    if policy == ek_policy_a("sha256"):
+        return None
+    if policy == ek_policy_b("sha256"):
+        return [ek_policy_a("sha256"), _POLICY_C["sha256"]]
+    raise EkCertificateRejected("EK authPolicy is neither TCG PolicyA nor PolicyB")
 
 
 def ek_policy_session(conn: TpmConnection, ek_public: Any) -> Any:

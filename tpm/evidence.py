@@ -1,5 +1,5 @@
 """Edge: filesystem. The quote evidence directory in tpm2-tools formats, so ``tpm2_checkquote``
-and our verifier read the same files (tpm.md "Identity and attestation"):
+and our verifier read the same files (docs/tpm.md "Identity and attestation"):
 
 =============  =================================================================
 ``quote.msg``  marshaled TPMS_ATTEST (no size prefix; starts ``ff544347 8018``)

@@ -1,6 +1,6 @@
 """Edge: TPM. The attestation key (AK) and credential activation: how a verifier learns that
 an AK lives in the TPM that owns a certified EK (TPM 2.0 Part 1 §24 "Credential Protection";
-TR 33.812 §7.1.2.1; provisioning.md M2/M3).
+TR 33.812 §7.1.2.1; docs/provisioning.md M2/M3).
 
 The AK is a restricted signing key (ECC P-256 / ECDSA-SHA256 by default, RSA-2048 /
 RSASSA-SHA256 as an option) created under the RSA EK in the endorsement hierarchy, as

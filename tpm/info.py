@@ -2,7 +2,7 @@
 commands and AES modes, asymmetric support, dictionary-attack state (TPM 2.0 Part 3 §30
 GetCapability, §10.4 TestParms).
 
-Every later choice follows the probe: the AKA keyholder mode (:func:`choose_aka_mode`, tpm.md
+Every later choice follows the probe: the AKA keyholder mode (:func:`choose_aka_mode`, docs/tpm.md
 "AKA with K inside the TPM" — EncryptDecrypt/EncryptDecrypt2 are optional in the PC Client
 profile and ECB is "should not"), AK algorithms, PIN lockout expectations.
 """
@@ -147,7 +147,7 @@ def aka_mode_guarantee(info: TpmInfo) -> str:
 
 
 def choose_aka_mode(info: TpmInfo) -> AkaMode:
-    """The fastest way this TPM can serve Milenage/TUAK with K inside (tpm.md) *and* the bus
+    """The fastest way this TPM can serve Milenage/TUAK with K inside (docs/tpm.md) *and* the bus
     protected (the default): ECB on TPM2_EncryptDecrypt2 (2 commands per Milenage AKA), else
     the CFB trick (one CFB decrypt yields every block), else K sealed and unsealed per AKA
     (weaker: K enters host memory). TPM2_EncryptDecrypt alone does not count: its inData

@@ -1,10 +1,10 @@
-"""Edge: TPM. The AKA core's keyholders with K inside the TPM (architecture.md principle 2).
+"""Edge: TPM. The AKA core's keyholders with K inside the TPM (docs/architecture.md, principle 2).
 
 - :class:`TpmBlockCipher` — E_K by TPM2_EncryptDecrypt2 (or TPM2_EncryptDecrypt) on an
   AES-128 SYMCIPHER object: ``ecb`` sends all blocks of a call in one ECB command; ``cfb`` is
   the fallback for TPMs that refuse ECB (the PC Client profile makes ECB a "should not"): one
   CFB *decrypt* with IV = 0¹⁶ and input X1‖…‖Xn‖0¹⁶ returns P_{i+1} = C_{i+1} ⊕ E_K(X_i),
-  so E_K(X_i) = P_{i+1} ⊕ C_{i+1} (tpm.md's trick, shifted by one block so that no X_i
+  so E_K(X_i) = P_{i+1} ⊕ C_{i+1} (docs/tpm.md's trick, shifted by one block so that no X_i
   travels as ivIn: ivIn is not the first parameter, so parameter encryption cannot hide it,
   and X1 is RAND ⊕ OPc). K never leaves the TPM.
 - **Bus protection** (TR 33.812 §7.1.2.1 threat 9, counter-measures 2 and 5): the E_K inputs
@@ -40,7 +40,10 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 from aka.keccak import keccak_f1600
 from aka.keyholder import BlockCipher, KeccakKeyholder
 from aka.tuak import KEY_FIELD
+from tpm import lean_commands
 from tpm.connection import TpmConnection
+from tpm.lean import ResponseAuthFailed, Session, TpmRefused
+from tpm.lean_commands import LeanObject
 from tpm.mid_errors import MidRefused, PinRejected, TpmLockedOut
 from trelab.errors import BadInput, TrelabError, Unavailable
 
@@ -73,9 +76,12 @@ def translate(exc: Exception, what: str) -> TrelabError:
     from tpm2_pytss import TSS2_Exception
     from tpm2_pytss.constants import TPM2_RC
 
-    if not isinstance(exc, TSS2_Exception):
+    if isinstance(exc, TpmRefused):
+        error = exc.base
+    elif isinstance(exc, TSS2_Exception):
+        error = int(exc.error)
+    else:
         return Unavailable(f"{what}: {exc}")
-    error = int(exc.error)
     if error == int(TPM2_RC.LOCKOUT):
         return TpmLockedOut(
             f"{what}: the TPM is in dictionary-attack lockout (too many wrong PINs)"
@@ -89,7 +95,7 @@ def translate(exc: Exception, what: str) -> TrelabError:
 
 @dataclass(frozen=True)
 class SymmetricSupport:
-    """What the TPM offers for E_K (tpm.md: EncryptDecrypt/2 optional, ECB "should not")."""
+    """What the TPM offers for E_K (docs/tpm.md: EncryptDecrypt/2 optional, ECB "should not")."""
 
     encrypt_decrypt2: bool
     encrypt_decrypt: bool
@@ -197,6 +203,8 @@ class TpmBlockCipher(BlockCipher):
         authorize: Authorizer | None = None,
         session: Any = None,
         bus_protected: bool = False,
+        lean_key: LeanObject | None = None,
+        lean_session: Session | None = None,
     ) -> None:
         if mode not in ("ecb", "cfb"):
             raise BadInput(f"TPM block cipher mode {mode!r}: expected ecb or cfb")
@@ -206,6 +214,8 @@ class TpmBlockCipher(BlockCipher):
             raise BadInput("only TPM2_EncryptDecrypt2 can carry an encrypted inData")
         if authorize is not None and session is not None:
             raise BadInput("a TPM block cipher takes an authorizer or a session, not both")
+        if lean_key is not None and (authorize is not None or session is not None):
+            raise BadInput("the lean layer runs its own session: no ESYS authorizer or session")
         self._conn = conn
         self._key = key_handle
         self.mode: Mode = mode
@@ -220,12 +230,44 @@ class TpmBlockCipher(BlockCipher):
         self._ecb = TPM2_ALG.ECB
         self._cfb = TPM2_ALG.CFB
         self._session = ESYS_TR.PASSWORD if session is None else session
+        self._lean_key = lean_key
+        self._lean_session = lean_session
+        self._lean_send = (
+            lean_commands.encrypt_decrypt2
+            if command == "EncryptDecrypt2"
+            else lean_commands.encrypt_decrypt
+        )
+        #: which client stack sends the commands: ``lean`` (:mod:`tpm.lean`) or ``esys``
+        self.layer = "lean" if lean_key is not None else "esys"
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"TpmBlockCipher(mode={self.mode!r}, bus_protected={self.bus_protected}, K=<in TPM>)"
+        return (
+            f"TpmBlockCipher(mode={self.mode!r}, bus_protected={self.bus_protected}, "
+            f"layer={self.layer!r}, K=<in TPM>)"
+        )
+
+    def _lean_command(self, decrypt: bool, mode: Any, iv: bytes, data: bytes) -> bytes:
+        assert self._lean_key is not None
+        try:
+            out = self._lean_send(
+                self._conn, self._lean_key, data, decrypt=decrypt, mode=int(mode), iv=iv,
+                session=self._lean_session, protect=self.bus_protected,
+            )  # fmt: skip
+        except TpmRefused as exc:
+            raise translate(exc, "EncryptDecrypt with K") from None
+        except ResponseAuthFailed:
+            # the session's nonces can no longer be trusted: flush it; this MID stays unusable
+            # until loaded again (the salt key is gone, so no silent unsalted replacement)
+            if self._lean_session is not None:
+                lean_commands.flush_session(self._conn, self._lean_session)
+            raise
+        self.calls += 1
+        return out
 
     def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
+        if self._lean_key is not None:
+            return self._lean_command(decrypt, mode, bytes(iv), data)
         try:
             if self._authorize is None:  # load-gated: no policy to run
                 out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._session)

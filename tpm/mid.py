@@ -1,5 +1,5 @@
 """Edge: TPM. The MID store inside the TPM: import, load, lifecycle, factory reset
-(TR 33.812 §7.1.2.1 threats; provisioning.md Part 1 §1.0, §1.6, §1.8).
+(TR 33.812 §7.1.2.1 threats; docs/provisioning.md Part 1 §1.0, §1.6, §1.8).
 
 Design, and why:
 
@@ -39,10 +39,10 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
-from tpm import nv
+from tpm import lean, lean_commands, nv
 from tpm.connection import TpmConnection
 from tpm.ek import loaded_ek
 from tpm.keyholder import (
@@ -54,6 +54,9 @@ from tpm.keyholder import (
     probe_symmetric,
     translate,
 )
+from tpm.lean import Session, TpmRefused
+from tpm.lean_commands import LeanObject
+from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
 from tpm.package import (
     DEFAULT_PCRS,
@@ -74,23 +77,31 @@ from trelab.errors import BadInput, TrelabError, Unavailable
 
 __all__ = [
     "SRK_HANDLE",
+    "AuditState",
     "DeviceInfo",
+    "Layer",
     "LoadedMid",
+    "audit_state",
     "delete_mid",
     "device_info",
     "ek_name",
     "ensure_srk",
     "factory_reset",
     "import_package",
+    "log_event",
     "object_name",
     "pcr_values",
     "reauthorize",
+    "repair_audit",
     "set_state",
     "verify_audit",
     "wrap_for_device",
 ]
 
 SRK_HANDLE = 0x81000001
+_RH_ENDORSEMENT = 0x4000000B
+#: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
+Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
 
 
@@ -305,6 +316,7 @@ def import_package(
     with registry.locked(), loaded_ek(conn) as (ek, ek_public):
         this_ek = object_name(ek_public)
         data = registry.read_checked(conn, this_ek)
+        repair_audit(conn, data)
         if package.ek_name != this_ek:
             raise PackageRejected("package is for another TPM (EK name differs)")
         srk, srk_public = ensure_srk(conn)
@@ -388,7 +400,7 @@ def import_package(
             # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
             nv.define_lifecycle(conn, install.index)
             try:
-                nv.write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+                write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
             except MidRefused as exc:
                 raise PackageRejected(
                     f"the owner's approval of INSTALLED is refused: {exc}"
@@ -416,8 +428,7 @@ def import_package(
             created=now(),
         )
         event = _event("install", record, state=record.state)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), this_ek)
+        log_event(conn, registry, data.with_mid(record), event, this_ek)
     return record
 
 
@@ -437,8 +448,11 @@ def ek_name(conn: TpmConnection) -> bytes:
 
 
 def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, bytes]:
+    """The registry verified against REG_CTR, an interrupted AUDIT extension completed."""
     name = ek_name(conn)
-    return registry.read_checked(conn, name), name
+    data = registry.read_checked(conn, name)
+    repair_audit(conn, data)
+    return data, name
 
 
 def _write_state(
@@ -466,7 +480,7 @@ def _write_state(
             " owner's signed approval (trelab mid activate|suspend|delete over the network)"
         )
     approved = nv.StateApproval(index, current, current.then(state), approval)
-    nv.write_lifecycle(conn, approved, policy.lifecycle.authority)
+    write_lifecycle(conn, approved, policy.lifecycle.authority)
 
 
 def set_state(
@@ -491,8 +505,7 @@ def set_state(
         record = replace(data.get(mid_id), state=state.name.lower())
         _write_state(conn, record, state, approval)
         event = _event("state", record, state=record.state)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        log_event(conn, registry, data.with_mid(record), event, name)
         return record
 
 
@@ -518,8 +531,7 @@ def delete_mid(
         else:
             _write_state(conn, record, nv.MidState.DELETED, approval)
         event = _event(kind, record)
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.without_mid(mid_id).with_event(event), name)
+        log_event(conn, registry, data.without_mid(mid_id), event, name)
         return replace(record, state="deleted")
 
 
@@ -544,16 +556,61 @@ def reauthorize(
         approval = sign_approval(operator_key, policy.selection, digest, record.slot)
         record = replace(record, policy=replace(policy, approval=approval, pcr_digest=digest))
         event = _event("approve", record, pcr_digest=digest.hex())
-        nv.extend_audit(conn, event.encode())
-        registry.commit(conn, data.with_mid(record).with_event(event), name)
+        log_event(conn, registry, data.with_mid(record), event, name)
         return record
 
 
-def verify_audit(conn: TpmConnection, data: RegistryData) -> bool:
-    """Does the host's event log replay to the TPM's AUDIT value (provisioning.md §1.8)?"""
+def log_event(
+    conn: TpmConnection, registry: Registry, data: RegistryData, event: str, ek: bytes
+) -> RegistryData:
+    """Commit ``data`` with ``event`` appended to the host's log, *then* extend it into AUDIT
+    (call under :meth:`Registry.locked`). In this order an interrupt at any instant leaves
+    the log equal to AUDIT or exactly one event ahead — which :func:`repair_audit` completes —
+    never an AUDIT value no log can replay."""
+    written = registry.commit(conn, data.with_event(event), ek)
+    nv.extend_audit(conn, event.encode())
+    return written
+
+
+AuditState = Literal["matches", "one event behind", "mismatch"]
+
+
+def audit_state(conn: TpmConnection, data: RegistryData) -> AuditState:
+    """How the host's event log relates to the TPM's AUDIT value: it replays to it
+    ("matches"), the TPM lacks only the last logged event (an interrupt between
+    :func:`log_event`'s two steps: "one event behind", repairable), or neither ("mismatch":
+    events missing from or altered in the log — what the AUDIT index exists to reveal)."""
     if not nv.counter_defined(conn, nv.AUDIT):
-        return not data.audit
-    return nv.audit_chain([e.encode() for e in data.audit]) == nv.read_audit(conn)
+        return "matches" if not data.audit else "mismatch"
+    value = nv.read_audit(conn)
+    events = [e.encode() for e in data.audit]
+    if nv.audit_chain(events) == value:
+        return "matches"
+    if events and nv.audit_chain(events[:-1]) == value:
+        return "one event behind"
+    return "mismatch"
+
+
+def verify_audit(conn: TpmConnection, data: RegistryData) -> bool:
+    """Does the host's event log replay to the TPM's AUDIT value (docs/provisioning.md §1.8)?"""
+    return audit_state(conn, data) == "matches"
+
+
+def repair_audit(conn: TpmConnection, data: RegistryData) -> str | None:
+    """Extend the last logged event into AUDIT when the TPM is exactly that one event behind
+    (call under :meth:`Registry.locked`); returns what was repaired, or None."""
+    if audit_state(conn, data) != "one event behind":
+        return None
+    last = data.audit[-1]
+    nv.extend_audit(conn, last.encode())
+    try:
+        kind = str(json.loads(last).get("event", "?"))
+    except (ValueError, AttributeError):
+        kind = "?"
+    return (
+        f"the last logged event ({kind}) had not reached the TPM's AUDIT index "
+        "(interrupted): extended now, log and TPM match"
+    )
 
 
 def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
@@ -593,7 +650,7 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
         for hierarchy in (ESYS_TR.PLATFORM, ESYS_TR.LOCKOUT):
             try:
                 esys.clear(hierarchy)
-                conn.forget()  # NV indices, EK: what the connection knew is gone
+                conn.facts.forget_all()  # NV indices, EK: what the connection knew is gone
                 break
             except TSS2_Exception as exc:
                 errors.append(str(exc))
@@ -676,10 +733,23 @@ class LoadedMid:
         mode: Mode | None = None,
         symmetric: SymmetricSupport | None = None,
         bus_protection: bool = True,
+        layer: Layer = "lean",
     ) -> None:
+        if layer not in ("lean", "esys"):
+            raise BadInput(f"TPM client layer {layer!r}: expected lean or esys")
         self._conn = conn
         self.record = record
         self._pin = pin
+        #: ``lean`` (default): a load-gated MID's session and commands go through
+        #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
+        #: Policy-gated K runs through ESYS either way.
+        self.layer: Layer = layer if not record.policy.k_steps() else "esys"
+        self._lean: Session | None = None
+        self._runner: PolicyRunner | None = None
+        self._hmac: Any = None
+        self._k_runner: PolicyRunner | None = None
+        self._lean_key: LeanObject | None = None
+        self._esys_key: Any = None
         policy = record.policy
         if pin is not None and not policy.pin:
             raise BadInput(f"MID {record.mid} has no PIN")
@@ -695,7 +765,9 @@ class LoadedMid:
                 raise BadInput(
                     f"MID {record.mid} holds K as a TPM key: it cannot be unsealed (that is the point)"
                 )
-            support = symmetric or probe_symmetric(conn)
+            support = symmetric or conn.facts.symmetric
+            if support is None:
+                support = conn.facts.symmetric = probe_symmetric(conn)
             if support.command is None:
                 raise Unavailable(
                     "this TPM has no EncryptDecrypt/EncryptDecrypt2: a symmetric-K MID cannot run",
@@ -726,7 +798,12 @@ class LoadedMid:
 
     def __enter__(self) -> LoadedMid:
         try:
-            self._load()
+            # one kept TPM connection for the MID's life where the transport allows it
+            self._stack.enter_context(self._conn.transport.kept())
+            if self.layer == "lean":
+                self._load_lean()
+            else:
+                self._load()
         except BaseException:
             self._stack.close()
             raise
@@ -738,7 +815,7 @@ class LoadedMid:
     def __repr__(self) -> str:
         return (
             f"LoadedMid({self.record.mid!r}, mode={self.mode!r}, "
-            f"bus_protection={self.bus_protection})"
+            f"bus_protection={self.bus_protection}, layer={self.layer!r})"
         )
 
     # -- internals ----------------------------------------------------------------------------------
@@ -762,9 +839,9 @@ class LoadedMid:
         is loaded: the policy session ``_runner`` for a policy-gated K, else the HMAC session
         ``_hmac``. Response encryption only until :meth:`_build` adds decrypt."""
         k_steps = self.record.policy.k_steps()
-        self._runner: PolicyRunner | None = None
-        self._hmac: Any = None
-        self._k_runner: PolicyRunner | None = None
+        self._runner = None
+        self._hmac = None
+        self._k_runner = None
         self._stack.callback(self._close_session)
         if k_steps:
             self._runner = self._policy_runner(k_steps, salt_key=salt_key, encrypt=True)
@@ -774,10 +851,13 @@ class LoadedMid:
     def _close_session(self) -> None:
         runner, self._runner = self._runner, None
         hmac, self._hmac = self._hmac, None
+        lean_session, self._lean = self._lean, None
         if runner is not None:
             runner.close()
         if hmac is not None:
             self._conn.flush(hmac)
+        if lean_session is not None:
+            lean_commands.flush_session(self._conn, lean_session)
 
     def _open_unprotected(self, salt_key: Any) -> None:
         """The ``bus_protection=False`` opt-out, after OPc is unsealed: drop the salted
@@ -867,8 +947,88 @@ class LoadedMid:
             key = self._flush_later(load_child(record.k, "K"))
         if self._pin is not None:
             esys.tr_set_auth(key, self._pin)
-        self._key = key
+        self._esys_key = key
         self._build(key)
+
+    def _load_lean(self) -> None:
+        """:meth:`_load` on the lean layer (load-gated MIDs): the EK's policy session, the
+        parent's USER policy session, the three Loads, OPc's Unseal and the MID's salted session
+        all built by :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
+        from tpm.ek import ek_policy_or_list
+
+        conn, record, policy = self._conn, self.record, self.record.policy
+        _, srk_public = ensure_srk(conn)
+        srk_name = object_name(srk_public)
+        srk_object = LeanObject(SRK_HANDLE, srk_name)
+        endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+        try:
+            with loaded_ek(conn) as (ek, ek_public):
+                branches = ek_policy_or_list(ek_public)
+                ek_object = LeanObject.from_esys(conn, ek)
+                with lean_commands.session(conn, kind="policy", symmetric=False) as s:
+                    lean_commands.policy_secret(conn, s, endorsement)
+                    if branches is not None:
+                        lean_commands.policy_or(conn, s, branches)
+                    parent = lean_commands.load(
+                        conn, ek_object, record.parent.private, record.parent.public, session=s
+                    )
+        except TpmRefused as exc:
+            raise _load_error(exc, "the parent", record.mid) from None
+        with contextlib.ExitStack() as parent_scope:
+            parent_scope.callback(lean_commands.flush_object, conn, parent.handle)
+            steps = policy.parent_steps(srk_name)
+            runner = parent_scope.enter_context(
+                lean_commands.session(conn, kind="policy", symmetric=False)
+            )
+            self._stack.callback(self._close_session)
+            try:
+                self._lean = lean_commands.start_session(
+                    conn,
+                    kind="hmac",
+                    salt_to=(parent.handle, _unmarshal("TPM2B_PUBLIC", record.parent.public)),
+                )
+            except TpmRefused as exc:
+                raise translate(
+                    exc, f"starting a session salted to MID {record.mid}'s parent"
+                ) from None
+
+            def load_child(stored: StoredObject, label: str) -> LeanObject:
+                try:
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    return lean_commands.load(
+                        conn, parent, stored.private, stored.public, session=runner
+                    )
+                except TpmRefused as exc:
+                    if exc.command_code == lean.CC.POLICY_PCR:
+                        raise MidRefused(
+                            "PolicyPCR: the PCR values differ from the authorised ones"
+                        ) from None
+                    raise _load_error(exc, label, record.mid) from None
+
+            secret = load_child(record.secret, "OPc/TOPc")
+            try:
+                self.secret = lean_commands.unseal(conn, secret, session=self._lean)
+            except TpmRefused as exc:
+                raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
+            finally:
+                lean_commands.flush_object(conn, secret.handle)
+            if not self.bus_protection:
+                self._close_session()  # the opt-out: K's commands in the empty-password session
+            key = load_child(record.k, "K")
+            self._stack.callback(lean_commands.flush_object, conn, key.handle)
+        self._lean_key = key
+        self._build(None)
+
+    @property
+    def _key(self) -> Any:
+        """K's ESYS handle (tests and the benchmark's bare commands use it). On the lean layer
+        ESYS learns of K only when asked (TPM2_ReadPublic once); it is closed, not flushed,
+        on exit (the lean layer flushes K)."""
+        if self._esys_key is None and self._lean_key is not None:
+            esys = self._conn.esys
+            self._esys_key = esys.tr_from_tpmpublic(self._lean_key.handle)
+            self._stack.callback(esys.tr_close, self._esys_key)
+        return self._esys_key
 
     def _build(self, key: Any) -> None:
         from tpm2_pytss import TSS2_Exception
@@ -879,11 +1039,18 @@ class LoadedMid:
         policy = self.record.policy
         k_steps = policy.k_steps()
         if self.mode == "sealed":
+            lean_key = self._lean_key
 
             def unseal() -> bytearray:
                 try:
+                    if lean_key is not None and self._lean is not None:
+                        return bytearray(
+                            lean_commands.unseal(self._conn, lean_key, session=self._lean)
+                        )
                     with self._unseal_session(k_steps) as s:
                         return bytearray(bytes(self._conn.esys.unseal(key, session1=s)))
+                except TpmRefused as exc:
+                    raise translate(exc, f"unsealing K of MID {self.record.mid}") from None
                 except TrelabError:
                     raise
                 except TSS2_Exception as exc:
@@ -894,6 +1061,16 @@ class LoadedMid:
                 self.holder = SealedKeccak(unseal, spec.key_bits)
             else:
                 self.holder = SealedAes(unseal)
+        elif self._lean_key is not None:
+            self.holder = TpmBlockCipher(
+                self._conn,
+                None,
+                mode=self.mode,
+                command=self._command,
+                bus_protected=self.bus_protection,
+                lean_key=self._lean_key,
+                lean_session=self._lean if self.bus_protection else None,
+            )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
             shared = self._runner.session if self._runner is not None else self._hmac
@@ -946,7 +1123,9 @@ def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
     from tpm2_pytss import TSS2_Exception
 
     error = translate(exc, f"loading {label} of MID {mid}")
-    tpm_said_no = isinstance(exc, TSS2_Exception) and int(exc.rc) >> 16 == 0
+    tpm_said_no = isinstance(exc, TpmRefused) or (
+        isinstance(exc, TSS2_Exception) and int(exc.rc) >> 16 == 0
+    )
     if isinstance(error, MidRefused) or (isinstance(error, Unavailable) and tpm_said_no):
         return MidRefused(
             f"the TPM refused to load {label} of MID {mid}: its load policy (PCRs, owner "

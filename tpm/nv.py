@@ -1,4 +1,4 @@
-"""Edge: TPM. The NV indices of the MID store (provisioning.md §1.0): MID_CTR, MID_STATE,
+"""Edge: TPM. The NV indices of the MID store (docs/provisioning.md §1.0): MID_CTR, MID_STATE,
 AUDIT and REG_CTR, defined on first use in the owner hierarchy (so TPM2_Clear removes them).
 
 ==========  =========================  ===================================================
@@ -28,7 +28,7 @@ MID_CTR moves to the package's number, so it cannot be replayed into a re-create
 The four shared indices: OWNERWRITE | OWNERREAD | AUTHREAD | NO_DA with an empty index authValue, so anyone
 may read (PolicyNV reads MID_STATE with the index's own empty auth, a free password session)
 and writes need owner authorisation (empty in the lab; a production device would gate writes
-with PolicySigned by the DPF, see provisioning.md §1.0). Slots are never reused: a DELETED
+with PolicySigned by the DPF, see docs/provisioning.md §1.0). Slots are never reused: a DELETED
 byte is terminal, so a surviving blob of a deleted use-gated MID can never pass PolicyNV again.
 Counters are not ORDERLY: an orderly counter jumps after an unorderly shutdown, which would
 look like a registry rollback. NV wear is discussed in :mod:`tpm.registry`.
@@ -93,7 +93,6 @@ __all__ = [
     "slot_states",
     "state_index_name",
     "state_location",
-    "write_lifecycle",
     "write_state",
 ]
 
@@ -108,7 +107,7 @@ _AUDIT_INIT = b"trelab.audit.v1"
 
 
 class MidState(enum.IntEnum):
-    """Lifecycle byte of a slot in MID_STATE (TR 33.812 MID lifecycle, provisioning.md §1.8)."""
+    """Lifecycle byte of a slot in MID_STATE (TR 33.812 MID lifecycle, docs/provisioning.md §1.8)."""
 
     EMPTY = 0
     INSTALLED = 1
@@ -160,23 +159,21 @@ def resource(conn: TpmConnection, index: int) -> Any:
     """The connection's one ESYS object for NV ``index`` (TPM2_NV_ReadPublic once, then
     remembered; ESYS keeps its name current across writes). Never close it: it is shared;
     :func:`forget_handles` and :func:`_undefine` drop it."""
-    key = ("nv-tr", index)
-    tr = conn.memo.get(key)
+    facts = conn.facts
+    tr = facts.nv_objects.get(index)
     if tr is None:
-        tr = conn.memo[key] = conn.esys.tr_from_tpmpublic(index)
+        tr = facts.nv_objects[index] = conn.esys.tr_from_tpmpublic(index)
     return tr
 
 
 def _remember(conn: TpmConnection, index: int, tr: Any) -> None:
     """``index`` exists and ``tr`` is its ESYS object (just defined by this connection)."""
-    conn.memo[("nv-tr", index)] = tr
-    conn.memo.setdefault("nv-defined", set()).add(index)
+    conn.facts.remember_nv(index, tr)
 
 
 def _forget(conn: TpmConnection, index: int) -> Any:
     """Drop what the connection remembers of ``index``; returns its ESYS object, if any."""
-    conn.memo.get("nv-defined", set()).discard(index)
-    return conn.memo.pop(("nv-tr", index), None)
+    return conn.facts.forget_nv(index)
 
 
 @contextlib.contextmanager
@@ -189,7 +186,7 @@ def forget_handles(
 ) -> None:
     """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
     and what the connection remembers of them."""
-    conn.forget("nv-indices-ok")
+    conn.facts.store_indices_checked = False
     for handle in handles:
         tr = _forget(conn, handle)
         with contextlib.suppress(Exception):
@@ -205,7 +202,7 @@ def _defined(conn: TpmConnection, index: int) -> bool:
     through :func:`_undefine` or TPM2_Clear, which forget it)."""
     from tpm2_pytss.constants import TPM2_CAP
 
-    known: set[int] = conn.memo.setdefault("nv-defined", set())
+    known = conn.facts.nv_defined
     if index in known:
         return True
     _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, index, 1)
@@ -242,7 +239,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
 
     esys = conn.esys
     made: list[str] = []
-    if conn.memo.get("nv-indices-ok"):
+    if conn.facts.store_indices_checked:
         return made
     for index in (MID_CTR, MID_STATE, AUDIT, REG_CTR):
         label = _LABELS[index]
@@ -268,7 +265,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
             made.append(label)
         except TSS2_Exception as exc:
             raise _fail(f"cannot define NV index {label} (0x{index:08x})", exc) from None
-    conn.memo["nv-indices-ok"] = True
+    conn.facts.store_indices_checked = True
     return made
 
 
@@ -697,42 +694,3 @@ def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
         return Lifecycle.decode(data)
     except BadInput as exc:
         raise Unavailable(f"lifecycle index of slot {slot}: {exc}") from None
-
-
-def write_lifecycle(conn: TpmConnection, approval: StateApproval, authority_public: bytes) -> None:
-    """Apply one owner-approved write: PolicyAuthorize session (the approval's steps, the
-    signature checked by the TPM against ``authority_public``, a marshaled TPM2B_PUBLIC),
-    then TPM2_NV_Write. The TPM refuses unless the index holds ``approval.old`` (or, for the
-    first write, is unwritten while MID_CTR has the approved value).
-
-    Raises:
-        MidRefused: the TPM refused (wrong current value, not this owner's approval…).
-    """
-    from tpm2_pytss import TSS2_Exception
-
-    from tpm.mid_errors import MidRefused
-    from tpm.policy_session import PolicyRunner
-
-    index = approval.index
-    try:
-        with (
-            PolicyRunner(
-                conn,
-                [PolicyAuthorize(index.authority_name, index.ref)],
-                approval=approval,
-                operator_public=authority_public,
-            ) as runner,
-            runner.use() as session,
-        ):
-            tr = resource(conn, index.handle)
-            conn.esys.nv_write(tr, approval.new.encode(), 0, auth_handle=tr, session1=session)
-    except MidRefused as exc:
-        raise MidRefused(
-            f"lifecycle write of slot {index.slot} refused: the approval is not the owner's, or"
-            f" not for the current state (replayed or out of order): {exc}"
-        ) from None
-    except TSS2_Exception as exc:
-        raise MidRefused(
-            f"the TPM refused the lifecycle write of slot {index.slot}"
-            f" ({approval.new.state.name} v{approval.new.version}): {exc}"
-        ) from None

@@ -1,5 +1,5 @@
 """Edge: files, operator keys. The MID package: K and OPc/TOPc wrapped off-TPM to one TPM, and
-the manifest that says what they are (provisioning.md Part 1 §1.6). No TPM I/O here: the
+the manifest that says what they are (docs/provisioning.md Part 1 §1.6). No TPM I/O here: the
 operator side (DPF stand-in) builds packages from public data it was given, and the device
 side checks a package's structure before any TPM command.
 
@@ -21,7 +21,7 @@ Policy kinds (``kind``):
 - ``authorize`` (operator-updatable): K = PolicyAuthorize(operator key) [∧ PolicyAuthValue] ∧
   PolicyCommandCode(EncryptDecrypt2). The operator signs approved policies (PolicyPCR ∧
   PolicyNV ACTIVE); the trailing PolicyCommandCode means no signed policy can ever authorise
-  TPM2_Duplicate of K (tpm.md "PolicyAuthorize trap").
+  TPM2_Duplicate of K (docs/tpm.md "PolicyAuthorize trap").
 
 The state PolicyNV reads is the slot's MID_STATE byte, or — when the policy carries a
 ``lifecycle`` binding (every package the network's DPF builds) — the MID's own lifecycle index,

@@ -1,5 +1,5 @@
 """Edge: TPM. TPM2_Quote with the AK over a PCR selection and a verifier's nonce (TPM 2.0
-Part 3 §18.4; provisioning.md M4), returned as tpm2-tools evidence (:mod:`tpm.evidence`).
+Part 3 §18.4; docs/provisioning.md M4), returned as tpm2-tools evidence (:mod:`tpm.evidence`).
 
 The PCR values sent alongside are checked against the signed pcrDigest before they leave
 (read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.

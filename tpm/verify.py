@@ -1,4 +1,4 @@
-"""Pure. The PVA's quote verifier (TR 33.812 §7.1.2.1 "remote validation"; provisioning.md M4;
+"""Pure. The PVA's quote verifier (TR 33.812 §7.1.2.1 "remote validation"; docs/provisioning.md M4;
 TPM 2.0 Part 2 §10.12 TPMS_ATTEST, Part 3 §18.4 TPM2_Quote).
 
 Input is already-unmarshaled evidence (:mod:`tpm.marshal` turns tpm2-tools files into these

@@ -6,10 +6,38 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_lock", "observe_fsync"]
+
+#: wrappers each fsync and the rename run through (benchmarks time durability apart)
+_fsync_runners: list[Callable[[Callable[[], None]], None]] = []
+
+
+@contextlib.contextmanager
+def observe_fsync(runner: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+    """Inside the block, every fsync and the rename of :func:`atomic_write_bytes` are done by
+    calling ``runner(step)`` (which must call ``step`` once: e.g. to time it)."""
+    _fsync_runners.append(runner)
+    try:
+        yield
+    finally:
+        _fsync_runners.remove(runner)
+
+
+def _fsync(fd: int) -> None:
+    if not _fsync_runners:
+        os.fsync(fd)
+        return
+    _fsync_runners[-1](lambda: os.fsync(fd))
+
+
+def _replace(source: str, target: Path) -> None:
+    if not _fsync_runners:
+        os.replace(source, target)
+        return
+    _fsync_runners[-1](lambda: os.replace(source, target))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
@@ -22,15 +50,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+            _fsync(handle.fileno())
+        _replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        _fsync(dir_fd)
     finally:
         os.close(dir_fd)
 

@@ -1,10 +1,11 @@
-"""Edge: process. Test hooks of the operator side (issue 5, robustness): kill this process with
+"""Edge: process. Test hooks of the operator side: kill this process with
 SIGKILL at a named point — a real ``kill -9``: no cleanup, no flush, no atexit — so a test can
 interrupt the server just before or just after a store transaction commits, or SHO-B's OTA
 driver between two secured packets, and then check that a retry completes.
 
 Off unless the environment variable is set when the hook is made (read once); nothing else
-reads it. ``TRELAB_TEST_SERVER_CRASH_AT`` is read by :class:`network.server.NetworkApp`,
+reads it. ``TRELAB_TEST_CRASH_SIGNAL=INT`` makes the hook send SIGINT instead — what Ctrl-C
+sends: the process unwinds through its ``finally`` blocks exactly as an interrupted user's would. ``TRELAB_TEST_SERVER_CRASH_AT`` is read by :class:`network.server.NetworkApp`,
 ``TRELAB_TEST_CRASH_AT`` (points ``ota:…``) by :class:`network.transfer.KiTransfer`.
 """
 
@@ -15,10 +16,18 @@ import signal
 import threading
 from collections.abc import Callable
 
-__all__ = ["SERVER_CRASH_ENV", "TRANSFER_CRASH_ENV", "CrashHook", "crash_hook", "no_crash"]
+__all__ = [
+    "CRASH_SIGNAL_ENV",
+    "SERVER_CRASH_ENV",
+    "TRANSFER_CRASH_ENV",
+    "CrashHook",
+    "crash_hook",
+    "no_crash",
+]
 
 SERVER_CRASH_ENV = "TRELAB_TEST_SERVER_CRASH_AT"
 TRANSFER_CRASH_ENV = "TRELAB_TEST_CRASH_AT"  # the agent's variable; OTA points start "ota:"
+CRASH_SIGNAL_ENV = "TRELAB_TEST_CRASH_SIGNAL"  # KILL (default) or INT
 CrashHook = Callable[[str], None]
 
 
@@ -27,7 +36,8 @@ def no_crash(point: str) -> None:
 
 
 def _kill_self() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    interrupt = os.environ.get(CRASH_SIGNAL_ENV, "KILL").upper() == "INT"
+    os.kill(os.getpid(), signal.SIGINT if interrupt else signal.SIGKILL)
 
 
 def crash_hook(

@@ -30,7 +30,7 @@ data); AES only (KIc/KID algorithm nibble 0010 or "implicit"); CC only (no RC/DS
 always returned in the ENVELOPE response data (the ME would put it in the SMS-DELIVER-REPORT),
 never by SMS-SUBMIT; PUT KEY (GlobalPlatform Card Spec §11.8) encrypts the new key values
 under the command key set's DEK, and under its KIc when the key set has no DEK (personalisation
-profiles of issue 4 carry no DEK). The AKA credential command (:func:`build_set_credentials`) is
+card profiles carry no DEK). The AKA credential command (:func:`build_set_credentials`) is
 a proprietary extension of this emulated card; real USIMs keep K/OPc in ADM-protected
 proprietary files (e.g. sysmoISIM's EF.USIM_AUTH_KEY) and most cannot re-key K over the air.
 """

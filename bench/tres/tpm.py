@@ -1,4 +1,4 @@
-"""Edge: TPM, processes, filesystem. TPM TREs for the benchmark harness (issue 6).
+"""Edge: TPM, processes, filesystem. TPM TREs for the benchmark harness.
 
 Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM command):
 
@@ -829,7 +829,7 @@ class TpmTre:
         return [
             Case(self.tre, "quote (bare TPM2_Quote)", bare_quote, batch=batch,
                  detail=f"one ESAPI quote, AK handle and selection prepared ({where}): the "
-                 "reference for quote+verify (issue 3 goal ≤ 1.2×)"),
+                 "reference for quote+verify (target: at most 1.2× of it)"),
             Case(self.tre, "quote", quote, batch=batch,
                  detail=f"tpm.quote.Quoter.quote: TPM2_Quote + PCR values checked against the "
                  f"signed pcrDigest ({where})"),

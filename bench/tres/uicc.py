@@ -1,4 +1,4 @@
-"""Edge: PC/SC, serial, processes. UICC TREs for the benchmark harness (issue 6): a USIM over
+"""Edge: PC/SC, serial, processes. UICC TREs for the benchmark harness: a USIM over
 PC/SC and a modem's SIM over AT+CSIM, emulated in the lab or physical.
 
 Rows (``cases()`` holds exactly one raw case, the bare transport):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .engine import ATR, UsimEngine
+from .engine import ATR, UsimEngine, open_card
 from .profile import DEFAULT_PROFILE, CardProfile, load_profile, parse_profile
-from .state import CardStore, open_card
+from .state import CardStore
 
 __all__ = [
     "ATR",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
@@ -51,10 +52,10 @@ from uicc.sw import (
     SW_WRONG_P1P2,
 )
 
-from .profile import CardProfile, make_algorithm
+from .profile import CardProfile, load_profile, make_algorithm
 from .state import AkaCredentials, CardState, CardStore, FileContent, PinState
 
-__all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state"]
+__all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state", "open_card"]
 
 # TS 102 221 §6.3 / ISO 7816-3: TA1=96 (Fi/Di 512/32), T=0 then T=15 global bytes (TA=C7:
 # clock stop, class A/B/C), 15 historical bytes, TCK. XOR of T0…TCK is zero (a test checks).
@@ -956,3 +957,12 @@ def _sc(access: Access) -> int:
     if access is Access.NEV:
         return 0xFF
     return fs.KEY_REFERENCE[access]
+
+
+def open_card(profile_path: Path, state_path: Path | None) -> UsimEngine:
+    """A USIM from a profile file and its state file (created on first use).
+
+    Raises:
+        BadInput: bad profile, or a state file that is malformed or belongs to another ICCID.
+    """
+    return UsimEngine(load_profile(profile_path), CardStore(state_path))

@@ -1,6 +1,6 @@
 """Edge: filesystem (reads one profile file). A card profile: what one USIM is personalised with.
 
-:func:`parse_profile` is pure: a mapping with the keys of issue 4 (``iccid``, ``imsi``,
+:func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
 ``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths,
 ``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
@@ -267,7 +267,7 @@ def _ota_keysets(raw: Any) -> tuple[OtaKeyset, ...]:
 
 
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
-    """Validate a profile mapping (JSON/TOML keys of issue 4) into a :class:`CardProfile`.
+    """Validate a profile mapping (its JSON/TOML keys) into a :class:`CardProfile`.
 
     Milenage profiles give exactly one of ``opc``/``op``; TUAK profiles one of ``topc``/``top``
     (OPc/TOPc derived from OP/TOP with K, TS 35.206 §4.1, TS 35.231 §6.1).

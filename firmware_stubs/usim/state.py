@@ -16,15 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aka.sqn import SqnState
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput
 from uicc.ota import MAX_COUNTER, Keyset
-
-if TYPE_CHECKING:
-    from .engine import UsimEngine
 
 __all__ = [
     "PIN_NAMES",
@@ -33,7 +30,6 @@ __all__ = [
     "CardStore",
     "OtaState",
     "PinState",
-    "open_card",
 ]
 
 PIN_NAMES = ("pin1", "puk1", "adm1")
@@ -243,15 +239,3 @@ class CardStore:
             atomic_write_text(self.path, json.dumps(state.to_json(), separators=(",", ":")))
         self._memory = state
         self.writes += 1
-
-
-def open_card(profile_path: Path, state_path: Path | None) -> UsimEngine:
-    """A USIM from a profile file and its state file (created on first use).
-
-    Raises:
-        BadInput: bad profile, or a state file that is malformed or belongs to another ICCID.
-    """
-    from .engine import UsimEngine  # the engine imports this module
-    from .profile import load_profile
-
-    return UsimEngine(load_profile(profile_path), CardStore(state_path))

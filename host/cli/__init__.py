@@ -8,6 +8,7 @@ Errors are mapped to exit codes once, here (0 ok, 1 check failed, 2 usage or bad
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -18,12 +19,23 @@ __all__ = ["Outcome", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as one line and exit code 2."""
+    """argparse that reports usage mistakes as one line and exit code 2 (and, when the command
+    line asked for ``--json``, the same ``{"error": …}`` object as every other failure)."""
+
+    json_requested = False  # set by main() from the raw command line
 
     def error(self, message: str) -> None:  # type: ignore[override]
         where = self.prog.removeprefix("trelab").strip()
         prefix = f"{where}: " if where else ""
         print(f"trelab: error: {prefix}{message}", file=sys.stderr)
+        if _Parser.json_requested:
+            try:
+                sys.stdout.write(
+                    json.dumps(output.error_json(f"{prefix}{message}", kind="UsageError")) + "\n"
+                )
+                sys.stdout.flush()
+            except BrokenPipeError:
+                output.exit_like_sigpipe()
         raise SystemExit(2)
 
 
@@ -53,8 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_requested = "--json" in raw
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(raw)
+    except BrokenPipeError:  # `trelab --help | head -1`
+        output.exit_like_sigpipe()
+        raise
     return output.run_verb(args)
 
 

@@ -1,6 +1,8 @@
-"""Edge: CLI. ``trelab attach`` — AKA over the network with the SHO (TS 33.102 §6.3): the SHO
-makes a vector, the TRE answers, the SHO checks RES; a synchronisation failure resynchronises
-with AUTS. The TRE is a TPM MID (``--mid ID``) or a UICC (Alternative 2, a pre-personalised
+"""Edge: CLI. ``trelab attach [--rat 3g|eps|5g]`` — AKA over the network with the SHO (TS
+33.102 §6.3; EPS AKA, TS 33.401 §6.1; 5G AKA, TS 33.501 §6.1.3.2): the SHO makes a vector, the
+TRE answers, the SHO checks RES (RES* and HRES* over 5G) and both ends confirm the anchor key
+(K_ASME, K_SEAF); a synchronisation failure resynchronises with AUTS. Over 5G the identity
+sent can be a SUCI (``--suci-profile``). The TRE is a TPM MID (``--mid ID``) or a UICC (Alternative 2, a pre-personalised
 card registered with ``trelab operator add-subscriber``) through PC/SC (``--reader``) or a
 modem's AT+CSIM (``--serial``). Exit 0 when the SHO accepts, 1 when it does not.
 """
@@ -9,18 +11,55 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
+from trelab.errors import BadInput
+from trelab.hexargs import parse_hex
 
 __all__ = ["register"]
 
 
+def _concealer(args: argparse.Namespace, agreement: Any = None) -> Any:
+    """IMSI → SUCI for a 5G attach: Profile A/B with the home network key, else the null
+    scheme (what a UE without a provisioned key sends); ``agreement`` holds the ephemeral key
+    (default: software)."""
+    from aka.suci import conceal
+
+    profile = args.suci_profile
+    if profile != "null" and args.hn_pub is None:
+        raise BadInput(f"--hn-pub: --suci-profile {profile} needs the home network public key")
+    hn_pub = b"" if profile == "null" else parse_hex("--hn-pub", args.hn_pub, length=(32, 33, 65))
+    if not re.fullmatch(r"[0-9]{1,3}", args.hn_key_id) or int(args.hn_key_id) > 255:
+        raise BadInput("--hn-key-id: expected 0 … 255")
+    key_id = 0 if profile == "null" else int(args.hn_key_id)
+    mnc_length = int(args.mnc_length)
+
+    def make(imsi: str) -> str:
+        return conceal(
+            f"imsi-{imsi}",
+            profile,
+            hn_public=hn_pub,
+            key_id=key_id,
+            mnc_length=mnc_length,
+            agreement=agreement,
+        ).to_string()
+
+    return make
+
+
 def _attach(args: argparse.Namespace) -> Outcome:
+    from aka.access import parse_rat
     from protocol.client import HttpTransport
 
+    rat = parse_rat(args.rat)
+    if args.suci_profile and rat != "5g":
+        raise BadInput("--suci-profile: a SUCI is sent over 5G only (--rat 5g)")
+    conceal = _concealer(args) if rat == "5g" and args.suci_profile else None
+    suci_holder = "software" if conceal is not None else None
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)
     if args.mid:
@@ -31,8 +70,23 @@ def _attach(args: argparse.Namespace) -> Outcome:
 
         with TpmConnection(defaults.tcti(args.tpm)) as conn:
             flush_stale(conn)
+            if conceal is not None:
+                from aka.suci import Profile
+                from tpm.suci import holder_for
+
+                profile = {"A": Profile.A, "B": Profile.B}.get(args.suci_profile, Profile.NULL)
+                agreement, suci_holder = holder_for(conn, profile)
+                conceal = _concealer(args, agreement)
             registry = Registry(defaults.registry_path(args.registry))
-            done = attach_tpm(conn, registry, transport, mid_id=args.mid, imsi=args.imsi)
+            done = attach_tpm(
+                conn,
+                registry,
+                transport,
+                mid_id=args.mid,
+                imsi=args.imsi,
+                rat=rat,
+                conceal=conceal,
+            )
             imsi = args.imsi or registry.read().get(args.mid).imsi
         tre = "tpm"
     else:
@@ -47,7 +101,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
                 if hasattr(link, "reset_on_close"):
                     link.reset_on_close = True
                 client.verify_pin(pin)
-            imsi, done = attach_card(client, transport, imsi=args.imsi)
+            imsi, done = attach_card(client, transport, imsi=args.imsi, rat=rat, conceal=conceal)
         tre = "uicc"
     data = {
         "version": output.JSON_VERSION,
@@ -55,13 +109,17 @@ def _attach(args: argparse.Namespace) -> Outcome:
         "mid": args.mid,
         "imsi": imsi,
         "network": url,
+        "rat": rat,
+        "identity": "suci" if conceal is not None else "imsi",
+        "suci_ephemeral_key": suci_holder,
         "accepted": done.accepted,
         "reason": done.reason,
         "resynchronised": done.resynchronised,
+        "keys_match": done.keys_match,
     }
     resync = " after resynchronisation (AUTS)" if done.resynchronised else ""
     verdict = "accepted" if done.accepted else "refused"
-    text = f"attach {imsi} ({tre}): {verdict} by the SHO{resync}: {done.reason}"
+    text = f"attach {imsi} ({tre}, {rat}): {verdict} by the SHO{resync}: {done.reason}"
     return Outcome(data=data, text=text, exit_code=0 if done.accepted else 1)
 
 
@@ -77,12 +135,28 @@ def _mid_network(args: argparse.Namespace) -> str | None:
 
 
 def register(nouns: Any) -> None:
-    p = nouns.add_parser("attach", help="AKA with the SHO over the network (TPM MID or UICC)")
+    p = nouns.add_parser(
+        "attach", help="3G, EPS or 5G AKA with the SHO over the network (TPM MID or UICC)"
+    )
     tre = p.add_mutually_exclusive_group(required=True)
     tre.add_argument("--mid", help="a TPM MID id (trelab mid list)")
     tre.add_argument("--reader", help="PC/SC reader of a card: index, exact name or regex")
     tre.add_argument("--serial", metavar="PORT", help="modem serial port (AT+CSIM)")
     p.add_argument("--imsi", help="IMSI (default: from the registry or the card's EF.IMSI)")
+    p.add_argument(
+        "--rat",
+        choices=("3g", "eps", "5g"),
+        default="3g",
+        help="access: 3G AKA, EPS AKA (K_ASME) or 5G AKA (RES*, K_SEAF); default 3g",
+    )
+    p.add_argument(
+        "--suci-profile",
+        choices=("null", "A", "B"),
+        help="5G: send a SUCI of this protection scheme instead of the IMSI",
+    )
+    p.add_argument("--hn-pub", help="home network public key for --suci-profile A|B, hex")
+    p.add_argument("--hn-key-id", default="0", help="its key id, 0 … 255 (default 0)")
+    p.add_argument("--mnc-length", default="2", choices=("2", "3"), help="digits of the MNC")
     p.add_argument("--pin", help="card PIN1 to verify first (or $TRELAB_CARD_PIN)")
     p.add_argument("--protocol", choices=("auto", "T0", "T1"), default="auto", help="PC/SC")
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")

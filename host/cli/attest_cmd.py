@@ -1,5 +1,5 @@
 """Edge: ``trelab attest quote | verify`` — TPM quotes as tpm2-tools evidence, and the PVA's
-verifier over them (provisioning.md M4).
+verifier over them (docs/provisioning.md M4).
 
 ``verify`` exits 0 when every check passes, 1 when one fails (``verified: false`` with the
 check and the reason), 2 when the evidence is malformed. It needs the verifier's own

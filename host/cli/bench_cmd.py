@@ -1,5 +1,5 @@
 """Edge: ``trelab bench run | compare | throughput`` — the benchmark harness, its reports, and
-the provisioning-throughput curve of one operator server (issue 5)."""
+the provisioning-throughput curve of one operator server."""
 
 from __future__ import annotations
 

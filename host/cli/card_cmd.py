@@ -81,7 +81,7 @@ def _verify(client: Any, link: Any, pin: str | None) -> None:
 
 def _serve(args: argparse.Namespace) -> Outcome:
     from firmware_stubs.card_serve import CardServer, format_address, parse_vpcd_address, run
-    from firmware_stubs.usim.state import open_card
+    from firmware_stubs.usim.engine import open_card
 
     address = parse_vpcd_address(args.vpcd)
     card = open_card(args.profile, args.state)

@@ -15,7 +15,7 @@ __all__ = ["register"]
 def _serve(args: argparse.Namespace) -> Outcome:
     from firmware_stubs.modem.at import AtModem
     from firmware_stubs.modem.serve import ModemServer, run
-    from firmware_stubs.usim.state import open_card
+    from firmware_stubs.usim.engine import open_card
 
     card = open_card(args.profile, args.state)
     server = ModemServer(AtModem(card), device=args.device, baudrate=args.baud, link=args.link)

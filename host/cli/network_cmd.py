@@ -1,5 +1,5 @@
 """Edge: CLI. ``trelab network init-config | serve | audit`` — the operator side (DRF, PVA,
-DPF, SHO, ICF) as a service on loopback (issue 5).
+DPF, SHO, ICF) as a service on loopback.
 
 ``serve`` prints ``listening on http://HOST:PORT`` (flushed; port 0 picks a free port) before it
 blocks, stops cleanly on SIGTERM/SIGINT, and then reports the responses it served.
@@ -113,9 +113,7 @@ def _audit(args: argparse.Namespace) -> Outcome:
 
 
 def register(nouns: Any) -> None:
-    parser = nouns.add_parser(
-        "network", help="the operator side: DRF, PVA, DPF, SHO, ICF (issue 5)"
-    )
+    parser = nouns.add_parser("network", help="the operator side: DRF, PVA, DPF, SHO, ICF")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 

@@ -1,4 +1,5 @@
-"""Edge: CLI. ``trelab operator add-subscriber | order | revoke | issue-pcid`` — what an
+"""Edge: CLI. ``trelab operator add-subscriber | order | revoke | issue-pcid | hn-key-rotate |
+hn-key-retire | hn-key-list`` — what an
 operator does beside the served roles, on the same configuration and store as ``trelab network
 serve`` (SQLite: safe next to a running server).
 
@@ -8,6 +9,8 @@ serve`` (SQLite: safe next to a running server).
   config folder) and posts it; the TRE fetches it with ``trelab mid activate|suspend|delete``.
   Another SHO's order for the MID is refused (``foreign-mid``).
 - ``revoke``: the DRF revokes a TRE (device id = hex EK name, as ``trelab provision`` prints).
+- ``hn-key-*``: the SIDF's SUCI home network keys (TS 33.501 §6.12.2), private halves sealed in
+  the store; a rotation keeps the replaced key usable until it is retired.
 - ``issue-pcid``: manufacturing stand-in (M0) — the ICF registers a provisional connectivity
   identity valid for ``--validity`` seconds and the factory imports it into the TPM as a MID.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +132,62 @@ def _add_subscriber(args: argparse.Namespace) -> Outcome:
     return Outcome(
         data=data, text=f"subscriber {record.imsi} in {record.sho}'s HSS ({record.state})"
     )
+
+
+def _hn_key_json(key: Any) -> dict[str, Any]:
+    return {
+        "sho": key.sho,
+        "key_id": key.key_id,
+        "profile": {1: "A", 2: "B"}.get(key.profile, str(key.profile)),
+        "public": key.public.hex(),
+        "state": key.state,
+    }
+
+
+def _hn_key_rotate(args: argparse.Namespace) -> Outcome:
+    config = _config(args)
+    store = _store(args, config)
+    try:
+        with store.transaction() as tx:
+            key = _operator(config).rotate_hn_key(
+                tx, sho=args.sho, profile=args.profile, now=int(time.time())
+            )
+    finally:
+        store.close()
+    data = {"version": output.JSON_VERSION, **_hn_key_json(key)}
+    text = f"{key.sho}: home network key {key.key_id} (Profile {args.profile}) {key.public.hex()}"
+    return Outcome(data=data, text=text)
+
+
+def _hn_key_retire(args: argparse.Namespace) -> Outcome:
+    if not re.fullmatch(r"[0-9]{1,3}", args.key_id) or not 0 <= int(args.key_id) <= 255:
+        raise BadInput("--key-id: expected 0 … 255")
+    config = _config(args)
+    store = _store(args, config)
+    try:
+        with store.transaction() as tx:
+            _operator(config).retire_hn_key(
+                tx, sho=args.sho, key_id=int(args.key_id), now=int(time.time())
+            )
+    finally:
+        store.close()
+    data = {"version": output.JSON_VERSION, "sho": args.sho, "key_id": int(args.key_id)}
+    return Outcome(data=data, text=f"{args.sho}: home network key {args.key_id} retired")
+
+
+def _hn_key_list(args: argparse.Namespace) -> Outcome:
+    config = _config(args)
+    if args.sho not in config.shos:
+        raise BadInput(f"--sho {args.sho}: not an SHO of this network ({', '.join(config.shos)})")
+    store = _store(args, config)
+    try:
+        with store.transaction() as tx:
+            keys = [_hn_key_json(k) for k in tx.hn_keys(args.sho)]
+    finally:
+        store.close()
+    data = {"version": output.JSON_VERSION, "sho": args.sho, "keys": keys}
+    lines = [f"{k['key_id']:>3}  {k['profile']}  {k['state']:<8}  {k['public']}" for k in keys]
+    return Outcome(data=data, text="\n".join(lines) or f"{args.sho}: no home network keys")
 
 
 def _order(args: argparse.Namespace) -> Outcome:
@@ -245,6 +305,25 @@ def register(nouns: Any) -> None:
     p.add_argument("--sho", required=True, help="the SHO whose AuC gets the subscriber")
     _store_options(p)
     p.set_defaults(func=_add_subscriber)
+
+    p = verbs.add_parser(
+        "hn-key-rotate", help="SIDF: a new SUCI home network key (the previous one still works)"
+    )
+    p.add_argument("--sho", required=True, help="the SHO whose PLMN the key serves")
+    p.add_argument("--profile", required=True, choices=("A", "B"), help="ECIES profile")
+    _store_options(p)
+    p.set_defaults(func=_hn_key_rotate)
+
+    p = verbs.add_parser("hn-key-retire", help="SIDF: refuse SUCIs under a home network key id")
+    p.add_argument("--sho", required=True)
+    p.add_argument("--key-id", required=True, help="home network public key id, 0 … 255")
+    _store_options(p)
+    p.set_defaults(func=_hn_key_retire)
+
+    p = verbs.add_parser("hn-key-list", help="SIDF: an SHO's home network public keys")
+    p.add_argument("--sho", required=True)
+    _store_options(p)
+    p.set_defaults(func=_hn_key_list)
 
     p = verbs.add_parser("order", help="the owning SHO orders a MID lifecycle transition")
     p.add_argument("--mid", required=True, help="the MID id")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -12,7 +15,14 @@ from typing import Any
 
 from trelab.errors import TrelabError
 
-__all__ = ["JSON_VERSION", "Outcome", "add_json_flag", "run_verb"]
+__all__ = [
+    "JSON_VERSION",
+    "Outcome",
+    "add_json_flag",
+    "exit_like_sigpipe",
+    "run_verb",
+    "stdout_gone",
+]
 
 JSON_VERSION = 1
 
@@ -38,6 +48,34 @@ def _print_json(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def stdout_gone() -> bool:
+    """True when stdout is a pipe whose reader has left (``trelab mid list | head -1``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def exit_like_sigpipe() -> None:
+    """Leave as a Unix tool does when its reader is gone: silently, killed by SIGPIPE (the
+    shell shows 141). Python ignores SIGPIPE, so without this every write to a closed pipe
+    becomes a BrokenPipeError traceback."""
+    with open(os.devnull, "wb") as devnull:  # the interpreter flushes stdout at exit again
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    raise SystemExit(128 + signal.SIGPIPE)  # pragma: no cover - where SIGPIPE cannot kill
+
+
+def error_json(exc: TrelabError | str, *, kind: str | None = None) -> dict[str, Any]:
+    """The ``{"error": …}`` object ``--json`` prints on stdout for any failure."""
+    if isinstance(exc, TrelabError):
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    return {"error": {"type": kind or "Error", "message": exc}}
+
+
 def run_verb(args: argparse.Namespace) -> int:
     """Run ``args.func``, print its outcome, and turn trelab errors into exit codes."""
     verb: Verb = args.func
@@ -47,16 +85,25 @@ def run_verb(args: argparse.Namespace) -> int:
     except TrelabError as exc:
         print(f"trelab: error: {exc}", file=sys.stderr)
         if as_json:
-            _print_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
+            _print_json(error_json(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("trelab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if stdout_gone():  # a verb printing progress to a closed pipe
+            exit_like_sigpipe()
+        traceback.print_exc()
+        return 4
     except Exception:  # a bug: show it in full
         traceback.print_exc()
         return 4
-    if as_json:
-        _print_json(outcome.data)
-    elif outcome.text:
-        print(outcome.text)
+    try:
+        if as_json:
+            _print_json(outcome.data)
+        elif outcome.text:
+            print(outcome.text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        exit_like_sigpipe()
     return outcome.exit_code

@@ -1,5 +1,5 @@
 """Edge: CLI. ``trelab provision --tpm TCTI --network URL --sho NAME`` — the host agent
-provisions one MID into the TPM (issue 5; TR 33.812 §7.1.2.1): register (EK certificate, AK,
+provisions one MID into the TPM (TR 33.812 §7.1.2.1): register (EK certificate, AK,
 credential activation) → validate (quote, PVA verdict) → MID package (DPF-signed, wrapped to
 this TPM, bound to the validated PCRs, numbered MID_CTR + 1) → import → TPM-signed receipt →
 the SHO activates it. An interrupted run is resumed (or rolled back) by the next one.
@@ -114,7 +114,9 @@ def _provision(args: argparse.Namespace) -> Outcome:
     ]
     if result.resumed:
         lines.append("resumed an interrupted provisioning")
-    lines += [f"rolled back: {note}" for note in result.rolled_back]
+    lines += [
+        note if note.startswith("audit:") else f"rolled back: {note}" for note in result.rolled_back
+    ]
     if result.pcid:
         lines.append(f"PCID {result.pcid['imsi']}: {result.pcid['state']}")
     return Outcome(data=data, text="\n".join(lines))
@@ -123,7 +125,7 @@ def _provision(args: argparse.Namespace) -> Outcome:
 def register(nouns: Any) -> None:
     p = nouns.add_parser(
         "provision",
-        help="provision a MID into the TPM from the operator side (issue 5)",
+        help="provision a MID into the TPM from the operator side",
         description=__doc__.split("\n\n")[0].removeprefix("Edge: CLI. ") if __doc__ else None,
     )
     p.add_argument("--sho", required=True, help="the selected home operator (a pinned SHO name)")

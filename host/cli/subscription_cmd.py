@@ -1,5 +1,5 @@
 """Edge: CLI. ``trelab subscription change --mid ID --to SHO`` — change of subscription on the
-TPM TRE (TR 33.812; provisioning.md §1.8): re-validation, MID-B from the new SHO, activation, an
+TPM TRE (TR 33.812; docs/provisioning.md §1.8): re-validation, MID-B from the new SHO, activation, an
 attach test, then MID-A deleted with a TPM-signed deletion proof; if a step fails, MID-B is
 rolled back and MID-A (untouched) is attach-tested again. Exit 0 when the change completed,
 1 when it rolled back.

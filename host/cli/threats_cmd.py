@@ -1,9 +1,9 @@
 """Edge: ``trelab threats`` — every threat of TR 33.812 §7.1.2 (12 against the non-UICC
-alternative, 4 against Alternative 3a) staged against the lab as an executable check, with the
-extra attacks of issue 7; a matrix threat × counter-measure × result.
+alternative, 4 against Alternative 3a) staged against the lab as an executable check, with extra
+attacks beyond it; a matrix threat × counter-measure × result.
 
 Exit 0 when every finding is blocked or honestly classified (not run, organisational, FFS, a
-risk the seed accepts), 1 when something the lab should block did not hold or a check broke,
+risk TR 33.812 accepts), 1 when something the lab should block did not hold or a check broke,
 3 when the lab cannot come up. ``--json`` prints the report document (schema
 ``trelab.threats`` v1, see :mod:`threats.report`).
 """
@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace) -> Outcome:
 def register(nouns: Any) -> None:
     p = nouns.add_parser(
         "threats",
-        help="stage every seed threat (TR 33.812 §7.1.2) against the lab: blocked or not",
+        help="stage every threat of TR 33.812 §7.1.2 against the lab: blocked or not",
         description="Run the threat checks against the lab (brought up if needed) and print"
         " the matrix threat × counter-measure × result.",
     )

@@ -168,12 +168,19 @@ def _list(args: argparse.Namespace) -> Outcome:
     data = registry.read()
     freshness = "unknown (TPM not reachable)"
     audit: bool | None = None
+    audit_text = "unknown (TPM not reachable)"
     try:
-        from tpm.mid import ek_name, verify_audit
+        from tpm.mid import audit_state, ek_name
 
         with _connect(args) as conn:
             freshness = registry.freshness(conn, data, ek_name(conn))
-            audit = verify_audit(conn, data)
+            state = audit_state(conn, data)
+            audit = state == "matches"
+            audit_text = {
+                "matches": "matches TPM",
+                "one event behind": "TPM one event behind (interrupted; the next MID "
+                "operation completes it)",
+            }.get(state, "does NOT match TPM (events missing or altered)")
     except Unavailable:
         pass
     mids = [record.summary() for record in data.mids.values()]
@@ -184,7 +191,7 @@ def _list(args: argparse.Namespace) -> Outcome:
         "audit_events": len(data.audit),
         "mids": mids,
     }
-    lines = [f"registry {registry.path} ({freshness}; audit log matches TPM: {audit})"]
+    lines = [f"registry {registry.path} ({freshness}; audit log {audit_text})"]
     for m in mids:
         lines.append(
             f"{m['mid']}  imsi {m['imsi']}  {m['algorithm']}  {m['policy']}-gated"

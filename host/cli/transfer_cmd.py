@@ -8,7 +8,7 @@ hands the subscription to SHO-B over the signed, encrypted channel of
 :mod:`network.transfer`; SHO-B sends the secured packets to the card through ``--reader``
 (PC/SC) or ``--serial`` (the ENVELOPE inside AT+CSIM), each step reported. With a PIN
 (``--pin`` or ``$TRELAB_CARD_PIN``) it then reads the new IMSI back, attaches with SHO-B's
-HSS, and shows seed threat 2 (SHO-A still knows K): before the K rotation SHO-A computes the
+HSS, and shows TR 33.812 §7.1.2.3.1 threat 2 (SHO-A still knows K): before the K rotation SHO-A computes the
 subscriber's RES/CK/IK and its AUTN passes the card's MAC check; with ``--rotate-k``, after
 the rotation, neither. The old operator's OTA keys are tried too (a harmless READ BINARY):
 refused once the key sets are rotated. A run that was interrupted is resumed by running the

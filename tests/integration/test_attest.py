@@ -2,7 +2,7 @@
 verifier (the PVA's core) rejecting what known verifiers wrongly accepted — relabelled PCR
 selections (CVE-2024-29038), NV certifications passed off as quotes (CVE-2024-29039), a quote
 by another TPM's AK — plus stale nonces, bit flips, wrong reference values and a clock going
-back (TR 33.812 §7.1.2.1 "remote validation"; provisioning.md M4)."""
+back (TR 33.812 §7.1.2.1 "remote validation"; docs/provisioning.md M4)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lab.lab import LabStatus
 from tpm import nv
 from tpm.connection import TpmConnection
+from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused
 from tpm.package import LifecycleBinding, operator_public
 from tpm.policy import policy_digest
@@ -41,7 +42,7 @@ class Owned:
         )
 
     def write(self, approval: nv.StateApproval) -> None:
-        nv.write_lifecycle(self.conn, approval, self.public)
+        write_lifecycle(self.conn, approval, self.public)
 
 
 @pytest.fixture

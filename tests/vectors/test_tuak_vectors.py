@@ -1,7 +1,6 @@
 """TS 35.233 TUAK conformance: every set, every function, from TOP and from TOPc, both engines.
 
-The in-repo file holds Test Sets 1-6; the shared file (three of them), when present, runs as a
-second parametrisation and is skipped alone when absent.
+``aka/data/tuak_35233.json`` holds the document's Test Sets 1-6.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from aka.tuak import KEY_FIELD, SoftwareKeccak, Tuak, encode_key_field, topc_fro
 
 REPO = Path(__file__).resolve().parents[2]
 IN_REPO = REPO / "aka" / "data" / "tuak_35233.json"
-SHARED = (REPO / "../shared/vectors/aka-public.json").resolve()
 h = bytes.fromhex
 
 
@@ -27,13 +25,7 @@ def _sets(path: Path) -> list[dict[str, Any]]:
 
 
 def _params() -> list[Any]:
-    params = [pytest.param(v, id=f"repo: {v['name']}") for v in _sets(IN_REPO)]
-    if SHARED.exists():
-        params += [pytest.param(v, id=f"shared: {v['name']}") for v in _sets(SHARED)]
-    else:
-        reason = f"shared vectors absent: {SHARED}"
-        params.append(pytest.param(None, id="shared", marks=pytest.mark.skip(reason=reason)))
-    return params
+    return [pytest.param(v, id=v["name"]) for v in _sets(IN_REPO)]
 
 
 SETS = _params()
@@ -97,8 +89,6 @@ def test_in_repo_file_has_all_six_sets() -> None:
     assert any(s["lengths_bits"]["RES"] == 256 for s in sets)
     assert any(s["lengths_bits"]["CK"] == 256 for s in sets)
     assert any(s["lengths_bits"]["IK"] == 256 for s in sets)
-    if SHARED.exists():
-        assert all(s in sets for s in _sets(SHARED)), "shared sets must equal in-repo sets 1-3"
 
 
 @pytest.mark.parametrize("engine", HOLDERS)

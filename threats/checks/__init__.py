@@ -1,6 +1,6 @@
-"""Edge: the threat checks, one module per seed threat (``tNN_*.py``) and one for Alternative
+"""Edge: the threat checks, one module per threat (``tNN_*.py``) and one for Alternative
 3a (``alt3a.py``). Each exposes ``run(ctx: ThreatLab) -> list[Finding]``: it stages the
-threat's attacks against the lab and classifies every counter-measure the seed lists.
+threat's attacks against the lab and classifies every counter-measure TR 33.812 lists.
 
 :data:`CHECKS` maps a threat id to its module name; :func:`load` imports one.
 """

@@ -268,7 +268,7 @@ def run_1(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the card accepted a network that does not know its K")
         else:
             a.organisational(
-                "a contract (the seed); tested: without SHO-A's K the card rejects SHO-B's"
+                "a contract (TR 33.812); tested: without SHO-A's K the card rejects SHO-B's"
                 " network (MAC failure) — the subscription cannot move unless SHO-A hands it"
                 " over"
             )
@@ -291,7 +291,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         if ki.threats_before.get("impersonation") or ki.threats_before.get("false_network"):
             a.not_blocked(
                 "until K is changed SHO-A can pass as the subscriber and as its network: a"
-                " transfer cannot make SHO-A forget K (the seed rates this minor and relies on"
+                " transfer cannot make SHO-A forget K (TR 33.812 rates this minor and relies on"
                 " contracts and an OTA key change)",
                 should_block=False,
             )
@@ -313,7 +313,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         else:
             a.blocked(
                 "K rotated by OTA RFM (a proprietary credential command of the emulated USIM:"
-                " standard USIMs cannot, per the seed's editor's note): SHO-A's AUTN now fails"
+                " standard USIMs cannot, per TR 33.812's editor's note): SHO-A's AUTN now fails"
                 f" the card's MAC check ({ki.threats_after.get('card_answer_to_old_operator')})"
             )
     with ctx.attack(
@@ -377,7 +377,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         record = ki.transfer.old_operator_view(ki.old_imsi)
         a.note(sho_a_record_state=record.state, sho_a_still_has_k=bool(record.k))
         a.organisational(
-            f"contracts and inspections (the seed); tested: SHO-A's record is marked"
+            f"contracts and inspections (TR 33.812); tested: SHO-A's record is marked"
             f" '{record.state}' yet still holds K — deletion cannot be proven technically"
         )
     return rec.findings
@@ -398,7 +398,7 @@ def run_3(ctx: ThreatLab) -> list[Finding]:
         if ki.past_ck_recovered:
             a.not_blocked(
                 "AKA has no forward secrecy: the transferred K opens every recorded session"
-                " (the seed's counter-measure is the law and contracts)",
+                " (TR 33.812's counter-measure is the law and contracts)",
                 should_block=False,
             )
         else:
@@ -484,7 +484,7 @@ def run_4(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the card accepted another Milenage profile")
         else:
             a.organisational(
-                "a specification task (the seed); tested: with the right K but another OPc the"
+                "a specification task (TR 33.812); tested: with the right K but another OPc the"
                 " card answers MAC failure — the transfer must carry OPc (trelab's does)"
             )
     with ctx.attack(

@@ -281,7 +281,7 @@ def emulated_ak_public() -> bytes:
 
 
 def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> None:
-    """Network filtering (the seed's "only one APN with restricted IP connectivity"): a device
+    """Network filtering (TR 33.812's "only one APN with restricted IP connectivity"): a device
     authenticates with a PCID, gets the ICF's grant, and uses it beyond the registration
     operator (the SHO's attach endpoint) — the ICF refuses ``ro-only``."""
     from protocol.messages import AttachRequest

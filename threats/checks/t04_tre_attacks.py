@@ -1,6 +1,6 @@
 """Edge: TPM. Threat 4 (§7.1.2.1): logical or physical attacks against a TRE to obtain a MID
 or keys that clone it. Extra attack: an operator-signed policy that tries to duplicate K out
-of the TPM (the PolicyAuthorize trap, tpm.md).
+of the TPM (the PolicyAuthorize trap, docs/tpm.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the TPM gave K away")
         else:
             a.ffs(
-                "the seed leaves the 'proven degree of protection' FFS; tested: every logical"
+                "TR 33.812 leaves the 'proven degree of protection' FFS; tested: every logical"
                 " extraction refused ("
                 + common.extraction_text(refusals)
                 + "); physical/side-channel resistance needs a certified chip (swtpm has none)"

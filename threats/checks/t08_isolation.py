@@ -180,7 +180,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         else:
             a.blocked(
                 f"integrity-checked by the TRE on every use: {error}. A use-gated MID stays"
-                " blocked until re-provisioned (re-establishing its service is FFS in the seed)"
+                " blocked until re-provisioned (re-establishing its service is FFS in TR 33.812)"
             )
 
     with ctx.attack(

@@ -105,7 +105,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PIN crossed the TPM bus in clear")
         else:
             a.ffs(
-                "the seed leaves 4 and 5 FFS; tested: the PIN never crosses the TPM bus (HMAC"
+                "TR 33.812 leaves 4 and 5 FFS; tested: the PIN never crosses the TPM bus (HMAC"
                 " of a salted session)"
             )
 
@@ -127,7 +127,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         if in_clear:
             a.not_blocked(
                 "VERIFY PIN carries the PIN digits in clear over the ME–UICC interface (TS 102"
-                " 221 §11.1.9 has no secure channel); the seed leaves protecting it FFS",
+                " 221 §11.1.9 has no secure channel); TR 33.812 leaves protecting it FFS",
                 should_block=False,
             )
         else:
@@ -305,7 +305,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the verified state survived a card reset")
         else:
             a.ffs(
-                f"which alternative applies is FFS in the seed; tested: after a reset the USIM"
+                f"which alternative applies is FFS in TR 33.812; tested: after a reset the USIM"
                 f" asks again ({answer}); a TPM MID's PIN is checked on every use of K"
             )
 
@@ -352,7 +352,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
                     client.enable_pin(profile.pin1)
         if disabled:
             a.not_blocked(
-                "the USIM lets its user switch PIN1 off (TS 102 221 DISABLE PIN); the seed"
+                "the USIM lets its user switch PIN1 off (TS 102 221 DISABLE PIN); TR 33.812"
                 " notes UICCs allow this and leaves the counter-measure FFS",
                 should_block=False,
             )

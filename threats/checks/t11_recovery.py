@@ -58,7 +58,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.blocked(
                 "factory reset kept the TRE's identity (EK unchanged), killed every MID, and a"
                 " new provisioning re-established access (attach: authenticated). K is never"
-                " backed up (the seed: a Ki backup is impractical) — recovery is re-provisioning"
+                " backed up (TR 33.812: a Ki backup is impractical) — recovery is re-provisioning"
             )
 
     return rec.findings

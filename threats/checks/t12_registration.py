@@ -21,10 +21,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         rec,
         ("1",),
         "trustworthy-registration",
-        "make registration trust-worthy (the seed: how is out of scope)",
+        "make registration trust-worthy (TR 33.812: how is out of scope)",
     ) as a:
         a.organisational(
-            "out of scope in the seed; tested instead: identities chain to the manufacturer CA"
+            "out of scope in TR 33.812; tested instead: identities chain to the manufacturer CA"
             " and prove possession (threats 1, 5), a PCID binds to one TRE (next finding)"
         )
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware_stubs.usim.engine import UsimEngine
+from firmware_stubs.usim.engine import UsimEngine, open_card
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
-from firmware_stubs.usim.state import CardStore, open_card
+from firmware_stubs.usim.state import CardStore
 from trelab.errors import BadInput
 
 from .conftest import PIN1, Card

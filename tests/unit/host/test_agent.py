@@ -464,3 +464,58 @@ def test_agent_state_round_trips_and_refuses_malformed_files() -> None:
         state.mid("m9")
     with pytest.raises(BadInput):
         ProvisionState.from_json({"step": "nowhere"})
+
+
+@pytest.mark.parametrize("rat", ["eps", "5g"])
+def test_attach_over_eps_and_5g_checks_amf_separation_and_the_key_proof(rat: str) -> None:
+    from aka.access import key_proof, me_answer
+
+    serving = "00101" if rat == "eps" else "5G:mnc001.mcc001.3gppnetwork.org"
+    rand, autn = os.urandom(16), os.urandom(6) + b"\x80\x00" + os.urandom(8)
+    ck, ik, res = os.urandom(16), os.urandom(16), os.urandom(8)
+
+    def challenge(net: Net, amf: bytes = b"\x80\x00") -> Authenticate:
+        event = client.receive(
+            net.reply(
+                m.AuthChallenge,
+                rand=rand,
+                autn=autn[:6] + amf + autn[8:],
+                serving_network=serving,
+                abba=b"\0\0",
+            )
+        )
+        assert isinstance(event, Authenticate) and event.serving_network == serving
+        return event
+
+    client, send = AttachClient.begin(os.urandom(32), "001010000000001", rat)  # type: ignore[arg-type]
+    net = Net(send)
+    challenge(net, b"\x00\x00")
+    with pytest.raises(AgentRefused) as caught:
+        client.answered(AkaSuccess(res, ck, ik))
+    assert caught.value.code == "amf-separation"
+
+    client, send = AttachClient.begin(os.urandom(32), "001010000000001", rat)  # type: ignore[arg-type]
+    net = Net(send)
+    challenge(net)
+    answer = net.take(client.answered(AkaSuccess(res, ck, ik)))
+    assert isinstance(answer, m.AuthResponse)
+    mine = me_answer(
+        rat,  # type: ignore[arg-type]
+        res=res,
+        ck=ck,
+        ik=ik,
+        rand=rand,
+        autn=autn,
+        serving_network=serving,
+        supi="imsi-001010000000001",
+    )
+    assert answer.res == mine.response and len(answer.res) == (16 if rat == "5g" else 8)
+    assert answer.key_proof == key_proof(mine.anchor, rand)
+    saved = net.session.state
+    with pytest.raises(RemoteProtocolError, match="key proof"):
+        client.receive(net.peek(m.AttachResult, accepted=True, reason="ok"))
+    net.session = type(net.session)("network", saved)
+    wrong = client.receive(
+        net.peek(m.AttachResult, accepted=True, reason="ok", key_proof=bytes(16))
+    )
+    assert isinstance(wrong, AttachDone) and wrong.keys_match is False

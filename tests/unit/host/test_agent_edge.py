@@ -1,10 +1,12 @@
-"""The agent's edge helpers that need no TPM: the crash hook, the timing proxy, the agent file,
+"""The agent's edge helpers that need no TPM: the crash hook, the TPM command observer, the agent file,
 the pinned trust file, the grant routing, the HSS record parser of ``operator add-subscriber``."""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +16,6 @@ from host.cli.operator_cmd import parse_hss_record
 from host.provision import (
     CRASH_ENV,
     AgentFiles,
-    TpmClock,
     chain,
     crash_hook,
     load_trust,
@@ -23,6 +24,7 @@ from host.provision import (
 from network.config import device_trust
 from tests.unit.network.conftest import make_config
 from tpm.registry import Registry
+from tpm.tss import Transport
 from trelab.errors import BadInput, Unavailable
 
 
@@ -47,38 +49,44 @@ def test_crash_hook_fires_once_at_the_nth_time_and_only_when_asked(
     assert seen == ["x", "before-import"]
 
 
-class _Esys:
-    """A stand-in object with ESAPI-shaped methods (no TPM: only the proxy is under test)."""
+class _CannedTransport(Transport):
+    """A transport answering every command with TPM_RC_SUCCESS (or a set code), no TPM: only
+    the observer plumbing is under test here; tests/integration runs it on swtpm."""
 
     def __init__(self) -> None:
-        self.calls: list[str] = []
+        super().__init__()
+        self.rc = 0
 
-    def nv_increment(self, handle: int) -> int:
-        self.calls.append("nv_increment")
-        return handle + 1
-
-    def tr_close(self, handle: int) -> None:
-        self.calls.append("tr_close")
-
-    def broken(self) -> None:
-        raise RuntimeError("refused")
+    def _exchange(self, command: bytes) -> bytes:
+        return struct.pack(">HII", 0x8001, 10, self.rc)
 
 
-def test_the_timing_proxy_times_tpm_commands_and_hooks_them_by_step() -> None:
-    from host.provision import _TimedEsys
+def _command(code: int) -> bytes:
+    return struct.pack(">HII", 0x8001, 10, code)
 
-    esys, clock, points = _Esys(), TpmClock(), []
-    timed: Any = _TimedEsys(esys, clock, points.append)
-    assert timed.nv_increment(1) == 2
-    with clock.step("import"):
-        timed.nv_increment(2)
-        timed.tr_close(3)  # handle bookkeeping: no TPM command, not timed
-        with pytest.raises(RuntimeError):
-            timed.broken()
-    assert esys.calls == ["nv_increment", "nv_increment", "tr_close"]
-    assert clock.calls == 3 and set(clock.by_command) == {"nv_increment", "broken"}
-    assert points == ["import/tpm:nv_increment", "import/tpm:broken"]
+
+def test_instrumented_times_tpm_commands_and_hooks_them_by_step() -> None:
+    from host.provision import instrumented
+
+    transport, points = _CannedTransport(), []
+    conn: Any = SimpleNamespace(transport=transport)
+    with instrumented(conn, points.append) as clock:
+        transport.execute(_command(0x134))  # NV_Increment, outside a step: timed, no hook
+        with clock.step("import"):
+            transport.execute(_command(0x134))
+            transport.execute(_command(0x156))  # Import
+            transport.rc = 0x98E
+            transport.execute(_command(0x137))  # NV_Write, refused: still a TPM command
+    transport.execute(_command(0x134))  # after the block: not observed
+    assert clock.calls == 4 and clock.seconds > 0
+    assert {k: v[0] for k, v in clock.by_command.items()} == {
+        "nv_increment": 2,
+        "import_": 1,
+        "nv_write": 1,
+    }
+    assert points == ["import/tpm:nv_increment", "import/tpm:import_", "import/tpm:nv_write"]
     assert clock.label == ""
+    assert transport.commands == 5
 
 
 def test_agent_file_round_trips_atomically_with_mode_0600(tmp_path: Path) -> None:

@@ -1,0 +1,344 @@
+"""Edge: TPM. The lean layer's commands on a connection: :mod:`tpm.lean` builds and checks the
+bytes, the connection's transport (:mod:`tpm.tss`) moves them.
+
+Objects loaded by ESYS are addressed here by their TPM handle and name (ESYS keeps the
+object; the layer only authorises commands on it); sessions started here stay here
+(:class:`tpm.lean.Session`, never an ESYS handle). tpm2-pytss's marshalling types turn public
+areas and PCR selections into bytes and names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from tpm2_pytss import TPM2B_PUBLIC, TPML_PCR_SELECTION
+from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC
+
+from tpm import lean
+from tpm import session_crypto as sc
+from tpm.connection import TpmConnection
+from tpm.lean import CC, Auth, Session
+from trelab.errors import BadInput, RemoteProtocolError
+
+__all__ = [
+    "LeanObject",
+    "encrypt_decrypt2",
+    "flush_session",
+    "load",
+    "policy_auth_value",
+    "policy_command_code",
+    "policy_pcr",
+    "policy_restart",
+    "policy_secret",
+    "salt_key",
+    "session",
+    "start_session",
+    "unseal",
+]
+
+_CURVES: dict[int, ec.EllipticCurve] = {
+    int(TPM2_ECC.NIST_P256): ec.SECP256R1(),
+    int(TPM2_ECC.NIST_P384): ec.SECP384R1(),
+}
+
+
+class LeanObject:
+    """A loaded TPM object as the layer addresses it: TPM handle, name, authValue."""
+
+    __slots__ = ("auth_value", "handle", "name")
+
+    def __init__(self, handle: int, name: bytes, auth_value: bytes = b"") -> None:
+        self.handle = handle
+        self.name = name
+        self.auth_value = auth_value
+
+    @classmethod
+    def from_esys(
+        cls, conn: TpmConnection, esys_handle: Any, auth_value: bytes = b""
+    ) -> LeanObject:
+        """The layer's view of an object ESYS loaded (ESYS keeps ownership and flushes it)."""
+        handle = int(conn.esys.tr_get_tpm_handle(esys_handle))
+        name = bytes(conn.esys.tr_get_name(esys_handle).marshal())[2:]
+        return cls(handle, name, auth_value)
+
+    def __repr__(self) -> str:
+        return f"LeanObject(0x{self.handle:08x})"
+
+
+def salt_key(public: Any) -> sc.SaltKey:
+    """The salt key of a TPM2B_PUBLIC (ECC or RSA decryption key, SHA-256 name).
+
+    Raises:
+        BadInput: not an ECC/RSA key, or a curve or nameAlg the layer does not handle.
+    """
+    area = public.publicArea
+    name_alg = int(area.nameAlg)
+    if area.type == TPM2_ALG.ECC:
+        curve = _CURVES.get(int(area.parameters.eccDetail.curveID))
+        if curve is None:
+            raise BadInput("salt key: unsupported ECC curve")
+        return sc.EccSaltKey(
+            curve, bytes(area.unique.ecc.x), bytes(area.unique.ecc.y), name_alg=name_alg
+        )
+    if area.type == TPM2_ALG.RSA:
+        exponent = int(area.parameters.rsaDetail.exponent) or 65537
+        modulus = int.from_bytes(bytes(area.unique.rsa), "big")
+        return sc.RsaSaltKey(rsa.RSAPublicNumbers(exponent, modulus).public_key(), name_alg)
+    raise BadInput("salt key: not an ECC or RSA key")
+
+
+def start_session(
+    conn: TpmConnection,
+    *,
+    kind: Literal["hmac", "policy"] = "hmac",
+    salt_to: tuple[int, Any] | None = None,
+    symmetric: bool = True,
+) -> Session:
+    """TPM2_StartAuthSession for the layer: ``salt_to`` = (TPM handle, TPM2B_PUBLIC) of a
+    loaded decryption key the caller trusts (its public area checked by the TPM, e.g. it was
+    loaded from the operator's package); the salt is encrypted to it.
+
+    Raises:
+        TpmRefused: the TPM refuses.
+    """
+    nonce_caller = os.urandom(sc.DIGEST_SIZE[sc.ALG_SHA256])
+    salt, secret = b"", b""
+    tpm_key = lean.RH_NULL
+    if salt_to is not None:
+        tpm_key = salt_to[0]
+        salt, secret = sc.encrypt_salt(salt_key(salt_to[1]))
+    command = lean.wrap_start_auth_session(
+        tpm_key=tpm_key,
+        bind=lean.RH_NULL,
+        nonce_caller=nonce_caller,
+        encrypted_salt=secret,
+        kind=kind,
+        symmetric=symmetric,
+    )
+    handle, nonce_tpm = lean.unwrap_start_auth_session(conn.transport.execute(command))
+    return lean.open_session(handle, nonce_tpm, nonce_caller, salt, kind=kind, symmetric=symmetric)
+
+
+def flush_session(conn: TpmConnection, session: Session) -> None:
+    """TPM2_FlushContext of a layer session (best effort: it may be gone already)."""
+    with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
+        lean.unwrap_plain(
+            CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(session.handle))
+        )
+
+
+@contextlib.contextmanager
+def session(conn: TpmConnection, **kwargs: Any) -> Iterator[Session]:
+    """A layer session, flushed afterwards."""
+    s = start_session(conn, **kwargs)
+    try:
+        yield s
+    finally:
+        flush_session(conn, s)
+
+
+def _run(
+    conn: TpmConnection,
+    code: int,
+    handles: list[LeanObject],
+    params: bytes,
+    auths: list[Auth],
+    *,
+    extra_handles: tuple[tuple[int, bytes], ...] = (),
+    response_handles: int = 0,
+) -> tuple[list[int], bytes]:
+    command, pending = lean.wrap(
+        code,
+        [h.handle for h in handles] + [h for h, _ in extra_handles],
+        [h.name for h in handles] + [n for _, n in extra_handles],
+        params,
+        auths,
+        response_handles=response_handles,
+    )
+    return pending.unwrap(conn.transport.execute(command))
+
+
+def _auth(obj: LeanObject, session: Session | None, *, decrypt: bool, encrypt: bool) -> Auth:
+    if session is None:
+        if decrypt or encrypt:
+            raise BadInput("parameter encryption needs a session")
+        return Auth(None, obj.auth_value)
+    return Auth(session, obj.auth_value, decrypt=decrypt, encrypt=encrypt)
+
+
+def encrypt_decrypt2(
+    conn: TpmConnection,
+    key: LeanObject,
+    data: bytes,
+    *,
+    decrypt: bool,
+    mode: int,
+    iv: bytes,
+    session: Session | None,
+    protect: bool = True,
+) -> bytes:
+    """TPM2_EncryptDecrypt2 on ``key``: with a ``session`` and ``protect``, inData and outData
+    travel AES-CFB encrypted under the session (TPMA_SESSION decrypt|encrypt). Returns outData.
+    """
+    params = lean.encrypt_decrypt2_params(data, decrypt=decrypt, mode=mode, iv=iv)
+    on = protect and session is not None
+    _, out = _run(
+        conn, CC.ENCRYPT_DECRYPT_2, [key], params, [_auth(key, session, decrypt=on, encrypt=on)]
+    )
+    return lean.encrypt_decrypt2_result(out)[0]
+
+
+def encrypt_decrypt(
+    conn: TpmConnection,
+    key: LeanObject,
+    data: bytes,
+    *,
+    decrypt: bool,
+    mode: int,
+    iv: bytes,
+    session: Session | None,
+    protect: bool = False,
+) -> bytes:
+    """TPM2_EncryptDecrypt (v1, Part 3 §15.2): its first parameter is the decrypt flag, not a
+    TPM2B, so parameter encryption cannot hide inData; ``protect`` must stay False.
+
+    Raises:
+        BadInput: ``protect`` asked for.
+    """
+    if protect:
+        raise BadInput("TPM2_EncryptDecrypt cannot carry an encrypted inData")
+    params = bytes([1 if decrypt else 0]) + mode.to_bytes(2, "big") + lean.tpm2b(iv)
+    params += lean.tpm2b(data)
+    _, out = _run(
+        conn, CC.ENCRYPT_DECRYPT, [key], params, [_auth(key, session, decrypt=False, encrypt=False)]
+    )
+    return lean.encrypt_decrypt2_result(out)[0]
+
+
+def unseal(
+    conn: TpmConnection, item: LeanObject, *, session: Session | None, protect: bool = True
+) -> bytes:
+    """TPM2_Unseal: with a ``session`` and ``protect``, the response is encrypted."""
+    on = protect and session is not None
+    _, out = _run(conn, CC.UNSEAL, [item], b"", [_auth(item, session, decrypt=False, encrypt=on)])
+    return lean.single_tpm2b(out, "Unseal")
+
+
+def load(
+    conn: TpmConnection,
+    parent: LeanObject,
+    private: bytes,
+    public: bytes,
+    *,
+    session: Session | None,
+    auth_value: bytes = b"",
+) -> LeanObject:
+    """TPM2_Load under ``parent`` (``private`` a marshalled TPM2B_PRIVATE, ``public`` a
+    marshalled TPM2B_PUBLIC); the TPM's name is checked against the public area's. The caller
+    flushes the object (:func:`flush_object`)."""
+    params = private + public
+    handles, out = _run(
+        conn,
+        CC.LOAD,
+        [parent],
+        params,
+        [_auth(parent, session, decrypt=False, encrypt=False)],
+        response_handles=1,
+    )
+    name = lean.single_tpm2b(out, "Load")
+    expected = _public_name(public)
+    if not sc.hmac_equal(name, expected):
+        flush_object(conn, handles[0])
+        raise RemoteProtocolError(
+            "Load: the TPM's name for the object differs from its public area"
+        )
+    return LeanObject(handles[0], name, auth_value)
+
+
+def _public_name(public: bytes) -> bytes:
+    obj, _ = TPM2B_PUBLIC.unmarshal(public)
+    return bytes(obj.get_name().marshal())[2:]
+
+
+def flush_object(conn: TpmConnection, handle: int) -> None:
+    with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
+        lean.unwrap_plain(CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(handle)))
+
+
+def _policy(conn: TpmConnection, code: int, session: Session, params: bytes = b"") -> None:
+    lean.unwrap_plain(code, conn.transport.execute(lean.wrap_plain(code, [session.handle], params)))
+
+
+def policy_restart(conn: TpmConnection, session: Session) -> None:
+    _policy(conn, CC.POLICY_RESTART, session)
+    session.auth_value_needed = False
+
+
+def policy_pcr(conn: TpmConnection, session: Session, pcr_digest: bytes, selection: str) -> None:
+    """TPM2_PolicyPCR with a tpm2-tools style selection (``sha256:0,1``)."""
+    pcrs = bytes(TPML_PCR_SELECTION.parse(selection).marshal())
+    _policy(conn, CC.POLICY_PCR, session, lean.policy_pcr_params(pcr_digest, pcrs))
+
+
+def policy_command_code(conn: TpmConnection, session: Session, code: int) -> None:
+    _policy(conn, CC.POLICY_COMMAND_CODE, session, code.to_bytes(4, "big"))
+
+
+def policy_auth_value(conn: TpmConnection, session: Session) -> None:
+    _policy(conn, CC.POLICY_AUTH_VALUE, session)
+    session.policy_auth_value()
+
+
+def policy_secret(conn: TpmConnection, session: Session, entity: LeanObject) -> None:
+    """TPM2_PolicySecret on ``entity`` (authorised with its authValue as password: the
+    entities trelab uses this on, the SRK and the endorsement hierarchy, have an empty one)."""
+    _run(
+        conn,
+        CC.POLICY_SECRET,
+        [entity],
+        lean.policy_secret_params(),
+        [Auth(None, entity.auth_value)],
+        extra_handles=((session.handle, session.handle.to_bytes(4, "big")),),
+    )
+
+
+def policy_or(conn: TpmConnection, session: Session, digests: list[bytes]) -> None:
+    """TPM2_PolicyOR (Part 3 §23.6): pHashList, a TPML_DIGEST."""
+    params = len(digests).to_bytes(4, "big") + b"".join(lean.tpm2b(d) for d in digests)
+    _policy(conn, CC.POLICY_OR, session, params)
+
+
+def run_policy(
+    conn: TpmConnection,
+    session: Session,
+    steps: list[Any],
+    objects: dict[bytes, LeanObject],
+) -> None:
+    """Send the policy commands of ``steps`` (:mod:`tpm.policy`) in ``session``; PolicySecret
+    finds its object by name in ``objects``.
+
+    Raises:
+        BadInput: a step the lean layer does not send (PolicyNV, PolicyAuthorize, …): the
+            caller runs such policies through ESYS.
+        TpmRefused: the TPM refused a step.
+    """
+    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyPcr, PolicySecret
+
+    for step in steps:
+        if isinstance(step, PolicyPcr):
+            policy_pcr(conn, session, step.digest, step.selection)
+        elif isinstance(step, PolicySecret):
+            entity = objects.get(step.auth_name)
+            if entity is None or step.policy_ref:
+                raise BadInput("PolicySecret: no object of that name for the lean layer")
+            policy_secret(conn, session, entity)
+        elif isinstance(step, PolicyAuthValue):
+            policy_auth_value(conn, session)
+        elif isinstance(step, PolicyCommandCode):
+            policy_command_code(conn, session, step.code)
+        else:
+            raise BadInput(f"the lean layer does not send {type(step).__name__}")
