@@ -26,7 +26,16 @@ from trelab import proc
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput, Unavailable
 
-__all__ = ["RESOURCE_MANAGERS", "FrontStatus", "TpmFront", "check_choice", "profile_names"]
+__all__ = [
+    "RESOURCE_MANAGERS",
+    "FrontStatus",
+    "ProxyProcess",
+    "TpmFront",
+    "check_choice",
+    "profile_names",
+    "start_proxy",
+    "stop_proxy",
+]
 
 RESOURCE_MANAGERS = ("abrmd",)
 NONE = "none"
@@ -61,11 +70,36 @@ def check_choice(profile: str | None, manager: str | None) -> None:
 
 @dataclass(frozen=True)
 class _Proxy:
+    """A running TPM proxy process (pid + start time identify it)."""
+
     pid: int
     start: int
     port: int
     profile: str
     swtpm_port: int
+
+    @property
+    def tcti(self) -> str:
+        return swtpm.tcti(self.port)
+
+    def alive(self) -> bool:
+        return proc.matches(
+            self.pid,
+            program=os.path.basename(sys.executable),
+            start=self.start,
+            contains="firmware_stubs.tpm_proxy",
+        )
+
+
+ProxyProcess = _Proxy
+
+
+def stop_proxy(proxy: _Proxy) -> bool:
+    """Stop the proxy if it is still that process; True if it was."""
+    if not proxy.alive():
+        return False
+    proc.terminate(proxy.pid)
+    return True
 
 
 @dataclass(frozen=True)
@@ -135,12 +169,7 @@ class TpmFront:
 
     @staticmethod
     def _proxy_alive(proxy: _Proxy) -> bool:
-        return proc.matches(
-            proxy.pid,
-            program=os.path.basename(sys.executable),
-            start=proxy.start,
-            contains="firmware_stubs.tpm_proxy",
-        )
+        return proxy.alive()
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -203,7 +232,7 @@ class TpmFront:
             self._stop_proxy(proxy, actions)
             proxy = None
         if want_profile is not None and proxy is None:
-            proxy = self._start_proxy(want_profile, swtpm_port)
+            proxy = start_proxy(self.dir, want_profile, swtpm_port)
             actions.append(f"started the TPM proxy as {want_profile} (pid {proxy.pid}, "
                            f"port {proxy.port})")  # fmt: skip
         elif proxy is not None:
@@ -244,39 +273,44 @@ class TpmFront:
         self.record_file.unlink(missing_ok=True)
 
     def _stop_proxy(self, proxy: _Proxy, actions: list[str]) -> None:
-        if self._proxy_alive(proxy):
-            proc.terminate(proxy.pid)
+        if stop_proxy(proxy):
             actions.append(f"stopped the TPM proxy (pid {proxy.pid})")
 
-    def _start_proxy(self, profile: str, swtpm_port: int) -> _Proxy:
-        """Raises: Unavailable: it exited or did not listen in time."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.dir / "proxy.log"
-        for _ in range(3):  # a port pair taken between the pick and the bind: pick again
-            port = swtpm.find_free_port_pair()
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-            argv = [sys.executable, "-m", "firmware_stubs.tpm_proxy", "--profile", profile,
-                    "--port", str(port), "--swtpm-port", str(swtpm_port)]  # fmt: skip
-            with log_path.open("ab") as log:
-                child = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    start_new_session=True, env=env,
-                )  # fmt: skip
 
-            def listening(child: subprocess.Popen[bytes] = child, port: int = port) -> bool:
-                return child.poll() is not None or _accepts(port)
+def start_proxy(workdir: Path, profile: str, swtpm_port: int) -> _Proxy:
+    """Start ``python -m firmware_stubs.tpm_proxy`` as ``profile`` in front of the swtpm on
+    ``swtpm_port``, on a free port pair; its log is ``workdir/proxy.log``.
 
-            proc.wait_until(listening, _PROXY_START_TIMEOUT, interval=0.05)
-            started = proc.starttime(child.pid)
-            if child.poll() is None and started is not None:
-                return _Proxy(child.pid, started, port, profile, swtpm_port)
-            if child.returncode != 3:
-                break
-        with contextlib.suppress(Exception):
-            if child.poll() is None:
-                proc.terminate(child.pid)
-        raise Unavailable(
-            f"the TPM proxy ({profile}) did not start (exit {child.returncode})",
-            fix=f"see {log_path}",
-        )
+    Raises:
+        Unavailable: it exited or did not listen in time.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "proxy.log"
+    for _ in range(3):  # a port pair taken between the pick and the bind: pick again
+        port = swtpm.find_free_port_pair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "firmware_stubs.tpm_proxy", "--profile", profile,
+                "--port", str(port), "--swtpm-port", str(swtpm_port)]  # fmt: skip
+        with log_path.open("ab") as log:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, env=env,
+            )  # fmt: skip
+
+        def listening(child: subprocess.Popen[bytes] = child, port: int = port) -> bool:
+            return child.poll() is not None or _accepts(port)
+
+        proc.wait_until(listening, _PROXY_START_TIMEOUT, interval=0.05)
+        started = proc.starttime(child.pid)
+        if child.poll() is None and started is not None:
+            return _Proxy(child.pid, started, port, profile, swtpm_port)
+        if child.returncode != 3:
+            break
+    with contextlib.suppress(Exception):
+        if child.poll() is None:
+            proc.terminate(child.pid)
+    raise Unavailable(
+        f"the TPM proxy ({profile}) did not start (exit {child.returncode})",
+        fix=f"see {log_path}",
+    )
