@@ -91,7 +91,7 @@ def run_main_job(
             )
     rounds = rounds if rounds is not None else (5 if quick else 31)
     if rounds < 1:
-        raise BadInput("--rounds: must be ≥ 1")
+        raise BadInput("must be ≥ 1", field="rounds")
     lab = status = None
     was_running = True
     if use_lab:

@@ -96,6 +96,9 @@ _CPU = ("server", "agents", "swtpm")
 _LATENCY = ("median", "p95", "min", "max")
 
 
+MAX_SAMPLE_NS = 10**18  # one operation's duration: 31 years bounds it, and floats hold it
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -207,8 +210,8 @@ def validate_report(data: Any) -> None:
             for key in _SUMMARY:
                 if not isinstance(summary.get(key), int | float):
                     raise BadInput(f"report: records[{i}].summary.{key} missing or not a number")
-        if not all(isinstance(s, int | float) for s in record["samples"]):
-            raise BadInput(f"report: records[{i}].samples must be numbers")
+        if not all(_number(s) and 0 <= s <= MAX_SAMPLE_NS for s in record["samples"]):
+            raise BadInput(f"report: records[{i}].samples must be durations in ns")
         for key in ("ci95_median", "overhead_vs_raw", "raw_reference"):
             if key not in record:
                 raise BadInput(f"report: records[{i}].{key} missing")

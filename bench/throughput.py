@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 from .stats import median, percentile
@@ -71,11 +72,11 @@ def parse_levels(text: str) -> tuple[int, ...]:
         BadInput: not a comma-separated list of integers in 1..MAX_LEVEL.
     """
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise BadInput(f"--levels {text!r}: expected comma-separated integers, e.g. 1,2,4,8")
+    if not parts or not all(is_decimal(p) for p in parts):
+        raise BadInput(f"{text!r}: expected comma-separated integers, e.g. 1,2,4,8", field="levels")
     levels = sorted({int(p) for p in parts})
     if levels[0] < 1 or levels[-1] > MAX_LEVEL:
-        raise BadInput(f"--levels {text!r}: each level must be within 1..{MAX_LEVEL}")
+        raise BadInput(f"{text!r}: each level must be within 1..{MAX_LEVEL}", field="levels")
     return tuple(levels)
 
 
@@ -87,7 +88,11 @@ def cpu_ticks(stat: str) -> int:
     """
     # comm (field 2) may hold spaces and ')': the fields after it start after the last ')'
     fields = stat[stat.rfind(")") + 2 :].split()
-    if ")" not in stat or len(fields) < 13 or not (fields[11].isdigit() and fields[12].isdigit()):
+    if (
+        ")" not in stat
+        or len(fields) < 13
+        or not (is_decimal(fields[11]) and is_decimal(fields[12]))
+    ):
         raise BadInput("not a /proc/PID/stat line")
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 overall
 
@@ -100,7 +105,7 @@ def host_busy_ticks(stat: str) -> int:
         BadInput: not that file's layout.
     """
     first = stat.split("\n", 1)[0].split()
-    if len(first) < 6 or first[0] != "cpu" or not all(f.isdigit() for f in first[1:]):
+    if len(first) < 6 or first[0] != "cpu" or not all(is_decimal(f) for f in first[1:]):
         raise BadInput("not a /proc/stat cpu line")
     # user nice system idle iowait irq softirq steal (guest time is already in user)
     ticks = [int(f) for f in first[1:9]]

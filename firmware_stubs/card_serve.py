@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Literal, TextIO
 
 from trelab.atomic import atomic_write_text
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError
 
 from .vpcd import VpcdCard, VpcdConnection
@@ -58,13 +59,13 @@ def parse_vpcd_address(text: str) -> tuple[str, int]:
         BadInput: a port that is not 1…65535.
     """
     host, _, port_text = text.strip().rpartition(":")
-    if not host and not port_text.isdigit():
+    if not host and not is_decimal(port_text):
         host, port_text = port_text, ""
     host = host.strip("[]") or DEFAULT_VPCD[0]
     if not port_text:
         return host, DEFAULT_VPCD[1]
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise BadInput(f"--vpcd: port {port_text!r} is not 1…65535")
+    if not is_decimal(port_text) or not 1 <= int(port_text) <= 65535:
+        raise BadInput(f"port {port_text!r} is not 1…65535", field="vpcd")
     return host, int(port_text)
 
 

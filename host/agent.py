@@ -33,11 +33,11 @@ MID, what the TPM registry does not: owning SHO, network, last command number.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -45,7 +45,9 @@ from aka.access import MeAnswer, Rat, amf_separation_ok, key_proof, me_answer
 from aka.usim import AkaMacFailure, AkaResult, AkaSuccess, AkaSyncFailure
 from protocol.errors import SignatureInvalid
 from protocol.messages import (
+    REPORT_ENDPOINT,
     SESSION_ID_SIZE,
+    STATE_AFTER,
     Ack,
     AttachRequest,
     AttachResult,
@@ -76,12 +78,14 @@ from protocol.transitions import PHASES, Phase, Session, SessionState
 from tpm.package import Package, operator_public
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError, RemoteProtocolError
+from trelab.jsontext import load_json
 
 __all__ = [
     "AGENT_FORMAT",
     "CRASH_POINTS",
     "REPORT_ENDPOINT",
     "STATE_AFTER",
+    "STEP_AFTER",
     "Activate",
     "AgentRefused",
     "AgentState",
@@ -106,14 +110,6 @@ __all__ = [
 ]
 
 AGENT_FORMAT = "trelab.agent-state"
-REPORT_ENDPOINT = "drf/report"  # network.roles.REPORT_ENDPOINT
-#: Lifecycle state a MID is in after each transition (TR 33.812 threat 7; network.roles).
-STATE_AFTER = {
-    "activate": "ACTIVE",
-    "resume": "ACTIVE",
-    "suspend": "SUSPENDED",
-    "delete": "DELETED",
-}
 #: Where ``TRELAB_TEST_CRASH_AT`` can kill a provisioning agent (see :mod:`host.provision`):
 #: before a request is sent (journaled, not sent), after its reply arrived (not processed), and
 #: around the TPM steps; ``<step>/tpm:<esys method>`` kills right after that TPM command.
@@ -159,7 +155,7 @@ def _public_key(value: Any, what: str) -> ec.EllipticCurvePublicKey:
         raise BadInput(f"device trust: {what} must be a PEM public key")
     try:
         key = serialization.load_pem_public_key(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
         raise BadInput(f"device trust: {what} is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BadInput(f"device trust: {what} is not a P-256 key (ES256)")
@@ -415,6 +411,26 @@ Step = Literal[
 ]
 _STEPS: tuple[str, ...] = Step.__args__  # type: ignore[attr-defined]
 
+#: The provisioning client's own steps (journaled, so a killed agent resumes where it was):
+#: (step, what happened) → next step. What happened is the network's reply (a message type,
+#: already in order by :data:`protocol.transitions.NEXT`) or the runner's result (the name of
+#: the client method that takes it). An absent pair is a bug in the runner.
+STEP_AFTER: dict[tuple[Step, type[Message] | str], Step] = {
+    ("registering", CredentialChallenge): "challenged",
+    ("challenged", "activated"): "proving",
+    ("proving", ValidationChallenge): "validating",
+    ("validating", "quoted"): "evidencing",
+    ("evidencing", Verdict): "validated",
+    ("validated", "target"): "requesting",
+    ("requesting", MidPackage): "delivered",
+    ("delivered", "installed"): "certifying",
+    ("certifying", "certified"): "receipting",
+    ("receipting", LifecycleCommand): "commanded",  # the SHO activates at once
+    ("commanded", "transitioned"): "certifying",
+    ("receipting", Ack): "done",
+}
+_REPLIES = {h for _, h in STEP_AFTER if not isinstance(h, str)}
+
 
 def _hex(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
@@ -606,9 +622,17 @@ class ProvisioningClient(_Client):
             self._state, session=self._session.state, pending=self._pending, **changes
         )
 
-    def _step(self, *allowed: str) -> None:
-        if self._state.step not in allowed:
-            raise LocalProtocolError(f"provisioning client is at {self._state.step}, not {allowed}")
+    def _next(self, happened: type[Message] | str) -> Step:
+        """The step after ``happened`` (:data:`STEP_AFTER`); changes nothing.
+
+        Raises:
+            LocalProtocolError: not allowed at the current step (the runner's bug).
+        """
+        step = STEP_AFTER.get((self._state.step, happened))
+        if step is None:
+            what = happened if isinstance(happened, str) else happened.__name__
+            raise LocalProtocolError(f"provisioning client is at {self._state.step}: no {what}")
+        return step
 
     # -- replies ----------------------------------------------------------------------------------
 
@@ -621,9 +645,12 @@ class ProvisioningClient(_Client):
         """
         trial, msg = self._accept(wire)
         st = self._state
+        if type(msg) not in _REPLIES:
+            raise RemoteProtocolError(f"unexpected {type(msg).__name__} in provisioning")
+        step = self._next(type(msg))
         if isinstance(msg, CredentialChallenge):
             self._commit(trial)
-            self._update(step="challenged")
+            self._update(step=step)
             return Activate(msg.credential_blob, msg.encrypted_secret)
         if isinstance(msg, ValidationChallenge):
             _expect(
@@ -634,24 +661,24 @@ class ProvisioningClient(_Client):
             )
             self._commit(trial)
             qualifying = quote_qualifying_data(msg.nonce, trial.session_id, trial.transcript)
-            self._update(step="validating", selection=msg.pcr_selection)
+            self._update(step=step, selection=msg.pcr_selection)
             return Quote(qualifying, msg.pcr_selection)
         if isinstance(msg, Verdict):
             self._check_verdict(msg, now)
             self._commit(trial)
-            self._update(step="validated", verdict=wire)
+            self._update(step=step, verdict=wire)
             return DescribeTarget(msg.pcr_selection, msg.pcr_digest)
         if isinstance(msg, MidPackage):
             package = self._check_package(msg, now)
             self._commit(trial)
-            self._update(step="delivered", manifest=wire)
+            self._update(step=step, manifest=wire)
             verdict = st.decoded_verdict()
             return Install(msg, package, verdict.pcr_digest if verdict else b"")
         if isinstance(msg, LifecycleCommand):
             manifest = self._manifest()
             self._check_command(msg, manifest.mid_id, manifest.sho, ("activate",))
             self._commit(trial)
-            self._update(step="commanded", command=wire)
+            self._update(step=step, command=wire)
             return ApplyTransition.of(msg, st.slot)
         if isinstance(msg, Ack):
             manifest = self._manifest()
@@ -664,7 +691,7 @@ class ProvisioningClient(_Client):
             )
             self._commit(trial)
             command_seq = st.last_command_seq
-            self._update(step="done")
+            self._update(step=step)
             return Finished(
                 manifest.mid_id,
                 manifest.imsi,
@@ -674,7 +701,7 @@ class ProvisioningClient(_Client):
                 st.slot,
                 command_seq,
             )
-        raise RemoteProtocolError(f"unexpected {type(msg).__name__} in provisioning")
+        raise LocalProtocolError(f"{type(msg).__name__} has a step but no handler")
 
     def _command(self) -> LifecycleCommand:
         command = decode(self._state.command) if self._state.command else None
@@ -713,7 +740,7 @@ class ProvisioningClient(_Client):
         _expect(msg.sho == st.sho, "wrong-sho", f"package from SHO {msg.sho}, {st.sho} was asked")
         _expect(now < msg.not_after, "stale-package", "the MID package has expired")
         try:
-            package = Package.from_json(json.loads(msg.package))
+            package = Package.from_json(load_json(msg.package, "MID package"))
         except (BadInput, ValueError, UnicodeDecodeError) as exc:
             raise AgentRefused("bad-package", f"the MID package does not parse: {exc}") from None
         _expect(
@@ -783,26 +810,26 @@ class ProvisioningClient(_Client):
 
     def activated(self, secret: bytes) -> Send:
         """M3 answer: the secret TPM2_ActivateCredential released."""
-        self._step("challenged")
+        step = self._next("activated")
         send = self._send(
             "drf/proof",
             self._session.make(
                 CredentialProof, proof=credential_proof(secret, self._session.transcript)
             ),
         )
-        self._update(step="proving")
+        self._update(step=step)
         return send
 
     def quoted(self, *, quote_msg: bytes, quote_sig: bytes, pcrs: bytes, pcrlist: str) -> Send:
         """M4 answer: TPM2_Quote output and the PCR values."""
-        self._step("validating")
+        step = self._next("quoted")
         send = self._send(
             "pva/evidence",
             self._session.make(
                 Evidence, quote_msg=quote_msg, quote_sig=quote_sig, pcrs=pcrs, pcrlist=pcrlist
             ),
         )
-        self._update(step="evidencing")
+        self._update(step=step)
         return send
 
     def target(
@@ -816,7 +843,7 @@ class ProvisioningClient(_Client):
         certify_sig: bytes = b"",
     ) -> Send:
         """M5: what the DPF binds the package to (SRK, slot, MID_CTR)."""
-        self._step("validated")
+        step = self._next("target")
         send = self._send(
             "dpf/package",
             self._session.make(
@@ -828,21 +855,21 @@ class ProvisioningClient(_Client):
                 certify_sig=certify_sig,
             ),
         )
-        self._update(step="requesting", srk_name=srk_name, slot=slot, counter=counter)
+        self._update(step=step, srk_name=srk_name, slot=slot, counter=counter)
         return send
 
     def installed(self) -> Certify:
         """The TPM accepted the package: certify MID_STATE = INSTALLED and MID_CTR = sequence."""
-        self._step("delivered")
+        step = self._next("installed")
         manifest = self._manifest()
-        self._update(step="certifying", event="install")
+        self._update(step=step, event="install")
         return self._certify("install", manifest.sequence)
 
     def transitioned(self) -> Certify:
         """The commanded transition is applied in the TPM: certify the new MID_STATE byte."""
-        self._step("commanded")
+        step = self._next("transitioned")
         command = self._command()
-        self._update(step="certifying", event=command.transition)
+        self._update(step=step, event=command.transition)
         return self._certify(command.transition, None)
 
     def _certify(self, event: str, counter: int | None) -> Certify:
@@ -853,7 +880,7 @@ class ProvisioningClient(_Client):
 
     def certified(self, evidence: Mapping[str, bytes]) -> Send:
         """M7/M8: the receipt (AK-signed NV_Certify attestations) of the last event."""
-        self._step("certifying")
+        step = self._next("certified")
         st = self._state
         manifest = self._manifest()
         sequence = manifest.sequence
@@ -870,7 +897,7 @@ class ProvisioningClient(_Client):
             ),
         )
         last = st.last_command_seq if st.event == "install" else sequence
-        self._update(step="receipting", last_command_seq=last)
+        self._update(step=step, last_command_seq=last)
         return send
 
 

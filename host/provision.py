@@ -74,6 +74,7 @@ from tpm.connection import TpmConnection
 from tpm.registry import Registry
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, Unavailable
+from trelab.jsontext import load_json
 
 __all__ = [
     "CRASH_ENV",
@@ -452,10 +453,7 @@ class AgentFiles:
             return AgentState()
         except OSError as exc:
             raise BadInput(f"agent state {self.path}: {exc.strerror}") from None
-        try:
-            return AgentState.from_json(json.loads(text))
-        except json.JSONDecodeError:
-            raise BadInput(f"agent state {self.path}: not JSON") from None
+        return AgentState.from_json(load_json(text, f"agent state {self.path}"))
 
     def write(self, state: AgentState) -> None:
         """Atomic (temp + fsync + rename), mode 0600 (the journal may hold an ICF grant).
@@ -487,7 +485,7 @@ def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
     except OSError as exc:
         raise BadInput(f"device trust {where}: {exc.strerror}") from None
     try:
-        return parse_device_trust(json.loads(text))
+        return parse_device_trust(load_json(text, f"device trust {where}"))
     except json.JSONDecodeError:
         raise BadInput(f"device trust {where}: not JSON") from None
 
@@ -704,7 +702,7 @@ def _resume(run: _Run, state: ProvisionState) -> Finished:
             verdict = state.decoded_verdict()
             if manifest is None or verdict is None:
                 raise _Restart("journal at step delivered without its manifest and verdict")
-            package = Package.from_json(json.loads(manifest.package))
+            package = Package.from_json(load_json(manifest.package, "MID package"))
             event = Install(manifest, package, verdict.pcr_digest)
         elif state.step == "commanded":
             from protocol.messages import LifecycleCommand, decode

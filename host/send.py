@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from host.agent import Send
 from protocol.client import Transport
+from protocol.messages import RO_ROLES
 from trelab.errors import TrelabError
 
 __all__ = ["post", "report"]
@@ -13,7 +14,7 @@ __all__ = ["post", "report"]
 def post(transport: Transport, send: Send, grant: bytes | None = None) -> bytes:
     """One request; an ICF grant goes only to the RO's endpoints (DRF, PVA, DPF)."""
     role = send.endpoint.split("/", 1)[0]
-    use = grant if role in ("drf", "pva", "dpf") else None
+    use = grant if role in RO_ROLES else None
     return transport.post(send.endpoint, send.wire, grant=use)
 
 

@@ -62,10 +62,11 @@ def check_choice(profile: str | None, manager: str | None) -> None:
     """Raises: BadInput for an unknown profile or resource manager."""
     if profile is not None and profile != NONE and profile not in profile_names():
         raise BadInput(
-            f"--tpm-profile: {profile!r} is not one of {', '.join(profile_names())} (or none)"
+            f"{profile!r} is not one of {', '.join(profile_names())} (or none)",
+            field="tpm_profile",
         )
     if manager is not None and manager != NONE and manager not in RESOURCE_MANAGERS:
-        raise BadInput(f"--resource-manager: {manager!r} is not abrmd (or none)")
+        raise BadInput(f"{manager!r} is not abrmd (or none)", field="resource_manager")
 
 
 @dataclass(frozen=True)

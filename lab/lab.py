@@ -348,7 +348,7 @@ class Lab:
         resource_manager: str | None = None,
     ) -> None:
         if port is not None and not 1024 <= port < 65535:
-            raise BadInput(f"--port: {port} not in 1024..65534")
+            raise BadInput(f"{port} not in 1024..65534", field="port")
         check_choice(tpm_profile, resource_manager)
         self.tpm_profile, self.resource_manager = tpm_profile, resource_manager
         self.path = Path(path).expanduser().absolute()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
+from trelab.digits import is_decimal
 from trelab.errors import Unavailable
 
 __all__ = [
@@ -345,7 +346,7 @@ def _clear_stale_socket() -> None:
         text = pid_file.read_text().strip()
     except OSError:
         return
-    if text.isdigit() and proc.is_alive(int(text)):
+    if is_decimal(text) and proc.is_alive(int(text)):
         return
     for name in ("pcscd.comm", "pcscd.pid"):
         with contextlib.suppress(OSError):

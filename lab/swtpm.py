@@ -30,6 +30,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from trelab import proc
 from trelab.atomic import atomic_write_bytes, atomic_write_text
+from trelab.digits import is_decimal
 from trelab.errors import CheckFailed, Unavailable
 
 __all__ = [
@@ -296,7 +297,7 @@ def _read_pid_file(path: Path) -> int | None:
         text = path.read_text().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if is_decimal(text) else None
 
 
 def running_process(paths: SwtpmPaths, pid: int, start: int | None) -> bool:

@@ -30,6 +30,7 @@ from protocol.errors import BadConfig
 from protocol.messages import SigningKey
 from tpm.pcrsel import DIGEST_SIZES, format_selection, parse_selection
 from trelab.atomic import atomic_write_bytes, atomic_write_text
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = [
@@ -182,7 +183,7 @@ def _load_reference(value: Any) -> dict[str, dict[int, bytes]]:
             raise BadConfig(f"validation.reference: {bank!r} is not a PCR bank")
         out[bank] = {}
         for index, digest in values.items():
-            if not (isinstance(index, str) and index.isdigit() and isinstance(digest, str)):
+            if not (isinstance(index, str) and is_decimal(index) and isinstance(digest, str)):
                 raise BadConfig(f"validation.reference.{bank}: {index!r} is not index → hex")
             try:
                 raw = bytes.fromhex(digest)
@@ -326,7 +327,7 @@ def load_config(
     try:
         text = data.decode("utf-8")
         doc = tomllib.loads(text) if where.suffix == ".toml" else json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         kind = "TOML" if where.suffix == ".toml" else "JSON"
         raise BadConfig(f"config {where}: not {kind} ({str(exc).splitlines()[0]})") from None
     return parse_config(doc, where.parent, where, default_trusted_cas=default_trusted_cas)
@@ -367,7 +368,7 @@ def init_config(
         if not _NAME.fullmatch(name) or name in ("pva", "dpf", "icf"):
             raise BadConfig(f"SHO name {name!r}: a short lower-case name, not pva/dpf/icf")
     try:
-        selection = format_selection(parse_selection(pcr_selection, what="--pcrs"))
+        selection = format_selection(parse_selection(pcr_selection, what="pcr_selection"))
     except BadInput as exc:
         raise BadConfig(str(exc)) from None
     if not Path(ca_bundle).is_file():

@@ -60,6 +60,10 @@ from aka.tuak import SoftwareKeccak, Tuak
 from protocol.errors import Refused, RemoteProtocolError, Unavailable
 from protocol.messages import (
     INITIAL_TRANSCRIPT,
+    REPORT_ENDPOINT,
+    RO_ROLES,
+    STATE_AFTER,
+    STATES_BEFORE,
     Ack,
     AttachRequest,
     AttachResult,
@@ -136,24 +140,13 @@ ENDPOINTS: dict[str, type[Message]] = {
     "sho/auth": AuthResponse,
     "drf/report": Error,
 }
-#: Where a TRE reports what *it* refused (a package for another TRE, a changed platform, a
-#: network that failed AKA): an Error bound to a known session, written to the audit trail.
-REPORT_ENDPOINT = "drf/report"
-
-#: The registration operator's roles: what a PCID grant may reach (ICF).
-RO_ROLES = frozenset({"drf", "pva", "dpf"})
 _STARTERS: dict[type[Message], str] = {
     RegisterRequest: "provision",
     LifecycleRequest: "lifecycle",
     AttachRequest: "attach",
 }
-_FROM = {
-    "activate": ("INSTALLED",),
-    "suspend": ("ACTIVE",),
-    "resume": ("SUSPENDED",),
-    "delete": ("INSTALLED", "ACTIVE", "SUSPENDED"),
-}
-_TO = {"activate": "ACTIVE", "suspend": "SUSPENDED", "resume": "ACTIVE", "delete": "DELETED"}
+_FROM = STATES_BEFORE
+_TO = STATE_AFTER
 _HSS_STATE = {
     "PENDING": "pending",
     "INSTALLED": "installed",
@@ -339,7 +332,7 @@ class Operator:
         Raises:
             RemoteProtocolError: malformed, wrong endpoint, unknown or expired session, out of
                 order, replayed or bound to another transcript.
-            Refused: a role refused (reason code in ``.reason``).
+            Refused: a role refused (its short code in ``.code``).
             SignatureInvalid: a signed order does not verify.
             Unavailable: no package builder is configured.
         """

@@ -50,6 +50,7 @@ from protocol.errors import (
 )
 from protocol.messages import CBOR, INITIAL_TRANSCRIPT, SESSION_ID_SIZE, Error, decode, encode
 from trelab.crash import SERVER_CRASH_ENV, crash_hook, no_crash
+from trelab.digits import is_decimal
 from trelab.errors import TrelabError
 
 __all__ = ["CBOR", "NetworkApp", "Response", "parse_listen", "running_server", "serve"]
@@ -172,7 +173,7 @@ class NetworkApp:
         except SignatureInvalid as exc:
             return self._refused(403, "signature", exc, endpoint, body, now)
         except Refused as exc:
-            return self._refused(403, exc.reason, exc, endpoint, body, now)
+            return self._refused(403, exc.code, exc, endpoint, body, now)
         except CheckFailed as exc:
             return self._refused(403, "refused", exc, endpoint, body, now)
         except BadInput as exc:
@@ -222,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not is_decimal(length):
             self._answer(_error(411, "length", "Content-Length required"))
             return None
         if int(length) > self.server.app.config.max_body:
@@ -266,8 +267,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep:
         host, port = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        raise BadInput(f"--listen {text!r}: expected HOST:PORT with a port 0..65535")
+    if not is_decimal(port) or int(port) > 65535:
+        raise BadInput(f"{text!r}: expected HOST:PORT with a port 0..65535", field="listen")
     return host, int(port)
 
 

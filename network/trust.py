@@ -148,7 +148,7 @@ class TpmTrust:
                 expected_ak_name=ak_name,
             )
         except QuoteRejected as exc:
-            raise Refused(f"quote-{exc.check}", str(exc)) from None
+            raise Refused(f"quote-{exc.code}", str(exc)) from None
         except BadInput as exc:
             raise Refused("bad-evidence", str(exc)) from None
         digest = evidence.attest.pcr_digest or b""
@@ -263,6 +263,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
     from tpm2_pytss import TPM2B_PUBLIC
 
+    from tpm.marshal import public_name
     from tpm.package import (
         AlgorithmSpec,
         LifecycleBinding,
@@ -273,7 +274,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     )
 
     srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
-    target = Target(ek_public=inputs.ek_public, srk_name=bytes(srk.get_name()))
+    target = Target(ek_public=inputs.ek_public, srk_name=public_name(srk, "SRK public"))
     try:
         algorithm = AlgorithmSpec(name=inputs.algorithm, **dict(inputs.params))  # type: ignore[arg-type]
         policy = MidPolicy(

@@ -53,7 +53,7 @@ def raise_for_error(status: int, body: bytes) -> bytes:
     Raises:
         RemoteProtocolError: 400-class protocol errors (or an unreadable error body).
         SignatureInvalid: 403 for a signature that does not verify.
-        Refused: other 403 refusals (``.reason`` = the Error's code).
+        Refused: other 403 refusals (``.code`` = the Error's code).
         Unavailable: 503.
     """
     if status == 200:

@@ -5,8 +5,8 @@
     CheckFailed (exit 1)
     ├── RemoteProtocolError      a malformed, reordered, replayed or mis-bound message
     ├── SignatureInvalid         a COSE_Sign1 signature does not verify for the named signer
-    └── Refused(reason)          a role said no: unknown CA, revoked device, stale verdict,
-                                 wrong SHO, MID not ACTIVE … (``reason`` is a short code)
+    └── Refused(code)            a role said no: unknown CA, revoked device, stale verdict,
+                                 wrong SHO, MID not ACTIVE … (``code`` is a short code)
     BadInput (exit 2)
     └── BadConfig                the network configuration file is malformed
     Unavailable (exit 3)         a part the role needs (e.g. the MID package builder) is absent
@@ -41,12 +41,18 @@ class SignatureInvalid(CheckFailed):
 
 
 class Refused(CheckFailed):
-    """A role refused a well-formed request; ``reason`` is a stable short code for the audit
-    trail and the Error message (``unknown-ca``, ``revoked``, ``stale-verdict``, …)."""
+    """A role refused a well-formed request; ``code`` is a stable short code for the audit
+    trail and the Error message (``unknown-ca``, ``revoked``, ``stale-verdict``, …) — the same
+    attribute every trelab error with a short code has."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        """The earlier name of :attr:`code`."""
+        return self.code
 
 
 class BadConfig(BadInput):

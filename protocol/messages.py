@@ -46,8 +46,12 @@ __all__ = [
     "LIFECYCLE_STATES",
     "MAX_MESSAGE",
     "MESSAGE_TYPES",
+    "REPORT_ENDPOINT",
+    "RO_ROLES",
     "SESSION_ID_SIZE",
     "SIGNED_TYPES",
+    "STATES_BEFORE",
+    "STATE_AFTER",
     "TRANSITIONS",
     "VERSION",
     "Ack",
@@ -99,6 +103,24 @@ Sender = Literal["device", "network"]
 #: What the SHO may order for a MID, and the lifecycle states of TR 33.812 §7.1.2.1 threat 7.
 TRANSITIONS = ("activate", "suspend", "resume", "delete")
 LIFECYCLE_STATES = ("PENDING", "INSTALLED", "ACTIVE", "SUSPENDED", "DELETED")
+#: The state each transition may start from, and the state it leaves the MID in.
+STATES_BEFORE: dict[str, tuple[str, ...]] = {
+    "activate": ("INSTALLED",),
+    "suspend": ("ACTIVE",),
+    "resume": ("SUSPENDED",),
+    "delete": ("INSTALLED", "ACTIVE", "SUSPENDED"),
+}
+STATE_AFTER: dict[str, str] = {
+    "activate": "ACTIVE",
+    "suspend": "SUSPENDED",
+    "resume": "ACTIVE",
+    "delete": "DELETED",
+}
+#: Where a TRE reports what *it* refused (a package for another TRE, a changed platform, a
+#: network that failed AKA): an Error bound to a known session, for the audit trail.
+REPORT_ENDPOINT = "drf/report"
+#: The registration operator's roles: the only endpoints a PCID grant reaches (ICF).
+RO_ROLES = frozenset({"drf", "pva", "dpf"})
 _RECEIPT_EVENTS = ("install", *TRANSITIONS)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _IMSI = re.compile(r"[0-9]{6,15}")

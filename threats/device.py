@@ -10,7 +10,6 @@ attack needs to stop half-way.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from protocol.messages import (
     verify_signature,
 )
 from protocol.transitions import Session, SessionState
+from trelab.jsontext import load_json
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -228,7 +228,7 @@ def unpack(manifest: MidPackage) -> Package:
     from tpm.package import Package
 
     try:
-        package = Package.from_json(json.loads(manifest.package))
+        package = Package.from_json(load_json(manifest.package, "MID package"))
     except ValueError as exc:
         raise RemoteProtocolError(f"MID package: {exc}") from None
     if (package.mid_id, package.imsi, package.seq) != (

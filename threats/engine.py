@@ -61,7 +61,7 @@ def select_threats(only: Sequence[str] | None) -> list[str]:
     for name in only:
         matches = [i for i in ids if i == name or (name == "3a" and i.startswith("3a-"))]
         if not matches:
-            raise BadInput(f"--only: no threat {name!r} (known: {', '.join(ids)}, 3a)")
+            raise BadInput(f"no threat {name!r} (known: {', '.join(ids)}, 3a)", field="only")
         wanted += [m for m in matches if m not in wanted]
     return [i for i in ids if i in wanted]
 

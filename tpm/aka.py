@@ -82,9 +82,9 @@ def authenticate(
         RegistryRollback: the registry is older than REG_CTR.
     """
     if len(rand) != 16:
-        raise BadInput(f"--rand: {len(rand)} bytes, expected 16")
+        raise BadInput(f"{len(rand)} bytes, expected 16", field="rand")
     if len(autn) != 16:
-        raise BadInput(f"--autn: {len(autn)} bytes, expected 16")
+        raise BadInput(f"{len(autn)} bytes, expected 16", field="autn")
     # one AKA is a burst of TPM commands: one kept connection where the transport allows it
     with conn.transport.kept(), registry.locked():
         name = ek_name(conn)

@@ -30,7 +30,7 @@ def parse_tcti(tcti: str) -> tuple[str, str]:
     """
     name, _, conf = tcti.strip().partition(":")
     if not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise BadInput(f"--tpm: {tcti!r} is not a TCTI string (e.g. device:/dev/tpmrm0)")
+        raise BadInput(f"{tcti!r} is not a TCTI string (e.g. device:/dev/tpmrm0)", field="tcti")
     return name, conf
 
 

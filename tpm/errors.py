@@ -5,7 +5,7 @@
     CheckFailed (exit 1)
     ├── EkCertificateRejected     EK certificate missing, malformed, or not chaining to the CA
     ├── CredentialRejected        credential activation failed (AK not in the TPM owning the EK)
-    └── QuoteRejected(check)      a quote failed one named check of the verifier
+    └── QuoteRejected(code)       a quote failed one named check of the verifier
 
 Messages name the check, never key material, nonces of other parties or secrets.
 """
@@ -35,11 +35,16 @@ class CredentialRejected(CheckFailed):
 
 
 class QuoteRejected(CheckFailed):
-    """A quote failed verification; ``check`` names which check (``signature``, ``nonce``,
+    """A quote failed verification; ``code`` names which check (``signature``, ``nonce``,
     ``magic``, ``type``, ``pcr-selection``, ``pcr-digest``, ``reference``, ``clock``,
-    ``ak``)."""
+    ``ak``), ``detail`` says what was wrong."""
 
-    def __init__(self, check: str, reason: str) -> None:
-        super().__init__(f"quote rejected ({check}): {reason}")
-        self.check = check
-        self.reason = reason
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"quote rejected ({code}): {detail}")
+        self.code = code
+        self.detail = detail
+
+    @property
+    def check(self) -> str:
+        """The earlier name of :attr:`code`."""
+        return self.code

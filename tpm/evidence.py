@@ -17,7 +17,6 @@ checks against them. Each file is written atomically (public data, mode 0644).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from tpm.marshal import ak_public_from_blob, ak_public_from_pem, parse_attest, p
 from tpm.pcrsel import DIGEST_SIZES, PcrSelection, format_selection, parse_selection
 from tpm.verify import AkPublic, Evidence, spki
 from trelab.atomic import atomic_write_bytes, atomic_write_text
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = [
     "EVIDENCE_FILES",
@@ -152,10 +153,7 @@ def load_reference(path: str | os.PathLike[str]) -> dict[str, dict[int, bytes]]:
         BadInput: unreadable, not that shape, wrong digest length.
     """
     data = _read(Path(path), required=True) or b""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BadInput(f"{path}: not JSON") from None
+    doc = load_json(data, str(path))
     if not isinstance(doc, dict):
         raise BadInput(f"{path}: expected {{bank: {{index: hex}}}}")
     out: dict[str, dict[int, bytes]] = {}
@@ -164,7 +162,7 @@ def load_reference(path: str | os.PathLike[str]) -> dict[str, dict[int, bytes]]:
             raise BadInput(f"{path}: {bank!r} is not a PCR bank with {{index: hex}}")
         out[bank] = {}
         for index, value in values.items():
-            if not (isinstance(index, str) and index.isdigit() and isinstance(value, str)):
+            if not (isinstance(index, str) and is_decimal(index) and isinstance(value, str)):
                 raise BadInput(f"{path}: {bank}:{index!r} is not index → hex digest")
             try:
                 digest = bytes.fromhex(value)

@@ -53,6 +53,7 @@ from tpm.connection import TpmConnection
 from tpm.ek import EkKind, ek_policy_session, ek_tpm_public, loaded_ek, read_ek_certificates
 from tpm.ek import verify_ek_chain as _verify_ek_chain
 from tpm.errors import CredentialRejected, EkCertificateRejected
+from tpm.marshal import public_name
 from trelab.errors import BadInput, Unavailable
 
 __all__ = [
@@ -287,6 +288,7 @@ def check_ak_public(ak_public: Any) -> bytes:
 
     Raises:
         CredentialRejected: an attribute is missing.
+        BadInput: a nameAlg that cannot be hashed here.
     """
     attrs = int(ak_public.publicArea.objectAttributes)
     missing = int(AK_ATTRIBUTES) & ~attrs
@@ -294,7 +296,7 @@ def check_ak_public(ak_public: Any) -> bytes:
         raise CredentialRejected(
             f"AK public area lacks {TPMA_OBJECT(missing)!s}: not an attestation key"
         )
-    return bytes(ak_public.get_name())
+    return public_name(ak_public, "AK public")
 
 
 @dataclass(frozen=True)

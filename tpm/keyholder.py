@@ -32,7 +32,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tpm2_pytss import TPM2B_IV, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
@@ -49,6 +49,7 @@ from trelab.errors import BadInput, TrelabError, Unavailable
 
 __all__ = [
     "Authorizer",
+    "LeanPolicy",
     "Mode",
     "SealedAes",
     "SealedKeccak",
@@ -59,6 +60,17 @@ __all__ = [
 ]
 
 Mode = Literal["ecb", "cfb", "sealed"]
+
+
+class LeanPolicy(Protocol):
+    """Runs a policy-gated key's steps in the lean layer's policy session before each command
+    (``before``) and records the TPM's reset of the policy after a successful one (``after``)."""
+
+    def before(self) -> None: ...
+
+    def after(self) -> None: ...
+
+
 #: Returns a context manager yielding the session that authorises one command on the key
 #: (a policy session with its steps just run).
 Authorizer = Callable[[], AbstractContextManager[Any]]
@@ -205,6 +217,7 @@ class TpmBlockCipher(BlockCipher):
         bus_protected: bool = False,
         lean_key: LeanObject | None = None,
         lean_session: Session | None = None,
+        lean_policy: LeanPolicy | None = None,
     ) -> None:
         if mode not in ("ecb", "cfb"):
             raise BadInput(f"TPM block cipher mode {mode!r}: expected ecb or cfb")
@@ -232,6 +245,7 @@ class TpmBlockCipher(BlockCipher):
         self._session = ESYS_TR.PASSWORD if session is None else session
         self._lean_key = lean_key
         self._lean_session = lean_session
+        self._lean_policy = lean_policy
         self._lean_send = (
             lean_commands.encrypt_decrypt2
             if command == "EncryptDecrypt2"
@@ -249,7 +263,10 @@ class TpmBlockCipher(BlockCipher):
 
     def _lean_command(self, decrypt: bool, mode: Any, iv: bytes, data: bytes) -> bytes:
         assert self._lean_key is not None
+        policy = self._lean_policy
         try:
+            if policy is not None:
+                policy.before()
             out = self._lean_send(
                 self._conn, self._lean_key, data, decrypt=decrypt, mode=int(mode), iv=iv,
                 session=self._lean_session, protect=self.bus_protected,
@@ -262,6 +279,8 @@ class TpmBlockCipher(BlockCipher):
             if self._lean_session is not None:
                 lean_commands.flush_session(self._conn, self._lean_session)
             raise
+        if policy is not None:
+            policy.after()
         self.calls += 1
         return out
 

@@ -64,9 +64,11 @@ class CC:
     """Command codes (Part 2 §6.5) of the commands this layer wraps."""
 
     NV_INCREMENT = 0x134
+    NV_READ = 0x14E
     NV_WRITE = 0x137
     POLICY_NV = 0x149
     POLICY_SECRET = 0x151
+    IMPORT = 0x156
     LOAD = 0x157
     QUOTE = 0x158
     UNSEAL = 0x15E
@@ -147,6 +149,7 @@ class Session:
     #: a response HMAC failed (or the TPM refused ours): flush and start a new session
     broken: bool = False
     uses: int = 0
+    _keyed: dict[bytes, sc.KeyedHmac] = field(default_factory=dict, repr=False)
 
     @property
     def nonce_size(self) -> int:
@@ -157,6 +160,18 @@ class Session:
         if self.kind != "policy":
             raise BadInput("PolicyAuthValue is for policy sessions")
         self.auth_value_needed = True
+
+    def keyed(self, auth_value: bytes) -> sc.KeyedHmac:
+        """The HMAC under this command's key (:meth:`hmac_key`), keyed once per session and
+        authValue: it computes the command/response HMACs and the CFB key of the session."""
+        key, value = self.hmac_key(auth_value)
+        value = value.rstrip(b"\x00")  # trailing zeros never key an HMAC (Part 1 §19.6.5)
+        keyed = self._keyed.get(value)
+        if keyed is None:
+            if self.auth_hash != sc.ALG_SHA256:
+                raise BadInput("the lean layer's sessions use SHA-256")
+            keyed = self._keyed[value] = sc.KeyedHmac(self.auth_hash, key + value)
+        return keyed
 
     def hmac_key(self, auth_value: bytes) -> tuple[bytes, bytes]:
         """(sessionKey, authValue part) keying this command's HMAC (Part 1 §19.6.5): an HMAC
@@ -339,10 +354,9 @@ class Pending:
             if session is None:
                 continue  # password session: nothing to verify
             if rphash is None:
-                rphash = sc.rp_hash(session.auth_hash, self.code, params)
-            key, value = session.hmac_key(auth.auth_value)
-            expected = sc.response_hmac(
-                session.auth_hash, key, value, rphash, nonce_tpm, nonce_caller, r_attrs
+                rphash = sc.sha256(struct.pack(">II", 0, self.code), params)
+            expected = session.keyed(auth.auth_value).mac(
+                rphash, nonce_tpm, nonce_caller, bytes((r_attrs,))
             )
             if not sc.hmac_equal(expected, mac):
                 session.broken = True
@@ -380,8 +394,8 @@ def _crypt_first(
     if not session.symmetric:
         raise BadInput("parameter encryption needs a session started with AES-128-CFB")
     payload, end = parse_tpm2b(params, 0)
-    key, value = session.hmac_key(auth_value)
-    aes_key, iv = sc.cfb_key(session.auth_hash, key + value.rstrip(b"\x00"), newer, older)
+    material = session.keyed(auth_value).kdfa(b"CFB", newer, older, 256)
+    aes_key, iv = material[:16], material[16:]
     done = sc.encrypt_cfb(aes_key, iv, payload) if encrypt else sc.decrypt_cfb(aes_key, iv, payload)
     return params[:2] + done + params[end:]
 
@@ -433,10 +447,9 @@ def wrap(
             area += tpm2b(auth.auth_value)
             continue
         if cphash is None:
-            cphash = sc.cp_hash(session.auth_hash, code, list(names), sent_params)
-        key, value = session.hmac_key(auth.auth_value)
-        mac = sc.command_hmac(
-            session.auth_hash, key, value, cphash, nonce_caller, session.nonce_tpm, attrs
+            cphash = sc.sha256(struct.pack(">I", code), *names, sent_params)
+        mac = session.keyed(auth.auth_value).mac(
+            cphash, nonce_caller, session.nonce_tpm, bytes((attrs,))
         )
         area += struct.pack(">I", session.handle) + tpm2b(nonce_caller) + bytes([attrs])
         area += tpm2b(mac)

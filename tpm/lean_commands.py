@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -119,7 +120,7 @@ def start_session(
         kind=kind,
         symmetric=symmetric,
     )
-    handle, nonce_tpm = lean.unwrap_start_auth_session(conn.transport.execute(command))
+    handle, nonce_tpm = lean.unwrap_start_auth_session(_execute(conn, command))
     return lean.open_session(handle, nonce_tpm, nonce_caller, salt, kind=kind, symmetric=symmetric)
 
 
@@ -141,6 +142,20 @@ def session(conn: TpmConnection, **kwargs: Any) -> Iterator[Session]:
         flush_session(conn, s)
 
 
+#: TPM_RC_YIELDED, TPM_RC_TESTING, TPM_RC_RETRY: the TPM did not execute the command; the
+#: same bytes go again (its sessions are unchanged), as ESYS does
+_TRY_AGAIN = frozenset({0x908, 0x90A, 0x922})
+_ATTEMPTS = 16
+
+
+def _execute(conn: TpmConnection, command: bytes) -> bytes:
+    for _ in range(_ATTEMPTS - 1):
+        response = conn.transport.execute(command)
+        if len(response) < 10 or struct.unpack_from(">I", response, 6)[0] not in _TRY_AGAIN:
+            return response
+    return conn.transport.execute(command)
+
+
 def _run(
     conn: TpmConnection,
     code: int,
@@ -159,7 +174,7 @@ def _run(
         auths,
         response_handles=response_handles,
     )
-    return pending.unwrap(conn.transport.execute(command))
+    return pending.unwrap(_execute(conn, command))
 
 
 def _auth(obj: LeanObject, session: Session | None, *, decrypt: bool, encrypt: bool) -> Auth:
@@ -260,8 +275,38 @@ def load(
 
 
 def _public_name(public: bytes) -> bytes:
+    """The name of a marshalled TPM2B_PUBLIC: nameAlg ‖ H(TPMT_PUBLIC) (Part 1 §16), computed
+    straight from the bytes for SHA-256, through tpm2-pytss otherwise."""
+    if len(public) > 6 and public[4:6] == sc.ALG_SHA256.to_bytes(2, "big"):
+        return public[4:6] + sc.sha256(public[2:])
     obj, _ = TPM2B_PUBLIC.unmarshal(public)
     return bytes(obj.get_name().marshal())[2:]
+
+
+def public_name(public: Any) -> bytes:
+    """The name of a tpm2-pytss TPM2B_PUBLIC."""
+    return _public_name(bytes(public.marshal()))
+
+
+def import_object(
+    conn: TpmConnection,
+    parent: LeanObject,
+    public: bytes,
+    duplicate: bytes,
+    seed: bytes,
+    *,
+    session: Session | None,
+) -> bytes:
+    """TPM2_Import (Part 3 §13.3) of a duplication blob without inner wrapper (symmetricAlg
+    TPM_ALG_NULL, empty encryptionKey) under ``parent``; ``public``, ``duplicate`` and ``seed``
+    are the marshalled TPM2B_PUBLIC, TPM2B_PRIVATE and TPM2B_ENCRYPTED_SECRET. Returns the
+    marshalled TPM2B_PRIVATE to load."""
+    params = lean.tpm2b(b"") + public + duplicate + seed + struct.pack(">H", lean.ALG_NULL)
+    _, out = _run(
+        conn, CC.IMPORT, [parent], params, [_auth(parent, session, decrypt=False, encrypt=False)]
+    )
+    lean.single_tpm2b(out, "Import")  # one TPM2B, nothing after it
+    return out
 
 
 def flush_object(conn: TpmConnection, handle: int) -> None:
@@ -270,7 +315,7 @@ def flush_object(conn: TpmConnection, handle: int) -> None:
 
 
 def _policy(conn: TpmConnection, code: int, session: Session, params: bytes = b"") -> None:
-    lean.unwrap_plain(code, conn.transport.execute(lean.wrap_plain(code, [session.handle], params)))
+    lean.unwrap_plain(code, _execute(conn, lean.wrap_plain(code, [session.handle], params)))
 
 
 def policy_restart(conn: TpmConnection, session: Session) -> None:
@@ -306,6 +351,26 @@ def policy_secret(conn: TpmConnection, session: Session, entity: LeanObject) -> 
     )
 
 
+def policy_nv(
+    conn: TpmConnection, session: Session, index: int, operand: bytes, offset: int, operation: int
+) -> None:
+    """TPM2_PolicyNV (Part 3 §23.9) read-authorised by the index's own empty authValue."""
+    _run(
+        conn, CC.POLICY_NV, [LeanObject(index, b"")],
+        lean.policy_nv_params(operand, offset, operation), [Auth(None)],
+        extra_handles=((index, b""), (session.handle, session.handle.to_bytes(4, "big"))),
+    )  # fmt: skip
+
+
+#: the policy steps the lean layer sends (others, e.g. PolicyAuthorize, run in ESYS)
+LEAN_STEPS = ("PolicyPcr", "PolicySecret", "PolicyAuthValue", "PolicyCommandCode", "PolicyNv")
+
+
+def runs_lean(steps: list[Any]) -> bool:
+    """Can :func:`run_policy` send every one of ``steps``?"""
+    return all(type(step).__name__ in LEAN_STEPS for step in steps)
+
+
 def policy_or(conn: TpmConnection, session: Session, digests: list[bytes]) -> None:
     """TPM2_PolicyOR (Part 3 §23.6): pHashList, a TPML_DIGEST."""
     params = len(digests).to_bytes(4, "big") + b"".join(lean.tpm2b(d) for d in digests)
@@ -326,7 +391,7 @@ def run_policy(
             caller runs such policies through ESYS.
         TpmRefused: the TPM refused a step.
     """
-    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyPcr, PolicySecret
+    from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyNv, PolicyPcr, PolicySecret
 
     for step in steps:
         if isinstance(step, PolicyPcr):
@@ -340,5 +405,27 @@ def run_policy(
             policy_auth_value(conn, session)
         elif isinstance(step, PolicyCommandCode):
             policy_command_code(conn, session, step.code)
+        elif isinstance(step, PolicyNv):
+            policy_nv(conn, session, step.index, step.operand, step.offset, step.operation)
         else:
             raise BadInput(f"the lean layer does not send {type(step).__name__}")
+
+
+_RH_OWNER = 0x40000001
+
+
+def nv_read(conn: TpmConnection, index: int, size: int, offset: int = 0) -> bytes:
+    """TPM2_NV_Read of ``size`` bytes at ``offset``, authorised by the index's own empty
+    authValue (password session: no name enters an HMAC)."""
+    target = LeanObject(index, b"")
+    _, out = _run(
+        conn, CC.NV_READ, [target], struct.pack(">HH", size, offset), [Auth(None)],
+        extra_handles=((index, b""),),
+    )  # fmt: skip
+    return lean.single_tpm2b(out, "NV_Read")
+
+
+def nv_increment(conn: TpmConnection, index: int) -> None:
+    """TPM2_NV_Increment authorised by the owner hierarchy's empty authValue."""
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(conn, CC.NV_INCREMENT, [owner], b"", [Auth(None)], extra_handles=((index, b""),))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tpm2_pytss import (
@@ -39,6 +40,7 @@ __all__ = [
     "hash_name",
     "parse_attest",
     "parse_signature",
+    "public_name",
     "selection_from_tpml",
     "tpml_from_selection",
 ]
@@ -74,6 +76,19 @@ def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
     if used != len(data):
         raise BadInput(f"{what}: {len(data) - used} trailing bytes after the {kind.__name__}")
     return value
+
+
+def public_name(public: Any, what: str) -> bytes:
+    """The TPM name (nameAlg ‖ H(TPMT_PUBLIC), Part 1 §16) of a public area from outside.
+
+    Raises:
+        BadInput: its nameAlg is not a hash this side can compute (tpm2-pytss says ValueError).
+    """
+    try:
+        return bytes(public.get_name())
+    except (ValueError, TypeError, TSS2_Exception):
+        alg = hash_name(public.publicArea.nameAlg)
+        raise BadInput(f"{what}: nameAlg {alg} is not a hash algorithm known here") from None
 
 
 def _bytes(tpm2b: Any, field: str = "buffer") -> bytes:
@@ -186,7 +201,7 @@ def ak_public_from_pem(data: bytes, *, what: str = "ak.pub.pem") -> Any:
     """
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # unknown SPKI algorithm OID
         raise BadInput(f"{what}: not a PEM public key") from None
     return _checked_key(key, what)
 
@@ -205,7 +220,7 @@ def ak_public_from_blob(blob: bytes, pem: bytes | None = None, *, what: str = "a
     try:
         blob_key = _checked_key(serialization.load_pem_public_key(bytes(public.to_pem())), what)
         name = bytes(public.get_name())
-    except (ValueError, TypeError, TSS2_Exception):
+    except (ValueError, TypeError, TSS2_Exception, UnsupportedAlgorithm):
         raise BadInput(f"{what}: public area holds no usable key") from None
     key = ak_public_from_pem(pem) if pem is not None else blob_key
     return AkPublic(

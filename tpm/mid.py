@@ -100,6 +100,7 @@ __all__ = [
 
 SRK_HANDLE = 0x81000001
 _RH_ENDORSEMENT = 0x4000000B
+_RC_POLICY = 0x126  # TPM_RC_POLICY: PolicyNV's comparison failed
 #: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
 Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
@@ -247,7 +248,7 @@ def wrap_for_device(
     public = approval = None
     if kind == "authorize":
         if operator_key is None:
-            raise BadInput("--policy authorize needs the operator's policy-signing key")
+            raise BadInput("authorize needs the operator's policy-signing key", field="policy")
         public = operator_public(operator_key)
         approval = sign_approval(operator_key, selection, info.pcr_digest, slot)
     policy = MidPolicy(
@@ -289,7 +290,12 @@ def _unmarshal(cls_name: str, blob: bytes) -> Any:
 
 
 def import_package(
-    conn: TpmConnection, registry: Registry, package: Package, *, activate: bool = False
+    conn: TpmConnection,
+    registry: Registry,
+    package: Package,
+    *,
+    activate: bool = False,
+    layer: Layer = "lean",
 ) -> MidRecord:
     """Check, import and record one MID package; MID_CTR, MID_STATE and AUDIT move only after
     the TPM accepted every object. Should writing the registry fail after that (disk full),
@@ -300,11 +306,12 @@ def import_package(
         PackageRejected: a check or the TPM refused it (nothing changed).
         MidRefused: the parent's PCR policy does not hold (load-gated package, other PCRs).
         RegistryRollback: the registry is stale.
+
+    ``layer``: the TPM commands of the import (EK and parent policy sessions, three Imports,
+    three Loads) through the lean layer (default) or ESYS (the reference).
     """
     from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TSS2_Exception
     from tpm2_pytss.constants import TPM2_ALG
-
-    from tpm.ek import ek_policy_session
 
     check_package(package)
     install = package.install()
@@ -358,42 +365,12 @@ def import_package(
                     "or is not for this TPM"
                 ) from None
 
-        session = ek_policy_session(conn, ek_public)
-        try:
-            parent_private = tpm_import(ek, "parent", package.parent, session)
-        finally:
-            conn.flush(session)
-        parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
-        session = ek_policy_session(conn, ek_public)
-        try:
-            parent = esys.load(ek, parent_private, parent_public, session1=session)
-        except TSS2_Exception as exc:
-            raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
-        finally:
-            conn.flush(session)
-        try:
-            with PolicyRunner(
-                conn, package.policy.parent_steps(srk_name), handles={srk_name: srk}
-            ) as runner:
-                privates = {}
-                for label, obj in (("k", package.k), (package.secret_label, package.secret)):
-                    with runner.use() as s:
-                        privates[label] = tpm_import(parent, label, obj, s)
-                    with runner.use() as s:  # prove it loads, then drop it
-                        try:
-                            handle = esys.load(
-                                parent,
-                                privates[label],
-                                _unmarshal("TPM2B_PUBLIC", obj.public),
-                                session1=s,
-                            )
-                        except TSS2_Exception as exc:
-                            raise PackageRejected(
-                                f"the TPM refused to load the imported {label} ({exc})"
-                            ) from None
-                    conn.flush(handle)
-        finally:
-            conn.flush(parent)
+        if layer == "lean":
+            parent_blob, privates = _import_lean(conn, package, ek, ek_public, srk_name)
+        else:
+            parent_blob, privates = _import_esys(
+                conn, package, ek, ek_public, srk, srk_name, tpm_import
+            )
 
         state = nv.MidState.ACTIVE if activate else nv.MidState.INSTALLED
         if install is not None and not resumed:
@@ -418,11 +395,9 @@ def import_package(
             algorithm=package.algorithm,
             amf=package.amf,
             policy=package.policy,
-            parent=StoredObject(package.parent.public, bytes(parent_private.marshal())),
-            k=StoredObject(package.k.public, bytes(privates["k"].marshal())),
-            secret=StoredObject(
-                package.secret.public, bytes(privates[package.secret_label].marshal())
-            ),
+            parent=StoredObject(package.parent.public, parent_blob),
+            k=StoredObject(package.k.public, privates["k"]),
+            secret=StoredObject(package.secret.public, privates[package.secret_label]),
             sqn=_initial_sqn(package.sqn_ms),
             state=state.name.lower(),
             created=now(),
@@ -430,6 +405,142 @@ def import_package(
         event = _event("install", record, state=record.state)
         log_event(conn, registry, data.with_mid(record), event, this_ek)
     return record
+
+
+def _import_esys(
+    conn: TpmConnection,
+    package: Package,
+    ek: Any,
+    ek_public: Any,
+    srk: Any,
+    srk_name: bytes,
+    tpm_import: Any,
+) -> tuple[bytes, dict[str, bytes]]:
+    """The import's TPM commands through ESYS (the reference): the parent under the EK, then
+    K and OPc/TOPc under the parent, each loaded once to prove it loads. Returns the marshalled
+    TPM2B_PRIVATEs (parent, and by label)."""
+    from tpm2_pytss import TSS2_Exception
+
+    from tpm.ek import ek_policy_session
+
+    esys = conn.esys
+    session = ek_policy_session(conn, ek_public)
+    try:
+        parent_private = tpm_import(ek, "parent", package.parent, session)
+    finally:
+        conn.flush(session)
+    parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
+    session = ek_policy_session(conn, ek_public)
+    try:
+        parent = esys.load(ek, parent_private, parent_public, session1=session)
+    except TSS2_Exception as exc:
+        raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
+    finally:
+        conn.flush(session)
+    try:
+        with PolicyRunner(
+            conn, package.policy.parent_steps(srk_name), handles={srk_name: srk}
+        ) as runner:
+            privates = {}
+            for label, obj in (("k", package.k), (package.secret_label, package.secret)):
+                with runner.use() as s:
+                    privates[label] = tpm_import(parent, label, obj, s)
+                with runner.use() as s:  # prove it loads, then drop it
+                    try:
+                        handle = esys.load(
+                            parent,
+                            privates[label],
+                            _unmarshal("TPM2B_PUBLIC", obj.public),
+                            session1=s,
+                        )
+                    except TSS2_Exception as exc:
+                        raise PackageRejected(
+                            f"the TPM refused to load the imported {label} ({exc})"
+                        ) from None
+                conn.flush(handle)
+    finally:
+        conn.flush(parent)
+    out = {label: bytes(private.marshal()) for label, private in privates.items()}
+    return bytes(parent_private.marshal()), out
+
+
+def _import_lean(
+    conn: TpmConnection, package: Package, ek: Any, ek_public: Any, srk_name: bytes
+) -> tuple[bytes, dict[str, bytes]]:
+    """:func:`_import_esys` on the lean layer: the EK's policy session (PolicySecret on the
+    endorsement hierarchy [PolicyOR]), the parent's (PolicySecret SRK [PolicyPCR])."""
+    from tpm.ek import ek_policy_or_list
+
+    branches = ek_policy_or_list(ek_public)
+    ek_object = LeanObject(
+        int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+    )
+    endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+
+    def ek_session() -> Any:
+        s = lean_commands.start_session(conn, kind="policy", symmetric=False)
+        try:
+            lean_commands.policy_secret(conn, s, endorsement)
+            if branches is not None:
+                lean_commands.policy_or(conn, s, branches)
+        except BaseException:
+            lean_commands.flush_session(conn, s)
+            raise
+        return s
+
+    def refused(label: str, exc: TpmRefused) -> PackageRejected:
+        return PackageRejected(
+            f"the TPM refused to import the {label} ({exc}): the package was altered or is not "
+            "for this TPM"
+        )
+
+    obj = package.parent
+    s = ek_session()
+    try:
+        parent_blob = lean_commands.import_object(
+            conn, ek_object, obj.public, obj.duplicate, obj.seed, session=s
+        )
+    except TpmRefused as exc:
+        raise refused("parent", exc) from None
+    finally:
+        lean_commands.flush_session(conn, s)
+    s = ek_session()
+    try:
+        parent = lean_commands.load(conn, ek_object, parent_blob, obj.public, session=s)
+    except TpmRefused as exc:
+        raise PackageRejected(f"the TPM refused to load the MID parent ({exc})") from None
+    finally:
+        lean_commands.flush_session(conn, s)
+    steps = package.policy.parent_steps(srk_name)
+    srk_object = LeanObject(SRK_HANDLE, srk_name)
+    privates: dict[str, bytes] = {}
+    try:
+        with lean_commands.session(conn, kind="policy", symmetric=False) as runner:
+            for label, item in (("k", package.k), (package.secret_label, package.secret)):
+                try:
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    privates[label] = lean_commands.import_object(
+                        conn, parent, item.public, item.duplicate, item.seed, session=runner
+                    )
+                except TpmRefused as exc:
+                    if exc.command_code == lean.CC.POLICY_PCR:
+                        raise MidRefused(
+                            "PolicyPCR: the PCR values differ from the authorised ones"
+                        ) from None
+                    raise refused(label, exc) from None
+                try:  # prove it loads, then drop it
+                    lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
+                    loaded = lean_commands.load(
+                        conn, parent, privates[label], item.public, session=runner
+                    )
+                except TpmRefused as exc:
+                    raise PackageRejected(
+                        f"the TPM refused to load the imported {label} ({exc})"
+                    ) from None
+                lean_commands.flush_object(conn, loaded.handle)
+    finally:
+        lean_commands.flush_object(conn, parent.handle)
+    return parent_blob, privates
 
 
 def _initial_sqn(sqn_ms: bytes) -> Any:
@@ -742,13 +853,16 @@ class LoadedMid:
         self._pin = pin
         #: ``lean`` (default): a load-gated MID's session and commands go through
         #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
-        #: Policy-gated K runs through ESYS either way.
-        self.layer: Layer = layer if not record.policy.k_steps() else "esys"
+        #: A K whose policy has steps the lean layer does not send (PolicyAuthorize) runs
+        #: through ESYS either way.
+        lean_ok = lean_commands.runs_lean(record.policy.k_steps() + record.policy.secret_steps())
+        self.layer: Layer = layer if lean_ok else "esys"
         self._lean: Session | None = None
         self._runner: PolicyRunner | None = None
         self._hmac: Any = None
         self._k_runner: PolicyRunner | None = None
         self._lean_key: LeanObject | None = None
+        self._lean_policy: _LeanPolicy | None = None
         self._esys_key: Any = None
         policy = record.policy
         if pin is not None and not policy.pin:
@@ -964,7 +1078,9 @@ class LoadedMid:
         try:
             with loaded_ek(conn) as (ek, ek_public):
                 branches = ek_policy_or_list(ek_public)
-                ek_object = LeanObject.from_esys(conn, ek)
+                ek_object = LeanObject(
+                    int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+                )
                 with lean_commands.session(conn, kind="policy", symmetric=False) as s:
                     lean_commands.policy_secret(conn, s, endorsement)
                     if branches is not None:
@@ -984,7 +1100,7 @@ class LoadedMid:
             try:
                 self._lean = lean_commands.start_session(
                     conn,
-                    kind="hmac",
+                    kind="policy" if policy.k_steps() else "hmac",
                     salt_to=(parent.handle, _unmarshal("TPM2B_PUBLIC", record.parent.public)),
                 )
             except TpmRefused as exc:
@@ -1006,17 +1122,25 @@ class LoadedMid:
                     raise _load_error(exc, label, record.mid) from None
 
             secret = load_child(record.secret, "OPc/TOPc")
+            session = self._lean
+            assert session is not None
+            secret_policy = _LeanPolicy(conn, session, policy.secret_steps(), record.mid)
             try:
-                self.secret = lean_commands.unseal(conn, secret, session=self._lean)
+                secret_policy.before()
+                self.secret = lean_commands.unseal(conn, secret, session=session)
+                secret_policy.after()
             except TpmRefused as exc:
                 raise translate(exc, f"unsealing OPc/TOPc of MID {record.mid}") from None
             finally:
                 lean_commands.flush_object(conn, secret.handle)
-            if not self.bus_protection:
+            if not self.bus_protection and not policy.k_steps():
                 self._close_session()  # the opt-out: K's commands in the empty-password session
             key = load_child(record.k, "K")
             self._stack.callback(lean_commands.flush_object, conn, key.handle)
+        key.auth_value = self._pin or b""
         self._lean_key = key
+        if self._lean is not None and policy.k_steps():
+            self._lean_policy = _LeanPolicy(conn, self._lean, policy.k_steps(), record.mid)
         self._build(None)
 
     @property
@@ -1044,9 +1168,12 @@ class LoadedMid:
             def unseal() -> bytearray:
                 try:
                     if lean_key is not None and self._lean is not None:
-                        return bytearray(
-                            lean_commands.unseal(self._conn, lean_key, session=self._lean)
-                        )
+                        if self._lean_policy is not None:
+                            self._lean_policy.before()
+                        value = lean_commands.unseal(self._conn, lean_key, session=self._lean)
+                        if self._lean_policy is not None:
+                            self._lean_policy.after()
+                        return bytearray(value)
                     with self._unseal_session(k_steps) as s:
                         return bytearray(bytes(self._conn.esys.unseal(key, session1=s)))
                 except TpmRefused as exc:
@@ -1069,7 +1196,8 @@ class LoadedMid:
                 command=self._command,
                 bus_protected=self.bus_protection,
                 lean_key=self._lean_key,
-                lean_session=self._lean if self.bus_protection else None,
+                lean_session=self._lean if self.bus_protection or self._lean_policy else None,
+                lean_policy=self._lean_policy,
             )
         elif self.bus_protection:
             # from here on the salted session carries only K's EncryptDecrypt2: inData too
@@ -1114,6 +1242,39 @@ class LoadedMid:
                 yield
         else:
             yield
+
+
+class _LeanPolicy:
+    """A MID's policy steps in its lean policy session (:class:`tpm.keyholder.LeanPolicy`):
+    PolicyRestart first if the last use did not complete; a refused step becomes the error
+    the user can act on (PCRs changed, MID not ACTIVE)."""
+
+    def __init__(self, conn: TpmConnection, session: Session, steps: list[Any], mid: str) -> None:
+        self._conn, self._session, self._steps, self._mid = conn, session, steps, mid
+        self._dirty = False
+
+    def before(self) -> None:
+        if not self._steps:
+            return
+        if self._dirty:
+            lean_commands.policy_restart(self._conn, self._session)
+        self._dirty = True
+        try:
+            lean_commands.run_policy(self._conn, self._session, self._steps, {})
+        except TpmRefused as exc:
+            if exc.command_code == lean.CC.POLICY_PCR:
+                raise MidRefused(
+                    "PolicyPCR: the PCR values differ from the authorised ones"
+                ) from None
+            if exc.command_code == lean.CC.POLICY_NV and exc.base == _RC_POLICY:
+                raise MidRefused(
+                    "PolicyNV: the MID's lifecycle state (MID_STATE byte or its own index) is "
+                    "not ACTIVE"
+                ) from None
+            raise translate(exc, f"the policy of MID {self._mid}") from None
+
+    def after(self) -> None:
+        self._dirty = False
 
 
 def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:

@@ -44,7 +44,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tpm import lean_commands
 from tpm.connection import TpmConnection
+from tpm.lean import TpmRefused
 from tpm.policy import (
     CC_NV_WRITE,
     PolicyAuthorize,
@@ -270,12 +272,11 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
 
 
 def _read(conn: TpmConnection, index: int, size: int, offset: int = 0) -> bytes:
-    from tpm2_pytss import TSS2_Exception
-
+    """NV_Read with the index's own empty authValue, through the lean layer (a password
+    session: nothing to compute, so nothing for ESYS to do)."""
     try:
-        with _handle(conn, index) as tr:
-            return bytes(conn.esys.nv_read(tr, size, offset, auth_handle=tr))
-    except TSS2_Exception as exc:
+        return lean_commands.nv_read(conn, index, size, offset)
+    except TpmRefused as exc:
         raise _fail(f"cannot read {_LABELS[index]}", exc) from None
 
 
@@ -305,13 +306,9 @@ def increment(conn: TpmConnection, index: int = MID_CTR) -> int:
     Raises:
         Unavailable: the TPM refuses.
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     try:
-        with _handle(conn, index) as tr:
-            conn.esys.nv_increment(tr, auth_handle=ESYS_TR.OWNER)
-    except TSS2_Exception as exc:
+        lean_commands.nv_increment(conn, index)
+    except TpmRefused as exc:
         raise _fail(f"cannot increment {_LABELS[index]}", exc) from None
     return read_counter(conn, index)
 

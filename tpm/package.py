@@ -65,6 +65,7 @@ from tpm.policy import (
 )
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = [
     "DEFAULT_PCRS",
@@ -289,14 +290,17 @@ class MidPolicy:
     lifecycle: LifecycleBinding | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
+        # from JSON these may be any value, lists and objects too (unhashable: no `in` on them)
+        if not isinstance(self.kind, str) or self.kind not in _KINDS:
             raise BadInput(f"policy: {self.kind!r}, expected one of {', '.join(_KINDS)}")
-        if self.k_form not in _FORMS:
+        if not isinstance(self.k_form, str) or self.k_form not in _FORMS:
             raise BadInput(f"policy: K form {self.k_form!r}, expected symcipher or sealed")
-        if self.command not in _COMMANDS:
+        if not isinstance(self.command, str) or self.command not in _COMMANDS:
             raise BadInput(f"policy: command {self.command!r} unknown")
         if self.pin and self.kind == "load":
-            raise BadInput("--pin needs --policy use or authorize (a load-gated K has no policy)")
+            raise BadInput(
+                "needs a use or authorize policy (a load-gated K has no policy)", field="pin"
+            )
         if not 0 <= self.slot < nv.STATE_SLOTS:
             raise BadInput(f"policy: slot {self.slot} out of range")
         if self.kind == "authorize" and (self.operator_key is None or self.approval is None):
@@ -533,16 +537,10 @@ def read_package(path: str | os.PathLike[str]) -> Package:
     BadInput: unreadable file, not JSON, or not a MID package.
     """
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise BadInput(f"package {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"package {path}: not UTF-8 JSON") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"package {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    return Package.from_json(data)
+    return Package.from_json(load_json(raw, f"package {path}"))
 
 
 def write_package(path: str | os.PathLike[str], package: Package) -> None:
@@ -561,11 +559,17 @@ def _unmarshal_public(blob: bytes, label: str) -> Any:
         raise PackageRejected(f"package: {label} is not a TPM2B_PUBLIC") from None
     if used != len(blob):
         raise PackageRejected(f"package: {label} has trailing bytes")
+    if int.from_bytes(blob[:2], "big") != len(blob) - 2 or bytes(public.marshal()) != blob:
+        # one encoding per public area: its name is the hash of exactly these bytes
+        raise PackageRejected(f"package: {label} is not a canonical TPM2B_PUBLIC")
     return public
 
 
 def _public_name(public: Any) -> bytes:
-    return bytes(public.get_name().marshal())[2:]
+    try:
+        return bytes(public.get_name().marshal())[2:]
+    except ValueError:  # tpm2-pytss: a nameAlg it cannot hash
+        raise PackageRejected("package: a public area's name algorithm is unknown") from None
 
 
 def _symdef_aes128cfb() -> Any:
@@ -735,11 +739,11 @@ def build_package(
     from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 
     if not _IMSI.match(imsi):
-        raise BadInput("--imsi: 6…15 digits")
+        raise BadInput("6…15 digits", field="imsi")
     if len(amf) != 2 or len(sqn_ms) != 6:
         raise BadInput("AMF must be 2 bytes and SQN_MS 6 bytes")
     if len(secrets.k) * 8 != algorithm.key_bits:
-        raise BadInput(f"--k: {len(secrets.k)} bytes, expected {algorithm.key_bits // 8}")
+        raise BadInput(f"{len(secrets.k)} bytes, expected {algorithm.key_bits // 8}", field="k")
     want = 32 if algorithm.name == "tuak" else 16
     if len(secrets.secret) != want:
         raise BadInput(f"OPc/TOPc: {len(secrets.secret)} bytes, expected {want}")
@@ -748,7 +752,7 @@ def build_package(
     if (secrets.pin is not None) != policy.pin:
         raise BadInput("PIN given but the policy has no PIN (or the reverse)")
     if secrets.pin is not None and not 1 <= len(secrets.pin) <= 32:
-        raise BadInput("--pin: 1…32 bytes")
+        raise BadInput("1…32 bytes", field="pin")
     index = policy.state_index()
     install = b""
     if index is not None:
@@ -833,13 +837,13 @@ def _check_object(
     from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
 
     public = _unmarshal_public(obj.public, f"{label} public area")
+    area = public.publicArea
+    _expect(int(area.nameAlg) == int(TPM2_ALG.SHA256), f"{label} name algorithm is not SHA-256")
     _expect(
         hmac.compare_digest(_public_name(public), obj.name),
         f"{label} name does not match its public area (altered)",
     )
-    area = public.publicArea
     attrs = int(area.objectAttributes)
-    _expect(int(area.nameAlg) == int(TPM2_ALG.SHA256), f"{label} name algorithm is not SHA-256")
     _expect(
         not attrs & int(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT),
         f"{label} has fixedTPM/fixedParent (cannot be imported)",

@@ -8,6 +8,7 @@ concatenates PCR values for a quote's pcrDigest and tpm2-tools writes the ``pcrs
 from __future__ import annotations
 
 import hashlib
+import re
 
 from trelab.errors import BadInput
 
@@ -26,35 +27,37 @@ __all__ = [
 PcrSelection = tuple[tuple[str, tuple[int, ...]], ...]
 DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64, "sm3_256": 32}
 MAX_PCR = 31  # a 4-byte select bitmap; PC Client TPMs have 24
+_INDEX = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() accepts '²'
 
 
-def parse_selection(text: str, *, what: str = "PCR selection") -> PcrSelection:
-    """``"sha256:0,1,16+sha1:0"`` → ``(("sha256", (0, 1, 16)), ("sha1", (0,)))``.
+def parse_selection(text: str, *, what: str = "pcr_selection") -> PcrSelection:
+    """``"sha256:0,1,16+sha1:0"`` → ``(("sha256", (0, 1, 16)), ("sha1", (0,)))``; errors name
+    the field ``what``. The one parser of PCR selections in trelab.
 
     Raises:
         BadInput: unknown bank, bad or duplicate index, repeated bank, empty selection.
     """
     text = text.strip()
     if not text:
-        raise BadInput(f"{what}: empty")
+        raise BadInput("empty", field=what)
     banks: list[tuple[str, tuple[int, ...]]] = []
     for part in text.split("+"):
         bank, sep, indices = part.strip().partition(":")
         bank = bank.strip().lower()
         if not sep or bank not in DIGEST_SIZES:
             raise BadInput(
-                f"{what}: {part!r} is not BANK:INDICES (banks: {', '.join(DIGEST_SIZES)})"
+                f"{part!r} is not BANK:INDICES (banks: {', '.join(DIGEST_SIZES)})", field=what
             )
         if any(b == bank for b, _ in banks):
-            raise BadInput(f"{what}: bank {bank} appears twice")
+            raise BadInput(f"bank {bank} appears twice", field=what)
         numbers: list[int] = []
         for item in indices.split(","):
             item = item.strip()
-            if not item.isdigit() or int(item) > MAX_PCR:
-                raise BadInput(f"{what}: {item!r} is not a PCR index 0..{MAX_PCR}")
+            if not _INDEX.fullmatch(item) or int(item) > MAX_PCR:
+                raise BadInput(f"{item!r} is not a PCR index 0..{MAX_PCR}", field=what)
             numbers.append(int(item))
         if len(set(numbers)) != len(numbers):
-            raise BadInput(f"{what}: a PCR index repeats in bank {bank}")
+            raise BadInput(f"a PCR index repeats in bank {bank}", field=what)
         banks.append((bank, tuple(sorted(numbers))))
     return tuple(banks)
 

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tpm.pcrsel import parse_selection
 from trelab.errors import BadInput
 
 __all__ = [
@@ -72,6 +73,7 @@ CC_ENCRYPT_DECRYPT2 = 0x193
 EO_EQ = 0x0000  # TPM_EO_EQ (Part 2 §6.8)
 
 _BANKS = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+POLICY_MAX_PCR = 23  # PC Client TPMs have PCRs 0…23
 
 
 def _h(*parts: bytes) -> bytes:
@@ -86,27 +88,24 @@ def _u32(value: int) -> bytes:
     return value.to_bytes(4, "big")
 
 
-def parse_pcr_selection(text: str) -> tuple[str, tuple[int, ...]]:
-    """``"sha256:0,1,2,16"`` → ("sha256", (0, 1, 2, 16)), PCRs sorted and unique.
-
-    One bank only: a MID's PCR policy binds one bank (the lab's swtpm has only sha256).
+def parse_pcr_selection(text: str, *, field: str = "pcrs") -> tuple[str, tuple[int, ...]]:
+    """``"sha256:0,1,2,16"`` → ("sha256", (0, 1, 2, 16)): the syntax and rules of
+    :func:`tpm.pcrsel.parse_selection` (the one PCR selection parser), plus what a MID policy
+    needs: one bank (the lab's swtpm has only sha256) and PCRs a PC Client TPM has (0…23).
 
     Raises:
-        BadInput: unknown bank, no PCRs, a PCR outside 0…23, or not ``bank:list``.
+        BadInput: naming ``field``: not ``bank:list``, unknown bank, no or repeated PCRs, more
+            than one bank, a PCR outside 0…23.
     """
-    bank, sep, pcrs = text.strip().partition(":")
-    bank = bank.lower()
-    if not sep or bank not in _BANKS:
-        raise BadInput(f"--pcrs: {text!r} is not BANK:LIST (e.g. sha256:0,1,2,7)")
-    try:
-        numbers = sorted({int(p) for p in pcrs.split(",") if p.strip()})
-    except ValueError:
-        raise BadInput(f"--pcrs: {text!r}: PCR numbers must be integers") from None
-    if not numbers:
-        raise BadInput(f"--pcrs: {text!r} selects no PCR")
-    if numbers[0] < 0 or numbers[-1] > 23:
-        raise BadInput(f"--pcrs: {text!r}: PCRs are numbered 0…23")
-    return bank, tuple(numbers)
+    selection = parse_selection(text, what=field)
+    if len(selection) != 1:
+        raise BadInput(f"{text!r}: a MID policy binds one bank", field=field)
+    bank, pcrs = selection[0]
+    if bank not in _BANKS:
+        raise BadInput(f"{text!r}: bank {bank} cannot be used in a MID policy", field=field)
+    if pcrs[-1] > POLICY_MAX_PCR:
+        raise BadInput(f"{text!r}: PCRs are numbered 0…{POLICY_MAX_PCR}", field=field)
+    return bank, pcrs
 
 
 def format_pcr_selection(bank: str, pcrs: Iterable[int]) -> str:

@@ -112,10 +112,10 @@ class Quoter:
         if self._handle is None:
             raise Unavailable("Quoter used outside its with-block")
         if not 0 < len(nonce) <= MAX_NONCE:
-            raise BadInput(f"--nonce: {len(nonce)} bytes, expected 1..{MAX_NONCE}")
+            raise BadInput(f"{len(nonce)} bytes, expected 1..{MAX_NONCE}", field="nonce")
         selection = normalise(selection)
         if not selection:
-            raise BadInput("--pcrs: no PCR selected")
+            raise BadInput("no PCR selected", field="pcrs")
         tpml = tpml_from_selection(selection)
         values = self._values.get(selection)
         for _ in range(_ATTEMPTS):

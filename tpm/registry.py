@@ -39,6 +39,7 @@ from tpm.mid_errors import RegistryRollback, UnknownMid
 from tpm.package import AlgorithmSpec, MidPolicy
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
+from trelab.jsontext import load_json
 
 __all__ = [
     "REGISTRY_VERSION",
@@ -254,11 +255,7 @@ class Registry:
             return RegistryData()
         except OSError as exc:
             raise BadInput(f"registry {self.path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            raise BadInput(f"registry {self.path}: not JSON") from None
-        return RegistryData.from_json(data)
+        return RegistryData.from_json(load_json(text, f"registry {self.path}"))
 
     def freshness(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> str:
         """``"fresh"``, ``"repairable"`` (crash between file write and NV increment), ``"new"``

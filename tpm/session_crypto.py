@@ -11,6 +11,7 @@ functions take the hash name so a caller's choice is explicit.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import struct
@@ -28,6 +29,7 @@ __all__ = [
     "ALG_SHA256",
     "DIGEST_SIZE",
     "EccSaltKey",
+    "KeyedHmac",
     "RsaSaltKey",
     "SaltKey",
     "cfb_key",
@@ -43,6 +45,7 @@ __all__ = [
     "response_hmac",
     "rp_hash",
     "session_key",
+    "sha256",
 ]
 
 ALG_SHA256 = 0x000B
@@ -220,6 +223,45 @@ def response_hmac(
     return _hmac(
         alg, session_key_ + _strip(auth_value), rphash, nonce_tpm, nonce_caller, bytes([attributes])
     )
+
+
+class KeyedHmac:
+    """HMAC under one key, keyed once: every MAC and KDFa of a session under the same
+    sessionKey ‖ authValue copies the keyed state instead of keying again (the hot path)."""
+
+    __slots__ = ("_template",)
+
+    def __init__(self, alg: int, key: bytes) -> None:
+        self._template = crypto_hmac.HMAC(key, _hash(alg))
+
+    def __repr__(self) -> str:
+        return "KeyedHmac(<key>)"
+
+    def mac(self, *parts: bytes) -> bytes:
+        mac = self._template.copy()
+        for part in parts:
+            mac.update(part)
+        return mac.finalize()
+
+    def kdfa(self, label: bytes, context_u: bytes, context_v: bytes, bits: int) -> bytes:
+        """KDFa keyed with this key (as :func:`kdfa`)."""
+        if bits <= 0 or bits % 8:
+            raise BadInput(f"KDFa: {bits} bits, expected a positive multiple of 8")
+        fixed = _label(label) + context_u + context_v + struct.pack(">I", bits)
+        out = b""
+        counter = 0
+        while len(out) * 8 < bits:
+            counter += 1
+            out += self.mac(struct.pack(">I", counter), fixed)
+        return out[: bits // 8]
+
+
+def sha256(*parts: bytes) -> bytes:
+    """SHA-256 of the concatenation (cpHash/rpHash on the hot path)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
 
 
 def hmac_equal(a: bytes, b: bytes) -> bool:

@@ -16,6 +16,8 @@ import signal
 import threading
 from collections.abc import Callable
 
+from .digits import is_decimal
+
 __all__ = [
     "CRASH_SIGNAL_ENV",
     "SERVER_CRASH_ENV",
@@ -52,7 +54,7 @@ def crash_hook(
         return None
     die = kill or _kill_self
     point, _, nth = target.partition("#")
-    left = [int(nth) if nth.isdigit() else 1]
+    left = [int(nth) if is_decimal(nth) else 1]
     lock = threading.Lock()  # the server reaches points from several request threads
 
     def hook(reached: str) -> None:

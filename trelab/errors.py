@@ -35,9 +35,16 @@ class TrelabError(Exception):
 
 
 class BadInput(TrelabError, ValueError):
-    """The caller gave something malformed; nothing was changed."""
+    """The caller gave something malformed; nothing was changed. ``field`` names what was
+    malformed as the library knows it (``rand``, ``pcr_selection``); the CLI shows it as the
+    option that carried it (``--rand``)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message if field is None else f"{field}: {message}")
+        self.field = field
+        self.detail = message
 
 
 class CheckFailed(TrelabError):

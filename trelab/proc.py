@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .digits import is_decimal
+
 __all__ = [
     "cmdline",
     "find_by_name",
@@ -87,7 +89,7 @@ def find_by_name(program: str) -> list[int]:
     """Pids of live processes whose argv[0] basename is ``program`` (like ``pgrep -x``)."""
     found: list[int] = []
     for entry in _PROC.iterdir():
-        if entry.name.isdigit():
+        if is_decimal(entry.name):
             pid = int(entry.name)
             argv = cmdline(pid)
             if argv and os.path.basename(argv[0]) == program and is_alive(pid):

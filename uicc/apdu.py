@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [
@@ -266,13 +267,13 @@ def encode_pin(pin: str) -> bytes:
     Raises:
         BadInput: not 4…8 decimal digits.
     """
-    if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 8):
+    if not (is_decimal(pin) and 4 <= len(pin) <= 8):
         raise BadInput("PIN: 4 to 8 decimal digits")
     return pin.encode().ljust(8, b"\xff")
 
 
 def _puk(puk: str) -> bytes:
-    if not (puk.isascii() and puk.isdigit() and len(puk) == 8):
+    if not (is_decimal(puk) and len(puk) == 8):
         raise BadInput("PUK: 8 decimal digits")
     return puk.encode()
 
@@ -315,6 +316,12 @@ def build_authenticate_3g(rand: bytes, autn: bytes) -> CommandApdu:
         raise BadInput(f"AUTN: {len(autn)} bytes, expected 16 (or up to 40 for TUAK)")
     data = b"\x10" + rand + bytes((len(autn),)) + autn
     return CommandApdu(CLA_UICC, 0x88, 0x00, AUTH_CONTEXT_3G, data, 256)
+
+
+def build_get_identity_suci() -> CommandApdu:
+    """GET IDENTITY in SUCI context (TS 31.102 §7.5, TS 102 221 §11.1.23): the USIM computes
+    the SUCI; a UICC-specific command (CLA 8X)."""
+    return CommandApdu(0x80, 0x78, 0x00, 0x01, le=256)
 
 
 def build_authenticate_gsm(rand: bytes) -> CommandApdu:

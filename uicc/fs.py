@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ADF_USIM",
     "APPLICATIONS",
     "DF",
+    "DF_5GS",
     "EF",
     "EF_ACC",
     "EF_AD",
@@ -37,8 +39,10 @@ __all__ = [
     "EF_LOCI",
     "EF_PL",
     "EF_PSLOCI",
+    "EF_ROUTING_INDICATOR",
     "EF_SPN",
     "EF_START_HFN",
+    "EF_SUCI_CALC_INFO",
     "EF_THRESHOLD",
     "EF_UST",
     "KEY_REFERENCE",
@@ -111,7 +115,7 @@ def decode_bcd_swapped(data: bytes) -> str:
 
 def encode_bcd_swapped(digits: str, size: int) -> bytes:
     """Digits as swapped-nibble BCD, F-padded to ``size`` bytes."""
-    if not digits.isdigit() or not digits.isascii():
+    if not is_decimal(digits, max_digits=None):
         raise BadInput("BCD: digits only")
     padded = digits + "F" * (2 * size - len(digits))
     if len(padded) > 2 * size:
@@ -147,7 +151,7 @@ def decode_imsi(data: bytes) -> str | None:
     body = data[1 : 1 + length]
     parity = body[0] & 0x0F
     digits = str(body[0] >> 4) + decode_bcd_swapped(body[1:])
-    if body[0] >> 4 > 9 or parity not in (0x1, 0x9) or not digits.isdigit():
+    if body[0] >> 4 > 9 or parity not in (0x1, 0x9) or not is_decimal(digits):
         raise BadInput("IMSI: bad first digit or parity nibble")
     if (parity == 0x9) != (len(digits) % 2 == 1):
         raise BadInput("IMSI: parity nibble does not match the number of digits")
@@ -158,7 +162,7 @@ def encode_imsi(imsi: str | None, size: int = 9) -> bytes:
     """Inverse of :func:`decode_imsi`: odd digit count → parity 9, even → 1 (TS 31.102 §4.2.2)."""
     if imsi is None:
         return b"\xff" * size
-    if not imsi.isdigit() or not imsi.isascii() or not 6 <= len(imsi) <= 15:
+    if not is_decimal(imsi) or not 6 <= len(imsi) <= 15:
         raise BadInput("IMSI: 6 to 15 digits")
     parity = 0x9 if len(imsi) % 2 else 0x1
     first = bytes([int(imsi[0]) << 4 | parity])
@@ -290,6 +294,8 @@ def parse_fcp(data: bytes) -> Fcp:
 # -- codecs --------------------------------------------------------------------------------------
 def _int_codec(name: str) -> Codec:
     def decode(data: bytes) -> int:
+        if not data:
+            raise BadInput(f"{name}: empty")
         return data[0]
 
     def encode(value: int, size: int) -> bytes:
@@ -356,7 +362,7 @@ def _service_table_codec(name: str) -> Codec:
 
 def _plmn_encode(plmn: str) -> bytes:
     """MCC/MNC as 3 BCD bytes (TS 24.008 §10.5.1.3): MCC2 MCC1, MNC3 MCC3, MNC2 MNC1."""
-    if not plmn.isdigit() or len(plmn) not in (5, 6):
+    if not is_decimal(plmn) or len(plmn) not in (5, 6):
         raise BadInput("PLMN: 5 or 6 digits (MCC + MNC)")
     d = [int(c) for c in plmn] + ([0xF] if len(plmn) == 5 else [])
     mnc3 = d[5]
@@ -386,6 +392,8 @@ def _acc_codec() -> Codec:
     """EF.ACC (TS 31.102 §4.2.15): access classes 0…15, class n ↔ bit n of the 16-bit value."""
 
     def decode(data: bytes) -> tuple[int, ...]:
+        if len(data) < 2:
+            raise BadInput("ACC: shorter than 2 bytes")
         value = int.from_bytes(data[:2], "big")
         return tuple(n for n in range(16) if value >> n & 1)
 
@@ -410,6 +418,8 @@ def _spn_codec() -> Codec:
     """EF.SPN (TS 31.102 §4.2.12): display condition byte, then the name (GSM default alphabet)."""
 
     def decode(data: bytes) -> dict[str, Any]:
+        if not data:
+            raise BadInput("SPN: empty (no display condition byte)")
         name = data[1:].split(b"\xff", 1)[0].decode("ascii", errors="replace")
         return {"display_condition": data[0], "name": name}
 
@@ -429,8 +439,12 @@ def _language_codec() -> Codec:
     """EF.PL (TS 102 221 §13.5): 2-character ISO 639 codes, FF FF unused."""
 
     def decode(data: bytes) -> tuple[str, ...]:
-        pairs = [data[i : i + 2] for i in range(0, len(data) - 1, 2)]
-        return tuple(p.decode("ascii") for p in pairs if not _erased(p))
+        pairs = [
+            data[i : i + 2] for i in range(0, len(data) - 1, 2) if not _erased(data[i : i + 2])
+        ]
+        if not all(p.isascii() and p.isalpha() for p in pairs):
+            raise BadInput("PL: a language code that is not two ASCII letters")
+        return tuple(p.decode("ascii") for p in pairs)
 
     def encode(codes: tuple[str, ...], size: int) -> bytes:
         if any(len(c) != 2 or not c.isascii() or not c.isalpha() for c in codes):
@@ -663,15 +677,19 @@ EF_HPPLMN = TransparentEF(
 EF_UST = TransparentEF(
     0x6F38,
     "EF.UST",
-    11,
+    16,
     _service_table_codec("ust"),
     sfid=0x04,
     read=_PIN,
     update=_ADM,
     samples=(
         # services 20 SPN, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
-        # 85 EPS mobility management information (TS 31.102 §4.2.8)
-        (bytes.fromhex("0000080423000000000010"), (20, 27, 33, 34, 38, 85)),
+        # 85 EPS mobility management information, 124 subscription identifier privacy
+        # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
+        (
+            bytes.fromhex("00000804230000000000100000000018"),
+            (20, 27, 33, 34, 38, 85, 124, 125),
+        ),
     ),
 )
 EF_SPN = TransparentEF(
@@ -839,6 +857,28 @@ EF_ICI = CyclicEF(
     samples=((bytes(range(30)), bytes(range(30)).hex()), (b"\xff" * 30, "ff" * 30)),
 )
 
+# DF.5GS (TS 31.102 §4.4.11): what subscription identifier privacy needs
+EF_SUCI_CALC_INFO = TransparentEF(
+    0x4F07,
+    "EF.SUCI_Calc_Info",
+    128,
+    _hex_codec("suci_calc_info"),
+    read=_PIN,
+    update=_ADM,
+    samples=((b"\xa0\x02\x00\x00" + b"\xff" * 124, "a0020000" + "ff" * 124),),
+)
+EF_ROUTING_INDICATOR = TransparentEF(
+    0x4F0A,
+    "EF.Routing_Indicator",
+    4,
+    _hex_codec("routing_indicator"),
+    read=_PIN,
+    update=_ADM,
+    default=bytes.fromhex("f0ffffff"),
+    samples=((bytes.fromhex("f0ffffff"), "f0ffffff"),),
+)
+DF_5GS = DF(0x5FC0, "DF.5GS", children=(EF_SUCI_CALC_INFO, EF_ROUTING_INDICATOR))
+
 MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL))
 ADF_USIM = ADF(
     USIM_AID,
@@ -861,6 +901,7 @@ ADF_USIM = ADF(
         EF_AD,
         EF_EPSLOCI,
         EF_ICI,
+        DF_5GS,
     ),
 )
 APPLICATIONS: tuple[ADF, ...] = (ADF_USIM,)

@@ -30,6 +30,7 @@ from .apdu import (
     build_change_pin,
     build_disable_pin,
     build_enable_pin,
+    build_get_identity_suci,
     build_read_binary,
     build_read_record,
     build_select_aid,
@@ -337,6 +338,26 @@ class UsimClient:
         resp = self._ok("AUTHENTICATE (GSM context)", command)
         sres, kc = parse_auth_gsm_response(resp.data)
         return GsmResult(sres, kc)
+
+    def get_identity(self) -> Any:
+        """GET IDENTITY, SUCI context (TS 31.102 §7.5): the SUCI the USIM computed with its own
+        ephemeral key, as an :class:`aka.suci.Suci`.
+
+        Raises:
+            CardRefused: the card refuses (``6985``: it does not calculate SUCIs; ``6982``: PIN).
+            RemoteProtocolError: the answer is not an 'A1' SUCI object.
+        """
+        from aka.suci import Suci
+
+        self.select_usim()
+        resp = self._ok("GET IDENTITY", build_get_identity_suci())
+        tlvs = fs.parse_tlvs(resp.data)
+        if len(tlvs) != 1 or tlvs[0][0] != 0xA1:
+            raise RemoteProtocolError("GET IDENTITY: expected one 'A1' SUCI object")
+        try:
+            return Suci.from_bytes(tlvs[0][1])
+        except BadInput as exc:
+            raise RemoteProtocolError(f"GET IDENTITY: {exc}") from None
 
     # -- everything for `card info` --
 

@@ -21,11 +21,13 @@ from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.native import NATIVE_AVAILABLE, NativeMilenage
 from aka.sqn import SqnState
+from aka.suci import Profile
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaSyncFailure, usim_authenticate
 from trelab.errors import LocalProtocolError, Unavailable
 
 from ..harness import Case
+from .five_g import HomeKeys, me_5g, suci_once
 
 __all__ = ["SoftwareTre"]
 
@@ -60,7 +62,14 @@ class SoftwareTre:
             "aka_mode": "K in host memory",
         }
 
-    def _aka_case(self, operation: str, algorithm: Callable[[], AkaAlgorithm], batch: int) -> Case:
+    def _aka_case(
+        self,
+        operation: str,
+        algorithm: Callable[[], AkaAlgorithm],
+        batch: int,
+        *,
+        five_g: bool = False,
+    ) -> Case:
         hss = Hss(os.urandom)
         hss.add(Subscriber("001010000000001", algorithm()))
         device = algorithm()
@@ -76,7 +85,9 @@ class SoftwareTre:
                 raise LocalProtocolError("benchmark vector pool exhausted")
             for v in pool[position : position + n]:
                 result, state = usim_authenticate(device, state, v.rand, v.autn)
-                if result.result != "success":
+                if five_g:
+                    me_5g(result, v, operation)
+                elif result.result != "success":
                     raise LocalProtocolError(f"benchmark AKA gave {result.result}")
             position += n
 
@@ -87,7 +98,24 @@ class SoftwareTre:
                 position = 0
             body(n)
 
-        return Case(self.tre, operation, refill, batch=batch, detail="USIM side incl. SQN check")
+        detail = "USIM side incl. SQN check"
+        if five_g:
+            detail += " + the ME's RES*, K_AUSF, K_SEAF, K_AMF (TS 33.501 Annex A)"
+        return Case(self.tre, operation, refill, batch=batch, detail=detail)
+
+    def _suci_case(self, profile: Profile, batch: int) -> Case:
+        keys = HomeKeys()
+
+        def body(n: int) -> None:
+            for _ in range(n):
+                suci_once(keys, profile, None)
+
+        operation = "suci" if profile is Profile.B else "suci (profile A)"
+        return Case(
+            self.tre, operation, body, batch=batch,
+            detail=f"Profile {profile.name}: fresh ephemeral key in software ({'X25519' if profile is Profile.A else 'P-256'}), "
+            "ECDH, X9.63 KDF, AES-128-CTR, HMAC-SHA-256 tag (cryptography)",
+        )  # fmt: skip
 
     def cases(self, quick: bool) -> list[Case]:
         k, opc, topc = os.urandom(16), os.urandom(16), os.urandom(32)
@@ -102,6 +130,9 @@ class SoftwareTre:
         cases = [
             Case(self.tre, "raw: AES-128 block", raw, batch=batch * 5, raw=True),
             self._aka_case("aka-milenage", lambda: self._milenage(k, opc), batch),
+            self._aka_case("aka-5g", lambda: self._milenage(k, opc), batch, five_g=True),
+            self._suci_case(Profile.B, max(1, batch // 5)),
+            self._suci_case(Profile.A, max(1, batch // 5)),
             self._aka_case("aka-tuak", lambda: Tuak(SoftwareKeccak(k), topc), max(1, batch // 5)),
             self._resync_case(k, opc, max(1, batch // 5)),
             self._av_case(quick),

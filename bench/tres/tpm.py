@@ -67,19 +67,22 @@ from aka.hss import AuthVector, Hss, Subscriber
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import SqnState
+from aka.suci import Profile
 from aka.tuak import SoftwareKeccak, Tuak
 from aka.usim import AkaSuccess, AkaSyncFailure, usim_authenticate
 from lab import swtpm
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.keyholder import Mode, SymmetricSupport, probe_symmetric, translate
-from tpm.mid import LoadedMid, delete_mid, import_package, wrap_for_device
+from tpm.mid import Layer, LoadedMid, delete_mid, import_package, wrap_for_device
 from tpm.mid_errors import UnknownMid
 from tpm.package import AlgorithmSpec, MidSecrets
 from tpm.registry import MidRecord, Registry
+from tpm.suci import TpmAgreement
 from trelab.errors import LocalProtocolError, TrelabError, Unavailable
 
 from ..harness import Case
+from .five_g import HomeKeys, me_5g, suci_once
 from .pool import VectorPool
 
 __all__ = [
@@ -308,6 +311,15 @@ class _BenchMid:
 _serial = iter(range(1, 10**9))
 
 
+def _layer_text(layer: str) -> str:
+    if layer == "esys":
+        return "every command through ESYS (tpm2-pytss): the reference for the lean layer"
+    return (
+        "load-gated MIDs' sessions and commands through the lean layer (tpm.lean), policy-gated "
+        "ones through ESYS"
+    )
+
+
 def _bench_imsi() -> str:
     """A fresh IMSI in the 001-01 test network for one bench MID."""
     return f"00101{_IMSI_BASE + next(_serial):010d}"
@@ -330,10 +342,17 @@ class _Resident:
     """A MID loaded in an untimed ``setup`` and flushed in ``teardown``."""
 
     def __init__(
-        self, conn: TpmConnection, record: MidRecord, mode: Mode, *, bus_protection: bool = True
+        self,
+        conn: TpmConnection,
+        record: MidRecord,
+        mode: Mode,
+        *,
+        bus_protection: bool = True,
+        layer: Layer = "lean",
     ) -> None:
         self._conn, self._record, self._mode = conn, record, mode
         self._bus_protection = bus_protection
+        self._layer: Layer = layer
         self._scope: contextlib.ExitStack | None = None
         self.loaded: LoadedMid | None = None
 
@@ -342,7 +361,11 @@ class _Resident:
         scope = contextlib.ExitStack()
         self.loaded = scope.enter_context(
             LoadedMid(
-                self._conn, self._record, mode=self._mode, bus_protection=self._bus_protection
+                self._conn,
+                self._record,
+                mode=self._mode,
+                bus_protection=self._bus_protection,
+                layer=self._layer,
             )
         )
         self._scope = scope
@@ -490,6 +513,7 @@ class TpmTre:
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
+        cases.append(self._real_aka_case("aka-5g", mid, five_g=True))
         cases.append(self._resident_aka_case(few))
         if self.mode != "sealed" and self.bus_protection:  # the opt-out, to show the cost
             cases.append(
@@ -497,11 +521,17 @@ class TpmTre:
             )
             cases.append(self._resident_aka_case(few, bus_protection=False))
             cases.append(self._protected_e_k_case(many))
+            if self.variant.kind in ("load", "use"):  # the lean layer's rows: ESYS beside them
+                cases.append(self._protected_e_k_case(many, layer="esys"))
+                cases.append(self._resident_aka_case(few, layer="esys"))
+                cases.append(self._real_aka_case("aka-milenage (ESYS reference)", mid,
+                                                 layer="esys"))  # fmt: skip
         if self.variant.kind == "use":
             cases.append(self._fresh_session_case(few))
         if self._tuak is not None:
             cases.append(self._real_aka_case("aka-tuak", self._tuak))
         if self.variant.full:  # the ECB and physical rows
+            cases.append(self._suci_case(few))
             cases.append(self._resync_case())
             cases += self._attest_cases(few)
             if self._allow_import:
@@ -644,7 +674,13 @@ class TpmTre:
         return "NO bus protection (opt-out: E_K parameters in clear on the TPM bus)"
 
     def _real_aka_case(
-        self, operation: str, mid: _BenchMid, *, bus_protection: bool | None = None
+        self,
+        operation: str,
+        mid: _BenchMid,
+        *,
+        bus_protection: bool | None = None,
+        five_g: bool = False,
+        layer: Layer = "lean",
     ) -> Case:
         conn, registry, mode = self._conn, self._site.registry, self.variant.mode
         protect = self.bus_protection if bus_protection is None else bus_protection
@@ -654,21 +690,41 @@ class TpmTre:
                 vector = mid.pool.take()
                 outcome = authenticate(
                     conn, registry, mid.mid, vector.rand, vector.autn, mode=mode,
-                    bus_protection=protect,
+                    bus_protection=protect, layer=layer,
                 )  # fmt: skip
-                _expect_success(outcome.result, operation)
+                if five_g:
+                    me_5g(outcome.result, vector, operation)
+                else:
+                    _expect_success(outcome.result, operation)
 
+        extra = " + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software" if five_g else ""
         return Case(
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
             detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
             "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
-            "SQN commit = fsync + one NV write, flush)",
+            f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}{extra}",
         )  # fmt: skip
 
-    def _protected_e_k_case(self, batch: int) -> Case:
+    def _suci_case(self, batch: int) -> Case:
+        """Profile B with the ephemeral key made and used in the TPM (TPM2_ECDH_KeyGen)."""
+        keys = HomeKeys()
+        agreement = TpmAgreement(self._conn)
+
+        def body(n: int) -> None:
+            for _ in range(n):
+                suci_once(keys, Profile.B, agreement)
+
+        return Case(
+            self.tre, "suci", body, batch=batch,
+            detail="Profile B: TPM2_LoadExternal of the home network key + TPM2_ECDH_KeyGen "
+            "(ephemeral key made and used in the TPM), flush; X9.63 KDF, AES-CTR, HMAC in "
+            "software. Profile A (X25519) cannot run in a TPM 2.0",
+        )  # fmt: skip
+
+    def _protected_e_k_case(self, batch: int, *, layer: Layer = "lean") -> Case:
         """One E_K of one block through the keyholder in the MID's protected session: the
         per-command price of parameter encryption (against the raw bare command)."""
-        resident = _Resident(self._conn, self._milenage.record, self.mode)
+        resident = _Resident(self._conn, self._milenage.record, self.mode, layer=layer)
         block = os.urandom(16)
 
         def body(n: int) -> None:
@@ -682,21 +738,29 @@ class TpmTre:
             else "EncryptDecrypt2 in the salted HMAC session (K's empty authValue)"
         )
         return Case(
-            self.tre, "e_k (bus-protected)", body, batch=batch,
+            self.tre,
+            "e_k (bus-protected)" if layer == "lean" else "e_k (bus-protected, ESYS reference)",
+            body, batch=batch,
             detail=f"one E_K of one block ({self.mode}) through TpmBlockCipher: {what}, "
-            "TPMA_SESSION decrypt|encrypt (inData/outData AES-128-CFB), K loaded (untimed)",
+            "TPMA_SESSION decrypt|encrypt (inData/outData AES-128-CFB), K loaded (untimed); "
+            f"{_layer_text(layer)}",
             setup=resident.load, teardown=resident.unload,
         )  # fmt: skip
 
-    def _resident_aka_case(self, batch: int, *, bus_protection: bool | None = None) -> Case:
+    def _resident_aka_case(
+        self, batch: int, *, bus_protection: bool | None = None, layer: Layer = "lean"
+    ) -> Case:
         mid = self._milenage
         protect = self.bus_protection if bus_protection is None else bus_protection
-        resident = _Resident(self._conn, mid.record, self.mode, bus_protection=protect)
+        resident = _Resident(self._conn, mid.record, self.mode, bus_protection=protect,
+                             layer=layer)  # fmt: skip
         operation = (
             "aka-milenage (no registry)"
             if protect == self.bus_protection
             else "aka-milenage (no registry, no bus protection)"
         )
+        if layer == "esys":
+            operation = operation[:-1] + ", ESYS reference)"
         state = {"sqn": SqnState()}  # starts where the MID was provisioned (SQN_MS 0)
 
         def body(n: int) -> None:
@@ -731,7 +795,7 @@ class TpmTre:
         return Case(
             self.tre, operation, body, batch=batch,
             detail=f"K loaded (untimed), SQN state in memory, nothing written, "
-            f"{self._bus_label(protect)}: {what}",
+            f"{self._bus_label(protect)}: {what}; {_layer_text(layer)}",
             setup=resident.load, teardown=teardown,
         )  # fmt: skip
 

@@ -42,6 +42,7 @@ from trelab.errors import CheckFailed, LocalProtocolError, TrelabError, Unavaila
 from uicc.usim import UsimClient
 
 from ..harness import Case
+from .five_g import me_5g
 from .pool import VectorPool
 
 __all__ = [
@@ -143,6 +144,11 @@ class _UsimTre:
             "algorithm": profile.algorithm,
             "aka_mode": f"{profile.algorithm} inside the USIM; SQN checked and committed by the card",
             "sqn_catch_up": f"{self._resyncs_at_start} resynchronisation(s) before the run",
+            "suci": (
+                f"GET IDENTITY, schemes {', '.join(profile.suci.schemes)}"
+                if profile.suci is not None
+                else "not run: this card's profile has no suci settings (EF.UST 125 absent)"
+            ),
         }
 
     def _client_cases(self) -> list[Case]:
@@ -156,6 +162,11 @@ class _UsimTre:
                 if not isinstance(result, AkaSuccess):
                     raise LocalProtocolError(f"{self.tre}: bench AKA gave {result.result}")
 
+        def aka_5g(n: int) -> None:
+            for _ in range(n):
+                vector = pool.take()
+                me_5g(client.authenticate(vector.rand, vector.autn), vector, self.tre)
+
         def resync(n: int) -> None:
             for _ in range(n):
                 result = client.authenticate(replay.rand, replay.autn)
@@ -163,10 +174,26 @@ class _UsimTre:
                     raise LocalProtocolError(f"{self.tre}: replayed AUTN gave {result.result}")
                 hss.resynchronise(imsi, replay.rand, result.auts)
 
+        def suci(n: int) -> None:
+            for _ in range(n):
+                client.get_identity()
+
+        suci_cases = []
+        if self._profile.suci is not None:
+            first = self._profile.suci.schemes[0]
+            suci_cases.append(
+                Case(self.tre, "suci", suci,
+                     detail=f"UsimClient.get_identity: GET IDENTITY + GET RESPONSE; the card "
+                     f"makes a fresh ephemeral key and conceals its IMSI (scheme {first})")
+            )  # fmt: skip
         return [
+            *suci_cases,
             Case(self.tre, "aka-milenage", aka, teardown=pool.top_up,
                  detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
                  "card runs Milenage, the SQN check and an fsync'd state commit"),
+            Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
+                 detail="aka-milenage + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software "
+                 "(TS 33.501 Annex A)"),
             Case(self.tre, "aka-resync", resync,
                  detail="replayed AUTN: the card answers AUTS, the HSS checks MAC-S and "
                  "recovers SQN_MS"),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, CheckFailed, TrelabError
 from uicc import apdu
 from uicc.errors import CardRefused
@@ -37,6 +38,7 @@ __all__ = [
     "parse_arguments",
 ]
 
+_ASCII_DIGITS = frozenset("0123456789")
 MAX_LINE = 1024  # characters of a command line before its terminator; longer lines → ERROR
 _CR, _LF, _BS, _DEL = 0x0D, 0x0A, 0x08, 0x7F
 
@@ -182,7 +184,7 @@ def _split_commands(body: str) -> list[tuple[str, str, str]]:
                 j += 1
             name = body[i:j].upper()
             k = j
-            while k < n and body[k].isdigit():
+            while k < n and body[k] in _ASCII_DIGITS:
                 k += 1
             if k < n and body[k] == "?" and k == j:
                 out.append((name, "?", ""))
@@ -200,7 +202,7 @@ def _number(value: str | None, low: int, high: int, *, default: int | None = Non
         if default is None:
             raise AtError(50)
         return default
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    if not is_decimal(value) or not low <= int(value) <= high:
         raise AtError(50)
     return int(value)
 

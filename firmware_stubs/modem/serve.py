@@ -67,7 +67,7 @@ class ModemServer:
         if link.is_symlink():
             link.unlink()  # a previous run's link: points at a pty that is gone
         elif link.exists():
-            raise BadInput(f"--link: {link} exists and is not a symlink")
+            raise BadInput(f"{link} exists and is not a symlink", field="link")
         link.symlink_to(self.device)
 
     def _open_device(self, device: str, baudrate: int) -> None:

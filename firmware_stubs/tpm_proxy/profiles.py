@@ -185,7 +185,7 @@ def load(name: str) -> Profile:
         BadInput: no such profile, or its file is malformed.
     """
     if name not in names():
-        raise BadInput(f"--tpm-profile: {name!r} is not one of {', '.join(names())}")
+        raise BadInput(f"{name!r} is not one of {', '.join(names())}", field="tpm_profile")
     text = (resources.files(__package__) / "profiles" / f"{name}.toml").read_text()
     try:
         return _parse(name, tomllib.loads(text))

@@ -25,6 +25,7 @@ from typing import Literal
 
 from aka.algorithm import AkaAlgorithm
 from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authenticate
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from uicc import fs
 from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
@@ -52,7 +53,7 @@ from uicc.sw import (
     SW_WRONG_P1P2,
 )
 
-from .profile import CardProfile, load_profile, make_algorithm
+from .profile import CardProfile, SuciSettings, load_profile, make_algorithm
 from .state import AkaCredentials, CardState, CardStore, FileContent, PinState
 
 __all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state", "open_card"]
@@ -70,6 +71,25 @@ _KEY_REFS = {fs.KEY_REFERENCE[Access.PIN1]: "pin1", fs.KEY_REFERENCE[Access.ADM1
 # Services of EF.UST (TS 31.102 §4.2.8): 20 SPN, 27 GSM access (Kc in 3G context), 33 (shall be
 # set), 34 EST, 38 GSM security context, 85 EPS MM information.
 _UST_SERVICES = (20, 27, 33, 34, 38, 85)
+# 124 subscription identifier privacy support, 125 SUCI calculation by the USIM (§4.2.8)
+_SUCI_SERVICES = (124, 125)
+_SCHEME_IDS = {"null": 0, "A": 1, "B": 2}
+
+
+def suci_calc_info(settings: SuciSettings) -> bytes:
+    """EF.SUCI_Calc_Info (TS 31.102 §4.4.11.8): 'A0' the protection schemes in priority order,
+    each with the 1-based index of its key in 'A1' (0: none), and 'A1' the home network public
+    keys, each as '80' key id and '81' key."""
+    keys = settings.home_network_keys
+    schemes = b""
+    for scheme in settings.schemes:
+        index = next((i + 1 for i, k in enumerate(keys) if k.profile == scheme), 0)
+        schemes += bytes((_SCHEME_IDS[scheme], index))
+    key_list = b"".join(
+        encode_tlv(0x80, bytes((k.key_id,))) + encode_tlv(0x81, k.public) for k in keys
+    )
+    return encode_tlv(0xA0, schemes) + encode_tlv(0xA1, key_list)
+
 
 _CONTEXT_GSM = 0x80  # AUTHENTICATE P2, TS 31.102 §7.1.1: specific reference data, GSM context
 _CONTEXT_3G = 0x81  # … 3G (UMTS/EPS) context
@@ -148,7 +168,7 @@ def _sw(sw: int) -> bytes:
 def _pin_block_ok(block: bytes) -> bool:
     """A new PIN: 4–8 ASCII digits padded with FF to 8 bytes (TS 102 221 §9.5.1)."""
     digits = block.rstrip(b"\xff")
-    return len(block) == 8 and 4 <= len(digits) <= 8 and digits.isdigit()
+    return len(block) == 8 and 4 <= len(digits) <= 8 and is_decimal(digits.decode("latin-1"))
 
 
 def _initial_files(profile: CardProfile) -> dict[str, FileContent]:
@@ -170,7 +190,11 @@ def _initial_files(profile: CardProfile) -> dict[str, FileContent]:
         {"ue_operation_mode": 0, "additional_info": "0000", "mnc_length": profile.mnc_length},
     )
     enc(fs.EF_SPN, {"display_condition": 1, "name": profile.spn})
-    enc(fs.EF_UST, _UST_SERVICES)
+    enc(fs.EF_UST, _UST_SERVICES + (_SUCI_SERVICES if profile.suci is not None else ()))
+    if profile.suci is not None:
+        enc(fs.EF_SUCI_CALC_INFO, suci_calc_info(profile.suci).hex())
+        ri = profile.suci.routing_indicator.ljust(4, "F")
+        enc(fs.EF_ROUTING_INDICATOR, ri[1] + ri[0] + ri[3] + ri[2] + "ffff")
     # access class 0…9 from the last IMSI digit, the usual allocation (TS 22.011 §4.2)
     enc(fs.EF_ACC, (int(profile.imsi[-1]),))
     dir_ef = fs.EF_DIR
@@ -259,6 +283,7 @@ class UsimEngine:
             0x28: ("iso", self._enable),
             0x2C: ("iso", self._unblock),
             0x88: ("iso", self._authenticate),
+            0x78: ("uicc", self._get_identity),
             0xF2: ("uicc", self._status),
             0x10: ("uicc", self._terminal_profile),
             0xC2: ("uicc", self._envelope),
@@ -921,6 +946,8 @@ class UsimEngine:
                 raise _Refuse(SW_WRONG_LENGTH)
             if rand_len != 16:
                 raise _Refuse(SW_INCORRECT_DATA)
+            if self._profile.res_bits > 128:  # c2 (TS 33.102 §6.8.1.2) is defined up to 128
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
             gsm = gsm_authenticate(self._algorithm, rand)
             # L ‖ SRES ‖ L ‖ Kc (TS 31.102 §7.1.2.2)
             return self._respond_later(
@@ -948,6 +975,33 @@ class UsimEngine:
             if value:
                 out += bytes([len(value)]) + value
         return self._respond_later(out)
+
+    # -- GET IDENTITY (TS 31.102 §7.5, TS 102 221 §11.1.23) --------------------------------------
+    def _get_identity(self, c: _Command) -> bytes:
+        """The SUCI computed in the card (service 125): the first scheme of the profile's list
+        the card has a key for, a fresh ephemeral key each time, answered as 'A1' ‖ L ‖ SUCI."""
+        from aka.suci import SoftwareAgreement, conceal
+
+        if c.p1 != 0x00 or c.p2 & 0x0F != 0x01:  # identity context: SUCI
+            raise _Refuse(SW_WRONG_P1P2)
+        if self._app is not fs.ADF_USIM:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        self._require(Access.PIN1)
+        settings = self._profile.suci
+        if settings is None:  # service 125 not available on this card
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        scheme = settings.schemes[0]
+        key = settings.key_for(scheme)
+        suci = conceal(
+            f"imsi-{self._profile.imsi}",
+            scheme,
+            hn_public=key.public if key is not None else b"",
+            key_id=key.key_id if key is not None else 0,
+            mnc_length=self._profile.mnc_length,
+            routing_indicator=settings.routing_indicator,
+            agreement=SoftwareAgreement(),
+        )
+        return self._respond_later(encode_tlv(0xA1, suci.to_bytes()))
 
 
 def _sc(access: Access) -> int:

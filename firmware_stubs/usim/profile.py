@@ -2,14 +2,13 @@
 
 :func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
 ``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths,
-``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``) → a frozen
+``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``, ``suci``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
 :class:`~trelab.errors.BadInput` naming the key, never its value.
 """
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,14 +22,18 @@ from aka.milenage import Milenage, opc_from_op
 from aka.native import NATIVE_AVAILABLE, NativeMilenage
 from aka.sqn import SqnState
 from aka.tuak import CK_BITS, IK_BITS, MAC_BITS, RES_BITS, SoftwareKeccak, Tuak, topc_from_top
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
+from trelab.jsontext import load_json
 from uicc import fs
 
 __all__ = [
     "DEFAULT_PROFILE",
     "CardProfile",
+    "HomeNetworkPublicKey",
     "OtaKeyset",
+    "SuciSettings",
     "encode_pin",
     "load_profile",
     "make_algorithm",
@@ -42,7 +45,9 @@ Algorithm = Literal["milenage", "tuak"]
 _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", "puk1", "adm1")
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
-_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn"})
+_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci"})
+_SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys"})
+_HN_KEY_KEYS = frozenset({"id", "profile", "public"})
 _ALL_KEYS = frozenset(_COMMON_REQUIRED) | _MILENAGE_KEYS | _TUAK_KEYS | _OPTIONAL
 _OTA_KEYS = frozenset({"kvn", "kic", "kid", "tar", "counter"})
 
@@ -55,7 +60,7 @@ def encode_pin(name: str, text: str, *, digits: tuple[int, int], allow_hex: bool
         BadInput: not digits, or the wrong number of them (the message never shows the value).
     """
     low, high = digits
-    if text.isascii() and text.isdigit() and low <= len(text) <= high:
+    if is_decimal(text) and low <= len(text) <= high:
         return text.encode("ascii") + b"\xff" * (8 - len(text))
     if allow_hex and len(text) == 16:
         return parse_hex(name, text, length=8)
@@ -71,6 +76,29 @@ class OtaKeyset:
     kid: bytes = field(repr=False)
     tar: bytes
     counter: bytes = bytes(5)
+
+
+@dataclass(frozen=True)
+class HomeNetworkPublicKey:
+    """One home network public key the card conceals the SUPI with (TS 31.102 §4.4.11.8)."""
+
+    key_id: int
+    profile: Literal["A", "B"]
+    public: bytes
+
+
+@dataclass(frozen=True)
+class SuciSettings:
+    """Subscription identifier privacy on the card: the routing indicator, the protection
+    schemes in priority order and the home network public keys. With these the USIM computes
+    the SUCI itself (GET IDENTITY; EF.UST services 124 and 125)."""
+
+    routing_indicator: str = "0"
+    schemes: tuple[str, ...] = ("null",)
+    home_network_keys: tuple[HomeNetworkPublicKey, ...] = ()
+
+    def key_for(self, scheme: str) -> HomeNetworkPublicKey | None:
+        return next((k for k in self.home_network_keys if k.profile == scheme), None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,7 @@ class CardProfile:
     mnc_length: int = 2
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
+    suci: SuciSettings | None = None
 
     def make_algorithm(self) -> AkaAlgorithm:
         """The f1…f5* of this card with K in software (Milenage: native kernel when built)."""
@@ -218,7 +247,7 @@ def _int(data: Mapping[str, Any], key: str, default: int, allowed: tuple[int, ..
 
 def _digits(data: Mapping[str, Any], key: str, low: int, high: int) -> str:
     value = _str(data, key)
-    if not (value.isascii() and value.isdigit() and low <= len(value) <= high):
+    if not (is_decimal(value) and low <= len(value) <= high):
         raise BadInput(f"profile: {key} must be {low} to {high} digits")
     return value
 
@@ -264,6 +293,50 @@ def _ota_keysets(raw: Any) -> tuple[OtaKeyset, ...]:
             )
         )
     return tuple(out)
+
+
+def _suci(raw: Any) -> SuciSettings:
+    if not isinstance(raw, Mapping):
+        raise BadInput("profile: suci must be an object")
+    unknown = sorted(set(raw) - _SUCI_KEYS)
+    if unknown:
+        raise BadInput(f"profile: unknown key suci.{unknown[0]}")
+    ri = raw.get("routing_indicator", "0")
+    if not (isinstance(ri, str) and ri.isascii() and ri.isdigit() and 1 <= len(ri) <= 4):
+        raise BadInput("profile: suci.routing_indicator must be 1 to 4 digits")
+    schemes = raw.get("schemes", ["null"])
+    if (
+        not isinstance(schemes, list)
+        or not schemes
+        or len(set(schemes)) != len(schemes)
+        or not all(s in ("null", "A", "B") for s in schemes)
+    ):
+        raise BadInput("profile: suci.schemes must list null, A, B (no repeats), best first")
+    keys: list[HomeNetworkPublicKey] = []
+    items = raw.get("home_network_keys", [])
+    if not isinstance(items, list):
+        raise BadInput("profile: suci.home_network_keys must be a list")
+    for index, item in enumerate(items):
+        where = f"suci.home_network_keys[{index}]"
+        if not isinstance(item, Mapping) or set(item) != _HN_KEY_KEYS:
+            raise BadInput(f"profile: {where} must hold exactly id, profile, public")
+        key_id = item["id"]
+        if isinstance(key_id, bool) or not isinstance(key_id, int) or not 1 <= key_id <= 255:
+            raise BadInput(f"profile: {where}.id must be 1…255")
+        if item["profile"] not in ("A", "B"):
+            raise BadInput(f"profile: {where}.profile must be A or B")
+        if not isinstance(item["public"], str):
+            raise BadInput(f"profile: {where}.public must be a hex string")
+        size = (32,) if item["profile"] == "A" else (33, 65)
+        public = parse_hex(f"profile: {where}.public", item["public"], length=size)
+        from aka.suci import Profile, hn_public_key
+
+        hn_public_key(Profile.A if item["profile"] == "A" else Profile.B, public)
+        keys.append(HomeNetworkPublicKey(key_id, item["profile"], public))
+    for scheme in schemes:
+        if scheme != "null" and not any(k.profile == scheme for k in keys):
+            raise BadInput(f"profile: suci.schemes lists {scheme} without a home network key")
+    return SuciSettings(ri, tuple(schemes), tuple(keys))
 
 
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
@@ -318,6 +391,7 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         mnc_length=mnc_length,
         spn=spn,
         ota_keysets=ota,
+        suci=_suci(data["suci"]) if "suci" in data else None,
     )
     if algorithm == "milenage":
         extra = sorted(set(data) & _TUAK_KEYS)
@@ -383,12 +457,5 @@ def load_profile(path: Path) -> CardProfile:
             # TOMLDecodeError names the position, not the content
             raise BadInput(f"profile {path}: not valid TOML ({exc})".splitlines()[0]) from None
     else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadInput(
-                f"profile {path}: not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        except UnicodeDecodeError:
-            raise BadInput(f"profile {path}: not UTF-8") from None
+        data = load_json(raw, f"profile {path}")
     return parse_profile(data)

@@ -21,6 +21,7 @@ from typing import Any
 from aka.sqn import SqnState
 from trelab.atomic import atomic_write_text
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 from uicc.ota import MAX_COUNTER, Keyset
 
 __all__ = [
@@ -194,7 +195,7 @@ class CardState:
                 files=MappingProxyType(files),
                 ota=OtaState.from_json(data["ota"]) if "ota" in data else OtaState(),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, BadInput):
                 raise
             raise BadInput(f"card state: malformed ({type(exc).__name__})") from None
@@ -220,16 +221,12 @@ class CardStore:
         if self.path is None:
             return self._memory
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise BadInput(f"card state {self.path}: cannot read ({exc.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"card state {self.path}: not valid JSON (line {exc.lineno})") from None
-        state = CardState.from_json(data)
+        state = CardState.from_json(load_json(raw, f"card state {self.path}"))
         self._memory = state
         return state
 

@@ -58,8 +58,11 @@ def _attach(args: argparse.Namespace) -> Outcome:
     rat = parse_rat(args.rat)
     if args.suci_profile and rat != "5g":
         raise BadInput("--suci-profile: a SUCI is sent over 5G only (--rat 5g)")
-    conceal = _concealer(args) if rat == "5g" and args.suci_profile else None
-    suci_holder = "software" if conceal is not None else None
+    from_usim = args.suci_profile == "usim"
+    if from_usim and args.mid:
+        raise BadInput("--suci-profile usim: only a card computes its SUCI (GET IDENTITY)")
+    conceal = _concealer(args) if rat == "5g" and args.suci_profile and not from_usim else None
+    suci_holder = "software (the ME)" if conceal is not None else None
     url = network_url(args, _mid_network(args))
     transport = HttpTransport(url)
     if args.mid:
@@ -101,6 +104,12 @@ def _attach(args: argparse.Namespace) -> Outcome:
                 if hasattr(link, "reset_on_close"):
                     link.reset_on_close = True
                 client.verify_pin(pin)
+            if from_usim:
+
+                def conceal(imsi: str) -> str:
+                    return str(client.get_identity().to_string())
+
+                suci_holder = "usim (GET IDENTITY)"
             imsi, done = attach_card(client, transport, imsi=args.imsi, rat=rat, conceal=conceal)
         tre = "uicc"
     data = {
@@ -151,8 +160,9 @@ def register(nouns: Any) -> None:
     )
     p.add_argument(
         "--suci-profile",
-        choices=("null", "A", "B"),
-        help="5G: send a SUCI of this protection scheme instead of the IMSI",
+        choices=("null", "A", "B", "usim"),
+        help="5G: send a SUCI of this protection scheme instead of the IMSI; usim: the card "
+        "computes it (GET IDENTITY, its own scheme and key)",
     )
     p.add_argument("--hn-pub", help="home network public key for --suci-profile A|B, hex")
     p.add_argument("--hn-key-id", default="0", help="its key id, 0 … 255 (default 0)")

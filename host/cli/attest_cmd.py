@@ -32,7 +32,7 @@ def _quote(args: argparse.Namespace) -> Outcome:
     from tpm.quote import MAX_NONCE, quote
 
     nonce = parse_hex("--nonce", args.nonce, length=tuple(range(1, MAX_NONCE + 1)))
-    selection = parse_selection(args.pcrs, what="--pcrs")
+    selection = parse_selection(args.pcrs, what="pcrs")
     kind: AkKind = "rsa" if args.rsa else "ecc"
     with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
@@ -78,11 +78,11 @@ def _verify(args: argparse.Namespace) -> Outcome:
     except QuoteRejected as exc:
         data: dict[str, Any] = {
             "verified": False,
-            "check": exc.check,
-            "reason": exc.reason,
+            "check": exc.code,
+            "reason": exc.detail,
             "dir": str(args.dir),
         }
-        return Outcome(data=data, text=f"REJECTED ({exc.check}): {exc.reason}", exit_code=1)
+        return Outcome(data=data, text=f"REJECTED ({exc.code}): {exc.detail}", exit_code=1)
     data = verdict.to_json() | {"dir": str(args.dir)}
     return Outcome(data=data, text=f"verified: quote over {data['pcrlist']} by the pinned AK")
 

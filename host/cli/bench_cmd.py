@@ -4,7 +4,6 @@ the provisioning-throughput curve of one operator server."""
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = ["register"]
 
@@ -40,11 +40,12 @@ def _run(args: argparse.Namespace) -> Outcome:
 
 def _load(path: str) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise BadInput(f"{path}: not a JSON report ({type(exc).__name__})") from None
+    data = load_json(raw, f"{path}: not a JSON report")
     if not isinstance(data, dict):
         raise BadInput(f"{path}: not a JSON report")
     return data

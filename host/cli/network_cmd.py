@@ -32,7 +32,7 @@ def _reference_from_tpm(tcti: str | None, selection: str) -> dict[str, dict[int,
 def _init_config(args: argparse.Namespace) -> Outcome:
     from network.config import DEFAULT_PCR_SELECTION, init_config
 
-    directory = defaults.network_config_dir(args.dir)
+    directory = defaults.network_config_dir(args.config)
     selection = args.pcrs or DEFAULT_PCR_SELECTION
     reference = _reference_from_tpm(args.tpm, selection) if args.reference_from_tpm else None
     path = init_config(
@@ -119,8 +119,11 @@ def register(nouns: Any) -> None:
 
     p = verbs.add_parser("init-config", help="write keys and a network.json for the operator side")
     p.add_argument(
-        "--dir", help="config folder (default: $TRELAB_NETWORK_DIR or the user config dir)"
+        "--config",
+        metavar="DIR",
+        help="config folder to write (default: $TRELAB_NETWORK_DIR or the user config dir)",
     )
+    p.add_argument("--dir", dest="config", help=argparse.SUPPRESS)  # earlier spelling
     p.add_argument("--sho", action="append", help="an SHO name (repeat; default sho-a and sho-b)")
     p.add_argument("--ca", help="manufacturer CA bundle (PEM; default: the lab's)")
     p.add_argument("--pcrs", help="PCR selection to validate (default sha256:0,1,2,3,4,5,6,7)")
@@ -139,13 +142,13 @@ def register(nouns: Any) -> None:
     p = verbs.add_parser("serve", help="serve the operator side over HTTP until SIGTERM")
     p.add_argument("--listen", default="127.0.0.1:8731", help="HOST:PORT (port 0: any free port)")
     p.add_argument("--db", help="SQLite store (default: the user state dir)")
-    p.add_argument("--config", help="network.json (default: the user config dir)")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
     output.add_json_flag(p)
     p.set_defaults(func=_serve)
 
     p = verbs.add_parser("audit", help="verify the store's hash-chained audit trail")
     p.add_argument("--db", help="SQLite store (default: the user state dir)")
-    p.add_argument("--config", help="network.json (default: the user config dir)")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
     p.add_argument("--last", type=int, default=10, help="show the last N entries (default 10)")
     output.add_json_flag(p)
     p.set_defaults(func=_audit)

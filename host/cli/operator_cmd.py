@@ -18,7 +18,6 @@ serve`` (SQLite: safe next to a running server).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import time
@@ -28,7 +27,9 @@ from typing import Any
 from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
+from trelab.digits import is_decimal
 from trelab.errors import BadInput
+from trelab.jsontext import load_json
 
 __all__ = ["parse_hss_record", "register"]
 
@@ -71,7 +72,7 @@ def parse_hss_record(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadInput("HSS record: expected a JSON object")
     imsi = doc.get("imsi")
-    if not (isinstance(imsi, str) and imsi.isdigit() and 6 <= len(imsi) <= 15):
+    if not (isinstance(imsi, str) and is_decimal(imsi) and 6 <= len(imsi) <= 15):
         raise BadInput("HSS record: imsi must be 6…15 digits")
     algorithm = doc.get("algorithm")
     sqn = doc.get("sqn", {})
@@ -101,11 +102,10 @@ def parse_hss_record(doc: Any) -> dict[str, Any]:
 
 def _add_subscriber(args: argparse.Namespace) -> Outcome:
     try:
-        doc = json.loads(Path(args.hss_record).read_text())
+        raw = Path(args.hss_record).read_bytes()
     except OSError as exc:
         raise BadInput(f"--hss-record {args.hss_record}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInput(f"--hss-record {args.hss_record}: not JSON") from None
+    doc = load_json(raw, f"--hss-record {args.hss_record}")
     fields = parse_hss_record(doc)
     config = _config(args)
     store = _store(args, config)

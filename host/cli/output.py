@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import select
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trelab.errors import TrelabError
+from trelab.errors import BadInput, TrelabError
 
 __all__ = [
     "JSON_VERSION",
@@ -76,13 +77,25 @@ def error_json(exc: TrelabError | str, *, kind: str | None = None) -> dict[str, 
     return {"error": {"type": kind or "Error", "message": exc}}
 
 
+def as_option(exc: TrelabError, args: argparse.Namespace) -> TrelabError:
+    """A library's bad field named as the option that carried it: ``rand: …`` → ``--rand: …``
+    when this verb has an option for that field."""
+    if isinstance(exc, BadInput) and exc.field and exc.field in vars(args):
+        flagged = copy.copy(exc)  # the same type (BadConfig, …) for --json
+        flagged.field = "--" + exc.field.replace("_", "-")
+        flagged.args = (f"{flagged.field}: {exc.detail}",)
+        return flagged
+    return exc
+
+
 def run_verb(args: argparse.Namespace) -> int:
     """Run ``args.func``, print its outcome, and turn trelab errors into exit codes."""
     verb: Verb = args.func
     as_json = bool(getattr(args, "json", False))
     try:
         outcome = verb(args)
-    except TrelabError as exc:
+    except TrelabError as raised:
+        exc = as_option(raised, args)
         print(f"trelab: error: {exc}", file=sys.stderr)
         if as_json:
             _print_json(error_json(exc))

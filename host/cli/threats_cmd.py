@@ -20,6 +20,14 @@ from host.cli.output import Outcome, add_json_flag
 __all__ = ["register"]
 
 
+def _report_file(args: argparse.Namespace, kind: str) -> Path | None:
+    """``--out DIR`` writes ``threats.<kind>`` there; the earlier per-file options still work."""
+    earlier = args.html if kind == "html" else args.json_out
+    if earlier:
+        return Path(earlier)
+    return Path(args.out) / f"threats.{kind}" if args.out else None
+
+
 def _run(args: argparse.Namespace) -> Outcome:
     from threats.main import run_threat_checks
 
@@ -27,8 +35,8 @@ def _run(args: argparse.Namespace) -> Outcome:
         lab_dir=defaults.lab_dir(args.lab_dir),
         only=args.only,
         keep_lab=args.keep_lab,
-        html_out=Path(args.html) if args.html else None,
-        json_out=Path(args.json_out) if args.json_out else None,
+        html_out=_report_file(args, "html"),
+        json_out=_report_file(args, "json"),
     )
     return Outcome(data=report.document, text=report.text, exit_code=report.exit_code)
 
@@ -41,8 +49,11 @@ def register(nouns: Any) -> None:
         " the matrix threat × counter-measure × result.",
     )
     p.add_argument("--only", nargs="+", metavar="N", help="threats to run: 1…12, 3a-1…3a-4, 3a")
-    p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report")
-    p.add_argument("--json-out", metavar="OUT", help="also write the JSON report to a file")
+    p.add_argument(
+        "--out", metavar="DIR", help="also write threats.html (self-contained) and threats.json"
+    )
+    p.add_argument("--html", metavar="FILE", help=argparse.SUPPRESS)  # earlier spellings
+    p.add_argument("--json-out", metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("--lab-dir", help="lab directory (default: the user's state dir)")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
     add_json_flag(p)

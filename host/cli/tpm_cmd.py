@@ -206,7 +206,7 @@ def _delete(args: argparse.Namespace) -> Outcome:
     from tpm.mid import delete_mid
 
     with _connect(args) as conn:
-        record = delete_mid(conn, _registry(args), args.id)
+        record = delete_mid(conn, _registry(args), args.mid)
     data = {"mid": record.mid, "state": record.state, "slot": record.slot}
     return Outcome(data=data, text=_lines(data))
 
@@ -217,7 +217,7 @@ def _state(args: argparse.Namespace) -> Outcome:
 
     state = MidState.ACTIVE if args.verb_mid == "activate" else MidState.SUSPENDED
     with _connect(args) as conn:
-        record = set_state(conn, _registry(args), args.id, state)
+        record = set_state(conn, _registry(args), args.mid, state)
     data = {"mid": record.mid, "state": record.state, "slot": record.slot}
     return Outcome(data=data, text=_lines(data))
 
@@ -228,7 +228,7 @@ def _authorize(args: argparse.Namespace) -> Outcome:
 
     key = load_operator_key(_operator_key_path(args))
     with _connect(args) as conn:
-        record = reauthorize(conn, _registry(args), args.id, key)
+        record = reauthorize(conn, _registry(args), args.mid, key)
     data = {
         "mid": record.mid,
         "pcrs": record.policy.selection,
@@ -345,20 +345,20 @@ def _add_mid_verbs(verbs: Any) -> None:
     p.set_defaults(func=_list)
 
     p = mids.add_parser("delete", help="MID_STATE = DELETED (terminal) and drop its blobs")
-    p.add_argument("id", help="MID id (see `mid list`)")
+    p.add_argument("--mid", required=True, help="MID id (see `tpm mid list`)")
     _common(p)
     p.set_defaults(func=_delete)
 
     for verb, text in (("activate", "MID_STATE = ACTIVE"), ("suspend", "MID_STATE = SUSPENDED")):
         p = mids.add_parser(verb, help=text)
-        p.add_argument("id", help="MID id")
+        p.add_argument("--mid", required=True, help="MID id (see `tpm mid list`)")
         _common(p)
         p.set_defaults(func=_state)
 
     p = mids.add_parser(
         "authorize", help="operator stand-in: approve the current PCRs for an authorize-policy MID"
     )
-    p.add_argument("id", help="MID id")
+    p.add_argument("--mid", required=True, help="MID id (see `tpm mid list`)")
     p.add_argument("--operator-key", metavar="FILE", help="operator policy-signing key (PEM)")
     _common(p)
     p.set_defaults(func=_authorize)

@@ -35,6 +35,7 @@ from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, CheckFailed
 from trelab.hexargs import parse_hex
 
@@ -78,7 +79,7 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from network.store import Store
     from network.transfer import KiTransfer, OtaKeyring
 
-    config = defaults.load_network_config(args.network_config)
+    config = defaults.load_network_config(args.config)
     db = defaults.network_db(args.db)
     store = Store(db, config.store_key)
     keyring = OtaKeyring(db.with_name(db.name + ".ota.json"), config.store_key)
@@ -120,7 +121,7 @@ def _subscription_from_profile(path: str) -> Any:
 def _transfer(args: argparse.Namespace) -> Outcome:
     from uicc.usim import UsimClient
 
-    if args.imsi is None or not args.imsi.isdigit() or not 6 <= len(args.imsi) <= 15:
+    if args.imsi is None or not is_decimal(args.imsi) or not 6 <= len(args.imsi) <= 15:
         raise BadInput("--imsi: 6 to 15 digits")
     if args.source == args.target:
         raise BadInput("--from and --to name the same SHO")
@@ -161,6 +162,7 @@ def _run(
 ) -> dict[str, Any]:
     from aka.usim import AkaResult
     from network.transfer import deliver
+    from threats import ki_transfer as ki_attacks
     from uicc.errors import CardRefused
     from uicc.ota import OtaRejected
 
@@ -192,8 +194,8 @@ def _run(
         say(f"card {iccid} now reads IMSI {out['card']['imsi']} (SHO-B's {new_imsi})")
         if not first["k_rotated"]:
             out["attach"]["before_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["before_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["before_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
     else:
         out["skipped"] = f"IMSI read-back, attach and threat checks need the PIN ({PIN_ENV})"
@@ -206,15 +208,15 @@ def _run(
         out["transfer"]["k_rotated"] = second["k_rotated"]
         if can_aka:
             out["attach"]["after_k_rotation"] = transfer.attach(new_imsi, authenticate)
-            out["threats"]["after_k_rotation"] = transfer.threat_check(
-                args.imsi, new_imsi, authenticate
+            out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
+                transfer, args.imsi, new_imsi, authenticate
             )
-    # The old operator tries its OTA keys (design threat 3): a READ BINARY, harmless either way.
+    # The old operator tries its OTA keys: a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
         por = deliver(
             link.transmit,
-            transfer.old_operator_packet(args.source, iccid, [_READ_IMSI_BY_SFI]),
+            ki_attacks.old_operator_packet(transfer, args.source, iccid, [_READ_IMSI_BY_SFI]),
             max(card_keys[0].keysets, key=lambda k: k.kvn),
         )
         out["old_operator_ota"] = {"por": por.status.text, "accepted": por.status == 0}
@@ -267,7 +269,7 @@ def _keyset(args: argparse.Namespace) -> Any:
         try:
             doc = json.loads(Path(args.keys_file).read_text())
             kic_text, kid_text = doc["kic"], doc["kid"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise BadInput(f"--keys-file {args.keys_file}: expected JSON with kic, kid") from None
     if kic_text is None or kid_text is None:
         raise BadInput(f"keys: give --keys-file, or {KIC_ENV} and {KID_ENV}")
@@ -339,7 +341,8 @@ def register(nouns: Any) -> None:
     p.add_argument("--imsi", required=True, help="the subscriber's IMSI at the old SHO")
     p.add_argument("--from", dest="source", required=True, help="SHO that holds it (SHO-A)")
     p.add_argument("--to", dest="target", required=True, help="SHO that takes it (SHO-B)")
-    p.add_argument("--network-config", help="network config dir or file (trelab network)")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument("--network-config", dest="config", help=argparse.SUPPRESS)  # earlier spelling
     p.add_argument("--db", help="operator store (default: the user state dir)")
     p.add_argument("--card-profile", help="personalisation profile, first time SHO-A sees the card")
     p.add_argument("--rotate-k", action="store_true", help="write a new K/OPc to the card (OTA)")

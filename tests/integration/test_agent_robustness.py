@@ -347,7 +347,7 @@ def _tamper(tamper: LabStatus, tmp_path: Path) -> None:
         ]
         with pytest.raises(Refused) as refused:  # the retry: the PVA sees the changed PCR
             provision(tamper, net, registry, "sho-a")
-        assert refused.value.reason.startswith("quote-")
+        assert refused.value.code.startswith("quote-")
     with network(tmp_path / "two", tamper) as net:  # reference values of the new state
         mid = provision(tamper, net, registry, "sho-a").finished
         _extend_pcr7(tamper.tcti)

@@ -137,3 +137,46 @@ def test_tpm_makes_profile_b_sucis_the_home_network_opens(lab: LabStatus) -> Non
     for suci in sucis:
         assert suci.scheme_output[0] in (2, 3)
         assert deconceal(Suci.parse(suci.to_string()), bytes.fromhex(v["hn_private"])) == v["supi"]
+
+
+def test_usim_computes_the_suci_it_attaches_with(lab: LabStatus, tmp_path: Path) -> None:
+    """A card of its own on reader 1, personalised with the SHO's current Profile B key: GET
+    IDENTITY through pcscd gives the SUCI, the SIDF opens it, 5G AKA follows."""
+    from firmware_stubs.usim.personalise import hss_record
+    from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
+    from tests.card_process import READER_1, CardProcess
+    from tests.usim_vectors import unique_iccid
+
+    with network(tmp_path, lab) as net:
+        key = _rotate(net, "B")
+        doc = dict(DEFAULT_PROFILE) | {
+            "iccid": unique_iccid(),
+            "suci": {
+                "routing_indicator": "42",
+                "schemes": ["B", "null"],
+                "home_network_keys": [
+                    {"id": key["key_id"], "profile": "B", "public": key["public"]}
+                ],
+            },
+        }
+        path = tmp_path / "card-hss.json"
+        path.write_text(json.dumps(hss_record(parse_profile(doc)).to_json()))
+        added = trelab(
+            "operator", "add-subscriber", "--hss-record", str(path), "--sho", "sho-a",
+            "--config", str(net.config_path), "--db", str(net.db), "--json",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        card = CardProcess(tmp_path / "card", doc).start()
+        try:
+            done = trelab(
+                "attach", "--reader", READER_1, "--pin", "1234", "--network", net.url,
+                "--rat", "5g", "--suci-profile", "usim", "--json",
+            )  # fmt: skip
+        finally:
+            card.stop()
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["identity"] == "suci" and out["suci_ephemeral_key"] == "usim (GET IDENTITY)"
+        assert out["accepted"] is True and out["keys_match"] is True
+        sucis = [(s, d["key_id"], d["profile"]) for e, s, d in net.events() if e == "suci"]
+        assert sucis == [("001010123456789", key["key_id"], 2)]

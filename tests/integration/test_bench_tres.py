@@ -154,8 +154,13 @@ def test_tpm_and_modem_rows_run_and_their_records_follow_the_schema(bench: Any) 
     operations = {(r["tre"], r["operation"]) for r in records}
     ecb = "tpm (ecb, load-gated)"
     for operation in ("aka-milenage", "aka-milenage (no registry)", "aka-resync", "quote",
-                      "quote (bare TPM2_Quote)", "verify", "quote+verify", "mid-import"):  # fmt: skip
+                      "quote (bare TPM2_Quote)", "verify", "quote+verify", "mid-import",
+                      "aka-5g", "suci"):  # fmt: skip
         assert (ecb, operation) in operations
+    for row in TPM_ROWS:  # 5G AKA on every TPM row, next to its aka-milenage
+        assert {(row, "aka-milenage"), (row, "aka-5g")} <= operations, row
+    suci = next(r for r in records if (r["tre"], r["operation"]) == (ecb, "suci"))
+    assert "TPM2_ECDH_KeyGen" in suci["detail"] and suci["overhead_vs_raw"] > 0
     assert ("tpm (sealed K)", "aka-tuak") in operations
     # full provisioning (issue 6): on the bench TPM, one provisioning per sample, each ACTIVE
     provisioning = [r for r in records if (r["tre"], r["operation"]) == (ecb, "provisioning")]
@@ -163,7 +168,9 @@ def test_tpm_and_modem_rows_run_and_their_records_follow_the_schema(bench: Any) 
     assert len(provisioning[0]["samples"]) == 2 and all(s > 0 for s in provisioning[0]["samples"])
     assert "provision" in provisioning[0]["detail"] and provisioning[0]["batch"] == 1
     assert ("tpm (use-gated policy)", "aka-milenage (session per command)") in operations
-    assert {(MODEM_ROW, "aka-milenage"), (MODEM_ROW, "aka-resync")} <= operations
+    assert {(MODEM_ROW, "aka-milenage"), (MODEM_ROW, "aka-5g"), (MODEM_ROW, "aka-resync")} <= (
+        operations
+    )
     raw = {c.tre: c.operation for c in result.run.cases if c.raw}
     assert raw["tpm (ecb, load-gated)"] == "raw: EncryptDecrypt2 (ECB)"
     assert raw["tpm (cfb-only)"] == "raw: EncryptDecrypt2 (CFB)"
@@ -222,7 +229,7 @@ def test_card_row_over_pcsc(card_bench: BenchRun, lab: LabStatus, usim_reader: s
     assert not card_bench.skipped and card_bench.names == [CARD_ROW]
     records = _check_records(card_bench)
     assert {r["operation"] for r in records} == {
-        "raw: AUTHENTICATE + GET RESPONSE", "aka-milenage", "aka-resync",
+        "raw: AUTHENTICATE + GET RESPONSE", "aka-milenage", "aka-5g", "aka-resync",
     }  # fmt: skip
     card = card_bench.run.environments[CARD_ROW]
     with PcscLink(usim_reader) as link:

@@ -57,7 +57,7 @@ def own_card(tmp_path: Path, lab: LabStatus) -> Iterator[CardProcess]:
 
 
 def test_lab_status_reports_the_card(lab: LabStatus, usim_reader: str) -> None:
-    status = _cli("lab", "status", "--dir", str(lab.lab_dir), "--json")
+    status = _cli("lab", "status", "--lab-dir", str(lab.lab_dir), "--json")
     card = json.loads(status.stdout)["components"]["card"]
     assert card["state"] == "running" and card["reader"] == usim_reader == READER_0
     assert proc.matches(card["pid"], program=os.path.basename(sys.executable))

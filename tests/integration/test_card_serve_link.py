@@ -129,5 +129,5 @@ def test_vpcd_address(text: str, address: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("text", ["host:0", "host:70000", "host:x"])
 def test_bad_vpcd_address(text: str) -> None:
-    with pytest.raises(BadInput, match="--vpcd"):
+    with pytest.raises(BadInput, match=r"^vpcd: "):
         parse_vpcd_address(text)

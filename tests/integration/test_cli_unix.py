@@ -32,7 +32,7 @@ def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess[bytes]
 
 
 def test_closed_stdout_ends_the_process_by_sigpipe_without_a_traceback() -> None:
-    lab_status = ["lab", "status", "--dir", "/nonexistent-lab"]  # prints, then exits 3
+    lab_status = ["lab", "status", "--lab-dir", "/nonexistent-lab"]  # prints, then exits 3
     for argv in (MILENAGE, [*MILENAGE, "--json"], lab_status):
         result = _run_into_closed_pipe(argv)
         assert result.returncode == -signal.SIGPIPE, (argv, result.returncode, result.stderr)

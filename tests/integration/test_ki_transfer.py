@@ -69,7 +69,7 @@ def operators(tmp_path: Path, lab: LabStatus) -> dict[str, Path]:
 def transfer_cli(operators: dict[str, Path], *where: str, profile: Path, rotate: bool) -> Any:
     done = cli(
         "transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b",
-        "--network-config", str(operators["config"]), "--db", str(operators["db"]),
+        "--config", str(operators["config"]), "--db", str(operators["db"]),
         "--card-profile", str(profile), *(["--rotate-k"] if rotate else []), *where, "--json",
         env={"TRELAB_CARD_PIN": "1234"},
     )  # fmt: skip
@@ -105,7 +105,7 @@ def test_transfer_over_pcsc_with_k_rotation(card: CardProcess, operators: dict[s
     # the same command again: everything is done, nothing is sent twice
     again = cli(
         "transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b",
-        "--network-config", str(operators["config"]), "--db", str(operators["db"]),
+        "--config", str(operators["config"]), "--db", str(operators["db"]),
         "--reader", READER_1, "--json",
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
@@ -250,7 +250,7 @@ def test_kill_9_of_the_card_between_packets_then_retry_completes(
 def test_cli_refusals_are_one_line_and_change_nothing(
     card: CardProcess, operators: dict[str, Path]
 ) -> None:
-    base = ["transfer", "ki", "--from", "sho-a", "--to", "sho-b", "--network-config",
+    base = ["transfer", "ki", "--from", "sho-a", "--to", "sho-b", "--config",
             str(operators["config"]), "--db", str(operators["db"]), "--reader", READER_1]  # fmt: skip
     unknown = cli(*base, "--imsi", OLD_IMSI, "--json")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1

@@ -297,7 +297,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_cli_status_json(lab: LabStatus, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["lab", "status", "--dir", str(lab.lab_dir), "--json"]) == 0
+    assert main(["lab", "status", "--lab-dir", str(lab.lab_dir), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["version"] == 1
     assert data["tcti"] == lab.tcti
@@ -320,18 +320,18 @@ def test_cli_detect_json(lab: LabStatus, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_cli_up_and_down_are_separate_processes(spare: Lab) -> None:
     spare.down()
-    up = _cli("lab", "up", "--dir", str(spare.path), "--json")
+    up = _cli("lab", "up", "--lab-dir", str(spare.path), "--json")
     assert up.returncode == 0, up.stderr
     started = json.loads(up.stdout)
     pid = started["components"]["swtpm"]["pid"]
     assert proc.matches(pid, program="swtpm")  # survived the CLI process
-    status = _cli("lab", "status", "--dir", str(spare.path), "--json")
+    status = _cli("lab", "status", "--lab-dir", str(spare.path), "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["components"]["swtpm"]["pid"] == pid
-    down = _cli("lab", "down", "--dir", str(spare.path), "--json")
+    down = _cli("lab", "down", "--lab-dir", str(spare.path), "--json")
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout)["components"]["swtpm"]["state"] == "stopped"
     assert proc.wait_until(lambda: not proc.is_alive(pid), 5.0)
-    stopped = _cli("lab", "status", "--dir", str(spare.path))
+    stopped = _cli("lab", "status", "--lab-dir", str(spare.path))
     assert stopped.returncode == 3 and "swtpm  stopped" in stopped.stdout
 
 
@@ -341,16 +341,16 @@ def test_cli_errors_are_one_line(spare: Lab, tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = str(squatter.getsockname()[1])
-        taken = _cli("lab", "up", "--dir", str(spare.path), "--port", port, "--json")
+        taken = _cli("lab", "up", "--lab-dir", str(spare.path), "--port", port, "--json")
     assert taken.returncode == 3
     assert taken.stderr.count("\n") == 1 and taken.stderr.startswith("trelab: error: ")
     assert json.loads(taken.stdout)["error"]["type"] == "PortInUse"
-    missing = _cli("lab", "up", "--dir", str(tmp_path / "x"), env={"PATH": "/nonexistent"})
+    missing = _cli("lab", "up", "--lab-dir", str(tmp_path / "x"), env={"PATH": "/nonexistent"})
     assert missing.returncode == 3
     assert missing.stderr == (
         "trelab: error: swtpm not found on PATH (fix: apt-get install swtpm swtpm-tools)\n"
     )
-    bad = _cli("lab", "up", "--dir", str(spare.path), "--port", "80")
+    bad = _cli("lab", "up", "--lab-dir", str(spare.path), "--port", "80")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

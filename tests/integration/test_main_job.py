@@ -35,6 +35,8 @@ def test_main_job_writes_report_and_stops_what_it_started(
     aka = records["software (native kernel)", "aka-milenage"]
     assert aka["summary"]["n"] == 3 and aka["overhead_vs_raw"] > 0
     assert ("software (python kernel)", "av-generation") in records
+    for operation in ("aka-5g", "suci"):  # 5G rows next to aka-milenage, with the raw ratio
+        assert records["software (native kernel)", operation]["overhead_vs_raw"] > 0
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "**Verdict: PASS**" in markdown and "Virtual PCD 00 00" in markdown
     assert "<svg" in (tmp_path / "out" / "report.html").read_text()

@@ -381,7 +381,7 @@ def _transfer_args(operators: dict[str, Path], card: Any) -> list[str]:
 
     return [
         "transfer", "ki", "--imsi", test_ki_transfer.OLD_IMSI, "--from", "sho-a", "--to", "sho-b",
-        "--network-config", str(operators["config"]), "--db", str(operators["db"]),
+        "--config", str(operators["config"]), "--db", str(operators["db"]),
         "--card-profile", str(card.profile_file), "--rotate-k", "--reader", READER_1, "--json",
     ]  # fmt: skip
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -347,3 +348,34 @@ def test_hmac_session_includes_the_entity_auth_value(
             )
     finally:
         conn.flush(handle)
+
+
+def test_the_lean_layer_runs_through_a_tpm2_tss_tcti(
+    private_swtpm: str, conn: TpmConnection, parent: tuple[Any, Any], aes_key: tuple[Any, bytes]
+) -> None:
+    """What a resource manager or /dev/tpmrm0 gets: the layer's bytes through tpm2-tss's own
+    TCTI (here its swtpm TCTI) instead of trelab's socket, observed the same way."""
+    from tpm2_pytss import TCTILdr
+
+    from tpm.connection import parse_tcti
+    from tpm.tss import CommandEvent, TctiTransport
+
+    name, conf = parse_tcti(private_swtpm)
+    transport = TctiTransport(TCTILdr(name, conf))
+    seen: list[CommandEvent] = []
+    try:
+        via: Any = SimpleNamespace(transport=transport, esys=conn.esys)
+        handle, k = aes_key
+        data = os.urandom(48)
+        salt_to = (int(conn.esys.tr_get_tpm_handle(parent[0])), parent[1])
+        with transport.observe(seen.append), lc.session(via, kind="hmac", salt_to=salt_to) as s:
+            out = lc.encrypt_decrypt2(
+                via, LeanObject.from_esys(conn, handle), data, decrypt=False,
+                mode=int(TPM2_ALG.ECB), iv=b"", session=s,
+            )  # fmt: skip
+        assert out == _software(k, "ecb", b"", data, False)
+        names = [e.name for e in seen]
+        assert names == ["start_auth_session", "encrypt_decrypt2", "flush_context"]
+        assert all(e.rc == 0 and e.seconds > 0 for e in seen)
+    finally:
+        transport.close()

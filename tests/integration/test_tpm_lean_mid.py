@@ -20,12 +20,20 @@ from tpm.tss import CommandEvent
 pytestmark = pytest.mark.lab
 
 
-def test_a_mid_runs_the_same_aka_on_both_layers(private_swtpm: str, tmp_path: Path) -> None:
+_IMSI = iter(range(1000, 2000))
+
+
+@pytest.mark.parametrize(("kind", "pin"), [("load", None), ("use", None), ("use", b"2580")])
+def test_a_mid_runs_the_same_aka_on_both_layers(
+    private_swtpm: str, tmp_path: Path, kind: str, pin: bytes | None
+) -> None:
     """The real path (registry, load, three E_K, commit) on the lean layer and on ESYS gives
-    the RES/CK/IK the network expects; both are bus-protected and send three E_K."""
+    the RES/CK/IK the network expects; both are bus-protected and send three E_K. Use-gated
+    MIDs re-run PolicyPCR, PolicyNV, PolicyCommandCode (and PolicyAuthValue for the PIN) in
+    the lean layer's salted policy session before every E_K."""
     registry = Registry(tmp_path / "mids.json")
     with TpmConnection(private_swtpm) as c:
-        mid = local_mid(c, registry, kind="load", imsi="001019990000777")
+        mid = local_mid(c, registry, kind=kind, pin=pin, imsi=f"00101999000{next(_IMSI)}")
         network = Milenage(SoftwareAes(mid.k), mid.opc)
         for seq, layer in enumerate(("esys", "lean", "esys", "lean"), start=1):
             rand = os.urandom(16)
@@ -38,6 +46,7 @@ def test_a_mid_runs_the_same_aka_on_both_layers(private_swtpm: str, tmp_path: Pa
                     mid.record.mid,
                     rand,
                     autn,
+                    pin=pin,
                     layer=layer,  # type: ignore[arg-type]
                 )
             result = outcome.result
@@ -45,4 +54,62 @@ def test_a_mid_runs_the_same_aka_on_both_layers(private_swtpm: str, tmp_path: Pa
             assert outcome.bus_protection and outcome.tpm_calls == 3
             expected = network.f2345(rand)
             assert (result.res, result.ck, result.ik) == (expected.res, expected.ck, expected.ik)
-            assert [e.name for e in seen].count("encrypt_decrypt2") == 3
+            names = [e.name for e in seen if e.rc == 0]  # TPM_RC_RETRY: sent again
+            assert names.count("encrypt_decrypt2") == 3
+            if kind == "use":
+                assert names.count("policy_nv") >= 3 and names.count("policy_pcr") >= 3
+
+
+def test_a_wrong_pin_is_refused_on_the_lean_layer(private_swtpm: str, tmp_path: Path) -> None:
+    from tpm.mid_errors import PinRejected
+
+    registry = Registry(tmp_path / "mids.json")
+    with TpmConnection(private_swtpm) as c:
+        mid = local_mid(c, registry, kind="use", pin=b"1234", imsi="001019990002999")
+        rand = os.urandom(16)
+        with pytest.raises(PinRejected):
+            authenticate(
+                c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 1),
+                pin=b"9999",
+            )  # fmt: skip
+        outcome = authenticate(
+            c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 2), pin=b"1234"
+        )
+        assert isinstance(outcome.result, AkaSuccess) and outcome.layer == "lean"
+
+
+@pytest.mark.parametrize("importer", ["esys", "lean"])
+def test_a_mid_imported_on_either_layer_runs_on_both(
+    private_swtpm: str, tmp_path: Path, importer: str
+) -> None:
+    """TPM2_Import and the proving Loads through ESYS or the lean layer give blobs the other
+    layer loads: the two importers agree on what the TPM accepted."""
+    from tpm.mid import import_package, wrap_for_device
+    from tpm.package import AlgorithmSpec, MidSecrets
+
+    registry = Registry(tmp_path / "mids.json")
+    with TpmConnection(private_swtpm) as c:
+        k, opc = os.urandom(16), os.urandom(16)
+        imported: list[CommandEvent] = []
+        package = wrap_for_device(
+            c, MidSecrets(k, opc), imsi=f"00101999000{next(_IMSI)}", algorithm=AlgorithmSpec(),
+            amf=b"\x80\x00", sqn_ms=bytes(6), kind="load",
+        )  # fmt: skip
+        with c.transport.observe(imported.append):
+            record = import_package(
+                c,
+                registry,
+                package,
+                activate=True,
+                layer=importer,  # type: ignore[arg-type]
+            )
+        assert [e.name for e in imported if e.rc == 0].count("import_") == 3
+        network = Milenage(SoftwareAes(k), opc)
+        for seq, layer in enumerate(("esys", "lean"), start=1):
+            rand = os.urandom(16)
+            outcome = authenticate(
+                c, registry, record.mid, rand, fresh_autn(k, opc, rand, seq),
+                layer=layer,  # type: ignore[arg-type]
+            )  # fmt: skip
+            assert isinstance(outcome.result, AkaSuccess)
+            assert outcome.result.res == network.f2345(rand).res

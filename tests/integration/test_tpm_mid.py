@@ -330,24 +330,33 @@ def test_k_never_in_clear_on_the_device(
     package, record = provision(conn, registry, k=k, secret=opc, kind="use")
     for text in (package.dumps(), registry.path.read_text()):
         assert k.hex() not in text and opc.hex() not in text
-    # spy on TPM2_Unseal during an ECB AKA: only the OPc object is ever unsealed
+    # spy on TPM2_Unseal during an ECB AKA: only the OPc object is ever unsealed. The AKA's
+    # commands go through the lean layer: its Unseal names the object, and the transport
+    # sees every TPM2_Unseal whoever sends it (ESYS included)
+    from tpm import lean_commands
+    from tpm.tss import CommandEvent
+
     esys = conn.esys
-    real_unseal = esys.unseal
+    real_unseal = lean_commands.unseal
     unsealed: list[bytes] = []
+    sent: list[CommandEvent] = []
 
-    def spy(handle: Any, *args: Any, **kw: Any) -> Any:
-        unsealed.append(bytes(esys.tr_get_name(handle).marshal())[2:])
-        return real_unseal(handle, *args, **kw)
+    def spy(c: Any, item: Any, **kw: Any) -> Any:
+        unsealed.append(item.name)
+        return real_unseal(c, item, **kw)
 
-    esys.unseal = spy
+    lean_commands.unseal = spy  # type: ignore[assignment]
     try:
         rand = os.urandom(16)
-        outcome = authenticate(conn, registry, record.mid, rand, fresh_autn(k, opc, rand, 1))
+        with conn.transport.observe(sent.append):
+            outcome = authenticate(conn, registry, record.mid, rand, fresh_autn(k, opc, rand, 1))
     finally:
-        del esys.unseal
+        lean_commands.unseal = real_unseal  # type: ignore[assignment]
     assert isinstance(outcome.result, AkaSuccess) and outcome.mode == "ecb"
+    assert outcome.layer == "lean"
     assert unsealed == [package.secret.name]
     assert package.k.name not in unsealed
+    assert [e.name for e in sent].count("unseal") == 1
     # and the TPM itself will not unseal a SYMCIPHER K, whatever the session
     from tpm2_pytss import TSS2_Exception
 
@@ -667,11 +676,11 @@ def test_cli_wrap_import_list_aka_delete(
         capsys, "tpm", "aka", "--mid", mid, "--rand", vector["RAND"], "--autn", "00" * 16, *common
     )
     assert code == 1 and forged["result"] == "mac_failure"
-    code, suspended = run_cli(capsys, "tpm", "mid", "suspend", mid, *common)
+    code, suspended = run_cli(capsys, "tpm", "mid", "suspend", "--mid", mid, *common)
     assert code == 0 and suspended["state"] == "suspended"
     code, refused = run_cli(capsys, *aka, *common)
     assert code == 1 and refused["error"]["type"] == "MidRefused"
-    code, deleted = run_cli(capsys, "tpm", "mid", "delete", mid, *common)
+    code, deleted = run_cli(capsys, "tpm", "mid", "delete", "--mid", mid, *common)
     assert code == 0 and deleted["state"] == "deleted"
     code, gone = run_cli(capsys, *aka, *common)
     assert code == 2 and gone["error"]["type"] == "UnknownMid"

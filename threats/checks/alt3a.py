@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from threats import ki_transfer as ki_attacks
 from threats.context import ThreatLab
 from threats.result import Attempt, Finding, Recorder
 from trelab.errors import Unavailable
@@ -177,19 +178,19 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
         client.forget_selection()
         card_imsi = client.read_imsi()
         attach_b = transfer.attach(new_imsi, authenticate)
-        before = transfer.threat_check(old_imsi, new_imsi, authenticate)
+        before = ki_attacks.threat_check(transfer, old_imsi, new_imsi, authenticate)
         # replay the IMSI-update packet SHO-B sent (counter already used)
         sho_b = keyring.card("sho-b", iccid)
         assert sho_b is not None
         imsi_packet = next(p for p in first["packets"] if p["step"] == "imsi")
         replay = deliver(link.transmit, envelopes[-1], sho_b[0].keyset(imsi_packet["kvn"]))
-        # SHO-A's retained OTA keys (design threat 3)
+        # SHO-A's retained OTA keys
         sho_a = keyring.card("sho-a", iccid)
         assert sho_a is not None
         try:
             por = deliver(
                 link.transmit,
-                transfer.old_operator_packet("sho-a", iccid, [_READ_IMSI_BY_SFI]),
+                ki_attacks.old_operator_packet(transfer, "sho-a", iccid, [_READ_IMSI_BY_SFI]),
                 max(sho_a[0].keysets, key=lambda k: k.kvn),
             )
             old_ota = por.status.text
@@ -203,7 +204,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
             send=recording,
             rotate_k=True,
         )
-        after = transfer.threat_check(old_imsi, new_imsi, authenticate)
+        after = ki_attacks.threat_check(transfer, old_imsi, new_imsi, authenticate)
     past_ck = Milenage(SoftwareAes(imported.k), imported.opc).f2345(past_rand).ck
     return KiLab(
         transfer=transfer,
@@ -374,7 +375,7 @@ def run_2(ctx: ThreatLab) -> list[Finding]:
         "SHO-A keeps the transferred subscriber's record",
     ) as a:
         ki = ki_lab(ctx)
-        record = ki.transfer.old_operator_view(ki.old_imsi)
+        record = ki_attacks.old_operator_view(ki.transfer, ki.old_imsi)
         a.note(sho_a_record_state=record.state, sho_a_still_has_k=bool(record.k))
         a.organisational(
             f"contracts and inspections (TR 33.812); tested: SHO-A's record is marked"

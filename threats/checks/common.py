@@ -306,8 +306,8 @@ def pcid_filtering(ctx: ThreatLab, rec: Recorder, measures: tuple[str, ...]) -> 
             a.not_blocked("the ICF let a PCID grant reach the SHO's attach endpoint")
         else:
             a.blocked(
-                f"ICF refused {refusal.reason}: a PCID grant reaches only DRF/PVA/DPF",
-                refused=refusal.reason,
+                f"ICF refused {refusal.code}: a PCID grant reaches only DRF/PVA/DPF",
+                refused=refusal.code,
             )
 
 

@@ -103,9 +103,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the DRF accepted an EK certificate of an unknown CA")
         else:
             a.blocked(
-                f"DRF refused {refusal.reason}: the EK certificate does not chain to a"
+                f"DRF refused {refusal.code}: the EK certificate does not chain to a"
                 " trusted manufacturer CA",
-                refused=refusal.reason,
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -156,9 +156,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the DRF accepted a credential proof the emulator guessed")
         else:
             a.blocked(
-                f"DRF refused {refusal.reason}: TPM2_MakeCredential bound the secret to the EK,"
+                f"DRF refused {refusal.code}: TPM2_MakeCredential bound the secret to the EK,"
                 " which only the genuine TPM can use (ActivateCredential)",
-                refused=refusal.reason,
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -183,7 +183,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the DRF let a revoked TRE register")
         else:
             a.blocked(
-                f"DRF refused {refusal.reason}: the identity is revocable", refused=refusal.reason
+                f"DRF refused {refusal.code}: the identity is revocable", refused=refusal.code
             )
 
     with ctx.attack(
@@ -207,9 +207,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PVA validated an M2ME whose measurements differ from reference")
         else:
             a.blocked(
-                f"PVA refused {refusal.reason}: the quote's PCR {MEASURED_PCR} differs from the"
+                f"PVA refused {refusal.code}: the quote's PCR {MEASURED_PCR} differs from the"
                 " reference value (remote validation before provisioning)",
-                refused=refusal.reason,
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -255,8 +255,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PVA took the PCR selection from the unsigned claim")
         else:
             a.blocked(
-                f"PVA refused {refusal.reason}: the selection is taken from the signed TPMS_ATTEST",
-                refused=refusal.reason,
+                f"PVA refused {refusal.code}: the selection is taken from the signed TPMS_ATTEST",
+                refused=refusal.code,
             )
 
     common.pcid_filtering(ctx, rec, ("5",))

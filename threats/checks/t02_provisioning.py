@@ -250,8 +250,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PVA accepted a quote over another nonce")
         else:
             a.blocked(
-                f"PVA refused {refusal.reason}: extraData is not this session's nonce",
-                refused=refusal.reason,
+                f"PVA refused {refusal.code}: extraData is not this session's nonce",
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -278,9 +278,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PVA accepted another TPM's quote in the victim's session")
         else:
             a.blocked(
-                f"PVA refused {refusal.reason}: only the AK activated in this session"
+                f"PVA refused {refusal.code}: only the AK activated in this session"
                 " may sign its evidence",
-                refused=refusal.reason,
+                refused=refusal.code,
             )
 
     with ctx.attack(

@@ -75,8 +75,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         else:
             a.blocked(
                 f"the replacement TPM refused the challenge ({tpm_said}); DRF refused"
-                f" {refusal.reason}",
-                refused=refusal.reason,
+                f" {refusal.code}",
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -151,9 +151,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the PVA accepted a software-signed quote")
         else:
             a.blocked(
-                f"PVA refused {refusal.reason}: the quote must verify under the AK"
+                f"PVA refused {refusal.code}: the quote must verify under the AK"
                 " activated for this TRE's EK",
-                refused=refusal.reason,
+                refused=refusal.code,
             )
 
     return rec.findings

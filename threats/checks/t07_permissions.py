@@ -61,8 +61,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the network ran a transition the TRE ordered itself")
         else:
             a.blocked(
-                f"SHO refused {refusal.reason}: only the owning SHO orders transitions",
-                refused=refusal.reason,
+                f"SHO refused {refusal.code}: only the owning SHO orders transitions",
+                refused=refusal.code,
             )
 
     # One MID of SHO-A on the second TPM, provisioned and then suspended by its SHO.
@@ -153,9 +153,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
                 a.not_blocked("the SHO authenticated a MID it had suspended")
             else:
                 a.blocked(
-                    f"SHO refused {refusal.reason}: the HSS record is authoritative; a"
+                    f"SHO refused {refusal.code}: the HSS record is authoritative; a"
                     " rewritten TRE byte gets no vectors",
-                    refused=refusal.reason,
+                    refused=refusal.code,
                 )
 
     with ctx.attack(
@@ -208,8 +208,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("the DPF accepted an altered receipt")
         else:
             a.blocked(
-                f"DPF refused {refusal.reason}: receipts are AK-signed TPM2_NV_Certify",
-                refused=refusal.reason,
+                f"DPF refused {refusal.code}: receipts are AK-signed TPM2_NV_Certify",
+                refused=refusal.code,
             )
 
     with ctx.attack(
@@ -248,11 +248,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         foreign = common.refused(
             lambda: order(transport, ctx.network().config.shos["sho-b"].key, v.mid_id, "suspend")
         )
-        a.note(impostor=impostor_order, other_sho=foreign.reason if foreign else "accepted")
+        a.note(impostor=impostor_order, other_sho=foreign.code if foreign else "accepted")
         if impostor_order == "accepted" or foreign is None:
             a.not_blocked("the RO took an order not signed by the owning SHO")
         else:
-            a.blocked(f"RO: {impostor_order}; SHO-B → {foreign.reason}")
+            a.blocked(f"RO: {impostor_order}; SHO-B → {foreign.code}")
 
     with ctx.attack(
         rec,

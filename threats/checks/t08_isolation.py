@@ -54,7 +54,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         if refusal is None:
             a.not_blocked("SHO-B's order for SHO-A's MID was taken")
         else:
-            a.blocked(f"RO refused {refusal.reason}", refused=refusal.reason)
+            a.blocked(f"RO refused {refusal.code}", refused=refusal.code)
 
     with ctx.attack(
         rec,

@@ -50,8 +50,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             a.not_blocked("a second TRE registered under a PCID bound to another")
         else:
             a.blocked(
-                f"DRF refused {refusal.reason}: a PCID binds to the first TRE that uses it",
-                refused=refusal.reason,
+                f"DRF refused {refusal.code}: a PCID binds to the first TRE that uses it",
+                refused=refusal.code,
             )
 
     with ctx.attack(

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [
@@ -120,7 +121,8 @@ def parse_csim(lines: tuple[str, ...]) -> bytes:
         if line.upper().startswith("+CSIM:"):
             length_text, _, rest = line[6:].strip().partition(",")
             body = rest.strip().strip('"')
-            if not length_text.strip().isdigit() or int(length_text) != len(body):
+            length_text = length_text.strip(" ")  # the text checked is the text converted
+            if not is_decimal(length_text) or int(length_text) != len(body):
                 raise RemoteProtocolError("+CSIM: length does not match the response")
             data = _hex_field(body, "+CSIM")
             if len(data) < 2:
@@ -160,7 +162,7 @@ def parse_crsm(lines: tuple[str, ...]) -> tuple[int, bytes]:
     for line in lines:
         if line.upper().startswith("+CRSM:"):
             fields = [f.strip().strip('"') for f in line[6:].split(",")]
-            if len(fields) < 2 or not all(f.isdigit() and int(f) < 256 for f in fields[:2]):
+            if len(fields) < 2 or not all(is_decimal(f) and int(f) < 256 for f in fields[:2]):
                 raise RemoteProtocolError("+CRSM: SW1/SW2 are not numbers")
             data = _hex_field(fields[2], "+CRSM") if len(fields) > 2 else b""
             return (int(fields[0]) << 8) | int(fields[1]), data

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+from trelab.digits import is_decimal
 from trelab.errors import BadInput, RemoteProtocolError, TrelabError, Unavailable
 
 from .base import exchange
@@ -132,8 +133,8 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
         Unavailable: no reader matches (the message lists the readers there are).
     """
     there = ", ".join(repr(n) for n in names) or "none"
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
-        index = int(spec)
+    if isinstance(spec, int) or (isinstance(spec, str) and is_decimal(spec.strip(" "))):
+        index = int(spec.strip(" ")) if isinstance(spec, str) else spec
         if isinstance(spec, str) and spec in names:
             return spec
         if 0 <= index < len(names):
@@ -144,13 +145,15 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
     try:
         pattern = re.compile(spec)
     except re.error as exc:
-        raise BadInput(f"--reader: {spec!r} is neither a reader name nor a regex ({exc})") from None
+        raise BadInput(
+            f"{spec!r} is neither a reader name nor a regex ({exc})", field="reader"
+        ) from None
     found = [n for n in names if pattern.search(n)]
     if len(found) == 1:
         return found[0]
     if found:
         several = ", ".join(repr(n) for n in found)
-        raise BadInput(f"--reader: {spec!r} matches several readers: {several}")
+        raise BadInput(f"{spec!r} matches several readers: {several}", field="reader")
     raise Unavailable(f"no reader matches {spec!r} (readers: {there})", fix=_LAB_FIX)
 
 

@@ -47,3 +47,18 @@ def test_tcti_option_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRELAB_TPM", "device:/dev/tpmrm0")
     assert defaults.tcti() == "device:/dev/tpmrm0"
     assert defaults.tcti("swtpm:port=2321") == "swtpm:port=2321"
+
+
+def test_a_library_field_is_shown_as_the_option_that_carried_it() -> None:
+    import argparse
+
+    from host.cli.output import as_option
+    from protocol.errors import BadConfig
+    from trelab.errors import BadInput
+
+    raised = BadConfig("1 bytes, expected 16", field="rand")
+    assert str(raised) == "rand: 1 bytes, expected 16"  # the library names its field
+    shown = as_option(raised, argparse.Namespace(rand="00"))
+    assert type(shown) is BadConfig and str(shown) == "--rand: 1 bytes, expected 16"
+    other = BadInput("empty", field="pcr_selection")  # no such option here: left as it is
+    assert as_option(other, argparse.Namespace(pcrs="x")) is other

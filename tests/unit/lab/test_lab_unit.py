@@ -24,7 +24,7 @@ from trelab.errors import BadInput, CheckFailed, Unavailable
 
 
 def test_port_out_of_range_is_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match="--port"):
+    with pytest.raises(BadInput, match=r"^port: "):
         Lab(tmp_path, port=80)
     with pytest.raises(BadInput):
         Lab(tmp_path, port=65535)  # no room for the control port

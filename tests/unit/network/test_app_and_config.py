@@ -167,7 +167,7 @@ def test_cli_init_config_json(
         [
             "network",
             "init-config",
-            "--dir",
+            "--config",
             str(tmp_path / "c"),
             "--ca",
             str(ca_file),

@@ -36,6 +36,7 @@ from network.transfer import (
 from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
 from protocol.messages import SigningKey
 from tests.unit.network.conftest import make_config
+from threats import ki_transfer as ki_attacks
 from trelab.errors import BadInput
 from uicc.links.inprocess import InProcessLink
 from uicc.ota import Keyset, OtaRejected, PorStatus
@@ -170,14 +171,14 @@ def test_transfer_updates_the_card_and_shows_threat_2_before_and_after(lab: Lab)
     assert [k.kvn for k in current_keysets(PROFILE, lab.engine.state)] == [2]
     assert lab.transfer.attach(new_imsi, lab.authenticate)["accepted"]
     # SHO-A kept K: it passes as the subscriber, and the card accepts its network
-    threat = lab.transfer.threat_check(PROFILE.imsi, new_imsi, lab.authenticate)
+    threat = ki_attacks.threat_check(lab.transfer, PROFILE.imsi, new_imsi, lab.authenticate)
     assert threat["impersonation"] and threat["false_network"]
-    old = lab.transfer.old_operator_view(PROFILE.imsi)
+    old = ki_attacks.old_operator_view(lab.transfer, PROFILE.imsi)
     assert old.state == "transferred" and old.k == PROFILE.k
     rotated = lab.run(rotate_k=True)
     assert [p["step"] for p in rotated["packets"]] == ["k-rotation"] and rotated["k_rotated"]
     assert lab.transfer.attach(new_imsi, lab.authenticate)["accepted"]
-    threat = lab.transfer.threat_check(PROFILE.imsi, new_imsi, lab.authenticate)
+    threat = ki_attacks.threat_check(lab.transfer, PROFILE.imsi, new_imsi, lab.authenticate)
     assert threat == {
         "impersonation": False, "false_network": False,
         "card_answer_to_old_operator": "mac_failure",
@@ -186,9 +187,9 @@ def test_transfer_updates_the_card_and_shows_threat_2_before_and_after(lab: Lab)
         record = tx.hss(new_imsi)
         assert record is not None and record.state == "active" and record.sho == "sho-b"
         assert record.k != PROFILE.k and tx.hss_count("sho-b") == 1
-    # the old operator's OTA keys no longer open the card (design threat 3)
-    envelope = lab.transfer.old_operator_packet(
-        "sho-a", PROFILE.iccid, [bytes.fromhex("00b0870009")]
+    # the old operator's OTA keys no longer open the card
+    envelope = ki_attacks.old_operator_packet(
+        lab.transfer, "sho-a", PROFILE.iccid, [bytes.fromhex("00b0870009")]
     )
     por = deliver(lab.link.transmit, envelope, current_keysets(PROFILE, lab.engine.state)[0])
     assert (por.status, por.authenticated) == (PorStatus.SECURITY_ERROR, False)
@@ -200,8 +201,8 @@ def test_transfer_updates_the_card_and_shows_threat_2_before_and_after(lab: Lab)
 
 
 def test_old_operator_ota_works_until_the_key_sets_are_rotated(lab: Lab) -> None:
-    envelope = lab.transfer.old_operator_packet(
-        "sho-a", PROFILE.iccid, imsi_update_script("001019999999999")[:1]
+    envelope = ki_attacks.old_operator_packet(
+        lab.transfer, "sho-a", PROFILE.iccid, imsi_update_script("001019999999999")[:1]
     )
     keys = lab.transfer.keyring.card("sho-a", PROFILE.iccid)
     assert keys is not None
@@ -246,9 +247,9 @@ def test_operator_crash_after_any_packet_resumes_and_completes(lab: Lab, crash_a
     lab.client.forget_selection()
     assert lab.client.read_imsi() == report["new_imsi"]
     assert lab.transfer.attach(report["new_imsi"], lab.authenticate)["accepted"]
-    assert not lab.transfer.threat_check(PROFILE.imsi, report["new_imsi"], lab.authenticate)[
-        "impersonation"
-    ]
+    assert not ki_attacks.threat_check(
+        lab.transfer, PROFILE.imsi, report["new_imsi"], lab.authenticate
+    )["impersonation"]
     for kvn, value in counters_then.items():  # counters only went up
         assert lab.engine.state.ota.counters[kvn] >= value
     with lab.store.transaction() as tx:
@@ -366,8 +367,8 @@ def test_tuak_subscription_transfer_and_k_rotation(tmp_path: Path) -> None:
                               iccid=profile.iccid, send=link.transmit, rotate_k=True)  # fmt: skip
         assert report["k_rotated"] and engine.imsi == report["new_imsi"]
         assert transfer.attach(report["new_imsi"], authenticate)["accepted"]
-        assert not transfer.threat_check(profile.imsi, report["new_imsi"], authenticate)[
-            "false_network"
-        ]
+        assert not ki_attacks.threat_check(
+            transfer, profile.imsi, report["new_imsi"], authenticate
+        )["false_network"]
     finally:
         store.close()

@@ -141,7 +141,7 @@ def _pinned(evidence, **kw):
 def _check(files: QuoteFiles, **kw) -> str:
     with pytest.raises(QuoteRejected) as info:
         _pinned(evidence_from_files(files), **kw)
-    return info.value.check
+    return info.value.code
 
 
 def test_good_quote_verifies_with_each_scheme(ec_key) -> None:
@@ -207,7 +207,7 @@ def test_without_a_pinned_ak_nothing_is_verified(ec_key) -> None:
     for evidence in (claiming, dropped):
         with pytest.raises(QuoteRejected, match="no pinned AK") as info:
             verify_quote(evidence, nonce=NONCE)
-        assert info.value.check == "ak"
+        assert info.value.code == "ak"
     # Pinned to the activated AK, the software key is refused as another key.
     activated = (
         ec.generate_private_key(ec.SECP256R1())
@@ -223,7 +223,7 @@ def test_without_the_verifiers_nonce_freshness_is_unproven(ec_key) -> None:
     assert evidence.nonce == NONCE == parse_attest(evidence.message).extra_data
     with pytest.raises(QuoteRejected, match="freshness unproven") as info:
         _pinned(evidence, nonce=None)
-    assert info.value.check == "nonce"
+    assert info.value.code == "nonce"
 
 
 def test_pem_and_blob_must_hold_the_same_key(ec_key) -> None:
@@ -249,7 +249,7 @@ def test_previous_quote_clock(ec_key) -> None:
     _pinned(newer, nonce=NONCE, previous=older)
     with pytest.raises(QuoteRejected) as info:
         _pinned(older, nonce=NONCE, previous=newer)
-    assert info.value.check == "clock"
+    assert info.value.code == "clock"
     stranger = evidence_from_files(_files(ec.generate_private_key(ec.SECP256R1()), clock=(1, 0, 0)))
     with pytest.raises(QuoteRejected, match="another AK"):
         _pinned(newer, nonce=NONCE, previous=stranger)

@@ -1,0 +1,38 @@
+"""The emulated USIM, stateful: a sequence of commands (raw bytes, or steered past the AID,
+PIN, MAC and OTA checks) against a fresh Milenage or TUAK card. Every answer ends in a valid
+status word, none is an internal error, SQN and OTA counters never go down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tests.fuzz.oracle import Reader
+from tests.fuzz.usim_common import PROFILES, Watched
+
+MAX_COMMANDS = 24
+
+
+def test_one_input(data: bytes) -> None:
+    reader = Reader(data)
+    card = Watched(PROFILES[reader.pick(len(PROFILES))])
+    for _ in range(MAX_COMMANDS):
+        if not reader.remaining():
+            break
+        card.send(card.command(reader))
+
+
+def starting_inputs() -> Iterator[bytes]:
+    # after the profile byte, each command starts with its kind (Watched.command): 1 header,
+    # 2 SELECT USIM, 3 PIN1, 4 ADM1, 5 AUTHENTICATE (RAND, SQN, context), 6 GET RESPONSE,
+    # 7 OTA (TAR, counter, counter mode, PoR mode, format, script), 8 reset, 9 SELECT by FID
+    rand, sqn = bytes(range(16)), bytes.fromhex("000000000021")
+    for profile in (0, 1):
+        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x01" + b"\x06\x00"
+        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x00" + b"\x06\x00"
+    yield bytes([0, 9, 2, 1, 0x00, 0xB0, 0x00, 0x00, 0, 1, 9])  # SELECT IMSI… READ BINARY
+    yield (
+        bytes([0, 7, 0, 1, 0, 0, 1, 1, 11]) + bytes.fromhex("00a40004023f00") + b"\x00\x00\x00\x00"
+    )
+    yield bytes([0, 7, 2, 1, 0, 0, 1, 1, 2]) + b"\x80\xd8"  # RAM script with a 2-byte C-APDU
+    yield bytes([0, 4, 9, 1, 1, 0x00, 0xD6, 0x00, 0x00, 3, 1, 2, 3, 1])
+    yield bytes([0, 8, 6, 0x10, 0, 0x00, 0xA4, 0x00, 0x04, 2, 0x3F, 0x00, 0])

@@ -1,0 +1,141 @@
+"""Shared by the USIM harnesses: profiles, valid-looking commands the fuzzer can steer past the
+MAC and PIN checks (genuine AUTN, correctly keyed OTA packets, right PINs), and the invariants
+of a card: every answer ends in a valid status word, no internal error (6F00), SQN and OTA
+counters never go down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aka.autn import build_autn
+from firmware_stubs.usim.engine import UsimEngine
+from firmware_stubs.usim.profile import DEFAULT_PROFILE, CardProfile, parse_profile
+from tests.fuzz.oracle import Reader
+from uicc.ota import (
+    TAR_RAM_ISD,
+    TAR_RFM_UICC,
+    TAR_RFM_USIM,
+    Keyset,
+    Spi,
+    build_command_packet,
+    build_envelope_sms_pp,
+    build_sms_deliver,
+    encode_expanded,
+)
+from uicc.sw import is_valid_sw
+
+MILENAGE = parse_profile(DEFAULT_PROFILE)
+_TUAK: dict[str, Any] = {
+    key: value for key, value in DEFAULT_PROFILE.items() if key not in ("opc", "op")
+}
+_TUAK.update(
+    algorithm="tuak",
+    k="abababababababababababababababababababababababababababababababab",
+    topc="bd04d9530e87513c5d837ac2ad954623a8e2330c115305a73eb45d1f40cccbff",
+    iterations=1,
+    res_bits=256,
+    mac_bits=128,
+    ck_bits=256,
+    ik_bits=256,
+)
+TUAK = parse_profile(_TUAK)
+PROFILES = (MILENAGE, TUAK)
+TARS = (TAR_RFM_USIM, TAR_RFM_UICC, TAR_RAM_ISD)
+PIN1 = b"1234" + b"\xff" * 4
+ADM1 = b"88888888"
+USIM_AID = bytes.fromhex("a0000000871002")
+
+
+def keyset(profile: CardProfile) -> Keyset:
+    first = profile.ota_keysets[0]
+    return Keyset(first.kvn, first.kic, first.kid)
+
+
+def genuine_autn(profile: CardProfile, rand: bytes, sqn: bytes) -> bytes:
+    algorithm = profile.make_algorithm()
+    mac = algorithm.f1(rand, sqn, profile.amf)
+    return build_autn(sqn, algorithm.f2345(rand).ak, profile.amf, mac)
+
+
+COUNTER_MODES = ("higher", "one-higher", "none", "available")
+POR_MODES = ("required", "on-error", "none")
+
+
+def ota_envelope(profile: CardProfile, reader: Reader) -> bytes:
+    """The ENVELOPE (SMS-PP download) of a correctly keyed command packet with a fuzzed
+    script, counter, TAR and SPI."""
+    tar = TARS[reader.pick(len(TARS))]
+    counter = reader.byte() % 48
+    spi = Spi(
+        counter=COUNTER_MODES[reader.pick(4)],  # type: ignore[arg-type]
+        por=POR_MODES[reader.pick(3)],  # type: ignore[arg-type]
+    )
+    if reader.flag():
+        script = encode_expanded(
+            [reader.take(reader.byte() % 25) for _ in range(1 + reader.pick(3))]
+        )
+    else:
+        script = reader.chunk(48)
+    packet = build_command_packet(keyset(profile), tar=tar, counter=counter, data=script, spi=spi)
+    return build_envelope_sms_pp(build_sms_deliver(packet))
+
+
+class Watched:
+    """An engine and the invariants checked after every command."""
+
+    def __init__(self, profile: CardProfile, engine: UsimEngine | None = None) -> None:
+        self.profile = profile
+        self.engine = engine if engine is not None else UsimEngine(profile)
+        self._seq = self.engine.state.sqn.seq_ms
+        self._counters = dict(self.engine.state.ota.counters)
+
+    def send(self, apdu: bytes) -> bytes:
+        answer = self.engine.process(apdu)
+        assert self.engine.last_error is None, f"internal error {self.engine.last_error}"
+        assert len(answer) >= 2, "answer without a status word"
+        sw = int.from_bytes(answer[-2:], "big")
+        assert is_valid_sw(sw), f"invalid status word {sw:04X}"
+        state = self.engine.state
+        seq = state.sqn.seq_ms
+        assert len(seq) == len(self._seq) and all(
+            a >= b for a, b in zip(seq, self._seq, strict=True)
+        ), "SQN rolled back"
+        self._seq = seq
+        for kvn, value in self._counters.items():
+            assert state.ota.counters.get(kvn, value) >= value, "OTA counter rolled back"
+        self._counters = dict(state.ota.counters)
+        return answer
+
+    def command(self, reader: Reader) -> bytes:
+        """One command picked by the fuzzer: raw bytes, or one steered past a check."""
+        kind = reader.pick(10)
+        if kind == 0:
+            return reader.take(reader.byte() % 49)
+        if kind == 1:  # a well-formed header with fuzzed fields
+            cla = (0x00, 0x80, 0xA0, reader.byte())[reader.pick(4)]
+            ins, p1, p2 = reader.byte(), reader.byte(), reader.byte()
+            data = reader.take(reader.byte() % 41)
+            le = b"" if reader.flag() else bytes([reader.byte()])
+            return bytes([cla, ins, p1, p2]) + (bytes([len(data)]) + data if data else b"") + le
+        if kind == 2:
+            return bytes([0x00, 0xA4, 0x04, 0x04, len(USIM_AID)]) + USIM_AID
+        if kind == 3:
+            return b"\x00\x20\x00\x01\x08" + PIN1
+        if kind == 4:
+            return b"\x00\x20\x00\x0a\x08" + ADM1
+        if kind == 5:  # AUTHENTICATE with a genuine AUTN for a fuzzed SQN
+            rand = reader.take(16).ljust(16, b"\0")
+            sqn = reader.take(6).ljust(6, b"\0")
+            autn = genuine_autn(self.profile, rand, sqn)
+            context = 0x81 if reader.flag() else 0x80
+            body = b"\x10" + rand + (bytes([len(autn)]) + autn if context == 0x81 else b"")
+            return bytes([0x00, 0x88, 0x00, context, len(body)]) + body
+        if kind == 6:  # GET RESPONSE
+            return bytes([0x00, 0xC0, 0x00, 0x00, reader.byte()])
+        if kind == 7:  # the ENVELOPE command APDU itself
+            return ota_envelope(self.profile, reader)
+        if kind == 8:
+            self.engine.reset()
+            return bytes([0x80, 0xF2, 0x00, 0x00, 0x00])
+        fid = (0x3F00, 0x2FE2, 0x6F07, 0x7FFF, 0x2F00, 0x6F38, 0x6F46)[reader.pick(7)]
+        return bytes([0x00, 0xA4, 0x00, 0x04, 0x02]) + fid.to_bytes(2, "big")
