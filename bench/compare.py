@@ -13,7 +13,7 @@ from typing import Any
 from .schema import validate_report
 from .stats import bootstrap_ratio_ci, median, ratio
 
-__all__ = ["Change", "compare_reports"]
+__all__ = ["Change", "comparability_warnings", "compare_reports", "summary_line"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,33 @@ def compare_reports(
     only = [f"only in old: {t} / {o}" for t, o in sorted(before.keys() - after.keys())]
     only += [f"only in new: {t} / {o}" for t, o in sorted(after.keys() - before.keys())]
     return changes, only
+
+
+def summary_line(changes: list[Change]) -> str:
+    """``3 faster, 1 slower, 40 without significant change (of 44 compared)``."""
+    counts = {"faster": 0, "slower": 0, "no significant change": 0}
+    for change in changes:
+        counts[change.verdict] += 1
+    return (
+        f"{counts['faster']} faster, {counts['slower']} slower, "
+        f"{counts['no significant change']} without significant change "
+        f"(of {len(changes)} compared)"
+    )
+
+
+def comparability_warnings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What makes two runs less comparable than they look: different round counts (fewer
+    rounds, wider intervals: a change may hide), a quick run, an interrupted one."""
+    warnings = []
+    a, b = old["method"], new["method"]
+    if a.get("rounds") != b.get("rounds"):
+        warnings.append(
+            f"warning: {a.get('rounds')} rounds (old) vs {b.get('rounds')} rounds (new): the "
+            "shorter run's intervals are wider, so a real change may not show as significant"
+        )
+    if a.get("quick") != b.get("quick"):
+        warnings.append("warning: one run is --quick (smaller batches): compare like with like")
+    for name, method in (("old", a), ("new", b)):
+        if method.get("interrupted"):
+            warnings.append(f"warning: the {name} run was interrupted (partial report)")
+    return warnings

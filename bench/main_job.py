@@ -33,7 +33,7 @@ from .harness import run_cases
 from .machine import cpu_model
 from .report import render_html, render_json, render_markdown
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, THROUGHPUT, validate_report
-from .tres.registry import TRE_FACTORIES, LabContext, build_providers
+from .tres.registry import LAB_TRES, TRE_FACTORIES, LabContext, build_providers
 
 __all__ = ["INTERRUPTED_EXIT", "MainJobReport", "load_vector_sets", "run_main_job"]
 
@@ -100,7 +100,7 @@ def run_main_job(
         lab = Lab(lab_dir)
         was_running = lab.status().running
         progress(f"lab: bringing up {lab.path}")
-        status = lab.up()
+        status = lab.up(progress=progress)
     try:
         progress("conformance: running the 3GPP Milenage and TUAK test sets")
         vectors = load_vector_sets()
@@ -151,13 +151,20 @@ def run_main_job(
     passed = sum(r.passed for r in results)
     ek_ok = bool(status.ca.verified) if status is not None else None
     failed_cases = [c for c in run.cases if not c.samples_ns]
+    # a lab row that could not run while the lab ran: the lab is damaged, never a PASS
+    damaged = (
+        [s for s in [*skipped, *run.skipped] if s.tre in LAB_TRES] if status is not None else []
+    )
     ok = passed == len(results) > 0 and ek_ok is not False and not failed_cases
     ok = ok and (curve is None or curve["ok"]) and not throughput_failed
     ok = ok and not interrupted  # a partial run proves nothing either way
+    ok = ok and not damaged
     verdict = f"{passed}/{len(results)} conformance runs passed"
     if ek_ok is not None:
         verdict += f"; EK chain {'verified' if ek_ok else 'NOT verified'}"
     verdict += f"; {len(run.cases) - len(failed_cases)}/{len(run.cases)} benchmark cases measured"
+    if damaged:
+        verdict += "; LAB DAMAGED: " + "; ".join(f"{s.tre} not run ({s.reason})" for s in damaged)
     if interrupted:
         verdict += " (interrupted: partial)"
     if curve is not None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .plots import latency_plot, overhead_plot, throughput_plot
+from .summary import COLUMNS, RATIO_NOTES, summary_rows, time_splits
 
 __all__ = [
     "format_ns",
@@ -15,6 +16,8 @@ __all__ = [
     "render_markdown",
     "render_throughput_html",
     "render_throughput_markdown",
+    "summary_html",
+    "summary_markdown",
     "throughput_rows",
     "verdict_word",
 ]
@@ -83,6 +86,99 @@ def _notes(data: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _summary_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["TRE", *(title for title, _ in COLUMNS), "AKA × raw"]
+    rows = []
+    for row in summary_rows(data):
+        if row.not_run is not None:
+            rows.append([row.tre, f"not run: {row.not_run}", *[""] * len(COLUMNS)])
+            continue
+        ratio_text = f"{row.aka_vs_raw:.2f}×" if row.aka_vs_raw is not None else "–"
+        rows.append([row.tre, *(format_ns(row.medians.get(op)) for _, op in COLUMNS), ratio_text])
+    return headers, rows
+
+
+def _split_lines(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for split in time_splits(data):
+        parts = "; ".join(
+            f"{name} {format_ns(ns)} ({100 * ns / split.total:.0f} %)" for name, ns in split.parts
+        )
+        lines.append(f"- **{split.tre}** — AKA {format_ns(split.total)}: {parts}")
+    return lines
+
+
+def summary_markdown(data: dict[str, Any]) -> list[str]:
+    """The one-screen summary that opens the report."""
+    headers, rows = _summary_table(data)
+    lines = ["## Summary: AKA per TRE", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "---|" * len(headers))
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    split = _split_lines(data)
+    if split:
+        lines += ["", "### Where an AKA's time goes (TPM rows, same-run medians)", "", *split]
+    lines += ["", "### Reading the ratios", "", *(f"- {note}" for note in RATIO_NOTES), ""]
+    return lines
+
+
+_SPLIT_COLOURS = ("#4a7ebb", "#e0a030", "#b04a4a")
+
+
+def _split_svg(data: dict[str, Any]) -> str:
+    """Stacked horizontal bars, one per TPM row, scaled to the slowest total."""
+    splits = time_splits(data)
+    if not splits:
+        return ""
+    width, bar, label = 900, 22, 230
+    longest = max(s.total for s in splits) or 1.0
+    names = [name for name, _ in splits[0].parts]
+    for split in splits:
+        names += [name for name, _ in split.parts if name not in names]
+    height = len(splits) * (bar + 10) + 40
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+           "font-family='sans-serif' font-size='12'>"]  # fmt: skip
+    for i, split in enumerate(splits):
+        y = 10 + i * (bar + 10)
+        out.append(f"<text x='0' y='{y + 15}'>{html.escape(split.tre)}</text>")
+        x = float(label)
+        for name, ns in split.parts:
+            w = (width - label - 90) * ns / longest
+            colour = _SPLIT_COLOURS[names.index(name) % len(_SPLIT_COLOURS)]
+            out.append(
+                f"<rect x='{x:.1f}' y='{y}' width='{w:.1f}' height='{bar}' fill='{colour}'>"
+                f"<title>{html.escape(name)}: {format_ns(ns)}</title></rect>"
+            )
+            x += w
+        out.append(f"<text x='{x + 4:.1f}' y='{y + 15}'>{format_ns(split.total)}</text>")
+    y = 10 + len(splits) * (bar + 10) + 10
+    x = 0.0
+    for j, name in enumerate(names):
+        colour = _SPLIT_COLOURS[j % len(_SPLIT_COLOURS)]
+        out.append(f"<rect x='{x}' y='{y}' width='12' height='12' fill='{colour}'/>")
+        out.append(f"<text x='{x + 16}' y='{y + 11}'>{html.escape(name)}</text>")
+        x += 16 + 7 * len(name) + 20
+    out.append("</svg>")
+    return "".join(out)
+
+
+def summary_html(data: dict[str, Any]) -> list[str]:
+    headers, rows = _summary_table(data)
+    parts = ["<h2>Summary: AKA per TRE</h2>", _table(headers, rows)]
+    svg = _split_svg(data)
+    if svg:
+        parts += [
+            "<h3>Where an AKA's time goes (TPM rows, same-run medians)</h3>",
+            f"<figure>{svg}</figure>",
+            "<ul>"
+            + "".join(f"<li>{html.escape(x[2:])}</li>" for x in _split_lines(data))
+            + "</ul>",
+        ]
+    parts += ["<h3>Reading the ratios</h3>", "<ul>"]
+    parts += [f"<li>{html.escape(note)}</li>" for note in RATIO_NOTES]
+    parts.append("</ul>")
+    return parts
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     env, conf, method = data["environment"], data["conformance"], data["method"]
     lines = [
@@ -98,7 +194,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "of `batch` operations divided by `batch`; median with a 95 % bootstrap interval; "
         "overhead = median / median of the same TRE's raw transport in the same run.",
         "",
-        "## Results",
+        *summary_markdown(data),
+        "## Results (every case)",
         "",
         "| " + " | ".join(_HEADERS) + " |",
         "|" + "---|" * len(_HEADERS),
@@ -294,7 +391,8 @@ def render_html(data: dict[str, Any]) -> str:
         f"{html.escape(str(env['openssl']))}.</p>",
         f"<p class='{verdict_class}'><strong>Verdict: "
         f"{html.escape(verdict_word(data))}</strong> — {html.escape(data['verdict'])}</p>",
-        "<h2>Results</h2>",
+        *summary_html(data),
+        "<h2>Results (every case)</h2>",
         _table(_HEADERS, [_row(r) for r in data["records"]]),
     ]
     svg = overhead_plot(data["records"])

@@ -100,7 +100,8 @@ def attach_tpm(
 
     if imsi is None:
         with registry.locked():
-            imsi = registry.read_checked(conn, ek_name(conn)).get(mid_id).imsi
+            data = registry.read_checked(conn, ek_name(conn))
+        imsi = data.get(mid_id).imsi
 
     def aka(rand: bytes, autn: bytes) -> AkaResult:
         return authenticate(conn, registry, mid_id, rand, autn).result

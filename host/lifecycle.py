@@ -117,10 +117,12 @@ def apply_order(
             raise AgentRefused("protocol", "the network sent a second command in one session")
         target = STATE_AFTER[ALLOWED[verb][0]]
         if applied is None and event.state != target:
+            order = "resume" if verb == "activate" and event.state == "SUSPENDED" else verb
             raise AgentRefused(
                 "no-order",
                 f"SHO {info.sho} has ordered nothing for MID {mid_id} (it is {event.state}): "
-                f"the owner must order {verb} first (trelab operator order)",
+                f"the owner must order {order} first (trelab operator order --mid {mid_id} "
+                f"--transition {order} --sho {info.sho})",
             )
         updated = replace(info, state=event.state, command_seq=event.command_seq)
         files.write(files.read().with_mid(updated))

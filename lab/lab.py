@@ -39,7 +39,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -212,6 +212,19 @@ class LabStatus:
         )
 
     @property
+    def complete(self) -> bool:
+        """Every part runs: swtpm, pcscd with the vpcd readers, the virtual card and the modem
+        (and the TPM proxy / tpm2-abrmd when the lab has them)."""
+        return (
+            self.running
+            and self.card is not None
+            and self.card.state == "running"
+            and self.modem is not None
+            and self.modem.state == "running"
+            and (self.front is None or self.front.state != "crashed")
+        )
+
+    @property
     def tcti(self) -> str:
         """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools — the front-most
         part's: the profile proxy's, or ``tabrmd:…`` when tpm2-abrmd is in front.
@@ -235,6 +248,7 @@ class LabStatus:
         return {
             "lab_dir": str(self.lab_dir),
             "running": self.running,
+            "complete": self.complete,
             "tcti": self.front.tcti
             if self.front is not None and self.front.state != "stopped"
             else self.swtpm.tcti,
@@ -555,8 +569,8 @@ class Lab:
         self._wait_attached(have["card"], actions)
         return have["card"], have["modem"]
 
-    def _other_card_in_reader(self) -> str | None:
-        """The lab directory of another lab whose card holds reader 0 now, if any."""
+    def reader_holder(self) -> str | None:
+        """The lab directory of another lab whose card holds the card reader now, if any."""
         from firmware_stubs.card_serve import read_status
 
         for lab_dir in self.registry.users():
@@ -569,6 +583,42 @@ class Lab:
                 return lab_dir
         return None
 
+    def card_attached(self) -> bool:
+        """Is this lab's card the one in the reader now (vpcd talks to it)?"""
+        from firmware_stubs.card_serve import read_status
+
+        status = read_status(self.card_dir / "status.json")
+        return status is not None and status.get("state") == "attached"
+
+    def wait_for_reader(self, timeout: float, progress: Callable[[str], None]) -> None:
+        """Wait until this lab's card holds the reader; another lab's card there is waited
+        out (vpcd serves one card per reader), saying which lab and for how long.
+
+        Raises:
+            Unavailable: the reader is still another lab's after ``timeout`` seconds.
+        """
+        if self.card_attached():
+            return
+        holder = self.reader_holder()
+        if holder is not None:
+            progress(
+                f"{CARD_READER} holds the card of lab {holder}: waiting up to {timeout:.0f} s "
+                "for it to leave"
+            )
+        if proc.wait_until(self.card_attached, timeout, interval=0.2):
+            return
+        holder = self.reader_holder()
+        if holder is not None:
+            raise Unavailable(
+                f"{CARD_READER} still holds the card of lab {holder} after {timeout:.0f} s "
+                "(vpcd serves one card per reader)",
+                fix=f"`trelab lab down --lab-dir {holder}`, or run against that lab",
+            )
+        raise Unavailable(
+            f"this lab's card is not attached to {CARD_READER}",
+            fix=f"see {self.card_dir / 'card.log'}",
+        )
+
     def _wait_attached(self, card: _Daemon, actions: list[str]) -> None:
         """So that `card aka --reader 'Virtual PCD 00 00'` works as soon as `up` returns."""
         from firmware_stubs.card_serve import read_status
@@ -579,7 +629,7 @@ class Lab:
 
         if attached():
             return
-        holder = self._other_card_in_reader()
+        holder = self.reader_holder()
         if holder is not None:
             actions.append(f"{CARD_READER} holds the card of lab {holder}: ours waits its turn")
             return
@@ -759,8 +809,9 @@ class Lab:
         actions.append(f"started swtpm (pid {process.pid}, port {process.port})")
         return process, True
 
-    def up(self) -> LabStatus:
-        """Bring the lab up; what already runs is left alone.
+    def up(self, progress: Callable[[str], None] | None = None) -> LabStatus:
+        """Bring the lab up; what already runs is left alone. ``progress`` hears about waits
+        as they happen (vpcd's port still held, a retried pcscd start).
 
         Raises:
             Unavailable: a tool is missing, a port is taken, or a part will not start.
@@ -786,13 +837,16 @@ class Lab:
                     modem=record.modem if record else None,
                 )  # fmt: skip
                 atomic_write_text(self.record_file, new.to_json(self.path, paths))
-                got = pcscd.acquire(self.registry, str(self.path), self.pcscd_log)
+                got = pcscd.acquire(
+                    self.registry, str(self.path), self.pcscd_log, progress=progress
+                )
             except BaseException:
                 if started:  # leave nothing half-up that this call started
                     swtpm.stop(paths, process.pid, process.start)
                     with contextlib.suppress(FileNotFoundError):
                         self.record_file.unlink()
                 raise
+            actions += got.actions
             if got.started:
                 actions.append(f"started pcscd (pid {got.state.pid})")
             else:
@@ -806,6 +860,45 @@ class Lab:
             front = TpmFront(self.path)
             front.ensure(process.port, self.tpm_profile, self.resource_manager, actions)
             return self.status(tuple(actions))
+
+    # ---- reset -----------------------------------------------------------------------------
+
+    def reset(
+        self, parts: tuple[DaemonKind, ...], progress: Callable[[str], None] | None = None
+    ) -> LabStatus:
+        """Give the virtual card and/or modem their factory state back: stop the process,
+        remove its profile and state (a K rotated over the air, SQN, PIN counters, OTA key
+        sets), and bring the lab up again with the default profile. The TPM is not touched.
+
+        Raises:
+            BadInput: an unknown part.
+            Unavailable: as :meth:`up`.
+        """
+        unknown = [p for p in parts if p not in DAEMON_KINDS]
+        if unknown or not parts:
+            raise BadInput(f"lab reset: parts are {', '.join(DAEMON_KINDS)}; got {parts!r}")
+        actions: list[str] = []
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            record = self._read_record()
+            for kind in parts:
+                rec = getattr(record, kind) if record is not None else None
+                if self._daemon_alive(kind, rec):
+                    assert rec is not None
+                    proc.terminate(rec.pid)
+                    _forget(rec.pid)
+                    actions.append(f"stopped the virtual {kind} (pid {rec.pid})")
+                orphan = self._find_daemon(kind)
+                if orphan is not None:
+                    proc.terminate(orphan.pid)
+                    _forget(orphan.pid)
+                base = self.card_dir if kind == "card" else self.modem_dir
+                for name in ("profile.json", "state.json", "status.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (base / name).unlink()
+                actions.append(f"virtual {kind}: profile and state back to the default")
+        status = self.up(progress=progress)
+        return replace(status, actions=(*actions, *status.actions))
 
     # ---- down ------------------------------------------------------------------------------
 

@@ -28,11 +28,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lab import ports
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.digits import is_decimal
@@ -363,47 +365,111 @@ def _forget(pid: int) -> None:
         child.poll()
 
 
-def _start(log_path: Path, lab_dir: str, timeout: float) -> OwnerRecord:
+Progress = Callable[[str], None]
+#: Linux keeps a closed connection's port in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN).
+PORT_WAIT = 65.0
+_START_ATTEMPTS = 3
+
+
+def _say_nothing(message: str) -> None:
+    """The default progress sink: ``lab up`` reports through its actions instead."""
+
+
+def _wait_for_vpcd_ports(say: Progress, actions: list[str]) -> None:
+    """Before pcscd starts: vpcd must be able to bind its ports. Sockets still on them (a
+    client the kernel gave one of them, or vpcd's own connections of a pcscd just stopped, in
+    TIME_WAIT) make its ``bind`` fail; wait for the kernel to release them, and say why.
+
+    Raises:
+        Unavailable: something still holds a port after :data:`PORT_WAIT` seconds.
+    """
+    holders = ports.sockets_on(VPCD_PORTS)
+    if not holders:
+        return
+    what = ports.describe_holders(holders)
+    say(f"pcscd: vpcd's {what} — waiting up to {PORT_WAIT:.0f} s for the kernel to free it")
+    began = time.monotonic()
+    if not proc.wait_until(lambda: not ports.sockets_on(VPCD_PORTS), PORT_WAIT, interval=0.5):
+        left = ports.describe_holders(ports.sockets_on(VPCD_PORTS))
+        raise Unavailable(
+            f"vpcd cannot listen: {left} (still held after {PORT_WAIT:.0f} s)",
+            fix=f"find the holder with `ss -tanp 'sport = :{VPCD_PORTS[0]}'`",
+        )
+    actions.append(f"waited {time.monotonic() - began:.0f} s for vpcd's ports ({what})")
+
+
+def _bind_failed(log_path: Path, since: int) -> bool:
+    try:
+        with log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "Address already in use" in text or "bind" in text.lower()
+
+
+def _start(
+    log_path: Path, lab_dir: str, timeout: float, say: Progress, actions: list[str]
+) -> OwnerRecord:
     binary = _pcscd_binary()
     if binary is None:
         raise Unavailable("pcscd not found (PATH or /usr/sbin)", fix=_PCSC_FIX)
     _clear_stale_socket()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        # Foreground so its log lands in our file; own session so it outlives `lab up`.
-        child = subprocess.Popen(
-            [binary, "--foreground"], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    _children[child.pid] = child
+    reserved = ports.reserve_ports(VPCD_PORTS)
+    if reserved is not None:
+        actions.append(reserved)
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        _wait_for_vpcd_ports(say, actions)
+        since = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            # Foreground so its log lands in our file; own session so it outlives `lab up`.
+            child = subprocess.Popen(
+                [binary, "--foreground"], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        _children[child.pid] = child
 
-    def ready() -> bool:
-        return child.poll() is not None or bool(_vpcd_readers())
+        def ready(child: subprocess.Popen[bytes] = child) -> bool:
+            return child.poll() is not None or bool(_vpcd_readers())
 
-    proc.wait_until(ready, timeout, interval=0.05)
-    if child.poll() is not None:
-        _children.pop(child.pid, None)
-        last = _tail(log_path)
-        fix = f"see {log_path}"
-        if "Another pcscd" in last or "already exists" in last:
-            fix = "another pcscd owns /run/pcscd; stop it or let trelab use it"
-        elif os.geteuid() != 0:
-            fix = "pcscd needs root to create /run/pcscd: start it with sudo (or systemd)"
-        raise Unavailable(f"pcscd exited with {child.returncode}: {last}", fix=fix)
-    start = proc.starttime(child.pid)
-    if not _vpcd_readers() or start is None:
+        proc.wait_until(ready, timeout, interval=0.05)
+        if child.poll() is not None:
+            _children.pop(child.pid, None)
+            last = _tail(log_path)
+            fix = f"see {log_path}"
+            if "Another pcscd" in last or "already exists" in last:
+                fix = "another pcscd owns /run/pcscd; stop it or let trelab use it"
+            elif os.geteuid() != 0:
+                fix = "pcscd needs root to create /run/pcscd: start it with sudo (or systemd)"
+            raise Unavailable(f"pcscd exited with {child.returncode}: {last}", fix=fix)
+        start = proc.starttime(child.pid)
+        if _vpcd_readers() and start is not None:
+            return OwnerRecord(
+                pid=child.pid,
+                start=start,
+                log=str(log_path),
+                started_by=lab_dir,
+                started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            )
         proc.terminate(child.pid)
         _children.pop(child.pid, None)
-        raise Unavailable(
-            "pcscd started but shows no Virtual PCD reader", fix="apt-get install vsmartcard-vpcd"
-        )
-    return OwnerRecord(
-        pid=child.pid,
-        start=start,
-        log=str(log_path),
-        started_by=lab_dir,
-        started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )
+        held = ports.sockets_on(VPCD_PORTS)
+        if not (_bind_failed(log_path, since) or held):
+            raise Unavailable(
+                f"pcscd started but shows no Virtual PCD reader (see {log_path})",
+                fix="apt-get install vsmartcard-vpcd" if not _vpcd_configured() else
+                "check the vpcd lines in /etc/reader.conf.d and pcscd's log",
+            )  # fmt: skip
+        why = f"vpcd could not bind its port ({ports.describe_holders(held) or 'in use'})"
+        if attempt == _START_ATTEMPTS:
+            raise Unavailable(
+                f"pcscd started but shows no Virtual PCD reader: {why}, {attempt} attempts",
+                fix=f"find the holder with `ss -tanp 'sport = :{VPCD_PORTS[0]}'`",
+            )
+        say(f"pcscd: {why}; retrying (attempt {attempt + 1} of {_START_ATTEMPTS})")
+        actions.append(f"pcscd attempt {attempt}: {why}; retried")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _tail(path: Path) -> str:
@@ -420,6 +486,7 @@ class Acquired:
 
     state: PcscdState
     started: bool
+    actions: tuple[str, ...] = ()  # what it took: ports reserved, waits, retries
 
 
 def acquire(
@@ -428,6 +495,7 @@ def acquire(
     log_path: Path,
     *,
     timeout: float = 10.0,
+    progress: Progress | None = None,
 ) -> Acquired:
     """Register ``lab_dir`` as a pcscd user and make sure pcscd runs with the vpcd readers;
     start it (recorded as trelab's) only if no pcscd runs.
@@ -437,6 +505,7 @@ def acquire(
     """
     require_tools()
     started = False
+    actions: list[str] = []
     with registry.locked():
         owner = registry.owner()
         pid = running_pid()
@@ -444,19 +513,30 @@ def acquire(
             registry.clear_owner()  # ours crashed, or someone else's pcscd replaced it
             _forget(owner.pid)
         if pid is None:
-            registry.set_owner(_start(log_path, lab_dir, timeout))
+            say = progress or _say_nothing
+            registry.set_owner(_start(log_path, lab_dir, timeout, say, actions))
             started = True
         else:
             # Drivers load asynchronously after a (re)start: give the readers a moment.
             proc.wait_until(lambda: bool(_vpcd_readers()), 3.0, interval=0.05)
             if not _vpcd_readers():
+                held = ports.sockets_on(VPCD_PORTS)
+                listening = any(states.get("LISTEN") for states in held.values())
+                if not listening and held:
+                    raise Unavailable(
+                        f"pcscd (pid {pid}) shows no Virtual PCD reader: vpcd could not bind "
+                        f"({ports.describe_holders(held)})",
+                        fix="restart pcscd once the port is free (TIME_WAIT ends within 60 s)",
+                    )
                 raise Unavailable(
                     f"pcscd (pid {pid}) shows no Virtual PCD reader",
-                    fix="install vsmartcard-vpcd, then restart pcscd",
+                    fix="apt-get install vsmartcard-vpcd, then restart pcscd"
+                    if not _vpcd_configured()
+                    else "restart pcscd (its vpcd reader did not load; see its log)",
                 )
         registry.add_user(lab_dir)
         state = inspect(registry)
-    return Acquired(state=state, started=started)
+    return Acquired(state=state, started=started, actions=tuple(actions))
 
 
 @dataclass(frozen=True)

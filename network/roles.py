@@ -868,6 +868,10 @@ class Operator:
             raise Refused(
                 "illegal-transition", f"MID {mid.mid_id} is {mid.state}: cannot {msg.transition}"
             )
+        if msg.transition in ("activate", "resume") and self._revoked(tx, mid.device_id):
+            raise Refused(
+                "revoked", f"MID {mid.mid_id} is on a revoked TRE: it cannot {msg.transition}"
+            )
         pending = tx.order(mid.mid_id)
         if pending is not None and pending.state == "delivered":
             raise Refused(
@@ -1040,6 +1044,9 @@ class Operator:
         record = tx.hss(imsi)
         if record is None:
             raise Refused("unknown-subscriber", f"no subscriber {imsi}")
+        mid = tx.mid(record.mid_id) if record.mid_id else None
+        if mid is not None and self._revoked(tx, mid.device_id):
+            raise Refused("revoked", f"subscriber {imsi} is a MID of a revoked TRE: no vectors")
         if record.sho == self.config.icf_operator:
             self._check_pcid(tx, imsi, now)
         elif record.state != "active":
@@ -1193,12 +1200,8 @@ class Operator:
 
         try:
             supi = deconceal(suci, lookup)
-        except MacMismatch:
-            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
+        except MacMismatch:  # the refusal is audited with its code where it is answered
             raise Refused("suci-mac", "SUCI MAC tag does not verify") from None
-        except Refused:
-            self._audit(tx, now, sho, "suci-refused", plmn, key_id=suci.key_id)
-            raise
         except BadInput as exc:
             raise Refused("bad-suci", str(exc)) from None
         self._audit(
@@ -1302,10 +1305,30 @@ class Operator:
 
     # ---- management ---------------------------------------------------------------------------
 
-    def revoke(self, tx: Ledger, device_id: str, now: int) -> None:
-        """Revoke a TRE: it can neither register nor receive packages any more."""
+    def revoke(self, tx: Ledger, device_id: str, now: int) -> list[MidRecord]:
+        """Revoke a TRE: it can neither register nor receive packages any more, and every MID
+        already issued to it stops working — a revoked TRE is no longer trusted to keep K, so
+        each owning SHO suspends the MID in the same transaction (its AuC then refuses
+        authentication vectors: TR 33.812 §7.1.2.1 threat 7's suspension, decided by the
+        network). PENDING packages are superseded (never installable, K gone from the HSS).
+        Suspension is final while the TRE stays revoked: ``resume`` is refused; ``delete``
+        remains for the owner. Returns the MIDs changed."""
         device = tx.device(device_id)
         if device is None:
             raise Refused("unknown-device", "no such TRE is registered")
         tx.put_device(dataclasses.replace(device, revoked=True))
         self._audit(tx, now, "drf", "revoked", device_id)
+        changed = []
+        for mid in tx.mids(device_id=device_id):
+            if mid.state == "PENDING":
+                changed.append(self._set_state(tx, mid, "DELETED", now, "superseded"))
+            elif mid.state in ("INSTALLED", "ACTIVE"):
+                changed.append(self._set_state(tx, mid, "SUSPENDED", now, "revoked-tre"))
+        return changed
+
+    def _revoked(self, tx: Ledger, device_id: str) -> bool:
+        """Is this TRE revoked (by ``operator revoke`` or in the configuration's list)?"""
+        if device_id in self.config.revoked_devices:
+            return True
+        device = tx.device(device_id)
+        return device is not None and device.revoked

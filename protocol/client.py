@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Protocol
 
-from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.errors import BadInput, Refused, RemoteProtocolError, SignatureInvalid, Unavailable
 from protocol.messages import CBOR, Error, decode
 from trelab.errors import TrelabError
 
@@ -92,7 +92,7 @@ class HttpTransport:
 
     def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise Unavailable(f"network URL {base_url!r}: expected http://HOST:PORT")
+            raise BadInput(f"network URL {base_url!r}: expected http://HOST:PORT")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from firmware_stubs.card_serve import read_status
-from tests.conftest import skip_or_fail
+from tests.conftest import lab_failed
 from tests.helpers import REPO
 from trelab import proc
 from trelab.errors import Unavailable
@@ -53,11 +53,11 @@ class CardProcess:
         if not proc.wait_until(attached, 20.0, interval=0.05):
             holder = "another card holds it" if self.process.poll() is None else "it exited"
             self.stop()
-            skip_or_fail(f"our card did not attach to {READER_1}: {holder} (see {self.log})")
+            lab_failed(f"our card did not attach to {READER_1}: {holder} (see {self.log})")
         # pcscd may still show the previous card for a moment: wait until ours answers.
         if not proc.wait_until(self._ours_in_reader, 10.0, interval=0.1):
             self.stop()
-            skip_or_fail(f"{READER_1} does not show our card (ICCID); see {self.log}")
+            lab_failed(f"{READER_1} does not show our card (ICCID); see {self.log}")
         return self
 
     def _ours_in_reader(self) -> bool:

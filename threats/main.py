@@ -21,6 +21,7 @@ from threats.context import ThreatLab
 from threats.engine import run_checks, select_threats
 from threats.report import build_document, render_html, render_json, render_text
 from trelab.atomic import atomic_write_text
+from trelab.errors import Unavailable
 
 __all__ = ["ThreatReport", "run_threat_checks"]
 
@@ -44,6 +45,7 @@ def run_threat_checks(
     html_out: Path | None = None,
     json_out: Path | None = None,
     progress: Callable[[str], None] = _say,
+    reader_wait: float = 60.0,
 ) -> ThreatReport:
     """Run the checks of ``only`` (all 16 threats by default) against the lab at
     ``lab_dir``; exit code 1 if a finding the lab should have
@@ -51,7 +53,8 @@ def run_threat_checks(
 
     Raises:
         BadInput: an unknown threat in ``only``.
-        Unavailable: the lab cannot come up.
+        Unavailable: the lab cannot come up, or another lab's card keeps the reader for
+            more than ``reader_wait`` seconds.
     """
     from lab.lab import Lab
 
@@ -59,7 +62,13 @@ def run_threat_checks(
     lab = Lab(lab_dir)
     was_running = lab.status().running
     progress(f"lab: bringing up {lab.path}")
-    status = lab.up()
+    status = lab.up(progress=progress)
+    try:  # the USIM findings need this lab's card in the reader, not another lab's
+        lab.wait_for_reader(reader_wait, progress)
+    except Unavailable:
+        if not keep_lab and not was_running:
+            lab.down()
+        raise
     scratch_dir = Path(tempfile.mkdtemp(prefix="trelab-threats-scratch-"))
     work = Path(tempfile.mkdtemp(prefix="trelab-threats-"))
     scratch = Lab(scratch_dir)

@@ -25,8 +25,10 @@ import contextlib
 import keyword
 import os
 import re
+import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from trelab.errors import BadInput, Unavailable
 __all__ = [
     "CommandEvent",
     "CommandObserver",
+    "InterruptibleEsys",
     "SwtpmTransport",
     "TctiTransport",
     "TpmFacts",
@@ -237,12 +240,19 @@ class TctiTransport(Transport):
 
 
 class _EsysTcti(PyTCTI):  # type: ignore[misc]
-    """The transport as a TCTI for ESYS: transmit stores, receive executes."""
+    """The transport as a TCTI for ESYS: transmit stores, receive executes.
+
+    Ctrl-C. ``receive`` runs inside a cffi callback, where a KeyboardInterrupt cannot
+    propagate (cffi prints "Exception ignored" and hands ESYS a bogus success, which then
+    reads as a TPM refusal). So SIGINT is held while a command is on the wire — the command
+    completes, as with a native TCTI — and :class:`InterruptibleEsys` raises it the moment
+    the ESYS call returns to Python."""
 
     def __init__(self, transport: Transport) -> None:
         super().__init__(max_size=4096)
         self._transport = transport
         self._pending: bytes | None = None
+        self.interrupted = False
 
     def do_transmit(self, command: bytes) -> None:
         self._pending = bytes(command)
@@ -251,7 +261,42 @@ class _EsysTcti(PyTCTI):  # type: ignore[misc]
         command, self._pending = self._pending, None
         if command is None:
             raise Unavailable("ESYS asked for a response without a command")
-        return self._transport.execute(command)
+        if threading.current_thread() is not threading.main_thread():
+            return self._transport.execute(command)  # signals reach only the main thread
+        previous = signal.signal(signal.SIGINT, self._hold)
+        try:
+            return self._transport.execute(command)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+
+class InterruptibleEsys:
+    """The ESAPI context, with Ctrl-C raised as soon as an ESYS call that held it returns
+    (see :class:`_EsysTcti`). Attribute access is forwarded; wrapped methods are cached."""
+
+    def __init__(self, esys: Any, tcti: _EsysTcti) -> None:
+        self._esys = esys
+        self._tcti = tcti
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._esys, name)
+        if not callable(target):
+            return target
+        tcti = self._tcti
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return target(*args, **kwargs)
+            finally:
+                if tcti.interrupted:
+                    tcti.interrupted = False
+                    signal.raise_signal(signal.SIGINT)  # the handler of the moment decides
+
+        self.__dict__[name] = call
+        return call
 
 
 def _conf(conf: str) -> dict[str, str]:
@@ -296,7 +341,7 @@ def open_esys(transport: Transport) -> tuple[Any, Any]:
     """
     tcti = _EsysTcti(transport)
     try:
-        return ESAPI(tcti), tcti
+        return InterruptibleEsys(ESAPI(tcti), tcti), tcti
     except TSS2_Exception as exc:
         raise Unavailable(f"the TPM does not answer: {exc}", fix="trelab lab up") from None
 

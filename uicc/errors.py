@@ -24,7 +24,15 @@ class CardRefused(CheckFailed):
     def __init__(self, operation: str, sw: int) -> None:
         self.operation = operation
         self.sw = sw
-        super().__init__(f"{operation}: card answered {sw:04X} ({explain_sw(sw)})")
+        hint = _HINTS.get(sw, "")
+        super().__init__(f"{operation}: card answered {sw:04X} ({explain_sw(sw)}){hint}")
+
+
+#: What a user does about the status words that have one remedy.
+_HINTS = {
+    0x6982: " — PIN1 is enabled and not verified: pass --pin (or $TRELAB_CARD_PIN)",
+    0x6983: " — PIN1 is blocked: `trelab card unblock --puk PUK --new-pin PIN`",
+}
 
 
 class NoUsimApplication(CheckFailed):

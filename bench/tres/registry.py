@@ -27,7 +27,7 @@ from .uicc import (
     physical_reader_factory,
 )
 
-__all__ = ["TRE_FACTORIES", "LabContext", "build_providers"]
+__all__ = ["LAB_TRES", "TRE_FACTORIES", "LabContext", "build_providers"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,20 @@ TRE_FACTORIES: dict[str, Factory] = {
     "usim over PC/SC (physical reader)": physical_reader_factory,
     "modem over AT+CSIM (physical)": physical_modem_factory,
 }
+
+
+#: The rows the lab itself provides: when the lab runs and one of them cannot, the lab is
+#: damaged (a card whose K was rotated, a crashed part) and the run proves nothing for it.
+LAB_TRES = frozenset(
+    {
+        "tpm (ecb, load-gated)",
+        "tpm (cfb-only)",
+        "tpm (use-gated policy)",
+        "tpm (sealed K)",
+        "usim over PC/SC (emulated)",
+        "modem over AT+CSIM (emulated)",
+    }
+)
 
 
 def build_providers(

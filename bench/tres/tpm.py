@@ -18,8 +18,9 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
   (:mod:`firmware_stubs.tpm_proxy`, one process per row in front of the bench swtpm): MIDs
   provisioned as trelab does by default on that part (sealed K where it lacks
   TPM2_EncryptDecrypt2), AKA in the mode it allows. Raw: the bare command of that mode through
-  the proxy. The proxy's own cost is in every case of the row (raw included), so the same-run
-  ratio stays honest; times are swtpm's, not the part's.
+  the proxy; cases: the real-path AKA, the K-resident AKA and (symmetric K) one bus-protected
+  E_K. The proxy's own cost is in every case of the row (raw included), so the same-run ratio
+  stays honest; times are swtpm's, not the part's.
 - ``tpm (physical)`` — ``/dev/tpmrm0`` (or ``tpm0``) when ``lab.detect`` finds one and
   ``TRELAB_HARDWARE_TPM=1`` allows NV writes on the chip; same cases as the ECB row in the mode
   the chip supports, no mid-import (each import uses a MID_STATE slot for good).
@@ -513,6 +514,11 @@ class TpmTre:
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
+        if self.variant.tre.startswith("tpm part "):  # one row per part: what differs there
+            cases.append(self._resident_aka_case(few))
+            if self.mode != "sealed":
+                cases.append(self._protected_e_k_case(many))
+            return cases
         cases.append(self._real_aka_case("aka-5g", mid, five_g=True))
         cases.append(self._resident_aka_case(few))
         if self.mode != "sealed" and self.bus_protection:  # the opt-out, to show the cost

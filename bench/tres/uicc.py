@@ -89,6 +89,9 @@ class _UsimTre:
 
     link_kind = ""
 
+    #: how the lab gives this card its profile back, for lab rows (None: physical hardware)
+    reset_fix: str | None = None
+
     def __init__(self, tre: str, profile: CardProfile, *, quick: bool) -> None:
         self.tre = tre
         self._profile = profile
@@ -104,7 +107,9 @@ class _UsimTre:
         self._client = client
         status = client.pin_status()
         if status.state == "blocked":
-            raise Unavailable(f"{self.tre}: PIN1 is blocked", fix="trelab card unblock")
+            raise Unavailable(
+                f"{self.tre}: PIN1 is blocked", fix=self.reset_fix or "trelab card unblock"
+            )
         if status.state == "enabled" and not status.verified:
             if status.tries_left is not None and status.tries_left < 3:
                 raise Unavailable(
@@ -123,13 +128,15 @@ class _UsimTre:
                 return
             if isinstance(result, AkaMacFailure):
                 raise Unavailable(
-                    f"{self.tre}: MAC failure: the card's K/OPc are not its profile's"
+                    f"{self.tre}: MAC failure: the card's K/OPc are not its profile's",
+                    fix=self.reset_fix,
                 )
             try:  # sync failure: learn SQN_MS from AUTS like an HSS does (TS 33.102 §6.3.5)
                 self._hss.resynchronise(imsi, vector.rand, result.auts)
             except CheckFailed:
                 raise Unavailable(
-                    f"{self.tre}: AUTS does not verify: the card's K/OPc are not its profile's"
+                    f"{self.tre}: AUTS does not verify: the card's K/OPc are not its profile's",
+                    fix=self.reset_fix,
                 ) from None
             self._resyncs_at_start += 1
         raise Unavailable(f"{self.tre}: the card refused a vector even after resynchronising")
@@ -223,10 +230,12 @@ class PcscUsimTre(_UsimTre):
         *,
         quick: bool,
         extra: dict[str, Any] | None = None,
+        reset_fix: str | None = None,
     ) -> None:
         from uicc.links.pcsc import PcscLink
 
         super().__init__(tre, profile, quick=quick)
+        self.reset_fix = reset_fix
         self._extra = dict(extra or {})
         try:
             link = self._link = self._stack.enter_context(PcscLink(reader))
@@ -339,10 +348,12 @@ class ModemUsimTre(_UsimTre):
         *,
         quick: bool,
         extra: dict[str, Any] | None = None,
+        reset_fix: str | None = None,
     ) -> None:
         from uicc.links.at_csim import AtCommandFailed, AtCsimLink
 
         super().__init__(tre, profile, quick=quick)
+        self.reset_fix = reset_fix
         self._extra = dict(extra or {})
         self._device = device
         try:
@@ -464,7 +475,7 @@ def lab_card_factory(ctx: Any) -> PcscUsimTre:
         if holder is not None:
             raise Unavailable(
                 f"{card.reader} holds the card of lab {holder}; this lab's card waits its turn",
-                fix="stop the other lab (trelab lab down --dir …) or bench that lab",
+                fix="stop the other lab (trelab lab down --lab-dir …) or bench that lab",
             )
         if not proc.wait_until(ours_attached, _ATTACH_WAIT, interval=0.1):
             raise Unavailable(
@@ -476,6 +487,7 @@ def lab_card_factory(ctx: Any) -> PcscUsimTre:
     return PcscUsimTre(
         "usim over PC/SC (emulated)", card.reader, load_profile(card.profile),
         quick=ctx.quick, extra=extra,
+        reset_fix=f"`trelab lab reset card --lab-dir {lab.lab_dir}` restores the lab card's profile",
     )  # fmt: skip
 
 
@@ -495,6 +507,7 @@ def lab_modem_factory(ctx: Any) -> ModemUsimTre:
     return ModemUsimTre(
         "modem over AT+CSIM (emulated)", str(modem.device), load_profile(modem.profile),
         quick=ctx.quick, extra=extra,
+        reset_fix=f"`trelab lab reset modem --lab-dir {lab.lab_dir}` restores its SIM's profile",
     )  # fmt: skip
 
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from aka.tuak import CK_BITS, IK_BITS, MAC_BITS, RES_BITS, SoftwareKeccak, Tuak,
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
-from trelab.jsontext import load_json
+from trelab.jsontext import load_json, load_toml
 from uicc import fs
 
 __all__ = [
@@ -302,7 +301,7 @@ def _suci(raw: Any) -> SuciSettings:
     if unknown:
         raise BadInput(f"profile: unknown key suci.{unknown[0]}")
     ri = raw.get("routing_indicator", "0")
-    if not (isinstance(ri, str) and ri.isascii() and ri.isdigit() and 1 <= len(ri) <= 4):
+    if not is_decimal(ri, max_digits=4):
         raise BadInput("profile: suci.routing_indicator must be 1 to 4 digits")
     schemes = raw.get("schemes", ["null"])
     if (
@@ -451,11 +450,7 @@ def load_profile(path: Path) -> CardProfile:
             f"profile {path}: cannot read ({exc.strerror or type(exc).__name__})"
         ) from None
     if str(path).endswith(".toml"):
-        try:
-            data: Any = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            # TOMLDecodeError names the position, not the content
-            raise BadInput(f"profile {path}: not valid TOML ({exc})".splitlines()[0]) from None
+        data: Any = load_toml(raw, f"profile {path}")
     else:
         data = load_json(raw, f"profile {path}")
     return parse_profile(data)

@@ -51,6 +51,24 @@ def _concealer(args: argparse.Namespace, agreement: Any = None) -> Any:
     return make
 
 
+def _explain_deleted(registry: Any, mid_id: str) -> None:
+    """A MID ``trelab mid list`` still shows (the agent keeps deleted MIDs as a record) but
+    whose K is gone from the TPM: say that, rather than "not in the registry".
+
+    Raises:
+        UnknownMid: the agent knows the MID, the TPM's registry no longer does.
+    """
+    from host.provision import AgentFiles
+    from tpm.mid_errors import UnknownMid
+
+    info = AgentFiles(registry).read().mids.get(mid_id)
+    if info is not None and mid_id not in registry.read().mids:
+        raise UnknownMid(
+            f"MID {mid_id} is {info.state}: its K is no longer in the TPM "
+            "(`trelab mid list` keeps it as a record)"
+        )
+
+
 def _attach(args: argparse.Namespace) -> Outcome:
     from aka.access import parse_rat
     from protocol.client import HttpTransport
@@ -81,6 +99,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
                 agreement, suci_holder = holder_for(conn, profile)
                 conceal = _concealer(args, agreement)
             registry = Registry(defaults.registry_path(args.registry))
+            _explain_deleted(registry, args.mid)
             done = attach_tpm(
                 conn,
                 registry,

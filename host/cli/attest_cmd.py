@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.cli import defaults
 from host.cli.output import Outcome, add_json_flag
+from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ def _quote(args: argparse.Namespace) -> Outcome:
     nonce = parse_hex("--nonce", args.nonce, length=tuple(range(1, MAX_NONCE + 1)))
     selection = parse_selection(args.pcrs, what="pcrs")
     kind: AkKind = "rsa" if args.rsa else "ecc"
+    earlier = Path(args.out) / "quote.msg"
+    if earlier.exists() and not args.force:  # evidence is kept until the user says otherwise
+        raise BadInput(
+            f"--out {args.out}: holds earlier evidence (quote.msg); choose another directory "
+            "or pass --force to replace it"
+        )
     with TpmConnection(defaults.tcti(args.tpm)) as conn:
         ak, created = ensure_ak(conn, kind)
         files = quote(conn, ak, nonce, selection)
@@ -97,6 +104,7 @@ def register(nouns: Any) -> None:
     p.add_argument("--nonce", required=True, metavar="HEX", help="the verifier's nonce")
     p.add_argument("--pcrs", required=True, metavar="SEL", help="PCR selection, e.g. sha256:0,1,16")
     p.add_argument("--out", required=True, metavar="DIR", help="evidence directory to write")
+    p.add_argument("--force", action="store_true", help="replace earlier evidence in --out")
     p.add_argument("--rsa", action="store_true", help="quote with the RSA AK (default ECC)")
     add_json_flag(p)
     p.set_defaults(func=_quote)

@@ -52,21 +52,29 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def _compare(args: argparse.Namespace) -> Outcome:
-    from bench.compare import compare_reports
+    from bench.compare import comparability_warnings, compare_reports, summary_line
     from bench.report import format_ns
 
+    old, new = _load(args.old), _load(args.new)
     changes, only = compare_reports(
-        _load(args.old),
-        _load(args.new),
+        old,
+        new,
         random.Random(args.seed).randrange,  # noqa: S311 - bootstrap
     )
+    warnings = comparability_warnings(old, new)
     lines = [
         f"{c.tre} / {c.operation}: {format_ns(c.old_median_ns)} → {format_ns(c.new_median_ns)} "
         f"({c.ratio:.2f}×, 95% CI {c.ci95[0]:.2f}–{c.ci95[1]:.2f}): {c.verdict}"
         for c in changes
     ]
-    data = {"changes": [c.to_json() for c in changes], "unmatched": only}
-    return Outcome(data=data, text="\n".join(lines + only) or "nothing in common to compare")
+    summary = summary_line(changes) if changes else "nothing in common to compare"
+    data = {
+        "summary": summary,
+        "warnings": warnings,
+        "changes": [c.to_json() for c in changes],
+        "unmatched": only,
+    }
+    return Outcome(data=data, text="\n".join([summary, *warnings, *lines, *only]))
 
 
 def _throughput(args: argparse.Namespace) -> Outcome:

@@ -234,7 +234,9 @@ def register(nouns: Any) -> None:
     p = verbs.add_parser(
         "aka",
         help="AUTHENTICATE: RAND, AUTN → RES/CK/IK/Kc, AUTS or MAC failure",
-        epilog="exit 0: success or sync_failure (AUTS); 1: mac_failure",
+        epilog="exit 0: success or sync_failure (AUTS); 1: mac_failure, or the card refused "
+        "(6982: PIN1 enabled and not verified, pass --pin; 6983: PIN1 blocked, see `card "
+        "unblock`); 2: bad input (also a --reader that names no reader); 3: no reader or card",
     )
     _add_link_options(p)
     p.add_argument("--rand", required=True, help="RAND, 16 bytes hex")

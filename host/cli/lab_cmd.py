@@ -1,6 +1,7 @@
-"""Edge: CLI. ``trelab lab up | down | status | detect`` — the lab's parts and the host's hardware.
+"""Edge: CLI. ``trelab lab up | down | status | reset | detect`` — the lab's parts and the host's hardware.
 
-``status`` exits 3 when a part is not running (like ``systemctl status``), so scripts can write
+``status`` exits 3 when any part (swtpm, pcscd, card, modem) is not running (like ``systemctl
+status``), so scripts can write
 ``trelab lab status || trelab lab up``.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,17 @@ def _text(status: LabStatus) -> str:
     return "\n".join(lines)
 
 
+def _say(message: str) -> None:
+    print(f"trelab: {message}", file=sys.stderr, flush=True)
+
+
 def _up(args: argparse.Namespace) -> Outcome:
-    status = _lab(args).up()
+    status = _lab(args).up(progress=_say)
+    return Outcome(data=_data(status), text=_text(status))
+
+
+def _reset(args: argparse.Namespace) -> Outcome:
+    status = _lab(args).reset(tuple(args.parts), progress=_say)
     return Outcome(data=_data(status), text=_text(status))
 
 
@@ -88,7 +99,7 @@ def _down(args: argparse.Namespace) -> Outcome:
 
 def _status(args: argparse.Namespace) -> Outcome:
     status = _lab(args).status()
-    return Outcome(data=_data(status), text=_text(status), exit_code=0 if status.running else 3)
+    return Outcome(data=_data(status), text=_text(status), exit_code=0 if status.complete else 3)
 
 
 def _detect(args: argparse.Namespace) -> Outcome:
@@ -164,6 +175,20 @@ def register(nouns: Any) -> None:
             )
         output.add_json_flag(parser)
         parser.set_defaults(func=func)
+    reset = verbs.add_parser(
+        "reset",
+        help="give the virtual card and/or modem their default profile and state back "
+        "(e.g. after `transfer ki --rotate-k`), then bring the lab up",
+        description="Stop the part, remove its profile.json and state.json (K rotated over the "
+        "air, SQN, PIN counters, OTA key sets), start it again with the default test profile. "
+        "The TPM and its MIDs are not touched.",
+    )
+    reset.add_argument("parts", nargs="+", choices=("card", "modem"), metavar="PART",
+                       help="card, modem (or both)")  # fmt: skip
+    reset.add_argument("--lab-dir", type=Path, default=None, help=dir_help)
+    reset.add_argument("--dir", dest="lab_dir", type=Path, help=argparse.SUPPRESS)
+    output.add_json_flag(reset)
+    reset.set_defaults(func=_reset)
     detect = verbs.add_parser("detect", help="list physical TPMs, PC/SC readers and serial ports")
     output.add_json_flag(detect)
     detect.set_defaults(func=_detect)

@@ -8,6 +8,9 @@ serve`` (SQLite: safe next to a running server).
 - ``order``: the owning SHO signs a lifecycle order (COSE_Sign1 with its key from the network
   config folder) and posts it; the TRE fetches it with ``trelab mid activate|suspend|delete``.
   Another SHO's order for the MID is refused (``foreign-mid``).
+- ``revoke``: the DRF revokes a TRE (device id = hex EK name, as ``trelab provision`` prints);
+  every MID issued to it is suspended by its SHO in the same transaction, so the AuC refuses
+  its authentication vectors, and no order can resume it (``Operator.revoke``).
 - ``revoke``: the DRF revokes a TRE (device id = hex EK name, as ``trelab provision`` prints).
 - ``hn-key-*``: the SIDF's SUCI home network keys (TS 33.501 §6.12.2), private halves sealed in
   the store; a rotation keeps the replaced key usable until it is retired.
@@ -27,6 +30,7 @@ from typing import Any
 from host.cli import defaults, output
 from host.cli.output import Outcome
 from host.cli.provision_cmd import network_url
+from protocol.errors import Refused
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from trelab.jsontext import load_json
@@ -208,7 +212,12 @@ def _order(args: argparse.Namespace) -> Outcome:
         sho.key,
     )
     url = network_url(args)
-    reply = decode(HttpTransport(url).post("sho/order", encode(order)))
+    try:
+        reply = decode(HttpTransport(url).post("sho/order", encode(order)))
+    except Refused as exc:
+        if exc.reason == "unknown-mid":  # a wrong --mid is bad input, as in `trelab attach`
+            raise BadInput(f"--mid {args.mid}: {exc}") from None
+        raise
     if not isinstance(reply, Ack):
         raise BadInput(f"the network answered the order with a {type(reply).__name__}")
     data = {
@@ -236,11 +245,18 @@ def _revoke(args: argparse.Namespace) -> Outcome:
     store = _store(args, config)
     try:
         with store.transaction() as tx:
-            _operator(config).revoke(tx, device_id, int(time.time()))
+            changed = _operator(config).revoke(tx, device_id, int(time.time()))
     finally:
         store.close()
-    data = {"version": output.JSON_VERSION, "device": device_id, "revoked": True}
-    return Outcome(data=data, text=f"TRE {device_id[:16]}… revoked")
+    mids = [{"mid": m.mid_id, "sho": m.sho, "imsi": m.imsi, "state": m.state} for m in changed]
+    data = {"version": output.JSON_VERSION, "device": device_id, "revoked": True, "mids": mids}
+    lines = [f"TRE {device_id[:16]}… revoked: it can no longer register or receive MIDs"]
+    lines += [
+        f"  MID {m['mid']} ({m['sho']}, IMSI {m['imsi']}): {m['state']}"
+        + (" — its SHO refuses authentication vectors" if m["state"] == "SUSPENDED" else "")
+        for m in mids
+    ]
+    return Outcome(data=data, text="\n".join(lines))
 
 
 def _issue_pcid(args: argparse.Namespace) -> Outcome:
@@ -336,7 +352,11 @@ def register(nouns: Any) -> None:
     output.add_json_flag(p)
     p.set_defaults(func=_order)
 
-    p = verbs.add_parser("revoke", help="revoke a TRE (it can no longer register)")
+    p = verbs.add_parser(
+        "revoke",
+        help="revoke a TRE: it can no longer register or receive MIDs, and every MID it holds "
+        "is suspended (its SHO refuses authentication vectors; resume is refused)",
+    )
     p.add_argument("--device", required=True, help="device id: hex EK name")
     _store_options(p)
     p.set_defaults(func=_revoke)

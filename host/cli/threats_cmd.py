@@ -4,7 +4,8 @@ attacks beyond it; a matrix threat × counter-measure × result.
 
 Exit 0 when every finding is blocked or honestly classified (not run, organisational, FFS, a
 risk TR 33.812 accepts), 1 when something the lab should block did not hold or a check broke,
-3 when the lab cannot come up. ``--json`` prints the report document (schema
+3 when the lab cannot come up or another lab's card keeps the card reader (``--reader-wait``).
+``--json`` prints the report document (schema
 ``trelab.threats`` v1, see :mod:`threats.report`).
 """
 
@@ -37,6 +38,7 @@ def _run(args: argparse.Namespace) -> Outcome:
         keep_lab=args.keep_lab,
         html_out=_report_file(args, "html"),
         json_out=_report_file(args, "json"),
+        reader_wait=args.reader_wait,
     )
     return Outcome(data=report.document, text=report.text, exit_code=report.exit_code)
 
@@ -56,5 +58,13 @@ def register(nouns: Any) -> None:
     p.add_argument("--json-out", metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("--lab-dir", help="lab directory (default: the user's state dir)")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    p.add_argument(
+        "--reader-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait while another lab's card holds the reader (default 60; then "
+        "exit 3 naming that lab)",
+    )
     add_json_flag(p)
     p.set_defaults(func=_run)

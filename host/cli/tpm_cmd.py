@@ -306,7 +306,11 @@ def _add_mid_verbs(verbs: Any) -> None:
     p.add_argument("--imsi", required=True, help="IMSI, 6…15 digits")
     p.add_argument("--amf", required=True, help="AMF, 2 bytes hex")
     p.add_argument(
-        "--sqn-ms", default="000000000000", help="initial SQN_MS (6 bytes hex): higher SEQs pass"
+        "--sqn-ms",
+        default="000000000000",
+        help="initial SQN_MS, 6 bytes hex = SEQ‖IND (IND: low 5 bits). A vector passes when "
+        "its SEQ (SQN >> 5) is higher than this SEQ, whatever its IND; the same SEQ with "
+        "another IND is a replay (TS 33.102 Annex C)",
     )
     p.add_argument("--pin", help="PIN for K (use or authorize policy); DA lockout applies")
     p.add_argument(

@@ -63,7 +63,8 @@ def _card_side(reader: Reader) -> None:
     before = card.engine.imsi
     card.send(envelope)
     if card.engine.imsi != before:
-        packet = parse_sms_deliver(parse_envelope_sms_pp(envelope[5:-1])).payload
+        data = envelope[5 : 5 + envelope[4]]  # the card ran it: header and Lc are intact
+        packet = parse_sms_deliver(parse_envelope_sms_pp(data)).payload
         assert packet == PACKET, "a modified command packet changed the card"
 
 

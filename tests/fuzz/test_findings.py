@@ -440,3 +440,12 @@ def test_a_network_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> N
     (tmp_path / "network.json").write_bytes(DEEP)
     with pytest.raises(TrelabError):
         load_config(tmp_path / "network.json")
+
+
+@pytest.mark.parametrize("raw", [b"k = " + b"[" * 5000, b"mnc_length = inf", b"\xff = 1"])
+def test_toml_profiles_nested_too_deep_or_not_finite_are_bad_input(
+    tmp_path: Path, raw: bytes
+) -> None:
+    (tmp_path / "profile.toml").write_bytes(raw)
+    with pytest.raises(BadInput):
+        load_profile(tmp_path / "profile.toml")

@@ -393,6 +393,18 @@ def test_malformed_evidence_is_bad_input(lab_tcti, tmp_path, capsys) -> None:
     assert rc == 0 and data["verified"] is True
 
 
+def test_quote_never_overwrites_earlier_evidence_silently(lab_tcti, tmp_path, capsys) -> None:
+    out, _ = quote_dir(capsys, lab_tcti, tmp_path / "q")
+    before = (out / "quote.msg").read_bytes()
+    base = ("attest", "quote", "--tpm", lab_tcti, "--nonce", "0011", "--pcrs", SEL)
+    rc, _, err = cli(capsys, *base, "--out", str(out))
+    assert rc == 2 and "holds earlier evidence" in err and "--force" in err
+    assert (out / "quote.msg").read_bytes() == before
+    rc, _, err = cli(capsys, *base, "--out", str(out), "--force")
+    assert rc == 0, err
+    assert (out / "quote.msg").read_bytes() != before
+
+
 def test_quote_rejects_bad_arguments(lab_tcti, tmp_path, capsys) -> None:
     base = ("attest", "quote", "--tpm", lab_tcti, "--out", str(tmp_path / "q"))
     _one_line_error(*cli(capsys, *base, "--nonce", "", "--pcrs", SEL)[::2])

@@ -118,10 +118,15 @@ def test_card_aka_on_the_lab_reader_with_resync(lab: LabStatus, usim_reader: str
 
 
 def test_reader_errors_are_one_line_with_a_fix(lab: LabStatus, usim_reader: str) -> None:
+    # readers are there, the name is wrong: bad input that lists them (not "run lab up")
     missing = _cli("card", "info", "--reader", "No Such Reader", "--json")
-    assert missing.returncode == 3 and missing.stderr.count("\n") == 1
-    assert "no reader matches" in missing.stderr and "fix:" in missing.stderr
-    assert json.loads(missing.stdout)["error"]["type"] == "Unavailable"
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "no reader matches" in missing.stderr and "#0 'Virtual PCD 00 00'" in missing.stderr
+    assert "lab up" not in missing.stderr
+    assert json.loads(missing.stdout)["error"]["type"] == "BadInput"
+    beyond = _cli("card", "info", "--reader", "5")
+    assert beyond.returncode == 2 and "no reader #5" in beyond.stderr
+    assert "lab up" not in beyond.stderr
     several = _cli("card", "info", "--reader", "Virtual")
     assert several.returncode == 2 and "matches several readers" in several.stderr
     bad = _cli("card", "aka", "--reader", "0", "--rand", "00", "--autn", "00" * 16)
@@ -225,6 +230,9 @@ def test_pin_blocked_after_three_tries_and_unblocked_with_the_puk(own_card: Card
         "verified": False,
         "tries_left": 0,
     }
+    blocked = _cli("card", "info", "--reader", READER_1, "--pin", "1234")
+    assert blocked.returncode == 1 and "6983" in blocked.stderr
+    assert "trelab card unblock --puk" in blocked.stderr  # the pointer to the remedy
     wrong = _cli("card", "unblock", "--reader", READER_1, "--puk", "11111111", "--new-pin", "4321")
     assert wrong.returncode == 1 and "63C9" in wrong.stderr
     done = _cli("card", "unblock", "--reader", READER_1, "--puk", "12345678", "--new-pin", "4321",
@@ -234,6 +242,9 @@ def test_pin_blocked_after_three_tries_and_unblocked_with_the_puk(own_card: Card
     aka = _cli("card", "aka", "--reader", READER_1, "--rand", vector.rand.hex(),
                "--autn", vector.autn.hex(), "--pin", "4321", "--json")  # fmt: skip
     assert aka.returncode == 0 and json.loads(aka.stdout)["res"] == vector.expected["res"]
+    no_pin = _cli("card", "aka", "--reader", READER_1, "--rand", vector.rand.hex(),
+                  "--autn", vector.autn.hex())  # fmt: skip
+    assert no_pin.returncode == 1 and "6982" in no_pin.stderr and "pass --pin" in no_pin.stderr
     # The CLI reset the card when it closed: the PIN does not stay verified for others.
     assert json.loads(_cli("card", "info", "--reader", READER_1, "--json").stdout)["pin"] == {
         "state": "enabled", "verified": False, "tries_left": 3,

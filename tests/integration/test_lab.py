@@ -335,6 +335,20 @@ def test_cli_up_and_down_are_separate_processes(spare: Lab) -> None:
     assert stopped.returncode == 3 and "swtpm  stopped" in stopped.stdout
 
 
+def test_cli_status_exits_3_when_the_modem_or_card_is_down(spare: Lab) -> None:
+    """As its help says: any part not running is exit 3, not only swtpm and pcscd."""
+    status = spare.up()
+    assert status.modem is not None and status.modem.pid is not None
+    os.kill(status.modem.pid, signal.SIGKILL)
+    assert proc.wait_until(lambda: not proc.is_alive(status.modem.pid or 0), 5.0)
+    result = _cli("lab", "status", "--dir", str(spare.path), "--json")
+    assert result.returncode == 3, result.stdout
+    data = json.loads(result.stdout)
+    assert data["running"] is True and data["complete"] is False
+    assert data["components"]["modem"]["state"] == "crashed"
+    spare.up()  # restarts the modem for the tests after this one
+
+
 def test_cli_errors_are_one_line(spare: Lab, tmp_path: Path) -> None:
     spare.down()
     with socket.socket() as squatter:

@@ -20,7 +20,7 @@ from bench.provision_throughput import run_throughput
 from bench.schema import validate_throughput
 from network.config import load_config
 from network.store import Store
-from tests.conftest import skip_or_fail
+from tests.conftest import lab_failed
 from tpm.registry import Registry
 from trelab import proc
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.lab
 def _swtpm_tools() -> None:
     missing = [t for t in ("swtpm", "swtpm_setup", "swtpm_localca") if not shutil.which(t)]
     if missing:
-        skip_or_fail(f"swtpm tools missing: {', '.join(missing)}")
+        lab_failed(f"swtpm tools missing: {', '.join(missing)}")
 
 
 def processes_naming(path: Path) -> list[int]:

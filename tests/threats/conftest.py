@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lab.lab import Lab, LabStatus
-from tests.conftest import skip_or_fail
+from tests.conftest import lab_failed
 from threats.catalogue import threat
 from threats.checks import load
 from threats.context import ThreatLab
@@ -82,7 +82,7 @@ class Checked:
 
     def finish(self) -> None:
         if self.skipped:
-            skip_or_fail("lab component not available for: " + "; ".join(self.skipped))
+            lab_failed("lab component not available for: " + "; ".join(self.skipped))
 
 
 def run_threat(threat_lab: ThreatLab, threat_id: str) -> Checked:

@@ -129,17 +129,20 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
     must match exactly one name (``re.search``).
 
     Raises:
-        BadInput: invalid regular expression, or it matches several readers.
-        Unavailable: no reader matches (the message lists the readers there are).
+        BadInput: no such index, an invalid regular expression, or it matches no reader or
+            several (the message lists the readers there are).
+        Unavailable: there is no reader at all (pcscd down, the lab not up).
     """
-    there = ", ".join(repr(n) for n in names) or "none"
+    there = ", ".join(f"#{i} {n!r}" for i, n in enumerate(names)) or "none"
     if isinstance(spec, int) or (isinstance(spec, str) and is_decimal(spec.strip(" "))):
         index = int(spec.strip(" ")) if isinstance(spec, str) else spec
         if isinstance(spec, str) and spec in names:
             return spec
         if 0 <= index < len(names):
             return names[index]
-        raise Unavailable(f"no reader #{index} (readers: {there})", fix=_LAB_FIX)
+        if not names:
+            raise Unavailable(f"no reader #{index}: no PC/SC reader at all", fix=_LAB_FIX)
+        raise BadInput(f"no reader #{index} (readers: {there})", field="reader")
     if spec in names:
         return spec
     try:
@@ -154,7 +157,9 @@ def resolve_reader(spec: str | int, names: Sequence[str]) -> str:
     if found:
         several = ", ".join(repr(n) for n in found)
         raise BadInput(f"{spec!r} matches several readers: {several}", field="reader")
-    raise Unavailable(f"no reader matches {spec!r} (readers: {there})", fix=_LAB_FIX)
+    if not names:
+        raise Unavailable(f"no reader matches {spec!r}: no PC/SC reader at all", fix=_LAB_FIX)
+    raise BadInput(f"no reader matches {spec!r} (readers: {there})", field="reader")
 
 
 class PcscLink:

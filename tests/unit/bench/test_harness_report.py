@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.compare import compare_reports
+from bench.compare import comparability_warnings, compare_reports, summary_line
 from bench.harness import Case, run_cases
 from bench.report import render_html, render_markdown
 from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, validate_report
@@ -171,3 +171,8 @@ def test_compare_flags_significant_changes_only() -> None:
     assert only == ["only in new: A / new-op"]
     slower, _ = compare_reports(new, old, random.Random(1).randrange)
     assert {c.operation: c.verdict for c in slower}["aka-milenage"] == "slower"
+    assert summary_line(changes).startswith("1 faster, 0 slower,")
+    assert comparability_warnings(old, new) == []
+    new["method"]["rounds"] = old["method"]["rounds"] + 26
+    (warning,) = comparability_warnings(old, new)
+    assert "rounds (old) vs" in warning and "wider" in warning

@@ -195,3 +195,5 @@ def test_unknown_key_id_and_tampered_tag_are_refused(app: NetworkApp) -> None:
     with pytest.raises(Refused) as caught:
         attach(app, imsi, k, opc, "5g", suci=foreign.to_string())
     assert caught.value.reason == "unknown-subscriber"
+    codes = [e.detail.get("code") for e in app.store.audit_events() if e.event == "refused"]
+    assert codes[-3:] == ["unknown-hn-key", "suci-mac", "unknown-subscriber"]
