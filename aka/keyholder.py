@@ -1,7 +1,8 @@
 """Pure interfaces (plus the software AES holder): where K lives is a parameter of the algorithms.
 
 Milenage needs only E_K on 16-byte blocks; TUAK needs the Keccak-f[1600] permutation applied
-to a state holding K. Software, a TPM (EncryptDecrypt2) or a card implement these, so the
+to a state holding K; the HMAC-SHA-256 set needs HMAC-SHA-256 under K. Software, a TPM
+(EncryptDecrypt2, TPM2_HMAC) or a card implement these, so the
 same f1…f5* code runs whether K sits in memory or inside a TRE.
 """
 
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from trelab.errors import BadInput
 
-__all__ = ["BlockCipher", "KeccakKeyholder", "SoftwareAes"]
+__all__ = ["BlockCipher", "HmacKeyholder", "KeccakKeyholder", "SoftwareAes"]
 
 
 class BlockCipher(ABC):
@@ -32,6 +33,14 @@ class KeccakKeyholder(ABC):
     @abstractmethod
     def permute(self, state: bytes, iterations: int) -> bytes:
         """Write K into the KEY field of ``state`` and apply Keccak-f[1600] ``iterations`` times."""
+
+
+class HmacKeyholder(ABC):
+    """HMAC-SHA-256 under K (RFC 2104; TPM 2.0 Part 3 §15.5 TPM2_HMAC): the HMAC-AKA kernel."""
+
+    @abstractmethod
+    def mac(self, message: bytes) -> bytes:
+        """The full 32-byte HMAC-SHA-256 of ``message`` under K."""
 
 
 class SoftwareAes(BlockCipher):

@@ -212,12 +212,18 @@ def _load_sho(base: Path, name: str, doc: Any) -> ShoConfig:
     if not _PLMN.fullmatch(plmn):
         raise BadConfig(f"{where}plmn: MCC+MNC, 5 or 6 digits")
     algorithm = _get(doc, "algorithm", str, "milenage", where)
-    if algorithm not in ("milenage", "tuak"):
-        raise BadConfig(f"{where}algorithm: milenage or tuak")
+    if algorithm not in ("milenage", "tuak", "hmac-sha256"):
+        raise BadConfig(f"{where}algorithm: milenage, tuak or hmac-sha256")
     params = _get(doc, "params", dict, {}, where)
     allowed = {"mac_bits", "res_bits", "ck_bits", "ik_bits", "iterations", "key_bits"}
     if algorithm == "milenage" and params:
         raise BadConfig(f"{where}params: Milenage takes none")
+    if algorithm == "hmac-sha256":
+        allowed = {"key_bits", "res_bits"}
+        if params.get("key_bits", 128) not in (128, 256):
+            raise BadConfig(f"{where}params.key_bits: 128 or 256")
+        if params.get("res_bits", 64) not in (32, 64, 128):
+            raise BadConfig(f"{where}params.res_bits: 32, 64 or 128")
     if set(params) - allowed or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in params.values()
     ):

@@ -53,10 +53,8 @@ from aka.access import (
 from aka.algorithm import AkaAlgorithm
 from aka.hss import Hss, Subscriber
 from aka.kdf import Plmn
-from aka.keyholder import SoftwareAes
-from aka.milenage import Milenage
+from aka.sets import software_algorithm
 from aka.sqn import SqnGenerator
-from aka.tuak import SoftwareKeccak, Tuak
 from protocol.errors import Refused, RemoteProtocolError, Unavailable
 from protocol.messages import (
     INITIAL_TRANSCRIPT,
@@ -270,10 +268,7 @@ _REF, _VERSION = "lifecycle.ref", "lifecycle.version"
 
 
 def _algorithm(record: HssRecord) -> AkaAlgorithm:
-    if record.algorithm == "milenage":
-        return Milenage(SoftwareAes(record.k), record.opc)
-    params = {k: v for k, v in record.params.items() if k != "key_bits"}
-    return Tuak(SoftwareKeccak(record.k), record.opc, **params)
+    return software_algorithm(record.algorithm, record.params, record.k, record.opc)
 
 
 def _sqn_generator(sqn: Mapping[str, int] | None) -> SqnGenerator:
@@ -912,9 +907,8 @@ class Operator:
         if msin >= 10**width:
             raise Refused("imsi-exhausted", f"SHO {sho.name} has no IMSI left")
         imsi = sho.plmn + str(msin).zfill(width)
-        tuak = sho.algorithm == "tuak"
         k = self._random(sho.params.get("key_bits", 128) // 8)
-        opc = self._random(32 if tuak else 16)
+        opc = self._random(16 if sho.algorithm == "milenage" else 32)
         record = HssRecord(
             imsi=imsi,
             sho=sho.name,

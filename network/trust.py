@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import hmac
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -20,6 +20,9 @@ from network.roles import BuiltPackage, EkIdentity, LifecycleFacts, PackageInput
 from protocol.errors import Refused
 from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
 from trelab.errors import BadInput
+
+if TYPE_CHECKING:
+    from tpm.package import KForm
 
 __all__ = ["TpmTrust", "tpm_package_builder"]
 
@@ -257,6 +260,11 @@ def _receipt_expectations(
     return expect
 
 
+# How the DPF wraps K per algorithm set: TUAK has no TPM kernel (sealed), the HMAC-SHA-256
+# set uses TPM2_HMAC on a keyed-hash key (docs/hmac-aka.md), Milenage an AES key.
+_K_FORMS: dict[str, KForm] = {"tuak": "sealed", "hmac-sha256": "hmac"}
+
+
 def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
     TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
@@ -282,7 +290,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
             selection=inputs.pcr_selection,
             pcr_digest=inputs.pcr_digest,
             slot=inputs.slot,
-            k_form="sealed" if inputs.algorithm == "tuak" else "symcipher",
+            k_form=_K_FORMS.get(inputs.algorithm, "symcipher"),
             lifecycle=None
             if inputs.owner_key is None
             else LifecycleBinding.for_key(inputs.owner_key),

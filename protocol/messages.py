@@ -434,7 +434,7 @@ class MidPackage(SignedMessage):
         _text(self, "sho", pattern=_NAME)
         _int(self, "sequence", lo=1)
         _bytes(self, "amf", size=2)
-        _choice(self, "algorithm", ("milenage", "tuak"))
+        _choice(self, "algorithm", ("milenage", "tuak", "hmac-sha256"))
         _pairs(self, "policy", values=(bytes, str, int, bool))
         _pairs(self, "names", values=(bytes,))
         _int(self, "not_after")

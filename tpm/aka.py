@@ -6,9 +6,10 @@ load K (policies checked by the TPM); run :func:`aka.usim.usim_authenticate`; if
 moved, commit it to the registry *before* returning RES (a crash can lose an RES, never roll
 SQN back); flush everything.
 
-Bus protection (threat 9, §7.1.2.1) is on by default: the E_K commands run in a session salted
-to the MID parent with parameter encryption both ways, so a recording of the TPM bus shows
-neither RAND ⊕ OPc nor the E_K outputs (:class:`tpm.mid.LoadedMid`). ``bus_protection=False``
+Bus protection (threat 9, §7.1.2.1) is on by default: the E_K (or, for the HMAC-SHA-256 set,
+TPM2_HMAC) commands run in a session salted to the MID parent with parameter encryption both
+ways, so a recording of the TPM bus shows neither RAND ⊕ OPc (OPc) nor the outputs
+(:class:`tpm.mid.LoadedMid`). ``bus_protection=False``
 is an opt-out for benchmarks; the outcome says which ran.
 """
 
@@ -48,6 +49,11 @@ class AkaOutcome:
         data["mid"] = self.mid
         if self.mode == "sealed":
             data["note"] = "K was unsealed into host memory for this AKA (weaker than ecb/cfb)"
+        elif not self.bus_protection and self.mode == "hmac":
+            data["note"] = (
+                "bus protection off (opt-out): OPc, RAND and the HMAC outputs crossed the TPM"
+                " bus in clear"
+            )
         elif not self.bus_protection:
             data["note"] = (
                 "bus protection off (opt-out): RAND ⊕ OPc and the E_K outputs crossed the TPM"

@@ -36,11 +36,15 @@ from trelab.errors import Unavailable
 __all__ = [
     "AES_MODES",
     "AkaMode",
+    "AlgorithmProposal",
     "DictionaryAttack",
     "TpmInfo",
     "aka_mode_guarantee",
     "choose_aka_mode",
+    "hmac_supported",
     "probe",
+    "propose_algorithm",
+    "provisioned_outlook",
 ]
 
 AkaMode = Literal["ecb", "cfb", "sealed"]
@@ -112,6 +116,7 @@ class TpmInfo:
     endorsement_auth_set: bool
     lockout_auth_set: bool
     notes: list[str] = field(default_factory=list)
+    hmac_command: bool = False  # TPM2_HMAC listed, with the KEYEDHASH and HMAC algorithms
 
     @property
     def aka_mode(self) -> AkaMode:
@@ -120,14 +125,70 @@ class TpmInfo:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["aka_mode"] = self.aka_mode
-        data["aka_mode_guarantee"] = aka_mode_guarantee(self)
+        proposal = propose_algorithm(self)
+        data["aka_proposal"] = proposal.to_json()
+        data["aka_mode_guarantee"] = aka_mode_guarantee(self, proposal)
         return data
 
 
-def aka_mode_guarantee(info: TpmInfo) -> str:
-    """What the AKA mode trelab chose on this TPM guarantees about K and the bus (threat 9
-    of TR 33.812 §7.1.2.1), in one line for ``trelab tpm info``."""
-    mode = info.aka_mode
+@dataclass(frozen=True)
+class AlgorithmProposal:
+    """What provisioning should ask the operator for on this TPM: the algorithm set, how K
+    is held (``k_form``), the mode AKA then runs in, whether K stays inside the TPM during
+    AKA, and why."""
+
+    algorithm: Literal["milenage", "hmac-sha256"]
+    k_form: Literal["symcipher", "hmac", "sealed"]
+    mode: Literal["ecb", "cfb", "hmac", "sealed"]
+    k_inside: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def hmac_supported(info: TpmInfo) -> bool:
+    """TPM2_HMAC with SHA-256 on a keyed-hash key: what the HMAC-SHA-256 set needs."""
+    return info.hmac_command and "sha256" in info.hashes
+
+
+def propose_algorithm(info: TpmInfo) -> AlgorithmProposal:
+    """The operator algorithm set to provision on this TPM (docs/hmac-aka.md §7): Milenage
+    with K as an AES key when the TPM has EncryptDecrypt(2) with ECB or CFB; else the
+    HMAC-SHA-256 set with K as an HMAC key (TPM2_HMAC, in every PC Client TPM); else Milenage
+    with K sealed — the last resort: K enters host memory during each AKA."""
+    mode = choose_aka_mode(info)
+    if mode != "sealed":
+        return AlgorithmProposal(
+            "milenage", "symcipher", mode, True, f"EncryptDecrypt with AES-{mode.upper()}"
+        )
+    if hmac_supported(info):
+        return AlgorithmProposal(
+            "hmac-sha256",
+            "hmac",
+            "hmac",
+            True,
+            "no usable EncryptDecrypt/EncryptDecrypt2: K as an HMAC key, TPM2_HMAC per function",
+        )
+    return AlgorithmProposal(
+        "milenage",
+        "sealed",
+        "sealed",
+        False,
+        "neither EncryptDecrypt nor TPM2_HMAC: K sealed, unsealed into host memory per AKA",
+    )
+
+
+def aka_mode_guarantee(info: TpmInfo, proposal: AlgorithmProposal | None = None) -> str:
+    """What the AKA mode trelab proposes on this TPM (:func:`propose_algorithm`) guarantees
+    about K and the bus (threat 9 of TR 33.812 §7.1.2.1), in one line for ``trelab tpm info``."""
+    mode = (proposal or propose_algorithm(info)).mode
+    if mode == "hmac":
+        return (
+            "K stays inside the TPM as an HMAC key (TPM2_HMAC, the HMAC-SHA-256 operator "
+            "algorithm set, which the operator must provision); its inputs and outputs cross "
+            "the bus encrypted in a salted session. Milenage here would need sealed K"
+        )
     if mode in ("ecb", "cfb"):
         how = f"AES-128 {mode.upper()}" + (" (the CFB decrypt trick)" if mode == "cfb" else "")
         return (
@@ -158,6 +219,32 @@ def choose_aka_mode(info: TpmInfo) -> AkaMode:
     if has_command and info.aes_modes.get("cfb"):
         return "cfb"
     return "sealed"
+
+
+def provisioned_outlook(algorithm: str, k_form: str, *, symmetric_command: bool) -> dict[str, Any]:
+    """How a provisioned MID will run on a TPM (``symmetric_command``: EncryptDecrypt or
+    EncryptDecrypt2 present): the mode, whether K stays inside, and a note proposing the
+    hmac-sha256 set where the MID's form leaves K outside or cannot run (docs/hmac-aka.md §7).
+    Pure: what ``trelab provision`` reports after the import."""
+    proposal = (
+        "the hmac-sha256 operator set keeps K inside this TPM (TPM2_HMAC): ask the SHO for it"
+        " (docs/hmac-aka.md)"
+    )
+    if k_form == "hmac":
+        return {"mode": "hmac", "k_inside": True, "note": None}
+    if k_form == "sealed":
+        note = "K is sealed: it is unsealed into host memory for each AKA (the last resort)"
+        if algorithm != "tuak" and not symmetric_command:
+            note += f"; {proposal}"
+        return {"mode": "sealed", "k_inside": False, "note": note}
+    if symmetric_command:
+        return {"mode": "symcipher", "k_inside": True, "note": None}
+    return {
+        "mode": None,
+        "k_inside": False,
+        "note": "this TPM has no EncryptDecrypt/EncryptDecrypt2, so this MID's AES K cannot run"
+        f" here; {proposal}",
+    }
 
 
 def _properties(esys: Any, first: int, count: int) -> dict[int, int]:
@@ -299,8 +386,18 @@ def probe(conn: TpmConnection) -> TpmInfo:
     fw1, fw2 = fixed.get(_FIRMWARE_1, 0), fixed.get(_FIRMWARE_2, 0)
     revision = fixed.get(int(TPM2_PT.REVISION), 0)
     permanent = var.get(int(TPM2_PT.PERMANENT), 0)
+    hmac_command = (
+        int(TPM2_CC.HMAC) in commands
+        and int(TPM2_ALG.HMAC) in algs
+        and int(TPM2_ALG.KEYEDHASH) in algs
+    )
     if not (int(TPM2_CC.EncryptDecrypt2) in commands or int(TPM2_CC.EncryptDecrypt) in commands):
-        notes.append("no symmetric command: AKA falls back to sealed K (weaker)")
+        notes.append(
+            "no symmetric command: Milenage/TUAK fall back to sealed K (weaker);"
+            " the hmac-sha256 set keeps K inside"
+            if hmac_command
+            else "no symmetric command: AKA falls back to sealed K (weaker)"
+        )
     return TpmInfo(
         tcti=conn.tcti,
         manufacturer=_text(fixed.get(int(TPM2_PT.MANUFACTURER), 0)),
@@ -314,6 +411,7 @@ def probe(conn: TpmConnection) -> TpmInfo:
         pcr_count=fixed.get(0x112, 0),  # TPM_PT_PCR_COUNT
         encrypt_decrypt=int(TPM2_CC.EncryptDecrypt) in commands,
         encrypt_decrypt2=int(TPM2_CC.EncryptDecrypt2) in commands,
+        hmac_command=hmac_command,
         aes_modes=aes_modes,
         aes_key_bits=aes_bits,
         rsa=rsa,

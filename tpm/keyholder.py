@@ -16,7 +16,12 @@
   sniffer of the whole session setup cannot derive (the salt is encrypted to a TPM key).
   :class:`tpm.mid.LoadedMid` chooses the session; TPM2_EncryptDecrypt (v1) puts a flag first,
   so only EncryptDecrypt2 can carry encrypted inData.
-- :class:`SealedAes` / :class:`SealedKeccak` — the weaker fallback for TPMs without a
+- :class:`TpmHmac` — HMAC-SHA-256 under K by TPM2_HMAC on a keyed-hash object, the kernel of
+  the HMAC-SHA-256 algorithm set (docs/hmac-aka.md) for TPMs without EncryptDecrypt(2):
+  every PC Client TPM has it. ``buffer`` (OPc, RAND, SQN in the message) is TPM2_HMAC's first
+  command parameter and ``outHMAC`` (RES, CK, IK, AK) its first response parameter, so the
+  same salted decrypt|encrypt session hides both on the bus. Mode ``"hmac"``.
+- :class:`SealedAes` / :class:`SealedKeccak` / :class:`SealedHmac` — the weaker fallback for TPMs without a
   symmetric command, and the only way for TUAK (no TPM has Keccak): K is sealed data, unsealed
   over a salted, response-encrypted session for one AKA, used in software, then the buffer is
   zeroed. K *is* in host memory during that AKA, and Python cannot guarantee that no copy
@@ -38,7 +43,7 @@ from tpm2_pytss import TPM2B_IV, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
 from aka.keccak import keccak_f1600
-from aka.keyholder import BlockCipher, KeccakKeyholder
+from aka.keyholder import BlockCipher, HmacKeyholder, KeccakKeyholder
 from aka.tuak import KEY_FIELD
 from tpm import lean_commands
 from tpm.connection import TpmConnection
@@ -49,17 +54,20 @@ from trelab.errors import BadInput, TrelabError, Unavailable
 
 __all__ = [
     "Authorizer",
+    "HmacCommand",
     "LeanPolicy",
     "Mode",
     "SealedAes",
+    "SealedHmac",
     "SealedKeccak",
     "SymmetricSupport",
     "TpmBlockCipher",
+    "TpmHmac",
     "probe_symmetric",
     "translate",
 ]
 
-Mode = Literal["ecb", "cfb", "sealed"]
+Mode = Literal["ecb", "cfb", "sealed", "hmac"]
 
 
 class LeanPolicy(Protocol):
@@ -74,6 +82,9 @@ class LeanPolicy(Protocol):
 #: Returns a context manager yielding the session that authorises one command on the key
 #: (a policy session with its steps just run).
 Authorizer = Callable[[], AbstractContextManager[Any]]
+#: Sends one TPM2_HMAC(key, buffer, SHA-256) in ``session`` and returns outHMAC: ESYS by
+#: default; a lean command layer plugs in here without touching the keyholder.
+HmacCommand = Callable[[Any, bytes, Any], bytes]
 _BLOCK = 16
 _MAX_DATA = 1024  # TPM2B_MAX_BUFFER on swtpm and most chips
 _ZERO_BLOCK = bytes(_BLOCK)
@@ -322,6 +333,60 @@ class TpmBlockCipher(BlockCipher):
         return bytes(out)
 
 
+class TpmHmac(HmacKeyholder):
+    """HMAC-SHA-256 under K, K a loaded keyed-hash HMAC key; ``calls`` counts TPM commands.
+
+    Sessions as :class:`TpmBlockCipher`: ``authorize()``'s policy session per command, else
+    the kept ``session`` (a salted HMAC session: K's empty authValue), else the empty
+    password. ``bus_protected`` says the session encrypts buffer and outHMAC (the caller set
+    decrypt|encrypt on it; :class:`tpm.mid.LoadedMid` does).
+    """
+
+    mode: Mode = "hmac"
+
+    def __init__(
+        self,
+        conn: TpmConnection,
+        key_handle: Any,
+        *,
+        authorize: Authorizer | None = None,
+        session: Any = None,
+        bus_protected: bool = False,
+        command: HmacCommand | None = None,
+    ) -> None:
+        if authorize is not None and session is not None:
+            raise BadInput("a TPM HMAC key takes an authorizer or a session, not both")
+        self._key = key_handle
+        self._authorize = authorize
+        self._session = ESYS_TR.PASSWORD if session is None else session
+        self.bus_protected = bus_protected
+        if command is None:
+            esys, sha256 = conn.esys, TPM2_ALG.SHA256
+
+            def command(key: Any, buffer: bytes, session: Any) -> bytes:
+                return _tpm2b_bytes(esys.hmac(key, buffer, sha256, session1=session))
+
+        self._send: HmacCommand = command
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"TpmHmac(bus_protected={self.bus_protected}, K=<in TPM>)"
+
+    def mac(self, message: bytes) -> bytes:
+        if not message or len(message) > _MAX_DATA:
+            raise BadInput(f"HMAC input: {len(message)} bytes, expected 1…{_MAX_DATA}")
+        try:
+            if self._authorize is None:
+                out = self._send(self._key, message, self._session)
+            else:
+                with self._authorize() as session:
+                    out = self._send(self._key, message, session)
+        except TSS2_Exception as exc:
+            raise translate(exc, "HMAC with K") from None
+        self.calls += 1
+        return out
+
+
 class _Unsealer:
     """Holds the unseal callback and, inside :meth:`unsealed`, the one unsealed copy of K."""
 
@@ -385,6 +450,28 @@ class SealedAes(BlockCipher, _Unsealer):
             out = encryptor.update(data) + encryptor.finalize()
             del encryptor
         return out
+
+
+class SealedHmac(HmacKeyholder, _Unsealer):
+    """HMAC-SHA-256 in software with K unsealed from the TPM (mode ``"sealed"``, weaker):
+    the last resort for the HMAC-SHA-256 set, should a TPM refuse TPM2_HMAC."""
+
+    mode: Mode = "sealed"
+
+    def __init__(self, unseal: Callable[[], bytearray]) -> None:
+        _Unsealer.__init__(self, unseal)
+
+    def __repr__(self) -> str:
+        return "SealedHmac(K=<sealed in TPM>)"
+
+    def mac(self, message: bytes) -> bytes:
+        import hashlib
+        import hmac
+
+        with self._key() as key:
+            if len(key) not in (16, 32):
+                raise BadInput("sealed K is not 16 or 32 bytes")
+            return hmac.new(key, message, hashlib.sha256).digest()
 
 
 class SealedKeccak(KeccakKeyholder, _Unsealer):

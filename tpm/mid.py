@@ -48,9 +48,11 @@ from tpm.ek import loaded_ek
 from tpm.keyholder import (
     Mode,
     SealedAes,
+    SealedHmac,
     SealedKeccak,
     SymmetricSupport,
     TpmBlockCipher,
+    TpmHmac,
     probe_symmetric,
     translate,
 )
@@ -242,8 +244,12 @@ def wrap_for_device(
     """
     info = device_info(conn, selection)
     if form is None:  # symcipher only where the default, bus-protected AKA can run it
-        bus_protectable = info.symmetric.command == "EncryptDecrypt2"
-        form = "sealed" if algorithm.name == "tuak" or not bus_protectable else "symcipher"
+        if algorithm.name == "hmac-sha256":
+            form = "hmac"
+        elif algorithm.name == "tuak" or info.symmetric.command != "EncryptDecrypt2":
+            form = "sealed"
+        else:
+            form = "symcipher"
     slot = info.free_slot if slot is None else slot
     public = approval = None
     if kind == "authorize":
@@ -854,8 +860,11 @@ class LoadedMid:
         #: ``lean`` (default): a load-gated MID's session and commands go through
         #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
         #: A K whose policy has steps the lean layer does not send (PolicyAuthorize) runs
-        #: through ESYS either way.
+        #: through ESYS either way, and so does K as an HMAC key (TPM2_HMAC is not on the
+        #: lean layer yet: :data:`tpm.keyholder.HmacCommand` is where it plugs in).
         lean_ok = lean_commands.runs_lean(record.policy.k_steps() + record.policy.secret_steps())
+        if record.policy.k_form == "hmac":
+            lean_ok = False
         self.layer: Layer = layer if lean_ok else "esys"
         self._lean: Session | None = None
         self._runner: PolicyRunner | None = None
@@ -874,7 +883,14 @@ class LoadedMid:
                 raise BadInput(f"MID {record.mid} holds K as sealed data: only mode sealed runs")
             self.mode: Mode = "sealed"
             self.bus_protection = True  # K itself is unsealed: never over an open bus
+        elif policy.k_form == "hmac":
+            if mode not in (None, "hmac"):
+                raise BadInput(f"MID {record.mid} holds K as an HMAC key: only mode hmac runs")
+            self.mode = "hmac"
+            self.bus_protection = bus_protection  # TPM2_HMAC's buffer comes first: encryptable
         else:
+            if mode == "hmac":
+                raise BadInput(f"MID {record.mid} holds K as an AES key: mode hmac cannot run")
             if mode == "sealed":
                 raise BadInput(
                     f"MID {record.mid} holds K as a TPM key: it cannot be unsealed (that is the point)"
@@ -1157,6 +1173,7 @@ class LoadedMid:
     def _build(self, key: Any) -> None:
         from tpm2_pytss import TSS2_Exception
 
+        from aka.hmac_aka import HmacAka
         from aka.milenage import Milenage
         from aka.tuak import Tuak
 
@@ -1186,8 +1203,27 @@ class LoadedMid:
             spec = self.record.algorithm
             if spec.name == "tuak":
                 self.holder = SealedKeccak(unseal, spec.key_bits)
+            elif spec.name == "hmac-sha256":
+                self.holder = SealedHmac(unseal)
             else:
                 self.holder = SealedAes(unseal)
+        elif self.mode == "hmac":
+            if self.bus_protection:  # buffer (OPc, RAND) and outHMAC encrypted on the bus
+                shared = self._runner.session if self._runner is not None else self._hmac
+                set_session_attributes(self._conn, shared, encrypt=True, decrypt=True)
+                self.holder = TpmHmac(
+                    self._conn,
+                    key,
+                    authorize=self._runner.use if self._runner is not None else None,
+                    session=self._hmac if self._runner is None else None,
+                    bus_protected=True,
+                )
+            else:
+                self.holder = TpmHmac(
+                    self._conn,
+                    key,
+                    authorize=self._k_runner.use if self._k_runner is not None else None,
+                )
         elif self._lean_key is not None:
             self.holder = TpmBlockCipher(
                 self._conn,
@@ -1221,7 +1257,9 @@ class LoadedMid:
                 authorize=self._k_runner.use if self._k_runner is not None else None,
             )
         spec = self.record.algorithm
-        if spec.name == "tuak":
+        if spec.name == "hmac-sha256":
+            self.algorithm = HmacAka(self.holder, self.secret, res_bits=spec.res_bits)
+        elif spec.name == "tuak":
             self.algorithm = Tuak(
                 self.holder,
                 self.secret,
@@ -1237,7 +1275,7 @@ class LoadedMid:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Scope of one AKA: sealed holders unseal K once for it and zero it afterwards."""
-        if isinstance(self.holder, SealedAes | SealedKeccak):
+        if isinstance(self.holder, SealedAes | SealedKeccak | SealedHmac):
             with self.holder.unsealed():
                 yield
         else:

@@ -50,6 +50,7 @@ from tpm.mid_errors import PackageRejected
 from tpm.policy import (
     CC_ENCRYPT_DECRYPT,
     CC_ENCRYPT_DECRYPT2,
+    CC_HMAC,
     CC_UNSEAL,
     PolicyAuthorize,
     PolicyAuthValue,
@@ -68,9 +69,11 @@ from trelab.errors import BadInput
 from trelab.jsontext import load_json
 
 __all__ = [
+    "ALGORITHMS",
     "DEFAULT_PCRS",
     "FORMAT",
     "VERSION",
+    "AlgorithmName",
     "AlgorithmSpec",
     "Approval",
     "CipherCommand",
@@ -95,10 +98,12 @@ FORMAT = "trelab.mid-package"
 VERSION = 1
 DEFAULT_PCRS = "sha256:0,1,2,3,4,5,6,7"
 PolicyKind = Literal["load", "use", "authorize"]
-KForm = Literal["symcipher", "sealed"]
+KForm = Literal["symcipher", "sealed", "hmac"]
 CipherCommand = Literal["EncryptDecrypt2", "EncryptDecrypt"]
 _KINDS = ("load", "use", "authorize")
-_FORMS = ("symcipher", "sealed")
+_FORMS = ("symcipher", "sealed", "hmac")
+AlgorithmName = Literal["milenage", "tuak", "hmac-sha256"]
+ALGORITHMS: tuple[AlgorithmName, ...] = ("milenage", "tuak", "hmac-sha256")
 _COMMANDS = {"EncryptDecrypt2": CC_ENCRYPT_DECRYPT2, "EncryptDecrypt": CC_ENCRYPT_DECRYPT}
 _IMSI = re.compile(r"^[0-9]{6,15}$")
 
@@ -126,9 +131,10 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """Which AKA algorithm set and its lengths (TS 35.206 Milenage or TS 35.231 TUAK §5.1)."""
+    """Which AKA algorithm set and its lengths (TS 35.206 Milenage, TS 35.231 TUAK §5.1, or
+    the HMAC-SHA-256 set of docs/hmac-aka.md: 128- or 256-bit K, RES 32/64/128 bits)."""
 
-    name: Literal["milenage", "tuak"] = "milenage"
+    name: AlgorithmName = "milenage"
     key_bits: int = 128
     mac_bits: int = 64
     res_bits: int = 64
@@ -137,10 +143,10 @@ class AlgorithmSpec:
     iterations: int = 1
 
     def __post_init__(self) -> None:
-        from aka import tuak
+        from aka import hmac_aka, tuak
 
-        if self.name not in ("milenage", "tuak"):
-            raise BadInput(f"algorithm: {self.name!r}, expected milenage or tuak")
+        if self.name not in ALGORITHMS:
+            raise BadInput(f"algorithm: {self.name!r}, expected one of {', '.join(ALGORITHMS)}")
         if self.name == "milenage":
             if (self.key_bits, self.mac_bits, self.res_bits, self.ck_bits, self.ik_bits) != (
                 128,
@@ -150,6 +156,16 @@ class AlgorithmSpec:
                 128,
             ) or self.iterations != 1:
                 raise BadInput("algorithm: Milenage has fixed lengths (128-bit K, 64-bit RES)")
+            return
+        if self.name == "hmac-sha256":
+            if (self.mac_bits, self.ck_bits, self.ik_bits, self.iterations) != (64, 128, 128, 1):
+                raise BadInput("algorithm: hmac-sha256 has 64-bit MAC, 128-bit CK and IK")
+            if self.key_bits not in (128, 256):
+                raise BadInput(f"algorithm: key_bits {self.key_bits}, expected 128 or 256")
+            if self.res_bits not in hmac_aka.RES_BITS:
+                raise BadInput(
+                    f"algorithm: res_bits {self.res_bits}, expected one of {hmac_aka.RES_BITS}"
+                )
             return
         checks = (
             ("key_bits", self.key_bits, tuak.K_BITS),
@@ -164,9 +180,21 @@ class AlgorithmSpec:
         if not 1 <= self.iterations <= 1_000_000:
             raise BadInput("algorithm: iterations must be 1…1000000")
 
+    @property
+    def secret_bytes(self) -> int:
+        """Length of the per-subscriber operator constant: OPc 16 (Milenage), TOPc 32 (TUAK),
+        OPc 32 (hmac-sha256)."""
+        return 16 if self.name == "milenage" else 32
+
+    @property
+    def secret_label(self) -> str:
+        return "topc" if self.name == "tuak" else "opc"
+
     def to_json(self) -> dict[str, Any]:
         if self.name == "milenage":
             return {"name": "milenage"}
+        if self.name == "hmac-sha256":
+            return {"name": "hmac-sha256", "key_bits": self.key_bits, "res_bits": self.res_bits}
         return {
             "name": "tuak",
             "key_bits": self.key_bits,
@@ -179,10 +207,22 @@ class AlgorithmSpec:
 
     @classmethod
     def from_json(cls, data: Any) -> AlgorithmSpec:
-        if not isinstance(data, dict) or data.get("name") not in ("milenage", "tuak"):
-            raise BadInput("package: algorithm must be {'name': 'milenage' | 'tuak', …}")
+        if not isinstance(data, dict) or data.get("name") not in ALGORITHMS:
+            raise BadInput(
+                "package: algorithm must be {'name': 'milenage' | 'tuak' | 'hmac-sha256', …}"
+            )
         if data["name"] == "milenage":
+            if set(data) != {"name"}:
+                raise BadInput("package: algorithm milenage takes no parameters")
             return cls()
+        if data["name"] == "hmac-sha256":
+            if set(data) != {"name", "key_bits", "res_bits"}:
+                raise BadInput("package: algorithm hmac-sha256 takes key_bits and res_bits only")
+            values = {
+                key: _int(f"algorithm.{key}", data.get(key), 1, 1_000_000)
+                for key in ("key_bits", "res_bits")
+            }
+            return cls(name="hmac-sha256", **values)
         values = {
             key: _int(f"algorithm.{key}", data.get(key), 1, 1_000_000)
             for key in ("key_bits", "mac_bits", "res_bits", "ck_bits", "ik_bits", "iterations")
@@ -294,7 +334,7 @@ class MidPolicy:
         if not isinstance(self.kind, str) or self.kind not in _KINDS:
             raise BadInput(f"policy: {self.kind!r}, expected one of {', '.join(_KINDS)}")
         if not isinstance(self.k_form, str) or self.k_form not in _FORMS:
-            raise BadInput(f"policy: K form {self.k_form!r}, expected symcipher or sealed")
+            raise BadInput(f"policy: K form {self.k_form!r}, expected one of {', '.join(_FORMS)}")
         if not isinstance(self.command, str) or self.command not in _COMMANDS:
             raise BadInput(f"policy: command {self.command!r} unknown")
         if self.pin and self.kind == "load":
@@ -323,6 +363,8 @@ class MidPolicy:
         return _public_name(_unmarshal_public(self.operator_key, "operator key"))
 
     def _use_cc(self) -> int:
+        if self.k_form == "hmac":
+            return CC_HMAC
         return CC_UNSEAL if self.k_form == "sealed" else _COMMANDS[self.command]
 
     def parent_steps(self, srk_name: bytes) -> list[PolicyStep]:
@@ -465,7 +507,7 @@ class Package:
 
     @property
     def secret_label(self) -> str:
-        return "topc" if self.algorithm.name == "tuak" else "opc"
+        return self.algorithm.secret_label
 
     @property
     def mid_id(self) -> str:
@@ -513,7 +555,7 @@ class Package:
         objects = data.get("objects")
         if not isinstance(target, dict) or not isinstance(objects, dict):
             raise BadInput("package: target and objects must be objects")
-        label = "topc" if algorithm.name == "tuak" else "opc"
+        label = algorithm.secret_label
         if label not in objects:
             raise BadInput(f"package: objects.{label} missing")
         return cls(
@@ -714,6 +756,25 @@ def _sealed(secret: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tu
     return sensitive, public
 
 
+def _hmac_key(key: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
+    """K as a keyed-hash HMAC-SHA-256 signing key (docs/hmac-aka.md §6): TPM2_HMAC computes
+    with it, TPM2_Unseal refuses it (sign set, decrypt clear)."""
+    from tpm2_pytss import TPM2B_SENSITIVE, TPMT_KEYEDHASH_SCHEME
+    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    scheme = TPMT_KEYEDHASH_SCHEME(scheme=TPM2_ALG.HMAC)
+    scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
+    sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(
+        key,
+        objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT | _attrs(user=not steps, noda=auth is None),
+        scheme=scheme,
+    )
+    public.publicArea.authPolicy = policy_digest(steps) if steps else b""
+    if auth:
+        sensitive.sensitiveArea.authValue = auth
+    return sensitive, public
+
+
 def build_package(
     target: Target,
     secrets: MidSecrets,
@@ -744,11 +805,17 @@ def build_package(
         raise BadInput("AMF must be 2 bytes and SQN_MS 6 bytes")
     if len(secrets.k) * 8 != algorithm.key_bits:
         raise BadInput(f"{len(secrets.k)} bytes, expected {algorithm.key_bits // 8}", field="k")
-    want = 32 if algorithm.name == "tuak" else 16
+    want = algorithm.secret_bytes
     if len(secrets.secret) != want:
         raise BadInput(f"OPc/TOPc: {len(secrets.secret)} bytes, expected {want}")
     if algorithm.name == "tuak" and policy.k_form != "sealed":
         raise BadInput("TUAK K must be sealed: the TPM has no Keccak (use --form sealed)")
+    if (policy.k_form == "hmac") != (algorithm.name == "hmac-sha256") and (
+        policy.k_form != "sealed"
+    ):
+        raise BadInput(
+            "K form hmac is for the hmac-sha256 algorithm set (and it takes hmac or sealed)"
+        )
     if (secrets.pin is not None) != policy.pin:
         raise BadInput("PIN given but the policy has no PIN (or the reverse)")
     if secrets.pin is not None and not 1 <= len(secrets.pin) <= 32:
@@ -803,6 +870,8 @@ def build_package(
         k_public.publicArea.authPolicy = policy_digest(k_steps) if k_steps else b""
         if secrets.pin:
             k_sensitive.sensitiveArea.authValue = secrets.pin
+    elif policy.k_form == "hmac":
+        k_sensitive, k_public = _hmac_key(secrets.k, k_steps, auth=secrets.pin)
     else:
         k_sensitive, k_public = _sealed(secrets.k, k_steps, auth=secrets.pin)
     s_sensitive, s_public = _sealed(secrets.secret, policy.secret_steps(), auth=None)
@@ -864,6 +933,19 @@ def _check_object(
             not attrs & int(TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.DECRYPT),
             f"{label} is a keyed-hash key, not sealed data",
         )
+    elif kind == "hmac":
+        _expect(int(area.type) == int(TPM2_ALG.KEYEDHASH), f"{label} is not a keyed-hash key")
+        _expect(
+            attrs & int(TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.RESTRICTED)
+            == int(TPMA_OBJECT.SIGN_ENCRYPT),
+            f"{label} is not an unrestricted HMAC signing key",
+        )
+        scheme = area.parameters.keyedHashDetail.scheme
+        _expect(
+            int(scheme.scheme) == int(TPM2_ALG.HMAC)
+            and int(scheme.details.hmac.hashAlg) == int(TPM2_ALG.SHA256),
+            f"{label} is not an HMAC-SHA-256 key",
+        )
     elif kind == "symcipher":
         _expect(int(area.type) == int(TPM2_ALG.SYMCIPHER), f"{label} is not a symmetric key")
         sym = area.parameters.symDetail.sym
@@ -894,6 +976,10 @@ def check_package(package: Package) -> None:
         _expect(policy.approval.slot == policy.slot, "approval is for another slot")
     if package.algorithm.name == "tuak":
         _expect(policy.k_form == "sealed", "TUAK K must be sealed data")
+    if package.algorithm.name == "hmac-sha256":
+        _expect(policy.k_form in ("hmac", "sealed"), "hmac-sha256 K must be an HMAC key or sealed")
+    else:
+        _expect(policy.k_form != "hmac", "an HMAC-key K serves only the hmac-sha256 set")
     if policy.lifecycle is not None:
         _expect(bool(package.install_approval), "no owner approval for the lifecycle index")
         policy.lifecycle.authority_name  # noqa: B018 - raises PackageRejected if malformed

@@ -447,7 +447,7 @@ class UsimEngine:
         if credentials is not cached:
             if credentials is None:
                 algorithm = self._profile.make_algorithm()
-            elif self._profile.algorithm == "milenage":
+            elif self._profile.algorithm != "tuak":  # Milenage, HMAC-SHA-256: K ‖ OPc
                 algorithm = make_algorithm(
                     replace(self._profile, k=credentials.k, opc=credentials.opc)
                 )

@@ -71,6 +71,9 @@ class HssRecord:
         if self.algorithm == "milenage":
             assert self.opc is not None
             out["opc"] = self.opc.hex()
+        elif self.algorithm == "hmac-sha256":
+            assert self.opc is not None
+            out.update(opc=self.opc.hex(), res_bits=self.res_bits)
         else:
             assert self.topc is not None
             out.update(
@@ -143,8 +146,8 @@ def new_profile_data(
     Raises:
         BadInput: bad IMSI, ICCID or algorithm.
     """
-    if algorithm not in ("milenage", "tuak"):
-        raise BadInput("algorithm must be 'milenage' or 'tuak'")
+    if algorithm not in ("milenage", "tuak", "hmac-sha256"):
+        raise BadInput("algorithm must be 'milenage', 'tuak' or 'hmac-sha256'")
     data: dict[str, Any] = {
         "iccid": iccid,
         "imsi": imsi,
@@ -167,6 +170,8 @@ def new_profile_data(
     }
     if algorithm == "milenage":
         data["opc"] = random_bytes(16).hex()
+    elif algorithm == "hmac-sha256":
+        data["opc"] = random_bytes(32).hex()
     else:
         data["topc"] = random_bytes(32).hex()
     parse_profile(data)  # validate now: a bad IMSI/ICCID is the caller's mistake

@@ -1,7 +1,8 @@
 """Edge: filesystem (reads one profile file). A card profile: what one USIM is personalised with.
 
 :func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
-``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths,
+``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths
+(for the HMAC-SHA-256 set of docs/hmac-aka.md: ``opc``/``op`` of 32 bytes and ``res_bits``),
 ``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``, ``suci``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
 :class:`~trelab.errors.BadInput` naming the key, never its value.
@@ -39,11 +40,12 @@ __all__ = [
     "parse_profile",
 ]
 
-Algorithm = Literal["milenage", "tuak"]
+Algorithm = Literal["milenage", "tuak", "hmac-sha256"]
 
 _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", "puk1", "adm1")
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
+_HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
 _OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci"})
 _SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys"})
 _HN_KEY_KEYS = frozenset({"id", "profile", "public"})
@@ -211,6 +213,12 @@ def make_algorithm(params: _AlgorithmParams) -> AkaAlgorithm:
     Raises:
         BadInput: OPc (Milenage) or TOPc (TUAK) missing, or lengths the algorithm rejects.
     """
+    if params.algorithm == "hmac-sha256":
+        from aka.hmac_aka import HmacAka, SoftwareHmac
+
+        if params.opc is None:
+            raise BadInput("the HMAC-SHA-256 set needs OPc")
+        return HmacAka(SoftwareHmac(params.k), params.opc, res_bits=params.res_bits)
     if params.algorithm == "milenage":
         if params.opc is None:
             raise BadInput("Milenage needs OPc")
@@ -356,8 +364,8 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         if key not in data:
             raise BadInput(f"profile: missing key {key!r}")
     algorithm = _str(data, "algorithm")
-    if algorithm not in ("milenage", "tuak"):
-        raise BadInput("profile: algorithm must be 'milenage' or 'tuak'")
+    if algorithm not in ("milenage", "tuak", "hmac-sha256"):
+        raise BadInput("profile: algorithm must be 'milenage', 'tuak' or 'hmac-sha256'")
     iccid = _digits(data, "iccid", 18, 20)
     imsi = _digits(data, "imsi", 6, 15)
     amf = parse_hex("profile: amf", _str(data, "amf"), length=2)
@@ -401,6 +409,25 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         if "op" in data:
             opc = opc_from_op(SoftwareAes(k), opc)
         return CardProfile(algorithm="milenage", k=k, opc=opc, **common)
+    if algorithm == "hmac-sha256":
+        from aka.hmac_aka import RES_BITS as HMAC_RES_BITS
+        from aka.hmac_aka import SoftwareHmac
+        from aka.hmac_aka import opc_from_op as hmac_opc_from_op
+
+        extra = sorted(set(data) & (_TUAK_KEYS - _HMAC_KEYS))
+        if extra:
+            raise BadInput(f"profile: key {extra[0]!r} is for TUAK profiles")
+        k = parse_hex("profile: k", _str(data, "k"), length=(16, 32))
+        opc = _one_of(data, "opc", "op", 32)
+        if "op" in data:
+            opc = hmac_opc_from_op(SoftwareHmac(k), opc)
+        return CardProfile(
+            algorithm="hmac-sha256",
+            k=k,
+            opc=opc,
+            res_bits=_int(data, "res_bits", 64, HMAC_RES_BITS),
+            **common,
+        )
     extra = sorted(set(data) & _MILENAGE_KEYS)
     if extra:
         raise BadInput(f"profile: key {extra[0]!r} is for Milenage profiles")

@@ -1,5 +1,6 @@
-"""Edge: ``trelab aka milenage | tuak | 5g | eps | eap-aka-prime | suci | suci-deconceal | bench``
-— the AKA core and what EPS, 5G and EAP-AKA' derive from it, from the command line."""
+"""Edge: ``trelab aka milenage | tuak | hmac-sha256 | 5g | eps | eap-aka-prime | suci |
+suci-deconceal | bench`` — the AKA core (Milenage, TUAK, the HMAC-SHA-256 set) and what EPS, 5G
+and EAP-AKA' derive from it, from the command line."""
 
 from __future__ import annotations
 
@@ -74,6 +75,35 @@ def _tuak(args: argparse.Namespace) -> Outcome:
         "f4": f.ik.hex(),
         "f5": f.ak.hex(),
         "f5star": tuak.f5star(rand).hex(),
+    }
+    return Outcome(data=data, text=_lines(data))
+
+
+def _hmac_sha256(args: argparse.Namespace) -> Outcome:
+    from aka.hmac_aka import HmacAka, SoftwareHmac, opc_from_op
+
+    k = parse_hex("--k", args.k, length=(16, 32))
+    rand = parse_hex("--rand", args.rand, length=16)
+    sqn = parse_hex("--sqn", args.sqn, length=6)
+    amf = parse_hex("--amf", args.amf, length=2)
+    holder = SoftwareHmac(k)
+    if args.op is not None:
+        opc = opc_from_op(holder, parse_hex("--op", args.op, length=32))
+    else:
+        opc = parse_hex("--opc", args.opc, length=32)
+    algorithm = HmacAka(holder, opc, res_bits=args.res_bits)
+    f = algorithm.f2345(rand)
+    mac = algorithm.f1(rand, sqn, amf)
+    data = {
+        "opc": opc.hex(),
+        "f1": mac.hex(),
+        "f1star": algorithm.f1star(rand, sqn, amf).hex(),
+        "f2": f.res.hex(),
+        "f3": f.ck.hex(),
+        "f4": f.ik.hex(),
+        "f5": f.ak.hex(),
+        "f5star": algorithm.f5star(rand).hex(),
+        "autn": build_autn(sqn, f.ak, amf, mac).hex(),
     }
     return Outcome(data=data, text=_lines(data))
 
@@ -209,7 +239,8 @@ def _bench(args: argparse.Namespace) -> Outcome:
 
 def register(nouns: Any) -> None:
     parser = nouns.add_parser(
-        "aka", help="Milenage, TUAK, and the EPS / 5G / EAP-AKA' keys and SUCI built on them"
+        "aka",
+        help="Milenage, TUAK, the HMAC-SHA-256 set, and the EPS / 5G / EAP-AKA' keys and SUCI",
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
@@ -238,6 +269,19 @@ def register(nouns: Any) -> None:
     p.add_argument("--ik-bits", type=int, default=128, choices=(128, 256))
     add_json_flag(p)
     p.set_defaults(func=_tuak)
+
+    p = verbs.add_parser(
+        "hmac-sha256", help="all HMAC-SHA-256 set outputs for one input (docs/hmac-aka.md)"
+    )
+    p.add_argument("--k", required=True, help="K, 16 or 32 bytes hex")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--op", help="OP, 32 bytes hex (OPc is derived)")
+    group.add_argument("--opc", help="OPc, 32 bytes hex")
+    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
+        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+    p.add_argument("--res-bits", type=int, default=64, choices=(32, 64, 128))
+    add_json_flag(p)
+    p.set_defaults(func=_hmac_sha256)
 
     p = verbs.add_parser(
         "5g", help="5G AKA: RES*, HXRES*, K_AUSF, K_SEAF, K_AMF (TS 33.501 Annex A)"

@@ -262,6 +262,6 @@ def register(nouns: Any) -> None:
     p.add_argument("--generate", action="store_true", help="draw a new profile into --profile")
     p.add_argument("--imsi", help="IMSI of the generated profile")
     p.add_argument("--iccid", help="ICCID of the generated profile")
-    p.add_argument("--algorithm", choices=("milenage", "tuak"), default="milenage")
+    p.add_argument("--algorithm", choices=("milenage", "tuak", "hmac-sha256"), default="milenage")
     add_json_flag(p)
     p.set_defaults(func=_personalise)

@@ -99,8 +99,15 @@ def parse_hss_record(doc: Any) -> dict[str, Any]:
                 raise BadInput(f"HSS record: {name} must be an integer")
             params[name] = value
         out.update(k=k, opc=_hex(doc, "topc", (32,)), params=params)
+    elif algorithm == "hmac-sha256":
+        k = _hex(doc, "k", (16, 32))
+        res_bits = doc.get("res_bits")
+        if isinstance(res_bits, bool) or res_bits not in (32, 64, 128):
+            raise BadInput("HSS record: res_bits must be 32, 64 or 128")
+        params = {"key_bits": len(k) * 8, "res_bits": res_bits}
+        out.update(k=k, opc=_hex(doc, "opc", (32,)), params=params)
     else:
-        raise BadInput("HSS record: algorithm must be milenage or tuak")
+        raise BadInput("HSS record: algorithm must be milenage, tuak or hmac-sha256")
     return out
 
 

@@ -88,6 +88,24 @@ def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> No
     output.add_json_flag(p)
 
 
+def _outlook(conn: Any, registry: Any, mid_id: str) -> dict[str, Any]:
+    """After the import (outside the timed provisioning): how this MID's AKA will run here,
+    proposing the hmac-sha256 set when the TPM lacks EncryptDecrypt(2)."""
+    from tpm.info import provisioned_outlook
+    from tpm.keyholder import probe_symmetric
+
+    record = registry.read().get(mid_id)
+    return {
+        "algorithm": record.algorithm.name,
+        "k_form": record.policy.k_form,
+        **provisioned_outlook(
+            record.algorithm.name,
+            record.policy.k_form,
+            symmetric_command=probe_symmetric(conn).command is not None,
+        ),
+    }
+
+
 def _provision(args: argparse.Namespace) -> Outcome:
     from host.provision import load_trust, provision
     from protocol.client import HttpTransport
@@ -107,11 +125,14 @@ def _provision(args: argparse.Namespace) -> Outcome:
             network=url,
             use_pcid=not args.no_pcid,
         )
-    data: dict[str, Any] = {"version": output.JSON_VERSION, **result.to_json()}
+        outlook = _outlook(conn, registry, result.finished.mid_id)
+    data: dict[str, Any] = {"version": output.JSON_VERSION, **result.to_json(), "aka": outlook}
     f = result.finished
     lines = [
         f"MID {f.mid_id} of {f.sho}: {f.state} (IMSI {f.imsi}, slot {f.slot}, seq {f.sequence})"
     ]
+    if outlook["note"]:
+        lines.append(f"AKA: {outlook['note']}")
     if result.resumed:
         lines.append("resumed an interrupted provisioning")
     lines += [

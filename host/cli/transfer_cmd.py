@@ -105,7 +105,9 @@ def _subscription_from_profile(path: str) -> Any:
             "ck_bits": profile.ck_bits,
             "ik_bits": profile.ik_bits,
         }
-    opc = profile.opc if profile.algorithm == "milenage" else profile.topc
+    elif profile.algorithm == "hmac-sha256":
+        params = {"key_bits": len(profile.k) * 8, "res_bits": profile.res_bits}
+    opc = profile.topc if profile.algorithm == "tuak" else profile.opc
     assert opc is not None
     keys = CardKeys(
         tuple(Keyset(k.kvn, k.kic, k.kid) for k in profile.ota_keysets),

@@ -205,6 +205,10 @@ def test_serve_provision_attach_as_processes(lab: LabStatus, tmp_path: Path) -> 
         mid = json.loads(done.stdout)
         assert mid["state"] == "ACTIVE" and mid["sho"] == "sho-a" and mid["resumed"] is False
         assert "impossible" in mid["receipt"]["certify_k"]
+        assert mid["aka"] == {  # swtpm has EncryptDecrypt2: K as an AES key runs inside
+            "algorithm": "milenage", "k_form": "symcipher", "mode": "symcipher",
+            "k_inside": True, "note": None,
+        }  # fmt: skip
         attached = trelab("attach", "--mid", mid["mid"], *common)
         assert attached.returncode == 0, attached.stderr
         result = json.loads(attached.stdout)

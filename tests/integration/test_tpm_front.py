@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from aka.autn import build_autn
+from aka.hmac_aka import HmacAka, SoftwareHmac
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.sqn import join_sqn
@@ -43,8 +45,8 @@ pytestmark = pytest.mark.lab
 os.environ.setdefault("TSS2_LOG", "all+none")
 REPO = Path(__file__).resolve().parents[2]
 PARTS = profiles.names()
-#: The AKA mode trelab must choose on each part (secure default: bus-protected, K inside
-#: only through TPM2_EncryptDecrypt2).
+#: The mode Milenage runs in on each part with trelab's defaults (bus-protected: K inside only
+#: through TPM2_EncryptDecrypt2), and what ``tpm info`` proposes there.
 EXPECTED_MODE = {
     "slb9670": "sealed",
     "slb9672": "sealed",
@@ -53,6 +55,8 @@ EXPECTED_MODE = {
     "npct75x": "ecb",
     "amd-ftpm": "ecb",
 }
+PROPOSED = {name: "hmac" if mode == "sealed" else mode for name, mode in EXPECTED_MODE.items()}
+HMAC_SET = AlgorithmSpec(name="hmac-sha256", key_bits=256, res_bits=64)
 
 
 class Proxy:
@@ -161,8 +165,9 @@ def test_tpm_info_names_the_mode_and_its_guarantee(
     assert main(["tpm", "info", "--tpm", proxy.tcti, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["aka_mode"] == EXPECTED_MODE[name]
-    if EXPECTED_MODE[name] == "sealed":
-        assert data["aka_mode_guarantee"].startswith("last resort: K is sealed")
+    assert data["aka_proposal"]["mode"] == PROPOSED[name] and data["aka_proposal"]["k_inside"]
+    if PROPOSED[name] == "hmac":
+        assert data["aka_mode_guarantee"].startswith("K stays inside the TPM as an HMAC key")
     else:
         assert "K stays inside the TPM (TPM2_EncryptDecrypt2" in data["aka_mode_guarantee"]
 
@@ -229,6 +234,32 @@ def test_a_mid_runs_aka_in_the_parts_mode(
             assert isinstance(outcome.result, AkaSuccess)
             _, expected = Milenage(SoftwareAes(k), opc).f1_f2345(rand, join_sqn(1, 0), b"\x80\x00")
             assert outcome.result.res == expected.res and outcome.result.ck == expected.ck
+        finally:
+            delete_mid(conn, registry, record.mid)
+
+
+@pytest.mark.parametrize("name", PARTS)
+def test_the_hmac_set_keeps_k_inside_on_every_part(
+    proxies: Callable[..., Proxy], lab: LabStatus, name: str
+) -> None:
+    proxy = proxies(name)
+    registry = Registry(lab.lab_dir / "mids.json")
+    k, opc = os.urandom(32), os.urandom(32)
+    with TpmConnection(proxy.tcti) as conn:
+        package = wrap_for_device(
+            conn, MidSecrets(k, opc, None), imsi="001010123456780", algorithm=HMAC_SET,
+            amf=b"\x80\x00", sqn_ms=bytes(6), kind="load", selection="sha256:0,1,2,3",
+        )  # fmt: skip
+        record = import_package(conn, registry, package, activate=True)
+        try:
+            rand, sqn, amf = os.urandom(16), join_sqn(1, 0), b"\x80\x00"
+            network = HmacAka(SoftwareHmac(k), opc, res_bits=HMAC_SET.res_bits)
+            mac, expected = network.f1_f2345(rand, sqn, amf)
+            autn = build_autn(sqn, expected.ak, amf, mac)
+            outcome = authenticate(conn, registry, record.mid, rand, autn)
+            assert outcome.mode == "hmac" and outcome.bus_protection
+            assert isinstance(outcome.result, AkaSuccess)
+            assert (outcome.result.res, outcome.result.ck) == (expected.res, expected.ck)
         finally:
             delete_mid(conn, registry, record.mid)
 

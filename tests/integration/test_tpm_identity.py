@@ -41,7 +41,7 @@ from tpm.identity import (
     make_challenge,
     verify_activation,
 )
-from tpm.info import choose_aka_mode, probe
+from tpm.info import choose_aka_mode, hmac_supported, probe, propose_algorithm
 from trelab.errors import BadInput
 
 
@@ -141,6 +141,25 @@ def test_aka_mode_follows_the_probe(conn) -> None:
     assert choose_aka_mode(no_ecb) == "cfb"
     bare = dataclasses.replace(info, encrypt_decrypt=False, encrypt_decrypt2=False)
     assert choose_aka_mode(bare) == "sealed"
+
+
+def test_algorithm_proposal_follows_the_command_set(conn) -> None:
+    """swtpm has everything: Milenage with K as an AES key. Without EncryptDecrypt(2) (an
+    SLB 9670's command set) the HMAC-SHA-256 set keeps K inside; without TPM2_HMAC too, sealed
+    K is proposed and labelled as leaving K in host memory."""
+    info = probe(conn)
+    assert info.hmac_command is True and hmac_supported(info)
+    assert propose_algorithm(info).algorithm == "milenage"
+    assert propose_algorithm(info).k_form == "symcipher" and propose_algorithm(info).k_inside
+    no_symmetric = dataclasses.replace(info, encrypt_decrypt=False, encrypt_decrypt2=False)
+    proposal = propose_algorithm(no_symmetric)
+    assert (proposal.algorithm, proposal.k_form, proposal.mode) == ("hmac-sha256", "hmac", "hmac")
+    assert proposal.k_inside is True
+    assert no_symmetric.to_json()["aka_proposal"]["algorithm"] == "hmac-sha256"
+    nothing = dataclasses.replace(no_symmetric, hmac_command=False)
+    last = propose_algorithm(nothing)
+    assert (last.algorithm, last.k_form, last.k_inside) == ("milenage", "sealed", False)
+    assert "host memory" in last.reason
 
 
 # ---- EK ----------------------------------------------------------------------------------

@@ -39,5 +39,5 @@ def parse_set_credentials(data: bytes, *, algorithm: str) -> tuple[bytes, bytes]
             raise BadInput("credentials: Milenage needs K (16) ‖ OPc (16)")
         return data[:16], data[16:]
     if len(data) not in (48, 64):
-        raise BadInput("credentials: TUAK needs K (16 or 32) ‖ TOPc (32)")
+        raise BadInput("credentials: TUAK and HMAC-SHA-256 need K (16 or 32) ‖ TOPc/OPc (32)")
     return data[:-32], data[-32:]

@@ -125,6 +125,24 @@ def test_tuak_profile_errors() -> None:
     assert parse_profile({**base, "k": "00" * 32}).k == bytes(32)
 
 
+def test_hmac_sha256_profile_errors() -> None:
+    from firmware_stubs.usim.personalise import new_profile_data
+
+    base = with_(opc="11" * 32, algorithm="hmac-sha256")
+    assert parse_profile(base).res_bits == 64 and parse_profile(base).opc == bytes([0x11]) * 32
+    with pytest.raises(BadInput, match="opc"):
+        parse_profile({**base, "opc": "00" * 16})  # OPc is 32 bytes in this set
+    with pytest.raises(BadInput, match="res_bits must be one of"):
+        parse_profile({**base, "res_bits": 256})
+    for tuak_only in ("topc", "iterations", "mac_bits"):
+        with pytest.raises(BadInput, match=f"key '{tuak_only}' is for TUAK profiles"):
+            parse_profile({**base, tuak_only: 1})
+    assert parse_profile({**base, "k": "00" * 32}).k == bytes(32)
+    generated = new_profile_data("001010000000077", "8988211000000000777", lambda n: b"\x07" * n,
+                                 algorithm="hmac-sha256")  # fmt: skip
+    assert parse_profile(generated).algorithm == "hmac-sha256" and len(generated["opc"]) == 64
+
+
 def test_repr_and_str_hide_secrets() -> None:
     profile = parse_profile(DEFAULT_PROFILE)
     for text in (repr(profile), str(profile), repr(profile.ota_keysets)):
