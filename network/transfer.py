@@ -43,7 +43,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ from protocol.errors import Refused, RemoteProtocolError
 from protocol.records import HssRecord
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
-from trelab.errors import BadInput, CheckFailed
+from trelab.errors import BadInput, CheckFailed, LocalProtocolError
 from uicc import fs
 from uicc.ota import (
     DEFAULT_SPI,
@@ -102,6 +102,7 @@ __all__ = [
     "OtaKeyring",
     "OtaStep",
     "Subscription",
+    "TransferJournal",
     "TransferRequest",
     "build_package",
     "build_request",
@@ -123,6 +124,84 @@ Progress = Callable[[str], None]
 
 
 # ---- the operators' OTA key file ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferJournal:
+    """One transfer in progress, as the keyring file keeps it: who hands what to whom, the
+    steps done, and the sealed secrets drawn for it (so a resumed run uses the same ones)."""
+
+    holder: str
+    requester: str
+    old_imsi: str
+    iccid: str
+    started: int
+    rotate_k: bool = False
+    new_imsi: str | None = None
+    steps: frozenset[str] = frozenset()
+    new_keyset: str | None = field(default=None, repr=False)  # sealed
+    new_credentials: str | None = field(default=None, repr=False)  # sealed
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def imported_imsi(self) -> str:
+        """The subscriber's IMSI at the new SHO.
+
+        Raises:
+            CheckFailed: the import step has not run (a step out of order).
+        """
+        if self.new_imsi is None:
+            raise CheckFailed(f"transfer of card {self.iccid}: no new IMSI before the import")
+        return self.new_imsi
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "from": self.holder,
+            "to": self.requester,
+            "old_imsi": self.old_imsi,
+            "iccid": self.iccid,
+            "new_imsi": self.new_imsi,
+            "rotate_k": self.rotate_k,
+            "steps": {step: True for step in STEPS if step in self.steps},
+            "started": self.started,
+            **({"new_keyset": self.new_keyset} if self.new_keyset else {}),
+            **({"new_credentials": self.new_credentials} if self.new_credentials else {}),
+        }
+
+    @classmethod
+    def from_plain(cls, tid: str, doc: Any) -> TransferJournal:
+        """Raises: BadInput: not a transfer journal entry (naming the field)."""
+        where = f"OTA keyring: transfer {tid}"
+        if not isinstance(doc, dict):
+            raise BadInput("not an object", field=where)
+
+        def text(key: str, *, optional: bool = False) -> Any:
+            value = doc.get(key)
+            if (value is None and optional) or isinstance(value, str):
+                return value
+            raise BadInput("missing or not text", field=f"{where}: {key}")
+
+        steps = doc.get("steps", {})
+        started = doc.get("started")
+        if not isinstance(steps, dict) or not set(steps) <= set(STEPS):
+            raise BadInput("unknown steps", field=f"{where}: steps")
+        if not isinstance(started, int) or isinstance(started, bool):
+            raise BadInput("not an integer", field=f"{where}: started")
+        if not isinstance(doc.get("rotate_k", False), bool):
+            raise BadInput("not true or false", field=f"{where}: rotate_k")
+        return cls(
+            holder=text("from"),
+            requester=text("to"),
+            old_imsi=text("old_imsi"),
+            iccid=text("iccid"),
+            started=started,
+            rotate_k=doc.get("rotate_k", False),
+            new_imsi=text("new_imsi", optional=True),
+            steps=frozenset(step for step, done in steps.items() if done),
+            new_keyset=text("new_keyset", optional=True),
+            new_credentials=text("new_credentials", optional=True),
+        )
 
 
 class OtaKeyring:
@@ -215,22 +294,29 @@ class OtaKeyring:
 
     # -- transfer journal --
 
-    def journal(self, transfer_id: str) -> dict[str, Any]:
-        entry: dict[str, Any] = self._load()["transfers"][transfer_id]
-        return entry
+    def journal(self, transfer_id: str) -> TransferJournal:
+        """Raises: BadInput: no such transfer, or a malformed entry."""
+        entry = self._load()["transfers"].get(transfer_id)
+        if entry is None:
+            raise BadInput(f"no transfer {transfer_id} in the OTA keyring")
+        return TransferJournal.from_plain(transfer_id, entry)
 
     def find_transfer(self, iccid: str, holder: str, requester: str) -> str | None:
         """The id of the latest transfer of this card between these operators, if any."""
-        found = [
-            (entry["started"], str(tid))
+        journals = {
+            str(tid): TransferJournal.from_plain(str(tid), entry)
             for tid, entry in self._load()["transfers"].items()
-            if (entry["iccid"], entry["from"], entry["to"]) == (iccid, holder, requester)
+        }
+        found = [
+            (j.started, tid)
+            for tid, j in journals.items()
+            if (j.iccid, j.holder, j.requester) == (iccid, holder, requester)
         ]
         return max(found)[1] if found else None
 
-    def put_journal(self, transfer_id: str, entry: Mapping[str, Any]) -> None:
+    def put_journal(self, transfer_id: str, journal: TransferJournal) -> None:
         with self._update() as doc:
-            doc["transfers"][transfer_id] = dict(entry)
+            doc["transfers"][transfer_id] = journal.to_plain()
 
     def seal(self, where: str, data: bytes) -> str:
         return self._sealer.seal(where, data).hex()
@@ -267,7 +353,8 @@ def imsi_update_script(imsi: str, mnc_length: int = 2) -> list[bytes]:
     plmn = _plmn_bytes(imsi, mnc_length)
 
     def update(ef: fs.TransparentEF, content: bytes) -> bytes:
-        assert ef.sfid is not None and len(content) == ef.size
+        if ef.sfid is None or len(content) != ef.size:  # the file declarations say otherwise
+            raise LocalProtocolError(f"EF {ef.name}: no SFI or not {len(content)} bytes")
         return bytes([0x00, 0xD6, 0x80 | ef.sfid, 0x00, len(content)]) + content
 
     return [
@@ -464,42 +551,38 @@ class KiTransfer:
             raise BadInput("a subscription cannot be transferred to the SHO that holds it")
         tid = self.keyring.find_transfer(iccid, holder, requester)
         resumed = tid is not None
-        if tid is not None and self.keyring.journal(tid)["old_imsi"] != imsi:
+        if tid is not None and self.keyring.journal(tid).old_imsi != imsi:
             raise BadInput(
-                f"card {iccid} was transferred for IMSI {self.keyring.journal(tid)['old_imsi']}"
+                f"card {iccid} was transferred for IMSI {self.keyring.journal(tid).old_imsi}"
             )
         if tid is None:
             self._check_holder(holder, imsi, iccid)
             tid = secrets.token_hex(8)
             self.keyring.put_journal(
                 tid,
-                {
-                    "from": holder,
-                    "to": requester,
-                    "old_imsi": imsi,
-                    "iccid": iccid,
-                    "new_imsi": None,
-                    "rotate_k": rotate_k,
-                    "steps": {},
-                    "started": self._now(),
-                },
+                TransferJournal(
+                    holder=holder,
+                    requester=requester,
+                    old_imsi=imsi,
+                    iccid=iccid,
+                    started=self._now(),
+                    rotate_k=rotate_k,
+                ),
             )
         journal = self.keyring.journal(tid)
-        if rotate_k and not journal["rotate_k"]:
-            journal["rotate_k"] = True
-            self.keyring.put_journal(tid, journal)
-        done_before = [s for s in STEPS if journal["steps"].get(s)]
+        if rotate_k and not journal.rotate_k:
+            self.keyring.put_journal(tid, replace(journal, rotate_k=True))
+        done_before = [s for s in STEPS if journal.done(s)]
         packets: list[OtaStep] = []
         for step in STEPS:
             journal = self.keyring.journal(tid)
-            if journal["steps"].get(step) or (step == "k-rotation" and not journal["rotate_k"]):
+            if journal.done(step) or (step == "k-rotation" and not journal.rotate_k):
                 continue
             say(f"{step} …")
             packets.extend(self._step(tid, step, send))
             self._crash(f"ota:{step}:done")
             journal = self.keyring.journal(tid)
-            journal["steps"][step] = True
-            self.keyring.put_journal(tid, journal)
+            self.keyring.put_journal(tid, replace(journal, steps=journal.steps | {step}))
         journal = self.keyring.journal(tid)
         return {
             "transfer_id": tid,
@@ -507,9 +590,9 @@ class KiTransfer:
             "from": holder,
             "to": requester,
             "iccid": iccid,
-            "old_imsi": journal["old_imsi"],
-            "new_imsi": journal["new_imsi"],
-            "k_rotated": bool(journal["steps"].get("k-rotation")),
+            "old_imsi": journal.old_imsi,
+            "new_imsi": journal.new_imsi,
+            "k_rotated": journal.done("k-rotation"),
             "steps_done_before": done_before,
             "packets": [p.to_json() for p in packets],
         }
@@ -529,86 +612,104 @@ class KiTransfer:
             raise Refused("unknown-card", f"{holder} holds no OTA keys for card {iccid}")
 
     def _step(self, tid: str, step: str, send: Send) -> list[OtaStep]:
-        journal = self.keyring.journal(tid)
-        requester, iccid = journal["to"], journal["iccid"]
-        if step == "import":
-            self._import(tid)
+        """Run one step of :data:`STEPS` (the table :data:`_STEP_ACTIONS` says how)."""
+        action = _STEP_ACTIONS.get(step)
+        if action is None:
+            raise BadInput(f"unknown transfer step {step!r}")
+        return action(self, tid, self.keyring.journal(tid), send)
+
+    def _hss(self, tx: StoreTransaction, imsi: str, tid: str) -> HssRecord:
+        record = tx.hss(imsi)
+        if record is None:
+            raise CheckFailed(f"transfer {tid}: the store has no HSS record of {imsi}")
+        return record
+
+    def _card(self, sho: str, iccid: str, tid: str) -> CardKeys:
+        card = self.keyring.card(sho, iccid)
+        if card is None:
+            raise CheckFailed(f"transfer {tid}: {sho} holds no OTA keys of card {iccid}")
+        return card[0]
+
+    def _step_import(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        self._import(tid)
+        return []
+
+    def _step_activate(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        requester = journal.requester
+        with self.store.transaction() as tx:
+            record = self._hss(tx, journal.imported_imsi(), tid)
+            tx.put_hss(replace(record, state="active"))
+            tx.audit(self._now(), requester, "ki-activate", record.imsi, {"transfer": tid})
+        return []
+
+    def _step_keys_add(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        requester, iccid = journal.requester, journal.iccid
+        keys = self._card(requester, iccid, tid)
+        new = self._new_keyset(tid, keys)
+        # signed with the transferred key set, which stays on the card until keys-delete
+        # (on a retry after a lost PoR the card takes the same PUT KEY again)
+        old = max(_others(keys, new.kvn), key=lambda k: k.kvn)
+        step = "keys-add"
+        out = self._packet(
+            step, requester, iccid, old, TAR_RAM_ISD, [build_put_key(new, kek=old.kek)], send
+        )
+        self._expect_ok(out, step)
+        self.keyring.put_card(requester, iccid, CardKeys((*_others(keys, new.kvn), new)))
+        return [out]
+
+    def _step_keys_delete(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        requester, iccid = journal.requester, journal.iccid
+        keys = self._card(requester, iccid, tid)
+        new = self._new_keyset(tid, keys)
+        olds = [k.kvn for k in keys.keysets if k.kvn != new.kvn]
+        if not olds:
             return []
-        if step == "activate":
-            with self.store.transaction() as tx:
-                record = tx.hss(journal["new_imsi"])
-                assert record is not None
-                tx.put_hss(replace(record, state="active"))
-                tx.audit(self._now(), requester, "ki-activate", record.imsi, {"transfer": tid})
-            return []
-        card = self.keyring.card(requester, iccid)
-        assert card is not None
-        keys = card[0]
-        if step == "keys-add":
-            new = self._new_keyset(tid, keys)
-            # signed with the transferred key set, which stays on the card until keys-delete
-            # (on a retry after a lost PoR the card takes the same PUT KEY again)
-            old = max(_others(keys, new.kvn), key=lambda k: k.kvn)
-            out = self._packet(
-                step, requester, iccid, old, TAR_RAM_ISD, [build_put_key(new, kek=old.kek)], send
-            )
-            self._expect_ok(out, step)
-            self.keyring.put_card(requester, iccid, CardKeys((*_others(keys, new.kvn), new)))
-            return [out]
-        if step == "keys-delete":
-            new = self._new_keyset(tid, keys)
-            olds = [k.kvn for k in keys.keysets if k.kvn != new.kvn]
-            if not olds:
-                return []
-            out = self._packet(
-                step,
-                requester,
-                iccid,
-                new,
-                TAR_RAM_ISD,
-                [build_delete_keyset(kvn) for kvn in olds],
-                send,
-            )
-            # 6A88: already deleted (a retry after a lost PoR)
-            self._expect_ok(out, step, also=(_SW_NOT_FOUND,))
-            self.keyring.put_card(requester, iccid, CardKeys((new,), keys.counters))
-            return [out]
-        current = self._new_keyset(tid, keys)
-        if step == "imsi":
-            mnc_length = 3 if len(self._sho(requester).plmn) == 6 else 2
-            script = imsi_update_script(journal["new_imsi"], mnc_length)
-            out = self._packet(step, requester, iccid, current, TAR_RFM_USIM, script, send)
-            self._expect_ok(out, step)
-            with self.store.transaction() as tx:
-                tx.audit(self._now(), requester, "ota-imsi", journal["new_imsi"], {"transfer": tid})
-            return [out]
-        if step == "k-rotation":
-            k, opc = self._new_credentials(tid)
-            script = [
-                bytes([0x00, 0xA4, 0x04, 0x0C, 0x07]) + fs.USIM_AID[:7],  # SELECT ADF.USIM
-                build_set_credentials(k, opc),
-            ]
-            out = self._packet(step, requester, iccid, current, TAR_RFM_USIM, script, send)
-            self._expect_ok(out, step)
-            with self.store.transaction() as tx:
-                record = tx.hss(journal["new_imsi"])
-                assert record is not None
-                tx.put_hss(replace(record, k=k, opc=opc))
-                tx.audit(self._now(), requester, "k-rotation", record.imsi, {"transfer": tid})
-            return [out]
-        raise BadInput(f"unknown transfer step {step!r}")
+        step = "keys-delete"
+        deletes = [build_delete_keyset(kvn) for kvn in olds]
+        out = self._packet(step, requester, iccid, new, TAR_RAM_ISD, deletes, send)
+        # 6A88: already deleted (a retry after a lost PoR)
+        self._expect_ok(out, step, also=(_SW_NOT_FOUND,))
+        self.keyring.put_card(requester, iccid, CardKeys((new,), keys.counters))
+        return [out]
+
+    def _step_imsi(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        requester, iccid = journal.requester, journal.iccid
+        current = self._new_keyset(tid, self._card(requester, iccid, tid))
+        mnc_length = 3 if len(self._sho(requester).plmn) == 6 else 2
+        script = imsi_update_script(journal.imported_imsi(), mnc_length)
+        out = self._packet("imsi", requester, iccid, current, TAR_RFM_USIM, script, send)
+        self._expect_ok(out, "imsi")
+        with self.store.transaction() as tx:
+            tx.audit(self._now(), requester, "ota-imsi", journal.imported_imsi(), {"transfer": tid})
+        return [out]
+
+    def _step_k_rotation(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        requester, iccid = journal.requester, journal.iccid
+        current = self._new_keyset(tid, self._card(requester, iccid, tid))
+        k, opc = self._new_credentials(tid)
+        script = [
+            bytes([0x00, 0xA4, 0x04, 0x0C, 0x07]) + fs.USIM_AID[:7],  # SELECT ADF.USIM
+            build_set_credentials(k, opc),
+        ]
+        out = self._packet("k-rotation", requester, iccid, current, TAR_RFM_USIM, script, send)
+        self._expect_ok(out, "k-rotation")
+        with self.store.transaction() as tx:
+            record = self._hss(tx, journal.imported_imsi(), tid)
+            tx.put_hss(replace(record, k=k, opc=opc))
+            tx.audit(self._now(), requester, "k-rotation", record.imsi, {"transfer": tid})
+        return [out]
 
     def _import(self, tid: str) -> None:
         """Request, export (SHO-A) and import (SHO-B): new IMSI, HSS record "pending",
         the card's OTA keys on SHO-B's side. Idempotent by the transfer id."""
         journal = self.keyring.journal(tid)
-        holder, requester = journal["from"], journal["to"]
+        holder, requester = journal.holder, journal.requester
         sho_b = self._sho(requester)
         request, ephemeral = build_request(
             sho_b.key,
             holder=holder,
-            imsi=journal["old_imsi"],
-            iccid=journal["iccid"],
+            imsi=journal.old_imsi,
+            iccid=journal.iccid,
             now=self._now(),
             transfer_id=tid,
         )
@@ -644,8 +745,7 @@ class KiTransfer:
         self.keyring.put_card(
             requester, subscription.iccid, subscription.ota, imsi=record.imsi, state="active"
         )
-        journal["new_imsi"] = record.imsi
-        self.keyring.put_journal(tid, journal)
+        self.keyring.put_journal(tid, replace(self.keyring.journal(tid), new_imsi=record.imsi))
 
     @staticmethod
     def _allocate_imsi(tx: StoreTransaction, sho: Any) -> str:
@@ -662,29 +762,28 @@ class KiTransfer:
         """The key set this transfer rotates to: drawn once, journaled (sealed) before use."""
         journal = self.keyring.journal(tid)
         where = f"transfer/{tid}/keyset"
-        if journal.get("new_keyset"):
-            return _keyset_from(self.keyring.unseal(where, journal["new_keyset"]))
+        if journal.new_keyset:
+            return _keyset_from(self.keyring.unseal(where, journal.new_keyset))
         used = _kvns(keys)
         free = [v for v in range(1, 16) if v not in used]
         if not free:
             raise BadInput("the card has 15 key sets: no version left to rotate to")
         new = Keyset(free[0], self._random(16), self._random(16), self._random(16))
-        journal["new_keyset"] = self.keyring.seal(where, _keyset_bytes(new))
-        self.keyring.put_journal(tid, journal)
+        sealed = self.keyring.seal(where, _keyset_bytes(new))
+        self.keyring.put_journal(tid, replace(journal, new_keyset=sealed))
         return new
 
     def _new_credentials(self, tid: str) -> tuple[bytes, bytes]:
         journal = self.keyring.journal(tid)
         where = f"transfer/{tid}/credentials"
-        if journal.get("new_credentials"):
-            k, opc = cbor2.loads(self.keyring.unseal(where, journal["new_credentials"]))
+        if journal.new_credentials:
+            k, opc = cbor2.loads(self.keyring.unseal(where, journal.new_credentials))
             return bytes(k), bytes(opc)
         with self.store.transaction() as tx:
-            record = tx.hss(journal["new_imsi"])
-            assert record is not None
+            record = self._hss(tx, journal.imported_imsi(), tid)
         k, opc = self._random(len(record.k)), self._random(len(record.opc))
-        journal["new_credentials"] = self.keyring.seal(where, cbor2.dumps([k, opc]))
-        self.keyring.put_journal(tid, journal)
+        sealed = self.keyring.seal(where, cbor2.dumps([k, opc]))
+        self.keyring.put_journal(tid, replace(journal, new_credentials=sealed))
         return k, opc
 
     def _packet(
@@ -741,7 +840,8 @@ class KiTransfer:
     def _resynchronise(self, imsi: str, rand: bytes, auts: bytes) -> None:
         with self.store.transaction() as tx:
             record = tx.hss(imsi)
-            assert record is not None
+            if record is None:
+                raise Refused("unknown-subscriber", f"no HSS record of {imsi}")
             hss = Hss(self._random)
             hss.add(
                 Subscriber(imsi, _record_algorithm(record), record.amf, SqnGenerator(**record.sqn))
@@ -767,6 +867,17 @@ class KiTransfer:
         accepted = isinstance(result, AkaSuccess) and hmac.compare_digest(result.res, xres)
         return {"imsi": imsi, "result": result.to_json()["result"], "accepted": accepted,
                 "resyncs": resyncs}  # fmt: skip
+
+
+#: How each step of :data:`STEPS` is run (each resumable: journaled before and after).
+_STEP_ACTIONS: dict[str, Callable[[KiTransfer, str, TransferJournal, Send], list[OtaStep]]] = {
+    "import": KiTransfer._step_import,
+    "keys-add": KiTransfer._step_keys_add,
+    "keys-delete": KiTransfer._step_keys_delete,
+    "imsi": KiTransfer._step_imsi,
+    "k-rotation": KiTransfer._step_k_rotation,
+    "activate": KiTransfer._step_activate,
+}
 
 
 def _kvns(keys: CardKeys) -> set[int]:

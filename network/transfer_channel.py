@@ -26,9 +26,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aka.algorithm import AkaAlgorithm
-from aka.keyholder import SoftwareAes
-from aka.milenage import Milenage
-from aka.tuak import SoftwareKeccak, Tuak
 from protocol.errors import RemoteProtocolError, SignatureInvalid
 from protocol.messages import SigningKey
 from trelab.errors import BadInput
@@ -358,9 +355,6 @@ def open_package(
 
 def _algorithm(algorithm: str, params: Mapping[str, int], k: bytes, opc: bytes) -> AkaAlgorithm:
     """Raises: BadInput: an algorithm or parameters that cannot run."""
-    if algorithm == "milenage":
-        return Milenage(SoftwareAes(k), opc)
-    if algorithm == "tuak":
-        extra = {key: v for key, v in params.items() if key != "key_bits"}
-        return Tuak(SoftwareKeccak(k), opc, **extra)
-    raise BadInput(f"algorithm {algorithm!r} is not milenage or tuak")
+    from aka.sets import software_algorithm
+
+    return software_algorithm(algorithm, params, k, opc)

@@ -65,6 +65,7 @@ class CC:
 
     NV_INCREMENT = 0x134
     NV_READ = 0x14E
+    NV_EXTEND = 0x136
     NV_WRITE = 0x137
     POLICY_NV = 0x149
     POLICY_SECRET = 0x151

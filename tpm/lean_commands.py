@@ -429,3 +429,21 @@ def nv_increment(conn: TpmConnection, index: int) -> None:
     """TPM2_NV_Increment authorised by the owner hierarchy's empty authValue."""
     owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
     _run(conn, CC.NV_INCREMENT, [owner], b"", [Auth(None)], extra_handles=((index, b""),))
+
+
+def nv_write(conn: TpmConnection, index: int, data: bytes, offset: int) -> None:
+    """TPM2_NV_Write (Part 3 §31.5) authorised by the owner hierarchy's empty authValue."""
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(
+        conn, CC.NV_WRITE, [owner], lean.nv_write_params(data, offset), [Auth(None)],
+        extra_handles=((index, b""),),
+    )  # fmt: skip
+
+
+def nv_extend(conn: TpmConnection, index: int, data: bytes) -> None:
+    """TPM2_NV_Extend (Part 3 §31.7) authorised by the owner hierarchy's empty authValue."""
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(
+        conn, CC.NV_EXTEND, [owner], lean.tpm2b(data), [Auth(None)],
+        extra_handles=((index, b""),),
+    )  # fmt: skip

@@ -386,14 +386,10 @@ def write_state(conn: TpmConnection, slot: int, state: MidState) -> None:
         BadInput: slot out of range.
         Unavailable: the TPM refuses.
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     _check_slot(slot)
     try:
-        with _handle(conn, MID_STATE) as tr:
-            conn.esys.nv_write(tr, bytes((int(state),)), slot, auth_handle=ESYS_TR.OWNER)
-    except TSS2_Exception as exc:
+        lean_commands.nv_write(conn, MID_STATE, bytes((int(state),)), slot)
+    except TpmRefused as exc:
         raise _fail(f"cannot write MID_STATE slot {slot}", exc) from None
 
 
@@ -403,15 +399,11 @@ def extend_audit(conn: TpmConnection, event: bytes) -> None:
     Raises:
         Unavailable: the TPM refuses.
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     if not 0 < len(event) <= 1024:
         raise BadInput("audit event: 1…1024 bytes")
     try:
-        with _handle(conn, AUDIT) as tr:
-            conn.esys.nv_extend(tr, event, auth_handle=ESYS_TR.OWNER)
-    except TSS2_Exception as exc:
+        lean_commands.nv_extend(conn, AUDIT, event)
+    except TpmRefused as exc:
         raise _fail("cannot extend AUDIT", exc) from None
 
 

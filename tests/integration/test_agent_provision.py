@@ -350,6 +350,25 @@ def test_operator_order_and_mid_verbs_from_the_command_line(lab: LabStatus, tmp_
         assert (out["applied"], out["state"], out["command_seq"]) == ("suspend", "SUSPENDED", 2)
         again = trelab("mid", "suspend", "--mid", mid.mid_id, *agent_args(lab, net, registry))
         assert again.returncode == 0 and json.loads(again.stdout)["applied"] is None
+        # a suspended MID comes back by the owner's "resume": the device verb says that order
+        early = trelab("mid", "activate", "--mid", mid.mid_id, *agent_args(lab, net, registry))
+        assert early.returncode == 1 and "--transition resume --sho sho-a" in early.stderr
+        # an unknown MID is bad input in `operator order` as in `attach`
+        unknown = trelab("operator", "order", "--mid", "no-such-mid", "--transition", "suspend",
+                         "--sho", "sho-a", *store)  # fmt: skip
+        assert unknown.returncode == 2, unknown.stderr
+        attach_args = ["--tpm", lab.tcti, "--registry", str(registry), "--network", net.url]
+        no_mid = trelab("attach", "--mid", "no-such-mid", *attach_args)
+        assert no_mid.returncode == 2 and "no MID 'no-such-mid'" in no_mid.stderr, no_mid.stderr
+        # deleted: `mid list` keeps it as a record, and using it says it is deleted
+        trelab("operator", "order", "--mid", mid.mid_id, "--transition", "delete",
+               "--sho", "sho-a", *store)  # fmt: skip
+        gone = trelab("mid", "delete", "--mid", mid.mid_id, *agent_args(lab, net, registry))
+        assert gone.returncode == 0, gone.stderr
+        listed = trelab("mid", "list", "--tpm", lab.tcti, "--registry", str(registry), "--json")
+        assert mid.mid_id in {r["mid"] for r in json.loads(listed.stdout)["mids"]}
+        used = trelab("attach", "--mid", mid.mid_id, *attach_args)
+        assert used.returncode == 2 and "is DELETED" in used.stderr, used.stderr
 
 
 def test_pcid_bootstrap_reaches_only_the_ro_and_is_released(lab: LabStatus, tmp_path: Path) -> None:

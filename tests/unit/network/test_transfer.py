@@ -37,7 +37,7 @@ from protocol.errors import Refused, RemoteProtocolError, SignatureInvalid
 from protocol.messages import SigningKey
 from tests.unit.network.conftest import make_config
 from threats import ki_transfer as ki_attacks
-from trelab.errors import BadInput
+from trelab.errors import BadInput, CheckFailed
 from uicc.links.inprocess import InProcessLink
 from uicc.ota import Keyset, OtaRejected, PorStatus
 from uicc.usim import UsimClient
@@ -372,3 +372,22 @@ def test_tuak_subscription_transfer_and_k_rotation(tmp_path: Path) -> None:
         )["false_network"]
     finally:
         store.close()
+
+
+def test_every_step_has_an_action_in_the_table() -> None:
+    from network.transfer import _STEP_ACTIONS, STEPS
+
+    assert list(_STEP_ACTIONS) == list(STEPS)
+
+
+def test_the_journal_is_typed_and_round_trips() -> None:
+    from network.transfer import TransferJournal
+
+    j = TransferJournal("sho-a", "sho-b", "001010000000001", "8988211000000000001", 5)
+    j = replace(j, steps=frozenset({"import"}), new_imsi="001020000000001")
+    assert TransferJournal.from_plain("t1", j.to_plain()) == j
+    bad = {**j.to_plain(), "steps": {"teleport": True}}
+    with pytest.raises(BadInput, match="steps"):
+        TransferJournal.from_plain("t1", bad)
+    with pytest.raises(CheckFailed, match="no new IMSI"):
+        replace(j, new_imsi=None).imported_imsi()
