@@ -1,8 +1,13 @@
 # The two commands of the README: `make bench` (main job) and `make test` (the test suite).
 # Both run scripts/setup.sh first: apt packages, .venv, trelab with its test extras (idempotent).
-.PHONY: setup bench test lint fuzz clean
+.PHONY: setup bench test test-tpm-fronts lint fuzz clean
 
 VENV := .venv/bin
+# The TPM test modules, run again with the lab's TPM behind tpm2-abrmd and as each real part.
+TPM_TESTS := tests/integration/test_tpm_mid.py tests/integration/test_tpm_identity.py \
+	tests/integration/test_tpm_bus_protection.py tests/integration/test_tpm_lifecycle_index.py \
+	tests/integration/test_attest.py
+TPM_PROFILES = $(shell $(VENV)/python -c "from firmware_stubs.tpm_proxy.profiles import names; print(*names())")
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +23,13 @@ lint: setup
 
 test: setup lint
 	$(VENV)/python -m pytest
+	$(MAKE) --no-print-directory test-tpm-fronts
+
+test-tpm-fronts: setup
+	$(VENV)/python -m pytest -q --resource-manager abrmd $(TPM_TESTS)
+	for part in $(TPM_PROFILES); do \
+		$(VENV)/python -m pytest -q --tpm-profile $$part $(TPM_TESTS) || exit 1; \
+	done
 
 # Every fuzz harness of tests/fuzz for FUZZ_SECONDS each (all of them, or FUZZ_TARGETS): the
 # growing corpus stays in .fuzz-corpus/, each finding is saved as fuzz-findings/TARGET-crash-*

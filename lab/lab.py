@@ -15,6 +15,8 @@ Lab directory::
     ca/                 manufacturer CA for the network side: manufacturer-ca.pem (root +
                         issuer), root.pem, intermediate.pem; ca/private/ holds the CA keys
     certs/              ek-rsa2048.pem, ek-ecc-p384.pem, platform.pem as read back from NV
+    tpm-front/          with ``--tpm-profile`` / ``--resource-manager``: the TPM proxy and
+                        tpm2-abrmd in front of swtpm (front.json, logs; see :mod:`lab.front`)
     pcscd.log           output of a pcscd this lab started
     card/               the virtual card in reader ``Virtual PCD 00 00`` (`trelab card serve`):
                         profile.json (the default test profile, written on first up; holds K),
@@ -44,6 +46,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from lab import pcscd, swtpm
+from lab.front import FrontStatus, TpmFront, check_choice
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
@@ -197,6 +200,7 @@ class LabStatus:
     actions: tuple[str, ...] = field(default=())
     card: CardStatus | None = None
     modem: ModemStatus | None = None
+    front: FrontStatus | None = None  # a TPM profile proxy and/or tpm2-abrmd (lab.front)
 
     @property
     def running(self) -> bool:
@@ -209,24 +213,31 @@ class LabStatus:
 
     @property
     def complete(self) -> bool:
-        """Every part runs: swtpm, pcscd with the vpcd readers, the virtual card and the modem."""
+        """Every part runs: swtpm, pcscd with the vpcd readers, the virtual card and the modem
+        (and the TPM proxy / tpm2-abrmd when the lab has them)."""
         return (
             self.running
             and self.card is not None
             and self.card.state == "running"
             and self.modem is not None
             and self.modem.state == "running"
+            and (self.front is None or self.front.state != "crashed")
         )
 
     @property
     def tcti(self) -> str:
-        """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools.
+        """``swtpm:host=127.0.0.1,port=P`` for tpm2-pytss / tpm2-tools — the front-most
+        part's: the profile proxy's, or ``tabrmd:…`` when tpm2-abrmd is in front.
 
         Raises:
-            Unavailable: swtpm is not running.
+            Unavailable: swtpm (or the part in front of it) is not running.
         """
         if self.swtpm.tcti is None:
             raise Unavailable(f"lab swtpm is {self.swtpm.state}", fix="run `trelab lab up`")
+        if self.front is not None and self.front.state != "stopped":
+            if self.front.tcti is None:
+                raise Unavailable(f"lab TPM front: {self.front.note}", fix="run `trelab lab up`")
+            return self.front.tcti
         return self.swtpm.tcti
 
     @property
@@ -238,9 +249,12 @@ class LabStatus:
             "lab_dir": str(self.lab_dir),
             "running": self.running,
             "complete": self.complete,
-            "tcti": self.swtpm.tcti,
+            "tcti": self.front.tcti
+            if self.front is not None and self.front.state != "stopped"
+            else self.swtpm.tcti,
             "components": {
                 "swtpm": self.swtpm.to_dict(),
+                **({"tpm_front": self.front.to_dict()} if self.front is not None else {}),
                 "pcscd": self.pcscd.to_dict(),
                 "ca": self.ca.to_dict(),
                 **({"card": self.card.to_dict()} if self.card is not None else {}),
@@ -344,9 +358,13 @@ class Lab:
         *,
         port: int | None = None,
         registry: pcscd.PcscdRegistry | None = None,
+        tpm_profile: str | None = None,
+        resource_manager: str | None = None,
     ) -> None:
         if port is not None and not 1024 <= port < 65535:
             raise BadInput(f"{port} not in 1024..65534", field="port")
+        check_choice(tpm_profile, resource_manager)
+        self.tpm_profile, self.resource_manager = tpm_profile, resource_manager
         self.path = Path(path).expanduser().absolute()
         self.port = port
         self.registry = registry if registry is not None else pcscd.PcscdRegistry()
@@ -743,6 +761,7 @@ class Lab:
             actions=actions,
             card=self._card_status(record),
             modem=self._modem_status(record),
+            front=TpmFront(self.path).status(),
         )
 
     # ---- up --------------------------------------------------------------------------------
@@ -838,6 +857,8 @@ class Lab:
             card, modem = self._ensure_daemons(record, actions)
             new = replace(new, card=card, modem=modem)
             atomic_write_text(self.record_file, new.to_json(self.path, paths))
+            front = TpmFront(self.path)
+            front.ensure(process.port, self.tpm_profile, self.resource_manager, actions)
             return self.status(tuple(actions))
 
     # ---- reset -----------------------------------------------------------------------------
@@ -891,6 +912,7 @@ class Lab:
         with self._locked():
             paths = self._paths
             record = self._read_record()
+            TpmFront(self.path).stop(actions)  # before swtpm: they hold connections to it
             if record is not None:
                 if swtpm.stop(paths, record.pid, record.start):
                     actions.append(f"stopped swtpm (pid {record.pid})")

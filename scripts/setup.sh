@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev        # lab TPM + tpm2-pytss build
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin  # resource manager on a private bus
   pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools # PC/SC stack + virtual reader driver
   pkg-config swig build-essential python3-dev      # building tpm2-pytss / pyscard
   openssl libssl-dev socat                         # libssl-dev: native Milenage kernel

@@ -52,14 +52,64 @@ def _up_or_fail(lab: Lab) -> LabStatus:
         raise
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trelab lab")
+    group.addoption(
+        "--tpm-profile",
+        default=None,
+        help="run the session lab's TPM as this real part (the TPM proxy's profile)",
+    )
+    group.addoption(
+        "--resource-manager",
+        default=None,
+        help="put this resource manager (abrmd) in front of the session lab's TPM",
+    )
+
+
+_SYMMETRIC = {"commands": ("EncryptDecrypt", "EncryptDecrypt2"), "algorithms": ("ecb", "cfb")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--tpm-profile``, tests marked ``symmetric_k`` skip on a part without the
+    symmetric commands or modes they exercise (the part's own behaviour there is checked by
+    tests/integration/test_tpm_front.py)."""
+    name = config.getoption("--tpm-profile")
+    if not name or name == "none":
+        return
+    from firmware_stubs.tpm_proxy import profiles
+
+    part = profiles.load(name)
+    lacking = [c for c in _SYMMETRIC["commands"] if c in part.absent_commands]
+    lacking += [a.upper() for a in _SYMMETRIC["algorithms"] if a in part.absent_algorithms]
+    if not lacking:
+        return
+    skip = pytest.mark.skip(reason=f"{part.part} lacks {', '.join(lacking)}")
+    for item in items:
+        if item.get_closest_marker("symmetric_k"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStatus]:
+def lab_front(request: pytest.FixtureRequest) -> dict[str, str | None]:
+    """What the session lab puts in front of its swtpm (``--tpm-profile``,
+    ``--resource-manager``): tests whose expectations depend on the part read it here."""
+    return {
+        "tpm_profile": request.config.getoption("--tpm-profile"),
+        "resource_manager": request.config.getoption("--resource-manager"),
+    }
+
+
+@pytest.fixture(scope="session")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, lab_front: dict[str, str | None]
+) -> Iterator[LabStatus]:
     """A running lab for the whole session; yields its LabStatus (``.tcti``, ``.readers``,
-    ``.ca.bundle``, ``.ca.certs``)."""
+    ``.ca.bundle``, ``.ca.certs``). With ``--tpm-profile`` / ``--resource-manager`` its TCTI
+    goes through the TPM proxy and/or tpm2-abrmd."""
     reason = lab_missing()
     if reason:
         lab_failed(reason)
-    instance = Lab(tmp_path_factory.mktemp("lab"))
+    instance = Lab(tmp_path_factory.mktemp("lab"), **lab_front)
     status = _up_or_fail(instance)
     try:
         yield status

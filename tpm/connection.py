@@ -9,7 +9,10 @@ default, see :mod:`host.cli.defaults`). swtpm has no resource manager: callers f
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +34,30 @@ def parse_tcti(tcti: str) -> tuple[str, str]:
     return name, conf
 
 
+#: D-Bus names of the lab's tpm2-abrmd instances (``lab.abrmd``) start with this.
+TABRMD_BUS_PREFIX = "com.intel.tss2.Tabrmd.trelab_"
+
+
+def bus_registry_dir() -> Path:
+    """Where a lab records the private bus address of its tpm2-abrmd, one file per bus name."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"trelab-buses-{os.getuid()}"
+
+
+def _tabrmd_environment(conf: str) -> None:
+    """Make a lab's ``tabrmd:`` TCTI reachable from this process: point
+    ``DBUS_SESSION_BUS_ADDRESS`` at the private bus the lab registered for the TCTI's bus
+    name. Other bus names (a tpm2-abrmd that is not a lab's) are left alone."""
+    fields = dict(f.partition("=")[::2] for f in conf.split(",") if "=" in f)
+    name = fields.get("bus_name", "")
+    if not name.startswith(TABRMD_BUS_PREFIX) or "/" in name:
+        return
+    with contextlib.suppress(OSError):
+        address = (bus_registry_dir() / name).read_text().strip()
+        if address:
+            os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+
+
 class TpmConnection:
     """An open TPM: its transport (:mod:`tpm.tss`), an ESAPI context over it, and the facts
     known about it (:class:`tpm.tss.TpmFacts`); use as a context manager so it is closed."""
@@ -38,6 +65,8 @@ class TpmConnection:
     def __init__(self, tcti: str) -> None:
         self.tcti = tcti
         name, conf = parse_tcti(tcti)
+        if name == "tabrmd":  # a lab's tpm2-abrmd runs on a private bus: find its address
+            _tabrmd_environment(conf)
         self.transport = open_transport(name, conf)
         try:
             self.esys, self._esys_tcti = open_esys(self.transport)

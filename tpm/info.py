@@ -39,6 +39,7 @@ __all__ = [
     "AlgorithmProposal",
     "DictionaryAttack",
     "TpmInfo",
+    "aka_mode_guarantee",
     "choose_aka_mode",
     "hmac_supported",
     "probe",
@@ -124,7 +125,9 @@ class TpmInfo:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["aka_mode"] = self.aka_mode
-        data["aka_proposal"] = propose_algorithm(self).to_json()
+        proposal = propose_algorithm(self)
+        data["aka_proposal"] = proposal.to_json()
+        data["aka_mode_guarantee"] = aka_mode_guarantee(self, proposal)
         return data
 
 
@@ -176,11 +179,41 @@ def propose_algorithm(info: TpmInfo) -> AlgorithmProposal:
     )
 
 
+def aka_mode_guarantee(info: TpmInfo, proposal: AlgorithmProposal | None = None) -> str:
+    """What the AKA mode trelab proposes on this TPM (:func:`propose_algorithm`) guarantees
+    about K and the bus (threat 9 of TR 33.812 §7.1.2.1), in one line for ``trelab tpm info``."""
+    mode = (proposal or propose_algorithm(info)).mode
+    if mode == "hmac":
+        return (
+            "K stays inside the TPM as an HMAC key (TPM2_HMAC, the HMAC-SHA-256 operator "
+            "algorithm set, which the operator must provision); its inputs and outputs cross "
+            "the bus encrypted in a salted session. Milenage here would need sealed K"
+        )
+    if mode in ("ecb", "cfb"):
+        how = f"AES-128 {mode.upper()}" + (" (the CFB decrypt trick)" if mode == "cfb" else "")
+        return (
+            f"K stays inside the TPM (TPM2_EncryptDecrypt2, {how}); with bus protection "
+            "(the default) E_K's inputs and outputs cross the bus encrypted in a salted session"
+        )
+    sealed = (
+        "last resort: K is sealed in the TPM and unsealed over a salted, encrypted session "
+        "into host memory for each AKA — K is outside the TPM while the AKA runs"
+    )
+    if info.encrypt_decrypt and (info.aes_modes.get("ecb") or info.aes_modes.get("cfb")):
+        sealed += (
+            "; TPM2_EncryptDecrypt could keep K inside, but only with --no-bus-protection "
+            "(E_K's inputs and outputs in clear on the bus)"
+        )
+    return sealed
+
+
 def choose_aka_mode(info: TpmInfo) -> AkaMode:
-    """The fastest way this TPM can serve Milenage/TUAK with K inside (docs/tpm.md): ECB on a
-    symmetric command (2 commands per Milenage AKA), else the CFB trick (one CFB decrypt
-    yields every block), else K sealed and unsealed per AKA (weaker: K enters host memory)."""
-    has_command = info.encrypt_decrypt2 or info.encrypt_decrypt
+    """The fastest way this TPM can serve Milenage/TUAK with K inside (docs/tpm.md) *and* the bus
+    protected (the default): ECB on TPM2_EncryptDecrypt2 (2 commands per Milenage AKA), else
+    the CFB trick (one CFB decrypt yields every block), else K sealed and unsealed per AKA
+    (weaker: K enters host memory). TPM2_EncryptDecrypt alone does not count: its inData
+    cannot be parameter-encrypted, so it runs only with ``--no-bus-protection``."""
+    has_command = info.encrypt_decrypt2
     if has_command and info.aes_modes.get("ecb"):
         return "ecb"
     if has_command and info.aes_modes.get("cfb"):

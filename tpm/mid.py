@@ -235,17 +235,18 @@ def wrap_for_device(
     slot: int | None = None,
 ) -> Package:
     """Operator stand-in (``trelab tpm mid wrap``): read :func:`device_info` from this TPM
-    and build a package for it. ``form`` defaults to sealed for TUAK or a TPM without a
-    symmetric command, else symcipher; ``operator_key`` is required for ``authorize``.
+    and build a package for it. ``form`` defaults to sealed for TUAK or a TPM without
+    TPM2_EncryptDecrypt2 (the default, bus-protected AKA cannot run symcipher there), else
+    symcipher; ``operator_key`` is required for ``authorize``.
 
     Raises:
         BadInput: options that do not fit together.
     """
     info = device_info(conn, selection)
-    if form is None:
+    if form is None:  # symcipher only where the default, bus-protected AKA can run it
         if algorithm.name == "hmac-sha256":
             form = "hmac"
-        elif algorithm.name == "tuak" or info.symmetric.command is None:
+        elif algorithm.name == "tuak" or info.symmetric.command != "EncryptDecrypt2":
             form = "sealed"
         else:
             form = "symcipher"

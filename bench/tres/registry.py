@@ -3,7 +3,8 @@
 A factory returns a provider or raises :class:`trelab.errors.Unavailable` with the reason; the
 harness reports unreachable TREs as "not run" with that reason instead of dropping them. Rows:
 the software reference (:mod:`.software`), the TPM rows (:mod:`.tpm`: ECB, CFB-only, use-gated,
-sealed K on a bench swtpm; a physical TPM), the UICC rows (:mod:`.uicc`: the lab's USIM over
+sealed K on a bench swtpm; the same swtpm as each real part of
+:mod:`firmware_stubs.tpm_proxy`; a physical TPM), the UICC rows (:mod:`.uicc`: the lab's USIM over
 PC/SC and modem over AT+CSIM; a physical reader or modem). Lab rows need ``ctx.lab``.
 """
 
@@ -18,7 +19,7 @@ from trelab.errors import TrelabError
 
 from ..harness import TreProvider, TreSkipped
 from .software import SoftwareTre
-from .tpm import lab_tpm_factory, physical_tpm_factory
+from .tpm import lab_tpm_factory, part_tpm_factory, physical_tpm_factory
 from .uicc import (
     lab_card_factory,
     lab_modem_factory,
@@ -42,6 +43,13 @@ class LabContext:
 
 Factory = Callable[[LabContext], TreProvider]
 
+
+def _part_names() -> list[str]:
+    from firmware_stubs.tpm_proxy.profiles import names
+
+    return names()
+
+
 TRE_FACTORIES: dict[str, Factory] = {
     "software (native kernel)": lambda ctx: SoftwareTre("native", subscribers=ctx.subscribers),
     "software (python kernel)": lambda ctx: SoftwareTre("python", subscribers=ctx.subscribers),
@@ -50,6 +58,8 @@ TRE_FACTORIES: dict[str, Factory] = {
     "tpm (cfb-only)": lab_tpm_factory("cfb"),
     "tpm (use-gated policy)": lab_tpm_factory("use"),
     "tpm (sealed K)": lab_tpm_factory("sealed"),
+    # the same bench swtpm presented as real parts by the TPM proxy (firmware_stubs/tpm_proxy)
+    **{f"tpm part {name}": part_tpm_factory(name) for name in _part_names()},
     "usim over PC/SC (emulated)": lab_card_factory,
     "modem over AT+CSIM (emulated)": lab_modem_factory,
     # hardware that `trelab lab detect` finds; "not run: reason" when absent

@@ -14,6 +14,13 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
 - ``tpm (sealed K)`` — the weaker fallback: K sealed, unsealed over a salted, response-encrypted
   session once per AKA, AES/Keccak in software. Raw: one TPM2_Unseal (empty-password session).
   TUAK runs here: no TPM has Keccak, so a TUAK K is always sealed (:mod:`tpm.keyholder`).
+- ``tpm part NAME`` — the bench swtpm presented as a real part by the TPM proxy
+  (:mod:`firmware_stubs.tpm_proxy`, one process per row in front of the bench swtpm): MIDs
+  provisioned as trelab does by default on that part (sealed K where it lacks
+  TPM2_EncryptDecrypt2), AKA in the mode it allows. Raw: the bare command of that mode through
+  the proxy; cases: the real-path AKA, the K-resident AKA and (symmetric K) one bus-protected
+  E_K. The proxy's own cost is in every case of the row (raw included), so the same-run ratio
+  stays honest; times are swtpm's, not the part's.
 - ``tpm (physical)`` — ``/dev/tpmrm0`` (or ``tpm0``) when ``lab.detect`` finds one and
   ``TRELAB_HARDWARE_TPM=1`` allows NV writes on the chip; same cases as the ECB row in the mode
   the chip supports, no mid-import (each import uses a MID_STATE slot for good).
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -137,6 +145,14 @@ PHYSICAL = TpmVariant(
     "load-gated; the fastest mode the chip supports",
     full=True,
 )
+
+
+def part_variant(name: str, part: str) -> TpmVariant:
+    """The row of a real-part profile: load-gated, K in the form trelab's default takes there."""
+    return TpmVariant(
+        f"tpm part {name}", "load", None, None,
+        f"{part}: load-gated, K as trelab provisions it by default on this part",
+    )  # fmt: skip
 
 
 @functools.cache
@@ -409,6 +425,8 @@ class TpmTre:
         self._info = probe(conn)
         self._symmetric: SymmetricSupport = probe_symmetric(conn)
         form = variant.form or ("symcipher" if self._symmetric.command else "sealed")
+        if variant.tre.startswith("tpm part "):  # as trelab's default does on that part
+            form = "symcipher" if self._symmetric.encrypt_decrypt2 else "sealed"
         if form == "symcipher" and self._symmetric.command is None:
             raise Unavailable("this TPM has no EncryptDecrypt/EncryptDecrypt2 command")
         ahead = 8 if self._quick else 32
@@ -496,6 +514,11 @@ class TpmTre:
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
+        if self.variant.tre.startswith("tpm part "):  # one row per part: what differs there
+            cases.append(self._resident_aka_case(few))
+            if self.mode != "sealed":
+                cases.append(self._protected_e_k_case(many))
+            return cases
         cases.append(self._real_aka_case("aka-5g", mid, five_g=True))
         cases.append(self._resident_aka_case(few))
         if self.mode != "sealed" and self.bus_protection:  # the opt-out, to show the cost
@@ -1050,3 +1073,39 @@ def physical_tpm_factory(ctx: Any) -> TpmTre:
         release=lambda: None,
     )
     return TpmTre(PHYSICAL, site, quick=ctx.quick, allow_import=False)
+
+
+def part_tpm_factory(name: str) -> Callable[[Any], TpmTre]:
+    """The factory of the row for the real-part profile ``name``: a TPM proxy presenting that
+    part in front of the shared bench swtpm (same registry: REG_CTR is that TPM's)."""
+
+    def factory(ctx: Any) -> TpmTre:
+        from firmware_stubs.tpm_proxy import profiles
+        from lab.front import start_proxy, stop_proxy
+
+        if ctx.lab is None:
+            raise Unavailable(
+                "no lab in this run", fix="run without --no-lab (or `trelab lab up` first)"
+            )
+        part = profiles.load(name)
+        site = _BenchTpm.acquire()
+        bench = _BenchTpm._current
+        assert bench is not None and site.path is not None
+        proxy = start_proxy(site.path / f"proxy-{name}", name, bench.process.port)
+
+        def release() -> None:
+            stop_proxy(proxy)
+            site.release()
+
+        fronted = dataclasses.replace(
+            site, tcti=proxy.tcti, release=release,
+            where=f"the bench swtpm behind the TPM proxy as {part.part} (times are swtpm's)",
+        )  # fmt: skip
+        try:
+            return TpmTre(part_variant(name, part.part), fronted, quick=ctx.quick,
+                          allow_import=False)  # fmt: skip
+        except BaseException:
+            release()
+            raise
+
+    return factory

@@ -75,7 +75,7 @@ def tcti(explicit: str | None = None) -> str:
     status = Lab(lab_dir()).status()
     if status.swtpm.state != "running" or status.swtpm.tcti is None:
         raise Unavailable("no TPM given and the lab's swtpm is not running", fix="trelab lab up")
-    return status.swtpm.tcti
+    return status.tcti  # the part in front of swtpm (profile proxy, tpm2-abrmd), if any
 
 
 def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:

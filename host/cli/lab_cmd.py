@@ -21,7 +21,12 @@ __all__ = ["register"]
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(defaults.lab_dir(args.lab_dir), port=getattr(args, "port", None))
+    return Lab(
+        defaults.lab_dir(args.lab_dir),
+        port=getattr(args, "port", None),
+        tpm_profile=getattr(args, "tpm_profile", None),
+        resource_manager=getattr(args, "resource_manager", None),
+    )
 
 
 def _data(status: LabStatus) -> dict[str, Any]:
@@ -37,6 +42,13 @@ def _text(status: LabStatus) -> str:
     else:
         detail = tpm.note
     lines.append(f"swtpm  {tpm.state:8} {detail}".rstrip())
+    front = status.front
+    if front is not None and front.state != "stopped":
+        parts = [f"profile {front.profile}"] if front.profile else []
+        if front.resource_manager:
+            parts.append(f"tpm2-abrmd pid {front.abrmd_pid}")
+        detail = f"{', '.join(parts)}  {front.tcti}" if front.tcti else front.note
+        lines.append(f"front  {front.state:8} {detail}".rstrip())
     if pc.state == "running":
         whose = "started by trelab" if pc.owned else "not started by trelab"
         readers = ", ".join(pc.readers) or "no readers"
@@ -141,8 +153,25 @@ def register(nouns: Any) -> None:
         # the earlier spelling, kept working but no longer shown
         parser.add_argument("--dir", dest="lab_dir", type=Path, help=argparse.SUPPRESS)
         if name == "up":
+            from lab.front import profile_names
+
             parser.add_argument(
                 "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"
+            )
+            parser.add_argument(
+                "--tpm-profile",
+                metavar="NAME",
+                default=None,
+                help="present a real part through the TPM proxy: "
+                + ", ".join(profile_names())
+                + "; none removes it (default: keep what runs)",
+            )
+            parser.add_argument(
+                "--resource-manager",
+                metavar="RM",
+                default=None,
+                help="put a resource manager in front of the TPM, as /dev/tpmrm0 on a board: "
+                "abrmd (tpm2-abrmd on a private D-Bus), or none (default: keep what runs)",
             )
         output.add_json_flag(parser)
         parser.set_defaults(func=func)

@@ -25,7 +25,7 @@ from tpm.mid import LoadedMid
 from tpm.registry import Registry
 from trelab.errors import BadInput, Unavailable
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.symmetric_k]
 
 
 @pytest.fixture(scope="module")

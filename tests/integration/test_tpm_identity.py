@@ -101,6 +101,7 @@ def throwaway_ca(tmp_path: Path) -> Path:
 # ---- capabilities ------------------------------------------------------------------------
 
 
+@pytest.mark.symmetric_k
 def test_info_reports_the_lab_tpm(conn, capsys) -> None:
     info = probe(conn)
     assert info.encrypt_decrypt2 and info.encrypt_decrypt
@@ -124,6 +125,7 @@ def test_info_reports_the_lab_tpm(conn, capsys) -> None:
     }
 
 
+@pytest.mark.symmetric_k
 def test_tpm_info_through_the_cli(lab_tcti, capsys) -> None:
     from host.cli import main
 
@@ -132,6 +134,7 @@ def test_tpm_info_through_the_cli(lab_tcti, capsys) -> None:
     assert data["encrypt_decrypt2"] is True and data["pcr_banks"]["sha256"][-1] == 23
 
 
+@pytest.mark.symmetric_k
 def test_aka_mode_follows_the_probe(conn) -> None:
     info = probe(conn)
     no_ecb = dataclasses.replace(info, aes_modes=info.aes_modes | {"ecb": False})

@@ -210,6 +210,7 @@ def test_policy_digests_match_trial_sessions(conn: TpmConnection, operator_key: 
         assert on_tpm == policy_digest(steps), steps
 
 
+@pytest.mark.symmetric_k
 def test_probe_agrees_with_tpm_info(conn: TpmConnection) -> None:
     from tpm.info import choose_aka_mode, probe
 
@@ -221,6 +222,7 @@ def test_probe_agrees_with_tpm_info(conn: TpmConnection) -> None:
 # ---- 3GPP sets through the TPM -----------------------------------------------------------------
 
 
+@pytest.mark.symmetric_k
 @pytest.mark.parametrize("vector", MILENAGE, ids=lambda v: v["name"].split()[-1])
 def test_milenage_sets_ecb_and_cfb(
     conn: TpmConnection, registry: Registry, vector: dict[str, Any]
@@ -320,6 +322,7 @@ def test_tuak_sets_sealed(conn: TpmConnection, registry: Registry, vector: dict[
 # ---- K never in clear on the device side ------------------------------------------------------
 
 
+@pytest.mark.symmetric_k
 def test_k_never_in_clear_on_the_device(
     conn: TpmConnection, registry: Registry, tmp_path: Path
 ) -> None:
@@ -511,6 +514,7 @@ def test_replayed_autn_gives_auts_the_network_verifies(
     assert registry.read().get(record.mid).sqn == before
 
 
+@pytest.mark.symmetric_k
 def test_sqn_state_survives_a_process_restart(
     conn: TpmConnection, registry: Registry, lab_tcti: str
 ) -> None:
@@ -624,6 +628,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     return code, json.loads(out) if out.strip().startswith("{") else out
 
 
+@pytest.mark.symmetric_k
 def test_cli_wrap_import_list_aka_delete(
     conn: TpmConnection, registry: Registry, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 from bench.tres import tpm as tpm_tres
 from bench.tres import uicc as uicc_tres
 from bench.tres.registry import TRE_FACTORIES, LabContext, build_providers
+from firmware_stubs.tpm_proxy import profiles
 from lab import detect as lab_detect
 from lab.detect import Reader, SerialPort, TpmDevice
 from trelab.errors import Unavailable
@@ -26,6 +27,7 @@ LAB_ROWS = (
     "tpm (sealed K)",
     "usim over PC/SC (emulated)",
     "modem over AT+CSIM (emulated)",
+    *(f"tpm part {name}" for name in profiles.names()),  # the bench swtpm as each real part
 )
 PHYSICAL_ROWS = (
     "tpm (physical)",
