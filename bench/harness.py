@@ -9,7 +9,9 @@ current sample and keeps what finished.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 
 from trelab.errors import TrelabError
 
+from .breakdown import Observed, Observer, split_sample
 from .stats import Summary, bootstrap_median_ci, ratio, summarize
 
 __all__ = ["Case", "CaseResult", "RunResult", "TreProvider", "TreSkipped", "run_cases"]
@@ -29,7 +32,8 @@ class Case:
 
     ``setup`` / ``teardown`` run before / after every call of ``body`` and are not timed:
     loading a key the operation needs resident, topping up pre-drawn vectors, deleting what an
-    import created (``teardown`` also runs when ``body`` failed).
+    import created (``teardown`` also runs when ``body`` failed). ``observe`` (optional) watches
+    each sample so it can be split into where its time went (:mod:`bench.breakdown`).
     """
 
     tre: str
@@ -40,6 +44,7 @@ class Case:
     detail: str = ""
     setup: Callable[[], None] | None = None
     teardown: Callable[[], None] | None = None
+    observe: Observer | None = None
 
 
 class TreProvider(Protocol):
@@ -75,6 +80,8 @@ class CaseResult:
     batch: int
     samples_ns: list[float]
     errors: list[str] = field(default_factory=list)
+    #: per sample, ns per operation by part (summing to that sample); empty when not observed
+    breakdowns: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> Summary | None:
         return summarize(self.samples_ns) if self.samples_ns else None
@@ -116,6 +123,8 @@ class RunResult:
                 "samples": c.samples_ns,
                 "errors": c.errors,
             }
+            if c.breakdowns:
+                record["breakdown"] = breakdown_record(c.breakdowns)
             if c.tre in raw_median and s is not None and not c.raw:
                 record["raw_reference"] = raw_median[c.tre][0]
                 record["overhead_vs_raw"] = ratio(s.median, raw_median[c.tre][1])
@@ -123,22 +132,41 @@ class RunResult:
         return out
 
 
+def breakdown_record(breakdowns: list[dict[str, float]]) -> dict[str, Any]:
+    """The optional ``breakdown`` of a record: per part, the median over samples and the
+    per-sample values (the parts of one sample sum to it)."""
+    parts = list(dict.fromkeys(part for b in breakdowns for part in b))
+    per_sample = {part: [b.get(part, 0.0) for b in breakdowns] for part in parts}
+    return {
+        "unit": "ns",
+        "median": {part: statistics.median(values) for part, values in per_sample.items()},
+        "samples": per_sample,
+    }
+
+
 def _say(message: str) -> None:
     print(f"trelab: {message}", file=sys.stderr, flush=True)
 
 
-def _timed(case: Case, clock: Callable[[], int]) -> float:
-    """One sample of ``case``: ns per operation, setup and teardown outside the clock."""
+def _timed(case: Case, clock: Callable[[], int]) -> tuple[float, dict[str, float] | None]:
+    """One sample of ``case``: ns per operation (setup and teardown outside the clock) and,
+    for an observed case, its split by part."""
     if case.setup is not None:
         case.setup()
+    observed = Observed()
+    watch = case.observe(observed) if case.observe is not None else contextlib.nullcontext()
     try:
-        start = clock()
-        case.body(case.batch)
-        took = clock() - start
+        with watch:
+            start = clock()
+            case.body(case.batch)
+            took = clock() - start
     finally:
         if case.teardown is not None:
             case.teardown()
-    return took / case.batch
+    sample = took / case.batch
+    if case.observe is None:
+        return sample, None
+    return sample, split_sample(sample, observed, case.batch)
 
 
 def run_cases(
@@ -178,11 +206,13 @@ def run_cases(
             rng.shuffle(order)
             for c in order:
                 try:
-                    sample = _timed(c, clock)
+                    sample, parts = _timed(c, clock)
                 except TrelabError as exc:
                     results[id(c)].errors.append(str(exc))
                     continue
                 results[id(c)].samples_ns.append(sample)
+                if parts is not None:
+                    results[id(c)].breakdowns.append(parts)
             done_rounds = r + 1
             if rounds >= 5 and (r + 1) % max(1, rounds // 5) == 0:
                 progress(f"bench: round {r + 1}/{rounds} over {len(live)} cases")

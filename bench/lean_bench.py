@@ -69,22 +69,17 @@ def _median_ms(values: list[float]) -> float:
 
 @contextlib.contextmanager
 def _observed(conn: Any, split: _Split) -> Iterator[None]:
-    from tpm.tss import CommandEvent
-    from trelab.atomic import observe_fsync
+    """TPM and fsync time of the block into ``split``, by :func:`bench.breakdown.observe_tpm`."""
+    from .breakdown import FSYNC, TPM, Observed, observe_tpm
 
-    def on_command(event: CommandEvent) -> None:
-        split.tpm += event.seconds
-        split.commands += 1
-
-    def on_fsync(fsync: Callable[[], None]) -> None:
-        start = time.perf_counter()
-        try:
-            fsync()
-        finally:
-            split.fsync += time.perf_counter() - start
-
-    with conn.transport.observe(on_command), observe_fsync(on_fsync):
-        yield
+    observed = Observed()
+    try:
+        with observe_tpm(conn.transport, observed):
+            yield
+    finally:
+        split.tpm += observed.seconds.get(TPM, 0.0)
+        split.fsync += observed.seconds.get(FSYNC, 0.0)
+        split.commands += observed.commands
 
 
 def run_lean_bench(

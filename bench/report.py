@@ -104,8 +104,18 @@ def _split_lines(data: dict[str, Any]) -> list[str]:
         parts = "; ".join(
             f"{name} {format_ns(ns)} ({100 * ns / split.total:.0f} %)" for name, ns in split.parts
         )
-        lines.append(f"- **{split.tre}** — AKA {format_ns(split.total)}: {parts}")
+        lines.append(f"- **{split.tre}** — AKA median {format_ns(split.total)}: {parts}")
     return lines
+
+
+_SPLIT_HEADING = "Where an AKA's time goes (median of each part, measured per round)"
+_SPLIT_NOTE = (
+    "Each round of aka-milenage is split where its time is spent: TPM commands inside the "
+    "transport, fsync + rename of state writes, APDU exchanges at the card link (on the "
+    "emulated card this includes the card's own work), and the host's own code and crypto "
+    "(the rest of the round). One round's parts sum to that round; the bar shows each part's "
+    "median, the figure after it the AKA's median."
+)
 
 
 def summary_markdown(data: dict[str, Any]) -> list[str]:
@@ -116,21 +126,21 @@ def summary_markdown(data: dict[str, Any]) -> list[str]:
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     split = _split_lines(data)
     if split:
-        lines += ["", "### Where an AKA's time goes (TPM rows, same-run medians)", "", *split]
+        lines += ["", f"### {_SPLIT_HEADING}", "", _SPLIT_NOTE, "", *split]
     lines += ["", "### Reading the ratios", "", *(f"- {note}" for note in RATIO_NOTES), ""]
     return lines
 
 
-_SPLIT_COLOURS = ("#4a7ebb", "#e0a030", "#b04a4a")
+_SPLIT_COLOURS = ("#4a7ebb", "#e0a030", "#6aa84f", "#b04a4a")
 
 
 def _split_svg(data: dict[str, Any]) -> str:
-    """Stacked horizontal bars, one per TPM row, scaled to the slowest total."""
+    """Stacked horizontal bars, one per TRE, scaled to the longest bar."""
     splits = time_splits(data)
     if not splits:
         return ""
     width, bar, label = 900, 22, 230
-    longest = max(s.total for s in splits) or 1.0
+    longest = max(max(s.total, sum(ns for _, ns in s.parts)) for s in splits) or 1.0
     names = [name for name, _ in splits[0].parts]
     for split in splits:
         names += [name for name, _ in split.parts if name not in names]
@@ -167,7 +177,8 @@ def summary_html(data: dict[str, Any]) -> list[str]:
     svg = _split_svg(data)
     if svg:
         parts += [
-            "<h3>Where an AKA's time goes (TPM rows, same-run medians)</h3>",
+            f"<h3>{html.escape(_SPLIT_HEADING)}</h3>",
+            f"<p>{html.escape(_SPLIT_NOTE)}</p>",
             f"<figure>{svg}</figure>",
             "<ul>"
             + "".join(f"<li>{html.escape(x[2:])}</li>" for x in _split_lines(data))

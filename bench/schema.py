@@ -16,7 +16,9 @@ Version 3 layout (version 2 is the same without ``provisioning_throughput``; bot
          "summary": {"n", "median", "p5", "p95", "p99", "mad", "min", "max", "mean"} | null,
          "ci95_median": [lo, hi] | null,
          "raw_reference": operation name | null, "overhead_vs_raw": float | null,
-         "samples": [ns, …], "errors": [str, …]}
+         "samples": [ns, …], "errors": [str, …],
+         "breakdown"?: {"unit": "ns", "median": {part: ns},   # optional (v3): where each
+                        "samples": {part: [ns, …]}}}         # sample's time went, summing to it
       ],
       "provisioning_throughput": {            # optional (v3): one server, c devices at once
         "generated", "ok": bool, "verdict": str, "interrupted": bool,
@@ -183,6 +185,17 @@ def validate_throughput(section: Any) -> None:
         raise BadInput(f"report: {THROUGHPUT}.server.active_mids does not match mids_by_state")
 
 
+def _check_breakdown(where: str, breakdown: Any) -> None:
+    medians = breakdown.get("median") if isinstance(breakdown, dict) else None
+    samples = breakdown.get("samples") if isinstance(breakdown, dict) else None
+    if not isinstance(medians, dict) or not all(_number(v) for v in medians.values()):
+        raise BadInput(f"report: {where}.median must map parts to ns")
+    if not isinstance(samples, dict) or not all(
+        isinstance(v, list) and all(_number(x) for x in v) for v in samples.values()
+    ):
+        raise BadInput(f"report: {where}.samples must map parts to lists of ns")
+
+
 def validate_report(data: Any) -> None:
     """Raise BadInput naming the first field that does not follow the schema.
 
@@ -215,6 +228,8 @@ def validate_report(data: Any) -> None:
         for key in ("ci95_median", "overhead_vs_raw", "raw_reference"):
             if key not in record:
                 raise BadInput(f"report: records[{i}].{key} missing")
+        if "breakdown" in record:
+            _check_breakdown(f"records[{i}].breakdown", record["breakdown"])
     for i, skip in enumerate(data["skipped"]):
         if not isinstance(skip, dict) or not isinstance(skip.get("reason"), str):
             raise BadInput(f"report: skipped[{i}] needs a reason")

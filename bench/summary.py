@@ -1,11 +1,12 @@
 """Pure. The report's one-screen summary: AKA (and attestation) median per TRE side by side,
-and where an AKA's time goes on the TPM rows, from pairs of cases measured in the same run.
+and where one AKA's time goes per TRE, from the parts measured in each round.
 
-The split uses cases that differ by one part: ``aka-milenage`` (the whole path: K loaded, SQN
-state committed to the registry file and REG_CTR), ``aka-milenage (no registry)`` (the same
-with K resident and no registry write), ``aka-milenage (no registry, no bus protection)`` (the same
-without the salted session). Each part is the difference of two medians of the same run; a TRE
-without the pairs is shown whole, never guessed.
+Each observed round of ``aka-milenage`` is split where the time is spent
+(:mod:`bench.breakdown`): TPM commands inside the transport, fsync + rename of state writes,
+APDU exchanges at the card link, and the remainder (the host's own code and crypto), so one
+round's parts sum to that round. The bar shows each part's median over the rounds. On the
+software row the host's crypto is the whole AKA. A record without a measured breakdown (an
+older report) is left out, never guessed.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class SummaryRow:
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """One TPM row's AKA: parts in ns (same-run differences of medians), summing to ``total``."""
+    """One TRE's AKA: its median ``total`` and each part's median over the rounds, in ns (each
+    round's parts sum to that round; the parts' medians need not sum to the median)."""
 
     tre: str
     total: float
@@ -85,29 +87,25 @@ def summary_rows(data: dict[str, Any]) -> list[SummaryRow]:
     return rows
 
 
-_WHOLE = "aka-milenage"
-_NO_REGISTRY = "aka-milenage (no registry)"
-_BARE = "aka-milenage (no registry, no bus protection)"
+_AKA = "aka-milenage"
+_HOST_CRYPTO = "host crypto (the whole AKA)"
 
 
 def time_splits(data: dict[str, Any]) -> list[TimeSplit]:
-    """For each TRE with the paired cases: loading K plus the registry and NV writes (SQN
-    state committed with fsync, REG_CTR),
-    bus-protection session (salted, encrypted parameters), and the AKA with K resident
-    (TPM commands and our own code). Parts below zero (noise) are shown as zero."""
-    medians = _medians(data)
+    """For each TRE whose ``aka-milenage`` was measured with a breakdown (or runs in software):
+    the AKA's median and the median of each measured part, in report order."""
+    kinds = {tre: env.get("kind") for tre, env in data.get("tres", {}).items()}
     out = []
-    for tre in dict.fromkeys(r["tre"] for r in data["records"]):
-        whole, resident = medians.get((tre, _WHOLE)), medians.get((tre, _NO_REGISTRY))
-        if whole is None or resident is None:
+    for r in data["records"]:
+        if r["operation"] != _AKA or r["summary"] is None:
             continue
-        bare = medians.get((tre, _BARE))
-        parts: list[tuple[str, float]] = []
-        if bare is not None:
-            parts.append(("AKA with K resident (TPM commands + our code)", bare))
-            parts.append(("bus-protection session", max(0.0, resident - bare)))
+        total = float(r["summary"]["median"])
+        breakdown = r.get("breakdown")
+        if isinstance(breakdown, dict) and isinstance(breakdown.get("median"), dict):
+            parts = tuple((str(k), float(v)) for k, v in breakdown["median"].items())
+        elif kinds.get(r["tre"]) == "software":
+            parts = ((_HOST_CRYPTO, total),)
         else:
-            parts.append(("AKA with K resident (TPM commands + our code)", resident))
-        parts.append(("loading K + registry and NV writes", max(0.0, whole - resident)))
-        out.append(TimeSplit(tre, whole, tuple(parts)))
+            continue
+        out.append(TimeSplit(r["tre"], total, parts))
     return out

@@ -82,6 +82,7 @@ from tpm.registry import MidRecord, Registry
 from tpm.suci import TpmAgreement
 from trelab.errors import LocalProtocolError, TrelabError, Unavailable
 
+from ..breakdown import observe_tpm
 from ..harness import Case
 from .five_g import HomeKeys, me_5g, suci_once
 from .pool import VectorPool
@@ -706,6 +707,7 @@ class TpmTre:
         extra = " + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software" if five_g else ""
         return Case(
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
+            observe=lambda into: observe_tpm(conn.transport, into),
             detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
             "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
             f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}{extra}",
@@ -866,6 +868,7 @@ class TpmTre:
 
         return Case(
             self.tre, "aka-resync", body,
+            observe=lambda into: observe_tpm(conn.transport, into),
             detail=f"real path with a replayed AUTN, {self._bus_label(protect)}: the TPM side "
             "answers AUTS (nothing committed), the HSS checks MAC-S and recovers SQN_MS",
         )  # fmt: skip

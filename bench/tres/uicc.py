@@ -41,6 +41,7 @@ from trelab import proc
 from trelab.errors import CheckFailed, LocalProtocolError, TrelabError, Unavailable
 from uicc.usim import UsimClient
 
+from ..breakdown import TimedLink
 from ..harness import Case
 from .five_g import me_5g
 from .pool import VectorPool
@@ -100,6 +101,7 @@ class _UsimTre:
         self._hss.add(hss_subscriber(profile))
         self._pool = VectorPool(self._hss, profile.imsi, ahead=8 if quick else 40)
         self._resyncs_at_start = 0
+        self._timed: TimedLink | None = None  # the client's link, APDU exchanges timed
 
     def _prepare(self, client: UsimClient) -> None:
         """PIN if the card wants it (never with fewer than 3 tries left), then find where the
@@ -158,7 +160,12 @@ class _UsimTre:
             ),
         }
 
+    def _timed_link(self, link: Any) -> TimedLink:
+        self._timed = TimedLink(link)
+        return self._timed
+
     def _client_cases(self) -> list[Case]:
+        observe = self._timed.observe if self._timed is not None else None
         client, pool, hss, imsi = self._client, self._pool, self._hss, self._profile.imsi
         replay = self._replay
 
@@ -195,13 +202,13 @@ class _UsimTre:
             )  # fmt: skip
         return [
             *suci_cases,
-            Case(self.tre, "aka-milenage", aka, teardown=pool.top_up,
+            Case(self.tre, "aka-milenage", aka, teardown=pool.top_up, observe=observe,
                  detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
                  "card runs Milenage, the SQN check and an fsync'd state commit"),
             Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
                  detail="aka-milenage + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software "
                  "(TS 33.501 Annex A)"),
-            Case(self.tre, "aka-resync", resync,
+            Case(self.tre, "aka-resync", resync, observe=observe,
                  detail="replayed AUTN: the card answers AUTS, the HSS checks MAC-S and "
                  "recovers SQN_MS"),
         ]  # fmt: skip
@@ -240,7 +247,7 @@ class PcscUsimTre(_UsimTre):
         try:
             link = self._link = self._stack.enter_context(PcscLink(reader))
             link.reset_on_close = True  # leave the card as found: no PIN verified
-            client = UsimClient(link)
+            client = UsimClient(self._timed_link(link))
             iccid = client.read_iccid()
             if iccid != profile.iccid:
                 raise Unavailable(
@@ -363,7 +370,7 @@ class ModemUsimTre(_UsimTre):
                 with contextlib.suppress(AtCommandFailed):
                     identity += [line.strip() for line in link.command(command) if line.strip()]
             self._identity = " ".join(identity) or "unknown"
-            client = UsimClient(link)
+            client = UsimClient(self._timed_link(link))
             iccid = client.read_iccid()
             if iccid != profile.iccid:
                 raise Unavailable(f"{tre}: the modem's SIM is {iccid}, not {profile.iccid}")

@@ -66,8 +66,9 @@ def test_card_rows_add_aka_5g_and_suci_only_when_the_card_computes_sucis() -> No
     for doc, has_suci in ((DEFAULT_PROFILE, False), (with_suci, True)):
         profile = parse_profile(doc)
         tre = _UsimTre("usim (in process)", profile, quick=True)
-        tre._prepare(UsimClient(InProcessLink(UsimEngine(profile))))
+        tre._prepare(UsimClient(tre._timed_link(InProcessLink(UsimEngine(profile)))))
         cases = {c.operation: c for c in tre._client_cases()}
+        assert cases["aka-milenage"].observe is not None  # APDU exchanges timed at the link
         assert ("suci" in cases) is has_suci and "aka-5g" in cases
         cases["aka-5g"].body(2)
         if has_suci:

@@ -1,10 +1,13 @@
-"""The report opens with the AKA comparison and a time split computed from same-run medians."""
+"""The report opens with the AKA comparison and where the time goes, from parts measured per
+round (:mod:`bench.breakdown`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.report import summary_markdown
+from bench.breakdown import FSYNC, HOST, LINK, TPM
+from bench.harness import breakdown_record
+from bench.report import summary_html, summary_markdown
 from bench.summary import summary_rows, time_splits
 
 
@@ -13,11 +16,31 @@ def _record(tre: str, operation: str, median: float | None, vs_raw: float | None
     return {"tre": tre, "operation": operation, "summary": summary, "overhead_vs_raw": vs_raw}
 
 
+def _with_breakdown(record: Any, rounds: list[dict[str, float]]) -> Any:
+    record["breakdown"] = breakdown_record(rounds)
+    return record
+
+
+_TPM_ROUNDS = [
+    {TPM: 3_000_000.0, FSYNC: 1_500_000.0, HOST: 500_000.0},
+    {TPM: 2_800_000.0, FSYNC: 1_600_000.0, HOST: 600_000.0},
+    {TPM: 3_200_000.0, FSYNC: 1_400_000.0, HOST: 400_000.0},
+]
+_CARD_ROUNDS = [{LINK: 900_000.0, HOST: 100_000.0}]
+
 DATA = {
+    "tres": {
+        "software (native kernel)": {"kind": "software"},
+        "tpm (ecb, load-gated)": {"kind": "tpm"},
+        "usim (pcsc)": {"kind": "uicc"},
+    },
     "records": [
         _record("software (native kernel)", "aka-milenage", 3_000.0, 2.5),
         _record("software (native kernel)", "aka-resync", 9_000.0),
-        _record("tpm (ecb, load-gated)", "aka-milenage", 5_000_000.0, 12.0),
+        _with_breakdown(
+            _record("tpm (ecb, load-gated)", "aka-milenage", 5_000_000.0, 12.0), _TPM_ROUNDS
+        ),
+        _with_breakdown(_record("usim (pcsc)", "aka-milenage", 1_000_000.0), _CARD_ROUNDS),
         _record("tpm (ecb, load-gated)", "aka-milenage (no registry)", 2_000_000.0),
         _record(
             "tpm (ecb, load-gated)", "aka-milenage (no registry, no bus protection)", 1_500_000.0
@@ -37,18 +60,42 @@ def test_rows_side_by_side_and_not_run_listed() -> None:
     assert rows["tpm (physical)"].not_run == "no /dev/tpmrm0"
 
 
-def test_split_parts_are_same_run_differences_that_sum_to_the_whole() -> None:
-    (split,) = time_splits(DATA)
-    parts = dict(split.parts)
-    assert parts["AKA with K resident (TPM commands + our code)"] == 1_500_000.0
-    assert parts["bus-protection session"] == 500_000.0
-    assert parts["loading K + registry and NV writes"] == 3_000_000.0
-    assert sum(parts.values()) == split.total == 5_000_000.0
+def test_split_is_the_median_of_each_measured_part() -> None:
+    splits = {s.tre: s for s in time_splits(DATA)}
+    tpm = splits["tpm (ecb, load-gated)"]
+    assert tpm.total == 5_000_000.0
+    assert dict(tpm.parts) == {TPM: 3_000_000.0, FSYNC: 1_500_000.0, HOST: 500_000.0}
+    for r in _TPM_ROUNDS:  # the per-round accounting the medians come from
+        assert sum(r.values()) == 5_000_000.0
+    assert dict(splits["usim (pcsc)"].parts) == {LINK: 900_000.0, HOST: 100_000.0}
+    # software: the host's crypto is the whole AKA
+    assert dict(splits["software (native kernel)"].parts) == {
+        "host crypto (the whole AKA)": 3_000.0
+    }
+
+
+def test_a_record_without_a_measured_breakdown_is_not_guessed() -> None:
+    old = {
+        "tres": {"tpm": {"kind": "tpm"}},
+        "records": [_record("tpm", "aka-milenage", 5.0), _record("tpm", "aka-tuak", 6.0)],
+        "skipped": [],
+    }
+    assert time_splits(old) == []
 
 
 def test_markdown_opens_with_the_summary() -> None:
     text = "\n".join(summary_markdown(DATA))
     assert text.startswith("## Summary: AKA per TRE")
     assert "| tpm (ecb, load-gated) | 5.00 ms | – | – | 8.00 ms | 12.00× |" in text
-    assert "bus-protection session 500.00 µs (10 %)" in text
+    assert f"{FSYNC} 1.50 ms (30 %)" in text
+    assert f"{LINK} 900.00 µs (90 %)" in text
     assert "not run: no /dev/tpmrm0" in text
+
+
+def test_html_draws_one_stacked_bar_per_tre() -> None:
+    page = "".join(summary_html(DATA))
+    assert page.count("<svg") == 1
+    for part in (TPM, FSYNC, LINK, HOST):
+        assert f"<title>{part}:" in page.replace("&amp;", "&")
+    assert "<title>host crypto (the whole AKA): 3.00 µs</title>" in page
+    assert page.count("<rect") == 3 + 2 + 1 + 5  # bars' parts + the legend's five swatches
