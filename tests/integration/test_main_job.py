@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.breakdown import FSYNC, HOST, LINK, TPM
 from bench.main_job import load_vector_sets, run_main_job
 from bench.schema import validate_report
 from lab.lab import Lab
@@ -37,8 +39,23 @@ def test_main_job_writes_report_and_stops_what_it_started(
     assert ("software (python kernel)", "av-generation") in records
     for operation in ("aka-5g", "suci"):  # 5G rows next to aka-milenage, with the raw ratio
         assert records["software (native kernel)", operation]["overhead_vs_raw"] > 0
+    # every TPM and card AKA round split where its time went, the parts summing to the round
+    kinds = {tre: env.get("kind") for tre, env in data["tres"].items()}
+    split_kinds = set()
+    for (tre, operation), record in records.items():
+        if operation != "aka-milenage" or kinds.get(tre) not in ("tpm", "uicc"):
+            continue
+        parts = record["breakdown"]["samples"]
+        measured = {TPM, FSYNC} if kinds[tre] == "tpm" else {LINK}
+        assert set(parts) == measured | {HOST}, tre
+        assert all(v > 0 for part in measured for v in parts[part]), tre
+        for i, sample in enumerate(record["samples"]):
+            assert math.isclose(sum(parts[p][i] for p in parts), sample, rel_tol=1e-9)
+        split_kinds.add(kinds[tre])
+    assert split_kinds == {"tpm", "uicc"}
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "**Verdict: PASS**" in markdown and "Virtual PCD 00 00" in markdown
+    assert f"{FSYNC} " in markdown and f"{LINK} " in markdown  # the summary's split
     assert "<svg" in (tmp_path / "out" / "report.html").read_text()
     assert not lab.status().running  # it started the lab, so it stopped it
 
