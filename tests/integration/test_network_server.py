@@ -131,10 +131,14 @@ def test_real_ek_from_another_ca_is_refused(
     from tpm.ek import read_ek_certificates
     from tpm.identity import ensure_ak
 
-    other = lab_factory("other-ca").up()
-    with TpmConnection(other.tcti) as conn:
-        ak, _ = ensure_ak(conn, "ecc")
-        ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+    other_lab = lab_factory("other-ca")
+    other = other_lab.up()
+    try:
+        with TpmConnection(other.tcti) as conn:
+            ak, _ = ensure_ak(conn, "ecc")
+            ek_cert = read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+    finally:
+        other_lab.down()  # its card must not hold a reader the later modules' labs need
     nonce = os.urandom(16)
     s = Session("device", SessionState(derive_session_id(ek_cert, ak.public_blob, nonce)))
     wire = s.send(

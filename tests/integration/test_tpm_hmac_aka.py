@@ -54,9 +54,9 @@ def conn(lab_tcti: str) -> Iterator[TpmConnection]:
 
 @pytest.fixture(scope="module")
 def registry(lab: LabStatus, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """This module's own registry file: a new file is accepted against REG_CTR, and no other
-    module's registry goes stale because of this one's MIDs."""
-    return Registry(tmp_path_factory.mktemp("hmac-aka") / "mids.json")
+    """The lab's one registry: REG_CTR is TPM-wide, so a second registry file on this TPM
+    would leave the lab's own file (used by later modules and the threat suite) stale."""
+    return Registry(lab.lab_dir / "mids.json")
 
 
 def _provision(conn, registry, *, kind: str, imsi: str, form: str | None = None,
@@ -246,7 +246,7 @@ def test_provision_and_attach_with_the_hmac_set_k_never_outside_the_tpm(
         doc["shos"]["sho-a"]["algorithm"] = "hmac-sha256"
         doc["shos"]["sho-a"]["params"] = {"key_bits": 256, "res_bits": 64}
 
-    registry = Registry(tmp_path / "mids.json")
+    registry = Registry(lab.lab_dir / "mids.json")  # the lab's one registry (REG_CTR is TPM-wide)
     assert lab.swtpm.port is not None
     with network(tmp_path, lab, edit=hmac_sho) as net, BusTap(lab.swtpm.port) as tap:
         with TpmConnection(tap.tcti) as c:

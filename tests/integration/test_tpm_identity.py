@@ -64,8 +64,11 @@ def conn(lab_tcti: str):
 
 @pytest.fixture(scope="module")
 def other(lab_factory):
-    """A second TPM: its own EK, its own manufacturer CA."""
-    return lab_factory("identity-other").up()
+    """A second TPM: its own EK, its own manufacturer CA. Downed with the module, so its card
+    does not hold a reader the later modules' labs need."""
+    made = lab_factory("identity-other")
+    yield made.up()
+    made.down()
 
 
 def run_verb(capsys, *argv: str) -> tuple[int, dict]:
