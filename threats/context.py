@@ -259,8 +259,9 @@ class ThreatLab:
             Unavailable: the lab has no virtual card.
         """
         from firmware_stubs.usim.profile import load_profile
+        from lab.lab import Lab
 
-        card = self.lab.card
+        card = Lab(self.lab.lab_dir).status().card  # as it is now: `lab reset card` restarts it
         if card is None or card.state != "running":
             raise Unavailable("the lab's virtual card is not running")
         return load_profile(card.profile)
@@ -273,10 +274,11 @@ class ThreatLab:
             Unavailable: the card is not running, or another lab's card holds the reader.
         """
         from firmware_stubs.card_serve import read_status
+        from lab.lab import Lab
         from trelab import proc
         from uicc.links.pcsc import PcscLink
 
-        card = self.lab.card
+        card = Lab(self.lab.lab_dir).status().card  # as it is now: `lab reset card` restarts it
         if card is None or card.state != "running":
             raise Unavailable("the lab's virtual card is not running")
         status_file = self.lab.lab_dir / "card" / "status.json"

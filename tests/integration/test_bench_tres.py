@@ -22,7 +22,7 @@ from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, validate_report
 from bench.tres.registry import LabContext, build_providers
 from bench.tres.tpm import TpmTre
 from firmware_stubs.usim.profile import load_profile
-from lab.lab import LabStatus
+from lab.lab import Lab, LabStatus
 from tpm.connection import TpmConnection
 from trelab import proc
 
@@ -92,7 +92,8 @@ def _lab_tpm_fingerprint(lab: LabStatus) -> Any:
 
 def _measure(lab: LabStatus, rows: list[str]) -> BenchRun:
     """Build ``rows``, run 2 quick rounds, look at the bench TPM before closing everything."""
-    ctx = LabContext(lab=lab, subscribers=50, quick=True)
+    now = Lab(lab.lab_dir).status()  # as it is now: an earlier test may have restarted its card
+    ctx = LabContext(lab=now, subscribers=50, quick=True)
     providers: list[TreProvider]
     providers, skipped = build_providers(ctx, rows)
     try:
@@ -260,7 +261,8 @@ def test_card_row_over_pcsc(card_bench: BenchRun, lab: LabStatus, usim_reader: s
 def test_physical_rows_run_or_say_why_not(lab: LabStatus) -> None:
     """Absent hardware (the usual case here) is "not run" with a reason; present hardware
     that is not enabled (TRELAB_HARDWARE_TPM, the card's profile) says what to set."""
-    ctx = LabContext(lab=lab, subscribers=50, quick=True)
+    now = Lab(lab.lab_dir).status()  # as it is now: an earlier test may have restarted its card
+    ctx = LabContext(lab=now, subscribers=50, quick=True)
     providers, skipped = build_providers(ctx, list(PHYSICAL_ROWS))
     try:
         assert {p.tre for p in providers} | {s.tre for s in skipped} == set(PHYSICAL_ROWS)
