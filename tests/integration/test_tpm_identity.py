@@ -146,6 +146,7 @@ def test_aka_mode_follows_the_probe(conn) -> None:
     assert choose_aka_mode(bare) == "sealed"
 
 
+@pytest.mark.symmetric_k  # swtpm's full command set; parts without EncryptDecrypt2 are checked in test_tpm_front
 def test_algorithm_proposal_follows_the_command_set(conn) -> None:
     """swtpm has everything: Milenage with K as an AES key. Without EncryptDecrypt(2) (an
     SLB 9670's command set) the HMAC-SHA-256 set keeps K inside; without TPM2_HMAC too, sealed
