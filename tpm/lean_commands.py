@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tpm2_pytss import TPM2B_PUBLIC, TPML_PCR_SELECTION
-from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC
 
 from tpm import lean
 from tpm import session_crypto as sc
 from tpm.connection import TpmConnection
 from tpm.lean import CC, Auth, Session
+from tpm.tss import TPM2_ALG, TPM2_ECC, TPM2B_PUBLIC, TPML_PCR_SELECTION
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [

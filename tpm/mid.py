@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
-from tpm import lean, lean_commands, nv
+from tpm import lean, lean_commands, nv, tss
 from tpm.connection import TpmConnection
 from tpm.ek import loaded_ek
 from tpm.keyholder import (
@@ -114,8 +114,7 @@ def object_name(public: Any) -> bytes:
 
 def _srk_template() -> Any:
     """TCG SRK template (Provisioning Guidance §7.5.1), ECC NIST P-256, AES-128-CFB."""
-    from tpm2_pytss import TPM2B_PUBLIC
-    from tpm2_pytss.constants import TPMA_OBJECT
+    from tpm.tss import TPM2B_PUBLIC, TPMA_OBJECT
 
     return TPM2B_PUBLIC.parse(
         "ecc256:aes128cfb",
@@ -142,8 +141,7 @@ def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
     known = conn.facts.srk
     if known is not None:
         return known[0], known[1]
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR, TPM2_CAP
+    from tpm.tss import ESYS_TR, TPM2_CAP, TSS2_Exception
 
     esys = conn.esys
     try:
@@ -179,7 +177,7 @@ def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
         BadInput: malformed selection.
         Unavailable: the bank or a PCR is not there.
     """
-    from tpm2_pytss import TPML_PCR_SELECTION, TSS2_Exception
+    from tpm.tss import TPML_PCR_SELECTION, TSS2_Exception
 
     bank, pcrs = parse_pcr_selection(selection)
     values: list[bytes] = []
@@ -300,11 +298,10 @@ def _event(kind: str, record: MidRecord, **extra: Any) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _unmarshal(cls_name: str, blob: bytes) -> Any:
-    import tpm2_pytss
+def _unmarshal(cls_name: type[Any], blob: bytes) -> Any:
+    from tpm.tss import unmarshal
 
-    value, _ = getattr(tpm2_pytss, cls_name).unmarshal(blob)
-    return value
+    return unmarshal(cls_name, blob)
 
 
 # ---- import ---------------------------------------------------------------------------------------
@@ -331,8 +328,7 @@ def import_package(
     ``layer``: the TPM commands of the import (EK and parent policy sessions, three Imports,
     three Loads) through the lean layer (default) or ESYS (the reference).
     """
-    from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TSS2_Exception
-    from tpm2_pytss.constants import TPM2_ALG
+    from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT, TSS2_Exception
 
     check_package(package)
     install = package.install()
@@ -374,9 +370,9 @@ def import_package(
                 return esys.import_(
                     parent,
                     b"",
-                    _unmarshal("TPM2B_PUBLIC", obj.public),
-                    _unmarshal("TPM2B_PRIVATE", obj.duplicate),
-                    _unmarshal("TPM2B_ENCRYPTED_SECRET", obj.seed),
+                    _unmarshal(tss.TPM2B_PUBLIC, obj.public),
+                    _unmarshal(tss.TPM2B_PRIVATE, obj.duplicate),
+                    _unmarshal(tss.TPM2B_ENCRYPTED_SECRET, obj.seed),
                     no_inner,
                     session1=session,
                 )
@@ -440,9 +436,8 @@ def _import_esys(
     """The import's TPM commands through ESYS (the reference): the parent under the EK, then
     K and OPc/TOPc under the parent, each loaded once to prove it loads. Returns the marshalled
     TPM2B_PRIVATEs (parent, and by label)."""
-    from tpm2_pytss import TSS2_Exception
-
     from tpm.ek import ek_policy_session
+    from tpm.tss import TSS2_Exception
 
     esys = conn.esys
     session = ek_policy_session(conn, ek_public)
@@ -450,7 +445,7 @@ def _import_esys(
         parent_private = tpm_import(ek, "parent", package.parent, session)
     finally:
         conn.flush(session)
-    parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
+    parent_public = _unmarshal(tss.TPM2B_PUBLIC, package.parent.public)
     session = ek_policy_session(conn, ek_public)
     try:
         parent = esys.load(ek, parent_private, parent_public, session1=session)
@@ -471,7 +466,7 @@ def _import_esys(
                         handle = esys.load(
                             parent,
                             privates[label],
-                            _unmarshal("TPM2B_PUBLIC", obj.public),
+                            _unmarshal(tss.TPM2B_PUBLIC, obj.public),
                             session1=s,
                         )
                     except TSS2_Exception as exc:
@@ -763,10 +758,8 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
     Raises:
         Unavailable: neither platform nor lockout authorisation works.
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     from tpm.ek import load_ek, read_ek_certificates, release_ek
+    from tpm.tss import ESYS_TR, TSS2_Exception
 
     esys = conn.esys
     with registry.locked():
@@ -1040,9 +1033,8 @@ class LoadedMid:
             yield s
 
     def _load(self) -> None:
-        from tpm2_pytss import TSS2_Exception
-
         from tpm.ek import ek_policy_session
+        from tpm.tss import TSS2_Exception
 
         conn, esys, record, policy = self._conn, self._conn.esys, self.record, self.record.policy
         srk, _ = ensure_srk(conn)
@@ -1053,8 +1045,8 @@ class LoadedMid:
                 try:
                     parent = esys.load(
                         ek,
-                        _unmarshal("TPM2B_PRIVATE", record.parent.private),
-                        _unmarshal("TPM2B_PUBLIC", record.parent.public),
+                        _unmarshal(tss.TPM2B_PRIVATE, record.parent.private),
+                        _unmarshal(tss.TPM2B_PUBLIC, record.parent.public),
                         session1=session,
                     )
                 finally:
@@ -1079,8 +1071,8 @@ class LoadedMid:
                     with parent_runner.use() as s:
                         return esys.load(
                             parent,
-                            _unmarshal("TPM2B_PRIVATE", stored.private),
-                            _unmarshal("TPM2B_PUBLIC", stored.public),
+                            _unmarshal(tss.TPM2B_PRIVATE, stored.private),
+                            _unmarshal(tss.TPM2B_PUBLIC, stored.public),
                             session1=s,
                         )
                 except TSS2_Exception as exc:
@@ -1195,11 +1187,10 @@ class LoadedMid:
         return self._esys_key
 
     def _build(self, key: Any) -> None:
-        from tpm2_pytss import TSS2_Exception
-
         from aka.hmac_aka import HmacAka
         from aka.milenage import Milenage
         from aka.tuak import Tuak
+        from tpm.tss import TSS2_Exception
 
         policy = self.record.policy
         k_steps = policy.k_steps()
@@ -1343,7 +1334,7 @@ def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
     """A refused TPM2_Load (or its policy) is the MID being unusable here: PCRs, owner epoch
     (TPM cleared since import) or a corrupt blob; PIN and lockout keep their own errors, and
     errors below the TPM (TCTI, ESYS) stay Unavailable."""
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     error = translate(exc, f"loading {label} of MID {mid}")
     tpm_said_no = isinstance(exc, TpmRefused) or (
