@@ -150,9 +150,7 @@ def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
             handle = esys.tr_from_tpmpublic(SRK_HANDLE)
             public, _, _ = esys.read_public(handle)
         else:
-            transient, public, _, _, _ = esys.create_primary(
-                None, _srk_template(), ESYS_TR.OWNER
-            )
+            transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
             try:
                 handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
             finally:

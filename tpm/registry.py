@@ -363,4 +363,7 @@ def _text(data: RegistryData) -> str:
             rows[-1] = rows[-1][:-1]
         return [f' "{name}": [', *rows, " ]" if last else " ],"]
 
-    return "\n".join(["{", *lines, *listed("mids", mids, False), *listed("audit", audit, True), "}"]) + "\n"
+    return (
+        "\n".join(["{", *lines, *listed("mids", mids, False), *listed("audit", audit, True), "}"])
+        + "\n"
+    )

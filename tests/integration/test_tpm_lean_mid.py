@@ -12,8 +12,8 @@ from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.usim import AkaSuccess
 from threats.tpm_tools import fresh_autn, local_mid
-from tpm.aka import authenticate
 from tpm import nv
+from tpm.aka import authenticate
 from tpm.connection import TpmConnection
 from tpm.mid import ek_name
 from tpm.registry import Registry
