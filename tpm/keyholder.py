@@ -293,7 +293,11 @@ class TpmBlockCipher(BlockCipher):
 
     def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
         if self._lean_key is not None:
-            return self._lean_command(decrypt, mode, bytes(iv), data)
+            # the two IVs this class sends, as bytes without asking tpm2-pytss each time
+            iv_bytes = (
+                b"" if iv is self._empty_iv else _ZERO_BLOCK if iv is self._zero_iv else bytes(iv)
+            )
+            return self._lean_command(decrypt, mode, iv_bytes, data)
         try:
             if self._authorize is None:  # load-gated: no policy to run
                 out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._session)

@@ -130,12 +130,17 @@ def _srk_template() -> Any:
 
 def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
     """The owner's SRK at 0x81000001 as (ESYS handle, TPM2B_PUBLIC), created and persisted if
-    absent. The handle is ESYS's shared object for a persistent handle: neither flush nor
-    close it (ESYS hands the same object to every caller).
+    absent; remembered for the connection (:attr:`tpm.tss.TpmFacts.srk`: only TPM2_Clear
+    removes it, and :func:`tpm.nv.forget_handles` forgets it then). The handle is ESYS's
+    shared object for a persistent handle: neither flush nor close it (ESYS hands the same
+    object to every caller).
 
     Raises:
         Unavailable: the TPM refuses (e.g. owner auth set).
     """
+    known = conn.facts.srk
+    if known is not None:
+        return known[0], known[1]
     from tpm.tss import ESYS_TR, TPM2_CAP, TSS2_Exception
 
     esys = conn.esys
@@ -144,15 +149,23 @@ def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
         if any(int(h) == SRK_HANDLE for h in caps.data.handles):
             handle = esys.tr_from_tpmpublic(SRK_HANDLE)
             public, _, _ = esys.read_public(handle)
-            return handle, public
-        transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
-        try:
-            handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
-        finally:
-            conn.flush(transient)
-        return handle, public
+        else:
+            transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
+            try:
+                handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
+            finally:
+                conn.flush(transient)
     except TSS2_Exception as exc:
         raise Unavailable(f"cannot load or create the SRK (0x{SRK_HANDLE:08x}): {exc}") from None
+    conn.facts.srk = (handle, public, object_name(public))
+    return handle, public
+
+
+def known_srk_name(conn: TpmConnection) -> bytes:
+    """The SRK's name (:func:`ensure_srk`), computed once per connection."""
+    ensure_srk(conn)
+    assert conn.facts.srk is not None
+    return conn.facts.srk[2]
 
 
 def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
@@ -556,7 +569,17 @@ def _initial_sqn(sqn_ms: bytes) -> Any:
 def ek_name(conn: TpmConnection) -> bytes:
     """The name of this TPM's RSA EK: what a registry and a package are bound to."""
     with loaded_ek(conn) as (_ek, ek_public):
-        return object_name(ek_public)
+        return _ek_public_name(conn, ek_public)
+
+
+def _ek_public_name(conn: TpmConnection, ek_public: Any) -> bytes:
+    """The name of the EK ``ek_public`` (the connection's remembered one: computed once)."""
+    memo = conn.facts.ek_name
+    if memo is not None and memo[0] is ek_public:
+        return memo[1]
+    name = object_name(ek_public)
+    conn.facts.ek_name = (ek_public, name)
+    return name
 
 
 def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, bytes]:
@@ -1012,8 +1035,8 @@ class LoadedMid:
         from tpm.tss import TSS2_Exception
 
         conn, esys, record, policy = self._conn, self._conn.esys, self.record, self.record.policy
-        srk, srk_public = ensure_srk(conn)
-        srk_name = object_name(srk_public)
+        srk, _ = ensure_srk(conn)
+        srk_name = known_srk_name(conn)
         try:
             with loaded_ek(conn) as (ek, ek_public):
                 session = ek_policy_session(conn, ek_public)
@@ -1079,15 +1102,14 @@ class LoadedMid:
         from tpm.ek import ek_policy_or_list
 
         conn, record, policy = self._conn, self.record, self.record.policy
-        _, srk_public = ensure_srk(conn)
-        srk_name = object_name(srk_public)
+        srk_name = known_srk_name(conn)
         srk_object = LeanObject(SRK_HANDLE, srk_name)
         endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
         try:
             with loaded_ek(conn) as (ek, ek_public):
                 branches = ek_policy_or_list(ek_public)
                 ek_object = LeanObject(
-                    int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+                    int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public)
                 )
                 with lean_commands.session(conn, kind="policy", symmetric=False) as s:
                     lean_commands.policy_secret(conn, s, endorsement)
@@ -1109,7 +1131,7 @@ class LoadedMid:
                 self._lean = lean_commands.start_session(
                     conn,
                     kind="policy" if policy.k_steps() else "hmac",
-                    salt_to=(parent.handle, _unmarshal(tss.TPM2B_PUBLIC, record.parent.public)),
+                    salt_to=(parent.handle, record.parent.public),
                 )
             except TpmRefused as exc:
                 raise translate(

@@ -74,6 +74,7 @@ __all__ = [
     "MidState",
     "StateApproval",
     "audit_chain",
+    "bump",
     "counter_defined",
     "define_lifecycle",
     "discard_lifecycle",
@@ -188,6 +189,8 @@ def forget_handles(
     """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
     and what the connection remembers of them."""
     conn.facts.store_indices_checked = False
+    if 0x81000001 in handles:  # the SRK (tpm.mid.SRK_HANDLE): its remembered object goes too
+        conn.facts.srk = None
     for handle in handles:
         tr = _forget(conn, handle)
         with contextlib.suppress(Exception):
@@ -299,7 +302,17 @@ def counter_defined(conn: TpmConnection, index: int) -> bool:
 
 
 def increment(conn: TpmConnection, index: int = MID_CTR) -> int:
-    """TPM2_NV_Increment; returns the new value (one NV write).
+    """TPM2_NV_Increment; returns the new value (one NV write, one read).
+
+    Raises:
+        Unavailable: the TPM refuses.
+    """
+    bump(conn, index)
+    return read_counter(conn, index)
+
+
+def bump(conn: TpmConnection, index: int) -> None:
+    """TPM2_NV_Increment without reading the value back (the caller knows it).
 
     Raises:
         Unavailable: the TPM refuses.
@@ -308,7 +321,6 @@ def increment(conn: TpmConnection, index: int = MID_CTR) -> int:
         lean_commands.nv_increment(conn, index)
     except TpmRefused as exc:
         raise _fail(f"cannot increment {_LABELS[index]}", exc) from None
-    return read_counter(conn, index)
 
 
 def read_states(conn: TpmConnection) -> bytes:

@@ -933,6 +933,10 @@ class TpmFacts:
     ek: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     #: the symmetric commands and AES modes the TPM implements (tpm.keyholder.probe_symmetric)
     symmetric: Any = None
+    #: the persistent SRK: (ESYS object, TPM2B_PUBLIC, name), as tpm.mid.ensure_srk found it
+    srk: tuple[Any, Any, bytes] | None = None
+    #: the EK's TPM2B_PUBLIC (as held in ``ek``) and its name, computed once
+    ek_name: tuple[Any, bytes] | None = None
 
     def remember_nv(self, index: int, obj: Any) -> None:
         self.nv_objects[index] = obj
@@ -952,6 +956,8 @@ class TpmFacts:
         self.nv_objects.clear()
         self.store_indices_checked = False
         self.ek.clear()
+        self.srk = None
+        self.ek_name = None
 
 
 def unmarshal(kind: type[_Marshalled], blob: bytes) -> _Marshalled:
