@@ -44,12 +44,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "SHO-B (another stakeholder on the same operator side) orders the deletion of SHO-A's MID",
         tre="network",
     ) as a:
-        from threats.device import order
-
         v = common.victim(ctx)
         net = ctx.network()
         refusal = common.refused(
-            lambda: order(net.transport(v.app), net.config.shos["sho-b"].key, v.mid_id, "delete")
+            lambda: common.sho_order(
+                net.transport(v.app), net.config.shos["sho-b"].key, v.mid_id, "delete"
+            )
         )
         if refusal is None:
             a.not_blocked("SHO-B's order for SHO-A's MID was taken")
