@@ -10,7 +10,7 @@ from dataclasses import replace
 from threats.checks import common
 from threats.context import MEASURED_PCR, ThreatLab
 from threats.result import Finding, Recorder
-from trelab.errors import CheckFailed
+from trelab.errors import CheckFailed, Unavailable
 
 __all__ = ["run"]
 
@@ -214,6 +214,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             )
         import sqlite3
 
+        if app.store.path is None:  # the threat context's operators keep SQLite files
+            raise Unavailable("threat 8 edits the operator's SQLite file; this store is not one")
         attacker = sqlite3.connect(app.store.path)  # the attacker edits the database file
         try:
             try:
