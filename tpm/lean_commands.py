@@ -135,7 +135,10 @@ def start_session(
 
 
 def flush_session(conn: TpmConnection, session: Session) -> None:
-    """TPM2_FlushContext of a layer session (best effort: it may be gone already)."""
+    """TPM2_FlushContext of a layer session (best effort: it may be gone already; nothing
+    to send when its last use ended it)."""
+    if session.ended:
+        return
     with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
         lean.unwrap_plain(
             CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(session.handle))
@@ -261,19 +264,17 @@ def load(
     *,
     session: Session | None,
     auth_value: bytes = b"",
+    last_use: bool = False,
 ) -> LeanObject:
     """TPM2_Load under ``parent`` (``private`` a marshalled TPM2B_PRIVATE, ``public`` a
     marshalled TPM2B_PUBLIC); the TPM's name is checked against the public area's. The caller
-    flushes the object (:func:`flush_object`)."""
+    flushes the object (:func:`flush_object`). ``last_use``: the session's last command (the
+    TPM flushes it on success, which saves a TPM2_FlushContext)."""
     params = private + public
-    handles, out = _run(
-        conn,
-        CC.LOAD,
-        [parent],
-        params,
-        [_auth(parent, session, decrypt=False, encrypt=False)],
-        response_handles=1,
-    )
+    auth = _auth(parent, session, decrypt=False, encrypt=False)
+    if last_use and session is not None:
+        auth = Auth(session, parent.auth_value, last_use=True)
+    handles, out = _run(conn, CC.LOAD, [parent], params, [auth], response_handles=1)
     name = lean.single_tpm2b(out, "Load")
     expected = _public_name(public)
     if not sc.hmac_equal(name, expected):
