@@ -1,7 +1,7 @@
 """Edge: HTTP. How a device (the host agent) reaches the operator side: one
 ``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into an
-operator's app object (:class:`InProcessTransport`, for tests — httpx's ``WSGITransport``
-idea; the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
+operator's WSGI application (:class:`InProcessTransport`, for tests: a PEP 3333 call with an
+environ built here, the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
 exception, so callers see the same errors either way.
 
 A network that cannot be reached, or that drops the connection before its reply (a server
@@ -13,38 +13,26 @@ safe — the server stores each reply with its effects and answers a repeated re
 from __future__ import annotations
 
 import http.client
+import io
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from protocol.errors import BadInput, Refused, RemoteProtocolError, SignatureInvalid, Unavailable
 from protocol.messages import CBOR, Error, decode
 from trelab.errors import TrelabError
 
-__all__ = ["App", "HttpTransport", "InProcessTransport", "Reply", "Transport", "raise_for_error"]
+__all__ = ["App", "HttpTransport", "InProcessTransport", "Transport", "raise_for_error"]
 
 
 class Transport(Protocol):
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes: ...
 
 
-class Reply(Protocol):
-    """What an in-process app answers: an HTTP status and a CBOR body."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-
-class App(Protocol):
-    """An operator side called in process (``network.server.NetworkApp`` is one)."""
-
-    def __call__(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> Reply: ...
+#: A PEP 3333 application: ``app(environ, start_response) -> iterable of bytes``.
+App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def raise_for_error(status: int, body: bytes) -> bytes:
@@ -74,17 +62,42 @@ def raise_for_error(status: int, body: bytes) -> bytes:
 
 
 class InProcessTransport:
-    """Calls the app directly: the real operator side, no socket."""
+    """Calls a WSGI application directly: the real operator side, no socket."""
 
     def __init__(self, app: App) -> None:
         self.app = app
 
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
-        headers = {"Content-Type": CBOR}
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": f"/v1/{endpoint}",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "in-process",
+            "SERVER_PORT": "0",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": CBOR,
+            "CONTENT_LENGTH": str(len(wire)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(wire),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
         if grant is not None:
-            headers["Authorization"] = f"PCID {grant.hex()}"
-        response = self.app("POST", f"/v1/{endpoint}", headers, wire)
-        return raise_for_error(response.status, response.body)
+            environ["HTTP_AUTHORIZATION"] = f"PCID {grant.hex()}"
+        started: list[str] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            started.append(status)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, start_response))
+        return raise_for_error(int(started[0].split(" ", 1)[0]), body)
 
 
 class HttpTransport:

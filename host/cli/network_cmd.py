@@ -1,8 +1,9 @@
 """Edge: CLI. ``trelab network init-config | serve | audit`` — the operator side (DRF, PVA,
-DPF, SHO, ICF) as a service on loopback.
+DPF, SHO, ICF) as a service.
 
 ``serve`` prints ``listening on http://HOST:PORT`` (flushed; port 0 picks a free port) before it
-blocks, stops cleanly on SIGTERM/SIGINT, and then reports the responses it served.
+blocks, stops cleanly on SIGTERM (requests in flight finish), and then reports the responses it
+served. ``--workers N`` serves the same WSGI application under gunicorn with N processes.
 """
 
 from __future__ import annotations
@@ -65,21 +66,39 @@ def _serve(args: argparse.Namespace) -> Outcome:
 
     host, port = parse_listen(args.listen)
     config = defaults.load_network_config(args.config)
-    store = Store(defaults.network_db(args.db), config.store_key)
-    app = NetworkApp(config, store)
+    db = defaults.network_db(args.db)
 
     def ready(url: str) -> None:
         line = json.dumps({"listening": url}) if args.json else f"listening on {url}"
         print(line, flush=True)
 
-    try:
-        serve(app, host, port, ready=ready)
-    finally:
-        store.close()
-    counts = {str(k): v for k, v in sorted(app.counts.items())}
-    data = {"version": output.JSON_VERSION, "stopped": True, "responses": counts}
-    served = sum(app.counts.values())
-    return Outcome(data=data, text=f"stopped after {served} responses", exit_code=0)
+    if args.workers is not None:
+        from network.workers import MAX_WORKERS, serve_workers
+        from trelab.errors import BadInput
+
+        if not 1 <= args.workers <= MAX_WORKERS:
+            raise BadInput(f"--workers: expected 1..{MAX_WORKERS}", field="workers")
+        Store(db, config.store_key).close()  # a wrong key or an unreadable store: say so now
+
+        def make_app(counts: Any) -> NetworkApp:  # in each worker, after the fork
+            return NetworkApp(config, Store(db, config.store_key), counts=counts)
+
+        counts = serve_workers(make_app, host, port, workers=args.workers, ready=ready)
+    else:
+        store = Store(db, config.store_key)
+        app = NetworkApp(config, store)
+        try:
+            serve(app, host, port, ready=ready)
+        finally:
+            store.close()
+        counts = app.counts
+    data = {
+        "version": output.JSON_VERSION,
+        "stopped": True,
+        "workers": args.workers,
+        "responses": {str(k): v for k, v in sorted(counts.items())},
+    }
+    return Outcome(data=data, text=f"stopped after {sum(counts.values())} responses", exit_code=0)
 
 
 def _audit(args: argparse.Namespace) -> Outcome:
@@ -143,6 +162,13 @@ def register(nouns: Any) -> None:
     p.add_argument("--listen", default="127.0.0.1:8731", help="HOST:PORT (port 0: any free port)")
     p.add_argument("--db", help="SQLite store (default: the user state dir)")
     p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve with gunicorn and N worker processes (default: one process, the built-in "
+        "threaded server)",
+    )
     output.add_json_flag(p)
     p.set_defaults(func=_serve)
 
