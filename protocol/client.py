@@ -14,17 +14,35 @@ from __future__ import annotations
 
 import http.client
 import io
+import ipaddress
+import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from protocol.errors import BadInput, Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.errors import (
+    BadInput,
+    Refused,
+    RemoteProtocolError,
+    ServerNotTrusted,
+    SignatureInvalid,
+    Unavailable,
+)
 from protocol.messages import CBOR, Error, decode
 from trelab.errors import TrelabError
 
-__all__ = ["App", "HttpTransport", "InProcessTransport", "Transport", "raise_for_error"]
+__all__ = [
+    "App",
+    "HttpTransport",
+    "InProcessTransport",
+    "Transport",
+    "is_loopback",
+    "pinned_context",
+    "raise_for_error",
+]
 
 
 class Transport(Protocol):
@@ -100,12 +118,60 @@ class InProcessTransport:
         return raise_for_error(int(started[0].split(" ", 1)[0]), body)
 
 
-class HttpTransport:
-    """POSTs to ``base_url`` (e.g. ``http://127.0.0.1:8731``)."""
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the
+    machine, the only place plain HTTP is allowed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise BadInput(f"network URL {base_url!r}: expected http://HOST:PORT")
+
+def pinned_context(ca_pem: str | bytes) -> ssl.SSLContext:
+    """A client TLS context that trusts only ``ca_pem`` (the pinned CA, no system roots) and
+    checks that the certificate names the host dialled.
+
+    Raises:
+        BadInput: ``ca_pem`` holds no certificate.
+    """
+    text = ca_pem.decode("ascii") if isinstance(ca_pem, bytes) else ca_pem
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=text)  # only this CA
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class HttpTransport:
+    """POSTs to ``base_url``: ``https://HOST:PORT`` with the pinned TLS CA (``tls_ca``, PEM),
+    or ``http://`` to a loopback address only.
+
+    Raises (constructor):
+        BadInput: another scheme, plain HTTP to a host that is not loopback, HTTPS without a
+            pinned CA, or a CA that is not a PEM certificate.
+    """
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, tls_ca: str | bytes | None = None
+    ) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise BadInput(f"network URL {base_url!r}: expected https://HOST:PORT")
+        self.context: ssl.SSLContext | None = None
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise BadInput(
+                f"network URL {base_url!r}: plain HTTP only to a loopback address; use https://"
+            )
+        if parsed.scheme == "https":
+            if tls_ca is None:
+                raise BadInput(
+                    f"network URL {base_url!r}: HTTPS needs the pinned TLS CA "
+                    "(tls_ca in device-trust.json)"
+                )
+            try:
+                self.context = pinned_context(tls_ca)
+            except (ssl.SSLError, ValueError, UnicodeDecodeError):
+                raise BadInput("the pinned TLS CA is not a PEM certificate") from None
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
@@ -119,7 +185,9 @@ class HttpTransport:
         if grant is not None:
             request.add_header("Authorization", f"PCID {grant.hex()}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
+                request, timeout=self.timeout, context=self.context
+            ) as reply:
                 status, body = reply.status, reply.read()
         except urllib.error.HTTPError as exc:
             try:
@@ -130,9 +198,14 @@ class HttpTransport:
             raise self._unavailable(exc) from None
         return raise_for_error(status, body)
 
-    def _unavailable(self, exc: BaseException) -> Unavailable:
+    def _unavailable(self, exc: BaseException) -> Unavailable | ServerNotTrusted:
         """One line for a request that got no reply: never reached, or cut off (module doc)."""
         cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return ServerNotTrusted(
+                f"network {self.base_url}: its TLS certificate is not the pinned network's "
+                f"({cause.verify_message or cause.reason})"
+            )
         if isinstance(cause, TimeoutError):
             what = f"did not answer within {self.timeout:g} s"
         elif isinstance(cause, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):

@@ -1,6 +1,7 @@
 """``trelab network serve`` as a process, built-in server and gunicorn workers alike: SIGTERM
 lets a request in flight finish (graceful stop), the server's limits on headers, the access log
-(method, path, status, duration — never a grant or a body). No TPM: the requests are refused
+(method, path, status, duration — never a grant or a body), TLS under gunicorn with the pinned
+CA accepted and another refused by the CLI (exit 1, one line). No TPM: the requests are refused
 ones, which is all a transport needs to carry to show these."""
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ class Server:
 
 
 @contextmanager
-def serving(config: Path, tmp_path: Path, workers: int | None) -> Iterator[Server]:
+def serving(
+    config: Path, tmp_path: Path, workers: int | None, *, tls: bool = False
+) -> Iterator[Server]:
     argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
     argv += ["--config", str(config), "--db", str(tmp_path / "n.db"), "--json"]
+    argv += [] if tls else ["--plain-http"]
     argv += ["--workers", str(workers)] if workers else []
     log = tmp_path / "serve.log"
     with log.open("w") as err:
@@ -135,3 +139,35 @@ def test_gunicorn_limits_and_access_log(config: Path, tmp_path: Path) -> None:
     assert grant not in log and "Authorization" not in log
     access = [line for line in log.splitlines() if "/v1/drf/register 403" in line]
     assert access and access[0].rstrip().endswith("ms")  # the duration
+
+
+def test_gunicorn_over_tls_pinned_ca_accepted_another_refused(config: Path, tmp_path: Path) -> None:
+    from network.config import init_config
+    from protocol.client import HttpTransport
+    from protocol.errors import RemoteProtocolError, ServerNotTrusted
+
+    pinned = json.loads((config.parent / "device-trust.json").read_text())["tls_ca"]
+    bundle = config.parent.parent / "ca.pem"
+    other = init_config(tmp_path / "other", ca_bundle=bundle, force=True)
+    with serving(config, tmp_path, 2, tls=True) as server:
+        assert server.url.startswith("https://")
+        with pytest.raises(RemoteProtocolError):  # a round trip over TLS: a 400 Error
+            HttpTransport(server.url, tls_ca=pinned).post("drf/register", b"\xff\x00")
+        stranger = json.loads((other.parent / "device-trust.json").read_text())["tls_ca"]
+        with pytest.raises(ServerNotTrusted):
+            HttpTransport(server.url, tls_ca=stranger).post("drf/register", b"\xff\x00")
+        order = [sys.executable, "-m", "host.cli", "operator", "order", "--mid", "m1"]
+        order += ["--transition", "suspend", "--sho", "sho-a", "--network", server.url]
+        ours = subprocess.run(
+            [*order, "--config", str(config)], capture_output=True, text=True, cwd=REPO
+        )
+        assert ours.returncode == 2 and "no MID m1" in ours.stderr  # the network answered it
+        theirs = subprocess.run(
+            [*order, "--config", str(other)], capture_output=True, text=True, cwd=REPO
+        )
+        assert theirs.returncode == 1, theirs.stderr
+        assert "TLS certificate is not the pinned network's" in theirs.stderr
+        assert theirs.stderr.count("\n") == 1 and "Traceback" not in theirs.stderr
+        server.process.send_signal(signal.SIGTERM)
+        out, _ = server.process.communicate(timeout=60)
+    assert json.loads(out)["responses"] == {"400": 1, "403": 1}  # the stranger never got in

@@ -70,7 +70,7 @@ class Served:
         self.stop()  # the previous one (a failed test may have left it running); its pipe
         argv = [sys.executable, "-m", "host.cli", "network", "serve"]
         argv += ["--listen", f"127.0.0.1:{self.port}", "--db", str(self.net.db)]
-        argv += ["--config", str(self.net.config_path), "--json"]
+        argv += ["--config", str(self.net.config_path), "--json", "--plain-http"]
         argv += ["--workers", str(workers)] if workers is not None else []
         env = {k: v for k, v in os.environ.items() if k != SERVER_CRASH_ENV}
         env.update(env_extra or {})
