@@ -125,14 +125,16 @@ Exporter = Callable[[str, bytes], bytes]  # (holder, signed request) -> signed p
 KI_EXPORT_ENDPOINT = "sho/ki-export"  # POST /v1/sho/ki-export on SHO-A's `network serve`
 
 
-def http_exporter(base_url: str, *, timeout: float = 30.0) -> Exporter:
-    """SHO-A's export at its own deployment (``trelab network serve`` at ``base_url``): the
-    signed request goes there, the signed, encrypted package comes back. Its refusals arrive
-    as the same typed errors as in-process (Refused, SignatureInvalid, RemoteProtocolError,
-    Unavailable)."""
+def http_exporter(
+    base_url: str, *, timeout: float = 30.0, tls_ca: str | bytes | None = None
+) -> Exporter:
+    """SHO-A's export at its own deployment (``trelab network serve`` at ``base_url``; HTTPS
+    with its pinned TLS CA ``tls_ca``, PEM): the signed request goes there, the signed,
+    encrypted package comes back. Its refusals arrive as the same typed errors as in-process
+    (Refused, SignatureInvalid, RemoteProtocolError, Unavailable)."""
     from protocol.client import HttpTransport
 
-    transport = HttpTransport(base_url, timeout=timeout)
+    transport = HttpTransport(base_url, timeout=timeout, tls_ca=tls_ca)
 
     def export(holder: str, wire_request: bytes) -> bytes:
         return transport.post(KI_EXPORT_ENDPOINT, wire_request)

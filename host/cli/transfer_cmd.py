@@ -84,9 +84,13 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     keyring = OtaKeyring(store)
     exporter = None
     if getattr(args, "holder", None):
+        from cryptography.hazmat.primitives import serialization
+
         from network.transfer import http_exporter
 
-        exporter = http_exporter(args.holder)
+        ca = config.tls_ca  # SHO-A's TLS CA: the lab's deployments share the configuration
+        pem = ca.public_bytes(serialization.Encoding.PEM) if ca is not None else None
+        exporter = http_exporter(args.holder, tls_ca=pem)
     transfer = KiTransfer(config, store, keyring, now=lambda: int(time.time()), exporter=exporter)
     return transfer, store, keyring
 

@@ -281,7 +281,7 @@ def test_two_operator_deployments_over_http(
     log = (tmp_path / "sho-a.log").open("w")
     serve = subprocess.Popen(
         [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
-         "--plain-http", *config, "--store", store_a, "--json"],
+         *config, "--store", store_a, "--json"],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
     )  # fmt: skip
     try:
