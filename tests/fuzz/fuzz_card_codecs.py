@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from firmware_stubs.usim.engine import UsimEngine
 from tests.fuzz.oracle import Reader, typed
-from tests.fuzz.usim_common import MILENAGE, genuine_autn
+from tests.fuzz.usim_common import MILENAGE, fresh_engine, genuine_autn
 from uicc import fs
 from uicc.links.inprocess import InProcessLink
 from uicc.usim import UsimClient
@@ -23,7 +22,7 @@ class HostileCard:
     """The genuine card, with each answer replaced or changed as the fuzzer says."""
 
     def __init__(self, reader: Reader) -> None:
-        self._card = UsimEngine(MILENAGE)
+        self._card = fresh_engine(MILENAGE)
         self._reader = reader
 
     def power_on(self) -> bytes:

@@ -5,11 +5,16 @@ counters never go down."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aka.autn import build_autn
-from firmware_stubs.usim.engine import UsimEngine
+from firmware_stubs.usim import engine as engine_module
+from firmware_stubs.usim.engine import UsimEngine, initial_state
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, CardProfile, parse_profile
+from firmware_stubs.usim.state import CardState, CardStore
 from tests.fuzz.oracle import Reader
 from uicc.ota import (
     TAR_RAM_ISD,
@@ -44,6 +49,37 @@ TARS = (TAR_RFM_USIM, TAR_RFM_UICC, TAR_RAM_ISD)
 PIN1 = b"1234" + b"\xff" * 4
 ADM1 = b"88888888"
 USIM_AID = bytes.fromhex("a0000000871002")
+
+
+_personalise = engine_module._initial_files
+
+
+@functools.lru_cache(maxsize=16)
+def _personalised(profile: CardProfile) -> Mapping[str, Any]:
+    return MappingProxyType(_personalise(profile))
+
+
+def _base_files_once(profile: CardProfile) -> dict[str, Any]:
+    """The engine's file contents of a fresh card, computed once per profile (a pure function
+    of the profile; the contents are immutable bytes and tuples, the dict is the caller's)."""
+    return dict(_personalised(profile))
+
+
+engine_module._initial_files = _base_files_once
+
+
+@functools.lru_cache(maxsize=16)
+def _fresh_state(profile: CardProfile) -> CardState:
+    return initial_state(profile)
+
+
+def fresh_engine(profile: CardProfile) -> UsimEngine:
+    """A card fresh from personalisation, as ``UsimEngine(profile)`` makes it, without redoing
+    the personalisation for every input: most of the per-input time of the card harnesses went
+    into building the same files and state again (the state is frozen, so one is shared)."""
+    store = CardStore(None)
+    store.save(_fresh_state(profile))
+    return UsimEngine(profile, store)
 
 
 def keyset(profile: CardProfile) -> Keyset:
@@ -85,7 +121,7 @@ class Watched:
 
     def __init__(self, profile: CardProfile, engine: UsimEngine | None = None) -> None:
         self.profile = profile
-        self.engine = engine if engine is not None else UsimEngine(profile)
+        self.engine = engine if engine is not None else fresh_engine(profile)
         self._seq = self.engine.state.sqn.seq_ms
         self._counters = dict(self.engine.state.ota.counters)
 
