@@ -31,15 +31,12 @@ _ATTEST_CERTIFY = 0x8017
 
 
 def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    from tpm2_pytss import TSS2_Exception
+    from tpm.marshal import unmarshal_exact
 
     try:
-        value, used = kind.unmarshal(data)
-    except (TSS2_Exception, ValueError, TypeError, IndexError):
-        raise Refused("malformed", f"{what} is not a marshaled {kind.__name__}") from None
-    if used != len(data):
-        raise Refused("malformed", f"{what}: trailing bytes after the {kind.__name__}")
-    return value
+        return unmarshal_exact(kind, data, what)
+    except BadInput as exc:
+        raise Refused("malformed", str(exc)) from None
 
 
 class TpmTrust:
