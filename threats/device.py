@@ -245,11 +245,9 @@ def make_receipt(
 ) -> Receipt:
     """M7: AK-signed TPM2_NV_Certify of the slot's state (:func:`tpm.nv.state_location`) and
     MID_CTR, bound to the session."""
-    from tpm2_pytss import TPMT_SIG_SCHEME
-    from tpm2_pytss.constants import TPM2_ALG
-
     from tpm import nv
     from tpm.identity import open_ak
+    from tpm.tss import TPM2_ALG, TPMT_SIG_SCHEME
 
     qualifying = receipt_qualifying_data(flow.session.session_id, flow.session.transcript, event)
     evidence: dict[str, bytes] = {}

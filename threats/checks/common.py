@@ -269,9 +269,9 @@ def emulated_ak_public() -> bytes:
     attribute set (fixedTPM, restricted …) — attributes a verifier cannot check."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from tpm2_pytss import TPM2B_PUBLIC
 
     from tpm.identity import AK_ATTRIBUTES
+    from tpm.tss import TPM2B_PUBLIC
 
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.public_key().public_bytes(
@@ -361,11 +361,9 @@ def k_extraction(conn: TpmConnection, record: MidRecord) -> dict[str, str | None
     session), TPM2_Duplicate (a policy session with no policy satisfied), and EncryptDecrypt2
     with the empty password (bypassing K's policy). Each entry: the response code, or None
     if the TPM complied."""
-    from tpm2_pytss import TPM2B_IV, TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
     from threats.tpm_tools import mid_objects, tpm_refusal
     from tpm.policy_session import start_session
+    from tpm.tss import ESYS_TR, TPM2_ALG, TPM2B_IV, TPMT_SYM_DEF_OBJECT
 
     esys = conn.esys
     null = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL)

@@ -128,10 +128,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
         from cryptography.hazmat.primitives.hashes import SHA256
-        from tpm2_pytss import TPMT_SIGNATURE
-        from tpm2_pytss.constants import TPM2_ALG
 
         from threats.device import prove, quote_evidence, start
+        from tpm.tss import TPM2_ALG, TPMT_SIGNATURE
 
         net = ctx.network()
         app = net.app()

@@ -19,10 +19,8 @@ __all__ = ["run"]
 def _owner_write(conn: Any, slot: int, state: Any) -> str | None:
     """Write ``slot``'s state in the TPM with owner authorisation, as host software can; the
     TPM's refusal, or None if it took it."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     from tpm import nv
+    from tpm.tss import ESYS_TR, TSS2_Exception
 
     handle, size, offset = nv.state_location(conn, slot)
     data = bytearray(size)
