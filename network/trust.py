@@ -51,12 +51,12 @@ class TpmTrust:
     def verify_ek(self, ek_cert: bytes, now: int) -> EkIdentity:
         """The TRE identity (TR 33.812 §7.1.2.1 threat 1 CM 3): the EK certificate chains to a
         trusted manufacturer CA; the EK's TPM2B_PUBLIC is rebuilt from it."""
-        from tpm.ek import ek_tpm_public, verify_ek_chain
+        from tpm.ek import ek_tpm_public, load_certificate_der, verify_ek_chain
 
         try:
-            cert = x509.load_der_x509_certificate(ek_cert)
-        except ValueError:
-            raise Refused("bad-ek-cert", "EK certificate is not DER X.509") from None
+            cert = load_certificate_der(ek_cert)
+        except EkCertificateRejected as exc:
+            raise Refused("bad-ek-cert", str(exc)) from None
         when = datetime.datetime.fromtimestamp(now, datetime.UTC)
         try:
             verify_ek_chain(cert, self._cas, now=when)

@@ -425,6 +425,8 @@ def _plmn_encode(plmn: str) -> bytes:
 
 
 def _plmn_decode(data: bytes) -> str:
+    if len(data) != 3:
+        raise BadInput(f"PLMN: {len(data)} bytes, not 3")
     d = [data[0] & 0xF, data[0] >> 4, data[1] & 0xF, data[2] & 0xF, data[2] >> 4, data[1] >> 4]
     digits = d[:5] + ([] if d[5] == 0xF else [d[5]])
     if any(x > 9 for x in digits):
@@ -645,7 +647,7 @@ def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
             return None
         body = data[alpha_len:]
         length = body[0]
-        if not 1 <= length <= 11:
+        if not 1 <= length <= 11 or len(body) < 1 + length:
             raise BadInput(f"{name}: BCD length byte {length} out of range")
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -691,6 +693,8 @@ def _sms_codec() -> Codec:
     (status b1 = 0) → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if not data:
+            raise BadInput("SMS: empty record")
         if not data[0] & 0x01:
             return None
         return {"status": data[0], "body": data[1:].rstrip(b"\xff").hex()}
@@ -729,6 +733,8 @@ def _smsp_codec(alpha_len: int) -> Codec:
     def decode(data: bytes) -> dict[str, Any] | None:
         if _erased(data):
             return None
+        if len(data) < alpha_len + 28:
+            raise BadInput(f"SMSP: a record of {len(data)} bytes, needs {alpha_len + 28}")
         p = data[alpha_len:]
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -857,6 +863,8 @@ def _opl_codec(name: str, area: int) -> Codec:
     def decode(data: bytes) -> dict[str, Any] | None:
         if _erased(data):
             return None
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: a record of {len(data)} bytes, needs {4 + 2 * area}")
         return {
             "plmn": _plmn_decode(data[:3]),
             "area_min": data[3 : 3 + area].hex(),

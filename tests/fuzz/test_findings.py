@@ -272,6 +272,31 @@ def test_every_tpm2b_is_held_to_its_size_prefix() -> None:
             ak_public_from_blob(_resized(AKS[0], size))
 
 
+def test_an_ek_certificate_with_an_unknown_x509_version_is_refused_not_500() -> None:
+    from tests.fuzz import fuzz_tpm_identity as harness
+
+    changed, audited = harness.DEPLOYMENT.counts()
+    # a genuine certificate's version field ([0] EXPLICIT INTEGER 2) changed to 15
+    cert = bytearray(harness.GENUINE_EKS[1])
+    at = cert.index(b"\xa0\x03\x02\x01\x02")
+    cert[at + 4] = 15
+    nonce = bytes(16)
+    request = m.RegisterRequest(
+        session_id=m.derive_session_id(bytes(cert), harness.AKS[0], nonce),
+        transcript=m.INITIAL_TRANSCRIPT,
+        ek_cert=bytes(cert),
+        ak_public=harness.AKS[0],
+        device_nonce=nonce,
+        sho="sho-a",
+    )
+    response, error = harness.DEPLOYMENT.request(
+        "POST", "/v1/drf/register", {"Content-Type": CBOR}, m.encode(request)
+    )
+    assert response.status == 403
+    assert isinstance(error, m.Error) and error.code == "bad-ek-cert", error
+    assert harness.DEPLOYMENT.counts() == (changed, audited + 1)
+
+
 # ---- quote evidence -------------------------------------------------------------------------------
 
 
@@ -469,6 +494,23 @@ def test_package_files_that_are_not_json_are_bad_input(tmp_path: Path) -> None:
 def test_malformed_file_contents_are_bad_input(ef: fs.TransparentEF, content: bytes) -> None:
     with pytest.raises(BadInput):
         ef.codec.decode(content)
+
+
+@pytest.mark.parametrize(
+    ("ef", "record"),
+    [
+        (fs.EF_SMS, b""),
+        (fs.EF_SMSP, b"\x77"),
+        (fs.EF_OPL, b"\x00"),
+        (fs.EF_OPL, b"\x00\x00\x00"),
+        (fs.EF_OPL5G, b"\x00"),
+        (fs.EF_MSISDN, bytes.fromhex("ff8024ff010080ffff800080ff0101")),
+        (fs.EF_ADN, bytes.fromhex("ff000101018000803f1101ffeb0101")),
+    ],
+)
+def test_short_records_are_bad_input(ef: fs.LinearFixedEF, record: bytes) -> None:
+    with pytest.raises(BadInput):
+        ef.codec.decode(record)
 
 
 def test_well_formed_file_contents_still_decode() -> None:
