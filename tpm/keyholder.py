@@ -245,8 +245,10 @@ class TpmBlockCipher(BlockCipher):
         self._send = (
             esys.encrypt_decrypt_2 if command == "EncryptDecrypt2" else esys.encrypt_decrypt
         )
-        self._empty_iv = TPM2B_IV()  # built once: a tpm2-pytss TPM2B costs ~25 µs to make
-        self._zero_iv = TPM2B_IV(_ZERO_BLOCK)
+        # the two IVs this class sends, built once (a tpm2-pytss TPM2B costs ~25 µs to make);
+        # the lean layer takes them as bytes
+        self._empty_iv: Any = b"" if lean_key is not None else TPM2B_IV()
+        self._zero_iv: Any = _ZERO_BLOCK if lean_key is not None else TPM2B_IV(_ZERO_BLOCK)
         self._ecb = TPM2_ALG.ECB
         self._cfb = TPM2_ALG.CFB
         self._session = ESYS_TR.PASSWORD if session is None else session
@@ -293,11 +295,7 @@ class TpmBlockCipher(BlockCipher):
 
     def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
         if self._lean_key is not None:
-            # the two IVs this class sends, as bytes without asking tpm2-pytss each time
-            iv_bytes = (
-                b"" if iv is self._empty_iv else _ZERO_BLOCK if iv is self._zero_iv else bytes(iv)
-            )
-            return self._lean_command(decrypt, mode, iv_bytes, data)
+            return self._lean_command(decrypt, mode, iv, data)  # iv: bytes (__init__)
         try:
             if self._authorize is None:  # load-gated: no policy to run
                 out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._session)

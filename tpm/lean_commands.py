@@ -35,6 +35,7 @@ __all__ = [
     "policy_pcr",
     "policy_restart",
     "policy_secret",
+    "quote",
     "salt_key",
     "session",
     "start_session",
@@ -135,7 +136,10 @@ def start_session(
 
 
 def flush_session(conn: TpmConnection, session: Session) -> None:
-    """TPM2_FlushContext of a layer session (best effort: it may be gone already)."""
+    """TPM2_FlushContext of a layer session (best effort: it may be gone already; nothing
+    to send when its last use ended it)."""
+    if session.ended:
+        return
     with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
         lean.unwrap_plain(
             CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(session.handle))
@@ -261,19 +265,17 @@ def load(
     *,
     session: Session | None,
     auth_value: bytes = b"",
+    last_use: bool = False,
 ) -> LeanObject:
     """TPM2_Load under ``parent`` (``private`` a marshalled TPM2B_PRIVATE, ``public`` a
     marshalled TPM2B_PUBLIC); the TPM's name is checked against the public area's. The caller
-    flushes the object (:func:`flush_object`)."""
+    flushes the object (:func:`flush_object`). ``last_use``: the session's last command (the
+    TPM flushes it on success, which saves a TPM2_FlushContext)."""
     params = private + public
-    handles, out = _run(
-        conn,
-        CC.LOAD,
-        [parent],
-        params,
-        [_auth(parent, session, decrypt=False, encrypt=False)],
-        response_handles=1,
-    )
+    auth = _auth(parent, session, decrypt=False, encrypt=False)
+    if last_use and session is not None:
+        auth = Auth(session, parent.auth_value, last_use=True)
+    handles, out = _run(conn, CC.LOAD, [parent], params, [auth], response_handles=1)
     name = lean.single_tpm2b(out, "Load")
     expected = _public_name(public)
     if not sc.hmac_equal(name, expected):
@@ -463,3 +465,24 @@ def nv_extend(conn: TpmConnection, index: int, data: bytes) -> None:
         conn, CC.NV_EXTEND, [owner], lean.tpm2b(data), [Auth(None)],
         extra_handles=((index, b""),),
     )  # fmt: skip
+
+
+def quote(
+    conn: TpmConnection, signer: LeanObject, nonce: bytes, pcr_selection: bytes
+) -> tuple[bytes, bytes]:
+    """TPM2_Quote (Part 3 §18.4) with the signer's own scheme (inScheme TPM_ALG_NULL),
+    authorised by its authValue as password (an AK's is empty): ``pcr_selection`` is a
+    marshalled TPML_PCR_SELECTION. Returns (the TPMS_ATTEST as signed, the marshalled
+    TPMT_SIGNATURE); checking them is the verifier's job (:mod:`tpm.verify`).
+
+    Raises:
+        TpmRefused: the TPM refuses (the caller maps parameter errors).
+        RemoteProtocolError: the response is malformed.
+    """
+    params = lean.tpm2b(nonce) + struct.pack(">H", lean.ALG_NULL) + pcr_selection
+    _, out = _run(conn, CC.QUOTE, [signer], params, [Auth(None, signer.auth_value)])
+    message, end = lean.parse_tpm2b(out, 0)
+    signature = out[end:]
+    if len(signature) < 4:  # sigAlg, then the scheme's hash: every signature has both
+        raise RemoteProtocolError("Quote response without a signature")
+    return message, signature

@@ -1107,7 +1107,12 @@ class LoadedMid:
         endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
         try:
             with loaded_ek(conn) as (ek, ek_public):
-                branches = ek_policy_or_list(ek_public)
+                memo = conn.facts.ek_branches
+                if memo is not None and memo[0] is ek_public:
+                    branches = memo[1]
+                else:
+                    branches = ek_policy_or_list(ek_public)
+                    conn.facts.ek_branches = (ek_public, branches)
                 ek_object = LeanObject(
                     int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public)
                 )
@@ -1116,8 +1121,9 @@ class LoadedMid:
                     if branches is not None:
                         lean_commands.policy_or(conn, s, branches)
                     parent = lean_commands.load(
-                        conn, ek_object, record.parent.private, record.parent.public, session=s
-                    )
+                        conn, ek_object, record.parent.private, record.parent.public,
+                        session=s, last_use=True,
+                    )  # fmt: skip
         except TpmRefused as exc:
             raise _load_error(exc, "the parent", record.mid) from None
         with contextlib.ExitStack() as parent_scope:
@@ -1138,12 +1144,13 @@ class LoadedMid:
                     exc, f"starting a session salted to MID {record.mid}'s parent"
                 ) from None
 
-            def load_child(stored: StoredObject, label: str) -> LeanObject:
+            def load_child(stored: StoredObject, label: str, *, last: bool = False) -> LeanObject:
                 try:
                     lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
                     return lean_commands.load(
-                        conn, parent, stored.private, stored.public, session=runner
-                    )
+                        conn, parent, stored.private, stored.public, session=runner,
+                        last_use=last,
+                    )  # fmt: skip
                 except TpmRefused as exc:
                     if exc.command_code == lean.CC.POLICY_PCR:
                         raise MidRefused(
@@ -1165,7 +1172,7 @@ class LoadedMid:
                 lean_commands.flush_object(conn, secret.handle)
             if not self.bus_protection and not policy.k_steps():
                 self._close_session()  # the opt-out: K's commands in the empty-password session
-            key = load_child(record.k, "K")
+            key = load_child(record.k, "K", last=True)
             self._stack.callback(lean_commands.flush_object, conn, key.handle)
         key.auth_value = self._pin or b""
         self._lean_key = key

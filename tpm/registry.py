@@ -237,6 +237,8 @@ class Registry:
         #: REG_CTR as this process last read or wrote it under the lock held now (and on which
         #: connection): nobody else can move it before the lock is released
         self._counter: tuple[TpmConnection, int] | None = None
+        #: the file's text as this process last read or wrote it, and its parse
+        self._seen: tuple[str, RegistryData] | None = None
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r})"
@@ -263,7 +265,13 @@ class Registry:
             return RegistryData()
         except OSError as exc:
             raise BadInput(f"registry {self.path}: {exc.strerror}") from None
-        return RegistryData.from_json(load_json(text, f"registry {self.path}"))
+        seen = self._seen
+        if seen is not None and seen[0] == text:  # the same bytes: the same parse
+            data = seen[1]
+        else:
+            data = RegistryData.from_json(load_json(text, f"registry {self.path}"))
+            self._seen = (text, data)
+        return replace(data, mids=dict(data.mids))
 
     def freshness(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> str:
         """``"fresh"``, ``"repairable"`` (crash between file write and NV increment), ``"new"``
@@ -342,12 +350,15 @@ class Registry:
         Raises:
             Unavailable: the file cannot be written (disk full, read-only, …).
         """
+        text = _text(data)
+        self._seen = None
         try:
-            atomic_write_text(self.path, _text(data))
+            atomic_write_text(self.path, text)
         except OSError as exc:
             raise Unavailable(
                 f"cannot write the MID registry {self.path}: {exc.strerror}"
             ) from None
+        self._seen = (text, replace(data, mids=dict(data.mids)))
 
 
 def _text(data: RegistryData) -> str:

@@ -937,6 +937,8 @@ class TpmFacts:
     srk: tuple[Any, Any, bytes] | None = None
     #: the EK's TPM2B_PUBLIC (as held in ``ek``) and its name, computed once
     ek_name: tuple[Any, bytes] | None = None
+    #: the EK's TPM2B_PUBLIC and its TCG policy's PolicyOR branches (tpm.ek.ek_policy_or_list)
+    ek_branches: tuple[Any, list[bytes] | None] | None = None
 
     def remember_nv(self, index: int, obj: Any) -> None:
         self.nv_objects[index] = obj
@@ -958,6 +960,7 @@ class TpmFacts:
         self.ek.clear()
         self.srk = None
         self.ek_name = None
+        self.ek_branches = None
 
 
 def unmarshal(kind: type[_Marshalled], blob: bytes) -> _Marshalled:

@@ -70,6 +70,8 @@ def test_a_mid_runs_the_same_aka_on_both_layers(
         with registry.locked():
             data = registry.read_checked(c, ek_name(c))
         assert data.version == nv.read_counter(c, nv.REG_CTR) == before + 4
+        # what the registry remembers of its last write is what a fresh parse of the file gives
+        assert Registry(registry.path).read() == data
 
 
 def test_a_wrong_pin_is_refused_on_the_lean_layer(private_swtpm: str, tmp_path: Path) -> None:
