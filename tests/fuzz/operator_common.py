@@ -128,7 +128,7 @@ class Deployment:
         """One request, held to the contract; returns the answer and its decoded message
         (an Error for a refusal) when the answer is CBOR."""
         changed, audits = self.counts()
-        response = self.app(method, path, headers, body)
+        response = self.app.handle(method, path, headers, body)
         assert response.status != 500, "internal error"
         assert 200 <= response.status < 600
         if response.status < 400:
