@@ -521,7 +521,8 @@ def _dir_record_codec() -> Codec:
         inner = dict(parse_tlvs(tlvs[0][1]))
         if 0x4F not in inner:
             raise BadInput("EF.DIR: application template without AID (4F)")
-        return {"aid": inner[0x4F].hex(), "label": inner.get(0x50, b"").decode("ascii", "replace")}
+        label = inner.get(0x50, b"").decode("ascii", "replace")  # shown, not trusted
+        return {"aid": inner[0x4F].hex(), "label": label}
 
     def encode(value: dict[str, str] | None, size: int) -> bytes:
         if value is None:
@@ -529,6 +530,8 @@ def _dir_record_codec() -> Codec:
         aid = bytes.fromhex(value["aid"])
         if not 5 <= len(aid) <= 16:
             raise BadInput("EF.DIR: AID must be 5 to 16 bytes")
+        if not value["label"].isascii():
+            raise BadInput("EF.DIR: application label must be ASCII")  # (decoding marks others)
         body = encode_tlv(0x4F, aid) + encode_tlv(0x50, value["label"].encode("ascii"))
         return _pad("EF.DIR", encode_tlv(0x61, body), size)
 
@@ -696,6 +699,8 @@ def _sms_codec() -> Codec:
     (status b1 = 0) → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if not data:
+            raise BadInput("SMS: empty record")
         if not data[0] & 0x01:
             return None
         return {"status": data[0], "body": data[1:].rstrip(b"\xff").hex()}
@@ -863,6 +868,8 @@ def _opl_codec(name: str, area: int) -> Codec:
     EF.PNN record number. Erased → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: record shorter than {4 + 2 * area} bytes")
         if _erased(data):
             return None
         return {
