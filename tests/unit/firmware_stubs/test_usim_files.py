@@ -30,7 +30,7 @@ C4 = {
 # written out here as the specifications list them (not read back from the declarations).
 SPEC_FILES: list[tuple[str, int, int | None, str, int]] = [
     ("EF.LI", 0x6F05, 0x02, "transparent", 10),
-    ("EF.ARR", 0x6F06, 0x17, "linear-fixed", 16),
+    ("EF.ARR", 0x6F06, 0x17, "linear-fixed", 24),
     ("EF.IMSI", 0x6F07, 0x07, "transparent", 9),
     ("EF.Keys", 0x6F08, 0x08, "transparent", 33),
     ("EF.KeysPS", 0x6F09, 0x09, "transparent", 33),
