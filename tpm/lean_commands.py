@@ -35,6 +35,7 @@ __all__ = [
     "policy_pcr",
     "policy_restart",
     "policy_secret",
+    "quote",
     "salt_key",
     "session",
     "start_session",
@@ -464,3 +465,24 @@ def nv_extend(conn: TpmConnection, index: int, data: bytes) -> None:
         conn, CC.NV_EXTEND, [owner], lean.tpm2b(data), [Auth(None)],
         extra_handles=((index, b""),),
     )  # fmt: skip
+
+
+def quote(
+    conn: TpmConnection, signer: LeanObject, nonce: bytes, pcr_selection: bytes
+) -> tuple[bytes, bytes]:
+    """TPM2_Quote (Part 3 §18.4) with the signer's own scheme (inScheme TPM_ALG_NULL),
+    authorised by its authValue as password (an AK's is empty): ``pcr_selection`` is a
+    marshalled TPML_PCR_SELECTION. Returns (the TPMS_ATTEST as signed, the marshalled
+    TPMT_SIGNATURE); checking them is the verifier's job (:mod:`tpm.verify`).
+
+    Raises:
+        TpmRefused: the TPM refuses (the caller maps parameter errors).
+        RemoteProtocolError: the response is malformed.
+    """
+    params = lean.tpm2b(nonce) + struct.pack(">H", lean.ALG_NULL) + pcr_selection
+    _, out = _run(conn, CC.QUOTE, [signer], params, [Auth(None, signer.auth_value)])
+    message, end = lean.parse_tpm2b(out, 0)
+    signature = out[end:]
+    if len(signature) < 4:  # sigAlg, then the scheme's hash: every signature has both
+        raise RemoteProtocolError("Quote response without a signature")
+    return message, signature
