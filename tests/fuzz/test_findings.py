@@ -546,13 +546,22 @@ def test_an_ota_keys_file_nested_too_deep_is_bad_input(tmp_path: Path) -> None:
         _keyset(argparse.Namespace(keys_file=str(tmp_path / "keys.json"), kvn=1))
 
 
-@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"'])
-def test_an_ota_keyring_that_is_not_an_object_is_bad_input(tmp_path: Path, raw: bytes) -> None:
+@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"', b"{"])
+def test_an_ota_transfer_journal_that_is_not_an_object_is_bad_input(
+    tmp_path: Path, raw: bytes
+) -> None:
+    from network.store import Store
     from network.transfer import OtaKeyring
 
-    (tmp_path / "keyring.json").write_bytes(raw)
+    store = Store(tmp_path / "network.db", bytes(32))
+    with store.transaction() as tx:
+        tx._db.execute(
+            "INSERT INTO ota_transfers VALUES ('t1', '8988', 'sho-a', 'sho-b', 0, ?)",
+            (raw.decode(),),
+        )
     with pytest.raises(BadInput):
-        OtaKeyring(tmp_path / "keyring.json", bytes(32))._load()
+        OtaKeyring(store).journal("t1")
+    store.close()
 
 
 def test_a_network_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:
