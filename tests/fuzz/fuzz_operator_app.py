@@ -5,6 +5,7 @@ audit event). Keys, clock and randomness are fixed, so an input replays the same
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 from network.roles import ENDPOINTS
@@ -61,12 +62,34 @@ def test_one_input(data: bytes) -> None:
     headers = {"Content-Type": CONTENT_TYPES[reader.pick(4)] if reader.flag() else CBOR}
     if reader.pick(4) == 0:
         headers["Authorization"] = reader.chunk(80).decode("utf-8", "replace")
-    DEPLOYMENT.request(method, path, headers, reader.rest())
+    framing = reader.pick(8)
+    body = reader.rest()
+    if framing == 0:  # the in-process interface, without HTTP
+        DEPLOYMENT.request(method, path, headers, body)
+        return
+    length = str(len(body))
+    if framing == 1:  # a declared length of the fuzzer's own (digits or not)
+        length, body = body[:8].decode("latin-1"), body[8:]
+    elif framing == 2:  # no Content-Length at all
+        length = ""
+    elif framing == 3:  # a body cut short
+        body = body[: len(body) // 2]
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_TYPE": headers["Content-Type"],
+        "CONTENT_LENGTH": length,
+        "wsgi.input": io.BytesIO(body),
+    }
+    if "Authorization" in headers:
+        environ["HTTP_AUTHORIZATION"] = headers["Authorization"]
+    DEPLOYMENT.wsgi(environ)
 
 
-def _request(path_index: int, body: bytes) -> bytes:
-    # path, then bytes that select POST, the CBOR content type and no Authorization header
-    return bytes([path_index, 1, 0, 1]) + body
+def _request(path_index: int, body: bytes, framing: int = 4) -> bytes:
+    # path, then bytes that select POST, the CBOR content type, no Authorization header, and
+    # the framing: HTTP with the right Content-Length (4), or the in-process interface (0)
+    return bytes([path_index, 1, 0, 1, framing]) + body
 
 
 def starting_inputs() -> Iterator[bytes]:
@@ -116,6 +139,13 @@ def starting_inputs() -> Iterator[bytes]:
         m.encode(evidence_bad).replace(b"sha256:0", "sha256:²".encode()[:8]),
     )
     yield _request(index["/v1/health"], b"")
+    yield bytes([index["/v1/health"], 0, 1, 0, 1, 4])  # GET /v1/health through WSGI
+    attach = m.encode(bodies["/v1/sho/attach"])
+    yield _request(index["/v1/sho/attach"], attach, framing=0)  # in process, no HTTP
+    yield _request(index["/v1/sho/attach"], "12²45678".encode()[:8] + attach, framing=1)
+    yield _request(index["/v1/sho/attach"], b"99999999" + attach, framing=1)
+    yield _request(index["/v1/sho/attach"], attach, framing=2)  # no Content-Length
+    yield _request(index["/v1/sho/attach"], attach, framing=3)  # body cut short
     # a register the DRF accepts: a certificate of the manufacturer CA, a genuine AK
     from tests.fuzz.fuzz_tpm_identity import AKS, GENUINE_EKS
 

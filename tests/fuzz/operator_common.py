@@ -10,7 +10,10 @@ import hashlib
 import itertools
 import sqlite3
 import tempfile
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -24,8 +27,18 @@ from protocol import messages as m
 
 NOW = 1_800_000_000
 WHEN = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
-#: refusals before any role looks at the request (routing, headers): answered, not audited
-UNAUDITED = ("no-endpoint", "method", "content-type", "too-large", "bad-grant", "unavailable")
+#: refusals before any role looks at the request (HTTP framing, routing, headers): answered,
+#: not audited
+UNAUDITED = (
+    "length",
+    "truncated",
+    "no-endpoint",
+    "method",
+    "content-type",
+    "too-large",
+    "bad-grant",
+    "unavailable",
+)
 
 
 def fixed_key(n: int) -> ec.EllipticCurvePrivateKey:
@@ -125,10 +138,34 @@ class Deployment:
     def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[Response, m.Message]:
-        """One request, held to the contract; returns the answer and its decoded message
-        (an Error for a refusal) when the answer is CBOR."""
+        """One request (in process, without HTTP), held to the contract; returns the answer
+        and its decoded message (an Error for a refusal) when the answer is CBOR."""
+        return self._checked(lambda: self.app.handle(method, path, headers, body))
+
+    def wsgi(self, environ: dict[str, Any]) -> tuple[Response, m.Message]:
+        """One request through the WSGI interface (PEP 3333), held to the same contract and
+        to HTTP's: one status line of a known code, Content-Type and an exact Content-Length."""
+
+        def call() -> Response:
+            started: list[tuple[str, list[tuple[str, str]]]] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+                started.append((status, headers))
+
+            body = b"".join(self.app(environ, start_response))
+            assert len(started) == 1, "start_response not called exactly once"
+            status, headers = started[0]
+            code, _, phrase = status.partition(" ")
+            assert code.isascii() and code.isdigit() and phrase == HTTPStatus(int(code)).phrase
+            fields = dict(headers)
+            assert fields["Content-Length"] == str(len(body))
+            return Response(int(code), body, fields["Content-Type"])
+
+        return self._checked(call)
+
+    def _checked(self, call: Callable[[], Response]) -> tuple[Response, m.Message]:
         changed, audits = self.counts()
-        response = self.app.handle(method, path, headers, body)
+        response = call()
         assert response.status != 500, "internal error"
         assert 200 <= response.status < 600
         if response.status < 400:

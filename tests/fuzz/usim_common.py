@@ -16,6 +16,7 @@ from firmware_stubs.usim.engine import UsimEngine, initial_state
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, CardProfile, parse_profile
 from firmware_stubs.usim.state import CardState, CardStore
 from tests.fuzz.oracle import Reader
+from uicc import fs
 from uicc.ota import (
     TAR_RAM_ISD,
     TAR_RFM_UICC,
@@ -116,6 +117,24 @@ def ota_envelope(profile: CardProfile, reader: Reader) -> bytes:
     return build_envelope_sms_pp(build_sms_deliver(packet))
 
 
+def _df_fids() -> set[int]:
+    found: set[int] = set()
+    stack: list[fs.DF | fs.ADF] = [fs.MF, *fs.APPLICATIONS]
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            if isinstance(child, fs.DF):
+                found.add(child.fid)
+                stack.append(child)
+    return found
+
+
+_DF_FIDS = _df_fids()
+#: every file identifier of the card's file system, and two it does not have
+FIDS = tuple(sorted({0x3F00, 0x7FFF, 0x1234, 0xFFFF} | {ef.fid for ef in fs.all_efs()} | _DF_FIDS))
+OTHER_AIDS = (fs.ISIM_AID, fs.ADF_ARA_M.aid, fs.ISIM_AID[:7], bytes.fromhex("a000000087100f"))
+
+
 class Watched:
     """An engine and the invariants checked after every command."""
 
@@ -144,7 +163,7 @@ class Watched:
 
     def command(self, reader: Reader) -> bytes:
         """One command picked by the fuzzer: raw bytes, or one steered past a check."""
-        kind = reader.pick(10)
+        kind = reader.pick(14)
         if kind == 0:
             return reader.take(reader.byte() % 49)
         if kind == 1:  # a well-formed header with fuzzed fields
@@ -173,5 +192,24 @@ class Watched:
         if kind == 8:
             self.engine.reset()
             return bytes([0x80, 0xF2, 0x00, 0x00, 0x00])
-        fid = (0x3F00, 0x2FE2, 0x6F07, 0x7FFF, 0x2F00, 0x6F38, 0x6F46)[reader.pick(7)]
-        return bytes([0x00, 0xA4, 0x00, 0x04, 0x02]) + fid.to_bytes(2, "big")
+        if kind == 9:  # SELECT by FID: any file of the card (or one it does not have)
+            fid = FIDS[reader.pick(len(FIDS))]
+            return bytes([0x00, 0xA4, 0x00, 0x04, 0x02]) + fid.to_bytes(2, "big")
+        if kind == 10:  # SELECT another application (ISIM, ARA-M, one the card lacks)
+            aid = OTHER_AIDS[reader.pick(len(OTHER_AIDS))]
+            return bytes([0x00, 0xA4, 0x04, 0x04, len(aid)]) + aid
+        if kind == 11:  # GET IDENTITY, SUCI context (or another P2)
+            p2 = 0x01 if reader.flag() else reader.byte()
+            return bytes([0x80, 0x78, 0x00, p2, 0x00])
+        if kind == 12:  # GET DATA of the access rules (ARA-M), or another tag
+            which = reader.pick(4)
+            tag = (
+                (0xFF40, 0xDF20, 0xFF50)[which] if which < 3 else reader.byte() << 8 | reader.byte()
+            )
+            return bytes([0x80, 0xCA]) + tag.to_bytes(2, "big") + b"\x00"
+        # SELECT by path (from the MF, or from the current DF): DF then EF, as a terminal
+        # reaches DF.TELECOM's phone book or the USIM's DF.5GS
+        p1 = 0x08 if reader.flag() else 0x09
+        first, second = FIDS[reader.pick(len(FIDS))], FIDS[reader.pick(len(FIDS))]
+        path = first.to_bytes(2, "big") + second.to_bytes(2, "big")
+        return bytes([0x00, 0xA4, p1, 0x04, len(path)]) + path
