@@ -152,7 +152,7 @@ def test_a_bad_pcr_list_gets_a_400_and_an_audited_refusal() -> None:
     wire = m.encode(evidence).replace(b"sha256:10", "sha256:²".encode())  # same length
     audited = harness._audit_count()
     before = harness._snapshot()
-    response = harness.APP("POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire)
+    response = harness.APP.handle("POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire)
     assert response.status == 400
     error = m.decode(response.body)
     assert isinstance(error, m.Error) and error.code == "protocol"
@@ -183,7 +183,9 @@ def test_an_srk_public_with_an_unknown_name_algorithm_gets_a_400_not_500() -> No
         counter=0,
     )
     before = harness._snapshot()
-    response = harness.APP("POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request))
+    response = harness.APP.handle(
+        "POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request)
+    )
     assert response.status == 400, m.decode(response.body)
     assert harness._snapshot() == before
 
