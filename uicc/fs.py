@@ -23,6 +23,7 @@ __all__ = [
     "APPLICATIONS",
     "DF",
     "DF_5GS",
+    "DF_GSM",
     "EF",
     "EF_ACC",
     "EF_AD",
@@ -30,6 +31,7 @@ __all__ = [
     "EF_EPSLOCI",
     "EF_EST",
     "EF_FPLMN",
+    "EF_GSM_KC",
     "EF_HPPLMN",
     "EF_ICCID",
     "EF_ICI",
@@ -37,10 +39,12 @@ __all__ = [
     "EF_KEYS",
     "EF_KEYSPS",
     "EF_LOCI",
+    "EF_PHASE",
     "EF_PL",
     "EF_PSLOCI",
     "EF_ROUTING_INDICATOR",
     "EF_SPN",
+    "EF_SST",
     "EF_START_HFN",
     "EF_SUCI_CALC_INFO",
     "EF_THRESHOLD",
@@ -358,6 +362,29 @@ def _service_table_codec(name: str) -> Codec:
         return bytes(out)
 
     return Codec(name, decode, encode)
+
+
+def _sim_service_table_codec() -> Codec:
+    """EF.SST (TS 51.011 §10.3.7): two bits per service, n ↔ bits 2(n−1)%8 (allocated) and
+    2(n−1)%8 + 1 (activated) of byte (n−1)//4; the value lists the allocated and activated ones."""
+
+    def decode(data: bytes) -> tuple[int, ...]:
+        return tuple(
+            4 * i + pair + 1
+            for i, byte in enumerate(data)
+            for pair in range(4)
+            if byte >> (2 * pair) & 0b11 == 0b11
+        )
+
+    def encode(services: tuple[int, ...], size: int) -> bytes:
+        out = bytearray(size)
+        for n in services:
+            if not 1 <= n <= 4 * size:
+                raise BadInput(f"sst: service {n} does not fit in {size} bytes")
+            out[(n - 1) // 4] |= 0b11 << (2 * ((n - 1) % 4))
+        return bytes(out)
+
+    return Codec("sst", decode, encode)
 
 
 def _plmn_encode(plmn: str) -> bytes:
@@ -879,7 +906,58 @@ EF_ROUTING_INDICATOR = TransparentEF(
 )
 DF_5GS = DF(0x5FC0, "DF.5GS", children=(EF_SUCI_CALC_INFO, EF_ROUTING_INDICATOR))
 
-MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL))
+# DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
+# files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
+# the SIM's own.
+EF_SST = TransparentEF(
+    0x6F38,
+    "EF.SST",
+    5,
+    _sim_service_table_codec(),
+    read=_PIN,
+    update=_ADM,
+    # services 1 CHV1 disable function, 17 service provider name (TS 51.011 §10.3.7)
+    default=bytes.fromhex("0300000003"),
+    samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
+)
+EF_GSM_KC = TransparentEF(
+    0x6F20,
+    "EF.Kc",
+    9,
+    _struct_codec("kc", (("kc", 8, "hex"), ("cksn", 1, "int"))),
+    read=_PIN,
+    update=_PIN,
+    default=b"\xff" * 8 + b"\x07",  # CKSN 7: no key available (TS 24.008 §10.5.1.2)
+    samples=((b"\xff" * 8 + b"\x07", {"kc": "ff" * 8, "cksn": 7}),),
+)
+EF_PHASE = TransparentEF(
+    0x6FAE,
+    "EF.Phase",
+    1,
+    _int_codec("phase"),
+    read=Access.ALW,
+    update=_ADM,
+    default=b"\x03",  # phase 2 and PROFILE DOWNLOAD required (TS 51.011 §10.3.19)
+    samples=((b"\x03", 3),),
+)
+DF_GSM = DF(
+    0x7F20,
+    "DF.GSM",
+    children=(
+        EF_IMSI,
+        EF_GSM_KC,
+        EF_HPPLMN,
+        EF_SST,
+        EF_SPN,
+        EF_ACC,
+        EF_FPLMN,
+        EF_LOCI,
+        EF_AD,
+        EF_PHASE,
+    ),
+)
+
+MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, DF_GSM))
 ADF_USIM = ADF(
     USIM_AID,
     "ADF.USIM",
@@ -908,12 +986,15 @@ APPLICATIONS: tuple[ADF, ...] = (ADF_USIM,)
 
 
 def all_efs() -> Iterator[EF]:
-    """Every declared EF (MF level first, then each application)."""
+    """Every declared EF once (MF level first, then each application); a file that appears
+    in two DFs (DF.GSM shares ADF.USIM's) is yielded where it is first met."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
+    seen: set[str] = set()
     while stack:
         node = stack.pop(0)
         for child in node.children:
             if isinstance(child, DF):
                 stack.append(child)
-            else:
+            elif child.name not in seen:
+                seen.add(child.name)
                 yield child
