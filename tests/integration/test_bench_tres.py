@@ -236,7 +236,7 @@ def test_card_row_over_pcsc(card_bench: BenchRun, lab: LabStatus, usim_reader: s
     with PcscLink(usim_reader) as link:
         atr = link.atr
     assert atr is not None and card["atr"] == atr.hex() and card["reader"] == usim_reader
-    assert card["pcscd"].startswith("pcsc-lite version") and card["protocol"] == "T0"
+    assert card["pcscd"].startswith("pcsc-lite version") and card["protocol"] == "T1"
     assert lab.card is not None and card["iccid"] == load_profile(lab.card.profile).iccid
     assert "resynchronisation" in card["sqn_catch_up"]
     # no PC/SC connection of ours is left: an exclusive connection to reader 0 succeeds
