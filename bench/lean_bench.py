@@ -94,8 +94,6 @@ def run_lean_bench(
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-    from tpm2_pytss import TPM2B_DATA, TPM2B_IV, TPM2B_MAX_BUFFER
-    from tpm2_pytss.constants import TPM2_ALG
 
     from aka.sqn import SqnState
     from aka.usim import AkaSuccess, usim_authenticate
@@ -113,6 +111,7 @@ def run_lean_bench(
     from tpm.package import AlgorithmSpec
     from tpm.pcrsel import parse_selection
     from tpm.quote import Quoter
+    from tpm.tss import TPM2_ALG, TPM2B_DATA, TPM2B_IV, TPM2B_MAX_BUFFER
     from tpm.verify import verify_quote
     from trelab.errors import LocalProtocolError
 

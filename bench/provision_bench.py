@@ -25,6 +25,7 @@ config alone) with the throughput bench (:mod:`bench.provision_throughput`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import tempfile
@@ -99,25 +100,23 @@ def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
 
 
 class _CTimer:
-    """Times every C ``Esys_*`` call of tpm2-pytss (swaps the ESAPI module's cffi ``lib``)."""
+    """Times every C ``Esys_*`` call of tpm2-pytss (swaps the ESAPI's cffi library)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self._module: Any = None
-        self._lib: Any = None
+        self._swap: contextlib.AbstractContextManager[None] | None = None
 
     def __enter__(self) -> _CTimer:
-        import sys
+        from tpm.tss import swapped_esys_library
 
-        import tpm2_pytss  # noqa: F401 - loads tpm2_pytss.ESAPI
-
-        self._module = sys.modules["tpm2_pytss.ESAPI"]
-        self._lib = self._module.lib
-        self._module.lib = _LibProxy(self._lib, self)
+        self._swap = swapped_esys_library(lambda lib: _LibProxy(lib, self))
+        self._swap.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._module.lib = self._lib
+        if self._swap is not None:
+            self._swap.__exit__(None, None, None)
+            self._swap = None
 
 
 class _LibProxy:

@@ -1,5 +1,5 @@
 """Sans-I/O (not "Pure.": it reads MID packages with :mod:`tpm.package`, whose module also
-marshals TPM structures through tpm2_pytss). The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
+marshals TPM structures through tpm2-pytss). The host agent's protocol clients — provisioning, lifecycle and attach — as sans-I/O
 state machines over :mod:`protocol.transitions` and :mod:`protocol.messages` (TR 33.812 §7.1.2.1;
 docs/provisioning.md §1.1 M2–M9). Runners at the edge (:mod:`host.provision`, :mod:`host.lifecycle`,
 :mod:`host.attach`) do the TPM, card and network I/O and feed the results back in.

@@ -174,8 +174,7 @@ def flush_stale(conn: TpmConnection) -> int:
     """Flush transient objects and sessions a killed predecessor left in a TPM without a
     resource manager (swtpm holds only three objects). Under /dev/tpmrm0 there are none to see.
     Returns how many were flushed."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import TPM2_CAP
+    from tpm.tss import TPM2_CAP, TSS2_Exception
 
     if conn.tcti.startswith("device:") and "tpmrm" in conn.tcti:
         return 0
@@ -350,11 +349,9 @@ class TpmDevice:
         Raises:
             Unavailable: the TPM refuses.
         """
-        from tpm2_pytss import TPMT_SIG_SCHEME, TSS2_Exception
-        from tpm2_pytss.constants import TPM2_ALG
-
         from tpm import nv
         from tpm.identity import open_ak
+        from tpm.tss import TPM2_ALG, TPMT_SIG_SCHEME, TSS2_Exception
 
         esys = self.conn.esys
         wanted = [("state", *nv.state_location(self.conn, event.slot))]

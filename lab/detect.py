@@ -106,10 +106,9 @@ def describe_tpm(tcti_name: str, tcti_conf: str) -> dict[str, str]:
     fixed properties; creates no object, so safe without a resource manager).
 
     Raises:
-        tpm2_pytss.TSS2_Exception: the TPM cannot be opened or queried (the caller reports it).
+        tpm.tss.TSS2_Exception: the TPM cannot be opened or queried (the caller reports it).
     """
-    from tpm2_pytss import ESAPI, TCTILdr
-    from tpm2_pytss.constants import TPM2_CAP
+    from tpm.tss import ESAPI, TPM2_CAP, TCTILdr
 
     with TCTILdr(tcti_name, tcti_conf) as tctildr, ESAPI(tctildr) as esys:
         _, caps = esys.get_capability(TPM2_CAP.TPM_PROPERTIES, _PT_MANUFACTURER, 8)

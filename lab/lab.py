@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from lab import pcscd, swtpm
 from lab.front import FrontStatus, TpmFront, check_choice
+from lab.postgres import PostgresServer, PostgresStatus
 from trelab import proc
 from trelab.atomic import atomic_write_text, file_lock
 from trelab.errors import BadInput, Unavailable
@@ -56,6 +57,7 @@ __all__ = [
     "CARD_VPCD",
     "LAB_JSON_VERSION",
     "MODEM_PROFILE_CHANGES",
+    "OPTIONAL_PARTS",
     "CaStatus",
     "CardStatus",
     "Lab",
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 LAB_JSON_VERSION = 1
+OPTIONAL_PARTS = ("postgres",)  # `lab up --with PART`
 State = Literal["running", "stopped", "crashed"]
 CARD_READER = "Virtual PCD 00 00"  # vpcd's first reader …
 CARD_VPCD = "127.0.0.1:35963"  # … and the port its card connects to
@@ -201,6 +204,7 @@ class LabStatus:
     card: CardStatus | None = None
     modem: ModemStatus | None = None
     front: FrontStatus | None = None  # a TPM profile proxy and/or tpm2-abrmd (lab.front)
+    postgres: PostgresStatus | None = None  # the operator store's server, once asked for
 
     @property
     def running(self) -> bool:
@@ -222,6 +226,7 @@ class LabStatus:
             and self.modem is not None
             and self.modem.state == "running"
             and (self.front is None or self.front.state != "crashed")
+            and (self.postgres is None or self.postgres.state == "running")
         )
 
     @property
@@ -259,6 +264,7 @@ class LabStatus:
                 "ca": self.ca.to_dict(),
                 **({"card": self.card.to_dict()} if self.card is not None else {}),
                 **({"modem": self.modem.to_dict()} if self.modem is not None else {}),
+                **({"postgres": self.postgres.to_dict()} if self.postgres is not None else {}),
             },
             "actions": list(self.actions),
         }
@@ -762,6 +768,7 @@ class Lab:
             card=self._card_status(record),
             modem=self._modem_status(record),
             front=TpmFront(self.path).status(),
+            postgres=self.postgres.status() if self.postgres.initialised else None,
         )
 
     # ---- up --------------------------------------------------------------------------------
@@ -809,16 +816,32 @@ class Lab:
         actions.append(f"started swtpm (pid {process.pid}, port {process.port})")
         return process, True
 
-    def up(self, progress: Callable[[str], None] | None = None) -> LabStatus:
+    @property
+    def postgres(self) -> PostgresServer:
+        """The lab's PostgreSQL (``<lab>/postgres/``), made by ``up(with_parts=("postgres",))``."""
+        return PostgresServer(self.path / "postgres")
+
+    def up(
+        self, progress: Callable[[str], None] | None = None, with_parts: tuple[str, ...] = ()
+    ) -> LabStatus:
         """Bring the lab up; what already runs is left alone. ``progress`` hears about waits
-        as they happen (vpcd's port still held, a retried pcscd start).
+        as they happen (vpcd's port still held, a retried pcscd start). ``with_parts``:
+        ``postgres`` adds a PostgreSQL server for the operator store (:mod:`lab.postgres`);
+        once made, it is started with the lab every time.
 
         Raises:
             Unavailable: a tool is missing, a port is taken, or a part will not start.
             CheckFailed: the EK certificates do not chain to the lab's CA.
         """
+        unknown = [p for p in with_parts if p not in OPTIONAL_PARTS]
+        if unknown:
+            raise BadInput(f"lab up --with: parts are {', '.join(OPTIONAL_PARTS)}; got {unknown}")
         swtpm.require_tools()
         pcscd.require_tools()
+        if "postgres" in with_parts:
+            from lab.postgres import require_tools
+
+            require_tools()
         actions: list[str] = []
         with self._locked():
             paths = self._paths
@@ -859,6 +882,8 @@ class Lab:
             atomic_write_text(self.record_file, new.to_json(self.path, paths))
             front = TpmFront(self.path)
             front.ensure(process.port, self.tpm_profile, self.resource_manager, actions)
+            if "postgres" in with_parts or self.postgres.initialised:
+                self.postgres.ensure(actions)
             return self.status(tuple(actions))
 
     # ---- reset -----------------------------------------------------------------------------
@@ -913,6 +938,8 @@ class Lab:
             paths = self._paths
             record = self._read_record()
             TpmFront(self.path).stop(actions)  # before swtpm: they hold connections to it
+            if self.postgres.initialised:
+                self.postgres.stop(actions)
             if record is not None:
                 if swtpm.stop(paths, record.pid, record.start):
                     actions.append(f"stopped swtpm (pid {record.pid})")

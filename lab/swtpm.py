@@ -431,8 +431,7 @@ def read_nv_certificates(port: int) -> dict[str, bytes]:
     Raises:
         Unavailable: the TPM cannot be reached or the read fails.
     """
-    from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
-    from tpm2_pytss.constants import TPM2_CAP, TPM2_HT
+    from tpm.tss import ESAPI, TPM2_CAP, TPM2_HT, TCTILdr, TSS2_Exception
 
     wanted = {index: name for name, index in EK_CERT_INDICES.items()}
     result: dict[str, bytes] = {}

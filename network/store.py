@@ -1,22 +1,28 @@
-"""Edge: SQLite. The operator side's persistent store: devices, sessions, verdicts, MIDs and
-their lifecycle, HSS records, PCIDs, orders, cached responses and a hash-chained audit trail.
+"""Edge: SQLite or PostgreSQL (:mod:`network.engines`). The operator side's persistent store:
+devices, sessions, verdicts, MIDs and their lifecycle, HSS records, PCIDs, orders, cached
+responses and a hash-chained audit trail — one schema (:mod:`network.migrations`) on both.
 
-Crash safety: WAL journal, ``synchronous=FULL``, and every state change inside one
-``BEGIN IMMEDIATE … COMMIT`` (:meth:`Store.transaction`), so a kill -9 at any instant leaves
-either all of a request's effects or none. Requests are idempotent: the response to a request
-is stored in the same transaction as its effects (keyed by a hash of the request), and HSS
-records carry a unique ``request_id`` — a retry after a crash replays the stored answer and
-never creates a second subscriber.
+Crash safety: every state change inside one transaction (:meth:`Store.transaction`), so a
+kill -9 at any instant leaves either all of a request's effects or none (SQLite: WAL,
+``synchronous=FULL``, ``BEGIN IMMEDIATE``; PostgreSQL: its own WAL). Requests are idempotent:
+the response to a request is stored in the same transaction as its effects (keyed by a hash of
+the request), and HSS records carry a unique ``request_id`` — a retry after a crash, on this
+server or another sharing the database, replays the stored answer and never creates a second
+subscriber. Concurrency on PostgreSQL (several workers, several servers): keyed reads lock
+their row, identical requests wait for each other, the MSIN counter is one atomic statement
+and MIDs' IMSIs are unique — see :mod:`network.engines`.
 
 Secrets at rest (TR 33.812 §7.1.2.1 threat 4): K, OPc/TOPc, the credential secret S
 and XRES are sealed with AES-256-GCM under the store key from the configuration, the associated
 data naming table, column and row, so a sealed value cannot be moved to another row. The key
 is never logged; a wrong key is detected at open.
 
-Audit: entries are append-only (SQLite triggers refuse UPDATE and DELETE) and chained,
+Audit: entries are append-only (triggers on both engines refuse UPDATE and DELETE) and chained,
 ``digest_i = SHA-256(digest_{i-1} ‖ CBOR[seq, at, actor, event, subject, detail])``;
-:meth:`Store.verify_audit` recomputes the chain. Truncating the tail is detectable only
-against a digest kept elsewhere (:meth:`Store.audit_head`).
+:meth:`Store.verify_audit` recomputes the chain. A transaction's entries are appended just
+before it commits, under a lock on the chain's tail, so concurrent requests never fork the
+chain and hold that lock only briefly. Truncating the tail is detectable only against a digest
+kept elsewhere (:meth:`Store.audit_head`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,16 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocol.errors import BadConfig, CheckFailed, Unavailable
+from network.engines import (
+    AUDIT_LOCK,
+    MIGRATION_LOCK,
+    Connection,
+    Engine,
+    StoreConflict,
+    open_engine,
+)
+from network.migrations import LATEST, MIGRATIONS
+from protocol.errors import BadConfig, CheckFailed
 from protocol.records import (
     AuditEvent,
     DeviceRecord,
@@ -48,57 +61,11 @@ from protocol.records import (
     VerdictRecord,
 )
 
-__all__ = ["STORE_KEY_SIZE", "Sealer", "Store", "StoreTransaction"]
+__all__ = ["STORE_KEY_SIZE", "Sealer", "Store", "StoreConflict", "StoreTransaction"]
 
 STORE_KEY_SIZE = 32
 _GENESIS = bytes(32)
 _KEY_CHECK = b"trelab/store-key-check/v1"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, ek_cert BLOB NOT NULL, ak_public BLOB NOT NULL,
-    ak_name BLOB NOT NULL, state TEXT NOT NULL, revoked INTEGER NOT NULL,
-    sequence INTEGER NOT NULL, last_quote BLOB NOT NULL, last_quote_sig BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id BLOB PRIMARY KEY, kind TEXT NOT NULL, phase TEXT NOT NULL,
-    transcript BLOB NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL,
-    device_id TEXT NOT NULL, sho TEXT NOT NULL, mid_id TEXT NOT NULL, imsi TEXT NOT NULL,
-    data BLOB NOT NULL, secrets BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS responses (
-    request_id BLOB PRIMARY KEY, session_id BLOB NOT NULL, response BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS verdicts (
-    session_id BLOB PRIMARY KEY, device_id TEXT NOT NULL, ak_name BLOB NOT NULL,
-    pcr_digest BLOB NOT NULL, not_after INTEGER NOT NULL, cose BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS mids (
-    mid_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, sho TEXT NOT NULL,
-    imsi TEXT NOT NULL UNIQUE, state TEXT NOT NULL, sequence INTEGER NOT NULL,
-    session_id BLOB NOT NULL, slot INTEGER NOT NULL, command_seq INTEGER NOT NULL,
-    names BLOB NOT NULL, updated INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS hss_records (
-    imsi TEXT PRIMARY KEY, sho TEXT NOT NULL, algorithm TEXT NOT NULL, params TEXT NOT NULL,
-    k BLOB NOT NULL, opc BLOB NOT NULL, amf BLOB NOT NULL, sqn TEXT NOT NULL,
-    state TEXT NOT NULL, request_id TEXT NOT NULL UNIQUE, mid_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS msin_counters (sho TEXT PRIMARY KEY, next INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pcids (
-    imsi TEXT PRIMARY KEY, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,
-    device_id TEXT NOT NULL, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS grants (
-    token_hash BLOB PRIMARY KEY, pcid TEXT NOT NULL, not_after INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    mid_id TEXT PRIMARY KEY, transition TEXT NOT NULL, sho TEXT NOT NULL,
-    state TEXT NOT NULL, sequence INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS home_network_keys (
-    sho TEXT NOT NULL, key_id INTEGER NOT NULL, profile INTEGER NOT NULL,
-    private BLOB NOT NULL, public BLOB NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL,
-    PRIMARY KEY (sho, key_id));
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, event TEXT NOT NULL,
-    subject TEXT NOT NULL, detail BLOB NOT NULL, prev BLOB NOT NULL, digest BLOB NOT NULL);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-"""
 
 
 class Sealer:
@@ -144,20 +111,56 @@ def _audit_digest(
     return hashlib.sha256(prev + _cbor([seq, at, actor, event, subject, detail])).digest()
 
 
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """INSERT … ON CONFLICT (key) DO UPDATE: the same on both engines; a clash on another
+    unique column is an error, never a silent replacement (REPLACE would delete that row)."""
+    marks = ", ".join("?" for _ in columns)
+    changes = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {changes}"
+    # identifiers are this module's constants; values are bound
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})" + conflict  # noqa: S608
+
+
+_DEVICE_COLUMNS = ("device_id", "ek_cert", "ak_public", "ak_name", "state", "revoked",
+                   "sequence", "last_quote", "last_quote_sig")  # fmt: skip
+_SESSION_COLUMNS = ("session_id", "kind", "phase", "transcript", "created", "expires",
+                    "device_id", "sho", "mid_id", "imsi", "data", "secrets")  # fmt: skip
+_VERDICT_COLUMNS = ("session_id", "device_id", "ak_name", "pcr_digest", "not_after", "cose")
+_MID_COLUMNS = ("mid_id", "device_id", "sho", "imsi", "state", "sequence", "session_id", "slot",
+                "command_seq", "names", "updated")  # fmt: skip
+_HSS_COLUMNS = ("imsi", "sho", "algorithm", "params", "k", "opc", "amf", "sqn", "state",
+                "request_id", "mid_id")  # fmt: skip
+_HN_KEY_COLUMNS = ("sho", "key_id", "profile", "private", "public", "state", "created")
+_PCID_COLUMNS = ("imsi", "not_before", "not_after", "device_id", "state")
+_ORDER_COLUMNS = ("mid_id", "transition", "sho", "state", "sequence")
+
+
 class StoreTransaction:
     """The :class:`~protocol.records.Ledger` of one open transaction (valid inside
-    :meth:`Store.transaction` only), plus the idempotence cache."""
+    :meth:`Store.transaction` only), plus the idempotence cache. Keyed reads lock their row
+    until the transaction ends (PostgreSQL; SQLite's transactions are serial anyway)."""
 
-    def __init__(self, db: sqlite3.Connection, sealer: Sealer) -> None:
+    def __init__(self, db: Connection, sealer: Sealer, engine: Engine) -> None:
         self._db = db
         self._sealer = sealer
+        self._engine = engine
+        self._lock = engine.for_update()
+        self._pending_audit: list[tuple[int, str, str, str, bytes]] = []
 
     def _one(self, sql: str, *args: Any) -> Any:
         return self._db.execute(sql, args).fetchone()
 
+    def _row(self, table: str, key: str, value: Any) -> Any:
+        """The row of ``table`` whose ``key`` is ``value``, locked for this transaction."""
+        sql = f"SELECT * FROM {table} WHERE {key} = ?{self._lock}"  # noqa: S608 - constants
+        return self._one(sql, value)
+
     # -- idempotence ------------------------------------------------------------------------
 
     def response(self, request_id: bytes) -> bytes | None:
+        """The stored reply to this request, if any; an identical request in flight elsewhere
+        is waited for first (so its reply is found, not computed twice)."""
+        self._engine.lock_request(self._db, request_id)
         row = self._one("SELECT response FROM responses WHERE request_id = ?", request_id)
         return None if row is None else bytes(row[0])
 
@@ -170,7 +173,7 @@ class StoreTransaction:
     # -- devices ----------------------------------------------------------------------------
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        row = self._one("SELECT * FROM devices WHERE device_id = ?", device_id)
+        row = self._row("devices", "device_id", device_id)
         if row is None:
             return None
         return DeviceRecord(
@@ -187,7 +190,7 @@ class StoreTransaction:
 
     def put_device(self, r: DeviceRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _upsert("devices", _DEVICE_COLUMNS, ("device_id",)),
             (
                 r.device_id,
                 r.ek_cert,
@@ -204,7 +207,7 @@ class StoreTransaction:
     # -- sessions ---------------------------------------------------------------------------
 
     def session(self, session_id: bytes) -> SessionRecord | None:
-        row = self._one("SELECT * FROM sessions WHERE session_id = ?", session_id)
+        row = self._row("sessions", "session_id", session_id)
         if row is None:
             return None
         where = f"sessions/secrets/{session_id.hex()}"
@@ -227,7 +230,7 @@ class StoreTransaction:
     def put_session(self, r: SessionRecord) -> None:
         where = f"sessions/secrets/{r.session_id.hex()}"
         self._db.execute(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _upsert("sessions", _SESSION_COLUMNS, ("session_id",)),
             (
                 r.session_id,
                 r.kind,
@@ -247,7 +250,7 @@ class StoreTransaction:
     # -- verdicts ---------------------------------------------------------------------------
 
     def verdict(self, session_id: bytes) -> VerdictRecord | None:
-        row = self._one("SELECT * FROM verdicts WHERE session_id = ?", session_id)
+        row = self._row("verdicts", "session_id", session_id)
         if row is None:
             return None
         return VerdictRecord(
@@ -256,7 +259,7 @@ class StoreTransaction:
 
     def put_verdict(self, r: VerdictRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
+            _upsert("verdicts", _VERDICT_COLUMNS, ("session_id",)),
             (r.session_id, r.device_id, r.ak_name, r.pcr_digest, r.not_after, r.cose),
         )
 
@@ -279,16 +282,12 @@ class StoreTransaction:
         )
 
     def mid(self, mid_id: str) -> MidRecord | None:
-        row = self._one("SELECT * FROM mids WHERE mid_id = ?", mid_id)
+        row = self._row("mids", "mid_id", mid_id)
         return None if row is None else self._mid(row)
 
     def put_mid(self, r: MidRecord) -> None:
         self._db.execute(
-            "INSERT INTO mids VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mid_id) DO UPDATE"
-            " SET device_id = excluded.device_id, sho = excluded.sho, imsi = excluded.imsi,"
-            " state = excluded.state, sequence = excluded.sequence, session_id = excluded.session_id,"
-            " slot = excluded.slot, command_seq = excluded.command_seq, names = excluded.names,"
-            " updated = excluded.updated",
+            _upsert("mids", _MID_COLUMNS, ("mid_id",)),
             (
                 r.mid_id,
                 r.device_id,
@@ -332,21 +331,17 @@ class StoreTransaction:
         )
 
     def hss(self, imsi: str) -> HssRecord | None:
-        row = self._one("SELECT * FROM hss_records WHERE imsi = ?", imsi)
+        row = self._row("hss_records", "imsi", imsi)
         return None if row is None else self._hss(row)
 
     def hss_by_request(self, request_id: str) -> HssRecord | None:
-        row = self._one("SELECT * FROM hss_records WHERE request_id = ?", request_id)
+        row = self._row("hss_records", "request_id", request_id)
         return None if row is None else self._hss(row)
 
     def put_hss(self, r: HssRecord) -> None:
+        """Raises: StoreConflict: another record already carries this request id."""
         self._db.execute(
-            # an upsert on the IMSI only: a second record under a used request id is an error,
-            # never a silent replacement (REPLACE would delete the other row)
-            "INSERT INTO hss_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (imsi) DO UPDATE"
-            " SET sho = excluded.sho, algorithm = excluded.algorithm, params = excluded.params,"
-            " k = excluded.k, opc = excluded.opc, amf = excluded.amf, sqn = excluded.sqn,"
-            " state = excluded.state, request_id = excluded.request_id, mid_id = excluded.mid_id",
+            _upsert("hss_records", _HSS_COLUMNS, ("imsi",)),
             (
                 r.imsi,
                 r.sho,
@@ -368,19 +363,21 @@ class StoreTransaction:
         return int(self._one("SELECT COUNT(*) FROM hss_records WHERE sho = ?", sho)[0])
 
     def next_msin(self, sho: str) -> int:
-        row = self._one("SELECT next FROM msin_counters WHERE sho = ?", sho)
-        value = 1 if row is None else int(row[0])
-        self._db.execute(
-            "INSERT OR REPLACE INTO msin_counters (sho, next) VALUES (?, ?)", (sho, value + 1)
+        """The SHO's next subscriber number: one atomic statement, so two transactions never
+        draw the same one."""
+        row = self._one(
+            "INSERT INTO msin_counters (sho, next) VALUES (?, 2) ON CONFLICT (sho)"
+            " DO UPDATE SET next = msin_counters.next + 1 RETURNING next",
+            sho,
         )
-        return value
+        return int(row[0]) - 1
 
     # -- SIDF -------------------------------------------------------------------------------
 
     def hn_keys(self, sho: str) -> list[HomeNetworkKey]:
+        columns = "key_id, profile, private, public, state, created"
         rows = self._db.execute(
-            "SELECT key_id, profile, private, public, state, created FROM home_network_keys"
-            " WHERE sho = ? ORDER BY key_id",
+            f"SELECT {columns} FROM home_network_keys WHERE sho = ? ORDER BY key_id{self._lock}",  # noqa: S608
             (sho,),
         ).fetchall()
         return [
@@ -398,7 +395,7 @@ class StoreTransaction:
 
     def put_hn_key(self, r: HomeNetworkKey) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO home_network_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _upsert("home_network_keys", _HN_KEY_COLUMNS, ("sho", "key_id")),
             (
                 r.sho,
                 r.key_id,
@@ -413,12 +410,12 @@ class StoreTransaction:
     # -- ICF --------------------------------------------------------------------------------
 
     def pcid(self, imsi: str) -> PcidRecord | None:
-        row = self._one("SELECT * FROM pcids WHERE imsi = ?", imsi)
+        row = self._row("pcids", "imsi", imsi)
         return None if row is None else PcidRecord(row[0], row[1], row[2], row[3], row[4])
 
     def put_pcid(self, r: PcidRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO pcids VALUES (?, ?, ?, ?, ?)",
+            _upsert("pcids", _PCID_COLUMNS, ("imsi",)),
             (r.imsi, r.not_before, r.not_after, r.device_id, r.state),
         )
 
@@ -428,18 +425,19 @@ class StoreTransaction:
 
     def put_grant(self, token_hash: bytes, pcid: str, not_after: int) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO grants VALUES (?, ?, ?)", (token_hash, pcid, not_after)
+            _upsert("grants", ("token_hash", "pcid", "not_after"), ("token_hash",)),
+            (token_hash, pcid, not_after),
         )
 
     # -- lifecycle orders ---------------------------------------------------------------------
 
     def order(self, mid_id: str) -> OrderRecord | None:
-        row = self._one("SELECT * FROM orders WHERE mid_id = ?", mid_id)
+        row = self._row("orders", "mid_id", mid_id)
         return None if row is None else OrderRecord(row[0], row[1], row[2], row[3], row[4])
 
     def put_order(self, r: OrderRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)",
+            _upsert("orders", _ORDER_COLUMNS, ("mid_id",)),
             (r.mid_id, r.transition, r.sho, r.state, r.sequence),
         )
 
@@ -448,49 +446,90 @@ class StoreTransaction:
     def audit(
         self, at: int, actor: str, event: str, subject: str, detail: Mapping[str, Any]
     ) -> None:
+        """Queue an audit entry: appended (chained) when the transaction commits."""
+        self._pending_audit.append((at, actor, event, subject, _cbor(dict(detail))))
+
+    def _append_audit(self) -> None:
+        if not self._pending_audit:
+            return
+        self._engine.advisory_lock(self._db, AUDIT_LOCK)
         row = self._one("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1")
-        seq, prev = (1, _GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
-        blob = _cbor(dict(detail))
-        digest = _audit_digest(prev, seq, at, actor, event, subject, blob)
-        self._db.execute(
-            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, at, actor, event, subject, blob, prev, digest),
-        )
+        seq, prev = (0, _GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        for at, actor, event, subject, blob in self._pending_audit:
+            seq += 1
+            digest = _audit_digest(prev, seq, at, actor, event, subject, blob)
+            self._db.execute(
+                "INSERT INTO audit (seq, at, actor, event, subject, detail, prev, digest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, at, actor, event, subject, blob, prev, digest),
+            )
+            prev = digest
+        self._pending_audit.clear()
 
 
 class Store:
-    """The SQLite file at ``path`` (created 0600), sealed with ``key``; thread-safe (one
-    connection, one transaction at a time — SQLite has a single writer anyway)."""
+    """The operator store at ``location`` — a SQLite file (created 0600; a path or
+    ``sqlite://PATH``) or a PostgreSQL database (``postgresql://…``) — sealed with ``key``,
+    migrated to the latest schema when opened. Thread-safe: SQLite runs one transaction at a
+    time; PostgreSQL one per pooled connection."""
 
-    def __init__(self, path: str | os.PathLike[str], key: bytes) -> None:
-        self.path = Path(path)
+    def __init__(self, location: str | os.PathLike[str], key: bytes) -> None:
         self._sealer = Sealer(key)
-        self._lock = threading.RLock()
+        self._engine = open_engine(location)
+        self.dialect = self._engine.dialect
+        self.path: Path | None = self._engine.path
         try:
-            if not self.path.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise Unavailable(f"store {self.path}: {exc}") from None
-        self._db = db
-        self._check_key()
+            self._migrate()
+            self._check_key()
+        except BaseException:
+            self._engine.close()
+            raise
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({self._engine.where!r})"
+
+    @property
+    def where(self) -> str:
+        """The store's location, without any password."""
+        return self._engine.where
+
+    def _migrate(self) -> None:
+        with self._engine.transaction() as db:
+            version = self._engine.schema_version(db)
+        if version == LATEST:
+            return  # nothing to write: a read-only store still opens
+        if version > LATEST:
+            raise BadConfig(
+                f"store {self.where}: schema version {version} is newer than this trelab's"
+                f" ({LATEST}); upgrade trelab"
+            )
+        for migration in MIGRATIONS:
+            with self._engine.transaction() as db:
+                self._engine.advisory_lock(db, MIGRATION_LOCK)
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL)"
+                )
+                if self._engine.schema_version(db) >= migration.version:
+                    continue  # applied before, or by another server meanwhile
+                for statement in migration.for_dialect(self.dialect):
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    (migration.version, migration.name),
+                )
+
+    def version(self) -> int:
+        """The schema version this store is at."""
+        with self._engine.transaction() as db:
+            return self._engine.schema_version(db)
 
     def _check_key(self) -> None:
         with self.transaction() as tx:
             row = tx._one("SELECT value FROM meta WHERE key = 'key_check'")
             if row is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('key_check', ?)",
+                tx._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('key_check', ?)",
                     (self._sealer.seal("meta/key_check", _KEY_CHECK),),
                 )
                 return
@@ -499,8 +538,7 @@ class Store:
             except CheckFailed:
                 ok = False
         if not ok:
-            self.close()
-            raise BadConfig(f"store {self.path}: the configured store key does not open it")
+            raise BadConfig(f"store {self.where}: the configured store key does not open it")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
@@ -508,43 +546,48 @@ class Store:
         (on any exception) not at all.
 
         Raises:
-            Unavailable: the database is locked for too long or unreadable.
+            StoreConflict: a concurrent transaction changed the same record; nothing written.
+            Unavailable: the database is unreachable, locked for too long, read-only or full.
         """
-        with self._lock:
+        with self._engine.transaction() as db:
+            tx = StoreTransaction(db, self._sealer, self._engine)
+            yield tx
+            tx._append_audit()
+
+    def run(self, work: Callable[[StoreTransaction], Any], *, attempts: int = 5) -> Any:
+        """``work`` in a transaction, run again (up to ``attempts`` times) when it clashed with
+        a concurrent one. ``work`` must have no effect outside the store."""
+        for attempt in range(1, attempts + 1):
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise Unavailable(f"store {self.path}: {exc}") from None
-            try:
-                yield StoreTransaction(self._db, self._sealer)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise Unavailable(f"store {self.path}: commit failed: {exc}") from None
+                with self.transaction() as tx:
+                    return work(tx)
+            except StoreConflict:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.close()
+
+    def _audit_rows(self) -> list[Any]:
+        with self._engine.transaction() as db:
+            return list(
+                db.execute(
+                    "SELECT seq, at, actor, event, subject, detail, prev, digest"
+                    " FROM audit ORDER BY seq"
+                ).fetchall()
+            )
 
     def audit_events(self) -> list[AuditEvent]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
         return [
             AuditEvent(r[0], r[1], r[2], r[3], r[4], _uncbor(bytes(r[5])), bytes(r[6]), bytes(r[7]))
-            for r in rows
+            for r in self._audit_rows()
         ]
 
     def audit_head(self) -> tuple[int, bytes]:
         """(last seq, last digest): keep it elsewhere to detect a truncated tail later."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+        with self._engine.transaction() as db:
+            row = db.execute("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, _GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
     def verify_audit(self, head: tuple[int, bytes] | None = None) -> int:
@@ -554,8 +597,7 @@ class Store:
             CheckFailed: an entry was altered, removed or reordered, or the chain does not
                 reach ``head``.
         """
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+        rows = self._audit_rows()
         prev = _GENESIS
         for index, r in enumerate(rows, start=1):
             seq, at, actor, event, subject, blob, stored_prev, digest = r

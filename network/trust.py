@@ -31,7 +31,7 @@ _ATTEST_CERTIFY = 0x8017
 
 
 def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     try:
         value, used = kind.unmarshal(data)
@@ -74,9 +74,8 @@ class TpmTrust:
 
     def ak_name(self, ak_public: bytes) -> bytes:
         """The AK's TPM name, after checking it is a restricted, TPM-fixed signing key."""
-        from tpm2_pytss import TPM2B_PUBLIC
-
         from tpm.identity import check_ak_public
+        from tpm.tss import TPM2B_PUBLIC
 
         public = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
         try:
@@ -88,9 +87,8 @@ class TpmTrust:
         self, ek_public: bytes, ak_public: bytes, secret: bytes
     ) -> tuple[bytes, bytes]:
         """TPM2_MakeCredential in software: S for the EK, bound to the AK's name."""
-        from tpm2_pytss import TPM2B_PUBLIC
-
         from tpm.identity import make_challenge
+        from tpm.tss import TPM2B_PUBLIC
 
         ek = _unmarshal(TPM2B_PUBLIC, ek_public, "EK public")
         ak = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
@@ -193,9 +191,8 @@ class TpmTrust:
         """Every ``<label>.attest``/``<label>.sig`` pair is signed by the AK, TPM-generated and
         fresh (extraData = ``qualifying``); each expected NV fact ``{index name: (offset,
         contents)}`` is shown by one NV_Certify (TPM 2.0 Part 3 §31.16)."""
-        from tpm2_pytss import TPMS_ATTEST
-
         from tpm.marshal import ak_public_from_blob, parse_signature
+        from tpm.tss import TPMS_ATTEST
         from tpm.verify import TPM_GENERATED_VALUE, verify_signature
 
         labels = sorted({name.rsplit(".", 1)[0] for name in evidence})
@@ -269,8 +266,6 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
     TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
     digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
-    from tpm2_pytss import TPM2B_PUBLIC
-
     from tpm.marshal import public_name
     from tpm.package import (
         AlgorithmSpec,
@@ -280,6 +275,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
         Target,
         build_package,
     )
+    from tpm.tss import TPM2B_PUBLIC
 
     srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
     target = Target(ek_public=inputs.ek_public, srk_name=public_name(srk, "SRK public"))

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools # PC/SC stack + virtual reader driver
   pkg-config swig build-essential python3-dev      # building tpm2-pytss / pyscard
   openssl libssl-dev socat                         # libssl-dev: native Milenage kernel
+  postgresql libpq5 acl                            # operator store; acl: setfacl for its cluster
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -7,7 +7,10 @@ the vpcd readers. Tests that break things (crash swtpm, take its port) make thei
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 
 from lab.lab import Lab, LabStatus
+from lab.postgres import PostgresServer
 from trelab.errors import Unavailable
 
 _LAB_TOOLS = ("swtpm", "swtpm_setup", "swtpm_localca")
@@ -142,6 +146,44 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     finally:
         for instance in reversed(made):
             instance.down()
+
+
+# ---- the operator store's PostgreSQL --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session, started by the lab's own code
+    (:class:`lab.postgres.PostgresServer`). It lives in a folder of /tmp, not under pytest's
+    own temporary folder: pytest resets that folder's mode, which would lock the ``postgres``
+    user out."""
+    directory = Path(tempfile.mkdtemp(prefix="trelab-pg-"))
+    server = PostgresServer(directory / "postgres")
+    try:
+        server.ensure()
+    except Unavailable as exc:
+        lab_failed(f"PostgreSQL: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where an operator store lives, once per engine: a fresh SQLite file, or a fresh
+    database in the session's PostgreSQL (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'network.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"store_{os.getpid()}_{next(_databases)}"
+    yield server.create_database(name)
+    server.drop_database(name)
 
 
 # ---- the UICC side: the lab's virtual card in reader 0, a modem on a pty ----------------------

@@ -15,8 +15,6 @@ is "error"; an attack that never concluded is an error too.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import os
 import shutil
 import time
@@ -43,13 +41,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MEASURED_PCR",
     "NETWORK_PCRS",
-    "MissingPart",
     "MitmTransport",
     "NetworkLab",
     "RecordingTransport",
     "ThreatLab",
     "hardware_tpm",
-    "module_present",
 ]
 
 #: What the PVA asks the TRE to quote: the boot PCRs and PCR 16, where the lab "measures" the
@@ -57,21 +53,6 @@ __all__ = [
 NETWORK_PCRS = "sha256:0,1,2,3,4,5,6,7,16"
 MEASURED_PCR = 16
 T = TypeVar("T")
-
-
-class MissingPart(Unavailable):
-    """A trelab part a check needs is not in this build, so the check cannot run."""
-
-
-def module_present(name: str) -> bool:
-    """Is the trelab module ``name`` (``uicc.ota``) in this checkout and importable?"""
-    try:
-        if importlib.util.find_spec(name) is None:
-            return False
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
 
 
 class RecordingTransport:
@@ -327,9 +308,6 @@ class ThreatLab:
         start = time.perf_counter()
         try:
             yield attempt
-        except MissingPart as exc:
-            if attempt.finding is None:
-                attempt.not_run(str(exc), missing="part")
         except Unavailable as exc:
             if attempt.finding is None:
                 attempt.not_run(f"lab part unavailable: {exc}", missing="environment")
@@ -339,16 +317,6 @@ class ThreatLab:
         if attempt.finding is None:
             attempt.error("the check ended without a conclusion")
         rec.add(attempt, time.perf_counter() - start)
-
-    def require(self, module: str, why: str) -> Any:
-        """Import trelab module ``module`` or raise :class:`MissingPart` naming it.
-
-        Raises:
-            MissingPart: the module is not in this checkout (yet).
-        """
-        if not module_present(module):
-            raise MissingPart(f"{module.replace('.', '/')}.py is not in this checkout yet: {why}")
-        return importlib.import_module(module)
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
         """Run ``cleanup`` at :meth:`close` (last registered, first run)."""

@@ -54,8 +54,7 @@ __all__ = [
 def rc_name(exc: BaseException) -> str:
     """``TPM_RC_POLICY_FAIL`` for a TPM-layer error (format-one parameter/handle/session bits
     masked), else the exception's text: what stopped an attack, as the TPM said it."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import TPM2_RC
+    from tpm.tss import TPM2_RC, TSS2_Exception
 
     if not isinstance(exc, TSS2_Exception):
         return f"{type(exc).__name__}: {exc}"
@@ -74,7 +73,7 @@ def tpm_refusal(
 ) -> str | None:
     """Run one TPM command: None if the TPM did it (``cleanup`` gets the result, e.g. flush),
     else the response code it refused with."""
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     try:
         result = call()
@@ -88,10 +87,9 @@ def tpm_refusal(
 def import_parent(conn: TpmConnection, package: Package) -> str | None:
     """TPM2_Import of a package's MID parent straight under this TPM's EK, none of the MID
     store's host-side checks in front: None if the TPM took it, else its response code."""
-    from tpm2_pytss import TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import TPM2_ALG
-
+    from tpm import tss
     from tpm.ek import ek_policy_session, loaded_ek
+    from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT
 
     with loaded_ek(conn) as (ek, ek_public):
         session = ek_policy_session(conn, ek_public)
@@ -100,9 +98,9 @@ def import_parent(conn: TpmConnection, package: Package) -> str | None:
                 lambda: conn.esys.import_(
                     ek,
                     b"",
-                    _unmarshal("TPM2B_PUBLIC", package.parent.public),
-                    _unmarshal("TPM2B_PRIVATE", package.parent.duplicate),
-                    _unmarshal("TPM2B_ENCRYPTED_SECRET", package.parent.seed),
+                    _unmarshal(tss.TPM2B_PUBLIC, package.parent.public),
+                    _unmarshal(tss.TPM2B_PRIVATE, package.parent.duplicate),
+                    _unmarshal(tss.TPM2B_ENCRYPTED_SECRET, package.parent.seed),
                     TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
                     session1=session,
                 )
@@ -111,11 +109,10 @@ def import_parent(conn: TpmConnection, package: Package) -> str | None:
             conn.flush(session)
 
 
-def _unmarshal(kind: str, blob: bytes) -> Any:
-    import tpm2_pytss
+def _unmarshal(kind: type[Any], blob: bytes) -> Any:
+    from tpm.tss import unmarshal
 
-    value, _ = getattr(tpm2_pytss, kind).unmarshal(blob)
-    return value
+    return unmarshal(kind, blob)
 
 
 class MidObjects:
@@ -129,11 +126,13 @@ class MidObjects:
         self.loaded: list[Any] = []
 
     def __call__(self, stored: StoredObject) -> Any:
+        from tpm import tss
+
         with self._runner.use() as session:
             handle = self._conn.esys.load(
                 self.parent,
-                _unmarshal("TPM2B_PRIVATE", stored.private),
-                _unmarshal("TPM2B_PUBLIC", stored.public),
+                _unmarshal(tss.TPM2B_PRIVATE, stored.private),
+                _unmarshal(tss.TPM2B_PUBLIC, stored.public),
                 session1=session,
             )
         self.loaded.append(handle)
@@ -144,6 +143,7 @@ class MidObjects:
 def mid_objects(conn: TpmConnection, record: MidRecord) -> Iterator[MidObjects]:
     """Load ``record``'s MID parent (under the EK) and yield a :class:`MidObjects` that loads
     any blob under it, the parent's own policy satisfied. Everything is flushed afterwards."""
+    from tpm import tss
     from tpm.ek import ek_policy_session, loaded_ek
     from tpm.mid import ensure_srk, object_name
     from tpm.policy_session import PolicyRunner
@@ -156,8 +156,8 @@ def mid_objects(conn: TpmConnection, record: MidRecord) -> Iterator[MidObjects]:
         try:
             parent = esys.load(
                 ek,
-                _unmarshal("TPM2B_PRIVATE", record.parent.private),
-                _unmarshal("TPM2B_PUBLIC", record.parent.public),
+                _unmarshal(tss.TPM2B_PRIVATE, record.parent.private),
+                _unmarshal(tss.TPM2B_PUBLIC, record.parent.public),
                 session1=session,
             )
         finally:
@@ -279,7 +279,7 @@ def load_refusal(
 def change_k_auth(conn: TpmConnection, mid: LocalMid, new_auth: bytes) -> str | None:
     """TPM2_ObjectChangeAuth of ``mid``'s K (under its parent, K's PIN given if it has one)
     to ``new_auth``: None if the TPM changed it, else its response code."""
-    from tpm2_pytss.constants import ESYS_TR
+    from tpm.tss import ESYS_TR
 
     with mid_objects(conn, mid.record) as objects:
         key = objects(mid.record.k)
@@ -294,8 +294,7 @@ def change_k_auth(conn: TpmConnection, mid: LocalMid, new_auth: bytes) -> str | 
 
 def extend_pcr(conn: TpmConnection, index: int, measurement: bytes) -> None:
     """TPM2_PCR_Extend(index, SHA-256 measurement): a changed component was measured."""
-    from tpm2_pytss import TPML_DIGEST_VALUES, TPMT_HA
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
+    from tpm.tss import ESYS_TR, TPM2_ALG, TPML_DIGEST_VALUES, TPMT_HA
 
     digest = TPMT_HA(hashAlg=TPM2_ALG.SHA256)
     digest.digest.sha256 = measurement
@@ -304,7 +303,7 @@ def extend_pcr(conn: TpmConnection, index: int, measurement: bytes) -> None:
 
 def reset_pcr(conn: TpmConnection, index: int) -> None:
     """TPM2_PCR_Reset (PCR 16 and 23 are resettable from locality 0)."""
-    from tpm2_pytss.constants import ESYS_TR
+    from tpm.tss import ESYS_TR
 
     conn.esys.pcr_reset(getattr(ESYS_TR, f"PCR{index}"))
 
@@ -451,12 +450,10 @@ def duplicate_with_signed_policy(
     K of the ``authorize`` kind requires. Returns TPM2_Duplicate's result.
 
     Raises:
-        tpm2_pytss.TSS2_Exception: the TPM refused.
+        tpm.tss.TSS2_Exception: the TPM refused.
     """
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, utils
-    from tpm2_pytss import TPM2B_PUBLIC, TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
     from tpm.mid import object_name
     from tpm.package import operator_public
@@ -468,6 +465,7 @@ def duplicate_with_signed_policy(
         policy_digest,
     )
     from tpm.policy_session import _signature, start_session
+    from tpm.tss import ESYS_TR, TPM2_ALG, TPM2B_PUBLIC, TPMT_SYM_DEF_OBJECT
 
     esys = conn.esys
     approved = policy_digest([PolicyCommandCode(CC_DUPLICATE)])
@@ -497,14 +495,18 @@ def duplicate_with_signed_policy(
 def unlocked_k(conn: TpmConnection, operator_key: Any, k: bytes) -> Iterator[Any]:
     """The control for the trap: a K whose policy is PolicyAuthorize(operator key) *without*
     the trailing PolicyCommandCode(EncryptDecrypt2), imported under the EK and loaded."""
-    from tpm2_pytss import TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
-    from tpm2_pytss.utils import wrap
-
     from tpm.ek import ek_policy_session, loaded_ek
     from tpm.mid import object_name
     from tpm.package import operator_public
     from tpm.policy import PolicyAuthorize, policy_digest
+    from tpm.tss import (
+        TPM2_ALG,
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE,
+        TPMA_OBJECT,
+        TPMT_SYM_DEF_OBJECT,
+        wrap,
+    )
 
     op_name = object_name(TPM2B_PUBLIC.unmarshal(operator_public(operator_key))[0])
     sensitive, public = TPM2B_SENSITIVE.symcipher_from_secret(

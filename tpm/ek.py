@@ -26,12 +26,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ObjectIdentifier
-from tpm2_pytss import TPM2B_PUBLIC, TPML_DIGEST, TPMT_SYM_DEF, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_SE, TPMA_NV, TPMA_OBJECT
-from tpm2_pytss.internal.templates import ek_template
 
 from tpm.connection import TpmConnection
 from tpm.errors import EkCertificateRejected
+from tpm.tss import (
+    ESYS_TR,
+    TPM2_ALG,
+    TPM2_CAP,
+    TPM2_SE,
+    TPM2B_PUBLIC,
+    TPMA_NV,
+    TPMA_OBJECT,
+    TPML_DIGEST,
+    TPMT_SYM_DEF,
+    TSS2_Exception,
+    ek_template,
+)
 from trelab.errors import BadInput, Unavailable
 
 __all__ = [
@@ -415,7 +425,7 @@ def load_ek(conn: TpmConnection, kind: EkKind = "rsa2048") -> tuple[Any, Any]:
         EkCertificateRejected: no key in the TPM matches the EK certificate.
         Unavailable: the TPM refuses.
     """
-    from tpm2_pytss.utils import NoSuchIndex, create_ek_template
+    from tpm.tss import NoSuchIndex, create_ek_template
 
     if kind not in EK_CERT_INDICES:
         raise BadInput(f"EK kind {kind!r}: expected rsa2048 or ecc")

@@ -28,14 +28,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cryptography import x509
-from tpm2_pytss import (
+
+from tpm.connection import TpmConnection
+from tpm.ek import EkKind, ek_policy_session, ek_tpm_public, loaded_ek, read_ek_certificates
+from tpm.ek import verify_ek_chain as _verify_ek_chain
+from tpm.errors import CredentialRejected, EkCertificateRejected
+from tpm.marshal import public_name
+from tpm.tss import (
+    ESYS_TR,
+    TPM2_ALG,
+    TPM2_CAP,
+    TPM2_ECC,
     TPM2B_ENCRYPTED_SECRET,
     TPM2B_ID_OBJECT,
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
+    TPMA_OBJECT,
     TPMS_ECC_PARMS,
     TPMS_ECC_POINT,
     TPMS_RSA_PARMS,
+    TPMS_SCHEME_HASH,
     TPMT_ECC_SCHEME,
     TPMT_KDF_SCHEME,
     TPMT_PUBLIC,
@@ -46,14 +58,6 @@ from tpm2_pytss import (
     TPMU_PUBLIC_PARMS,
     TSS2_Exception,
 )
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_ECC, TPMA_OBJECT
-from tpm2_pytss.types import TPMS_SCHEME_HASH
-
-from tpm.connection import TpmConnection
-from tpm.ek import EkKind, ek_policy_session, ek_tpm_public, loaded_ek, read_ek_certificates
-from tpm.ek import verify_ek_chain as _verify_ek_chain
-from tpm.errors import CredentialRejected, EkCertificateRejected
-from tpm.marshal import public_name
 from trelab.errors import BadInput, Unavailable
 
 __all__ = [
@@ -325,12 +329,12 @@ def make_challenge(
         CredentialRejected: the AK public area is not an attestation key.
         EkCertificateRejected: the EK certificate's key has no TCG template here.
     """
-    from tpm2_pytss.utils import make_credential
+    from tpm.tss import TPM2B_NAME, make_credential
 
     name = check_ak_public(ak_public)
     ek_public = ek_tpm_public(ek) if isinstance(ek, x509.Certificate) else ek
     secret = os.urandom(_SECRET_BYTES) if secret is None else secret
-    blob, encrypted = make_credential(ek_public, secret, name)
+    blob, encrypted = make_credential(ek_public, secret, TPM2B_NAME(name))
     return CredentialChallenge(bytes(blob.marshal()), bytes(encrypted.marshal()), secret)
 
 

@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from tpm2_pytss import (
+from tpm.connection import TpmConnection
+from tpm.tss import (
+    TPM2_ALG,
+    TPM2_CAP,
+    TPM2_CC,
+    TPM2_ECC,
+    TPM2_PT,
+    TPMA_PERMANENT,
     TPMS_ECC_PARMS,
     TPMS_RSA_PARMS,
     TPMS_SYMCIPHER_PARMS,
@@ -28,9 +35,6 @@ from tpm2_pytss import (
     TPMU_SYM_MODE,
     TSS2_Exception,
 )
-from tpm2_pytss.constants import TPM2_ALG, TPM2_CAP, TPM2_CC, TPM2_ECC, TPM2_PT, TPMA_PERMANENT
-
-from tpm.connection import TpmConnection
 from trelab.errors import Unavailable
 
 __all__ = [

@@ -39,9 +39,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from tpm2_pytss import TPM2B_IV, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
 from aka.keccak import keccak_f1600
 from aka.keyholder import BlockCipher, HmacKeyholder, KeccakKeyholder
 from aka.tuak import KEY_FIELD
@@ -50,6 +47,7 @@ from tpm.connection import TpmConnection
 from tpm.lean import ResponseAuthFailed, Session, TpmRefused
 from tpm.lean_commands import LeanObject
 from tpm.mid_errors import MidRefused, PinRejected, TpmLockedOut
+from tpm.tss import ESYS_TR, TPM2_ALG, TPM2B_IV, TSS2_Exception
 from trelab.errors import BadInput, TrelabError, Unavailable
 
 __all__ = [
@@ -89,15 +87,14 @@ _BLOCK = 16
 _MAX_DATA = 1024  # TPM2B_MAX_BUFFER on swtpm and most chips
 _ZERO_BLOCK = bytes(_BLOCK)
 try:  # tpm2-pytss' cffi handle, for reading TPM2B payloads without building Python objects
-    from tpm2_pytss._libtpm2_pytss import ffi as _ffi
+    from tpm.tss import ffi as _ffi
 except ImportError:  # pragma: no cover - other tpm2-pytss builds: bytes() below still works
     _ffi = None
 
 
 def translate(exc: Exception, what: str) -> TrelabError:
     """A tpm2-pytss error on a MID object → the trelab error a user can act on."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import TPM2_RC
+    from tpm.tss import TPM2_RC, TSS2_Exception
 
     if isinstance(exc, TpmRefused):
         error = exc.base
@@ -157,8 +154,7 @@ def probe_symmetric(conn: TpmConnection) -> SymmetricSupport:
     Raises:
         Unavailable: the TPM does not answer.
     """
-    from tpm2_pytss import TPMT_PUBLIC_PARMS, TSS2_Exception
-    from tpm2_pytss.constants import TPM2_ALG, TPM2_CAP, TPM2_CC
+    from tpm.tss import TPM2_ALG, TPM2_CAP, TPM2_CC, TPMT_PUBLIC_PARMS, TSS2_Exception
 
     esys = conn.esys
 
@@ -249,8 +245,10 @@ class TpmBlockCipher(BlockCipher):
         self._send = (
             esys.encrypt_decrypt_2 if command == "EncryptDecrypt2" else esys.encrypt_decrypt
         )
-        self._empty_iv = TPM2B_IV()  # built once: a tpm2-pytss TPM2B costs ~25 µs to make
-        self._zero_iv = TPM2B_IV(_ZERO_BLOCK)
+        # the two IVs this class sends, built once (a tpm2-pytss TPM2B costs ~25 µs to make);
+        # the lean layer takes them as bytes
+        self._empty_iv: Any = b"" if lean_key is not None else TPM2B_IV()
+        self._zero_iv: Any = _ZERO_BLOCK if lean_key is not None else TPM2B_IV(_ZERO_BLOCK)
         self._ecb = TPM2_ALG.ECB
         self._cfb = TPM2_ALG.CFB
         self._session = ESYS_TR.PASSWORD if session is None else session
@@ -297,7 +295,7 @@ class TpmBlockCipher(BlockCipher):
 
     def _command(self, decrypt: bool, mode: Any, iv: Any, data: bytes) -> bytes:
         if self._lean_key is not None:
-            return self._lean_command(decrypt, mode, bytes(iv), data)
+            return self._lean_command(decrypt, mode, iv, data)  # iv: bytes (__init__)
         try:
             if self._authorize is None:  # load-gated: no policy to run
                 out, _ = self._send(self._key, decrypt, mode, iv, data, session1=self._session)

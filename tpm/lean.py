@@ -149,6 +149,8 @@ class Session:
     auth_value_needed: bool = False
     #: a response HMAC failed (or the TPM refused ours): flush and start a new session
     broken: bool = False
+    #: the TPM flushed it: a command sent with continueSession clear succeeded
+    ended: bool = False
     uses: int = 0
     _keyed: dict[bytes, sc.KeyedHmac] = field(default_factory=dict, repr=False)
 
@@ -300,6 +302,8 @@ class Auth:
     auth_value: bytes = field(default=b"", repr=False)
     decrypt: bool = False
     encrypt: bool = False
+    #: the session's last use: continueSession clear, the TPM flushes it after success
+    last_use: bool = False
 
 
 @dataclass(eq=False)
@@ -371,6 +375,9 @@ class Pending:
         for session, nonce_tpm in checked:
             session.nonce_tpm = nonce_tpm
             session.uses += 1
+        for auth in self.auths:
+            if auth.session is not None and auth.last_use:
+                auth.session.ended = True
         for auth, nonce_caller in zip(self.auths, self.nonces, strict=True):
             session = auth.session
             if session is not None and auth.encrypt:
@@ -431,9 +438,15 @@ def wrap(
             continue
         if session.broken:
             raise BadInput("this session failed an HMAC check: flush it and start another")
+        if session.ended:
+            raise BadInput("this session ended with its last use")
         nonce_caller = nonce if nonce is not None else _random(session.nonce_size)
         nonces.append(nonce_caller)
-        attrs = CONTINUE | (DECRYPT if auth.decrypt else 0) | (ENCRYPT if auth.encrypt else 0)
+        attrs = (
+            (0 if auth.last_use else CONTINUE)
+            | (DECRYPT if auth.decrypt else 0)
+            | (ENCRYPT if auth.encrypt else 0)
+        )
         attributes.append(attrs)
         if auth.decrypt:
             sent_params = _crypt_first(

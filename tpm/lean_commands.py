@@ -10,19 +10,19 @@ areas and PCR selections into bytes and names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tpm2_pytss import TPM2B_PUBLIC, TPML_PCR_SELECTION
-from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC
 
 from tpm import lean
 from tpm import session_crypto as sc
 from tpm.connection import TpmConnection
 from tpm.lean import CC, Auth, Session
+from tpm.tss import TPM2_ALG, TPM2_ECC, TPM2B_PUBLIC, TPML_PCR_SELECTION
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [
@@ -92,6 +92,14 @@ def salt_key(public: Any) -> sc.SaltKey:
     raise BadInput("salt key: not an ECC or RSA key")
 
 
+@functools.lru_cache(maxsize=64)
+def _salt_key_of(public: bytes) -> sc.SaltKey:
+    """:func:`salt_key` of a marshalled TPM2B_PUBLIC, parsed once per public area (a MID's
+    parent is the salt key of every AKA)."""
+    area, _ = TPM2B_PUBLIC.unmarshal(public)
+    return salt_key(area)
+
+
 def start_session(
     conn: TpmConnection,
     *,
@@ -99,9 +107,9 @@ def start_session(
     salt_to: tuple[int, Any] | None = None,
     symmetric: bool = True,
 ) -> Session:
-    """TPM2_StartAuthSession for the layer: ``salt_to`` = (TPM handle, TPM2B_PUBLIC) of a
-    loaded decryption key the caller trusts (its public area checked by the TPM, e.g. it was
-    loaded from the operator's package); the salt is encrypted to it.
+    """TPM2_StartAuthSession for the layer: ``salt_to`` = (TPM handle, TPM2B_PUBLIC or its
+    marshalled bytes) of a loaded decryption key the caller trusts (its public area checked by
+    the TPM, e.g. it was loaded from the operator's package); the salt is encrypted to it.
 
     Raises:
         TpmRefused: the TPM refuses.
@@ -111,7 +119,9 @@ def start_session(
     tpm_key = lean.RH_NULL
     if salt_to is not None:
         tpm_key = salt_to[0]
-        salt, secret = sc.encrypt_salt(salt_key(salt_to[1]))
+        public = salt_to[1]
+        key = _salt_key_of(public) if isinstance(public, bytes) else salt_key(public)
+        salt, secret = sc.encrypt_salt(key)
     command = lean.wrap_start_auth_session(
         tpm_key=tpm_key,
         bind=lean.RH_NULL,
@@ -125,7 +135,10 @@ def start_session(
 
 
 def flush_session(conn: TpmConnection, session: Session) -> None:
-    """TPM2_FlushContext of a layer session (best effort: it may be gone already)."""
+    """TPM2_FlushContext of a layer session (best effort: it may be gone already; nothing
+    to send when its last use ended it)."""
+    if session.ended:
+        return
     with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
         lean.unwrap_plain(
             CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(session.handle))
@@ -251,19 +264,17 @@ def load(
     *,
     session: Session | None,
     auth_value: bytes = b"",
+    last_use: bool = False,
 ) -> LeanObject:
     """TPM2_Load under ``parent`` (``private`` a marshalled TPM2B_PRIVATE, ``public`` a
     marshalled TPM2B_PUBLIC); the TPM's name is checked against the public area's. The caller
-    flushes the object (:func:`flush_object`)."""
+    flushes the object (:func:`flush_object`). ``last_use``: the session's last command (the
+    TPM flushes it on success, which saves a TPM2_FlushContext)."""
     params = private + public
-    handles, out = _run(
-        conn,
-        CC.LOAD,
-        [parent],
-        params,
-        [_auth(parent, session, decrypt=False, encrypt=False)],
-        response_handles=1,
-    )
+    auth = _auth(parent, session, decrypt=False, encrypt=False)
+    if last_use and session is not None:
+        auth = Auth(session, parent.auth_value, last_use=True)
+    handles, out = _run(conn, CC.LOAD, [parent], params, [auth], response_handles=1)
     name = lean.single_tpm2b(out, "Load")
     expected = _public_name(public)
     if not sc.hmac_equal(name, expected):
@@ -323,9 +334,15 @@ def policy_restart(conn: TpmConnection, session: Session) -> None:
     session.auth_value_needed = False
 
 
+@functools.lru_cache(maxsize=64)
+def _pcr_selection(selection: str) -> bytes:
+    """The marshalled TPML_PCR_SELECTION of ``selection``, built once per selection."""
+    return bytes(TPML_PCR_SELECTION.parse(selection).marshal())
+
+
 def policy_pcr(conn: TpmConnection, session: Session, pcr_digest: bytes, selection: str) -> None:
     """TPM2_PolicyPCR with a tpm2-tools style selection (``sha256:0,1``)."""
-    pcrs = bytes(TPML_PCR_SELECTION.parse(selection).marshal())
+    pcrs = _pcr_selection(selection)
     _policy(conn, CC.POLICY_PCR, session, lean.policy_pcr_params(pcr_digest, pcrs))
 
 

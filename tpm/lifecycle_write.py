@@ -20,10 +20,9 @@ def write_lifecycle(conn: TpmConnection, approval: StateApproval, authority_publ
     Raises:
         MidRefused: the TPM refused (wrong current value, not this owner's approval…).
     """
-    from tpm2_pytss import TSS2_Exception
-
     from tpm.mid_errors import MidRefused
     from tpm.policy_session import PolicyRunner
+    from tpm.tss import TSS2_Exception
 
     index = approval.index
     try:

@@ -18,18 +18,19 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tpm2_pytss import (
+
+from tpm.pcrsel import PcrSelection, selection_from_bitmaps, selection_to_bitmaps
+from tpm.tss import (
+    TPM2_ALG,
+    TPM2_ST,
     TPM2B_PUBLIC,
     TPML_PCR_SELECTION,
     TPMS_ATTEST,
     TPMS_PCR_SELECTION,
     TPMT_SIGNATURE,
     TSS2_Exception,
+    ffi,
 )
-from tpm2_pytss._libtpm2_pytss import ffi
-from tpm2_pytss.constants import TPM2_ALG, TPM2_ST
-
-from tpm.pcrsel import PcrSelection, selection_from_bitmaps, selection_to_bitmaps
 from tpm.verify import AkPublic, Attest, ClockInfo, Signature, spki
 from trelab.errors import BadInput
 

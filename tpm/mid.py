@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aka.algorithm import AkaAlgorithm
-from tpm import lean, lean_commands, nv
+from tpm import lean, lean_commands, nv, tss
 from tpm.connection import TpmConnection
 from tpm.ek import loaded_ek
 from tpm.keyholder import (
@@ -114,8 +114,7 @@ def object_name(public: Any) -> bytes:
 
 def _srk_template() -> Any:
     """TCG SRK template (Provisioning Guidance §7.5.1), ECC NIST P-256, AES-128-CFB."""
-    from tpm2_pytss import TPM2B_PUBLIC
-    from tpm2_pytss.constants import TPMA_OBJECT
+    from tpm.tss import TPM2B_PUBLIC, TPMA_OBJECT
 
     return TPM2B_PUBLIC.parse(
         "ecc256:aes128cfb",
@@ -131,14 +130,18 @@ def _srk_template() -> Any:
 
 def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
     """The owner's SRK at 0x81000001 as (ESYS handle, TPM2B_PUBLIC), created and persisted if
-    absent. The handle is ESYS's shared object for a persistent handle: neither flush nor
-    close it (ESYS hands the same object to every caller).
+    absent; remembered for the connection (:attr:`tpm.tss.TpmFacts.srk`: only TPM2_Clear
+    removes it, and :func:`tpm.nv.forget_handles` forgets it then). The handle is ESYS's
+    shared object for a persistent handle: neither flush nor close it (ESYS hands the same
+    object to every caller).
 
     Raises:
         Unavailable: the TPM refuses (e.g. owner auth set).
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR, TPM2_CAP
+    known = conn.facts.srk
+    if known is not None:
+        return known[0], known[1]
+    from tpm.tss import ESYS_TR, TPM2_CAP, TSS2_Exception
 
     esys = conn.esys
     try:
@@ -146,15 +149,23 @@ def ensure_srk(conn: TpmConnection) -> tuple[Any, Any]:
         if any(int(h) == SRK_HANDLE for h in caps.data.handles):
             handle = esys.tr_from_tpmpublic(SRK_HANDLE)
             public, _, _ = esys.read_public(handle)
-            return handle, public
-        transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
-        try:
-            handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
-        finally:
-            conn.flush(transient)
-        return handle, public
+        else:
+            transient, public, _, _, _ = esys.create_primary(None, _srk_template(), ESYS_TR.OWNER)
+            try:
+                handle = esys.evict_control(ESYS_TR.OWNER, transient, SRK_HANDLE)
+            finally:
+                conn.flush(transient)
     except TSS2_Exception as exc:
         raise Unavailable(f"cannot load or create the SRK (0x{SRK_HANDLE:08x}): {exc}") from None
+    conn.facts.srk = (handle, public, object_name(public))
+    return handle, public
+
+
+def known_srk_name(conn: TpmConnection) -> bytes:
+    """The SRK's name (:func:`ensure_srk`), computed once per connection."""
+    ensure_srk(conn)
+    assert conn.facts.srk is not None
+    return conn.facts.srk[2]
 
 
 def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
@@ -164,7 +175,7 @@ def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
         BadInput: malformed selection.
         Unavailable: the bank or a PCR is not there.
     """
-    from tpm2_pytss import TPML_PCR_SELECTION, TSS2_Exception
+    from tpm.tss import TPML_PCR_SELECTION, TSS2_Exception
 
     bank, pcrs = parse_pcr_selection(selection)
     values: list[bytes] = []
@@ -285,11 +296,10 @@ def _event(kind: str, record: MidRecord, **extra: Any) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _unmarshal(cls_name: str, blob: bytes) -> Any:
-    import tpm2_pytss
+def _unmarshal(cls_name: type[Any], blob: bytes) -> Any:
+    from tpm.tss import unmarshal
 
-    value, _ = getattr(tpm2_pytss, cls_name).unmarshal(blob)
-    return value
+    return unmarshal(cls_name, blob)
 
 
 # ---- import ---------------------------------------------------------------------------------------
@@ -316,8 +326,7 @@ def import_package(
     ``layer``: the TPM commands of the import (EK and parent policy sessions, three Imports,
     three Loads) through the lean layer (default) or ESYS (the reference).
     """
-    from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TSS2_Exception
-    from tpm2_pytss.constants import TPM2_ALG
+    from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT, TSS2_Exception
 
     check_package(package)
     install = package.install()
@@ -359,9 +368,9 @@ def import_package(
                 return esys.import_(
                     parent,
                     b"",
-                    _unmarshal("TPM2B_PUBLIC", obj.public),
-                    _unmarshal("TPM2B_PRIVATE", obj.duplicate),
-                    _unmarshal("TPM2B_ENCRYPTED_SECRET", obj.seed),
+                    _unmarshal(tss.TPM2B_PUBLIC, obj.public),
+                    _unmarshal(tss.TPM2B_PRIVATE, obj.duplicate),
+                    _unmarshal(tss.TPM2B_ENCRYPTED_SECRET, obj.seed),
                     no_inner,
                     session1=session,
                 )
@@ -425,9 +434,8 @@ def _import_esys(
     """The import's TPM commands through ESYS (the reference): the parent under the EK, then
     K and OPc/TOPc under the parent, each loaded once to prove it loads. Returns the marshalled
     TPM2B_PRIVATEs (parent, and by label)."""
-    from tpm2_pytss import TSS2_Exception
-
     from tpm.ek import ek_policy_session
+    from tpm.tss import TSS2_Exception
 
     esys = conn.esys
     session = ek_policy_session(conn, ek_public)
@@ -435,7 +443,7 @@ def _import_esys(
         parent_private = tpm_import(ek, "parent", package.parent, session)
     finally:
         conn.flush(session)
-    parent_public = _unmarshal("TPM2B_PUBLIC", package.parent.public)
+    parent_public = _unmarshal(tss.TPM2B_PUBLIC, package.parent.public)
     session = ek_policy_session(conn, ek_public)
     try:
         parent = esys.load(ek, parent_private, parent_public, session1=session)
@@ -456,7 +464,7 @@ def _import_esys(
                         handle = esys.load(
                             parent,
                             privates[label],
-                            _unmarshal("TPM2B_PUBLIC", obj.public),
+                            _unmarshal(tss.TPM2B_PUBLIC, obj.public),
                             session1=s,
                         )
                     except TSS2_Exception as exc:
@@ -561,7 +569,17 @@ def _initial_sqn(sqn_ms: bytes) -> Any:
 def ek_name(conn: TpmConnection) -> bytes:
     """The name of this TPM's RSA EK: what a registry and a package are bound to."""
     with loaded_ek(conn) as (_ek, ek_public):
-        return object_name(ek_public)
+        return _ek_public_name(conn, ek_public)
+
+
+def _ek_public_name(conn: TpmConnection, ek_public: Any) -> bytes:
+    """The name of the EK ``ek_public`` (the connection's remembered one: computed once)."""
+    memo = conn.facts.ek_name
+    if memo is not None and memo[0] is ek_public:
+        return memo[1]
+    name = object_name(ek_public)
+    conn.facts.ek_name = (ek_public, name)
+    return name
 
 
 def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, bytes]:
@@ -738,10 +756,8 @@ def factory_reset(conn: TpmConnection, registry: Registry) -> dict[str, Any]:
     Raises:
         Unavailable: neither platform nor lockout authorisation works.
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     from tpm.ek import load_ek, read_ek_certificates, release_ek
+    from tpm.tss import ESYS_TR, TSS2_Exception
 
     esys = conn.esys
     with registry.locked():
@@ -1015,21 +1031,20 @@ class LoadedMid:
             yield s
 
     def _load(self) -> None:
-        from tpm2_pytss import TSS2_Exception
-
         from tpm.ek import ek_policy_session
+        from tpm.tss import TSS2_Exception
 
         conn, esys, record, policy = self._conn, self._conn.esys, self.record, self.record.policy
-        srk, srk_public = ensure_srk(conn)
-        srk_name = object_name(srk_public)
+        srk, _ = ensure_srk(conn)
+        srk_name = known_srk_name(conn)
         try:
             with loaded_ek(conn) as (ek, ek_public):
                 session = ek_policy_session(conn, ek_public)
                 try:
                     parent = esys.load(
                         ek,
-                        _unmarshal("TPM2B_PRIVATE", record.parent.private),
-                        _unmarshal("TPM2B_PUBLIC", record.parent.public),
+                        _unmarshal(tss.TPM2B_PRIVATE, record.parent.private),
+                        _unmarshal(tss.TPM2B_PUBLIC, record.parent.public),
                         session1=session,
                     )
                 finally:
@@ -1054,8 +1069,8 @@ class LoadedMid:
                     with parent_runner.use() as s:
                         return esys.load(
                             parent,
-                            _unmarshal("TPM2B_PRIVATE", stored.private),
-                            _unmarshal("TPM2B_PUBLIC", stored.public),
+                            _unmarshal(tss.TPM2B_PRIVATE, stored.private),
+                            _unmarshal(tss.TPM2B_PUBLIC, stored.public),
                             session1=s,
                         )
                 except TSS2_Exception as exc:
@@ -1087,23 +1102,28 @@ class LoadedMid:
         from tpm.ek import ek_policy_or_list
 
         conn, record, policy = self._conn, self.record, self.record.policy
-        _, srk_public = ensure_srk(conn)
-        srk_name = object_name(srk_public)
+        srk_name = known_srk_name(conn)
         srk_object = LeanObject(SRK_HANDLE, srk_name)
         endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
         try:
             with loaded_ek(conn) as (ek, ek_public):
-                branches = ek_policy_or_list(ek_public)
+                memo = conn.facts.ek_branches
+                if memo is not None and memo[0] is ek_public:
+                    branches = memo[1]
+                else:
+                    branches = ek_policy_or_list(ek_public)
+                    conn.facts.ek_branches = (ek_public, branches)
                 ek_object = LeanObject(
-                    int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+                    int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public)
                 )
                 with lean_commands.session(conn, kind="policy", symmetric=False) as s:
                     lean_commands.policy_secret(conn, s, endorsement)
                     if branches is not None:
                         lean_commands.policy_or(conn, s, branches)
                     parent = lean_commands.load(
-                        conn, ek_object, record.parent.private, record.parent.public, session=s
-                    )
+                        conn, ek_object, record.parent.private, record.parent.public,
+                        session=s, last_use=True,
+                    )  # fmt: skip
         except TpmRefused as exc:
             raise _load_error(exc, "the parent", record.mid) from None
         with contextlib.ExitStack() as parent_scope:
@@ -1117,19 +1137,20 @@ class LoadedMid:
                 self._lean = lean_commands.start_session(
                     conn,
                     kind="policy" if policy.k_steps() else "hmac",
-                    salt_to=(parent.handle, _unmarshal("TPM2B_PUBLIC", record.parent.public)),
+                    salt_to=(parent.handle, record.parent.public),
                 )
             except TpmRefused as exc:
                 raise translate(
                     exc, f"starting a session salted to MID {record.mid}'s parent"
                 ) from None
 
-            def load_child(stored: StoredObject, label: str) -> LeanObject:
+            def load_child(stored: StoredObject, label: str, *, last: bool = False) -> LeanObject:
                 try:
                     lean_commands.run_policy(conn, runner, steps, {srk_name: srk_object})
                     return lean_commands.load(
-                        conn, parent, stored.private, stored.public, session=runner
-                    )
+                        conn, parent, stored.private, stored.public, session=runner,
+                        last_use=last,
+                    )  # fmt: skip
                 except TpmRefused as exc:
                     if exc.command_code == lean.CC.POLICY_PCR:
                         raise MidRefused(
@@ -1151,7 +1172,7 @@ class LoadedMid:
                 lean_commands.flush_object(conn, secret.handle)
             if not self.bus_protection and not policy.k_steps():
                 self._close_session()  # the opt-out: K's commands in the empty-password session
-            key = load_child(record.k, "K")
+            key = load_child(record.k, "K", last=True)
             self._stack.callback(lean_commands.flush_object, conn, key.handle)
         key.auth_value = self._pin or b""
         self._lean_key = key
@@ -1171,11 +1192,10 @@ class LoadedMid:
         return self._esys_key
 
     def _build(self, key: Any) -> None:
-        from tpm2_pytss import TSS2_Exception
-
         from aka.hmac_aka import HmacAka
         from aka.milenage import Milenage
         from aka.tuak import Tuak
+        from tpm.tss import TSS2_Exception
 
         policy = self.record.policy
         k_steps = policy.k_steps()
@@ -1319,7 +1339,7 @@ def _load_error(exc: Exception, label: str, mid: str) -> TrelabError:
     """A refused TPM2_Load (or its policy) is the MID being unusable here: PCRs, owner epoch
     (TPM cleared since import) or a corrupt blob; PIN and lockout keep their own errors, and
     errors below the TPM (TCTI, ESYS) stay Unavailable."""
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     error = translate(exc, f"loading {label} of MID {mid}")
     tpm_said_no = isinstance(exc, TpmRefused) or (

@@ -74,6 +74,7 @@ __all__ = [
     "MidState",
     "StateApproval",
     "audit_chain",
+    "bump",
     "counter_defined",
     "define_lifecycle",
     "discard_lifecycle",
@@ -125,8 +126,7 @@ _LABELS = {MID_CTR: "MID_CTR", MID_STATE: "MID_STATE", AUDIT: "AUDIT", REG_CTR: 
 
 def nv_public(index: int, *, written: bool = True) -> Any:
     """The TPM2B_NV_PUBLIC of one of our indices, as defined (``written`` after first write)."""
-    from tpm2_pytss import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
-    from tpm2_pytss.constants import TPM2_ALG, TPM2_NT, TPMA_NV
+    from tpm.tss import TPM2_ALG, TPM2_NT, TPM2B_NV_PUBLIC, TPMA_NV, TPMS_NV_PUBLIC
 
     if index not in _KINDS:
         raise BadInput(f"NV index 0x{index:08x} is not one of the MID store's")
@@ -189,6 +189,8 @@ def forget_handles(
     """Drop ESYS's cached resource objects for ``handles`` (before TPM2_Clear makes them stale)
     and what the connection remembers of them."""
     conn.facts.store_indices_checked = False
+    if 0x81000001 in handles:  # the SRK (tpm.mid.SRK_HANDLE): its remembered object goes too
+        conn.facts.srk = None
     for handle in handles:
         tr = _forget(conn, handle)
         with contextlib.suppress(Exception):
@@ -202,7 +204,7 @@ def forget_handles(
 def _defined(conn: TpmConnection, index: int) -> bool:
     """Is NV ``index`` defined? A yes is remembered for the connection (an index goes only
     through :func:`_undefine` or TPM2_Clear, which forget it)."""
-    from tpm2_pytss.constants import TPM2_CAP
+    from tpm.tss import TPM2_CAP
 
     known = conn.facts.nv_defined
     if index in known:
@@ -218,9 +220,9 @@ def _undefine(conn: TpmConnection, handle: int) -> None:
     """TPM2_NV_UndefineSpace (owner auth); ESYS drops its object for the handle.
 
     Raises:
-        tpm2_pytss.TSS2_Exception: the TPM refuses.
+        tpm.tss.TSS2_Exception: the TPM refuses.
     """
-    from tpm2_pytss.constants import ESYS_TR
+    from tpm.tss import ESYS_TR
 
     tr = resource(conn, handle)
     _forget(conn, handle)
@@ -236,8 +238,7 @@ def ensure_indices(conn: TpmConnection) -> list[str]:
         Unavailable: the TPM refuses (owner auth set, NV full), or an index exists with other
             attributes (someone else's index at our handle).
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
+    from tpm.tss import ESYS_TR, TSS2_Exception
 
     esys = conn.esys
     made: list[str] = []
@@ -301,7 +302,17 @@ def counter_defined(conn: TpmConnection, index: int) -> bool:
 
 
 def increment(conn: TpmConnection, index: int = MID_CTR) -> int:
-    """TPM2_NV_Increment; returns the new value (one NV write).
+    """TPM2_NV_Increment; returns the new value (one NV write, one read).
+
+    Raises:
+        Unavailable: the TPM refuses.
+    """
+    bump(conn, index)
+    return read_counter(conn, index)
+
+
+def bump(conn: TpmConnection, index: int) -> None:
+    """TPM2_NV_Increment without reading the value back (the caller knows it).
 
     Raises:
         Unavailable: the TPM refuses.
@@ -310,7 +321,6 @@ def increment(conn: TpmConnection, index: int = MID_CTR) -> int:
         lean_commands.nv_increment(conn, index)
     except TpmRefused as exc:
         raise _fail(f"cannot increment {_LABELS[index]}", exc) from None
-    return read_counter(conn, index)
 
 
 def read_states(conn: TpmConnection) -> bytes:
@@ -352,7 +362,7 @@ def read_state(conn: TpmConnection, slot: int) -> MidState:
 
 def lifecycle_handles(conn: TpmConnection) -> tuple[int, ...]:
     """The per-MID lifecycle indices defined in this TPM."""
-    from tpm2_pytss.constants import TPM2_CAP
+    from tpm.tss import TPM2_CAP
 
     _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, STATE_BASE, STATE_SLOTS)
     return tuple(
@@ -363,7 +373,7 @@ def lifecycle_handles(conn: TpmConnection) -> tuple[int, ...]:
 def free_slots(conn: TpmConnection) -> list[int]:
     """Slots whose MID_STATE byte is EMPTY and whose lifecycle index is absent or was never
     written (left by an import that did not finish; :func:`define_lifecycle` reclaims it)."""
-    from tpm2_pytss.constants import TPMA_NV
+    from tpm.tss import TPMA_NV
 
     states = read_states(conn)
     taken = set()
@@ -479,8 +489,7 @@ class LifecycleIndex:
         return STATE_BASE + self.slot
 
     def public(self, *, written: bool = True) -> Any:
-        from tpm2_pytss import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
-        from tpm2_pytss.constants import TPM2_ALG, TPM2_NT, TPMA_NV
+        from tpm.tss import TPM2_ALG, TPM2_NT, TPM2B_NV_PUBLIC, TPMA_NV, TPMS_NV_PUBLIC
 
         attrs = int(
             TPMA_NV.POLICYWRITE
@@ -512,7 +521,7 @@ class LifecycleIndex:
 
     def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
         """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
-        from tpm2_pytss import TPM2B_MAX_NV_BUFFER
+        from tpm.tss import TPM2B_MAX_NV_BUFFER
 
         name = self.name(written=written)
         params = bytes(TPM2B_MAX_NV_BUFFER(value.encode()).marshal()) + (0).to_bytes(2, "big")
@@ -594,8 +603,7 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
     Raises:
         Unavailable: the handle holds another index (another MID's, or a foreign one).
     """
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR, TPMA_NV
+    from tpm.tss import ESYS_TR, TPMA_NV, TSS2_Exception
 
     found = _lifecycle_public(conn, index.handle)
     if found is not None:
@@ -634,7 +642,7 @@ def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:
     Raises:
         Unavailable: the TPM refuses.
     """
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     _check_slot(slot)
     if not _defined(conn, STATE_BASE + slot):
@@ -661,7 +669,7 @@ def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
     Raises:
         Unavailable: unreadable, or an index at that handle that is not a lifecycle index.
     """
-    from tpm2_pytss.constants import TPMA_NV
+    from tpm.tss import TPMA_NV
 
     _check_slot(slot)
     found = _lifecycle_public(conn, STATE_BASE + slot)
@@ -672,7 +680,7 @@ def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
         raise Unavailable(f"NV index 0x{STATE_BASE + slot:08x} is not a MID lifecycle index")
     if not int(public.attributes) & int(TPMA_NV.WRITTEN):
         return None
-    from tpm2_pytss import TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     try:
         tr = resource(conn, STATE_BASE + slot)

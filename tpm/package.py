@@ -593,7 +593,7 @@ def write_package(path: str | os.PathLike[str], package: Package) -> None:
 
 
 def _unmarshal_public(blob: bytes, label: str) -> Any:
-    from tpm2_pytss import TPM2B_PUBLIC
+    from tpm.tss import TPM2B_PUBLIC
 
     try:
         public, used = TPM2B_PUBLIC.unmarshal(blob)
@@ -615,8 +615,7 @@ def _public_name(public: Any) -> bytes:
 
 
 def _symdef_aes128cfb() -> Any:
-    from tpm2_pytss import TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
-    from tpm2_pytss.constants import TPM2_ALG
+    from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
 
     return TPMT_SYM_DEF_OBJECT(
         algorithm=TPM2_ALG.AES,
@@ -626,7 +625,7 @@ def _symdef_aes128cfb() -> Any:
 
 
 def _attrs(*, user: bool, noda: bool) -> int:
-    from tpm2_pytss.constants import TPMA_OBJECT
+    from tpm.tss import TPMA_OBJECT
 
     value = int(TPMA_OBJECT.ADMINWITHPOLICY)
     if user:
@@ -683,8 +682,8 @@ def _ecdsa_public(x: int, y: int) -> bytes:
     # a pure function of the point; building it through tpm2-pytss costs ~1.5 ms
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from tpm2_pytss import TPM2B_PUBLIC, TPMT_ASYM_SCHEME
-    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    from tpm.tss import TPM2_ALG, TPM2B_PUBLIC, TPMA_OBJECT, TPMT_ASYM_SCHEME
 
     public_key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
     pem = public_key.public_bytes(
@@ -733,7 +732,7 @@ class MidSecrets:
 
 
 def _wrap(parent_public: Any, public: Any, sensitive: Any) -> WrappedObject:
-    from tpm2_pytss.utils import wrap
+    from tpm.tss import wrap
 
     _, duplicate, seed = wrap(parent_public.publicArea, public, sensitive)
     return WrappedObject(
@@ -745,7 +744,7 @@ def _wrap(parent_public: Any, public: Any, sensitive: Any) -> WrappedObject:
 
 
 def _sealed(secret: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
-    from tpm2_pytss import TPM2B_SENSITIVE
+    from tpm.tss import TPM2B_SENSITIVE
 
     sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(
         secret, objectAttributes=_attrs(user=not steps, noda=auth is None)
@@ -759,8 +758,7 @@ def _sealed(secret: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tu
 def _hmac_key(key: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
     """K as a keyed-hash HMAC-SHA-256 signing key (docs/hmac-aka.md §6): TPM2_HMAC computes
     with it, TPM2_Unseal refuses it (sign set, decrypt clear)."""
-    from tpm2_pytss import TPM2B_SENSITIVE, TPMT_KEYEDHASH_SCHEME
-    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+    from tpm.tss import TPM2_ALG, TPM2B_SENSITIVE, TPMA_OBJECT, TPMT_KEYEDHASH_SCHEME
 
     scheme = TPMT_KEYEDHASH_SCHEME(scheme=TPM2_ALG.HMAC)
     scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
@@ -796,8 +794,8 @@ def build_package(
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from tpm2_pytss import TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMT_ASYM_SCHEME
-    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+
+    from tpm.tss import TPM2_ALG, TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMA_OBJECT, TPMT_ASYM_SCHEME
 
     if not _IMSI.match(imsi):
         raise BadInput("6…15 digits", field="imsi")
@@ -903,7 +901,7 @@ def _expect(ok: bool, message: str) -> None:
 def _check_object(
     label: str, obj: WrappedObject, steps: list[PolicyStep], *, kind: str, pin: bool
 ) -> Any:
-    from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT
+    from tpm.tss import TPM2_ALG, TPMA_OBJECT
 
     public = _unmarshal_public(obj.public, f"{label} public area")
     area = public.publicArea

@@ -121,7 +121,7 @@ def marshal_pcr_selection(selection: str) -> bytes:
     Raises:
         BadInput: malformed selection.
     """
-    from tpm2_pytss import TPML_PCR_SELECTION
+    from tpm.tss import TPML_PCR_SELECTION
 
     bank, pcrs = parse_pcr_selection(selection)
     return bytes(TPML_PCR_SELECTION.parse(format_pcr_selection(bank, pcrs)).marshal())

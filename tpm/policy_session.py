@@ -74,10 +74,9 @@ def start_session(
     commands if ``decrypt`` (TPM 2.0 Part 1 §19.6.5, §21).
 
     Raises:
-        tpm2_pytss.TSS2_Exception: the TPM refuses (callers translate).
+        tpm.tss.TSS2_Exception: the TPM refuses (callers translate).
     """
-    from tpm2_pytss import TPMT_SYM_DEF, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+    from tpm.tss import ESYS_TR, TPM2_ALG, TPM2_SE, TPMT_SYM_DEF, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
 
     types = {"policy": TPM2_SE.POLICY, "trial": TPM2_SE.TRIAL, "hmac": TPM2_SE.HMAC}
     if kind not in types:
@@ -109,7 +108,7 @@ def set_session_attributes(
     TPM command). A TPM refuses ``decrypt`` on a command without a TPM2B first parameter
     (TPM2_Unseal; TPM_RC_ATTRIBUTES), so a session shared by Unseal and EncryptDecrypt2
     switches between them."""
-    from tpm2_pytss.constants import TPMA_SESSION
+    from tpm.tss import TPMA_SESSION
 
     attrs = int(TPMA_SESSION.CONTINUESESSION)
     if encrypt:
@@ -121,8 +120,8 @@ def set_session_attributes(
 
 def _signature(der: bytes) -> Any:
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    from tpm2_pytss import TPMT_SIGNATURE
-    from tpm2_pytss.constants import TPM2_ALG
+
+    from tpm.tss import TPM2_ALG, TPMT_SIGNATURE
 
     try:
         r, s = decode_dss_signature(der)
@@ -212,8 +211,7 @@ class PolicyRunner:
 
     # -- one step ---------------------------------------------------------------------------------
     def _run(self, step: PolicyStep) -> None:
-        from tpm2_pytss import TSS2_Exception
-        from tpm2_pytss.constants import TPM2_RC
+        from tpm.tss import TPM2_RC, TSS2_Exception
 
         try:
             self._send(step)
@@ -237,7 +235,7 @@ class PolicyRunner:
             raise
 
     def _send(self, step: PolicyStep) -> None:
-        from tpm2_pytss import TPM2B_OPERAND, TPML_PCR_SELECTION
+        from tpm.tss import TPM2B_OPERAND, TPML_PCR_SELECTION
 
         esys = self._conn.esys
         session = self.session
@@ -269,10 +267,8 @@ class PolicyRunner:
             raise LocalProtocolError(f"unknown policy step {step!r}")
 
     def _authorize(self, step: PolicyAuthorize) -> None:
-        from tpm2_pytss import TPM2B_PUBLIC
-        from tpm2_pytss.constants import ESYS_TR
-
         from tpm.policy import approval_hash
+        from tpm.tss import ESYS_TR, TPM2B_PUBLIC
 
         approval = self._approval
         if approval is None or self._operator_public is None:

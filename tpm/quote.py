@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from tpm2_pytss import TPM2B_DATA, TSS2_Exception
-
 from tpm.connection import TpmConnection
 from tpm.evidence import QuoteFiles
 from tpm.identity import AttestationKey
 from tpm.marshal import hash_name, parse_attest, selection_from_tpml, tpml_from_selection
 from tpm.pcrsel import PcrSelection, normalise, values_digest
+from tpm.tss import TPM2B_DATA, TSS2_Exception
 from trelab.errors import BadInput, Unavailable
 
 __all__ = ["MAX_NONCE", "Quoter", "quote", "read_pcrs"]

@@ -233,6 +233,12 @@ class Registry:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._locked = False
+        #: REG_CTR as this process last read or wrote it under the lock held now (and on which
+        #: connection): nobody else can move it before the lock is released
+        self._counter: tuple[TpmConnection, int] | None = None
+        #: the file's text as this process last read or wrote it, and its parse
+        self._seen: tuple[str, RegistryData] | None = None
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r})"
@@ -241,7 +247,11 @@ class Registry:
     def locked(self) -> Iterator[None]:
         """Exclusive lock (``<file>.lock``) for a read-modify-write across processes."""
         with file_lock(self.path.with_name(self.path.name + ".lock")):
-            yield
+            self._locked, self._counter = True, None
+            try:
+                yield
+            finally:
+                self._locked, self._counter = False, None
 
     def read(self) -> RegistryData:
         """The file as it is, without the TPM check (for ``list`` and repairs).
@@ -255,7 +265,13 @@ class Registry:
             return RegistryData()
         except OSError as exc:
             raise BadInput(f"registry {self.path}: {exc.strerror}") from None
-        return RegistryData.from_json(load_json(text, f"registry {self.path}"))
+        seen = self._seen
+        if seen is not None and seen[0] == text:  # the same bytes: the same parse
+            data = seen[1]
+        else:
+            data = RegistryData.from_json(load_json(text, f"registry {self.path}"))
+            self._seen = (text, data)
+        return replace(data, mids=dict(data.mids))
 
     def freshness(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> str:
         """``"fresh"``, ``"repairable"`` (crash between file write and NV increment), ``"new"``
@@ -271,6 +287,7 @@ class Registry:
                 return "the TPM was cleared since the registry was written (REG_CTR is gone)"
             return "new"
         counter = nv.read_counter(conn, nv.REG_CTR)
+        self._remember(conn, counter)
         if data.version == 0 and not data.mids:
             return "new"
         if data.version == counter:
@@ -295,7 +312,8 @@ class Registry:
         data = self.read()
         verdict = self.freshness(conn, data, ek_name)
         if verdict == "repairable":
-            nv.increment(conn, nv.REG_CTR)
+            self._counter = None
+            self._remember(conn, nv.increment(conn, nv.REG_CTR))
         elif verdict not in ("fresh", "new"):
             raise RegistryRollback(f"MID registry refused: {verdict}")
         return data
@@ -308,13 +326,23 @@ class Registry:
             Unavailable: the TPM refuses the NV write (the file is then one ahead: repaired
                 on the next read).
         """
-        if not nv.counter_defined(conn, nv.REG_CTR):
-            nv.ensure_indices(conn)
-        counter = nv.read_counter(conn, nv.REG_CTR)
+        known, self._counter = self._counter, None
+        if known is not None and known[0] is conn:
+            counter = known[1]  # read under this lock: REG_CTR cannot have moved since
+        else:
+            if not nv.counter_defined(conn, nv.REG_CTR):
+                nv.ensure_indices(conn)
+            counter = nv.read_counter(conn, nv.REG_CTR)
         written = replace(data, version=counter + 1, ek_name=ek_name)
         self.write_unchecked(written)
-        nv.increment(conn, nv.REG_CTR)
+        nv.bump(conn, nv.REG_CTR)
+        self._remember(conn, counter + 1)
         return written
+
+    def _remember(self, conn: TpmConnection, counter: int) -> None:
+        """Keep REG_CTR's value for the rest of the lock (only while it is held)."""
+        if self._locked:
+            self._counter = (conn, counter)
 
     def write_unchecked(self, data: RegistryData) -> None:
         """Atomic write without the counter (tests, and after a factory reset).
@@ -322,9 +350,31 @@ class Registry:
         Raises:
             Unavailable: the file cannot be written (disk full, read-only, …).
         """
+        text = _text(data)
+        self._seen = None
         try:
-            atomic_write_text(self.path, json.dumps(data.to_json(), indent=1) + "\n")
+            atomic_write_text(self.path, text)
         except OSError as exc:
             raise Unavailable(
                 f"cannot write the MID registry {self.path}: {exc.strerror}"
             ) from None
+        self._seen = (text, replace(data, mids=dict(data.mids)))
+
+
+def _text(data: RegistryData) -> str:
+    """The file's text, one line per MID and per audit event: written on every accepted AKA,
+    so it goes through json's C encoder (which ``indent`` would bypass)."""
+    doc = data.to_json()
+    mids, audit = doc.pop("mids"), doc.pop("audit")
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in doc.items()]
+
+    def listed(name: str, items: list[Any], last: bool) -> list[str]:
+        rows = [f"  {json.dumps(item)}," for item in items]
+        if rows:
+            rows[-1] = rows[-1][:-1]
+        return [f' "{name}": [', *rows, " ]" if last else " ],"]
+
+    return (
+        "\n".join(["{", *lines, *listed("mids", mids, False), *listed("audit", audit, True), "}"])
+        + "\n"
+    )

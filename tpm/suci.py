@@ -22,8 +22,7 @@ __all__ = ["TpmAgreement", "holder_for"]
 def _decrypt_public(x: int, y: int) -> Any:
     """TPM2B_PUBLIC of a P-256 point as an unrestricted ECDH decryption key (what
     TPM2_ECDH_KeyGen requires of its key, TPM 2.0 Part 3 §14.4)."""
-    from tpm2_pytss import TPM2B_PUBLIC, TPMT_PUBLIC
-    from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC, TPMA_OBJECT
+    from tpm.tss import TPM2_ALG, TPM2_ECC, TPM2B_PUBLIC, TPMA_OBJECT, TPMT_PUBLIC
 
     area = TPMT_PUBLIC(type=TPM2_ALG.ECC, nameAlg=TPM2_ALG.SHA256)
     area.objectAttributes = TPMA_OBJECT.DECRYPT | TPMA_OBJECT.USERWITHAUTH
@@ -49,8 +48,8 @@ class TpmAgreement:
     def __call__(self, profile: Profile, hn_public: bytes) -> tuple[bytes, bytes]:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-        from tpm2_pytss import TSS2_Exception
-        from tpm2_pytss.constants import ESYS_TR
+
+        from tpm.tss import ESYS_TR, TSS2_Exception
 
         if profile is not Profile.B:
             raise BadInput("the TPM makes Profile B (P-256) ephemeral keys only")

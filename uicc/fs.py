@@ -10,7 +10,7 @@ round-trip (one test runs them all).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -19,38 +19,91 @@ from trelab.errors import BadInput
 
 __all__ = [
     "ADF",
+    "ADF_ARA_M",
+    "ADF_ISIM",
     "ADF_USIM",
     "APPLICATIONS",
+    "ARA_M_AID",
     "DF",
     "DF_5GS",
+    "DF_GRAPHICS",
     "DF_GSM",
+    "DF_GSM_ACCESS",
+    "DF_MCS",
+    "DF_PHONEBOOK",
+    "DF_SAIP",
+    "DF_TELECOM",
     "EF",
+    "EF_5GAUTHKEYS",
+    "EF_5GS3GPPLOCI",
+    "EF_5GS3GPPNSC",
+    "EF_5GSN3GPPLOCI",
+    "EF_5GSN3GPPNSC",
     "EF_ACC",
     "EF_AD",
+    "EF_ADN",
+    "EF_ARR",
+    "EF_ARR_MF",
+    "EF_BDN",
     "EF_DIR",
+    "EF_DOMAIN",
+    "EF_ECC",
+    "EF_EHPLMN",
     "EF_EPSLOCI",
+    "EF_EPSNSC",
     "EF_EST",
+    "EF_FDN",
     "EF_FPLMN",
     "EF_GSM_KC",
+    "EF_HPLMNWACT",
     "EF_HPPLMN",
     "EF_ICCID",
     "EF_ICI",
+    "EF_ICT",
+    "EF_IMG",
+    "EF_IMPI",
+    "EF_IMPU",
     "EF_IMSI",
+    "EF_ISIM_AD",
+    "EF_ISIM_ARR",
+    "EF_IST",
+    "EF_KC",
+    "EF_KCGPRS",
     "EF_KEYS",
     "EF_KEYSPS",
+    "EF_LI",
     "EF_LOCI",
+    "EF_MSISDN",
+    "EF_MST",
+    "EF_NETPAR",
+    "EF_OPL",
+    "EF_OPL5G",
+    "EF_OPLMNWACT",
+    "EF_PBR",
+    "EF_PCSCF",
     "EF_PHASE",
     "EF_PL",
+    "EF_PLMNWACT",
+    "EF_PNN",
     "EF_PSLOCI",
     "EF_ROUTING_INDICATOR",
+    "EF_SDN",
+    "EF_SMS",
+    "EF_SMSP",
+    "EF_SMSS",
     "EF_SPN",
     "EF_SST",
     "EF_START_HFN",
     "EF_SUCI_CALC_INFO",
+    "EF_SUCI_CALC_INFO_USIM",
+    "EF_TELECOM_ARR",
     "EF_THRESHOLD",
+    "EF_UAC_AIC",
     "EF_UST",
+    "ISIM_AID",
     "KEY_REFERENCE",
     "MF",
+    "SCHEME_IDS",
     "USIM_AID",
     "Access",
     "Codec",
@@ -59,9 +112,11 @@ __all__ = [
     "LinearFixedEF",
     "TransparentEF",
     "all_efs",
+    "declared_services",
     "decode_bcd_swapped",
     "decode_iccid",
     "decode_imsi",
+    "efs_under",
     "encode_bcd_swapped",
     "encode_iccid",
     "encode_imsi",
@@ -528,6 +583,582 @@ def _imsi_codec() -> Codec:
     return Codec("imsi", decode_imsi, encode_imsi)
 
 
+# -- GSM 7-bit default alphabet (TS 23.038 §6.1.2.1), on the characters it shares with ASCII ------
+def _gsm7_pack(text: str) -> tuple[bytes, int]:
+    """Septets packed LSB first (TS 23.038 §6.1.2.1.1); returns (octets, spare bits in the last)."""
+    if not set(text) <= _GSM_SAFE:
+        raise BadInput("name: letters, digits, space and simple punctuation only")
+    bits = 0
+    count = 0
+    out = bytearray()
+    for char in text:
+        bits |= ord(char) << count
+        count += 7
+        while count >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            count -= 8
+    if count:
+        out.append(bits & 0xFF)
+    return bytes(out), (8 - count) % 8 if count else 0
+
+
+def _gsm7_unpack(data: bytes, spare: int) -> str:
+    septets = (8 * len(data) - spare) // 7
+    value = int.from_bytes(data, "little")
+    chars = [chr(value >> (7 * i) & 0x7F) for i in range(septets)]
+    text = "".join(chars)
+    if not set(text) <= _GSM_SAFE:
+        raise BadInput("name: characters outside the supported GSM default alphabet subset")
+    return text
+
+
+def _alpha_decode(data: bytes) -> str:
+    """Alpha identifier (TS 31.102 Annex A, GSM default alphabet, 8-bit, FF padded)."""
+    text = data.split(b"\xff", 1)[0]
+    if any(b & 0x80 for b in text):
+        raise BadInput("alpha identifier: UCS2 coding is not supported here")
+    decoded = text.decode("ascii")
+    if not set(decoded) <= _GSM_SAFE:
+        raise BadInput("alpha identifier: characters outside the supported alphabet subset")
+    return decoded
+
+
+def _alpha_encode(text: str, size: int) -> bytes:
+    if not set(text) <= _GSM_SAFE:
+        raise BadInput("alpha identifier: letters, digits, space and simple punctuation only")
+    return _pad("alpha identifier", text.encode("ascii"), size)
+
+
+# -- dialling numbers (TS 31.102 §4.4.2.3 EF.ADN, used by MSISDN/FDN/SDN/BDN/MBDN) -----------
+_DIAL_DIGITS = "0123456789*#"
+
+
+def _dial_encode(number: str) -> tuple[int, bytes]:
+    """(TON/NPI, swapped BCD) of a dialling number; a leading '+' is the international TON."""
+    international = number.startswith("+")
+    digits = number[1:] if international else number
+    if not digits or not set(digits) <= set(_DIAL_DIGITS) or len(digits) > 20:
+        raise BadInput("dialling number: 1 to 20 of 0-9 * #, optionally after '+'")
+    nibbles = [_DIAL_DIGITS.index(d) if d.isdigit() else 0xA + "*#".index(d) for d in digits]
+    if len(nibbles) % 2:
+        nibbles.append(0xF)
+    bcd = bytes(nibbles[i] | nibbles[i + 1] << 4 for i in range(0, len(nibbles), 2))
+    return (0x91 if international else 0x81), bcd
+
+
+def _dial_decode(ton_npi: int, bcd: bytes) -> str:
+    digits: list[str] = []
+    for byte in bcd:
+        for nibble in (byte & 0x0F, byte >> 4):
+            if nibble == 0x0F:
+                break
+            if nibble > 0xB:
+                raise BadInput(f"dialling number: nibble {nibble:X} (DTMF control) not supported")
+            digits.append(_DIAL_DIGITS[nibble] if nibble < 10 else "*#"[nibble - 10])
+        else:
+            continue
+        break
+    prefix = "+" if ton_npi & 0x70 == 0x10 else ""
+    return prefix + "".join(digits)
+
+
+def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
+    """A dialling-number record: alpha (X), BCD length, TON/NPI, 10 BCD bytes, CCP2 id, ext id
+    (and for EF.BDN one more byte, the comparison method pointer). Erased → ``None``."""
+
+    def decode(data: bytes) -> dict[str, str] | None:
+        if _erased(data[alpha_len:]):
+            return None
+        body = data[alpha_len:]
+        length = body[0]
+        if not 1 <= length <= 11:
+            raise BadInput(f"{name}: BCD length byte {length} out of range")
+        return {
+            "alpha": _alpha_decode(data[:alpha_len]),
+            "number": _dial_decode(body[1], body[2 : 1 + length]),
+        }
+
+    def encode(value: dict[str, str] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        ton_npi, bcd = _dial_encode(value["number"])
+        body = bytes([len(bcd) + 1, ton_npi]) + bcd.ljust(10, b"\xff")
+        out = _alpha_encode(value["alpha"], alpha_len) + body + b"\xff" * trailer
+        return _pad(name, out, size)
+
+    return Codec(name, decode, encode)
+
+
+def _ecc_codec() -> Codec:
+    """EF.ECC record (TS 31.102 §4.2.21): 3 BCD bytes, alpha (X), service category. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if _erased(data[:3]):
+            return None
+        return {
+            "number": decode_bcd_swapped(data[:3]),
+            "alpha": _alpha_decode(data[3:-1]),
+            "category": data[-1],
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        if not 0 <= value["category"] <= 0x7F:
+            raise BadInput("ECC: service category 0…127")
+        code = encode_bcd_swapped(value["number"], 3)
+        return code + _alpha_encode(value["alpha"], size - 4) + bytes([value["category"]])
+
+    return Codec("ecc", decode, encode)
+
+
+def _sms_codec() -> Codec:
+    """EF.SMS record (TS 31.102 §4.2.25): status byte, then 175 bytes. A free record
+    (status b1 = 0) → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if not data[0] & 0x01:
+            return None
+        return {"status": data[0], "body": data[1:].rstrip(b"\xff").hex()}
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\x00" + b"\xff" * (size - 1)
+        status = value["status"]
+        if not 0 <= status <= 0xFF or not status & 0x01:
+            raise BadInput("SMS: status must mark the record used (b1 = 1)")
+        return _pad("SMS", bytes([status]) + bytes.fromhex(value["body"]), size)
+
+    return Codec("sms", decode, encode)
+
+
+def _address_decode(data: bytes) -> str | None:
+    """TS 24.011 RP address / TS 23.040 TP address as stored in EF.SMSP: length, TON/NPI, BCD."""
+    if _erased(data):
+        return None
+    if not 1 <= data[0] <= len(data) - 1:
+        raise BadInput("SMSP: address length out of range")
+    return _dial_decode(data[1], data[2 : 1 + data[0]])
+
+
+def _address_encode(number: str | None, size: int) -> bytes:
+    if number is None:
+        return b"\xff" * size
+    ton_npi, bcd = _dial_encode(number)
+    return _pad("SMSP address", bytes([len(bcd) + 1, ton_npi]) + bcd, size)
+
+
+def _smsp_codec(alpha_len: int) -> Codec:
+    """EF.SMSP record (TS 31.102 §4.2.27): alpha (Y), parameter indicators, TP-destination
+    address (12), service centre address (12), PID, DCS, validity period. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if _erased(data):
+            return None
+        p = data[alpha_len:]
+        return {
+            "alpha": _alpha_decode(data[:alpha_len]),
+            "indicators": p[0],
+            "destination": _address_decode(p[1:13]),
+            "service_centre": _address_decode(p[13:25]),
+            "pid": p[25],
+            "dcs": p[26],
+            "validity": p[27],
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        for key in ("indicators", "pid", "dcs", "validity"):
+            if not 0 <= value[key] <= 0xFF:
+                raise BadInput(f"SMSP: {key} 0…255")
+        out = (
+            _alpha_encode(value["alpha"], alpha_len)
+            + bytes([value["indicators"]])
+            + _address_encode(value["destination"], 12)
+            + _address_encode(value["service_centre"], 12)
+            + bytes([value["pid"], value["dcs"], value["validity"]])
+        )
+        return _pad("SMSP", out, size)
+
+    return Codec("smsp", decode, encode)
+
+
+def _smss_codec() -> Codec:
+    """EF.SMSS (TS 31.102 §4.2.28): last used TP-MR; memory capacity flag (b1 = 1: room)."""
+
+    def decode(data: bytes) -> dict[str, Any]:
+        if len(data) < 2:
+            raise BadInput("SMSS: shorter than 2 bytes")
+        return {"last_tp_mr": data[0], "memory_available": bool(data[1] & 0x01)}
+
+    def encode(value: dict[str, Any], size: int) -> bytes:
+        if not 0 <= value["last_tp_mr"] <= 0xFF:
+            raise BadInput("SMSS: TP-MR 0…255")
+        flag = 0xFF if value["memory_available"] else 0xFE
+        return _pad("SMSS", bytes([value["last_tp_mr"], flag]), size)
+
+    return Codec("smss", decode, encode)
+
+
+# Access technology identifier bits (TS 31.102 §4.2.5): byte 4 then byte 5 of each entry
+_ACT_BITS = {"UTRAN": 0x8000, "E-UTRAN": 0x4000, "NG-RAN": 0x0800, "GSM": 0x0080}
+
+
+def _plmn_act_codec(name: str) -> Codec:
+    """PLMN selector with access technology (EF.PLMNwAcT/OPLMNwAcT/HPLMNwAcT): 5-byte entries."""
+
+    def decode(data: bytes) -> tuple[dict[str, Any], ...]:
+        out = []
+        for i in range(0, len(data) - 4, 5):
+            entry = data[i : i + 5]
+            if _erased(entry[:3]):
+                continue
+            act = int.from_bytes(entry[3:5], "big")
+            if act & ~sum(_ACT_BITS.values()):
+                raise BadInput(f"{name}: access technology bits {act:04X} not supported here")
+            techs = tuple(t for t, bit in _ACT_BITS.items() if act & bit)
+            out.append({"plmn": _plmn_decode(entry[:3]), "act": techs})
+        return tuple(out)
+
+    def encode(entries: tuple[dict[str, Any], ...], size: int) -> bytes:
+        raw = b""
+        for entry in entries:
+            unknown = set(entry["act"]) - set(_ACT_BITS)
+            if unknown:
+                raise BadInput(f"{name}: unknown access technology {sorted(unknown)[0]!r}")
+            act = sum(_ACT_BITS[t] for t in entry["act"])
+            raw += _plmn_encode(entry["plmn"]) + act.to_bytes(2, "big")
+        if len(raw) > size:
+            raise BadInput(f"{name}: {len(entries)} entries do not fit in {size} bytes")
+        return raw + bytes.fromhex("ffffff0000") * ((size - len(raw)) // 5)
+
+    return Codec(name, decode, encode)
+
+
+def _network_name_decode(value: bytes) -> str:
+    """Network name IE contents (TS 24.008 §10.5.3.5a): coding octet, then GSM 7-bit text."""
+    if not value:
+        raise BadInput("PNN: empty network name")
+    if value[0] & 0x70:
+        raise BadInput("PNN: only the GSM default alphabet coding is supported here")
+    return _gsm7_unpack(value[1:], value[0] & 0x07)
+
+
+def _network_name_encode(text: str) -> bytes:
+    packed, spare = _gsm7_pack(text)
+    return bytes([0x80 | spare]) + packed
+
+
+def _pnn_codec() -> Codec:
+    """EF.PNN record (TS 31.102 §4.2.58): '43' full name, optional '45' short name. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if _erased(data):
+            return None
+        tlvs = dict(parse_tlvs(data))
+        if 0x43 not in tlvs:
+            raise BadInput("PNN: record without a full name ('43')")
+        short = tlvs.get(0x45)
+        return {
+            "full_name": _network_name_decode(tlvs[0x43]),
+            "short_name": _network_name_decode(short) if short is not None else None,
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        out = encode_tlv(0x43, _network_name_encode(value["full_name"]))
+        if value["short_name"] is not None:
+            out += encode_tlv(0x45, _network_name_encode(value["short_name"]))
+        return _pad("PNN", out, size)
+
+    return Codec("pnn", decode, encode)
+
+
+def _opl_codec(name: str, area: int) -> Codec:
+    """EF.OPL (§4.2.59: PLMN, LAC range) / EF.OPL5G (§4.4.11.9: PLMN, TAC range), then the
+    EF.PNN record number. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if _erased(data):
+            return None
+        return {
+            "plmn": _plmn_decode(data[:3]),
+            "area_min": data[3 : 3 + area].hex(),
+            "area_max": data[3 + area : 3 + 2 * area].hex(),
+            "pnn_record": data[3 + 2 * area],
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        low, high = bytes.fromhex(value["area_min"]), bytes.fromhex(value["area_max"])
+        if len(low) != area or len(high) != area or not 0 <= value["pnn_record"] <= 0xFF:
+            raise BadInput(f"{name}: area codes of {area} bytes, PNN record 0…255")
+        return _pad(
+            name, _plmn_encode(value["plmn"]) + low + high + bytes([value["pnn_record"]]), size
+        )
+
+    return Codec(name, decode, encode)
+
+
+def _tlv_record_codec(name: str, template: int, fields: dict[int, str]) -> Codec:
+    """A record or file holding one constructed template of primitive TLVs (values as hex):
+    e.g. a NAS security context (TS 31.102 §4.2.92, §4.4.11.4). Erased → None."""
+    tags = {v: k for k, v in fields.items()}
+
+    def decode(data: bytes) -> dict[str, str] | None:
+        if _erased(data):
+            return None
+        outer = parse_tlvs(data)
+        if len(outer) != 1 or outer[0][0] != template:
+            raise BadInput(f"{name}: expected one template {template:02X}")
+        out: dict[str, str] = {}
+        for tag, value in parse_tlvs(outer[0][1]):
+            if tag not in fields:
+                raise BadInput(f"{name}: unknown tag {tag:02X}")
+            out[fields[tag]] = value.hex()
+        return out
+
+    def encode(value: dict[str, str] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        unknown = set(value) - set(tags)
+        if unknown:
+            raise BadInput(f"{name}: unknown field {sorted(unknown)[0]!r}")
+        inner = b"".join(encode_tlv(tags[k], bytes.fromhex(v)) for k, v in value.items())
+        return _pad(name, encode_tlv(template, inner), size)
+
+    return Codec(name, decode, encode)
+
+
+def _tlv_fields_codec(name: str, fields: dict[int, str], *, text: bool = False) -> Codec:
+    """A file of primitive TLVs side by side (e.g. EF.5GAUTHKEYS '80' K_AUSF, '81' K_SEAF;
+    EF.IMPI '80' NAI as text). Erased → None."""
+    tags = {v: k for k, v in fields.items()}
+
+    def decode(data: bytes) -> dict[str, str] | None:
+        if _erased(data):
+            return None
+        out: dict[str, str] = {}
+        for tag, value in parse_tlvs(data):
+            if tag not in fields:
+                raise BadInput(f"{name}: unknown tag {tag:02X}")
+            if text:
+                try:
+                    out[fields[tag]] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BadInput(f"{name}: not UTF-8") from None
+            else:
+                out[fields[tag]] = value.hex()
+        return out
+
+    def encode(value: dict[str, str] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        unknown = set(value) - set(tags)
+        if unknown:
+            raise BadInput(f"{name}: unknown field {sorted(unknown)[0]!r}")
+        parts = [
+            encode_tlv(tags[k], v.encode("utf-8") if text else bytes.fromhex(v))
+            for k, v in value.items()
+        ]
+        return _pad(name, b"".join(parts), size)
+
+    return Codec(name, decode, encode)
+
+
+# Access identities of EF.UAC_AIC (TS 31.102 §4.4.11.7): bit → access identity (TS 22.261)
+_UAC_BITS = {1: 0x01, 2: 0x02, 11: 0x04, 12: 0x08, 13: 0x10, 14: 0x20, 15: 0x40}
+
+
+def _uac_aic_codec() -> Codec:
+    def decode(data: bytes) -> tuple[int, ...]:
+        if len(data) < 4:
+            raise BadInput("UAC_AIC: shorter than 4 bytes")
+        value = data[3]
+        return tuple(ai for ai, bit in _UAC_BITS.items() if value & bit)
+
+    def encode(identities: tuple[int, ...], size: int) -> bytes:
+        if not set(identities) <= set(_UAC_BITS):
+            raise BadInput("UAC_AIC: access identities 1, 2, 11…15")
+        return _pad("UAC_AIC", bytes(3) + bytes([sum(_UAC_BITS[a] for a in identities)]), size)
+
+    return Codec("uac_aic", decode, encode)
+
+
+SCHEME_IDS = {"null": 0, "A": 1, "B": 2}
+
+
+def _suci_calc_info_codec() -> Codec:
+    """EF.SUCI_Calc_Info (TS 31.102 §4.4.11.8): 'A0' protection scheme identifiers in priority
+    order, each with the 1-based index of its key in 'A1' (0: none); 'A1' the home network
+    public keys as '80' key identifier ‖ '81' key. Erased → None."""
+    names = {v: k for k, v in SCHEME_IDS.items()}
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if not tlvs or tlvs[0][0] != 0xA0 or len(tlvs[0][1]) % 2:
+            raise BadInput("SUCI_Calc_Info: no protection scheme list ('A0')")
+        raw = tlvs[0][1]
+        schemes: list[dict[str, Any]] = []
+        for i in range(0, len(raw), 2):
+            if raw[i] not in names:
+                raise BadInput(f"SUCI_Calc_Info: unknown protection scheme {raw[i]}")
+            schemes.append({"scheme": names[raw[i]], "key_index": raw[i + 1]})
+        keys: list[dict[str, Any]] = []
+        rest = tlvs[1:]
+        if rest:
+            if len(rest) != 1 or rest[0][0] != 0xA1:
+                raise BadInput("SUCI_Calc_Info: expected the key list ('A1') after 'A0'")
+            items = parse_tlvs(rest[0][1])
+            if len(items) % 2:
+                raise BadInput("SUCI_Calc_Info: key list must pair '80' id with '81' key")
+            for (t_id, v_id), (t_key, v_key) in zip(items[::2], items[1::2], strict=True):
+                if t_id != 0x80 or t_key != 0x81 or len(v_id) != 1:
+                    raise BadInput("SUCI_Calc_Info: key list must pair '80' id with '81' key")
+                keys.append({"id": v_id[0], "public": v_key.hex()})
+        for entry in schemes:
+            if entry["key_index"] > len(keys):
+                raise BadInput("SUCI_Calc_Info: a scheme points past the key list")
+        return {"schemes": schemes, "keys": keys}
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        schemes = b"".join(
+            bytes([SCHEME_IDS[s["scheme"]], s["key_index"]]) for s in value["schemes"]
+        )
+        keys = b"".join(
+            encode_tlv(0x80, bytes([k["id"]])) + encode_tlv(0x81, bytes.fromhex(k["public"]))
+            for k in value["keys"]
+        )
+        out = encode_tlv(0xA0, schemes) + (encode_tlv(0xA1, keys) if value["keys"] else b"")
+        return _pad("SUCI_Calc_Info", out, size)
+
+    return Codec("suci_calc_info", decode, encode)
+
+
+def _routing_indicator_codec() -> Codec:
+    """EF.Routing_Indicator (TS 31.102 §4.4.11.11): 1–4 BCD digits, F-filled, then 2 RFU bytes."""
+
+    def decode(data: bytes) -> str:
+        if len(data) < 2:
+            raise BadInput("Routing_Indicator: shorter than 2 bytes")
+        digits = decode_bcd_swapped(data[:2])
+        if not digits:
+            raise BadInput("Routing_Indicator: no digit")
+        return digits
+
+    def encode(value: str, size: int) -> bytes:
+        if not 1 <= len(value) <= 4:
+            raise BadInput("Routing_Indicator: 1 to 4 digits")
+        return _pad("Routing_Indicator", encode_bcd_swapped(value, 2), size)
+
+    return Codec("routing_indicator", decode, encode)
+
+
+def _ad_isim_codec() -> Codec:
+    return _struct_codec("ad", (("ue_operation_mode", 1, "int"), ("additional_info", 2, "hex")))
+
+
+def _impu_codec() -> Codec:
+    """EF.IMPU record (TS 31.103 §4.2.4): '80' URI (UTF-8). Erased → None."""
+
+    def decode(data: bytes) -> str | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if len(tlvs) != 1 or tlvs[0][0] != 0x80:
+            raise BadInput("IMPU: expected one URI TLV ('80')")
+        try:
+            return tlvs[0][1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput("IMPU: not UTF-8") from None
+
+    def encode(value: str | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        return _pad("IMPU", encode_tlv(0x80, value.encode("utf-8")), size)
+
+    return Codec("impu", decode, encode)
+
+
+def _pcscf_codec() -> Codec:
+    """EF.PCSCF record (TS 31.103 §4.2.8): '80' { address type, address }; type 00 = FQDN,
+    01 = IPv4, 02 = IPv6. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, str] | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if len(tlvs) != 1 or tlvs[0][0] != 0x80 or not tlvs[0][1]:
+            raise BadInput("PCSCF: expected one address TLV ('80')")
+        kind, address = tlvs[0][1][0], tlvs[0][1][1:]
+        if kind == 0x00:
+            return {"type": "fqdn", "address": address.decode("ascii", "replace")}
+        if kind == 0x01 and len(address) == 4:
+            return {"type": "ipv4", "address": ".".join(map(str, address))}
+        raise BadInput(f"PCSCF: address type {kind:02X} not supported here")
+
+    def encode(value: dict[str, str] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        if value["type"] == "fqdn":
+            body = b"\x00" + value["address"].encode("ascii")
+        elif value["type"] == "ipv4":
+            parts = value["address"].split(".")
+            if len(parts) != 4 or not all(
+                is_decimal(p, max_digits=3) and int(p) < 256 for p in parts
+            ):
+                raise BadInput("PCSCF: IPv4 address as a.b.c.d")
+            body = b"\x01" + bytes(int(p) for p in parts)
+        else:
+            raise BadInput("PCSCF: type fqdn or ipv4")
+        return _pad("PCSCF", encode_tlv(0x80, body), size)
+
+    return Codec("pcscf", decode, encode)
+
+
+def _pbr_codec() -> Codec:
+    """EF.PBR record (TS 31.102 §4.4.2.1): 'A8' type-1 files, each '<tag> 02 <FID>' (C0 = ADN).
+    Erased → None; decoded as tag → FID (hex)."""
+
+    def decode(data: bytes) -> dict[str, str] | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if not tlvs or tlvs[0][0] != 0xA8:
+            raise BadInput("PBR: expected a type-1 template ('A8')")
+        return {f"{tag:02x}": value.hex() for tag, value in parse_tlvs(tlvs[0][1])}
+
+    def encode(value: dict[str, str] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        inner = b"".join(encode_tlv(int(t, 16), bytes.fromhex(f)) for t, f in value.items())
+        return _pad("PBR", encode_tlv(0xA8, inner), size)
+
+    return Codec("pbr", decode, encode)
+
+
+def _record_hex_codec(name: str) -> Codec:
+    """Records nothing here interprets (as hex, trailing FF kept); an erased one → None."""
+
+    def decode(data: bytes) -> str | None:
+        return None if _erased(data) else data.hex()
+
+    def encode(value: str | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        return _pad(name, bytes.fromhex(value), size)
+
+    return Codec(name, decode, encode)
+
+
 # -- declarations --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TransparentEF:
@@ -542,6 +1173,7 @@ class TransparentEF:
     update: Access = Access.ADM1
     default: bytes | None = None  # None: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
+    service: int | None = None  # the service table entry that offers this file, if any
 
     structure = "transparent"
 
@@ -563,6 +1195,7 @@ class LinearFixedEF:
     update: Access = Access.ADM1
     default: tuple[bytes, ...] = ()  # missing records: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
+    service: int | None = None  # the service table entry that offers this file, if any
 
     structure = "linear-fixed"
 
@@ -605,6 +1238,7 @@ class ADF:
     label: str
     children: tuple[EF | DF, ...] = ()
     fid: int = 0x7FFF
+    listed: bool = True  # has a record in EF.DIR (a GlobalPlatform applet such as ARA-M: no)
 
 
 USIM_AID = bytes.fromhex("a0000000871002ffffffff8907090000")
@@ -616,7 +1250,7 @@ EF_DIR = LinearFixedEF(
     0x2F00,
     "EF.DIR",
     record_len=32,
-    records=2,
+    records=4,
     codec=_dir_record_codec(),
     sfid=0x1E,
     samples=(
@@ -704,7 +1338,7 @@ EF_HPPLMN = TransparentEF(
 EF_UST = TransparentEF(
     0x6F38,
     "EF.UST",
-    16,
+    19,  # services 1…152 (TS 31.102 §4.2.8, current release)
     _service_table_codec("ust"),
     sfid=0x04,
     read=_PIN,
@@ -714,7 +1348,7 @@ EF_UST = TransparentEF(
         # 85 EPS mobility management information, 124 subscription identifier privacy
         # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
         (
-            bytes.fromhex("00000804230000000000100000000018"),
+            bytes.fromhex("00000804230000000000100000000018000000"),
             (20, 27, 33, 34, 38, 85, 124, 125),
         ),
     ),
@@ -727,6 +1361,7 @@ EF_SPN = TransparentEF(
     read=Access.ALW,
     update=_ADM,
     samples=((b"\x01trelab" + b"\xff" * 10, {"display_condition": 1, "name": "trelab"}),),
+    service=19,
 )
 EF_EST = TransparentEF(
     0x6F56,
@@ -738,6 +1373,7 @@ EF_EST = TransparentEF(
     update=_PIN,
     default=b"\x00",
     samples=((b"\x00", ()), (b"\x05", (1, 3))),
+    service=34,
 )
 EF_START_HFN = TransparentEF(
     0x6F5B,
@@ -870,6 +1506,7 @@ EF_EPSLOCI = TransparentEF(
             {"guti": "ff" * 12, "tai": "00f1100000", "status": 1},
         ),
     ),
+    service=85,
 )
 
 EF_ICI = CyclicEF(
@@ -882,30 +1519,756 @@ EF_ICI = CyclicEF(
     read=_PIN,
     update=_PIN,
     samples=((bytes(range(30)), bytes(range(30)).hex()), (b"\xff" * 30, "ff" * 30)),
+    service=9,
 )
 
-# DF.5GS (TS 31.102 §4.4.11): what subscription identifier privacy needs
+EF_ICT = CyclicEF(
+    0x6F82,
+    "EF.ICT",
+    record_len=3,  # accumulated incoming call timer (TS 31.102 §4.2.34)
+    records=1,
+    codec=_hex_codec("ict"),
+    read=_PIN,
+    update=_PIN,
+    default=(b"\x00\x00\x00",),
+    samples=((b"\x00\x01\x2c", "00012c"),),
+    service=9,
+)
+
+# -- the further files of ADF.USIM a commercial card carries (TS 31.102 §4.2) ------------------
+EF_LI = TransparentEF(
+    0x6F05,
+    "EF.LI",
+    10,
+    _language_codec(),
+    sfid=0x02,
+    read=Access.ALW,
+    update=_PIN,
+    default=b"en" + b"\xff" * 8,
+    samples=((b"defr" + b"\xff" * 6, ("de", "fr")),),
+)
+EF_ARR = LinearFixedEF(
+    0x6F06,
+    "EF.ARR",
+    record_len=16,
+    records=4,
+    codec=_record_hex_codec("arr"),
+    sfid=0x17,
+    read=Access.ALW,
+    update=_ADM,
+    # access rules in expanded format (TS 102 221 §9.2.4): 80 AM ‖ SC templates
+    default=(
+        bytes.fromhex("800101900080011ea40683010a950108"),
+        bytes.fromhex("800103a406830101950108800118a406"),
+    ),
+    samples=(
+        (bytes.fromhex("800101900080011ea40683010a950108"), "800101900080011ea40683010a950108"),
+        (b"\xff" * 16, None),
+    ),
+)
+EF_ECC = LinearFixedEF(
+    0x6FB7,
+    "EF.ECC",
+    record_len=20,  # 3 + X (16) + 1
+    records=5,
+    codec=_ecc_codec(),
+    sfid=0x01,
+    read=Access.ALW,
+    update=_ADM,
+    default=(
+        bytes.fromhex("11f2ff") + b"\xff" * 16 + b"\x00",
+        bytes.fromhex("19f1ff") + b"\xff" * 16 + b"\x00",
+    ),
+    samples=(
+        (
+            bytes.fromhex("11f2ff") + b"\xff" * 16 + b"\x00",
+            {"number": "112", "alpha": "", "category": 0},
+        ),
+        (
+            bytes.fromhex("19f1ff") + b"Police" + b"\xff" * 10 + b"\x01",
+            {"number": "911", "alpha": "Police", "category": 1},
+        ),
+        (b"\xff" * 20, None),
+    ),
+)
+
+
+def _dial_record(alpha: bytes, alpha_len: int, body: bytes, trailer: int = 0) -> bytes:
+    return alpha.ljust(alpha_len, b"\xff") + body + b"\xff" * trailer
+
+
+EF_MSISDN = LinearFixedEF(
+    0x6F40,
+    "EF.MSISDN",
+    record_len=28,  # X (14) + 14
+    records=2,
+    codec=_dialling_codec("msisdn", 14),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"Own", 14, bytes.fromhex("0791947132547698ffffffffffff")),
+            {"alpha": "Own", "number": "+491723456789"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+    service=21,
+)
+EF_FDN = LinearFixedEF(
+    0x6F3B,
+    "EF.FDN",
+    record_len=28,
+    records=10,
+    codec=_dialling_codec("fdn", 14),
+    read=_PIN,
+    update=_ADM,  # PIN2 on cards that have one; this card's second-level key is ADM1
+    samples=(
+        (
+            _dial_record(b"Home", 14, bytes.fromhex("058121436587ffffffffffffffff")),
+            {"alpha": "Home", "number": "12345678"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+    service=2,
+)
+EF_SMS = LinearFixedEF(
+    0x6F3C,
+    "EF.SMS",
+    record_len=176,
+    records=10,
+    codec=_sms_codec(),
+    read=_PIN,
+    update=_PIN,
+    default=tuple(b"\x00" + b"\xff" * 175 for _ in range(10)),
+    samples=(
+        (b"\x00" + b"\xff" * 175, None),
+        (
+            bytes.fromhex("0107919471325476f8040b91") + b"\xff" * 164,
+            {"status": 1, "body": "07919471325476f8040b91"},
+        ),
+    ),
+    service=10,
+)
+EF_SMSP = LinearFixedEF(
+    0x6F42,
+    "EF.SMSP",
+    record_len=40,  # Y (12) + 28
+    records=1,
+    codec=_smsp_codec(12),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            b"SMSC".ljust(12, b"\xff")
+            + b"\xfd"
+            + b"\xff" * 12
+            + bytes.fromhex("07919471325476f8ffffffff")
+            + b"\x00\x00\xa7",
+            {
+                "alpha": "SMSC",
+                "indicators": 0xFD,
+                "destination": None,
+                "service_centre": "+49172345678",
+                "pid": 0,
+                "dcs": 0,
+                "validity": 0xA7,
+            },
+        ),
+        (b"\xff" * 40, None),
+    ),
+    service=12,
+)
+EF_SMSS = TransparentEF(
+    0x6F43,
+    "EF.SMSS",
+    2,
+    _smss_codec(),
+    read=_PIN,
+    update=_PIN,
+    default=b"\xff\xff",
+    samples=(
+        (b"\xff\xff", {"last_tp_mr": 255, "memory_available": True}),
+        (b"\x07\xfe", {"last_tp_mr": 7, "memory_available": False}),
+    ),
+    service=10,
+)
+EF_SDN = LinearFixedEF(
+    0x6F49,
+    "EF.SDN",
+    record_len=28,
+    records=10,
+    codec=_dialling_codec("sdn", 14),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            _dial_record(b"Voicemail", 14, bytes.fromhex("0281f3ffffffffffffffffffffff")),
+            {"alpha": "Voicemail", "number": "3"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+    service=4,
+)
+EF_BDN = LinearFixedEF(
+    0x6F4D,
+    "EF.BDN",
+    record_len=29,  # X (14) + 15: the comparison method pointer follows the extension id
+    records=5,
+    codec=_dialling_codec("bdn", 14, trailer=3),
+    read=_PIN,
+    update=_ADM,  # PIN2 on cards that have one
+    samples=(
+        (
+            _dial_record(b"Premium", 14, bytes.fromhex("058190000000ffffffffffffffff"), 1),
+            {"alpha": "Premium", "number": "09000000"},
+        ),
+        (b"\xff" * 29, None),
+    ),
+    service=6,
+)
+EF_PLMNWACT = TransparentEF(
+    0x6F60,
+    "EF.PLMNwAcT",
+    40,  # 8 entries
+    _plmn_act_codec("plmnwact"),
+    sfid=0x0A,
+    read=_PIN,
+    update=_PIN,
+    default=bytes.fromhex("ffffff0000") * 8,
+    samples=(
+        (
+            bytes.fromhex("62f220c880") + bytes.fromhex("ffffff0000") * 7,
+            ({"plmn": "26202", "act": ("UTRAN", "E-UTRAN", "NG-RAN", "GSM")},),
+        ),
+        (bytes.fromhex("ffffff0000") * 8, ()),
+    ),
+    service=20,
+)
+EF_OPLMNWACT = TransparentEF(
+    0x6F61,
+    "EF.OPLMNwAcT",
+    40,
+    _plmn_act_codec("oplmnwact"),
+    sfid=0x11,
+    read=_PIN,
+    update=_ADM,
+    default=bytes.fromhex("ffffff0000") * 8,
+    samples=(
+        (
+            bytes.fromhex("00f1104000") + bytes.fromhex("ffffff0000") * 7,
+            ({"plmn": "00101", "act": ("E-UTRAN",)},),
+        ),
+    ),
+    service=42,
+)
+EF_HPLMNWACT = TransparentEF(
+    0x6F62,
+    "EF.HPLMNwAcT",
+    10,
+    _plmn_act_codec("hplmnwact"),
+    sfid=0x13,
+    read=_PIN,
+    update=_ADM,
+    default=bytes.fromhex("ffffff0000") * 2,
+    samples=(
+        (
+            bytes.fromhex("00f110c880ffffff0000"),
+            ({"plmn": "00101", "act": ("UTRAN", "E-UTRAN", "NG-RAN", "GSM")},),
+        ),
+    ),
+    service=43,
+)
+EF_NETPAR = TransparentEF(
+    0x6FC4,
+    "EF.NETPAR",
+    16,
+    _hex_codec("netpar"),  # cell information TLVs ('A0' GSM, 'A1' FDD, …, TS 31.102 §4.2.56)
+    read=_PIN,
+    update=_PIN,
+    samples=((b"\xa0\x00" + b"\xff" * 14, "a000" + "ff" * 14),),
+)
+EF_PNN = LinearFixedEF(
+    0x6FC5,
+    "EF.PNN",
+    record_len=32,
+    records=4,
+    codec=_pnn_codec(),
+    sfid=0x19,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        # "trelab": 6 septets in 6 octets, 6 spare bits; "tre": 3 septets, 3 octets, 3 spare bits
+        (
+            bytes.fromhex("4307867479991d1603450483747919") + b"\xff" * 17,
+            {"full_name": "trelab", "short_name": "tre"},
+        ),
+        (b"\xff" * 32, None),
+    ),
+    service=45,
+)
+EF_OPL = LinearFixedEF(
+    0x6FC6,
+    "EF.OPL",
+    record_len=8,
+    records=4,
+    codec=_opl_codec("opl", 2),
+    sfid=0x1A,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            bytes.fromhex("00f1100000fffe01"),
+            {"plmn": "00101", "area_min": "0000", "area_max": "fffe", "pnn_record": 1},
+        ),
+        (b"\xff" * 8, None),
+    ),
+    service=46,
+)
+EF_EHPLMN = TransparentEF(
+    0x6FD9,
+    "EF.EHPLMN",
+    12,
+    _plmn_list_codec("ehplmn"),
+    sfid=0x1D,
+    read=_PIN,
+    update=_ADM,
+    samples=((bytes.fromhex("00f110") + b"\xff" * 9, ("00101",)),),
+    service=71,
+)
+_NSC_FIELDS_EPS = {
+    0x80: "ksi",
+    0x81: "kasme",
+    0x82: "uplink_count",
+    0x83: "downlink_count",
+    0x84: "algorithms",
+}
+EF_EPSNSC = LinearFixedEF(
+    0x6FE4,
+    "EF.EPSNSC",
+    record_len=54,
+    records=1,
+    codec=_tlv_record_codec("epsnsc", 0xA0, _NSC_FIELDS_EPS),
+    sfid=0x18,
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            bytes.fromhex("a0348001078120" + "00" * 32 + "820400000000830400000000840100"),
+            {
+                "ksi": "07",
+                "kasme": "00" * 32,
+                "uplink_count": "00000000",
+                "downlink_count": "00000000",
+                "algorithms": "00",
+            },
+        ),
+        (b"\xff" * 54, None),
+    ),
+    service=85,
+)
+
+# DF.GSM-ACCESS (TS 31.102 §4.4.3): the GSM ciphering keys for service 27
+EF_KC = TransparentEF(
+    0x4F20,
+    "EF.Kc",
+    9,
+    _struct_codec("kc", (("kc", 8, "hex"), ("cksn", 1, "int"))),
+    sfid=0x01,
+    read=_PIN,
+    update=_PIN,
+    default=b"\xff" * 8 + b"\x07",
+    samples=((b"\xff" * 8 + b"\x07", {"kc": "ff" * 8, "cksn": 7}),),
+    service=27,
+)
+EF_KCGPRS = TransparentEF(
+    0x4F52,
+    "EF.KcGPRS",
+    9,
+    _struct_codec("kcgprs", (("kc", 8, "hex"), ("cksn", 1, "int"))),
+    sfid=0x02,
+    read=_PIN,
+    update=_PIN,
+    default=b"\xff" * 8 + b"\x07",
+    samples=((bytes(range(8)) + b"\x02", {"kc": bytes(range(8)).hex(), "cksn": 2}),),
+    service=27,
+)
+DF_GSM_ACCESS = DF(0x5F3B, "DF.GSM-ACCESS", children=(EF_KC, EF_KCGPRS))
+
+# -- DF.5GS (TS 31.102 §4.4.11) ------------------------------------------------------------------
+_LOCI_5G = (("guti", 13, "hex"), ("tai", 6, "hex"), ("status", 1, "int"))
+_LOCI_5G_DEFAULT = b"\xff" * 13 + bytes.fromhex("00f110000000") + b"\x01"
+EF_5GS3GPPLOCI = TransparentEF(
+    0x4F01,
+    "EF.5GS3GPPLOCI",
+    20,
+    _struct_codec("5gs3gpploci", _LOCI_5G),
+    sfid=0x01,
+    read=_PIN,
+    update=_PIN,
+    default=_LOCI_5G_DEFAULT,
+    samples=((_LOCI_5G_DEFAULT, {"guti": "ff" * 13, "tai": "00f110000000", "status": 1}),),
+    service=122,
+)
+EF_5GSN3GPPLOCI = TransparentEF(
+    0x4F02,
+    "EF.5GSN3GPPLOCI",
+    20,
+    _struct_codec("5gsn3gpploci", _LOCI_5G),
+    sfid=0x02,
+    read=_PIN,
+    update=_PIN,
+    default=_LOCI_5G_DEFAULT,
+    samples=((_LOCI_5G_DEFAULT, {"guti": "ff" * 13, "tai": "00f110000000", "status": 1}),),
+    service=122,
+)
+_NSC_FIELDS_5G = {
+    0x80: "ngksi",
+    0x81: "kamf",
+    0x82: "uplink_count",
+    0x83: "downlink_count",
+    0x84: "nas_algorithms",
+    0x85: "eps_algorithms",
+}
+_NSC_5G_SAMPLE = bytes.fromhex(
+    "a0378001078120" + "11" * 32 + "820400000001830400000002840121850111"
+)
+_NSC_5G_VALUE = {
+    "ngksi": "07",
+    "kamf": "11" * 32,
+    "uplink_count": "00000001",
+    "downlink_count": "00000002",
+    "nas_algorithms": "21",
+    "eps_algorithms": "11",
+}
+EF_5GS3GPPNSC = LinearFixedEF(
+    0x4F03,
+    "EF.5GS3GPPNSC",
+    record_len=57,
+    records=1,
+    codec=_tlv_record_codec("5gs3gppnsc", 0xA0, _NSC_FIELDS_5G),
+    sfid=0x03,
+    read=_PIN,
+    update=_PIN,
+    samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
+    service=122,
+)
+EF_5GSN3GPPNSC = LinearFixedEF(
+    0x4F04,
+    "EF.5GSN3GPPNSC",
+    record_len=57,
+    records=1,
+    codec=_tlv_record_codec("5gsn3gppnsc", 0xA0, _NSC_FIELDS_5G),
+    sfid=0x04,
+    read=_PIN,
+    update=_PIN,
+    samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
+    service=122,
+)
+EF_5GAUTHKEYS = TransparentEF(
+    0x4F05,
+    "EF.5GAUTHKEYS",
+    68,
+    _tlv_fields_codec("5gauthkeys", {0x80: "k_ausf", 0x81: "k_seaf"}),
+    sfid=0x05,
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            bytes.fromhex("8020" + "22" * 32 + "8120" + "33" * 32),
+            {"k_ausf": "22" * 32, "k_seaf": "33" * 32},
+        ),
+        (b"\xff" * 68, None),
+    ),
+    service=123,
+)
+EF_UAC_AIC = TransparentEF(
+    0x4F06,
+    "EF.UAC_AIC",
+    4,
+    _uac_aic_codec(),
+    sfid=0x06,
+    read=_PIN,
+    update=_ADM,
+    default=bytes(4),
+    samples=((bytes(4), ()), (bytes.fromhex("00000003"), (1, 2))),
+    service=126,
+)
+# TS 33.501 Annex C.4.3 Profile A home network public key as key id 27, then the null scheme
+_SUCI_INFO_SAMPLE = bytes.fromhex(
+    "a00401010000a12580011b81205a8d38864820197c3394b92613b20b91633cbd897119273bf8e4a6f4eec0a650"
+)
 EF_SUCI_CALC_INFO = TransparentEF(
     0x4F07,
     "EF.SUCI_Calc_Info",
     128,
-    _hex_codec("suci_calc_info"),
+    _suci_calc_info_codec(),
+    sfid=0x07,
     read=_PIN,
     update=_ADM,
-    samples=((b"\xa0\x02\x00\x00" + b"\xff" * 124, "a0020000" + "ff" * 124),),
+    samples=(
+        (
+            _SUCI_INFO_SAMPLE + b"\xff" * (128 - len(_SUCI_INFO_SAMPLE)),
+            {
+                "schemes": [{"scheme": "A", "key_index": 1}, {"scheme": "null", "key_index": 0}],
+                "keys": [
+                    {
+                        "id": 27,
+                        "public": "5a8d38864820197c3394b92613b20b91633cbd897119273bf8e4a6f4eec0a650",
+                    }
+                ],
+            },
+        ),
+        (b"\xff" * 128, None),
+    ),
+    service=124,
+)
+EF_OPL5G = LinearFixedEF(
+    0x4F08,
+    "EF.OPL5G",
+    record_len=10,
+    records=4,
+    codec=_opl_codec("opl5g", 3),
+    sfid=0x08,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            bytes.fromhex("00f110000000fffffe01"),
+            {"plmn": "00101", "area_min": "000000", "area_max": "fffffe", "pnn_record": 1},
+        ),
+        (b"\xff" * 10, None),
+    ),
+    service=129,
 )
 EF_ROUTING_INDICATOR = TransparentEF(
     0x4F0A,
     "EF.Routing_Indicator",
     4,
-    _hex_codec("routing_indicator"),
+    _routing_indicator_codec(),
+    sfid=0x0A,
     read=_PIN,
     update=_ADM,
     default=bytes.fromhex("f0ffffff"),
-    samples=((bytes.fromhex("f0ffffff"), "f0ffffff"),),
+    samples=((bytes.fromhex("f0ffffff"), "0"), (bytes.fromhex("2143ffff"), "1234")),
+    service=124,
 )
-DF_5GS = DF(0x5FC0, "DF.5GS", children=(EF_SUCI_CALC_INFO, EF_ROUTING_INDICATOR))
+DF_5GS = DF(
+    0x5FC0,
+    "DF.5GS",
+    children=(
+        EF_5GS3GPPLOCI,
+        EF_5GSN3GPPLOCI,
+        EF_5GS3GPPNSC,
+        EF_5GSN3GPPNSC,
+        EF_5GAUTHKEYS,
+        EF_UAC_AIC,
+        EF_SUCI_CALC_INFO,
+        EF_OPL5G,
+        EF_ROUTING_INDICATOR,
+    ),
+)
 
+# DF.SAIP (SIMalliance/TCA eUICC Profile Package, interoperable format): the home network keys
+# the USIM itself uses for GET IDENTITY (service 125). Same coding as DF.5GS's file; the ME
+# has no business reading it.
+EF_SUCI_CALC_INFO_USIM = TransparentEF(
+    0x4F01,
+    "EF.SUCI_Calc_Info_USIM",
+    256,
+    _suci_calc_info_codec(),
+    read=_ADM,
+    update=_ADM,
+    samples=((b"\xff" * 256, None),),
+    service=125,
+)
+DF_SAIP = DF(0x5FD0, "DF.SAIP", children=(EF_SUCI_CALC_INFO_USIM,))
+
+# -- DF.TELECOM (TS 31.102 §4.4, TS 51.011 §10.5) -----------------------------------------------
+EF_TELECOM_ARR = LinearFixedEF(
+    0x6F06,
+    "DF.TELECOM/EF.ARR",
+    record_len=16,
+    records=2,
+    codec=_record_hex_codec("arr"),
+    read=Access.ALW,
+    update=_ADM,
+    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
+    samples=((b"\xff" * 16, None),),
+)
+EF_PBR = LinearFixedEF(
+    0x4F30,
+    "EF.PBR",
+    record_len=16,
+    records=1,
+    codec=_pbr_codec(),
+    read=_PIN,
+    update=_ADM,
+    default=(bytes.fromhex("a804c0024f3a") + b"\xff" * 10,),
+    samples=((bytes.fromhex("a804c0024f3a") + b"\xff" * 10, {"c0": "4f3a"}),),
+)
+EF_ADN = LinearFixedEF(
+    0x4F3A,
+    "EF.ADN",
+    record_len=28,
+    records=20,
+    codec=_dialling_codec("adn", 14),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"Lab", 14, bytes.fromhex("0581214365f7ffffffffffffffff")),
+            {"alpha": "Lab", "number": "1234567"},
+        ),
+    ),
+)
+DF_PHONEBOOK = DF(0x5F3A, "DF.PHONEBOOK", children=(EF_PBR, EF_ADN))
+EF_IMG = LinearFixedEF(
+    0x4F20,
+    "EF.IMG",
+    record_len=10,  # one image instance descriptor (9 bytes) and the count (TS 31.102 §4.6.1.1)
+    records=1,
+    codec=_record_hex_codec("img"),
+    read=_PIN,
+    update=_ADM,
+    samples=((b"\xff" * 10, None),),
+)
+DF_GRAPHICS = DF(0x5F50, "DF.GRAPHICS", children=(EF_IMG,))
+EF_MST = TransparentEF(
+    0x4F01,
+    "EF.MST",
+    1,
+    _service_table_codec("mst"),
+    sfid=0x01,
+    read=_PIN,
+    update=_ADM,
+    default=b"\x00",
+    samples=((b"\x00", ()),),
+)
+DF_MCS = DF(0x5F3D, "DF.MCS", children=(EF_MST,))
+DF_TELECOM = DF(0x7F10, "DF.TELECOM", children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS))
+
+# -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
+ISIM_AID = bytes.fromhex("a0000000871004ffffffff8907090000")
+EF_IMPI = TransparentEF(
+    0x6F02,
+    "EF.IMPI",
+    80,
+    _tlv_fields_codec("impi", {0x80: "nai"}, text=True),
+    sfid=0x02,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"001010123456789@ims.mnc001.mcc001.3gppnetwork.org").ljust(
+                80, b"\xff"
+            ),
+            {"nai": "001010123456789@ims.mnc001.mcc001.3gppnetwork.org"},
+        ),
+    ),
+)
+EF_IMPU = LinearFixedEF(
+    0x6F04,
+    "EF.IMPU",
+    record_len=64,
+    records=2,
+    codec=_impu_codec(),
+    sfid=0x04,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"sip:+491723456789@ims.mnc001.mcc001.3gppnetwork.org").ljust(
+                64, b"\xff"
+            ),
+            "sip:+491723456789@ims.mnc001.mcc001.3gppnetwork.org",
+        ),
+        (b"\xff" * 64, None),
+    ),
+)
+EF_DOMAIN = TransparentEF(
+    0x6F03,
+    "EF.DOMAIN",
+    48,
+    _tlv_fields_codec("domain", {0x80: "domain"}, text=True),
+    sfid=0x05,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"ims.mnc001.mcc001.3gppnetwork.org").ljust(48, b"\xff"),
+            {"domain": "ims.mnc001.mcc001.3gppnetwork.org"},
+        ),
+    ),
+)
+EF_ISIM_AD = TransparentEF(
+    0x6FAD,
+    "ADF.ISIM/EF.AD",
+    3,
+    _ad_isim_codec(),
+    sfid=0x03,
+    read=Access.ALW,
+    update=_ADM,
+    default=bytes(3),
+    samples=((bytes(3), {"ue_operation_mode": 0, "additional_info": "0000"}),),
+)
+EF_ISIM_ARR = LinearFixedEF(
+    0x6F06,
+    "ADF.ISIM/EF.ARR",
+    record_len=16,
+    records=2,
+    codec=_record_hex_codec("arr"),
+    sfid=0x06,
+    read=Access.ALW,
+    update=_ADM,
+    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
+    samples=((b"\xff" * 16, None),),
+)
+EF_IST = TransparentEF(
+    0x6F07,
+    "EF.IST",
+    2,
+    _service_table_codec("ist"),
+    sfid=0x07,
+    read=_PIN,
+    update=_ADM,
+    samples=((bytes.fromhex("0100"), (1,)),),
+)
+EF_PCSCF = LinearFixedEF(
+    0x6F09,
+    "EF.PCSCF",
+    record_len=64,
+    records=1,
+    codec=_pcscf_codec(),
+    sfid=0x09,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"\x00pcscf.ims.mnc001.mcc001.3gppnetwork.org").ljust(64, b"\xff"),
+            {"type": "fqdn", "address": "pcscf.ims.mnc001.mcc001.3gppnetwork.org"},
+        ),
+        (
+            bytes.fromhex("800501c0a80001").ljust(64, b"\xff"),
+            {"type": "ipv4", "address": "192.168.0.1"},
+        ),
+        (b"\xff" * 64, None),
+    ),
+    service=1,  # IST service 1: P-CSCF address (TS 31.103 §4.2.7)
+)
+
+# -- the tree ------------------------------------------------------------------------------------
+EF_ARR_MF = LinearFixedEF(
+    0x2F06,
+    "MF/EF.ARR",
+    record_len=16,
+    records=2,
+    codec=_record_hex_codec("arr"),
+    sfid=0x06,
+    read=Access.ALW,
+    update=_ADM,
+    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
+    samples=((b"\xff" * 16, None),),
+)
 # DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
 # files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
 # the SIM's own.
@@ -920,16 +2283,8 @@ EF_SST = TransparentEF(
     default=bytes.fromhex("0300000003"),
     samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
 )
-EF_GSM_KC = TransparentEF(
-    0x6F20,
-    "EF.Kc",
-    9,
-    _struct_codec("kc", (("kc", 8, "hex"), ("cksn", 1, "int"))),
-    read=_PIN,
-    update=_PIN,
-    default=b"\xff" * 8 + b"\x07",  # CKSN 7: no key available (TS 24.008 §10.5.1.2)
-    samples=((b"\xff" * 8 + b"\x07", {"kc": "ff" * 8, "cksn": 7}),),
-)
+# the SIM's EF.Kc is the USIM's (DF.GSM-ACCESS), linked: one content under two FIDs
+EF_GSM_KC = replace(EF_KC, fid=0x6F20, sfid=None)
 EF_PHASE = TransparentEF(
     0x6FAE,
     "EF.Phase",
@@ -957,12 +2312,14 @@ DF_GSM = DF(
     ),
 )
 
-MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, DF_GSM))
+MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, EF_ARR_MF, DF_TELECOM, DF_GSM))
 ADF_USIM = ADF(
     USIM_AID,
     "ADF.USIM",
     "USIM",
     children=(
+        EF_LI,
+        EF_ARR,
         EF_IMSI,
         EF_KEYS,
         EF_KEYSPS,
@@ -978,23 +2335,72 @@ ADF_USIM = ADF(
         EF_LOCI,
         EF_AD,
         EF_EPSLOCI,
+        EF_EPSNSC,
         EF_ICI,
+        EF_ICT,
+        EF_ECC,
+        EF_MSISDN,
+        EF_FDN,
+        EF_SMS,
+        EF_SMSP,
+        EF_SMSS,
+        EF_SDN,
+        EF_BDN,
+        EF_PLMNWACT,
+        EF_OPLMNWACT,
+        EF_HPLMNWACT,
+        EF_NETPAR,
+        EF_PNN,
+        EF_OPL,
+        EF_EHPLMN,
+        DF_GSM_ACCESS,
         DF_5GS,
+        DF_SAIP,
     ),
 )
-APPLICATIONS: tuple[ADF, ...] = (ADF_USIM,)
+ADF_ISIM = ADF(
+    ISIM_AID,
+    "ADF.ISIM",
+    "ISIM",
+    children=(EF_IMPI, EF_DOMAIN, EF_IMPU, EF_ISIM_AD, EF_ISIM_ARR, EF_IST, EF_PCSCF),
+)
+# GlobalPlatform Secure Element Access Control (GP SEAC v1.1): the Access Rule Application
+# Master; an applet, not a file-system application, so EF.DIR does not list it.
+ARA_M_AID = bytes.fromhex("a00000015141434c00")
+ADF_ARA_M = ADF(ARA_M_AID, "ARA-M", "ARA-M", listed=False)
+APPLICATIONS: tuple[ADF, ...] = (ADF_USIM, ADF_ISIM, ADF_ARA_M)
 
 
 def all_efs() -> Iterator[EF]:
-    """Every declared EF once (MF level first, then each application); a file that appears
-    in two DFs (DF.GSM shares ADF.USIM's) is yielded where it is first met."""
+    """Every declared EF once (MF level first, then each application, DF.GSM last): a file
+    DF.GSM shares with ADF.USIM is yielded as the USIM declares it."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
     seen: set[str] = set()
     while stack:
         node = stack.pop(0)
         for child in node.children:
             if isinstance(child, DF):
-                stack.append(child)
+                if child is not DF_GSM:
+                    stack.append(child)
             elif child.name not in seen:
                 seen.add(child.name)
                 yield child
+    for child in DF_GSM.children:
+        if not isinstance(child, DF) and child.name not in seen:
+            seen.add(child.name)
+            yield child
+
+
+def efs_under(root: DF | ADF) -> Iterator[EF]:
+    """Every EF below ``root`` (its sub-DFs included)."""
+    for child in root.children:
+        if isinstance(child, DF):
+            yield from efs_under(child)
+        else:
+            yield child
+
+
+def declared_services(root: DF | ADF) -> frozenset[int]:
+    """The service numbers the files below ``root`` are declared for: what its service table
+    can truthfully offer as far as files go (commands add their own)."""
+    return frozenset(ef.service for ef in efs_under(root) if ef.service is not None)

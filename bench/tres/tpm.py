@@ -61,8 +61,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from tpm2_pytss import TSS2_Exception
-
 from aka.algorithm import AkaAlgorithm
 from aka.hss import AuthVector, Hss, Subscriber
 from aka.keyholder import SoftwareAes
@@ -80,6 +78,7 @@ from tpm.mid_errors import UnknownMid
 from tpm.package import AlgorithmSpec, MidSecrets
 from tpm.registry import MidRecord, Registry
 from tpm.suci import TpmAgreement
+from tpm.tss import TSS2_Exception
 from trelab.errors import LocalProtocolError, TrelabError, Unavailable
 
 from ..breakdown import observe_tpm
@@ -551,8 +550,7 @@ class TpmTre:
 
     # -- raw -----------------------------------------------------------------------------------
     def _raw_case(self, batch: int) -> Case:
-        from tpm2_pytss import TPM2B_IV, TPM2B_MAX_BUFFER
-        from tpm2_pytss.constants import TPM2_ALG
+        from tpm.tss import TPM2_ALG, TPM2B_IV, TPM2B_MAX_BUFFER
 
         esys = self._conn.esys
         resident = _Resident(self._conn, self._milenage.record, self.mode)
@@ -619,12 +617,10 @@ class TpmTre:
         """The bare commands of one use-gated E_K: the policy steps and EncryptDecrypt2 in a
         session started once (what :class:`tpm.policy_session.PolicyRunner` sends, minus its
         Python)."""
-        from tpm2_pytss import TPM2B_OPERAND, TPML_PCR_SELECTION
-        from tpm2_pytss.constants import TPM2_ALG
-
         from tpm.nv import resource as nv_resource
         from tpm.policy import PolicyCommandCode, PolicyNv, PolicyPcr
         from tpm.policy_session import start_session
+        from tpm.tss import TPM2_ALG, TPM2B_OPERAND, TPML_PCR_SELECTION
 
         conn, esys = self._conn, self._conn.esys
         steps = self._milenage.record.policy.k_steps()
@@ -875,11 +871,10 @@ class TpmTre:
 
     # -- attestation ---------------------------------------------------------------------------
     def _attest_cases(self, batch: int) -> list[Case]:
-        from tpm2_pytss import TPM2B_DATA
-
         from tpm.evidence import evidence_from_files
         from tpm.marshal import tpml_from_selection
         from tpm.pcrsel import parse_selection
+        from tpm.tss import TPM2B_DATA
         from tpm.verify import verify_quote
 
         quoter, ak = self._quoter, self._ak

@@ -29,10 +29,11 @@ from types import MappingProxyType
 from typing import Literal
 
 from aka.algorithm import AkaAlgorithm
+from aka.suci import EphemeralAgreement, SoftwareAgreement
 from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authenticate
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
-from uicc import fs
+from uicc import fs, seac
 from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
 from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
@@ -67,7 +68,8 @@ from uicc.sw import (
     SW_WRONG_P1P2,
 )
 
-from .profile import CardProfile, SuciSettings, load_profile, make_algorithm
+from .contents import initial_files
+from .profile import CardProfile, load_profile, make_algorithm
 from .state import AkaCredentials, CardState, CardStore, FileContent, PinState
 
 __all__ = [
@@ -113,29 +115,6 @@ MAX_TRIES = {"pin1": 3, "puk1": 10, "adm1": 3}
 
 # Key references (TS 102 221 §9.5.1 Table 9.3) → PIN names in the card state.
 _KEY_REFS = {fs.KEY_REFERENCE[Access.PIN1]: "pin1", fs.KEY_REFERENCE[Access.ADM1]: "adm1"}
-
-# Services of EF.UST (TS 31.102 §4.2.8): 20 SPN, 27 GSM access (Kc in 3G context), 33 (shall be
-# set), 34 EST, 38 GSM security context, 85 EPS MM information.
-_UST_SERVICES = (20, 27, 33, 34, 38, 85)
-# 124 subscription identifier privacy support, 125 SUCI calculation by the USIM (§4.2.8)
-_SUCI_SERVICES = (124, 125)
-_SCHEME_IDS = {"null": 0, "A": 1, "B": 2}
-
-
-def suci_calc_info(settings: SuciSettings) -> bytes:
-    """EF.SUCI_Calc_Info (TS 31.102 §4.4.11.8): 'A0' the protection schemes in priority order,
-    each with the 1-based index of its key in 'A1' (0: none), and 'A1' the home network public
-    keys, each as '80' key id and '81' key."""
-    keys = settings.home_network_keys
-    schemes = b""
-    for scheme in settings.schemes:
-        index = next((i + 1 for i, k in enumerate(keys) if k.profile == scheme), 0)
-        schemes += bytes((_SCHEME_IDS[scheme], index))
-    key_list = b"".join(
-        encode_tlv(0x80, bytes((k.key_id,))) + encode_tlv(0x81, k.public) for k in keys
-    )
-    return encode_tlv(0xA0, schemes) + encode_tlv(0xA1, key_list)
-
 
 _CONTEXT_GSM = 0x80  # AUTHENTICATE P2, TS 31.102 §7.1.1: specific reference data, GSM context
 _CONTEXT_3G = 0x81  # … 3G (UMTS/EPS) context
@@ -259,38 +238,8 @@ def _pin_block_ok(block: bytes) -> bool:
 
 
 def _initial_files(profile: CardProfile) -> dict[str, FileContent]:
-    """File contents of a freshly personalised card (profile values where the files hold them)."""
-    out: dict[str, FileContent] = {}
-    for ef in fs.all_efs():
-        if isinstance(ef, LinearFixedEF):
-            out[ef.name] = ef.initial_records()
-        else:
-            out[ef.name] = ef.initial()
-
-    def enc(ef: TransparentEF, value: object) -> None:
-        out[ef.name] = ef.codec.encode(value, ef.size)
-
-    enc(fs.EF_ICCID, profile.iccid)
-    enc(fs.EF_IMSI, profile.imsi)
-    enc(
-        fs.EF_AD,
-        {"ue_operation_mode": 0, "additional_info": "0000", "mnc_length": profile.mnc_length},
-    )
-    enc(fs.EF_SPN, {"display_condition": 1, "name": profile.spn})
-    enc(fs.EF_UST, _UST_SERVICES + (_SUCI_SERVICES if profile.suci is not None else ()))
-    if profile.suci is not None:
-        enc(fs.EF_SUCI_CALC_INFO, suci_calc_info(profile.suci).hex())
-        ri = profile.suci.routing_indicator.ljust(4, "F")
-        enc(fs.EF_ROUTING_INDICATOR, ri[1] + ri[0] + ri[3] + ri[2] + "ffff")
-    # access class 0…9 from the last IMSI digit, the usual allocation (TS 22.011 §4.2)
-    enc(fs.EF_ACC, (int(profile.imsi[-1]),))
-    dir_ef = fs.EF_DIR
-    records = list(dir_ef.initial_records())
-    records[0] = dir_ef.codec.encode(
-        {"aid": fs.ADF_USIM.aid.hex(), "label": fs.ADF_USIM.label}, dir_ef.record_len
-    )
-    out[dir_ef.name] = tuple(records)
-    return out
+    """File contents of a freshly personalised card (:mod:`.contents`)."""
+    return initial_files(profile)
 
 
 def initial_state(profile: CardProfile) -> CardState:
@@ -361,6 +310,8 @@ class UsimEngine:
             raise BadInput(f"card state belongs to ICCID {state.iccid}, not {profile.iccid}")
         self._state = state
         self.last_error: str | None = None  # type name of the last internal error (6F00)
+        # GET IDENTITY's ephemeral keys: fresh each time; conformance tests pin one here
+        self.suci_agreement: EphemeralAgreement = SoftwareAgreement()
         self._table: dict[int, tuple[Family, Callable[[_Command], bytes]]] = {
             0xA4: ("iso", self._select),
             0xB0: ("iso", self._read_binary),
@@ -375,6 +326,7 @@ class UsimEngine:
             0x2C: ("iso", self._unblock),
             0x88: ("iso", self._authenticate),
             0x78: ("uicc", self._get_identity),
+            0xCA: ("uicc", self._get_data),
             0xF2: ("uicc", self._status),
             0x10: ("uicc", self._terminal_profile),
             0xC2: ("uicc", self._envelope),
@@ -1139,8 +1091,11 @@ class UsimEngine:
             raise _Refuse(SW_WRONG_P1P2)
         if not c.data:
             raise _Refuse(SW_WRONG_LENGTH)
-        if self._app is not fs.ADF_USIM:  # the USIM application must be active
+        if self._app not in (fs.ADF_USIM, fs.ADF_ISIM):  # USIM or ISIM (IMS AKA) must be active
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        ims = self._app is fs.ADF_ISIM
+        if ims and c.p2 != _CONTEXT_3G:  # TS 31.103 §7.1.2: IMS AKA only (no GBA, no digest)
+            raise _Refuse(SW_WRONG_P1P2)
         self._require(Access.PIN1)
         data = c.data
         rand_len = data[0]
@@ -1171,43 +1126,79 @@ class UsimEngine:
         if isinstance(result, AkaSyncFailure):
             return self._respond_later(b"\xdc" + bytes([len(result.auts)]) + result.auts)
         state = replace(self._state, sqn=sqn_state)
-        if len(result.ck) == 16 == len(result.ik):  # EF.Keys = KSI ‖ CK ‖ IK (TS 31.102 §4.2.4)
+        if not ims and len(result.ck) == 16 == len(
+            result.ik
+        ):  # EF.Keys = KSI ‖ CK ‖ IK (TS 31.102 §4.2.4)
             keys = self._content(fs.EF_KEYS)
             assert isinstance(keys, bytes)
             state = state.with_file(fs.EF_KEYS.name, keys[:1] + result.ck + result.ik)
         self._commit(state)  # before RES leaves the card
         out = b"\xdb"
-        for value in (result.res, result.ck, result.ik, result.kc):
+        # IMS AKA answers RES, CK, IK (TS 31.103 §7.1.2.1); no Kc in the ISIM context
+        for value in (result.res, result.ck, result.ik, b"" if ims else result.kc):
             if value:
                 out += bytes([len(value)]) + value
         return self._respond_later(out)
 
     # -- GET IDENTITY (TS 31.102 §7.5, TS 102 221 §11.1.23) --------------------------------------
     def _get_identity(self, c: _Command) -> bytes:
-        """The SUCI computed in the card (service 125): the first scheme of the profile's list
-        the card has a key for, a fresh ephemeral key each time, answered as 'A1' ‖ L ‖ SUCI."""
-        from aka.suci import SoftwareAgreement, conceal
+        """The SUCI computed in the card when EF.UST offers services 124 and 125: the IMSI of
+        EF.IMSI concealed with the first scheme of DF.SAIP's EF.SUCI_Calc_Info_USIM, EF.AD's MNC
+        length and EF.Routing_Indicator, a fresh ephemeral key each time; 'A1' ‖ L ‖ SUCI."""
+        from aka.suci import conceal
 
         if c.p1 != 0x00 or c.p2 & 0x0F != 0x01:  # identity context: SUCI
             raise _Refuse(SW_WRONG_P1P2)
         if self._app is not fs.ADF_USIM:
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
         self._require(Access.PIN1)
-        settings = self._profile.suci
-        if settings is None:  # service 125 not available on this card
+        try:
+            services = set(fs.EF_UST.codec.decode(self._bytes(fs.EF_UST)))
+            info = fs.EF_SUCI_CALC_INFO_USIM.codec.decode(self._bytes(fs.EF_SUCI_CALC_INFO_USIM))
+            imsi = fs.decode_imsi(self._bytes(fs.EF_IMSI))
+            mnc_length = fs.EF_AD.codec.decode(self._bytes(fs.EF_AD))["mnc_length"]
+            ri = fs.EF_ROUTING_INDICATOR.codec.decode(self._bytes(fs.EF_ROUTING_INDICATOR))
+        except BadInput:  # files rewritten into something that does not decode
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED) from None
+        if not {124, 125} <= services or info is None or imsi is None or not info["schemes"]:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)  # the USIM does not calculate SUCIs
+        first = info["schemes"][0]
+        key = info["keys"][first["key_index"] - 1] if first["key_index"] else None
+        if (first["scheme"] != "null") != (key is not None):
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
-        scheme = settings.schemes[0]
-        key = settings.key_for(scheme)
-        suci = conceal(
-            f"imsi-{self._profile.imsi}",
-            scheme,
-            hn_public=key.public if key is not None else b"",
-            key_id=key.key_id if key is not None else 0,
-            mnc_length=self._profile.mnc_length,
-            routing_indicator=settings.routing_indicator,
-            agreement=SoftwareAgreement(),
-        )
+        try:
+            suci = conceal(
+                f"imsi-{imsi}",
+                first["scheme"],
+                hn_public=bytes.fromhex(key["public"]) if key is not None else b"",
+                key_id=key["id"] if key is not None else 0,
+                mnc_length=mnc_length,
+                routing_indicator=ri,
+                agreement=self.suci_agreement,
+            )
+        except BadInput:  # a key in the file that is not a point of its profile
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED) from None
         return self._respond_later(encode_tlv(0xA1, suci.to_bytes()))
+
+    def _bytes(self, ef: TransparentEF) -> bytes:
+        content = self._content(ef)
+        assert isinstance(content, bytes)
+        return content
+
+    # -- GET DATA of the ARA-M (GlobalPlatform SEAC v1.1 §3.4) ----------------------------------
+    def _get_data(self, c: _Command) -> bytes:
+        """The access rules: 'FF40' all rules (none on this card: the ME applies its default),
+        'DF20' the refresh tag. Only while ARA-M is the selected application."""
+        if self._app is not fs.ADF_ARA_M:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        tag = c.p1 << 8 | c.p2
+        if tag == 0xFF40:
+            return self._respond_now(seac.ALL_RULES, c.le)
+        if tag == 0xDF20:
+            return self._respond_now(seac.REFRESH_TAG, c.le)
+        raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
 
     # -- the GSM SIM class, TS 51.011 §9.2 -------------------------------------------------------
     def _gsm_capable(self) -> bool:

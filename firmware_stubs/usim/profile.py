@@ -46,8 +46,8 @@ _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", 
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
 _HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
-_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci"})
-_SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys"})
+_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci", "msisdn"})
+_SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys", "calculation"})
 _HN_KEY_KEYS = frozenset({"id", "profile", "public"})
 _ALL_KEYS = frozenset(_COMMON_REQUIRED) | _MILENAGE_KEYS | _TUAK_KEYS | _OPTIONAL
 _OTA_KEYS = frozenset({"kvn", "kic", "kid", "tar", "counter"})
@@ -92,11 +92,13 @@ class HomeNetworkPublicKey:
 class SuciSettings:
     """Subscription identifier privacy on the card: the routing indicator, the protection
     schemes in priority order and the home network public keys. With these the USIM computes
-    the SUCI itself (GET IDENTITY; EF.UST services 124 and 125)."""
+    the SUCI itself (GET IDENTITY; EF.UST services 124 and 125), or with ``calculation`` "me"
+    leaves it to the ME (service 124 only; the keys in DF.5GS)."""
 
     routing_indicator: str = "0"
     schemes: tuple[str, ...] = ("null",)
     home_network_keys: tuple[HomeNetworkPublicKey, ...] = ()
+    calculation: Literal["usim", "me"] = "usim"  # who conceals: the USIM (service 125) or the ME
 
     def key_for(self, scheme: str) -> HomeNetworkPublicKey | None:
         return next((k for k in self.home_network_keys if k.profile == scheme), None)
@@ -127,6 +129,7 @@ class CardProfile:
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
     suci: SuciSettings | None = None
+    msisdn: str | None = None
 
     def make_algorithm(self) -> AkaAlgorithm:
         """The f1…f5* of this card with K in software (Milenage: native kernel when built)."""
@@ -163,6 +166,25 @@ DEFAULT_PROFILE: Mapping[str, Any] = MappingProxyType(
         "pin1": "1234",
         "puk1": "12345678",
         "adm1": "88888888",
+        "msisdn": "+491700000001",
+        # The home network keys of TS 33.501 Annex C.4 (their private halves are published
+        # there, like Test Set 1's K): the card conceals its IMSI itself with Profile B.
+        "suci": {
+            "routing_indicator": "0",
+            "schemes": ["B", "A", "null"],
+            "home_network_keys": [
+                {
+                    "id": 1,
+                    "profile": "A",
+                    "public": "5a8d38864820197c3394b92613b20b91633cbd897119273bf8e4a6f4eec0a650",
+                },
+                {
+                    "id": 2,
+                    "profile": "B",
+                    "public": "0272da71976234ce833a6907425867b82e074d44ef907dfb4b3e21c1c2256ebcd1",
+                },
+            ],
+        },
         "ota_keysets": [
             {
                 "kvn": 1,
@@ -343,7 +365,10 @@ def _suci(raw: Any) -> SuciSettings:
     for scheme in schemes:
         if scheme != "null" and not any(k.profile == scheme for k in keys):
             raise BadInput(f"profile: suci.schemes lists {scheme} without a home network key")
-    return SuciSettings(ri, tuple(schemes), tuple(keys))
+    calculation = raw.get("calculation", "usim")
+    if calculation not in ("usim", "me"):
+        raise BadInput("profile: suci.calculation must be 'usim' or 'me'")
+    return SuciSettings(ri, tuple(schemes), tuple(keys), calculation)
 
 
 def parse_profile(data: Mapping[str, Any]) -> CardProfile:
@@ -386,6 +411,14 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
     except BadInput as exc:
         raise BadInput(f"profile: spn: {exc}") from None
     ota = _ota_keysets(data.get("ota_keysets", []))
+    msisdn = data.get("msisdn")
+    if msisdn is not None:
+        if not isinstance(msisdn, str):
+            raise BadInput("profile: msisdn must be a string")
+        try:
+            fs.EF_MSISDN.codec.encode({"alpha": "", "number": msisdn}, fs.EF_MSISDN.record_len)
+        except BadInput:
+            raise BadInput("profile: msisdn must be 1 to 20 digits, optionally after '+'") from None
     common: dict[str, Any] = dict(
         iccid=iccid,
         imsi=imsi,
@@ -399,6 +432,7 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         spn=spn,
         ota_keysets=ota,
         suci=_suci(data["suci"]) if "suci" in data else None,
+        msisdn=msisdn,
     )
     if algorithm == "milenage":
         extra = sorted(set(data) & _TUAK_KEYS)

@@ -9,9 +9,10 @@ command line wins over the environment variable, which wins over the user's dire
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trelab.errors import Unavailable
 
@@ -40,6 +41,7 @@ TPM_ENV = "TRELAB_TPM"
 MID_REGISTRY_ENV = "TRELAB_MID_REGISTRY"
 NETWORK_DIR_ENV = "TRELAB_NETWORK_DIR"
 DEVICE_TRUST_ENV = "TRELAB_DEVICE_TRUST"
+NETWORK_STORE_ENV = "TRELAB_NETWORK_STORE"
 
 
 def _given(explicit: str | os.PathLike[str] | None, env: str) -> Path | None:
@@ -113,6 +115,28 @@ def network_db(explicit: str | os.PathLike[str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_state_dir("trelab")) / "network.db"
+
+
+def network_store(explicit: str | os.PathLike[str] | None = None) -> str:
+    """``--store`` (a path, ``sqlite://PATH`` or ``postgresql://…``), else
+    ``$TRELAB_NETWORK_STORE``, else the SQLite file ``<user state dir>/trelab/network.db``."""
+    if explicit:
+        return str(explicit)
+    if os.environ.get(NETWORK_STORE_ENV):
+        return os.environ[NETWORK_STORE_ENV]
+    return str(network_db())
+
+
+STORE_HELP = (
+    "the operator store: a SQLite path or sqlite://PATH, or postgresql://USER:PASSWORD@HOST:PORT/DB"
+    f" (default: ${NETWORK_STORE_ENV}, else network.db in the user state dir)"
+)
+
+
+def add_store_flag(p: Any) -> None:
+    """``--store URL`` (``--db`` is its earlier spelling)."""
+    p.add_argument("--store", metavar="URL", help=STORE_HELP)
+    p.add_argument("--db", dest="store", help=argparse.SUPPRESS)
 
 
 def device_trust_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
-from lab.lab import Lab, LabStatus
+from lab.lab import OPTIONAL_PARTS, Lab, LabStatus
 
 __all__ = ["register"]
 
@@ -56,6 +56,12 @@ def _text(status: LabStatus) -> str:
     else:
         detail = pc.note
     lines.append(f"pcscd  {pc.state:8} {detail}".rstrip())
+    db = status.postgres
+    if db is not None:
+        from network.engines import redact_url
+
+        detail = f"pid {db.pid}, {redact_url(db.url)}" if db.url else db.note
+        lines.append(f"postgres {db.state:6} {detail}".rstrip())
     card, modem = status.card, status.modem
     if card is not None:
         if card.state == "running":
@@ -83,7 +89,7 @@ def _say(message: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> Outcome:
-    status = _lab(args).up(progress=_say)
+    status = _lab(args).up(progress=_say, with_parts=tuple(args.with_parts or ()))
     return Outcome(data=_data(status), text=_text(status))
 
 
@@ -157,6 +163,15 @@ def register(nouns: Any) -> None:
 
             parser.add_argument(
                 "--port", type=int, default=None, help="swtpm TCP port P (P+1: control)"
+            )
+            parser.add_argument(
+                "--with",
+                dest="with_parts",
+                action="append",
+                choices=OPTIONAL_PARTS,
+                metavar="PART",
+                help="also start PART: postgres (a PostgreSQL server in the lab directory for "
+                "`network serve --store`; started with the lab from then on)",
             )
             parser.add_argument(
                 "--tpm-profile",

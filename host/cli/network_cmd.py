@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> Outcome:
 
     host, port = parse_listen(args.listen)
     config = defaults.load_network_config(args.config)
-    store = Store(defaults.network_db(args.db), config.store_key)
+    store = Store(defaults.network_store(args.store), config.store_key)
     app = NetworkApp(config, store)
 
     def ready(url: str) -> None:
@@ -86,7 +86,7 @@ def _audit(args: argparse.Namespace) -> Outcome:
     from network.store import Store
 
     config = defaults.load_network_config(args.config)
-    store = Store(defaults.network_db(args.db), config.store_key)
+    store = Store(defaults.network_store(args.store), config.store_key)
     try:
         entries = store.verify_audit()
         head = store.audit_head()
@@ -141,13 +141,13 @@ def register(nouns: Any) -> None:
 
     p = verbs.add_parser("serve", help="serve the operator side over HTTP until SIGTERM")
     p.add_argument("--listen", default="127.0.0.1:8731", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--db", help="SQLite store (default: the user state dir)")
+    defaults.add_store_flag(p)
     p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
     output.add_json_flag(p)
     p.set_defaults(func=_serve)
 
     p = verbs.add_parser("audit", help="verify the store's hash-chained audit trail")
-    p.add_argument("--db", help="SQLite store (default: the user state dir)")
+    defaults.add_store_flag(p)
     p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
     p.add_argument("--last", type=int, default=10, help="show the last N entries (default 10)")
     output.add_json_flag(p)

@@ -45,7 +45,7 @@ def _config(args: argparse.Namespace) -> Any:
 def _store(args: argparse.Namespace, config: Any) -> Any:
     from network.store import Store
 
-    return Store(defaults.network_db(args.db), config.store_key)
+    return Store(defaults.network_store(args.store), config.store_key)
 
 
 def _operator(config: Any) -> Any:
@@ -312,7 +312,7 @@ def _issue_pcid(args: argparse.Namespace) -> Outcome:
 
 def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="network.json (default: the network config folder's)")
-    p.add_argument("--db", help="the network's SQLite store (default: the user state dir)")
+    defaults.add_store_flag(p)
     output.add_json_flag(p)
 
 

@@ -80,9 +80,11 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from network.transfer import KiTransfer, OtaKeyring
 
     config = defaults.load_network_config(args.config)
-    db = defaults.network_db(args.db)
-    store = Store(db, config.store_key)
-    keyring = OtaKeyring(db.with_name(db.name + ".ota.json"), config.store_key)
+    store = Store(defaults.network_store(args.store), config.store_key)
+    if store.path is None:
+        store.close()
+        raise BadInput("transfer ki keeps its OTA keys beside a SQLite store", field="store")
+    keyring = OtaKeyring(store.path.with_name(store.path.name + ".ota.json"), config.store_key)
     return KiTransfer(config, store, keyring, now=lambda: int(time.time())), store, keyring
 
 
@@ -345,7 +347,7 @@ def register(nouns: Any) -> None:
     p.add_argument("--to", dest="target", required=True, help="SHO that takes it (SHO-B)")
     p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
     p.add_argument("--network-config", dest="config", help=argparse.SUPPRESS)  # earlier spelling
-    p.add_argument("--db", help="operator store (default: the user state dir)")
+    defaults.add_store_flag(p)
     p.add_argument("--card-profile", help="personalisation profile, first time SHO-A sees the card")
     p.add_argument("--rotate-k", action="store_true", help="write a new K/OPc to the card (OTA)")
     p.add_argument("--pin", help=f"PIN1 for read-back and AKA checks (or ${PIN_ENV})")

@@ -26,7 +26,7 @@ from tests.card_process import READER_1, CardProcess
 from tests.helpers import REPO
 from tests.usim_vectors import TestCard, milenage_cards, tuak_cards, unique_iccid
 from trelab import proc
-from trelab.errors import BadInput, Unavailable
+from trelab.errors import BadInput
 from uicc.errors import CardRefused
 from uicc.links.pcsc import PcscLink, resolve_reader
 from uicc.usim import UsimClient

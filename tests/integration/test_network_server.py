@@ -284,8 +284,8 @@ def test_store_survives_kill_9_mid_loop(tmp_path: Path) -> None:
     config = load_config(config_path)
     store = Store(db, config.store_key)
     try:
-        assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         with store.transaction() as tx:
+            assert tx._one("PRAGMA integrity_check")[0] == "ok"
             count = tx.hss_count()
             for i in range(count):  # committed records are whole, readable and in order
                 record = tx.hss(f"00101{i:010d}")

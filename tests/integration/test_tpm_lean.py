@@ -35,6 +35,7 @@ from tpm import lean
 from tpm import lean_commands as lc
 from tpm.connection import TpmConnection
 from tpm.lean_commands import LeanObject
+from trelab.errors import BadInput
 
 pytestmark = pytest.mark.lab
 
@@ -279,6 +280,41 @@ def test_unseal_and_load_match_esys(
         conn, ppub_parent, bytes(private.marshal()), bytes(public.marshal()), session=salted
     )
     lc.flush_object(conn, loaded.handle)
+
+
+def test_a_last_use_ends_the_session_in_the_tpm(
+    conn: TpmConnection, parent: tuple[Any, Any]
+) -> None:
+    """Load with continueSession clear: the TPM flushes the session after the command, the
+    layer refuses to use it again and sends no FlushContext for it."""
+    from tpm.tss import TPM2_CAP
+
+    attrs = (
+        TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.NODA
+    )
+    handle, private, public = _child(conn, parent[0], "keyedhash", attrs, data=b"x")
+    conn.flush(handle)
+    ppub_parent = LeanObject.from_esys(conn, parent[0])
+    salt_handle = int(conn.esys.tr_get_tpm_handle(parent[0]))
+
+    def loaded_sessions() -> set[int]:
+        _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, 0x02000000, 64)
+        return {int(h) for h in caps.data.handles}
+
+    s = lc.start_session(conn, kind="hmac", salt_to=(salt_handle, parent[1]))
+    assert s.handle in loaded_sessions()
+    loaded = lc.load(
+        conn, ppub_parent, bytes(private.marshal()), bytes(public.marshal()), session=s,
+        last_use=True,
+    )  # fmt: skip
+    lc.flush_object(conn, loaded.handle)
+    assert s.ended and s.handle not in loaded_sessions()
+    with pytest.raises(BadInput):
+        lc.unseal(conn, loaded, session=s)
+    sent: list[int] = []
+    with conn.transport.observe(lambda event: sent.append(event.code)):
+        lc.flush_session(conn, s)
+    assert sent == []
 
 
 def _policy_digest(*steps: bytes) -> bytes:

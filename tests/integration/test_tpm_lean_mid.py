@@ -12,8 +12,10 @@ from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
 from aka.usim import AkaSuccess
 from threats.tpm_tools import fresh_autn, local_mid
+from tpm import nv
 from tpm.aka import authenticate
 from tpm.connection import TpmConnection
+from tpm.mid import ek_name
 from tpm.registry import Registry
 from tpm.tss import CommandEvent
 
@@ -35,6 +37,7 @@ def test_a_mid_runs_the_same_aka_on_both_layers(
     with TpmConnection(private_swtpm) as c:
         mid = local_mid(c, registry, kind=kind, pin=pin, imsi=f"00101999000{next(_IMSI)}")
         network = Milenage(SoftwareAes(mid.k), mid.opc)
+        before = registry.read().version
         for seq, layer in enumerate(("esys", "lean", "esys", "lean"), start=1):
             rand = os.urandom(16)
             autn = fresh_autn(mid.k, mid.opc, rand, seq)
@@ -58,6 +61,17 @@ def test_a_mid_runs_the_same_aka_on_both_layers(
             assert names.count("encrypt_decrypt2") == 3
             if kind == "use":
                 assert names.count("policy_nv") >= 3 and names.count("policy_pcr") >= 3
+            if layer == "lean" and seq > 2:
+                # the SRK and the EK are known to the connection by now; REG_CTR is read once
+                # (checked) and incremented once (the commit reuses the value read under the lock)
+                assert not {"get_capability", "read_public"} & set(names)
+                assert names.count("nv_read") == 1 and names.count("nv_increment") == 1
+        # the commits left a registry that verifies against REG_CTR
+        with registry.locked():
+            data = registry.read_checked(c, ek_name(c))
+        assert data.version == nv.read_counter(c, nv.REG_CTR) == before + 4
+        # what the registry remembers of its last write is what a fresh parse of the file gives
+        assert Registry(registry.path).read() == data
 
 
 def test_a_wrong_pin_is_refused_on_the_lean_layer(private_swtpm: str, tmp_path: Path) -> None:

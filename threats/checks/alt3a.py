@@ -90,8 +90,6 @@ def ki_lab(ctx: ThreatLab) -> KiLab:
     """Run the transfer once: SHO-A serves the card, the transfer is interrupted (the link
     drops right after a packet reached the card) and resumed, SHO-B attaches, the replay and
     old-operator attempts are made, then K is rotated over the air."""
-    ctx.require("network.transfer", "Alternative 3a's Ki transfer between operators")
-    ctx.require("uicc.ota", "OTA secured packets (TS 102 225)")
 
     def make() -> KiLab:
         from firmware_stubs.usim.personalise import new_profile_data

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.errors import Refused
 from threats.context import MEASURED_PCR, NETWORK_PCRS, ThreatLab
-from threats.device import provision
 from threats.result import Recorder
+from trelab.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
     from host.agent import DeviceTrust
     from network.server import NetworkApp
     from protocol.client import Transport
-    from protocol.messages import MidPackage
+    from protocol.messages import Ack, MidPackage, SigningKey
     from tpm.connection import TpmConnection
     from tpm.package import Package
     from tpm.registry import MidRecord, Registry
@@ -31,6 +31,7 @@ __all__ = [
     "Victim",
     "attacker_ek_certificate",
     "device_trust",
+    "ek_certificate",
     "emulated_ak_public",
     "extraction_text",
     "import_refusals",
@@ -42,7 +43,9 @@ __all__ = [
     "refused",
     "register_pcid",
     "scratch_tpm",
+    "sho_order",
     "tampered_aka",
+    "unpack",
     "victim",
     "victim_manifest",
     "victim_on_other_tpm",
@@ -53,10 +56,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Victim:
-    """The lab M2ME with one MID of SHO-A, provisioned and ACTIVE, and the operator that
-    provisioned it. ``exchanges`` is every request and reply of the provisioning (HTTP bodies);
-    ``k``/``opc`` are the HSS's copy (the test oracle). ``agent`` says whether the host agent
-    (:mod:`host.provision`) provisioned it, or this package's step-by-step device."""
+    """The lab M2ME with one MID of SHO-A, provisioned by the host agent
+    (:func:`host.provision.provision`) and ACTIVE, and the operator that provisioned it.
+    ``exchanges`` is every request and reply of the provisioning (HTTP bodies); ``k``/``opc``
+    are the HSS's copy (the test oracle)."""
 
     app: NetworkApp
     mid_id: str
@@ -66,7 +69,6 @@ class Victim:
     exchanges: tuple[tuple[str, bytes, bytes], ...] = field(repr=False)
     k: bytes = field(repr=False)
     opc: bytes = field(repr=False)
-    agent: bool = False
 
     @property
     def manifest_wire(self) -> bytes:
@@ -86,42 +88,36 @@ def device_trust(ctx: ThreatLab) -> DeviceTrust:
 
 
 def victim(ctx: ThreatLab) -> Victim:
-    """Provisioned once per run by the host agent (:func:`host.provision.provision`; this
-    package's step-by-step device if the agent is not in the checkout), with the operator
-    served over HTTP on loopback behind a wire tap (what an eavesdropper records)."""
+    """Provisioned once per run by the host agent (:func:`host.provision.provision`), with the
+    operator served over HTTP on loopback behind a wire tap (what an eavesdropper records)."""
 
     def make() -> Victim:
-        from threats.context import RecordingTransport, module_present
+        from host.provision import provision
+        from threats.context import RecordingTransport
         from tpm.connection import TpmConnection
 
         net = ctx.network()
         app = net.app()
         registry = ctx.registry()
-        agent = module_present("host.provision")
         with net.http(app) as http, TpmConnection(ctx.tcti) as conn:
             tap = RecordingTransport(http)
-            if agent:
-                from host.provision import provision as agent_provision
-
-                done = agent_provision(
-                    conn,
-                    registry,
-                    tap,
-                    device_trust(ctx),
-                    sho="sho-a",
-                    network="threats",
-                    use_pcid=False,
-                ).finished
-                mid_id, imsi, slot = done.mid_id, done.imsi, done.slot
-            else:
-                mid = provision(conn, registry, tap, net.pins, "sho-a")
-                mid_id, imsi, slot = mid.mid_id, mid.imsi, mid.slot
-        record = registry.read().get(mid_id)
+            done = provision(
+                conn,
+                registry,
+                tap,
+                device_trust(ctx),
+                sho="sho-a",
+                network="threats",
+                use_pcid=False,
+            ).finished
+        record = registry.read().get(done.mid_id)
         with app.store.transaction() as tx:
-            hss = tx.hss(imsi)
+            hss = tx.hss(done.imsi)
         if hss is None:
             raise RuntimeError("the SHO has no HSS record for the MID it provisioned")
-        return Victim(app, mid_id, imsi, slot, record, tuple(tap.exchanges), hss.k, hss.opc, agent)
+        return Victim(
+            app, done.mid_id, done.imsi, done.slot, record, tuple(tap.exchanges), hss.k, hss.opc
+        )
 
     return ctx.once("victim", make)
 
@@ -136,11 +132,66 @@ def victim_manifest(ctx: ThreatLab) -> MidPackage:
     return msg
 
 
+def unpack(manifest: MidPackage) -> Package:
+    """The TPM package inside a MidPackage manifest, as anyone who has the manifest reads it
+    (no signature check: what an attacker holding a recorded or re-targeted package has).
+
+    Raises:
+        RemoteProtocolError: the package does not parse or differs from its manifest.
+    """
+    from tpm.package import Package
+    from trelab.errors import RemoteProtocolError
+    from trelab.jsontext import load_json
+
+    try:
+        package = Package.from_json(load_json(manifest.package, "MID package"))
+    except ValueError as exc:
+        raise RemoteProtocolError(f"MID package: {exc}") from None
+    if (package.mid_id, package.imsi, package.seq) != (
+        manifest.mid_id,
+        manifest.imsi,
+        manifest.sequence,
+    ):
+        raise RemoteProtocolError("MID package differs from its signed manifest")
+    return package
+
+
 def victim_package(ctx: ThreatLab) -> Package:
     """The TPM package inside the recorded manifest."""
-    from threats.device import unpack
-
     return unpack(victim_manifest(ctx))
+
+
+def ek_certificate(conn: TpmConnection) -> bytes:
+    """The TPM's RSA-2048 EK certificate, DER (read from NV: public, anyone may copy it)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tpm.ek import read_ek_certificates
+
+    return read_ek_certificates(conn)["rsa2048"].public_bytes(serialization.Encoding.DER)
+
+
+def sho_order(transport: Transport, signer: SigningKey, mid_id: str, transition: str) -> Ack:
+    """An SHO orders ``transition`` of ``mid_id`` at the RO (a LifecycleOrder signed with
+    ``signer``; the operator's side, not the device's).
+
+    Raises:
+        Refused, SignatureInvalid: the RO did not take the order.
+    """
+    from protocol.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
+
+    msg = sign(
+        LifecycleOrder(
+            session_id=os.urandom(32),
+            transcript=INITIAL_TRANSCRIPT,
+            mid_id=mid_id,
+            transition=transition,
+        ),
+        signer,
+    )
+    reply = decode(transport.post("sho/order", encode(msg)))
+    if not isinstance(reply, Ack):
+        raise RemoteProtocolError(f"order: expected Ack, got {type(reply).__name__}")
+    return reply
 
 
 def refused(call: Any) -> Refused | None:
@@ -269,9 +320,9 @@ def emulated_ak_public() -> bytes:
     attribute set (fixedTPM, restricted …) — attributes a verifier cannot check."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from tpm2_pytss import TPM2B_PUBLIC
 
     from tpm.identity import AK_ATTRIBUTES
+    from tpm.tss import TPM2B_PUBLIC
 
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.public_key().public_bytes(
@@ -361,11 +412,9 @@ def k_extraction(conn: TpmConnection, record: MidRecord) -> dict[str, str | None
     session), TPM2_Duplicate (a policy session with no policy satisfied), and EncryptDecrypt2
     with the empty password (bypassing K's policy). Each entry: the response code, or None
     if the TPM complied."""
-    from tpm2_pytss import TPM2B_IV, TPMT_SYM_DEF_OBJECT
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
     from threats.tpm_tools import mid_objects, tpm_refusal
     from tpm.policy_session import start_session
+    from tpm.tss import ESYS_TR, TPM2_ALG, TPM2B_IV, TPMT_SYM_DEF_OBJECT
 
     esys = conn.esys
     null = TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL)

@@ -86,16 +86,17 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "an emulated M2ME registers with an EK certificate issued by a CA the attacker made"
         " (named like the manufacturer CA)",
     ) as a:
-        from threats.device import start
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
             refusal = common.refused(
-                lambda: start(
+                lambda: SteppedAgent.register(
                     conn,
+                    ctx.registry(),
                     net.transport(app),
-                    "sho-a",
+                    common.device_trust(ctx),
                     ek_cert=common.attacker_ek_certificate(),
                 )
             )
@@ -122,13 +123,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
             derive_session_id,
         )
         from protocol.transitions import Session, SessionState
-        from threats.device import ek_certificate
 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
         with TpmConnection(ctx.tcti) as conn:
-            cert = ek_certificate(conn)
+            cert = common.ek_certificate(conn)
         ak_public = common.emulated_ak_public()
         nonce = os.urandom(16)
         session = Session("device", SessionState(derive_session_id(cert, ak_public, nonce)))
@@ -167,18 +167,22 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "revoked-tre",
         "a TRE the operator revoked registers again to obtain MIDs",
     ) as a:
-        from threats.device import prove, start
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
+        trust = common.device_trust(ctx)
         with TpmConnection(ctx.tcti) as conn:
-            flow, challenge = start(conn, transport, "sho-a")
-            prove(conn, flow, challenge)
-            device_id = app.operator.trust.verify_ek(flow.ek_cert, app.now()).device_id
+            agent = SteppedAgent.register(conn, ctx.registry(), transport, trust)
+            agent.prove()
+            ek_cert = common.ek_certificate(conn)
+            device_id = app.operator.trust.verify_ek(ek_cert, app.now()).device_id
             with app.store.transaction() as tx:
                 app.operator.revoke(tx, device_id, app.now())
-            refusal = common.refused(lambda: start(conn, transport, "sho-a"))
+            refusal = common.refused(
+                lambda: SteppedAgent.register(conn, ctx.registry(), transport, trust)
+            )
         if refusal is None:
             a.not_blocked("the DRF let a revoked TRE register")
         else:
@@ -192,17 +196,19 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "unvalidated-state",
         "an M2ME whose measured MID manager changed (PCR 16 extended) asks for a MID",
     ) as a:
-        from threats.device import attest, prove, start
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         with (
-            common.scratch_tpm(ctx) as (conn, _),
+            common.scratch_tpm(ctx) as (conn, registry),
             common.measured_pcr_changed(conn, MEASURED_PCR),
         ):
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            refusal = common.refused(lambda: attest(conn, flow, vc, net.pins))
+            agent = SteppedAgent.register(
+                conn, registry, net.transport(app), common.device_trust(ctx)
+            )
+            agent.prove()
+            refusal = common.refused(agent.attest)
         if refusal is None:
             a.not_blocked("the PVA validated an M2ME whose measurements differ from reference")
         else:
@@ -221,36 +227,23 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the label lies (CVE-2024-29038)",
         extra="pcr-selection-relabel",
     ) as a:
-        from protocol.messages import Evidence, quote_qualifying_data
-        from threats.device import prove, start
-        from tpm.pcrsel import parse_selection
-        from tpm.quote import quote
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         relabelled = NETWORK_PCRS.replace(f",{MEASURED_PCR}", ",23")
         with (
-            common.scratch_tpm(ctx) as (conn, _),
+            common.scratch_tpm(ctx) as (conn, registry),
             common.measured_pcr_changed(conn, MEASURED_PCR),
         ):
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            s = flow.session
-            signed = quote(
-                conn,
-                flow.ak,
-                quote_qualifying_data(vc.nonce, s.session_id, s.transcript),
-                parse_selection(relabelled),
+            agent = SteppedAgent.register(
+                conn, registry, net.transport(app), common.device_trust(ctx)
             )
-            lie = s.make(
-                Evidence,
-                quote_msg=signed.message,
-                quote_sig=signed.signature,
-                pcrs=signed.pcrs,
-                pcrlist=vc.pcr_selection,
-            )
-            refusal = common.refused(lambda: flow.post("pva/evidence", lie))
-        a.note(signed_selection=relabelled, claimed=vc.pcr_selection)
+            claimed = agent.prove().selection
+            # malware on the host has the TPM quote another selection under the claimed label
+            agent.quote(selection=relabelled)
+            refusal = common.refused(agent.send)
+        a.note(signed_selection=relabelled, claimed=claimed)
         if refusal is None:
             a.not_blocked("the PVA took the PCR selection from the unsigned claim")
         else:

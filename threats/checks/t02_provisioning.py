@@ -98,17 +98,20 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " session of the same device",
         extra="replayed-package",
     ) as a:
-        from threats.device import start
+        from threats.stepped_agent import SteppedAgent
 
         v = common.victim(ctx)
         net = ctx.network()
         with TpmConnection(ctx.tcti) as conn:
-            flow, _ = start(conn, net.transport(v.app), "sho-a")
-        try:
-            flow.session.receive(v.manifest_wire)
-            a.not_blocked("a MidPackage of another session was accepted")
-        except RemoteProtocolError as exc:
-            a.blocked(f"session binding: {exc}")
+            agent = SteppedAgent.register(
+                conn, ctx.registry(), net.transport(v.app), common.device_trust(ctx)
+            )
+            agent.activate()
+            try:  # a man in the middle answers the agent's next request with the recording
+                agent.send(answer=lambda _reply: v.manifest_wire)
+                a.not_blocked("a MidPackage of another session was accepted")
+            except RemoteProtocolError as exc:
+                a.blocked(f"session binding: {exc}")
 
     with ctx.attack(
         rec,
@@ -133,8 +136,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a man in the middle on the provisioning channel rewrites the IMSI inside the"
         " DPF-signed MID package on its way to the host agent (another M2ME, its own TPM)",
     ) as a:
-        agent = ctx.require("host.provision", "the host agent's provisioning runner")
         from host.agent import AgentRefused
+        from host.provision import provision
         from threats.context import MitmTransport
         from tpm import nv
 
@@ -145,7 +148,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             nv.ensure_indices(conn)
             before = nv.read_counter(conn, nv.MID_CTR)
             try:
-                agent.provision(
+                provision(
                     conn,
                     registry,
                     mitm,
@@ -237,15 +240,20 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "stale-quote",
         "answer the PVA's challenge with a quote made for an earlier nonce (freshness)",
     ) as a:
-        from threats.device import prove, quote_evidence, start
+        from protocol.messages import quote_qualifying_data
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            old = quote_evidence(conn, flow, dataclasses.replace(vc, nonce=os.urandom(32)))
-        refusal = common.refused(lambda: flow.post("pva/evidence", old))
+            agent = SteppedAgent.register(
+                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
+            )
+            agent.prove()
+            s = agent.client.session
+            earlier = quote_qualifying_data(os.urandom(32), s.session_id, s.transcript)
+            agent.quote(qualifying=earlier)
+        refusal = common.refused(agent.send)
         if refusal is None:
             a.not_blocked("the PVA accepted a quote over another nonce")
         else:
@@ -261,19 +269,21 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "after the victim proved its AK, an attacker who saw the session id and transcript"
         " sends evidence from its own TPM and AK into the victim's session",
     ) as a:
-        from threats.device import prove, quote_evidence, start
+        from host.provision import TpmDevice
+        from threats.stepped_agent import SteppedAgent
         from tpm.identity import ensure_ak
 
         net = ctx.network()
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-        with common.scratch_tpm(ctx) as (conn, _):
+            agent = SteppedAgent.register(
+                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
+            )
+            agent.prove()
+        with common.scratch_tpm(ctx) as (conn, registry):
             attacker_ak, _ = ensure_ak(conn, "ecc")
-            hijack = dataclasses.replace(flow, ak=attacker_ak)
-            evidence = quote_evidence(conn, hijack, vc)
-        refusal = common.refused(lambda: flow.post("pva/evidence", evidence))
+            agent.quote(device=TpmDevice(conn, registry), ak=attacker_ak)
+        refusal = common.refused(agent.send)
         if refusal is None:
             a.not_blocked("the PVA accepted another TPM's quote in the victim's session")
         else:
@@ -291,7 +301,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the AK proof without platform validation",
     ) as a:
         from protocol.messages import PackageRequest, encode
-        from threats.device import prove, start
+        from threats.stepped_agent import SteppedAgent
         from tpm.mid import ensure_srk
 
         net = ctx.network()
@@ -300,12 +310,13 @@ def run(ctx: ThreatLab) -> list[Finding]:
         with TpmConnection(ctx.tcti) as conn:
             _, srk_public = ensure_srk(conn)
             srk = bytes(srk_public.marshal())
-            flow, challenge = start(conn, transport, "sho-a")
-            prove(conn, flow, challenge)
+            agent = SteppedAgent.register(conn, ctx.registry(), transport, common.device_trust(ctx))
+            agent.prove()
+        session = agent.client.session
         answers = []
         for session_id, transcript in (
             (os.urandom(32), os.urandom(32)),
-            (flow.session.session_id, flow.session.transcript),
+            (session.session_id, session.transcript),
         ):
             wire = encode(
                 PackageRequest(

@@ -48,27 +48,20 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " certificate with its own AK, and tries TPM2_ActivateCredential on the challenge",
         extra="foreign-ak-genuine-ek",
     ) as a:
-        from protocol.messages import CredentialProof, credential_proof
-        from threats.device import ek_certificate, start
+        from threats.stepped_agent import SteppedAgent
         from tpm.errors import CredentialRejected
-        from tpm.identity import activate_credential
 
         net = ctx.network()
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
-            genuine = ek_certificate(conn)
-        with common.scratch_tpm(ctx) as (conn, _):
-            flow, challenge = start(conn, net.transport(app), "sho-a", ek_cert=genuine)
-            tpm_said = common.refusal(
-                lambda: activate_credential(
-                    conn, flow.ak, challenge.credential_blob, challenge.encrypted_secret
-                ),
-                CredentialRejected,
+            genuine = common.ek_certificate(conn)
+        with common.scratch_tpm(ctx) as (conn, registry):
+            agent = SteppedAgent.register(
+                conn, registry, net.transport(app), common.device_trust(ctx), ek_cert=genuine
             )
-        proof = flow.session.make(
-            CredentialProof, proof=credential_proof(os.urandom(32), flow.session.transcript)
-        )
-        refusal = common.refused(lambda: flow.post("drf/proof", proof))
+            tpm_said = common.refusal(agent.activate, CredentialRejected)
+        agent.activate(secret=os.urandom(32))  # no secret from the TPM: a guess in its place
+        refusal = common.refused(agent.send)
         a.note(activate_credential=tpm_said)
         if tpm_said is None or refusal is None:
             a.not_blocked("the replacement TRE got its AK accepted under another TRE's EK")
@@ -98,17 +91,26 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "after the original TRE was validated, a replacement TRE takes over the session (it saw"
         " the session id and transcript) and asks for the MID package with its own SRK",
     ) as a:
-        from threats.device import attest, prove, request_package, start, unpack
+        from host.agent import AgentRefused
+        from host.provision import TpmDevice
+        from protocol.messages import MidPackage, decode
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         with TpmConnection(ctx.tcti) as conn:
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            attest(conn, flow, vc, net.pins)
+            agent = SteppedAgent.register(
+                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
+            )
+            agent.prove()
+            agent.attest()
         with common.scratch_tpm(ctx) as (conn, registry):
-            manifest = request_package(conn, flow, vc, net.pins)
-            host_check, code = common.import_refusals(conn, registry, unpack(manifest))
+            agent.target(TpmDevice(conn, registry))  # the replacement's SRK, slot and MID_CTR
+            agent_said = common.refusal(agent.send, AgentRefused)
+            manifest = decode(agent.replies[-1])  # what the DPF sent, whatever the agent says
+            assert isinstance(manifest, MidPackage)
+            host_check, code = common.import_refusals(conn, registry, common.unpack(manifest))
+        a.note(agent=agent_said or "accepted the package")
         a.note(host_check=host_check, tpm_rc=code)
         if host_check is None or code is None:
             a.not_blocked("the replacement TRE opened the package")
@@ -128,25 +130,32 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
         from cryptography.hazmat.primitives.hashes import SHA256
-        from tpm2_pytss import TPMT_SIGNATURE
-        from tpm2_pytss.constants import TPM2_ALG
 
-        from threats.device import prove, quote_evidence, start
+        from protocol.messages import Evidence, Message
+        from threats.stepped_agent import SteppedAgent
+        from tpm.tss import TPM2_ALG, TPMT_SIGNATURE
 
         net = ctx.network()
         app = net.app()
-        with TpmConnection(ctx.tcti) as conn:
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            imitated = quote_evidence(conn, flow, vc)  # the structure to imitate
         emulator = ec.generate_private_key(ec.SECP256R1())
-        r, s = decode_dss_signature(emulator.sign(imitated.quote_msg, ec.ECDSA(SHA256())))
-        sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
-        sig.signature.ecdsa.hash = TPM2_ALG.SHA256
-        sig.signature.ecdsa.signatureR = r.to_bytes(32, "big")
-        sig.signature.ecdsa.signatureS = s.to_bytes(32, "big")
-        forged = dataclasses.replace(imitated, quote_sig=bytes(sig.marshal()))
-        refusal = common.refused(lambda: flow.post("pva/evidence", forged))
+
+        def software_signed(imitated: Message) -> Message:
+            """The agent's evidence with the quote structure signed by the emulator's key."""
+            assert isinstance(imitated, Evidence)
+            r, s = decode_dss_signature(emulator.sign(imitated.quote_msg, ec.ECDSA(SHA256())))
+            sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
+            sig.signature.ecdsa.hash = TPM2_ALG.SHA256
+            sig.signature.ecdsa.signatureR = r.to_bytes(32, "big")
+            sig.signature.ecdsa.signatureS = s.to_bytes(32, "big")
+            return dataclasses.replace(imitated, quote_sig=bytes(sig.marshal()))
+
+        with TpmConnection(ctx.tcti) as conn:
+            agent = SteppedAgent.register(
+                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
+            )
+            agent.prove()
+            agent.quote()  # the structure to imitate
+        refusal = common.refused(lambda: agent.send(tamper=software_signed))
         if refusal is None:
             a.not_blocked("the PVA accepted a software-signed quote")
         else:

@@ -44,13 +44,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "undefine and re-create MID_CTR (owner authorisation is empty in the lab) to make an"
         " already-used package sequence number acceptable again",
     ) as a:
-        from tpm2_pytss.constants import ESYS_TR
-
         from threats.tpm_tools import local_mid
         from tpm import nv
         from tpm.mid import import_package, wrap_for_device
         from tpm.mid_errors import PackageRejected
         from tpm.package import AlgorithmSpec, MidSecrets
+        from tpm.tss import ESYS_TR
 
         with common.scratch_tpm(ctx) as (conn, registry):
             local_mid(conn, registry, kind="use")
@@ -135,10 +134,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "field-upgrade",
         "replace the TRE's firmware (TPM2_FieldUpgradeStart without the vendor's signature)",
     ) as a:
-        from tpm2_pytss import TPMT_SIGNATURE
-        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-
         from threats.tpm_tools import tpm_refusal
+        from tpm.tss import ESYS_TR, TPM2_ALG, TPMT_SIGNATURE
 
         with common.scratch_tpm(ctx) as (conn, _):
             code = tpm_refusal(

@@ -10,7 +10,7 @@ from typing import Any
 
 from protocol.errors import SignatureInvalid
 from threats.checks import common
-from threats.context import MissingPart, ThreatLab
+from threats.context import ThreatLab
 from threats.result import Finding, Recorder
 
 __all__ = ["run"]
@@ -19,10 +19,8 @@ __all__ = ["run"]
 def _owner_write(conn: Any, slot: int, state: Any) -> str | None:
     """Write ``slot``'s state in the TPM with owner authorisation, as host software can; the
     TPM's refusal, or None if it took it."""
-    from tpm2_pytss import TSS2_Exception
-    from tpm2_pytss.constants import ESYS_TR
-
     from tpm import nv
+    from tpm.tss import ESYS_TR, TSS2_Exception
 
     handle, size, offset = nv.state_location(conn, slot)
     data = bytearray(size)
@@ -75,7 +73,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " ACTIVE — with owner authorisation (empty in the lab), then by replaying the SHO's"
         " earlier activation approval — and uses K",
     ) as a:
-        from threats.device import follow_orders, order, provision
+        from host.lifecycle import apply_order
+        from host.provision import provision
+        from protocol.messages import LifecycleCommand, decode
+        from threats.context import RecordingTransport
         from tpm import nv
         from tpm.aka import authenticate
         from tpm.mid import set_state
@@ -84,10 +85,22 @@ def run(ctx: ThreatLab) -> list[Finding]:
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
+        trust = common.device_trust(ctx)
         with common.scratch_tpm(ctx) as (conn, registry):
-            mid = provision(conn, registry, transport, net.pins, "sho-a")
-            order(transport, net.config.shos["sho-a"].key, mid.mid_id, "suspend")
-            ack = follow_orders(conn, registry, transport, mid, net.pins)
+            # host software sees everything the agent exchanges, the SHO's activation included
+            tap = RecordingTransport(transport)
+            mid = provision(
+                conn, registry, tap, trust, sho="sho-a", network="threats-t7", use_pcid=False
+            ).finished
+            activation = next(
+                command
+                for endpoint, _, reply in tap.exchanges
+                if endpoint == "dpf/receipt"
+                and isinstance(command := decode(reply), LifecycleCommand)
+            )
+            common.sho_order(transport, net.config.shos["sho-a"].key, mid.mid_id, "suspend")
+            # the agent checks the order's owner, MID, transition and sequence, then applies it
+            ack = apply_order(conn, registry, transport, trust, mid_id=mid.mid_id, verb="suspend")
             rand = os.urandom(16)
             try:
                 authenticate(conn, registry, mid.mid_id, rand, bytes(16), check_state=False)
@@ -101,7 +114,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
                     registry,
                     mid.mid_id,
                     nv.MidState.ACTIVE,
-                    approval=mid.activation.state_approval if mid.activation else b"",
+                    approval=activation.state_approval,
                 ),
                 MidRefused,
             )
@@ -139,7 +152,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "attach to the network with the MID whose lifecycle byte was rewritten to ACTIVE",
         tre="network",
     ) as a:
-        from threats.device import attach
+        from host.attach import attach_tpm
 
         if "mid" not in state:
             a.not_run("the previous step (a suspended MID) did not complete", missing="environment")
@@ -147,7 +160,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
             mid = state["mid"]
             with common.scratch_tpm(ctx) as (conn, registry):
                 refusal = common.refused(
-                    lambda: attach(conn, registry, state["transport"], mid.mid_id, mid.imsi)
+                    lambda: attach_tpm(
+                        conn, registry, state["transport"], mid_id=mid.mid_id, imsi=mid.imsi
+                    )
                 )
             if refusal is None:
                 a.not_blocked("the SHO authenticated a MID it had suspended")
@@ -177,33 +192,29 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "report a MID as installed with an install receipt whose NV_Certify was altered",
         tre="network",
     ) as a:
-        from threats.device import (
-            attest,
-            make_receipt,
-            prove,
-            request_package,
-            start,
-            unpack,
-        )
-        from tpm.mid import import_package
+        from protocol.messages import Message, Receipt
+        from threats.stepped_agent import SteppedAgent
+
+        def altered(receipt: Message) -> Message:
+            """The agent's install receipt with the MID_STATE byte the TPM certified flipped."""
+            assert isinstance(receipt, Receipt)
+            evidence = dict(receipt.evidence)
+            blob = bytearray(evidence["state.attest"])
+            blob[-1] ^= 0x01
+            evidence["state.attest"] = bytes(blob)
+            return dataclasses.replace(receipt, evidence=tuple(sorted(evidence.items())))
 
         net = ctx.network()
         app = net.app()
         with common.scratch_tpm(ctx) as (conn, registry):
-            flow, challenge = start(conn, net.transport(app), "sho-a")
-            vc = prove(conn, flow, challenge)
-            attest(conn, flow, vc, net.pins)
-            manifest = request_package(conn, flow, vc, net.pins)
-            record = import_package(conn, registry, unpack(manifest))
-            receipt = make_receipt(
-                conn, flow, manifest.mid_id, "install", record.slot, manifest.sequence
+            agent = SteppedAgent.register(
+                conn, registry, net.transport(app), common.device_trust(ctx)
             )
-        evidence = dict(receipt.evidence)
-        blob = bytearray(evidence["state.attest"])
-        blob[-1] ^= 0x01  # the MID_STATE byte the TPM certified
-        evidence["state.attest"] = bytes(blob)
-        forged = dataclasses.replace(receipt, evidence=tuple(sorted(evidence.items())))
-        refusal = common.refused(lambda: flow.post("dpf/receipt", forged))
+            agent.prove()
+            agent.attest()
+            agent.request_package()
+            agent.install()
+        refusal = common.refused(lambda: agent.send(tamper=altered))
         if refusal is None:
             a.not_blocked("the DPF accepted an altered receipt")
         else:
@@ -235,18 +246,19 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from protocol.messages import SigningKey
-        from threats.device import order
 
         v = common.victim(ctx)
         transport = ctx.network().transport(v.app)
         impostor = SigningKey("sho-a", ec.generate_private_key(ec.SECP256R1()))
         try:
-            order(transport, impostor, v.mid_id, "delete")
+            common.sho_order(transport, impostor, v.mid_id, "delete")
             impostor_order = "accepted"
         except SignatureInvalid as exc:
             impostor_order = f"signature: {exc}"
         foreign = common.refused(
-            lambda: order(transport, ctx.network().config.shos["sho-b"].key, v.mid_id, "suspend")
+            lambda: common.sho_order(
+                transport, ctx.network().config.shos["sho-b"].key, v.mid_id, "suspend"
+            )
         )
         a.note(impostor=impostor_order, other_sho=foreign.code if foreign else "accepted")
         if impostor_order == "accepted" or foreign is None:
@@ -318,10 +330,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a man in the middle answers the host agent's lifecycle request with a delete command"
         " bound to the session but signed by a key that is not SHO-A's",
     ) as a:
-        lifecycle = ctx.require("host.lifecycle", "the host agent's lifecycle runner")
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from host.agent import AgentRefused
+        from host.lifecycle import apply_order
         from protocol.messages import (
             LifecycleCommand,
             SigningKey,
@@ -334,8 +346,6 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from tpm import nv
 
         v = common.victim(ctx)
-        if not v.agent:
-            raise MissingPart("the victim was not provisioned by the host agent")
         impostor = SigningKey("sho-a", ec.generate_private_key(ec.SECP256R1()))
 
         def forge(request: bytes, reply: bytes) -> bytes:
@@ -352,7 +362,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
         mitm = MitmTransport(ctx.network().transport(v.app), "sho/lifecycle", forge)
         with TpmConnection(ctx.tcti) as conn:
             try:
-                lifecycle.apply_order(
+                apply_order(
                     conn,
                     ctx.registry(),
                     mitm,

@@ -10,7 +10,7 @@ from dataclasses import replace
 from threats.checks import common
 from threats.context import MEASURED_PCR, ThreatLab
 from threats.result import Finding, Recorder
-from trelab.errors import CheckFailed
+from trelab.errors import CheckFailed, Unavailable
 
 __all__ = ["run"]
 
@@ -44,12 +44,12 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "SHO-B (another stakeholder on the same operator side) orders the deletion of SHO-A's MID",
         tre="network",
     ) as a:
-        from threats.device import order
-
         v = common.victim(ctx)
         net = ctx.network()
         refusal = common.refused(
-            lambda: order(net.transport(v.app), net.config.shos["sho-b"].key, v.mid_id, "delete")
+            lambda: common.sho_order(
+                net.transport(v.app), net.config.shos["sho-b"].key, v.mid_id, "delete"
+            )
         )
         if refusal is None:
             a.not_blocked("SHO-B's order for SHO-A's MID was taken")
@@ -214,6 +214,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
             )
         import sqlite3
 
+        if app.store.path is None:  # the threat context's operators keep SQLite files
+            raise Unavailable("threat 8 edits the operator's SQLite file; this store is not one")
         attacker = sqlite3.connect(app.store.path)  # the attacker edits the database file
         try:
             try:

@@ -119,7 +119,7 @@ def _first_tpm2b(data: bytes) -> bytes:
 def _command_auths(command: bytes, handles: int) -> tuple[list[tuple[int, bytes, int]], bytes]:
     """(session handle, nonceCaller, attributes) per session of a command, and its
     parameters (Part 1 §18.7)."""
-    from tpm2_pytss import TPMS_AUTH_COMMAND
+    from tpm.tss import TPMS_AUTH_COMMAND
 
     offset = 10 + 4 * handles
     if int.from_bytes(command[:2], "big") != _ST_SESSIONS:
@@ -137,7 +137,7 @@ def _command_auths(command: bytes, handles: int) -> tuple[list[tuple[int, bytes,
 
 def _response_auths(response: bytes, handles: int, sessions: int) -> tuple[bytes, list[bytes]]:
     """A successful response's parameters and the nonceTPM per session (Part 1 §18.8)."""
-    from tpm2_pytss import TPMS_AUTH_RESPONSE
+    from tpm.tss import TPMS_AUTH_RESPONSE
 
     offset = 10 + 4 * handles
     if int.from_bytes(response[:2], "big") != _ST_SESSIONS:
@@ -156,7 +156,7 @@ def _response_auths(response: bytes, handles: int, sessions: int) -> tuple[bytes
 def _start_auth_session(command: bytes, response: bytes) -> tuple[int, _Session] | None:
     """TPM2_StartAuthSession (Part 3 §11.1): handles tpmKey, bind; nonceCaller, encryptedSalt,
     …; the response's session handle and nonceTPM."""
-    from tpm2_pytss import TPM2B_ENCRYPTED_SECRET, TPM2B_NONCE
+    from tpm.tss import TPM2B_ENCRYPTED_SECRET, TPM2B_NONCE
 
     if _u32(response, 6) != 0:
         return None
@@ -373,12 +373,17 @@ def bus_recording(ctx: ThreatLab) -> BusRecording:
 def _control(ctx: ThreatLab) -> bool:
     """Does the sniffer's decoder recover the plaintext of EncryptDecrypt2 in an *unsalted*
     decrypt|encrypt session (an AES key made for it in the NULL hierarchy, empty auth)?"""
-    from tpm2_pytss import TPM2B_IV, TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
-
     from threats.tpm_tools import BusTap
     from tpm.connection import TpmConnection
     from tpm.policy_session import start_session
+    from tpm.tss import (
+        ESYS_TR,
+        TPM2_ALG,
+        TPM2B_IV,
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE_CREATE,
+        TPMA_OBJECT,
+    )
 
     other = ctx.scratch()
     if other.swtpm.port is None:

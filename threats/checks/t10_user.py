@@ -263,9 +263,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "set the TRE's clock back (TPM2_ClockSet) to make an expired authentication or MID"
         " valid again",
     ) as a:
-        from tpm2_pytss.constants import ESYS_TR
-
         from threats.tpm_tools import tpm_refusal
+        from tpm.tss import ESYS_TR
 
         with common.scratch_tpm(ctx) as (conn, _):
             now = int(conn.esys.read_clock().clockInfo.clock)

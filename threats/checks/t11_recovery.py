@@ -21,7 +21,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a provisioned M2ME loses its MIDs (TPM2_Clear: factory reset of MID management), then"
         " asks the same operator again for service",
     ) as a:
-        from threats.device import attach, provision
+        from host.attach import attach_tpm
+        from host.provision import provision
         from threats.tpm_tools import load_mid
         from tpm.mid import factory_reset
         from tpm.mid_errors import MidRefused
@@ -29,18 +30,26 @@ def run(ctx: ThreatLab) -> list[Finding]:
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
+        trust = common.device_trust(ctx)
+
+        def provisioned() -> tuple[str, str]:
+            done = provision(
+                conn, registry, transport, trust, sho="sho-a", network="threats-t11", use_pcid=False
+            ).finished
+            return done.mid_id, done.imsi
+
         with common.scratch_tpm(ctx) as (conn, registry):
-            first = provision(conn, registry, transport, net.pins, "sho-a")
-            before = attach(conn, registry, transport, first.mid_id, first.imsi)
-            old = registry.read().get(first.mid_id)
+            first, imsi = provisioned()
+            before = attach_tpm(conn, registry, transport, mid_id=first, imsi=imsi)
+            old = registry.read().get(first)
             reset = factory_reset(conn, registry)
             old_mid = (
                 "still loads"
                 if common.refusal(lambda: load_mid(conn, old), MidRefused) is None
                 else "dead"
             )
-            second = provision(conn, registry, transport, net.pins, "sho-a")
-            after = attach(conn, registry, transport, second.mid_id, second.imsi)
+            second, imsi = provisioned()
+            after = attach_tpm(conn, registry, transport, mid_id=second, imsi=imsi)
         a.note(
             attach_before=before.reason,
             ek_unchanged=reset["ek_unchanged"],

@@ -35,17 +35,21 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a second M2ME with a stolen provisional identity (PCID K/OPc copied) attaches, gets an"
         " ICF grant, and registers its own TRE under the PCID another TRE already uses",
     ) as a:
-        from threats.device import start
+        from threats.stepped_agent import SteppedAgent
 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
+        trust = common.device_trust(ctx)
         imsi, k, opc = common.register_pcid(app, "0010177")
         with TpmConnection(ctx.tcti) as conn:  # the legitimate M2ME binds the PCID
-            start(conn, transport, "sho-a", grant=common.pcid_grant(transport, imsi, k, opc))
+            grant = common.pcid_grant(transport, imsi, k, opc)
+            SteppedAgent.register(conn, ctx.registry(), transport, trust, grant=grant)
         stolen = common.pcid_grant(transport, imsi, k, opc)
-        with common.scratch_tpm(ctx) as (conn, _):
-            refusal = common.refused(lambda: start(conn, transport, "sho-a", grant=stolen))
+        with common.scratch_tpm(ctx) as (conn, registry):
+            refusal = common.refused(
+                lambda: SteppedAgent.register(conn, registry, transport, trust, grant=stolen)
+            )
         if refusal is None:
             a.not_blocked("a second TRE registered under a PCID bound to another")
         else:
@@ -62,20 +66,21 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " registered session of the same TRE (no validation of its own)",
     ) as a:
         from protocol.messages import PackageRequest, encode
-        from threats.device import attest, prove, start
+        from threats.stepped_agent import SteppedAgent
         from tpm.mid import ensure_srk
 
         net = ctx.network()
         app = net.app()
         transport = net.transport(app)
+        trust = common.device_trust(ctx)
         with TpmConnection(ctx.tcti) as conn:
-            first, challenge = start(conn, transport, "sho-a")
-            vc = prove(conn, first, challenge)
-            attest(conn, first, vc, net.pins)
-            second, challenge2 = start(conn, transport, "sho-a")
-            prove(conn, second, challenge2)
+            first = SteppedAgent.register(conn, ctx.registry(), transport, trust)
+            first.prove()
+            first.attest()
+            second = SteppedAgent.register(conn, ctx.registry(), transport, trust)
+            second.prove()
             _, srk_public = ensure_srk(conn)
-        s = second.session
+        s = second.client.session
         wire = encode(
             PackageRequest(
                 session_id=s.session_id,

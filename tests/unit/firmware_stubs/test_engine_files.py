@@ -84,7 +84,7 @@ def test_select_usim_by_aid_prefix_and_full(card: Card) -> None:
 
 
 def test_select_unknown_aid_and_fid(card: Card) -> None:
-    assert card.send("00a4040407a0000000871004")[1] == 0x6A82
+    assert card.send("00a4040407a0000000871009")[1] == 0x6A82  # no such 3GPP application
     assert card.send("00a40004026f07")[1] == 0x6A82  # EF.IMSI is not under the MF
     assert card.send("00a40004027fff")[1] == 0x6A82  # no application active yet
     assert card.send("00a4000402abcd")[1] == 0x6A82
@@ -150,7 +150,9 @@ def test_read_iccid_and_dir(card: Card) -> None:
     data, sw = card.send("00b2010420")
     assert sw == 0x9000
     assert fs.EF_DIR.codec.decode(data) == {"aid": USIM_AID.hex(), "label": "USIM"}
-    assert card.send("00b2030420")[1] == 0x6A83  # record 3 of 2
+    data, sw = card.send("00b2020420")
+    assert fs.EF_DIR.codec.decode(data) == {"aid": fs.ISIM_AID.hex(), "label": "ISIM"}
+    assert card.send("00b2050420")[1] == 0x6A83  # record 5 of 4
     assert card.send("00b2010410")[1] == 0x6C20  # wrong Le → exact record length
 
 
@@ -240,9 +242,12 @@ def test_update_binary_by_sfi_and_update_record(card: Card) -> None:
     # next / previous modes move the record pointer
     assert card.send("00b2000220")[0] == card.send("00b2010420")[0]  # next → 1
     assert card.send("00b2000220")[0] == record  # next → 2
+    assert card.send("00b2000220")[1] == 0x9000  # next → 3
+    assert card.send("00b2000220")[1] == 0x9000  # next → 4
     assert card.send("00b2000220")[1] == 0x6A83  # past the end of a linear file
-    assert card.send("00b2000420")[0] == record  # current = 2
-    assert card.send("00b2000320")[1] == 0x9000  # previous → 1
+    assert card.send("00b2000420")[1] == 0x9000  # current = 4 (the failed NEXT kept it)
+    assert card.send("00b2000320")[1] == 0x9000  # previous → 3
+    assert card.send("00b2000320")[0] == record  # previous → 2
 
 
 def test_status(card: Card) -> None:

@@ -118,15 +118,20 @@ def test_records_and_seek(card: Card) -> None:
     assert sw == 0x9000 and data[13] == 0x01 and data[14] == fs.EF_DIR.record_len
     record, sw = gsm(card, bytes([0xA0, 0xB2, 0x01, 0x04, fs.EF_DIR.record_len]))
     assert sw == 0x9000 and fs.EF_DIR.codec.decode(record)["aid"] == fs.USIM_AID.hex()
-    assert gsm(card, bytes([0xA0, 0xB2, 0x03, 0x04, 0x20]))[1] == 0x9402
+    beyond = fs.EF_DIR.records + 1
+    assert gsm(card, bytes([0xA0, 0xB2, beyond, 0x04, 0x20]))[1] == 0x9402
     assert card.raw("a0b2010410") == b"\x67\x20"
     assert gsm(card, "a0b2010c20")[1] == 0x6B00  # no SFI in this class
-    # SEEK type 2 from the beginning for the application template: record 1
+    # SEEK type 2 for an application template: from the beginning record 1 (the USIM's),
+    # from the end backward record 2 (the ISIM's)
     assert gsm(card, "a0a200100161") == (b"\x01", 0x9000)
-    # type 1 from the end backward: the pointer moves to record 1, then NEXT reads record 2
-    assert gsm(card, "a0a200010161") == (b"", 0x9000)
-    assert gsm(card, "a0b2000220")[0] == b"\xff" * 32
-    assert gsm(card, "a0a200020161")[1] == 0x9404  # nothing after record 2
+    assert gsm(card, "a0a200110161") == (b"\x02", 0x9000)
+    # type 1 for the USIM's AID from the end backward: the pointer moves to record 1,
+    # so NEXT reads record 2; nothing starting with 61 comes after record 2
+    usim = "61184f10" + fs.USIM_AID[:12].hex()
+    assert gsm(card, "a0a20001" + f"{len(usim) // 2:02x}" + usim) == (b"", 0x9000)
+    assert fs.EF_DIR.codec.decode(gsm(card, "a0b2000220")[0])["label"] == "ISIM"
+    assert gsm(card, "a0a200020161")[1] == 0x9404
     assert gsm(card, "a0a2002001ff")[1] == 0x6B00  # type 3
     assert gsm(card, "a0a2000000")[1] == 0x6700  # empty pattern
     select(card, 0x2FE2)

@@ -21,7 +21,7 @@ KEYS = {p: new_home_key(p) for p in (Profile.A, Profile.B)}
 
 
 def card(suci: dict[str, Any] | None) -> UsimClient:
-    doc = dict(DEFAULT_PROFILE)
+    doc = {k: v for k, v in DEFAULT_PROFILE.items() if k != "suci"}
     if suci is not None:
         doc["suci"] = suci
     return UsimClient(InProcessLink(UsimEngine(parse_profile(doc))))

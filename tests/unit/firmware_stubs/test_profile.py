@@ -165,6 +165,13 @@ def test_load_json_and_toml(tmp_path: Path) -> None:
     keyset = DEFAULT_PROFILE["ota_keysets"][0]
     lines.append("[[ota_keysets]]")
     lines += [f"{k} = {json.dumps(v)}" for k, v in keyset.items()]
+    suci = DEFAULT_PROFILE["suci"]
+    lines.append("[suci]")
+    lines.append(f'routing_indicator = "{suci["routing_indicator"]}"')
+    lines.append(f"schemes = {json.dumps(suci['schemes'])}")
+    for key in suci["home_network_keys"]:
+        lines.append("[[suci.home_network_keys]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in key.items()]
     toml_path.write_text("\n".join(lines) + "\n")
     from_json, from_toml = load_profile(json_path), load_profile(toml_path)
     assert isinstance(from_json, CardProfile)

@@ -195,7 +195,7 @@ def test_por_modes(card: Card) -> None:
 
 def test_script_stops_at_the_first_error_and_keeps_what_ran(card: Card) -> None:
     ad = bytes.fromhex("00d6830004000000ff")  # EF.AD: runs only if the script goes on
-    apdus = [update_imsi("001020000000001"), bytes.fromhex("00d69d0001ff"), ad]  # SFI 1D: none
+    apdus = [update_imsi("001020000000001"), bytes.fromhex("00d69c0001ff"), ad]  # SFI 1C: none
     por = deliver(card, envelope(apdus, 1))
     result = parse_remote_response(por.data, expanded=False)
     assert (result.executed, result.last_sw) == (2, 0x6A82)

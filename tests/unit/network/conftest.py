@@ -1,6 +1,6 @@
 """Fixtures for the operator side without a TPM: a NetworkConfig built in memory (fresh P-256
-keys, a throw-away CA), a real SQLite store in tmp_path, the real Operator. The TPM-format
-Trust is the real :class:`network.trust.TpmTrust` (tpm2-pytss marshaling, no TPM); flows that
+keys, a throw-away CA), a real store on each engine (SQLite, PostgreSQL), the real Operator.
+The TPM-format Trust is the real :class:`network.trust.TpmTrust` (tpm2-pytss marshaling, no TPM); flows that
 need a TPM are in tests/integration/test_network_server.py."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import datetime
 import itertools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,8 +88,9 @@ def config() -> NetworkConfig:
 
 
 @pytest.fixture
-def store(tmp_path: Path, config: NetworkConfig) -> Iterator[Store]:
-    s = Store(tmp_path / "network.db", config.store_key)
+def store(store_url: str, config: NetworkConfig) -> Iterator[Store]:
+    """The real store, on each engine (SQLite file, PostgreSQL database)."""
+    s = Store(store_url, config.store_key)
     yield s
     s.close()
 

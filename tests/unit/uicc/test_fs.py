@@ -93,7 +93,7 @@ def test_encoders_reject_bad_values() -> None:
     with pytest.raises(BadInput):
         fs.encode_iccid("1" * 21)
     with pytest.raises(BadInput):
-        fs.EF_UST.codec.encode((129,), fs.EF_UST.size)
+        fs.EF_UST.codec.encode((153,), fs.EF_UST.size)
     with pytest.raises(BadInput):
         fs.EF_SPN.codec.encode({"display_condition": 0, "name": "ü"}, fs.EF_SPN.size)
     with pytest.raises(BadInput):
