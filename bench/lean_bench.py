@@ -17,8 +17,11 @@ Cases (one sample = one body call / its batch; rounds visit the cases in a fresh
   our own time (the rest);
 - ``provisioning`` — the host agent against the in-process operator side, split the same way
   plus the operator side's own time;
-- ``quote+verify`` vs ``bare quote`` (one TPM2_Quote through ESAPI) + ``bare verify`` (one
-  ECDSA verification of the quote's signature with ``cryptography``).
+- ``quote+verify`` (:class:`tpm.quote.Quoter` on the lean layer, then
+  :func:`tpm.verify.verify_quote`; ``(ESYS)``: the Quoter's ESYS reference) vs ``bare quote``
+  (one TPM2_Quote through ESAPI), ``bare quote (bytes)`` (the command marshalled by hand and
+  sent bare) + ``bare verify`` (one ECDSA verification of the quote's signature with
+  ``cryptography``).
 
 ``python -m bench.lean_bench [--rounds N] [--json FILE]`` prints the medians and ratios.
 """
@@ -174,10 +177,13 @@ def run_lean_bench(
 
             return setup
 
-        def send_raw(command: bytes) -> None:
+        def send_ok(command: bytes, what: str) -> None:
             response = conn.transport.execute(command)
             if struct.unpack_from(">I", response, 6)[0] != 0:
-                raise LocalProtocolError("raw EncryptDecrypt2 refused")
+                raise LocalProtocolError(f"{what} refused")
+
+        def send_raw(command: bytes) -> None:
+            send_ok(command, "raw EncryptDecrypt2")
 
         def raw_bytes(n: int) -> None:
             commands = prepared["commands"]
@@ -257,6 +263,16 @@ def run_lean_bench(
             for _ in range(n):
                 conn.esys.quote(quoter.handle, tpml, TPM2B_DATA(os.urandom(16)))
 
+        quote_params = struct.pack(">H", lean.ALG_NULL) + bytes(tpml.marshal())
+
+        def bare_quote_bytes(n: int) -> None:  # the command marshalled by hand, sent bare
+            for _ in range(n):
+                command, _ = lean.wrap(
+                    lean.CC.QUOTE, [ak.handle], [b""],
+                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
+                )  # fmt: skip
+                send_ok(command, "bare TPM2_Quote")
+
         def fresh_quote() -> None:
             nonce = os.urandom(16)
             evidence = evidence_from_files(quoter.quote(nonce, selection))
@@ -269,16 +285,23 @@ def run_lean_bench(
             for _ in range(n):
                 key.verify(der, message, ec.ECDSA(hashes.SHA256()))
 
-        def quote_verify(n: int) -> None:
-            for _ in range(n):
-                nonce = os.urandom(16)
-                files = quoter.quote(nonce, selection)
-                verify_quote(evidence_from_files(files), nonce=nonce, expected_ak_name=ak.name)
+        esys_quoter = stack.enter_context(Quoter(conn, ak, layer="esys"))
+
+        def quote_verify(using: Quoter) -> Callable[[int], None]:
+            def body(n: int) -> None:
+                for _ in range(n):
+                    nonce = os.urandom(16)
+                    files = using.quote(nonce, selection)
+                    verify_quote(evidence_from_files(files), nonce=nonce, expected_ak_name=ak.name)
+
+            return body
 
         cases += [
             _Case("bare quote", bare_quote, 5),
+            _Case("bare quote (bytes)", bare_quote_bytes, 5),
             _Case("bare verify", bare_verify, 20, fresh_quote),
-            _Case("quote+verify", quote_verify, 5),
+            _Case("quote+verify", quote_verify(quoter), 5),
+            _Case("quote+verify (ESYS)", quote_verify(esys_quoter), 5),
         ]
 
         # provisioning (one MID slot per sample)
@@ -308,7 +331,8 @@ def run_lean_bench(
                     op_clock["seconds"] += time.perf_counter() - start
 
         def provisioning_setup() -> None:
-            quoter.__exit__(None, None, None)
+            for each in (quoter, esys_quoter):
+                each.__exit__(None, None, None)
             op_clock["seconds"] = 0.0
 
         def provision_once(n: int) -> None:
@@ -332,7 +356,8 @@ def run_lean_bench(
                         kept = {k: v for k, v in state.mids.items() if k != gone}
                         files.write(replace(state, mids=kept))
             finally:
-                quoter.__enter__()
+                for each in (quoter, esys_quoter):
+                    each.__enter__()
 
         provisioning = _Case(
             "provisioning", provision_once, 1, provisioning_setup, provisioning_teardown, True
@@ -431,6 +456,12 @@ def _report(cases: list[_Case], rounds: int, tcti: str) -> dict[str, Any]:
             "aka K-loaded bus-protected (ESYS)", "raw: 3 × EncryptDecrypt2 (bytes)"
         ),
         "quote+verify / (bare quote + bare verify)": round(med["quote+verify"] / bare, 3),
+        "quote+verify / (bare quote (bytes) + bare verify)": round(
+            med["quote+verify"] / (med["bare quote (bytes)"] + med["bare verify"]), 3
+        ),
+        "quote+verify (ESYS) / (bare quote + bare verify)": round(
+            med["quote+verify (ESYS)"] / bare, 3
+        ),
         "quote+verify / bare quote": ratio("quote+verify", "bare quote"),
     }
     return out

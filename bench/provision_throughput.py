@@ -145,7 +145,7 @@ class _Server:
 
     def __init__(self, config: Path, db: Path, log: Path) -> None:
         argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
-        argv += ["--config", str(config), "--db", str(db), "--json"]
+        argv += ["--config", str(config), "--db", str(db), "--json", "--plain-http"]
         self.config, self.db, self.log = config, db, log
         with log.open("wb") as err:
             self._proc = subprocess.Popen(
@@ -500,7 +500,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
     trust = load_trust(args.trust)
     registry = Registry(args.registry)
-    transport = HttpTransport(args.network)
+    transport = HttpTransport(args.network, tls_ca=trust.tls_ca)
     samples: list[dict[str, Any]] = []
     with TpmConnection(args.tpm) as conn:
         print("ready", flush=True)

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -165,12 +166,14 @@ def _public_key(value: Any, what: str) -> ec.EllipticCurvePublicKey:
 @dataclass(frozen=True)
 class DeviceTrust:
     """What a TRE pins (``device-trust.json`` of :func:`network.config.device_trust`): the PVA's,
-    the DPF's and each SHO's ES256 public key, and the PCR selection the PVA validates."""
+    the DPF's and each SHO's ES256 public key, the PCR selection the PVA validates, and the CA
+    the network's TLS certificate must chain to (PEM; None for a network served without TLS)."""
 
     pva: ec.EllipticCurvePublicKey = field(repr=False)
     dpf: ec.EllipticCurvePublicKey = field(repr=False)
     shos: Mapping[str, ec.EllipticCurvePublicKey] = field(repr=False)
     pcr_selection: str = "sha256:0,1,2,3,4,5,6,7"
+    tls_ca: str | None = field(default=None, repr=False)
 
     def sho_key(self, name: str) -> ec.EllipticCurvePublicKey:
         """Raises:
@@ -197,11 +200,18 @@ def parse_device_trust(doc: Any) -> DeviceTrust:
     if not isinstance(selection, str):
         raise BadInput("device trust: pcr_selection must be text")
     selection = format_selection(parse_selection(selection, what="device trust pcr_selection"))
+    tls_ca = doc.get("tls_ca")
+    if tls_ca is not None:
+        try:
+            x509.load_pem_x509_certificate(str(tls_ca).encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise BadInput("device trust: tls_ca is not a PEM certificate") from None
     return DeviceTrust(
         pva=_public_key(doc.get("pva"), "pva"),
         dpf=_public_key(doc.get("dpf"), "dpf"),
         shos={str(name): _public_key(pem, f"shos.{name}") for name, pem in shos.items()},
         pcr_selection=selection,
+        tls_ca=None if tls_ca is None else str(tls_ca),
     )
 
 

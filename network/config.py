@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from network.store import STORE_KEY_SIZE
+from network.tls import DEFAULT_NAMES, issue_tls
 from protocol.errors import BadConfig
 from protocol.messages import SigningKey
 from tpm.pcrsel import DIGEST_SIZES, format_selection, parse_selection
@@ -84,6 +85,9 @@ class NetworkConfig:
     require_pcid: bool = False
     grant_lifetime: int = 900
     max_body: int = 64 * 1024
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: x509.Certificate | None = field(default=None, repr=False)
     path: Path | None = None
 
     def signer_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
@@ -103,14 +107,18 @@ def _pem_public(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def device_trust(config: NetworkConfig) -> dict[str, Any]:
-    """What a TRE pins: ``{"version": 1, "pva": PEM, "dpf": PEM, "shos": {name: PEM}}``."""
-    return {
+    """What a TRE pins: ``{"version": 1, "pva": PEM, "dpf": PEM, "shos": {name: PEM}}``, and
+    ``tls_ca`` (PEM certificate) when the service speaks TLS."""
+    doc: dict[str, Any] = {
         "version": 1,
         "pva": _pem_public(config.pva_key.public_key),
         "dpf": _pem_public(config.dpf_key.public_key),
         "shos": {name: _pem_public(sho.key.public_key) for name, sho in config.shos.items()},
         "pcr_selection": config.pcr_selection,
     }
+    if config.tls_ca is not None:  # the CA the server's TLS certificate must chain to
+        doc["tls_ca"] = config.tls_ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return doc
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -260,7 +268,7 @@ def parse_config(
         raise BadConfig("version: only 1 is understood")
     known = {
         "version", "trusted_cas", "store_key", "pva", "dpf", "validation", "shos", "icf",
-        "revoked_devices", "session_lifetime", "max_body",
+        "revoked_devices", "session_lifetime", "max_body", "tls",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -298,6 +306,7 @@ def parse_config(
     names = {"pva", "dpf"} & set(shos)
     if names:
         raise BadConfig(f"shos: {sorted(names)[0]!r} is the name of a network key")
+    tls_certificate, tls_key, tls_ca = _load_tls(base, doc.get("tls"))
     return NetworkConfig(
         trusted_cas=_load_cas(base, doc.get("trusted_cas"), default_trusted_cas),
         pva_key=_load_key(base, pva.get("key"), "pva", "pva.key"),
@@ -315,8 +324,32 @@ def parse_config(
         require_pcid=_get(icf, "require_pcid", bool, False, "icf."),
         grant_lifetime=_positive(icf, "grant_lifetime", 900, "icf."),
         max_body=_positive(doc, "max_body", 64 * 1024),
+        tls_certificate=tls_certificate,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
         path=path,
     )
+
+
+def _load_tls(base: Path, value: Any) -> tuple[Path | None, Path | None, x509.Certificate | None]:
+    """``tls: {certificate, key, ca}`` → the server's certificate and key files (checked to
+    exist) and the CA certificate devices pin; all None without a ``tls`` table."""
+    if value is None:
+        return None, None, None
+    if not isinstance(value, dict) or set(value) != {"certificate", "key", "ca"}:
+        raise BadConfig("tls: expected {certificate, key, ca} (paths of PEM files)")
+    paths = {}
+    for name in ("certificate", "key", "ca"):
+        if not isinstance(value[name], str):
+            raise BadConfig(f"tls.{name}: expected the path of a PEM file")
+        paths[name] = _resolve(base, value[name])
+        if not paths[name].is_file():
+            raise BadConfig(f"tls.{name}: {paths[name]} does not exist")
+    try:
+        ca = x509.load_pem_x509_certificate(_read(paths["ca"], "tls.ca"))
+    except ValueError:
+        raise BadConfig(f"tls.ca: {paths['ca']} holds no PEM certificate") from None
+    return paths["certificate"], paths["key"], ca
 
 
 def load_config(
@@ -357,10 +390,12 @@ def init_config(
     ca_bundle: str | os.PathLike[str],
     reference: Mapping[str, Mapping[int, bytes]] | None = None,
     pcr_selection: str = DEFAULT_PCR_SELECTION,
+    tls_names: Sequence[str] = DEFAULT_NAMES,
     force: bool = False,
 ) -> Path:
     """Write a fresh configuration into ``directory``: P-256 keys for the PVA, the DPF and each
-    SHO (0600), a random store key (0600), ``network.json`` and ``device-trust.json``.
+    SHO (0600), a random store key (0600), a TLS CA and a server certificate naming
+    ``tls_names`` (:mod:`network.tls`), ``network.json`` and ``device-trust.json``.
     Returns the config path.
 
     Raises:
@@ -387,6 +422,7 @@ def init_config(
     for name in ("pva", "dpf", *shos):
         _new_key(keys / f"{name}.pem")
     atomic_write_text(keys / "store.key", os.urandom(STORE_KEY_SIZE).hex() + "\n", mode=0o600)
+    tls = issue_tls(out / "tls", tls_names)
     validation: dict[str, Any] = {"pcr_selection": selection}
     if reference:
         validation["reference"] = {
@@ -406,6 +442,10 @@ def init_config(
         "icf": {"operator": "icf", "require_pcid": False},
         "revoked_devices": [],
         "session_lifetime": 900,
+        "tls": {
+            name: str(path.relative_to(out))
+            for name, path in (("certificate", tls.certificate), ("key", tls.key), ("ca", tls.ca))
+        },
     }
     doc["trusted_cas"] = [str(Path(ca_bundle).resolve())]
     atomic_write_text(config_path, json.dumps(doc, indent=2) + "\n", mode=0o644)

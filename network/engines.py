@@ -274,19 +274,50 @@ class PostgresEngine:
             return Unavailable(f"store {self.where} unavailable: {text}")
         return None  # a bug in the SQL: let it surface as one
 
+    def _drop_idle(self) -> None:
+        """After a lost connection: the pooled ones date from the same server run."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for raw in idle:
+            with contextlib.suppress(self._psycopg.Error):
+                raw.close()
+
+    def _begin(self) -> Any:
+        """A connection with a transaction begun. A pooled connection the server dropped
+        (restarted since) fails here, before anything was done: take a fresh one."""
+        raw = self._take()
+        try:
+            raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            return raw
+        except self._psycopg.OperationalError:
+            with contextlib.suppress(self._psycopg.Error):
+                raw.close()
+            self._drop_idle()
+        raw = self._connect()
+        try:
+            raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(self._psycopg.Error):
+                raw.close()
+            raise self._fault(exc) or Unavailable(
+                f"store {self.where}: {_first_line(exc)}"
+            ) from None
+        return raw
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        raw = self._take()
+        raw = self._begin()
         db = _PgConnection(raw)
         try:
             try:
-                db.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                 yield db
             except BaseException as exc:
                 with contextlib.suppress(self._psycopg.Error):
                     if not raw.closed:
                         raw.execute("ROLLBACK")
                 fault = self._fault(exc) if isinstance(exc, self._psycopg.Error) else None
+                if isinstance(exc, self._psycopg.OperationalError):
+                    self._drop_idle()
                 if fault is not None:
                     raise fault from None
                 raise
@@ -294,7 +325,9 @@ class PostgresEngine:
                 db.execute("COMMIT")
             except self._psycopg.Error as exc:
                 fault = self._fault(exc) or Unavailable(f"store {self.where}: {_first_line(exc)}")
-                raise type(fault)(f"{fault} (commit failed; nothing written)") from None
+                # a connection lost during COMMIT leaves it in doubt: the reply stored with
+                # the effects makes the retry safe either way
+                raise type(fault)(f"{fault} (commit not confirmed; a retry is safe)") from None
         except BaseException:
             if raw.closed or raw.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(self._psycopg.Error):

@@ -1,41 +1,49 @@
-"""Edge: HTTP. The operator side as a service: :class:`NetworkApp`, a WSGI-like callable
-``app(method, path, headers, body) -> Response`` that tests call in-process, and
-:func:`serve`, stdlib ``ThreadingHTTPServer`` around it on loopback.
+"""Edge: HTTP. The operator side as a service: :class:`NetworkApp`, a PEP 3333 WSGI
+application (``app(environ, start_response)``) whose core, :meth:`NetworkApp.handle`
+(``(method, path, headers, body) -> Response``), tests may also call directly; and
+:func:`serve`, the standard library's threaded WSGI server around it — one process, the
+zero-setup default for a lab. :mod:`network.workers` serves the same application under
+gunicorn with several worker processes.
 
 ``POST /v1/<role>/<message>`` with an ``application/cbor`` body (at most ``max_body`` bytes)
 answers with the reply message (200) or an :class:`~protocol.messages.Error` (400 malformed or
-out of order, 403 refused, 404 no such endpoint, 413 too large, 415 not CBOR, 503 a part is
-unavailable, 500 a bug). ``GET /v1/health`` and ``GET /v1/trust`` (the public keys a TRE pins,
-JSON) need no body. An ICF grant travels as ``Authorization: PCID <hex>``.
+out of order, 403 refused, 404 no such endpoint, 411 no Content-Length, 413 too large, 415 not
+CBOR, 503 a part is unavailable, 500 a bug). ``GET /v1/health`` and ``GET /v1/trust`` (the
+public keys a TRE pins, JSON) need no body. An ICF grant travels as ``Authorization: PCID <hex>``.
 
 Each request is one store transaction; its reply is stored with its effects, so a retry of
-the same request (after a crash, a lost reply) gets the same reply and changes nothing.
-Refusals are written to the audit trail in a transaction of their own. The transport carries
-no security of its own (messages are protected end to end); logs name method, path, status
-and refusal code — never bodies, keys or grants.
+the same request (after a crash, a lost reply) gets the same reply and changes nothing — also
+when another worker process answers the retry. Refusals are written to the audit trail in a
+transaction of their own. Messages are protected end to end; the transport adds TLS
+(:mod:`network.tls`). Logs name method, path, status, refusal code and duration — never
+bodies, keys or grants.
 
 Test hook (robustness). ``TRELAB_TEST_SERVER_CRASH_AT=<endpoint>:<before-commit|
-after-commit>[#n]`` (:mod:`trelab.crash`, read once when the app is made) makes the server
-SIGKILL itself while handling the n-th new request to ``endpoint``: with its effects and reply
-written but not committed (the request is lost), or just after the commit, before the reply
-leaves (the reply is lost). No effect when unset.
+after-commit>[#n]`` (:mod:`trelab.crash`, read once when the app is made) makes the process
+handling the request SIGKILL itself while handling the n-th new request to ``endpoint`` (under
+gunicorn: that worker, counted per worker): with its effects and reply written but not
+committed (the request is lost), or just after the commit, before the reply leaves (the reply
+is lost). No effect when unset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http
 import json
 import logging
 import os
 import signal
+import socketserver
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from network.config import NetworkConfig, device_trust
 from network.roles import ENDPOINTS, Operator, PackageBuilder, Trust
@@ -53,7 +61,18 @@ from trelab.crash import SERVER_CRASH_ENV, crash_hook, no_crash
 from trelab.digits import is_decimal
 from trelab.errors import TrelabError
 
-__all__ = ["CBOR", "NetworkApp", "Response", "parse_listen", "running_server", "serve"]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = [
+    "CBOR",
+    "NetworkApp",
+    "Response",
+    "ResponseCounts",
+    "parse_listen",
+    "running_server",
+    "serve",
+]
 
 _LOG = logging.getLogger("trelab.network")
 
@@ -74,9 +93,41 @@ def _error(status: int, code: str, reason: str, body: bytes = b"") -> Response:
     return Response(status, encode(error))
 
 
+class ResponseCounts:
+    """Responses served, by HTTP status, in this process (gunicorn's workers share
+    :class:`network.workers.SharedCounts` instead)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, status: int) -> None:
+        with self._lock:
+            self._counts[status] = self._counts.get(status, 0) + 1
+
+    def snapshot(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def _headers_of(environ: WSGIEnvironment) -> dict[str, str]:
+    """The request headers of a WSGI environ, lower-case names (PEP 3333: ``HTTP_*`` plus
+    ``CONTENT_TYPE`` and ``CONTENT_LENGTH``)."""
+    headers = {
+        key[5:].replace("_", "-").lower(): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    return headers
+
+
 class NetworkApp:
-    """The operator side behind one callable. ``clock`` and ``random_bytes`` are injectable
-    (tests make verdicts go stale without sleeping)."""
+    """The operator side as one WSGI application. ``clock`` and ``random_bytes`` are
+    injectable (tests make verdicts go stale without sleeping); ``counts`` collects the
+    responses served (shared between worker processes under gunicorn)."""
 
     def __init__(
         self,
@@ -87,6 +138,7 @@ class NetworkApp:
         builder: PackageBuilder | None = None,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        counts: ResponseCounts | None = None,
     ) -> None:
         if trust is None:
             from network.trust import TpmTrust
@@ -100,8 +152,7 @@ class NetworkApp:
         self.store = store
         self.clock = clock
         self.operator = Operator(config, trust, random_bytes=random_bytes, builder=builder)
-        self._counts: dict[int, int] = {}
-        self._count_lock = threading.Lock()
+        self._counts = counts if counts is not None else ResponseCounts()
         self._crash = crash_hook(SERVER_CRASH_ENV) or no_crash  # test hook (module doc)
 
     def __repr__(self) -> str:
@@ -110,16 +161,46 @@ class NetworkApp:
     @property
     def counts(self) -> dict[int, int]:
         """Responses served so far, by HTTP status."""
-        with self._count_lock:
-            return dict(self._counts)
+        return self._counts.snapshot()
 
     def now(self) -> int:
         return int(self.clock())
 
-    def __call__(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """PEP 3333: the request from ``environ`` (its body read only when its declared
+        length is within ``max_body``), the answer through ``start_response``."""
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = str(environ.get("PATH_INFO", "")) or "/"
+        headers = _headers_of(environ)
+        body = b""
+        response: Response | None = None
+        if method == "POST":
+            length = headers.get("content-length", "")
+            if not is_decimal(length):
+                response = _error(411, "length", "Content-Length required")
+            elif int(length) > self.config.max_body:
+                response = _error(
+                    413, "too-large", f"body larger than {self.config.max_body} bytes"
+                )
+            else:
+                body = environ["wsgi.input"].read(int(length)) if int(length) else b""
+                if len(body) != int(length):
+                    response = _error(400, "truncated", "the body ended before Content-Length")
+        if response is None:
+            response = self.handle(method, path, headers, body)
+        else:
+            self._counts.add(response.status)
+        phrase = http.HTTPStatus(response.status).phrase
+        start_response(
+            f"{response.status} {phrase}",
+            [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))],
+        )
+        return [response.body]
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """The application without HTTP: one request in, its response out."""
         response = self._route(method, path, {k.lower(): v for k, v in headers.items()}, body)
-        with self._count_lock:
-            self._counts[response.status] = self._counts.get(response.status, 0) + 1
+        self._counts.add(response.status)
         return response
 
     def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
@@ -204,57 +285,57 @@ class NetworkApp:
         return _error(status, code, reason, body)
 
 
-# ---- HTTP --------------------------------------------------------------------------------------
+# ---- the built-in server (one process, threads) ---------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = (
-        "HTTP/1.0"  # one request per connection: shutdown never waits on idle keep-alives
-    )
-    timeout = 30  # a client that stalls mid-body loses its connection
+class _Handler(WSGIRequestHandler):
+    timeout = 30  # a client that stalls mid-request loses its connection
 
-    def _answer(self, response: Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
+    def address_string(self) -> str:
+        return str(self.client_address[0])
 
-    def _body(self) -> bytes | None:
-        length = self.headers.get("Content-Length")
-        if length is None or not is_decimal(length):
-            self._answer(_error(411, "length", "Content-Length required"))
-            return None
-        if int(length) > self.server.app.config.max_body:
-            self.close_connection = True
-            self._answer(
-                _error(
-                    413, "too-large", f"body larger than {self.server.app.config.max_body} bytes"
-                )
-            )
-            return None
-        return self.rfile.read(int(length))
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if body is not None:
-            self._answer(self.server.app("POST", self.path, dict(self.headers.items()), body))
-
-    def do_GET(self) -> None:
-        self._answer(self.server.app("GET", self.path, dict(self.headers.items()), b""))
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        started = getattr(self, "_started", None)
+        took = f" {(time.monotonic() - started) * 1000:.0f}ms" if started is not None else ""
+        _LOG.info("%s %s %s %s%s", self.address_string(), self.command, self.path, code, took)
 
     def log_message(self, format: str, *args: Any) -> None:
         _LOG.info("%s %s", self.address_string(), format % args)
 
+    def handle(self) -> None:
+        self._started = time.monotonic()
+        with contextlib.suppress(ssl.SSLError, ConnectionError, TimeoutError):
+            super().handle()  # a failed handshake or a vanished client is that client's loss
 
-class _Server(ThreadingHTTPServer):
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = False  # server_close() waits for requests in flight: graceful stop
     block_on_close = True
+    request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], app: NetworkApp) -> None:
-        self.app = app
+    def __init__(
+        self, address: tuple[str, int], app: NetworkApp, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.tls = tls
         super().__init__(address, _Handler)
+        self.set_app(app)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is None:
+            return sock, address
+        sock.settimeout(_Handler.timeout)  # the handshake runs in the request's thread
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def setup_environ(self) -> None:
+        super().setup_environ()
+        if self.tls is not None:
+            self.base_environ["HTTPS"] = "on"
+            self.base_environ["wsgi.url_scheme"] = "https"
+
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -272,22 +353,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _url(server: _Server) -> str:
-    host, port = server.server_address[:2]
-    return f"http://{host!s}:{port}"
+def _bind(app: NetworkApp, host: str, port: int, tls: ssl.SSLContext | None) -> _Server:
+    try:
+        return _Server((host, port), app, tls)
+    except OSError as exc:
+        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 @contextmanager
-def running_server(app: NetworkApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def running_server(
+    app: NetworkApp, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
     """Serve ``app`` on a background thread; yields the base URL; stops and joins on exit."""
-    try:
-        server = _Server((host, port), app)
-    except OSError as exc:
-        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    server = _bind(app, host, port, tls)
     thread = threading.Thread(target=server.serve_forever, name="trelab-network", daemon=True)
     thread.start()
     try:
-        yield _url(server)
+        yield server.url()
     finally:
         server.shutdown()
         server.server_close()
@@ -295,17 +377,19 @@ def running_server(app: NetworkApp, host: str = "127.0.0.1", port: int = 0) -> I
 
 
 def serve(
-    app: NetworkApp, host: str, port: int, *, ready: Callable[[str], None] | None = None
+    app: NetworkApp,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return.
 
     Raises:
         Unavailable: the address is taken or not allowed.
     """
-    try:
-        server = _Server((host, port), app)
-    except OSError as exc:
-        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    server = _bind(app, host, port, tls)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -316,7 +400,7 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if ready is not None:
-            ready(_url(server))
+            ready(server.url())
         server.serve_forever()
     finally:
         for sig, handler in previous.items():

@@ -1,7 +1,7 @@
 """Edge: HTTP. How a device (the host agent) reaches the operator side: one
 ``post(endpoint, wire) -> wire`` call over HTTP (:class:`HttpTransport`) or straight into an
-operator's app object (:class:`InProcessTransport`, for tests — httpx's ``WSGITransport``
-idea; the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
+operator's WSGI application (:class:`InProcessTransport`, for tests: a PEP 3333 call with an
+environ built here, the device side never imports the operator's code). An :class:`~protocol.messages.Error` reply becomes the matching
 exception, so callers see the same errors either way.
 
 A network that cannot be reached, or that drops the connection before its reply (a server
@@ -13,38 +13,44 @@ safe — the server stores each reply with its effects and answers a repeated re
 from __future__ import annotations
 
 import http.client
+import io
+import ipaddress
+import ssl
+import sys
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
-from protocol.errors import BadInput, Refused, RemoteProtocolError, SignatureInvalid, Unavailable
+from protocol.errors import (
+    BadInput,
+    Refused,
+    RemoteProtocolError,
+    ServerNotTrusted,
+    SignatureInvalid,
+    Unavailable,
+)
 from protocol.messages import CBOR, Error, decode
 from trelab.errors import TrelabError
 
-__all__ = ["App", "HttpTransport", "InProcessTransport", "Reply", "Transport", "raise_for_error"]
+__all__ = [
+    "App",
+    "HttpTransport",
+    "InProcessTransport",
+    "Transport",
+    "is_loopback",
+    "pinned_context",
+    "raise_for_error",
+]
 
 
 class Transport(Protocol):
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes: ...
 
 
-class Reply(Protocol):
-    """What an in-process app answers: an HTTP status and a CBOR body."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-
-class App(Protocol):
-    """An operator side called in process (``network.server.NetworkApp`` is one)."""
-
-    def __call__(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> Reply: ...
+#: A PEP 3333 application: ``app(environ, start_response) -> iterable of bytes``.
+App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def raise_for_error(status: int, body: bytes) -> bytes:
@@ -74,25 +80,98 @@ def raise_for_error(status: int, body: bytes) -> bytes:
 
 
 class InProcessTransport:
-    """Calls the app directly: the real operator side, no socket."""
+    """Calls a WSGI application directly: the real operator side, no socket."""
 
     def __init__(self, app: App) -> None:
         self.app = app
 
     def post(self, endpoint: str, wire: bytes, *, grant: bytes | None = None) -> bytes:
-        headers = {"Content-Type": CBOR}
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": f"/v1/{endpoint}",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "in-process",
+            "SERVER_PORT": "0",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": CBOR,
+            "CONTENT_LENGTH": str(len(wire)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(wire),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
         if grant is not None:
-            headers["Authorization"] = f"PCID {grant.hex()}"
-        response = self.app("POST", f"/v1/{endpoint}", headers, wire)
-        return raise_for_error(response.status, response.body)
+            environ["HTTP_AUTHORIZATION"] = f"PCID {grant.hex()}"
+        started: list[str] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            started.append(status)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, start_response))
+        return raise_for_error(int(started[0].split(" ", 1)[0]), body)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the
+    machine, the only place plain HTTP is allowed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def pinned_context(ca_pem: str | bytes) -> ssl.SSLContext:
+    """A client TLS context that trusts only ``ca_pem`` (the pinned CA, no system roots) and
+    checks that the certificate names the host dialled.
+
+    Raises:
+        BadInput: ``ca_pem`` holds no certificate.
+    """
+    text = ca_pem.decode("ascii") if isinstance(ca_pem, bytes) else ca_pem
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=text)  # only this CA
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class HttpTransport:
-    """POSTs to ``base_url`` (e.g. ``http://127.0.0.1:8731``)."""
+    """POSTs to ``base_url``: ``https://HOST:PORT`` with the pinned TLS CA (``tls_ca``, PEM),
+    or ``http://`` to a loopback address only.
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise BadInput(f"network URL {base_url!r}: expected http://HOST:PORT")
+    Raises (constructor):
+        BadInput: another scheme, plain HTTP to a host that is not loopback, HTTPS without a
+            pinned CA, or a CA that is not a PEM certificate.
+    """
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, tls_ca: str | bytes | None = None
+    ) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise BadInput(f"network URL {base_url!r}: expected https://HOST:PORT")
+        self.context: ssl.SSLContext | None = None
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise BadInput(
+                f"network URL {base_url!r}: plain HTTP only to a loopback address; use https://"
+            )
+        if parsed.scheme == "https":
+            if tls_ca is None:
+                raise BadInput(
+                    f"network URL {base_url!r}: HTTPS needs the pinned TLS CA "
+                    "(tls_ca in device-trust.json)"
+                )
+            try:
+                self.context = pinned_context(tls_ca)
+            except (ssl.SSLError, ValueError, UnicodeDecodeError):
+                raise BadInput("the pinned TLS CA is not a PEM certificate") from None
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
@@ -106,7 +185,9 @@ class HttpTransport:
         if grant is not None:
             request.add_header("Authorization", f"PCID {grant.hex()}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
+                request, timeout=self.timeout, context=self.context
+            ) as reply:
                 status, body = reply.status, reply.read()
         except urllib.error.HTTPError as exc:
             try:
@@ -117,9 +198,14 @@ class HttpTransport:
             raise self._unavailable(exc) from None
         return raise_for_error(status, body)
 
-    def _unavailable(self, exc: BaseException) -> Unavailable:
+    def _unavailable(self, exc: BaseException) -> Unavailable | ServerNotTrusted:
         """One line for a request that got no reply: never reached, or cut off (module doc)."""
         cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return ServerNotTrusted(
+                f"network {self.base_url}: its TLS certificate is not the pinned network's "
+                f"({cause.verify_message or cause.reason})"
+            )
         if isinstance(cause, TimeoutError):
             what = f"did not answer within {self.timeout:g} s"
         elif isinstance(cause, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):

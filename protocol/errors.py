@@ -5,8 +5,10 @@
     CheckFailed (exit 1)
     ├── RemoteProtocolError      a malformed, reordered, replayed or mis-bound message
     ├── SignatureInvalid         a COSE_Sign1 signature does not verify for the named signer
-    └── Refused(code)            a role said no: unknown CA, revoked device, stale verdict,
-                                 wrong SHO, MID not ACTIVE … (``code`` is a short code)
+    ├── Refused(code)            a role said no: unknown CA, revoked device, stale verdict,
+    │                            wrong SHO, MID not ACTIVE … (``code`` is a short code)
+    └── ServerNotTrusted         the network's TLS certificate is not from the pinned CA or
+                                 does not name the host dialled
     BadInput (exit 2)
     └── BadConfig                the network configuration file is malformed
     Unavailable (exit 3)         a part the role needs (e.g. the MID package builder) is absent
@@ -31,6 +33,7 @@ __all__ = [
     "LocalProtocolError",
     "Refused",
     "RemoteProtocolError",
+    "ServerNotTrusted",
     "SignatureInvalid",
     "Unavailable",
 ]
@@ -53,6 +56,11 @@ class Refused(CheckFailed):
     def reason(self) -> str:
         """The earlier name of :attr:`code`."""
         return self.code
+
+
+class ServerNotTrusted(CheckFailed):
+    """The server at the network URL did not prove to be the network the device pinned: its
+    TLS certificate does not chain to the pinned CA, or names another host."""
 
 
 class BadConfig(BadInput):

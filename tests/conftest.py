@@ -158,7 +158,7 @@ def postgres() -> Iterator[PostgresServer]:
     own temporary folder: pytest resets that folder's mode, which would lock the ``postgres``
     user out."""
     directory = Path(tempfile.mkdtemp(prefix="trelab-pg-"))
-    server = PostgresServer(directory / "postgres")
+    server = PostgresServer(directory / "postgres", durable=False)
     try:
         server.ensure()
     except Unavailable as exc:

@@ -29,12 +29,14 @@ __all__ = [
     "LeanObject",
     "encrypt_decrypt2",
     "flush_session",
+    "hmac",
     "load",
     "policy_auth_value",
     "policy_command_code",
     "policy_pcr",
     "policy_restart",
     "policy_secret",
+    "quote",
     "salt_key",
     "session",
     "start_session",
@@ -245,6 +247,23 @@ def encrypt_decrypt(
         conn, CC.ENCRYPT_DECRYPT, [key], params, [_auth(key, session, decrypt=False, encrypt=False)]
     )
     return lean.encrypt_decrypt2_result(out)[0]
+
+
+def hmac(
+    conn: TpmConnection,
+    key: LeanObject,
+    data: bytes,
+    *,
+    session: Session | None,
+    protect: bool = True,
+) -> bytes:
+    """TPM2_HMAC (Part 3 §15.5) with SHA-256 under the keyed-hash key ``key``: with a
+    ``session`` and ``protect``, buffer and outHMAC travel AES-CFB encrypted under the session
+    (both are the first parameter of their direction). Returns outHMAC."""
+    on = protect and session is not None
+    params = lean.tpm2b(data) + struct.pack(">H", sc.ALG_SHA256)
+    _, out = _run(conn, CC.HMAC, [key], params, [_auth(key, session, decrypt=on, encrypt=on)])
+    return lean.single_tpm2b(out, "HMAC")
 
 
 def unseal(
@@ -464,3 +483,24 @@ def nv_extend(conn: TpmConnection, index: int, data: bytes) -> None:
         conn, CC.NV_EXTEND, [owner], lean.tpm2b(data), [Auth(None)],
         extra_handles=((index, b""),),
     )  # fmt: skip
+
+
+def quote(
+    conn: TpmConnection, signer: LeanObject, nonce: bytes, pcr_selection: bytes
+) -> tuple[bytes, bytes]:
+    """TPM2_Quote (Part 3 §18.4) with the signer's own scheme (inScheme TPM_ALG_NULL),
+    authorised by its authValue as password (an AK's is empty): ``pcr_selection`` is a
+    marshalled TPML_PCR_SELECTION. Returns (the TPMS_ATTEST as signed, the marshalled
+    TPMT_SIGNATURE); checking them is the verifier's job (:mod:`tpm.verify`).
+
+    Raises:
+        TpmRefused: the TPM refuses (the caller maps parameter errors).
+        RemoteProtocolError: the response is malformed.
+    """
+    params = lean.tpm2b(nonce) + struct.pack(">H", lean.ALG_NULL) + pcr_selection
+    _, out = _run(conn, CC.QUOTE, [signer], params, [Auth(None, signer.auth_value)])
+    message, end = lean.parse_tpm2b(out, 0)
+    signature = out[end:]
+    if len(signature) < 4:  # sigAlg, then the scheme's hash: every signature has both
+        raise RemoteProtocolError("Quote response without a signature")
+    return message, signature

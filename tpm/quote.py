@@ -3,17 +3,21 @@ Part 3 §18.4; docs/provisioning.md M4), returned as tpm2-tools evidence (:mod:`
 
 The PCR values sent alongside are checked against the signed pcrDigest before they leave
 (read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.
-Nothing transient is created (the AK is persistent).
+Nothing transient is created (the AK is persistent). TPM2_Quote goes through the lean layer
+(a password session: the command is built and its response split here, nothing to compute);
+``Quoter(layer="esys")`` sends it through ESYS, the labelled reference.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
+from tpm import lean_commands
 from tpm.connection import TpmConnection
 from tpm.evidence import QuoteFiles
 from tpm.identity import AttestationKey
+from tpm.lean import TpmRefused
 from tpm.marshal import hash_name, parse_attest, selection_from_tpml, tpml_from_selection
 from tpm.pcrsel import PcrSelection, normalise, values_digest
 from tpm.tss import TPM2B_DATA, TSS2_Exception
@@ -77,11 +81,17 @@ class Quoter:
     always the ones the TPM signed (a mismatch after a fresh read means a PCR moved between
     Quote and PCR_Read: quote again)."""
 
-    def __init__(self, conn: TpmConnection, ak: AttestationKey) -> None:
+    def __init__(
+        self, conn: TpmConnection, ak: AttestationKey, *, layer: Literal["lean", "esys"] = "lean"
+    ) -> None:
         self.conn = conn
         self.ak = ak
+        #: which client stack sends TPM2_Quote: the lean layer (:mod:`tpm.lean_commands`,
+        #: a password session, nothing to compute) or ESYS (the labelled reference)
+        self.layer = layer
         self._handle: Any = None
         self._values: dict[PcrSelection, bytes] = {}
+        self._selections: dict[PcrSelection, tuple[Any, bytes]] = {}
 
     def __enter__(self) -> Quoter:
         try:
@@ -115,21 +125,17 @@ class Quoter:
         selection = normalise(selection)
         if not selection:
             raise BadInput("no PCR selected", field="pcrs")
-        tpml = tpml_from_selection(selection)
+        marshalled = self._selections.get(selection)
+        if marshalled is None:
+            tpml = tpml_from_selection(selection)
+            marshalled = self._selections[selection] = (tpml, bytes(tpml.marshal()))
         values = self._values.get(selection)
         for _ in range(_ATTEMPTS):
-            try:
-                attest, signature = self.conn.esys.quote(self._handle, tpml, TPM2B_DATA(nonce))
-            except TSS2_Exception as exc:
-                if _parameter_error(int(exc.rc)):
-                    raise BadInput(
-                        f"the TPM refused the quote parameters ({exc}): check --pcrs against"
-                        " `trelab tpm info` and the --nonce length"
-                    ) from None
-                raise Unavailable(f"TPM2_Quote failed on {self.conn.tcti}: {exc}") from None
-            message = bytes(attest)
+            message, signature = self._quote(nonce, *marshalled)
             signed = parse_attest(message).pcr_digest
-            hash_alg = hash_name(signature.signature.any.hashAlg)
+            hash_alg = hash_name(
+                int.from_bytes(signature[2:4], "big")
+            )  # TPMT_SIGNATURE: sigAlg, hash
             if values is None or values_digest(hash_alg, values) != signed:
                 values = read_pcrs(self.conn, selection)
                 self._values[selection] = values
@@ -137,7 +143,7 @@ class Quoter:
                     continue
             return QuoteFiles(
                 message=message,
-                signature=bytes(signature.marshal()),
+                signature=signature,
                 ak_pem=self.ak.public_pem,
                 pcrs=values,
                 selection=selection,
@@ -145,6 +151,25 @@ class Quoter:
                 nonce=nonce,
             )
         raise Unavailable("PCRs keep changing between TPM2_Quote and TPM2_PCR_Read")
+
+    def _quote(self, nonce: bytes, tpml: Any, selection: bytes) -> tuple[bytes, bytes]:
+        """(TPMS_ATTEST, marshalled TPMT_SIGNATURE) of one TPM2_Quote on :attr:`layer`."""
+        try:
+            if self.layer == "lean":
+                signer = lean_commands.LeanObject(self.ak.handle, b"")
+                return lean_commands.quote(self.conn, signer, nonce, selection)
+            attest, signature = self.conn.esys.quote(self._handle, tpml, TPM2B_DATA(nonce))
+            return bytes(attest), bytes(signature.marshal())
+        except TpmRefused as exc:
+            rc, text = exc.rc, str(exc)
+        except TSS2_Exception as exc:
+            rc, text = int(exc.rc), str(exc)
+        if _parameter_error(rc):
+            raise BadInput(
+                f"the TPM refused the quote parameters ({text}): check --pcrs against"
+                " `trelab tpm info` and the --nonce length"
+            )
+        raise Unavailable(f"TPM2_Quote failed on {self.conn.tcti}: {text}")
 
 
 def quote(

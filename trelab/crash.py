@@ -7,6 +7,9 @@ Off unless the environment variable is set when the hook is made (read once); no
 reads it. ``TRELAB_TEST_CRASH_SIGNAL=INT`` makes the hook send SIGINT instead — what Ctrl-C
 sends: the process unwinds through its ``finally`` blocks exactly as an interrupted user's would. ``TRELAB_TEST_SERVER_CRASH_AT`` is read by :class:`network.server.NetworkApp`,
 ``TRELAB_TEST_CRASH_AT`` (points ``ota:…``) by :class:`network.transfer.KiTransfer`.
+With ``TRELAB_TEST_CRASH_ONCE=<file>`` a hook fires only if it is first to create that file:
+once across all the processes that read the same variables (gunicorn's workers, and those
+that replace a killed one).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from .digits import is_decimal
 
 __all__ = [
+    "CRASH_ONCE_ENV",
     "CRASH_SIGNAL_ENV",
     "SERVER_CRASH_ENV",
     "TRANSFER_CRASH_ENV",
@@ -30,6 +34,7 @@ __all__ = [
 SERVER_CRASH_ENV = "TRELAB_TEST_SERVER_CRASH_AT"
 TRANSFER_CRASH_ENV = "TRELAB_TEST_CRASH_AT"  # the agent's variable; OTA points start "ota:"
 CRASH_SIGNAL_ENV = "TRELAB_TEST_CRASH_SIGNAL"  # KILL (default) or INT
+CRASH_ONCE_ENV = "TRELAB_TEST_CRASH_ONCE"  # a file: the first process to create it fires
 CrashHook = Callable[[str], None]
 
 
@@ -56,13 +61,23 @@ def crash_hook(
     point, _, nth = target.partition("#")
     left = [int(nth) if is_decimal(nth) else 1]
     lock = threading.Lock()  # the server reaches points from several request threads
+    once = os.environ.get(CRASH_ONCE_ENV)
+
+    def first_to_fire() -> bool:
+        if not once:
+            return True
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        return True
 
     def hook(reached: str) -> None:
         if reached != point:
             return
         with lock:
             left[0] -= 1
-            if left[0] == 0:
+            if left[0] == 0 and first_to_fire():
                 die()
 
     return hook

@@ -663,11 +663,14 @@ def _dial_decode(ton_npi: int, bcd: bytes) -> str:
     return prefix + "".join(digits)
 
 
-def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
+def _dialling_codec(name: str, trailer: int = 2) -> Codec:
     """A dialling-number record: alpha (X), BCD length, TON/NPI, 10 BCD bytes, CCP2 id, ext id
     (and for EF.BDN one more byte, the comparison method pointer). Erased → ``None``."""
 
     def decode(data: bytes) -> dict[str, str] | None:
+        alpha_len = len(data) - 12 - trailer  # X follows from the record length
+        if alpha_len < 0:
+            raise BadInput(f"{name}: record shorter than {12 + trailer} bytes")
         if _erased(data[alpha_len:]):
             return None
         body = data[alpha_len:]
@@ -683,9 +686,11 @@ def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
         if value is None:
             return b"\xff" * size
         ton_npi, bcd = _dial_encode(value["number"])
+        if len(bcd) > 10:
+            raise BadInput(f"{name}: at most 20 digits (no extension records here)")
         body = bytes([len(bcd) + 1, ton_npi]) + bcd.ljust(10, b"\xff")
-        out = _alpha_encode(value["alpha"], alpha_len) + body + b"\xff" * trailer
-        return _pad(name, out, size)
+        alpha = _alpha_encode(value["alpha"], size - 12 - trailer)
+        return alpha + body + b"\xff" * trailer
 
     return Codec(name, decode, encode)
 
@@ -749,13 +754,16 @@ def _address_encode(number: str | None, size: int) -> bytes:
     return _pad("SMSP address", bytes([len(bcd) + 1, ton_npi]) + bcd, size)
 
 
-def _smsp_codec(alpha_len: int) -> Codec:
+def _smsp_codec() -> Codec:
     """EF.SMSP record (TS 31.102 §4.2.27): alpha (Y), parameter indicators, TP-destination
     address (12), service centre address (12), PID, DCS, validity period. Erased → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
         if _erased(data):
             return None
+        alpha_len = len(data) - 28  # Y follows from the record length
+        if alpha_len < 0:
+            raise BadInput("SMSP: record shorter than 28 bytes")
         p = data[alpha_len:]
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -774,7 +782,7 @@ def _smsp_codec(alpha_len: int) -> Codec:
             if not 0 <= value[key] <= 0xFF:
                 raise BadInput(f"SMSP: {key} 0…255")
         out = (
-            _alpha_encode(value["alpha"], alpha_len)
+            _alpha_encode(value["alpha"], size - 28)
             + bytes([value["indicators"]])
             + _address_encode(value["destination"], 12)
             + _address_encode(value["service_centre"], 12)
@@ -1174,6 +1182,7 @@ class TransparentEF:
     default: bytes | None = None  # None: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
     service: int | None = None  # the service table entry that offers this file, if any
+    holds_keys: bool = False  # session keys: never read out by the host client
 
     structure = "transparent"
 
@@ -1196,6 +1205,7 @@ class LinearFixedEF:
     default: tuple[bytes, ...] = ()  # missing records: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
     service: int | None = None  # the service table entry that offers this file, if any
+    holds_keys: bool = False  # session keys: never read out by the host client
 
     structure = "linear-fixed"
 
@@ -1312,6 +1322,7 @@ EF_KEYS = TransparentEF(
             {"ksi": 2, "ck": bytes(range(16)).hex(), "ik": bytes(range(16, 32)).hex()},
         ),
     ),
+    holds_keys=True,
 )
 EF_KEYSPS = TransparentEF(
     0x6F09,
@@ -1323,6 +1334,7 @@ EF_KEYSPS = TransparentEF(
     update=_PIN,
     default=b"\x07" + b"\xff" * 32,
     samples=((b"\x07" + b"\xff" * 32, {"ksi": 7, "ck": "ff" * 16, "ik": "ff" * 16}),),
+    holds_keys=True,
 )
 EF_HPPLMN = TransparentEF(
     0x6F31,
@@ -1602,7 +1614,7 @@ EF_MSISDN = LinearFixedEF(
     "EF.MSISDN",
     record_len=28,  # X (14) + 14
     records=2,
-    codec=_dialling_codec("msisdn", 14),
+    codec=_dialling_codec("msisdn"),
     read=_PIN,
     update=_PIN,
     samples=(
@@ -1619,7 +1631,7 @@ EF_FDN = LinearFixedEF(
     "EF.FDN",
     record_len=28,
     records=10,
-    codec=_dialling_codec("fdn", 14),
+    codec=_dialling_codec("fdn"),
     read=_PIN,
     update=_ADM,  # PIN2 on cards that have one; this card's second-level key is ADM1
     samples=(
@@ -1654,7 +1666,7 @@ EF_SMSP = LinearFixedEF(
     "EF.SMSP",
     record_len=40,  # Y (12) + 28
     records=1,
-    codec=_smsp_codec(12),
+    codec=_smsp_codec(),
     read=_PIN,
     update=_PIN,
     samples=(
@@ -1697,7 +1709,7 @@ EF_SDN = LinearFixedEF(
     "EF.SDN",
     record_len=28,
     records=10,
-    codec=_dialling_codec("sdn", 14),
+    codec=_dialling_codec("sdn"),
     read=_PIN,
     update=_ADM,
     samples=(
@@ -1714,7 +1726,7 @@ EF_BDN = LinearFixedEF(
     "EF.BDN",
     record_len=29,  # X (14) + 15: the comparison method pointer follows the extension id
     records=5,
-    codec=_dialling_codec("bdn", 14, trailer=3),
+    codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
     update=_ADM,  # PIN2 on cards that have one
     samples=(
@@ -1865,6 +1877,7 @@ EF_EPSNSC = LinearFixedEF(
         (b"\xff" * 54, None),
     ),
     service=85,
+    holds_keys=True,
 )
 
 # DF.GSM-ACCESS (TS 31.102 §4.4.3): the GSM ciphering keys for service 27
@@ -1879,6 +1892,7 @@ EF_KC = TransparentEF(
     default=b"\xff" * 8 + b"\x07",
     samples=((b"\xff" * 8 + b"\x07", {"kc": "ff" * 8, "cksn": 7}),),
     service=27,
+    holds_keys=True,
 )
 EF_KCGPRS = TransparentEF(
     0x4F52,
@@ -1891,6 +1905,7 @@ EF_KCGPRS = TransparentEF(
     default=b"\xff" * 8 + b"\x07",
     samples=((bytes(range(8)) + b"\x02", {"kc": bytes(range(8)).hex(), "cksn": 2}),),
     service=27,
+    holds_keys=True,
 )
 DF_GSM_ACCESS = DF(0x5F3B, "DF.GSM-ACCESS", children=(EF_KC, EF_KCGPRS))
 
@@ -1951,6 +1966,7 @@ EF_5GS3GPPNSC = LinearFixedEF(
     update=_PIN,
     samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
     service=122,
+    holds_keys=True,
 )
 EF_5GSN3GPPNSC = LinearFixedEF(
     0x4F04,
@@ -1963,6 +1979,7 @@ EF_5GSN3GPPNSC = LinearFixedEF(
     update=_PIN,
     samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
     service=122,
+    holds_keys=True,
 )
 EF_5GAUTHKEYS = TransparentEF(
     0x4F05,
@@ -1980,6 +1997,7 @@ EF_5GAUTHKEYS = TransparentEF(
         (b"\xff" * 68, None),
     ),
     service=123,
+    holds_keys=True,
 )
 EF_UAC_AIC = TransparentEF(
     0x4F06,
@@ -2111,7 +2129,7 @@ EF_ADN = LinearFixedEF(
     "EF.ADN",
     record_len=28,
     records=20,
-    codec=_dialling_codec("adn", 14),
+    codec=_dialling_codec("adn"),
     read=_PIN,
     update=_PIN,
     samples=(

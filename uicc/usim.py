@@ -157,8 +157,11 @@ class UsimClient:
 
     # -- plumbing --
 
-    def _send(self, command: CommandApdu) -> ResponseApdu:
+    def send(self, command: CommandApdu) -> ResponseApdu:
+        """One command; the response as the card gave it (status words are not checked)."""
         return parse_response(self.link.transmit(command.encode()))
+
+    _send = send
 
     def _ok(self, operation: str, command: CommandApdu) -> ResponseApdu:
         resp = self._send(command)

@@ -14,16 +14,11 @@ from aka.gsm import c2_sres, c3_kc
 from aka.kdf import Plmn, ck_ik_prime, eap_aka_prime_keys, five_g_keys, kasme
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage, opc_from_op
-from host.cli.output import Outcome, add_json_flag
+from host.cli.output import Outcome, add_json_flag, key_value_lines
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
 
 __all__ = ["register"]
-
-
-def _lines(data: dict[str, Any]) -> str:
-    width = max(len(k) for k in data)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in data.items())
 
 
 def _milenage(args: argparse.Namespace) -> Outcome:
@@ -41,7 +36,7 @@ def _milenage(args: argparse.Namespace) -> Outcome:
     data["autn"] = build_autn(sqn, out["f5"], amf, out["f1"]).hex()
     data["sres"] = c2_sres(out["f2"]).hex()
     data["kc"] = c3_kc(out["f3"], out["f4"]).hex()
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _tuak(args: argparse.Namespace) -> Outcome:
@@ -76,7 +71,7 @@ def _tuak(args: argparse.Namespace) -> Outcome:
         "f5": f.ak.hex(),
         "f5star": tuak.f5star(rand).hex(),
     }
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _hmac_sha256(args: argparse.Namespace) -> Outcome:
@@ -105,7 +100,7 @@ def _hmac_sha256(args: argparse.Namespace) -> Outcome:
         "f5star": algorithm.f5star(rand).hex(),
         "autn": build_autn(sqn, f.ak, amf, mac).hex(),
     }
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _strict_int(name: str, text: str, lo: int, hi: int) -> int:
@@ -154,13 +149,13 @@ def _five_g(args: argparse.Namespace) -> Outcome:
     }
     if keys.kamf is not None:
         data["kamf"] = keys.kamf.hex()
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _eps(args: argparse.Namespace) -> Outcome:
     data, out, _, sqn_xor_ak = _aka_run(args)
     data["kasme"] = kasme(out.ck, out.ik, Plmn.parse(args.plmn), sqn_xor_ak).hex()
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _eap_aka_prime(args: argparse.Namespace) -> Outcome:
@@ -170,7 +165,7 @@ def _eap_aka_prime(args: argparse.Namespace) -> Outcome:
     if args.identity is not None:
         keys = eap_aka_prime_keys(ck_p, ik_p, args.identity)
         data |= {name: value.hex() for name, value in keys._asdict().items()}
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _suci(args: argparse.Namespace) -> Outcome:
@@ -195,7 +190,7 @@ def _suci(args: argparse.Namespace) -> Outcome:
         agreement=agreement,
     )
     data = {"suci": suci.to_string(), "scheme_output": suci.scheme_output.hex()}
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _suci_deconceal(args: argparse.Namespace) -> Outcome:
@@ -208,7 +203,7 @@ def _suci_deconceal(args: argparse.Namespace) -> Outcome:
             raise BadInput("--hn-priv: needed for a concealed SUCI")
         hn_priv = parse_hex("--hn-priv", args.hn_priv, length=32)
     data = {"supi": deconceal(suci, hn_priv)}
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _aka_inputs(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from host.cli import defaults, output
 from host.cli.output import Outcome
-from host.cli.provision_cmd import network_url
+from host.cli.provision_cmd import network_transport, network_url
 from trelab.errors import BadInput
 from trelab.hexargs import parse_hex
 
@@ -71,7 +71,6 @@ def _explain_deleted(registry: Any, mid_id: str) -> None:
 
 def _attach(args: argparse.Namespace) -> Outcome:
     from aka.access import parse_rat
-    from protocol.client import HttpTransport
 
     rat = parse_rat(args.rat)
     if args.suci_profile and rat != "5g":
@@ -82,7 +81,7 @@ def _attach(args: argparse.Namespace) -> Outcome:
     conceal = _concealer(args) if rat == "5g" and args.suci_profile and not from_usim else None
     suci_holder = "software (the ME)" if conceal is not None else None
     url = network_url(args, _mid_network(args))
-    transport = HttpTransport(url)
+    transport = network_transport(url, trust_path=args.trust)
     if args.mid:
         from host.attach import attach_tpm
         from host.provision import flush_stale
@@ -196,6 +195,12 @@ def register(nouns: Any) -> None:
     p.add_argument("--registry", metavar="PATH", help="MID registry file (default: lab dir)")
     p.add_argument(
         "--network", metavar="URL", help="operator side (default: the MID's, $TRELAB_NETWORK)"
+    )
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="pinned device-trust.json, for its TLS CA (default: $TRELAB_DEVICE_TRUST, else "
+        "the network config folder's)",
     )
     output.add_json_flag(p)
     p.set_defaults(func=_attach)

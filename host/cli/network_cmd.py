@@ -1,14 +1,18 @@
 """Edge: CLI. ``trelab network init-config | serve | audit`` — the operator side (DRF, PVA,
-DPF, SHO, ICF) as a service on loopback.
+DPF, SHO, ICF) as a service.
 
-``serve`` prints ``listening on http://HOST:PORT`` (flushed; port 0 picks a free port) before it
-blocks, stops cleanly on SIGTERM/SIGINT, and then reports the responses it served.
+``serve`` prints ``listening on https://HOST:PORT`` (flushed; port 0 picks a free port) before
+it blocks, stops cleanly on SIGTERM (requests in flight finish), and then reports the responses
+it served. It speaks TLS with the certificate ``init-config`` made; ``--plain-http`` (loopback
+only) leaves TLS out. ``--workers N`` serves the same WSGI application under gunicorn with N
+processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from host.cli import defaults, output
@@ -31,6 +35,7 @@ def _reference_from_tpm(tcti: str | None, selection: str) -> dict[str, dict[int,
 
 def _init_config(args: argparse.Namespace) -> Outcome:
     from network.config import DEFAULT_PCR_SELECTION, init_config
+    from network.tls import DEFAULT_NAMES
 
     directory = defaults.network_config_dir(args.config)
     selection = args.pcrs or DEFAULT_PCR_SELECTION
@@ -41,6 +46,7 @@ def _init_config(args: argparse.Namespace) -> Outcome:
         ca_bundle=defaults.ca_bundle(args.ca),
         reference=reference,
         pcr_selection=selection,
+        tls_names=(*DEFAULT_NAMES, *(args.tls_name or ())),
         force=args.force,
     )
     data: dict[str, Any] = {
@@ -50,6 +56,11 @@ def _init_config(args: argparse.Namespace) -> Outcome:
         "shos": list(args.sho or ("sho-a", "sho-b")),
         "pcr_selection": selection,
         "reference_pcrs": sum(len(v) for v in (reference or {}).values()),
+        "tls": {
+            "certificate": str(path.parent / "tls" / "server.pem"),
+            "ca": str(path.parent / "tls" / "ca.pem"),
+            "names": [*DEFAULT_NAMES, *(args.tls_name or ())],
+        },
     }
     text = f"wrote {path} (keys in {path.parent / 'keys'}, mode 0600)\n" + (
         f"reference values: {data['reference_pcrs']} PCRs read from the TPM"
@@ -59,27 +70,70 @@ def _init_config(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, text=text)
 
 
+def _tls_files(args: argparse.Namespace, host: str, config: Any) -> tuple[Path, Path] | None:
+    """The server's certificate and key, or None for plain HTTP — which must be asked for
+    (``--plain-http``) and is allowed on a loopback address only."""
+    from protocol.client import is_loopback
+    from trelab.errors import BadInput
+
+    if args.plain_http:
+        if not is_loopback(host):
+            raise BadInput(
+                f"--plain-http: only on a loopback address, not {host} (serve TLS there)",
+                field="listen",
+            )
+        return None
+    if config.tls_certificate is None or config.tls_key is None:
+        raise BadInput(
+            "the network config has no TLS certificate (tls in network.json): make one with "
+            "`trelab network init-config`, or pass --plain-http on a loopback address"
+        )
+    return config.tls_certificate, config.tls_key
+
+
 def _serve(args: argparse.Namespace) -> Outcome:
     from network.server import NetworkApp, parse_listen, serve
     from network.store import Store
 
     host, port = parse_listen(args.listen)
     config = defaults.load_network_config(args.config)
-    store = Store(defaults.network_store(args.store), config.store_key)
-    app = NetworkApp(config, store)
+    db = defaults.network_store(args.store)
+    tls = _tls_files(args, host, config)
 
     def ready(url: str) -> None:
         line = json.dumps({"listening": url}) if args.json else f"listening on {url}"
         print(line, flush=True)
 
-    try:
-        serve(app, host, port, ready=ready)
-    finally:
-        store.close()
-    counts = {str(k): v for k, v in sorted(app.counts.items())}
-    data = {"version": output.JSON_VERSION, "stopped": True, "responses": counts}
-    served = sum(app.counts.values())
-    return Outcome(data=data, text=f"stopped after {served} responses", exit_code=0)
+    if args.workers is not None:
+        from network.workers import MAX_WORKERS, serve_workers
+        from trelab.errors import BadInput
+
+        if not 1 <= args.workers <= MAX_WORKERS:
+            raise BadInput(f"--workers: expected 1..{MAX_WORKERS}", field="workers")
+        Store(db, config.store_key).close()  # a wrong key or an unreadable store: say so now
+
+        def make_app(counts: Any) -> NetworkApp:  # in each worker, after the fork
+            return NetworkApp(config, Store(db, config.store_key), counts=counts)
+
+        counts = serve_workers(make_app, host, port, workers=args.workers, ready=ready, tls=tls)
+    else:
+        from network.tls import server_context
+
+        context = server_context(*tls) if tls is not None else None
+        store = Store(db, config.store_key)
+        app = NetworkApp(config, store)
+        try:
+            serve(app, host, port, ready=ready, tls=context)
+        finally:
+            store.close()
+        counts = app.counts
+    data = {
+        "version": output.JSON_VERSION,
+        "stopped": True,
+        "workers": args.workers,
+        "responses": {str(k): v for k, v in sorted(counts.items())},
+    }
+    return Outcome(data=data, text=f"stopped after {sum(counts.values())} responses", exit_code=0)
 
 
 def _audit(args: argparse.Namespace) -> Outcome:
@@ -135,6 +189,13 @@ def register(nouns: Any) -> None:
         metavar="TCTI",
         help="TCTI for --reference-from-tpm (default: $TRELAB_TPM, else the lab)",
     )
+    p.add_argument(
+        "--tls-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address the server certificate names besides localhost, "
+        "127.0.0.1 and ::1 (repeat)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing config and its keys")
     output.add_json_flag(p)
     p.set_defaults(func=_init_config)
@@ -143,6 +204,19 @@ def register(nouns: Any) -> None:
     p.add_argument("--listen", default="127.0.0.1:8731", help="HOST:PORT (port 0: any free port)")
     defaults.add_store_flag(p)
     p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve with gunicorn and N worker processes (default: one process, the built-in "
+        "threaded server)",
+    )
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve HTTP without TLS (loopback addresses only; default: HTTPS with the "
+        "config's certificate)",
+    )
     output.add_json_flag(p)
     p.set_defaults(func=_serve)
 

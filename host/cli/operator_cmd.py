@@ -201,8 +201,19 @@ def _hn_key_list(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, text="\n".join(lines) or f"{args.sho}: no home network keys")
 
 
-def _order(args: argparse.Namespace) -> Outcome:
+def _transport(url: str, config: Any) -> Any:
+    """To this operator's own service: over TLS it trusts the config's own TLS CA."""
+    from cryptography.hazmat.primitives import serialization
+
     from protocol.client import HttpTransport
+
+    if url.startswith("https://") and config.tls_ca is not None:
+        pem = config.tls_ca.public_bytes(serialization.Encoding.PEM)
+        return HttpTransport(url, tls_ca=pem)
+    return HttpTransport(url)
+
+
+def _order(args: argparse.Namespace) -> Outcome:
     from protocol.messages import INITIAL_TRANSCRIPT, Ack, LifecycleOrder, decode, encode, sign
 
     config = _config(args)
@@ -220,7 +231,7 @@ def _order(args: argparse.Namespace) -> Outcome:
     )
     url = network_url(args)
     try:
-        reply = decode(HttpTransport(url).post("sho/order", encode(order)))
+        reply = decode(_transport(url, config).post("sho/order", encode(order)))
     except Refused as exc:
         if exc.reason == "unknown-mid":  # a wrong --mid is bad input, as in `trelab attach`
             raise BadInput(f"--mid {args.mid}: {exc}") from None

@@ -21,6 +21,7 @@ __all__ = [
     "Outcome",
     "add_json_flag",
     "exit_like_sigpipe",
+    "key_value_lines",
     "run_verb",
     "stdout_gone",
 ]
@@ -43,6 +44,17 @@ Verb = Callable[[argparse.Namespace], Outcome]
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def key_value_lines(data: dict[str, Any]) -> str:
+    """``key  value`` lines, keys padded to one width, lists joined with commas."""
+    width = max((len(k) for k in data), default=0)
+    out = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        out.append(f"{key:<{width}}  {value}")
+    return "\n".join(out)
 
 
 def _print_json(data: dict[str, Any]) -> None:

@@ -21,15 +21,29 @@ from typing import Any
 from host.cli import defaults, output
 from host.cli.output import Outcome
 
-__all__ = ["NETWORK_ENV", "add_agent_options", "network_url", "register"]
+__all__ = ["DEFAULT_NETWORK", "NETWORK_ENV", "add_agent_options", "network_url", "register"]
 
+DEFAULT_NETWORK = "https://127.0.0.1:8731"  # `trelab network serve`'s default, over TLS
 NETWORK_ENV = "TRELAB_NETWORK"
 
 
 def network_url(args: argparse.Namespace, default: str | None = None) -> str:
     """``--network``, else ``$TRELAB_NETWORK``, else ``default``, else the serve default."""
     url: str | None = getattr(args, "network", None) or os.environ.get(NETWORK_ENV) or default
-    return url or "http://127.0.0.1:8731"
+    return url or DEFAULT_NETWORK
+
+
+def network_transport(url: str, trust: Any = None, trust_path: Any = None) -> Any:
+    """The HTTP transport to ``url``; for ``https://`` it trusts only the TLS CA pinned in the
+    device trust (``trust``, else the file ``--trust`` names)."""
+    from host.provision import load_trust
+    from protocol.client import HttpTransport
+
+    if not url.startswith("https://"):
+        return HttpTransport(url)
+    if trust is None:
+        trust = load_trust(defaults.device_trust_path(trust_path))
+    return HttpTransport(url, tls_ca=trust.tls_ca)
 
 
 @dataclass(frozen=True)
@@ -49,23 +63,17 @@ def mid_session(args: argparse.Namespace) -> Iterator[MidSession]:
     """Open the TPM (stale handles of a killed agent flushed), the MID's registry entry, its
     network (``--network`` or where it was provisioned) and the pinned network trust."""
     from host.provision import AgentFiles, flush_stale, load_trust
-    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
     registry = Registry(defaults.registry_path(args.registry))
     info = AgentFiles(registry).read().mid(args.mid)
     url = network_url(args, info.network)
+    trust = load_trust(defaults.device_trust_path(args.trust))
+    transport = network_transport(url, trust)
     with TpmConnection(defaults.tcti(args.tpm)) as conn:
         flush_stale(conn)
-        yield MidSession(
-            conn,
-            registry,
-            info,
-            url,
-            HttpTransport(url),
-            load_trust(defaults.device_trust_path(args.trust)),
-        )
+        yield MidSession(conn, registry, info, url, transport, trust)
 
 
 def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> None:
@@ -76,7 +84,7 @@ def add_agent_options(p: argparse.ArgumentParser, *, network: bool = True) -> No
         p.add_argument(
             "--network",
             metavar="URL",
-            help=f"operator side (default: ${NETWORK_ENV}, else http://127.0.0.1:8731)",
+            help=f"operator side (default: ${NETWORK_ENV}, else {DEFAULT_NETWORK})",
         )
         p.add_argument(
             "--trust",
@@ -108,18 +116,18 @@ def _outlook(conn: Any, registry: Any, mid_id: str) -> dict[str, Any]:
 
 def _provision(args: argparse.Namespace) -> Outcome:
     from host.provision import load_trust, provision
-    from protocol.client import HttpTransport
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
     url = network_url(args)
     trust = load_trust(defaults.device_trust_path(args.trust))
+    transport = network_transport(url, trust)
     registry = Registry(defaults.registry_path(args.registry))
     with TpmConnection(defaults.tcti(args.tpm)) as conn:
         result = provision(
             conn,
             registry,
-            HttpTransport(url),
+            transport,
             trust,
             sho=args.sho,
             network=url,

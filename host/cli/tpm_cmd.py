@@ -1,6 +1,7 @@
 """Edge: CLI. ``trelab tpm …`` — the TPM TRE: identity verbs (``info``, ``ek``, ``ak``,
 ``activate``, from :mod:`host.cli.tpm_identity_verbs`), the MID store (``mid wrap | import |
-list | delete | activate | suspend | authorize | reset``) and ``aka`` with K inside the TPM.
+list | authorize | reset``; a MID's lifecycle is ``trelab mid activate | suspend | delete
+--local``, :mod:`host.cli.mid_cmd`) and ``aka`` with K inside the TPM.
 
 ``mid wrap`` is the operator stand-in until the provisioning protocol lands: it reads what the
 device would report (EK public, SRK name, PCR digest, MID_CTR, a free slot) from the TPM and
@@ -19,21 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from host.cli import defaults
-from host.cli.output import Outcome, add_json_flag
+from host.cli.output import Outcome, add_json_flag, key_value_lines
 from trelab.errors import BadInput, Unavailable
 from trelab.hexargs import parse_hex
 
 __all__ = ["register"]
-
-
-def _lines(data: dict[str, Any]) -> str:
-    width = max((len(k) for k in data), default=0)
-    out = []
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value) or "-"
-        out.append(f"{key:<{width}}  {value}")
-    return "\n".join(out)
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -146,7 +137,7 @@ def _wrap(args: argparse.Namespace) -> Outcome:
         "seq": package.seq,
         "slot": policy.slot,
     }
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 # ---- mid import | list | delete | activate | suspend | authorize | reset --------------------
@@ -160,7 +151,7 @@ def _import(args: argparse.Namespace) -> Outcome:
     with _connect(args) as conn:
         record = import_package(conn, _registry(args), package, activate=args.state == "active")
     data = record.summary()
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _list(args: argparse.Namespace) -> Outcome:
@@ -202,24 +193,11 @@ def _list(args: argparse.Namespace) -> Outcome:
     return Outcome(data=out, text="\n".join(lines))
 
 
-def _delete(args: argparse.Namespace) -> Outcome:
-    from tpm.mid import delete_mid
+def _local_transition(args: argparse.Namespace) -> Outcome:
+    """The earlier spelling ``tpm mid activate|suspend|delete`` = ``mid VERB --local``."""
+    from host.cli.mid_cmd import local_transition
 
-    with _connect(args) as conn:
-        record = delete_mid(conn, _registry(args), args.mid)
-    data = {"mid": record.mid, "state": record.state, "slot": record.slot}
-    return Outcome(data=data, text=_lines(data))
-
-
-def _state(args: argparse.Namespace) -> Outcome:
-    from tpm.mid import set_state
-    from tpm.nv import MidState
-
-    state = MidState.ACTIVE if args.verb_mid == "activate" else MidState.SUSPENDED
-    with _connect(args) as conn:
-        record = set_state(conn, _registry(args), args.mid, state)
-    data = {"mid": record.mid, "state": record.state, "slot": record.slot}
-    return Outcome(data=data, text=_lines(data))
+    return local_transition(argparse.Namespace(**{**vars(args), "verb": args.verb_mid}))
 
 
 def _authorize(args: argparse.Namespace) -> Outcome:
@@ -234,7 +212,7 @@ def _authorize(args: argparse.Namespace) -> Outcome:
         "pcrs": record.policy.selection,
         "pcr_digest": record.policy.pcr_digest.hex(),
     }
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 def _reset(args: argparse.Namespace) -> Outcome:
@@ -246,7 +224,7 @@ def _reset(args: argparse.Namespace) -> Outcome:
         )
     with _connect(args) as conn:
         data = factory_reset(conn, _registry(args))
-    return Outcome(data=data, text=_lines(data))
+    return Outcome(data=data, text=key_value_lines(data))
 
 
 # ---- aka ----------------------------------------------------------------------------------------
@@ -270,7 +248,7 @@ def _aka(args: argparse.Namespace) -> Outcome:
         )
     data = outcome.to_json()
     exit_code = 1 if data["result"] == "mac_failure" else 0
-    return Outcome(data=data, text=_lines(data), exit_code=exit_code)
+    return Outcome(data=data, text=key_value_lines(data), exit_code=exit_code)
 
 
 # ---- registration -----------------------------------------------------------------------------
@@ -284,7 +262,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _add_mid_verbs(verbs: Any) -> None:
     parser = verbs.add_parser(
-        "mid", help="MIDs stored in the TPM: wrap, import, list, delete, reset"
+        "mid",
+        help="MIDs stored in the TPM: wrap, import, list, authorize, reset",
+        description="The MID store in the TPM. A locally imported MID's lifecycle is"
+        " `trelab mid activate|suspend|delete --local`.",
     )
     mids = parser.add_subparsers(dest="verb_mid", metavar="VERB")
     mids.required = True
@@ -339,7 +320,7 @@ def _add_mid_verbs(verbs: Any) -> None:
         "--state",
         choices=("active", "installed"),
         default="active",
-        help="lifecycle state after import (installed waits for `mid activate`)",
+        help="lifecycle state after import (installed waits for `trelab mid activate --local`)",
     )
     _common(p)
     p.set_defaults(func=_import)
@@ -348,16 +329,13 @@ def _add_mid_verbs(verbs: Any) -> None:
     _common(p)
     p.set_defaults(func=_list)
 
-    p = mids.add_parser("delete", help="MID_STATE = DELETED (terminal) and drop its blobs")
-    p.add_argument("--mid", required=True, help="MID id (see `tpm mid list`)")
-    _common(p)
-    p.set_defaults(func=_delete)
-
-    for verb, text in (("activate", "MID_STATE = ACTIVE"), ("suspend", "MID_STATE = SUSPENDED")):
-        p = mids.add_parser(verb, help=text)
+    # the lifecycle verbs live in `trelab mid` (`--local` for these MIDs); the earlier
+    # spellings still parse but are not listed (a sub-parser without help is not)
+    for verb in ("activate", "suspend", "delete"):
+        p = mids.add_parser(verb, description=f"Same as: trelab mid {verb} --local --mid ID")
         p.add_argument("--mid", required=True, help="MID id (see `tpm mid list`)")
         _common(p)
-        p.set_defaults(func=_state)
+        p.set_defaults(func=_local_transition)
 
     p = mids.add_parser(
         "authorize", help="operator stand-in: approve the current PCRs for an authorize-policy MID"

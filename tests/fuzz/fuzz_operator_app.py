@@ -156,7 +156,7 @@ def test_one_input(data: bytes) -> None:
     body = reader.rest()
     before = _snapshot()
     audited = _audit_count()
-    response = APP(method, path, headers, body)
+    response = APP.handle(method, path, headers, body)
     assert response.status != 500, "internal error"
     assert 200 <= response.status < 600
     if response.status >= 400:

@@ -152,7 +152,7 @@ def test_a_bad_pcr_list_gets_a_400_and_an_audited_refusal() -> None:
     wire = m.encode(evidence).replace(b"sha256:10", "sha256:²".encode())  # same length
     audited = harness._audit_count()
     before = harness._snapshot()
-    response = harness.APP("POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire)
+    response = harness.APP.handle("POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire)
     assert response.status == 400
     error = m.decode(response.body)
     assert isinstance(error, m.Error) and error.code == "protocol"
@@ -183,7 +183,9 @@ def test_an_srk_public_with_an_unknown_name_algorithm_gets_a_400_not_500() -> No
         counter=0,
     )
     before = harness._snapshot()
-    response = harness.APP("POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request))
+    response = harness.APP.handle(
+        "POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request)
+    )
     assert response.status == 400, m.decode(response.body)
     assert harness._snapshot() == before
 
@@ -425,13 +427,22 @@ def test_an_ota_keys_file_nested_too_deep_is_bad_input(tmp_path: Path) -> None:
         _keyset(argparse.Namespace(keys_file=str(tmp_path / "keys.json"), kvn=1))
 
 
-@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"'])
-def test_an_ota_keyring_that_is_not_an_object_is_bad_input(tmp_path: Path, raw: bytes) -> None:
+@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"', b"{"])
+def test_an_ota_transfer_journal_that_is_not_an_object_is_bad_input(
+    tmp_path: Path, raw: bytes
+) -> None:
+    from network.store import Store
     from network.transfer import OtaKeyring
 
-    (tmp_path / "keyring.json").write_bytes(raw)
+    store = Store(tmp_path / "network.db", bytes(32))
+    with store.transaction() as tx:
+        tx._db.execute(
+            "INSERT INTO ota_transfers VALUES ('t1', '8988', 'sho-a', 'sho-b', 0, ?)",
+            (raw.decode(),),
+        )
     with pytest.raises(BadInput):
-        OtaKeyring(tmp_path / "keyring.json", bytes(32))._load()
+        OtaKeyring(store).journal("t1")
+    store.close()
 
 
 def test_a_network_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:

@@ -209,7 +209,7 @@ def test_serve_provision_attach_as_processes(lab: LabStatus, tmp_path: Path) -> 
             "algorithm": "milenage", "k_form": "symcipher", "mode": "symcipher",
             "k_inside": True, "note": None,
         }  # fmt: skip
-        attached = trelab("attach", "--mid", mid["mid"], *common)
+        attached = trelab("attach", "--mid", mid["mid"], *common, *trust)
         assert attached.returncode == 0, attached.stderr
         result = json.loads(attached.stdout)
         assert (

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tpm.evidence import write_evidence
 from tpm.identity import ensure_ak, open_ak
 from tpm.pcrsel import parse_selection
 from tpm.quote import Quoter
+from tpm.verify import QuoteRejected
 
 SEL = "sha256:0,1,2,3,16"
 
@@ -250,6 +252,53 @@ def test_extended_pcr_against_reference(other, tmp_path, capsys) -> None:
     reference.write_text(json.dumps({"sha256": {"23": expected.hex()}}))
     rc, data, _ = verify(capsys, out, "--nonce", nonce.hex(), "--reference", str(reference))
     assert rc == 0 and data["pcrs"]["sha256"]["23"] == expected.hex()
+
+
+@pytest.mark.parametrize("kind", ["ecc", "rsa"])
+def test_lean_quote_equals_esys_quote(lab_tcti, kind) -> None:
+    """TPM2_Quote on the lean layer and through ESYS on the same TPM and AK, over random
+    nonces and PCR selections: both verify, and they attest the same thing (the signed
+    structure differs only in the clock; ECDSA signatures are randomised)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tpm.evidence import evidence_from_files
+    from tpm.verify import verify_quote
+
+    with TpmConnection(lab_tcti) as conn:
+        ak, _ = ensure_ak(conn, kind)
+        with Quoter(conn, ak) as lean_q, Quoter(conn, ak, layer="esys") as esys_q:
+
+            @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(
+                nonce=st.binary(min_size=1, max_size=32),
+                pcrs=st.sets(st.sampled_from([0, 1, 2, 3, 7, 16, 23]), min_size=1),
+            )
+            def same(nonce: bytes, pcrs: set[int]) -> None:
+                selection = parse_selection("sha256:" + ",".join(map(str, sorted(pcrs))))
+                made = [q.quote(nonce, selection) for q in (lean_q, esys_q)]
+                attests = []
+                for files in made:
+                    evidence = evidence_from_files(files)
+                    verify_quote(evidence, nonce=nonce, expected_ak_name=ak.name)
+                    attests.append(evidence.attest)
+                    assert evidence.signature.alg == ("ecdsa" if kind == "ecc" else "rsassa")
+                lean_a, esys_a = attests
+                assert lean_a.extra_data == esys_a.extra_data == nonce
+                assert lean_a.qualified_signer == esys_a.qualified_signer
+                assert lean_a.pcr_select == esys_a.pcr_select
+                assert lean_a.pcr_digest == esys_a.pcr_digest
+                assert lean_a.firmware_version == esys_a.firmware_version
+                assert made[0].pcrs == made[1].pcrs
+                # a tampered lean quote does not verify
+                bad = bytearray(made[0].message)
+                bad[-1] ^= 1
+                tampered = evidence_from_files(replace(made[0], message=bytes(bad)))
+                with pytest.raises(QuoteRejected):
+                    verify_quote(tampered, nonce=nonce, expected_ak_name=ak.name)
+
+            same()
+    assert leftovers(lab_tcti) == []
 
 
 # ---- attacks -----------------------------------------------------------------------------

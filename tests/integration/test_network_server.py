@@ -206,6 +206,7 @@ def test_server_subprocess_round_trip_over_http(
     argv = [
         sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
         "--db", str(tmp_path / "served.db"), "--config", str(config_path), "--json",
+        "--plain-http",
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -38,7 +38,7 @@ def test_revoking_a_tre_stops_its_mids(lab: LabStatus, tmp_path: Path) -> None:
         done = trelab("provision", "--sho", "sho-a", *common, *trust)
         assert done.returncode == 0, done.stderr
         mid = json.loads(done.stdout)
-        before = trelab("attach", "--mid", mid["mid"], *common)
+        before = trelab("attach", "--mid", mid["mid"], *common, *trust)
         assert before.returncode == 0 and json.loads(before.stdout)["accepted"] is True
 
         revoked = trelab("operator", "revoke", "--device", mid["device_id"], *store, "--json")
@@ -46,7 +46,7 @@ def test_revoking_a_tre_stops_its_mids(lab: LabStatus, tmp_path: Path) -> None:
         changed = {m["mid"]: m["state"] for m in json.loads(revoked.stdout)["mids"]}
         assert changed == {mid["mid"]: "SUSPENDED"}
 
-        after = trelab("attach", "--mid", mid["mid"], *common)
+        after = trelab("attach", "--mid", mid["mid"], *common, *trust)
         assert after.returncode == 1, after.stdout
         assert "revoked" in after.stderr
         resume = trelab(

@@ -36,7 +36,7 @@ from tests.integration.test_agent_provision import Network, network, trelab
 from tests.robustness import check_consistent, own_lab
 from tpm.connection import TpmConnection
 from tpm.registry import Registry
-from trelab.crash import SERVER_CRASH_ENV, TRANSFER_CRASH_ENV
+from trelab.crash import CRASH_ONCE_ENV, SERVER_CRASH_ENV, TRANSFER_CRASH_ENV
 
 pytestmark = pytest.mark.lab
 
@@ -60,12 +60,20 @@ class Served:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, crash_at: str | None = None) -> Served:
+    def start(
+        self,
+        crash_at: str | None = None,
+        *,
+        workers: int | None = None,
+        env_extra: dict[str, str] | None = None,
+    ) -> Served:
         self.stop()  # the previous one (a failed test may have left it running); its pipe
         argv = [sys.executable, "-m", "host.cli", "network", "serve"]
         argv += ["--listen", f"127.0.0.1:{self.port}", "--db", str(self.net.db)]
-        argv += ["--config", str(self.net.config_path), "--json"]
+        argv += ["--config", str(self.net.config_path), "--json", "--plain-http"]
+        argv += ["--workers", str(workers)] if workers is not None else []
         env = {k: v for k, v in os.environ.items() if k != SERVER_CRASH_ENV}
+        env.update(env_extra or {})
         if crash_at is not None:
             env[SERVER_CRASH_ENV] = crash_at
         with self.log.open("a") as log:
@@ -224,6 +232,43 @@ def test_server_killed_at_each_provisioning_step_then_retry(
             conn, registry, HttpTransport(url), mid_id=result.finished.mid_id
         ).accepted
     assert served.stop() == 0
+
+
+def test_one_gunicorn_worker_killed_mid_request_the_others_go_on_and_the_retry_succeeds(
+    server_lab: LabStatus,
+    server_net: Network,
+    served: Served,
+    server_registry: Registry,
+    tmp_path: Path,
+) -> None:
+    """``--workers 2``: the worker handling the package request dies by SIGKILL after its
+    commit (the reply is lost); the arbiter stays up and replaces it, and the device's retry
+    — answered by whichever worker takes it — completes with exactly one more ACTIVE MID."""
+    from host.provision import provision as run
+
+    registry = server_registry
+    before = check_consistent(server_net, server_lab, registry)
+    fired = tmp_path / "fired"  # the hook fires once, whichever worker reaches it first
+    served.start("dpf/package:after-commit", workers=2, env_extra={CRASH_ONCE_ENV: str(fired)})
+    assert served.process is not None
+    arbiter = served.process.pid
+    killed = trelab(
+        "provision", "--sho", "sho-a", *cli_args(server_lab, server_net, registry, served.url)
+    )
+    message = assert_unavailable(killed)
+    assert "dropped the connection" in message and fired.exists()
+    assert served.process.poll() is None and served.process.pid == arbiter  # the server stays
+    url = served.url
+    with TpmConnection(server_lab.tcti) as conn:  # the device's retry
+        result = run(conn, registry, HttpTransport(url), server_net.trust, sho="sho-a", network=url)
+    assert result.finished.state == "ACTIVE"
+    after = check_consistent(server_net, server_lab, registry)
+    assert after["active"] == before["active"] | {result.finished.mid_id}
+    assert served.stop() == 0  # SIGTERM: a graceful stop of the arbiter and its workers
+    log = served.log.read_text()
+    assert "was sent SIGKILL" in log  # the arbiter saw its worker die …
+    assert log.count("Booting worker") >= 3  # … and booted a replacement
+    assert "POST /v1/dpf/package 200" in log  # gunicorn's access log names the request
 
 
 # ---- 2. change of subscription: the agent killed at every step, the server at some -------------

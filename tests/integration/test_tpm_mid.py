@@ -676,10 +676,11 @@ def test_cli_wrap_import_list_aka_delete(
         capsys, "tpm", "aka", "--mid", mid, "--rand", vector["RAND"], "--autn", "00" * 16, *common
     )
     assert code == 1 and forged["result"] == "mac_failure"
-    code, suspended = run_cli(capsys, "tpm", "mid", "suspend", "--mid", mid, *common)
+    code, suspended = run_cli(capsys, "mid", "suspend", "--local", "--mid", mid, *common)
     assert code == 0 and suspended["state"] == "suspended"
     code, refused = run_cli(capsys, *aka, *common)
     assert code == 1 and refused["error"]["type"] == "MidRefused"
+    # the earlier spelling of `mid delete --local` still works
     code, deleted = run_cli(capsys, "tpm", "mid", "delete", "--mid", mid, *common)
     assert code == 0 and deleted["state"] == "deleted"
     code, gone = run_cli(capsys, *aka, *common)

@@ -9,5 +9,5 @@ def test_url_check_itself_is_bad_input() -> None:
     from protocol.client import HttpTransport
     from trelab.errors import BadInput
 
-    with pytest.raises(BadInput, match="expected http://HOST:PORT"):
+    with pytest.raises(BadInput, match="expected https://HOST:PORT"):
         HttpTransport("127.0.0.1:8731")

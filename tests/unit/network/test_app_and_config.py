@@ -31,19 +31,22 @@ def error_of(body: bytes) -> m.Error:
 
 
 def test_status_codes_and_error_bodies(app: NetworkApp) -> None:
-    ok = app("GET", "/v1/health", {}, b"")
+    ok = app.handle("GET", "/v1/health", {}, b"")
     assert ok.status == 200 and json.loads(ok.body) == {"status": "ok"}
-    trust = json.loads(app("GET", "/v1/trust", {}, b"").body)
+    trust = json.loads(app.handle("GET", "/v1/trust", {}, b"").body)
     assert set(trust["shos"]) == {"sho-a", "sho-b"} and "PRIVATE" not in json.dumps(trust)
-    assert app("GET", "/v1/drf/register", {}, b"").status == 405
+    assert app.handle("GET", "/v1/drf/register", {}, b"").status == 405
     assert (
-        app("POST", "/v1/drf/register", {"Content-Type": "application/json"}, b"{}").status == 415
+        app.handle("POST", "/v1/drf/register", {"Content-Type": "application/json"}, b"{}").status
+        == 415
     )
-    big = app("POST", "/v1/drf/register", HEADERS, b"\x00" * (app.config.max_body + 1))
+    big = app.handle("POST", "/v1/drf/register", HEADERS, b"\x00" * (app.config.max_body + 1))
     assert big.status == 413 and error_of(big.body).code == "too-large"
-    bad = app("POST", "/v1/drf/register", HEADERS, b"\xa1\x00")
+    bad = app.handle("POST", "/v1/drf/register", HEADERS, b"\xa1\x00")
     assert bad.status == 400 and error_of(bad.body).code == "protocol"
-    grant = app("POST", "/v1/drf/register", {**HEADERS, "Authorization": "Bearer x"}, b"\x00")
+    grant = app.handle(
+        "POST", "/v1/drf/register", {**HEADERS, "Authorization": "Bearer x"}, b"\x00"
+    )
     assert grant.status == 400 and error_of(grant.body).code == "bad-grant"
 
 
@@ -51,7 +54,7 @@ def test_refusals_are_audited_and_change_nothing(app: NetworkApp) -> None:
     s = m.AttachRequest(
         session_id=os.urandom(32), transcript=m.INITIAL_TRANSCRIPT, imsi="001019999999999"
     )
-    response = app("POST", "/v1/sho/attach", HEADERS, m.encode(s))
+    response = app.handle("POST", "/v1/sho/attach", HEADERS, m.encode(s))
     assert response.status == 403
     error = error_of(response.body)
     assert error.code == "unknown-subscriber" and error.session_id == s.session_id
@@ -66,12 +69,14 @@ def test_unknown_register_refusal_names_the_check(app: NetworkApp) -> None:
     reg = m.RegisterRequest(session_id=m.derive_session_id(ek, ak, nonce), transcript=m.INITIAL_TRANSCRIPT,
                             ek_cert=ek, ak_public=ak, device_nonce=nonce, sho="sho-z")  # fmt: skip
     assert (
-        error_of(app("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code == "unknown-sho"
+        error_of(app.handle("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code
+        == "unknown-sho"
     )
     reg = m.RegisterRequest(session_id=m.derive_session_id(ek, ak, nonce), transcript=m.INITIAL_TRANSCRIPT,
                             ek_cert=ek, ak_public=ak, device_nonce=nonce, sho="sho-a")  # fmt: skip
     assert (
-        error_of(app("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code == "bad-ek-cert"
+        error_of(app.handle("POST", "/v1/drf/register", HEADERS, m.encode(reg)).body).code
+        == "bad-ek-cert"
     )
 
 

@@ -372,4 +372,6 @@ def test_unknown_endpoint_and_wrong_message_type(app: NetworkApp) -> None:
     wire = s.send(s.make(m.AttachRequest, imsi=next_imsi()))
     with pytest.raises(RemoteProtocolError, match="takes AuthResponse"):
         InProcessTransport(app).post("sho/auth", wire)
-    assert app("POST", "/v1/nope/x", {"Content-Type": "application/cbor"}, wire).status == 404
+    assert (
+        app.handle("POST", "/v1/nope/x", {"Content-Type": "application/cbor"}, wire).status == 404
+    )
