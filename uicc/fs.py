@@ -548,7 +548,8 @@ def _dir_record_codec() -> Codec:
         inner = dict(parse_tlvs(tlvs[0][1]))
         if 0x4F not in inner:
             raise BadInput("EF.DIR: application template without AID (4F)")
-        return {"aid": inner[0x4F].hex(), "label": inner.get(0x50, b"").decode("ascii", "replace")}
+        label = inner.get(0x50, b"").decode("ascii", "replace")  # shown, not trusted
+        return {"aid": inner[0x4F].hex(), "label": label}
 
     def encode(value: dict[str, str] | None, size: int) -> bytes:
         if value is None:
@@ -556,6 +557,8 @@ def _dir_record_codec() -> Codec:
         aid = bytes.fromhex(value["aid"])
         if not 5 <= len(aid) <= 16:
             raise BadInput("EF.DIR: AID must be 5 to 16 bytes")
+        if not value["label"].isascii():
+            raise BadInput("EF.DIR: application label must be ASCII")  # (decoding marks others)
         body = encode_tlv(0x4F, aid) + encode_tlv(0x50, value["label"].encode("ascii"))
         return _pad("EF.DIR", encode_tlv(0x61, body), size)
 
@@ -723,6 +726,8 @@ def _sms_codec() -> Codec:
     (status b1 = 0) → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if not data:
+            raise BadInput("SMS: empty record")
         if not data[0] & 0x01:
             return None
         return {"status": data[0], "body": data[1:].rstrip(b"\xff").hex()}
@@ -890,6 +895,8 @@ def _opl_codec(name: str, area: int) -> Codec:
     EF.PNN record number. Erased → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: record shorter than {4 + 2 * area} bytes")
         if _erased(data):
             return None
         return {
@@ -1151,6 +1158,62 @@ def _pbr_codec() -> Codec:
         return _pad("PBR", encode_tlv(0xA8, inner), size)
 
     return Codec("pbr", decode, encode)
+
+
+def _arr_codec() -> Codec:
+    """EF.ARR record (TS 102 221 §9.2.4, expanded format): access mode '80' followed by its
+    security condition — '90' always, '97' never, 'A4' { '83' key reference, '95' usage }.
+    Decoded as [{"am": hex, "sc": "always" | "never" | "key XX"}]; erased → None."""
+
+    def decode(data: bytes) -> list[dict[str, str]] | None:
+        if _erased(data):
+            return None
+        rules: list[dict[str, str]] = []
+        am: bytes | None = None
+        for tag, value in parse_tlvs(data):
+            if tag == 0x80:
+                am = value
+                continue
+            if am is None:
+                raise BadInput(f"ARR: security condition {tag:02X} without an access mode")
+            if tag == 0x90 and not value:
+                sc = "always"
+            elif tag == 0x97 and not value:
+                sc = "never"
+            elif tag == 0xA4:
+                inner = parse_tlvs(value)
+                if not inner or inner[0][0] != 0x83 or len(inner[0][1]) != 1:
+                    raise BadInput("ARR: CRT 'A4' without a one-byte key reference")
+                if inner[1:] not in ([], [(0x95, b"\x08")]):
+                    raise BadInput("ARR: CRT 'A4' with a usage other than user verification")
+                sc = f"key {inner[0][1][0]:02X}"
+            else:
+                raise BadInput(f"ARR: security condition {tag:02X} not supported here")
+            rules.append({"am": am.hex(), "sc": sc})
+            am = None
+        if am is not None:
+            raise BadInput("ARR: access mode without a security condition")
+        return rules
+
+    def encode(rules: list[dict[str, str]] | None, size: int) -> bytes:
+        if rules is None:
+            return b"\xff" * size
+        out = b""
+        for rule in rules:
+            out += encode_tlv(0x80, bytes.fromhex(rule["am"]))
+            sc = rule["sc"]
+            if sc == "always":
+                out += b"\x90\x00"
+            elif sc == "never":
+                out += b"\x97\x00"
+            elif sc.startswith("key ") and len(sc) == 6:
+                ref = bytes.fromhex(sc[4:])
+                out += encode_tlv(0xA4, encode_tlv(0x83, ref) + b"\x95\x01\x08")
+            else:
+                raise BadInput("ARR: security condition always, never or 'key XX'")
+        return _pad("ARR", out, size)
+
+    return Codec("arr", decode, encode)
 
 
 def _record_hex_codec(name: str) -> Codec:
@@ -1562,20 +1625,24 @@ EF_LI = TransparentEF(
 EF_ARR = LinearFixedEF(
     0x6F06,
     "EF.ARR",
-    record_len=16,
+    record_len=24,
     records=4,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x17,
     read=Access.ALW,
     update=_ADM,
     # access rules in expanded format (TS 102 221 §9.2.4): 80 AM ‖ SC templates
     default=(
-        bytes.fromhex("800101900080011ea40683010a950108"),
-        bytes.fromhex("800103a406830101950108800118a406"),
+        # 1: read always, update/activate/deactivate ADM1; 2: read and update PIN1, the rest ADM1
+        bytes.fromhex("800101900080011ea40683010a950108").ljust(24, b"\xff"),
+        bytes.fromhex("800103a406830101950108800118a40683010a950108").ljust(24, b"\xff"),
     ),
     samples=(
-        (bytes.fromhex("800101900080011ea40683010a950108"), "800101900080011ea40683010a950108"),
-        (b"\xff" * 16, None),
+        (
+            bytes.fromhex("800101900080011ea40683010a950108") + b"\xff" * 8,
+            [{"am": "01", "sc": "always"}, {"am": "1e", "sc": "key 0A"}],
+        ),
+        (b"\xff" * 24, None),
     ),
 )
 EF_ECC = LinearFixedEF(
@@ -2107,7 +2174,7 @@ EF_TELECOM_ARR = LinearFixedEF(
     "DF.TELECOM/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     read=Access.ALW,
     update=_ADM,
     default=(bytes.fromhex("800101900080011ea40683010a950108"),),
@@ -2234,7 +2301,7 @@ EF_ISIM_ARR = LinearFixedEF(
     "ADF.ISIM/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
@@ -2280,7 +2347,7 @@ EF_ARR_MF = LinearFixedEF(
     "MF/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
