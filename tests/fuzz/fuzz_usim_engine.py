@@ -26,7 +26,8 @@ def starting_inputs() -> Iterator[bytes]:
     # after the profile byte, each command starts with its kind (Watched.command): 1 header,
     # 2 SELECT USIM, 3 PIN1, 4 ADM1, 5 AUTHENTICATE (RAND, SQN, context), 6 GET RESPONSE,
     # 7 OTA (TAR, counter, counter mode, PoR mode, format, script), 8 reset, 9 SELECT by FID,
-    # 10 SELECT ISIM / ARA-M, 11 GET IDENTITY, 12 GET DATA, 13 SELECT by path
+    # 10 SELECT ISIM / ARA-M, 11 GET IDENTITY, 12 GET DATA, 13 SELECT by path,
+    # 14 MANAGE CHANNEL, 15 a GSM class command, 16 a command on a logical channel
     rand, sqn = bytes(range(16)), bytes.fromhex("000000000021")
     imsi = FIDS.index(fs.EF_IMSI.fid)
     read_binary = bytes([1, 0, 0, 0xB0, 0, 0, 0, 0, 9])  # kind 1: CLA 00, no data, Le 9
@@ -41,6 +42,19 @@ def starting_inputs() -> Iterator[bytes]:
     yield bytes([0, 2, 3, 13, 0, FIDS.index(0x5FC0), suci_info]) + read_binary
     telecom, arr = FIDS.index(0x7F10), FIDS.index(fs.EF_TELECOM_ARR.fid)
     yield bytes([0, 13, 1, telecom, arr, 1, 0, 0, 0xB2, 1, 4, 0, 0, 0x10])  # READ RECORD 1
+    gsm = FIDS.index(0x7F20)  # DF.GSM
+    # GSM class: SELECT DF.GSM, VERIFY CHV1, RUN GSM ALGORITHM, GET RESPONSE
+    yield bytes([0, 15, 0, gsm, 15, 5, 15, 6]) + rand + bytes([15, 7, 12])
+    # GSM class: SELECT DF.GSM, STATUS, VERIFY CHV1, SELECT EF.IMSI, READ BINARY
+    yield bytes([0, 15, 0, gsm, 15, 1, 0x16, 15, 5, 15, 0, imsi, 15, 2, 0, 0, 9])
+    # channel 1 opened by the card; SELECT USIM, PIN, AUTHENTICATE, GET RESPONSE on it; close
+    yield (
+        bytes([0, 14, 1, 0, 16, 2, 1, 16, 3, 1, 16, 5])
+        + rand
+        + sqn
+        + bytes([1, 1, 16, 6, 0x10, 1, 14, 0, 1])
+    )
+    yield bytes([0, 14, 1, 5, 16, 2, 5, 16, 2, 19])  # channel 5; SELECT USIM on 5 and on 19
     yield (
         bytes([0, 7, 0, 1, 0, 0, 1, 1, 11]) + bytes.fromhex("00a40004023f00") + b"\x00\x00\x00\x00"
     )

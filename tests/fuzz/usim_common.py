@@ -135,6 +135,13 @@ FIDS = tuple(sorted({0x3F00, 0x7FFF, 0x1234, 0xFFFF} | {ef.fid for ef in fs.all_
 OTHER_AIDS = (fs.ISIM_AID, fs.ADF_ARA_M.aid, fs.ISIM_AID[:7], bytes.fromhex("a000000087100f"))
 
 
+def _on_channel(cla: int, channel: int) -> int:
+    """``cla`` (00 or 80) naming logical ``channel`` (TS 102 221 §10.1.1)."""
+    if channel < 4:
+        return cla | channel
+    return (cla & 0x80) | 0x40 | (channel - 4)
+
+
 class Watched:
     """An engine and the invariants checked after every command."""
 
@@ -161,9 +168,21 @@ class Watched:
         self._counters = dict(state.ota.counters)
         return answer
 
-    def command(self, reader: Reader) -> bytes:
+    def command(self, reader: Reader, depth: int = 0) -> bytes:
         """One command picked by the fuzzer: raw bytes, or one steered past a check."""
-        kind = reader.pick(14)
+        kind = reader.pick(17)
+        if kind == 14:  # MANAGE CHANNEL: open (the card picks, or the terminal) or close
+            if reader.flag():  # P2 00: the card picks and returns the number (Le 1)
+                channel = reader.byte() % 21
+                return bytes([0x00, 0x70, 0x00, channel]) + (b"\x01" if channel == 0 else b"")
+            return bytes([0x00, 0x70, 0x80, reader.byte() % 21, 0x00])
+        if kind == 15:  # the GSM SIM class (TS 51.011 §9.2) on the same files and PINs
+            return self._gsm_command(reader)
+        if kind == 16 and depth == 0:  # any steered command, sent on a logical channel
+            inner = bytearray(self.command(reader, depth + 1))
+            if len(inner) >= 4 and inner[0] in (0x00, 0x80):
+                inner[0] = _on_channel(inner[0], reader.byte() % 20)
+            return bytes(inner)
         if kind == 0:
             return reader.take(reader.byte() % 49)
         if kind == 1:  # a well-formed header with fuzzed fields
@@ -207,9 +226,36 @@ class Watched:
                 (0xFF40, 0xDF20, 0xFF50)[which] if which < 3 else reader.byte() << 8 | reader.byte()
             )
             return bytes([0x80, 0xCA]) + tag.to_bytes(2, "big") + b"\x00"
+        if kind >= 14:
+            return reader.take(reader.byte() % 49)
         # SELECT by path (from the MF, or from the current DF): DF then EF, as a terminal
         # reaches DF.TELECOM's phone book or the USIM's DF.5GS
         p1 = 0x08 if reader.flag() else 0x09
         first, second = FIDS[reader.pick(len(FIDS))], FIDS[reader.pick(len(FIDS))]
         path = first.to_bytes(2, "big") + second.to_bytes(2, "big")
         return bytes([0x00, 0xA4, p1, 0x04, len(path)]) + path
+
+    def _gsm_command(self, reader: Reader) -> bytes:
+        """A GSM SIM command (CLA A0): SELECT by FID, STATUS, READ BINARY/RECORD, SEEK, VERIFY
+        CHV1, RUN GSM ALGORITHM, GET RESPONSE, with fuzzed P1/P2/P3 where they matter."""
+        which = reader.pick(8)
+        if which == 0:
+            fid = FIDS[reader.pick(len(FIDS))]
+            return bytes([0xA0, 0xA4, 0x00, 0x00, 0x02]) + fid.to_bytes(2, "big")
+        if which == 1:
+            return bytes([0xA0, 0xF2, 0x00, 0x00, reader.byte()])
+        if which == 2:
+            return bytes([0xA0, 0xB0, reader.byte() % 4, reader.byte(), reader.byte()])
+        if which == 3:
+            record, mode = reader.byte() % 8, reader.pick(4)  # next, previous, absolute, other
+            p2 = (2, 3, 4)[mode] if mode < 3 else reader.byte()
+            return bytes([0xA0, 0xB2, record, p2, reader.byte()])
+        if which == 4:  # SEEK: type/mode in P2, a pattern
+            pattern = reader.take(1 + reader.byte() % 16)
+            return bytes([0xA0, 0xA2, 0x00, reader.byte(), len(pattern)]) + pattern
+        if which == 5:
+            return b"\xa0\x20\x00\x01\x08" + PIN1
+        if which == 6:  # RUN GSM ALGORITHM
+            rand = reader.take(16).ljust(16, b"\0")
+            return b"\xa0\x88\x00\x00\x10" + rand
+        return bytes([0xA0, 0xC0, 0x00, 0x00, reader.byte()])
