@@ -10,7 +10,7 @@ round-trip (one test runs them all).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "DF",
     "DF_5GS",
     "DF_GRAPHICS",
+    "DF_GSM",
     "DF_GSM_ACCESS",
     "DF_MCS",
     "DF_PHONEBOOK",
@@ -53,6 +54,7 @@ __all__ = [
     "EF_EST",
     "EF_FDN",
     "EF_FPLMN",
+    "EF_GSM_KC",
     "EF_HPLMNWACT",
     "EF_HPPLMN",
     "EF_ICCID",
@@ -79,6 +81,7 @@ __all__ = [
     "EF_OPLMNWACT",
     "EF_PBR",
     "EF_PCSCF",
+    "EF_PHASE",
     "EF_PL",
     "EF_PLMNWACT",
     "EF_PNN",
@@ -89,6 +92,7 @@ __all__ = [
     "EF_SMSP",
     "EF_SMSS",
     "EF_SPN",
+    "EF_SST",
     "EF_START_HFN",
     "EF_SUCI_CALC_INFO",
     "EF_SUCI_CALC_INFO_USIM",
@@ -415,6 +419,29 @@ def _service_table_codec(name: str) -> Codec:
     return Codec(name, decode, encode)
 
 
+def _sim_service_table_codec() -> Codec:
+    """EF.SST (TS 51.011 §10.3.7): two bits per service, n ↔ bits 2(n−1)%8 (allocated) and
+    2(n−1)%8 + 1 (activated) of byte (n−1)//4; the value lists the allocated and activated ones."""
+
+    def decode(data: bytes) -> tuple[int, ...]:
+        return tuple(
+            4 * i + pair + 1
+            for i, byte in enumerate(data)
+            for pair in range(4)
+            if byte >> (2 * pair) & 0b11 == 0b11
+        )
+
+    def encode(services: tuple[int, ...], size: int) -> bytes:
+        out = bytearray(size)
+        for n in services:
+            if not 1 <= n <= 4 * size:
+                raise BadInput(f"sst: service {n} does not fit in {size} bytes")
+            out[(n - 1) // 4] |= 0b11 << (2 * ((n - 1) % 4))
+        return bytes(out)
+
+    return Codec("sst", decode, encode)
+
+
 def _plmn_encode(plmn: str) -> bytes:
     """MCC/MNC as 3 BCD bytes (TS 24.008 §10.5.1.3): MCC2 MCC1, MNC3 MCC3, MNC2 MNC1."""
     if not is_decimal(plmn) or len(plmn) not in (5, 6):
@@ -425,6 +452,8 @@ def _plmn_encode(plmn: str) -> bytes:
 
 
 def _plmn_decode(data: bytes) -> str:
+    if len(data) != 3:
+        raise BadInput(f"PLMN: {len(data)} bytes, not 3")
     d = [data[0] & 0xF, data[0] >> 4, data[1] & 0xF, data[2] & 0xF, data[2] >> 4, data[1] >> 4]
     digits = d[:5] + ([] if d[5] == 0xF else [d[5]])
     if any(x > 9 for x in digits):
@@ -651,7 +680,7 @@ def _dialling_codec(name: str, trailer: int = 2) -> Codec:
             return None
         body = data[alpha_len:]
         length = body[0]
-        if not 1 <= length <= 11:
+        if not 1 <= length <= 11 or len(body) < 1 + length:
             raise BadInput(f"{name}: BCD length byte {length} out of range")
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -872,6 +901,8 @@ def _opl_codec(name: str, area: int) -> Codec:
             raise BadInput(f"{name}: record shorter than {4 + 2 * area} bytes")
         if _erased(data):
             return None
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: a record of {len(data)} bytes, needs {4 + 2 * area}")
         return {
             "plmn": _plmn_decode(data[:3]),
             "area_min": data[3 : 3 + area].hex(),
@@ -2327,7 +2358,50 @@ EF_ARR_MF = LinearFixedEF(
     default=(bytes.fromhex("800101900080011ea40683010a950108"),),
     samples=((b"\xff" * 16, None),),
 )
-MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, EF_ARR_MF, DF_TELECOM))
+# DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
+# files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
+# the SIM's own.
+EF_SST = TransparentEF(
+    0x6F38,
+    "EF.SST",
+    5,
+    _sim_service_table_codec(),
+    read=_PIN,
+    update=_ADM,
+    # services 1 CHV1 disable function, 17 service provider name (TS 51.011 §10.3.7)
+    default=bytes.fromhex("0300000003"),
+    samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
+)
+# the SIM's EF.Kc is the USIM's (DF.GSM-ACCESS), linked: one content under two FIDs
+EF_GSM_KC = replace(EF_KC, fid=0x6F20, sfid=None)
+EF_PHASE = TransparentEF(
+    0x6FAE,
+    "EF.Phase",
+    1,
+    _int_codec("phase"),
+    read=Access.ALW,
+    update=_ADM,
+    default=b"\x03",  # phase 2 and PROFILE DOWNLOAD required (TS 51.011 §10.3.19)
+    samples=((b"\x03", 3),),
+)
+DF_GSM = DF(
+    0x7F20,
+    "DF.GSM",
+    children=(
+        EF_IMSI,
+        EF_GSM_KC,
+        EF_HPPLMN,
+        EF_SST,
+        EF_SPN,
+        EF_ACC,
+        EF_FPLMN,
+        EF_LOCI,
+        EF_AD,
+        EF_PHASE,
+    ),
+)
+
+MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, EF_ARR_MF, DF_TELECOM, DF_GSM))
 ADF_USIM = ADF(
     USIM_AID,
     "ADF.USIM",
@@ -2387,15 +2461,23 @@ APPLICATIONS: tuple[ADF, ...] = (ADF_USIM, ADF_ISIM, ADF_ARA_M)
 
 
 def all_efs() -> Iterator[EF]:
-    """Every declared EF (MF level first, then each application)."""
+    """Every declared EF once (MF level first, then each application, DF.GSM last): a file
+    DF.GSM shares with ADF.USIM is yielded as the USIM declares it."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
+    seen: set[str] = set()
     while stack:
         node = stack.pop(0)
         for child in node.children:
             if isinstance(child, DF):
-                stack.append(child)
-            else:
+                if child is not DF_GSM:
+                    stack.append(child)
+            elif child.name not in seen:
+                seen.add(child.name)
                 yield child
+    for child in DF_GSM.children:
+        if not isinstance(child, DF) and child.name not in seen:
+            seen.add(child.name)
+            yield child
 
 
 def efs_under(root: DF | ADF) -> Iterator[EF]:

@@ -81,10 +81,7 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     config = defaults.load_network_config(args.config)
     store = Store(defaults.network_store(args.store), config.store_key)
-    if store.path is None:
-        store.close()
-        raise BadInput("transfer ki keeps its OTA keys beside a SQLite store", field="store")
-    keyring = OtaKeyring(store.path.with_name(store.path.name + ".ota.json"), config.store_key)
+    keyring = OtaKeyring(store)
     return KiTransfer(config, store, keyring, now=lambda: int(time.time())), store, keyring
 
 

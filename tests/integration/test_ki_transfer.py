@@ -138,7 +138,7 @@ def test_replay_tamper_and_wrong_key_are_refused_by_the_card(
 ) -> None:
     transfer_cli(operators, "--reader", READER_1, profile=card.profile_file, rotate=False)
     config = load_config(operators["config"] / "network.json")
-    keyring = OtaKeyring(Path(str(operators["db"]) + ".ota.json"), config.store_key)
+    keyring = OtaKeyring(Store(operators["db"], config.store_key))
     held = keyring.card("sho-b", card.iccid)
     assert held is not None
     keyset = held[0].keysets[0]
@@ -200,7 +200,7 @@ def test_kill_9_of_the_card_between_packets_then_retry_completes(
 
     config = load_config(operators["config"] / "network.json")
     store = Store(operators["db"], config.store_key)
-    keyring = OtaKeyring(Path(str(operators["db"]) + ".ota.json"), config.store_key)
+    keyring = OtaKeyring(store)
     transfer = KiTransfer(config, store, keyring, now=lambda: 1_800_000_000)
     transfer.register_card("sho-a", _subscription_from_profile(str(card.profile_file)))
     envelopes = {"n": 0}

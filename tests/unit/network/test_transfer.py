@@ -55,14 +55,24 @@ def subscription_of(profile: Any = PROFILE) -> Subscription:
     )  # fmt: skip
 
 
+def ota_rows(store: Store) -> list[object]:
+    """The OTA key sets, counters and transfer journal as stored."""
+    with store.transaction() as tx:
+        return [
+            tuple(row)
+            for table in ("ota_cards", "ota_transfers")
+            for row in tx._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        ]
+
+
 class Lab:
-    """Both operators, the store, the key file and a card with its link."""
+    """Both operators, the store (with their OTA keys) and a card with its link."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.config = make_config()
         self.store = Store(tmp / "network.db", self.config.store_key)
-        self.keyring = OtaKeyring(tmp / "network.db.ota.json", self.config.store_key)
+        self.keyring = OtaKeyring(self.store)
         self.clock = NOW
         self.transfer = KiTransfer(self.config, self.store, self.keyring, now=lambda: self.clock)
         self.card_path = tmp / "card.json"
@@ -212,14 +222,19 @@ def test_old_operator_ota_works_until_the_key_sets_are_rotated(lab: Lab) -> None
 
 def test_secrets_stay_sealed_and_out_of_reports(lab: Lab) -> None:
     report = lab.run(rotate_k=True)
-    text = json.dumps(report) + lab.keyring.path.read_text()
+    text = json.dumps(report)
+    stored = b"".join(p.read_bytes() for p in lab.tmp.glob("network.db*"))
     with lab.store.transaction() as tx:
         record = tx.hss(report["new_imsi"])
     assert record is not None
     new_keys = current_keysets(PROFILE, lab.engine.state)[0]
     for secret in (PROFILE.k, PROFILE.opc, record.k, record.opc, new_keys.kic, new_keys.kid):
-        assert secret.hex() not in text
-    assert oct(lab.keyring.path.stat().st_mode & 0o777) == "0o600"
+        assert (
+            secret.hex() not in text
+            and secret not in stored
+            and secret.hex().encode() not in stored
+        )
+    assert oct((lab.tmp / "network.db").stat().st_mode & 0o777) == "0o600"
 
 
 class LostPor(Exception):
@@ -295,20 +310,26 @@ def test_register_card_is_idempotent_and_guards_the_imsi(lab: Lab) -> None:
         lab.transfer.register_card("sho-b", subscription_of())
 
 
-def test_keyring_counters_are_on_disk_and_never_go_back(tmp_path: Path) -> None:
+def test_keyring_counters_are_stored_and_never_go_back(store_url: str) -> None:
     key = os.urandom(32)
-    ring = OtaKeyring(tmp_path / "ota.json", key)
+    store = Store(store_url, key)
+    ring = OtaKeyring(store)
     keys = CardKeys((Keyset(1, bytes(16), bytes(16)),), {1: 5})
     ring.put_card("sho-a", "8988", keys)
-    assert OtaKeyring(tmp_path / "ota.json", key).reserve_counter("sho-a", "8988", 1) == 6
+    again = Store(store_url, key)  # another process, or another server
+    assert OtaKeyring(again).reserve_counter("sho-a", "8988", 1) == 6
     ring.put_card("sho-a", "8988", CardKeys(keys.keysets, {1: 0}))
     assert ring.reserve_counter("sho-a", "8988", 1) == 7
-    loaded = OtaKeyring(tmp_path / "ota.json", key).card("sho-a", "8988")
+    loaded = OtaKeyring(again).card("sho-a", "8988")
     assert loaded is not None and loaded[0].keysets == keys.keysets
+    with store.transaction() as tx:  # the key sets are sealed, bound to operator and card
+        tx._db.execute("UPDATE ota_cards SET sho = 'sho-b' WHERE sho = 'sho-a' AND iccid = '8988'")
     from trelab.errors import CheckFailed
 
-    with pytest.raises(CheckFailed):
-        OtaKeyring(tmp_path / "ota.json", os.urandom(32)).card("sho-a", "8988")
+    with pytest.raises(CheckFailed, match="ota/sho-b/8988/kvn1"):
+        ring.card("sho-b", "8988")
+    store.close()
+    again.close()
 
 
 def test_imsi_update_script_contents() -> None:
@@ -322,7 +343,7 @@ def test_imsi_update_script_contents() -> None:
 
 
 def test_bad_requests_change_nothing(lab: Lab) -> None:
-    before = lab.keyring.path.read_text()
+    before = ota_rows(lab.store)
     with pytest.raises(Refused, match="no subscriber"):
         lab.transfer.run(holder="sho-a", requester="sho-b", imsi="001019999999999",
                          iccid=PROFILE.iccid, send=lab.link.transmit, rotate_k=False)  # fmt: skip
@@ -333,7 +354,7 @@ def test_bad_requests_change_nothing(lab: Lab) -> None:
         with pytest.raises(BadInput):
             lab.transfer.run(holder=holder, requester=requester, imsi=PROFILE.imsi,
                              iccid=PROFILE.iccid, send=lab.link.transmit, rotate_k=False)  # fmt: skip
-    assert lab.keyring.path.read_text() == before and lab.engine.state.ota.counters == {}
+    assert ota_rows(lab.store) == before and lab.engine.state.ota.counters == {}
     lab.run()
     with pytest.raises(BadInput, match="transferred for IMSI"):
         lab.transfer.run(holder="sho-a", requester="sho-b", imsi="001019999999999",
@@ -350,8 +371,7 @@ def test_tuak_subscription_transfer_and_k_rotation(tmp_path: Path) -> None:
     profile = parse_profile(data)
     config = make_config()
     store = Store(tmp_path / "n.db", config.store_key)
-    transfer = KiTransfer(config, store, OtaKeyring(tmp_path / "k.json", config.store_key),
-                          now=lambda: NOW)  # fmt: skip
+    transfer = KiTransfer(config, store, OtaKeyring(store), now=lambda: NOW)
     transfer.register_card("sho-a", _subscription_from_profile(str(profile_file)))
     engine = UsimEngine(profile, CardStore(None))
     link = InProcessLink(engine)
