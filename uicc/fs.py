@@ -537,6 +537,8 @@ def _plmn_encode(plmn: str) -> bytes:
 
 
 def _plmn_decode(data: bytes) -> str:
+    if len(data) != 3:
+        raise BadInput(f"PLMN: {len(data)} bytes, not 3")
     d = [data[0] & 0xF, data[0] >> 4, data[1] & 0xF, data[2] & 0xF, data[2] >> 4, data[1] >> 4]
     digits = d[:5] + ([] if d[5] == 0xF else [d[5]])
     if any(x > 9 for x in digits):
@@ -763,7 +765,7 @@ def _dialling_codec(name: str, trailer: int = 2) -> Codec:
             return None
         body = data[alpha_len:]
         length = body[0]
-        if not 1 <= length <= 11:
+        if not 1 <= length <= 11 or len(body) < 1 + length:
             raise BadInput(f"{name}: BCD length byte {length} out of range")
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -984,6 +986,8 @@ def _opl_codec(name: str, area: int) -> Codec:
             raise BadInput(f"{name}: record shorter than {4 + 2 * area} bytes")
         if _erased(data):
             return None
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: a record of {len(data)} bytes, needs {4 + 2 * area}")
         return {
             "plmn": _plmn_decode(data[:3]),
             "area_min": data[3 : 3 + area].hex(),

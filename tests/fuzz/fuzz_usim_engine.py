@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from tests.fuzz.oracle import Reader
-from tests.fuzz.usim_common import PROFILES, Watched
+from tests.fuzz.usim_common import FIDS, PROFILES, Watched
+from uicc import fs
 from uicc.fs import USIM_AID
 
 MAX_COMMANDS = 24
@@ -25,12 +26,36 @@ def test_one_input(data: bytes) -> None:
 def starting_inputs() -> Iterator[bytes]:
     # after the profile byte, each command starts with its kind (Watched.command): 1 header,
     # 2 SELECT USIM, 3 PIN1, 4 ADM1, 5 AUTHENTICATE (RAND, SQN, context), 6 GET RESPONSE,
-    # 7 OTA (TAR, counter, counter mode, PoR mode, format, script), 8 reset, 9 SELECT by FID
+    # 7 OTA (TAR, counter, counter mode, PoR mode, format, script), 8 reset, 9 SELECT by FID,
+    # 10 SELECT ISIM / ARA-M, 11 GET IDENTITY, 12 GET DATA, 13 SELECT by path,
+    # 14 MANAGE CHANNEL, 15 a GSM class command, 16 a command on a logical channel
     rand, sqn = bytes(range(16)), bytes.fromhex("000000000021")
+    imsi = FIDS.index(fs.EF_IMSI.fid)
+    read_binary = bytes([1, 0, 0, 0xB0, 0, 0, 0, 0, 9])  # kind 1: CLA 00, no data, Le 9
     for profile in (0, 1):
-        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x01" + b"\x06\x00"
-        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x00" + b"\x06\x00"
-    yield bytes([0, 9, 2, 1, 0x00, 0xB0, 0x00, 0x00, 0, 1, 9])  # SELECT IMSI… READ BINARY
+        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x01" + b"\x06\x10"
+        yield bytes([profile, 2, 3, 5]) + rand + sqn + b"\x00" + b"\x06\x0e"
+        yield bytes([profile, 10, 0, 3, 5]) + rand + sqn + b"\x01" + b"\x06\x10"  # IMS AKA
+        yield bytes([profile, 2, 3, 11, 1, 6, 0x38])  # GET IDENTITY (SUCI), GET RESPONSE
+    yield bytes([0, 2, 3, 9, imsi]) + read_binary  # SELECT USIM, PIN, EF.IMSI, READ BINARY
+    yield bytes([0, 10, 1, 12, 0, 12, 1, 12, 2])  # ARA-M: GET DATA FF40, DF20, FF50
+    suci_info = FIDS.index(fs.EF_SUCI_CALC_INFO.fid)  # DF.5GS/EF.SUCI_Calc_Info of the USIM
+    yield bytes([0, 2, 3, 13, 0, FIDS.index(0x5FC0), suci_info]) + read_binary
+    telecom, arr = FIDS.index(0x7F10), FIDS.index(fs.EF_TELECOM_ARR.fid)
+    yield bytes([0, 13, 1, telecom, arr, 1, 0, 0, 0xB2, 1, 4, 0, 0, 0x10])  # READ RECORD 1
+    gsm = FIDS.index(0x7F20)  # DF.GSM
+    # GSM class: SELECT DF.GSM, VERIFY CHV1, RUN GSM ALGORITHM, GET RESPONSE
+    yield bytes([0, 15, 0, gsm, 15, 5, 15, 6]) + rand + bytes([15, 7, 12])
+    # GSM class: SELECT DF.GSM, STATUS, VERIFY CHV1, SELECT EF.IMSI, READ BINARY
+    yield bytes([0, 15, 0, gsm, 15, 1, 0x16, 15, 5, 15, 0, imsi, 15, 2, 0, 0, 9])
+    # channel 1 opened by the card; SELECT USIM, PIN, AUTHENTICATE, GET RESPONSE on it; close
+    yield (
+        bytes([0, 14, 1, 0, 16, 2, 1, 16, 3, 1, 16, 5])
+        + rand
+        + sqn
+        + bytes([1, 1, 16, 6, 0x10, 1, 14, 0, 1])
+    )
+    yield bytes([0, 14, 1, 5, 16, 2, 5, 16, 2, 19])  # channel 5; SELECT USIM on 5 and on 19
     yield (
         bytes([0, 7, 0, 1, 0, 0, 1, 1, 11]) + bytes.fromhex("00a40004023f00") + b"\x00\x00\x00\x00"
     )
