@@ -64,6 +64,7 @@ FID_MF = 0x3F00
 FID_DIR = 0x2F00  # EF.DIR (TS 102 221 §13.1)
 FID_ICCID = 0x2FE2  # EF.ICCID (TS 102 221 §13.2)
 FID_IMSI = 0x6F07  # EF.IMSI under ADF.USIM (TS 31.102 §4.2.2)
+ISIM_AID_PREFIX = bytes.fromhex("A0000000871004")  # RID 3GPP + ISIM app code (TS 31.103)
 _SW_REFERENCE_INVALIDATED = 0x6984
 _SW_RECORD_NOT_FOUND = 0x6A83
 
@@ -349,6 +350,31 @@ class UsimClient:
         out = parse_auth_3g_response(resp.data)
         if isinstance(out, Auth3gSync):
             return AkaSyncFailure(out.auts, "reported by the card")
+        return AkaSuccess(out.res, out.ck, out.ik)
+
+    def authenticate_ims(self, rand: bytes, autn: bytes) -> AkaResult:
+        """IMS AKA: AUTHENTICATE with the ISIM of EF.DIR selected (TS 31.103 §7.1.2) → RES, CK,
+        IK (no Kc), a synchronisation failure or a MAC failure.
+
+        Raises:
+            BadInput: RAND or AUTN of the wrong length (nothing is sent).
+            NoUsimApplication: EF.DIR lists no ISIM (the card is a USIM-only card).
+            CardRefused: any other refusal.
+        """
+        command = build_authenticate_3g(rand, autn)
+        isims = [app for app in self.applications() if app.aid.startswith(ISIM_AID_PREFIX)]
+        if not isims:
+            raise NoUsimApplication(f"{self.link.name}: EF.DIR lists no ISIM application")
+        self._in_usim = False
+        self._ok("SELECT ADF.ISIM", build_select_aid(isims[0].aid))
+        resp = self._send(command)
+        if resp.sw == SW_AUTH_MAC_FAILURE:
+            return AkaMacFailure()
+        if not is_success(resp.sw):
+            raise CardRefused("AUTHENTICATE (IMS AKA)", resp.sw)
+        out = parse_auth_3g_response(resp.data)
+        if isinstance(out, Auth3gSync):
+            return AkaSyncFailure(out.auts, "reported by the ISIM")
         return AkaSuccess(out.res, out.ck, out.ik)
 
     def authenticate_gsm(self, rand: bytes) -> GsmResult:
