@@ -241,3 +241,31 @@ def test_disabled_pin_shows_in_the_df_response() -> None:
     select(card, 0x7F20)
     select(card, 0x6F07)
     assert gsm(card, "a0b0000009")[1] == 0x9000  # CHV1 disabled: readable
+
+
+def test_the_host_client_probes_the_gsm_class(card: Card) -> None:
+    from uicc.links.inprocess import InProcessLink
+    from uicc.usim import UsimClient
+
+    link = InProcessLink(card.engine)
+    client = UsimClient(link)
+    probe = client.probe_gsm()
+    assert (probe.answers, probe.sw, probe.df_gsm, probe.chv1_enabled) == (True, 0x9000, True, True)
+    assert client.read_iccid() == card.engine.profile.iccid  # the client re-selects afterwards
+
+    class UiccOnly:  # a card without the GSM class (such cards exist; none is in the lab)
+        name, atr = "uicc-only", None
+
+        def transmit(self, apdu: bytes) -> bytes:
+            return b"\x6e\x00" if apdu[0] == 0xA0 else link.transmit(apdu)
+
+        def close(self) -> None:
+            link.close()
+
+    probe = UsimClient(UiccOnly()).probe_gsm()
+    assert probe.to_json() == {
+        "answers": False,
+        "sw": "6E00",
+        "df_gsm": False,
+        "chv1_enabled": None,
+    }
