@@ -786,8 +786,12 @@ def verify_signature(msg: SignedMessage, public_key: ec.EllipticCurvePublicKey) 
 
 
 def _loads_canonical(data: bytes, what: str) -> Any:
+    # Text that is not UTF-8 decodes with replacement characters, so it does not re-encode to
+    # the bytes received and is refused below: cbor2's C decoder leaks the exception (and the
+    # frames of its traceback) it raises for such text in strict mode, which let any client
+    # grow the server's memory without bound.
     try:
-        value = cbor2.loads(data)
+        value = cbor2.loads(data, str_errors="replace")
         again = cbor2.dumps(value, canonical=True)
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError):
         raise RemoteProtocolError(f"{what}: not well-formed CBOR") from None

@@ -580,3 +580,21 @@ def test_toml_profiles_nested_too_deep_or_not_finite_are_bad_input(
     (tmp_path / "profile.toml").write_bytes(raw)
     with pytest.raises(BadInput):
         load_profile(tmp_path / "profile.toml")
+
+
+# ---- memory --------------------------------------------------------------------------------------
+
+
+def test_text_that_is_not_utf8_is_refused_without_growing_memory() -> None:
+    import gc
+
+    bad = b"\xa1\x61a\x62\xff\xfe"  # {"a": two bytes that are not UTF-8}
+    with pytest.raises(RemoteProtocolError):
+        m.decode(bad)
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(2000):
+        with pytest.raises(RemoteProtocolError):
+            m.decode(bad)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 200  # cbor2's C decoder leaked 2 objects per call
