@@ -94,6 +94,7 @@ from uicc.ota import (
 )
 
 __all__ = [
+    "KI_EXPORT_ENDPOINT",
     "STEPS",
     "CardKeys",
     "KiTransfer",
@@ -105,6 +106,7 @@ __all__ = [
     "build_package",
     "build_request",
     "deliver",
+    "http_exporter",
     "imsi_update_script",
     "open_package",
     "open_request",
@@ -119,6 +121,25 @@ Send = Callable[[bytes], bytes]
 Authenticate = Callable[[bytes, bytes], AkaResult]
 Progress = Callable[[str], None]
 Effects = Callable[[StoreTransaction], None]  # a step's writes, committed with its journal entry
+Exporter = Callable[[str, bytes], bytes]  # (holder, signed request) -> signed package
+KI_EXPORT_ENDPOINT = "sho/ki-export"  # POST /v1/sho/ki-export on SHO-A's `network serve`
+
+
+def http_exporter(
+    base_url: str, *, timeout: float = 30.0, tls_ca: str | bytes | None = None
+) -> Exporter:
+    """SHO-A's export at its own deployment (``trelab network serve`` at ``base_url``; HTTPS
+    with its pinned TLS CA ``tls_ca``, PEM): the signed request goes there, the signed,
+    encrypted package comes back. Its refusals arrive as the same typed errors as in-process
+    (Refused, SignatureInvalid, RemoteProtocolError, Unavailable)."""
+    from protocol.client import HttpTransport
+
+    transport = HttpTransport(base_url, timeout=timeout, tls_ca=tls_ca)
+
+    def export(holder: str, wire_request: bytes) -> bytes:
+        return transport.post(KI_EXPORT_ENDPOINT, wire_request)
+
+    return export
 
 
 def _nothing(tx: StoreTransaction) -> None:
@@ -410,10 +431,14 @@ class KiTransfer:
         *,
         now: Callable[[], int],
         random_bytes: Callable[[int], bytes] = os.urandom,
+        exporter: Exporter | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.keyring = keyring if keyring is not None else OtaKeyring(store)
+        # SHO-A's side of the exchange: in this process and store (one deployment holding
+        # both operators), or SHO-A's own deployment over HTTP (:func:`http_exporter`)
+        self._exporter: Exporter = exporter if exporter is not None else self.export
         self._now = now
         self._random = random_bytes
         self.now = now
@@ -470,9 +495,10 @@ class KiTransfer:
 
     # -- SHO-A: export --
 
-    def export(self, holder: str, wire_request: bytes) -> bytes:
+    def export(self, holder: str | None, wire_request: bytes) -> bytes:
         """SHO-A answers a request: checks it, marks its record "transferred" (K is kept: that
         is threat 2 of §7.1.2.3.1) and stops using the card's OTA keys; returns the signed package.
+        ``holder`` None: the SHO the request names (a deployment answering for its SHOs).
 
         Raises:
             SignatureInvalid, RemoteProtocolError: a bad request.
@@ -557,7 +583,10 @@ class KiTransfer:
                 f"card {iccid} was transferred for IMSI {self.keyring.journal(tid).old_imsi}"
             )
         if tid is None:
-            self._check_holder(holder, imsi, iccid)
+            if self._exporter == self.export:  # SHO-A's records are in this store
+                self._check_holder(holder, imsi, iccid)
+            # else SHO-A checks at its export; a refusal there leaves this journal entry with
+            # no step done, and running the transfer again asks SHO-A again
             tid = secrets.token_hex(8)
             self.keyring.put_journal(
                 tid,
@@ -734,7 +763,7 @@ class KiTransfer:
             now=self._now(),
             transfer_id=tid,
         )
-        package = self.export(holder, request.wire)
+        package = self._exporter(holder, request.wire)
         self._crash("ota:import:exported")
         subscription = open_package(package, request, ephemeral, self._sho(holder).key.public_key)
         del ephemeral  # forward secrecy: nothing can open the package again

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,39 @@ def test_card_info_reads_the_whole_card(lab: LabStatus, usim_reader: str) -> Non
     assert "(by the USIM)" in text.stdout and "ISIM a0000000871004" in text.stdout
     impi = next(line for line in text.stdout.splitlines() if line.startswith("ADF.ISIM/EF.IMPI"))
     assert "@ims.mnc001.mcc001.3gppnetwork.org" in impi
+
+
+def test_ims_aka_with_card_aka_isim(lab: LabStatus, tmp_path: Path) -> None:
+    """A card of its own on reader 1 (TS 35.208 Test Set 1): IMS AKA in its ISIM gives the
+    set's RES, CK and IK; the same challenge again is a synchronisation failure."""
+    from tests.card_process import READER_1, CardProcess
+    from tests.usim_vectors import milenage_cards, unique_iccid
+
+    v = milenage_cards()[0]
+    card = CardProcess(tmp_path / "card", dict(DEFAULT_PROFILE) | {"iccid": unique_iccid()})
+    card.start()
+    try:
+        argv = ["card", "aka", "--reader", READER_1, "--isim", "--rand", v.rand.hex(),
+                "--autn", v.autn.hex(), "--json"]  # fmt: skip
+        env = {**os.environ, "TRELAB_CARD_PIN": "1234"}
+        runs = [
+            subprocess.run(
+                [sys.executable, "-m", "host.cli", *argv],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            for _ in range(2)
+        ]
+    finally:
+        card.stop()
+    first, again = (json.loads(r.stdout) for r in runs)
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert (first["res"], first["ck"], first["ik"]) == (
+        v.expected["res"], v.expected["ck"], v.expected["ik"],
+    )  # fmt: skip
+    assert "kc" not in first
+    assert runs[1].returncode == 0 and again["result"] == "sync_failure"

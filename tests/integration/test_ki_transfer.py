@@ -261,3 +261,65 @@ def test_cli_refusals_are_one_line_and_change_nothing(
     no_keys = cli("ota", "send", "--reader", READER_1, "--counter", "1", "--apdu", "00b0870009")
     assert no_keys.returncode == 2 and "TRELAB_OTA_KIC" in no_keys.stderr
     assert "ota" not in json.loads(card.state.read_text())  # no packet reached the card
+
+
+def test_two_operator_deployments_over_http(
+    card: CardProcess, operators: dict[str, Path], tmp_path: Path, postgres: Any
+) -> None:
+    """SHO-A as its own deployment — `trelab network serve` on its own PostgreSQL database —
+    and SHO-B's `transfer ki` on its own SQLite store, asking SHO-A over HTTP."""
+    import select
+    import signal
+
+    name = f"sho_a_{os.getpid()}"
+    store_a = postgres.create_database(name)
+    store_b = tmp_path / "sho-b.db"
+    config = ["--config", str(operators["config"])]
+    done = cli("transfer", "register-card", "--sho", "sho-a", "--card-profile",
+               str(card.profile_file), *config, "--store", store_a, "--json")  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["created"], done.stderr
+    log = (tmp_path / "sho-a.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
+         *config, "--store", store_a, "--json"],
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        ready, _, _ = select.select([serve.stdout], [], [], 60)
+        url = json.loads(serve.stdout.readline())["listening"] if ready else None
+        assert url, (tmp_path / "sho-a.log").read_text()[-800:]
+        done = cli(
+            "transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b", *config,
+            "--store", str(store_b), "--holder", url, "--reader", READER_1, "--rotate-k",
+            "--json", env={"TRELAB_CARD_PIN": "1234"},
+        )  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        log.close()
+    report = json.loads(done.stdout)
+    new_imsi = report["transfer"]["new_imsi"]
+    assert [p["step"] for p in report["transfer"]["packets"]] == [
+        "keys-add", "keys-delete", "imsi", "k-rotation"
+    ]  # fmt: skip
+    assert report["card"] == {"iccid": card.iccid, "imsi": new_imsi}
+    assert report["attach"]["after_k_rotation"]["accepted"]
+    assert "deployment" in report["skipped"] and report["threats"] == {}
+    cfg = load_config(operators["config"] / "network.json")
+    a, b = Store(store_a, cfg.store_key), Store(store_b, cfg.store_key)
+    try:
+        with a.transaction() as tx:
+            old = tx.hss(OLD_IMSI)
+            assert old is not None and old.state == "transferred" and tx.hss(new_imsi) is None
+        with b.transaction() as tx:
+            new = tx.hss(new_imsi)
+            assert new is not None and new.state == "active" and tx.hss(OLD_IMSI) is None
+        assert ("sho-a", "ki-export") in {(e.actor, e.event) for e in a.audit_events()}
+        a.verify_audit()
+        b.verify_audit()
+    finally:
+        a.close()
+        b.close()
+        postgres.drop_database(name)

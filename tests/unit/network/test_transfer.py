@@ -411,3 +411,68 @@ def test_the_journal_is_typed_and_round_trips() -> None:
         TransferJournal.from_plain("t1", bad)
     with pytest.raises(CheckFailed, match="no new IMSI"):
         replace(j, new_imsi=None).imported_imsi()
+
+
+# ---- two operator deployments ---------------------------------------------------------------------
+
+
+def test_two_operator_deployments_transfer_over_http(store_url: str, tmp_path: Path) -> None:
+    """SHO-A and SHO-B as two deployments, each with its own store (SHO-A's on each engine),
+    SHO-A behind its own HTTP server: the signed request and the encrypted package cross the
+    network; each store ends with its own operator's records only."""
+    import time
+
+    from network.server import NetworkApp, running_server
+    from network.transfer import http_exporter
+    from tests.unit.network.conftest import opaque_builder
+
+    config = make_config()
+    store_a = Store(store_url, config.store_key)
+    store_b = Store(tmp_path / "sho-b.db", config.store_key)
+    try:
+        KiTransfer(config, store_a, now=lambda: int(time.time())).register_card(
+            "sho-a", subscription_of()
+        )
+        engine = UsimEngine(PROFILE, CardStore(tmp_path / "card.json"))
+        link = InProcessLink(engine)
+        client = UsimClient(link)
+        client.verify_pin("1234")
+        with running_server(NetworkApp(config, store_a, builder=opaque_builder)) as url_a:
+            sho_b = KiTransfer(
+                config, store_b, now=lambda: int(time.time()), exporter=http_exporter(url_a)
+            )
+            report = sho_b.run(holder="sho-a", requester="sho-b", imsi=PROFILE.imsi,
+                               iccid=PROFILE.iccid, send=link.transmit, rotate_k=True)  # fmt: skip
+            client.forget_selection()
+            attached = sho_b.attach(report["new_imsi"], lambda r, a: client.authenticate(r, a))
+            again, _ = build_request(config.shos["sho-b"].key, holder="sho-a",
+                                     imsi=PROFILE.imsi, iccid=PROFILE.iccid, now=int(time.time()))  # fmt: skip
+            with pytest.raises(Refused) as caught:  # SHO-A's refusal arrives typed, over HTTP
+                http_exporter(url_a)("sho-a", again.wire)
+        assert caught.value.code == "already-transferred"
+        assert attached["accepted"] and report["k_rotated"]
+        assert engine.imsi == report["new_imsi"] != PROFILE.imsi
+        with store_a.transaction() as tx:
+            old = tx.hss(PROFILE.imsi)
+            assert old is not None and old.state == "transferred" and tx.hss_count() == 1
+            assert tx.hss(report["new_imsi"]) is None
+        card_a = OtaKeyring(store_a).card("sho-a", PROFILE.iccid)
+        assert card_a is not None and card_a[1]["state"] == "transferred"
+        assert OtaKeyring(store_a).card("sho-b", PROFILE.iccid) is None
+        with store_b.transaction() as tx:
+            new = tx.hss(report["new_imsi"])
+            assert new is not None and (new.sho, new.state) == ("sho-b", "active")
+            assert tx.hss(PROFILE.imsi) is None and tx.hss_count() == 1
+        assert OtaKeyring(store_b).card("sho-a", PROFILE.iccid) is None
+        events_a = {(e.actor, e.event) for e in store_a.audit_events()}
+        events_b = {(e.actor, e.event) for e in store_b.audit_events()}
+        assert ("sho-a", "ki-export") in events_a and ("sho", "refused") in events_a
+        assert not any(event.startswith(("ki-import", "ota-", "k-rot")) for _, event in events_a)
+        for wanted in ("ki-import", "ota-imsi", "k-rotation", "ki-activate"):
+            assert ("sho-b", wanted) in events_b
+        assert ("sho-a", "ki-export") not in events_b
+        store_a.verify_audit()
+        store_b.verify_audit()
+    finally:
+        store_a.close()
+        store_b.close()

@@ -125,3 +125,30 @@ def test_a_card_without_isim_and_ara_m() -> None:
     assert not any(f.path.startswith("ADF.ISIM") for f in found.files)
     assert found.access_rules["ara_m"] is False
     assert found.suci is not None and found.suci["calculated_by"] == "usim"
+
+
+def test_ims_aka_through_the_host_client() -> None:
+    from aka.usim import AkaSuccess, AkaSyncFailure
+    from tests.usim_vectors import milenage_cards
+    from uicc.errors import NoUsimApplication
+
+    v = milenage_cards()[0]
+    client, _ = client_for(v.profile)
+    result = client.authenticate_ims(v.rand, v.autn)
+    assert isinstance(result, AkaSuccess)
+    got = result.to_json()
+    assert (got["res"], got["ck"], got["ik"]) == (
+        v.expected["res"],
+        v.expected["ck"],
+        v.expected["ik"],
+    )
+    assert isinstance(client.authenticate_ims(v.rand, v.autn), AkaSyncFailure)  # replayed
+    engine = UsimEngine(parse_profile(v.profile))
+    usim_only = UsimClient(_CardWithout(InProcessLink(engine), (fs.ISIM_AID,)))  # type: ignore[arg-type]
+    usim_only.verify_pin("1234")
+    try:
+        usim_only.authenticate_ims(v.rand, v.autn)
+    except NoUsimApplication as exc:
+        assert "no ISIM" in str(exc)
+    else:
+        raise AssertionError("a USIM-only card has no IMS AKA")
