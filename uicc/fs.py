@@ -30,6 +30,7 @@ __all__ = [
     "DF_GSM",
     "DF_GSM_ACCESS",
     "DF_MCS",
+    "DF_MULTIMEDIA",
     "DF_PHONEBOOK",
     "DF_SAIP",
     "DF_TELECOM",
@@ -73,6 +74,7 @@ __all__ = [
     "EF_KEYSPS",
     "EF_LI",
     "EF_LOCI",
+    "EF_MML",
     "EF_MSISDN",
     "EF_MST",
     "EF_NETPAR",
@@ -106,6 +108,7 @@ __all__ = [
     "SCHEME_IDS",
     "USIM_AID",
     "Access",
+    "BerTlvEF",
     "Codec",
     "CyclicEF",
     "Fcp",
@@ -118,11 +121,16 @@ __all__ = [
     "decode_imsi",
     "efs_under",
     "encode_bcd_swapped",
+    "encode_ber_length",
+    "encode_ber_tlv",
     "encode_iccid",
     "encode_imsi",
     "encode_tlv",
+    "parse_ber_tlvs",
     "parse_fcp",
     "parse_tlvs",
+    "read_ber_length",
+    "read_ber_tag",
 ]
 
 
@@ -269,6 +277,80 @@ def parse_tlvs(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+# -- BER-TLV data objects of BER-TLV structured EFs (TS 102 221 §11.3) -------------------------
+def read_ber_tag(data: bytes, i: int = 0) -> tuple[bytes, int]:
+    """The tag starting at ``data[i]`` (1 to 3 bytes, ISO/IEC 8825-1 coding) and where it ends.
+
+    Raises:
+        BadInput: no tag there, '00'/'FF', or a tag longer than 3 bytes.
+    """
+    if i >= len(data) or data[i] in (0x00, 0xFF):
+        raise BadInput("BER-TLV: no valid tag")
+    end = i + 1
+    if data[i] & 0x1F == 0x1F:
+        while True:
+            if end >= len(data) or end - i >= 3:
+                raise BadInput("BER-TLV: tag truncated or longer than 3 bytes")
+            end += 1
+            if not data[end - 1] & 0x80:
+                break
+    return data[i:end], end
+
+
+def read_ber_length(data: bytes, i: int) -> tuple[int, int]:
+    """A length coded on 1 to 4 bytes, shortest form only (TS 102 221 §11.3: '00'–'7F',
+    '81 80'–'81 FF', '82 0100'–'82 FFFF', '83 010000'–'83 FFFFFF') and where it ends.
+
+    Raises:
+        BadInput: truncated, or not the shortest coding.
+    """
+    if i >= len(data):
+        raise BadInput("BER-TLV: length missing")
+    first = data[i]
+    if first < 0x80:
+        return first, i + 1
+    count = first - 0x80
+    if not 1 <= count <= 3 or i + 1 + count > len(data):
+        raise BadInput(f"BER-TLV: length form {first:02X} unsupported or truncated")
+    value = int.from_bytes(data[i + 1 : i + 1 + count], "big")
+    if value < (0x80 if count == 1 else 1 << (8 * (count - 1))):
+        raise BadInput("BER-TLV: length not in its shortest form")
+    return value, i + 1 + count
+
+
+def encode_ber_length(length: int) -> bytes:
+    """Inverse of :func:`read_ber_length`."""
+    if length < 0x80:
+        return bytes([length])
+    for count in (1, 2, 3):
+        if length < 1 << (8 * count):
+            return bytes([0x80 | count]) + length.to_bytes(count, "big")
+    raise BadInput("BER-TLV: length beyond 16 MiB")
+
+
+def encode_ber_tlv(tag: bytes, value: bytes) -> bytes:
+    """One data object: tag ‖ length ‖ value."""
+    return tag + encode_ber_length(len(value)) + value
+
+
+def parse_ber_tlvs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (tag, value) data objects of a BER-TLV structured EF's content, in order.
+
+    Raises:
+        BadInput: a malformed or truncated object.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(data):
+        tag, i = read_ber_tag(data, i)
+        length, i = read_ber_length(data, i)
+        if i + length > len(data):
+            raise BadInput(f"BER-TLV {tag.hex()}: value truncated")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
 @dataclass(frozen=True)
 class Fcp:
     """What a SELECT's FCP template (tag 62) says about a file (TS 102 221 §11.1.1.3)."""
@@ -285,13 +367,16 @@ class Fcp:
 
     @property
     def is_df(self) -> bool:
-        return bool(self.descriptor) and self.descriptor[0] & 0x38 == 0x38
+        return bool(self.descriptor) and self.descriptor[0] & 0x3F == 0x38
 
     @property
     def structure(self) -> str:
-        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"`` or ``"unknown"``."""
+        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"``, ``"ber-tlv"`` or
+        ``"unknown"``."""
         if self.is_df:
             return "df"
+        if self.descriptor and self.descriptor[0] & 0x3F == 0x39:  # TS 102 221 Table 11.5
+            return "ber-tlv"
         kind = self.descriptor[0] & 0x07 if self.descriptor else 0
         return {1: "transparent", 2: "linear-fixed", 6: "cyclic"}.get(kind, "unknown")
 
@@ -1248,6 +1333,27 @@ def _record_hex_codec(name: str) -> Codec:
     return Codec(name, decode, encode)
 
 
+def _ber_tlv_codec(name: str) -> Codec:
+    """A BER-TLV structured EF's data objects as [{"tag": hex, "value": hex}, …] in file order."""
+
+    def decode(data: bytes) -> list[dict[str, str]]:
+        return [{"tag": t.hex(), "value": v.hex()} for t, v in parse_ber_tlvs(data)]
+
+    def encode(objects: list[dict[str, str]], size: int) -> bytes:
+        try:
+            raw = b"".join(
+                encode_ber_tlv(bytes.fromhex(o["tag"]), bytes.fromhex(o["value"])) for o in objects
+            )
+        except (KeyError, ValueError):
+            raise BadInput(f"{name}: objects need hex 'tag' and 'value'") from None
+        if len(raw) > size:
+            raise BadInput(f"{name}: {len(raw)} bytes of objects do not fit in {size}")
+        parse_ber_tlvs(raw)  # every tag valid
+        return raw
+
+    return Codec(name, decode, encode)
+
+
 # -- declarations --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TransparentEF:
@@ -1308,7 +1414,31 @@ class CyclicEF(LinearFixedEF):
     structure = "cyclic"
 
 
-EF = TransparentEF | LinearFixedEF
+@dataclass(frozen=True)
+class BerTlvEF:
+    """A BER-TLV structured EF (TS 102 221 §8.2.2.4): data objects found by their tag, read
+    with RETRIEVE DATA and written with SET DATA; ``size`` bytes are reserved for all of them.
+    Its content is the objects one after the other (no padding)."""
+
+    fid: int
+    name: str
+    size: int
+    codec: Codec
+    sfid: int | None = None
+    read: Access = Access.ALW
+    update: Access = Access.ADM1
+    default: bytes | None = None  # None: no data object
+    samples: tuple[tuple[bytes, object], ...] = ()
+    service: int | None = None
+    holds_keys: bool = False
+
+    structure = "ber-tlv"
+
+    def initial(self) -> bytes:
+        return self.default if self.default is not None else b""
+
+
+EF = TransparentEF | LinearFixedEF | BerTlvEF
 
 
 @dataclass(frozen=True)
@@ -2263,7 +2393,29 @@ EF_MST = TransparentEF(
     samples=((b"\x00", ()),),
 )
 DF_MCS = DF(0x5F3D, "DF.MCS", children=(EF_MST,))
-DF_TELECOM = DF(0x7F10, "DF.TELECOM", children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS))
+# DF.MULTIMEDIA (TS 31.102 §4.6.3): EF.MML, the multimedia messages list, is a BER-TLV
+# structured EF (§4.6.3.1); its objects are written and read whole with SET/RETRIEVE DATA.
+EF_MML = BerTlvEF(
+    0x4F47,
+    "EF.MML",
+    1024,
+    _ber_tlv_codec("mml"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (b"", []),
+        (
+            bytes.fromhex("8003010203a1028100"),
+            [{"tag": "80", "value": "010203"}, {"tag": "a1", "value": "8100"}],
+        ),
+    ),
+)
+DF_MULTIMEDIA = DF(0x5F3B, "DF.MULTIMEDIA", children=(EF_MML,))
+DF_TELECOM = DF(
+    0x7F10,
+    "DF.TELECOM",
+    children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS, DF_MULTIMEDIA),
+)
 
 # -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
 ISIM_AID = bytes.fromhex("a0000000871004ffffffff8907090000")

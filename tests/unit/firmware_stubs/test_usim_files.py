@@ -131,6 +131,16 @@ def _read(card: Card, name: str) -> Any:
             assert sw == 0x9000
             out.append(ef.codec.decode(data))
         return out
+    if isinstance(ef, fs.BerTlvEF):  # the tag list, then each object (RETRIEVE DATA)
+        listed, sw = card.send(b"\x80\xcb\x00\x80\x01\x5c\x00")
+        assert sw == 0x9000 and listed[0] == 0x5C, name
+        tags, content, i = listed[2:], b"", 0
+        while i < len(tags):
+            tag, i = fs.read_ber_tag(tags, i)
+            obj, sw = card.send(b"\x80\xcb\x00\x80" + bytes([len(tag)]) + tag + b"\x00")
+            assert sw == 0x9000, name
+            content += obj
+        return ef.codec.decode(content)
     data, sw = card.send(bytes([0, 0xB0, 0, 0, (fcp.size or 0) & 0xFF]))
     assert sw == 0x9000, (name, hex(sw))
     return ef.codec.decode(data)
