@@ -410,6 +410,10 @@ class _Run:
             "active_mids": by_state.get("ACTIVE", 0),
         }
 
+    def _postgres_cpu(self) -> float:
+        pid = self.postgres.status().pid if self.postgres is not None else None
+        return (_tree_cpu_seconds(pid) or 0.0) if pid else 0.0
+
     def server_side(
         self, workers: Sequence[int], provisionings: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -442,6 +446,7 @@ class _Run:
             folder,
             workers,
             store_url=postgres.create_database if postgres is not None else None,
+            store_cpu=self._postgres_cpu if postgres is not None else None,
             say=self.say,
         )
         return cpu, alone

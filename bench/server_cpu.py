@@ -39,6 +39,8 @@ from typing import Any
 
 __all__ = ["measure_server_alone", "measure_server_cpu"]
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
 _BUILTIN = re.compile(r"<method '(\w+)' of '([\w.]+)' objects>")
 _CRYPTO_MODULES = ("cryptography.hazmat.bindings", "_hashlib", "_hmac", "_sha2", "_blake2")
 
@@ -267,15 +269,18 @@ def measure_server_alone(
     work: Path,
     workers: Iterable[int],
     *,
-    requests: int = 120,
+    requests: int = 400,
     store_url: Callable[[str], str] | None = None,
+    store_cpu: Callable[[], float] | None = None,
     say: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
     """Pass 2 (module doc): for each worker count, a fresh server and store, ``requests``
     fresh registrations sent by ``2 × workers`` client threads. ``start_server(store, log,
     workers)`` starts ``trelab network serve`` (``.url``, ``.pid``, ``.stop()``);
     ``tree_cpu(pid)`` is the CPU time of a process and its children; ``store_url(name)`` gives
-    a fresh store location (default: a SQLite file under ``work``)."""
+    a fresh store location (default: a SQLite file under ``work``); ``store_cpu()`` the CPU
+    time of the database server so far (PostgreSQL), counted with the server's."""
+    from bench.throughput import host_busy_ticks
     from protocol.client import HttpTransport
 
     make = _register_maker(recorded)
@@ -310,6 +315,8 @@ def measure_server_alone(
 
             threads = [threading.Thread(target=client) for _ in range(2 * count)]
             cpu_before = tree_cpu(server.pid) or 0.0
+            db_before = store_cpu() if store_cpu else 0.0
+            host_before = host_busy_ticks(Path("/proc/stat").read_text())
             client_before = time.process_time()
             started = time.monotonic()
             for thread in threads:
@@ -318,6 +325,8 @@ def measure_server_alone(
                 thread.join()
             wall = time.monotonic() - started
             server_cpu = (tree_cpu(server.pid) or 0.0) - cpu_before
+            db_cpu = (store_cpu() if store_cpu else 0.0) - db_before
+            host = (host_busy_ticks(Path("/proc/stat").read_text()) - host_before) / _TICK
             client_cpu = time.process_time() - client_before
         finally:
             server.stop()
@@ -331,12 +340,14 @@ def measure_server_alone(
             "per_s": round(done / wall, 1) if wall > 0 else None,
             "server_cpu_ms_per_request": round(server_cpu * 1000 / done, 2) if done else None,
             "server_cores_busy": round(server_cpu / wall, 2) if wall > 0 else None,
+            "database_cpu_ms_per_request": round(db_cpu * 1000 / done, 2) if done else None,
+            "host_cores_busy": round(host / wall, 2) if wall > 0 else None,
             "client_cpu_s": round(client_cpu, 2),
             "errors": errors[:3],
         }
         say(
-            f"server alone: {count} workers: {level['per_s']} registrations/s, "
-            f"{level['server_cores_busy']} cores busy"
+            f"server alone: {count} workers: {level['per_s']} registrations/s, server "
+            f"{level['server_cores_busy']} cores busy, host {level['host_cores_busy']}"
         )
         levels.append(level)
     return {
