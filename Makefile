@@ -7,6 +7,9 @@ VENV := .venv/bin
 TPM_TESTS := tests/integration/test_tpm_mid.py tests/integration/test_tpm_identity.py \
 	tests/integration/test_tpm_bus_protection.py tests/integration/test_tpm_lifecycle_index.py \
 	tests/integration/test_attest.py
+# The lean session layer's modules (a swtpm of their own each): again behind tpm2-abrmd only,
+# since a part's profile changes the lab's TPM, not theirs.
+LEAN_TESTS := tests/integration/test_tpm_lean.py tests/integration/test_tpm_lean_mid.py
 TPM_PROFILES = $(shell $(VENV)/python -c "from firmware_stubs.tpm_proxy.profiles import names; print(*names())")
 
 setup:
@@ -26,7 +29,7 @@ test: setup lint
 	$(MAKE) --no-print-directory test-tpm-fronts
 
 test-tpm-fronts: setup
-	$(VENV)/python -m pytest -q --resource-manager abrmd $(TPM_TESTS)
+	$(VENV)/python -m pytest -q --resource-manager abrmd $(TPM_TESTS) $(LEAN_TESTS)
 	for part in $(TPM_PROFILES); do \
 		$(VENV)/python -m pytest -q --tpm-profile $$part $(TPM_TESTS) || exit 1; \
 	done

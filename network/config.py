@@ -177,7 +177,7 @@ def _load_cas(base: Path, value: Any, default: Path | None) -> tuple[x509.Certif
             raise BadConfig(f"trusted_cas: {path} does not exist (trelab lab up makes the lab CA)")
         try:
             certs += x509.load_pem_x509_certificates(_read(path, "trusted_cas"))
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise BadConfig(f"trusted_cas: {path} holds no PEM certificate") from None
     return tuple(certs)
 

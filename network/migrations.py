@@ -115,6 +115,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
         ),
     ),
+    Migration(
+        2,
+        "the operators' OTA key sets and counters, and the journal of Ki transfers",
+        (
+            """CREATE TABLE IF NOT EXISTS ota_cards (
+    sho TEXT NOT NULL, iccid TEXT NOT NULL, keysets BLOB NOT NULL, counters TEXT NOT NULL,
+    meta TEXT NOT NULL, PRIMARY KEY (sho, iccid))""",
+            """CREATE TABLE IF NOT EXISTS ota_transfers (
+    transfer_id TEXT PRIMARY KEY, iccid TEXT NOT NULL, holder TEXT NOT NULL,
+    requester TEXT NOT NULL, started INTEGER NOT NULL, journal TEXT NOT NULL)""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

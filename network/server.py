@@ -10,6 +10,8 @@ answers with the reply message (200) or an :class:`~protocol.messages.Error` (40
 out of order, 403 refused, 404 no such endpoint, 411 no Content-Length, 413 too large, 415 not
 CBOR, 503 a part is unavailable, 500 a bug). ``GET /v1/health`` and ``GET /v1/trust`` (the
 public keys a TRE pins, JSON) need no body. An ICF grant travels as ``Authorization: PCID <hex>``.
+``POST /v1/sho/ki-export`` is SHO-A's side of a Ki transfer between two deployments
+(:mod:`network.transfer`): another SHO's signed request in, the signed, encrypted package out.
 
 Each request is one store transaction; its reply is stored with its effects, so a retry of
 the same request (after a crash, a lost reply) gets the same reply and changes nothing — also
@@ -48,6 +50,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from network.config import NetworkConfig, device_trust
 from network.roles import ENDPOINTS, Operator, PackageBuilder, Trust
 from network.store import Store
+from network.transfer import KI_EXPORT_ENDPOINT
 from protocol.errors import (
     BadInput,
     CheckFailed,
@@ -209,7 +212,9 @@ class NetworkApp:
         if method == "GET" and path == "/v1/trust":
             text = json.dumps(device_trust(self.config), indent=2) + "\n"
             return Response(200, text.encode(), "application/json")
-        if not path.startswith("/v1/") or path[4:] not in ENDPOINTS:
+        if not path.startswith("/v1/") or (
+            path[4:] not in ENDPOINTS and path[4:] != KI_EXPORT_ENDPOINT
+        ):
             return _error(404, "no-endpoint", f"no endpoint {path[:80]!r}")
         if method != "POST":
             return _error(405, "method", "use POST with an application/cbor body")
@@ -239,6 +244,8 @@ class NetworkApp:
         request_id = hashlib.sha256(endpoint.encode() + b"\0" + body).digest()
         now = self.now()
         try:
+            if endpoint == KI_EXPORT_ENDPOINT:  # SHO-A's side of a Ki transfer (its own steps)
+                return Response(200, self._ki_export(body))
             with self.store.transaction() as tx:
                 cached = tx.response(request_id)
                 if cached is not None:
@@ -265,6 +272,13 @@ class NetworkApp:
         except Exception:  # a bug: log it here, tell the client only that it happened
             _LOG.exception("POST /v1/%s: internal error", endpoint)
             return _error(500, "internal", "internal error in the network (logged)", body)
+
+    def _ki_export(self, body: bytes) -> bytes:
+        """Alternative 3a: another SHO's signed request for a subscription this deployment's
+        SHO holds; answers the signed, encrypted package (:meth:`KiTransfer.export`)."""
+        from network.transfer import KiTransfer
+
+        return KiTransfer(self.config, self.store, now=self.now).export(None, body)
 
     def _refused(
         self, status: int, code: str, exc: TrelabError, endpoint: str, body: bytes, now: int

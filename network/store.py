@@ -48,7 +48,7 @@ from network.engines import (
     open_engine,
 )
 from network.migrations import LATEST, MIGRATIONS
-from protocol.errors import BadConfig, CheckFailed
+from protocol.errors import BadConfig, BadInput, CheckFailed
 from protocol.records import (
     AuditEvent,
     DeviceRecord,
@@ -441,6 +441,81 @@ class StoreTransaction:
             (r.mid_id, r.transition, r.sho, r.state, r.sequence),
         )
 
+    # -- OTA key sets and Ki transfers (Alternative 3a, network.transfer) ---------------------
+
+    def ota_card(
+        self, sho: str, iccid: str
+    ) -> tuple[dict[int, bytes], dict[int, int], dict[str, Any]] | None:
+        """(key sets by version — opened —, counters by version, facts) of a card ``sho``
+        manages, locked for this transaction; or None."""
+        row = self._one(
+            f"SELECT keysets, counters, meta FROM ota_cards WHERE sho = ? AND iccid = ?{self._lock}",  # noqa: S608
+            sho,
+            iccid,
+        )
+        if row is None:
+            return None
+        keysets = {
+            int(kvn): self._sealer.open(f"ota/{sho}/{iccid}/kvn{int(kvn)}", bytes(sealed))
+            for kvn, sealed in _uncbor(bytes(row[0])).items()
+        }
+        counters = {int(k): int(v) for k, v in json.loads(row[1]).items()}
+        return keysets, counters, json.loads(row[2])
+
+    def put_ota_card(
+        self,
+        sho: str,
+        iccid: str,
+        keysets: Mapping[int, bytes],
+        counters: Mapping[int, int],
+        meta: Mapping[str, Any],
+    ) -> None:
+        sealed = {
+            kvn: self._sealer.seal(f"ota/{sho}/{iccid}/kvn{kvn}", data)
+            for kvn, data in keysets.items()
+        }
+        self._db.execute(
+            _upsert("ota_cards", ("sho", "iccid", "keysets", "counters", "meta"), ("sho", "iccid")),
+            (
+                sho,
+                iccid,
+                _cbor(sealed),
+                json.dumps({str(k): v for k, v in counters.items()}, sort_keys=True),
+                json.dumps(dict(meta), sort_keys=True),
+            ),
+        )
+
+    def ota_transfer(self, transfer_id: str) -> Any:
+        """The journal document of a Ki transfer (locked for this transaction), or None."""
+        row = self._row("ota_transfers", "transfer_id", transfer_id)
+        if row is None:
+            return None
+        try:
+            return json.loads(row[5])
+        except (ValueError, RecursionError):
+            raise BadInput("not JSON", field=f"OTA keyring: transfer {transfer_id}") from None
+
+    def ota_transfer_ids(self, iccid: str, holder: str, requester: str) -> list[tuple[int, str]]:
+        """(started, transfer id) of this card's transfers between these operators."""
+        rows = self._db.execute(
+            "SELECT started, transfer_id FROM ota_transfers"
+            " WHERE iccid = ? AND holder = ? AND requester = ?",
+            (iccid, holder, requester),
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def put_ota_transfer(
+        self, transfer_id: str, iccid: str, holder: str, requester: str, started: int, doc: Any
+    ) -> None:
+        self._db.execute(
+            _upsert(
+                "ota_transfers",
+                ("transfer_id", "iccid", "holder", "requester", "started", "journal"),
+                ("transfer_id",),
+            ),
+            (transfer_id, iccid, holder, requester, started, json.dumps(doc, sort_keys=True)),
+        )
+
     # -- audit ------------------------------------------------------------------------------
 
     def audit(
@@ -565,6 +640,14 @@ class Store:
                 if attempt == attempts:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def seal(self, where: str, data: bytes) -> bytes:
+        """``data`` sealed under the store key, bound to ``where``."""
+        return self._sealer.seal(where, data)
+
+    def unseal(self, where: str, sealed: bytes) -> bytes:
+        """Raises: CheckFailed: altered, moved, or sealed under another key."""
+        return self._sealer.open(where, sealed)
 
     def close(self) -> None:
         self._engine.close()

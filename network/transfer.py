@@ -1,4 +1,4 @@
-"""Edge: the operator's SQLite store (:mod:`network.store`) and its OTA key file. Alternative 3a
+"""Edge: the operator store (:mod:`network.store`), which also keeps the OTA keys. Alternative 3a
 of TR 33.812 (Ki transfer, §7.1.2.3.1): SHO-A hands a subscription to SHO-B, SHO-B imports
 it into its HSS and rewrites the card over the air; the card itself is reached through a
 ``send(apdu) -> response`` callable (PC/SC or a modem's AT+CSIM), never from here.
@@ -8,7 +8,8 @@ subscription only the requester can decrypt — is pure and lives in
 :mod:`network.transfer_channel` (re-exported here).
 
 What SHO-B then does, one secured packet each (:mod:`uicc.ota`), resumable after a crash at any
-point (every step is journaled before and after; counters are reserved before sending):
+point (what a step draws — new keys, a counter — is committed before its packet leaves; its
+effects on the store and its journal entry commit in one transaction after):
 
 - ``keys-add``: RAM PUT KEY of a new key set (under the transferred one);
 - ``keys-delete``: RAM DELETE of the transferred key sets (under the new one) — SHO-A's OTA
@@ -24,8 +25,8 @@ point (every step is journaled before and after; counters are reserved before se
 Test hook: ``TRELAB_TEST_CRASH_AT=ota:<step>:<reserved|sent|done>`` or
 ``ota:import:exported`` (:mod:`trelab.crash`, read when a :class:`KiTransfer` is made) SIGKILLs
 the process running the transfer with a packet's counter reserved but nothing sent, with its PoR
-received but not yet acted on, after a step but before the journal records it, or after SHO-A's
-export but before SHO-B's import.
+received but not yet acted on, inside a step's closing transaction (so neither its effects nor
+its journal entry are recorded), or after SHO-A's export but before SHO-B's import.
 
 Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it deleted it
 (TR 33.812's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
@@ -39,12 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -54,7 +53,7 @@ from aka.hss import Hss, Subscriber
 from aka.sqn import SqnGenerator
 from aka.usim import AkaResult, AkaSuccess, AkaSyncFailure
 from network.config import NetworkConfig
-from network.store import Sealer, Store, StoreTransaction
+from network.store import Store, StoreTransaction
 from network.transfer_channel import (
     CardKeys,
     Subscription,
@@ -68,7 +67,6 @@ from network.transfer_channel import (
 )
 from protocol.errors import Refused, RemoteProtocolError
 from protocol.records import HssRecord
-from trelab.atomic import atomic_write_text, file_lock
 from trelab.crash import TRANSFER_CRASH_ENV, crash_hook, no_crash
 from trelab.errors import BadInput, CheckFailed, LocalProtocolError
 from uicc import fs
@@ -96,6 +94,7 @@ from uicc.ota import (
 )
 
 __all__ = [
+    "KI_EXPORT_ENDPOINT",
     "STEPS",
     "CardKeys",
     "KiTransfer",
@@ -107,6 +106,7 @@ __all__ = [
     "build_package",
     "build_request",
     "deliver",
+    "http_exporter",
     "imsi_update_script",
     "open_package",
     "open_request",
@@ -114,21 +114,44 @@ __all__ = [
 ]
 
 STEPS = ("import", "keys-add", "keys-delete", "imsi", "k-rotation", "activate")
-_KEYRING_VERSION = 1
 _SW_OK = 0x9000
 _SW_NOT_FOUND = 0x6A88
 
 Send = Callable[[bytes], bytes]
 Authenticate = Callable[[bytes, bytes], AkaResult]
 Progress = Callable[[str], None]
+Effects = Callable[[StoreTransaction], None]  # a step's writes, committed with its journal entry
+Exporter = Callable[[str, bytes], bytes]  # (holder, signed request) -> signed package
+KI_EXPORT_ENDPOINT = "sho/ki-export"  # POST /v1/sho/ki-export on SHO-A's `network serve`
 
 
-# ---- the operators' OTA key file ----------------------------------------------------------------
+def http_exporter(
+    base_url: str, *, timeout: float = 30.0, tls_ca: str | bytes | None = None
+) -> Exporter:
+    """SHO-A's export at its own deployment (``trelab network serve`` at ``base_url``; HTTPS
+    with its pinned TLS CA ``tls_ca``, PEM): the signed request goes there, the signed,
+    encrypted package comes back. Its refusals arrive as the same typed errors as in-process
+    (Refused, SignatureInvalid, RemoteProtocolError, Unavailable)."""
+    from protocol.client import HttpTransport
+
+    transport = HttpTransport(base_url, timeout=timeout, tls_ca=tls_ca)
+
+    def export(holder: str, wire_request: bytes) -> bytes:
+        return transport.post(KI_EXPORT_ENDPOINT, wire_request)
+
+    return export
+
+
+def _nothing(tx: StoreTransaction) -> None:
+    """A step with no effect on the store (only its journal entry)."""
+
+
+# ---- the operators' OTA keys, in the store --------------------
 
 
 @dataclass(frozen=True)
 class TransferJournal:
-    """One transfer in progress, as the keyring file keeps it: who hands what to whom, the
+    """One transfer in progress, as the store keeps it: who hands what to whom, the
     steps done, and the sealed secrets drawn for it (so a resumed run uses the same ones)."""
 
     holder: str
@@ -207,122 +230,117 @@ class TransferJournal:
 class OtaKeyring:
     """Per operator and card (ICCID): OTA key sets (sealed with the store key, AES-GCM, the
     associated data naming operator, card and version) and the last counter used; plus the
-    journal of transfers in progress. One JSON file, rewritten atomically on every change —
-    a counter is on disk before the packet that uses it leaves; read-modify-write under an
-    exclusive lock (``<file>.lock``), so two runs never hand out the same counter."""
+    journal of transfers in progress — tables of the operator store (:mod:`network.store`), so
+    a step's key changes, HSS changes, audit entries and journal entry commit together. Every
+    method runs in the transaction ``tx`` it is given, else in one of its own; a counter is
+    committed before the packet that uses it leaves, and two runs (or two servers) never draw
+    the same one (the card's row is locked)."""
 
-    def __init__(self, path: str | os.PathLike[str], store_key: bytes) -> None:
-        self.path = Path(path)
-        self._sealer = Sealer(store_key)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def __repr__(self) -> str:
-        return f"OtaKeyring({str(self.path)!r})"
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            doc: dict[str, Any] = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {"version": _KEYRING_VERSION, "cards": {}, "transfers": {}}
-        except (OSError, ValueError, RecursionError) as exc:
-            raise BadInput(f"OTA key file {self.path}: unreadable ({type(exc).__name__})") from None
-        if not isinstance(doc, dict) or doc.get("version") != _KEYRING_VERSION:
-            raise BadInput(f"OTA key file {self.path}: unsupported version")
-        return doc
-
-    def _save(self, doc: dict[str, Any]) -> None:
-        atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        return f"OtaKeyring({self.store!r})"
 
     @contextlib.contextmanager
-    def _update(self) -> Iterator[dict[str, Any]]:
-        """The document, locked for one read-modify-write; saved if the block completes."""
-        with file_lock(self.path.with_name(self.path.name + ".lock")):
-            doc = self._load()
-            yield doc
-            self._save(doc)
+    def _tx(self, tx: StoreTransaction | None) -> Iterator[StoreTransaction]:
+        if tx is not None:
+            yield tx
+            return
+        with self.store.transaction() as own:
+            yield own
 
-    def _where(self, sho: str, iccid: str, what: str) -> str:
-        return f"ota/{sho}/{iccid}/{what}"
-
-    def card(self, sho: str, iccid: str) -> tuple[CardKeys, dict[str, Any]] | None:
-        """(keys, entry) of a card this operator manages, or None."""
-        entry = self._load()["cards"].get(f"{sho}/{iccid}")
-        if entry is None:
+    def card(
+        self, sho: str, iccid: str, tx: StoreTransaction | None = None
+    ) -> tuple[CardKeys, dict[str, Any]] | None:
+        """(keys, facts: imsi, state, transferred_to) of a card this operator manages, or None."""
+        with self._tx(tx) as t:
+            found = t.ota_card(sho, iccid)
+        if found is None:
             return None
-        keysets = tuple(
-            _keyset_from(self._sealer.open(self._where(sho, iccid, f"kvn{kvn}"), bytes.fromhex(s)))
-            for kvn, s in sorted(entry["keysets"].items(), key=lambda i: int(i[0]))
-        )
-        counters = {int(k): int(v) for k, v in entry["counters"].items()}
-        return CardKeys(keysets, counters), entry
+        keysets, counters, meta = found
+        return CardKeys(tuple(_keyset_from(keysets[v]) for v in sorted(keysets)), counters), meta
 
-    def put_card(self, sho: str, iccid: str, keys: CardKeys, **meta: Any) -> None:
-        with self._update() as doc:
-            self._put_card(doc, sho, iccid, keys, meta)
-
-    def _put_card(
-        self, doc: dict[str, Any], sho: str, iccid: str, keys: CardKeys, meta: Mapping[str, Any]
+    def put_card(
+        self,
+        sho: str,
+        iccid: str,
+        keys: CardKeys,
+        tx: StoreTransaction | None = None,
+        **meta: Any,
     ) -> None:
-        old = doc["cards"].get(f"{sho}/{iccid}", {})
-        counters = {str(k): v for k, v in keys.counters.items()}
-        for kvn, value in old.get("counters", {}).items():  # counters never go back
-            counters[kvn] = max(int(value), int(counters.get(kvn, 0)))
-        doc["cards"][f"{sho}/{iccid}"] = {
-            **{k: v for k, v in old.items() if k not in ("keysets", "counters")},
-            **meta,
-            "keysets": {
-                str(ks.kvn): self._sealer.seal(
-                    self._where(sho, iccid, f"kvn{ks.kvn}"), _keyset_bytes(ks)
-                ).hex()
-                for ks in keys.keysets
-            },
-            "counters": counters,
-        }
+        """Store the card's key sets; counters never go back; facts are merged."""
+        with self._tx(tx) as t:
+            old = t.ota_card(sho, iccid)
+            counters = dict(keys.counters)
+            facts: dict[str, Any] = {}
+            if old is not None:
+                facts = old[2]
+                for kvn, value in old[1].items():
+                    counters[kvn] = max(value, counters.get(kvn, 0))
+            t.put_ota_card(
+                sho,
+                iccid,
+                {ks.kvn: _keyset_bytes(ks) for ks in keys.keysets},
+                counters,
+                {**facts, **meta},
+            )
 
     def reserve_counter(self, sho: str, iccid: str, kvn: int) -> int:
-        """The next counter for key version ``kvn`` — on disk before it is returned."""
-        with self._update() as doc:
-            entry = doc["cards"].get(f"{sho}/{iccid}")
-            if entry is None:
+        """The next counter for key version ``kvn`` — committed before it is returned."""
+        with self.store.transaction() as t:
+            found = t.ota_card(sho, iccid)
+            if found is None:
                 raise BadInput(f"{sho} holds no OTA keys for card {iccid}")
-            value = int(entry["counters"].get(str(kvn), 0)) + 1
-            entry["counters"][str(kvn)] = value
+            keysets, counters, meta = found
+            value = counters.get(kvn, 0) + 1
+            t.put_ota_card(sho, iccid, keysets, {**counters, kvn: value}, meta)
         return value
 
-    def set_state(self, sho: str, iccid: str, state: str, **meta: Any) -> None:
-        with self._update() as doc:
-            doc["cards"][f"{sho}/{iccid}"].update(meta, state=state)
+    def set_state(
+        self, sho: str, iccid: str, state: str, tx: StoreTransaction | None = None, **meta: Any
+    ) -> None:
+        with self._tx(tx) as t:
+            found = t.ota_card(sho, iccid)
+            if found is None:
+                raise BadInput(f"{sho} holds no OTA keys for card {iccid}")
+            keysets, counters, facts = found
+            t.put_ota_card(sho, iccid, keysets, counters, {**facts, **meta, "state": state})
 
     # -- transfer journal --
 
-    def journal(self, transfer_id: str) -> TransferJournal:
+    def journal(self, transfer_id: str, tx: StoreTransaction | None = None) -> TransferJournal:
         """Raises: BadInput: no such transfer, or a malformed entry."""
-        entry = self._load()["transfers"].get(transfer_id)
+        with self._tx(tx) as t:
+            entry = t.ota_transfer(transfer_id)
         if entry is None:
             raise BadInput(f"no transfer {transfer_id} in the OTA keyring")
         return TransferJournal.from_plain(transfer_id, entry)
 
     def find_transfer(self, iccid: str, holder: str, requester: str) -> str | None:
         """The id of the latest transfer of this card between these operators, if any."""
-        journals = {
-            str(tid): TransferJournal.from_plain(str(tid), entry)
-            for tid, entry in self._load()["transfers"].items()
-        }
-        found = [
-            (j.started, tid)
-            for tid, j in journals.items()
-            if (j.iccid, j.holder, j.requester) == (iccid, holder, requester)
-        ]
+        with self.store.transaction() as t:
+            found = t.ota_transfer_ids(iccid, holder, requester)
         return max(found)[1] if found else None
 
-    def put_journal(self, transfer_id: str, journal: TransferJournal) -> None:
-        with self._update() as doc:
-            doc["transfers"][transfer_id] = journal.to_plain()
+    def put_journal(
+        self, transfer_id: str, journal: TransferJournal, tx: StoreTransaction | None = None
+    ) -> None:
+        with self._tx(tx) as t:
+            t.put_ota_transfer(
+                transfer_id,
+                journal.iccid,
+                journal.holder,
+                journal.requester,
+                journal.started,
+                journal.to_plain(),
+            )
 
     def seal(self, where: str, data: bytes) -> str:
-        return self._sealer.seal(where, data).hex()
+        return self.store.seal(where, data).hex()
 
     def unseal(self, where: str, sealed: str) -> bytes:
-        return self._sealer.open(where, bytes.fromhex(sealed))
+        return self.store.unseal(where, bytes.fromhex(sealed))
 
 
 def _keyset_bytes(ks: Keyset) -> bytes:
@@ -409,14 +427,18 @@ class KiTransfer:
         self,
         config: NetworkConfig,
         store: Store,
-        keyring: OtaKeyring,
+        keyring: OtaKeyring | None = None,
         *,
         now: Callable[[], int],
         random_bytes: Callable[[int], bytes] = os.urandom,
+        exporter: Exporter | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.keyring = keyring
+        self.keyring = keyring if keyring is not None else OtaKeyring(store)
+        # SHO-A's side of the exchange: in this process and store (one deployment holding
+        # both operators), or SHO-A's own deployment over HTTP (:func:`http_exporter`)
+        self._exporter: Exporter = exporter if exporter is not None else self.export
         self._now = now
         self._random = random_bytes
         self.now = now
@@ -463,18 +485,20 @@ class KiTransfer:
                     self._now(), sho, "hss-record", subscription.imsi, {"card": subscription.iccid}
                 )
                 created = True
-        if self.keyring.card(sho, subscription.iccid) is None:
-            self.keyring.put_card(
-                sho, subscription.iccid, subscription.ota, imsi=subscription.imsi, state="active"
-            )
-            created = True
+            if self.keyring.card(sho, subscription.iccid, tx) is None:
+                self.keyring.put_card(
+                    sho, subscription.iccid, subscription.ota, tx,
+                    imsi=subscription.imsi, state="active",
+                )  # fmt: skip
+                created = True
         return created
 
     # -- SHO-A: export --
 
-    def export(self, holder: str, wire_request: bytes) -> bytes:
+    def export(self, holder: str | None, wire_request: bytes) -> bytes:
         """SHO-A answers a request: checks it, marks its record "transferred" (K is kept: that
         is threat 2 of §7.1.2.3.1) and stops using the card's OTA keys; returns the signed package.
+        ``holder`` None: the SHO the request names (a deployment answering for its SHOs).
 
         Raises:
             SignatureInvalid, RemoteProtocolError: a bad request.
@@ -483,12 +507,14 @@ class KiTransfer:
         keys = {name: sho.key.public_key for name, sho in self.config.shos.items()}
         request = open_request(wire_request, keys, holder=holder, now=self._now())
         sho_a = self._sho(request.holder)
-        card = self.keyring.card(request.holder, request.iccid)
-        if card is not None and card[1].get("transferred_to", request.transfer_id) != (
-            request.transfer_id
-        ):
-            raise Refused("already-transferred", f"card {request.iccid} was handed over already")
         with self.store.transaction() as tx:
+            card = self.keyring.card(request.holder, request.iccid, tx)
+            if card is not None and card[1].get("transferred_to", request.transfer_id) != (
+                request.transfer_id
+            ):
+                raise Refused(
+                    "already-transferred", f"card {request.iccid} was handed over already"
+                )
             record = tx.hss(request.imsi)
             if record is None or record.sho != request.holder:
                 raise Refused("unknown-subscriber", f"{request.holder} has no IMSI {request.imsi}")
@@ -514,9 +540,10 @@ class KiTransfer:
                 record.imsi,
                 {"to": request.requester, "transfer": request.transfer_id},
             )
-        self.keyring.set_state(
-            request.holder, request.iccid, "transferred", transferred_to=request.transfer_id
-        )
+            self.keyring.set_state(
+                request.holder, request.iccid, "transferred", tx,
+                transferred_to=request.transfer_id,
+            )  # fmt: skip
         return build_package(sho_a.key, request, subscription)
 
     # -- SHO-B: the whole transfer, resumable --
@@ -556,7 +583,10 @@ class KiTransfer:
                 f"card {iccid} was transferred for IMSI {self.keyring.journal(tid).old_imsi}"
             )
         if tid is None:
-            self._check_holder(holder, imsi, iccid)
+            if self._exporter == self.export:  # SHO-A's records are in this store
+                self._check_holder(holder, imsi, iccid)
+            # else SHO-A checks at its export; a refusal there leaves this journal entry with
+            # no step done, and running the transfer again asks SHO-A again
             tid = secrets.token_hex(8)
             self.keyring.put_journal(
                 tid,
@@ -579,10 +609,13 @@ class KiTransfer:
             if journal.done(step) or (step == "k-rotation" and not journal.rotate_k):
                 continue
             say(f"{step} …")
-            packets.extend(self._step(tid, step, send))
-            self._crash(f"ota:{step}:done")
-            journal = self.keyring.journal(tid)
-            self.keyring.put_journal(tid, replace(journal, steps=journal.steps | {step}))
+            sent, effects = self._step(tid, step, send)
+            packets.extend(sent)
+            with self.store.transaction() as tx:  # the step's effects and its journal entry
+                effects(tx)
+                journal = self.keyring.journal(tid, tx)
+                self.keyring.put_journal(tid, replace(journal, steps=journal.steps | {step}), tx)
+                self._crash(f"ota:{step}:done")  # before the commit: the step is lost whole
         journal = self.keyring.journal(tid)
         return {
             "transfer_id": tid,
@@ -611,8 +644,9 @@ class KiTransfer:
         if self.keyring.card(holder, iccid) is None:
             raise Refused("unknown-card", f"{holder} holds no OTA keys for card {iccid}")
 
-    def _step(self, tid: str, step: str, send: Send) -> list[OtaStep]:
-        """Run one step of :data:`STEPS` (the table :data:`_STEP_ACTIONS` says how)."""
+    def _step(self, tid: str, step: str, send: Send) -> tuple[list[OtaStep], Effects]:
+        """Run one step of :data:`STEPS` (the table :data:`_STEP_ACTIONS` says how): its packets
+        sent, and its effects on the store, for the caller to commit with the journal entry."""
         action = _STEP_ACTIONS.get(step)
         if action is None:
             raise BadInput(f"unknown transfer step {step!r}")
@@ -630,19 +664,24 @@ class KiTransfer:
             raise CheckFailed(f"transfer {tid}: {sho} holds no OTA keys of card {iccid}")
         return card[0]
 
-    def _step_import(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
-        self._import(tid)
-        return []
+    def _step_import(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
+        return [], self._import(tid)
 
-    def _step_activate(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
-        requester = journal.requester
-        with self.store.transaction() as tx:
+    def _step_activate(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
+        def effects(tx: StoreTransaction) -> None:
             record = self._hss(tx, journal.imported_imsi(), tid)
             tx.put_hss(replace(record, state="active"))
-            tx.audit(self._now(), requester, "ki-activate", record.imsi, {"transfer": tid})
-        return []
+            tx.audit(self._now(), journal.requester, "ki-activate", record.imsi, {"transfer": tid})
 
-    def _step_keys_add(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        return [], effects
+
+    def _step_keys_add(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
         requester, iccid = journal.requester, journal.iccid
         keys = self._card(requester, iccid, tid)
         new = self._new_keyset(tid, keys)
@@ -654,36 +693,44 @@ class KiTransfer:
             step, requester, iccid, old, TAR_RAM_ISD, [build_put_key(new, kek=old.kek)], send
         )
         self._expect_ok(out, step)
-        self.keyring.put_card(requester, iccid, CardKeys((*_others(keys, new.kvn), new)))
-        return [out]
+        added = CardKeys((*_others(keys, new.kvn), new))
+        return [out], lambda tx: self.keyring.put_card(requester, iccid, added, tx)
 
-    def _step_keys_delete(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+    def _step_keys_delete(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
         requester, iccid = journal.requester, journal.iccid
         keys = self._card(requester, iccid, tid)
         new = self._new_keyset(tid, keys)
         olds = [k.kvn for k in keys.keysets if k.kvn != new.kvn]
         if not olds:
-            return []
+            return [], _nothing
         step = "keys-delete"
         deletes = [build_delete_keyset(kvn) for kvn in olds]
         out = self._packet(step, requester, iccid, new, TAR_RAM_ISD, deletes, send)
         # 6A88: already deleted (a retry after a lost PoR)
         self._expect_ok(out, step, also=(_SW_NOT_FOUND,))
-        self.keyring.put_card(requester, iccid, CardKeys((new,), keys.counters))
-        return [out]
+        kept = CardKeys((new,), keys.counters)
+        return [out], lambda tx: self.keyring.put_card(requester, iccid, kept, tx)
 
-    def _step_imsi(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+    def _step_imsi(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
         requester, iccid = journal.requester, journal.iccid
         current = self._new_keyset(tid, self._card(requester, iccid, tid))
         mnc_length = 3 if len(self._sho(requester).plmn) == 6 else 2
         script = imsi_update_script(journal.imported_imsi(), mnc_length)
         out = self._packet("imsi", requester, iccid, current, TAR_RFM_USIM, script, send)
         self._expect_ok(out, "imsi")
-        with self.store.transaction() as tx:
-            tx.audit(self._now(), requester, "ota-imsi", journal.imported_imsi(), {"transfer": tid})
-        return [out]
 
-    def _step_k_rotation(self, tid: str, journal: TransferJournal, send: Send) -> list[OtaStep]:
+        def effects(tx: StoreTransaction) -> None:
+            tx.audit(self._now(), requester, "ota-imsi", journal.imported_imsi(), {"transfer": tid})
+
+        return [out], effects
+
+    def _step_k_rotation(
+        self, tid: str, journal: TransferJournal, send: Send
+    ) -> tuple[list[OtaStep], Effects]:
         requester, iccid = journal.requester, journal.iccid
         current = self._new_keyset(tid, self._card(requester, iccid, tid))
         k, opc = self._new_credentials(tid)
@@ -693,15 +740,18 @@ class KiTransfer:
         ]
         out = self._packet("k-rotation", requester, iccid, current, TAR_RFM_USIM, script, send)
         self._expect_ok(out, "k-rotation")
-        with self.store.transaction() as tx:
+
+        def effects(tx: StoreTransaction) -> None:
             record = self._hss(tx, journal.imported_imsi(), tid)
             tx.put_hss(replace(record, k=k, opc=opc))
             tx.audit(self._now(), requester, "k-rotation", record.imsi, {"transfer": tid})
-        return [out]
 
-    def _import(self, tid: str) -> None:
-        """Request, export (SHO-A) and import (SHO-B): new IMSI, HSS record "pending",
-        the card's OTA keys on SHO-B's side. Idempotent by the transfer id."""
+        return [out], effects
+
+    def _import(self, tid: str) -> Effects:
+        """Request and export (SHO-A, committed on its side); returns the import (SHO-B): new
+        IMSI, HSS record "pending", the card's OTA keys on SHO-B's side, the new IMSI in the
+        journal. Idempotent by the transfer id."""
         journal = self.keyring.journal(tid)
         holder, requester = journal.holder, journal.requester
         sho_b = self._sho(requester)
@@ -713,12 +763,13 @@ class KiTransfer:
             now=self._now(),
             transfer_id=tid,
         )
-        package = self.export(holder, request.wire)
+        package = self._exporter(holder, request.wire)
         self._crash("ota:import:exported")
         subscription = open_package(package, request, ephemeral, self._sho(holder).key.public_key)
         del ephemeral  # forward secrecy: nothing can open the package again
         request_id = f"ki-transfer:{tid}"
-        with self.store.transaction() as tx:
+
+        def effects(tx: StoreTransaction) -> None:
             record = tx.hss_by_request(request_id)
             if record is None:
                 new_imsi = self._allocate_imsi(tx, sho_b)
@@ -742,10 +793,14 @@ class KiTransfer:
                     new_imsi,
                     {"old_imsi": subscription.imsi, "transfer": tid},
                 )
-        self.keyring.put_card(
-            requester, subscription.iccid, subscription.ota, imsi=record.imsi, state="active"
-        )
-        self.keyring.put_journal(tid, replace(self.keyring.journal(tid), new_imsi=record.imsi))
+            self.keyring.put_card(
+                requester, subscription.iccid, subscription.ota, tx,
+                imsi=record.imsi, state="active",
+            )  # fmt: skip
+            journal = self.keyring.journal(tid, tx)
+            self.keyring.put_journal(tid, replace(journal, new_imsi=record.imsi), tx)
+
+        return effects
 
     @staticmethod
     def _allocate_imsi(tx: StoreTransaction, sho: Any) -> str:
@@ -869,8 +924,11 @@ class KiTransfer:
                 "resyncs": resyncs}  # fmt: skip
 
 
-#: How each step of :data:`STEPS` is run (each resumable: journaled before and after).
-_STEP_ACTIONS: dict[str, Callable[[KiTransfer, str, TransferJournal, Send], list[OtaStep]]] = {
+#: How each step of :data:`STEPS` is run (each resumable: what it draws is journaled before it
+#: sends; its effects and "done" commit in one transaction after).
+_STEP_ACTIONS: dict[
+    str, Callable[[KiTransfer, str, TransferJournal, Send], tuple[list[OtaStep], Effects]]
+] = {
     "import": KiTransfer._step_import,
     "keys-add": KiTransfer._step_keys_add,
     "keys-delete": KiTransfer._step_keys_delete,

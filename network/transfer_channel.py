@@ -229,9 +229,10 @@ def build_request(
 
 
 def open_request(
-    wire: bytes, keys: Mapping[str, ec.EllipticCurvePublicKey], *, holder: str, now: int
+    wire: bytes, keys: Mapping[str, ec.EllipticCurvePublicKey], *, holder: str | None, now: int
 ) -> TransferRequest:
-    """SHO-A's check of a request: signed by a known SHO, addressed to ``holder``, not expired.
+    """SHO-A's check of a request: signed by a known SHO, addressed to ``holder`` (None: to
+    whichever SHO it names — the caller checks it is one of its own), not expired.
 
     Raises:
         SignatureInvalid: unknown signer or a bad signature.
@@ -257,7 +258,7 @@ def open_request(
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), request.ephemeral)
     except (KeyError, TypeError, ValueError) as exc:
         raise RemoteProtocolError(f"transfer request malformed ({type(exc).__name__})") from None
-    if request.holder != holder:
+    if holder is not None and request.holder != holder:
         raise RemoteProtocolError(f"transfer request is for {request.holder!r}, not {holder!r}")
     if request.not_after <= now:
         raise RemoteProtocolError("transfer request expired")

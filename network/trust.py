@@ -31,15 +31,12 @@ _ATTEST_CERTIFY = 0x8017
 
 
 def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    from tpm.tss import TSS2_Exception
+    from tpm.marshal import unmarshal_exact
 
     try:
-        value, used = kind.unmarshal(data)
-    except (TSS2_Exception, ValueError, TypeError, IndexError):
-        raise Refused("malformed", f"{what} is not a marshaled {kind.__name__}") from None
-    if used != len(data):
-        raise Refused("malformed", f"{what}: trailing bytes after the {kind.__name__}")
-    return value
+        return unmarshal_exact(kind, data, what)
+    except BadInput as exc:
+        raise Refused("malformed", str(exc)) from None
 
 
 class TpmTrust:
@@ -54,12 +51,12 @@ class TpmTrust:
     def verify_ek(self, ek_cert: bytes, now: int) -> EkIdentity:
         """The TRE identity (TR 33.812 §7.1.2.1 threat 1 CM 3): the EK certificate chains to a
         trusted manufacturer CA; the EK's TPM2B_PUBLIC is rebuilt from it."""
-        from tpm.ek import ek_tpm_public, verify_ek_chain
+        from tpm.ek import ek_tpm_public, load_certificate_der, verify_ek_chain
 
         try:
-            cert = x509.load_der_x509_certificate(ek_cert)
-        except ValueError:
-            raise Refused("bad-ek-cert", "EK certificate is not DER X.509") from None
+            cert = load_certificate_der(ek_cert)
+        except EkCertificateRejected as exc:
+            raise Refused("bad-ek-cert", str(exc)) from None
         when = datetime.datetime.fromtimestamp(now, datetime.UTC)
         try:
             verify_ek_chain(cert, self._cas, now=when)

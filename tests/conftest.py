@@ -190,20 +190,34 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def private_swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def private_swtpm(
+    tmp_path_factory: pytest.TempPathFactory, lab_front: dict[str, str | None]
+) -> Iterator[str]:
     """TCTI of a swtpm of the test module's own (manufactured with EK certificates in a temp
-    dir, stopped afterwards): for tests that fill the TPM's object slots or sessions."""
-    from lab import swtpm
+    dir, stopped afterwards): for tests that fill the TPM's object slots or sessions. With
+    ``--resource-manager abrmd`` the TCTI is a tpm2-abrmd of its own in front of it."""
+    from lab import abrmd, swtpm
 
     missing = lab_missing()
     if missing:
         lab_failed(missing)
-    paths = swtpm.SwtpmPaths(tmp_path_factory.mktemp("private-swtpm"))
+    where = tmp_path_factory.mktemp("private-swtpm")
+    paths = swtpm.SwtpmPaths(where)
     swtpm.manufacture(paths)
     process = swtpm.start(paths, swtpm.find_free_port_pair())
+    broker = None
     try:
-        yield swtpm.tcti(process.port)
+        tcti = swtpm.tcti(process.port)
+        if lab_front["resource_manager"] == "abrmd":
+            try:
+                broker = abrmd.start(where / "abrmd", abrmd.bus_name_for(where), tcti)
+            except Unavailable as exc:
+                lab_failed(f"tpm2-abrmd: {exc}")
+            tcti = broker.tcti
+        yield tcti
     finally:
+        if broker is not None:
+            abrmd.stop(broker)
         swtpm.stop(paths, process.pid, process.start)
 
 

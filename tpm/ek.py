@@ -47,6 +47,7 @@ from trelab.errors import BadInput, Unavailable
 __all__ = [
     "EK_CERT_INDICES",
     "EK_PERSISTENT_RANGE",
+    "X509_DECODE_ERRORS",
     "EkKind",
     "ek_policy_a",
     "ek_policy_b",
@@ -56,6 +57,7 @@ __all__ = [
     "ek_tpm_public",
     "find_ek_certificate",
     "load_ca_bundle",
+    "load_certificate_der",
     "load_ek",
     "loaded_ek",
     "read_ek_certificates",
@@ -195,13 +197,26 @@ def find_ek_certificate(
         blob = read_nv(conn, index)
         if blob is None:
             continue
-        try:
-            return index, template, x509.load_der_x509_certificate(blob[: _der_length(blob)])
-        except ValueError:
-            raise EkCertificateRejected(
-                f"EK certificate at NV 0x{index:08x} is not DER X.509"
-            ) from None
+        der = blob[: _der_length(blob)]
+        return index, template, load_certificate_der(der, f"EK certificate at NV 0x{index:08x}")
     return None
+
+
+#: what cryptography raises for bytes that are not X.509: ValueError, or InvalidVersion (not a
+#: ValueError) for a version field other than v1…v3
+X509_DECODE_ERRORS = (ValueError, x509.InvalidVersion)
+
+
+def load_certificate_der(der: bytes, what: str = "EK certificate") -> x509.Certificate:
+    """One DER X.509 certificate from outside (a TPM's NV, a device's message).
+
+    Raises:
+        EkCertificateRejected: not DER X.509.
+    """
+    try:
+        return x509.load_der_x509_certificate(der)
+    except X509_DECODE_ERRORS:
+        raise EkCertificateRejected(f"{what} is not DER X.509") from None
 
 
 def read_ek_certificates(conn: TpmConnection) -> dict[str, x509.Certificate]:
@@ -231,7 +246,7 @@ def load_ca_bundle(ca_bundle: Path | Sequence[x509.Certificate]) -> list[x509.Ce
             certs = x509.load_pem_x509_certificates(Path(ca_bundle).read_bytes())
         except OSError as exc:
             raise BadInput(f"CA bundle {ca_bundle}: {exc.strerror}") from None
-        except ValueError:
+        except X509_DECODE_ERRORS:
             raise BadInput(f"CA bundle {ca_bundle}: not PEM X.509 certificates") from None
     else:
         certs = list(ca_bundle)

@@ -33,7 +33,7 @@ from tpm.connection import TpmConnection
 from tpm.ek import EkKind, ek_policy_session, ek_tpm_public, loaded_ek, read_ek_certificates
 from tpm.ek import verify_ek_chain as _verify_ek_chain
 from tpm.errors import CredentialRejected, EkCertificateRejected
-from tpm.marshal import public_name
+from tpm.marshal import public_name, unmarshal_exact
 from tpm.tss import (
     ESYS_TR,
     TPM2_ALG,
@@ -338,16 +338,6 @@ def make_challenge(
     return CredentialChallenge(bytes(blob.marshal()), bytes(encrypted.marshal()), secret)
 
 
-def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    try:
-        value, used = kind.unmarshal(data)
-    except (TSS2_Exception, ValueError, TypeError):
-        raise BadInput(f"{what} is not a marshaled {kind.__name__}") from None
-    if used != len(data):
-        raise BadInput(f"{what}: {len(data) - used} trailing bytes after the {kind.__name__}")
-    return value
-
-
 def activate_credential(
     conn: TpmConnection,
     ak: AttestationKey,
@@ -364,8 +354,8 @@ def activate_credential(
         BadInput: the blobs are not marshaled TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET.
         CredentialRejected: the TPM refuses the challenge (wrong EK, other AK, tampering).
     """
-    blob = _unmarshal(TPM2B_ID_OBJECT, credential_blob, "credential blob")
-    encrypted = _unmarshal(TPM2B_ENCRYPTED_SECRET, encrypted_secret, "encrypted secret")
+    blob = unmarshal_exact(TPM2B_ID_OBJECT, credential_blob, "credential blob")
+    encrypted = unmarshal_exact(TPM2B_ENCRYPTED_SECRET, encrypted_secret, "encrypted secret")
     esys = conn.esys
     with loaded_ek(conn, ek_kind) as (ek, ek_public), open_ak(conn, ak) as ak_tr:
         session = ek_policy_session(conn, ek_public)

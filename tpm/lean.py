@@ -69,6 +69,7 @@ class CC:
     NV_WRITE = 0x137
     POLICY_NV = 0x149
     POLICY_SECRET = 0x151
+    HMAC = 0x155
     IMPORT = 0x156
     LOAD = 0x157
     QUOTE = 0x158

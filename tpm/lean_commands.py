@@ -29,6 +29,7 @@ __all__ = [
     "LeanObject",
     "encrypt_decrypt2",
     "flush_session",
+    "hmac",
     "load",
     "policy_auth_value",
     "policy_command_code",
@@ -246,6 +247,23 @@ def encrypt_decrypt(
         conn, CC.ENCRYPT_DECRYPT, [key], params, [_auth(key, session, decrypt=False, encrypt=False)]
     )
     return lean.encrypt_decrypt2_result(out)[0]
+
+
+def hmac(
+    conn: TpmConnection,
+    key: LeanObject,
+    data: bytes,
+    *,
+    session: Session | None,
+    protect: bool = True,
+) -> bytes:
+    """TPM2_HMAC (Part 3 §15.5) with SHA-256 under the keyed-hash key ``key``: with a
+    ``session`` and ``protect``, buffer and outHMAC travel AES-CFB encrypted under the session
+    (both are the first parameter of their direction). Returns outHMAC."""
+    on = protect and session is not None
+    params = lean.tpm2b(data) + struct.pack(">H", sc.ALG_SHA256)
+    _, out = _run(conn, CC.HMAC, [key], params, [_auth(key, session, decrypt=on, encrypt=on)])
+    return lean.single_tpm2b(out, "HMAC")
 
 
 def unseal(

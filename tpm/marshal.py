@@ -44,6 +44,7 @@ __all__ = [
     "public_name",
     "selection_from_tpml",
     "tpml_from_selection",
+    "unmarshal_exact",
 ]
 
 HASH_ALGS = {
@@ -69,13 +70,26 @@ def hash_name(alg: int) -> str:
     return f"0x{int(alg):04x}"
 
 
-def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
+def unmarshal_exact(kind: Any, data: bytes, what: str) -> Any:
+    """One ``kind`` (a tpm2-pytss type) made of exactly ``data``: every byte used and, for a
+    TPM2B, a size prefix that agrees with what follows. tpm2-pytss reads a sized structure
+    (TPM2B_PUBLIC) without holding it to its prefix, which would give one public area 65,536
+    encodings, and a name-bound protocol as many identities for one key.
+
+    Raises:
+        BadInput: truncated, malformed, trailing bytes, or a size prefix that disagrees.
+    """
     try:
         value, used = kind.unmarshal(data)
     except (TSS2_Exception, ValueError, TypeError, IndexError):
         raise BadInput(f"{what}: not a complete {kind.__name__} (truncated or malformed)") from None
     if used != len(data):
         raise BadInput(f"{what}: {len(data) - used} trailing bytes after the {kind.__name__}")
+    if kind.__name__.startswith("TPM2B_") and int.from_bytes(data[:2], "big") != len(data) - 2:
+        raise BadInput(
+            f"{what}: the {kind.__name__} size prefix says {int.from_bytes(data[:2], 'big')} "
+            f"bytes, {len(data) - 2} follow"
+        )
     return value
 
 
@@ -139,7 +153,7 @@ def parse_attest(data: bytes, *, what: str = "quote.msg") -> Attest:
     Raises:
         BadInput: truncated, trailing bytes, or an unknown attestation type.
     """
-    c = _unmarshal(TPMS_ATTEST, data, what)._cdata
+    c = unmarshal_exact(TPMS_ATTEST, data, what)._cdata
     clock = c.clockInfo
     info = ClockInfo(
         clock=int(clock.clock),
@@ -170,7 +184,7 @@ def parse_signature(data: bytes, *, what: str = "quote.sig") -> Signature:
     Raises:
         BadInput: truncated or trailing bytes.
     """
-    c = _unmarshal(TPMT_SIGNATURE, data, what)._cdata
+    c = unmarshal_exact(TPMT_SIGNATURE, data, what)._cdata
     alg = int(c.sigAlg)
     name = _SIG_NAMES.get(alg, f"0x{alg:04x}")
     if name == "ecdsa":
@@ -217,7 +231,7 @@ def ak_public_from_blob(blob: bytes, pem: bytes | None = None, *, what: str = "a
     Raises:
         BadInput: malformed.
     """
-    public = _unmarshal(TPM2B_PUBLIC, blob, what)
+    public = unmarshal_exact(TPM2B_PUBLIC, blob, what)
     try:
         blob_key = _checked_key(serialization.load_pem_public_key(bytes(public.to_pem())), what)
         name = bytes(public.get_name())

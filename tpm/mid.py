@@ -56,7 +56,7 @@ from tpm.keyholder import (
     probe_symmetric,
     translate,
 )
-from tpm.lean import Session, TpmRefused
+from tpm.lean import ResponseAuthFailed, Session, TpmRefused
 from tpm.lean_commands import LeanObject
 from tpm.lifecycle_write import write_lifecycle
 from tpm.mid_errors import MidRefused, PackageRejected
@@ -876,11 +876,8 @@ class LoadedMid:
         #: ``lean`` (default): a load-gated MID's session and commands go through
         #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
         #: A K whose policy has steps the lean layer does not send (PolicyAuthorize) runs
-        #: through ESYS either way, and so does K as an HMAC key (TPM2_HMAC is not on the
-        #: lean layer yet: :data:`tpm.keyholder.HmacCommand` is where it plugs in).
+        #: through ESYS either way.
         lean_ok = lean_commands.runs_lean(record.policy.k_steps() + record.policy.secret_steps())
-        if record.policy.k_form == "hmac":
-            lean_ok = False
         self.layer: Layer = layer if lean_ok else "esys"
         self._lean: Session | None = None
         self._runner: PolicyRunner | None = None
@@ -1227,6 +1224,13 @@ class LoadedMid:
                 self.holder = SealedHmac(unseal)
             else:
                 self.holder = SealedAes(unseal)
+        elif self.mode == "hmac" and self._lean_key is not None:
+            self.holder = TpmHmac(
+                self._conn,
+                None,
+                bus_protected=self.bus_protection,
+                command=self._lean_hmac_command(),
+            )
         elif self.mode == "hmac":
             if self.bus_protection:  # buffer (OPc, RAND) and outHMAC encrypted on the bus
                 shared = self._runner.session if self._runner is not None else self._hmac
@@ -1291,6 +1295,32 @@ class LoadedMid:
             )
         else:
             self.algorithm = Milenage(self.holder, self.secret)
+
+    def _lean_hmac_command(self) -> Any:
+        """TPM2_HMAC with K on the lean layer (:data:`tpm.keyholder.HmacCommand`): in the MID's
+        salted session (buffer and outHMAC encrypted) unless bus protection is off, with K's
+        policy steps before each use for a use-gated MID."""
+        conn, key, policy = self._conn, self._lean_key, self._lean_policy
+        session = self._lean if self.bus_protection or policy is not None else None
+        protect = self.bus_protection
+        assert key is not None
+
+        def command(_key: Any, buffer: bytes, _session: Any) -> bytes:
+            try:
+                if policy is not None:
+                    policy.before()
+                out = lean_commands.hmac(conn, key, buffer, session=session, protect=protect)
+            except TpmRefused as exc:
+                raise translate(exc, "HMAC with K") from None
+            except ResponseAuthFailed:
+                if session is not None:  # its nonces can no longer be trusted (as for E_K)
+                    lean_commands.flush_session(conn, session)
+                raise
+            if policy is not None:
+                policy.after()
+            return out
+
+        return command
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:

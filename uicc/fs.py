@@ -10,7 +10,7 @@ round-trip (one test runs them all).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -27,8 +27,10 @@ __all__ = [
     "DF",
     "DF_5GS",
     "DF_GRAPHICS",
+    "DF_GSM",
     "DF_GSM_ACCESS",
     "DF_MCS",
+    "DF_MULTIMEDIA",
     "DF_PHONEBOOK",
     "DF_SAIP",
     "DF_TELECOM",
@@ -53,6 +55,7 @@ __all__ = [
     "EF_EST",
     "EF_FDN",
     "EF_FPLMN",
+    "EF_GSM_KC",
     "EF_HPLMNWACT",
     "EF_HPPLMN",
     "EF_ICCID",
@@ -71,6 +74,7 @@ __all__ = [
     "EF_KEYSPS",
     "EF_LI",
     "EF_LOCI",
+    "EF_MML",
     "EF_MSISDN",
     "EF_MST",
     "EF_NETPAR",
@@ -79,6 +83,7 @@ __all__ = [
     "EF_OPLMNWACT",
     "EF_PBR",
     "EF_PCSCF",
+    "EF_PHASE",
     "EF_PL",
     "EF_PLMNWACT",
     "EF_PNN",
@@ -89,6 +94,7 @@ __all__ = [
     "EF_SMSP",
     "EF_SMSS",
     "EF_SPN",
+    "EF_SST",
     "EF_START_HFN",
     "EF_SUCI_CALC_INFO",
     "EF_SUCI_CALC_INFO_USIM",
@@ -102,6 +108,7 @@ __all__ = [
     "SCHEME_IDS",
     "USIM_AID",
     "Access",
+    "BerTlvEF",
     "Codec",
     "CyclicEF",
     "Fcp",
@@ -114,11 +121,16 @@ __all__ = [
     "decode_imsi",
     "efs_under",
     "encode_bcd_swapped",
+    "encode_ber_length",
+    "encode_ber_tlv",
     "encode_iccid",
     "encode_imsi",
     "encode_tlv",
+    "parse_ber_tlvs",
     "parse_fcp",
     "parse_tlvs",
+    "read_ber_length",
+    "read_ber_tag",
 ]
 
 
@@ -265,6 +277,80 @@ def parse_tlvs(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+# -- BER-TLV data objects of BER-TLV structured EFs (TS 102 221 §11.3) -------------------------
+def read_ber_tag(data: bytes, i: int = 0) -> tuple[bytes, int]:
+    """The tag starting at ``data[i]`` (1 to 3 bytes, ISO/IEC 8825-1 coding) and where it ends.
+
+    Raises:
+        BadInput: no tag there, '00'/'FF', or a tag longer than 3 bytes.
+    """
+    if i >= len(data) or data[i] in (0x00, 0xFF):
+        raise BadInput("BER-TLV: no valid tag")
+    end = i + 1
+    if data[i] & 0x1F == 0x1F:
+        while True:
+            if end >= len(data) or end - i >= 3:
+                raise BadInput("BER-TLV: tag truncated or longer than 3 bytes")
+            end += 1
+            if not data[end - 1] & 0x80:
+                break
+    return data[i:end], end
+
+
+def read_ber_length(data: bytes, i: int) -> tuple[int, int]:
+    """A length coded on 1 to 4 bytes, shortest form only (TS 102 221 §11.3: '00'–'7F',
+    '81 80'–'81 FF', '82 0100'–'82 FFFF', '83 010000'–'83 FFFFFF') and where it ends.
+
+    Raises:
+        BadInput: truncated, or not the shortest coding.
+    """
+    if i >= len(data):
+        raise BadInput("BER-TLV: length missing")
+    first = data[i]
+    if first < 0x80:
+        return first, i + 1
+    count = first - 0x80
+    if not 1 <= count <= 3 or i + 1 + count > len(data):
+        raise BadInput(f"BER-TLV: length form {first:02X} unsupported or truncated")
+    value = int.from_bytes(data[i + 1 : i + 1 + count], "big")
+    if value < (0x80 if count == 1 else 1 << (8 * (count - 1))):
+        raise BadInput("BER-TLV: length not in its shortest form")
+    return value, i + 1 + count
+
+
+def encode_ber_length(length: int) -> bytes:
+    """Inverse of :func:`read_ber_length`."""
+    if length < 0x80:
+        return bytes([length])
+    for count in (1, 2, 3):
+        if length < 1 << (8 * count):
+            return bytes([0x80 | count]) + length.to_bytes(count, "big")
+    raise BadInput("BER-TLV: length beyond 16 MiB")
+
+
+def encode_ber_tlv(tag: bytes, value: bytes) -> bytes:
+    """One data object: tag ‖ length ‖ value."""
+    return tag + encode_ber_length(len(value)) + value
+
+
+def parse_ber_tlvs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (tag, value) data objects of a BER-TLV structured EF's content, in order.
+
+    Raises:
+        BadInput: a malformed or truncated object.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(data):
+        tag, i = read_ber_tag(data, i)
+        length, i = read_ber_length(data, i)
+        if i + length > len(data):
+            raise BadInput(f"BER-TLV {tag.hex()}: value truncated")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
 @dataclass(frozen=True)
 class Fcp:
     """What a SELECT's FCP template (tag 62) says about a file (TS 102 221 §11.1.1.3)."""
@@ -281,13 +367,16 @@ class Fcp:
 
     @property
     def is_df(self) -> bool:
-        return bool(self.descriptor) and self.descriptor[0] & 0x38 == 0x38
+        return bool(self.descriptor) and self.descriptor[0] & 0x3F == 0x38
 
     @property
     def structure(self) -> str:
-        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"`` or ``"unknown"``."""
+        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"``, ``"ber-tlv"`` or
+        ``"unknown"``."""
         if self.is_df:
             return "df"
+        if self.descriptor and self.descriptor[0] & 0x3F == 0x39:  # TS 102 221 Table 11.5
+            return "ber-tlv"
         kind = self.descriptor[0] & 0x07 if self.descriptor else 0
         return {1: "transparent", 2: "linear-fixed", 6: "cyclic"}.get(kind, "unknown")
 
@@ -415,6 +504,29 @@ def _service_table_codec(name: str) -> Codec:
     return Codec(name, decode, encode)
 
 
+def _sim_service_table_codec() -> Codec:
+    """EF.SST (TS 51.011 §10.3.7): two bits per service, n ↔ bits 2(n−1)%8 (allocated) and
+    2(n−1)%8 + 1 (activated) of byte (n−1)//4; the value lists the allocated and activated ones."""
+
+    def decode(data: bytes) -> tuple[int, ...]:
+        return tuple(
+            4 * i + pair + 1
+            for i, byte in enumerate(data)
+            for pair in range(4)
+            if byte >> (2 * pair) & 0b11 == 0b11
+        )
+
+    def encode(services: tuple[int, ...], size: int) -> bytes:
+        out = bytearray(size)
+        for n in services:
+            if not 1 <= n <= 4 * size:
+                raise BadInput(f"sst: service {n} does not fit in {size} bytes")
+            out[(n - 1) // 4] |= 0b11 << (2 * ((n - 1) % 4))
+        return bytes(out)
+
+    return Codec("sst", decode, encode)
+
+
 def _plmn_encode(plmn: str) -> bytes:
     """MCC/MNC as 3 BCD bytes (TS 24.008 §10.5.1.3): MCC2 MCC1, MNC3 MCC3, MNC2 MNC1."""
     if not is_decimal(plmn) or len(plmn) not in (5, 6):
@@ -425,6 +537,8 @@ def _plmn_encode(plmn: str) -> bytes:
 
 
 def _plmn_decode(data: bytes) -> str:
+    if len(data) != 3:
+        raise BadInput(f"PLMN: {len(data)} bytes, not 3")
     d = [data[0] & 0xF, data[0] >> 4, data[1] & 0xF, data[2] & 0xF, data[2] >> 4, data[1] >> 4]
     digits = d[:5] + ([] if d[5] == 0xF else [d[5]])
     if any(x > 9 for x in digits):
@@ -521,7 +635,8 @@ def _dir_record_codec() -> Codec:
         inner = dict(parse_tlvs(tlvs[0][1]))
         if 0x4F not in inner:
             raise BadInput("EF.DIR: application template without AID (4F)")
-        return {"aid": inner[0x4F].hex(), "label": inner.get(0x50, b"").decode("ascii", "replace")}
+        label = inner.get(0x50, b"").decode("ascii", "replace")  # shown, not trusted
+        return {"aid": inner[0x4F].hex(), "label": label}
 
     def encode(value: dict[str, str] | None, size: int) -> bytes:
         if value is None:
@@ -529,6 +644,8 @@ def _dir_record_codec() -> Codec:
         aid = bytes.fromhex(value["aid"])
         if not 5 <= len(aid) <= 16:
             raise BadInput("EF.DIR: AID must be 5 to 16 bytes")
+        if not value["label"].isascii():
+            raise BadInput("EF.DIR: application label must be ASCII")  # (decoding marks others)
         body = encode_tlv(0x4F, aid) + encode_tlv(0x50, value["label"].encode("ascii"))
         return _pad("EF.DIR", encode_tlv(0x61, body), size)
 
@@ -636,16 +753,19 @@ def _dial_decode(ton_npi: int, bcd: bytes) -> str:
     return prefix + "".join(digits)
 
 
-def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
+def _dialling_codec(name: str, trailer: int = 2) -> Codec:
     """A dialling-number record: alpha (X), BCD length, TON/NPI, 10 BCD bytes, CCP2 id, ext id
     (and for EF.BDN one more byte, the comparison method pointer). Erased → ``None``."""
 
     def decode(data: bytes) -> dict[str, str] | None:
+        alpha_len = len(data) - 12 - trailer  # X follows from the record length
+        if alpha_len < 0:
+            raise BadInput(f"{name}: record shorter than {12 + trailer} bytes")
         if _erased(data[alpha_len:]):
             return None
         body = data[alpha_len:]
         length = body[0]
-        if not 1 <= length <= 11:
+        if not 1 <= length <= 11 or len(body) < 1 + length:
             raise BadInput(f"{name}: BCD length byte {length} out of range")
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -656,9 +776,11 @@ def _dialling_codec(name: str, alpha_len: int, trailer: int = 2) -> Codec:
         if value is None:
             return b"\xff" * size
         ton_npi, bcd = _dial_encode(value["number"])
+        if len(bcd) > 10:
+            raise BadInput(f"{name}: at most 20 digits (no extension records here)")
         body = bytes([len(bcd) + 1, ton_npi]) + bcd.ljust(10, b"\xff")
-        out = _alpha_encode(value["alpha"], alpha_len) + body + b"\xff" * trailer
-        return _pad(name, out, size)
+        alpha = _alpha_encode(value["alpha"], size - 12 - trailer)
+        return alpha + body + b"\xff" * trailer
 
     return Codec(name, decode, encode)
 
@@ -691,6 +813,8 @@ def _sms_codec() -> Codec:
     (status b1 = 0) → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if not data:
+            raise BadInput("SMS: empty record")
         if not data[0] & 0x01:
             return None
         return {"status": data[0], "body": data[1:].rstrip(b"\xff").hex()}
@@ -722,13 +846,16 @@ def _address_encode(number: str | None, size: int) -> bytes:
     return _pad("SMSP address", bytes([len(bcd) + 1, ton_npi]) + bcd, size)
 
 
-def _smsp_codec(alpha_len: int) -> Codec:
+def _smsp_codec() -> Codec:
     """EF.SMSP record (TS 31.102 §4.2.27): alpha (Y), parameter indicators, TP-destination
     address (12), service centre address (12), PID, DCS, validity period. Erased → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
         if _erased(data):
             return None
+        alpha_len = len(data) - 28  # Y follows from the record length
+        if alpha_len < 0:
+            raise BadInput("SMSP: record shorter than 28 bytes")
         p = data[alpha_len:]
         return {
             "alpha": _alpha_decode(data[:alpha_len]),
@@ -747,7 +874,7 @@ def _smsp_codec(alpha_len: int) -> Codec:
             if not 0 <= value[key] <= 0xFF:
                 raise BadInput(f"SMSP: {key} 0…255")
         out = (
-            _alpha_encode(value["alpha"], alpha_len)
+            _alpha_encode(value["alpha"], size - 28)
             + bytes([value["indicators"]])
             + _address_encode(value["destination"], 12)
             + _address_encode(value["service_centre"], 12)
@@ -855,8 +982,12 @@ def _opl_codec(name: str, area: int) -> Codec:
     EF.PNN record number. Erased → None."""
 
     def decode(data: bytes) -> dict[str, Any] | None:
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: record shorter than {4 + 2 * area} bytes")
         if _erased(data):
             return None
+        if len(data) < 4 + 2 * area:
+            raise BadInput(f"{name}: a record of {len(data)} bytes, needs {4 + 2 * area}")
         return {
             "plmn": _plmn_decode(data[:3]),
             "area_min": data[3 : 3 + area].hex(),
@@ -1118,6 +1249,62 @@ def _pbr_codec() -> Codec:
     return Codec("pbr", decode, encode)
 
 
+def _arr_codec() -> Codec:
+    """EF.ARR record (TS 102 221 §9.2.4, expanded format): access mode '80' followed by its
+    security condition — '90' always, '97' never, 'A4' { '83' key reference, '95' usage }.
+    Decoded as [{"am": hex, "sc": "always" | "never" | "key XX"}]; erased → None."""
+
+    def decode(data: bytes) -> list[dict[str, str]] | None:
+        if _erased(data):
+            return None
+        rules: list[dict[str, str]] = []
+        am: bytes | None = None
+        for tag, value in parse_tlvs(data):
+            if tag == 0x80:
+                am = value
+                continue
+            if am is None:
+                raise BadInput(f"ARR: security condition {tag:02X} without an access mode")
+            if tag == 0x90 and not value:
+                sc = "always"
+            elif tag == 0x97 and not value:
+                sc = "never"
+            elif tag == 0xA4:
+                inner = parse_tlvs(value)
+                if not inner or inner[0][0] != 0x83 or len(inner[0][1]) != 1:
+                    raise BadInput("ARR: CRT 'A4' without a one-byte key reference")
+                if inner[1:] not in ([], [(0x95, b"\x08")]):
+                    raise BadInput("ARR: CRT 'A4' with a usage other than user verification")
+                sc = f"key {inner[0][1][0]:02X}"
+            else:
+                raise BadInput(f"ARR: security condition {tag:02X} not supported here")
+            rules.append({"am": am.hex(), "sc": sc})
+            am = None
+        if am is not None:
+            raise BadInput("ARR: access mode without a security condition")
+        return rules
+
+    def encode(rules: list[dict[str, str]] | None, size: int) -> bytes:
+        if rules is None:
+            return b"\xff" * size
+        out = b""
+        for rule in rules:
+            out += encode_tlv(0x80, bytes.fromhex(rule["am"]))
+            sc = rule["sc"]
+            if sc == "always":
+                out += b"\x90\x00"
+            elif sc == "never":
+                out += b"\x97\x00"
+            elif sc.startswith("key ") and len(sc) == 6:
+                ref = bytes.fromhex(sc[4:])
+                out += encode_tlv(0xA4, encode_tlv(0x83, ref) + b"\x95\x01\x08")
+            else:
+                raise BadInput("ARR: security condition always, never or 'key XX'")
+        return _pad("ARR", out, size)
+
+    return Codec("arr", decode, encode)
+
+
 def _record_hex_codec(name: str) -> Codec:
     """Records nothing here interprets (as hex, trailing FF kept); an erased one → None."""
 
@@ -1128,6 +1315,27 @@ def _record_hex_codec(name: str) -> Codec:
         if value is None:
             return b"\xff" * size
         return _pad(name, bytes.fromhex(value), size)
+
+    return Codec(name, decode, encode)
+
+
+def _ber_tlv_codec(name: str) -> Codec:
+    """A BER-TLV structured EF's data objects as [{"tag": hex, "value": hex}, …] in file order."""
+
+    def decode(data: bytes) -> list[dict[str, str]]:
+        return [{"tag": t.hex(), "value": v.hex()} for t, v in parse_ber_tlvs(data)]
+
+    def encode(objects: list[dict[str, str]], size: int) -> bytes:
+        try:
+            raw = b"".join(
+                encode_ber_tlv(bytes.fromhex(o["tag"]), bytes.fromhex(o["value"])) for o in objects
+            )
+        except (KeyError, ValueError):
+            raise BadInput(f"{name}: objects need hex 'tag' and 'value'") from None
+        if len(raw) > size:
+            raise BadInput(f"{name}: {len(raw)} bytes of objects do not fit in {size}")
+        parse_ber_tlvs(raw)  # every tag valid
+        return raw
 
     return Codec(name, decode, encode)
 
@@ -1147,6 +1355,7 @@ class TransparentEF:
     default: bytes | None = None  # None: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
     service: int | None = None  # the service table entry that offers this file, if any
+    holds_keys: bool = False  # session keys: never read out by the host client
 
     structure = "transparent"
 
@@ -1169,6 +1378,7 @@ class LinearFixedEF:
     default: tuple[bytes, ...] = ()  # missing records: all FF
     samples: tuple[tuple[bytes, object], ...] = ()
     service: int | None = None  # the service table entry that offers this file, if any
+    holds_keys: bool = False  # session keys: never read out by the host client
 
     structure = "linear-fixed"
 
@@ -1190,7 +1400,31 @@ class CyclicEF(LinearFixedEF):
     structure = "cyclic"
 
 
-EF = TransparentEF | LinearFixedEF
+@dataclass(frozen=True)
+class BerTlvEF:
+    """A BER-TLV structured EF (TS 102 221 §8.2.2.4): data objects found by their tag, read
+    with RETRIEVE DATA and written with SET DATA; ``size`` bytes are reserved for all of them.
+    Its content is the objects one after the other (no padding)."""
+
+    fid: int
+    name: str
+    size: int
+    codec: Codec
+    sfid: int | None = None
+    read: Access = Access.ALW
+    update: Access = Access.ADM1
+    default: bytes | None = None  # None: no data object
+    samples: tuple[tuple[bytes, object], ...] = ()
+    service: int | None = None
+    holds_keys: bool = False
+
+    structure = "ber-tlv"
+
+    def initial(self) -> bytes:
+        return self.default if self.default is not None else b""
+
+
+EF = TransparentEF | LinearFixedEF | BerTlvEF
 
 
 @dataclass(frozen=True)
@@ -1285,6 +1519,7 @@ EF_KEYS = TransparentEF(
             {"ksi": 2, "ck": bytes(range(16)).hex(), "ik": bytes(range(16, 32)).hex()},
         ),
     ),
+    holds_keys=True,
 )
 EF_KEYSPS = TransparentEF(
     0x6F09,
@@ -1296,6 +1531,7 @@ EF_KEYSPS = TransparentEF(
     update=_PIN,
     default=b"\x07" + b"\xff" * 32,
     samples=((b"\x07" + b"\xff" * 32, {"ksi": 7, "ck": "ff" * 16, "ik": "ff" * 16}),),
+    holds_keys=True,
 )
 EF_HPPLMN = TransparentEF(
     0x6F31,
@@ -1523,20 +1759,24 @@ EF_LI = TransparentEF(
 EF_ARR = LinearFixedEF(
     0x6F06,
     "EF.ARR",
-    record_len=16,
+    record_len=24,
     records=4,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x17,
     read=Access.ALW,
     update=_ADM,
     # access rules in expanded format (TS 102 221 §9.2.4): 80 AM ‖ SC templates
     default=(
-        bytes.fromhex("800101900080011ea40683010a950108"),
-        bytes.fromhex("800103a406830101950108800118a406"),
+        # 1: read always, update/activate/deactivate ADM1; 2: read and update PIN1, the rest ADM1
+        bytes.fromhex("800101900080011ea40683010a950108").ljust(24, b"\xff"),
+        bytes.fromhex("800103a406830101950108800118a40683010a950108").ljust(24, b"\xff"),
     ),
     samples=(
-        (bytes.fromhex("800101900080011ea40683010a950108"), "800101900080011ea40683010a950108"),
-        (b"\xff" * 16, None),
+        (
+            bytes.fromhex("800101900080011ea40683010a950108") + b"\xff" * 8,
+            [{"am": "01", "sc": "always"}, {"am": "1e", "sc": "key 0A"}],
+        ),
+        (b"\xff" * 24, None),
     ),
 )
 EF_ECC = LinearFixedEF(
@@ -1575,7 +1815,7 @@ EF_MSISDN = LinearFixedEF(
     "EF.MSISDN",
     record_len=28,  # X (14) + 14
     records=2,
-    codec=_dialling_codec("msisdn", 14),
+    codec=_dialling_codec("msisdn"),
     read=_PIN,
     update=_PIN,
     samples=(
@@ -1592,7 +1832,7 @@ EF_FDN = LinearFixedEF(
     "EF.FDN",
     record_len=28,
     records=10,
-    codec=_dialling_codec("fdn", 14),
+    codec=_dialling_codec("fdn"),
     read=_PIN,
     update=_ADM,  # PIN2 on cards that have one; this card's second-level key is ADM1
     samples=(
@@ -1627,7 +1867,7 @@ EF_SMSP = LinearFixedEF(
     "EF.SMSP",
     record_len=40,  # Y (12) + 28
     records=1,
-    codec=_smsp_codec(12),
+    codec=_smsp_codec(),
     read=_PIN,
     update=_PIN,
     samples=(
@@ -1670,7 +1910,7 @@ EF_SDN = LinearFixedEF(
     "EF.SDN",
     record_len=28,
     records=10,
-    codec=_dialling_codec("sdn", 14),
+    codec=_dialling_codec("sdn"),
     read=_PIN,
     update=_ADM,
     samples=(
@@ -1687,7 +1927,7 @@ EF_BDN = LinearFixedEF(
     "EF.BDN",
     record_len=29,  # X (14) + 15: the comparison method pointer follows the extension id
     records=5,
-    codec=_dialling_codec("bdn", 14, trailer=3),
+    codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
     update=_ADM,  # PIN2 on cards that have one
     samples=(
@@ -1838,6 +2078,7 @@ EF_EPSNSC = LinearFixedEF(
         (b"\xff" * 54, None),
     ),
     service=85,
+    holds_keys=True,
 )
 
 # DF.GSM-ACCESS (TS 31.102 §4.4.3): the GSM ciphering keys for service 27
@@ -1852,6 +2093,7 @@ EF_KC = TransparentEF(
     default=b"\xff" * 8 + b"\x07",
     samples=((b"\xff" * 8 + b"\x07", {"kc": "ff" * 8, "cksn": 7}),),
     service=27,
+    holds_keys=True,
 )
 EF_KCGPRS = TransparentEF(
     0x4F52,
@@ -1864,6 +2106,7 @@ EF_KCGPRS = TransparentEF(
     default=b"\xff" * 8 + b"\x07",
     samples=((bytes(range(8)) + b"\x02", {"kc": bytes(range(8)).hex(), "cksn": 2}),),
     service=27,
+    holds_keys=True,
 )
 DF_GSM_ACCESS = DF(0x5F3B, "DF.GSM-ACCESS", children=(EF_KC, EF_KCGPRS))
 
@@ -1924,6 +2167,7 @@ EF_5GS3GPPNSC = LinearFixedEF(
     update=_PIN,
     samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
     service=122,
+    holds_keys=True,
 )
 EF_5GSN3GPPNSC = LinearFixedEF(
     0x4F04,
@@ -1936,6 +2180,7 @@ EF_5GSN3GPPNSC = LinearFixedEF(
     update=_PIN,
     samples=((_NSC_5G_SAMPLE, _NSC_5G_VALUE), (b"\xff" * 57, None)),
     service=122,
+    holds_keys=True,
 )
 EF_5GAUTHKEYS = TransparentEF(
     0x4F05,
@@ -1953,6 +2198,7 @@ EF_5GAUTHKEYS = TransparentEF(
         (b"\xff" * 68, None),
     ),
     service=123,
+    holds_keys=True,
 )
 EF_UAC_AIC = TransparentEF(
     0x4F06,
@@ -2062,7 +2308,7 @@ EF_TELECOM_ARR = LinearFixedEF(
     "DF.TELECOM/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     read=Access.ALW,
     update=_ADM,
     default=(bytes.fromhex("800101900080011ea40683010a950108"),),
@@ -2084,7 +2330,7 @@ EF_ADN = LinearFixedEF(
     "EF.ADN",
     record_len=28,
     records=20,
-    codec=_dialling_codec("adn", 14),
+    codec=_dialling_codec("adn"),
     read=_PIN,
     update=_PIN,
     samples=(
@@ -2118,7 +2364,29 @@ EF_MST = TransparentEF(
     samples=((b"\x00", ()),),
 )
 DF_MCS = DF(0x5F3D, "DF.MCS", children=(EF_MST,))
-DF_TELECOM = DF(0x7F10, "DF.TELECOM", children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS))
+# DF.MULTIMEDIA (TS 31.102 §4.6.3): EF.MML, the multimedia messages list, is a BER-TLV
+# structured EF (§4.6.3.1); its objects are written and read whole with SET/RETRIEVE DATA.
+EF_MML = BerTlvEF(
+    0x4F47,
+    "EF.MML",
+    1024,
+    _ber_tlv_codec("mml"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (b"", []),
+        (
+            bytes.fromhex("8003010203a1028100"),
+            [{"tag": "80", "value": "010203"}, {"tag": "a1", "value": "8100"}],
+        ),
+    ),
+)
+DF_MULTIMEDIA = DF(0x5F3B, "DF.MULTIMEDIA", children=(EF_MML,))
+DF_TELECOM = DF(
+    0x7F10,
+    "DF.TELECOM",
+    children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS, DF_MULTIMEDIA),
+)
 
 # -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
 ISIM_AID = bytes.fromhex("a0000000871004ffffffff8907090000")
@@ -2189,7 +2457,7 @@ EF_ISIM_ARR = LinearFixedEF(
     "ADF.ISIM/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
@@ -2235,14 +2503,57 @@ EF_ARR_MF = LinearFixedEF(
     "MF/EF.ARR",
     record_len=16,
     records=2,
-    codec=_record_hex_codec("arr"),
+    codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
     default=(bytes.fromhex("800101900080011ea40683010a950108"),),
     samples=((b"\xff" * 16, None),),
 )
-MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, EF_ARR_MF, DF_TELECOM))
+# DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
+# files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
+# the SIM's own.
+EF_SST = TransparentEF(
+    0x6F38,
+    "EF.SST",
+    5,
+    _sim_service_table_codec(),
+    read=_PIN,
+    update=_ADM,
+    # services 1 CHV1 disable function, 17 service provider name (TS 51.011 §10.3.7)
+    default=bytes.fromhex("0300000003"),
+    samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
+)
+# the SIM's EF.Kc is the USIM's (DF.GSM-ACCESS), linked: one content under two FIDs
+EF_GSM_KC = replace(EF_KC, fid=0x6F20, sfid=None)
+EF_PHASE = TransparentEF(
+    0x6FAE,
+    "EF.Phase",
+    1,
+    _int_codec("phase"),
+    read=Access.ALW,
+    update=_ADM,
+    default=b"\x03",  # phase 2 and PROFILE DOWNLOAD required (TS 51.011 §10.3.19)
+    samples=((b"\x03", 3),),
+)
+DF_GSM = DF(
+    0x7F20,
+    "DF.GSM",
+    children=(
+        EF_IMSI,
+        EF_GSM_KC,
+        EF_HPPLMN,
+        EF_SST,
+        EF_SPN,
+        EF_ACC,
+        EF_FPLMN,
+        EF_LOCI,
+        EF_AD,
+        EF_PHASE,
+    ),
+)
+
+MF = DF(0x3F00, "MF", children=(EF_DIR, EF_ICCID, EF_PL, EF_ARR_MF, DF_TELECOM, DF_GSM))
 ADF_USIM = ADF(
     USIM_AID,
     "ADF.USIM",
@@ -2302,15 +2613,23 @@ APPLICATIONS: tuple[ADF, ...] = (ADF_USIM, ADF_ISIM, ADF_ARA_M)
 
 
 def all_efs() -> Iterator[EF]:
-    """Every declared EF (MF level first, then each application)."""
+    """Every declared EF once (MF level first, then each application, DF.GSM last): a file
+    DF.GSM shares with ADF.USIM is yielded as the USIM declares it."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
+    seen: set[str] = set()
     while stack:
         node = stack.pop(0)
         for child in node.children:
             if isinstance(child, DF):
-                stack.append(child)
-            else:
+                if child is not DF_GSM:
+                    stack.append(child)
+            elif child.name not in seen:
+                seen.add(child.name)
                 yield child
+    for child in DF_GSM.children:
+        if not isinstance(child, DF) and child.name not in seen:
+            seen.add(child.name)
+            yield child
 
 
 def efs_under(root: DF | ADF) -> Iterator[EF]:

@@ -12,10 +12,22 @@ __all__ = [
     "SW_CLA_NOT_SUPPORTED",
     "SW_CONDITIONS_NOT_SATISFIED",
     "SW_FILE_NOT_FOUND",
+    "SW_FUNCTION_NOT_SUPPORTED",
+    "SW_GSM_ACCESS_NOT_FULFILLED",
+    "SW_GSM_CHV_BLOCKED",
+    "SW_GSM_CHV_CONTRADICTION",
+    "SW_GSM_FILE_INCONSISTENT",
+    "SW_GSM_NOT_FOUND",
+    "SW_GSM_NO_CHV",
+    "SW_GSM_NO_EF",
+    "SW_GSM_OUT_OF_RANGE",
     "SW_INCOMPATIBLE_FILE",
     "SW_INCORRECT_DATA",
     "SW_INS_NOT_SUPPORTED",
     "SW_MAC_FAILURE",
+    "SW_MORE_DATA_AVAILABLE",
+    "SW_MORE_DATA_EXPECTED",
+    "SW_NOT_ENOUGH_MEMORY",
     "SW_NO_EF_SELECTED",
     "SW_OK",
     "SW_PIN_BLOCKED",
@@ -34,6 +46,8 @@ __all__ = [
 ]
 
 SW_OK = 0x9000
+SW_MORE_DATA_AVAILABLE = 0x62F1
+SW_MORE_DATA_EXPECTED = 0x63F1
 SW_WRONG_LENGTH = 0x6700
 SW_CHANNEL_NOT_SUPPORTED = 0x6881
 SW_SECURE_MESSAGING_NOT_SUPPORTED = 0x6882
@@ -44,8 +58,10 @@ SW_REFERENCED_DATA_INVALIDATED = 0x6984
 SW_CONDITIONS_NOT_SATISFIED = 0x6985
 SW_NO_EF_SELECTED = 0x6986
 SW_INCORRECT_DATA = 0x6A80
+SW_FUNCTION_NOT_SUPPORTED = 0x6A81
 SW_FILE_NOT_FOUND = 0x6A82
 SW_RECORD_NOT_FOUND = 0x6A83
+SW_NOT_ENOUGH_MEMORY = 0x6A84
 SW_WRONG_P1P2 = 0x6A86
 SW_REFERENCED_DATA_NOT_FOUND = 0x6A88
 SW_WRONG_OFFSET = 0x6B00
@@ -54,6 +70,16 @@ SW_CLA_NOT_SUPPORTED = 0x6E00
 SW_TECHNICAL_PROBLEM = 0x6F00
 SW_MAC_FAILURE = 0x9862
 SW_AUTH_CONTEXT_NOT_SUPPORTED = 0x9864
+
+# The GSM SIM class (TS 51.011 §9.4): its own status words for the same situations.
+SW_GSM_NO_EF = 0x9400
+SW_GSM_OUT_OF_RANGE = 0x9402
+SW_GSM_NOT_FOUND = 0x9404
+SW_GSM_FILE_INCONSISTENT = 0x9408
+SW_GSM_NO_CHV = 0x9802
+SW_GSM_ACCESS_NOT_FULFILLED = 0x9804
+SW_GSM_CHV_CONTRADICTION = 0x9808
+SW_GSM_CHV_BLOCKED = 0x9840
 
 # Exact status words (TS 102 221 §10.2.1 tables, TS 31.102 §7.3 for AUTHENTICATE).
 _EXACT: dict[int, str] = {
@@ -96,6 +122,15 @@ _EXACT: dict[int, str] = {
     0x6D00: "instruction code not supported or invalid",
     0x6E00: "class not supported",
     0x6F00: "technical problem, no precise diagnosis",
+    0x9400: "no EF selected (GSM SIM, TS 51.011)",
+    0x9402: "out of range: invalid address or record (GSM SIM, TS 51.011)",
+    0x9404: "file or pattern not found (GSM SIM, TS 51.011)",
+    0x9408: "file inconsistent with the command (GSM SIM, TS 51.011)",
+    0x9802: "no CHV initialised (GSM SIM, TS 51.011)",
+    0x9804: "access condition not fulfilled, or CHV/UNBLOCK CHV wrong with tries left (GSM SIM)",
+    0x9808: "in contradiction with CHV status (GSM SIM, TS 51.011)",
+    0x9810: "in contradiction with invalidation status (GSM SIM, TS 51.011)",
+    0x9840: "CHV or UNBLOCK CHV blocked, or wrong with no try left (GSM SIM, TS 51.011)",
     0x9850: "INCREASE cannot be performed, maximum value reached",
     0x9862: "authentication error, incorrect MAC",
     0x9863: "security session or association expired",

@@ -18,6 +18,7 @@ from trelab.errors import BadInput, RemoteProtocolError
 
 from . import fs
 from .apdu import (
+    CLA_GSM,
     PIN1,
     SW_AUTH_MAC_FAILURE,
     SW_BLOCKED,
@@ -54,6 +55,7 @@ __all__ = [
     "FID_MF",
     "Application",
     "CardInfo",
+    "GsmClass",
     "PinStatus",
     "UsimClient",
 ]
@@ -62,6 +64,7 @@ FID_MF = 0x3F00
 FID_DIR = 0x2F00  # EF.DIR (TS 102 221 §13.1)
 FID_ICCID = 0x2FE2  # EF.ICCID (TS 102 221 §13.2)
 FID_IMSI = 0x6F07  # EF.IMSI under ADF.USIM (TS 31.102 §4.2.2)
+ISIM_AID_PREFIX = bytes.fromhex("A0000000871004")  # RID 3GPP + ISIM app code (TS 31.103)
 _SW_REFERENCE_INVALIDATED = 0x6984
 _SW_RECORD_NOT_FOUND = 0x6A83
 
@@ -137,6 +140,25 @@ class CardInfo:
         }
 
 
+@dataclass(frozen=True)
+class GsmClass:
+    """How the card answers the GSM SIM class (TS 51.011), the first thing SIM tooling and many
+    modems send: SELECT MF with CLA A0 (``9Fxx`` and 22+ bytes: a SIM), then DF.GSM."""
+
+    answers: bool
+    sw: int  # the status word of SELECT MF (after GET RESPONSE when it said 9Fxx)
+    df_gsm: bool
+    chv1_enabled: bool | None  # MF response byte 14, b8 (CHV1 disabled when set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answers": self.answers,
+            "sw": f"{self.sw:04X}",
+            "df_gsm": self.df_gsm,
+            "chv1_enabled": self.chv1_enabled,
+        }
+
+
 # ---- the client ----------------------------------------------------------------------------
 
 
@@ -157,8 +179,11 @@ class UsimClient:
 
     # -- plumbing --
 
-    def _send(self, command: CommandApdu) -> ResponseApdu:
+    def send(self, command: CommandApdu) -> ResponseApdu:
+        """One command; the response as the card gave it (status words are not checked)."""
         return parse_response(self.link.transmit(command.encode()))
+
+    _send = send
 
     def _ok(self, operation: str, command: CommandApdu) -> ResponseApdu:
         resp = self._send(command)
@@ -327,6 +352,31 @@ class UsimClient:
             return AkaSyncFailure(out.auts, "reported by the card")
         return AkaSuccess(out.res, out.ck, out.ik)
 
+    def authenticate_ims(self, rand: bytes, autn: bytes) -> AkaResult:
+        """IMS AKA: AUTHENTICATE with the ISIM of EF.DIR selected (TS 31.103 §7.1.2) → RES, CK,
+        IK (no Kc), a synchronisation failure or a MAC failure.
+
+        Raises:
+            BadInput: RAND or AUTN of the wrong length (nothing is sent).
+            NoUsimApplication: EF.DIR lists no ISIM (the card is a USIM-only card).
+            CardRefused: any other refusal.
+        """
+        command = build_authenticate_3g(rand, autn)
+        isims = [app for app in self.applications() if app.aid.startswith(ISIM_AID_PREFIX)]
+        if not isims:
+            raise NoUsimApplication(f"{self.link.name}: EF.DIR lists no ISIM application")
+        self._in_usim = False
+        self._ok("SELECT ADF.ISIM", build_select_aid(isims[0].aid))
+        resp = self._send(command)
+        if resp.sw == SW_AUTH_MAC_FAILURE:
+            return AkaMacFailure()
+        if not is_success(resp.sw):
+            raise CardRefused("AUTHENTICATE (IMS AKA)", resp.sw)
+        out = parse_auth_3g_response(resp.data)
+        if isinstance(out, Auth3gSync):
+            return AkaSyncFailure(out.auts, "reported by the ISIM")
+        return AkaSuccess(out.res, out.ck, out.ik)
+
     def authenticate_gsm(self, rand: bytes) -> GsmResult:
         """AUTHENTICATE in GSM context → SRES, Kc (TS 31.102 §7.1.2.1).
 
@@ -360,6 +410,20 @@ class UsimClient:
             raise RemoteProtocolError(f"GET IDENTITY: {exc}") from None
 
     # -- everything for `card info` --
+
+    def probe_gsm(self) -> GsmClass:
+        """SELECT MF, then DF.GSM (7F20), in the GSM class. The basic channel's current file
+        moves: the client forgets its selection."""
+        self.forget_selection()
+        try:
+            mf = self._send(CommandApdu(CLA_GSM, 0xA4, 0x00, 0x00, FID_MF.to_bytes(2, "big")))
+            if not is_success(mf.sw) or len(mf.data) < 22:
+                return GsmClass(False, mf.sw, False, None)
+            chv1_enabled = not mf.data[13] & 0x80
+            df = self._send(CommandApdu(CLA_GSM, 0xA4, 0x00, 0x00, b"\x7f\x20"))
+            return GsmClass(True, mf.sw, is_success(df.sw), chv1_enabled)
+        finally:
+            self.forget_selection()
 
     def info(self) -> CardInfo:
         """ATR, ICCID, USIM AID, PIN status and, if the card lets us, the IMSI."""

@@ -155,8 +155,8 @@ class _UsimTre:
             "sqn_catch_up": f"{self._resyncs_at_start} resynchronisation(s) before the run",
             "suci": (
                 f"GET IDENTITY, schemes {', '.join(profile.suci.schemes)}"
-                if profile.suci is not None
-                else "not run: this card's profile has no suci settings (EF.UST 125 absent)"
+                if profile.suci is not None and profile.suci.calculation == "usim"
+                else "not run: this card leaves the SUCI to the ME (EF.UST 125 absent)"
             ),
         }
 
@@ -193,7 +193,7 @@ class _UsimTre:
                 client.get_identity()
 
         suci_cases = []
-        if self._profile.suci is not None:
+        if self._profile.suci is not None and self._profile.suci.calculation == "usim":
             first = self._profile.suci.schemes[0]
             suci_cases.append(
                 Case(self.tre, "suci", suci,

@@ -2,9 +2,14 @@
 
 Sans-I/O like h11: the vpcd card link, the pty modem and unit tests all feed bytes to
 :meth:`UsimEngine.process` and send back what it returns. Files come from the declarations of
-:mod:`uicc.fs`; commands come from one INS table. The card is T=0: case-4 commands (SELECT
-with FCP, AUTHENTICATE) answer ``61xx`` and the data is fetched with GET RESPONSE; a wrong Le
-gives ``6Cxx``. Non-volatile state goes through an injected :class:`CardStore`, committed
+:mod:`uicc.fs`; commands come from one INS table per class. The ATR offers T=0 and T=1: a
+case-4 command sent the T=0 way (no Le) answers ``61xx`` and its data is fetched with GET
+RESPONSE; sent with Le (T=1) it is answered at once; a wrong Le gives ``6Cxx``.
+
+The card is dual mode: the GSM SIM class ``A0`` (TS 51.011) runs on the same file system and
+PINs as the UICC classes, with its own SELECT response, status words (``9Fxx``, ``98xx``,
+``94xx``) and RUN GSM ALGORITHM. Logical channels 1–19 (MANAGE CHANNEL) each keep their own
+current file and application; PIN verification is per card. Non-volatile state goes through an injected :class:`CardStore`, committed
 *before* the response that depends on it is returned (TS 33.102 Annex C: no SQN rollback).
 
 Over-the-air management (Alternative 3a): ENVELOPE (``80 C2``) carrying an SMS-PP data download
@@ -29,18 +34,45 @@ from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authe
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from uicc import fs, seac
-from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
+from uicc.fs import (
+    ADF,
+    DF,
+    EF,
+    Access,
+    BerTlvEF,
+    CyclicEF,
+    LinearFixedEF,
+    TransparentEF,
+    encode_ber_length,
+    encode_ber_tlv,
+    encode_tlv,
+    parse_ber_tlvs,
+    read_ber_length,
+    read_ber_tag,
+)
 from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
     SW_FILE_NOT_FOUND,
+    SW_FUNCTION_NOT_SUPPORTED,
+    SW_GSM_ACCESS_NOT_FULFILLED,
+    SW_GSM_CHV_BLOCKED,
+    SW_GSM_CHV_CONTRADICTION,
+    SW_GSM_FILE_INCONSISTENT,
+    SW_GSM_NO_CHV,
+    SW_GSM_NO_EF,
+    SW_GSM_NOT_FOUND,
+    SW_GSM_OUT_OF_RANGE,
     SW_INCOMPATIBLE_FILE,
     SW_INCORRECT_DATA,
     SW_INS_NOT_SUPPORTED,
     SW_MAC_FAILURE,
+    SW_MORE_DATA_AVAILABLE,
+    SW_MORE_DATA_EXPECTED,
     SW_NO_EF_SELECTED,
+    SW_NOT_ENOUGH_MEMORY,
     SW_OK,
     SW_PIN_BLOCKED,
     SW_RECORD_NOT_FOUND,
@@ -58,11 +90,43 @@ from .contents import initial_files
 from .profile import CardProfile, load_profile, make_algorithm
 from .state import AkaCredentials, CardState, CardStore, FileContent, PinState
 
-__all__ = ["ATR", "MAX_TRIES", "UsimEngine", "initial_state", "open_card"]
+__all__ = [
+    "ATR",
+    "CHANNELS",
+    "CLA_GSM",
+    "HISTORICAL_BYTES",
+    "MAX_TRIES",
+    "UsimEngine",
+    "initial_state",
+    "open_card",
+]
 
-# TS 102 221 §6.3 / ISO 7816-3: TA1=96 (Fi/Di 512/32), T=0 then T=15 global bytes (TA=C7:
-# clock stop, class A/B/C), 15 historical bytes, TCK. XOR of T0…TCK is zero (a test checks).
-ATR = bytes.fromhex("3b9f96801fc78031a073be21136743200718000001a5")
+
+def _with_tck(atr: bytes) -> bytes:
+    """Append TCK: the XOR of T0 … TCK is zero (ISO/IEC 7816-3 §8.2.5)."""
+    tck = 0
+    for byte in atr[1:]:
+        tck ^= byte
+    return atr + bytes([tck])
+
+
+# Historical bytes (ISO/IEC 7816-4 §8.1.1), category 80 then COMPACT-TLV:
+#   31 E0 card service data: selection by full and by partial DF name, BER-TLV data objects
+#         in EF.DIR, EF.DIR read with READ RECORD, a card with an MF;
+#   73 FE A1 1F card capabilities: selection by DF name, partial name, path, FID, implicit DF,
+#         SFI and record number; BER-TLV EFs, 1-byte data unit; no command chaining, no
+#         extended Lc/Le; logical channels assigned by the card and by the terminal, 8 or more.
+HISTORICAL_BYTES = bytes.fromhex("8031e073fea11f")
+# TS 102 221 §6.3 / ISO/IEC 7816-3 §8.2: TS 3B; T0 (TA1, TD1, K historical bytes); TA1 96
+# (Fi/Di 512/32); TD1 80: T=0 first (the default), TD2 follows; TD2 B1: T=1 with TA3 FE (IFSC
+# 254) and TB3 45 (BWI 4, CWI 5), TD3 follows; TD3 1F: T=15 global TA4 C7 (clock stop without
+# preference, classes A, B and C); historical bytes; TCK (present since T=1 is offered).
+ATR = _with_tck(
+    bytes([0x3B, 0x90 | len(HISTORICAL_BYTES), 0x96, 0x80, 0xB1, 0xFE, 0x45, 0x1F, 0xC7])
+    + HISTORICAL_BYTES
+)
+CHANNELS = 20  # the basic channel and channels 1…19 (TS 102 221 §10.1.1, extended ones 4…19)
+CLA_GSM = 0xA0  # the GSM SIM class (TS 51.011 §9)
 
 # Retry counters (TS 102 221 §9.5.1): 3 for PIN1 and ADM1, 10 for the PUK.
 MAX_TRIES = {"pin1": 3, "puk1": 10, "adm1": 3}
@@ -120,8 +184,9 @@ def _parse(apdu: bytes) -> _Command:
 Family = Literal["iso", "uicc"]
 
 
-def _check_class(cla: int, family: Family) -> None:
-    """CLA coding (TS 102 221 §10.1.1): 0X/4X–7X interindustry, 8X/CX/EX UICC-specific; A0 is GSM."""
+def _check_class(cla: int, family: Family) -> int:
+    """CLA coding (TS 102 221 §10.1.1): 0X/4X–7X interindustry, 8X/CX/EX UICC-specific (A0, the
+    GSM class, has a table of its own). Returns the logical channel the class names."""
     if cla == 0xFF:
         raise _Refuse(SW_CLA_NOT_SUPPORTED)
     if cla & 0x40:  # further interindustry values: channels 4…19
@@ -134,10 +199,50 @@ def _check_class(cla: int, family: Family) -> None:
         raise _Refuse(SW_CLA_NOT_SUPPORTED)
     if chaining:
         raise _Refuse(SW_CLA_NOT_SUPPORTED)
-    if channel:
-        raise _Refuse(SW_CHANNEL_NOT_SUPPORTED)
     if secure:
         raise _Refuse(SW_SECURE_MESSAGING_NOT_SUPPORTED)
+    return channel
+
+
+# UICC status words → the GSM SIM's for the same situation (TS 51.011 §9.4). 63Cx becomes
+# 9804 (9840 when no try is left: 6983); 61xx becomes 9Fxx and 6Cxx 67xx (P3 wrong, xx right).
+_GSM_SW = {
+    SW_INCOMPATIBLE_FILE: SW_GSM_FILE_INCONSISTENT,
+    SW_SECURITY_NOT_SATISFIED: SW_GSM_ACCESS_NOT_FULFILLED,
+    SW_PIN_BLOCKED: SW_GSM_CHV_BLOCKED,
+    SW_REFERENCED_DATA_INVALIDATED: SW_GSM_CHV_CONTRADICTION,
+    SW_CONDITIONS_NOT_SATISFIED: SW_GSM_CHV_CONTRADICTION,
+    SW_NO_EF_SELECTED: SW_GSM_NO_EF,
+    SW_FILE_NOT_FOUND: SW_GSM_NOT_FOUND,
+    SW_RECORD_NOT_FOUND: SW_GSM_OUT_OF_RANGE,
+    SW_WRONG_OFFSET: SW_GSM_OUT_OF_RANGE,
+    SW_WRONG_P1P2: 0x6B00,
+    SW_REFERENCED_DATA_NOT_FOUND: 0x6B00,
+    SW_INCORRECT_DATA: 0x6B00,
+}
+
+
+def _to_gsm(response: bytes) -> bytes:
+    """A response of the shared command code, with its status word as the GSM SIM says it."""
+    sw1, sw2 = response[-2], response[-1]
+    if sw1 == 0x61:
+        return response[:-2] + bytes([0x9F, sw2])
+    if sw1 == 0x6C:
+        return response[:-2] + bytes([0x67, sw2])
+    if sw1 == 0x63 and sw2 >> 4 == 0xC:
+        return response[:-2] + _sw(SW_GSM_ACCESS_NOT_FULFILLED)
+    sw = _GSM_SW.get(sw1 << 8 | sw2)
+    return response if sw is None else response[:-2] + _sw(sw)
+
+
+def _gsm_access(access: Access) -> int:
+    """Access condition nibble of TS 51.011 §9.3: 0 ALW, 1 CHV1, A an ADM level, F NEV."""
+    return {Access.ALW: 0x0, Access.PIN1: 0x1, Access.ADM1: 0xA}.get(access, 0xF)
+
+
+def _gsm_chv_status(remaining: int) -> int:
+    """CHV status byte (TS 51.011 §9.2.1): b8 secret code initialised, b4–b1 tries left."""
+    return 0x80 | (remaining & 0x0F)
 
 
 def _sw(sw: int) -> bytes:
@@ -173,6 +278,8 @@ def initial_state(profile: CardProfile) -> CardState:
 
 
 def _build_parents() -> dict[str, DF | ADF]:
+    """The parent of every DF and ADF (an EF may sit in two DFs: its parent is where it was
+    selected, see :meth:`UsimEngine._by_fid`)."""
     parents: dict[str, DF | ADF] = {fs.MF.name: fs.MF}
     stack: list[DF | ADF] = [fs.MF, *fs.APPLICATIONS]
     for app in fs.APPLICATIONS:
@@ -180,18 +287,34 @@ def _build_parents() -> dict[str, DF | ADF]:
     while stack:
         node = stack.pop()
         for child in node.children:
-            parents[child.name] = node
             if isinstance(child, DF):
+                parents[child.name] = node
                 stack.append(child)
     return parents
 
 
 _PARENTS = _build_parents()
-Node = DF | ADF | TransparentEF | LinearFixedEF
+Node = DF | ADF | TransparentEF | LinearFixedEF | BerTlvEF
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """A data object moving in blocks on one channel (TS 102 221 §11.3): what RETRIEVE DATA
+    still has to send, or what SET DATA has gathered of an object of ``length`` bytes."""
+
+    ef: BerTlvEF
+    tag: bytes
+    rest: bytes = b""  # RETRIEVE DATA: the object's bytes not sent yet
+    length: int = 0  # SET DATA: the value's announced length …
+    value: bytes = b""  # … and what of it has arrived
+
+
+# what one logical channel remembers: current DF, current EF, active application, record pointer
+_Selection = tuple[DF | ADF, EF | None, ADF | None, int]
 
 
 class UsimEngine:
-    """A USIM (UICC with ADF.USIM), T=0, one logical channel.
+    """A dual-mode SIM/USIM (UICC with ADF.USIM and DF.GSM), T=0 and T=1, 20 logical channels.
 
     The constructor loads the card state from ``store`` (or personalises a fresh one from
     ``profile``) and powers the card on.
@@ -240,6 +363,27 @@ class UsimEngine:
             0x10: ("uicc", self._terminal_profile),
             0xC2: ("uicc", self._envelope),
             0xDA: ("uicc", self._put_data),
+            0x70: ("iso", self._manage_channel),
+            0xCB: ("uicc", self._retrieve_data),
+            0xDB: ("uicc", self._set_data),
+        }
+        # the GSM SIM class (TS 51.011 §9.2): commands over the same files and PINs
+        self._gsm_table: dict[int, Callable[[_Command], bytes]] = {
+            0xA4: self._gsm_select,
+            0xF2: self._gsm_status,
+            0xB0: self._gsm_read_binary,
+            0xD6: self._gsm_update_binary,
+            0xB2: self._gsm_read_record,
+            0xDC: self._gsm_update_record,
+            0xA2: self._gsm_seek,
+            0xC0: self._gsm_get_response,
+            0x20: self._gsm_verify,
+            0x24: self._gsm_change,
+            0x26: self._gsm_disable,
+            0x28: self._gsm_enable,
+            0x2C: self._gsm_unblock,
+            0x88: self._run_gsm_algorithm,
+            0x10: self._terminal_profile,
         }
         self._powered = False
         self._pending: bytes | None = None
@@ -264,9 +408,16 @@ class UsimEngine:
         self._ef: EF | None = None
         self._app: ADF | None = None
         self._record = 0
+        self._channel = 0  # the channel whose selection is in _df/_ef/_app/_record
+        self._channels: dict[int, _Selection] = {}  # the other open channels' selections
         self._verified: set[str] = set()
         self._pending = None
+        self._pending_channel = 0
         self._offered: bytes | None = None
+        self._offered_channel = 0
+        self._le: int | None = None  # Le of the case-4 command being run (T=1), else None
+        self._pending_sw = self._offered_sw = SW_OK  # the status after the last response byte
+        self._transfers: dict[int, _Transfer] = {}  # BER-TLV block transfers, by channel
         return ATR
 
     def reset(self) -> bytes:
@@ -321,23 +472,94 @@ class UsimEngine:
             self.power_on()
         # T=0: response data is offered to the next command only (if it is GET RESPONSE)
         self._offered, self._pending = self._pending, None
+        self._offered_channel = self._pending_channel
+        self._offered_sw, self._pending_sw = self._pending_sw, SW_OK
         return self._dispatch(apdu)
 
     def _dispatch(self, apdu: bytes) -> bytes:
         try:
             command = _parse(bytes(apdu))
+            self._le = command.le if command.data else None
+            if command.cla == CLA_GSM:
+                return self._dispatch_gsm(command)
             entry = self._table.get(command.ins)
             if entry is None:
                 _check_class(command.cla, "iso" if command.cla < 0x80 else "uicc")
                 raise _Refuse(SW_INS_NOT_SUPPORTED)
             family, handler = entry
-            _check_class(command.cla, family)
+            channel = _check_class(command.cla, family)
+            if channel != self._channel:
+                self._use_channel(channel)
             return handler(command)
         except _Refuse as refusal:
             return _sw(refusal.sw)
         except Exception as exc:  # the card must answer; a bug shows as 6F00 + last_error
             self.last_error = type(exc).__name__
             return _sw(SW_TECHNICAL_PROBLEM)
+
+    def _dispatch_gsm(self, command: _Command) -> bytes:
+        """The GSM SIM class: always the basic channel, status words of TS 51.011 §9.4."""
+        handler = self._gsm_table.get(command.ins)
+        try:
+            if handler is None:
+                raise _Refuse(SW_INS_NOT_SUPPORTED)
+            if self._channel:
+                self._use_channel(0)
+            return _to_gsm(handler(command))
+        except _Refuse as refusal:
+            return _to_gsm(_sw(refusal.sw))
+
+    # -- logical channels (TS 102 221 §10.1.1, §11.1.17) -----------------------------------------
+    def _use_channel(self, channel: int) -> None:
+        """Make ``channel`` current: park this channel's selection, take up that one's."""
+        if channel not in self._channels or (self._deferred and channel):
+            raise _Refuse(SW_CHANNEL_NOT_SUPPORTED)
+        self._channels[self._channel] = (self._df, self._ef, self._app, self._record)
+        self._df, self._ef, self._app, self._record = self._channels.pop(channel)
+        self._channel = channel
+
+    @property
+    def open_channels(self) -> tuple[int, ...]:
+        """Logical channels open now, the basic channel 0 included."""
+        return tuple(sorted((self._channel, *self._channels)))
+
+    def _manage_channel(self, c: _Command) -> bytes:
+        """MANAGE CHANNEL: open (P1 00; P2 00 lets the card choose, returned as one byte) or
+        close (P1 80; P2 the channel, 00 the one the class names). A channel opened from the
+        basic channel starts at the MF; from another one, at that channel's DF/application."""
+        if c.data or self._deferred:
+            raise _Refuse(SW_WRONG_LENGTH if c.data else SW_CONDITIONS_NOT_SATISFIED)
+        if c.p1 == 0x80:
+            target = c.p2 or self._channel
+            if c.le or not 1 <= target < CHANNELS:  # P3 00 is case 1 over T=0
+                raise _Refuse(SW_WRONG_LENGTH if c.le else SW_WRONG_P1P2)
+            if target == self._channel:
+                self._use_channel(0)
+            if target not in self._channels:
+                raise _Refuse(SW_CHANNEL_NOT_SUPPORTED)
+            del self._channels[target]
+            self._transfers.pop(target, None)
+            return _sw(SW_OK)
+        if c.p1 != 0x00 or c.p2 >= CHANNELS:
+            raise _Refuse(SW_WRONG_P1P2)
+        if c.p2:
+            if c.p2 in self._channels or c.p2 == self._channel:
+                raise _Refuse(SW_WRONG_P1P2)  # already open
+            new = c.p2
+            if c.le:
+                raise _Refuse(SW_WRONG_LENGTH)
+        else:
+            if c.le not in (None, 1):
+                raise _Refuse(SW_WRONG_LENGTH)
+            free = [n for n in range(1, CHANNELS) if n not in self._channels and n != self._channel]
+            if not free:
+                raise _Refuse(SW_FUNCTION_NOT_SUPPORTED)  # no channel left
+            new = free[0]
+        if self._channel == 0:
+            self._channels[new] = (fs.MF, None, None, 0)
+        else:
+            self._channels[new] = (self._df, None, self._app, 0)
+        return bytes([new]) + _sw(SW_OK) if not c.p2 else _sw(SW_OK)
 
     # -- remote management (used by firmware_stubs.usim.ota) ----------------------------------------
     def commit(self, state: CardState) -> None:
@@ -361,8 +583,11 @@ class UsimEngine:
         Returns the R-APDUs and the state they produced, *not* committed: the caller commits it
         (one atomic write for the whole script).
         """
+        if self._channel:  # remote commands run beside the basic channel's context
+            self._use_channel(0)
         saved = (self._df, self._ef, self._app, self._record, self._verified)
         pending = (self._pending, self._offered)
+        transfers = dict(self._transfers)
         before = self._state
         self._deferred = True
         self._df, self._ef, self._app, self._record = application or fs.MF, None, application, 0
@@ -382,6 +607,7 @@ class UsimEngine:
             self._state = before
             self._df, self._ef, self._app, self._record, self._verified = saved
             self._pending, self._offered = pending
+            self._transfers = transfers
 
     # -- helpers ---------------------------------------------------------------------------------
     def _commit(self, state: CardState) -> None:
@@ -413,9 +639,21 @@ class UsimEngine:
     def _content(self, ef: EF) -> FileContent:
         return self._state.files.get(ef.name, self._base_files[ef.name])
 
-    def _respond_later(self, data: bytes) -> bytes:
-        """T=0 case 4: keep ``data`` for GET RESPONSE and announce its length with 61xx."""
-        self._pending = data
+    def _respond_later(self, data: bytes, final: int = SW_OK) -> bytes:
+        """Case 4 the T=0 way (no Le): keep ``data`` for GET RESPONSE and announce its length
+        with 61xx. Sent with Le (T=1): answer at once, up to Le bytes, 61xx for the rest.
+        ``final`` is the status that goes with the last byte."""
+        le = self._le
+        if le is not None:
+            self._le = None
+            wanted = le or 256
+            if len(data) <= wanted:
+                return data + _sw(final)
+            data, rest = data[:wanted], data[wanted:]
+            self._pending, self._pending_channel = rest, self._channel
+            self._pending_sw = final
+            return data + bytes([0x61, len(rest) & 0xFF])
+        self._pending, self._pending_channel, self._pending_sw = data, self._channel, final
         return bytes([0x61, len(data) & 0xFF])
 
     @staticmethod
@@ -442,38 +680,42 @@ class UsimEngine:
     def _child(self, df: DF | ADF, fid: int) -> Node | None:
         return next((c for c in df.children if c.fid == fid), None)
 
-    def _by_fid(self, fid: int) -> Node:
+    def _by_fid(self, fid: int) -> tuple[Node, DF | ADF]:
         """Search order of TS 102 221 §8.4.1: children of the current DF, the DF itself, its
-        parent and the parent's children, the MF; 7FFF is the current application."""
+        parent and the parent's children, the MF; 7FFF is the current application. Returns the
+        file and the DF it was found in (an EF may sit in two, as DF.GSM shares ADF.USIM's)."""
         if fid == 0x3F00:
-            return fs.MF
+            return fs.MF, fs.MF
         if fid == 0x7FFF:
             if self._app is None:
                 raise _Refuse(SW_FILE_NOT_FOUND)
-            return self._app
+            return self._app, fs.MF
         current = self._df
         parent = _PARENTS[current.name]
         found = self._child(current, fid)
-        if found is None and current.fid == fid and not isinstance(current, ADF):
-            found = current
-        if found is None and parent.fid == fid:
-            found = parent
-        if found is None:
-            found = self._child(parent, fid)
+        if found is not None:
+            return found, current
+        if current.fid == fid and not isinstance(current, ADF):
+            return current, parent
+        if parent.fid == fid:
+            return parent, _PARENTS[parent.name]
+        found = self._child(parent, fid)
         if found is None:
             raise _Refuse(SW_FILE_NOT_FOUND)
-        return found
+        return found, parent
 
-    def _by_path(self, start: DF | ADF, path: bytes) -> Node:
+    def _by_path(self, start: DF | ADF, path: bytes) -> tuple[Node, DF | ADF]:
         if not path or len(path) % 2:
             raise _Refuse(SW_WRONG_LENGTH)
         fids = [int.from_bytes(path[i : i + 2], "big") for i in range(0, len(path), 2)]
         if start is fs.MF and fids[0] == 0x3F00:  # tolerate an explicit MF at the start
             fids = fids[1:]
         node: Node = start
+        holder: DF | ADF = start
         for index, fid in enumerate(fids):
             if not isinstance(node, DF | ADF):
                 raise _Refuse(SW_FILE_NOT_FOUND)
+            holder = node
             if fid == 0x7FFF and index == 0 and self._app is not None:
                 node = self._app
                 continue
@@ -481,7 +723,7 @@ class UsimEngine:
             if child is None:
                 raise _Refuse(SW_FILE_NOT_FOUND)
             node = child
-        return node
+        return node, holder
 
     def _by_aid(self, aid: bytes) -> ADF:
         """Right-truncated AIDs match by prefix (ISO 7816-4 §5.3.1.2)."""
@@ -497,13 +739,14 @@ class UsimEngine:
             raise _Refuse(SW_WRONG_P1P2)
         if not c.data and c.le:
             raise _Refuse(SW_WRONG_LENGTH)  # P3 announced data that never came
+        holder: DF | ADF = self._df
         if c.p1 == 0x00:
             if not c.data:
                 target: Node = fs.MF
             elif len(c.data) != 2:
                 raise _Refuse(SW_WRONG_LENGTH)
             else:
-                target = self._by_fid(int.from_bytes(c.data, "big"))
+                target, holder = self._by_fid(int.from_bytes(c.data, "big"))
         elif c.p1 == 0x01:
             if len(c.data) != 2:
                 raise _Refuse(SW_WRONG_LENGTH)
@@ -518,21 +761,27 @@ class UsimEngine:
         elif c.p1 == 0x04:
             target = self._by_aid(c.data)
         elif c.p1 == 0x08:
-            target = self._by_path(fs.MF, c.data)
+            target, holder = self._by_path(fs.MF, c.data)
         elif c.p1 == 0x09:
-            target = self._by_path(self._df, c.data)
+            target, holder = self._by_path(self._df, c.data)
         else:
             raise _Refuse(SW_WRONG_P1P2)
+        self._take(target, holder)
+        if c.p2 == 0x0C:
+            return _sw(SW_OK)
+        return self._respond_later(self._fcp(target))
+
+    def _take(self, target: Node, holder: DF | ADF) -> None:
+        """Make ``target`` current (an EF: with ``holder`` as the current DF). A data object
+        transfer on this channel ends with it (TS 102 221 §11.3)."""
+        self._transfers.pop(self._channel, None)
         if isinstance(target, DF | ADF):
             self._df, self._ef = target, None
             if isinstance(target, ADF):
                 self._app = target
         else:
-            self._df, self._ef = _PARENTS[target.name], target
+            self._df, self._ef = holder, target
         self._record = 0
-        if c.p2 == 0x0C:
-            return _sw(SW_OK)
-        return self._respond_later(self._fcp(target))
 
     def _fcp(self, node: Node) -> bytes:
         """FCP template (TS 102 221 §11.1.1.3): 82, 83, [84], [A5], 8A, 8C, [C6], [80, 88]."""
@@ -553,6 +802,8 @@ class UsimEngine:
             descriptor = (
                 bytes([kind, 0x21]) + node.record_len.to_bytes(2, "big") + bytes([node.records])
             )
+        elif isinstance(node, BerTlvEF):
+            descriptor = b"\x79\x21"  # shareable, BER-TLV structure (TS 102 221 Table 11.5)
         else:
             descriptor = b"\x41\x21"
         parts.append(encode_tlv(0x82, descriptor))
@@ -592,7 +843,7 @@ class UsimEngine:
 
     # -- GET RESPONSE (§11.1.13, T=0 of §7.3.1.1.4) -----------------------------------------------
     def _get_response(self, c: _Command) -> bytes:
-        pending = self._offered
+        pending = self._offered if self._offered_channel == self._channel else None
         if c.p1 or c.p2:
             raise _Refuse(SW_WRONG_P1P2)
         if c.data:
@@ -600,18 +851,22 @@ class UsimEngine:
         if pending is None:
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
         wanted = c.le or 256  # absent or 00: 256
+        self._pending_channel, self._pending_sw = self._channel, self._offered_sw
         if wanted > len(pending):
             self._pending = pending
             return bytes([0x6C, len(pending) & 0xFF])
         if wanted < len(pending):
             self._pending = pending[wanted:]
             return pending[:wanted] + bytes([0x61, len(self._pending) & 0xFF])
-        return pending + _sw(SW_OK)
+        self._pending_sw = SW_OK
+        return pending + _sw(self._offered_sw)
 
     # -- READ / UPDATE BINARY (§11.1.3, §11.1.4) -------------------------------------------------
     def _by_sfi(self, sfi: int) -> EF:
         for child in self._df.children:
             if not isinstance(child, DF) and child.sfid == sfi:
+                if child is not self._ef:
+                    self._transfers.pop(self._channel, None)
                 self._ef, self._record = child, 0
                 return child
         raise _Refuse(SW_FILE_NOT_FOUND)
@@ -901,7 +1156,7 @@ class UsimEngine:
                 raise _Refuse(SW_WRONG_LENGTH)
             if rand_len != 16:
                 raise _Refuse(SW_INCORRECT_DATA)
-            if self._profile.res_bits > 128:  # c2 (TS 33.102 §6.8.1.2) is defined up to 128
+            if not self._gsm_capable():
                 raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
             gsm = gsm_authenticate(self._algorithm, rand)
             # L ‖ SRES ‖ L ‖ Kc (TS 31.102 §7.1.2.2)
@@ -993,6 +1248,295 @@ class UsimEngine:
         if tag == 0xDF20:
             return self._respond_now(seac.REFRESH_TAG, c.le)
         raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+
+    # -- RETRIEVE DATA / SET DATA (TS 102 221 §11.3.1, §11.3.2): BER-TLV structured EFs ------------
+    def _ber_target(self, c: _Command, access: str) -> BerTlvEF:
+        if c.p1 or c.p2 not in (0x00, 0x80):  # P2: 80 first block, 00 next block
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, BerTlvEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        self._require(ef.read if access == "read" else ef.update)
+        return ef
+
+    def _objects(self, ef: BerTlvEF) -> list[tuple[bytes, bytes]]:
+        content = self._content(ef)
+        assert isinstance(content, bytes)
+        return parse_ber_tlvs(content)
+
+    def _retrieve_data(self, c: _Command) -> bytes:
+        """The object with the tag in the data (first block: its tag, length and value from the
+        start), then the rest in further blocks (next block, no data) while the card answers
+        62F1. Tag 5C gives the list of the file's tags."""
+        ef = self._ber_target(c, "read")
+        if c.p2 == 0x80:
+            try:
+                tag, end = read_ber_tag(c.data)
+            except BadInput:
+                raise _Refuse(SW_WRONG_LENGTH if not c.data else SW_INCORRECT_DATA) from None
+            if end != len(c.data):
+                raise _Refuse(SW_INCORRECT_DATA)
+            objects = self._objects(ef)
+            if tag == b"\x5c":
+                whole = encode_ber_tlv(tag, b"".join(t for t, _ in objects))
+            else:
+                value = next((v for t, v in objects if t == tag), None)
+                if value is None:
+                    raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+                whole = encode_ber_tlv(tag, value)
+        else:
+            transfer = self._transfers.get(self._channel)
+            if c.data:
+                raise _Refuse(SW_WRONG_LENGTH)
+            if transfer is None or transfer.ef is not ef or not transfer.rest:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            tag, whole = transfer.tag, transfer.rest
+        size = (c.le or 256) if c.le is not None else 256
+        block, rest = whole[:size], whole[size:]
+        if rest:
+            self._transfers[self._channel] = _Transfer(ef, tag, rest=rest)
+        else:
+            self._transfers.pop(self._channel, None)
+        final = SW_MORE_DATA_AVAILABLE if rest else SW_OK
+        if c.p2 == 0x80 and c.le is None:  # case 4 the T=0 way: 61xx, GET RESPONSE
+            return self._respond_later(block, final)
+        self._le = None
+        return block + _sw(final)
+
+    def _set_data(self, c: _Command) -> bytes:
+        """First block: tag ‖ length ‖ the value or its start (the tag alone deletes the
+        object); next blocks: more of the value, answered 63F1 until it is complete. The file
+        changes only when the whole object has arrived."""
+        ef = self._ber_target(c, "update")
+        if not c.data or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if c.p2 == 0x80:
+            self._transfers.pop(self._channel, None)
+            try:
+                tag, i = read_ber_tag(c.data)
+                if tag == b"\x5c":  # the tag list is the card's, not an object
+                    raise BadInput("tag 5C is reserved")
+                if i == len(c.data):
+                    return self._store_object(ef, tag, None)
+                length, i = read_ber_length(c.data, i)
+            except BadInput:
+                raise _Refuse(SW_INCORRECT_DATA) from None
+            transfer = _Transfer(ef, tag, length=length)
+            self._fits(ef, tag, length)
+            part = c.data[i:]
+        else:
+            found = self._transfers.get(self._channel)
+            if found is None or found.ef is not ef or found.rest:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            transfer, part = found, c.data
+        if len(transfer.value) + len(part) > transfer.length:
+            self._transfers.pop(self._channel, None)
+            raise _Refuse(SW_WRONG_LENGTH)  # more than the object's announced length
+        value = transfer.value + part
+        if len(value) < transfer.length:
+            self._transfers[self._channel] = replace(transfer, value=value)
+            return _sw(SW_MORE_DATA_EXPECTED)
+        self._transfers.pop(self._channel, None)
+        return self._store_object(ef, transfer.tag, value)
+
+    def _fits(self, ef: BerTlvEF, tag: bytes, length: int) -> None:
+        """Refuse (6A84) an object the file cannot hold beside its others."""
+        others = sum(len(encode_ber_tlv(t, v)) for t, v in self._objects(ef) if t != tag)
+        if others + len(tag) + len(encode_ber_length(length)) + length > ef.size:
+            raise _Refuse(SW_NOT_ENOUGH_MEMORY)
+
+    def _store_object(self, ef: BerTlvEF, tag: bytes, value: bytes | None) -> bytes:
+        """Create, replace (in place) or, with ``value`` None, delete the object ``tag``."""
+        objects = self._objects(ef)
+        index = next((n for n, (t, _) in enumerate(objects) if t == tag), None)
+        if value is None:
+            if index is None:
+                raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+            del objects[index]
+        elif index is None:
+            objects.append((tag, value))
+        else:
+            objects[index] = (tag, value)
+        content = b"".join(encode_ber_tlv(t, v) for t, v in objects)
+        self._commit(self._state.with_file(ef.name, content))
+        return _sw(SW_OK)
+
+    # -- the GSM SIM class, TS 51.011 §9.2 -------------------------------------------------------
+    def _gsm_capable(self) -> bool:
+        """c2 takes a RES of 32…128 bits and c3 128-bit CK and IK (TS 33.102 §6.8.1.2); a
+        profile with other lengths has no GSM algorithm."""
+        p = self._profile
+        return p.res_bits <= 128 and p.ck_bits == 128 and p.ik_bits == 128
+
+    def _gsm_response(self, node: Node) -> bytes:
+        """The SELECT/STATUS response of TS 51.011 §9.2.1: 22 bytes for the MF or a DF (memory,
+        FID, type, characteristics, children, CHV states), 15 for an EF (size, FID, access
+        conditions, status, structure, record length)."""
+        fid = node.fid.to_bytes(2, "big")
+        if isinstance(node, DF | ADF):
+            pin1, puk1 = self._state.pins["pin1"], self._state.pins["puk1"]
+            dfs = sum(1 for child in node.children if isinstance(child, DF))
+            efs = len(node.children) - dfs
+            # b1 clock stop allowed, b5 b6 3 V and 1.8 V technology, b8 CHV1 disabled
+            characteristics = 0x31 | (0x00 if pin1.enabled else 0x80)
+            return (
+                bytes(4)  # RFU, memory not allocated to any file
+                + fid
+                + bytes([0x01 if node is fs.MF else 0x02])
+                + bytes(5)
+                + bytes([9])  # length of what follows
+                + bytes([characteristics, dfs, efs, 3, 0])  # 3: CHV1, UNBLOCK CHV1, ADM
+                + bytes([_gsm_chv_status(pin1.remaining), _gsm_chv_status(puk1.remaining)])
+                + bytes(2)  # CHV2 and UNBLOCK CHV2: not initialised
+            )
+        if isinstance(node, LinearFixedEF):
+            structure = 0x03 if isinstance(node, CyclicEF) else 0x01
+            record_len = node.record_len
+        else:
+            structure, record_len = 0x00, 0
+        access = bytes(
+            [_gsm_access(node.read) << 4 | _gsm_access(node.update), 0xF0, 0xFF]
+        )  # READ|UPDATE, INCREASE never, REHABILITATE|INVALIDATE never
+        return (
+            bytes(2)
+            + node.size.to_bytes(2, "big")
+            + fid
+            + b"\x04\x00"  # EF; INCREASE not allowed
+            + access
+            + b"\x01\x02"  # not invalidated; 2 bytes follow
+            + bytes([structure, record_len])
+        )
+
+    def _gsm_select(self, c: _Command) -> bytes:
+        """SELECT by FID only (P1 P2 = 00 00); applications are not reachable in this class."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if len(c.data) != 2:
+            raise _Refuse(SW_WRONG_LENGTH)
+        fid = int.from_bytes(c.data, "big")
+        if fid == 0x7FFF:
+            raise _Refuse(SW_FILE_NOT_FOUND)
+        target, holder = self._by_fid(fid)
+        if isinstance(target, ADF):
+            raise _Refuse(SW_FILE_NOT_FOUND)
+        self._take(target, holder)
+        return self._respond_later(self._gsm_response(target))
+
+    def _gsm_status(self, c: _Command) -> bytes:
+        """STATUS: the current directory's response; P3 shorter than it takes the first bytes."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        data = self._gsm_response(self._df)
+        wanted = c.le or len(data)
+        if wanted > len(data):
+            return bytes([0x6C, len(data)])
+        return data[:wanted] + _sw(SW_OK)
+
+    def _gsm_get_response(self, c: _Command) -> bytes:
+        if self._offered is None or self._offered_channel:
+            raise _Refuse(SW_TECHNICAL_PROBLEM)  # TS 102 221 §12.1.1.1: out of sequence
+        return self._get_response(c)
+
+    def _gsm_read_binary(self, c: _Command) -> bytes:
+        if c.p1 & 0x80:  # no SFI in this class: the offset is 15 bits
+            raise _Refuse(SW_WRONG_OFFSET)
+        return self._read_binary(c)
+
+    def _gsm_update_binary(self, c: _Command) -> bytes:
+        if c.p1 & 0x80:
+            raise _Refuse(SW_WRONG_OFFSET)
+        return self._update_binary(c)
+
+    def _gsm_read_record(self, c: _Command) -> bytes:
+        if c.p2 & 0xF8:  # no SFI in this class
+            raise _Refuse(SW_WRONG_P1P2)
+        return self._read_record(c)
+
+    def _gsm_update_record(self, c: _Command) -> bytes:
+        if c.p2 & 0xF8:
+            raise _Refuse(SW_WRONG_P1P2)
+        return self._update_record(c)
+
+    def _gsm_seek(self, c: _Command) -> bytes:
+        """SEEK (TS 51.011 §9.2.7): the first record that starts with the pattern; P2 high
+        nibble 0 type 1, 1 type 2 (the record number is returned); low nibble 0 from the
+        beginning forward, 1 from the end backward, 2 next forward, 3 previous backward."""
+        kind, mode = c.p2 >> 4, c.p2 & 0x0F
+        if c.p1 or kind > 1 or mode > 3:
+            raise _Refuse(SW_WRONG_P1P2)
+        if not 1 <= len(c.data) <= 16 or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        ef = self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, LinearFixedEF) or isinstance(ef, CyclicEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        if len(c.data) > ef.record_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.read)
+        count, current = ef.records, self._record
+        order = {
+            0: range(1, count + 1),
+            1: range(count, 0, -1),
+            2: range(current + 1, count + 1),
+            3: range(current - 1 if current else count, 0, -1),
+        }[mode]
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        number = next((n for n in order if records[n - 1].startswith(c.data)), None)
+        if number is None:
+            raise _Refuse(SW_FILE_NOT_FOUND)  # 9404: pattern not found, pointer unchanged
+        self._record = number
+        return self._respond_later(bytes([number])) if kind else _sw(SW_OK)
+
+    def _gsm_chv(self, c: _Command, length: int, *, unblock: bool = False) -> _Command:
+        """The same command with the UICC key reference: CHV1 is PIN1 (P2 01; UNBLOCK CHV
+        names it 00), ADM1 keeps 0A; CHV2 is not initialised on this card."""
+        if c.p1:
+            raise _Refuse(SW_WRONG_P1P2)
+        refs = {0x00: 0x01, 0x01: 0x01} if unblock else {0x01: 0x01, 0x0A: 0x0A}
+        if c.p2 == 0x02:
+            raise _Refuse(SW_GSM_NO_CHV)
+        if c.p2 not in refs:
+            raise _Refuse(SW_WRONG_P1P2)
+        if len(c.data) != length or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        return replace(c, p2=refs[c.p2])
+
+    def _gsm_verify(self, c: _Command) -> bytes:
+        return self._verify(self._gsm_chv(c, 8))
+
+    def _gsm_change(self, c: _Command) -> bytes:
+        return self._change(self._gsm_chv(c, 16))
+
+    def _gsm_disable(self, c: _Command) -> bytes:
+        return self._disable(self._gsm_chv(c, 8))
+
+    def _gsm_enable(self, c: _Command) -> bytes:
+        return self._enable(self._gsm_chv(c, 8))
+
+    def _gsm_unblock(self, c: _Command) -> bytes:
+        return self._unblock(self._gsm_chv(c, 16, unblock=True))
+
+    def _run_gsm_algorithm(self, c: _Command) -> bytes:
+        """RUN GSM ALGORITHM (TS 51.011 §9.2.16): RAND in, SRES ‖ Kc out (9F0C, GET RESPONSE),
+        computed as a USIM does in its GSM context: SRES = c2(RES), Kc = c3(CK, IK). DF.GSM
+        must be the current directory and CHV1 satisfied."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if len(c.data) != 16 or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if not self._gsm_capable():
+            raise _Refuse(SW_INS_NOT_SUPPORTED)  # no GSM algorithm on this card
+        if self._df is not fs.DF_GSM:
+            raise _Refuse(SW_SECURITY_NOT_SATISFIED)  # 9804: not in DF.GSM
+        self._require(Access.PIN1)
+        gsm = gsm_authenticate(self._algorithm, c.data)
+        return self._respond_later(gsm.sres + gsm.kc)
 
 
 def _sc(access: Access) -> int:

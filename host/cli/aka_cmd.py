@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aka.algorithm import F2345
@@ -21,17 +22,37 @@ from trelab.hexargs import parse_hex
 __all__ = ["register"]
 
 
+def _challenge(args: argparse.Namespace) -> tuple[bytes, bytes, bytes]:
+    """--rand, --sqn and --amf, every algorithm's inputs besides the keys."""
+    return (
+        parse_hex("--rand", args.rand, length=16),
+        parse_hex("--sqn", args.sqn, length=6),
+        parse_hex("--amf", args.amf, length=2),
+    )
+
+
+def _operator_key(
+    args: argparse.Namespace, name: str, size: int, derive: Callable[[bytes], bytes]
+) -> bytes:
+    """The operator variant: ``--<name>c`` as given, or ``derive`` of ``--<name>`` (one of the
+    two is required by the parser)."""
+    given = getattr(args, name)
+    if given is not None:
+        return derive(parse_hex(f"--{name}", given, length=size))
+    return parse_hex(f"--{name}c", getattr(args, f"{name}c"), length=size)
+
+
+def _milenage_keys(args: argparse.Namespace) -> tuple[Milenage, bytes]:
+    """Milenage with --k and --op/--opc (OPc derived from OP if need be), and OPc."""
+    cipher = SoftwareAes(parse_hex("--k", args.k, length=16))
+    opc = _operator_key(args, "op", 16, lambda op: opc_from_op(cipher, op))
+    return Milenage(cipher, opc), opc
+
+
 def _milenage(args: argparse.Namespace) -> Outcome:
-    k = parse_hex("--k", args.k, length=16)
-    rand = parse_hex("--rand", args.rand, length=16)
-    sqn = parse_hex("--sqn", args.sqn, length=6)
-    amf = parse_hex("--amf", args.amf, length=2)
-    cipher = SoftwareAes(k)
-    if args.op is not None:
-        opc = opc_from_op(cipher, parse_hex("--op", args.op, length=16))
-    else:
-        opc = parse_hex("--opc", args.opc, length=16)
-    out = Milenage(cipher, opc).all_outputs(rand, sqn, amf)
+    milenage, opc = _milenage_keys(args)
+    rand, sqn, amf = _challenge(args)
+    out = milenage.all_outputs(rand, sqn, amf)
     data = {"opc": opc.hex()} | {name: value.hex() for name, value in out.items()}
     data["autn"] = build_autn(sqn, out["f5"], amf, out["f1"]).hex()
     data["sres"] = c2_sres(out["f2"]).hex()
@@ -42,15 +63,9 @@ def _milenage(args: argparse.Namespace) -> Outcome:
 def _tuak(args: argparse.Namespace) -> Outcome:
     from aka.tuak import SoftwareKeccak, Tuak, topc_from_top
 
-    k = parse_hex("--k", args.k, length=(16, 32))
-    rand = parse_hex("--rand", args.rand, length=16)
-    sqn = parse_hex("--sqn", args.sqn, length=6)
-    amf = parse_hex("--amf", args.amf, length=2)
-    holder = SoftwareKeccak(k)
-    if args.top is not None:
-        topc = topc_from_top(holder, parse_hex("--top", args.top, length=32), args.iterations)
-    else:
-        topc = parse_hex("--topc", args.topc, length=32)
+    holder = SoftwareKeccak(parse_hex("--k", args.k, length=(16, 32)))
+    topc = _operator_key(args, "top", 32, lambda top: topc_from_top(holder, top, args.iterations))
+    rand, sqn, amf = _challenge(args)
     tuak = Tuak(
         holder,
         topc,
@@ -77,15 +92,9 @@ def _tuak(args: argparse.Namespace) -> Outcome:
 def _hmac_sha256(args: argparse.Namespace) -> Outcome:
     from aka.hmac_aka import HmacAka, SoftwareHmac, opc_from_op
 
-    k = parse_hex("--k", args.k, length=(16, 32))
-    rand = parse_hex("--rand", args.rand, length=16)
-    sqn = parse_hex("--sqn", args.sqn, length=6)
-    amf = parse_hex("--amf", args.amf, length=2)
-    holder = SoftwareHmac(k)
-    if args.op is not None:
-        opc = opc_from_op(holder, parse_hex("--op", args.op, length=32))
-    else:
-        opc = parse_hex("--opc", args.opc, length=32)
+    holder = SoftwareHmac(parse_hex("--k", args.k, length=(16, 32)))
+    opc = _operator_key(args, "op", 32, lambda op: opc_from_op(holder, op))
+    rand, sqn, amf = _challenge(args)
     algorithm = HmacAka(holder, opc, res_bits=args.res_bits)
     f = algorithm.f2345(rand)
     mac = algorithm.f1(rand, sqn, amf)
@@ -112,16 +121,9 @@ def _strict_int(name: str, text: str, lo: int, hi: int) -> int:
 
 def _aka_run(args: argparse.Namespace) -> tuple[dict[str, str], F2345, bytes, bytes]:
     """Milenage on the common options → (res ck ik ak autn as hex, outputs, RAND, SQN ⊕ AK)."""
-    k = parse_hex("--k", args.k, length=16)
-    rand = parse_hex("--rand", args.rand, length=16)
-    sqn = parse_hex("--sqn", args.sqn, length=6)
-    amf = parse_hex("--amf", args.amf, length=2)
-    cipher = SoftwareAes(k)
-    if args.op is not None:
-        opc = opc_from_op(cipher, parse_hex("--op", args.op, length=16))
-    else:
-        opc = parse_hex("--opc", args.opc, length=16)
-    mac, out = Milenage(cipher, opc).f1_f2345(rand, sqn, amf)
+    milenage, _ = _milenage_keys(args)
+    rand, sqn, amf = _challenge(args)
+    mac, out = milenage.f1_f2345(rand, sqn, amf)
     autn = build_autn(sqn, out.ak, amf, mac)
     data = {
         "res": out.res.hex(),
@@ -206,13 +208,17 @@ def _suci_deconceal(args: argparse.Namespace) -> Outcome:
     return Outcome(data=data, text=key_value_lines(data))
 
 
-def _aka_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", required=True, help="K, 16 bytes hex")
+def _aka_inputs(
+    p: argparse.ArgumentParser, *, k: str = "16 bytes", operator: str = "op", size: int = 16
+) -> None:
+    """--k, the operator variant (--op or --opc; --top or --topc) and --rand, --sqn, --amf."""
+    p.add_argument("--k", required=True, help=f"K, {k} hex")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--op", help="OP, 16 bytes hex (OPc is derived)")
-    group.add_argument("--opc", help="OPc, 16 bytes hex")
-    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
-        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+    name = operator.upper()
+    group.add_argument(f"--{operator}", help=f"{name}, {size} bytes hex ({name}c is derived)")
+    group.add_argument(f"--{operator}c", help=f"{name}c, {size} bytes hex")
+    for field, length in (("rand", 16), ("sqn", 6), ("amf", 2)):
+        p.add_argument(f"--{field}", required=True, help=f"{field.upper()}, {length} bytes hex")
 
 
 def _bench(args: argparse.Namespace) -> Outcome:
@@ -241,22 +247,12 @@ def register(nouns: Any) -> None:
     verbs.required = True
 
     p = verbs.add_parser("milenage", help="all Milenage outputs for one input (TS 35.206)")
-    p.add_argument("--k", required=True, help="K, 16 bytes hex")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--op", help="OP, 16 bytes hex (OPc is derived)")
-    group.add_argument("--opc", help="OPc, 16 bytes hex")
-    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
-        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+    _aka_inputs(p)
     add_json_flag(p)
     p.set_defaults(func=_milenage)
 
     p = verbs.add_parser("tuak", help="all TUAK outputs for one input (TS 35.231)")
-    p.add_argument("--k", required=True, help="K, 16 or 32 bytes hex")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--top", help="TOP, 32 bytes hex (TOPc is derived)")
-    group.add_argument("--topc", help="TOPc, 32 bytes hex")
-    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
-        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+    _aka_inputs(p, k="16 or 32 bytes", operator="top", size=32)
     p.add_argument("--iterations", type=int, default=1, help="Keccak iterations (default 1)")
     p.add_argument("--mac-bits", type=int, default=64, choices=(64, 128, 256))
     p.add_argument("--res-bits", type=int, default=64, choices=(32, 64, 128, 256))
@@ -268,12 +264,7 @@ def register(nouns: Any) -> None:
     p = verbs.add_parser(
         "hmac-sha256", help="all HMAC-SHA-256 set outputs for one input (docs/hmac-aka.md)"
     )
-    p.add_argument("--k", required=True, help="K, 16 or 32 bytes hex")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--op", help="OP, 32 bytes hex (OPc is derived)")
-    group.add_argument("--opc", help="OPc, 32 bytes hex")
-    for name, size in (("rand", 16), ("sqn", 6), ("amf", 2)):
-        p.add_argument(f"--{name}", required=True, help=f"{name.upper()}, {size} bytes hex")
+    _aka_inputs(p, k="16 or 32 bytes", size=32)
     p.add_argument("--res-bits", type=int, default=64, choices=(32, 64, 128))
     add_json_flag(p)
     p.set_defaults(func=_hmac_sha256)

@@ -107,27 +107,56 @@ def _serve(args: argparse.Namespace) -> Outcome:
 
 
 def _info(args: argparse.Namespace) -> Outcome:
+    from uicc.survey import survey
+    from uicc.sw import explain_sw
     from uicc.usim import UsimClient
 
     with open_link(args) as link:
         client = UsimClient(link)
         _verify(client, link, _pin(args))
         info = client.info()
-        data = {"link": link.name, **info.to_json()}
+        found = survey(client)
+        gsm = client.probe_gsm()
+        data = {"link": link.name, **info.to_json(), **found.to_json(), "gsm_class": gsm.to_json()}
     pin = info.pin
     tries = f", {pin.tries_left} tries left" if pin.tries_left is not None else ""
     verified = ", verified" if pin.verified else ""
-    text = _lines(
-        {
-            "link": link.name,
-            "atr": data["atr"] or "(not available over AT)",
-            "iccid": info.iccid,
-            "imsi": info.imsi or f"(unread: {info.imsi_error})",
-            "usim": data["usim_aid"],
-            "pin1": f"{pin.state}{verified}{tries}",
-        }
-    )
-    return Outcome(data=data, text=text)
+    apps = ", ".join(f"{a.label or '?'} {a.aid.hex()}" for a in found.applications)
+    rules = found.access_rules
+    if not rules.get("ara_m"):
+        ara = "no ARA-M"
+    elif "rules" in rules:
+        ara = f"ARA-M, {len(rules['rules'])} rule(s)"
+    else:
+        ara = f"ARA-M ({rules.get('error')})"
+    suci = found.suci
+    summary = {
+        "link": link.name,
+        "atr": data["atr"] or "(not available over AT)",
+        "iccid": info.iccid,
+        "imsi": info.imsi or f"(unread: {info.imsi_error})",
+        "usim": data["usim_aid"],
+        "pin1": f"{pin.state}{verified}{tries}",
+        "applications": apps,
+        "suci": "(no subscription identifier privacy)"
+        if suci is None
+        else f"{suci.get('suci', suci.get('error'))} (by the {suci['calculated_by'].upper()})",
+        "access rules": ara,
+        "gsm class": (
+            f"answers (TS 51.011), DF.GSM {'present' if gsm.df_gsm else 'absent'}"
+            if gsm.answers
+            else f"not answered ({gsm.sw:04X} {explain_sw(gsm.sw)})"
+        ),
+    }
+    lines = [_lines(summary), ""]
+    width = max(len(f.path) for f in found.files)
+    for reading in found.files:
+        if reading.status == "read":
+            shown = json.dumps(reading.to_json()["value"], separators=(",", ":"))
+        else:
+            shown = f"({reading.status}{': ' + reading.detail if reading.detail else ''})"
+        lines.append(f"{reading.path:<{width}}  {shown}")
+    return Outcome(data=data, text="\n".join(lines))
 
 
 def _aka(args: argparse.Namespace) -> Outcome:
@@ -141,6 +170,8 @@ def _aka(args: argparse.Namespace) -> Outcome:
         autn = parse_hex("--autn", args.autn, length=(16, 24, 40))
     elif args.autn is not None:
         raise BadInput("--autn: the GSM context takes RAND only")
+    if args.gsm and args.isim:
+        raise BadInput("--isim: IMS AKA has no GSM context")
     with open_link(args) as link:
         client = UsimClient(link)
         _verify(client, link, _pin(args))
@@ -148,8 +179,13 @@ def _aka(args: argparse.Namespace) -> Outcome:
             gsm = client.authenticate_gsm(rand)
             data = gsm.to_json()
             return Outcome(data=data, text=_lines(data))
-        result = client.authenticate(rand, autn)
+        if args.isim:
+            result = client.authenticate_ims(rand, autn)
+        else:
+            result = client.authenticate(rand, autn)
     data = result.to_json()
+    if args.isim:
+        data.pop("kc", None)  # IMS AKA gives RES, CK, IK only (TS 33.203 §6.1)
     return Outcome(
         data=data, text=_lines(data), exit_code=1 if data["result"] == "mac_failure" else 0
     )
@@ -225,7 +261,10 @@ def register(nouns: Any) -> None:
     p.add_argument("--status-file", type=Path, help="write connection state here (JSON)")
     p.set_defaults(func=_serve)
 
-    p = verbs.add_parser("info", help="ATR, ICCID, IMSI and PIN state of a card")
+    p = verbs.add_parser(
+        "info",
+        help="ATR, ICCID, IMSI, PIN state, applications, every USIM/ISIM file, SUCI, access rules",
+    )
     _add_link_options(p)
     p.add_argument("--pin", help=f"verify PIN1 first, so EF.IMSI can be read (or ${PIN_ENV})")
     add_json_flag(p)
@@ -242,6 +281,7 @@ def register(nouns: Any) -> None:
     p.add_argument("--rand", required=True, help="RAND, 16 bytes hex")
     p.add_argument("--autn", help="AUTN, 16 bytes hex (longer for TUAK with long MACs)")
     p.add_argument("--gsm", action="store_true", help="GSM context: RAND → SRES, Kc")
+    p.add_argument("--isim", action="store_true", help="IMS AKA in the ISIM: RES, CK, IK")
     p.add_argument("--pin", help=f"verify PIN1 first (or ${PIN_ENV})")
     add_json_flag(p)
     p.set_defaults(func=_aka)

@@ -81,11 +81,18 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     config = defaults.load_network_config(args.config)
     store = Store(defaults.network_store(args.store), config.store_key)
-    if store.path is None:
-        store.close()
-        raise BadInput("transfer ki keeps its OTA keys beside a SQLite store", field="store")
-    keyring = OtaKeyring(store.path.with_name(store.path.name + ".ota.json"), config.store_key)
-    return KiTransfer(config, store, keyring, now=lambda: int(time.time())), store, keyring
+    keyring = OtaKeyring(store)
+    exporter = None
+    if getattr(args, "holder", None):
+        from cryptography.hazmat.primitives import serialization
+
+        from network.transfer import http_exporter
+
+        ca = config.tls_ca  # SHO-A's TLS CA: the lab's deployments share the configuration
+        pem = ca.public_bytes(serialization.Encoding.PEM) if ca is not None else None
+        exporter = http_exporter(args.holder, tls_ca=pem)
+    transfer = KiTransfer(config, store, keyring, now=lambda: int(time.time()), exporter=exporter)
+    return transfer, store, keyring
 
 
 def _subscription_from_profile(path: str) -> Any:
@@ -138,7 +145,12 @@ def _transfer(args: argparse.Namespace) -> Outcome:
         with _link(args) as link:
             client = UsimClient(link)
             iccid = client.read_iccid()
-            if keyring.card(args.source, iccid) is None:
+            if args.holder and args.card_profile:
+                raise BadInput(
+                    "--card-profile registers the card with SHO-A: with --holder, run "
+                    "`trelab transfer register-card` at SHO-A's deployment instead"
+                )
+            if not args.holder and keyring.card(args.source, iccid) is None:
                 if not args.card_profile:
                     raise BadInput(
                         f"{args.source} does not know card {iccid} yet: give --card-profile "
@@ -153,6 +165,27 @@ def _transfer(args: argparse.Namespace) -> Outcome:
     finally:
         store.close()
     return Outcome(data={"version": output.JSON_VERSION, **report}, text=_text(report))
+
+
+def _register_card(args: argparse.Namespace) -> Outcome:
+    from network.store import Store
+    from network.transfer import KiTransfer
+
+    config = defaults.load_network_config(args.config)
+    subscription = _subscription_from_profile(args.card_profile)
+    store = Store(defaults.network_store(args.store), config.store_key)
+    try:
+        created = KiTransfer(config, store, now=lambda: int(time.time())).register_card(
+            args.sho, subscription
+        )
+    finally:
+        store.close()
+    data = {"version": output.JSON_VERSION, "sho": args.sho, "iccid": subscription.iccid,
+            "imsi": subscription.imsi, "created": created}  # fmt: skip
+    what = "registered" if created else "already knew"
+    return Outcome(
+        data=data, text=f"{args.sho} {what} card {subscription.iccid} (IMSI {subscription.imsi})"
+    )
 
 
 def _run(
@@ -192,17 +225,23 @@ def _run(
     else:
         with contextlib.suppress(CardRefused):
             can_aka = client.pin_status().state == "disabled"
+    if args.holder:  # SHO-A's K and OTA keys are in its own deployment, not here
+        out["skipped"] = (
+            "threat 2 and the old operator's OTA keys: SHO-A's records are in its deployment"
+        )
     if can_aka:
         client.forget_selection()
         out["card"]["imsi"] = client.read_imsi()
         say(f"card {iccid} now reads IMSI {out['card']['imsi']} (SHO-B's {new_imsi})")
         if not first["k_rotated"]:
             out["attach"]["before_k_rotation"] = transfer.attach(new_imsi, authenticate)
+        if not first["k_rotated"] and not args.holder:
             out["threats"]["before_k_rotation"] = ki_attacks.threat_check(
                 transfer, args.imsi, new_imsi, authenticate
             )
     else:
         out["skipped"] = f"IMSI read-back, attach and threat checks need the PIN ({PIN_ENV})"
+
     if args.rotate_k:
         second = transfer.run(
             holder=args.source, requester=args.target, imsi=args.imsi, iccid=iccid,
@@ -212,9 +251,12 @@ def _run(
         out["transfer"]["k_rotated"] = second["k_rotated"]
         if can_aka:
             out["attach"]["after_k_rotation"] = transfer.attach(new_imsi, authenticate)
+        if can_aka and not args.holder:
             out["threats"]["after_k_rotation"] = ki_attacks.threat_check(
                 transfer, args.imsi, new_imsi, authenticate
             )
+    if args.holder:
+        return out
     # The old operator tries its OTA keys: a READ BINARY, harmless either way.
     card_keys = transfer.keyring.card(args.source, iccid)
     try:
@@ -255,7 +297,9 @@ def _text(report: dict[str, Any]) -> str:
         )
     if "skipped" in report:
         lines.append(f"skipped: {report['skipped']}")
-    ota = report["old_operator_ota"]
+    ota = report.get("old_operator_ota")
+    if ota is None:
+        return "\n".join(lines)
     lines.append(f"old operator's OTA keys: {'ACCEPTED' if ota['accepted'] else 'refused'} "
                  f"({ota['por']})")  # fmt: skip
     return "\n".join(lines)
@@ -351,9 +395,25 @@ def register(nouns: Any) -> None:
     p.add_argument("--card-profile", help="personalisation profile, first time SHO-A sees the card")
     p.add_argument("--rotate-k", action="store_true", help="write a new K/OPc to the card (OTA)")
     p.add_argument("--pin", help=f"PIN1 for read-back and AKA checks (or ${PIN_ENV})")
+    p.add_argument(
+        "--holder",
+        metavar="URL",
+        help="SHO-A as its own deployment: its `network serve` URL (the request and package "
+        "travel over HTTP; --store is then SHO-B's store)",
+    )
     _link_options(p)
     output.add_json_flag(p)
     p.set_defaults(func=_transfer)
+
+    p = verbs.add_parser(
+        "register-card", help="make an SHO the operator of a card (HSS record and OTA keys)"
+    )
+    p.add_argument("--sho", required=True, help="the SHO that personalised the card (SHO-A)")
+    p.add_argument("--card-profile", required=True, help="the card's personalisation profile")
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    defaults.add_store_flag(p)
+    output.add_json_flag(p)
+    p.set_defaults(func=_register_card)
 
     parser = nouns.add_parser("ota", help="OTA secured packets (TS 102 225) to a card")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")

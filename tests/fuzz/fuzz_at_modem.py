@@ -7,15 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from firmware_stubs.modem.at import AtModem
-from firmware_stubs.usim.engine import UsimEngine
-from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
 from tests.fuzz.oracle import Reader
-
-PROFILE = parse_profile(DEFAULT_PROFILE)
+from tests.fuzz.usim_common import MILENAGE, fresh_engine
 
 
 def test_one_input(data: bytes) -> None:
-    engine = UsimEngine(PROFILE)
+    engine = fresh_engine(MILENAGE)
     modem = AtModem(engine)
     reader = Reader(data)
     while reader.remaining():

@@ -1,15 +1,15 @@
 """The host's USIM client and the file codecs against a hostile card (TS 102 221, TS 31.102):
 a card in the middle answers each command genuinely, with its answer changed, or with bytes
-of its own choosing; ``card info``, PIN status and both AUTHENTICATE contexts raise only
-typed errors. Every EF codec also decodes raw contents without any other exception."""
+of its own choosing; ``card info``, PIN status, both AUTHENTICATE contexts and GET IDENTITY
+(the SUCI) raise only typed errors. Every EF codec also decodes raw contents without any
+other exception."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from firmware_stubs.usim.engine import UsimEngine
 from tests.fuzz.oracle import Reader, typed
-from tests.fuzz.usim_common import MILENAGE, genuine_autn
+from tests.fuzz.usim_common import MILENAGE, fresh_engine, genuine_autn
 from uicc import fs
 from uicc.links.inprocess import InProcessLink
 from uicc.usim import UsimClient
@@ -23,7 +23,7 @@ class HostileCard:
     """The genuine card, with each answer replaced or changed as the fuzzer says."""
 
     def __init__(self, reader: Reader) -> None:
-        self._card = UsimEngine(MILENAGE)
+        self._card = fresh_engine(MILENAGE)
         self._reader = reader
 
     def power_on(self) -> bytes:
@@ -50,7 +50,7 @@ def test_one_input(data: bytes) -> None:
         ef = EFS[reader.pick(len(EFS))]
         typed(ef.codec.decode, reader.rest())
         return
-    operation = reader.pick(5)
+    operation = reader.pick(6)
     client = UsimClient(InProcessLink(HostileCard(reader)))
     if operation == 0:
         typed(client.info)
@@ -62,12 +62,14 @@ def test_one_input(data: bytes) -> None:
             typed(client.read_imsi)
         elif operation == 3:
             typed(client.authenticate, RAND, AUTN)
-        else:
+        elif operation == 4:
             typed(client.authenticate_gsm, RAND)
+        else:  # the SUCI the card computes (TS 31.102 §7.5)
+            typed(client.get_identity)
 
 
 def starting_inputs() -> Iterator[bytes]:
-    for operation in range(5):  # every answer genuine, then one changed, then one replaced
+    for operation in range(6):  # every answer genuine, then one changed, then one replaced
         yield bytes([0, operation])
         yield bytes([0, operation]) + b"\x00" * 6 + b"\x01\x00\x05\x01"
         yield bytes([0, operation]) + b"\x00" * 8 + b"\x03\x04\x90\x00\x00\x00"

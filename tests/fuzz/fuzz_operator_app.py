@@ -5,83 +5,28 @@ audit event). Keys, clock and randomness are fixed, so an input replays the same
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import itertools
-import sqlite3
-import tempfile
+import io
 from collections.abc import Iterator
-from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from network.config import NetworkConfig, ShoConfig
 from network.roles import ENDPOINTS
-from network.server import CBOR, NetworkApp
-from network.store import Store
+from network.server import CBOR
 from protocol import messages as m
 from protocol.records import DeviceRecord, SessionRecord, VerdictRecord
 from protocol.transitions import Session, SessionState
+from tests.fuzz.operator_common import CONFIG, NOW, Deployment
 from tests.fuzz.oracle import Reader
 
-NOW = 1_800_000_000
 PATHS = [f"/v1/{e}" for e in sorted(ENDPOINTS)] + ["/v1/health", "/v1/trust", "/v1/nope", "/x"]
 METHODS = ("POST", "GET", "PUT")
 CONTENT_TYPES = (CBOR, f"{CBOR}; charset=x", "application/json", "")
-
-
-def _key(n: int) -> ec.EllipticCurvePrivateKey:
-    return ec.derive_private_key(0xF022_0000 + n, ec.SECP256R1())
-
-
-def _ca() -> x509.Certificate:
-    key = _key(1)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fuzz Manufacturer CA")])
-    when = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(when - datetime.timedelta(days=1))
-        .not_valid_after(when + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-
-
-CONFIG = NetworkConfig(
-    trusted_cas=(_ca(),),
-    pva_key=m.SigningKey("pva", _key(2)),
-    dpf_key=m.SigningKey("dpf", _key(3)),
-    shos={
-        "sho-a": ShoConfig(name="sho-a", key=m.SigningKey("sho-a", _key(4)), plmn="00101"),
-        "sho-b": ShoConfig(name="sho-b", key=m.SigningKey("sho-b", _key(5)), plmn="00102"),
-    },
-    store_key=bytes(range(32)),
-)
-_counter = itertools.count()
-
-
-def _random(n: int) -> bytes:
-    return hashlib.shake_256(next(_counter).to_bytes(8, "big")).digest(n)
-
-
 VALIDATED = Session("device", SessionState(bytes([7]) * 32, "validated", bytes([8]) * 32))
-_SHM = Path("/dev/shm")
-_DIR = Path(tempfile.mkdtemp(prefix="trelab-fuzz-app-", dir=_SHM if _SHM.is_dir() else None))
-STORE = Store(_DIR / "network.db", CONFIG.store_key)
-APP = NetworkApp(CONFIG, STORE, clock=lambda: float(NOW), random_bytes=_random)
 IMSI = "001010000000042"
+DEPLOYMENT = Deployment("app")
 
 
 def _prepare_store() -> None:
     device = DeviceRecord("e" * 66, b"cert", b"ak", b"\x00\x0bname", state="activated")
-    with STORE.transaction() as tx:
+    with DEPLOYMENT.store.transaction() as tx:
         tx.put_device(device)
         tx.put_session(
             SessionRecord(
@@ -101,49 +46,13 @@ def _prepare_store() -> None:
                 VALIDATED.session_id, device.device_id, device.ak_name, bytes(32), NOW + 300, b"c"
             )
         )
-        APP.operator.add_subscriber(
+        DEPLOYMENT.app.operator.add_subscriber(
             tx, sho="sho-a", imsi=IMSI, k=bytes(16), opc=bytes(16), request_id="card", now=NOW
         )
 
 
 _prepare_store()
-_READER = sqlite3.connect(f"file:{_DIR / 'network.db'}?mode=ro", uri=True)
-_TABLES = [
-    name
-    for (name,) in _READER.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    if name != "audit"
-]
-#: refusals before any role looks at the request (routing, headers): answered, not audited
-UNAUDITED = ("no-endpoint", "method", "content-type", "too-large", "bad-grant", "unavailable")
-
-
-def _count_committed_changes() -> None:
-    """Triggers on every table but the audit log count the rows a committed transaction
-    changed (a rolled-back one takes its count back with it): O(1) per request, however
-    large the store grows."""
-    with sqlite3.connect(_DIR / "network.db", isolation_level=None) as db:
-        db.execute("CREATE TABLE fuzz_changes (n INTEGER NOT NULL)")
-        db.execute("INSERT INTO fuzz_changes VALUES (0)")
-        for table in _TABLES:
-            for event in ("INSERT", "UPDATE", "DELETE"):
-                db.execute(
-                    f"CREATE TRIGGER fuzz_{table}_{event.lower()} AFTER {event} ON {table} "
-                    "BEGIN UPDATE fuzz_changes SET n = n + 1; END"
-                )
-
-
-_count_committed_changes()
-
-
-def _audit_count() -> int:
-    (count,) = _READER.execute("SELECT count(*) FROM audit").fetchone()
-    return int(count)
-
-
-def _snapshot() -> int:
-    """How many rows outside the audit log committed transactions have changed so far."""
-    (count,) = _READER.execute("SELECT n FROM fuzz_changes").fetchone()
-    return int(count)
+DEPLOYMENT.count_changes()
 
 
 def test_one_input(data: bytes) -> None:
@@ -153,24 +62,34 @@ def test_one_input(data: bytes) -> None:
     headers = {"Content-Type": CONTENT_TYPES[reader.pick(4)] if reader.flag() else CBOR}
     if reader.pick(4) == 0:
         headers["Authorization"] = reader.chunk(80).decode("utf-8", "replace")
+    framing = reader.pick(8)
     body = reader.rest()
-    before = _snapshot()
-    audited = _audit_count()
-    response = APP.handle(method, path, headers, body)
-    assert response.status != 500, "internal error"
-    assert 200 <= response.status < 600
-    if response.status >= 400:
-        assert response.content_type == CBOR
-        error = m.decode(response.body)
-        assert isinstance(error, m.Error), "an error answer that is not an Error message"
-        assert _snapshot() == before, f"a refused request ({response.status}) changed the store"
-        if error.code not in UNAUDITED:
-            assert _audit_count() == audited + 1, f"refusal {error.code} not audited"
+    if framing == 0:  # the in-process interface, without HTTP
+        DEPLOYMENT.request(method, path, headers, body)
+        return
+    length = str(len(body))
+    if framing == 1:  # a declared length of the fuzzer's own (digits or not)
+        length, body = body[:8].decode("latin-1"), body[8:]
+    elif framing == 2:  # no Content-Length at all
+        length = ""
+    elif framing == 3:  # a body cut short
+        body = body[: len(body) // 2]
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_TYPE": headers["Content-Type"],
+        "CONTENT_LENGTH": length,
+        "wsgi.input": io.BytesIO(body),
+    }
+    if "Authorization" in headers:
+        environ["HTTP_AUTHORIZATION"] = headers["Authorization"]
+    DEPLOYMENT.wsgi(environ)
 
 
-def _request(path_index: int, body: bytes) -> bytes:
-    # path, then bytes that select POST, the CBOR content type and no Authorization header
-    return bytes([path_index, 1, 0, 1]) + body
+def _request(path_index: int, body: bytes, framing: int = 4) -> bytes:
+    # path, then bytes that select POST, the CBOR content type, no Authorization header, and
+    # the framing: HTTP with the right Content-Length (4), or the in-process interface (0)
+    return bytes([path_index, 1, 0, 1, framing]) + body
 
 
 def starting_inputs() -> Iterator[bytes]:
@@ -220,3 +139,23 @@ def starting_inputs() -> Iterator[bytes]:
         m.encode(evidence_bad).replace(b"sha256:0", "sha256:²".encode()[:8]),
     )
     yield _request(index["/v1/health"], b"")
+    yield bytes([index["/v1/health"], 0, 1, 0, 1, 4])  # GET /v1/health through WSGI
+    attach = m.encode(bodies["/v1/sho/attach"])
+    yield _request(index["/v1/sho/attach"], attach, framing=0)  # in process, no HTTP
+    yield _request(index["/v1/sho/attach"], "12²45678".encode()[:8] + attach, framing=1)
+    yield _request(index["/v1/sho/attach"], b"99999999" + attach, framing=1)
+    yield _request(index["/v1/sho/attach"], attach, framing=2)  # no Content-Length
+    yield _request(index["/v1/sho/attach"], attach, framing=3)  # body cut short
+    # a register the DRF accepts: a certificate of the manufacturer CA, a genuine AK
+    from tests.fuzz.fuzz_tpm_identity import AKS, GENUINE_EKS
+
+    for ek_cert, ak_public in zip(GENUINE_EKS, AKS, strict=True):
+        genuine = m.RegisterRequest(
+            session_id=m.derive_session_id(ek_cert, ak_public, nonce),
+            transcript=m.INITIAL_TRANSCRIPT,
+            ek_cert=ek_cert,
+            ak_public=ak_public,
+            device_nonce=nonce,
+            sho="sho-a",
+        )
+        yield _request(index["/v1/drf/register"], m.encode(genuine))

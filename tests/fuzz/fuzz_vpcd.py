@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from firmware_stubs.usim.engine import UsimEngine
-from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
 from firmware_stubs.vpcd import VpcdConnection
 from tests.fuzz.oracle import Reader, typed
-
-PROFILE = parse_profile(DEFAULT_PROFILE)
+from tests.fuzz.usim_common import MILENAGE, fresh_engine
 
 
 def test_one_input(data: bytes) -> None:
-    engine = UsimEngine(PROFILE)
+    engine = fresh_engine(MILENAGE)
     conn = VpcdConnection(engine)
     reader = Reader(data)
     while reader.remaining():

@@ -77,9 +77,10 @@ def test_ram_script_with_a_command_under_4_bytes_gets_a_por_not_6f00() -> None:
     script = encode_expanded([b"\x80\xd8"])  # PUT KEY cut after CLA INS
     packet = build_command_packet(keyset(MILENAGE), tar=TAR_RAM_ISD, counter=1, data=script)
     answer = card.send(build_envelope_sms_pp(build_sms_deliver(packet)))
-    assert answer[-2] == 0x61, answer.hex()  # PoR waiting for GET RESPONSE, no 6F00
-    por = card.send(bytes([0x00, 0xC0, 0x00, 0x00, answer[-1]]))
-    assert por[-2:] == b"\x90\x00"
+    if answer[-2] == 0x61:  # T=0: the PoR waits for GET RESPONSE
+        answer = card.send(bytes([0x00, 0xC0, 0x00, 0x00, answer[-1]]))
+    por = answer
+    assert por[-2:] == b"\x90\x00", por.hex()  # a PoR, no 6F00
     response = parse_response_packet(por[:-2], spi=DEFAULT_SPI, keyset=keyset(MILENAGE))
     assert response.status is PorStatus.OK and response.authenticated
     result = parse_remote_response(response.data, expanded=True)
@@ -150,13 +151,14 @@ def test_a_bad_pcr_list_gets_a_400_and_an_audited_refusal() -> None:
         pcrlist="sha256:10",
     )
     wire = m.encode(evidence).replace(b"sha256:10", "sha256:²".encode())  # same length
-    audited = harness._audit_count()
-    before = harness._snapshot()
-    response = harness.APP.handle("POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire)
+    changed, audited = harness.DEPLOYMENT.counts()
+    response = harness.DEPLOYMENT.app.handle(
+        "POST", "/v1/pva/evidence", {"Content-Type": CBOR}, wire
+    )
     assert response.status == 400
     error = m.decode(response.body)
     assert isinstance(error, m.Error) and error.code == "protocol"
-    assert harness._audit_count() == audited + 1 and harness._snapshot() == before
+    assert harness.DEPLOYMENT.counts() == (changed, audited + 1)
 
 
 def _public_with_name_alg(name_alg: int) -> bytes:
@@ -182,19 +184,120 @@ def test_an_srk_public_with_an_unknown_name_algorithm_gets_a_400_not_500() -> No
         slot=2,
         counter=0,
     )
-    before = harness._snapshot()
-    response = harness.APP.handle(
+    changed, _ = harness.DEPLOYMENT.counts()
+    response = harness.DEPLOYMENT.app.handle(
         "POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request)
     )
     assert response.status == 400, m.decode(response.body)
-    assert harness._snapshot() == before
+    assert harness.DEPLOYMENT.counts()[0] == changed
 
 
 def test_an_ak_public_with_an_unknown_name_algorithm_is_a_typed_refusal() -> None:
-    from tests.fuzz.fuzz_operator_app import CONFIG
+    from tests.fuzz.operator_common import CONFIG
 
     with pytest.raises(TrelabError):
         TpmTrust(CONFIG.trusted_cas).ak_name(_public_with_name_alg(0x0099))
+
+
+def _resized(public: bytes, size: int) -> bytes:
+    return size.to_bytes(2, "big") + public[2:]
+
+
+@pytest.mark.parametrize("delta", [-1, +1, -16])
+def test_an_ak_public_whose_tpm2b_size_disagrees_is_not_registered(delta: int) -> None:
+    from tests.fuzz import fuzz_tpm_identity as harness
+
+    ak = harness.AKS[0]
+    malleable = _resized(ak, len(ak) - 2 + delta)
+    nonce = bytes(16)
+    request = m.RegisterRequest(
+        session_id=m.derive_session_id(harness.GENUINE_EKS[0], malleable, nonce),
+        transcript=m.INITIAL_TRANSCRIPT,
+        ek_cert=harness.GENUINE_EKS[0],
+        ak_public=malleable,
+        device_nonce=nonce,
+        sho="sho-a",
+    )
+    changed, audited = harness.DEPLOYMENT.counts()
+    response, error = harness.DEPLOYMENT.request(
+        "POST", "/v1/drf/register", {"Content-Type": CBOR}, m.encode(request)
+    )
+    assert response.status == 403
+    assert isinstance(error, m.Error) and error.code == "malformed", error
+    assert harness.DEPLOYMENT.counts() == (changed, audited + 1)
+
+
+@pytest.mark.parametrize("delta", [-1, +1])
+def test_an_srk_public_whose_tpm2b_size_disagrees_gets_no_package(delta: int) -> None:
+    from tests.fuzz import fuzz_tpm_identity as harness
+
+    session = harness._validated_session()
+    request = m.PackageRequest(
+        session_id=session.session_id,
+        transcript=session.transcript,
+        srk_public=_resized(harness.SRK, len(harness.SRK) - 2 + delta),
+        slot=0,
+        counter=0,
+    )
+    response, error = harness.DEPLOYMENT.request(
+        "POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request)
+    )
+    assert response.status == 403
+    assert isinstance(error, m.Error) and error.code == "malformed", error
+
+
+def test_the_same_srk_with_its_own_size_gets_a_package() -> None:
+    from tests.fuzz import fuzz_tpm_identity as harness
+
+    session = harness._validated_session()
+    request = m.PackageRequest(
+        session_id=session.session_id,
+        transcript=session.transcript,
+        srk_public=harness.SRK,
+        slot=0,
+        counter=0,
+    )
+    response, answer = harness.DEPLOYMENT.request(
+        "POST", "/v1/dpf/package", {"Content-Type": CBOR}, m.encode(request)
+    )
+    assert response.status == 200 and isinstance(answer, m.MidPackage), answer
+
+
+def test_every_tpm2b_is_held_to_its_size_prefix() -> None:
+    from tests.fuzz.fuzz_tpm_identity import AKS
+    from tpm.marshal import ak_public_from_blob, unmarshal_exact
+
+    assert bytes(unmarshal_exact(TPM2B_PUBLIC, AKS[0], "AK public").marshal()) == AKS[0]
+    for size in (len(AKS[0]) - 3, len(AKS[0]) - 1, 0):
+        with pytest.raises(BadInput, match=r"size prefix|not a complete"):
+            unmarshal_exact(TPM2B_PUBLIC, _resized(AKS[0], size), "AK public")
+        with pytest.raises(BadInput):
+            ak_public_from_blob(_resized(AKS[0], size))
+
+
+def test_an_ek_certificate_with_an_unknown_x509_version_is_refused_not_500() -> None:
+    from tests.fuzz import fuzz_tpm_identity as harness
+
+    changed, audited = harness.DEPLOYMENT.counts()
+    # a genuine certificate's version field ([0] EXPLICIT INTEGER 2) changed to 15
+    cert = bytearray(harness.GENUINE_EKS[1])
+    at = cert.index(b"\xa0\x03\x02\x01\x02")
+    cert[at + 4] = 15
+    nonce = bytes(16)
+    request = m.RegisterRequest(
+        session_id=m.derive_session_id(bytes(cert), harness.AKS[0], nonce),
+        transcript=m.INITIAL_TRANSCRIPT,
+        ek_cert=bytes(cert),
+        ak_public=harness.AKS[0],
+        device_nonce=nonce,
+        sho="sho-a",
+    )
+    response, error = harness.DEPLOYMENT.request(
+        "POST", "/v1/drf/register", {"Content-Type": CBOR}, m.encode(request)
+    )
+    assert response.status == 403
+    assert isinstance(error, m.Error) and error.code == "bad-ek-cert", error
+    assert harness.DEPLOYMENT.counts() == (changed, audited + 1)
 
 
 # ---- quote evidence -------------------------------------------------------------------------------
@@ -396,6 +499,23 @@ def test_malformed_file_contents_are_bad_input(ef: fs.TransparentEF, content: by
         ef.codec.decode(content)
 
 
+@pytest.mark.parametrize(
+    ("ef", "record"),
+    [
+        (fs.EF_SMS, b""),
+        (fs.EF_SMSP, b"\x77"),
+        (fs.EF_OPL, b"\x00"),
+        (fs.EF_OPL, b"\x00\x00\x00"),
+        (fs.EF_OPL5G, b"\x00"),
+        (fs.EF_MSISDN, bytes.fromhex("ff8024ff010080ffff800080ff0101")),
+        (fs.EF_ADN, bytes.fromhex("ff000101018000803f1101ffeb0101")),
+    ],
+)
+def test_short_records_are_bad_input(ef: fs.LinearFixedEF, record: bytes) -> None:
+    with pytest.raises(BadInput):
+        ef.codec.decode(record)
+
+
 def test_well_formed_file_contents_still_decode() -> None:
     assert fs.EF_PL.codec.decode(b"enfr\xff\xff") == ("en", "fr")
     assert fs.EF_SPN.codec.decode(b"\x01abc\xff")["name"] == "abc"
@@ -427,13 +547,22 @@ def test_an_ota_keys_file_nested_too_deep_is_bad_input(tmp_path: Path) -> None:
         _keyset(argparse.Namespace(keys_file=str(tmp_path / "keys.json"), kvn=1))
 
 
-@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"'])
-def test_an_ota_keyring_that_is_not_an_object_is_bad_input(tmp_path: Path, raw: bytes) -> None:
+@pytest.mark.parametrize("raw", [DEEP, b"[]", b'"text"', b"{"])
+def test_an_ota_transfer_journal_that_is_not_an_object_is_bad_input(
+    tmp_path: Path, raw: bytes
+) -> None:
+    from network.store import Store
     from network.transfer import OtaKeyring
 
-    (tmp_path / "keyring.json").write_bytes(raw)
+    store = Store(tmp_path / "network.db", bytes(32))
+    with store.transaction() as tx:
+        tx._db.execute(
+            "INSERT INTO ota_transfers VALUES ('t1', '8988', 'sho-a', 'sho-b', 0, ?)",
+            (raw.decode(),),
+        )
     with pytest.raises(BadInput):
-        OtaKeyring(tmp_path / "keyring.json", bytes(32))._load()
+        OtaKeyring(store).journal("t1")
+    store.close()
 
 
 def test_a_network_config_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:

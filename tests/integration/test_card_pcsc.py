@@ -26,7 +26,7 @@ from tests.card_process import READER_1, CardProcess
 from tests.helpers import REPO
 from tests.usim_vectors import TestCard, milenage_cards, tuak_cards, unique_iccid
 from trelab import proc
-from trelab.errors import BadInput, Unavailable
+from trelab.errors import BadInput
 from uicc.errors import CardRefused
 from uicc.links.pcsc import PcscLink, resolve_reader
 from uicc.usim import UsimClient
@@ -145,7 +145,7 @@ def test_3gpp_sets_through_pcscd(tmp_path: Path, lab: LabStatus, vector: TestCar
     card = CardProcess(tmp_path / "card", vector.profile | {"iccid": unique_iccid()}).start()
     try:
         with card.link() as link:
-            assert link.atr == ATR and link.protocol == "T0"
+            assert link.atr == ATR and link.protocol == "T1"  # offered; pcscd prefers it
             client = UsimClient(link)
             client.verify_pin("1234")
             result = client.authenticate(vector.rand, vector.autn)
@@ -195,11 +195,29 @@ def test_malformed_apdus_get_status_words_and_the_card_survives(own_card: CardPr
     assert own_card.process is not None and own_card.process.poll() is None
 
 
-def test_protocol_the_card_does_not_offer_is_unavailable(own_card: CardProcess) -> None:
-    with pytest.raises(Unavailable, match="does not speak the requested protocol"):
-        PcscLink(READER_1, protocol="T1")  # the emulated USIM's ATR offers T=0 only
-    with PcscLink(READER_1, protocol="T0") as link:
-        assert link.protocol == "T0"
+def test_both_protocols_and_the_gsm_class_through_pcscd(own_card: CardProcess) -> None:
+    """pcscd accepts the ATR (T=0 and T=1 offered); over each protocol, what SIM tooling sends
+    first (the GSM class) finds a SIM, and RUN GSM ALGORITHM gives the USIM's GSM values."""
+    vector = milenage_cards()[0]
+    # pcscd keeps the protocol it negotiated until the card is reset: T=1 first (what the
+    # fixture's automatic choice took), then a reset on close lets T=0 be negotiated
+    for protocol in ("T1", "T0"):
+        with PcscLink(READER_1, protocol=protocol) as link:
+            link.reset_on_close = True  # also: CHV1 verified for this test only
+            assert link.protocol == protocol and link.atr == ATR
+            raw = link.transmit_raw
+            assert raw(bytes.fromhex("a0a40000022fe2")) == b"\x9f\x0f"
+            response = raw(bytes.fromhex("a0c000000f"))
+            assert response[-2:] == b"\x90\x00" and response[4:7] == b"\x2f\xe2\x04"
+            assert raw(bytes.fromhex("a0a40000027f20"))[0] == 0x9F
+            assert raw(b"\xa0\x20\x00\x01\x08" + b"1234" + b"\xff" * 4) == b"\x90\x00"
+            assert raw(b"\xa0\x88\x00\x00\x10" + vector.rand) == b"\x9f\x0c"
+            answer = raw(bytes.fromhex("a0c000000c"))
+            assert answer[:4].hex() == vector.expected["sres"]
+            assert answer[4:12].hex() == vector.expected["kc"]
+            assert answer[12:] == b"\x90\x00"
+            # the same card keeps answering the UICC class, through the link's exchange
+            assert link.transmit(bytes.fromhex("00a40004023f0000"))[-2:] == b"\x90\x00"
 
 
 def test_wrong_mac_gives_9862(own_card: CardProcess) -> None:

@@ -138,7 +138,7 @@ def test_replay_tamper_and_wrong_key_are_refused_by_the_card(
 ) -> None:
     transfer_cli(operators, "--reader", READER_1, profile=card.profile_file, rotate=False)
     config = load_config(operators["config"] / "network.json")
-    keyring = OtaKeyring(Path(str(operators["db"]) + ".ota.json"), config.store_key)
+    keyring = OtaKeyring(Store(operators["db"], config.store_key))
     held = keyring.card("sho-b", card.iccid)
     assert held is not None
     keyset = held[0].keysets[0]
@@ -200,7 +200,7 @@ def test_kill_9_of_the_card_between_packets_then_retry_completes(
 
     config = load_config(operators["config"] / "network.json")
     store = Store(operators["db"], config.store_key)
-    keyring = OtaKeyring(Path(str(operators["db"]) + ".ota.json"), config.store_key)
+    keyring = OtaKeyring(store)
     transfer = KiTransfer(config, store, keyring, now=lambda: 1_800_000_000)
     transfer.register_card("sho-a", _subscription_from_profile(str(card.profile_file)))
     envelopes = {"n": 0}
@@ -261,3 +261,65 @@ def test_cli_refusals_are_one_line_and_change_nothing(
     no_keys = cli("ota", "send", "--reader", READER_1, "--counter", "1", "--apdu", "00b0870009")
     assert no_keys.returncode == 2 and "TRELAB_OTA_KIC" in no_keys.stderr
     assert "ota" not in json.loads(card.state.read_text())  # no packet reached the card
+
+
+def test_two_operator_deployments_over_http(
+    card: CardProcess, operators: dict[str, Path], tmp_path: Path, postgres: Any
+) -> None:
+    """SHO-A as its own deployment — `trelab network serve` on its own PostgreSQL database —
+    and SHO-B's `transfer ki` on its own SQLite store, asking SHO-A over HTTP."""
+    import select
+    import signal
+
+    name = f"sho_a_{os.getpid()}"
+    store_a = postgres.create_database(name)
+    store_b = tmp_path / "sho-b.db"
+    config = ["--config", str(operators["config"])]
+    done = cli("transfer", "register-card", "--sho", "sho-a", "--card-profile",
+               str(card.profile_file), *config, "--store", store_a, "--json")  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["created"], done.stderr
+    log = (tmp_path / "sho-a.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
+         *config, "--store", store_a, "--json"],
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        ready, _, _ = select.select([serve.stdout], [], [], 60)
+        url = json.loads(serve.stdout.readline())["listening"] if ready else None
+        assert url, (tmp_path / "sho-a.log").read_text()[-800:]
+        done = cli(
+            "transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b", *config,
+            "--store", str(store_b), "--holder", url, "--reader", READER_1, "--rotate-k",
+            "--json", env={"TRELAB_CARD_PIN": "1234"},
+        )  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        log.close()
+    report = json.loads(done.stdout)
+    new_imsi = report["transfer"]["new_imsi"]
+    assert [p["step"] for p in report["transfer"]["packets"]] == [
+        "keys-add", "keys-delete", "imsi", "k-rotation"
+    ]  # fmt: skip
+    assert report["card"] == {"iccid": card.iccid, "imsi": new_imsi}
+    assert report["attach"]["after_k_rotation"]["accepted"]
+    assert "deployment" in report["skipped"] and report["threats"] == {}
+    cfg = load_config(operators["config"] / "network.json")
+    a, b = Store(store_a, cfg.store_key), Store(store_b, cfg.store_key)
+    try:
+        with a.transaction() as tx:
+            old = tx.hss(OLD_IMSI)
+            assert old is not None and old.state == "transferred" and tx.hss(new_imsi) is None
+        with b.transaction() as tx:
+            new = tx.hss(new_imsi)
+            assert new is not None and new.state == "active" and tx.hss(OLD_IMSI) is None
+        assert ("sho-a", "ki-export") in {(e.actor, e.event) for e in a.audit_events()}
+        a.verify_audit()
+        b.verify_audit()
+    finally:
+        a.close()
+        b.close()
+        postgres.drop_database(name)

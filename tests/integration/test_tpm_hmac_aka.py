@@ -117,12 +117,14 @@ def _tapped(lab: LabStatus, registry: Registry, mid: HmacMid, **kw: Any):
         return rand, expected, outcome, tap.captured(), tap.exchanges()
 
 
+@pytest.mark.parametrize("layer", ["lean", "esys"])
 @pytest.mark.parametrize("kind", ["load", "use+pin"])
 def test_aka_with_k_as_tpm_hmac_key_matches_software_and_hides_the_bus(
-    lab: LabStatus, registry: Registry, mids: dict[str, HmacMid], kind: str
+    lab: LabStatus, registry: Registry, mids: dict[str, HmacMid], kind: str, layer: str
 ) -> None:
     mid = mids[kind]
-    rand, expected, outcome, capture, exchanges = _tapped(lab, registry, mid)
+    rand, expected, outcome, capture, exchanges = _tapped(lab, registry, mid, layer=layer)
+    assert outcome.layer == layer
     result = outcome.result
     assert isinstance(result, AkaSuccess)
     assert (result.res, result.ck, result.ik) == (expected.res, expected.ck, expected.ik)
@@ -153,14 +155,20 @@ def test_opt_out_shows_the_hmac_messages_and_says_so(
     assert expected.ck in capture and mid.k not in capture  # K never leaves the TPM
 
 
+@pytest.mark.parametrize("layer", ["lean", "esys"])
 def test_tpm_hmac_equals_the_standard_library(
-    conn: TpmConnection, registry: Registry, mids: dict[str, HmacMid]
+    conn: TpmConnection, registry: Registry, mids: dict[str, HmacMid], layer: Any
 ) -> None:
+    """TPM2_HMAC with K on the lean layer and through ESYS (the reference) equals the
+    standard library's HMAC-SHA-256 over random messages, protected and not."""
     for kind in ("load", "use+pin"):
         mid = mids[kind]
         record = registry.read().get(mid.mid)
         for protect in (True, False):
-            with LoadedMid(conn, record, pin=mid.pin, bus_protection=protect) as loaded:
+            with LoadedMid(
+                conn, record, pin=mid.pin, bus_protection=protect, layer=layer
+            ) as loaded:
+                assert loaded.layer == layer
                 assert isinstance(loaded.holder, TpmHmac) and loaded.mode == "hmac"
                 assert loaded.holder.bus_protected is protect
                 for size in (1, 76, 1024):

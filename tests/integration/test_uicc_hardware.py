@@ -14,6 +14,7 @@ from trelab.errors import Unavailable
 from uicc.errors import CardRefused
 from uicc.links.at_csim import AtCsimLink
 from uicc.links.pcsc import PcscLink, list_readers
+from uicc.survey import survey
 from uicc.usim import UsimClient
 
 pytestmark = pytest.mark.hardware
@@ -42,6 +43,13 @@ def _check(client: UsimClient) -> None:
     elif info.pin.state == "enabled":
         with pytest.raises(CardRefused):
             client.read_imsi()
+    # `card info`'s whole reading: a real card's files decode or are reported, never a crash
+    found = survey(client)
+    assert any(app.is_usim for app in found.applications)
+    assert found.value("MF/EF.ICCID") == info.iccid
+    statuses = {f.status for f in found.files}
+    assert statuses <= {"read", "absent", "refused", "withheld", "undecodable"}
+    assert all(f.value is None for f in found.files if f.status == "withheld")
 
 
 def test_physical_reader() -> None:

@@ -121,7 +121,7 @@ def _transfer(ctx: ThreatLab, card: ServedCard) -> KiLab:
     old_imsi = profile.imsi
     net = ctx.network()
     app = net.app()
-    keyring = OtaKeyring(ctx.work / "ki.ota.json", net.config.store_key)
+    keyring = OtaKeyring(app.store)
     transfer = KiTransfer(net.config, app.store, keyring, now=lambda: int(time.time()))
     transfer.register_card("sho-a", _subscription(profile))
     envelopes: list[bytes] = []

@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from network.server import NetworkApp
     from protocol.client import Transport
     from protocol.messages import Ack, MidPackage, SigningKey
+    from threats.stepped_agent import SteppedAgent
     from tpm.connection import TpmConnection
     from tpm.package import Package
     from tpm.registry import MidRecord, Registry
 
 __all__ = [
     "Victim",
+    "agent",
     "attacker_ek_certificate",
     "device_trust",
     "ek_certificate",
@@ -36,11 +38,13 @@ __all__ = [
     "extraction_text",
     "import_refusals",
     "k_extraction",
+    "lab_tpm",
     "measured_pcr_changed",
     "pcid_filtering",
     "pcid_grant",
     "refusal",
     "refused",
+    "register",
     "register_pcid",
     "scratch_tpm",
     "sho_order",
@@ -211,6 +215,47 @@ def refusal(call: Callable[[], object], *errors: type[Exception]) -> str | None:
     except errors as exc:
         return str(exc)
     return None
+
+
+@contextmanager
+def lab_tpm(ctx: ThreatLab) -> Iterator[tuple[TpmConnection, Registry]]:
+    """The lab's TPM (the victim M2ME's) and its MID registry, for the block."""
+    from tpm.connection import TpmConnection
+
+    with TpmConnection(ctx.tcti) as conn:
+        yield conn, ctx.registry()
+
+
+def register(
+    ctx: ThreatLab,
+    conn: TpmConnection,
+    registry: Registry,
+    *,
+    app: NetworkApp | None = None,
+    **attacker: Any,
+) -> SteppedAgent:
+    """The host agent on ``conn`` registered with ``app`` (default: a fresh operator), the
+    DRF's challenge received; ``attacker`` goes to :meth:`SteppedAgent.register` (``ek_cert``,
+    ``grant``, ``clock``).
+
+    Raises:
+        Refused: the DRF refused the registration.
+    """
+    from threats.stepped_agent import SteppedAgent
+
+    net = ctx.network()
+    transport = net.transport(app if app is not None else net.app())
+    return SteppedAgent.register(conn, registry, transport, device_trust(ctx), **attacker)
+
+
+@contextmanager
+def agent(
+    ctx: ThreatLab, *, scratch: bool = False, app: NetworkApp | None = None, **attacker: Any
+) -> Iterator[SteppedAgent]:
+    """:func:`register` on the lab's TPM (the scratch TPM with ``scratch``), which stays open
+    for the block; the agent's requests may still be sent after it."""
+    with scratch_tpm(ctx) if scratch else lab_tpm(ctx) as (conn, registry):
+        yield register(ctx, conn, registry, app=app, **attacker)
 
 
 @contextmanager

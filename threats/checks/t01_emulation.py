@@ -86,18 +86,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "an emulated M2ME registers with an EK certificate issued by a CA the attacker made"
         " (named like the manufacturer CA)",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
-        net = ctx.network()
-        app = net.app()
-        with TpmConnection(ctx.tcti) as conn:
+        with common.lab_tpm(ctx) as (conn, registry):
             refusal = common.refused(
-                lambda: SteppedAgent.register(
-                    conn,
-                    ctx.registry(),
-                    net.transport(app),
-                    common.device_trust(ctx),
-                    ek_cert=common.attacker_ek_certificate(),
+                lambda: common.register(
+                    ctx, conn, registry, ek_cert=common.attacker_ek_certificate()
                 )
             )
         if refusal is None:
@@ -167,22 +159,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "revoked-tre",
         "a TRE the operator revoked registers again to obtain MIDs",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
-        net = ctx.network()
-        app = net.app()
-        transport = net.transport(app)
-        trust = common.device_trust(ctx)
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(conn, ctx.registry(), transport, trust)
-            agent.prove()
+        app = ctx.network().app()
+        with common.lab_tpm(ctx) as (conn, registry):
+            common.register(ctx, conn, registry, app=app).prove()
             ek_cert = common.ek_certificate(conn)
             device_id = app.operator.trust.verify_ek(ek_cert, app.now()).device_id
             with app.store.transaction() as tx:
                 app.operator.revoke(tx, device_id, app.now())
-            refusal = common.refused(
-                lambda: SteppedAgent.register(conn, ctx.registry(), transport, trust)
-            )
+            refusal = common.refused(lambda: common.register(ctx, conn, registry, app=app))
         if refusal is None:
             a.not_blocked("the DRF let a revoked TRE register")
         else:
@@ -196,17 +180,10 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "unvalidated-state",
         "an M2ME whose measured MID manager changed (PCR 16 extended) asks for a MID",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
-        net = ctx.network()
-        app = net.app()
         with (
-            common.scratch_tpm(ctx) as (conn, registry),
-            common.measured_pcr_changed(conn, MEASURED_PCR),
+            common.agent(ctx, scratch=True) as agent,
+            common.measured_pcr_changed(agent.device.conn, MEASURED_PCR),
         ):
-            agent = SteppedAgent.register(
-                conn, registry, net.transport(app), common.device_trust(ctx)
-            )
             agent.prove()
             refusal = common.refused(agent.attest)
         if refusal is None:
@@ -227,18 +204,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the label lies (CVE-2024-29038)",
         extra="pcr-selection-relabel",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
-        net = ctx.network()
-        app = net.app()
         relabelled = NETWORK_PCRS.replace(f",{MEASURED_PCR}", ",23")
         with (
-            common.scratch_tpm(ctx) as (conn, registry),
-            common.measured_pcr_changed(conn, MEASURED_PCR),
+            common.agent(ctx, scratch=True) as agent,
+            common.measured_pcr_changed(agent.device.conn, MEASURED_PCR),
         ):
-            agent = SteppedAgent.register(
-                conn, registry, net.transport(app), common.device_trust(ctx)
-            )
             claimed = agent.prove().selection
             # malware on the host has the TPM quote another selection under the claimed label
             agent.quote(selection=relabelled)

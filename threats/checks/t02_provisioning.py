@@ -98,14 +98,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " session of the same device",
         extra="replayed-package",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
         v = common.victim(ctx)
-        net = ctx.network()
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(
-                conn, ctx.registry(), net.transport(v.app), common.device_trust(ctx)
-            )
+        with common.agent(ctx, app=v.app) as agent:
             agent.activate()
             try:  # a man in the middle answers the agent's next request with the recording
                 agent.send(answer=lambda _reply: v.manifest_wire)
@@ -241,14 +235,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "answer the PVA's challenge with a quote made for an earlier nonce (freshness)",
     ) as a:
         from protocol.messages import quote_qualifying_data
-        from threats.stepped_agent import SteppedAgent
 
-        net = ctx.network()
-        app = net.app()
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(
-                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
-            )
+        with common.agent(ctx) as agent:
             agent.prove()
             s = agent.client.session
             earlier = quote_qualifying_data(os.urandom(32), s.session_id, s.transcript)
@@ -270,15 +258,9 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " sends evidence from its own TPM and AK into the victim's session",
     ) as a:
         from host.provision import TpmDevice
-        from threats.stepped_agent import SteppedAgent
         from tpm.identity import ensure_ak
 
-        net = ctx.network()
-        app = net.app()
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(
-                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
-            )
+        with common.agent(ctx) as agent:
             agent.prove()
         with common.scratch_tpm(ctx) as (conn, registry):
             attacker_ak, _ = ensure_ak(conn, "ecc")
@@ -301,16 +283,14 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " the AK proof without platform validation",
     ) as a:
         from protocol.messages import PackageRequest, encode
-        from threats.stepped_agent import SteppedAgent
         from tpm.mid import ensure_srk
 
-        net = ctx.network()
-        app = net.app()
-        transport = net.transport(app)
-        with TpmConnection(ctx.tcti) as conn:
+        app = ctx.network().app()
+        transport = ctx.network().transport(app)
+        with common.lab_tpm(ctx) as (conn, registry):
             _, srk_public = ensure_srk(conn)
             srk = bytes(srk_public.marshal())
-            agent = SteppedAgent.register(conn, ctx.registry(), transport, common.device_trust(ctx))
+            agent = common.register(ctx, conn, registry, app=app)
             agent.prove()
         session = agent.client.session
         answers = []

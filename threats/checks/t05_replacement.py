@@ -48,17 +48,11 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " certificate with its own AK, and tries TPM2_ActivateCredential on the challenge",
         extra="foreign-ak-genuine-ek",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
         from tpm.errors import CredentialRejected
 
-        net = ctx.network()
-        app = net.app()
         with TpmConnection(ctx.tcti) as conn:
             genuine = common.ek_certificate(conn)
-        with common.scratch_tpm(ctx) as (conn, registry):
-            agent = SteppedAgent.register(
-                conn, registry, net.transport(app), common.device_trust(ctx), ek_cert=genuine
-            )
+        with common.agent(ctx, scratch=True, ek_cert=genuine) as agent:
             tpm_said = common.refusal(agent.activate, CredentialRejected)
         agent.activate(secret=os.urandom(32))  # no secret from the TPM: a guess in its place
         refusal = common.refused(agent.send)
@@ -94,14 +88,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from host.agent import AgentRefused
         from host.provision import TpmDevice
         from protocol.messages import MidPackage, decode
-        from threats.stepped_agent import SteppedAgent
 
-        net = ctx.network()
-        app = net.app()
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(
-                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
-            )
+        with common.agent(ctx) as agent:
             agent.prove()
             agent.attest()
         with common.scratch_tpm(ctx) as (conn, registry):
@@ -132,11 +120,8 @@ def run(ctx: ThreatLab) -> list[Finding]:
         from cryptography.hazmat.primitives.hashes import SHA256
 
         from protocol.messages import Evidence, Message
-        from threats.stepped_agent import SteppedAgent
         from tpm.tss import TPM2_ALG, TPMT_SIGNATURE
 
-        net = ctx.network()
-        app = net.app()
         emulator = ec.generate_private_key(ec.SECP256R1())
 
         def software_signed(imitated: Message) -> Message:
@@ -149,10 +134,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             sig.signature.ecdsa.signatureS = s.to_bytes(32, "big")
             return dataclasses.replace(imitated, quote_sig=bytes(sig.marshal()))
 
-        with TpmConnection(ctx.tcti) as conn:
-            agent = SteppedAgent.register(
-                conn, ctx.registry(), net.transport(app), common.device_trust(ctx)
-            )
+        with common.agent(ctx) as agent:
             agent.prove()
             agent.quote()  # the structure to imitate
         refusal = common.refused(lambda: agent.send(tamper=software_signed))

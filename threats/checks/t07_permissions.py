@@ -193,7 +193,6 @@ def run(ctx: ThreatLab) -> list[Finding]:
         tre="network",
     ) as a:
         from protocol.messages import Message, Receipt
-        from threats.stepped_agent import SteppedAgent
 
         def altered(receipt: Message) -> Message:
             """The agent's install receipt with the MID_STATE byte the TPM certified flipped."""
@@ -204,12 +203,7 @@ def run(ctx: ThreatLab) -> list[Finding]:
             evidence["state.attest"] = bytes(blob)
             return dataclasses.replace(receipt, evidence=tuple(sorted(evidence.items())))
 
-        net = ctx.network()
-        app = net.app()
-        with common.scratch_tpm(ctx) as (conn, registry):
-            agent = SteppedAgent.register(
-                conn, registry, net.transport(app), common.device_trust(ctx)
-            )
+        with common.agent(ctx, scratch=True) as agent:
             agent.prove()
             agent.attest()
             agent.request_package()

@@ -13,7 +13,6 @@ __all__ = ["run"]
 
 
 def run(ctx: ThreatLab) -> list[Finding]:
-    from tpm.connection import TpmConnection
 
     rec = Recorder("12", tre="network")
 
@@ -35,20 +34,16 @@ def run(ctx: ThreatLab) -> list[Finding]:
         "a second M2ME with a stolen provisional identity (PCID K/OPc copied) attaches, gets an"
         " ICF grant, and registers its own TRE under the PCID another TRE already uses",
     ) as a:
-        from threats.stepped_agent import SteppedAgent
-
-        net = ctx.network()
-        app = net.app()
-        transport = net.transport(app)
-        trust = common.device_trust(ctx)
+        app = ctx.network().app()
+        transport = ctx.network().transport(app)
         imsi, k, opc = common.register_pcid(app, "0010177")
-        with TpmConnection(ctx.tcti) as conn:  # the legitimate M2ME binds the PCID
-            grant = common.pcid_grant(transport, imsi, k, opc)
-            SteppedAgent.register(conn, ctx.registry(), transport, trust, grant=grant)
+        grant = common.pcid_grant(transport, imsi, k, opc)
+        with common.agent(ctx, app=app, grant=grant):  # the legitimate M2ME binds the PCID
+            pass
         stolen = common.pcid_grant(transport, imsi, k, opc)
         with common.scratch_tpm(ctx) as (conn, registry):
             refusal = common.refused(
-                lambda: SteppedAgent.register(conn, registry, transport, trust, grant=stolen)
+                lambda: common.register(ctx, conn, registry, app=app, grant=stolen)
             )
         if refusal is None:
             a.not_blocked("a second TRE registered under a PCID bound to another")
@@ -66,18 +61,15 @@ def run(ctx: ThreatLab) -> list[Finding]:
         " registered session of the same TRE (no validation of its own)",
     ) as a:
         from protocol.messages import PackageRequest, encode
-        from threats.stepped_agent import SteppedAgent
         from tpm.mid import ensure_srk
 
-        net = ctx.network()
-        app = net.app()
-        transport = net.transport(app)
-        trust = common.device_trust(ctx)
-        with TpmConnection(ctx.tcti) as conn:
-            first = SteppedAgent.register(conn, ctx.registry(), transport, trust)
+        app = ctx.network().app()
+        transport = ctx.network().transport(app)
+        with common.lab_tpm(ctx) as (conn, registry):
+            first = common.register(ctx, conn, registry, app=app)
             first.prove()
             first.attest()
-            second = SteppedAgent.register(conn, ctx.registry(), transport, trust)
+            second = common.register(ctx, conn, registry, app=app)
             second.prove()
             _, srk_public = ensure_srk(conn)
         s = second.client.session

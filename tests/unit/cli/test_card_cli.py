@@ -52,6 +52,7 @@ def test_reader_and_serial_are_exclusive_and_one_is_required(
         (["--rand", "00" * 16, "--autn", "00" * 15], "--autn: 15 bytes"),
         (["--rand", "00" * 16], "--autn is required"),
         (["--rand", "00" * 16, "--autn", "00" * 16, "--gsm"], "GSM context takes RAND only"),
+        (["--rand", "00" * 16, "--gsm", "--isim"], "IMS AKA has no GSM context"),
     ],
 )
 def test_bad_aka_input_is_exit_2_before_any_link(

@@ -15,16 +15,52 @@ from .conftest import Card, make_card
 USIM_AID = fs.USIM_AID
 
 
-def test_atr_is_well_formed(card: Card) -> None:
-    atr = card.engine.power_on()
-    assert atr == card.engine.atr == ATR == card.engine.reset()
+def _parse_atr(atr: bytes) -> tuple[list[int], dict[str, int], bytes, int]:
+    """ISO/IEC 7816-3 §8.2 read again in the test: (protocols offered, interface bytes by
+    name such as "TA1", historical bytes, XOR of T0 … TCK)."""
     assert atr[0] == 0x3B
-    # T0 = 9F: TA1 and TD1 present, 15 historical bytes; TD1 = 80 → T=0 first
-    assert atr[1] >> 4 == 0x9 and atr[1] & 0x0F == 15 and atr[3] & 0x0F == 0
+    y, k = atr[1] >> 4, atr[1] & 0x0F
+    i, n, protocols, interface = 2, 1, [], {}
+    while True:
+        for bit, name in ((1, "TA"), (2, "TB"), (4, "TC")):
+            if y & bit:
+                interface[f"{name}{n}"] = atr[i]
+                i += 1
+        if not y & 8:
+            break
+        td = atr[i]
+        i += 1
+        protocols.append(td & 0x0F)
+        y, n = td >> 4, n + 1
+    historical = atr[i : i + k]
     check = 0
     for byte in atr[1:]:
         check ^= byte
+    assert len(atr) == i + k + (1 if any(protocols) else 0)
+    return protocols, interface, historical, check
+
+
+def test_atr_is_well_formed(card: Card) -> None:
+    atr = card.engine.power_on()
+    assert atr == card.engine.atr == ATR == card.engine.reset()
+    protocols, interface, historical, check = _parse_atr(atr)
+    assert protocols == [0, 1, 15]  # T=0 first (the default), T=1, global bytes of T=15
     assert check == 0  # TCK
+    assert interface["TA1"] == 0x96 and interface["TA4"] == 0xC7  # classes A, B and C
+    assert interface["TA3"] == 0xFE  # IFSC of T=1
+    # historical bytes: category 80, then COMPACT-TLV objects (ISO/IEC 7816-4 §8.1.1)
+    assert historical[0] == 0x80
+    objects, i = {}, 1
+    while i < len(historical):
+        tag, length = historical[i] >> 4, historical[i] & 0x0F
+        objects[tag] = historical[i + 1 : i + 1 + length]
+        i += 1 + length
+    assert objects[3][0] & 0xC0 == 0xC0  # selection by full and by partial DF name
+    capabilities = objects[7]
+    assert capabilities[1] & 0x80  # BER-TLV EFs
+    assert capabilities[2] & 0x40 == 0  # no extended Lc/Le: the card answers those 6700
+    assert capabilities[2] & 0x07 == 0x07  # 8 or more logical channels
+    assert capabilities[2] & 0x10  # assigned by the card (MANAGE CHANNEL P2 00)
 
 
 def test_select_mf_fcp(card: Card) -> None:
@@ -277,12 +313,24 @@ def test_power_cycle_clears_volatile_state(card: Card) -> None:
         ("00ee000000", 0x6D00),
         ("0012000000", 0x6D00),
         ("80a40004023f00", 0x6E00),  # SELECT in the proprietary class
-        ("a0a40000023f00", 0x6E00),  # GSM SIM class
+        ("a1a40000023f00", 0x6E00),  # not the GSM SIM class (A0)
+        ("a0a40004023f00", 0x6B00),  # GSM SIM class: P1 P2 00 00 only
+        ("a0a4000003" + "3f0000", 0x6700),
+        ("a0b000000a0000", 0x6700),
+        ("a0200001083132", 0x6700),
+        ("a0880000" + "10" + "00" * 15, 0x6700),
+        ("a0a20000", 0x6700),  # SEEK without a pattern
+        ("a0c0000010", 0x6F00),  # GET RESPONSE out of sequence (TS 102 221 §12.1.1.1)
+        ("a0ee000000", 0x6D00),
         ("ffa40000023f00", 0x6E00),
         ("20a40000023f00", 0x6E00),
         ("10a40004023f00", 0x6E00),  # command chaining
-        ("01a40004023f00", 0x6881),  # logical channel 1
-        ("40a40004023f00", 0x6881),  # channel 4
+        ("01a40004023f00", 0x6881),  # logical channel 1, not open
+        ("40a40004023f00", 0x6881),  # channel 4, not open
+        ("cff2000000", 0x6881),  # channel 19 in the UICC class, not open
+        ("0070000202", 0x6700),  # MANAGE CHANNEL: Le for a channel the terminal names
+        ("0070001400", 0x6A86),  # channel 20
+        ("0070800000", 0x6A86),  # closing the basic channel
         ("04a40004023f00", 0x6882),  # secure messaging
         ("00b2000520", 0x6A86),  # record mode 5
         ("0088008211" + "10" + "00" * 16, 0x6A86),  # unsupported AUTHENTICATE context
@@ -290,9 +338,11 @@ def test_power_cycle_clears_volatile_state(card: Card) -> None:
     ],
 )
 def test_malformed_and_refused(card: Card, apdu: str, sw: int) -> None:
+    before = (card.engine.state, card.engine.open_channels)
     out = card.raw(apdu)
     assert out == sw.to_bytes(2, "big")
     assert card.engine.last_error is None
+    assert (card.engine.state, card.engine.open_channels) == before
 
 
 @settings(max_examples=300, deadline=None)
@@ -303,14 +353,33 @@ def test_random_bytes_never_raise(apdu: bytes) -> None:
     assert len(out) >= 2
     sw = int.from_bytes(out[-2:], "big")
     assert is_valid_sw(sw)
-    assert sw != 0x6F00, card.engine.last_error  # 6F00 would mean an internal error
+    assert card.engine.last_error is None  # an internal error (6F00 with a reason)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from([0x00, 0x80, 0x01, 0xA0]),
+    st.sampled_from([0x00, 0x80, 0x01, 0xA0, 0x40, 0xC3, 0x4F]),
     st.sampled_from(
-        [0xA4, 0xB0, 0xB2, 0xD6, 0xDC, 0x20, 0x24, 0x26, 0x28, 0x2C, 0x88, 0xC0, 0xF2, 0x10]
+        [
+            0xA4,
+            0xB0,
+            0xB2,
+            0xD6,
+            0xDC,
+            0x20,
+            0x24,
+            0x26,
+            0x28,
+            0x2C,
+            0x88,
+            0xC0,
+            0xF2,
+            0x10,
+            0xA2,
+            0x70,
+            0xCB,
+            0xDB,
+        ]
     ),
     st.integers(0, 255),
     st.integers(0, 255),

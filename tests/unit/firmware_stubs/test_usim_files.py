@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aka.suci import SoftwareAgreement, Suci, deconceal
 from firmware_stubs.usim import contents
@@ -28,7 +30,7 @@ C4 = {
 # written out here as the specifications list them (not read back from the declarations).
 SPEC_FILES: list[tuple[str, int, int | None, str, int]] = [
     ("EF.LI", 0x6F05, 0x02, "transparent", 10),
-    ("EF.ARR", 0x6F06, 0x17, "linear-fixed", 16),
+    ("EF.ARR", 0x6F06, 0x17, "linear-fixed", 24),
     ("EF.IMSI", 0x6F07, 0x07, "transparent", 9),
     ("EF.Keys", 0x6F08, 0x08, "transparent", 33),
     ("EF.KeysPS", 0x6F09, 0x09, "transparent", 33),
@@ -129,6 +131,16 @@ def _read(card: Card, name: str) -> Any:
             assert sw == 0x9000
             out.append(ef.codec.decode(data))
         return out
+    if isinstance(ef, fs.BerTlvEF):  # the tag list, then each object (RETRIEVE DATA)
+        listed, sw = card.send(b"\x80\xcb\x00\x80\x01\x5c\x00")
+        assert sw == 0x9000 and listed[0] == 0x5C, name
+        tags, content, i = listed[2:], b"", 0
+        while i < len(tags):
+            tag, i = fs.read_ber_tag(tags, i)
+            obj, sw = card.send(b"\x80\xcb\x00\x80" + bytes([len(tag)]) + tag + b"\x00")
+            assert sw == 0x9000, name
+            content += obj
+        return ef.codec.decode(content)
     data, sw = card.send(bytes([0, 0xB0, 0, 0, (fcp.size or 0) & 0xFF]))
     assert sw == 0x9000, (name, hex(sw))
     return ef.codec.decode(data)
@@ -381,3 +393,33 @@ def test_bad_commands_to_the_new_applications_get_a_status_and_change_nothing(ap
         assert len(out) >= 2 and is_valid_sw(int.from_bytes(out[-2:], "big"))
         assert card.engine.last_error is None
         assert card.engine.state == before
+
+
+_CLAS = st.sampled_from([0x00, 0x80, 0x01, 0x81, 0xA0, 0x0C])
+_INS = st.sampled_from([0x78, 0xCA, 0x88, 0xA4, 0xB0, 0xB2, 0xD6, 0xDC, 0xF2, 0xC0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    app=st.sampled_from([fs.ADF_USIM, fs.ADF_ISIM, fs.ADF_ARA_M]),
+    head=st.tuples(_CLAS, _INS, st.integers(0, 255), st.integers(0, 255)),
+    body=st.binary(max_size=40),
+    le=st.one_of(st.none(), st.integers(0, 255)),
+)
+def test_any_command_in_the_new_applications_answers_a_status_and_only_success_changes_state(
+    app: fs.ADF, head: tuple[int, int, int, int], body: bytes, le: int | None
+) -> None:
+    card = make_card()
+    card.send(b"\x00\xa4\x04\x00" + bytes([len(app.aid)]) + app.aid)
+    card.verify_pin1()
+    apdu = (
+        bytes(head)
+        + (bytes([len(body)]) + body if body else b"")
+        + (bytes([le]) if le is not None else b"")
+    )
+    before = card.engine.state
+    out = card.engine.process(apdu)
+    assert len(out) >= 2 and is_valid_sw(int.from_bytes(out[-2:], "big"))
+    assert card.engine.last_error is None, apdu.hex()
+    if out[-2] not in (0x90, 0x61, 0x91):
+        assert card.engine.state == before, apdu.hex()

@@ -55,14 +55,24 @@ def subscription_of(profile: Any = PROFILE) -> Subscription:
     )  # fmt: skip
 
 
+def ota_rows(store: Store) -> list[object]:
+    """The OTA key sets, counters and transfer journal as stored."""
+    with store.transaction() as tx:
+        return [
+            tuple(row)
+            for table in ("ota_cards", "ota_transfers")
+            for row in tx._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        ]
+
+
 class Lab:
-    """Both operators, the store, the key file and a card with its link."""
+    """Both operators, the store (with their OTA keys) and a card with its link."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.config = make_config()
         self.store = Store(tmp / "network.db", self.config.store_key)
-        self.keyring = OtaKeyring(tmp / "network.db.ota.json", self.config.store_key)
+        self.keyring = OtaKeyring(self.store)
         self.clock = NOW
         self.transfer = KiTransfer(self.config, self.store, self.keyring, now=lambda: self.clock)
         self.card_path = tmp / "card.json"
@@ -212,14 +222,19 @@ def test_old_operator_ota_works_until_the_key_sets_are_rotated(lab: Lab) -> None
 
 def test_secrets_stay_sealed_and_out_of_reports(lab: Lab) -> None:
     report = lab.run(rotate_k=True)
-    text = json.dumps(report) + lab.keyring.path.read_text()
+    text = json.dumps(report)
+    stored = b"".join(p.read_bytes() for p in lab.tmp.glob("network.db*"))
     with lab.store.transaction() as tx:
         record = tx.hss(report["new_imsi"])
     assert record is not None
     new_keys = current_keysets(PROFILE, lab.engine.state)[0]
     for secret in (PROFILE.k, PROFILE.opc, record.k, record.opc, new_keys.kic, new_keys.kid):
-        assert secret.hex() not in text
-    assert oct(lab.keyring.path.stat().st_mode & 0o777) == "0o600"
+        assert (
+            secret.hex() not in text
+            and secret not in stored
+            and secret.hex().encode() not in stored
+        )
+    assert oct((lab.tmp / "network.db").stat().st_mode & 0o777) == "0o600"
 
 
 class LostPor(Exception):
@@ -295,20 +310,26 @@ def test_register_card_is_idempotent_and_guards_the_imsi(lab: Lab) -> None:
         lab.transfer.register_card("sho-b", subscription_of())
 
 
-def test_keyring_counters_are_on_disk_and_never_go_back(tmp_path: Path) -> None:
+def test_keyring_counters_are_stored_and_never_go_back(store_url: str) -> None:
     key = os.urandom(32)
-    ring = OtaKeyring(tmp_path / "ota.json", key)
+    store = Store(store_url, key)
+    ring = OtaKeyring(store)
     keys = CardKeys((Keyset(1, bytes(16), bytes(16)),), {1: 5})
     ring.put_card("sho-a", "8988", keys)
-    assert OtaKeyring(tmp_path / "ota.json", key).reserve_counter("sho-a", "8988", 1) == 6
+    again = Store(store_url, key)  # another process, or another server
+    assert OtaKeyring(again).reserve_counter("sho-a", "8988", 1) == 6
     ring.put_card("sho-a", "8988", CardKeys(keys.keysets, {1: 0}))
     assert ring.reserve_counter("sho-a", "8988", 1) == 7
-    loaded = OtaKeyring(tmp_path / "ota.json", key).card("sho-a", "8988")
+    loaded = OtaKeyring(again).card("sho-a", "8988")
     assert loaded is not None and loaded[0].keysets == keys.keysets
+    with store.transaction() as tx:  # the key sets are sealed, bound to operator and card
+        tx._db.execute("UPDATE ota_cards SET sho = 'sho-b' WHERE sho = 'sho-a' AND iccid = '8988'")
     from trelab.errors import CheckFailed
 
-    with pytest.raises(CheckFailed):
-        OtaKeyring(tmp_path / "ota.json", os.urandom(32)).card("sho-a", "8988")
+    with pytest.raises(CheckFailed, match="ota/sho-b/8988/kvn1"):
+        ring.card("sho-b", "8988")
+    store.close()
+    again.close()
 
 
 def test_imsi_update_script_contents() -> None:
@@ -322,7 +343,7 @@ def test_imsi_update_script_contents() -> None:
 
 
 def test_bad_requests_change_nothing(lab: Lab) -> None:
-    before = lab.keyring.path.read_text()
+    before = ota_rows(lab.store)
     with pytest.raises(Refused, match="no subscriber"):
         lab.transfer.run(holder="sho-a", requester="sho-b", imsi="001019999999999",
                          iccid=PROFILE.iccid, send=lab.link.transmit, rotate_k=False)  # fmt: skip
@@ -333,7 +354,7 @@ def test_bad_requests_change_nothing(lab: Lab) -> None:
         with pytest.raises(BadInput):
             lab.transfer.run(holder=holder, requester=requester, imsi=PROFILE.imsi,
                              iccid=PROFILE.iccid, send=lab.link.transmit, rotate_k=False)  # fmt: skip
-    assert lab.keyring.path.read_text() == before and lab.engine.state.ota.counters == {}
+    assert ota_rows(lab.store) == before and lab.engine.state.ota.counters == {}
     lab.run()
     with pytest.raises(BadInput, match="transferred for IMSI"):
         lab.transfer.run(holder="sho-a", requester="sho-b", imsi="001019999999999",
@@ -350,8 +371,7 @@ def test_tuak_subscription_transfer_and_k_rotation(tmp_path: Path) -> None:
     profile = parse_profile(data)
     config = make_config()
     store = Store(tmp_path / "n.db", config.store_key)
-    transfer = KiTransfer(config, store, OtaKeyring(tmp_path / "k.json", config.store_key),
-                          now=lambda: NOW)  # fmt: skip
+    transfer = KiTransfer(config, store, OtaKeyring(store), now=lambda: NOW)
     transfer.register_card("sho-a", _subscription_from_profile(str(profile_file)))
     engine = UsimEngine(profile, CardStore(None))
     link = InProcessLink(engine)
@@ -391,3 +411,68 @@ def test_the_journal_is_typed_and_round_trips() -> None:
         TransferJournal.from_plain("t1", bad)
     with pytest.raises(CheckFailed, match="no new IMSI"):
         replace(j, new_imsi=None).imported_imsi()
+
+
+# ---- two operator deployments ---------------------------------------------------------------------
+
+
+def test_two_operator_deployments_transfer_over_http(store_url: str, tmp_path: Path) -> None:
+    """SHO-A and SHO-B as two deployments, each with its own store (SHO-A's on each engine),
+    SHO-A behind its own HTTP server: the signed request and the encrypted package cross the
+    network; each store ends with its own operator's records only."""
+    import time
+
+    from network.server import NetworkApp, running_server
+    from network.transfer import http_exporter
+    from tests.unit.network.conftest import opaque_builder
+
+    config = make_config()
+    store_a = Store(store_url, config.store_key)
+    store_b = Store(tmp_path / "sho-b.db", config.store_key)
+    try:
+        KiTransfer(config, store_a, now=lambda: int(time.time())).register_card(
+            "sho-a", subscription_of()
+        )
+        engine = UsimEngine(PROFILE, CardStore(tmp_path / "card.json"))
+        link = InProcessLink(engine)
+        client = UsimClient(link)
+        client.verify_pin("1234")
+        with running_server(NetworkApp(config, store_a, builder=opaque_builder)) as url_a:
+            sho_b = KiTransfer(
+                config, store_b, now=lambda: int(time.time()), exporter=http_exporter(url_a)
+            )
+            report = sho_b.run(holder="sho-a", requester="sho-b", imsi=PROFILE.imsi,
+                               iccid=PROFILE.iccid, send=link.transmit, rotate_k=True)  # fmt: skip
+            client.forget_selection()
+            attached = sho_b.attach(report["new_imsi"], lambda r, a: client.authenticate(r, a))
+            again, _ = build_request(config.shos["sho-b"].key, holder="sho-a",
+                                     imsi=PROFILE.imsi, iccid=PROFILE.iccid, now=int(time.time()))  # fmt: skip
+            with pytest.raises(Refused) as caught:  # SHO-A's refusal arrives typed, over HTTP
+                http_exporter(url_a)("sho-a", again.wire)
+        assert caught.value.code == "already-transferred"
+        assert attached["accepted"] and report["k_rotated"]
+        assert engine.imsi == report["new_imsi"] != PROFILE.imsi
+        with store_a.transaction() as tx:
+            old = tx.hss(PROFILE.imsi)
+            assert old is not None and old.state == "transferred" and tx.hss_count() == 1
+            assert tx.hss(report["new_imsi"]) is None
+        card_a = OtaKeyring(store_a).card("sho-a", PROFILE.iccid)
+        assert card_a is not None and card_a[1]["state"] == "transferred"
+        assert OtaKeyring(store_a).card("sho-b", PROFILE.iccid) is None
+        with store_b.transaction() as tx:
+            new = tx.hss(report["new_imsi"])
+            assert new is not None and (new.sho, new.state) == ("sho-b", "active")
+            assert tx.hss(PROFILE.imsi) is None and tx.hss_count() == 1
+        assert OtaKeyring(store_b).card("sho-a", PROFILE.iccid) is None
+        events_a = {(e.actor, e.event) for e in store_a.audit_events()}
+        events_b = {(e.actor, e.event) for e in store_b.audit_events()}
+        assert ("sho-a", "ki-export") in events_a and ("sho", "refused") in events_a
+        assert not any(event.startswith(("ki-import", "ota-", "k-rot")) for _, event in events_a)
+        for wanted in ("ki-import", "ota-imsi", "k-rotation", "ki-activate"):
+            assert ("sho-b", wanted) in events_b
+        assert ("sho-a", "ki-export") not in events_b
+        store_a.verify_audit()
+        store_b.verify_audit()
+    finally:
+        store_a.close()
+        store_b.close()
