@@ -308,7 +308,8 @@ def _throughput_intro(section: dict[str, Any]) -> tuple[str, str]:
     server = section["server"]
     states = ", ".join(f"{n} {s}" for s, n in server["mids_by_state"].items()) or "no MIDs"
     about = (
-        f"One `trelab network serve` ({method['server']}); at each level that many fresh swtpm "
+        f"One `trelab network serve` ({method.get('server', 'one process')}); at each level "
+        f"that many fresh swtpm "
         f"devices, "
         f"each with its own agent process provisioning {method['per_device']} MID(s) back "
         f"to back, all starting together. Machine: {env.get('cores')} cores ({env.get('cpu', '?')})"
