@@ -902,8 +902,22 @@ def _smss_codec() -> Codec:
     return Codec("smss", decode, encode)
 
 
-# Access technology identifier bits (TS 31.102 §4.2.5): byte 4 then byte 5 of each entry
-_ACT_BITS = {"UTRAN": 0x8000, "E-UTRAN": 0x4000, "NG-RAN": 0x0800, "GSM": 0x0080}
+# Access technology identifier bits (TS 31.102 §4.2.5, tables 4.2.5.1/2): byte 4 then byte 5.
+# The E-UTRAN bit alone means both WB-S1 and NB-S1; the two qualifier bits narrow it. The GSM
+# bit's qualifiers say whether EC-GSM-IoT is meant. Named bit by bit, as the card holds them.
+_ACT_BITS = {
+    "UTRAN": 0x8000,
+    "E-UTRAN": 0x4000,
+    "E-UTRAN WB-S1 qualifier": 0x2000,
+    "E-UTRAN NB-S1 qualifier": 0x1000,
+    "NG-RAN": 0x0800,
+    "GSM": 0x0080,
+    "GSM COMPACT": 0x0040,
+    "cdma2000 HRPD": 0x0020,
+    "cdma2000 1xRTT": 0x0010,
+    "EC-GSM-IoT qualifier": 0x0008,
+    "GSM without EC-GSM-IoT qualifier": 0x0004,
+}
 
 
 def _plmn_act_codec(name: str) -> Codec:
@@ -1553,7 +1567,7 @@ EF_UST = TransparentEF(
     read=_PIN,
     update=_ADM,
     samples=(
-        # services 20 SPN, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
+        # services 20 PLMNwAcT, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
         # 85 EPS mobility management information, 124 subscription identifier privacy
         # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
         (
@@ -1954,6 +1968,21 @@ EF_PLMNWACT = TransparentEF(
             ({"plmn": "26202", "act": ("UTRAN", "E-UTRAN", "NG-RAN", "GSM")},),
         ),
         (bytes.fromhex("ffffff0000") * 8, ()),
+        (
+            bytes.fromhex("136020700c") + bytes.fromhex("ffffff0000") * 7,
+            (
+                {
+                    "plmn": "310026",
+                    "act": (
+                        "E-UTRAN",
+                        "E-UTRAN WB-S1 qualifier",
+                        "E-UTRAN NB-S1 qualifier",
+                        "EC-GSM-IoT qualifier",
+                        "GSM without EC-GSM-IoT qualifier",
+                    ),
+                },
+            ),
+        ),
     ),
     service=20,
 )
