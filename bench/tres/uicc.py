@@ -199,7 +199,7 @@ class _UsimTre:
             first = self._profile.suci.schemes[0]
             suci_cases.append(
                 Case(self.tre, "suci", suci,
-                     detail=f"UsimClient.get_identity: GET IDENTITY + GET RESPONSE; the card "
+                     detail=f"UsimClient.get_identity: GET IDENTITY (+ GET RESPONSE on T=0); the card "
                      f"makes a fresh ephemeral key and conceals its IMSI (scheme {first})")
             )  # fmt: skip
         algorithm = self._profile.algorithm
@@ -208,7 +208,7 @@ class _UsimTre:
         return [
             *suci_cases,
             Case(self.tre, operation, aka, teardown=pool.top_up, observe=observe,
-                 detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
+                 detail="UsimClient.authenticate: AUTHENTICATE (+ GET RESPONSE on T=0), parsed; the "
                  f"card runs {runs.get(algorithm, algorithm)}, the SQN check and an fsync'd "
                  "state commit"),
             Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
