@@ -373,7 +373,7 @@ def _template(name: str) -> Any:
 
 def ek_tpm_public(cert: x509.Certificate) -> Any:
     """The EK's TPM2B_PUBLIC rebuilt from its certificate and the TCG template for its key
-    type: what the verifier hands ``tpm2_pytss.utils.make_credential``.
+    type: what the verifier hands tpm2-pytss' ``make_credential`` (``tpm.tss``).
 
     Raises:
         EkCertificateRejected: unsupported key type or size.

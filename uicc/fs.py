@@ -30,6 +30,7 @@ __all__ = [
     "DF_GSM",
     "DF_GSM_ACCESS",
     "DF_MCS",
+    "DF_MULTIMEDIA",
     "DF_PHONEBOOK",
     "DF_SAIP",
     "DF_TELECOM",
@@ -73,6 +74,7 @@ __all__ = [
     "EF_KEYSPS",
     "EF_LI",
     "EF_LOCI",
+    "EF_MML",
     "EF_MSISDN",
     "EF_MST",
     "EF_NETPAR",
@@ -106,6 +108,7 @@ __all__ = [
     "SCHEME_IDS",
     "USIM_AID",
     "Access",
+    "BerTlvEF",
     "Codec",
     "CyclicEF",
     "Fcp",
@@ -118,11 +121,16 @@ __all__ = [
     "decode_imsi",
     "efs_under",
     "encode_bcd_swapped",
+    "encode_ber_length",
+    "encode_ber_tlv",
     "encode_iccid",
     "encode_imsi",
     "encode_tlv",
+    "parse_ber_tlvs",
     "parse_fcp",
     "parse_tlvs",
+    "read_ber_length",
+    "read_ber_tag",
 ]
 
 
@@ -269,6 +277,80 @@ def parse_tlvs(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+# -- BER-TLV data objects of BER-TLV structured EFs (TS 102 221 §11.3) -------------------------
+def read_ber_tag(data: bytes, i: int = 0) -> tuple[bytes, int]:
+    """The tag starting at ``data[i]`` (1 to 3 bytes, ISO/IEC 8825-1 coding) and where it ends.
+
+    Raises:
+        BadInput: no tag there, '00'/'FF', or a tag longer than 3 bytes.
+    """
+    if i >= len(data) or data[i] in (0x00, 0xFF):
+        raise BadInput("BER-TLV: no valid tag")
+    end = i + 1
+    if data[i] & 0x1F == 0x1F:
+        while True:
+            if end >= len(data) or end - i >= 3:
+                raise BadInput("BER-TLV: tag truncated or longer than 3 bytes")
+            end += 1
+            if not data[end - 1] & 0x80:
+                break
+    return data[i:end], end
+
+
+def read_ber_length(data: bytes, i: int) -> tuple[int, int]:
+    """A length coded on 1 to 4 bytes, shortest form only (TS 102 221 §11.3: '00'–'7F',
+    '81 80'–'81 FF', '82 0100'–'82 FFFF', '83 010000'–'83 FFFFFF') and where it ends.
+
+    Raises:
+        BadInput: truncated, or not the shortest coding.
+    """
+    if i >= len(data):
+        raise BadInput("BER-TLV: length missing")
+    first = data[i]
+    if first < 0x80:
+        return first, i + 1
+    count = first - 0x80
+    if not 1 <= count <= 3 or i + 1 + count > len(data):
+        raise BadInput(f"BER-TLV: length form {first:02X} unsupported or truncated")
+    value = int.from_bytes(data[i + 1 : i + 1 + count], "big")
+    if value < (0x80 if count == 1 else 1 << (8 * (count - 1))):
+        raise BadInput("BER-TLV: length not in its shortest form")
+    return value, i + 1 + count
+
+
+def encode_ber_length(length: int) -> bytes:
+    """Inverse of :func:`read_ber_length`."""
+    if length < 0x80:
+        return bytes([length])
+    for count in (1, 2, 3):
+        if length < 1 << (8 * count):
+            return bytes([0x80 | count]) + length.to_bytes(count, "big")
+    raise BadInput("BER-TLV: length beyond 16 MiB")
+
+
+def encode_ber_tlv(tag: bytes, value: bytes) -> bytes:
+    """One data object: tag ‖ length ‖ value."""
+    return tag + encode_ber_length(len(value)) + value
+
+
+def parse_ber_tlvs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (tag, value) data objects of a BER-TLV structured EF's content, in order.
+
+    Raises:
+        BadInput: a malformed or truncated object.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(data):
+        tag, i = read_ber_tag(data, i)
+        length, i = read_ber_length(data, i)
+        if i + length > len(data):
+            raise BadInput(f"BER-TLV {tag.hex()}: value truncated")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
 @dataclass(frozen=True)
 class Fcp:
     """What a SELECT's FCP template (tag 62) says about a file (TS 102 221 §11.1.1.3)."""
@@ -285,13 +367,16 @@ class Fcp:
 
     @property
     def is_df(self) -> bool:
-        return bool(self.descriptor) and self.descriptor[0] & 0x38 == 0x38
+        return bool(self.descriptor) and self.descriptor[0] & 0x3F == 0x38
 
     @property
     def structure(self) -> str:
-        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"`` or ``"unknown"``."""
+        """``"df"``, ``"transparent"``, ``"linear-fixed"``, ``"cyclic"``, ``"ber-tlv"`` or
+        ``"unknown"``."""
         if self.is_df:
             return "df"
+        if self.descriptor and self.descriptor[0] & 0x3F == 0x39:  # TS 102 221 Table 11.5
+            return "ber-tlv"
         kind = self.descriptor[0] & 0x07 if self.descriptor else 0
         return {1: "transparent", 2: "linear-fixed", 6: "cyclic"}.get(kind, "unknown")
 
@@ -817,8 +902,22 @@ def _smss_codec() -> Codec:
     return Codec("smss", decode, encode)
 
 
-# Access technology identifier bits (TS 31.102 §4.2.5): byte 4 then byte 5 of each entry
-_ACT_BITS = {"UTRAN": 0x8000, "E-UTRAN": 0x4000, "NG-RAN": 0x0800, "GSM": 0x0080}
+# Access technology identifier bits (TS 31.102 §4.2.5, tables 4.2.5.1/2): byte 4 then byte 5.
+# The E-UTRAN bit alone means both WB-S1 and NB-S1; the two qualifier bits narrow it. The GSM
+# bit's qualifiers say whether EC-GSM-IoT is meant. Named bit by bit, as the card holds them.
+_ACT_BITS = {
+    "UTRAN": 0x8000,
+    "E-UTRAN": 0x4000,
+    "E-UTRAN WB-S1 qualifier": 0x2000,
+    "E-UTRAN NB-S1 qualifier": 0x1000,
+    "NG-RAN": 0x0800,
+    "GSM": 0x0080,
+    "GSM COMPACT": 0x0040,
+    "cdma2000 HRPD": 0x0020,
+    "cdma2000 1xRTT": 0x0010,
+    "EC-GSM-IoT qualifier": 0x0008,
+    "GSM without EC-GSM-IoT qualifier": 0x0004,
+}
 
 
 def _plmn_act_codec(name: str) -> Codec:
@@ -1220,6 +1319,34 @@ def _arr_codec() -> Codec:
     return Codec("arr", decode, encode)
 
 
+def _spdi_codec() -> Codec:
+    """EF.SPDI (TS 31.102 §4.2.66): 'A3' { '80' service provider PLMN list }. Erased → None."""
+
+    def decode(data: bytes) -> tuple[str, ...] | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if len(tlvs) != 1 or tlvs[0][0] != 0xA3:
+            raise BadInput("SPDI: expected one display information template ('A3')")
+        inner = parse_tlvs(tlvs[0][1])
+        if len(inner) != 1 or inner[0][0] != 0x80 or len(inner[0][1]) % 3:
+            raise BadInput("SPDI: expected one PLMN list ('80') of 3-byte entries")
+        raw = inner[0][1]
+        return tuple(
+            _plmn_decode(raw[i : i + 3])
+            for i in range(0, len(raw), 3)
+            if not _erased(raw[i : i + 3])
+        )
+
+    def encode(plmns: tuple[str, ...] | None, size: int) -> bytes:
+        if plmns is None:
+            return b"\xff" * size
+        body = encode_tlv(0x80, b"".join(_plmn_encode(p) for p in plmns))
+        return _pad("SPDI", encode_tlv(0xA3, body), size)
+
+    return Codec("spdi", decode, encode)
+
+
 def _record_hex_codec(name: str) -> Codec:
     """Records nothing here interprets (as hex, trailing FF kept); an erased one → None."""
 
@@ -1230,6 +1357,27 @@ def _record_hex_codec(name: str) -> Codec:
         if value is None:
             return b"\xff" * size
         return _pad(name, bytes.fromhex(value), size)
+
+    return Codec(name, decode, encode)
+
+
+def _ber_tlv_codec(name: str) -> Codec:
+    """A BER-TLV structured EF's data objects as [{"tag": hex, "value": hex}, …] in file order."""
+
+    def decode(data: bytes) -> list[dict[str, str]]:
+        return [{"tag": t.hex(), "value": v.hex()} for t, v in parse_ber_tlvs(data)]
+
+    def encode(objects: list[dict[str, str]], size: int) -> bytes:
+        try:
+            raw = b"".join(
+                encode_ber_tlv(bytes.fromhex(o["tag"]), bytes.fromhex(o["value"])) for o in objects
+            )
+        except (KeyError, ValueError):
+            raise BadInput(f"{name}: objects need hex 'tag' and 'value'") from None
+        if len(raw) > size:
+            raise BadInput(f"{name}: {len(raw)} bytes of objects do not fit in {size}")
+        parse_ber_tlvs(raw)  # every tag valid
+        return raw
 
     return Codec(name, decode, encode)
 
@@ -1294,7 +1442,31 @@ class CyclicEF(LinearFixedEF):
     structure = "cyclic"
 
 
-EF = TransparentEF | LinearFixedEF
+@dataclass(frozen=True)
+class BerTlvEF:
+    """A BER-TLV structured EF (TS 102 221 §8.2.2.4): data objects found by their tag, read
+    with RETRIEVE DATA and written with SET DATA; ``size`` bytes are reserved for all of them.
+    Its content is the objects one after the other (no padding)."""
+
+    fid: int
+    name: str
+    size: int
+    codec: Codec
+    sfid: int | None = None
+    read: Access = Access.ALW
+    update: Access = Access.ADM1
+    default: bytes | None = None  # None: no data object
+    samples: tuple[tuple[bytes, object], ...] = ()
+    service: int | None = None
+    holds_keys: bool = False
+
+    structure = "ber-tlv"
+
+    def initial(self) -> bytes:
+        return self.default if self.default is not None else b""
+
+
+EF = TransparentEF | LinearFixedEF | BerTlvEF
 
 
 @dataclass(frozen=True)
@@ -1423,7 +1595,7 @@ EF_UST = TransparentEF(
     read=_PIN,
     update=_ADM,
     samples=(
-        # services 20 SPN, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
+        # services 20 PLMNwAcT, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
         # 85 EPS mobility management information, 124 subscription identifier privacy
         # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
         (
@@ -1824,6 +1996,21 @@ EF_PLMNWACT = TransparentEF(
             ({"plmn": "26202", "act": ("UTRAN", "E-UTRAN", "NG-RAN", "GSM")},),
         ),
         (bytes.fromhex("ffffff0000") * 8, ()),
+        (
+            bytes.fromhex("136020700c") + bytes.fromhex("ffffff0000") * 7,
+            (
+                {
+                    "plmn": "310026",
+                    "act": (
+                        "E-UTRAN",
+                        "E-UTRAN WB-S1 qualifier",
+                        "E-UTRAN NB-S1 qualifier",
+                        "EC-GSM-IoT qualifier",
+                        "GSM without EC-GSM-IoT qualifier",
+                    ),
+                },
+            ),
+        ),
     ),
     service=20,
 )
@@ -1906,6 +2093,98 @@ EF_OPL = LinearFixedEF(
         (b"\xff" * 8, None),
     ),
     service=46,
+)
+EF_GID1 = TransparentEF(
+    0x6F3E,
+    "EF.GID1",
+    8,
+    _hex_codec("gid1"),  # group identifier level 1 (TS 31.102 §4.2.10): operator-defined
+    read=_PIN,
+    update=_ADM,
+    samples=((bytes.fromhex("0a") + b"\xff" * 7, "0a" + "ff" * 7),),
+    service=17,
+)
+EF_GID2 = TransparentEF(
+    0x6F3F,
+    "EF.GID2",
+    8,
+    _hex_codec("gid2"),  # group identifier level 2 (§4.2.11)
+    read=_PIN,
+    update=_ADM,
+    samples=((b"\xff" * 8, "ff" * 8),),
+    service=18,
+)
+EF_SPDI = TransparentEF(
+    0x6FCD,
+    "EF.SPDI",
+    17,
+    _spdi_codec(),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (bytes.fromhex("a308800600f11062f220") + b"\xff" * 7, ("00101", "26202")),
+        (b"\xff" * 17, None),
+    ),
+    service=51,
+)
+EF_MBDN = LinearFixedEF(
+    0x6FC7,
+    "EF.MBDN",
+    record_len=28,  # X (14) + 14 (TS 31.102 §4.2.60)
+    records=4,
+    codec=_dialling_codec("mbdn"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"Voicemail", 14, bytes.fromhex("0381a310ffffffffffffffffffff")),
+            {"alpha": "Voicemail", "number": "3*01"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+    service=47,
+)
+EF_MBI = LinearFixedEF(
+    0x6FC9,
+    "EF.MBI",
+    record_len=4,  # record numbers in EF.MBDN: voicemail, fax, e-mail, other (§4.2.61)
+    records=1,
+    codec=_struct_codec(
+        "mbi",
+        (("voicemail", 1, "int"), ("fax", 1, "int"), ("email", 1, "int"), ("other", 1, "int")),
+    ),
+    read=_PIN,
+    update=_ADM,
+    default=(bytes.fromhex("01000000"),),
+    samples=((bytes.fromhex("01000000"), {"voicemail": 1, "fax": 0, "email": 0, "other": 0}),),
+    service=47,
+)
+EF_MWIS = LinearFixedEF(
+    0x6FCA,
+    "EF.MWIS",
+    record_len=5,  # indicator status, then waiting counts per type (§4.2.62)
+    records=1,
+    codec=_struct_codec(
+        "mwis",
+        (
+            ("status", 1, "int"),
+            ("voicemail", 1, "int"),
+            ("fax", 1, "int"),
+            ("email", 1, "int"),
+            ("other", 1, "int"),
+        ),
+    ),
+    read=_PIN,
+    update=_PIN,
+    default=(bytes(5),),
+    samples=(
+        (bytes(5), {"status": 0, "voicemail": 0, "fax": 0, "email": 0, "other": 0}),
+        (
+            bytes.fromhex("0102000000"),
+            {"status": 1, "voicemail": 2, "fax": 0, "email": 0, "other": 0},
+        ),
+    ),
+    service=48,
 )
 EF_EHPLMN = TransparentEF(
     0x6FD9,
@@ -2234,7 +2513,29 @@ EF_MST = TransparentEF(
     samples=((b"\x00", ()),),
 )
 DF_MCS = DF(0x5F3D, "DF.MCS", children=(EF_MST,))
-DF_TELECOM = DF(0x7F10, "DF.TELECOM", children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS))
+# DF.MULTIMEDIA (TS 31.102 §4.6.3): EF.MML, the multimedia messages list, is a BER-TLV
+# structured EF (§4.6.3.1); its objects are written and read whole with SET/RETRIEVE DATA.
+EF_MML = BerTlvEF(
+    0x4F47,
+    "EF.MML",
+    1024,
+    _ber_tlv_codec("mml"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (b"", []),
+        (
+            bytes.fromhex("8003010203a1028100"),
+            [{"tag": "80", "value": "010203"}, {"tag": "a1", "value": "8100"}],
+        ),
+    ),
+)
+DF_MULTIMEDIA = DF(0x5F3B, "DF.MULTIMEDIA", children=(EF_MML,))
+DF_TELECOM = DF(
+    0x7F10,
+    "DF.TELECOM",
+    children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS, DF_MULTIMEDIA),
+)
 
 # -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
 ISIM_AID = bytes.fromhex("a0000000871004ffffffff8907090000")
@@ -2442,6 +2743,12 @@ ADF_USIM = ADF(
         EF_PNN,
         EF_OPL,
         EF_EHPLMN,
+        EF_GID1,
+        EF_GID2,
+        EF_SPDI,
+        EF_MBDN,
+        EF_MBI,
+        EF_MWIS,
         DF_GSM_ACCESS,
         DF_5GS,
         DF_SAIP,

@@ -27,7 +27,7 @@ from .apdu import (
     is_success,
 )
 from .errors import CardRefused
-from .sw import explain_sw
+from .sw import SW_MORE_DATA_AVAILABLE, explain_sw
 from .usim import Application, UsimClient
 
 __all__ = [
@@ -144,6 +144,8 @@ def _read_one(
                     raise CardRefused(f"READ RECORD {number}", rec.sw)
                 values.append(ef.codec.decode(rec.data))
             return FileReading(where, ef.fid, structure, values)
+        if structure == "ber-tlv":
+            return FileReading(where, ef.fid, structure, ef.codec.decode(_ber_tlv_content(client)))
         if structure != "transparent":
             return FileReading(where, ef.fid, structure, status="undecodable", detail="structure")
         size = fcp.size or ef.size
@@ -161,6 +163,33 @@ def _read_one(
         return FileReading(where, ef.fid, structure, status="refused", detail=status)
     except BadInput as exc:
         return FileReading(where, ef.fid, structure, status="undecodable", detail=str(exc))
+
+
+def _retrieve(client: UsimClient, tag: bytes) -> bytes:
+    """One data object of the selected BER-TLV EF, all its blocks (TS 102 221 §11.3.1)."""
+    resp = client.send(CommandApdu(0x80, 0xCB, 0x00, 0x80, tag, 256))
+    out = resp.data
+    for _ in range(256):  # 62F1: more data available, next block
+        if resp.sw != SW_MORE_DATA_AVAILABLE:
+            break
+        resp = client.send(CommandApdu(0x80, 0xCB, 0x00, 0x00, b"", 256))
+        out += resp.data
+    if not is_success(resp.sw):
+        raise CardRefused("RETRIEVE DATA", resp.sw)
+    return out
+
+
+def _ber_tlv_content(client: UsimClient) -> bytes:
+    """The selected BER-TLV EF's objects as the file holds them: the tag list (tag 5C), then
+    each object."""
+    tags = fs.parse_ber_tlvs(_retrieve(client, b"\x5c"))
+    if len(tags) != 1 or tags[0][0] != b"\x5c":
+        raise BadInput("RETRIEVE DATA 5C: not a tag list")
+    listed, i, out = tags[0][1], 0, b""
+    while i < len(listed):
+        tag, i = fs.read_ber_tag(listed, i)
+        out += _retrieve(client, tag)
+    return out
 
 
 def read_files(client: UsimClient, applications: list[Application]) -> list[FileReading]:

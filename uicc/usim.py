@@ -18,6 +18,7 @@ from trelab.errors import BadInput, RemoteProtocolError
 
 from . import fs
 from .apdu import (
+    CLA_GSM,
     PIN1,
     SW_AUTH_MAC_FAILURE,
     SW_BLOCKED,
@@ -54,6 +55,7 @@ __all__ = [
     "FID_MF",
     "Application",
     "CardInfo",
+    "GsmClass",
     "PinStatus",
     "UsimClient",
 ]
@@ -135,6 +137,25 @@ class CardInfo:
             **({"imsi_error": self.imsi_error} if self.imsi_error else {}),
             "pin": self.pin.to_json(),
             "usim_aid": self.usim_aid.hex(),
+        }
+
+
+@dataclass(frozen=True)
+class GsmClass:
+    """How the card answers the GSM SIM class (TS 51.011), the first thing SIM tooling and many
+    modems send: SELECT MF with CLA A0 (``9Fxx`` and 22+ bytes: a SIM), then DF.GSM."""
+
+    answers: bool
+    sw: int  # the status word of SELECT MF (after GET RESPONSE when it said 9Fxx)
+    df_gsm: bool
+    chv1_enabled: bool | None  # MF response byte 14, b8 (CHV1 disabled when set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answers": self.answers,
+            "sw": f"{self.sw:04X}",
+            "df_gsm": self.df_gsm,
+            "chv1_enabled": self.chv1_enabled,
         }
 
 
@@ -389,6 +410,20 @@ class UsimClient:
             raise RemoteProtocolError(f"GET IDENTITY: {exc}") from None
 
     # -- everything for `card info` --
+
+    def probe_gsm(self) -> GsmClass:
+        """SELECT MF, then DF.GSM (7F20), in the GSM class. The basic channel's current file
+        moves: the client forgets its selection."""
+        self.forget_selection()
+        try:
+            mf = self._send(CommandApdu(CLA_GSM, 0xA4, 0x00, 0x00, FID_MF.to_bytes(2, "big")))
+            if not is_success(mf.sw) or len(mf.data) < 22:
+                return GsmClass(False, mf.sw, False, None)
+            chv1_enabled = not mf.data[13] & 0x80
+            df = self._send(CommandApdu(CLA_GSM, 0xA4, 0x00, 0x00, b"\x7f\x20"))
+            return GsmClass(True, mf.sw, is_success(df.sw), chv1_enabled)
+        finally:
+            self.forget_selection()
 
     def info(self) -> CardInfo:
         """ATR, ICCID, USIM AID, PIN status and, if the card lets us, the IMSI."""

@@ -34,7 +34,22 @@ from aka.usim import AkaMacFailure, AkaSyncFailure, gsm_authenticate, usim_authe
 from trelab.digits import is_decimal
 from trelab.errors import BadInput
 from uicc import fs, seac
-from uicc.fs import ADF, DF, EF, Access, CyclicEF, LinearFixedEF, TransparentEF, encode_tlv
+from uicc.fs import (
+    ADF,
+    DF,
+    EF,
+    Access,
+    BerTlvEF,
+    CyclicEF,
+    LinearFixedEF,
+    TransparentEF,
+    encode_ber_length,
+    encode_ber_tlv,
+    encode_tlv,
+    parse_ber_tlvs,
+    read_ber_length,
+    read_ber_tag,
+)
 from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
@@ -54,7 +69,10 @@ from uicc.sw import (
     SW_INCORRECT_DATA,
     SW_INS_NOT_SUPPORTED,
     SW_MAC_FAILURE,
+    SW_MORE_DATA_AVAILABLE,
+    SW_MORE_DATA_EXPECTED,
     SW_NO_EF_SELECTED,
+    SW_NOT_ENOUGH_MEMORY,
     SW_OK,
     SW_PIN_BLOCKED,
     SW_RECORD_NOT_FOUND,
@@ -276,7 +294,21 @@ def _build_parents() -> dict[str, DF | ADF]:
 
 
 _PARENTS = _build_parents()
-Node = DF | ADF | TransparentEF | LinearFixedEF
+Node = DF | ADF | TransparentEF | LinearFixedEF | BerTlvEF
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """A data object moving in blocks on one channel (TS 102 221 §11.3): what RETRIEVE DATA
+    still has to send, or what SET DATA has gathered of an object of ``length`` bytes."""
+
+    ef: BerTlvEF
+    tag: bytes
+    rest: bytes = b""  # RETRIEVE DATA: the object's bytes not sent yet
+    length: int = 0  # SET DATA: the value's announced length …
+    value: bytes = b""  # … and what of it has arrived
+
+
 # what one logical channel remembers: current DF, current EF, active application, record pointer
 _Selection = tuple[DF | ADF, EF | None, ADF | None, int]
 
@@ -332,6 +364,8 @@ class UsimEngine:
             0xC2: ("uicc", self._envelope),
             0xDA: ("uicc", self._put_data),
             0x70: ("iso", self._manage_channel),
+            0xCB: ("uicc", self._retrieve_data),
+            0xDB: ("uicc", self._set_data),
         }
         # the GSM SIM class (TS 51.011 §9.2): commands over the same files and PINs
         self._gsm_table: dict[int, Callable[[_Command], bytes]] = {
@@ -382,6 +416,8 @@ class UsimEngine:
         self._offered: bytes | None = None
         self._offered_channel = 0
         self._le: int | None = None  # Le of the case-4 command being run (T=1), else None
+        self._pending_sw = self._offered_sw = SW_OK  # the status after the last response byte
+        self._transfers: dict[int, _Transfer] = {}  # BER-TLV block transfers, by channel
         return ATR
 
     def reset(self) -> bytes:
@@ -437,6 +473,7 @@ class UsimEngine:
         # T=0: response data is offered to the next command only (if it is GET RESPONSE)
         self._offered, self._pending = self._pending, None
         self._offered_channel = self._pending_channel
+        self._offered_sw, self._pending_sw = self._pending_sw, SW_OK
         return self._dispatch(apdu)
 
     def _dispatch(self, apdu: bytes) -> bytes:
@@ -501,6 +538,7 @@ class UsimEngine:
             if target not in self._channels:
                 raise _Refuse(SW_CHANNEL_NOT_SUPPORTED)
             del self._channels[target]
+            self._transfers.pop(target, None)
             return _sw(SW_OK)
         if c.p1 != 0x00 or c.p2 >= CHANNELS:
             raise _Refuse(SW_WRONG_P1P2)
@@ -549,6 +587,7 @@ class UsimEngine:
             self._use_channel(0)
         saved = (self._df, self._ef, self._app, self._record, self._verified)
         pending = (self._pending, self._offered)
+        transfers = dict(self._transfers)
         before = self._state
         self._deferred = True
         self._df, self._ef, self._app, self._record = application or fs.MF, None, application, 0
@@ -568,6 +607,7 @@ class UsimEngine:
             self._state = before
             self._df, self._ef, self._app, self._record, self._verified = saved
             self._pending, self._offered = pending
+            self._transfers = transfers
 
     # -- helpers ---------------------------------------------------------------------------------
     def _commit(self, state: CardState) -> None:
@@ -599,19 +639,21 @@ class UsimEngine:
     def _content(self, ef: EF) -> FileContent:
         return self._state.files.get(ef.name, self._base_files[ef.name])
 
-    def _respond_later(self, data: bytes) -> bytes:
+    def _respond_later(self, data: bytes, final: int = SW_OK) -> bytes:
         """Case 4 the T=0 way (no Le): keep ``data`` for GET RESPONSE and announce its length
-        with 61xx. Sent with Le (T=1): answer at once, up to Le bytes, 61xx for the rest."""
+        with 61xx. Sent with Le (T=1): answer at once, up to Le bytes, 61xx for the rest.
+        ``final`` is the status that goes with the last byte."""
         le = self._le
         if le is not None:
             self._le = None
             wanted = le or 256
             if len(data) <= wanted:
-                return data + _sw(SW_OK)
+                return data + _sw(final)
             data, rest = data[:wanted], data[wanted:]
             self._pending, self._pending_channel = rest, self._channel
+            self._pending_sw = final
             return data + bytes([0x61, len(rest) & 0xFF])
-        self._pending, self._pending_channel = data, self._channel
+        self._pending, self._pending_channel, self._pending_sw = data, self._channel, final
         return bytes([0x61, len(data) & 0xFF])
 
     @staticmethod
@@ -730,7 +772,9 @@ class UsimEngine:
         return self._respond_later(self._fcp(target))
 
     def _take(self, target: Node, holder: DF | ADF) -> None:
-        """Make ``target`` current (an EF: with ``holder`` as the current DF)."""
+        """Make ``target`` current (an EF: with ``holder`` as the current DF). A data object
+        transfer on this channel ends with it (TS 102 221 §11.3)."""
+        self._transfers.pop(self._channel, None)
         if isinstance(target, DF | ADF):
             self._df, self._ef = target, None
             if isinstance(target, ADF):
@@ -758,6 +802,8 @@ class UsimEngine:
             descriptor = (
                 bytes([kind, 0x21]) + node.record_len.to_bytes(2, "big") + bytes([node.records])
             )
+        elif isinstance(node, BerTlvEF):
+            descriptor = b"\x79\x21"  # shareable, BER-TLV structure (TS 102 221 Table 11.5)
         else:
             descriptor = b"\x41\x21"
         parts.append(encode_tlv(0x82, descriptor))
@@ -805,19 +851,22 @@ class UsimEngine:
         if pending is None:
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
         wanted = c.le or 256  # absent or 00: 256
-        self._pending_channel = self._channel
+        self._pending_channel, self._pending_sw = self._channel, self._offered_sw
         if wanted > len(pending):
             self._pending = pending
             return bytes([0x6C, len(pending) & 0xFF])
         if wanted < len(pending):
             self._pending = pending[wanted:]
             return pending[:wanted] + bytes([0x61, len(self._pending) & 0xFF])
-        return pending + _sw(SW_OK)
+        self._pending_sw = SW_OK
+        return pending + _sw(self._offered_sw)
 
     # -- READ / UPDATE BINARY (§11.1.3, §11.1.4) -------------------------------------------------
     def _by_sfi(self, sfi: int) -> EF:
         for child in self._df.children:
             if not isinstance(child, DF) and child.sfid == sfi:
+                if child is not self._ef:
+                    self._transfers.pop(self._channel, None)
                 self._ef, self._record = child, 0
                 return child
         raise _Refuse(SW_FILE_NOT_FOUND)
@@ -1200,6 +1249,120 @@ class UsimEngine:
             return self._respond_now(seac.REFRESH_TAG, c.le)
         raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
 
+    # -- RETRIEVE DATA / SET DATA (TS 102 221 §11.3.1, §11.3.2): BER-TLV structured EFs ------------
+    def _ber_target(self, c: _Command, access: str) -> BerTlvEF:
+        if c.p1 or c.p2 not in (0x00, 0x80):  # P2: 80 first block, 00 next block
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, BerTlvEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        self._require(ef.read if access == "read" else ef.update)
+        return ef
+
+    def _objects(self, ef: BerTlvEF) -> list[tuple[bytes, bytes]]:
+        content = self._content(ef)
+        assert isinstance(content, bytes)
+        return parse_ber_tlvs(content)
+
+    def _retrieve_data(self, c: _Command) -> bytes:
+        """The object with the tag in the data (first block: its tag, length and value from the
+        start), then the rest in further blocks (next block, no data) while the card answers
+        62F1. Tag 5C gives the list of the file's tags."""
+        ef = self._ber_target(c, "read")
+        if c.p2 == 0x80:
+            try:
+                tag, end = read_ber_tag(c.data)
+            except BadInput:
+                raise _Refuse(SW_WRONG_LENGTH if not c.data else SW_INCORRECT_DATA) from None
+            if end != len(c.data):
+                raise _Refuse(SW_INCORRECT_DATA)
+            objects = self._objects(ef)
+            if tag == b"\x5c":
+                whole = encode_ber_tlv(tag, b"".join(t for t, _ in objects))
+            else:
+                value = next((v for t, v in objects if t == tag), None)
+                if value is None:
+                    raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+                whole = encode_ber_tlv(tag, value)
+        else:
+            transfer = self._transfers.get(self._channel)
+            if c.data:
+                raise _Refuse(SW_WRONG_LENGTH)
+            if transfer is None or transfer.ef is not ef or not transfer.rest:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            tag, whole = transfer.tag, transfer.rest
+        size = (c.le or 256) if c.le is not None else 256
+        block, rest = whole[:size], whole[size:]
+        if rest:
+            self._transfers[self._channel] = _Transfer(ef, tag, rest=rest)
+        else:
+            self._transfers.pop(self._channel, None)
+        final = SW_MORE_DATA_AVAILABLE if rest else SW_OK
+        if c.p2 == 0x80 and c.le is None:  # case 4 the T=0 way: 61xx, GET RESPONSE
+            return self._respond_later(block, final)
+        self._le = None
+        return block + _sw(final)
+
+    def _set_data(self, c: _Command) -> bytes:
+        """First block: tag ‖ length ‖ the value or its start (the tag alone deletes the
+        object); next blocks: more of the value, answered 63F1 until it is complete. The file
+        changes only when the whole object has arrived."""
+        ef = self._ber_target(c, "update")
+        if not c.data or c.le is not None:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if c.p2 == 0x80:
+            self._transfers.pop(self._channel, None)
+            try:
+                tag, i = read_ber_tag(c.data)
+                if tag == b"\x5c":  # the tag list is the card's, not an object
+                    raise BadInput("tag 5C is reserved")
+                if i == len(c.data):
+                    return self._store_object(ef, tag, None)
+                length, i = read_ber_length(c.data, i)
+            except BadInput:
+                raise _Refuse(SW_INCORRECT_DATA) from None
+            transfer = _Transfer(ef, tag, length=length)
+            self._fits(ef, tag, length)
+            part = c.data[i:]
+        else:
+            found = self._transfers.get(self._channel)
+            if found is None or found.ef is not ef or found.rest:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            transfer, part = found, c.data
+        if len(transfer.value) + len(part) > transfer.length:
+            self._transfers.pop(self._channel, None)
+            raise _Refuse(SW_WRONG_LENGTH)  # more than the object's announced length
+        value = transfer.value + part
+        if len(value) < transfer.length:
+            self._transfers[self._channel] = replace(transfer, value=value)
+            return _sw(SW_MORE_DATA_EXPECTED)
+        self._transfers.pop(self._channel, None)
+        return self._store_object(ef, transfer.tag, value)
+
+    def _fits(self, ef: BerTlvEF, tag: bytes, length: int) -> None:
+        """Refuse (6A84) an object the file cannot hold beside its others."""
+        others = sum(len(encode_ber_tlv(t, v)) for t, v in self._objects(ef) if t != tag)
+        if others + len(tag) + len(encode_ber_length(length)) + length > ef.size:
+            raise _Refuse(SW_NOT_ENOUGH_MEMORY)
+
+    def _store_object(self, ef: BerTlvEF, tag: bytes, value: bytes | None) -> bytes:
+        """Create, replace (in place) or, with ``value`` None, delete the object ``tag``."""
+        objects = self._objects(ef)
+        index = next((n for n, (t, _) in enumerate(objects) if t == tag), None)
+        if value is None:
+            if index is None:
+                raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+            del objects[index]
+        elif index is None:
+            objects.append((tag, value))
+        else:
+            objects[index] = (tag, value)
+        content = b"".join(encode_ber_tlv(t, v) for t, v in objects)
+        self._commit(self._state.with_file(ef.name, content))
+        return _sw(SW_OK)
+
     # -- the GSM SIM class, TS 51.011 §9.2 -------------------------------------------------------
     def _gsm_capable(self) -> bool:
         """c2 takes a RES of 32…128 bits and c3 128-bit CK and IK (TS 33.102 §6.8.1.2); a
@@ -1256,7 +1419,7 @@ class UsimEngine:
         if fid == 0x7FFF:
             raise _Refuse(SW_FILE_NOT_FOUND)
         target, holder = self._by_fid(fid)
-        if isinstance(target, ADF):
+        if isinstance(target, ADF | BerTlvEF):  # no such files in a SIM
             raise _Refuse(SW_FILE_NOT_FOUND)
         self._take(target, holder)
         return self._respond_later(self._gsm_response(target))

@@ -108,6 +108,7 @@ def _serve(args: argparse.Namespace) -> Outcome:
 
 def _info(args: argparse.Namespace) -> Outcome:
     from uicc.survey import survey
+    from uicc.sw import explain_sw
     from uicc.usim import UsimClient
 
     with open_link(args) as link:
@@ -115,7 +116,8 @@ def _info(args: argparse.Namespace) -> Outcome:
         _verify(client, link, _pin(args))
         info = client.info()
         found = survey(client)
-        data = {"link": link.name, **info.to_json(), **found.to_json()}
+        gsm = client.probe_gsm()
+        data = {"link": link.name, **info.to_json(), **found.to_json(), "gsm_class": gsm.to_json()}
     pin = info.pin
     tries = f", {pin.tries_left} tries left" if pin.tries_left is not None else ""
     verified = ", verified" if pin.verified else ""
@@ -140,6 +142,11 @@ def _info(args: argparse.Namespace) -> Outcome:
         if suci is None
         else f"{suci.get('suci', suci.get('error'))} (by the {suci['calculated_by'].upper()})",
         "access rules": ara,
+        "gsm class": (
+            f"answers (TS 51.011), DF.GSM {'present' if gsm.df_gsm else 'absent'}"
+            if gsm.answers
+            else f"not answered ({gsm.sw:04X} {explain_sw(gsm.sw)})"
+        ),
     }
     lines = [_lines(summary), ""]
     width = max(len(f.path) for f in found.files)

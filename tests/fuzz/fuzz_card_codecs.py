@@ -1,8 +1,8 @@
 """The host's USIM client and the file codecs against a hostile card (TS 102 221, TS 31.102):
 a card in the middle answers each command genuinely, with its answer changed, or with bytes
-of its own choosing; ``card info``, PIN status, both AUTHENTICATE contexts and GET IDENTITY
-(the SUCI) raise only typed errors. Every EF codec also decodes raw contents without any
-other exception."""
+of its own choosing; ``card info``, PIN status, both AUTHENTICATE contexts, IMS AKA, GET
+IDENTITY (the SUCI) and the GSM class probe raise only typed errors. Every EF codec also
+decodes raw contents without any other exception."""
 
 from __future__ import annotations
 
@@ -50,10 +50,12 @@ def test_one_input(data: bytes) -> None:
         ef = EFS[reader.pick(len(EFS))]
         typed(ef.codec.decode, reader.rest())
         return
-    operation = reader.pick(6)
+    operation = reader.pick(8)
     client = UsimClient(InProcessLink(HostileCard(reader)))
     if operation == 0:
         typed(client.info)
+    elif operation == 7:  # the GSM SIM class: SELECT MF and DF.GSM with CLA A0
+        typed(client.probe_gsm)
     elif operation == 1:
         typed(client.applications)
     else:  # PIN1 first, as a terminal does
@@ -64,12 +66,14 @@ def test_one_input(data: bytes) -> None:
             typed(client.authenticate, RAND, AUTN)
         elif operation == 4:
             typed(client.authenticate_gsm, RAND)
-        else:  # the SUCI the card computes (TS 31.102 §7.5)
+        elif operation == 5:  # the SUCI the card computes (TS 31.102 §7.5)
             typed(client.get_identity)
+        else:  # IMS AKA with the ISIM (TS 31.103 §7.1.2)
+            typed(client.authenticate_ims, RAND, AUTN)
 
 
 def starting_inputs() -> Iterator[bytes]:
-    for operation in range(6):  # every answer genuine, then one changed, then one replaced
+    for operation in range(8):  # every answer genuine, then one changed, then one replaced
         yield bytes([0, operation])
         yield bytes([0, operation]) + b"\x00" * 6 + b"\x01\x00\x05\x01"
         yield bytes([0, operation]) + b"\x00" * 8 + b"\x03\x04\x90\x00\x00\x00"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from tests.fuzz.oracle import Reader
 from tests.fuzz.usim_common import FIDS, PROFILES, Watched
 from uicc import fs
+from uicc.fs import USIM_AID
 
 MAX_COMMANDS = 24
 
@@ -61,3 +62,41 @@ def starting_inputs() -> Iterator[bytes]:
     yield bytes([0, 7, 2, 1, 0, 0, 1, 1, 2]) + b"\x80\xd8"  # RAM script with a 2-byte C-APDU
     yield bytes([0, 4, 9, 1, 1, 0x00, 0xD6, 0x00, 0x00, 3, 1, 2, 3, 1])
     yield bytes([0, 8, 6, 0x10, 0, 0x00, 0xA4, 0x00, 0x04, 2, 0x3F, 0x00, 0])
+
+    def header(
+        cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None
+    ) -> bytes:
+        # kind 1; the class byte is read before the pick (3: take that byte as it is)
+        tail = b"\x01" if le is None else bytes([0, le])
+        return bytes([1, cla, 3, ins, p1, p2, len(data)]) + data + tail
+
+    pin1 = b"1234" + b"\xff" * 4
+    # the GSM SIM class: DF.GSM, CHV1, RUN GSM ALGORITHM and its GET RESPONSE, SEEK in EF.DIR
+    yield bytes([0]) + b"".join(
+        (
+            header(0xA0, 0xA4, 0, 0, b"\x7f\x20"),
+            header(0xA0, 0xC0, 0, 0, le=0x16),
+            header(0xA0, 0x20, 0, 1, pin1),
+            header(0xA0, 0x88, 0, 0, rand),
+            header(0xA0, 0xC0, 0, 0, le=0x0C),
+        )
+    )
+    yield bytes([1]) + header(0xA0, 0xA4, 0, 0, b"\x2f\x00") + header(0xA0, 0xA2, 0, 0x10, b"a")
+    # logical channels: open one, the USIM on it, STATUS there, close it
+    yield bytes([0]) + b"".join(
+        (
+            header(0x00, 0x70, 0, 0, le=1),
+            header(0x01, 0xA4, 4, 4, USIM_AID),
+            header(0x81, 0xF2, 0, 0, le=0),
+            header(0x00, 0x70, 0x80, 1, le=0),
+        )
+    )
+    # a BER-TLV EF (EF.MML under DF.TELECOM/DF.MULTIMEDIA): SET DATA, RETRIEVE DATA, tag list
+    yield bytes([0, 3]) + b"".join(
+        (
+            header(0x00, 0xA4, 8, 0x0C, bytes.fromhex("7f105f3b4f47")),
+            header(0x80, 0xDB, 0, 0x80, bytes.fromhex("8003010203")),
+            header(0x80, 0xCB, 0, 0x80, b"\x80", le=0),
+            header(0x80, 0xCB, 0, 0x80, b"\x5c", le=0),
+        )
+    )

@@ -377,6 +377,8 @@ def test_random_bytes_never_raise(apdu: bytes) -> None:
             0x10,
             0xA2,
             0x70,
+            0xCB,
+            0xDB,
         ]
     ),
     st.integers(0, 255),

@@ -62,6 +62,12 @@ SPEC_FILES: list[tuple[str, int, int | None, str, int]] = [
     ("EF.PNN", 0x6FC5, 0x19, "linear-fixed", 32),
     ("EF.OPL", 0x6FC6, 0x1A, "linear-fixed", 8),
     ("EF.EHPLMN", 0x6FD9, 0x1D, "transparent", 12),
+    ("EF.GID1", 0x6F3E, None, "transparent", 8),
+    ("EF.GID2", 0x6F3F, None, "transparent", 8),
+    ("EF.SPDI", 0x6FCD, None, "transparent", 17),
+    ("EF.MBDN", 0x6FC7, None, "linear-fixed", 28),
+    ("EF.MBI", 0x6FC9, None, "linear-fixed", 4),
+    ("EF.MWIS", 0x6FCA, None, "linear-fixed", 5),
     ("EF.EPSLOCI", 0x6FE3, 0x1E, "transparent", 18),
     ("EF.EPSNSC", 0x6FE4, 0x18, "linear-fixed", 54),
     ("EF.Kc", 0x4F20, 0x01, "transparent", 9),
@@ -131,6 +137,16 @@ def _read(card: Card, name: str) -> Any:
             assert sw == 0x9000
             out.append(ef.codec.decode(data))
         return out
+    if isinstance(ef, fs.BerTlvEF):  # the tag list, then each object (RETRIEVE DATA)
+        listed, sw = card.send(b"\x80\xcb\x00\x80\x01\x5c\x00")
+        assert sw == 0x9000 and listed[0] == 0x5C, name
+        tags, content, i = listed[2:], b"", 0
+        while i < len(tags):
+            tag, i = fs.read_ber_tag(tags, i)
+            obj, sw = card.send(b"\x80\xcb\x00\x80" + bytes([len(tag)]) + tag + b"\x00")
+            assert sw == 0x9000, name
+            content += obj
+        return ef.codec.decode(content)
     data, sw = card.send(bytes([0, 0xB0, 0, 0, (fcp.size or 0) & 0xFF]))
     assert sw == 0x9000, (name, hex(sw))
     return ef.codec.decode(data)
@@ -181,8 +197,13 @@ def test_the_usim_service_table_says_what_the_card_offers() -> None:
         27,
         42,
         43,
+        17,
+        18,
         45,
         46,
+        47,
+        48,
+        51,
         71,
         85,
         122,
