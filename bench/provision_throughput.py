@@ -69,6 +69,28 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from each thread's ``children`` list)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and all its live descendants (gunicorn's arbiter and workers,
+    PostgreSQL's postmaster and backends); None once ``pid`` is gone."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_tree_cpu_seconds(child) or 0.0 for child in _children(pid))
+
+
 def _read_line(stream: IO[str], deadline: float, what: str) -> str:
     """One line from a child's pipe, or Unavailable once ``deadline`` (monotonic) passes."""
     remaining = deadline - time.monotonic()
@@ -141,12 +163,14 @@ class _Device:
 
 
 class _Server:
-    """``trelab network serve`` on a free loopback port, as its own process."""
+    """``trelab network serve`` on a free loopback port, as its own process (``workers``:
+    under gunicorn with that many worker processes)."""
 
-    def __init__(self, config: Path, db: Path, log: Path) -> None:
+    def __init__(self, config: Path, store: str, log: Path, workers: int | None) -> None:
         argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
-        argv += ["--config", str(config), "--db", str(db), "--json", "--plain-http"]
-        self.config, self.db, self.log = config, db, log
+        argv += ["--config", str(config), "--store", store, "--json", "--plain-http"]
+        argv += ["--workers", str(workers)] if workers is not None else []
+        self.config, self.db, self.log = config, store, log
         with log.open("wb") as err:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
@@ -254,9 +278,19 @@ class _Agent:
 class _Run:
     """Owns every process of one throughput run and stops them all on close (by pid)."""
 
-    def __init__(self, work: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        work: Path,
+        say: Callable[[str], None],
+        *,
+        workers: int | None = None,
+        store: str = "sqlite",
+    ) -> None:
         self.work = work
         self.say = say
+        self.workers = workers
+        self.store_engine = store
+        self.postgres: Any = None
         self.ca_private = work / "ca-private"  # swtpm_localca's state: CA keys, never exported
         self.ca_private.mkdir(mode=0o700)
         self.server: _Server | None = None
@@ -275,7 +309,16 @@ class _Run:
 
         bundle = first.export_ca()
         self.config = operator_config(tcti, bundle, self.work / "network")
-        self.server = _Server(self.config, self.work / "network.db", self.work / "server.log")
+        if self.store_engine == "postgres":
+            from lab.postgres import PostgresServer
+
+            self.postgres = PostgresServer(self.work / "postgres")
+            self.postgres.ensure()
+            location = self.postgres.url()
+            self.say(f"throughput: PostgreSQL in {self.postgres.directory}")
+        else:
+            location = str(self.work / "network.db")
+        self.server = _Server(self.config, location, self.work / "server.log", self.workers)
         self.pids.append(self.server.pid)
         self.say(f"throughput: server {self.server.url} (pid {self.server.pid})")
 
@@ -325,16 +368,22 @@ class _Run:
             "swtpm": after["swtpm"] - before["swtpm"],
             "host": after["host"] - before["host"],
         }
+        if "postgres" in after:
+            cpu["postgres"] = after["postgres"] - before["postgres"]
         return summarize_level(concurrency, per_device, samples, cpu, errors)
 
     def _cpu(self, devices: Sequence[_Device]) -> dict[str, float]:
         assert self.server is not None
-        server = _cpu_seconds(self.server.pid)
+        server = _tree_cpu_seconds(self.server.pid)
         if server is None:
             raise Unavailable(f"the server exited: {_tail(self.server.log)}")
         swtpms = [_cpu_seconds(d.pid) if d.pid else None for d in devices]
         host = host_busy_ticks(Path("/proc/stat").read_text()) / _TICK
-        return {"server": server, "swtpm": sum(s for s in swtpms if s is not None), "host": host}
+        cpu = {"server": server, "swtpm": sum(s for s in swtpms if s is not None), "host": host}
+        if self.postgres is not None:
+            pid = self.postgres.status().pid
+            cpu["postgres"] = (_tree_cpu_seconds(pid) or 0.0) if pid else 0.0
+        return cpu
 
     def stop_agents(self) -> None:
         agents, self.agents = self.agents, []
@@ -361,12 +410,55 @@ class _Run:
             "active_mids": by_state.get("ACTIVE", 0),
         }
 
+    def _postgres_cpu(self) -> float:
+        pid = self.postgres.status().pid if self.postgres is not None else None
+        return (_tree_cpu_seconds(pid) or 0.0) if pid else 0.0
+
+    def server_side(
+        self, workers: Sequence[int], provisionings: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:mod:`bench.server_cpu`'s two passes on a fresh device of their own."""
+        from .provision_bench import operator_config
+        from .server_cpu import measure_server_alone, measure_server_cpu
+
+        device = self._device("server-side")
+        tcti = device.start()
+        assert device.pid is not None
+        self.pids.append(device.pid)
+        folder = self.work / "server-side"
+        try:
+            config = operator_config(tcti, device.export_ca(), folder / "network")
+            self.say(f"server CPU: {provisionings} provisionings in process, then profiled")
+            cpu, recorded = measure_server_cpu(
+                tcti, config, folder / "network.db", folder / "mids.json", provisionings
+            )
+        finally:
+            device.stop()
+        postgres = self.postgres
+
+        def start(location: str, log: str, count: int) -> _Server:
+            return _Server(config, location, Path(log), count)
+
+        alone = measure_server_alone(
+            recorded,
+            start,
+            _tree_cpu_seconds,
+            folder,
+            workers,
+            store_url=postgres.create_database if postgres is not None else None,
+            store_cpu=self._postgres_cpu if postgres is not None else None,
+            say=self.say,
+        )
+        return cpu, alone
+
     def close(self) -> None:
         self.stop_agents()
         for device in self.devices:
             device.stop()
         if self.server is not None and self.server.running:
             self.server.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
 def _environment() -> dict[str, Any]:
@@ -404,6 +496,10 @@ def run_throughput(
     progress: Callable[[str], None] | None = None,
     started: list[int] | None = None,
     warmup: bool = True,
+    workers: int | None = None,
+    store: str = "sqlite",
+    server_alone: Sequence[int] = (),
+    profile_provisionings: int = 5,
 ) -> dict[str, Any]:
     """Measure the curve (see the module docstring) and return the report's
     ``provisioning_throughput`` section (:func:`bench.schema.validate_throughput`). Files go to
@@ -411,6 +507,12 @@ def run_throughput(
     ``started`` collects the pid of every process started (all stopped on return).
     ``warmup``: one provisioning on a device of its own first, not counted in the curve, so
     the server's first requests (lazy imports, SQLite pages) do not land on level 1.
+    ``workers``: serve under gunicorn with that many processes (default: the built-in server);
+    ``store``: ``sqlite`` (a file in the run's folder) or ``postgres`` (a PostgreSQL of the
+    run's own, :mod:`lab.postgres`, stopped at the end). ``server_alone``: worker counts for
+    :mod:`bench.server_cpu` after the curve (the server's CPU per provisioning against the
+    cryptography alone, on ``profile_provisionings`` provisionings, and the server alone under
+    fresh registrations at each worker count); empty: not run.
     Ctrl-C stops after the current level and returns the levels done, marked interrupted.
 
     Raises:
@@ -422,13 +524,21 @@ def run_throughput(
 
     if not levels or min(levels) < 1 or per_device < 1:
         raise BadInput("throughput: levels and provisionings per device must be ≥ 1")
+    if store not in ("sqlite", "postgres"):
+        raise BadInput(f"throughput: --store {store!r}: expected sqlite or postgres")
     swtpm.require_tools()
+    if store == "postgres":
+        from lab import postgres
+
+        postgres.require_tools()
     say = progress or (lambda text: None)
     results: list[dict[str, Any]] = []
     warm: dict[str, Any] | None = None
     interrupted = False
+    server_cpu: dict[str, Any] | None = None
+    alone: dict[str, Any] | None = None
     with _workspace(work_dir) as work:
-        run = _Run(work, say)
+        run = _Run(work, say, workers=workers, store=store)
         try:
             if warmup:
                 warm = run.level(1, 1, tag="warmup")
@@ -445,6 +555,8 @@ def run_throughput(
                     f"{last['wall_s']:.1f} s → {last['throughput_per_s']} /s"
                 )
             server = run.finish_server() if run.server is not None else None
+            if server_alone and not interrupted:
+                server_cpu, alone = run.server_side(server_alone, profile_provisionings)
         finally:
             run.close()
             if started is not None:
@@ -455,8 +567,21 @@ def run_throughput(
             "levels": list(levels),
             "per_device": per_device,
             "sho": _SHO,
-            "server": "one `trelab network serve` process (ThreadingHTTPServer, SQLite WAL, "
-            "synchronous=FULL) on loopback",
+            "server": (
+                "`trelab network serve` on loopback, plain HTTP: "
+                + (
+                    f"gunicorn, {workers} sync worker processes"
+                    if workers
+                    else "one process, the built-in threaded WSGI server"
+                )
+                + (
+                    "; store: PostgreSQL (the run's own cluster, fsync on)"
+                    if store == "postgres"
+                    else "; store: SQLite (WAL, synchronous=FULL)"
+                )
+            ),
+            "workers": workers,
+            "store": store,
             "devices": "one fresh swtpm per device (shared manufacturer CA), none reused "
             "across levels",
             "agents": "one process per device running host.provision.provision over HTTP, "
@@ -466,7 +591,8 @@ def run_throughput(
             else "none",
             "wall": "first provisioning's start to last one's end (time.monotonic)",
             "latency": "per successful provisioning, agent side",
-            "cpu": "server from /proc/PID/stat; agents' own process_time; swtpms from "
+            "cpu": "server (arbiter and workers) and PostgreSQL (postmaster and backends) from "
+            "/proc/PID/stat of the process tree; agents' own process_time; swtpms from "
             "/proc/PID/stat; cores_busy = their sum / wall; host = every process on the "
             "machine (/proc/stat) from go to the last agent's exit (others' load = host − ours)",
         },
@@ -476,6 +602,10 @@ def run_throughput(
         "server": server or {"responses": None, "mids_by_state": {}, "active_mids": 0},
         "interrupted": interrupted,
     }
+    if server_cpu is not None:
+        section["server_cpu"] = server_cpu
+    if alone is not None:
+        section["server_alone"] = alone
     section["ok"], section["verdict"] = verdict(section)
     return section
 

@@ -308,11 +308,13 @@ def _throughput_intro(section: dict[str, Any]) -> tuple[str, str]:
     server = section["server"]
     states = ", ".join(f"{n} {s}" for s, n in server["mids_by_state"].items()) or "no MIDs"
     about = (
-        f"One `trelab network serve` process; at each level that many fresh swtpm devices, "
+        f"One `trelab network serve` ({method.get('server', 'one process')}); at each level "
+        f"that many fresh swtpm "
+        f"devices, "
         f"each with its own agent process provisioning {method['per_device']} MID(s) back "
         f"to back, all starting together. Machine: {env.get('cores')} cores ({env.get('cpu', '?')})"
         f", {env['swtpm']}. Wall time: first provisioning's start to last one's end; latency "
-        f"per successful provisioning; cores busy = CPU time of server + agents + swtpms / wall; "
+        f"per successful provisioning; cores busy = CPU time of server + agents + swtpms (+ PostgreSQL) / wall; "
         f"host CPU = every process on the machine in the same window (more than ours: other "
         f"load). Load average before: {env.get('loadavg_before', '?')}. "
         f"Server store afterwards: {states}."
@@ -371,9 +373,58 @@ def throughput_html(section: dict[str, Any]) -> list[str]:
     return parts
 
 
+def server_side_markdown(section: dict[str, Any]) -> list[str]:
+    """The ``--server-alone`` passes as Markdown lines (none when they did not run)."""
+    lines: list[str] = []
+    cpu = section.get("server_cpu")
+    if cpu:
+        lines += [
+            "",
+            "## Server CPU per provisioning against its cryptography",
+            "",
+            f"{cpu['server_cpu_ms']} ms of server CPU per provisioning (in process, "
+            f"{cpu['provisionings']} provisionings); its cryptographic calls timed alone: "
+            f"{cpu['crypto_alone_ms']} ms — {cpu['ratio_to_crypto_alone']}× "
+            f"(inside the profile: {cpu['crypto_in_profile_ms']} ms).",
+            "",
+            "| call | per provisioning | alone, µs each | ms per provisioning |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {row['call']} | {row['per_provisioning']} | "
+            f"{'–' if row['alone_us_each'] is None else row['alone_us_each']} | "
+            f"{row['ms_per_provisioning']} |"
+            for row in cpu["calls"]
+        ]
+        lines += ["", "Where the rest goes (profile, ms per provisioning, wall):", ""]
+        lines += [
+            f"- {row['function']}: {row['ms_per_provisioning']}" for row in cpu["top_other_ms"]
+        ]
+    alone = section.get("server_alone")
+    if alone:
+        lines += [
+            "",
+            "## The server alone",
+            "",
+            f"Load: {alone['load']}.",
+            "",
+            "| workers | clients | ok | /s | server CPU ms/request | server cores | "
+            "database CPU ms/request | host cores busy |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {lv['workers']} | {lv['clients']} | {lv['succeeded']}/{lv['requests']} | "
+            f"{lv['per_s']} | {lv['server_cpu_ms_per_request']} | {lv['server_cores_busy']} | "
+            f"{lv['database_cpu_ms_per_request']} | {lv['host_cores_busy']} |"
+            for lv in alone["levels"]
+        ]
+    return lines
+
+
 def render_throughput_markdown(section: dict[str, Any]) -> str:
     """``trelab bench throughput``'s own Markdown file."""
-    return "\n".join(throughput_markdown(section, heading="#")) + "\n"
+    lines = throughput_markdown(section, heading="#") + server_side_markdown(section)
+    return "\n".join(lines) + "\n"
 
 
 def render_throughput_html(section: dict[str, Any]) -> str:
@@ -384,7 +435,9 @@ def render_throughput_html(section: dict[str, Any]) -> str:
         f"<style>{_CSS}</style></head><body>",
     ]
     method = ["<h2>Method</h2><pre>", html.escape(json.dumps(section["method"], indent=1))]
-    return "\n".join([*head, *throughput_html(section), *method, "</pre></body></html>"])
+    server_side = server_side_markdown(section)
+    extra = ["<pre>", html.escape("\n".join(server_side)), "</pre>"] if server_side else []
+    return "\n".join([*head, *throughput_html(section), *extra, *method, "</pre></body></html>"])
 
 
 def render_html(data: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ __all__ = ["COLUMNS", "RATIO_NOTES", "SummaryRow", "TimeSplit", "summary_rows", 
 COLUMNS = (
     ("AKA Milenage", "aka-milenage"),
     ("AKA TUAK", "aka-tuak"),
+    ("AKA HMAC-SHA-256", "aka-hmac-sha256"),
     ("resync (AUTS)", "aka-resync"),
     ("attestation (quote + verify)", "quote+verify"),
 )

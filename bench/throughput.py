@@ -126,13 +126,14 @@ def summarize_level(
     """One point of the curve. Wall time runs from the first provisioning's start to the last
     one's end (process start-up and shut-down excluded); throughput counts the successful
     provisionings in it; latency is per provisioning (successful ones); ``cores_busy`` is the
-    CPU time of server, agents and swtpms over the wall time (at most the machine's cores)."""
+    CPU time of server, agents, swtpms (and PostgreSQL, when it is the store) over the wall
+    time (at most the machine's cores)."""
     good = [s for s in samples if s.ok]
     wall = max(s.end for s in samples) - min(s.start for s in samples) if samples else 0.0
     latencies = [s.end - s.start for s in good]
     tpm = [s.tpm_seconds for s in good if s.tpm_seconds is not None]
     cpu = {name: round(value, 2) for name, value in cpu_seconds.items()}
-    ours = sum(cpu_seconds.get(name, 0.0) for name in ("server", "agents", "swtpm"))
+    ours = sum(cpu_seconds.get(name, 0.0) for name in ("server", "agents", "swtpm", "postgres"))
     problems = list(errors) + [
         f"device {s.device}: {s.error or f'ended in state {s.state}'}" for s in samples if not s.ok
     ]

@@ -1,5 +1,5 @@
-"""Edge: /proc. Who holds a TCP port on this host, and keeping the kernel from handing lab ports
-out as ephemeral ones.
+"""Edge: /proc. Who holds a TCP port on this host, keeping the kernel from handing lab ports
+out as ephemeral ones, and where to look for ports to listen on.
 
 vpcd listens on fixed ports (35963, 35964) that lie inside Linux's default ephemeral range
 (32768–60999). Any client socket the kernel gave one of them — a swtpm TCTI connection, of
@@ -8,6 +8,14 @@ with "Address already in use" and pcscd comes up without the Virtual PCD reader.
 both here: reserve the ports (``net.ipv4.ip_local_reserved_ports``, so the kernel never picks
 them as a client's local port), and before starting pcscd, look for sockets still on them and
 wait for TIME_WAIT to end, saying so.
+
+The same sockets decide where a lab listens. A TIME_WAIT left by a client socket (opened
+without SO_REUSEADDR, as every TCTI connection is) blocks ``bind`` on its port even with
+SO_REUSEADDR, and after a TPM-heavy run tens of thousands of them cover the ephemeral range —
+so a swtpm's port pair (P and P + 1) picked there is found only by luck.
+:func:`pair_candidates` lists the pairs outside the ephemeral range (and off the reserved
+ports), where no client socket ever lands; scanning them all finds a free pair whenever there
+is one.
 """
 
 from __future__ import annotations
@@ -17,14 +25,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
+    "LOCAL_PORT_RANGE_FILE",
     "RESERVED_PORTS_FILE",
     "describe_holders",
+    "ephemeral_range",
+    "pair_candidates",
     "parse_port_ranges",
     "reserve_ports",
     "sockets_on",
 ]
 
 RESERVED_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+LOCAL_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_DEFAULT_EPHEMERAL = range(32768, 61000)  # Linux's default ip_local_port_range
+_LISTEN_LOW = 10000  # below: well-known services' registered ports
 _PROC_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 _TCP_STATES = {
     "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
@@ -108,3 +122,40 @@ def reserve_ports(ports: Iterable[int], path: Path = RESERVED_PORTS_FILE) -> str
         f"reserved ports {_format_ranges(wanted)} (net.ipv4.ip_local_reserved_ports): "
         "the kernel no longer gives them to client sockets"
     )
+
+
+def ephemeral_range(path: Path = LOCAL_PORT_RANGE_FILE) -> range:
+    """The ports the kernel gives client sockets (``net.ipv4.ip_local_port_range``), or
+    Linux's default range when the file cannot be read."""
+    try:
+        low, high = (int(field, 10) for field in path.read_text().split())
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL
+    return range(low, high + 1) if 0 < low <= high < 65536 else _DEFAULT_EPHEMERAL
+
+
+def pair_candidates(
+    start: int,
+    *,
+    ephemeral: range | None = None,
+    reserved: Iterable[int] | None = None,
+) -> list[int]:
+    """Every P such that P and P + 1 lie in 10000..65535, outside ``ephemeral`` (default: the
+    kernel's) and off the ``reserved`` ports (default: the kernel's reserved list) — each once,
+    in a rotation beginning near ``start`` (callers pass something of their own, so concurrent
+    ones rarely try the same pair first). When the ephemeral range leaves no such pair, the
+    pairs inside it come last: a machine set up so still gets every pair tried."""
+    busy = ephemeral if ephemeral is not None else ephemeral_range()
+    if reserved is None:
+        try:
+            reserved = parse_port_ranges(RESERVED_PORTS_FILE.read_text())
+        except (OSError, ValueError):
+            reserved = ()
+    avoid = set(reserved)
+    usable = [p for p in range(_LISTEN_LOW, 65535) if p not in avoid and p + 1 not in avoid]
+    outside = [p for p in usable if p not in busy and p + 1 not in busy]
+    inside = [p for p in usable if p in busy or p + 1 in busy]
+    if not outside:
+        outside, inside = inside, []
+    first = start % len(outside) if outside else 0
+    return outside[first:] + outside[:first] + inside

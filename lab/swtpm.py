@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
+from lab.ports import pair_candidates
 from trelab import proc
 from trelab.atomic import atomic_write_bytes, atomic_write_text
 from trelab.digits import is_decimal
@@ -173,17 +175,16 @@ def port_pair_free(port: int, host: str = HOST) -> bool:
     return 0 < port < 65535 and _port_free(port, host) and _port_free(port + 1, host)
 
 
-def find_free_port_pair(host: str = HOST, *, attempts: int = 64) -> int:
-    """A port P such that P and P + 1 are free now, picked by the kernel (so two labs rarely
-    race for the same one; :func:`start` reports :class:`PortInUse` if one does).
+def find_free_port_pair(host: str = HOST) -> int:
+    """A port P such that P and P + 1 are free now, outside the kernel's ephemeral range where
+    no client socket's TIME_WAIT can block it (:func:`lab.ports.pair_candidates`; the scan
+    starts at a random pair, so two labs rarely race for the same one, and :func:`start`
+    reports :class:`PortInUse` if they do).
 
     Raises:
-        Unavailable: no free pair found.
+        Unavailable: every candidate pair is taken.
     """
-    for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+    for port in pair_candidates(secrets.randbelow(1 << 16)):
         if port_pair_free(port, host):
             return port
     raise Unavailable(f"no two adjacent free TCP ports on {host}", fix="free some ports")

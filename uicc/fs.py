@@ -902,8 +902,22 @@ def _smss_codec() -> Codec:
     return Codec("smss", decode, encode)
 
 
-# Access technology identifier bits (TS 31.102 §4.2.5): byte 4 then byte 5 of each entry
-_ACT_BITS = {"UTRAN": 0x8000, "E-UTRAN": 0x4000, "NG-RAN": 0x0800, "GSM": 0x0080}
+# Access technology identifier bits (TS 31.102 §4.2.5, tables 4.2.5.1/2): byte 4 then byte 5.
+# The E-UTRAN bit alone means both WB-S1 and NB-S1; the two qualifier bits narrow it. The GSM
+# bit's qualifiers say whether EC-GSM-IoT is meant. Named bit by bit, as the card holds them.
+_ACT_BITS = {
+    "UTRAN": 0x8000,
+    "E-UTRAN": 0x4000,
+    "E-UTRAN WB-S1 qualifier": 0x2000,
+    "E-UTRAN NB-S1 qualifier": 0x1000,
+    "NG-RAN": 0x0800,
+    "GSM": 0x0080,
+    "GSM COMPACT": 0x0040,
+    "cdma2000 HRPD": 0x0020,
+    "cdma2000 1xRTT": 0x0010,
+    "EC-GSM-IoT qualifier": 0x0008,
+    "GSM without EC-GSM-IoT qualifier": 0x0004,
+}
 
 
 def _plmn_act_codec(name: str) -> Codec:
@@ -1305,6 +1319,34 @@ def _arr_codec() -> Codec:
     return Codec("arr", decode, encode)
 
 
+def _spdi_codec() -> Codec:
+    """EF.SPDI (TS 31.102 §4.2.66): 'A3' { '80' service provider PLMN list }. Erased → None."""
+
+    def decode(data: bytes) -> tuple[str, ...] | None:
+        if _erased(data):
+            return None
+        tlvs = parse_tlvs(data)
+        if len(tlvs) != 1 or tlvs[0][0] != 0xA3:
+            raise BadInput("SPDI: expected one display information template ('A3')")
+        inner = parse_tlvs(tlvs[0][1])
+        if len(inner) != 1 or inner[0][0] != 0x80 or len(inner[0][1]) % 3:
+            raise BadInput("SPDI: expected one PLMN list ('80') of 3-byte entries")
+        raw = inner[0][1]
+        return tuple(
+            _plmn_decode(raw[i : i + 3])
+            for i in range(0, len(raw), 3)
+            if not _erased(raw[i : i + 3])
+        )
+
+    def encode(plmns: tuple[str, ...] | None, size: int) -> bytes:
+        if plmns is None:
+            return b"\xff" * size
+        body = encode_tlv(0x80, b"".join(_plmn_encode(p) for p in plmns))
+        return _pad("SPDI", encode_tlv(0xA3, body), size)
+
+    return Codec("spdi", decode, encode)
+
+
 def _record_hex_codec(name: str) -> Codec:
     """Records nothing here interprets (as hex, trailing FF kept); an erased one → None."""
 
@@ -1553,7 +1595,7 @@ EF_UST = TransparentEF(
     read=_PIN,
     update=_ADM,
     samples=(
-        # services 20 SPN, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
+        # services 20 PLMNwAcT, 27 GSM access, 33 (shall be 1), 34 EST, 38 GSM security context,
         # 85 EPS mobility management information, 124 subscription identifier privacy
         # support, 125 SUCI calculation by the USIM (TS 31.102 §4.2.8)
         (
@@ -1954,6 +1996,21 @@ EF_PLMNWACT = TransparentEF(
             ({"plmn": "26202", "act": ("UTRAN", "E-UTRAN", "NG-RAN", "GSM")},),
         ),
         (bytes.fromhex("ffffff0000") * 8, ()),
+        (
+            bytes.fromhex("136020700c") + bytes.fromhex("ffffff0000") * 7,
+            (
+                {
+                    "plmn": "310026",
+                    "act": (
+                        "E-UTRAN",
+                        "E-UTRAN WB-S1 qualifier",
+                        "E-UTRAN NB-S1 qualifier",
+                        "EC-GSM-IoT qualifier",
+                        "GSM without EC-GSM-IoT qualifier",
+                    ),
+                },
+            ),
+        ),
     ),
     service=20,
 )
@@ -2036,6 +2093,98 @@ EF_OPL = LinearFixedEF(
         (b"\xff" * 8, None),
     ),
     service=46,
+)
+EF_GID1 = TransparentEF(
+    0x6F3E,
+    "EF.GID1",
+    8,
+    _hex_codec("gid1"),  # group identifier level 1 (TS 31.102 §4.2.10): operator-defined
+    read=_PIN,
+    update=_ADM,
+    samples=((bytes.fromhex("0a") + b"\xff" * 7, "0a" + "ff" * 7),),
+    service=17,
+)
+EF_GID2 = TransparentEF(
+    0x6F3F,
+    "EF.GID2",
+    8,
+    _hex_codec("gid2"),  # group identifier level 2 (§4.2.11)
+    read=_PIN,
+    update=_ADM,
+    samples=((b"\xff" * 8, "ff" * 8),),
+    service=18,
+)
+EF_SPDI = TransparentEF(
+    0x6FCD,
+    "EF.SPDI",
+    17,
+    _spdi_codec(),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (bytes.fromhex("a308800600f11062f220") + b"\xff" * 7, ("00101", "26202")),
+        (b"\xff" * 17, None),
+    ),
+    service=51,
+)
+EF_MBDN = LinearFixedEF(
+    0x6FC7,
+    "EF.MBDN",
+    record_len=28,  # X (14) + 14 (TS 31.102 §4.2.60)
+    records=4,
+    codec=_dialling_codec("mbdn"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"Voicemail", 14, bytes.fromhex("0381a310ffffffffffffffffffff")),
+            {"alpha": "Voicemail", "number": "3*01"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+    service=47,
+)
+EF_MBI = LinearFixedEF(
+    0x6FC9,
+    "EF.MBI",
+    record_len=4,  # record numbers in EF.MBDN: voicemail, fax, e-mail, other (§4.2.61)
+    records=1,
+    codec=_struct_codec(
+        "mbi",
+        (("voicemail", 1, "int"), ("fax", 1, "int"), ("email", 1, "int"), ("other", 1, "int")),
+    ),
+    read=_PIN,
+    update=_ADM,
+    default=(bytes.fromhex("01000000"),),
+    samples=((bytes.fromhex("01000000"), {"voicemail": 1, "fax": 0, "email": 0, "other": 0}),),
+    service=47,
+)
+EF_MWIS = LinearFixedEF(
+    0x6FCA,
+    "EF.MWIS",
+    record_len=5,  # indicator status, then waiting counts per type (§4.2.62)
+    records=1,
+    codec=_struct_codec(
+        "mwis",
+        (
+            ("status", 1, "int"),
+            ("voicemail", 1, "int"),
+            ("fax", 1, "int"),
+            ("email", 1, "int"),
+            ("other", 1, "int"),
+        ),
+    ),
+    read=_PIN,
+    update=_PIN,
+    default=(bytes(5),),
+    samples=(
+        (bytes(5), {"status": 0, "voicemail": 0, "fax": 0, "email": 0, "other": 0}),
+        (
+            bytes.fromhex("0102000000"),
+            {"status": 1, "voicemail": 2, "fax": 0, "email": 0, "other": 0},
+        ),
+    ),
+    service=48,
 )
 EF_EHPLMN = TransparentEF(
     0x6FD9,
@@ -2594,6 +2743,12 @@ ADF_USIM = ADF(
         EF_PNN,
         EF_OPL,
         EF_EHPLMN,
+        EF_GID1,
+        EF_GID2,
+        EF_SPDI,
+        EF_MBDN,
+        EF_MBI,
+        EF_MWIS,
         DF_GSM_ACCESS,
         DF_5GS,
         DF_SAIP,

@@ -21,6 +21,7 @@ from ..harness import TreProvider, TreSkipped
 from .software import SoftwareTre
 from .tpm import lab_tpm_factory, part_tpm_factory, physical_tpm_factory
 from .uicc import (
+    in_process_card_factory,
     lab_card_factory,
     lab_modem_factory,
     physical_modem_factory,
@@ -61,6 +62,9 @@ TRE_FACTORIES: dict[str, Factory] = {
     # the same bench swtpm presented as real parts by the TPM proxy (firmware_stubs/tpm_proxy)
     **{f"tpm part {name}": part_tpm_factory(name) for name in _part_names()},
     "usim over PC/SC (emulated)": lab_card_factory,
+    # the emulated card's engine in this process, once per algorithm set (no reader)
+    "usim in-process (milenage)": in_process_card_factory("milenage"),
+    "usim in-process (hmac-sha256)": in_process_card_factory("hmac-sha256"),
     "modem over AT+CSIM (emulated)": lab_modem_factory,
     # hardware that `trelab lab detect` finds; "not run: reason" when absent
     "tpm (physical)": physical_tpm_factory,

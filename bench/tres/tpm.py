@@ -29,6 +29,9 @@ Operations: ``aka-milenage`` is the real path, :func:`tpm.aka.authenticate` as `
 aka`` runs it minus process start: registry lock and REG_CTR check, load parent → OPc → K, three
 E_K, the new SQN state committed (file fsync + one REG_CTR NV write) *before* RES, flush.
 ``aka-milenage (no registry)`` keeps K loaded and the SQN state in memory: the TPM's share.
+``aka-hmac-sha256`` (the full row and the part rows) is the same real path for a MID of the
+HMAC-SHA-256 set, K a TPM HMAC key (five TPM2_HMAC in the salted session): the rows
+``usim in-process (…)`` of :mod:`bench.tres.uicc` run the same set on the emulated card.
 
 Bus protection (threat 9): both run as ``trelab tpm aka`` does by default, E_K's inData and
 outData parameter-encrypted in a session salted to the MID parent (:class:`tpm.mid.LoadedMid`).
@@ -62,6 +65,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from aka.algorithm import AkaAlgorithm
+from aka.hmac_aka import HmacAka, SoftwareHmac
 from aka.hss import AuthVector, Hss, Subscriber
 from aka.keyholder import SoftwareAes
 from aka.milenage import Milenage
@@ -102,6 +106,8 @@ __all__ = [
 HARDWARE_ENV = "TRELAB_HARDWARE_TPM"
 QUOTE_PCRS = "sha256:0,1,2,3,16"  # what the PVA asks for in the lab (tpm/attest defaults)
 _AMF = b"\x80\x00"
+#: the HMAC-SHA-256 operator set as the bench runs it on the TPM and on the card: 256-bit K
+HMAC_SPEC = AlgorithmSpec(name="hmac-sha256", key_bits=128, res_bits=64)
 _IMSI_BASE = 1_019_999_000  # bench MIDs: 00101 test network, 10 digits from here
 
 
@@ -287,18 +293,20 @@ class _BenchMid:
         ahead: int,
     ) -> None:
         self.imsi = _bench_imsi()
-        k = os.urandom(16)
+        k = os.urandom(algorithm.key_bits // 8)
         secret = os.urandom(16 if algorithm.name == "milenage" else 32)
         package = wrap_for_device(
             conn, MidSecrets(k, secret), imsi=self.imsi, algorithm=algorithm, amf=_AMF,
             sqn_ms=bytes(6), kind=kind, form=form,
         )  # fmt: skip
         self.record: MidRecord = import_package(conn, registry, package, activate=True)
-        network: AkaAlgorithm = (
-            Milenage(SoftwareAes(k), secret)
-            if algorithm.name == "milenage"
-            else Tuak(SoftwareKeccak(k), secret)
-        )
+        network: AkaAlgorithm
+        if algorithm.name == "milenage":
+            network = Milenage(SoftwareAes(k), secret)
+        elif algorithm.name == "hmac-sha256":
+            network = HmacAka(SoftwareHmac(k), secret, res_bits=algorithm.res_bits)
+        else:
+            network = Tuak(SoftwareKeccak(k), secret)
         self.hss = Hss(os.urandom)
         self.hss.add(Subscriber(self.imsi, network, _AMF))
         self.pool = VectorPool(self.hss, self.imsi, ahead=ahead)
@@ -436,6 +444,13 @@ class TpmTre:
             if form == "sealed"
             else None
         )
+        # the HMAC-SHA-256 set (K a TPM HMAC key, TPM2_HMAC): on the full row and on each part,
+        # beside the UICC's row for the same set
+        self._hmac = (
+            self._provision(HMAC_SPEC, "hmac", ahead)
+            if variant.full or variant.tre.startswith("tpm part ")
+            else None
+        )
         # Bus protection needs EncryptDecrypt2 (a v1-only chip runs the opt-out only, and says so)
         self.bus_protection = form == "sealed" or self._symmetric.encrypt_decrypt2
         # The first AKA on the real path: proves the row works and gives the mode that ran and
@@ -514,6 +529,8 @@ class TpmTre:
         few = 2 if quick else 5  # for an AKA with K resident
         mid = self._milenage
         cases = [self._raw_case(many), self._real_aka_case("aka-milenage", mid)]
+        if self._hmac is not None:
+            cases.append(self._real_aka_case("aka-hmac-sha256", self._hmac, mode="hmac"))
         if self.variant.tre.startswith("tpm part "):  # one row per part: what differs there
             cases.append(self._resident_aka_case(few))
             if self.mode != "sealed":
@@ -684,9 +701,13 @@ class TpmTre:
         bus_protection: bool | None = None,
         five_g: bool = False,
         layer: Layer = "lean",
+        mode: Mode | None = None,
     ) -> Case:
-        conn, registry, mode = self._conn, self._site.registry, self.variant.mode
+        conn, registry = self._conn, self._site.registry
+        mode = mode or self.variant.mode
         protect = self.bus_protection if bus_protection is None else bus_protection
+        if mode == "hmac":
+            protect = True  # TPM2_HMAC's buffer comes first: always protectable
 
         def body(n: int) -> None:
             for _ in range(n):
@@ -701,10 +722,16 @@ class TpmTre:
                     _expect_success(outcome.result, operation)
 
         extra = " + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software" if five_g else ""
+        label = (
+            "K a TPM HMAC key, five TPM2_HMAC per AKA with buffer and outHMAC encrypted in the"
+            " salted session (docs/hmac-aka.md)"
+            if mode == "hmac"
+            else self._bus_label(protect)
+        )
         return Case(
             self.tre, operation, body, batch=1, teardown=mid.pool.top_up,
             observe=lambda into: observe_tpm(conn.transport, into),
-            detail=f"real path, mode {self.mode}, {self._bus_label(protect)}: "
+            detail=f"real path, mode {mode or self.mode}, {label}: "
             "tpm.aka.authenticate (registry lock + REG_CTR check, load parent → OPc → K, AKA, "
             f"SQN commit = fsync + one NV write, flush); {_layer_text(layer)}{extra}",
         )  # fmt: skip

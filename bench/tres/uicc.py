@@ -49,9 +49,11 @@ from .pool import VectorPool
 __all__ = [
     "CARD_PROFILE_ENV",
     "MODEM_PORT_ENV",
+    "InProcessUsimTre",
     "ModemUsimTre",
     "PcscUsimTre",
     "auth_tpdu",
+    "in_process_card_factory",
     "lab_card_factory",
     "lab_modem_factory",
     "pcscd_version",
@@ -197,14 +199,18 @@ class _UsimTre:
             first = self._profile.suci.schemes[0]
             suci_cases.append(
                 Case(self.tre, "suci", suci,
-                     detail=f"UsimClient.get_identity: GET IDENTITY + GET RESPONSE; the card "
+                     detail=f"UsimClient.get_identity: GET IDENTITY (+ GET RESPONSE on T=0); the card "
                      f"makes a fresh ephemeral key and conceals its IMSI (scheme {first})")
             )  # fmt: skip
+        algorithm = self._profile.algorithm
+        operation = "aka-milenage" if algorithm == "milenage" else f"aka-{algorithm}"
+        runs = {"milenage": "Milenage", "tuak": "TUAK", "hmac-sha256": "the HMAC-SHA-256 set"}
         return [
             *suci_cases,
-            Case(self.tre, "aka-milenage", aka, teardown=pool.top_up, observe=observe,
-                 detail="UsimClient.authenticate: AUTHENTICATE + GET RESPONSE, parsed; the "
-                 "card runs Milenage, the SQN check and an fsync'd state commit"),
+            Case(self.tre, operation, aka, teardown=pool.top_up, observe=observe,
+                 detail="UsimClient.authenticate: AUTHENTICATE (+ GET RESPONSE on T=0), parsed; the "
+                 f"card runs {runs.get(algorithm, algorithm)}, the SQN check and an fsync'd "
+                 "state commit"),
             Case(self.tre, "aka-5g", aka_5g, teardown=pool.top_up,
                  detail="aka-milenage + the ME's RES*, K_AUSF, K_SEAF, K_AMF in software "
                  "(TS 33.501 Annex A)"),
@@ -333,6 +339,73 @@ class PcscUsimTre(_UsimTre):
             self.tre, "raw: AUTHENTICATE + GET RESPONSE", body, raw=True, teardown=pool.top_up,
             detail=f"{what} on a pyscard connection of its own, fresh vector each",
         )  # fmt: skip
+
+
+# ---- in-process -----------------------------------------------------------------------------
+
+
+class InProcessUsimTre(_UsimTre):
+    """The emulated card's engine (:class:`firmware_stubs.usim.engine.UsimEngine`) called in
+    this process: no reader, no pcscd, the card's own work only (its state file fsync'd as the
+    served card does). One row per algorithm set, each with a fresh profile, so the card and
+    the TPM compare on the same set (the TPM rows' ``aka-hmac-sha256``).
+    """
+
+    link_kind = "in-process (UsimEngine called directly: no reader, no pcscd)"
+
+    def __init__(self, tre: str, algorithm: str, *, quick: bool) -> None:
+        import tempfile
+
+        from firmware_stubs.usim.engine import UsimEngine
+        from firmware_stubs.usim.personalise import new_profile_data, personalise
+        from firmware_stubs.usim.state import CardStore
+        from uicc.links.inprocess import InProcessLink
+
+        data = new_profile_data(
+            "001010000000777", "8988211000000077770", os.urandom,
+            algorithm=algorithm,  # type: ignore[arg-type]
+        )  # fmt: skip
+        profile, _ = personalise(data)
+        super().__init__(tre, profile, quick=quick)
+        try:
+            where = Path(tempfile.mkdtemp(prefix="trelab-bench-card-"))
+            self._stack.callback(shutil.rmtree, where, ignore_errors=True)
+            self._engine = UsimEngine(profile, CardStore(where / "state.json"))
+            link = InProcessLink(self._engine)
+            self._prepare(UsimClient(self._timed_link(link)))
+        except BaseException:
+            self.close()
+            raise
+
+    def environment(self) -> dict[str, Any]:
+        return {**self._base_environment(), "card": "a fresh profile for this run"}
+
+    def cases(self, quick: bool) -> list[Case]:
+        engine, pool = self._engine, self._pool
+
+        def body(n: int) -> None:
+            for _ in range(n):
+                response = engine.process(auth_tpdu(pool.take()))
+                if len(response) != 2 or response[0] != 0x61:
+                    raise Unavailable(f"bench: raw AUTHENTICATE answered {response.hex()}")
+                response = engine.process(bytes([0x00, 0xC0, 0x00, 0x00, response[1]]))
+                if response[-2:] != b"\x90\x00" or response[0] != 0xDB:
+                    raise Unavailable(f"bench: raw GET RESPONSE answered {response.hex()}")
+
+        raw = Case(
+            self.tre, "raw: AUTHENTICATE + GET RESPONSE", body, raw=True, teardown=pool.top_up,
+            detail="the AUTHENTICATE TPDU + GET RESPONSE as two bare UsimEngine.process calls, "
+            "fresh vector each",
+        )  # fmt: skip
+        return [raw, *self._client_cases()]
+
+
+def in_process_card_factory(algorithm: str) -> Any:
+    def factory(ctx: Any) -> InProcessUsimTre:
+        name = "milenage" if algorithm == "milenage" else algorithm
+        return InProcessUsimTre(f"usim in-process ({name})", algorithm, quick=ctx.quick)
+
+    return factory
 
 
 # ---- AT+CSIM -------------------------------------------------------------------------------

@@ -1419,7 +1419,7 @@ class UsimEngine:
         if fid == 0x7FFF:
             raise _Refuse(SW_FILE_NOT_FOUND)
         target, holder = self._by_fid(fid)
-        if isinstance(target, ADF):
+        if isinstance(target, ADF | BerTlvEF):  # no such files in a SIM
             raise _Refuse(SW_FILE_NOT_FOUND)
         self._take(target, holder)
         return self._respond_later(self._gsm_response(target))

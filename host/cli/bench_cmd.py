@@ -99,6 +99,9 @@ def _throughput(args: argparse.Namespace) -> Outcome:
         work_dir=out / "throughput-work" if args.keep_files else None,
         progress=None if args.json else _say,
         warmup=not args.no_warmup,
+        workers=args.workers,
+        store=args.store,
+        server_alone=_worker_counts(args.server_alone) if args.server_alone else (),
     )
     validate_throughput(section)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,23 @@ def _throughput(args: argparse.Namespace) -> Outcome:
     lines.append(f"report: {out / 'throughput.html'} (also throughput.md, throughput.json)")
     data = {"ok": section["ok"], "out": str(out), "provisioning_throughput": section}
     return Outcome(data=data, text="\n".join(lines), exit_code=0 if section["ok"] else 1)
+
+
+def _worker_counts(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` → (1, 2, 4), each within 1..MAX_WORKERS.
+
+    Raises:
+        BadInput: anything else.
+    """
+    from network.workers import MAX_WORKERS
+    from trelab.digits import is_decimal
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(is_decimal(p) and 1 <= int(p) <= MAX_WORKERS for p in parts):
+        raise BadInput(
+            f"--server-alone {text!r}: expected worker counts like 1,2,4", field="server-alone"
+        )
+    return tuple(sorted({int(p) for p in parts}))
 
 
 def _say(text: str) -> None:
@@ -149,6 +169,25 @@ def register(nouns: Any) -> None:
     p.add_argument("--per-device", type=int, default=3, help="provisionings per device (3)")
     p.add_argument("--out", default="reports", help="report directory (default: ./reports)")
     p.add_argument("--no-warmup", action="store_true", help="no uncounted first provisioning")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve under gunicorn with N worker processes (default: the built-in server)",
+    )
+    p.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the server's store: a SQLite file, or a PostgreSQL cluster of the run's own",
+    )
+    p.add_argument(
+        "--server-alone",
+        metavar="WORKERS",
+        help="after the curve: the server's CPU per provisioning against the cryptography "
+        "alone, and the server alone (fresh registrations, no swtpm) at these worker counts, "
+        "e.g. 1,2,4",
+    )
     p.add_argument(
         "--keep-files", action="store_true", help="keep swtpm states, logs, store under --out"
     )

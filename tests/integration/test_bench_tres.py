@@ -156,7 +156,7 @@ def test_tpm_and_modem_rows_run_and_their_records_follow_the_schema(bench: Any) 
     ecb = "tpm (ecb, load-gated)"
     for operation in ("aka-milenage", "aka-milenage (no registry)", "aka-resync", "quote",
                       "quote (bare TPM2_Quote)", "verify", "quote+verify", "mid-import",
-                      "aka-5g", "suci"):  # fmt: skip
+                      "aka-5g", "suci", "aka-hmac-sha256"):  # fmt: skip
         assert (ecb, operation) in operations
     for row in TPM_ROWS:  # 5G AKA on every TPM row, next to its aka-milenage
         assert {(row, "aka-milenage"), (row, "aka-5g")} <= operations, row
@@ -208,8 +208,8 @@ def test_resources_are_released_and_the_lab_tpm_is_untouched(bench: Any, lab: La
     assert result.bench_handles == {"transient": [], "loaded sessions": [], "saved sessions": []}
     # mid-import's and provisioning's teardowns deleted what they installed: only the rows'
     # own MIDs remain
-    # (ecb, cfb, use-gated, sealed Milenage, sealed TUAK)
-    assert result.bench_mids == 5
+    # (ecb, cfb, use-gated, sealed Milenage, sealed TUAK, and the ECB row's HMAC-SHA-256 set)
+    assert result.bench_mids == 6
     # after close: the bench swtpm is stopped and its directory gone
     assert result.bench_pid is not None and not proc.is_alive(result.bench_pid)
     assert result.bench_dir is not None and not result.bench_dir.exists()

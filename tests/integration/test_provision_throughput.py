@@ -95,10 +95,12 @@ def _trelab(*args: str, **kwargs: object) -> subprocess.Popen[str]:
 
 
 def test_cli_writes_the_curve_as_json_markdown_and_html(tmp_path: Path) -> None:
+    """Under gunicorn (2 workers), with the server-side passes: CPU per provisioning against
+    the cryptography alone, and the server alone under fresh registrations."""
     out = tmp_path / "out"
     run = _trelab("--levels", "1", "--per-device", "1", "--no-warmup", "--keep-files",
-                  "--out", str(out), "--json")  # fmt: skip
-    stdout, stderr = run.communicate(timeout=120)
+                  "--workers", "2", "--server-alone", "2", "--out", str(out), "--json")  # fmt: skip
+    stdout, stderr = run.communicate(timeout=240)
     assert run.returncode == 0, stderr
     data = json.loads(stdout)
     assert data["ok"] is True
@@ -108,6 +110,14 @@ def test_cli_writes_the_curve_as_json_markdown_and_html(tmp_path: Path) -> None:
     assert json.loads((out / "throughput.json").read_text()) == section
     assert "| 1 | 1/1 |" in (out / "throughput.md").read_text()
     assert "<svg" in (out / "throughput.html").read_text()
+    assert "gunicorn, 2 sync worker processes" in section["method"]["server"]
+    cpu = section["server_cpu"]
+    assert cpu["server_cpu_ms"] > 0 and cpu["crypto_alone_ms"] > 0
+    timed = {row["call"]: row for row in cpu["calls"] if row["alone_us_each"] is not None}
+    assert timed["ECPrivateKey.sign"]["per_provisioning"] >= 1  # the server signs …
+    assert timed["RSAPublicKey.encrypt"]["per_provisioning"] >= 1  # … and wraps to the EK
+    (alone,) = section["server_alone"]["levels"]
+    assert alone["workers"] == 2 and alone["succeeded"] == alone["requests"], alone["errors"]
     assert processes_naming(out) == []
 
 
@@ -116,6 +126,9 @@ def test_bad_levels_are_a_usage_error(tmp_path: Path) -> None:
     stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == 2 and "--levels" in stderr
     assert json.loads(stdout)["error"]["type"] == "BadInput"
+    run = _trelab("--server-alone", "1,²", "--out", str(tmp_path), "--json")
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 2 and "--server-alone" in stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing started
 
 

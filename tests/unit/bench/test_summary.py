@@ -86,7 +86,7 @@ def test_a_record_without_a_measured_breakdown_is_not_guessed() -> None:
 def test_markdown_opens_with_the_summary() -> None:
     text = "\n".join(summary_markdown(DATA))
     assert text.startswith("## Summary: AKA per TRE")
-    assert "| tpm (ecb, load-gated) | 5.00 ms | – | – | 8.00 ms | 12.00× |" in text
+    assert "| tpm (ecb, load-gated) | 5.00 ms | – | – | – | 8.00 ms | 12.00× |" in text
     assert f"{FSYNC} 1.50 ms (30 %)" in text
     assert f"{LINK} 900.00 µs (90 %)" in text
     assert "not run: no /dev/tpmrm0" in text

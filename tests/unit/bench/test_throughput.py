@@ -213,3 +213,30 @@ def test_renderers_show_the_curve() -> None:
     assert "## Provisioning throughput" in render_markdown(report)
     assert "Latency per provisioning" in render_html(report)
     assert "Provisioning throughput" not in render_markdown(report_from_fake())
+
+
+def test_server_side_sections_render_when_present() -> None:
+    from bench.report import render_throughput_html, render_throughput_markdown
+
+    plain = section()
+    assert "The server alone" not in render_throughput_markdown(plain)
+    data = copy.deepcopy(plain)
+    data["server_cpu"] = {
+        "provisionings": 5, "server_cpu_ms": 15.0, "crypto_alone_ms": 3.0,
+        "crypto_in_profile_ms": 4.0, "ratio_to_crypto_alone": 5.0,
+        "calls": [{"call": "ECPrivateKey.sign", "per_provisioning": 5.0, "alone_us_each": 32.0,
+                   "ms_per_provisioning": 0.16}],
+        "top_other_ms": [{"function": "store.py:230(put_session)", "ms_per_provisioning": 2.1}],
+    }  # fmt: skip
+    data["server_alone"] = {
+        "load": "fresh registrations",
+        "levels": [{"workers": 2, "clients": 4, "requests": 10, "succeeded": 10, "per_s": 99.0,
+                    "server_cpu_ms_per_request": 4.0, "server_cores_busy": 0.5,
+                    "database_cpu_ms_per_request": None, "host_cores_busy": 2.0}],
+    }  # fmt: skip
+    validate_throughput(data)
+    text = render_throughput_markdown(data)
+    assert "15.0 ms of server CPU per provisioning" in text and "5.0×" in text
+    assert "| ECPrivateKey.sign | 5.0 | 32.0 | 0.16 |" in text
+    assert "| 2 | 4 | 10/10 | 99.0 | 4.0 | 0.5 | None | 2.0 |" in text
+    assert "put_session" in render_throughput_html(data)

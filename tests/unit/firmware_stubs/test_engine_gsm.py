@@ -91,6 +91,19 @@ def test_gsm_files_are_the_usims_files(card: Card) -> None:
     assert gsm(card, "a0b0000001")[0] == b"\x03"
     select(card, 0x6F20)
     assert gsm(card, "a0b0000009")[0] == b"\xff" * 8 + b"\x07"
+    # EF.Kc is DF.GSM-ACCESS's (4F20 under ADF.USIM): what the ME stores there, the SIM reads
+    card.select_usim()
+    card.verify_pin1()
+    kc = bytes(range(8)) + b"\x02"
+    assert card.send(b"\x00\xa4\x09\x0c\x04\x5f\x3b\x4f\x20")[1] == 0x9000
+    assert card.send(b"\x00\xd6\x00\x00\x09" + kc)[1] == 0x9000
+    select(card, 0x7F20)
+    select(card, 0x6F20)
+    assert gsm(card, "a0b0000009")[0] == kc
+    # a BER-TLV EF is no SIM file
+    select(card, 0x7F10)
+    assert select(card, 0x5F3B)[1] == 0x9000
+    assert select(card, 0x4F47)[1] == 0x9404
 
 
 def test_applications_are_not_reachable(card: Card) -> None:
