@@ -5,9 +5,11 @@ held to: the app always answers; a bad request gets a 4xx carrying an Error mess
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import itertools
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -95,6 +97,7 @@ class Deployment:
         where = Path(
             tempfile.mkdtemp(prefix=f"trelab-fuzz-{name}-", dir=shm if shm.is_dir() else None)
         )
+        atexit.register(shutil.rmtree, where, ignore_errors=True)  # a RAM disk: leave nothing
         self.path = where / "network.db"
         self.store = Store(self.path, CONFIG.store_key)
         counter = itertools.count()
