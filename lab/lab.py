@@ -345,8 +345,20 @@ def _tail(path: Path) -> str:
 
 
 def _lab_json_in_use(lab_dir: str) -> bool:
-    """Predicate for the pcscd registry: a lab is still up while its lab.json exists."""
-    return (Path(lab_dir) / "lab.json").is_file()
+    """Predicate for the pcscd registry: a lab is still up while its lab.json exists and the
+    swtpm it records still runs. A lab whose processes were killed without ``lab down`` (a
+    crashed run) keeps its lab.json; counting it would keep pcscd running for ever. An
+    unreadable lab.json counts as in use: never stop pcscd under a lab we cannot judge."""
+    record_file = Path(lab_dir) / "lab.json"
+    try:
+        raw = json.loads(record_file.read_text())
+        tpm = raw["swtpm"]
+        pid, start = int(tpm["pid"]), int(tpm["start"])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return proc.matches(pid, program="swtpm", start=start)
 
 
 class Lab:
