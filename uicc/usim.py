@@ -342,15 +342,7 @@ class UsimClient:
         """
         command = build_authenticate_3g(rand, autn)
         self.select_usim()
-        resp = self._send(command)
-        if resp.sw == SW_AUTH_MAC_FAILURE:
-            return AkaMacFailure()
-        if not is_success(resp.sw):
-            raise CardRefused("AUTHENTICATE", resp.sw)
-        out = parse_auth_3g_response(resp.data)
-        if isinstance(out, Auth3gSync):
-            return AkaSyncFailure(out.auts, "reported by the card")
-        return AkaSuccess(out.res, out.ck, out.ik)
+        return _aka_answer(self._send(command), "AUTHENTICATE", "card")
 
     def authenticate_ims(self, rand: bytes, autn: bytes) -> AkaResult:
         """IMS AKA: AUTHENTICATE with the ISIM of EF.DIR selected (TS 31.103 §7.1.2) → RES, CK,
@@ -367,15 +359,7 @@ class UsimClient:
             raise NoUsimApplication(f"{self.link.name}: EF.DIR lists no ISIM application")
         self._in_usim = False
         self._ok("SELECT ADF.ISIM", build_select_aid(isims[0].aid))
-        resp = self._send(command)
-        if resp.sw == SW_AUTH_MAC_FAILURE:
-            return AkaMacFailure()
-        if not is_success(resp.sw):
-            raise CardRefused("AUTHENTICATE (IMS AKA)", resp.sw)
-        out = parse_auth_3g_response(resp.data)
-        if isinstance(out, Auth3gSync):
-            return AkaSyncFailure(out.auts, "reported by the ISIM")
-        return AkaSuccess(out.res, out.ck, out.ik)
+        return _aka_answer(self._send(command), "AUTHENTICATE (IMS AKA)", "ISIM")
 
     def authenticate_gsm(self, rand: bytes) -> GsmResult:
         """AUTHENTICATE in GSM context → SRES, Kc (TS 31.102 §7.1.2.1).
@@ -437,3 +421,16 @@ class UsimClient:
         except CardRefused as exc:
             imsi_error = str(exc)
         return CardInfo(self.link.atr, iccid, imsi, imsi_error, pin, aid)
+
+
+def _aka_answer(resp: ResponseApdu, operation: str, holder: str) -> AkaResult:
+    """One AUTHENTICATE answer in the 3G context (USIM or ISIM): success, AUTS or MAC failure;
+    any other status word is the card's refusal of ``operation``."""
+    if resp.sw == SW_AUTH_MAC_FAILURE:
+        return AkaMacFailure()
+    if not is_success(resp.sw):
+        raise CardRefused(operation, resp.sw)
+    out = parse_auth_3g_response(resp.data)
+    if isinstance(out, Auth3gSync):
+        return AkaSyncFailure(out.auts, f"reported by the {holder}")
+    return AkaSuccess(out.res, out.ck, out.ik)
