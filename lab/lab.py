@@ -344,21 +344,18 @@ def _tail(path: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _lab_json_in_use(lab_dir: str) -> bool:
+def _lab_still_up(lab_dir: str) -> bool:
     """Predicate for the pcscd registry: a lab is still up while its lab.json exists and the
-    swtpm it records still runs. A lab whose processes were killed without ``lab down`` (a
-    crashed run) keeps its lab.json; counting it would keep pcscd running for ever. An
-    unreadable lab.json counts as in use: never stop pcscd under a lab we cannot judge."""
-    record_file = Path(lab_dir) / "lab.json"
-    try:
-        raw = json.loads(record_file.read_text())
-        tpm = raw["swtpm"]
-        pid, start = int(tpm["pid"]), int(tpm["start"])
-    except FileNotFoundError:
+    swtpm it records still serves that lab. A lab killed without ``lab down`` keeps its
+    lab.json; counting it would keep pcscd running for ever. An unreadable lab.json counts as
+    up: never stop pcscd under a lab we cannot judge."""
+    lab = Lab(lab_dir)
+    if not lab.record_file.is_file():
         return False
-    except (OSError, ValueError, KeyError, TypeError):
+    record = lab._read_record()
+    if record is None:
         return True
-    return proc.matches(pid, program="swtpm", start=start)
+    return swtpm.running_process(lab._paths, record.pid, record.start)
 
 
 class Lab:
@@ -966,7 +963,7 @@ class Lab:
                 with contextlib.suppress(FileNotFoundError):
                     paths.pid_file.unlink()
                 actions.append(f"removed stale pid file (pid {stale}); that process left alone")
-            released = pcscd.release(self.registry, str(self.path), _lab_json_in_use)
+            released = pcscd.release(self.registry, str(self.path), _lab_still_up)
             actions.append(released.reason)
             with contextlib.suppress(FileNotFoundError):
                 self.record_file.unlink()

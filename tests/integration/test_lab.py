@@ -388,9 +388,9 @@ def test_crashed_pcscd_detected_and_restarted(lab: LabStatus) -> None:
 def test_a_crashed_lab_does_not_keep_pcscd_in_use(lab: LabStatus, tmp_path: Path) -> None:
     """pcscd is stopped by the last lab that uses it; a lab killed without ``lab down`` keeps
     its lab.json, and must not count as a user once its swtpm is gone."""
-    from lab.lab import _lab_json_in_use
+    from lab.lab import _lab_still_up
 
-    assert _lab_json_in_use(str(lab.lab_dir))
+    assert _lab_still_up(str(lab.lab_dir))
     record = json.loads((lab.lab_dir / "lab.json").read_text())
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -398,7 +398,7 @@ def test_a_crashed_lab_does_not_keep_pcscd_in_use(lab: LabStatus, tmp_path: Path
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     (crashed / "lab.json").write_text(json.dumps(record))
-    assert not _lab_json_in_use(str(crashed))
+    assert not _lab_still_up(str(crashed))
     (crashed / "lab.json").write_text("{not json")
-    assert _lab_json_in_use(str(crashed))  # unreadable: never stop pcscd under it
-    assert not _lab_json_in_use(str(tmp_path / "never-up"))
+    assert _lab_still_up(str(crashed))  # unreadable: never stop pcscd under it
+    assert not _lab_still_up(str(tmp_path / "never-up"))
