@@ -175,17 +175,21 @@ def goal_ratios(data: dict[str, Any]) -> list[GoalRatio]:
         if host is not None:
             out.append(GoalRatio(tre, "real-path AKA: host ÷ (TPM commands + fsync)", host, 0.3))
         both = medians.get((tre, "quote+verify"))
-        bare_quote = medians.get((tre, "quote (bare TPM2_Quote)"))
         bare_verify = medians.get((tre, "verify (bare signature)"))
-        if both is not None and bare_quote and bare_verify:
-            out.append(
-                GoalRatio(
-                    tre,
-                    "quote + verify ÷ (bare TPM2_Quote + bare signature verification)",
-                    both / (bare_quote + bare_verify),
-                    1.2,
+        for operation, how in (
+            ("quote (bare TPM2_Quote, bytes)", "bare TPM2_Quote as bytes"),
+            ("quote (bare TPM2_Quote)", "bare TPM2_Quote through ESAPI"),
+        ):
+            bare_quote = medians.get((tre, operation))
+            if both is not None and bare_quote and bare_verify:
+                out.append(
+                    GoalRatio(
+                        tre,
+                        f"quote + verify ÷ ({how} + bare signature verification)",
+                        both / (bare_quote + bare_verify),
+                        1.2,
+                    )
                 )
-            )
     return out
 
 

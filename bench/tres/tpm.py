@@ -4,8 +4,9 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
 
 - ``tpm (ecb, load-gated)`` — K an AES key in the TPM, PCR policy checked at TPM2_Load; each
   E_K one TPM2_EncryptDecrypt2 (ECB). Raw: one EncryptDecrypt2 of one block. Also quote,
-  verify, quote+verify (ECC P-256 AK), the bare signature verification (with the bare
-  TPM2_Quote, quote+verify's reference), mid-import and provisioning (the host agent's full
+  verify, quote+verify (ECC P-256 AK), the bare TPM2_Quote (through ESAPI, and as bytes sent
+  on the transport) and the bare signature verification (quote+verify's reference: the bare
+  quote as bytes + the bare verification), mid-import and provisioning (the host agent's full
   provisioning against the in-process operator side, :func:`bench.provision_bench.operator_side`).
 - ``tpm (cfb-only)`` — the same MID kind, E_K by one CFB *decrypt* per call (the fallback for
   TPMs that refuse ECB), forced on a TPM that also has ECB. Raw: one EncryptDecrypt2 CFB call.
@@ -58,6 +59,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -927,6 +929,21 @@ class TpmTre:
             except TSS2_Exception as exc:
                 raise translate(exc, "bare TPM2_Quote") from None
 
+        from tpm import lean
+
+        quote_params = struct.pack(">H", lean.ALG_NULL) + bytes(tpml.marshal())
+        transport = self._conn.transport
+
+        def bare_quote_bytes(n: int) -> None:  # marshalled here, sent bare: no client stack
+            for _ in range(n):
+                command, _ = lean.wrap(
+                    lean.CC.QUOTE, [ak.handle], [b""],
+                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
+                )  # fmt: skip
+                response = transport.execute(command)
+                if struct.unpack_from(">I", response, 6)[0] != 0:
+                    raise LocalProtocolError("bare TPM2_Quote refused")
+
         def fresh_quote() -> None:
             nonce = os.urandom(16)
             made["nonce"], made["files"] = nonce, quoter.quote(nonce, selection)
@@ -957,9 +974,13 @@ class TpmTre:
         where = f"ECC P-256 AK, {QUOTE_PCRS}"
         return [
             Case(self.tre, "quote (bare TPM2_Quote)", bare_quote, batch=batch,
-                 detail=f"one ESAPI quote, AK handle and selection prepared ({where}): with "
-                 "verify (bare signature), the reference for quote+verify (goal: at most 1.2× "
-                 "their sum)"),
+                 detail=f"one ESAPI quote, AK handle and selection prepared ({where}): the "
+                 "bare command through ESAPI (its client-stack cost included)"),
+            Case(self.tre, "quote (bare TPM2_Quote, bytes)", bare_quote_bytes, batch=batch,
+                 detail=f"one TPM2_Quote marshalled here and sent on the transport, response "
+                 f"code checked ({where}): no client stack, the floor; with verify (bare "
+                 "signature), the reference quote+verify is held to (goal: at most 1.2× their "
+                 "sum)"),
             Case(self.tre, "quote", quote, batch=batch,
                  detail=f"tpm.quote.Quoter.quote: TPM2_Quote + PCR values checked against the "
                  f"signed pcrDigest ({where})"),

@@ -117,6 +117,7 @@ def test_goal_ratios_come_from_the_same_rows_cases() -> None:
             _record(tre, "aka-milenage (no registry)", 390_000.0),
             _with_breakdown(_record(tre, "aka-milenage", 5_000_000.0), _TPM_ROUNDS),
             _record(tre, "quote (bare TPM2_Quote)", 1_000_000.0),
+            _record(tre, "quote (bare TPM2_Quote, bytes)", 900_000.0),
             _record(tre, "verify (bare signature)", 100_000.0),
             _record(tre, "quote+verify", 1_430_000.0),
         ],
@@ -127,8 +128,10 @@ def test_goal_ratios_come_from_the_same_rows_cases() -> None:
     assert got["K-loaded AKA ÷ three raw commands"].value == 1.3
     host = got["real-path AKA: host ÷ (TPM commands + fsync)"]
     assert host.value == 500_000.0 / 4_500_000.0 and host.met  # per-round ratios' median
-    quote = got["quote + verify ÷ (bare TPM2_Quote + bare signature verification)"]
+    quote = got["quote + verify ÷ (bare TPM2_Quote through ESAPI + bare signature verification)"]
     assert quote.value == 1.3 and not quote.met
+    floor = got["quote + verify ÷ (bare TPM2_Quote as bytes + bare signature verification)"]
+    assert floor.value == 1_430_000.0 / 1_000_000.0
     text = "\n".join(summary_markdown(data))
     assert "| 1.30× | ≤ 1.2× | NOT met |" in text
     assert "<td>NOT met</td>" in "".join(summary_html(data))
