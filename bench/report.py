@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from .plots import latency_plot, overhead_plot, throughput_plot
-from .summary import COLUMNS, RATIO_NOTES, summary_rows, time_splits
+from .summary import COLUMNS, RATIO_NOTES, goal_ratios, summary_rows, time_splits
 
 __all__ = [
     "format_ns",
@@ -120,6 +120,24 @@ _SPLIT_NOTE = (
 )
 
 
+_GOALS_HEADING = "TPM client stack: same-run ratios against their goals"
+_GOALS_NOTE = (
+    "Each ratio divides medians of one TPM row's cases in this run (the real path's host "
+    "ratio: the median over rounds of that round's host time ÷ its TPM commands + fsync), "
+    "so the machine's speed cancels out; the goal is the largest ratio accepted."
+)
+
+
+def _goal_rows(data: dict[str, Any]) -> list[list[str]]:
+    return [
+        [g.tre, g.what, f"{g.value:.2f}×", f"≤ {g.goal:g}×", "met" if g.met else "NOT met"]
+        for g in goal_ratios(data)
+    ]
+
+
+_GOAL_HEADERS = ["TRE", "ratio", "value", "goal", ""]
+
+
 def summary_markdown(data: dict[str, Any]) -> list[str]:
     """The one-screen summary that opens the report."""
     headers, rows = _summary_table(data)
@@ -129,6 +147,11 @@ def summary_markdown(data: dict[str, Any]) -> list[str]:
     split = _split_lines(data)
     if split:
         lines += ["", f"### {_SPLIT_HEADING}", "", _SPLIT_NOTE, "", *split]
+    goals = _goal_rows(data)
+    if goals:
+        lines += ["", f"### {_GOALS_HEADING}", "", _GOALS_NOTE, ""]
+        lines += ["| " + " | ".join(_GOAL_HEADERS) + " |", "|" + "---|" * len(_GOAL_HEADERS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in goals]
     lines += ["", "### Reading the ratios", "", *(f"- {note}" for note in RATIO_NOTES), ""]
     return lines
 
@@ -185,6 +208,13 @@ def summary_html(data: dict[str, Any]) -> list[str]:
             "<ul>"
             + "".join(f"<li>{html.escape(x[2:])}</li>" for x in _split_lines(data))
             + "</ul>",
+        ]
+    goals = _goal_rows(data)
+    if goals:
+        parts += [
+            f"<h3>{html.escape(_GOALS_HEADING)}</h3>",
+            f"<p>{html.escape(_GOALS_NOTE)}</p>",
+            _table(_GOAL_HEADERS, goals),
         ]
     parts += ["<h3>Reading the ratios</h3>", "<ul>"]
     parts += [f"<li>{html.escape(note)}</li>" for note in RATIO_NOTES]
