@@ -101,8 +101,15 @@ def test_select_ef_fcp_contents(card: Card) -> None:
     assert sw == 0x9000
     fcp = fs.parse_fcp(data)
     assert (fcp.fid, fcp.size, fcp.sfi, fcp.structure) == (0x6F07, 9, 0x07, "transparent")
-    # compact security attributes: AM update|read, SC(update)=ADM1 (0A), SC(read)=PIN1 (01)
-    assert fcp.security == bytes([0x03, 0x0A, 0x01])
+    # 8B: referenced to ADF.USIM's EF.ARR (6F06); that record reads, in the expanded format of
+    # TS 102 221 §9.2.4: AM 01 (read) under PIN1, AM 02 (update) under ADM1
+    assert 0x8C not in fcp.raw
+    arr_fid, record = fcp.arr_reference or (0, 0)
+    assert arr_fid == 0x6F06
+    card.send("00a40004026f06")
+    rule, sw = card.send(bytes([0x00, 0xB2, record, 0x04, fs.ARR_RECORD_LEN]))
+    assert sw == 0x9000
+    assert rule.rstrip(b"\xff") == bytes.fromhex("800101a406830101950108800102a40683010a950108")
     data, _ = card.send("00a40804022f00")
     fcp = fs.parse_fcp(data)
     assert fcp.structure == "linear-fixed"
