@@ -257,6 +257,37 @@ def _sw(sw: int) -> bytes:
     return sw.to_bytes(2, "big")
 
 
+def _matching_records(
+    records: Sequence[bytes],
+    order: Sequence[int],
+    pattern: bytes,
+    *,
+    anchored: bool,
+    offset: int = 0,
+    after: int | None = None,
+) -> list[int]:
+    """The record numbers in ``order`` whose content holds ``pattern``: at ``offset`` exactly
+    when ``anchored`` (GSM SEEK: the record starts with it), else anywhere from ``offset`` on
+    (SEARCH RECORD), or, with ``after`` set, anywhere after the first byte equal to ``after``
+    (a record without that byte does not match)."""
+    found: list[int] = []
+    for number in order:
+        record = records[number - 1]
+        start = offset
+        if after is not None:
+            index = record.find(bytes([after]))
+            if index < 0:
+                continue
+            start = index + 1
+        if anchored:
+            hit = record[start : start + len(pattern)] == pattern
+        else:
+            hit = record.find(pattern, start) >= 0
+        if hit:
+            found.append(number)
+    return found
+
+
 def _pin_block_ok(block: bytes) -> bool:
     """A new PIN: 4–8 ASCII digits padded with FF to 8 bytes (TS 102 221 §9.5.1)."""
     digits = block.rstrip(b"\xff")
@@ -365,6 +396,7 @@ class UsimEngine:
             0xB0: ("iso", self._read_binary),
             0xD6: ("iso", self._update_binary),
             0xB2: ("iso", self._read_record),
+            0xA2: ("iso", self._search_record),
             0xDC: ("iso", self._update_record),
             0xC0: ("iso", self._get_response),
             0x20: ("iso", self._verify),
@@ -1024,6 +1056,62 @@ class UsimEngine:
             self._record = number
         return _sw(SW_OK)
 
+    # -- SEARCH RECORD (§11.1.7) ------------------------------------------------------------------
+    def _search_record(self, c: _Command) -> bytes:
+        """SEARCH RECORD in the current (or SFI-named) record EF: P2 b3–b1 4 simple search
+        forward from record P1, 5 backward from P1 (P1 00: the current record, or the first /
+        last without one), 6 enhanced search (search indication, offset or value, pattern).
+        Answers the numbers of all matching records in search order and makes the first one
+        current; no match answers no data and changes nothing."""
+        mode = c.p2 & 0x07
+        if mode not in (0x04, 0x05, 0x06):
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        ef = self._record_target(c)
+        count, current = ef.records, self._record
+        offset, after, pattern = 0, None, c.data
+        if mode == 0x06:  # enhanced search (§11.1.7.1, Table 11.12)
+            if len(c.data) < 3:
+                raise _Refuse(SW_WRONG_LENGTH)
+            indication, parameter, pattern = c.data[0], c.data[1], c.data[2:]
+            direction = indication & 0x07
+            if indication & 0xF0 or direction < 0x04:
+                raise _Refuse(SW_INCORRECT_DATA)
+            if indication & 0x08:
+                after = parameter  # start after the first occurrence of this byte
+            else:
+                offset = parameter
+            if direction in (0x06, 0x07):  # from the next / previous record: P1 must be 00
+                if c.p1:
+                    raise _Refuse(SW_WRONG_P1P2)
+                start = current + 1 if direction == 0x06 else (current - 1 if current else count)
+                if direction == 0x06 and not current:
+                    start = 1
+                forward = direction == 0x06
+            else:
+                forward = direction == 0x04
+                start = c.p1 or current or (1 if forward else count)
+        else:
+            forward = mode == 0x04
+            start = c.p1 or current or (1 if forward else count)
+        if c.p1 > count or not 0 <= start <= count + 1:
+            raise _Refuse(SW_RECORD_NOT_FOUND)
+        if len(pattern) > ef.record_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.read)
+        order = range(start, count + 1) if forward else range(start, 0, -1)
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        found = _matching_records(
+            records, order, pattern, anchored=False, offset=offset, after=after
+        )
+        if not found:
+            self._le = None
+            return _sw(SW_OK)
+        self._record = found[0]
+        return self._respond_later(bytes(found))
+
     # -- PIN commands (§11.1.9–§11.1.13) ---------------------------------------------------------
     def _key(self, c: _Command, *, allowed: tuple[str, ...] = ("pin1", "pin2", "adm1")) -> str:
         """The PIN the command's P2 names; 6A88 for one this card does not have (PIN2 when the
@@ -1523,10 +1611,10 @@ class UsimEngine:
         }[mode]
         records = self._content(ef)
         assert isinstance(records, tuple)
-        number = next((n for n in order if records[n - 1].startswith(c.data)), None)
-        if number is None:
+        found = _matching_records(records, order, c.data, anchored=True)
+        if not found:
             raise _Refuse(SW_FILE_NOT_FOUND)  # 9404: pattern not found, pointer unchanged
-        self._record = number
+        number = self._record = found[0]
         return self._respond_later(bytes([number])) if kind else _sw(SW_OK)
 
     def _gsm_chv(self, c: _Command, length: int, *, unblock: bool = False) -> _Command:
