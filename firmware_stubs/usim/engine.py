@@ -52,6 +52,7 @@ from uicc.fs import (
 )
 from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
+    SW_END_OF_FILE,
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
@@ -95,6 +96,7 @@ __all__ = [
     "CHANNELS",
     "CLA_GSM",
     "HISTORICAL_BYTES",
+    "MAX_EXTENDED_LC",
     "MAX_TRIES",
     "UsimEngine",
     "initial_state",
@@ -113,10 +115,11 @@ def _with_tck(atr: bytes) -> bytes:
 # Historical bytes (ISO/IEC 7816-4 §8.1.1), category 80 then COMPACT-TLV:
 #   31 E0 card service data: selection by full and by partial DF name, BER-TLV data objects
 #         in EF.DIR, EF.DIR read with READ RECORD, a card with an MF;
-#   73 FE A1 1F card capabilities: selection by DF name, partial name, path, FID, implicit DF,
-#         SFI and record number; BER-TLV EFs, 1-byte data unit; no command chaining, no
-#         extended Lc/Le; logical channels assigned by the card and by the terminal, 8 or more.
-HISTORICAL_BYTES = bytes.fromhex("8031e073fea11f")
+#   73 FE A1 5F card capabilities: selection by DF name, partial name, path, FID, implicit DF,
+#         SFI and record number; BER-TLV EFs, 1-byte data unit; no command chaining, extended
+#         Lc and Le fields (b7 of the third byte; READ/UPDATE BINARY, RETRIEVE/SET DATA);
+#         logical channels assigned by the card and by the terminal, 8 or more.
+HISTORICAL_BYTES = bytes.fromhex("8031e073fea15f")
 # TS 102 221 §6.3 / ISO/IEC 7816-3 §8.2: TS 3B; T0 (TA1, TD1, K historical bytes); TA1 96
 # (Fi/Di 512/32); TD1 80: T=0 first (the default), TD2 follows; TD2 B1: T=1 with TA3 FE (IFSC
 # 254) and TB3 45 (BWI 4, CWI 5), TD3 follows; TD3 1F: T=15 global TA4 C7 (clock stop without
@@ -155,22 +158,30 @@ class _Refuse(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Command:
-    """A parsed short command APDU (ISO 7816-3 §12.1: cases 1–4)."""
+    """A parsed command APDU (ISO/IEC 7816-3 §12.1, 7816-4 §5.1: cases 1, 2S/2E, 3S/3E,
+    4S/4E)."""
 
     cla: int
     ins: int
     p1: int
     p2: int
     data: bytes
-    le: int | None  # None: absent; 0 encodes 256
+    le: int | None  # None: absent; 0 encodes the maximum (256, or 65536 when extended)
+    extended: bool = False  # Lc/Le in the extended form (3 or 2 bytes)
 
     @property
     def has_data(self) -> bool:
         return bool(self.data)
 
+    @property
+    def max_le(self) -> int:
+        """What Le 0 stands for: 256 in a short APDU, 65536 in an extended one."""
+        return 65536 if self.extended else 256
+
 
 def _parse(apdu: bytes) -> _Command:
-    """Split CLA INS P1 P2 [Lc data] [Le]; extended lengths are not supported (6700)."""
+    """Split CLA INS P1 P2 [Lc data] [Le], short or extended (a first length byte 00 followed
+    by two more); any other layout is 6700."""
     if len(apdu) < 4:
         raise _Refuse(SW_WRONG_LENGTH)
     cla, ins, p1, p2 = apdu[:4]
@@ -179,13 +190,33 @@ def _parse(apdu: bytes) -> _Command:
     if len(apdu) == 5:
         return _Command(cla, ins, p1, p2, b"", apdu[4])
     lc = apdu[4]
-    if lc == 0:  # extended length APDU: not supported by this T=0 card
+    if lc == 0:  # extended: 00 ‖ Le (2 bytes), or 00 ‖ Lc (2 bytes) ‖ data [‖ Le (2 bytes)]
+        if len(apdu) == 7:
+            return _Command(cla, ins, p1, p2, b"", int.from_bytes(apdu[5:7], "big"), True)
+        if len(apdu) < 7:
+            raise _Refuse(SW_WRONG_LENGTH)
+        lc = int.from_bytes(apdu[5:7], "big")
+        if not 1 <= lc <= MAX_EXTENDED_LC:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if len(apdu) == 7 + lc:
+            return _Command(cla, ins, p1, p2, apdu[7:], None, True)
+        if len(apdu) == 9 + lc:
+            le = int.from_bytes(apdu[-2:], "big")
+            return _Command(cla, ins, p1, p2, apdu[7:-2], le, True)
         raise _Refuse(SW_WRONG_LENGTH)
     if len(apdu) == 5 + lc:
         return _Command(cla, ins, p1, p2, apdu[5:], None)
     if len(apdu) == 6 + lc:
         return _Command(cla, ins, p1, p2, apdu[5:-1], apdu[-1])
     raise _Refuse(SW_WRONG_LENGTH)
+
+
+MAX_EXTENDED_LC = 4096  # the most command data this card takes in one extended APDU
+
+# Commands that take extended Lc/Le (ISO/IEC 7816-4 §5.1), as the ATR's card capabilities say:
+# READ/UPDATE BINARY and RETRIEVE/SET DATA, in the UICC classes; the others and the GSM class
+# answer such an APDU 6700.
+_EXTENDED_INS = frozenset({0xB0, 0xD6, 0xCB, 0xDB})
 
 
 Family = Literal["iso", "uicc"]
@@ -527,7 +558,11 @@ class UsimEngine:
     def _dispatch(self, apdu: bytes) -> bytes:
         try:
             command = _parse(bytes(apdu))
+            if command.extended and (command.cla == CLA_GSM or command.ins not in _EXTENDED_INS):
+                raise _Refuse(SW_WRONG_LENGTH)
             self._le = command.le if command.data else None
+            if self._le == 0:
+                self._le = command.max_le
             if command.cla == CLA_GSM:
                 return self._dispatch_gsm(command)
             entry = self._table.get(command.ins)
@@ -958,8 +993,10 @@ class UsimEngine:
         content = self._content(ef)
         assert isinstance(content, bytes)
         available = ef.size - offset
-        wanted = min(available, 256) if not c.le else c.le
+        wanted = min(available, c.max_le) if not c.le else c.le
         if wanted > available:
+            if c.extended:  # ISO/IEC 7816-4: what there is, with end of file reached
+                return content[offset:] + _sw(SW_END_OF_FILE)
             return bytes([0x6C, available])
         return content[offset : offset + wanted] + _sw(SW_OK)
 
@@ -1415,7 +1452,7 @@ class UsimEngine:
             if transfer is None or transfer.ef is not ef or not transfer.rest:
                 raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
             tag, whole = transfer.tag, transfer.rest
-        size = (c.le or 256) if c.le is not None else 256
+        size = (c.le or c.max_le) if c.le is not None else 256
         block, rest = whole[:size], whole[size:]
         if rest:
             self._transfers[self._channel] = _Transfer(ef, tag, rest=rest)

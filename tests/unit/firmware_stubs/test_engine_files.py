@@ -58,7 +58,8 @@ def test_atr_is_well_formed(card: Card) -> None:
     assert objects[3][0] & 0xC0 == 0xC0  # selection by full and by partial DF name
     capabilities = objects[7]
     assert capabilities[1] & 0x80  # BER-TLV EFs
-    assert capabilities[2] & 0x40 == 0  # no extended Lc/Le: the card answers those 6700
+    assert capabilities[2] & 0x40  # extended Lc and Le fields (ISO/IEC 7816-4, card capabilities)
+    assert capabilities[2] & 0x80 == 0  # no command chaining
     assert capabilities[2] & 0x07 == 0x07  # 8 or more logical channels
     assert capabilities[2] & 0x10  # assigned by the card (MANAGE CHANNEL P2 00)
 
