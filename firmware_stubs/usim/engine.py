@@ -52,10 +52,10 @@ from uicc.fs import (
 )
 from uicc.ota import CREDENTIALS_P1P2, parse_set_credentials
 from uicc.sw import (
-    SW_END_OF_FILE,
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
+    SW_END_OF_FILE,
     SW_FILE_NOT_FOUND,
     SW_FUNCTION_NOT_SUPPORTED,
     SW_GSM_ACCESS_NOT_FULFILLED,
