@@ -1483,6 +1483,83 @@ def _ber_tlv_codec(name: str) -> Codec:
     return Codec(name, decode, encode)
 
 
+# -- codecs of the files only the GSM SIM application has (TS 51.011 §10.3, §10.5) -------------
+# CBS language codes of the data coding scheme's group 0000 (TS 23.038 §5), as ISO 639 codes;
+# 0F is "language unspecified".
+_CBS_LANGUAGES: tuple[str, ...] = (
+    *("de", "en", "it", "fr", "es", "nl", "sv", "da", "pt", "fi", "no", "el", "tr", "hu", "pl"),
+    "unspecified",
+)
+
+
+def _cbs_language_codec() -> Codec:
+    """EF.LP (TS 51.011 §10.3.1): one CBS language code per byte in order of preference, FF
+    unused. (The USIM's EF.LI at the same FID holds ISO 639 pairs instead.)"""
+
+    def decode(data: bytes) -> tuple[str, ...]:
+        codes = [b for b in data if b != 0xFF]
+        if any(b >= len(_CBS_LANGUAGES) for b in codes):
+            raise BadInput("LP: a language code outside TS 23.038's group 0000")
+        return tuple(_CBS_LANGUAGES[b] for b in codes)
+
+    def encode(languages: tuple[str, ...], size: int) -> bytes:
+        if any(lang not in _CBS_LANGUAGES for lang in languages):
+            raise BadInput(f"LP: languages are {', '.join(_CBS_LANGUAGES)}")
+        return _pad("LP", bytes(_CBS_LANGUAGES.index(lang) for lang in languages), size)
+
+    return Codec("lp", decode, encode)
+
+
+def _puct_codec() -> Codec:
+    """EF.PUCT (TS 51.011 §10.3.11, TS 31.102 §4.2.36): 3 currency characters, then the
+    elementary price per unit EPPU (12 bits: byte 4, then b4–b1 of byte 5) and its decimal
+    exponent EX (b8–b6 of byte 5, sign in b5); price = EPPU × 10^EX. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if len(data) < 5:
+            raise BadInput("PUCT: shorter than 5 bytes")
+        if _erased(data[:5]):
+            return None
+        currency = data[:3]
+        if not all(0x20 <= c < 0x7F for c in currency):
+            raise BadInput("PUCT: currency code is not printable")
+        exponent = data[4] >> 5
+        return {
+            "currency": currency.decode("ascii"),
+            "eppu": data[3] << 4 | data[4] & 0x0F,
+            "exponent": -exponent if data[4] & 0x10 else exponent,
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        currency, eppu, exponent = value["currency"], value["eppu"], value["exponent"]
+        if len(currency) != 3 or not all(0x20 <= ord(c) < 0x7F for c in currency):
+            raise BadInput("PUCT: currency is 3 printable characters")
+        if not 0 <= eppu < 1 << 12 or not -7 <= exponent <= 7:
+            raise BadInput("PUCT: EPPU 0…4095, exponent −7…7")
+        last = abs(exponent) << 5 | (0x10 if exponent < 0 else 0) | eppu & 0x0F
+        return _pad("PUCT", currency.encode("ascii") + bytes([eppu >> 4, last]), size)
+
+    return Codec("puct", decode, encode)
+
+
+def _message_id_list_codec(name: str) -> Codec:
+    """EF.CBMI (TS 51.011 §10.3.13, TS 31.102 §4.2.14): 2-byte cell broadcast message
+    identifiers (TS 23.041 §9.4.1.2.2), FF FF unused."""
+
+    def decode(data: bytes) -> tuple[int, ...]:
+        pairs = (data[i : i + 2] for i in range(0, len(data) - 1, 2))
+        return tuple(int.from_bytes(p, "big") for p in pairs if p != b"\xff\xff")
+
+    def encode(ids: tuple[int, ...], size: int) -> bytes:
+        if any(not 0 <= i < 0xFFFF for i in ids):
+            raise BadInput(f"{name}: message identifiers 0…65534")
+        return _pad(name, b"".join(i.to_bytes(2, "big") for i in ids), size)
+
+    return Codec(name, decode, encode)
+
+
 # -- declarations --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TransparentEF:
@@ -2629,10 +2706,176 @@ EF_MML = BerTlvEF(
     ),
 )
 DF_MULTIMEDIA = DF(0x5F3B, "DF.MULTIMEDIA", children=(EF_MML,))
+# The files TS 51.011 §10.5 puts in DF.TELECOM for the GSM SIM application (TS 31.102 §4.4
+# keeps several for the USIM). Those ADF.USIM also has are the USIM's declarations linked here:
+# one content, as a dual-mode card links them; EF.ADN is DF.PHONEBOOK's, under the FID a SIM
+# phone reads.
+EF_TELECOM_ADN = replace(EF_ADN, fid=0x6F3A)
+EF_CCP = LinearFixedEF(
+    0x6F3D,
+    "EF.CCP",
+    record_len=14,  # a bearer capability element (10 bytes) and 4 RFU (TS 51.011 §10.5.4)
+    records=2,
+    codec=_record_hex_codec("ccp"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("0260a0") + b"\xff" * 11, "0260a0" + "ff" * 11), (b"\xff" * 14, None)),
+)
+EF_LND = CyclicEF(
+    0x6F44,
+    "EF.LND",
+    record_len=28,  # X (14) + 14, as EF.ADN (TS 51.011 §10.5.6)
+    records=5,
+    codec=_dialling_codec("lnd"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"", 14, bytes.fromhex("0581214365f7ffffffffffffffff")),
+            {"alpha": "", "number": "1234567"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+)
+EF_SMSR = LinearFixedEF(
+    0x6F47,
+    "EF.SMSR",
+    record_len=30,  # the EF.SMS record it reports on, then the SMS-STATUS-REPORT (§10.5.9)
+    records=10,
+    codec=_struct_codec("smsr", (("sms_record", 1, "int"), ("report", 29, "hex"))),
+    read=_PIN,
+    update=_PIN,
+    default=tuple(b"\x00" + b"\xff" * 29 for _ in range(10)),  # record 00: empty
+    samples=(
+        (b"\x00" + b"\xff" * 29, {"sms_record": 0, "report": "ff" * 29}),
+        (
+            b"\x03" + bytes.fromhex("0607") + b"\xff" * 27,
+            {"sms_record": 3, "report": "0607" + "ff" * 27},
+        ),
+    ),
+)
+
+
+def _extension_ef(fid: int, name: str, update: Access) -> LinearFixedEF:
+    """An extension file (TS 51.011 §10.5.10): records of a type byte (01 called party
+    subaddress, 02 additional digits), 11 bytes of data and the next record's number."""
+    return LinearFixedEF(
+        fid,
+        name,
+        record_len=13,
+        records=10,
+        codec=_record_hex_codec(name.lower().removeprefix("ef.")),
+        read=_PIN,
+        update=update,
+        samples=(
+            (bytes.fromhex("02032143") + b"\xff" * 9, "02032143" + "ff" * 9),
+            (b"\xff" * 13, None),
+        ),
+    )
+
+
+EF_EXT1 = _extension_ef(0x6F4A, "EF.EXT1", _PIN)  # of EF.ADN and EF.MSISDN
+EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", _ADM)  # of EF.FDN; PIN2 on a card that has one
+EF_EXT3 = _extension_ef(0x6F4C, "EF.EXT3", _ADM)  # of EF.SDN
+EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", _ADM)  # of EF.BDN; PIN2 on a card that has one
+EF_ECCP = LinearFixedEF(
+    0x6F4F,
+    "EF.ECCP",
+    record_len=15,  # X ≥ 15 bytes: an extended bearer capability element (TS 24.008)
+    records=2,
+    codec=_record_hex_codec("eccp"),
+    read=_PIN,
+    update=_PIN,
+    samples=((b"\xff" * 15, None),),
+)
+EF_SUME = TransparentEF(
+    0x6F54,
+    "EF.SUME",
+    32,
+    # the SET UP MENU title: '85' alpha identifier, '9E' icon identifier
+    _tlv_fields_codec("sume", {0x85: "alpha_identifier", 0x9E: "icon_identifier"}),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x85, b"trelab").ljust(32, b"\xff"),
+            {"alpha_identifier": b"trelab".hex()},
+        ),
+        (b"\xff" * 32, None),
+    ),
+)
+EF_ICE_DN = LinearFixedEF(
+    0x6FE0,
+    "EF.ICE_DN",
+    record_len=28,  # in-case-of-emergency dialling numbers, coded as EF.ADN
+    records=3,
+    codec=_dialling_codec("ice_dn"),
+    read=Access.ALW,  # readable without PIN1: that is its purpose
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"ICE Home", 14, bytes.fromhex("058121436587ffffffffffffffff")),
+            {"alpha": "ICE Home", "number": "12345678"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+)
+EF_ICE_FF = LinearFixedEF(
+    0x6FE1,
+    "EF.ICE_FF",
+    record_len=32,  # in-case-of-emergency free format: BER-TLV objects
+    records=2,
+    codec=_record_hex_codec("ice_ff"),
+    read=Access.ALW,
+    update=_PIN,
+    samples=((b"\xff" * 32, None),),
+)
+EF_PSISMSC = LinearFixedEF(
+    0x6FE5,
+    "EF.PSISMSC",
+    record_len=64,  # '80' public service identity of the SM-SC, a SIP or tel URI
+    records=1,
+    codec=_tlv_fields_codec("psismsc", {0x80: "uri"}, text=True),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"sip:smsc@ims.mnc001.mcc001.3gppnetwork.org").ljust(64, b"\xff"),
+            {"uri": "sip:smsc@ims.mnc001.mcc001.3gppnetwork.org"},
+        ),
+        (b"\xff" * 64, None),
+    ),
+)
 DF_TELECOM = DF(
     0x7F10,
     "DF.TELECOM",
-    children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS, DF_MULTIMEDIA),
+    children=(
+        EF_TELECOM_ARR,
+        EF_TELECOM_ADN,
+        EF_FDN,
+        EF_SMS,
+        EF_CCP,
+        EF_MSISDN,
+        EF_SMSP,
+        EF_SMSS,
+        EF_LND,
+        EF_SMSR,
+        EF_SDN,
+        EF_EXT1,
+        EF_EXT2,
+        EF_EXT3,
+        EF_BDN,
+        EF_EXT4,
+        EF_ECCP,
+        EF_SUME,
+        EF_ICE_DN,
+        EF_ICE_FF,
+        EF_PSISMSC,
+        DF_PHONEBOOK,
+        DF_GRAPHICS,
+        DF_MCS,
+        DF_MULTIMEDIA,
+    ),
 )
 
 # -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
@@ -2760,16 +3003,25 @@ EF_ARR_MF = LinearFixedEF(
 # DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
 # files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
 # the SIM's own.
+# What the SIM offers (TS 51.011 §10.3.7), each service allocated and activated: 1 CHV1 disable
+# function, 2 ADN, 3 FDN (enabled only while EF.ADN is invalidated), 4 SMS, 5 advice of charge,
+# 6 CCP, 7 PLMN selector, 9 MSISDN, 10–11 EXT1–2, 12 SMSP, 13 LND, 14 CBMI, 15–16 GID1–2, 17 SPN,
+# 18 SDN, 19 EXT3, 35 SMS status reports, 48 ECCP. BDN (31) stays off: allocated and activated
+# it would bar calls, as EF.EST's BDN service does for the USIM.
+_SIM_SERVICES = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 35, 48)
 EF_SST = TransparentEF(
     0x6F38,
     "EF.SST",
-    5,
+    12,  # services 1…48
     _sim_service_table_codec(),
     read=_PIN,
     update=_ADM,
-    # services 1 CHV1 disable function, 17 service provider name (TS 51.011 §10.3.7)
-    default=bytes.fromhex("0300000003"),
-    samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
+    default=_sim_service_table_codec().encode(_SIM_SERVICES, 12),
+    samples=(
+        (bytes.fromhex("ff3fffff3f000000300000c0"), _SIM_SERVICES),
+        (bytes.fromhex("ff3fffff3f00000000000000"), _SIM_SERVICES[:-2]),
+        (bytes.fromhex("0f0000000000000000000000"), (1, 2)),
+    ),
 )
 # the SIM's EF.Kc is the USIM's (DF.GSM-ACCESS), linked: one content under two FIDs
 EF_GSM_KC = replace(EF_KC, fid=0x6F20, sfid=None)
@@ -2783,15 +3035,97 @@ EF_PHASE = TransparentEF(
     default=b"\x03",  # phase 2 and PROFILE DOWNLOAD required (TS 51.011 §10.3.19)
     samples=((b"\x03", 3),),
 )
+# the SIM's own files beside them (TS 51.011 §10.3); EF.ACM, EF.ACMmax, EF.PUCT and EF.CBMI
+# have TS 31.102's coding at the same FIDs, so ADF.USIM can link the same declarations
+EF_LP = TransparentEF(
+    0x6F05,
+    "EF.LP",
+    4,
+    _cbs_language_codec(),
+    read=Access.ALW,
+    update=_PIN,
+    default=b"\x01" + b"\xff" * 3,  # English
+    samples=((b"\x01\x00\xff\xff", ("en", "de")), (b"\xff" * 4, ())),
+)
+EF_PLMNSEL = TransparentEF(
+    0x6F30,
+    "EF.PLMNsel",
+    24,  # 8 PLMNs in order of preference (TS 51.011 §10.3.4)
+    _plmn_list_codec("plmnsel"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("62f220") + b"\xff" * 21, ("26202",)), (b"\xff" * 24, ())),
+)
+_UNITS = (("units", 3, "int"),)  # call meter units, most significant byte first
+EF_ACMMAX = TransparentEF(
+    0x6F37,
+    "EF.ACMmax",
+    3,
+    _struct_codec("acmmax", _UNITS),
+    read=_PIN,
+    update=_ADM,  # PIN2 on a card that has one
+    default=bytes(3),  # 0: no maximum
+    samples=((bytes(3), {"units": 0}), (bytes.fromhex("0001f4"), {"units": 500})),
+)
+EF_ACM = CyclicEF(
+    0x6F39,
+    "EF.ACM",
+    record_len=3,
+    records=2,
+    codec=_struct_codec("acm", _UNITS),
+    read=_PIN,
+    update=_PIN,
+    default=(bytes(3), bytes(3)),
+    samples=((bytes(3), {"units": 0}), (bytes.fromhex("000102"), {"units": 258})),
+)
+EF_PUCT = TransparentEF(
+    0x6F41,
+    "EF.PUCT",
+    5,
+    _puct_codec(),
+    read=_PIN,
+    update=_ADM,  # PIN2 on a card that has one
+    samples=(
+        (b"EUR" + bytes.fromhex("0152"), {"currency": "EUR", "eppu": 18, "exponent": -2}),
+        (b"\xff" * 5, None),
+    ),
+)
+EF_CBMI = TransparentEF(
+    0x6F45,
+    "EF.CBMI",
+    10,
+    _message_id_list_codec("cbmi"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("0032") + b"\xff" * 8, (50,)), (b"\xff" * 10, ())),
+)
+EF_BCCH = TransparentEF(
+    0x6F74,
+    "EF.BCCH",
+    16,  # the BCCH allocation list of the last serving cell (TS 44.018 §10.5.2.1b)
+    _hex_codec("bcch"),
+    read=_PIN,
+    update=_PIN,
+    samples=((b"\xff" * 16, "ff" * 16),),
+)
 DF_GSM = DF(
     0x7F20,
     "DF.GSM",
     children=(
+        EF_LP,
         EF_IMSI,
         EF_GSM_KC,
+        EF_PLMNSEL,
         EF_HPPLMN,
+        EF_ACMMAX,
         EF_SST,
+        EF_ACM,
+        EF_GID1,
+        EF_GID2,
+        EF_PUCT,
+        EF_CBMI,
         EF_SPN,
+        EF_BCCH,
         EF_ACC,
         EF_FPLMN,
         EF_LOCI,
@@ -2865,9 +3199,14 @@ ADF_ARA_M = ADF(ARA_M_AID, "ARA-M", "ARA-M", listed=False)
 APPLICATIONS: tuple[ADF, ...] = (ADF_USIM, ADF_ISIM, ADF_ARA_M)
 
 
+# Declarations that show another file's content under a second FID (as a dual-mode card links
+# them): the SIM's EF.Kc is DF.GSM-ACCESS's, DF.TELECOM's EF.ADN is DF.PHONEBOOK's.
+_LINKS: tuple[EF, ...] = (EF_GSM_KC, EF_TELECOM_ADN)
+
+
 def all_efs() -> Iterator[EF]:
     """Every declared EF once (MF level first, then each application, DF.GSM last): a file
-    DF.GSM shares with ADF.USIM is yielded as the USIM declares it."""
+    DF.GSM or DF.TELECOM shares with ADF.USIM or DF.PHONEBOOK is yielded as they declare it."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
     seen: set[str] = set()
     while stack:
@@ -2876,7 +3215,7 @@ def all_efs() -> Iterator[EF]:
             if isinstance(child, DF):
                 if child is not DF_GSM:
                     stack.append(child)
-            elif child.name not in seen:
+            elif child not in _LINKS and child.name not in seen:
                 seen.add(child.name)
                 yield child
     for child in DF_GSM.children:
