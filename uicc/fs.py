@@ -24,6 +24,8 @@ __all__ = [
     "ADF_USIM",
     "APPLICATIONS",
     "ARA_M_AID",
+    "ARR_RECORD_LEN",
+    "ARR_RULES",
     "DF",
     "DF_5GS",
     "DF_GRAPHICS",
@@ -115,10 +117,13 @@ __all__ = [
     "LinearFixedEF",
     "TransparentEF",
     "all_efs",
+    "arr_record",
+    "arr_record_number",
     "declared_services",
     "decode_bcd_swapped",
     "decode_iccid",
     "decode_imsi",
+    "describe_access_rule",
     "efs_under",
     "encode_bcd_swapped",
     "encode_ber_length",
@@ -139,12 +144,33 @@ class Access(StrEnum):
 
     ALW = "ALW"  # always
     PIN1 = "PIN1"  # PIN1 verified, or PIN1 disabled
+    PIN2 = "PIN2"  # the second application PIN verified, or disabled
     ADM1 = "ADM1"  # administrative key 1 verified
     NEV = "NEV"  # never
 
 
-# Key references of TS 102 221 §9.5.1 Table 9.3: global PIN1 = 01, ADM1 = 0A.
-KEY_REFERENCE: dict[Access, int] = {Access.PIN1: 0x01, Access.ADM1: 0x0A}
+# Key references of TS 102 221 §9.5.1 Table 9.3: PIN Appl 1 (global) = 01, Second PIN Appl 1
+# (local) = 81, ADM1 = 0A.
+KEY_REFERENCE: dict[Access, int] = {Access.PIN1: 0x01, Access.PIN2: 0x81, Access.ADM1: 0x0A}
+
+# The access rules the card uses, one EF.ARR record each (TS 102 221 §9.2.4), as (read,
+# update) pairs; every EF's FCP points at its pair's record with tag 8B (§11.1.1.4.7.3). Each
+# EF.ARR of the card holds this same table, record n = ARR_RULES[n - 1].
+ARR_RULES: tuple[tuple[Access, Access], ...] = (
+    (Access.ALW, Access.ADM1),
+    (Access.PIN1, Access.PIN1),
+    (Access.PIN1, Access.ADM1),
+    (Access.ALW, Access.PIN1),
+    (Access.ALW, Access.NEV),
+    (Access.ADM1, Access.ADM1),
+    (Access.PIN1, Access.PIN2),
+    (Access.NEV, Access.NEV),
+)
+ARR_RECORD_LEN = 24  # the longest rule: two key conditions, 3 + 8 + 3 + 8 bytes
+
+# Access mode byte for EFs (ISO/IEC 7816-4 Table 17): b1 READ/SEARCH, b2 UPDATE/ERASE, b3 WRITE,
+# b4 DEACTIVATE, b5 ACTIVATE, b6 TERMINATE, b7 DELETE FILE (self)
+_AM_OPERATIONS = ("read", "update", "write", "deactivate", "activate", "terminate", "delete")
 
 
 @dataclass(frozen=True)
@@ -391,17 +417,40 @@ class Fcp:
         return self.descriptor[4] if len(self.descriptor) >= 5 else None
 
     @property
-    def pin1_enabled(self) -> bool | None:
-        """From the PIN status template C6: PS_DO bit for the first key reference (§9.5.2)."""
+    def arr_reference(self) -> tuple[int, int] | None:
+        """Security attributes referenced to expanded format (tag 8B, TS 102 221
+        §11.1.1.4.7.3): (FID of the EF.ARR, record number); with per-SE pairs (FID, SEID,
+        record …) the first pair's record."""
+        value = self.raw.get(0x8B)
+        if value is None or len(value) < 3:
+            return None
+        fid = int.from_bytes(value[:2], "big")
+        if len(value) == 3:
+            return fid, value[2]
+        if len(value) % 2 == 0:
+            return fid, value[3]
+        return None
+
+    def key_enabled(self, reference: int) -> bool | None:
+        """From the PIN status template C6: whether verification of key ``reference`` is
+        enabled (its PS_DO bit, §9.5.2); None when the template does not list it."""
         if self.pin_status is None:
             return None
-        tlvs = parse_tlvs(self.pin_status)
+        try:
+            tlvs = parse_tlvs(self.pin_status)
+        except BadInput:
+            return None
         ps_do = next((v for t, v in tlvs if t == 0x90), b"")
         refs = [v[0] for t, v in tlvs if t == 0x83 and v]
-        if KEY_REFERENCE[Access.PIN1] not in refs or not ps_do:
+        if reference not in refs or not ps_do:
             return None
-        index = refs.index(KEY_REFERENCE[Access.PIN1])
+        index = refs.index(reference)
         return bool(ps_do[index // 8] & (0x80 >> (index % 8))) if index // 8 < len(ps_do) else None
+
+    @property
+    def pin1_enabled(self) -> bool | None:
+        """From the PIN status template C6: PS_DO bit for the first key reference (§9.5.2)."""
+        return self.key_enabled(KEY_REFERENCE[Access.PIN1])
 
 
 def parse_fcp(data: bytes) -> Fcp:
@@ -1319,6 +1368,58 @@ def _arr_codec() -> Codec:
     return Codec("arr", decode, encode)
 
 
+def _sc_bytes(access: Access) -> bytes:
+    """Security condition of an EF.ARR rule: '90 00' always, '97 00' never, else a CRT 'A4'
+    naming the key reference with usage qualifier 08 (user verification)."""
+    if access is Access.ALW:
+        return b"\x90\x00"
+    if access is Access.NEV:
+        return b"\x97\x00"
+    key = bytes([KEY_REFERENCE[access]])
+    return encode_tlv(0xA4, encode_tlv(0x83, key) + b"\x95\x01\x08")
+
+
+def arr_record(read: Access, update: Access) -> bytes:
+    """One EF.ARR record for a (read, update) pair, padded with FF to :data:`ARR_RECORD_LEN`."""
+    if read is update:
+        rule = encode_tlv(0x80, b"\x03") + _sc_bytes(read)
+    else:
+        rule = encode_tlv(0x80, b"\x01") + _sc_bytes(read)
+        rule += encode_tlv(0x80, b"\x02") + _sc_bytes(update)
+    return _pad("ARR", rule, ARR_RECORD_LEN)
+
+
+def arr_record_number(read: Access, update: Access) -> int:
+    """The EF.ARR record (from 1) that holds the rule (read, update).
+
+    Raises:
+        BadInput: no record holds it (a declaration outside :data:`ARR_RULES`).
+    """
+    try:
+        return ARR_RULES.index((read, update)) + 1
+    except ValueError:
+        raise BadInput(f"ARR: no rule for read {read}, update {update}") from None
+
+
+_KEY_NAMES = {f"key {ref:02X}": access.value for access, ref in KEY_REFERENCE.items()}
+
+
+def describe_access_rule(rules: list[dict[str, str]]) -> dict[str, str]:
+    """A decoded EF.ARR record (:func:`_arr_codec`'s form) as operation → condition, e.g.
+    ``{"read": "PIN1", "update": "PIN2"}``; conditions are ``always``, ``never``, a key name
+    (PIN1, PIN2, ADM1) or ``key XX``. Operations no rule names are never allowed."""
+    out: dict[str, str] = {}
+    for rule in rules:
+        am = int(rule["am"], 16) if rule["am"] else 0
+        if am & 0x80:  # proprietary or command-description access modes: not for EFs here
+            continue
+        condition = _KEY_NAMES.get(rule["sc"], rule["sc"])
+        for bit, operation in enumerate(_AM_OPERATIONS):
+            if am & (1 << bit):
+                out[operation] = condition
+    return out
+
+
 def _spdi_codec() -> Codec:
     """EF.SPDI (TS 31.102 §4.2.66): 'A3' { '80' service provider PLMN list }. Erased → None."""
 
@@ -1864,6 +1965,7 @@ EF_ICT = CyclicEF(
 )
 
 # -- the further files of ADF.USIM a commercial card carries (TS 31.102 §4.2) ------------------
+_ARR_TABLE = tuple(arr_record(read, update) for read, update in ARR_RULES)
 EF_LI = TransparentEF(
     0x6F05,
     "EF.LI",
@@ -1878,18 +1980,14 @@ EF_LI = TransparentEF(
 EF_ARR = LinearFixedEF(
     0x6F06,
     "EF.ARR",
-    record_len=24,
-    records=4,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x17,
     read=Access.ALW,
     update=_ADM,
     # access rules in expanded format (TS 102 221 §9.2.4): 80 AM ‖ SC templates
-    default=(
-        # 1: read always, update/activate/deactivate ADM1; 2: read and update PIN1, the rest ADM1
-        bytes.fromhex("800101900080011ea40683010a950108").ljust(24, b"\xff"),
-        bytes.fromhex("800103a406830101950108800118a40683010a950108").ljust(24, b"\xff"),
-    ),
+    default=_ARR_TABLE,
     samples=(
         (
             bytes.fromhex("800101900080011ea40683010a950108") + b"\xff" * 8,
@@ -1953,7 +2051,7 @@ EF_FDN = LinearFixedEF(
     records=10,
     codec=_dialling_codec("fdn"),
     read=_PIN,
-    update=_ADM,  # PIN2 on cards that have one; this card's second-level key is ADM1
+    update=Access.PIN2,  # TS 31.102 §4.2.24: update PIN2
     samples=(
         (
             _dial_record(b"Home", 14, bytes.fromhex("058121436587ffffffffffffffff")),
@@ -2048,7 +2146,7 @@ EF_BDN = LinearFixedEF(
     records=5,
     codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
-    update=_ADM,  # PIN2 on cards that have one
+    update=Access.PIN2,  # TS 31.102 §4.2.44: update PIN2
     samples=(
         (
             _dial_record(b"Premium", 14, bytes.fromhex("058190000000ffffffffffffffff"), 1),
@@ -2532,13 +2630,13 @@ DF_SAIP = DF(0x5FD0, "DF.SAIP", children=(EF_SUCI_CALC_INFO_USIM,))
 EF_TELECOM_ARR = LinearFixedEF(
     0x6F06,
     "DF.TELECOM/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 EF_PBR = LinearFixedEF(
     0x4F30,
@@ -2847,14 +2945,14 @@ EF_ISIM_AD = TransparentEF(
 EF_ISIM_ARR = LinearFixedEF(
     0x6F06,
     "ADF.ISIM/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 EF_IST = TransparentEF(
     0x6F07,
@@ -2893,14 +2991,14 @@ EF_PCSCF = LinearFixedEF(
 EF_ARR_MF = LinearFixedEF(
     0x2F06,
     "MF/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 # DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
 # files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
