@@ -189,11 +189,12 @@ def _cardpeek_script(
     return log, exchanges, _parse_view(view)
 
 
-# access condition levels of TS 51.011 §9.3 (0 always, 1 CHV1, 4–E ADM, F never); cardpeek's
+# access condition levels of TS 51.011 §9.3 (0 always, 1 CHV1, 2 CHV2, 4–E ADM, F never); cardpeek's
 # own naming of them is checked no further than this (it calls F "ADM")
 GSM_LEVELS = {
     fs.Access.ALW: range(0, 1),
     fs.Access.PIN1: range(1, 2),
+    fs.Access.PIN2: range(2, 3),
     fs.Access.ADM1: range(4, 15),
     fs.Access.NEV: range(15, 16),
 }
