@@ -64,6 +64,7 @@ class CC:
     """Command codes (Part 2 §6.5) of the commands this layer wraps."""
 
     NV_INCREMENT = 0x134
+    ACTIVATE_CREDENTIAL = 0x147
     NV_READ = 0x14E
     NV_EXTEND = 0x136
     NV_WRITE = 0x137
@@ -76,6 +77,11 @@ class CC:
     UNSEAL = 0x15E
     ENCRYPT_DECRYPT = 0x164
     FLUSH_CONTEXT = 0x165
+    LOAD_EXTERNAL = 0x167
+    POLICY_AUTHORIZE = 0x16A
+    POLICY_CP_HASH = 0x16E
+    VERIFY_SIGNATURE = 0x177
+    POLICY_NV_WRITTEN = 0x18F
     POLICY_OR = 0x171
     POLICY_AUTH_VALUE = 0x16B
     POLICY_COMMAND_CODE = 0x16C

@@ -504,3 +504,238 @@ def quote(
     if len(signature) < 4:  # sigAlg, then the scheme's hash: every signature has both
         raise RemoteProtocolError("Quote response without a signature")
     return message, signature
+
+
+# ---- provisioning: PolicyAuthorize, lifecycle writes, credential activation ------------------
+
+_ST_VERIFIED = 0x8022  # TPM_ST_VERIFIED: the tag of a TPMT_TK_VERIFIED
+_ALG_ECDSA = 0x0018
+
+
+def load_external_public(
+    conn: TpmConnection, public: bytes, *, hierarchy: int = _RH_OWNER
+) -> LeanObject:
+    """TPM2_LoadExternal (Part 3 §12.3) of a public area alone (``public`` a marshalled
+    TPM2B_PUBLIC) in ``hierarchy``: the owner's by default, since a key loaded in TPM_RH_NULL
+    earns a NULL ticket that PolicyAuthorize refuses. The TPM's name for it is checked
+    against the public area's. The caller flushes it (:func:`flush_object`).
+
+    Raises:
+        TpmRefused: the TPM refuses the public area.
+        RemoteProtocolError: the response is malformed or names another object.
+    """
+    params = lean.tpm2b(b"") + public + struct.pack(">I", hierarchy)
+    command = lean.wrap_plain(CC.LOAD_EXTERNAL, [], params)
+    handles, out = lean.unwrap_plain(CC.LOAD_EXTERNAL, _execute(conn, command), 1)
+    name = lean.single_tpm2b(out, "LoadExternal")
+    if not sc.hmac_equal(name, _public_name(public)):
+        flush_object(conn, handles[0])
+        raise RemoteProtocolError("LoadExternal: the TPM's name differs from the public area's")
+    return LeanObject(handles[0], name)
+
+
+def ecdsa_signature(der: bytes) -> bytes:
+    """A DER ECDSA P-256 signature over a SHA-256 digest as a marshalled TPMT_SIGNATURE.
+
+    Raises:
+        BadInput: not DER ECDSA, or a component longer than 32 bytes.
+    """
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    try:
+        r, s = decode_dss_signature(der)
+    except ValueError:
+        raise BadInput("approval signature is not DER ECDSA") from None
+    if r.bit_length() > 256 or s.bit_length() > 256:
+        raise BadInput("approval signature is not a P-256 signature")
+    return struct.pack(">HH", _ALG_ECDSA, sc.ALG_SHA256) + b"".join(
+        lean.tpm2b(v.to_bytes(32, "big")) for v in (r, s)
+    )
+
+
+def verify_signature(
+    conn: TpmConnection, key: LeanObject, digest: bytes, signature: bytes
+) -> bytes:
+    """TPM2_VerifySignature (Part 3 §20.1) of ``digest`` under the loaded public ``key``
+    (``signature`` a marshalled TPMT_SIGNATURE). Returns the marshalled TPMT_TK_VERIFIED the
+    TPM issues, checked only for its shape: what it proves is the TPM's business, which
+    PolicyAuthorize checks again.
+
+    Raises:
+        TpmRefused: the signature does not verify (TPM_RC_SIGNATURE) or the TPM refuses.
+        RemoteProtocolError: the ticket is malformed.
+    """
+    params = lean.tpm2b(digest) + signature
+    command = lean.wrap_plain(CC.VERIFY_SIGNATURE, [key.handle], params)
+    _, out = lean.unwrap_plain(CC.VERIFY_SIGNATURE, _execute(conn, command))
+    if len(out) < 8 or struct.unpack_from(">H", out, 0)[0] != _ST_VERIFIED:
+        raise RemoteProtocolError("VerifySignature: the response is not a verification ticket")
+    _, end = lean.parse_tpm2b(out, 6)
+    if end != len(out):
+        raise RemoteProtocolError("VerifySignature response has trailing bytes")
+    return out
+
+
+def approval_ticket(
+    conn: TpmConnection, operator_public: bytes, a_hash: bytes, signature_der: bytes
+) -> bytes:
+    """The TPM's ticket that the key ``operator_public`` (a marshalled TPM2B_PUBLIC) signed
+    ``a_hash`` (an approval hash, :func:`tpm.policy.approval_hash`): LoadExternal in the
+    owner hierarchy, VerifySignature, FlushContext.
+
+    Raises:
+        BadInput: the signature is not DER ECDSA P-256.
+        TpmRefused: the TPM refuses the key or the signature.
+    """
+    signature = ecdsa_signature(signature_der)
+    key = load_external_public(conn, operator_public)
+    try:
+        return verify_signature(conn, key, a_hash, signature)
+    finally:
+        flush_object(conn, key.handle)
+
+
+def policy_authorize(
+    conn: TpmConnection,
+    session: Session,
+    approved_policy: bytes,
+    policy_ref: bytes,
+    key_name: bytes,
+    ticket: bytes,
+) -> None:
+    """TPM2_PolicyAuthorize (Part 3 §23.16): the session's digest, equal to
+    ``approved_policy``, becomes the authorising key's policy — with the TPM's ``ticket``
+    (:func:`approval_ticket`) that ``key_name``'s key signed H(approvedPolicy ‖ policyRef)."""
+    params = lean.tpm2b(approved_policy) + lean.tpm2b(policy_ref) + lean.tpm2b(key_name) + ticket
+    _policy(conn, CC.POLICY_AUTHORIZE, session, params)
+
+
+def policy_cp_hash(conn: TpmConnection, session: Session, cp_hash: bytes) -> None:
+    """TPM2_PolicyCpHash (Part 3 §23.13): the session authorises one command, these
+    parameters on these names."""
+    _policy(conn, CC.POLICY_CP_HASH, session, lean.tpm2b(cp_hash))
+
+
+def policy_nv_written(conn: TpmConnection, session: Session, written: bool) -> None:
+    """TPM2_PolicyNvWritten (Part 3 §23.22): the authorised index must (not) be written."""
+    _policy(conn, CC.POLICY_NV_WRITTEN, session, bytes((1 if written else 0,)))
+
+
+def run_approved_policy(
+    conn: TpmConnection,
+    session: Session,
+    steps: list[Any],
+    *,
+    approval: Any,
+    operator_public: bytes,
+    objects: dict[bytes, LeanObject] | None = None,
+) -> None:
+    """:func:`run_policy` for policies with PolicyAuthorize (and the steps an approval may
+    hold: PolicyCpHash, PolicyNvWritten, …): at a PolicyAuthorize step the ``approval``'s own
+    steps run first, then the TPM checks its signature by ``operator_public`` (one ticket,
+    :func:`approval_ticket`) and PolicyAuthorize replaces the digest.
+
+    Raises:
+        BadInput: a step the lean layer does not send; a signature that is not DER ECDSA.
+        TpmRefused: the TPM refused a step (the caller names it from ``command_code``).
+    """
+    from tpm.policy import PolicyAuthorize, PolicyCpHash, PolicyNvWritten, approval_hash
+
+    known = objects or {}
+    for step in steps:
+        if isinstance(step, PolicyAuthorize):
+            if approval is None:
+                raise BadInput("PolicyAuthorize without an approval")
+            run_approved_policy(
+                conn, session, approval.steps(), approval=None, operator_public=b"",
+                objects=known,
+            )  # fmt: skip
+            approved = approval.approved_policy()
+            ticket = approval_ticket(
+                conn, operator_public, approval_hash(approved, approval.policy_ref),
+                approval.signature,
+            )  # fmt: skip
+            policy_authorize(conn, session, approved, step.policy_ref, step.key_name, ticket)
+        elif isinstance(step, PolicyCpHash):
+            policy_cp_hash(conn, session, step.cp_hash)
+        elif isinstance(step, PolicyNvWritten):
+            policy_nv_written(conn, session, step.written)
+        else:
+            run_policy(conn, session, [step], known)
+
+
+def nv_write_by_policy(
+    conn: TpmConnection,
+    index: int,
+    name: bytes,
+    data: bytes,
+    offset: int,
+    session: Session,
+    *,
+    last_use: bool = False,
+) -> None:
+    """TPM2_NV_Write (Part 3 §31.5) authorised by the index itself (authHandle = nvIndex,
+    its POLICYWRITE role) in the policy ``session``; ``name`` is the index's name as it is
+    now (without TPMA_NV_WRITTEN before the first write), which the command HMAC covers.
+    ``last_use``: the TPM flushes the session on success."""
+    auth = Auth(session, b"", last_use=last_use)
+    _run(
+        conn, CC.NV_WRITE, [LeanObject(index, name)], lean.nv_write_params(data, offset), [auth],
+        extra_handles=((index, name),),
+    )  # fmt: skip
+
+
+def ek_session(conn: TpmConnection, branches: list[bytes] | None) -> Session:
+    """A policy session satisfying a SHA-256 TCG EK policy: PolicySecret(TPM_RH_ENDORSEMENT,
+    its empty authValue), then PolicyOR(``branches``) for a PolicyB EK
+    (:func:`tpm.ek.ek_policy_or_list`). The caller flushes it unless its last use ended it.
+
+    Raises:
+        TpmRefused: the TPM refuses (endorsement auth set).
+    """
+    endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+    s = start_session(conn, kind="policy", symmetric=False)
+    try:
+        policy_secret(conn, s, endorsement)
+        if branches is not None:
+            policy_or(conn, s, branches)
+    except BaseException:
+        flush_session(conn, s)
+        raise
+    return s
+
+
+_RH_ENDORSEMENT = 0x4000000B
+
+
+def activate_credential(
+    conn: TpmConnection,
+    activated: LeanObject,
+    key: LeanObject,
+    credential_blob: bytes,
+    encrypted_secret: bytes,
+    *,
+    session: Session,
+    last_use: bool = False,
+) -> bytes:
+    """TPM2_ActivateCredential (Part 3 §12.5): ``activated`` (the AK, ADMIN role by its
+    authValue as password) and ``key`` (the EK, USER role in the policy ``session``);
+    ``credential_blob`` and ``encrypted_secret`` are the marshalled TPM2B_ID_OBJECT and
+    TPM2B_ENCRYPTED_SECRET. Returns certInfo, the verifier's secret.
+
+    Raises:
+        BadInput: a blob that is not exactly one TPM2B.
+        TpmRefused: the TPM refuses (not made for this EK and this AK's name, altered).
+    """
+    for blob, what in ((credential_blob, "credential blob"), (encrypted_secret, "secret")):
+        try:
+            _, end = lean.parse_tpm2b(blob, 0)
+        except RemoteProtocolError:
+            end = -1
+        if end != len(blob):
+            raise BadInput(f"{what}: not one marshalled TPM2B")
+    auths = [Auth(None, activated.auth_value), Auth(session, key.auth_value, last_use=last_use)]
+    _, out = _run(
+        conn, CC.ACTIVATE_CREDENTIAL, [activated, key], credential_blob + encrypted_secret, auths
+    )
+    return lean.single_tpm2b(out, "ActivateCredential")

@@ -86,6 +86,7 @@ __all__ = [
     "increment",
     "index_name",
     "lifecycle_handles",
+    "name_changed",
     "nv_public",
     "read_audit",
     "read_counter",
@@ -176,6 +177,19 @@ def _remember(conn: TpmConnection, index: int, tr: Any) -> None:
 def _forget(conn: TpmConnection, index: int) -> Any:
     """Drop what the connection remembers of ``index``; returns its ESYS object, if any."""
     return conn.facts.forget_nv(index)
+
+
+def name_changed(conn: TpmConnection, index: int) -> None:
+    """Index ``index`` was written outside ESYS (the lean layer): its first write set
+    TPMA_NV_WRITTEN, so ESYS's object for it carries the name from before. Drop that object
+    (local to ESYS, no TPM command); :func:`resource` reads the index afresh when next asked."""
+    defined = index in conn.facts.nv_defined
+    tr = _forget(conn, index)
+    if defined:
+        conn.facts.nv_defined.add(index)  # still defined: only the name moved
+    if tr is not None:
+        with contextlib.suppress(Exception):
+            conn.esys.tr_close(tr)
 
 
 @contextlib.contextmanager
