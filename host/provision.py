@@ -174,19 +174,22 @@ def flush_stale(conn: TpmConnection) -> int:
     """Flush transient objects and sessions a killed predecessor left in a TPM without a
     resource manager (swtpm holds only three objects). Under /dev/tpmrm0 there are none to see.
     Returns how many were flushed."""
-    from tpm.tss import TPM2_CAP, TSS2_Exception
+    from tpm import lean, lean_commands
 
     if conn.tcti.startswith("device:") and "tpmrm" in conn.tcti:
         return 0
     flushed = 0
     for first in (0x80000000, 0x02000000):  # transient objects; loaded sessions (HMAC, policy)
         try:
-            _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, first, 64)
-        except TSS2_Exception as exc:
+            found = lean_commands.handles(conn, first, 64)
+        except (lean.TpmRefused, RemoteProtocolError) as exc:
             raise Unavailable(f"cannot list the TPM's loaded handles: {exc}") from None
-        for handle in [int(h) for h in caps.data.handles]:
-            with contextlib.suppress(TSS2_Exception):
-                conn.esys.flush_context(conn.esys.tr_from_tpmpublic(handle))
+        for handle in found:
+            if handle >> 24 != first >> 24:
+                continue  # the list runs on past the range asked for
+            with contextlib.suppress(lean.TpmRefused):
+                command = lean.wrap_flush_context(handle)
+                lean.unwrap_plain(lean.CC.FLUSH_CONTEXT, conn.transport.execute(command))
                 flushed += 1
     return flushed
 
@@ -365,6 +368,8 @@ class TpmDevice:
         if event.counter is not None:
             wanted.append(("counter", nv.MID_CTR, 8, 0))
         evidence: dict[str, bytes] = {}
+        if self.layer == "lean":
+            return self._certify_lean(ak, event, wanted)
         try:
             with open_ak(self.conn, ak) as ak_tr:
                 for label, index, size, offset in wanted:
@@ -381,6 +386,25 @@ class TpmDevice:
                     evidence[f"{label}.attest"] = bytes(attest)
                     evidence[f"{label}.sig"] = bytes(sig.marshal())
         except TSS2_Exception as exc:
+            raise Unavailable(f"TPM2_NV_Certify refused: {exc}") from None
+        return evidence
+
+    def _certify_lean(
+        self, ak: Any, event: Certify, wanted: list[tuple[str, int, int, int]]
+    ) -> dict[str, bytes]:
+        """:meth:`certify` on the lean layer: two password authorisations, so no session
+        and no look-up of the AK's or the index's ESYS object."""
+        from tpm.lean import TpmRefused
+        from tpm.lean_commands import LeanObject, nv_certify
+
+        signer = LeanObject(ak.handle, b"")  # a password session: no name enters an HMAC
+        evidence: dict[str, bytes] = {}
+        try:
+            for label, index, size, offset in wanted:
+                attest, sig = nv_certify(self.conn, signer, index, event.qualifying, size, offset)
+                evidence[f"{label}.attest"] = attest
+                evidence[f"{label}.sig"] = sig
+        except TpmRefused as exc:
             raise Unavailable(f"TPM2_NV_Certify refused: {exc}") from None
         return evidence
 

@@ -450,10 +450,13 @@ def run_policy(
 _RH_OWNER = 0x40000001
 
 
-def nv_read(conn: TpmConnection, index: int, size: int, offset: int = 0) -> bytes:
+def nv_read(
+    conn: TpmConnection, index: int, size: int, offset: int = 0, *, by_owner: bool = False
+) -> bytes:
     """TPM2_NV_Read of ``size`` bytes at ``offset``, authorised by the index's own empty
-    authValue (password session: no name enters an HMAC)."""
-    target = LeanObject(index, b"")
+    authValue, or with ``by_owner`` by the owner hierarchy's (password session: no name
+    enters an HMAC)."""
+    target = LeanObject(_RH_OWNER if by_owner else index, b"")
     _, out = _run(
         conn, CC.NV_READ, [target], struct.pack(">HH", size, offset), [Auth(None)],
         extra_handles=((index, b""),),
@@ -739,3 +742,120 @@ def activate_credential(
         conn, CC.ACTIVATE_CREDENTIAL, [activated, key], credential_blob + encrypted_secret, auths
     )
     return lean.single_tpm2b(out, "ActivateCredential")
+
+
+# ---- look-ups and receipts without session cryptography ---------------------------------------
+
+_CAP_HANDLES = 0x00000001  # TPM_CAP_HANDLES (Part 2 §6.12)
+_CAP_TPM_PROPERTIES = 0x00000006
+
+
+def _capability(conn: TpmConnection, capability: int, first: int, count: int) -> bytes:
+    """TPM2_GetCapability (Part 3 §30.2): the TPMU_CAPABILITIES after the echoed capability."""
+    command = lean.wrap_plain(CC.GET_CAPABILITY, [], struct.pack(">III", capability, first, count))
+    _, out = lean.unwrap_plain(CC.GET_CAPABILITY, _execute(conn, command))
+    if len(out) < 5 or struct.unpack_from(">I", out, 1)[0] != capability:
+        raise RemoteProtocolError("GetCapability answered another capability")
+    return out[5:]
+
+
+def handles(conn: TpmConnection, first: int, count: int) -> list[int]:
+    """The TPM's handles from ``first`` on (at most ``count``; TPM_CAP_HANDLES), in order."""
+    data = _capability(conn, _CAP_HANDLES, first, count)
+    if len(data) < 4:
+        raise RemoteProtocolError("GetCapability: handle list without a count")
+    (n,) = struct.unpack_from(">I", data, 0)
+    if len(data) != 4 + 4 * n:
+        raise RemoteProtocolError("GetCapability: handle list of the wrong size")
+    return list(struct.unpack_from(f">{n}I", data, 4))
+
+
+def tpm_property(conn: TpmConnection, prop: int) -> int | None:
+    """One fixed or variable TPM property (TPM_CAP_TPM_PROPERTIES), None if the TPM has none."""
+    data = _capability(conn, _CAP_TPM_PROPERTIES, prop, 1)
+    if len(data) < 4:
+        raise RemoteProtocolError("GetCapability: property list without a count")
+    (n,) = struct.unpack_from(">I", data, 0)
+    if len(data) != 4 + 8 * n:
+        raise RemoteProtocolError("GetCapability: property list of the wrong size")
+    if n and struct.unpack_from(">I", data, 4)[0] == prop:
+        return int(struct.unpack_from(">I", data, 8)[0])
+    return None
+
+
+class NvPublic:
+    """An NV index's public area as TPM2_NV_ReadPublic gives it, and its name."""
+
+    __slots__ = ("attributes", "auth_policy", "data_size", "index", "name", "name_alg")
+
+    def __init__(
+        self,
+        index: int,
+        name_alg: int,
+        attributes: int,
+        auth_policy: bytes,
+        data_size: int,
+        name: bytes,
+    ) -> None:
+        self.index, self.name_alg, self.attributes = index, name_alg, attributes
+        self.auth_policy, self.data_size, self.name = auth_policy, data_size, name
+
+    def __repr__(self) -> str:
+        return f"NvPublic(0x{self.index:08x}, attributes=0x{self.attributes:08x})"
+
+
+def nv_read_public(conn: TpmConnection, index: int) -> NvPublic:
+    """TPM2_NV_ReadPublic (Part 3 §31.6): the index's public area and name; for a SHA-256
+    nameAlg the name is checked against the area (nameAlg ‖ H(TPMS_NV_PUBLIC)).
+
+    Raises:
+        TpmRefused: no such index (TPM_RC_HANDLE).
+        RemoteProtocolError: malformed, or a name that is not the area's.
+    """
+    command = lean.wrap_plain(CC.NV_READ_PUBLIC, [index])
+    _, out = lean.unwrap_plain(CC.NV_READ_PUBLIC, _execute(conn, command))
+    area, end = lean.parse_tpm2b(out, 0)
+    name, last = lean.parse_tpm2b(out, end)
+    if last != len(out) or len(area) < 12:
+        raise RemoteProtocolError("NV_ReadPublic response is malformed")
+    nv_index, name_alg, attributes = struct.unpack_from(">IHI", area, 0)
+    policy, cursor = lean.parse_tpm2b(area, 10)
+    if cursor + 2 != len(area) or nv_index != index:
+        raise RemoteProtocolError("NV_ReadPublic: not the public area of that index")
+    (data_size,) = struct.unpack_from(">H", area, cursor)
+    if name_alg == sc.ALG_SHA256 and not sc.hmac_equal(name, area[4:6] + sc.sha256(area)):
+        raise RemoteProtocolError("NV_ReadPublic: the name is not the public area's")
+    return NvPublic(index, name_alg, attributes, policy, data_size, name)
+
+
+def nv_certify(
+    conn: TpmConnection,
+    signer: LeanObject,
+    index: int,
+    qualifying: bytes,
+    size: int,
+    offset: int,
+) -> tuple[bytes, bytes]:
+    """TPM2_NV_Certify (Part 3 §31.16) of ``size`` bytes at ``offset`` of NV ``index`` by
+    ``signer`` with its own scheme; the signer's USER role by its authValue as password (an
+    AK's is empty) and the index's read authorised by its own empty authValue. Returns (the
+    TPMS_ATTEST as signed, the marshalled TPMT_SIGNATURE): what the receipt carries; checking
+    them is the operator's job.
+
+    Raises:
+        TpmRefused: the TPM refuses.
+        RemoteProtocolError: the response is malformed.
+    """
+    params = (
+        lean.tpm2b(qualifying) + struct.pack(">H", lean.ALG_NULL) + struct.pack(">HH", size, offset)
+    )
+    target = LeanObject(index, b"")
+    _, out = _run(
+        conn, CC.NV_CERTIFY, [signer, target], params,
+        [Auth(None, signer.auth_value), Auth(None)], extra_handles=((index, b""),),
+    )  # fmt: skip
+    attest, end = lean.parse_tpm2b(out, 0)
+    signature = out[end:]
+    if len(signature) < 4:
+        raise RemoteProtocolError("NV_Certify response without a signature")
+    return attest, signature

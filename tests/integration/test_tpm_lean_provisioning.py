@@ -87,7 +87,7 @@ def test_a_tampered_challenge_is_refused_on_both_layers(
     blob[-1] ^= 0x01
     for layer in ("lean", "esys"):
         with pytest.raises(CredentialRejected):
-            activate_credential(conn, ak, bytes(blob), challenge.encrypted_secret, layer=layer)  # type: ignore[arg-type]
+            activate_credential(conn, ak, bytes(blob), challenge.encrypted_secret, layer=layer)
     # nothing was left behind: the untampered challenge still works on the lean layer
     assert (
         activate_credential(conn, ak, challenge.credential_blob, challenge.encrypted_secret)
@@ -268,3 +268,78 @@ def test_a_tampered_write_response_is_refused(conn: TpmConnection) -> None:
 def test_the_signature_marshalled_by_hand_equals_tpm2_pytss(message: bytes) -> None:
     der = ec.generate_private_key(ec.SECP256R1()).sign(message, ec.ECDSA(hashes.SHA256()))
     assert lc.ecdsa_signature(der) == bytes(_signature(der).marshal())
+
+
+# ---- look-ups and receipts by password -------------------------------------------------------
+
+
+def test_lookups_equal_esys(conn: TpmConnection, ek_cert: Any) -> None:
+    from tpm2_pytss.constants import TPM2_PT_NV
+
+    indices = [nv.MID_CTR, nv.MID_STATE, nv.AUDIT, nv.REG_CTR, 0x01C00002]
+    for index in indices:
+        ours = lc.nv_read_public(conn, index)
+        # the connection's one ESYS object per index (ESYS hands out one per handle)
+        public, name = conn.esys.nv_read_public(nv.resource(conn, index))
+        area = public.nvPublic
+        assert ours.name == bytes(name) and ours.data_size == int(area.dataSize)
+        assert ours.attributes == int(area.attributes)
+        assert ours.auth_policy == bytes(area.authPolicy)
+    _, listed = conn.esys.get_capability(TPM2_CAP.HANDLES, 0x01000000, 64)
+    assert lc.handles(conn, 0x01000000, 64) == [int(h) for h in listed.data.handles]
+    _, caps = conn.esys.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT_NV.BUFFER_MAX, 1)
+    assert lc.tpm_property(conn, int(TPM2_PT_NV.BUFFER_MAX)) == int(
+        caps.data.tpmProperties[0].value
+    )
+    with pytest.raises(lean.TpmRefused):
+        lc.nv_read_public(conn, 0x01000FFF)  # not defined
+
+
+def _verify(ak: Any, attest: bytes, signature: bytes) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    r, end = lean.parse_tpm2b(signature, 4)
+    s, end = lean.parse_tpm2b(signature, end)
+    assert end == len(signature)
+    key = serialization.load_pem_public_key(ak.public_pem)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    key.verify(der, attest, ec.ECDSA(hashes.SHA256()))
+
+
+@_ONCE
+@given(
+    qualifying=st.binary(max_size=32),
+    where=st.sampled_from([(nv.MID_CTR, 8, 0), (nv.MID_STATE, 1, 7), (nv.MID_STATE, 16, 32)]),
+)
+def test_nv_certify_matches_esys(
+    conn: TpmConnection, ak: Any, qualifying: bytes, where: tuple[int, int, int]
+) -> None:
+    """The lean receipt and ESYS's are signatures by the AK over the same statement: the
+    attested NV contents and the verifier's qualifying data (the clock fields differ)."""
+    from tpm2_pytss import TPMS_ATTEST
+    from tpm2_pytss.constants import TPM2_ALG
+    from tpm2_pytss.types import TPMT_SIG_SCHEME
+
+    index, size, offset = where
+    attest, sig = lc.nv_certify(
+        conn, lc.LeanObject(ak.handle, b""), index, qualifying, size, offset
+    )
+    _verify(ak, attest, sig)
+    tr = nv.resource(conn, index)
+    ak_tr = conn.esys.tr_from_tpmpublic(ak.handle)
+    try:
+        theirs, _ = conn.esys.nv_certify(
+            ak_tr, tr, qualifying, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL), size, offset,
+            auth_handle=tr,
+        )  # fmt: skip
+    finally:
+        conn.esys.tr_close(ak_tr)
+    ours, _ = TPMS_ATTEST.unmarshal(attest)
+    esys_attest, _ = TPMS_ATTEST.unmarshal(bytes(theirs))
+    assert bytes(ours.extraData) == bytes(esys_attest.extraData) == qualifying
+    mine, other = ours.attested.nv, esys_attest.attested.nv
+    assert bytes(mine.indexName) == bytes(other.indexName)
+    assert bytes(mine.nvContents) == bytes(other.nvContents)
+    assert bytes(mine.nvContents) == lc.nv_read(conn, index, size, offset)
