@@ -186,18 +186,17 @@ def load_ak(conn: TpmConnection, kind: AkKind = "ecc") -> AttestationKey | None:
     Raises:
         Unavailable: the handle holds something that is not a trelab AK, or the TPM refuses.
     """
+    from tpm import lean_commands
+    from tpm.lean import TpmRefused
+
     handle = AK_HANDLES[kind]
-    esys = conn.esys
-    try:
-        if not _persistent_present(conn, handle):
+    try:  # two plain commands on the lean layer: no ESYS object to make and close
+        if handle not in lean_commands.handles(conn, handle, 1):
             return None
-        tr = esys.tr_from_tpmpublic(handle)
-        try:
-            public, _, _ = esys.read_public(tr)
-        finally:
-            esys.tr_close(tr)
-    except TSS2_Exception as exc:
+        blob, _name = lean_commands.read_public(conn, handle)
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read the AK at 0x{handle:08x} on {conn.tcti}: {exc}") from None
+    public = unmarshal_exact(TPM2B_PUBLIC, blob, "AK public area")
     if not _same_shape(public, kind):
         raise Unavailable(
             f"0x{handle:08x} holds an object that is not a trelab {kind} AK",

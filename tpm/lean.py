@@ -63,6 +63,8 @@ _SESSION_FAILURES = frozenset({0x08E, 0x08F, 0x0A2})
 class CC:
     """Command codes (Part 2 §6.5) of the commands this layer wraps."""
 
+    NV_UNDEFINE_SPACE = 0x122
+    NV_DEFINE_SPACE = 0x12A
     NV_INCREMENT = 0x134
     ACTIVATE_CREDENTIAL = 0x147
     NV_READ = 0x14E
@@ -83,6 +85,8 @@ class CC:
     POLICY_CP_HASH = 0x16E
     VERIFY_SIGNATURE = 0x177
     GET_CAPABILITY = 0x17A
+    READ_PUBLIC = 0x173
+    PCR_READ = 0x17E
     POLICY_NV_WRITTEN = 0x18F
     POLICY_OR = 0x171
     POLICY_AUTH_VALUE = 0x16B

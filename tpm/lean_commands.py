@@ -859,3 +859,67 @@ def nv_certify(
     if len(signature) < 4:
         raise RemoteProtocolError("NV_Certify response without a signature")
     return attest, signature
+
+
+def read_public(conn: TpmConnection, handle: int) -> tuple[bytes, bytes]:
+    """TPM2_ReadPublic (Part 3 §12.4) of a loaded or persistent object: (its marshalled
+    TPM2B_PUBLIC, its name), the name checked against the public area.
+
+    Raises:
+        TpmRefused: no object at ``handle``.
+        RemoteProtocolError: malformed, or a name that is not the area's.
+    """
+    command = lean.wrap_plain(CC.READ_PUBLIC, [handle])
+    _, out = lean.unwrap_plain(CC.READ_PUBLIC, _execute(conn, command))
+    _, end = lean.parse_tpm2b(out, 0)
+    public = out[:end]
+    name, cursor = lean.parse_tpm2b(out, end)
+    _, last = lean.parse_tpm2b(out, cursor)  # qualifiedName
+    if last != len(out):
+        raise RemoteProtocolError("ReadPublic response has trailing bytes")
+    if not sc.hmac_equal(name, _public_name(public)):
+        raise RemoteProtocolError("ReadPublic: the name is not the public area's")
+    return public, name
+
+
+def pcr_read(conn: TpmConnection, selection: bytes) -> list[bytes]:
+    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: the digests the TPM
+    returns, in selection order (a TPM returns at most 8 per call: the caller asks again for
+    the rest)."""
+    command = lean.wrap_plain(CC.PCR_READ, [], selection)
+    _, out = lean.unwrap_plain(CC.PCR_READ, _execute(conn, command))
+    if len(out) < 8:
+        raise RemoteProtocolError("PCR_Read response is too short")
+    (banks,) = struct.unpack_from(">I", out, 4)
+    cursor = 8
+    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
+        if cursor + 3 > len(out):
+            raise RemoteProtocolError("PCR_Read response ends inside its selection")
+        cursor += 3 + out[cursor + 2]
+    if cursor + 4 > len(out):
+        raise RemoteProtocolError("PCR_Read response ends before its digests")
+    (count,) = struct.unpack_from(">I", out, cursor)
+    cursor += 4
+    digests = []
+    for _ in range(count):
+        digest, cursor = lean.parse_tpm2b(out, cursor)
+        digests.append(digest)
+    if cursor != len(out):
+        raise RemoteProtocolError("PCR_Read response has trailing bytes")
+    return digests
+
+
+def pcr_selection(selection: str) -> bytes:
+    """The marshalled TPML_PCR_SELECTION of a tpm2-tools style selection (``sha256:0,1``)."""
+    return _pcr_selection(selection)
+
+
+def nv_define_space(conn: TpmConnection, public: bytes) -> None:
+    """TPM2_NV_DefineSpace (Part 3 §31.3) in the owner hierarchy (its empty authValue as
+    password) with an empty index authValue; ``public`` is the marshalled TPM2B_NV_PUBLIC.
+
+    Raises:
+        TpmRefused: the TPM refuses (index exists, NV full, owner auth set).
+    """
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(conn, CC.NV_DEFINE_SPACE, [owner], lean.tpm2b(b"") + public, [Auth(None)])

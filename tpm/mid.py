@@ -175,23 +175,20 @@ def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
         BadInput: malformed selection.
         Unavailable: the bank or a PCR is not there.
     """
-    from tpm.tss import TPML_PCR_SELECTION, TSS2_Exception
-
     bank, pcrs = parse_pcr_selection(selection)
     values: list[bytes] = []
     pending = list(pcrs)
     try:
         while pending:
             chunk = pending[:8]
-            _, _, digests = conn.esys.pcr_read(
-                TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, chunk))}")
+            got = lean_commands.pcr_read(
+                conn, lean_commands.pcr_selection(f"{bank}:{','.join(map(str, chunk))}")
             )
-            got = [bytes(d) for d in digests]
             if not got:
                 raise Unavailable(f"the TPM has no {bank} bank (or PCRs {chunk})")
-            values += got
+            values += got[: len(chunk)]
             pending = pending[len(got) :]
-    except TSS2_Exception as exc:
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read PCRs {selection}: {exc}") from None
     return values
 

@@ -615,6 +615,12 @@ def _lifecycle_public(conn: TpmConnection, handle: int) -> lean_commands.NvPubli
     return _public(conn, handle)
 
 
+@functools.lru_cache(maxsize=256)
+def _defined_public(index: LifecycleIndex) -> bytes:
+    """The marshalled TPM2B_NV_PUBLIC ``index`` is defined with (a pure function of it)."""
+    return bytes(index.public(written=False).marshal())
+
+
 def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
     """TPM2_NV_DefineSpace of ``index`` (owner auth) unless it exists, unwritten or written,
     with exactly this definition.
@@ -622,7 +628,7 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
     Raises:
         Unavailable: the handle holds another index (another MID's, or a foreign one).
     """
-    from tpm.tss import ESYS_TR, TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     found = _lifecycle_public(conn, index.handle)
     if found is not None:
@@ -643,14 +649,11 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
             " another MID",
             fix="choose another slot (trelab tpm mid list)",
         )
-    try:
-        _remember(
-            conn,
-            index.handle,
-            conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER),
-        )
-    except TSS2_Exception as exc:
+    try:  # owner password, no session: on the lean layer (ESYS makes its object when asked)
+        lean_commands.nv_define_space(conn, _defined_public(index))
+    except TpmRefused as exc:
         raise _fail(f"cannot define the lifecycle index of slot {index.slot}", exc) from None
+    conn.facts.nv_defined.add(index.handle)
 
 
 def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:

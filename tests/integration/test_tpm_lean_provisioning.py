@@ -295,6 +295,21 @@ def test_lookups_equal_esys(conn: TpmConnection, ek_cert: Any) -> None:
         lc.nv_read_public(conn, 0x01000FFF)  # not defined
 
 
+def test_read_public_and_pcr_read_equal_esys(conn: TpmConnection, ak: Any) -> None:
+    from tpm2_pytss import TPML_PCR_SELECTION
+
+    blob, name = lc.read_public(conn, ak.handle)
+    tr = conn.esys.tr_from_tpmpublic(ak.handle)
+    try:
+        public, esys_name, _ = conn.esys.read_public(tr)
+    finally:
+        conn.esys.tr_close(tr)
+    assert blob == bytes(public.marshal()) and name == bytes(esys_name)
+    for selection in ("sha256:0,1,2,3,4,5,6,7", "sha256:16,23", "sha1:0"):
+        _, _, digests = conn.esys.pcr_read(TPML_PCR_SELECTION.parse(selection))
+        assert lc.pcr_read(conn, lc.pcr_selection(selection)) == [bytes(d) for d in digests]
+
+
 def _verify(ak: Any, attest: bytes, signature: bytes) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
