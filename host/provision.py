@@ -184,9 +184,7 @@ def flush_stale(conn: TpmConnection) -> int:
             found = lean_commands.handles(conn, first, 64)
         except (lean.TpmRefused, RemoteProtocolError) as exc:
             raise Unavailable(f"cannot list the TPM's loaded handles: {exc}") from None
-        for handle in found:
-            if handle >> 24 != first >> 24:
-                continue  # the list runs on past the range asked for
+        for handle in found:  # policy sessions are listed with 0x03… among the loaded ones
             with contextlib.suppress(lean.TpmRefused):
                 command = lean.wrap_flush_context(handle)
                 lean.unwrap_plain(lean.CC.FLUSH_CONTEXT, conn.transport.execute(command))
