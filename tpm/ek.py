@@ -154,31 +154,22 @@ def read_nv(conn: TpmConnection, index: int) -> bytes | None:
     Raises:
         Unavailable: the TPM refuses the read.
     """
-    esys = conn.esys
+    from tpm import lean_commands
+    from tpm.lean import TpmRefused
+
     try:
-        _, caps = esys.get_capability(TPM2_CAP.HANDLES, index, 1)
-        if not any(int(h) == index for h in caps.data.handles):
+        if index not in lean_commands.handles(conn, index, 1):
             return None
-        _, caps = esys.get_capability(TPM2_CAP.TPM_PROPERTIES, _NV_BUFFER_MAX, 1)
-        props = caps.data.tpmProperties
-        chunk = (
-            int(props[0].value) if len(props) and int(props[0].property) == _NV_BUFFER_MAX else 512
-        )
-        handle = esys.tr_from_tpmpublic(index)
-        try:
-            public, _ = esys.nv_read_public(handle)
-            size = int(public.nvPublic.dataSize)
-            # EK certificate indices are AUTHREAD with an empty auth (TCG EK Credential
-            # Profile §2.2.1.2); some chips only allow OWNERREAD.
-            owner_read = int(public.nvPublic.attributes) & int(TPMA_NV.AUTHREAD) == 0
-            auth = ESYS_TR.OWNER if owner_read else handle
-            data = b""
-            while len(data) < size:
-                n = min(chunk, size - len(data))
-                data += bytes(esys.nv_read(handle, n, len(data), auth_handle=auth))
-        finally:
-            esys.tr_close(handle)
-    except TSS2_Exception as exc:
+        chunk = lean_commands.tpm_property(conn, _NV_BUFFER_MAX) or 512
+        public = lean_commands.nv_read_public(conn, index)
+        # EK certificate indices are AUTHREAD with an empty auth (TCG EK Credential
+        # Profile §2.2.1.2); some chips only allow OWNERREAD.
+        owner_read = public.attributes & int(TPMA_NV.AUTHREAD) == 0
+        data = b""
+        while len(data) < public.data_size:
+            n = min(chunk, public.data_size - len(data))
+            data += lean_commands.nv_read(conn, index, n, len(data), by_owner=owner_read)
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read NV index 0x{index:08x} on {conn.tcti}: {exc}") from None
     return data
 
