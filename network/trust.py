@@ -18,16 +18,27 @@ from cryptography import x509
 
 from network.roles import BuiltPackage, EkIdentity, LifecycleFacts, PackageInputs, QuoteOutcome
 from protocol.errors import Refused
-from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
+from tpm.errors import EkCertificateRejected, QuoteRejected
 from trelab.errors import BadInput
 
 if TYPE_CHECKING:
+    from tpm.marshal import PublicArea
     from tpm.package import KForm
 
 __all__ = ["TpmTrust", "tpm_package_builder"]
 
 _ATTEST_NV_CERTIFY = 0x8014
 _ATTEST_CERTIFY = 0x8017
+
+
+def _public_area(data: bytes, what: str) -> PublicArea:
+    """A whole, canonical TPM2B_PUBLIC read on plain bytes (:mod:`tpm.marshal`'s lean half)."""
+    from tpm.marshal import PublicArea
+
+    try:
+        return PublicArea.parse(data, what)
+    except BadInput as exc:
+        raise Refused("malformed", str(exc)) from None
 
 
 def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
@@ -71,31 +82,35 @@ class TpmTrust:
 
     def ak_name(self, ak_public: bytes) -> bytes:
         """The AK's TPM name, after checking it is a restricted, TPM-fixed signing key."""
-        from tpm.identity import check_ak_public
-        from tpm.tss import TPM2B_PUBLIC
+        from tpm.identity import AK_ATTRIBUTES
+        from tpm.marshal import object_name
 
-        public = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        area = _public_area(ak_public, "AK public")
+        missing = int(AK_ATTRIBUTES) & ~area.attributes
+        if missing:
+            from tpm.tss import TPMA_OBJECT
+
+            raise Refused(
+                "not-an-ak",
+                f"AK public area lacks {TPMA_OBJECT(missing)!s}: not an attestation key",
+            )
         try:
-            return check_ak_public(public)
-        except CredentialRejected as exc:
-            raise Refused("not-an-ak", str(exc)) from None
+            return object_name(area.name_alg, ak_public[2:])
+        except BadInput as exc:
+            raise Refused("malformed", f"AK public: {exc}") from None
 
     def make_credential(
         self, ek_public: bytes, ak_public: bytes, secret: bytes
     ) -> tuple[bytes, bytes]:
         """TPM2_MakeCredential in software: S for the EK, bound to the AK's name."""
-        from tpm.identity import make_challenge
-        from tpm.tss import TPM2B_PUBLIC
+        from tpm.marshal import make_credential
 
-        ek = _unmarshal(TPM2B_PUBLIC, ek_public, "EK public")
-        ak = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        ek = _public_area(ek_public, "EK public")
+        name = self.ak_name(ak_public)
         try:
-            challenge = make_challenge(ek, ak, secret=secret)
-        except (CredentialRejected, EkCertificateRejected) as exc:
-            raise Refused("not-an-ak", str(exc)) from None
-        except ValueError as exc:
+            return make_credential(ek, secret, name)
+        except BadInput as exc:
             raise Refused("bad-ek-cert", f"MakeCredential refused the EK: {exc}") from None
-        return challenge.credential_blob, challenge.encrypted_secret
 
     def _evidence(
         self, ak_public: bytes, message: bytes, signature: bytes, pcrs: bytes, pcrlist: str
@@ -263,7 +278,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
     TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
     digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
-    from tpm.marshal import public_name
+    from tpm.marshal import object_name
     from tpm.package import (
         AlgorithmSpec,
         LifecycleBinding,
@@ -272,10 +287,13 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
         Target,
         build_package,
     )
-    from tpm.tss import TPM2B_PUBLIC
 
-    srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
-    target = Target(ek_public=inputs.ek_public, srk_name=public_name(srk, "SRK public"))
+    srk = _public_area(inputs.srk_public, "SRK public")
+    try:
+        srk_name = object_name(srk.name_alg, inputs.srk_public[2:])
+    except BadInput as exc:
+        raise Refused("malformed", f"SRK public: {exc}") from None
+    target = Target(ek_public=inputs.ek_public, srk_name=srk_name)
     try:
         algorithm = AlgorithmSpec(name=inputs.algorithm, **dict(inputs.params))  # type: ignore[arg-type]
         policy = MidPolicy(
