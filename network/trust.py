@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TpmTrust", "tpm_package_builder"]
 
-_ATTEST_NV_CERTIFY = 0x8014
 _ATTEST_CERTIFY = 0x8017
 
 
@@ -37,15 +36,6 @@ def _public_area(data: bytes, what: str) -> PublicArea:
 
     try:
         return PublicArea.parse(data, what)
-    except BadInput as exc:
-        raise Refused("malformed", str(exc)) from None
-
-
-def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    from tpm.marshal import unmarshal_exact
-
-    try:
-        return unmarshal_exact(kind, data, what)
     except BadInput as exc:
         raise Refused("malformed", str(exc)) from None
 
@@ -203,8 +193,7 @@ class TpmTrust:
         """Every ``<label>.attest``/``<label>.sig`` pair is signed by the AK, TPM-generated and
         fresh (extraData = ``qualifying``); each expected NV fact ``{index name: (offset,
         contents)}`` is shown by one NV_Certify (TPM 2.0 Part 3 §31.16)."""
-        from tpm.marshal import ak_public_from_blob, parse_signature
-        from tpm.tss import TPMS_ATTEST
+        from tpm.marshal import ak_public_from_blob, parse_receipt_attest, parse_signature
         from tpm.verify import TPM_GENERATED_VALUE, verify_signature
 
         labels = sorted({name.rsplit(".", 1)[0] for name in evidence})
@@ -230,15 +219,17 @@ class TpmTrust:
                 ) from None
             except BadInput as exc:
                 raise Refused("bad-receipt", str(exc)) from None
-            attest = _unmarshal(TPMS_ATTEST, attest_blob, f"receipt {label}")
-            if int(attest.magic) != TPM_GENERATED_VALUE:
+            try:
+                attest, nv = parse_receipt_attest(attest_blob, what=f"receipt {label}")
+            except BadInput as exc:
+                raise Refused("malformed", str(exc)) from None
+            if attest.magic != TPM_GENERATED_VALUE:
                 raise Refused("bad-receipt", f"receipt {label}: not TPM-generated")
-            if not hmac.compare_digest(bytes(attest.extraData), qualifying):
+            if not hmac.compare_digest(attest.extra_data, qualifying):
                 raise Refused("stale-receipt", f"receipt {label}: not made for this session")
-            if int(attest.type) == _ATTEST_NV_CERTIFY:
-                nv = attest.attested.nv
-                shown[bytes(nv.indexName)] = (int(nv.offset), bytes(nv.nvContents))
-            elif int(attest.type) != _ATTEST_CERTIFY:
+            if nv is not None:
+                shown[nv.index_name] = (nv.offset, nv.contents)
+            elif attest.type != _ATTEST_CERTIFY:
                 raise Refused("bad-receipt", f"receipt {label}: neither Certify nor NV_Certify")
         for index_name, (offset, contents) in expect_nv.items():
             if shown.get(index_name) != (offset, contents):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -255,8 +256,10 @@ def load_ca_bundle(ca_bundle: Path | Sequence[x509.Certificate]) -> list[x509.Ce
     return certs
 
 
+@functools.lru_cache(maxsize=64)
 def _self_signed(cert: x509.Certificate) -> bool:
-    """Issuer = subject and the certificate's own key verifies its signature."""
+    """Issuer = subject and the certificate's own key verifies its signature. Remembered per
+    certificate: a verifier asks it of the same pinned CAs for every EK it checks."""
     if cert.issuer != cert.subject:
         return False
     try:

@@ -50,6 +50,7 @@ __all__ = [
     "HASH_ALGS",
     "NO_SYMMETRIC",
     "NULL_SCHEME",
+    "NvCertified",
     "PublicArea",
     "Scheme",
     "SymDef",
@@ -62,6 +63,7 @@ __all__ = [
     "nv_name",
     "object_name",
     "parse_attest",
+    "parse_receipt_attest",
     "parse_signature",
     "public_name",
     "selection_from_tpml",
@@ -79,6 +81,7 @@ HASH_ALGS = {
     "sm3_256": TPM2_ALG.SM3_256,
 }
 _ST_ATTEST_QUOTE = int(TPM2_ST.ATTEST_QUOTE)
+_ST_ATTEST_NV = int(TPM2_ST.ATTEST_NV)
 _SIG_NAMES = {
     int(TPM2_ALG.ECDSA): "ecdsa",
     int(TPM2_ALG.RSASSA): "rsassa",
@@ -177,7 +180,10 @@ def parse_attest(data: bytes, *, what: str = "quote.msg") -> Attest:
     Raises:
         BadInput: truncated, trailing bytes, or an unknown attestation type.
     """
-    c = unmarshal_exact(TPMS_ATTEST, data, what)._cdata
+    return _attest_from_c(unmarshal_exact(TPMS_ATTEST, data, what)._cdata)
+
+
+def _attest_from_c(c: Any) -> Attest:
     clock = c.clockInfo
     info = ClockInfo(
         clock=int(clock.clock),
@@ -200,6 +206,31 @@ def parse_attest(data: bytes, *, what: str = "quote.msg") -> Attest:
         pcr_select=select,
         pcr_digest=digest,
     )
+
+
+@dataclass(frozen=True)
+class NvCertified:
+    """What a TPM2_NV_Certify attestation (TPMS_NV_CERTIFY_INFO) shows: the index's name and
+    ``contents`` read at ``offset``."""
+
+    index_name: bytes
+    offset: int
+    contents: bytes
+
+
+def parse_receipt_attest(data: bytes, *, what: str) -> tuple[Attest, NvCertified | None]:
+    """Marshaled TPMS_ATTEST of a receipt → (:class:`Attest`, the NV facts it shows when it is
+    an NV_Certify), in one unmarshal.
+
+    Raises:
+        BadInput: truncated, trailing bytes, or an unknown attestation type.
+    """
+    c = unmarshal_exact(TPMS_ATTEST, data, what)._cdata
+    attest = _attest_from_c(c)
+    if attest.type != _ST_ATTEST_NV:
+        return attest, None
+    nv = c.attested.nv
+    return attest, NvCertified(_bytes(nv.indexName, "name"), int(nv.offset), _bytes(nv.nvContents))
 
 
 def parse_signature(data: bytes, *, what: str = "quote.sig") -> Signature:

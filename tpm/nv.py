@@ -46,7 +46,7 @@ from typing import Any
 
 from tpm import lean_commands
 from tpm.connection import TpmConnection
-from tpm.lean import TpmRefused
+from tpm.lean import TpmRefused, tpm2b
 from tpm.policy import (
     CC_NV_WRITE,
     PolicyAuthorize,
@@ -534,10 +534,8 @@ class LifecycleIndex:
 
     def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
         """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
-        from tpm.tss import TPM2B_MAX_NV_BUFFER
-
         name = self.name(written=written)
-        params = bytes(TPM2B_MAX_NV_BUFFER(value.encode()).marshal()) + (0).to_bytes(2, "big")
+        params = tpm2b(value.encode()) + (0).to_bytes(2, "big")
         return command_parameter_hash(CC_NV_WRITE, (name, name), params)
 
     def approval_steps(
