@@ -52,7 +52,7 @@ class TpmTrust:
     def verify_ek(self, ek_cert: bytes, now: int) -> EkIdentity:
         """The TRE identity (TR 33.812 §7.1.2.1 threat 1 CM 3): the EK certificate chains to a
         trusted manufacturer CA; the EK's TPM2B_PUBLIC is rebuilt from it."""
-        from tpm.ek import ek_tpm_public, load_certificate_der, verify_ek_chain
+        from tpm.ek import ek_public_area, load_certificate_der, verify_ek_chain
 
         try:
             cert = load_certificate_der(ek_cert)
@@ -64,11 +64,11 @@ class TpmTrust:
         except EkCertificateRejected as exc:
             raise Refused("unknown-ca", str(exc)) from None
         try:
-            public = ek_tpm_public(cert)
+            public = ek_public_area(cert)
         except EkCertificateRejected as exc:
             raise Refused("bad-ek-cert", str(exc)) from None
-        name = bytes(public.get_name())
-        return EkIdentity(device_id=name.hex(), ek_public=bytes(public.marshal()), ek_name=name)
+        name = public.name()
+        return EkIdentity(device_id=name.hex(), ek_public=public.marshal_sized(), ek_name=name)
 
     def ak_name(self, ak_public: bytes) -> bytes:
         """The AK's TPM name, after checking it is a restricted, TPM-fixed signing key."""

@@ -22,6 +22,7 @@ dropped in transit breaks every later one (cf. the TLS 1.3 transcript, RFC 8446 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
@@ -237,11 +238,17 @@ def _pcr_selection(msg: Message, name: str) -> None:
     _text(msg, name)
     value = getattr(msg, name)
     try:
-        canonical = format_selection(parse_selection(value, what=name))
+        canonical = _canonical_selection(value, name)
     except BadInput as exc:
         raise _fail(msg, name, str(exc)) from None
     if canonical != value:
         raise _fail(msg, name, f"write it as {canonical!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_selection(value: str, name: str) -> str:
+    # a pure function of the text; every message of a session repeats the same selection
+    return format_selection(parse_selection(value, what=name))
 
 
 # ---- messages ---------------------------------------------------------------------------------
@@ -269,11 +276,17 @@ class Message:
 
     @classmethod
     def body_fields(cls) -> tuple[dataclasses.Field[Any], ...]:
-        """The fields carried in the envelope's body (not the header, not the signature)."""
-        return tuple(f for f in dataclasses.fields(cls) if f.name not in _HEADER_FIELDS)
+        """The fields carried in the envelope's body (not the header, not the signature);
+        a class's fields never change, so they are listed once per class."""
+        found = _BODY_FIELDS.get(cls)
+        if found is None:
+            found = tuple(f for f in dataclasses.fields(cls) if f.name not in _HEADER_FIELDS)
+            _BODY_FIELDS[cls] = found
+        return found
 
 
 _HEADER_FIELDS = frozenset({"version", "session_id", "transcript", "signer", "cose"})
+_BODY_FIELDS: dict[type[Message], tuple[dataclasses.Field[Any], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
