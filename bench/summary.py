@@ -14,7 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "RATIO_NOTES", "SummaryRow", "TimeSplit", "summary_rows", "time_splits"]
+__all__ = [
+    "COLUMNS",
+    "RATIO_NOTES",
+    "GoalRatio",
+    "SummaryRow",
+    "TimeSplit",
+    "goal_ratios",
+    "summary_rows",
+    "time_splits",
+]
 
 #: (column title, operation) of the side-by-side table
 COLUMNS = (
@@ -110,3 +119,90 @@ def time_splits(data: dict[str, Any]) -> list[TimeSplit]:
             continue
         out.append(TimeSplit(r["tre"], total, parts))
     return out
+
+
+@dataclass(frozen=True)
+class GoalRatio:
+    """One same-run ratio a TPM row is held to: ``value`` against ``goal`` (at most)."""
+
+    tre: str
+    what: str
+    value: float
+    goal: float
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.goal
+
+
+_HOST_PART = "host: our code + crypto"
+_TPM_PART = "TPM commands (transport)"
+_FSYNC_PART = "fsync + rename"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def goal_ratios(data: dict[str, Any]) -> list[GoalRatio]:
+    """The TPM rows' client-stack ratios, each from cases of the same row in the same run:
+    one bus-protected E_K ÷ the raw command; the K-loaded AKA ÷ three raw commands; on the
+    real path, the host's own time ÷ (TPM commands + fsync), the median of the per-round
+    ratio; quote + verify ÷ (bare TPM2_Quote + bare signature verification)."""
+    medians = _medians(data)
+    raw: dict[str, float] = {}
+    for r in data["records"]:
+        if r.get("raw") and r["summary"] is not None:
+            raw.setdefault(r["tre"], float(r["summary"]["median"]))
+    out: list[GoalRatio] = []
+    tres: list[str] = []
+    for r in data["records"]:
+        if r["tre"] not in tres:
+            tres.append(r["tre"])
+    for tre in tres:
+        unit = raw.get(tre)
+        e_k = medians.get((tre, "e_k (bus-protected)"))
+        if unit and e_k is not None:
+            out.append(GoalRatio(tre, "one bus-protected E_K ÷ the raw command", e_k / unit, 1.3))
+        resident = medians.get((tre, "aka-milenage (no registry)"))
+        if unit and resident is not None and e_k is not None:
+            out.append(
+                GoalRatio(tre, "K-loaded AKA ÷ three raw commands", resident / (3 * unit), 1.3)
+            )
+        host = _host_ratio(data, tre)
+        if host is not None:
+            out.append(GoalRatio(tre, "real-path AKA: host ÷ (TPM commands + fsync)", host, 0.3))
+        both = medians.get((tre, "quote+verify"))
+        bare_verify = medians.get((tre, "verify (bare signature)"))
+        for operation, how in (
+            ("quote (bare TPM2_Quote, bytes)", "bare TPM2_Quote as bytes"),
+            ("quote (bare TPM2_Quote)", "bare TPM2_Quote through ESAPI"),
+        ):
+            bare_quote = medians.get((tre, operation))
+            if both is not None and bare_quote and bare_verify:
+                out.append(
+                    GoalRatio(
+                        tre,
+                        f"quote + verify ÷ ({how} + bare signature verification)",
+                        both / (bare_quote + bare_verify),
+                        1.2,
+                    )
+                )
+    return out
+
+
+def _host_ratio(data: dict[str, Any], tre: str) -> float | None:
+    for r in data["records"]:
+        if r["tre"] != tre or r["operation"] != _AKA:
+            continue
+        samples = (r.get("breakdown") or {}).get("samples")
+        if not isinstance(samples, dict) or _HOST_PART not in samples:
+            return None
+        host = samples[_HOST_PART]
+        tpm = samples.get(_TPM_PART, [0.0] * len(host))
+        fsync = samples.get(_FSYNC_PART, [0.0] * len(host))
+        ratios = [h / (t + f) for h, t, f in zip(host, tpm, fsync, strict=True) if t + f > 0]
+        return _median(ratios) if ratios else None
+    return None

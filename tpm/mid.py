@@ -1093,42 +1093,45 @@ class LoadedMid:
         self._build(key)
 
     def _load_lean(self) -> None:
-        """:meth:`_load` on the lean layer (load-gated MIDs): the EK's policy session, the
-        parent's USER policy session, the three Loads, OPc's Unseal and the MID's salted session
-        all built by :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
+        """:meth:`_load` on the lean layer (load-gated MIDs): one policy session for the EK's
+        policy and the parent's USER policy, the three Loads, OPc's Unseal and the MID's salted
+        session all built by :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
         from tpm.ek import ek_policy_or_list
 
         conn, record, policy = self._conn, self.record, self.record.policy
         srk_name = known_srk_name(conn)
         srk_object = LeanObject(SRK_HANDLE, srk_name)
         endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
-        try:
-            with loaded_ek(conn) as (ek, ek_public):
-                memo = conn.facts.ek_branches
-                if memo is not None and memo[0] is ek_public:
-                    branches = memo[1]
-                else:
-                    branches = ek_policy_or_list(ek_public)
-                    conn.facts.ek_branches = (ek_public, branches)
-                ek_object = LeanObject(
-                    int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public)
-                )
-                with lean_commands.session(conn, kind="policy", symmetric=False) as s:
-                    lean_commands.policy_secret(conn, s, endorsement)
-                    if branches is not None:
-                        lean_commands.policy_or(conn, s, branches)
-                    parent = lean_commands.load(
-                        conn, ek_object, record.parent.private, record.parent.public,
-                        session=s, last_use=True,
-                    )  # fmt: skip
-        except TpmRefused as exc:
-            raise _load_error(exc, "the parent", record.mid) from None
         with contextlib.ExitStack() as parent_scope:
-            parent_scope.callback(lean_commands.flush_object, conn, parent.handle)
-            steps = policy.parent_steps(srk_name)
+            # One policy session for the three Loads: the EK's policy for the parent, then the
+            # parent's USER policy for OPc and for K. The TPM resets a policy session's digest
+            # after every command it authorised (Part 1 §19.7.1), so each Load is checked
+            # against its own steps only, as with a fresh session, one StartAuthSession less.
             runner = parent_scope.enter_context(
                 lean_commands.session(conn, kind="policy", symmetric=False)
             )
+            try:
+                with loaded_ek(conn) as (ek, ek_public):
+                    memo = conn.facts.ek_branches
+                    if memo is not None and memo[0] is ek_public:
+                        branches = memo[1]
+                    else:
+                        branches = ek_policy_or_list(ek_public)
+                        conn.facts.ek_branches = (ek_public, branches)
+                    ek_object = LeanObject(
+                        int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public)
+                    )
+                    lean_commands.policy_secret(conn, runner, endorsement)
+                    if branches is not None:
+                        lean_commands.policy_or(conn, runner, branches)
+                    parent = lean_commands.load(
+                        conn, ek_object, record.parent.private, record.parent.public,
+                        session=runner,
+                    )  # fmt: skip
+            except TpmRefused as exc:
+                raise _load_error(exc, "the parent", record.mid) from None
+            parent_scope.callback(lean_commands.flush_object, conn, parent.handle)
+            steps = policy.parent_steps(srk_name)
             self._stack.callback(self._close_session)
             try:
                 self._lean = lean_commands.start_session(

@@ -229,16 +229,19 @@ def now() -> str:
 
 
 class Registry:
-    """The registry file at ``path``; every method re-reads the file."""
+    """The registry file at ``path``; every read reads the file's bytes again. Their parse is
+    kept per file for the process (:data:`_PARSED`), reused only for the very same bytes, and
+    a changed file re-parses only its changed MID lines: an AKA with a registry of many MIDs
+    costs no more host time than with one."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._key = os.path.abspath(self.path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._locked = False
         #: REG_CTR as this process last read or wrote it under the lock held now (and on which
         #: connection): nobody else can move it before the lock is released
         self._counter: tuple[TpmConnection, int] | None = None
-        #: the file's text as this process last read or wrote it, and its parse
-        self._seen: tuple[str, RegistryData] | None = None
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r})"
@@ -246,7 +249,7 @@ class Registry:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive lock (``<file>.lock``) for a read-modify-write across processes."""
-        with file_lock(self.path.with_name(self.path.name + ".lock")):
+        with file_lock(self._lock_path):
             self._locked, self._counter = True, None
             try:
                 yield
@@ -265,13 +268,14 @@ class Registry:
             return RegistryData()
         except OSError as exc:
             raise BadInput(f"registry {self.path}: {exc.strerror}") from None
-        seen = self._seen
-        if seen is not None and seen[0] == text:  # the same bytes: the same parse
-            data = seen[1]
+        seen = _PARSED.get(self._key)
+        if seen is not None and seen.text == text:  # the same bytes: the same parse
+            data = seen.data
         else:
-            data = RegistryData.from_json(load_json(text, f"registry {self.path}"))
-            self._seen = (text, data)
-        return replace(data, mids=dict(data.mids))
+            seen = _parse(text, seen, f"registry {self.path}")
+            _remember_parse(self._key, seen)
+            data = seen.data
+        return RegistryData(data.version, data.ek_name, dict(data.mids), data.audit)
 
     def freshness(self, conn: TpmConnection, data: RegistryData, ek_name: bytes) -> str:
         """``"fresh"``, ``"repairable"`` (crash between file write and NV increment), ``"new"``
@@ -350,31 +354,155 @@ class Registry:
         Raises:
             Unavailable: the file cannot be written (disk full, read-only, …).
         """
-        text = _text(data)
-        self._seen = None
+        parsed = _render(data, _PARSED.pop(self._key, None))
         try:
-            atomic_write_text(self.path, text)
+            atomic_write_text(self.path, parsed.text)
         except OSError as exc:
             raise Unavailable(
                 f"cannot write the MID registry {self.path}: {exc.strerror}"
             ) from None
-        self._seen = (text, replace(data, mids=dict(data.mids)))
+        _remember_parse(self._key, parsed)
 
 
-def _text(data: RegistryData) -> str:
-    """The file's text, one line per MID and per audit event: written on every accepted AKA,
-    so it goes through json's C encoder (which ``indent`` would bypass)."""
-    doc = data.to_json()
-    mids, audit = doc.pop("mids"), doc.pop("audit")
+@dataclass(frozen=True)
+class _Parsed:
+    """A registry file's text and its parse, with each MID's line in it: a later text that
+    differs in a few lines (one SQN update) re-parses only those, and a write re-encodes only
+    the records that changed (the others keep their line)."""
+
+    text: str
+    data: RegistryData
+    #: a MID line (without its trailing comma) → the record it parses to
+    records: dict[str, MidRecord]
+    #: id of a record in :attr:`data` → (that record, its line): identity, so an equal but
+    #: rebuilt record is encoded again rather than trusted
+    lines: dict[int, tuple[MidRecord, str]]
+
+
+#: the last text each registry file (by absolute path) was read or written as in this process,
+#: and its parse. Always compared with the file's bytes as read now, under the caller's lock:
+#: a change by anyone (another process, a restored copy) is a different text, parsed afresh.
+_PARSED: dict[str, _Parsed] = {}
+_PARSED_FILES = 8  # registries one process uses at a time (the bench: one per TPM)
+
+
+def _remember_parse(key: str, parsed: _Parsed) -> None:
+    _PARSED.pop(key, None)
+    while len(_PARSED) >= _PARSED_FILES:
+        del _PARSED[next(iter(_PARSED))]
+    _PARSED[key] = parsed
+
+
+_MIDS_OPEN, _LIST_CLOSE, _AUDIT_OPEN = ' "mids": [', " ],", ' "audit": ['
+
+
+def _parse(text: str, previous: _Parsed | None, where: str) -> _Parsed:
+    """Parse a registry file: line by line when it has the layout :func:`_render` writes
+    (unchanged MID lines reuse ``previous``'s records), else as any JSON document.
+
+    Raises:
+        BadInput: malformed.
+    """
+    quick = _parse_lines(text, previous.records if previous is not None else {})
+    if quick is not None:
+        return quick
+    data = RegistryData.from_json(load_json(text, where))
+    return _Parsed(text, data, {}, {})
+
+
+def _parse_lines(text: str, known: dict[str, MidRecord]) -> _Parsed | None:
+    """The file in :func:`_render`'s layout, or None when it is not exactly that layout (the
+    caller then parses it as a whole). Each MID line is one complete JSON object, so parsing
+    the lines one by one gives what parsing the whole text gives."""
+    lines = text.split("\n")
+    if len(lines) < 7 or lines[0] != "{" or lines[-1] != "" or lines[-2] != "}":
+        return None
+    try:
+        opened = lines.index(_MIDS_OPEN)
+        closed = lines.index(_LIST_CLOSE, opened)
+    except ValueError:
+        return None
+    if lines[closed + 1] != _AUDIT_OPEN or lines[-3] != " ]" or closed + 2 > len(lines) - 3:
+        return None
+    header = lines[1:opened]
+    if not header or not header[-1].endswith(","):
+        return None
+    values = _list_values(lines[opened + 1 : closed])
+    events = _list_values(lines[closed + 2 : -3])
+    if values is None or events is None:
+        return None
+    try:
+        doc = json.loads("{" + "\n".join(header)[:-1] + "}")
+        audit = [json.loads(event) for event in events]
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    doc["mids"], doc["audit"] = [], audit
+    records: dict[str, MidRecord] = {}
+    mids: dict[str, MidRecord] = {}
+    for value in values:
+        record = known.get(value)
+        if record is None:
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return None
+            record = MidRecord.from_json(parsed)
+        records[value] = mids[record.mid] = record
+    data = replace(RegistryData.from_json(doc), mids=mids)
+    lines_of = {id(r): (r, v) for v, r in records.items() if mids.get(r.mid) is r}
+    return _Parsed(text, data, records, lines_of)
+
+
+def _list_values(rows: list[str]) -> list[str] | None:
+    """The values of a list written one per line (``  value,`` … ``  value``), or None."""
+    values = []
+    for n, row in enumerate(rows):
+        last = n == len(rows) - 1
+        if not row.startswith("  ") or row.endswith(",") == last:
+            return None
+        values.append(row[2:] if last else row[2:-1])
+    return values
+
+
+def _render(data: RegistryData, previous: _Parsed | None) -> _Parsed:
+    """The file's text for ``data`` (:func:`_text`) and its parse; records already encoded
+    in ``previous`` keep their line."""
+    known = previous.lines if previous is not None else {}
+    lines: dict[int, tuple[MidRecord, str]] = {}
+    rows: list[str] = []
+    for record in data.mids.values():
+        seen = known.get(id(record))
+        line = seen[1] if seen is not None and seen[0] is record else None
+        if line is None:
+            line = json.dumps(record.to_json())
+        lines[id(record)] = (record, line)
+        rows.append(line)
+    text = _text(data, rows)
+    kept = RegistryData(data.version, data.ek_name, dict(data.mids), data.audit)
+    return _Parsed(text, kept, {line: record for record, line in lines.values()}, lines)
+
+
+def _text(data: RegistryData, mid_lines: list[str]) -> str:
+    """The file's text, one line per MID (``mid_lines``: each record's JSON) and per audit
+    event: written on every accepted AKA, so it goes through json's C encoder (which
+    ``indent`` would bypass) and is parsed back line by line (:func:`_parse_lines`)."""
+    doc = {
+        "format": FORMAT,
+        "version": REGISTRY_VERSION,
+        "counter": data.version,
+        "ek_name": data.ek_name.hex(),
+    }
     lines = [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in doc.items()]
 
-    def listed(name: str, items: list[Any], last: bool) -> list[str]:
-        rows = [f"  {json.dumps(item)}," for item in items]
+    def listed(opening: str, items: list[str], closing: str) -> list[str]:
+        rows = [f"  {item}," for item in items]
         if rows:
             rows[-1] = rows[-1][:-1]
-        return [f' "{name}": [', *rows, " ]" if last else " ],"]
+        return [opening, *rows, closing]
 
-    return (
-        "\n".join(["{", *lines, *listed("mids", mids, False), *listed("audit", audit, True), "}"])
-        + "\n"
-    )
+    events = [json.dumps(event) for event in data.audit]
+    lines += listed(_MIDS_OPEN, mid_lines, _LIST_CLOSE)
+    lines += listed(_AUDIT_OPEN, events, " ]")
+    return "\n".join(["{", *lines, "}"]) + "\n"

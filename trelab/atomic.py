@@ -43,14 +43,20 @@ def _replace(source: str, target: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename, fsync dir."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            _fsync(handle.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except FileNotFoundError:  # the directory first (only then: a state write is a hot path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            _fsync(fd)
+        finally:
+            os.close(fd)
         _replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -72,11 +78,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o
 def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if absent) for a read-modify-write
     across processes; released when the block ends, or by the kernel if the process dies."""
-    path = Path(lock_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    try:
+        fd = os.open(lock_path, flags, 0o666)
+    except FileNotFoundError:  # the directory first (only then: an AKA takes this lock)
+        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, flags, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -4,7 +4,9 @@ Rows (one provider each; ``cases()`` holds exactly one raw case, the bare TPM co
 
 - ``tpm (ecb, load-gated)`` — K an AES key in the TPM, PCR policy checked at TPM2_Load; each
   E_K one TPM2_EncryptDecrypt2 (ECB). Raw: one EncryptDecrypt2 of one block. Also quote,
-  verify, quote+verify (ECC P-256 AK), mid-import and provisioning (the host agent's full
+  verify, quote+verify (ECC P-256 AK), the bare TPM2_Quote (through ESAPI, and as bytes sent
+  on the transport) and the bare signature verification (quote+verify's reference: the bare
+  quote as bytes + the bare verification), mid-import and provisioning (the host agent's full
   provisioning against the in-process operator side, :func:`bench.provision_bench.operator_side`).
 - ``tpm (cfb-only)`` — the same MID kind, E_K by one CFB *decrypt* per call (the fallback for
   TPMs that refuse ECB), forced on a TPM that also has ECB. Raw: one EncryptDecrypt2 CFB call.
@@ -57,6 +59,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -898,6 +901,10 @@ class TpmTre:
 
     # -- attestation ---------------------------------------------------------------------------
     def _attest_cases(self, batch: int) -> list[Case]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
         from tpm.evidence import evidence_from_files
         from tpm.marshal import tpml_from_selection
         from tpm.pcrsel import parse_selection
@@ -922,6 +929,21 @@ class TpmTre:
             except TSS2_Exception as exc:
                 raise translate(exc, "bare TPM2_Quote") from None
 
+        from tpm import lean
+
+        quote_params = struct.pack(">H", lean.ALG_NULL) + bytes(tpml.marshal())
+        transport = self._conn.transport
+
+        def bare_quote_bytes(n: int) -> None:  # marshalled here, sent bare: no client stack
+            for _ in range(n):
+                command, _ = lean.wrap(
+                    lean.CC.QUOTE, [ak.handle], [b""],
+                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
+                )  # fmt: skip
+                response = transport.execute(command)
+                if struct.unpack_from(">I", response, 6)[0] != 0:
+                    raise LocalProtocolError("bare TPM2_Quote refused")
+
         def fresh_quote() -> None:
             nonce = os.urandom(16)
             made["nonce"], made["files"] = nonce, quoter.quote(nonce, selection)
@@ -930,6 +952,18 @@ class TpmTre:
             nonce, files = made["nonce"], made["files"]
             for _ in range(n):
                 verify_quote(evidence_from_files(files), nonce=nonce, expected_ak_name=ak.name)
+
+        def fresh_signature() -> None:  # untimed: the signature of a fresh quote, as DER
+            fresh_quote()
+            evidence = evidence_from_files(made["files"])
+            sig = evidence.signature
+            made["der"] = encode_dss_signature(sig.ecdsa_r, sig.ecdsa_s)
+            made["message"], made["key"] = evidence.message, evidence.ak.key
+
+        def bare_verify(n: int) -> None:
+            key, der, message = made["key"], made["der"], made["message"]
+            for _ in range(n):
+                key.verify(der, message, ec.ECDSA(hashes.SHA256()))
 
         def both(n: int) -> None:
             for _ in range(n):
@@ -941,13 +975,23 @@ class TpmTre:
         return [
             Case(self.tre, "quote (bare TPM2_Quote)", bare_quote, batch=batch,
                  detail=f"one ESAPI quote, AK handle and selection prepared ({where}): the "
-                 "reference for quote+verify (target: at most 1.2× of it)"),
+                 "bare command through ESAPI (its client-stack cost included)"),
+            Case(self.tre, "quote (bare TPM2_Quote, bytes)", bare_quote_bytes, batch=batch,
+                 detail=f"one TPM2_Quote marshalled here and sent on the transport, response "
+                 f"code checked ({where}): no client stack, the floor; with verify (bare "
+                 "signature), the reference quote+verify is held to (goal: at most 1.2× their "
+                 "sum)"),
             Case(self.tre, "quote", quote, batch=batch,
                  detail=f"tpm.quote.Quoter.quote: TPM2_Quote + PCR values checked against the "
                  f"signed pcrDigest ({where})"),
             Case(self.tre, "verify", verify, batch=batch, setup=fresh_quote,
                  detail="tpm.verify.verify_quote in memory: signature, AK name, magic, type, "
                  "nonce, signed selection, pcrDigest"),
+            Case(self.tre, "verify (bare signature)", bare_verify, batch=4 * batch,
+                 setup=fresh_signature,
+                 detail="one ECDSA P-256 / SHA-256 verification of a quote's signature with "
+                 "cryptography, key and DER signature prepared: the verifier's share of the "
+                 "reference for quote+verify (bare TPM2_Quote + this)"),
             Case(self.tre, "quote+verify", both, batch=batch,
                  detail=f"quote then verify, fresh nonce each ({where})"),
         ]  # fmt: skip

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from bench.schema import SCHEMA_NAME, SCHEMA_VERSION
 from host.cli.bench_cmd import _compare
 from tests.fuzz.oracle import typed
+from tests.fuzz.scratch import scratch_dir
 
-_SHM = Path("/dev/shm")
-_DIR = Path(tempfile.mkdtemp(prefix="trelab-fuzz-bench-", dir=_SHM if _SHM.is_dir() else None))
+_DIR = scratch_dir("bench")
 
 
 def _record(tre: str, operation: str, samples: list[float], raw: bool = False) -> dict[str, Any]:

@@ -5,18 +5,16 @@ commands a terminal starts with (select, PIN, read, authenticate) without an int
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 from firmware_stubs.usim.engine import UsimEngine
 from firmware_stubs.usim.profile import DEFAULT_PROFILE, load_profile, parse_profile
 from firmware_stubs.usim.state import CardStore
 from tests.fuzz.oracle import typed
+from tests.fuzz.scratch import scratch_dir
 from tests.fuzz.usim_common import MILENAGE, PIN1, USIM_AID, Watched, genuine_autn
 
-_SHM = Path("/dev/shm")
-_DIR = Path(tempfile.mkdtemp(prefix="trelab-fuzz-card-", dir=_SHM if _SHM.is_dir() else None))
+_DIR = scratch_dir("card")
 RAND = bytes(range(16))
 START = [
     bytes([0x00, 0xA4, 0x04, 0x04, len(USIM_AID)]) + USIM_AID,

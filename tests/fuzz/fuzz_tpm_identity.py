@@ -237,8 +237,16 @@ def _validated_session() -> Session:
     return session
 
 
+_session: list[Session] = []
+
+
 def _package(reader: Reader) -> None:
-    session = _validated_session()
+    """The SRK to a validated session. A refusal leaves the store as it was (the contract,
+    checked on every answer), so the session stays validated and serves the next input; only
+    an accepted request moves it on, and the next input gets a fresh one."""
+    if not _session:
+        _session.append(_validated_session())
+    session = _session[0]
     srk = reader.chunk(200) if reader.pick(8) == 0 else changed_public(reader, SRK)
     request = typed(
         m.PackageRequest,
@@ -251,6 +259,8 @@ def _package(reader: Reader) -> None:
     if isinstance(request, TrelabError):
         return
     response, _ = DEPLOYMENT.request("POST", "/v1/dpf/package", HEADERS, m.encode(request))
+    if response.status < 400:
+        _session.clear()
     if response.status == 200:
         assert _tpm2b_sized(srk), "an SRK public with a wrong TPM2B size was accepted"
 

@@ -5,16 +5,12 @@ held to: the app always answers; a bad request gets a 4xx carrying an Error mess
 
 from __future__ import annotations
 
-import atexit
 import datetime
 import hashlib
 import itertools
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -26,6 +22,7 @@ from network.config import NetworkConfig, ShoConfig
 from network.server import CBOR, NetworkApp, Response
 from network.store import Store
 from protocol import messages as m
+from tests.fuzz.scratch import scratch_dir
 
 NOW = 1_800_000_000
 WHEN = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
@@ -93,12 +90,7 @@ class Deployment:
     entries made every request slower than the last)."""
 
     def __init__(self, name: str) -> None:
-        shm = Path("/dev/shm")
-        where = Path(
-            tempfile.mkdtemp(prefix=f"trelab-fuzz-{name}-", dir=shm if shm.is_dir() else None)
-        )
-        atexit.register(shutil.rmtree, where, ignore_errors=True)  # a RAM disk: leave nothing
-        self.path = where / "network.db"
+        self.path = scratch_dir(name) / "network.db"
         self.store = Store(self.path, CONFIG.store_key)
         counter = itertools.count()
 

@@ -155,9 +155,17 @@ def test_tpm_and_modem_rows_run_and_their_records_follow_the_schema(bench: Any) 
     operations = {(r["tre"], r["operation"]) for r in records}
     ecb = "tpm (ecb, load-gated)"
     for operation in ("aka-milenage", "aka-milenage (no registry)", "aka-resync", "quote",
-                      "quote (bare TPM2_Quote)", "verify", "quote+verify", "mid-import",
-                      "aka-5g", "suci", "aka-hmac-sha256"):  # fmt: skip
+                      "quote (bare TPM2_Quote)", "quote (bare TPM2_Quote, bytes)", "verify",
+                      "verify (bare signature)",
+                      "quote+verify", "mid-import", "aka-5g", "suci",
+                      "aka-hmac-sha256"):  # fmt: skip
         assert (ecb, operation) in operations
+    # the summary's goal ratios of the ECB row: each from this run's cases of that row
+    from bench.summary import goal_ratios
+
+    goals = {g.what for g in goal_ratios({"records": records}) if g.tre == ecb}
+    assert "quote + verify ÷ (bare TPM2_Quote as bytes + bare signature verification)" in goals
+    assert "real-path AKA: host ÷ (TPM commands + fsync)" in goals
     for row in TPM_ROWS:  # 5G AKA on every TPM row, next to its aka-milenage
         assert {(row, "aka-milenage"), (row, "aka-5g")} <= operations, row
     suci = next(r for r in records if (r["tre"], r["operation"]) == (ecb, "suci"))

@@ -127,3 +127,51 @@ def test_a_mid_imported_on_either_layer_runs_on_both(
             )  # fmt: skip
             assert isinstance(outcome.result, AkaSuccess)
             assert outcome.result.res == network.f2345(rand).res
+
+
+def test_the_registry_another_process_changed_is_read_afresh(
+    private_swtpm: str, tmp_path: Path
+) -> None:
+    """This process keeps the registry's parse between AKAs. Another process (``trelab tpm
+    aka``, then ``trelab mid delete --local``) moves the SQN and then deletes the MID: the
+    next AKA here sees both: a replay of the other process's challenge is a synchronisation
+    failure (never accepted against the older SQN this process saw), a fresher one is
+    accepted, and the deleted MID is unknown."""
+    import json
+    import subprocess
+    import sys
+
+    from aka.usim import AkaSyncFailure
+    from tpm.mid_errors import UnknownMid
+
+    registry = Registry(tmp_path / "mids.json")
+    cli = [sys.executable, "-m", "host.cli"]
+    where = ["--tpm", private_swtpm, "--registry", str(registry.path)]
+    with TpmConnection(private_swtpm) as c:
+        mid = local_mid(c, registry, kind="load", imsi=f"00101999000{next(_IMSI)}")
+        rand = os.urandom(16)
+        first = authenticate(c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 1))
+        assert isinstance(first.result, AkaSuccess)
+        other_rand = os.urandom(16)
+        other_autn = fresh_autn(mid.k, mid.opc, other_rand, 2)
+        done = subprocess.run(
+            [*cli, "tpm", "aka", *where, "--mid", mid.record.mid, "--rand", other_rand.hex(),
+             "--autn", other_autn.hex(), "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == "success"
+        replayed = authenticate(c, registry, mid.record.mid, other_rand, other_autn)
+        assert isinstance(replayed.result, AkaSyncFailure)
+        rand = os.urandom(16)
+        fresh = authenticate(c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 3))
+        assert isinstance(fresh.result, AkaSuccess)
+        assert registry.read().get(mid.record.mid).sqn.highest_seq == 3
+        done = subprocess.run(
+            [*cli, "mid", "delete", "--local", *where, "--mid", mid.record.mid],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        rand = os.urandom(16)
+        with pytest.raises(UnknownMid):
+            authenticate(c, registry, mid.record.mid, rand, fresh_autn(mid.k, mid.opc, rand, 4))

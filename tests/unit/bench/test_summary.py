@@ -99,3 +99,39 @@ def test_html_draws_one_stacked_bar_per_tre() -> None:
         assert f"<title>{part}:" in page.replace("&amp;", "&")
     assert "<title>host crypto (the whole AKA): 3.00 µs</title>" in page
     assert page.count("<rect") == 3 + 2 + 1 + 5  # bars' parts + the legend's five swatches
+
+
+def test_goal_ratios_come_from_the_same_rows_cases() -> None:
+    """Each goal ratio divides medians of one TPM row's cases; the host ratio is the median
+    over rounds of host ÷ (TPM + fsync), never a ratio of medians."""
+    from bench.summary import goal_ratios
+
+    tre = "tpm (ecb, load-gated)"
+    raw = _record(tre, "raw: EncryptDecrypt2 (ECB)", 100_000.0)
+    raw["raw"] = True
+    data = {
+        "tres": {tre: {"kind": "tpm"}},
+        "records": [
+            raw,
+            _record(tre, "e_k (bus-protected)", 120_000.0),
+            _record(tre, "aka-milenage (no registry)", 390_000.0),
+            _with_breakdown(_record(tre, "aka-milenage", 5_000_000.0), _TPM_ROUNDS),
+            _record(tre, "quote (bare TPM2_Quote)", 1_000_000.0),
+            _record(tre, "quote (bare TPM2_Quote, bytes)", 900_000.0),
+            _record(tre, "verify (bare signature)", 100_000.0),
+            _record(tre, "quote+verify", 1_430_000.0),
+        ],
+        "skipped": [],
+    }
+    got = {g.what: g for g in goal_ratios(data)}
+    assert got["one bus-protected E_K ÷ the raw command"].value == 1.2
+    assert got["K-loaded AKA ÷ three raw commands"].value == 1.3
+    host = got["real-path AKA: host ÷ (TPM commands + fsync)"]
+    assert host.value == 500_000.0 / 4_500_000.0 and host.met  # per-round ratios' median
+    quote = got["quote + verify ÷ (bare TPM2_Quote through ESAPI + bare signature verification)"]
+    assert quote.value == 1.3 and not quote.met
+    floor = got["quote + verify ÷ (bare TPM2_Quote as bytes + bare signature verification)"]
+    assert floor.value == 1_430_000.0 / 1_000_000.0
+    text = "\n".join(summary_markdown(data))
+    assert "| 1.30× | ≤ 1.2× | NOT met |" in text
+    assert "<td>NOT met</td>" in "".join(summary_html(data))
