@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uicc import seac
 from uicc.links.inprocess import InProcessLink
 from uicc.survey import read_access_rules
+from uicc.sw import is_valid_sw
 from uicc.usim import UsimClient
 
 from .conftest import ADM1, Card, make_card
@@ -143,3 +146,20 @@ def test_rules_survive_a_power_cycle_and_a_restart(tmp_path: Path) -> None:
     client = UsimClient(InProcessLink(again.engine))
     found = read_access_rules(client)
     assert found["ara_m"] is True and len(found["rules"]) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=1, max_size=80), st.sampled_from([0x80, 0x90, 0x00, 0x10]))
+def test_store_data_garbage_gets_a_status_and_changes_rules_only_on_9000(
+    data: bytes, p1: int
+) -> None:
+    card = make_card()
+    card.send(ARA_M)
+    card.verify_adm1()
+    before = card.engine.state
+    out = card.raw(bytes([0x80, 0xE2, p1, 0x00, len(data)]) + data)
+    assert card.engine.last_error is None and is_valid_sw(int.from_bytes(out[-2:], "big"))
+    if out != b"\x90\x00":
+        assert card.engine.state == before
+    else:  # what the card stored is what GET DATA shows, and it decodes
+        assert seac.decode_rules(all_rules(card)) is not None
