@@ -1,7 +1,8 @@
 """Change of subscription (TR 33.812: a TRE holding an ACTIVE MID of SHO-A takes one of SHO-B,
 then deletes SHO-A's) for many devices at once, through two workers on one store — on each
-engine (SQLite file; PostgreSQL database of the session's cluster). Every request of every
-device is sent to both workers at the same moment (a retry that overtook the original).
+engine (SQLite file; PostgreSQL database of the session's cluster). Each worker serves HTTP
+on its own port (two servers, one database); every request of every device is sent to both at
+the same moment (a retry that overtook the original, landing on the other server).
 
 What must hold: one reply per request wherever it lands (idempotent retries), no two live MIDs
 of one device with one number, one HSS record per MID, SHO-A's MID deleted and SHO-B's active
@@ -26,11 +27,11 @@ from contextlib import ExitStack
 import pytest
 
 from network.config import NetworkConfig
-from network.server import NetworkApp
+from network.server import NetworkApp, running_server
 from network.store import Store
 from network.trust import TpmTrust
 from protocol import messages as m
-from protocol.client import InProcessTransport
+from protocol.client import HttpTransport, Transport
 from protocol.errors import Refused
 from protocol.records import DeviceRecord, MidRecord, SessionRecord, VerdictRecord
 from protocol.transitions import Session, SessionState
@@ -125,13 +126,11 @@ class Device:
                              evidence=tuple(sorted(evidence.items()))))  # fmt: skip
 
 
-def at_once_on_both(workers: list[NetworkApp], calls: list[tuple[str, bytes]]) -> list[bytes]:
-    """Every (endpoint, wire) posted to every worker, all released together; one reply per
-    call (checked to be the same on every worker)."""
+def at_once_on_both(servers: list[Transport], calls: list[tuple[str, bytes]]) -> list[bytes]:
+    """Every (endpoint, wire) posted to every server, all released together; one reply per
+    call (checked to be the same on every server)."""
     jobs: list[Callable[[], bytes]] = [
-        (lambda app=app, e=e, w=w: InProcessTransport(app).post(e, w))
-        for e, w in calls
-        for app in workers
+        (lambda server=server, e=e, w=w: server.post(e, w)) for e, w in calls for server in servers
     ]
     gate = threading.Barrier(len(jobs))
 
@@ -141,7 +140,7 @@ def at_once_on_both(workers: list[NetworkApp], calls: list[tuple[str, bytes]]) -
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         replies = list(pool.map(run, jobs))
-    per_call = [replies[i : i + len(workers)] for i in range(0, len(replies), len(workers))]
+    per_call = [replies[i : i + len(servers)] for i in range(0, len(replies), len(servers))]
     for same in per_call:
         assert all(r == same[0] for r in same), "a retry got another reply than the original"
     return [same[0] for same in per_call]
@@ -151,11 +150,19 @@ def test_change_of_subscription_for_many_devices_through_two_workers(
     workers: list[NetworkApp],
 ) -> None:
     devices = [Device(workers[0], i) for i in range(DEVICES)]
+    with running_server(workers[0]) as url_a, running_server(workers[1]) as url_b:
+        change_of_subscription(devices, [HttpTransport(url_a), HttpTransport(url_b)])
+    check_store(workers[1].store, devices)
+
+
+def change_of_subscription(devices: list[Device], servers: list[Transport]) -> None:
+    """Every device's change of subscription, each step of all devices at once on both
+    servers."""
 
     # 1. SHO-B's package: MID number MID_CTR + 1 = 2, a new HSS record of SHO-B
     wires = [d.session.send(d.session.make(m.PackageRequest, srk_public=b"srk", slot=d.slot_b,
                                            counter=1)) for d in devices]  # fmt: skip
-    for d, reply in zip(devices, at_once_on_both(workers, [("dpf/package", w) for w in wires]),
+    for d, reply in zip(devices, at_once_on_both(servers, [("dpf/package", w) for w in wires]),
                         strict=True):  # fmt: skip
         package = d.session.receive(reply)
         assert isinstance(package, m.MidPackage) and package.sequence == 2
@@ -165,7 +172,7 @@ def test_change_of_subscription_for_many_devices_through_two_workers(
     # 2. its install receipt: INSTALLED, and SHO-B activates at once
     wires = [d.receipt(d.session, str(d.mid_b), 2, "install", "INSTALLED", 2) for d in devices]
     commands = []
-    for d, reply in zip(devices, at_once_on_both(workers, [("dpf/receipt", w) for w in wires]),
+    for d, reply in zip(devices, at_once_on_both(servers, [("dpf/receipt", w) for w in wires]),
                         strict=True):  # fmt: skip
         command = d.session.receive(reply)
         assert isinstance(command, m.LifecycleCommand) and command.transition == "activate"
@@ -174,7 +181,7 @@ def test_change_of_subscription_for_many_devices_through_two_workers(
         d.receipt(d.session, str(d.mid_b), c.sequence, "activate", "ACTIVE", None)
         for d, c in zip(devices, commands, strict=True)
     ]
-    for d, reply in zip(devices, at_once_on_both(workers, [("dpf/receipt", w) for w in wires]),
+    for d, reply in zip(devices, at_once_on_both(servers, [("dpf/receipt", w) for w in wires]),
                         strict=True):  # fmt: skip
         ack = d.session.receive(reply)
         assert isinstance(ack, m.Ack) and ack.state == "ACTIVE"
@@ -183,7 +190,7 @@ def test_change_of_subscription_for_many_devices_through_two_workers(
     wires = [d.lifecycle.send(d.lifecycle.make(m.LifecycleRequest, mid_id=d.mid_a,
                                                transition="delete")) for d in devices]  # fmt: skip
     commands = []
-    for d, reply in zip(devices, at_once_on_both(workers, [("sho/lifecycle", w) for w in wires]),
+    for d, reply in zip(devices, at_once_on_both(servers, [("sho/lifecycle", w) for w in wires]),
                         strict=True):  # fmt: skip
         command = d.lifecycle.receive(reply)
         assert isinstance(command, m.LifecycleCommand) and command.transition == "delete"
@@ -192,13 +199,14 @@ def test_change_of_subscription_for_many_devices_through_two_workers(
         d.receipt(d.lifecycle, d.mid_a, c.sequence, "delete", "DELETED", None)
         for d, c in zip(devices, commands, strict=True)
     ]
-    for d, reply in zip(devices, at_once_on_both(workers, [("dpf/receipt", w) for w in wires]),
+    for d, reply in zip(devices, at_once_on_both(servers, [("dpf/receipt", w) for w in wires]),
                         strict=True):  # fmt: skip
         ack = d.lifecycle.receive(reply)
         assert isinstance(ack, m.Ack) and ack.state == "DELETED"
 
-    # the invariants, read back from the database through the other worker's store
-    store = workers[1].store
+
+def check_store(store: Store, devices: list[Device]) -> None:
+    """The invariants, read back from the database."""
     with store.transaction() as tx:
         mids = tx.mids()
         hss = {d.imsi_a: tx.hss(d.imsi_a) for d in devices}
