@@ -3,10 +3,12 @@ provisioning throughput → report.
 
 What ``make bench`` runs. It brings the lab up itself (and down again if it started it), so a
 fresh machine needs nothing else, and writes ``report.json`` (schema: :mod:`bench.schema`),
-``report.md`` and a self-contained ``report.html``. The throughput curve
-(:mod:`bench.provision_throughput`, its own server and swtpms, not the lab's) runs when every
-TRE is benchmarked with the lab (no ``--tre``, no ``--no-lab``) at levels 1, 2, 4 with three
-provisionings per device (quick: 1, 2 with one), unless ``throughput=False``.
+``report.md`` and a self-contained ``report.html``. The throughput curves
+(:mod:`bench.provision_throughput`, their own servers and swtpms, not the lab's) run when every
+TRE is benchmarked with the lab (no ``--tre``, no ``--no-lab``), unless ``throughput=False``:
+SQLite and PostgreSQL × 1 and 2 gunicorn workers side by side at :data:`MATRIX_LEVELS`, then
+the server alone at 1 and 2 workers (quick: one curve, the built-in server on SQLite, levels
+1, 2 with one provisioning per device).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ from .machine import cpu_model
 from .report import render_html, render_json, render_markdown
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, THROUGHPUT, validate_report
 from .tres.registry import LAB_TRES, TRE_FACTORIES, LabContext, build_providers
+
+#: The throughput curves of a full run: each engine × worker count (SQLite, PostgreSQL × 1, 2
+#: gunicorn workers) at these levels, one provisioning per device (four curves cost about what
+#: one curve at three per device did), then the server alone at 1 and 2 workers.
+MATRIX_LEVELS = (1, 2, 4)
+MATRIX_PER_DEVICE = 1
+SERVER_ALONE_WORKERS = (1, 2)
+SERVER_ALONE_REQUESTS = 200  # per worker count: a few seconds each
+SERVER_PROFILE_PROVISIONINGS = 3
 
 __all__ = ["INTERRUPTED_EXIT", "MainJobReport", "load_vector_sets", "run_main_job"]
 
@@ -130,13 +141,20 @@ def run_main_job(
         progress("throughput: not started (the run was interrupted)")
         throughput_skip.append({"tre": "provisioning throughput", "reason": "run interrupted"})
     elif throughput and use_lab and not tres:
-        from .provision_throughput import run_throughput
+        from .provision_throughput import run_throughput, run_throughput_matrix
 
-        levels = throughput_levels or ((1, 2) if quick else (1, 2, 4))
-        per_device = throughput_per_device or (1 if quick else 3)
+        levels = throughput_levels or ((1, 2) if quick else MATRIX_LEVELS)
+        per_device = throughput_per_device or (1 if quick else MATRIX_PER_DEVICE)
         progress(f"throughput: levels {', '.join(map(str, levels))}, {per_device} per device")
         try:
-            curve = run_throughput(levels, per_device, progress=progress)
+            if quick:  # one curve: the built-in server on SQLite
+                curve = run_throughput(levels, per_device, progress=progress)
+            else:  # SQLite and PostgreSQL × 1 and 2 workers, side by side, and the server alone
+                curve = run_throughput_matrix(
+                    levels, per_device, progress=progress, server_alone=SERVER_ALONE_WORKERS,
+                    profile_provisionings=SERVER_PROFILE_PROVISIONINGS,
+                    alone_requests=SERVER_ALONE_REQUESTS,
+                )  # fmt: skip
             interrupted = bool(curve["interrupted"])
         except KeyboardInterrupt:  # Ctrl-C before the first level finished
             progress("throughput: interrupted")

@@ -51,10 +51,20 @@ from trelab.errors import TrelabError, Unavailable
 
 from .throughput import ProvisionSample, cpu_ticks, host_busy_ticks, summarize_level, verdict
 
-__all__ = ["DEFAULT_LEVELS", "DEFAULT_PER_DEVICE", "run_throughput", "worker_main"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DEFAULT_PER_DEVICE",
+    "MATRIX_STORES",
+    "MATRIX_WORKERS",
+    "run_throughput",
+    "run_throughput_matrix",
+    "worker_main",
+]
 
 DEFAULT_LEVELS = (1, 2, 4, 8)
 DEFAULT_PER_DEVICE = 3
+MATRIX_STORES = ("sqlite", "postgres")
+MATRIX_WORKERS = (1, 2)
 _SHO = "sho-a"
 _READY_TIMEOUT = 60.0  # a Python process importing tpm2-pytss on a loaded 2-core machine
 _PER_PROVISION_TIMEOUT = 60.0
@@ -415,7 +425,7 @@ class _Run:
         return (_tree_cpu_seconds(pid) or 0.0) if pid else 0.0
 
     def server_side(
-        self, workers: Sequence[int], provisionings: int
+        self, workers: Sequence[int], provisionings: int, requests: int = 400
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """:mod:`bench.server_cpu`'s two passes on a fresh device of their own."""
         from .provision_bench import operator_config
@@ -448,6 +458,7 @@ class _Run:
             store_url=postgres.create_database if postgres is not None else None,
             store_cpu=self._postgres_cpu if postgres is not None else None,
             say=self.say,
+            requests=requests,
         )
         return cpu, alone
 
@@ -500,6 +511,7 @@ def run_throughput(
     store: str = "sqlite",
     server_alone: Sequence[int] = (),
     profile_provisionings: int = 5,
+    alone_requests: int = 400,
 ) -> dict[str, Any]:
     """Measure the curve (see the module docstring) and return the report's
     ``provisioning_throughput`` section (:func:`bench.schema.validate_throughput`). Files go to
@@ -512,7 +524,7 @@ def run_throughput(
     run's own, :mod:`lab.postgres`, stopped at the end). ``server_alone``: worker counts for
     :mod:`bench.server_cpu` after the curve (the server's CPU per provisioning against the
     cryptography alone, on ``profile_provisionings`` provisionings, and the server alone under
-    fresh registrations at each worker count); empty: not run.
+    ``alone_requests`` fresh registrations at each worker count); empty: not run.
     Ctrl-C stops after the current level and returns the levels done, marked interrupted.
 
     Raises:
@@ -556,7 +568,9 @@ def run_throughput(
                 )
             server = run.finish_server() if run.server is not None else None
             if server_alone and not interrupted:
-                server_cpu, alone = run.server_side(server_alone, profile_provisionings)
+                server_cpu, alone = run.server_side(
+                    server_alone, profile_provisionings, alone_requests
+                )
         finally:
             run.close()
             if started is not None:
@@ -607,6 +621,90 @@ def run_throughput(
     if alone is not None:
         section["server_alone"] = alone
     section["ok"], section["verdict"] = verdict(section)
+    return section
+
+
+def run_throughput_matrix(
+    levels: Sequence[int],
+    per_device: int,
+    *,
+    stores: Sequence[str] = MATRIX_STORES,
+    worker_counts: Sequence[int] = MATRIX_WORKERS,
+    work_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    started: list[int] | None = None,
+    warmup: bool = True,
+    server_alone: Sequence[int] = (),
+    profile_provisionings: int = 5,
+    alone_requests: int = 400,
+) -> dict[str, Any]:
+    """The curve of :func:`run_throughput` once per engine × worker count (each with its own
+    server, store and fresh swtpms, the same levels, one after the other), side by side.
+    Returns the first combination's section with ``matrix``: every combination's ``store``,
+    ``workers``, ``levels``, ``server``, ``ok`` and ``verdict``; ``ok`` only if all are.
+    ``server_alone`` (worker counts) runs once, after the last combination, on its engine.
+    Ctrl-C keeps the combinations done.
+
+    Raises:
+        BadInput: empty stores or worker counts, or what :func:`run_throughput` refuses.
+        Unavailable: as :func:`run_throughput`.
+    """
+    from trelab.errors import BadInput
+
+    if not stores or not worker_counts:
+        raise BadInput("throughput: at least one store and one worker count")
+    combinations = [(store, workers) for store in stores for workers in worker_counts]
+    say = progress or (lambda text: None)
+    runs: list[dict[str, Any]] = []
+    for i, (store, workers) in enumerate(combinations):
+        last = i == len(combinations) - 1
+        say(f"throughput: {store}, {workers} worker(s) ({i + 1}/{len(combinations)})")
+        runs.append(
+            run_throughput(
+                levels,
+                per_device,
+                work_dir=work_dir,
+                progress=progress,
+                started=started,
+                warmup=warmup,
+                workers=workers,
+                store=store,
+                server_alone=server_alone if last else (),
+                profile_provisionings=profile_provisionings,
+                alone_requests=alone_requests,
+            )
+        )
+        if runs[-1]["interrupted"]:
+            break
+    section = dict(runs[0])  # the first combination's curve, and all of them side by side
+    section["matrix"] = [
+        {
+            "store": run["method"]["store"],
+            "workers": run["method"]["workers"],
+            "levels": run["levels"],
+            "server": run["server"],
+            "ok": run["ok"],
+            "verdict": run["verdict"],
+        }
+        for run in runs
+    ]
+    for key in ("server_cpu", "server_alone"):
+        if key in runs[-1]:
+            section[key] = runs[-1][key]
+    if "server_alone" in section:
+        section["server_alone"] = {**section["server_alone"], "store": runs[-1]["method"]["store"]}
+    section["interrupted"] = any(run["interrupted"] for run in runs)
+    failed = [f"{r['store']} ×{r['workers']}" for r in section["matrix"] if not r["ok"]]
+    section["ok"] = not failed and len(runs) == len(combinations)
+    section["verdict"] = (
+        f"{len(runs)} of {len(combinations)} engine × worker combinations run"
+        + (
+            f"; failed: {', '.join(failed)}"
+            if failed
+            else "; in each, every provisioning ACTIVE and the store agrees"
+        )
+        + (" (interrupted)" if section["interrupted"] else "")
+    )
     return section
 
 

@@ -11,6 +11,8 @@ from .summary import COLUMNS, RATIO_NOTES, goal_ratios, summary_rows, time_split
 
 __all__ = [
     "format_ns",
+    "matrix_markdown",
+    "matrix_rows",
     "render_html",
     "render_json",
     "render_markdown",
@@ -266,7 +268,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         ]
     throughput = data.get("provisioning_throughput")
     if throughput:
-        lines += ["", *throughput_markdown(throughput)]
+        lines += ["", *throughput_markdown(throughput), *server_side_markdown(throughput)]
     lines += [
         "",
         "## AKA conformance (3GPP test data)",
@@ -333,6 +335,63 @@ def throughput_rows(section: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _combination(run: dict[str, Any]) -> str:
+    workers = run["workers"]
+    engine = {"sqlite": "SQLite", "postgres": "PostgreSQL"}.get(run["store"], run["store"])
+    return f"{engine}, {'built-in server' if workers is None else f'{workers} worker(s)'}"
+
+
+def matrix_rows(section: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The engines × worker counts side by side: (headers, one row per concurrency level with
+    provisionings/s, median latency and cores busy for each combination); none without
+    ``matrix``."""
+    runs = section.get("matrix") or []
+    if not runs:
+        return [], []
+    headers = ["devices at once", *(_combination(run) for run in runs)]
+    levels = sorted({lv["concurrency"] for run in runs for lv in run["levels"]})
+    rows = []
+    for concurrency in levels:
+        row = [str(concurrency)]
+        for run in runs:
+            found = [lv for lv in run["levels"] if lv["concurrency"] == concurrency]
+            if not found:
+                row.append("–")
+                continue
+            lv = found[0]
+            rate, busy = lv["throughput_per_s"], lv["cores_busy"]
+            median = (lv["latency_ms"] or {}).get("median")
+            row.append(
+                f"{'–' if rate is None else f'{rate:.2f}'} /s, p50 {_seconds(median)}, "
+                f"{'–' if busy is None else f'{busy:.2f}'} cores"
+                + ("" if lv["failed"] == 0 else f", {lv['failed']} FAILED")
+            )
+        rows.append(row)
+    return headers, rows
+
+
+def matrix_markdown(section: dict[str, Any]) -> list[str]:
+    """The side-by-side table as Markdown lines (none without ``matrix``)."""
+    headers, rows = matrix_rows(section)
+    if not headers:
+        return []
+    lines = [
+        "",
+        "## Engines × workers, side by side",
+        "",
+        "Each column its own `trelab network serve` (gunicorn with that many worker processes) "
+        "and store (a SQLite file; a PostgreSQL cluster of the run's own), fresh swtpms, the "
+        "same levels, run one after the other on the same machine. Cell: provisionings/s, "
+        "median latency, cores busy (server + agents + swtpms + PostgreSQL CPU / wall).",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += [""] + [f"- {_combination(run)}: {run['verdict']}" for run in section["matrix"]]
+    return lines
+
+
 def _throughput_intro(section: dict[str, Any]) -> tuple[str, str]:
     env, method = section["environment"], section["method"]
     server = section["server"]
@@ -381,7 +440,7 @@ def throughput_markdown(section: dict[str, Any], heading: str = "##") -> list[st
     notes = _throughput_notes(section)
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
-    return lines
+    return lines + matrix_markdown(section)
 
 
 def throughput_html(section: dict[str, Any]) -> list[str]:
@@ -400,6 +459,17 @@ def throughput_html(section: dict[str, Any]) -> list[str]:
     notes = _throughput_notes(section)
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    headers, rows = matrix_rows(section)
+    if headers:
+        parts += ["<h2>Engines × workers, side by side</h2>", _table(headers, rows)]
+        parts.append(
+            "<ul>"
+            + "".join(
+                f"<li>{html.escape(_combination(run))}: {html.escape(run['verdict'])}</li>"
+                for run in section["matrix"]
+            )
+            + "</ul>"
+        )
     return parts
 
 
@@ -436,7 +506,12 @@ def server_side_markdown(section: dict[str, Any]) -> list[str]:
             "",
             "## The server alone",
             "",
-            f"Load: {alone['load']}.",
+            f"Load: {alone['load']}."
+            + (
+                f" Store: {'PostgreSQL' if alone['store'] == 'postgres' else 'SQLite'}."
+                if alone.get("store")
+                else ""
+            ),
             "",
             "| workers | clients | ok | /s | server CPU ms/request | server cores | "
             "database CPU ms/request | host cores busy |",
@@ -514,6 +589,9 @@ def render_html(data: dict[str, Any]) -> str:
     throughput = data.get("provisioning_throughput")
     if throughput:
         parts += throughput_html(throughput)
+        server_side = server_side_markdown(throughput)
+        if server_side:
+            parts += ["<pre>", html.escape("\n".join(server_side)), "</pre>"]
     notes = _notes(data)
     if notes:
         parts.append("<h2>Not run / errors</h2><ul>")

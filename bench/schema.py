@@ -183,6 +183,17 @@ def validate_throughput(section: Any) -> None:
     active = server.get("active_mids")
     if not isinstance(active, int) or active != server["mids_by_state"].get("ACTIVE", 0):
         raise BadInput(f"report: {THROUGHPUT}.server.active_mids does not match mids_by_state")
+    for i, run in enumerate(section.get("matrix", [])):
+        where = f"{THROUGHPUT}.matrix[{i}]"
+        if not isinstance(run, dict) or run.get("store") not in ("sqlite", "postgres"):
+            raise BadInput(f"report: {where}.store must be sqlite or postgres")
+        workers = run.get("workers")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise BadInput(f"report: {where}.workers must be a worker count or null")
+        if not isinstance(run.get("levels"), list) or not isinstance(run.get("ok"), bool):
+            raise BadInput(f"report: {where} needs levels and ok")
+        for j, level in enumerate(run["levels"]):
+            _check_level(f"matrix[{i}].levels[{j}]", level)
 
 
 def _check_breakdown(where: str, breakdown: Any) -> None:

@@ -36,7 +36,9 @@ CTRL_ON = 1
 CTRL_RESET = 2
 CTRL_ATR = 4
 MAX_PAYLOAD = 0xFFFF  # the length field is 16 bits
-_MAX_COMMAND = 5 + 255 + 1 + 3  # largest short TPDU (+ slack): anything longer is garbage
+# largest command TPDU: an extended one (header, 3-byte Lc, 2-byte Le) with the 4096 data bytes
+# the emulated card takes at most; anything longer is garbage
+_MAX_COMMAND = 4 + 3 + 4096 + 2
 
 EventKind = Literal["power_off", "power_on", "reset", "atr", "apdu", "unknown_control"]
 

@@ -8,6 +8,12 @@ random bytes in hex. A config without ``trusted_cas`` trusts the bundle its read
 
 ``device-trust.json`` (written next to the config) holds the public keys a TRE pins: the PVA's,
 the DPF's and each SHO's.
+
+An operator that is its own deployment (Alternative 3a of TR 33.812: SHO-A and SHO-B apart)
+holds only its own private keys; the other operators it deals with are ``peers``: each SHO's
+public key and the CA of that deployment's TLS certificate, copied from the peer's
+``device-trust.json`` by :func:`add_peers` (``trelab network add-peer``). A peer can sign Ki
+transfer requests and packages here, nothing else (no lifecycle order, no device trusts it).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ __all__ = [
     "CONFIG_NAME",
     "DEFAULT_PCR_SELECTION",
     "NetworkConfig",
+    "PeerConfig",
     "ShoConfig",
+    "add_peers",
     "device_trust",
     "init_config",
     "load_config",
@@ -66,6 +74,16 @@ class ShoConfig:
 
 
 @dataclass(frozen=True)
+class PeerConfig:
+    """Another operator's SHO, pinned: its public signing key and the CA its deployment's TLS
+    certificate chains to (None: that deployment was made without TLS)."""
+
+    name: str
+    public_key: ec.EllipticCurvePublicKey = field(repr=False)
+    tls_ca: x509.Certificate | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """The whole operator-side configuration, loaded and checked."""
 
@@ -88,7 +106,17 @@ class NetworkConfig:
     tls_certificate: Path | None = None
     tls_key: Path | None = None
     tls_ca: x509.Certificate | None = field(default=None, repr=False)
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
     path: Path | None = None
+
+    def transfer_key(self, sho: str) -> ec.EllipticCurvePublicKey | None:
+        """The public key a Ki transfer message of ``sho`` must verify with: one of this
+        deployment's SHOs, or a pinned peer; None if ``sho`` is neither."""
+        own = self.shos.get(sho)
+        if own is not None:
+            return own.key.public_key
+        peer = self.peers.get(sho)
+        return peer.public_key if peer is not None else None
 
     def signer_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
         """Public keys by signer name (``pva``, ``dpf``, each SHO)."""
@@ -268,7 +296,7 @@ def parse_config(
         raise BadConfig("version: only 1 is understood")
     known = {
         "version", "trusted_cas", "store_key", "pva", "dpf", "validation", "shos", "icf",
-        "revoked_devices", "session_lifetime", "max_body", "tls",
+        "revoked_devices", "session_lifetime", "max_body", "tls", "peers",
     }  # fmt: skip
     unknown = set(doc) - known
     if unknown:
@@ -307,6 +335,10 @@ def parse_config(
     if names:
         raise BadConfig(f"shos: {sorted(names)[0]!r} is the name of a network key")
     tls_certificate, tls_key, tls_ca = _load_tls(base, doc.get("tls"))
+    peers = _load_peers(base, _get(doc, "peers", dict, {}, ""))
+    clash = (set(shos) | {"pva", "dpf", icf_operator}) & set(peers)
+    if clash:
+        raise BadConfig(f"peers: {sorted(clash)[0]!r} is a name of this deployment")
     return NetworkConfig(
         trusted_cas=_load_cas(base, doc.get("trusted_cas"), default_trusted_cas),
         pva_key=_load_key(base, pva.get("key"), "pva", "pva.key"),
@@ -327,8 +359,46 @@ def parse_config(
         tls_certificate=tls_certificate,
         tls_key=tls_key,
         tls_ca=tls_ca,
+        peers=peers,
         path=path,
     )
+
+
+def _load_public_key(path: Path, what: str) -> ec.EllipticCurvePublicKey:
+    data = _read(path, what)
+    if b"PRIVATE KEY" in data:  # a peer's private key has no business here
+        raise BadConfig(f"{what} {path}: a private key; a peer is pinned by its public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise BadConfig(f"{what} {path}: not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise BadConfig(f"{what} {path}: not a P-256 key (ES256)")
+    return key
+
+
+def _load_peers(base: Path, doc: Mapping[str, Any]) -> dict[str, PeerConfig]:
+    """``peers: {name: {key, tls_ca?}}`` → the pinned SHOs of other deployments."""
+    peers: dict[str, PeerConfig] = {}
+    for name, value in doc.items():
+        where = f"peers.{name}."
+        if not _NAME.fullmatch(name):
+            raise BadConfig(f"peers: {name!r} is not a short lower-case name")
+        if not isinstance(value, dict) or not set(value) <= {"key", "tls_ca"}:
+            raise BadConfig(f"peers.{name}: expected {{key, tls_ca}} (paths of PEM files)")
+        key_path = _get(value, "key", str, None, where)
+        if key_path is None:
+            raise BadConfig(f"{where}key: missing (the path of the peer's PEM public key)")
+        ca: x509.Certificate | None = None
+        if "tls_ca" in value:
+            ca_path = _resolve(base, _get(value, "tls_ca", str, "", where))
+            try:
+                ca = x509.load_pem_x509_certificate(_read(ca_path, f"{where}tls_ca"))
+            except ValueError:
+                raise BadConfig(f"{where}tls_ca: {ca_path} holds no PEM certificate") from None
+        public = _load_public_key(_resolve(base, key_path), f"{where}key")
+        peers[name] = PeerConfig(name, public, ca)
+    return peers
 
 
 def _load_tls(base: Path, value: Any) -> tuple[Path | None, Path | None, x509.Certificate | None]:
@@ -387,6 +457,7 @@ def init_config(
     directory: str | os.PathLike[str],
     *,
     shos: Sequence[str] = ("sho-a", "sho-b"),
+    plmns: Sequence[str] = (),
     ca_bundle: str | os.PathLike[str],
     reference: Mapping[str, Mapping[int, bytes]] | None = None,
     pcr_selection: str = DEFAULT_PCR_SELECTION,
@@ -396,6 +467,7 @@ def init_config(
     """Write a fresh configuration into ``directory``: P-256 keys for the PVA, the DPF and each
     SHO (0600), a random store key (0600), a TLS CA and a server certificate naming
     ``tls_names`` (:mod:`network.tls`), ``network.json`` and ``device-trust.json``.
+    ``plmns``: each SHO's MCC+MNC in the order of ``shos`` (default 00101, 00102, …).
     Returns the config path.
 
     Raises:
@@ -408,6 +480,14 @@ def init_config(
     for name in shos:
         if not _NAME.fullmatch(name) or name in ("pva", "dpf", "icf"):
             raise BadConfig(f"SHO name {name!r}: a short lower-case name, not pva/dpf/icf")
+    if len(set(shos)) != len(shos):
+        raise BadConfig("SHO names: each once")
+    if plmns and len(plmns) != len(shos):
+        raise BadConfig(f"PLMNs: one per SHO ({len(shos)}), in the order of the SHOs")
+    for plmn in plmns:
+        if not _PLMN.fullmatch(plmn):
+            raise BadConfig(f"PLMN {plmn!r}: MCC+MNC, 5 or 6 digits")
+    plmn_of = list(plmns) or [f"0010{i + 1}" for i in range(len(shos))]
     try:
         selection = format_selection(parse_selection(pcr_selection, what="pcr_selection"))
     except BadInput as exc:
@@ -436,7 +516,7 @@ def init_config(
         "dpf": {"key": "keys/dpf.pem", "package_lifetime": 3600},
         "validation": validation,
         "shos": {
-            name: {"key": f"keys/{name}.pem", "plmn": f"0010{i + 1}", "algorithm": "milenage"}
+            name: {"key": f"keys/{name}.pem", "plmn": plmn_of[i], "algorithm": "milenage"}
             for i, name in enumerate(shos)
         },
         "icf": {"operator": "icf", "require_pcid": False},
@@ -454,3 +534,78 @@ def init_config(
         out / "device-trust.json", json.dumps(device_trust(config), indent=2) + "\n", mode=0o644
     )
     return config_path
+
+
+def add_peers(
+    config_path: str | os.PathLike[str],
+    trust_path: str | os.PathLike[str],
+    *,
+    shos: Sequence[str] = (),
+    force: bool = False,
+    default_trusted_cas: Path | None = None,
+) -> list[str]:
+    """Pin another deployment's SHOs in the configuration at ``config_path`` (JSON): their
+    public keys and that deployment's TLS CA, read from its ``device-trust.json`` at
+    ``trust_path`` (public material only), copied into ``peers/`` beside the config and named
+    under ``peers`` in it. ``shos``: only these (default: every SHO the file names). Returns
+    the names pinned. Nothing is written unless all of it checks.
+
+    Raises:
+        BadConfig: unreadable files, a name this deployment already uses, a peer pinned
+            already (without ``force``), or a trust file without the SHOs asked for.
+    """
+    where = Path(config_path)
+    if where.is_dir():
+        where = where / CONFIG_NAME
+    if where.suffix == ".toml":
+        raise BadConfig(f"{where}: add-peer writes JSON configurations only")
+    config = load_config(where, default_trusted_cas=default_trusted_cas)
+    try:
+        trust = json.loads(_read(Path(trust_path), "peer trust").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadConfig(f"peer trust {trust_path}: not JSON") from None
+    if not isinstance(trust, dict) or not isinstance(trust.get("shos"), dict):
+        raise BadConfig(f"peer trust {trust_path}: no shos (expected a device-trust.json)")
+    offered: dict[str, Any] = trust["shos"]
+    names = list(dict.fromkeys(shos)) or sorted(offered)
+    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    for name in names:
+        if name not in offered:
+            raise BadConfig(f"peer trust {trust_path}: names no SHO {name!r}")
+        if name in config.shos or name in ("pva", "dpf", config.icf_operator):
+            raise BadConfig(f"peer {name!r}: a name of this deployment")
+        if name in config.peers and not force:
+            raise BadConfig(f"peer {name!r} is pinned already (use --force to replace it)")
+        value = offered[name]
+        try:
+            if not isinstance(value, str) or "PRIVATE KEY" in value:
+                raise ValueError
+            key = serialization.load_pem_public_key(value.encode("ascii"))
+        except (ValueError, TypeError, UnicodeEncodeError):
+            raise BadConfig(f"peer trust {trust_path}: shos.{name}: not a PEM public key") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise BadConfig(f"peer trust {trust_path}: shos.{name}: not a P-256 key")
+        keys[name] = key
+    ca_pem: str | None = None
+    if trust.get("tls_ca") is not None:
+        try:
+            ca = x509.load_pem_x509_certificate(str(trust["tls_ca"]).encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise BadConfig(f"peer trust {trust_path}: tls_ca: not a PEM certificate") from None
+        ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    doc = json.loads(_read(where, "config").decode("utf-8"))
+    pinned = dict(doc.get("peers", {}))
+    folder = where.parent / "peers"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    for name, key in keys.items():
+        atomic_write_text(folder / f"{name}.pem", _pem_public(key), mode=0o644)
+        entry = {"key": f"peers/{name}.pem"}
+        if ca_pem is not None:
+            atomic_write_text(folder / f"{name}-tls-ca.pem", ca_pem, mode=0o644)
+            entry["tls_ca"] = f"peers/{name}-tls-ca.pem"
+        pinned[name] = entry
+    doc["peers"] = pinned
+    atomic_write_text(where, json.dumps(doc, indent=2) + "\n", mode=0o644)
+    return names

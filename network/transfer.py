@@ -32,8 +32,13 @@ Limits said plainly: SHO-A keeps its copy of K — nothing here can prove it del
 (TR 33.812's counter-measure is contractual); the K rotation needs a card that accepts a new K (this
 project's emulated USIM does; standard USIMs do not, per TR 33.812's editor's note) and it is
 only as confidential as the OTA channel: an old operator who recorded the SMS of ``keys-add``
-(ciphered under keys it knows) can follow the new keys. Both operators live in one store and
-one configuration here (the lab); the messages are built to travel between two.
+(ciphered under keys it knows) can follow the new keys.
+
+Both operators may live in one store and one configuration (the lab's default), or be two
+deployments: each its own configuration (its own private keys only) and store, the other
+operator pinned as a peer (:class:`network.config.PeerConfig`: public key, TLS CA). SHO-A's
+export then verifies the request with the key it pinned for SHO-B, and SHO-B opens the
+package with the key it pinned for SHO-A, having reached SHO-A over TLS under the CA it pinned.
 """
 
 from __future__ import annotations
@@ -421,7 +426,8 @@ class OtaStep:
 
 
 class KiTransfer:
-    """Alternative 3a between two SHOs of one configuration and store (the lab)."""
+    """Alternative 3a between two SHOs: of one configuration and store (the lab), or each its
+    own deployment (SHO-A reached through ``exporter``, pinned as a peer)."""
 
     def __init__(
         self,
@@ -450,6 +456,16 @@ class KiTransfer:
         if sho is None:
             raise BadInput(f"no SHO named {name!r} in the network configuration")
         return sho
+
+    def _holder_key(self, name: str) -> Any:
+        """The key SHO-A's package must verify with: its own, or the one pinned for the peer."""
+        key = self.config.transfer_key(name)
+        if key is None:
+            raise BadInput(
+                f"no SHO or pinned peer named {name!r} in the network configuration "
+                "(pin the other deployment with `trelab network add-peer`)"
+            )
+        return key
 
     # -- SHO-A: the card it personalised (Alternative 2 data) --
 
@@ -505,8 +521,11 @@ class KiTransfer:
             Refused: SHO-A has no such subscription or card.
         """
         keys = {name: sho.key.public_key for name, sho in self.config.shos.items()}
+        keys.update({name: peer.public_key for name, peer in self.config.peers.items()})
         request = open_request(wire_request, keys, holder=holder, now=self._now())
-        sho_a = self._sho(request.holder)
+        sho_a = self.config.shos.get(request.holder)
+        if sho_a is None:
+            raise Refused("unknown-holder", f"no SHO {request.holder!r} in this deployment")
         with self.store.transaction() as tx:
             card = self.keyring.card(request.holder, request.iccid, tx)
             if card is not None and card[1].get("transferred_to", request.transfer_id) != (
@@ -572,8 +591,11 @@ class KiTransfer:
             Refused / SignatureInvalid / RemoteProtocolError: the operators' exchange failed.
         """
         say = progress or (lambda _line: None)
-        self._sho(holder)
         self._sho(requester)
+        if self._exporter == self.export:  # SHO-A's records are in this store
+            self._sho(holder)
+        else:
+            self._holder_key(holder)
         if holder == requester:
             raise BadInput("a subscription cannot be transferred to the SHO that holds it")
         tid = self.keyring.find_transfer(iccid, holder, requester)
@@ -765,7 +787,7 @@ class KiTransfer:
         )
         package = self._exporter(holder, request.wire)
         self._crash("ota:import:exported")
-        subscription = open_package(package, request, ephemeral, self._sho(holder).key.public_key)
+        subscription = open_package(package, request, ephemeral, self._holder_key(holder))
         del ephemeral  # forward secrecy: nothing can open the package again
         request_id = f"ki-transfer:{tid}"
 

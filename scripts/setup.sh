@@ -11,6 +11,7 @@ APT_PACKAGES=(
   pkg-config swig build-essential python3-dev      # building tpm2-pytss / pyscard
   openssl libssl-dev socat                         # libssl-dev: native Milenage kernel
   postgresql libpq5 acl                            # operator store; acl: setfacl for its cluster
+  cardpeek cardpeek-data                           # card tooling the emulated card is read with
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -20,6 +20,7 @@ __all__ = [
     "CLA_GSM",
     "CLA_UICC",
     "PIN1",
+    "PIN2",
     "SW_AUTH_MAC_FAILURE",
     "SW_BLOCKED",
     "SW_OK",
@@ -59,6 +60,7 @@ __all__ = [
 CLA_UICC = 0x00  # TS 102 221 §10.1.1: interindustry class, basic channel
 CLA_GSM = 0xA0  # TS 51.011: the 2G SIM class a few modems still use
 PIN1 = 0x01  # key reference of the application PIN (TS 102 221 §9.5.1, table 9.3)
+PIN2 = 0x81  # … of the second application PIN (local to the application)
 USIM_AID_PREFIX = bytes.fromhex("A0000000871002")  # RID 3GPP + USIM app code (TS 31.102 A.1)
 AUTH_CONTEXT_GSM = 0x80  # AUTHENTICATE P2 (TS 31.102 §7.1.2.1)
 AUTH_CONTEXT_3G = 0x81

@@ -24,6 +24,8 @@ __all__ = [
     "ADF_USIM",
     "APPLICATIONS",
     "ARA_M_AID",
+    "ARR_RECORD_LEN",
+    "ARR_RULES",
     "DF",
     "DF_5GS",
     "DF_GRAPHICS",
@@ -115,10 +117,13 @@ __all__ = [
     "LinearFixedEF",
     "TransparentEF",
     "all_efs",
+    "arr_record",
+    "arr_record_number",
     "declared_services",
     "decode_bcd_swapped",
     "decode_iccid",
     "decode_imsi",
+    "describe_access_rule",
     "efs_under",
     "encode_bcd_swapped",
     "encode_ber_length",
@@ -139,12 +144,33 @@ class Access(StrEnum):
 
     ALW = "ALW"  # always
     PIN1 = "PIN1"  # PIN1 verified, or PIN1 disabled
+    PIN2 = "PIN2"  # the second application PIN verified, or disabled
     ADM1 = "ADM1"  # administrative key 1 verified
     NEV = "NEV"  # never
 
 
-# Key references of TS 102 221 §9.5.1 Table 9.3: global PIN1 = 01, ADM1 = 0A.
-KEY_REFERENCE: dict[Access, int] = {Access.PIN1: 0x01, Access.ADM1: 0x0A}
+# Key references of TS 102 221 §9.5.1 Table 9.3: PIN Appl 1 (global) = 01, Second PIN Appl 1
+# (local) = 81, ADM1 = 0A.
+KEY_REFERENCE: dict[Access, int] = {Access.PIN1: 0x01, Access.PIN2: 0x81, Access.ADM1: 0x0A}
+
+# The access rules the card uses, one EF.ARR record each (TS 102 221 §9.2.4), as (read,
+# update) pairs; every EF's FCP points at its pair's record with tag 8B (§11.1.1.4.7.3). Each
+# EF.ARR of the card holds this same table, record n = ARR_RULES[n - 1].
+ARR_RULES: tuple[tuple[Access, Access], ...] = (
+    (Access.ALW, Access.ADM1),
+    (Access.PIN1, Access.PIN1),
+    (Access.PIN1, Access.ADM1),
+    (Access.ALW, Access.PIN1),
+    (Access.ALW, Access.NEV),
+    (Access.ADM1, Access.ADM1),
+    (Access.PIN1, Access.PIN2),
+    (Access.NEV, Access.NEV),
+)
+ARR_RECORD_LEN = 24  # the longest rule: two key conditions, 3 + 8 + 3 + 8 bytes
+
+# Access mode byte for EFs (ISO/IEC 7816-4 Table 17): b1 READ/SEARCH, b2 UPDATE/ERASE, b3 WRITE,
+# b4 DEACTIVATE, b5 ACTIVATE, b6 TERMINATE, b7 DELETE FILE (self)
+_AM_OPERATIONS = ("read", "update", "write", "deactivate", "activate", "terminate", "delete")
 
 
 @dataclass(frozen=True)
@@ -391,17 +417,40 @@ class Fcp:
         return self.descriptor[4] if len(self.descriptor) >= 5 else None
 
     @property
-    def pin1_enabled(self) -> bool | None:
-        """From the PIN status template C6: PS_DO bit for the first key reference (§9.5.2)."""
+    def arr_reference(self) -> tuple[int, int] | None:
+        """Security attributes referenced to expanded format (tag 8B, TS 102 221
+        §11.1.1.4.7.3): (FID of the EF.ARR, record number); with per-SE pairs (FID, SEID,
+        record …) the first pair's record."""
+        value = self.raw.get(0x8B)
+        if value is None or len(value) < 3:
+            return None
+        fid = int.from_bytes(value[:2], "big")
+        if len(value) == 3:
+            return fid, value[2]
+        if len(value) % 2 == 0:
+            return fid, value[3]
+        return None
+
+    def key_enabled(self, reference: int) -> bool | None:
+        """From the PIN status template C6: whether verification of key ``reference`` is
+        enabled (its PS_DO bit, §9.5.2); None when the template does not list it."""
         if self.pin_status is None:
             return None
-        tlvs = parse_tlvs(self.pin_status)
+        try:
+            tlvs = parse_tlvs(self.pin_status)
+        except BadInput:
+            return None
         ps_do = next((v for t, v in tlvs if t == 0x90), b"")
         refs = [v[0] for t, v in tlvs if t == 0x83 and v]
-        if KEY_REFERENCE[Access.PIN1] not in refs or not ps_do:
+        if reference not in refs or not ps_do:
             return None
-        index = refs.index(KEY_REFERENCE[Access.PIN1])
+        index = refs.index(reference)
         return bool(ps_do[index // 8] & (0x80 >> (index % 8))) if index // 8 < len(ps_do) else None
+
+    @property
+    def pin1_enabled(self) -> bool | None:
+        """From the PIN status template C6: PS_DO bit for the first key reference (§9.5.2)."""
+        return self.key_enabled(KEY_REFERENCE[Access.PIN1])
 
 
 def parse_fcp(data: bytes) -> Fcp:
@@ -1319,6 +1368,58 @@ def _arr_codec() -> Codec:
     return Codec("arr", decode, encode)
 
 
+def _sc_bytes(access: Access) -> bytes:
+    """Security condition of an EF.ARR rule: '90 00' always, '97 00' never, else a CRT 'A4'
+    naming the key reference with usage qualifier 08 (user verification)."""
+    if access is Access.ALW:
+        return b"\x90\x00"
+    if access is Access.NEV:
+        return b"\x97\x00"
+    key = bytes([KEY_REFERENCE[access]])
+    return encode_tlv(0xA4, encode_tlv(0x83, key) + b"\x95\x01\x08")
+
+
+def arr_record(read: Access, update: Access) -> bytes:
+    """One EF.ARR record for a (read, update) pair, padded with FF to :data:`ARR_RECORD_LEN`."""
+    if read is update:
+        rule = encode_tlv(0x80, b"\x03") + _sc_bytes(read)
+    else:
+        rule = encode_tlv(0x80, b"\x01") + _sc_bytes(read)
+        rule += encode_tlv(0x80, b"\x02") + _sc_bytes(update)
+    return _pad("ARR", rule, ARR_RECORD_LEN)
+
+
+def arr_record_number(read: Access, update: Access) -> int:
+    """The EF.ARR record (from 1) that holds the rule (read, update).
+
+    Raises:
+        BadInput: no record holds it (a declaration outside :data:`ARR_RULES`).
+    """
+    try:
+        return ARR_RULES.index((read, update)) + 1
+    except ValueError:
+        raise BadInput(f"ARR: no rule for read {read}, update {update}") from None
+
+
+_KEY_NAMES = {f"key {ref:02X}": access.value for access, ref in KEY_REFERENCE.items()}
+
+
+def describe_access_rule(rules: list[dict[str, str]]) -> dict[str, str]:
+    """A decoded EF.ARR record (:func:`_arr_codec`'s form) as operation → condition, e.g.
+    ``{"read": "PIN1", "update": "PIN2"}``; conditions are ``always``, ``never``, a key name
+    (PIN1, PIN2, ADM1) or ``key XX``. Operations no rule names are never allowed."""
+    out: dict[str, str] = {}
+    for rule in rules:
+        am = int(rule["am"], 16) if rule["am"] else 0
+        if am & 0x80:  # proprietary or command-description access modes: not for EFs here
+            continue
+        condition = _KEY_NAMES.get(rule["sc"], rule["sc"])
+        for bit, operation in enumerate(_AM_OPERATIONS):
+            if am & (1 << bit):
+                out[operation] = condition
+    return out
+
+
 def _spdi_codec() -> Codec:
     """EF.SPDI (TS 31.102 §4.2.66): 'A3' { '80' service provider PLMN list }. Erased → None."""
 
@@ -1378,6 +1479,83 @@ def _ber_tlv_codec(name: str) -> Codec:
             raise BadInput(f"{name}: {len(raw)} bytes of objects do not fit in {size}")
         parse_ber_tlvs(raw)  # every tag valid
         return raw
+
+    return Codec(name, decode, encode)
+
+
+# -- codecs of the files only the GSM SIM application has (TS 51.011 §10.3, §10.5) -------------
+# CBS language codes of the data coding scheme's group 0000 (TS 23.038 §5), as ISO 639 codes;
+# 0F is "language unspecified".
+_CBS_LANGUAGES: tuple[str, ...] = (
+    *("de", "en", "it", "fr", "es", "nl", "sv", "da", "pt", "fi", "no", "el", "tr", "hu", "pl"),
+    "unspecified",
+)
+
+
+def _cbs_language_codec() -> Codec:
+    """EF.LP (TS 51.011 §10.3.1): one CBS language code per byte in order of preference, FF
+    unused. (The USIM's EF.LI at the same FID holds ISO 639 pairs instead.)"""
+
+    def decode(data: bytes) -> tuple[str, ...]:
+        codes = [b for b in data if b != 0xFF]
+        if any(b >= len(_CBS_LANGUAGES) for b in codes):
+            raise BadInput("LP: a language code outside TS 23.038's group 0000")
+        return tuple(_CBS_LANGUAGES[b] for b in codes)
+
+    def encode(languages: tuple[str, ...], size: int) -> bytes:
+        if any(lang not in _CBS_LANGUAGES for lang in languages):
+            raise BadInput(f"LP: languages are {', '.join(_CBS_LANGUAGES)}")
+        return _pad("LP", bytes(_CBS_LANGUAGES.index(lang) for lang in languages), size)
+
+    return Codec("lp", decode, encode)
+
+
+def _puct_codec() -> Codec:
+    """EF.PUCT (TS 51.011 §10.3.11, TS 31.102 §4.2.36): 3 currency characters, then the
+    elementary price per unit EPPU (12 bits: byte 4, then b4–b1 of byte 5) and its decimal
+    exponent EX (b8–b6 of byte 5, sign in b5); price = EPPU × 10^EX. Erased → None."""
+
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if len(data) < 5:
+            raise BadInput("PUCT: shorter than 5 bytes")
+        if _erased(data[:5]):
+            return None
+        currency = data[:3]
+        if not all(0x20 <= c < 0x7F for c in currency):
+            raise BadInput("PUCT: currency code is not printable")
+        exponent = data[4] >> 5
+        return {
+            "currency": currency.decode("ascii"),
+            "eppu": data[3] << 4 | data[4] & 0x0F,
+            "exponent": -exponent if data[4] & 0x10 else exponent,
+        }
+
+    def encode(value: dict[str, Any] | None, size: int) -> bytes:
+        if value is None:
+            return b"\xff" * size
+        currency, eppu, exponent = value["currency"], value["eppu"], value["exponent"]
+        if len(currency) != 3 or not all(0x20 <= ord(c) < 0x7F for c in currency):
+            raise BadInput("PUCT: currency is 3 printable characters")
+        if not 0 <= eppu < 1 << 12 or not -7 <= exponent <= 7:
+            raise BadInput("PUCT: EPPU 0…4095, exponent −7…7")
+        last = abs(exponent) << 5 | (0x10 if exponent < 0 else 0) | eppu & 0x0F
+        return _pad("PUCT", currency.encode("ascii") + bytes([eppu >> 4, last]), size)
+
+    return Codec("puct", decode, encode)
+
+
+def _message_id_list_codec(name: str) -> Codec:
+    """EF.CBMI (TS 51.011 §10.3.13, TS 31.102 §4.2.14): 2-byte cell broadcast message
+    identifiers (TS 23.041 §9.4.1.2.2), FF FF unused."""
+
+    def decode(data: bytes) -> tuple[int, ...]:
+        pairs = (data[i : i + 2] for i in range(0, len(data) - 1, 2))
+        return tuple(int.from_bytes(p, "big") for p in pairs if p != b"\xff\xff")
+
+    def encode(ids: tuple[int, ...], size: int) -> bytes:
+        if any(not 0 <= i < 0xFFFF for i in ids):
+            raise BadInput(f"{name}: message identifiers 0…65534")
+        return _pad(name, b"".join(i.to_bytes(2, "big") for i in ids), size)
 
     return Codec(name, decode, encode)
 
@@ -1787,6 +1965,7 @@ EF_ICT = CyclicEF(
 )
 
 # -- the further files of ADF.USIM a commercial card carries (TS 31.102 §4.2) ------------------
+_ARR_TABLE = tuple(arr_record(read, update) for read, update in ARR_RULES)
 EF_LI = TransparentEF(
     0x6F05,
     "EF.LI",
@@ -1801,18 +1980,14 @@ EF_LI = TransparentEF(
 EF_ARR = LinearFixedEF(
     0x6F06,
     "EF.ARR",
-    record_len=24,
-    records=4,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x17,
     read=Access.ALW,
     update=_ADM,
     # access rules in expanded format (TS 102 221 §9.2.4): 80 AM ‖ SC templates
-    default=(
-        # 1: read always, update/activate/deactivate ADM1; 2: read and update PIN1, the rest ADM1
-        bytes.fromhex("800101900080011ea40683010a950108").ljust(24, b"\xff"),
-        bytes.fromhex("800103a406830101950108800118a40683010a950108").ljust(24, b"\xff"),
-    ),
+    default=_ARR_TABLE,
     samples=(
         (
             bytes.fromhex("800101900080011ea40683010a950108") + b"\xff" * 8,
@@ -1876,7 +2051,7 @@ EF_FDN = LinearFixedEF(
     records=10,
     codec=_dialling_codec("fdn"),
     read=_PIN,
-    update=_ADM,  # PIN2 on cards that have one; this card's second-level key is ADM1
+    update=Access.PIN2,  # TS 31.102 §4.2.24: update PIN2
     samples=(
         (
             _dial_record(b"Home", 14, bytes.fromhex("058121436587ffffffffffffffff")),
@@ -1971,7 +2146,7 @@ EF_BDN = LinearFixedEF(
     records=5,
     codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
-    update=_ADM,  # PIN2 on cards that have one
+    update=Access.PIN2,  # TS 31.102 §4.2.44: update PIN2
     samples=(
         (
             _dial_record(b"Premium", 14, bytes.fromhex("058190000000ffffffffffffffff"), 1),
@@ -2455,13 +2630,13 @@ DF_SAIP = DF(0x5FD0, "DF.SAIP", children=(EF_SUCI_CALC_INFO_USIM,))
 EF_TELECOM_ARR = LinearFixedEF(
     0x6F06,
     "DF.TELECOM/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 EF_PBR = LinearFixedEF(
     0x4F30,
@@ -2531,10 +2706,176 @@ EF_MML = BerTlvEF(
     ),
 )
 DF_MULTIMEDIA = DF(0x5F3B, "DF.MULTIMEDIA", children=(EF_MML,))
+# The files TS 51.011 §10.5 puts in DF.TELECOM for the GSM SIM application (TS 31.102 §4.4
+# keeps several for the USIM). Those ADF.USIM also has are the USIM's declarations linked here:
+# one content, as a dual-mode card links them; EF.ADN is DF.PHONEBOOK's, under the FID a SIM
+# phone reads.
+EF_TELECOM_ADN = replace(EF_ADN, fid=0x6F3A)
+EF_CCP = LinearFixedEF(
+    0x6F3D,
+    "EF.CCP",
+    record_len=14,  # a bearer capability element (10 bytes) and 4 RFU (TS 51.011 §10.5.4)
+    records=2,
+    codec=_record_hex_codec("ccp"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("0260a0") + b"\xff" * 11, "0260a0" + "ff" * 11), (b"\xff" * 14, None)),
+)
+EF_LND = CyclicEF(
+    0x6F44,
+    "EF.LND",
+    record_len=28,  # X (14) + 14, as EF.ADN (TS 51.011 §10.5.6)
+    records=5,
+    codec=_dialling_codec("lnd"),
+    read=_PIN,
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"", 14, bytes.fromhex("0581214365f7ffffffffffffffff")),
+            {"alpha": "", "number": "1234567"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+)
+EF_SMSR = LinearFixedEF(
+    0x6F47,
+    "EF.SMSR",
+    record_len=30,  # the EF.SMS record it reports on, then the SMS-STATUS-REPORT (§10.5.9)
+    records=10,
+    codec=_struct_codec("smsr", (("sms_record", 1, "int"), ("report", 29, "hex"))),
+    read=_PIN,
+    update=_PIN,
+    default=tuple(b"\x00" + b"\xff" * 29 for _ in range(10)),  # record 00: empty
+    samples=(
+        (b"\x00" + b"\xff" * 29, {"sms_record": 0, "report": "ff" * 29}),
+        (
+            b"\x03" + bytes.fromhex("0607") + b"\xff" * 27,
+            {"sms_record": 3, "report": "0607" + "ff" * 27},
+        ),
+    ),
+)
+
+
+def _extension_ef(fid: int, name: str, update: Access) -> LinearFixedEF:
+    """An extension file (TS 51.011 §10.5.10): records of a type byte (01 called party
+    subaddress, 02 additional digits), 11 bytes of data and the next record's number."""
+    return LinearFixedEF(
+        fid,
+        name,
+        record_len=13,
+        records=10,
+        codec=_record_hex_codec(name.lower().removeprefix("ef.")),
+        read=_PIN,
+        update=update,
+        samples=(
+            (bytes.fromhex("02032143") + b"\xff" * 9, "02032143" + "ff" * 9),
+            (b"\xff" * 13, None),
+        ),
+    )
+
+
+EF_EXT1 = _extension_ef(0x6F4A, "EF.EXT1", _PIN)  # of EF.ADN and EF.MSISDN
+EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", _ADM)  # of EF.FDN; PIN2 on a card that has one
+EF_EXT3 = _extension_ef(0x6F4C, "EF.EXT3", _ADM)  # of EF.SDN
+EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", _ADM)  # of EF.BDN; PIN2 on a card that has one
+EF_ECCP = LinearFixedEF(
+    0x6F4F,
+    "EF.ECCP",
+    record_len=15,  # X ≥ 15 bytes: an extended bearer capability element (TS 24.008)
+    records=2,
+    codec=_record_hex_codec("eccp"),
+    read=_PIN,
+    update=_PIN,
+    samples=((b"\xff" * 15, None),),
+)
+EF_SUME = TransparentEF(
+    0x6F54,
+    "EF.SUME",
+    32,
+    # the SET UP MENU title: '85' alpha identifier, '9E' icon identifier
+    _tlv_fields_codec("sume", {0x85: "alpha_identifier", 0x9E: "icon_identifier"}),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x85, b"trelab").ljust(32, b"\xff"),
+            {"alpha_identifier": b"trelab".hex()},
+        ),
+        (b"\xff" * 32, None),
+    ),
+)
+EF_ICE_DN = LinearFixedEF(
+    0x6FE0,
+    "EF.ICE_DN",
+    record_len=28,  # in-case-of-emergency dialling numbers, coded as EF.ADN
+    records=3,
+    codec=_dialling_codec("ice_dn"),
+    read=Access.ALW,  # readable without PIN1: that is its purpose
+    update=_PIN,
+    samples=(
+        (
+            _dial_record(b"ICE Home", 14, bytes.fromhex("058121436587ffffffffffffffff")),
+            {"alpha": "ICE Home", "number": "12345678"},
+        ),
+        (b"\xff" * 28, None),
+    ),
+)
+EF_ICE_FF = LinearFixedEF(
+    0x6FE1,
+    "EF.ICE_FF",
+    record_len=32,  # in-case-of-emergency free format: BER-TLV objects
+    records=2,
+    codec=_record_hex_codec("ice_ff"),
+    read=Access.ALW,
+    update=_PIN,
+    samples=((b"\xff" * 32, None),),
+)
+EF_PSISMSC = LinearFixedEF(
+    0x6FE5,
+    "EF.PSISMSC",
+    record_len=64,  # '80' public service identity of the SM-SC, a SIP or tel URI
+    records=1,
+    codec=_tlv_fields_codec("psismsc", {0x80: "uri"}, text=True),
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"sip:smsc@ims.mnc001.mcc001.3gppnetwork.org").ljust(64, b"\xff"),
+            {"uri": "sip:smsc@ims.mnc001.mcc001.3gppnetwork.org"},
+        ),
+        (b"\xff" * 64, None),
+    ),
+)
 DF_TELECOM = DF(
     0x7F10,
     "DF.TELECOM",
-    children=(EF_TELECOM_ARR, DF_PHONEBOOK, DF_GRAPHICS, DF_MCS, DF_MULTIMEDIA),
+    children=(
+        EF_TELECOM_ARR,
+        EF_TELECOM_ADN,
+        EF_FDN,
+        EF_SMS,
+        EF_CCP,
+        EF_MSISDN,
+        EF_SMSP,
+        EF_SMSS,
+        EF_LND,
+        EF_SMSR,
+        EF_SDN,
+        EF_EXT1,
+        EF_EXT2,
+        EF_EXT3,
+        EF_BDN,
+        EF_EXT4,
+        EF_ECCP,
+        EF_SUME,
+        EF_ICE_DN,
+        EF_ICE_FF,
+        EF_PSISMSC,
+        DF_PHONEBOOK,
+        DF_GRAPHICS,
+        DF_MCS,
+        DF_MULTIMEDIA,
+    ),
 )
 
 # -- ADF.ISIM (TS 31.103 §4.2) ------------------------------------------------------------------
@@ -2604,14 +2945,14 @@ EF_ISIM_AD = TransparentEF(
 EF_ISIM_ARR = LinearFixedEF(
     0x6F06,
     "ADF.ISIM/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 EF_IST = TransparentEF(
     0x6F07,
@@ -2650,28 +2991,37 @@ EF_PCSCF = LinearFixedEF(
 EF_ARR_MF = LinearFixedEF(
     0x2F06,
     "MF/EF.ARR",
-    record_len=16,
-    records=2,
+    record_len=ARR_RECORD_LEN,
+    records=len(ARR_RULES),
     codec=_arr_codec(),
     sfid=0x06,
     read=Access.ALW,
     update=_ADM,
-    default=(bytes.fromhex("800101900080011ea40683010a950108"),),
-    samples=((b"\xff" * 16, None),),
+    default=_ARR_TABLE,
+    samples=((b"\xff" * ARR_RECORD_LEN, None),),
 )
 # DF.GSM (TS 51.011 §10.3) of a dual-mode card: the files it shares with ADF.USIM are the same
 # files (same FID, same content), as a real SIM/USIM links them; EF.SST, EF.Kc and EF.PHASE are
 # the SIM's own.
+# What the SIM offers (TS 51.011 §10.3.7), each service allocated and activated: 1 CHV1 disable
+# function, 2 ADN, 3 FDN (enabled only while EF.ADN is invalidated), 4 SMS, 5 advice of charge,
+# 6 CCP, 7 PLMN selector, 9 MSISDN, 10–11 EXT1–2, 12 SMSP, 13 LND, 14 CBMI, 15–16 GID1–2, 17 SPN,
+# 18 SDN, 19 EXT3, 35 SMS status reports, 48 ECCP. BDN (31) stays off: allocated and activated
+# it would bar calls, as EF.EST's BDN service does for the USIM.
+_SIM_SERVICES = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 35, 48)
 EF_SST = TransparentEF(
     0x6F38,
     "EF.SST",
-    5,
+    12,  # services 1…48
     _sim_service_table_codec(),
     read=_PIN,
     update=_ADM,
-    # services 1 CHV1 disable function, 17 service provider name (TS 51.011 §10.3.7)
-    default=bytes.fromhex("0300000003"),
-    samples=((bytes.fromhex("0300000003"), (1, 17)), (bytes.fromhex("0f00000000"), (1, 2))),
+    default=_sim_service_table_codec().encode(_SIM_SERVICES, 12),
+    samples=(
+        (bytes.fromhex("ff3fffff3f000000300000c0"), _SIM_SERVICES),
+        (bytes.fromhex("ff3fffff3f00000000000000"), _SIM_SERVICES[:-2]),
+        (bytes.fromhex("0f0000000000000000000000"), (1, 2)),
+    ),
 )
 # the SIM's EF.Kc is the USIM's (DF.GSM-ACCESS), linked: one content under two FIDs
 EF_GSM_KC = replace(EF_KC, fid=0x6F20, sfid=None)
@@ -2685,15 +3035,97 @@ EF_PHASE = TransparentEF(
     default=b"\x03",  # phase 2 and PROFILE DOWNLOAD required (TS 51.011 §10.3.19)
     samples=((b"\x03", 3),),
 )
+# the SIM's own files beside them (TS 51.011 §10.3); EF.ACM, EF.ACMmax, EF.PUCT and EF.CBMI
+# have TS 31.102's coding at the same FIDs, so ADF.USIM can link the same declarations
+EF_LP = TransparentEF(
+    0x6F05,
+    "EF.LP",
+    4,
+    _cbs_language_codec(),
+    read=Access.ALW,
+    update=_PIN,
+    default=b"\x01" + b"\xff" * 3,  # English
+    samples=((b"\x01\x00\xff\xff", ("en", "de")), (b"\xff" * 4, ())),
+)
+EF_PLMNSEL = TransparentEF(
+    0x6F30,
+    "EF.PLMNsel",
+    24,  # 8 PLMNs in order of preference (TS 51.011 §10.3.4)
+    _plmn_list_codec("plmnsel"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("62f220") + b"\xff" * 21, ("26202",)), (b"\xff" * 24, ())),
+)
+_UNITS = (("units", 3, "int"),)  # call meter units, most significant byte first
+EF_ACMMAX = TransparentEF(
+    0x6F37,
+    "EF.ACMmax",
+    3,
+    _struct_codec("acmmax", _UNITS),
+    read=_PIN,
+    update=_ADM,  # PIN2 on a card that has one
+    default=bytes(3),  # 0: no maximum
+    samples=((bytes(3), {"units": 0}), (bytes.fromhex("0001f4"), {"units": 500})),
+)
+EF_ACM = CyclicEF(
+    0x6F39,
+    "EF.ACM",
+    record_len=3,
+    records=2,
+    codec=_struct_codec("acm", _UNITS),
+    read=_PIN,
+    update=_PIN,
+    default=(bytes(3), bytes(3)),
+    samples=((bytes(3), {"units": 0}), (bytes.fromhex("000102"), {"units": 258})),
+)
+EF_PUCT = TransparentEF(
+    0x6F41,
+    "EF.PUCT",
+    5,
+    _puct_codec(),
+    read=_PIN,
+    update=_ADM,  # PIN2 on a card that has one
+    samples=(
+        (b"EUR" + bytes.fromhex("0152"), {"currency": "EUR", "eppu": 18, "exponent": -2}),
+        (b"\xff" * 5, None),
+    ),
+)
+EF_CBMI = TransparentEF(
+    0x6F45,
+    "EF.CBMI",
+    10,
+    _message_id_list_codec("cbmi"),
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("0032") + b"\xff" * 8, (50,)), (b"\xff" * 10, ())),
+)
+EF_BCCH = TransparentEF(
+    0x6F74,
+    "EF.BCCH",
+    16,  # the BCCH allocation list of the last serving cell (TS 44.018 §10.5.2.1b)
+    _hex_codec("bcch"),
+    read=_PIN,
+    update=_PIN,
+    samples=((b"\xff" * 16, "ff" * 16),),
+)
 DF_GSM = DF(
     0x7F20,
     "DF.GSM",
     children=(
+        EF_LP,
         EF_IMSI,
         EF_GSM_KC,
+        EF_PLMNSEL,
         EF_HPPLMN,
+        EF_ACMMAX,
         EF_SST,
+        EF_ACM,
+        EF_GID1,
+        EF_GID2,
+        EF_PUCT,
+        EF_CBMI,
         EF_SPN,
+        EF_BCCH,
         EF_ACC,
         EF_FPLMN,
         EF_LOCI,
@@ -2767,9 +3199,14 @@ ADF_ARA_M = ADF(ARA_M_AID, "ARA-M", "ARA-M", listed=False)
 APPLICATIONS: tuple[ADF, ...] = (ADF_USIM, ADF_ISIM, ADF_ARA_M)
 
 
+# Declarations that show another file's content under a second FID (as a dual-mode card links
+# them): the SIM's EF.Kc is DF.GSM-ACCESS's, DF.TELECOM's EF.ADN is DF.PHONEBOOK's.
+_LINKS: tuple[EF, ...] = (EF_GSM_KC, EF_TELECOM_ADN)
+
+
 def all_efs() -> Iterator[EF]:
     """Every declared EF once (MF level first, then each application, DF.GSM last): a file
-    DF.GSM shares with ADF.USIM is yielded as the USIM declares it."""
+    DF.GSM or DF.TELECOM shares with ADF.USIM or DF.PHONEBOOK is yielded as they declare it."""
     stack: list[DF | ADF] = [MF, *APPLICATIONS]
     seen: set[str] = set()
     while stack:
@@ -2778,7 +3215,7 @@ def all_efs() -> Iterator[EF]:
             if isinstance(child, DF):
                 if child is not DF_GSM:
                     stack.append(child)
-            elif child.name not in seen:
+            elif child not in _LINKS and child.name not in seen:
                 seen.add(child.name)
                 yield child
     for child in DF_GSM.children:

@@ -11,7 +11,7 @@ file whose bytes do not decode is reported with its error. No I/O here: the clie
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aka.suci import Suci, conceal
@@ -53,6 +53,8 @@ class FileReading:
     value: Any = None
     status: str = "read"  # read | absent | refused | withheld | undecodable
     detail: str | None = None
+    arr_reference: tuple[int, int] | None = None  # FCP tag 8B: (EF.ARR FID, record)
+    access: dict[str, str] | None = None  # that record decoded: operation → condition
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "fid": f"{self.fid:04X}", "status": self.status}
@@ -62,6 +64,11 @@ class FileReading:
             out["value"] = _jsonable(self.value)
         if self.detail is not None:
             out["detail"] = self.detail
+        if self.arr_reference is not None:
+            fid, record = self.arr_reference
+            out["arr"] = {"fid": f"{fid:04X}", "record": record}
+        if self.access is not None:
+            out["access"] = self.access
         return out
 
 
@@ -132,6 +139,11 @@ def _read_one(
         fcp = fs.parse_fcp(resp.data)
     except BadInput as exc:
         return FileReading(where, ef.fid, status="undecodable", detail=f"FCP: {exc}")
+    found = _read_content(client, ef, where, fcp)
+    return replace(found, arr_reference=fcp.arr_reference)
+
+
+def _read_content(client: UsimClient, ef: fs.EF, where: str, fcp: fs.Fcp) -> FileReading:
     structure = fcp.structure
     try:
         if structure in ("linear-fixed", "cyclic"):
@@ -211,7 +223,39 @@ def read_files(client: UsimClient, applications: list[Application]) -> list[File
                 continue
             out.append(_read_one(client, ef, where, path, from_mf=False))
     client.forget_selection()
+    return resolve_access(out)
+
+
+def resolve_access(readings: list[FileReading]) -> list[FileReading]:
+    """Each file's access rule, from the EF.ARR record its FCP names (TS 102 221 §9.2.4): the
+    EF.ARR with that FID in the file's directory or the nearest one above it, as read in the
+    same survey. Files whose rule cannot be found keep ``access`` None."""
+    by_path = {r.path: r for r in readings}
+    out: list[FileReading] = []
+    for reading in readings:
+        rule = _rule_for(reading, by_path)
+        out.append(replace(reading, access=rule) if rule is not None else reading)
     return out
+
+
+def _rule_for(reading: FileReading, by_path: dict[str, FileReading]) -> dict[str, str] | None:
+    if reading.arr_reference is None:
+        return None
+    fid, record = reading.arr_reference
+    dirs = reading.path.split("/")[:-1]
+    candidates = ["/".join(dirs[:n]) for n in range(len(dirs), 0, -1)]
+    if dirs and dirs[0].startswith("ADF."):
+        candidates.append("MF")  # an application's parent is the MF
+    for where in candidates:
+        arr = by_path.get(f"{where}/EF.ARR")
+        if arr is None or arr.fid != fid or arr.status != "read":
+            continue
+        values = arr.value
+        if not isinstance(values, list) or not 1 <= record <= len(values):
+            return None
+        rules = values[record - 1]
+        return fs.describe_access_rule(rules) if rules is not None else None
+    return None
 
 
 def suci_of(client: UsimClient, files: Survey | None = None) -> dict[str, Any] | None:

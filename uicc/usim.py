@@ -20,6 +20,7 @@ from . import fs
 from .apdu import (
     CLA_GSM,
     PIN1,
+    PIN2,
     SW_AUTH_MAC_FAILURE,
     SW_BLOCKED,
     USIM_AID_PREFIX,
@@ -67,6 +68,7 @@ FID_IMSI = 0x6F07  # EF.IMSI under ADF.USIM (TS 31.102 §4.2.2)
 ISIM_AID_PREFIX = bytes.fromhex("A0000000871004")  # RID 3GPP + ISIM app code (TS 31.103)
 _SW_REFERENCE_INVALIDATED = 0x6984
 _SW_RECORD_NOT_FOUND = 0x6A83
+_SW_NO_SUCH_KEY = (0x6A88, 0x6A86)  # referenced data not found; P2 (the key) not supported
 
 
 # ---- decoding (the codecs of uicc.fs; a card's bad bytes are its protocol error) ------------
@@ -120,7 +122,8 @@ class PinStatus:
 
 @dataclass(frozen=True, slots=True)
 class CardInfo:
-    """``trelab card info``: ATR, ICCID, IMSI (None when the card wants the PIN first), PIN."""
+    """``trelab card info``: ATR, ICCID, IMSI (None when the card wants the PIN first), PIN1
+    and PIN2 (None: the card has no second application PIN)."""
 
     atr: bytes | None
     iccid: str
@@ -128,6 +131,7 @@ class CardInfo:
     imsi_error: str | None
     pin: PinStatus
     usim_aid: bytes
+    pin2: PinStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +140,7 @@ class CardInfo:
             "imsi": self.imsi,
             **({"imsi_error": self.imsi_error} if self.imsi_error else {}),
             "pin": self.pin.to_json(),
+            "pin2": self.pin2.to_json() if self.pin2 is not None else None,
             "usim_aid": self.usim_aid.hex(),
         }
 
@@ -281,7 +286,7 @@ class UsimClient:
         self.select_usim()
         sw = self._send(build_verify_query(ref)).sw
         fcp = self._usim_fcp
-        enabled = fcp.pin1_enabled if fcp is not None and ref == PIN1 else None
+        enabled = fcp.key_enabled(ref) if fcp is not None else None
         if sw == SW_BLOCKED:
             return PinStatus(ref, "blocked", False, 0)
         tries = pin_tries(sw)
@@ -414,13 +419,19 @@ class UsimClient:
         iccid = self.read_iccid()
         aid = self.select_usim()
         pin = self.pin_status()
+        try:
+            pin2: PinStatus | None = self.pin_status(PIN2)
+        except CardRefused as exc:
+            if exc.sw not in _SW_NO_SUCH_KEY:
+                raise
+            pin2 = None  # no second application PIN on this card
         imsi: str | None = None
         imsi_error: str | None = None
         try:
             imsi = self.read_imsi()
         except CardRefused as exc:
             imsi_error = str(exc)
-        return CardInfo(self.link.atr, iccid, imsi, imsi_error, pin, aid)
+        return CardInfo(self.link.atr, iccid, imsi, imsi_error, pin, aid, pin2)
 
 
 def _aka_answer(resp: ResponseApdu, operation: str, holder: str) -> AkaResult:

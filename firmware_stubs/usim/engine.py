@@ -55,6 +55,7 @@ from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
+    SW_END_OF_FILE,
     SW_FILE_NOT_FOUND,
     SW_FUNCTION_NOT_SUPPORTED,
     SW_GSM_ACCESS_NOT_FULFILLED,
@@ -95,6 +96,7 @@ __all__ = [
     "CHANNELS",
     "CLA_GSM",
     "HISTORICAL_BYTES",
+    "MAX_EXTENDED_LC",
     "MAX_TRIES",
     "UsimEngine",
     "initial_state",
@@ -113,10 +115,11 @@ def _with_tck(atr: bytes) -> bytes:
 # Historical bytes (ISO/IEC 7816-4 §8.1.1), category 80 then COMPACT-TLV:
 #   31 E0 card service data: selection by full and by partial DF name, BER-TLV data objects
 #         in EF.DIR, EF.DIR read with READ RECORD, a card with an MF;
-#   73 FE A1 1F card capabilities: selection by DF name, partial name, path, FID, implicit DF,
-#         SFI and record number; BER-TLV EFs, 1-byte data unit; no command chaining, no
-#         extended Lc/Le; logical channels assigned by the card and by the terminal, 8 or more.
-HISTORICAL_BYTES = bytes.fromhex("8031e073fea11f")
+#   73 FE A1 5F card capabilities: selection by DF name, partial name, path, FID, implicit DF,
+#         SFI and record number; BER-TLV EFs, 1-byte data unit; no command chaining, extended
+#         Lc and Le fields (b7 of the third byte; READ/UPDATE BINARY, RETRIEVE/SET DATA);
+#         logical channels assigned by the card and by the terminal, 8 or more.
+HISTORICAL_BYTES = bytes.fromhex("8031e073fea15f")
 # TS 102 221 §6.3 / ISO/IEC 7816-3 §8.2: TS 3B; T0 (TA1, TD1, K historical bytes); TA1 96
 # (Fi/Di 512/32); TD1 80: T=0 first (the default), TD2 follows; TD2 B1: T=1 with TA3 FE (IFSC
 # 254) and TB3 45 (BWI 4, CWI 5), TD3 follows; TD3 1F: T=15 global TA4 C7 (clock stop without
@@ -128,11 +131,18 @@ ATR = _with_tck(
 CHANNELS = 20  # the basic channel and channels 1…19 (TS 102 221 §10.1.1, extended ones 4…19)
 CLA_GSM = 0xA0  # the GSM SIM class (TS 51.011 §9)
 
-# Retry counters (TS 102 221 §9.5.1): 3 for PIN1 and ADM1, 10 for the PUK.
-MAX_TRIES = {"pin1": 3, "puk1": 10, "adm1": 3}
+# Retry counters (TS 102 221 §9.5.1): 3 for the PINs and ADM1, 10 for the PUKs.
+MAX_TRIES = {"pin1": 3, "puk1": 10, "pin2": 3, "puk2": 10, "adm1": 3}
 
-# Key references (TS 102 221 §9.5.1 Table 9.3) → PIN names in the card state.
-_KEY_REFS = {fs.KEY_REFERENCE[Access.PIN1]: "pin1", fs.KEY_REFERENCE[Access.ADM1]: "adm1"}
+# Key references (TS 102 221 §9.5.1 Table 9.3) → PIN names in the card state. A PUK has no
+# reference of its own: UNBLOCK PIN names the PIN it unblocks.
+_KEY_REFS = {
+    fs.KEY_REFERENCE[Access.PIN1]: "pin1",
+    fs.KEY_REFERENCE[Access.PIN2]: "pin2",
+    fs.KEY_REFERENCE[Access.ADM1]: "adm1",
+}
+_PUK_OF = {"pin1": "puk1", "pin2": "puk2"}
+_ACCESS_KEY = {Access.PIN1: "pin1", Access.PIN2: "pin2", Access.ADM1: "adm1"}
 
 _CONTEXT_GSM = 0x80  # AUTHENTICATE P2, TS 31.102 §7.1.1: specific reference data, GSM context
 _CONTEXT_3G = 0x81  # … 3G (UMTS/EPS) context
@@ -148,22 +158,30 @@ class _Refuse(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Command:
-    """A parsed short command APDU (ISO 7816-3 §12.1: cases 1–4)."""
+    """A parsed command APDU (ISO/IEC 7816-3 §12.1, 7816-4 §5.1: cases 1, 2S/2E, 3S/3E,
+    4S/4E)."""
 
     cla: int
     ins: int
     p1: int
     p2: int
     data: bytes
-    le: int | None  # None: absent; 0 encodes 256
+    le: int | None  # None: absent; 0 encodes the maximum (256, or 65536 when extended)
+    extended: bool = False  # Lc/Le in the extended form (3 or 2 bytes)
 
     @property
     def has_data(self) -> bool:
         return bool(self.data)
 
+    @property
+    def max_le(self) -> int:
+        """What Le 0 stands for: 256 in a short APDU, 65536 in an extended one."""
+        return 65536 if self.extended else 256
+
 
 def _parse(apdu: bytes) -> _Command:
-    """Split CLA INS P1 P2 [Lc data] [Le]; extended lengths are not supported (6700)."""
+    """Split CLA INS P1 P2 [Lc data] [Le], short or extended (a first length byte 00 followed
+    by two more); any other layout is 6700."""
     if len(apdu) < 4:
         raise _Refuse(SW_WRONG_LENGTH)
     cla, ins, p1, p2 = apdu[:4]
@@ -172,13 +190,33 @@ def _parse(apdu: bytes) -> _Command:
     if len(apdu) == 5:
         return _Command(cla, ins, p1, p2, b"", apdu[4])
     lc = apdu[4]
-    if lc == 0:  # extended length APDU: not supported by this T=0 card
+    if lc == 0:  # extended: 00 ‖ Le (2 bytes), or 00 ‖ Lc (2 bytes) ‖ data [‖ Le (2 bytes)]
+        if len(apdu) == 7:
+            return _Command(cla, ins, p1, p2, b"", int.from_bytes(apdu[5:7], "big"), True)
+        if len(apdu) < 7:
+            raise _Refuse(SW_WRONG_LENGTH)
+        lc = int.from_bytes(apdu[5:7], "big")
+        if not 1 <= lc <= MAX_EXTENDED_LC:
+            raise _Refuse(SW_WRONG_LENGTH)
+        if len(apdu) == 7 + lc:
+            return _Command(cla, ins, p1, p2, apdu[7:], None, True)
+        if len(apdu) == 9 + lc:
+            le = int.from_bytes(apdu[-2:], "big")
+            return _Command(cla, ins, p1, p2, apdu[7:-2], le, True)
         raise _Refuse(SW_WRONG_LENGTH)
     if len(apdu) == 5 + lc:
         return _Command(cla, ins, p1, p2, apdu[5:], None)
     if len(apdu) == 6 + lc:
         return _Command(cla, ins, p1, p2, apdu[5:-1], apdu[-1])
     raise _Refuse(SW_WRONG_LENGTH)
+
+
+MAX_EXTENDED_LC = 4096  # the most command data this card takes in one extended APDU
+
+# Commands that take extended Lc/Le (ISO/IEC 7816-4 §5.1), as the ATR's card capabilities say:
+# READ/UPDATE BINARY and RETRIEVE/SET DATA, in the UICC classes; the others and the GSM class
+# answer such an APDU 6700.
+_EXTENDED_INS = frozenset({0xB0, 0xD6, 0xCB, 0xDB})
 
 
 Family = Literal["iso", "uicc"]
@@ -236,17 +274,49 @@ def _to_gsm(response: bytes) -> bytes:
 
 
 def _gsm_access(access: Access) -> int:
-    """Access condition nibble of TS 51.011 §9.3: 0 ALW, 1 CHV1, A an ADM level, F NEV."""
-    return {Access.ALW: 0x0, Access.PIN1: 0x1, Access.ADM1: 0xA}.get(access, 0xF)
+    """Access condition nibble of TS 51.011 §9.3: 0 ALW, 1 CHV1, 2 CHV2, A an ADM level, F NEV."""
+    return {Access.ALW: 0x0, Access.PIN1: 0x1, Access.PIN2: 0x2, Access.ADM1: 0xA}.get(access, 0xF)
 
 
-def _gsm_chv_status(remaining: int) -> int:
-    """CHV status byte (TS 51.011 §9.2.1): b8 secret code initialised, b4–b1 tries left."""
-    return 0x80 | (remaining & 0x0F)
+def _gsm_chv_status(pin: PinState | None) -> int:
+    """CHV status byte (TS 51.011 §9.2.1): b8 secret code initialised, b4–b1 tries left; 00
+    for a code the card does not have."""
+    return 0x00 if pin is None else 0x80 | (pin.remaining & 0x0F)
 
 
 def _sw(sw: int) -> bytes:
     return sw.to_bytes(2, "big")
+
+
+def _matching_records(
+    records: Sequence[bytes],
+    order: Sequence[int],
+    pattern: bytes,
+    *,
+    anchored: bool,
+    offset: int = 0,
+    after: int | None = None,
+) -> list[int]:
+    """The record numbers in ``order`` whose content holds ``pattern``: at ``offset`` exactly
+    when ``anchored`` (GSM SEEK: the record starts with it), else anywhere from ``offset`` on
+    (SEARCH RECORD), or, with ``after`` set, anywhere after the first byte equal to ``after``
+    (a record without that byte does not match)."""
+    found: list[int] = []
+    for number in order:
+        record = records[number - 1]
+        start = offset
+        if after is not None:
+            index = record.find(bytes([after]))
+            if index < 0:
+                continue
+            start = index + 1
+        if anchored:
+            hit = record[start : start + len(pattern)] == pattern
+        else:
+            hit = record.find(pattern, start) >= 0
+        if hit:
+            found.append(number)
+    return found
 
 
 def _pin_block_ok(block: bytes) -> bool:
@@ -269,6 +339,9 @@ def initial_state(profile: CardProfile) -> CardState:
         "puk1": PinState(profile.puk1_block, MAX_TRIES["puk1"], MAX_TRIES["puk1"]),
         "adm1": PinState(profile.adm1_block, MAX_TRIES["adm1"], MAX_TRIES["adm1"]),
     }
+    if profile.pin2_block is not None and profile.puk2_block is not None:
+        pins["pin2"] = PinState(profile.pin2_block, MAX_TRIES["pin2"], MAX_TRIES["pin2"])
+        pins["puk2"] = PinState(profile.puk2_block, MAX_TRIES["puk2"], MAX_TRIES["puk2"])
     return CardState(
         iccid=profile.iccid,
         sqn=profile.initial_sqn_state(),
@@ -340,6 +413,11 @@ class UsimEngine:
             self._store.save(state)
         elif state.iccid != profile.iccid:
             raise BadInput(f"card state belongs to ICCID {state.iccid}, not {profile.iccid}")
+        elif profile.pin2 is not None and "pin2" not in state.pins:
+            # a state written before the profile had a PIN2: personalise it now
+            fresh = initial_state(profile).pins
+            state = state.with_pin("pin2", fresh["pin2"]).with_pin("puk2", fresh["puk2"])
+            self._store.save(state)
         self._state = state
         self.last_error: str | None = None  # type name of the last internal error (6F00)
         # GET IDENTITY's ephemeral keys: fresh each time; conformance tests pin one here
@@ -349,6 +427,7 @@ class UsimEngine:
             0xB0: ("iso", self._read_binary),
             0xD6: ("iso", self._update_binary),
             0xB2: ("iso", self._read_record),
+            0xA2: ("iso", self._search_record),
             0xDC: ("iso", self._update_record),
             0xC0: ("iso", self._get_response),
             0x20: ("iso", self._verify),
@@ -479,7 +558,11 @@ class UsimEngine:
     def _dispatch(self, apdu: bytes) -> bytes:
         try:
             command = _parse(bytes(apdu))
+            if command.extended and (command.cla == CLA_GSM or command.ins not in _EXTENDED_INS):
+                raise _Refuse(SW_WRONG_LENGTH)
             self._le = command.le if command.data else None
+            if self._le == 0:
+                self._le = command.max_le
             if command.cla == CLA_GSM:
                 return self._dispatch_gsm(command)
             entry = self._table.get(command.ins)
@@ -664,13 +747,15 @@ class UsimEngine:
         return bytes([0x6C, len(data) & 0xFF])
 
     def _allowed(self, access: Access) -> bool:
+        """ALW; a PIN verified or disabled (a card without PIN2 cannot satisfy PIN2); ADM1
+        verified; never NEV."""
         if access is Access.ALW:
             return True
-        if access is Access.PIN1:
-            return not self._state.pins["pin1"].enabled or "pin1" in self._verified
-        if access is Access.ADM1:
-            return "adm1" in self._verified
-        return False
+        name = _ACCESS_KEY.get(access)
+        pin = self._state.pins.get(name) if name is not None else None
+        if pin is None:
+            return False
+        return name in self._verified or (name != "adm1" and not pin.enabled)
 
     def _require(self, access: Access) -> None:
         if not self._allowed(access):
@@ -795,7 +880,7 @@ class UsimEngine:
                 parts.append(encode_tlv(0xA5, encode_tlv(0x80, b"\x71")))
             parts.append(encode_tlv(0x8A, b"\x05"))  # operational, activated
             parts.append(encode_tlv(0x8C, b"\x00"))
-            parts.append(encode_tlv(0xC6, self._pin_status_template()))
+            parts.append(encode_tlv(0xC6, self._pin_status_template(node)))
             return encode_tlv(0x62, b"".join(parts))
         if isinstance(node, LinearFixedEF):
             kind = 0x46 if isinstance(node, CyclicEF) else 0x42
@@ -809,17 +894,29 @@ class UsimEngine:
         parts.append(encode_tlv(0x82, descriptor))
         parts.append(encode_tlv(0x83, node.fid.to_bytes(2, "big")))
         parts.append(encode_tlv(0x8A, b"\x05"))
-        # compact security attributes (ISO 7816-4 §5.4.3.1): AM = update|read, then one SC byte
-        # each (b7→b1 order): 00 always, FF never, else the key reference in the low bits
-        parts.append(encode_tlv(0x8C, bytes([0x03, _sc(node.update), _sc(node.read)])))
+        # security attributes referenced to expanded format (§11.1.1.4.7.3): the EF.ARR that
+        # rules this DF and the record of the file's (read, update) rule
+        arr = _arr_of(self._df)
+        record = fs.arr_record_number(node.read, node.update)
+        parts.append(encode_tlv(0x8B, arr.fid.to_bytes(2, "big") + bytes([record])))
         parts.append(encode_tlv(0x80, node.size.to_bytes(2, "big")))
         parts.append(encode_tlv(0x88, bytes([node.sfid << 3]) if node.sfid is not None else b""))
         return encode_tlv(0x62, b"".join(parts))
 
-    def _pin_status_template(self) -> bytes:
-        """C6 (TS 102 221 §9.5.2): PS_DO bit 8 set when PIN1 (key reference 01) is enabled."""
-        enabled = 0x80 if self._state.pins["pin1"].enabled else 0x00
-        return encode_tlv(0x90, bytes([enabled])) + encode_tlv(0x83, b"\x01")
+    def _pin_status_template(self, node: DF | ADF) -> bytes:
+        """C6 (TS 102 221 §9.5.2): the PS_DO (one bit per key reference listed after it, set
+        while its verification is enabled) and the key references: PIN1 everywhere, the
+        second application PIN (81) in ADF.USIM when the card has one."""
+        pins = self._state.pins
+        listed = [("pin1", 0x01)]
+        if node is fs.ADF_USIM and "pin2" in pins:
+            listed.append(("pin2", fs.KEY_REFERENCE[Access.PIN2]))
+        ps_do = 0
+        for index, (name, _) in enumerate(listed):
+            if pins[name].enabled:
+                ps_do |= 0x80 >> index
+        refs = b"".join(encode_tlv(0x83, bytes([ref])) for _, ref in listed)
+        return encode_tlv(0x90, bytes([ps_do])) + refs
 
     # -- STATUS (§11.1.2) -------------------------------------------------------------------------
     def _status(self, c: _Command) -> bytes:
@@ -896,8 +993,10 @@ class UsimEngine:
         content = self._content(ef)
         assert isinstance(content, bytes)
         available = ef.size - offset
-        wanted = min(available, 256) if not c.le else c.le
+        wanted = min(available, c.max_le) if not c.le else c.le
         if wanted > available:
+            if c.extended:  # ISO/IEC 7816-4: what there is, with end of file reached
+                return content[offset:] + _sw(SW_END_OF_FILE)
             return bytes([0x6C, available])
         return content[offset : offset + wanted] + _sw(SW_OK)
 
@@ -994,12 +1093,70 @@ class UsimEngine:
             self._record = number
         return _sw(SW_OK)
 
+    # -- SEARCH RECORD (§11.1.7) ------------------------------------------------------------------
+    def _search_record(self, c: _Command) -> bytes:
+        """SEARCH RECORD in the current (or SFI-named) record EF: P2 b3–b1 4 simple search
+        forward from record P1, 5 backward from P1 (P1 00: the current record, or the first /
+        last without one), 6 enhanced search (search indication, offset or value, pattern).
+        Answers the numbers of all matching records in search order and makes the first one
+        current; no match answers no data and changes nothing."""
+        mode = c.p2 & 0x07
+        if mode not in (0x04, 0x05, 0x06):
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        ef = self._record_target(c)
+        count, current = ef.records, self._record
+        offset, after, pattern = 0, None, c.data
+        if mode == 0x06:  # enhanced search (§11.1.7.1, Table 11.12)
+            if len(c.data) < 3:
+                raise _Refuse(SW_WRONG_LENGTH)
+            indication, parameter, pattern = c.data[0], c.data[1], c.data[2:]
+            direction = indication & 0x07
+            if indication & 0xF0 or direction < 0x04:
+                raise _Refuse(SW_INCORRECT_DATA)
+            if indication & 0x08:
+                after = parameter  # start after the first occurrence of this byte
+            else:
+                offset = parameter
+            if direction in (0x06, 0x07):  # from the next / previous record: P1 must be 00
+                if c.p1:
+                    raise _Refuse(SW_WRONG_P1P2)
+                start = current + 1 if direction == 0x06 else (current - 1 if current else count)
+                if direction == 0x06 and not current:
+                    start = 1
+                forward = direction == 0x06
+            else:
+                forward = direction == 0x04
+                start = c.p1 or current or (1 if forward else count)
+        else:
+            forward = mode == 0x04
+            start = c.p1 or current or (1 if forward else count)
+        if c.p1 > count or not 0 <= start <= count + 1:
+            raise _Refuse(SW_RECORD_NOT_FOUND)
+        if len(pattern) > ef.record_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.read)
+        order = range(start, count + 1) if forward else range(start, 0, -1)
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        found = _matching_records(
+            records, order, pattern, anchored=False, offset=offset, after=after
+        )
+        if not found:
+            self._le = None
+            return _sw(SW_OK)
+        self._record = found[0]
+        return self._respond_later(bytes(found))
+
     # -- PIN commands (§11.1.9–§11.1.13) ---------------------------------------------------------
-    def _key(self, c: _Command, *, allowed: tuple[str, ...] = ("pin1", "adm1")) -> str:
+    def _key(self, c: _Command, *, allowed: tuple[str, ...] = ("pin1", "pin2", "adm1")) -> str:
+        """The PIN the command's P2 names; 6A88 for one this card does not have (PIN2 when the
+        profile has none) or that the command does not apply to."""
         if c.p1:
             raise _Refuse(SW_WRONG_P1P2)
         name = _KEY_REFS.get(c.p2)
-        if name is None or name not in allowed:
+        if name is None or name not in allowed or name not in self._state.pins:
             raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
         return name
 
@@ -1039,7 +1196,7 @@ class UsimEngine:
         return _sw(SW_OK)
 
     def _change(self, c: _Command) -> bytes:
-        name = self._key(c, allowed=("pin1",))
+        name = self._key(c, allowed=("pin1", "pin2"))
         if len(c.data) != 16:
             raise _Refuse(SW_WRONG_LENGTH)
         current = self._state.pins[name]
@@ -1055,7 +1212,7 @@ class UsimEngine:
         return _sw(SW_OK)
 
     def _set_enabled(self, c: _Command, enabled: bool) -> bytes:
-        name = self._key(c, allowed=("pin1",))
+        name = self._key(c, allowed=("pin1", "pin2"))
         if len(c.data) != 8:
             raise _Refuse(SW_WRONG_LENGTH)
         current = self._state.pins[name]
@@ -1075,24 +1232,26 @@ class UsimEngine:
         return self._set_enabled(c, True)
 
     def _unblock(self, c: _Command) -> bytes:
-        """UNBLOCK PIN: PUK ‖ new PIN; a good PUK resets, enables and verifies PIN1 (§11.1.13)."""
-        self._key(c, allowed=("pin1",))
+        """UNBLOCK PIN: PUK ‖ new PIN; P2 names the PIN (01 PIN1 with PUK1, 81 PIN2 with PUK2).
+        A good PUK resets, enables and verifies that PIN (§11.1.13)."""
+        name = self._key(c, allowed=("pin1", "pin2"))
+        puk_name = _PUK_OF[name]
         if not c.data:
             if c.le:
                 raise _Refuse(SW_WRONG_LENGTH)  # P3 announced data that never came
-            puk = self._state.pins["puk1"]
+            puk = self._state.pins[puk_name]
             return _sw(SW_PIN_BLOCKED if puk.blocked else 0x63C0 | puk.remaining)
         if len(c.data) != 16:
             raise _Refuse(SW_WRONG_LENGTH)
-        if self._state.pins["puk1"].blocked:
+        if self._state.pins[puk_name].blocked:
             raise _Refuse(SW_PIN_BLOCKED)
         if not _pin_block_ok(c.data[8:]):
             raise _Refuse(SW_INCORRECT_DATA)
-        puk = self._attempt("puk1", c.data[:8])
-        pin1 = self._state.pins["pin1"]
-        pin1 = replace(pin1, value=c.data[8:], remaining=pin1.max_tries, enabled=True)
-        self._commit(self._state.with_pin("puk1", puk).with_pin("pin1", pin1))
-        self._verified.add("pin1")
+        puk = self._attempt(puk_name, c.data[:8])
+        pin = self._state.pins[name]
+        pin = replace(pin, value=c.data[8:], remaining=pin.max_tries, enabled=True)
+        self._commit(self._state.with_pin(puk_name, puk).with_pin(name, pin))
+        self._verified.add(name)
         return _sw(SW_OK)
 
     # -- ENVELOPE (TS 102 221 §11.2.2): SMS-PP data download → OTA ------------------------------
@@ -1293,7 +1452,7 @@ class UsimEngine:
             if transfer is None or transfer.ef is not ef or not transfer.rest:
                 raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
             tag, whole = transfer.tag, transfer.rest
-        size = (c.le or 256) if c.le is not None else 256
+        size = (c.le or c.max_le) if c.le is not None else 256
         block, rest = whole[:size], whole[size:]
         if rest:
             self._transfers[self._channel] = _Transfer(ef, tag, rest=rest)
@@ -1376,8 +1535,10 @@ class UsimEngine:
         conditions, status, structure, record length)."""
         fid = node.fid.to_bytes(2, "big")
         if isinstance(node, DF | ADF):
-            pin1, puk1 = self._state.pins["pin1"], self._state.pins["puk1"]
+            pins = self._state.pins
+            pin1 = pins["pin1"]
             dfs = sum(1 for child in node.children if isinstance(child, DF))
+            codes = 5 if "pin2" in pins else 3  # CHV1, [CHV2], UNBLOCK CHV1, [UNBLOCK CHV2], ADM
             efs = len(node.children) - dfs
             # b1 clock stop allowed, b5 b6 3 V and 1.8 V technology, b8 CHV1 disabled
             characteristics = 0x31 | (0x00 if pin1.enabled else 0x80)
@@ -1387,9 +1548,9 @@ class UsimEngine:
                 + bytes([0x01 if node is fs.MF else 0x02])
                 + bytes(5)
                 + bytes([9])  # length of what follows
-                + bytes([characteristics, dfs, efs, 3, 0])  # 3: CHV1, UNBLOCK CHV1, ADM
-                + bytes([_gsm_chv_status(pin1.remaining), _gsm_chv_status(puk1.remaining)])
-                + bytes(2)  # CHV2 and UNBLOCK CHV2: not initialised
+                + bytes([characteristics, dfs, efs, codes, 0])
+                + bytes([_gsm_chv_status(pin1), _gsm_chv_status(pins["puk1"])])
+                + bytes([_gsm_chv_status(pins.get("pin2")), _gsm_chv_status(pins.get("puk2"))])
             )
         if isinstance(node, LinearFixedEF):
             structure = 0x03 if isinstance(node, CyclicEF) else 0x01
@@ -1487,22 +1648,28 @@ class UsimEngine:
         }[mode]
         records = self._content(ef)
         assert isinstance(records, tuple)
-        number = next((n for n in order if records[n - 1].startswith(c.data)), None)
-        if number is None:
+        found = _matching_records(records, order, c.data, anchored=True)
+        if not found:
             raise _Refuse(SW_FILE_NOT_FOUND)  # 9404: pattern not found, pointer unchanged
-        self._record = number
+        number = self._record = found[0]
         return self._respond_later(bytes([number])) if kind else _sw(SW_OK)
 
     def _gsm_chv(self, c: _Command, length: int, *, unblock: bool = False) -> _Command:
         """The same command with the UICC key reference: CHV1 is PIN1 (P2 01; UNBLOCK CHV
-        names it 00), ADM1 keeps 0A; CHV2 is not initialised on this card."""
+        names it 00 or 01), CHV2 the second application PIN (P2 02 → 81), ADM1 keeps 0A. A
+        card without PIN2 answers 9802 for CHV2."""
         if c.p1:
             raise _Refuse(SW_WRONG_P1P2)
-        refs = {0x00: 0x01, 0x01: 0x01} if unblock else {0x01: 0x01, 0x0A: 0x0A}
-        if c.p2 == 0x02:
-            raise _Refuse(SW_GSM_NO_CHV)
+        pin2 = fs.KEY_REFERENCE[Access.PIN2]
+        refs = (
+            {0x00: 0x01, 0x01: 0x01, 0x02: pin2}
+            if unblock
+            else {0x01: 0x01, 0x02: pin2, 0x0A: 0x0A}
+        )
         if c.p2 not in refs:
             raise _Refuse(SW_WRONG_P1P2)
+        if c.p2 == 0x02 and "pin2" not in self._state.pins:
+            raise _Refuse(SW_GSM_NO_CHV)
         if len(c.data) != length or c.le is not None:
             raise _Refuse(SW_WRONG_LENGTH)
         return replace(c, p2=refs[c.p2])
@@ -1539,13 +1706,17 @@ class UsimEngine:
         return self._respond_later(gsm.sres + gsm.kc)
 
 
-def _sc(access: Access) -> int:
-    """Security condition byte of the compact format: 00 always, FF never, else key reference."""
-    if access is Access.ALW:
-        return 0x00
-    if access is Access.NEV:
-        return 0xFF
-    return fs.KEY_REFERENCE[access]
+def _arr_of(df: DF | ADF) -> LinearFixedEF:
+    """The EF.ARR that rules the files of ``df``: its own, else its nearest ancestor's."""
+    node: DF | ADF = df
+    while True:
+        arr = next(
+            (c for c in node.children if isinstance(c, LinearFixedEF) and c.codec.name == "arr"),
+            None,
+        )
+        if arr is not None:
+            return arr
+        node = _PARENTS[node.name]
 
 
 def open_card(profile_path: Path, state_path: Path | None) -> UsimEngine:

@@ -139,7 +139,8 @@ def new_profile_data(
     algorithm: Algorithm = "milenage",
     amf: str = "8000",
 ) -> dict[str, Any]:
-    """A fresh profile mapping: random K, OPc (or TOPc), PIN1, PUK1, ADM1, one OTA keyset.
+    """A fresh profile mapping: random K, OPc (or TOPc), PIN1, PUK1, ADM1, PIN2, PUK2, one OTA
+    keyset.
 
     Production passes ``os.urandom``; tests pass a deterministic source.
 
@@ -174,5 +175,8 @@ def new_profile_data(
         data["opc"] = random_bytes(32).hex()
     else:
         data["topc"] = random_bytes(32).hex()
+    # drawn last, so the keys above stay what they were for a given source
+    data["pin2"] = _digits(random_bytes, 4)
+    data["puk2"] = _digits(random_bytes, 8)
     parse_profile(data)  # validate now: a bad IMSI/ICCID is the caller's mistake
     return data

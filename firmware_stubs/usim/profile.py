@@ -3,7 +3,8 @@
 :func:`parse_profile` is pure: a mapping with the keys of a card profile (``iccid``, ``imsi``,
 ``algorithm``, ``k``, ``opc``/``op`` or ``topc``/``top`` with ``iterations`` and output lengths
 (for the HMAC-SHA-256 set of docs/hmac-aka.md: ``opc``/``op`` of 32 bytes and ``res_bits``),
-``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, ``ota_keysets``, ``suci``) → a frozen
+``amf``, ``sqn_ms``, ``pin1``, ``puk1``, ``adm1``, optionally ``pin2`` with ``puk2`` (the second
+application PIN of TS 102 221 §9.5.1), ``ota_keysets``, ``suci``) → a frozen
 :class:`CardProfile`. Unknown or missing keys and malformed hex give a one-line
 :class:`~trelab.errors.BadInput` naming the key, never its value.
 """
@@ -46,7 +47,9 @@ _COMMON_REQUIRED = ("iccid", "imsi", "algorithm", "k", "amf", "sqn_ms", "pin1", 
 _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
 _HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
-_OPTIONAL = frozenset({"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci", "msisdn"})
+_OPTIONAL = frozenset(
+    {"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci", "msisdn", "pin2", "puk2"}
+)
 _SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys", "calculation"})
 _HN_KEY_KEYS = frozenset({"id", "profile", "public"})
 _ALL_KEYS = frozenset(_COMMON_REQUIRED) | _MILENAGE_KEYS | _TUAK_KEYS | _OPTIONAL
@@ -125,6 +128,8 @@ class CardProfile:
     ck_bits: int = 128
     ik_bits: int = 128
     pin1_enabled: bool = True
+    pin2: str | None = field(default=None, repr=False)  # None: the card has no PIN2
+    puk2: str | None = field(default=None, repr=False)
     mnc_length: int = 2
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
@@ -148,6 +153,14 @@ class CardProfile:
         return encode_pin("puk1", self.puk1, digits=(8, 8))
 
     @property
+    def pin2_block(self) -> bytes | None:
+        return None if self.pin2 is None else encode_pin("pin2", self.pin2, digits=(4, 8))
+
+    @property
+    def puk2_block(self) -> bytes | None:
+        return None if self.puk2 is None else encode_pin("puk2", self.puk2, digits=(8, 8))
+
+    @property
     def adm1_block(self) -> bytes:
         return encode_pin("adm1", self.adm1, digits=(4, 8), allow_hex=True)
 
@@ -165,6 +178,8 @@ DEFAULT_PROFILE: Mapping[str, Any] = MappingProxyType(
         "sqn_ms": "ff9bb4d0b5e7",
         "pin1": "1234",
         "puk1": "12345678",
+        "pin2": "5678",
+        "puk2": "23456789",
         "adm1": "88888888",
         "msisdn": "+491700000001",
         # The home network keys of TS 33.501 Annex C.4 (their private halves are published
@@ -399,6 +414,10 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
     puk1 = _digits(data, "puk1", 8, 8)
     adm1 = _str(data, "adm1")
     encode_pin("profile: adm1", adm1, digits=(4, 8), allow_hex=True)
+    if ("pin2" in data) != ("puk2" in data):
+        raise BadInput("profile: pin2 and puk2 go together")
+    pin2 = _digits(data, "pin2", 4, 8) if "pin2" in data else None
+    puk2 = _digits(data, "puk2", 8, 8) if "puk2" in data else None
     pin1_enabled = data.get("pin1_enabled", True)
     if not isinstance(pin1_enabled, bool):
         raise BadInput("profile: pin1_enabled must be true or false")
@@ -427,6 +446,8 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         pin1=pin1,
         puk1=puk1,
         adm1=adm1,
+        pin2=pin2,
+        puk2=puk2,
         pin1_enabled=pin1_enabled,
         mnc_length=mnc_length,
         spn=spn,

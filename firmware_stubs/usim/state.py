@@ -25,6 +25,7 @@ from trelab.jsontext import load_json
 from uicc.ota import MAX_COUNTER, Keyset
 
 __all__ = [
+    "OPTIONAL_PIN_NAMES",
     "PIN_NAMES",
     "AkaCredentials",
     "CardState",
@@ -33,7 +34,8 @@ __all__ = [
     "PinState",
 ]
 
-PIN_NAMES = ("pin1", "puk1", "adm1")
+PIN_NAMES = ("pin1", "puk1", "adm1")  # every card has these
+OPTIONAL_PIN_NAMES = ("pin2", "puk2")  # the second application PIN and its PUK, when personalised
 FileContent = bytes | tuple[bytes, ...]  # transparent EF, or the records of a record EF
 
 
@@ -171,7 +173,9 @@ class CardState:
             if data["version"] != 1:
                 raise BadInput(f"card state: unsupported version {data['version']!r}")
             pins = {}
-            for name in PIN_NAMES:
+            for name in PIN_NAMES + OPTIONAL_PIN_NAMES:
+                if name in OPTIONAL_PIN_NAMES and name not in data["pins"]:
+                    continue
                 raw = data["pins"][name]
                 pin = PinState(
                     value=bytes.fromhex(raw["value"]),

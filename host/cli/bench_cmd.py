@@ -78,8 +78,9 @@ def _compare(args: argparse.Namespace) -> Outcome:
 
 
 def _throughput(args: argparse.Namespace) -> Outcome:
-    from bench.provision_throughput import run_throughput
+    from bench.provision_throughput import run_throughput, run_throughput_matrix
     from bench.report import (
+        matrix_rows,
         render_json,
         render_throughput_html,
         render_throughput_markdown,
@@ -92,17 +93,30 @@ def _throughput(args: argparse.Namespace) -> Outcome:
     levels = parse_levels(args.levels)
     if args.per_device < 1:
         raise BadInput("--per-device: must be ≥ 1")
-    out = Path(args.out)
-    section = run_throughput(
-        levels,
-        args.per_device,
-        work_dir=out / "throughput-work" if args.keep_files else None,
-        progress=None if args.json else _say,
-        warmup=not args.no_warmup,
-        workers=args.workers,
-        store=args.store,
-        server_alone=_worker_counts(args.server_alone) if args.server_alone else (),
+    stores = _stores(args.store)
+    worker_counts: tuple[int | None, ...] = (
+        _worker_counts(args.workers, "workers") if args.workers else (None,)
     )
+    out = Path(args.out)
+    common: dict[str, Any] = {
+        "work_dir": out / "throughput-work" if args.keep_files else None,
+        "progress": None if args.json else _say,
+        "warmup": not args.no_warmup,
+        "server_alone": _worker_counts(args.server_alone, "server-alone")
+        if args.server_alone
+        else (),
+    }
+    if len(stores) * len(worker_counts) > 1:
+        if None in worker_counts:
+            raise BadInput("--store with several engines: give --workers too (e.g. 1,2)")
+        section = run_throughput_matrix(
+            levels, args.per_device, stores=stores,
+            worker_counts=[w for w in worker_counts if w is not None], **common,
+        )  # fmt: skip
+    else:
+        section = run_throughput(
+            levels, args.per_device, workers=worker_counts[0], store=stores[0], **common
+        )
     validate_throughput(section)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "throughput.json", render_json(section), mode=0o644)
@@ -113,12 +127,18 @@ def _throughput(args: argparse.Namespace) -> Outcome:
         f"{row[0]:>2} {row[1]:>6} {row[2]:>8} {row[3]:>5} {row[4]:>7} {row[5]:>7} {row[8]:>6}"
         for row in throughput_rows(section)
     ]
+    headers, rows = matrix_rows(section)
+    if headers:
+        lines.append("side by side (provisionings/s, median latency, cores busy):")
+        for i, title in enumerate(headers[1:], start=1):
+            lines.append(f"  {title}:")
+            lines += [f"    c={row[0]:>2}: {row[i]}" for row in rows]
     lines.append(f"report: {out / 'throughput.html'} (also throughput.md, throughput.json)")
     data = {"ok": section["ok"], "out": str(out), "provisioning_throughput": section}
     return Outcome(data=data, text="\n".join(lines), exit_code=0 if section["ok"] else 1)
 
 
-def _worker_counts(text: str) -> tuple[int, ...]:
+def _worker_counts(text: str, flag: str) -> tuple[int, ...]:
     """``"1,2,4"`` → (1, 2, 4), each within 1..MAX_WORKERS.
 
     Raises:
@@ -129,10 +149,20 @@ def _worker_counts(text: str) -> tuple[int, ...]:
 
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(is_decimal(p) and 1 <= int(p) <= MAX_WORKERS for p in parts):
-        raise BadInput(
-            f"--server-alone {text!r}: expected worker counts like 1,2,4", field="server-alone"
-        )
+        raise BadInput(f"--{flag} {text!r}: expected worker counts like 1,2,4", field=flag)
     return tuple(sorted({int(p) for p in parts}))
+
+
+def _stores(text: str) -> tuple[str, ...]:
+    """``"sqlite,postgres"`` → ("sqlite", "postgres"), each once, in that order.
+
+    Raises:
+        BadInput: an engine other than sqlite or postgres.
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p in ("sqlite", "postgres") for p in parts):
+        raise BadInput(f"--store {text!r}: expected sqlite, postgres or both", field="store")
+    return tuple(dict.fromkeys(parts))
 
 
 def _say(text: str) -> None:
@@ -171,15 +201,16 @@ def register(nouns: Any) -> None:
     p.add_argument("--no-warmup", action="store_true", help="no uncounted first provisioning")
     p.add_argument(
         "--workers",
-        type=int,
-        metavar="N",
-        help="serve under gunicorn with N worker processes (default: the built-in server)",
+        metavar="N[,N…]",
+        help="serve under gunicorn with N worker processes (default: the built-in server); "
+        "several (1,2): one curve per count, side by side",
     )
     p.add_argument(
         "--store",
-        choices=("sqlite", "postgres"),
+        metavar="ENGINE[,ENGINE]",
         default="sqlite",
-        help="the server's store: a SQLite file, or a PostgreSQL cluster of the run's own",
+        help="the server's store: sqlite (a file) or postgres (a PostgreSQL cluster of the "
+        "run's own); sqlite,postgres: one curve per engine (× --workers), side by side",
     )
     p.add_argument(
         "--server-alone",

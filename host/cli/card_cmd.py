@@ -137,6 +137,7 @@ def _info(args: argparse.Namespace) -> Outcome:
         "imsi": info.imsi or f"(unread: {info.imsi_error})",
         "usim": data["usim_aid"],
         "pin1": f"{pin.state}{verified}{tries}",
+        "pin2": _pin_line(info.pin2) if info.pin2 is not None else "(none on this card)",
         "applications": apps,
         "suci": "(no subscription identifier privacy)"
         if suci is None
@@ -155,8 +156,15 @@ def _info(args: argparse.Namespace) -> Outcome:
             shown = json.dumps(reading.to_json()["value"], separators=(",", ":"))
         else:
             shown = f"({reading.status}{': ' + reading.detail if reading.detail else ''})"
+        if reading.access is not None:
+            shown += "  [" + " ".join(f"{op} {who}" for op, who in reading.access.items()) + "]"
         lines.append(f"{reading.path:<{width}}  {shown}")
     return Outcome(data=data, text="\n".join(lines))
+
+
+def _pin_line(pin: Any) -> str:
+    tries = f", {pin.tries_left} tries left" if pin.tries_left is not None else ""
+    return f"{pin.state}{', verified' if pin.verified else ''}{tries}"
 
 
 def _aka(args: argparse.Namespace) -> Outcome:

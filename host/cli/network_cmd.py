@@ -1,5 +1,8 @@
-"""Edge: CLI. ``trelab network init-config | serve | audit`` — the operator side (DRF, PVA,
-DPF, SHO, ICF) as a service.
+"""Edge: CLI. ``trelab network init-config | add-peer | serve | audit`` — the operator side
+(DRF, PVA, DPF, SHO, ICF) as a service.
+
+``add-peer`` pins another operator's deployment (its SHOs' public keys and its TLS CA, from
+its ``device-trust.json``) for the Ki transfer of Alternative 3a between two deployments.
 
 ``serve`` prints ``listening on https://HOST:PORT`` (flushed; port 0 picks a free port) before
 it blocks, stops cleanly on SIGTERM (requests in flight finish), and then reports the responses
@@ -43,6 +46,7 @@ def _init_config(args: argparse.Namespace) -> Outcome:
     path = init_config(
         directory,
         shos=args.sho or ("sho-a", "sho-b"),
+        plmns=args.plmn or (),
         ca_bundle=defaults.ca_bundle(args.ca),
         reference=reference,
         pcr_selection=selection,
@@ -66,6 +70,25 @@ def _init_config(args: argparse.Namespace) -> Outcome:
         f"reference values: {data['reference_pcrs']} PCRs read from the TPM"
         if reference
         else "no reference PCR values: validation refuses until some are set (--reference-from-tpm)"
+    )
+    return Outcome(data=data, text=text)
+
+
+def _add_peer(args: argparse.Namespace) -> Outcome:
+    from network.config import add_peers, load_config
+
+    path = defaults.network_config(args.config)
+    names = add_peers(
+        path, args.trust, shos=args.sho or (), force=args.force,
+        default_trusted_cas=defaults.ca_bundle(),
+    )  # fmt: skip
+    config = load_config(path, default_trusted_cas=defaults.ca_bundle())
+    pinned = {name: {"tls_ca": config.peers[name].tls_ca is not None} for name in names}
+    data = {"version": output.JSON_VERSION, "config": str(path), "pinned": pinned}
+    text = "\n".join(
+        f"pinned peer {name} in {path}"
+        + ("" if info["tls_ca"] else " (its deployment has no TLS CA: plain HTTP on loopback only)")
+        for name, info in pinned.items()
     )
     return Outcome(data=data, text=text)
 
@@ -178,7 +201,18 @@ def register(nouns: Any) -> None:
         help="config folder to write (default: $TRELAB_NETWORK_DIR or the user config dir)",
     )
     p.add_argument("--dir", dest="config", help=argparse.SUPPRESS)  # earlier spelling
-    p.add_argument("--sho", action="append", help="an SHO name (repeat; default sho-a and sho-b)")
+    p.add_argument(
+        "--sho",
+        action="append",
+        help="an SHO name (repeat; default sho-a and sho-b; one name: a deployment of that "
+        "operator alone, see add-peer)",
+    )
+    p.add_argument(
+        "--plmn",
+        action="append",
+        metavar="MCCMNC",
+        help="each SHO's PLMN, in the order of --sho (default 00101, 00102, …)",
+    )
     p.add_argument("--ca", help="manufacturer CA bundle (PEM; default: the lab's)")
     p.add_argument("--pcrs", help="PCR selection to validate (default sha256:0,1,2,3,4,5,6,7)")
     p.add_argument(
@@ -199,6 +233,22 @@ def register(nouns: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing config and its keys")
     output.add_json_flag(p)
     p.set_defaults(func=_init_config)
+
+    p = verbs.add_parser(
+        "add-peer",
+        help="pin another operator's deployment (its SHOs' public keys and TLS CA) for Ki transfers",
+    )
+    p.add_argument("--config", help="network.json or its folder (default: the user config dir)")
+    p.add_argument(
+        "--trust",
+        required=True,
+        metavar="FILE",
+        help="the other deployment's device-trust.json (public keys and TLS CA only)",
+    )
+    p.add_argument("--sho", action="append", help="pin only this SHO of it (repeat; default all)")
+    p.add_argument("--force", action="store_true", help="replace a peer pinned already")
+    output.add_json_flag(p)
+    p.set_defaults(func=_add_peer)
 
     p = verbs.add_parser("serve", help="serve the operator side over HTTP until SIGTERM")
     p.add_argument("--listen", default="127.0.0.1:8731", help="HOST:PORT (port 0: any free port)")

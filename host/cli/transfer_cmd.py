@@ -2,7 +2,8 @@
 card updated over the air) — and ``trelab ota send`` — one secured packet to a card.
 
 ``transfer ki`` runs on the lab's operator side (``trelab network init-config``: one
-configuration with both SHOs, one store): SHO-A, which knows the card (its HSS record and OTA
+configuration with both SHOs, one store), or — with ``--holder URL`` — at SHO-B's own
+deployment, SHO-A being another one pinned with ``trelab network add-peer``: SHO-A, which knows the card (its HSS record and OTA
 keys, registered from the personalisation profile with ``--card-profile`` the first time),
 hands the subscription to SHO-B over the signed, encrypted channel of
 :mod:`network.transfer`; SHO-B sends the secured packets to the card through ``--reader``
@@ -88,7 +89,18 @@ def _open_operators(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
         from network.transfer import http_exporter
 
-        ca = config.tls_ca  # SHO-A's TLS CA: the lab's deployments share the configuration
+        peer = config.peers.get(args.source)
+        if peer is not None:  # SHO-A pinned as a peer: its own deployment's TLS CA
+            ca = peer.tls_ca
+        elif args.source in config.shos:  # one configuration serving both (the lab's shortcut)
+            ca = config.tls_ca
+        else:
+            raise BadInput(
+                f"--holder: {args.source} is neither an SHO of this configuration nor a pinned "
+                "peer: pin SHO-A's deployment first (`trelab network add-peer --trust "
+                "ITS-device-trust.json`)",
+                field="holder",
+            )
         pem = ca.public_bytes(serialization.Encoding.PEM) if ca is not None else None
         exporter = http_exporter(args.holder, tls_ca=pem)
     transfer = KiTransfer(config, store, keyring, now=lambda: int(time.time()), exporter=exporter)
@@ -399,7 +411,8 @@ def register(nouns: Any) -> None:
         "--holder",
         metavar="URL",
         help="SHO-A as its own deployment: its `network serve` URL (the request and package "
-        "travel over HTTP; --store is then SHO-B's store)",
+        "travel over HTTPS under the TLS CA pinned for it by `network add-peer`; --config and "
+        "--store are then SHO-B's)",
     )
     _link_options(p)
     output.add_json_flag(p)

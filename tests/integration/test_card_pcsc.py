@@ -297,3 +297,30 @@ def test_card_serve_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "profile: k" in done.stderr
     done = _cli("card", "serve", "--profile", str(bad), "--vpcd", "localhost:99999")
     assert done.returncode == 2 and "--vpcd" in done.stderr
+
+
+def test_pin2_search_record_and_extended_lengths_through_pcscd(own_card: CardProcess) -> None:
+    """Through pyscard → pcscd → vpcd over T=1: EF.FDN updated only with PIN2 (CHV2 in the GSM
+    class), SEARCH RECORD finding it, and extended APDUs longer than 256 bytes both ways
+    (SET DATA and RETRIEVE DATA of a 600-byte object in EF.MML) as the ATR claims them."""
+    fdn = bytes.fromhex("486f6d65ffffffffffffffffffff058121436587ffffffffffffffffffff")[:28]
+    with PcscLink(READER_1, protocol="T1") as link:
+        link.reset_on_close = True
+        send = link.transmit
+        assert send(b"\x00\x20\x00\x01\x08" + b"1234" + b"\xff" * 4)[-2:] == b"\x90\x00"
+        assert send(bytes.fromhex("00a4040c07a0000000871002"))[-2:] == b"\x90\x00"
+        assert send(bytes.fromhex("00a4000c026f3b"))[-2:] == b"\x90\x00"
+        update = bytes([0x00, 0xDC, 0x01, 0x04, 28]) + fdn
+        assert send(update)[-2:] == b"\x69\x82"  # PIN1 is not enough
+        assert send(b"\xa0\x20\x00\x02\x08" + b"5678" + b"\xff" * 4) == b"\x90\x00"  # CHV2
+        assert send(bytes.fromhex("00a4000c026f3b"))[-2:] == b"\x90\x00"  # (GSM went to MF)
+        assert send(update)[-2:] == b"\x90\x00"
+        assert send(bytes.fromhex("00a201040421436587")) == b"\x01\x90\x00"  # SEARCH RECORD
+        # extended: one SET DATA of 604 bytes and one RETRIEVE DATA answering all of them
+        assert send(bytes.fromhex("00a4080c067f105f3b4f47"))[-2:] == b"\x90\x00"
+        value = bytes(range(256)) * 2 + bytes(88)
+        obj = b"\x80\x82" + len(value).to_bytes(2, "big") + value
+        set_data = b"\x80\xdb\x00\x80\x00" + len(obj).to_bytes(2, "big") + obj
+        assert link.transmit_raw(set_data) == b"\x90\x00"
+        answer = link.transmit_raw(bytes.fromhex("80cb0080000001800000"))
+        assert answer == obj + b"\x90\x00"

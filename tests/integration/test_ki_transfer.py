@@ -5,6 +5,7 @@ init-config` directory and SQLite store in tmp_path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -263,60 +264,139 @@ def test_cli_refusals_are_one_line_and_change_nothing(
     assert "ota" not in json.loads(card.state.read_text())  # no packet reached the card
 
 
-def test_two_operator_deployments_over_http(
-    card: CardProcess, operators: dict[str, Path], tmp_path: Path, postgres: Any
-) -> None:
-    """SHO-A as its own deployment — `trelab network serve` on its own PostgreSQL database —
-    and SHO-B's `transfer ki` on its own SQLite store, asking SHO-A over HTTP."""
+def _private_points(folder: Path) -> set[bytes]:
+    """The public points of every PEM private key anywhere under ``folder``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    points = set()
+    for path in folder.rglob("*"):
+        if path.is_file() and b"PRIVATE KEY" in path.read_bytes():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            points.add(
+                key.public_key().public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
+            )
+    return points
+
+
+@contextlib.contextmanager
+def serving(config: Path, store: str, log_path: Path) -> Iterator[str]:
+    """`trelab network serve` (HTTPS, its config's certificate) on a free port; its URL."""
     import select
     import signal
 
-    name = f"sho_a_{os.getpid()}"
-    store_a = postgres.create_database(name)
-    store_b = tmp_path / "sho-b.db"
-    config = ["--config", str(operators["config"])]
-    done = cli("transfer", "register-card", "--sho", "sho-a", "--card-profile",
-               str(card.profile_file), *config, "--store", store_a, "--json")  # fmt: skip
-    assert done.returncode == 0 and json.loads(done.stdout)["created"], done.stderr
-    log = (tmp_path / "sho-a.log").open("w")
+    log = log_path.open("w")
     serve = subprocess.Popen(
         [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0",
-         *config, "--store", store_a, "--json"],
+         "--config", str(config), "--store", store, "--json"],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
     )  # fmt: skip
     try:
         assert serve.stdout is not None
         ready, _, _ = select.select([serve.stdout], [], [], 60)
         url = json.loads(serve.stdout.readline())["listening"] if ready else None
-        assert url, (tmp_path / "sho-a.log").read_text()[-800:]
-        done = cli(
-            "transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b", *config,
-            "--store", str(store_b), "--holder", url, "--reader", READER_1, "--rotate-k",
-            "--json", env={"TRELAB_CARD_PIN": "1234"},
-        )  # fmt: skip
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert url and url.startswith("https://"), log_path.read_text()[-800:]
+        yield str(url)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
         log.close()
-    report = json.loads(done.stdout)
-    new_imsi = report["transfer"]["new_imsi"]
+
+
+def test_two_operator_deployments_over_http(
+    card: CardProcess, lab: LabStatus, tmp_path: Path, postgres: Any
+) -> None:
+    """SHO-A and SHO-B as two deployments: each its own `network init-config` (its own private
+    keys only), the other pinned with `network add-peer`, its own `network serve` over HTTPS and
+    its own store (SHO-A on PostgreSQL, SHO-B on SQLite). SHO-B's `transfer ki --holder`
+    reaches SHO-A under the TLS CA it pinned; SHO-A checks the request with the key it pinned
+    for SHO-B; and SHO-B's server checks SHO-A's requests likewise. A deployment that did not
+    pin the other refuses."""
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from network.transfer import build_request, http_exporter, open_package
+    from protocol.errors import SignatureInvalid
+    from protocol.messages import SigningKey
+
+    dir_a, dir_b = tmp_path / "sho-a", tmp_path / "sho-b"
+    for folder, sho, plmn in ((dir_a, "sho-a", "00101"), (dir_b, "sho-b", "00102")):
+        done = cli("network", "init-config", "--config", str(folder), "--ca", str(lab.ca.bundle),
+                   "--sho", sho, "--plmn", plmn, "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    done = cli("network", "add-peer", "--config", str(dir_a), "--trust",
+               str(dir_b / "device-trust.json"), "--json")  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["pinned"] == {"sho-b": {"tls_ca": True}}
+    name = f"sho_a_{os.getpid()}"
+    store_a = postgres.create_database(name)
+    store_b = tmp_path / "sho-b.db"
+    done = cli("transfer", "register-card", "--sho", "sho-a", "--card-profile",
+               str(card.profile_file), "--config", str(dir_a), "--store", store_a, "--json")  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["created"], done.stderr
+    transfer = ["transfer", "ki", "--imsi", OLD_IMSI, "--from", "sho-a", "--to", "sho-b",
+                "--config", str(dir_b), "--store", str(store_b), "--reader", READER_1, "--json"]  # fmt: skip
+    with serving(dir_a, store_a, tmp_path / "sho-a.log") as url_a:
+        unpinned = cli(*transfer, "--holder", url_a, "--rotate-k")  # SHO-B has not pinned A
+        assert unpinned.returncode == 2 and "add-peer" in unpinned.stderr
+        assert unpinned.stderr.count("\n") == 1
+        done = cli("network", "add-peer", "--config", str(dir_b), "--trust",
+                   str(dir_a / "device-trust.json"))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        done = cli(*transfer, "--holder", url_a, "--rotate-k",
+                   env={"TRELAB_CARD_PIN": "1234"})  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    with serving(dir_b, str(store_b), tmp_path / "sho-b.log") as url_b:
+        report = json.loads(done.stdout)
+        new_imsi = report["transfer"]["new_imsi"]
+        # SHO-B's own server answers SHO-A's signed requests — checked with the key it
+        # pinned — and refuses one signed by any other key under SHO-A's name
+        config_a, config_b = (
+            load_config(dir_a / "network.json"),
+            load_config(dir_b / "network.json"),
+        )
+        b_ca = config_a.peers["sho-b"].tls_ca
+        assert b_ca is not None
+        export_b = http_exporter(url_b, tls_ca=b_ca.public_bytes(serialization.Encoding.PEM))
+        impostor = SigningKey("sho-a", ec.generate_private_key(ec.SECP256R1()))
+        forged, _ = build_request(impostor, holder="sho-b", imsi=new_imsi,
+                                  iccid=card.iccid, now=int(time.time()))  # fmt: skip
+        with pytest.raises(SignatureInvalid):
+            export_b("sho-b", forged.wire)
+        back, ephemeral = build_request(config_a.shos["sho-a"].key, holder="sho-b",
+                                        imsi=new_imsi, iccid=card.iccid, now=int(time.time()))  # fmt: skip
+        package = export_b("sho-b", back.wire)
+        returned = open_package(package, back, ephemeral, config_a.peers["sho-b"].public_key)
+        assert returned.imsi == new_imsi and returned.iccid == card.iccid
     assert [p["step"] for p in report["transfer"]["packets"]] == [
         "keys-add", "keys-delete", "imsi", "k-rotation"
     ]  # fmt: skip
+    assert new_imsi.startswith("00102")
     assert report["card"] == {"iccid": card.iccid, "imsi": new_imsi}
     assert report["attach"]["after_k_rotation"]["accepted"]
     assert "deployment" in report["skipped"] and report["threats"] == {}
-    cfg = load_config(operators["config"] / "network.json")
-    a, b = Store(store_a, cfg.store_key), Store(store_b, cfg.store_key)
+    # each configuration holds its own private keys only; SHO-B's none of SHO-A's
+    a_keys, b_keys = _private_points(dir_a), _private_points(dir_b)
+    assert len(a_keys) == len(b_keys) == 5 and not a_keys & b_keys
+    assert set(config_b.shos) == {"sho-b"} and set(config_b.peers) == {"sho-a"}
+    assert config_b.store_key != config_a.store_key
+    a, b = Store(store_a, config_a.store_key), Store(store_b, config_b.store_key)
     try:
         with a.transaction() as tx:
             old = tx.hss(OLD_IMSI)
             assert old is not None and old.state == "transferred" and tx.hss(new_imsi) is None
         with b.transaction() as tx:
             new = tx.hss(new_imsi)
-            assert new is not None and new.state == "active" and tx.hss(OLD_IMSI) is None
-        assert ("sho-a", "ki-export") in {(e.actor, e.event) for e in a.audit_events()}
+            assert new is not None and new.state == "transferred" and tx.hss(OLD_IMSI) is None
+        events_a = {(e.actor, e.event) for e in a.audit_events()}
+        events_b = {(e.actor, e.event) for e in b.audit_events()}
+        assert ("sho-a", "ki-export") in events_a and ("sho-b", "ki-export") not in events_a
+        assert ("sho-b", "ki-import") in events_b and ("sho-b", "ki-export") in events_b
+        assert ("sho", "refused") in events_b  # the impostor's request, audited
         a.verify_audit()
         b.verify_audit()
     finally:

@@ -87,6 +87,31 @@ def test_levels_1_and_2_provision_every_mid_and_stop_every_process(tmp_path: Pat
     assert processes_naming(work) == []
 
 
+def test_engines_and_workers_side_by_side_each_run_whole(tmp_path: Path) -> None:
+    """Two worker counts side by side (SQLite; the engines differ only by the store URL the
+    server is given): one curve each, with its own server and store, every provisioning ACTIVE
+    in each, every process stopped."""
+    from bench.provision_throughput import run_throughput_matrix
+
+    started: list[int] = []
+    section = run_throughput_matrix(
+        [2], 1, stores=("sqlite",), worker_counts=(1, 2), work_dir=tmp_path, started=started,
+        warmup=False,
+    )  # fmt: skip
+    validate_throughput(section)
+    assert section["ok"] is True, section["verdict"]
+    runs = section["matrix"]
+    assert [(r["store"], r["workers"]) for r in runs] == [("sqlite", 1), ("sqlite", 2)]
+    for run in runs:
+        (level,) = run["levels"]
+        assert (level["concurrency"], level["succeeded"], level["failed"]) == (2, 2, 0)
+        assert run["server"]["active_mids"] == 2 and run["ok"] is True
+    assert section["levels"] == runs[0]["levels"]
+    assert len(list(tmp_path.iterdir())) == 2  # a folder, a server and a store per curve
+    assert len(started) == 2 * (1 + 2 + 2)  # per curve: server, 2 swtpms, 2 agents
+    assert [pid for pid in started if proc.is_alive(pid)] == []
+
+
 def _trelab(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "host.cli", "bench", "throughput", *args]
     return subprocess.Popen(

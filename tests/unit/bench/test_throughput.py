@@ -240,3 +240,88 @@ def test_server_side_sections_render_when_present() -> None:
     assert "| ECPrivateKey.sign | 5.0 | 32.0 | 0.16 |" in text
     assert "| 2 | 4 | 10/10 | 99.0 | 4.0 | 0.5 | None | 2.0 |" in text
     assert "put_session" in render_throughput_html(data)
+
+
+def matrix_section() -> dict[str, Any]:
+    """A section as run_throughput_matrix builds it: four combinations side by side, the
+    second PostgreSQL one with a failed provisioning at 4 devices."""
+    data = section()
+    runs = []
+    for store in ("sqlite", "postgres"):
+        for workers in (1, 2):
+            run = section()
+            if (store, workers) == ("postgres", 2):
+                run["levels"][2] = summarize_level(4, 2, _samples(4, 2, fail=0), _cpu())
+                run["ok"], run["verdict"] = verdict(run)
+            runs.append({"store": store, "workers": workers, "levels": run["levels"],
+                         "server": run["server"], "ok": run["ok"], "verdict": run["verdict"]})  # fmt: skip
+    data["matrix"] = runs
+    data["server_alone"] = {
+        "load": "fresh registrations", "store": "postgres",
+        "levels": [{"workers": w, "clients": 2 * w, "requests": 10, "succeeded": 10,
+                    "per_s": 50.0 * w, "server_cpu_ms_per_request": 4.0,
+                    "server_cores_busy": 0.5 * w, "database_cpu_ms_per_request": 1.0,
+                    "host_cores_busy": 1.0 * w} for w in (1, 2)],
+    }  # fmt: skip
+    return json.loads(json.dumps(data))
+
+
+def test_engines_and_workers_render_side_by_side() -> None:
+    from bench.report import matrix_rows
+
+    data = matrix_section()
+    validate_throughput(data)
+    validate_report({**report_from_fake(), THROUGHPUT: data})
+    headers, rows = matrix_rows(data)
+    assert headers == ["devices at once", "SQLite, 1 worker(s)", "SQLite, 2 worker(s)",
+                       "PostgreSQL, 1 worker(s)", "PostgreSQL, 2 worker(s)"]  # fmt: skip
+    assert [row[0] for row in rows] == ["1", "2", "4"]
+    level = data["matrix"][0]["levels"][2]
+    assert rows[2][1].startswith(f"{level['throughput_per_s']:.2f} /s, p50 ")
+    assert "FAILED" in rows[2][4] and "FAILED" not in rows[2][3]  # the failure shows in its cell
+    for text in (render_throughput_markdown(data), render_markdown({**report_from_fake(),
+                                                                    THROUGHPUT: data})):  # fmt: skip
+        assert "## Engines × workers, side by side" in text
+        assert "| devices at once | SQLite, 1 worker(s) |" in text
+        assert "## The server alone" in text and "Store: PostgreSQL." in text
+        assert "| 2 | 4 | 10/10 | 100.0 |" in text  # the server alone at 2 workers
+    page = render_html({**report_from_fake(), THROUGHPUT: data})
+    assert "Engines × workers, side by side" in page and "PostgreSQL, 2 worker(s)" in page
+    assert "The server alone" in page
+    assert matrix_rows(section()) == ([], [])  # a single curve has no side-by-side table
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s["matrix"][0].update(store="mysql"),
+        lambda s: s["matrix"][1].update(workers=0),
+        lambda s: s["matrix"][2].pop("ok"),
+        lambda s: s["matrix"][3]["levels"][0].pop("wall_s"),
+    ],
+)
+def test_damaged_matrices_are_refused(damage: Any) -> None:
+    data = matrix_section()
+    damage(data)
+    with pytest.raises(BadInput, match=r"matrix\["):
+        validate_throughput(data)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "mysql"], "--store 'mysql'"),
+        (["--store", "sqlite,postgres"], "give --workers too"),
+        (["--workers", "1,x"], "--workers '1,x'"),
+        (["--workers", "0"], "--workers '0'"),
+    ],
+)
+def test_throughput_cli_refuses_bad_engines_and_worker_counts(
+    args: list[str], message: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from host.cli import main
+
+    code = main(["bench", "throughput", "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written

@@ -58,7 +58,8 @@ def test_atr_is_well_formed(card: Card) -> None:
     assert objects[3][0] & 0xC0 == 0xC0  # selection by full and by partial DF name
     capabilities = objects[7]
     assert capabilities[1] & 0x80  # BER-TLV EFs
-    assert capabilities[2] & 0x40 == 0  # no extended Lc/Le: the card answers those 6700
+    assert capabilities[2] & 0x40  # extended Lc and Le fields (ISO/IEC 7816-4, card capabilities)
+    assert capabilities[2] & 0x80 == 0  # no command chaining
     assert capabilities[2] & 0x07 == 0x07  # 8 or more logical channels
     assert capabilities[2] & 0x10  # assigned by the card (MANAGE CHANNEL P2 00)
 
@@ -101,8 +102,15 @@ def test_select_ef_fcp_contents(card: Card) -> None:
     assert sw == 0x9000
     fcp = fs.parse_fcp(data)
     assert (fcp.fid, fcp.size, fcp.sfi, fcp.structure) == (0x6F07, 9, 0x07, "transparent")
-    # compact security attributes: AM update|read, SC(update)=ADM1 (0A), SC(read)=PIN1 (01)
-    assert fcp.security == bytes([0x03, 0x0A, 0x01])
+    # 8B: referenced to ADF.USIM's EF.ARR (6F06); that record reads, in the expanded format of
+    # TS 102 221 §9.2.4: AM 01 (read) under PIN1, AM 02 (update) under ADM1
+    assert 0x8C not in fcp.raw
+    arr_fid, record = fcp.arr_reference or (0, 0)
+    assert arr_fid == 0x6F06
+    card.send("00a40004026f06")
+    rule, sw = card.send(bytes([0x00, 0xB2, record, 0x04, fs.ARR_RECORD_LEN]))
+    assert sw == 0x9000
+    assert rule.rstrip(b"\xff") == bytes.fromhex("800101a406830101950108800102a40683010a950108")
     data, _ = card.send("00a40804022f00")
     fcp = fs.parse_fcp(data)
     assert fcp.structure == "linear-fixed"

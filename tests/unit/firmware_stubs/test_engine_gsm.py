@@ -55,7 +55,8 @@ def test_mf_and_df_gsm_responses(card: Card) -> None:
     assert (data[14], data[15]) == (dfs, len(fs.MF.children) - dfs)
     assert data[13] & 0x80 == 0  # CHV1 enabled
     assert data[18] == 0x83 and data[19] == 0x8A  # CHV1: 3 tries, UNBLOCK CHV1: 10
-    assert data[20] == data[21] == 0  # no CHV2
+    assert data[16] == 5  # CHV1, CHV2, UNBLOCK CHV1, UNBLOCK CHV2, ADM
+    assert data[20] == 0x83 and data[21] == 0x8A  # CHV2: 3 tries, UNBLOCK CHV2: 10
     data, sw = select(card, 0x7F20)
     assert sw == 0x9000 and data[4:6] == b"\x7f\x20" and data[6] == 0x02
     assert data[15] == len(fs.DF_GSM.children)
@@ -154,7 +155,7 @@ def test_records_and_seek(card: Card) -> None:
 def test_chv_commands_and_status_words(card: Card) -> None:
     wrong = b"9999" + b"\xff" * 4
     assert gsm(card, b"\xa0\x20\x00\x01\x08" + wrong)[1] == 0x9804
-    assert gsm(card, b"\xa0\x20\x00\x02\x08" + PIN1)[1] == 0x9802  # no CHV2 on this card
+    assert gsm(card, b"\xa0\x20\x00\x02\x08" + PIN1)[1] == 0x9804  # CHV2 is not PIN1
     assert gsm(card, b"\xa0\x20\x00\x01\x00")[1] == 0x6700  # no query form in this class
     assert gsm(card, b"\xa0\x26\x00\x01\x08" + PIN1)[1] == 0x9000  # DISABLE CHV1
     assert card.engine.pin_status()["pin1_enabled"] is False

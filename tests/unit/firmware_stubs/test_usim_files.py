@@ -85,7 +85,7 @@ SPEC_FILES: list[tuple[str, int, int | None, str, int]] = [
     ("EF.DOMAIN", 0x6F03, 0x05, "transparent", 48),
     ("EF.IMPU", 0x6F04, 0x04, "linear-fixed", 64),
     ("ADF.ISIM/EF.AD", 0x6FAD, 0x03, "transparent", 3),
-    ("ADF.ISIM/EF.ARR", 0x6F06, 0x06, "linear-fixed", 16),
+    ("ADF.ISIM/EF.ARR", 0x6F06, 0x06, "linear-fixed", 24),
     ("EF.IST", 0x6F07, 0x07, "transparent", 2),
     ("EF.PCSCF", 0x6F09, 0x09, "linear-fixed", 64),
 ]

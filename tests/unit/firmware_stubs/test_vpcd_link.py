@@ -92,3 +92,10 @@ def test_any_sequence_of_frames_in_any_split_gets_one_answer_per_apdu(
     frames = _frames(out)
     assert len(frames) == len(answered)
     assert all(len(f) >= 2 for f in frames)
+
+
+def test_an_extended_command_tpdu_is_one_frame(conn: VpcdConnection) -> None:
+    """A 611-byte extended SET DATA (ISO/IEC 7816-4 case 3E) reaches the card whole."""
+    tpdu = b"\x80\xdb\x00\x80\x00\x02\x5c" + bytes(604)
+    answers = _frames(conn.receive_data(encode_frame(tpdu)))
+    assert len(answers) == 1 and len(answers[0]) == 2  # one status word back, no drop

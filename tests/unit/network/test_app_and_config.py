@@ -210,3 +210,97 @@ def test_cli_audit_verifies_the_chain(
         and data["entries"] == 1
         and data["last"][0]["event"] == "register"
     )
+
+
+def _private_keys_in(folder: Path) -> list[bytes]:
+    """The public points of every PEM private key under ``folder`` (whatever the file name)."""
+    points = []
+    for path in folder.rglob("*"):
+        if path.is_file() and b"PRIVATE KEY" in path.read_bytes():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            points.append(
+                key.public_key().public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
+                if isinstance(key, ec.EllipticCurvePrivateKey)
+                else path.read_bytes()
+            )
+    return points
+
+
+def test_two_deployments_each_hold_their_own_keys_and_pin_the_other(
+    tmp_path: Path, ca_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`init-config --sho` per operator, then `add-peer` both ways: each configuration holds
+    only its own private keys, and the other's SHO public key and TLS CA, pinned."""
+    a, b = tmp_path / "sho-a", tmp_path / "sho-b"
+    for folder, sho, plmn in ((a, "sho-a", "00101"), (b, "sho-b", "00102")):
+        assert main(["network", "init-config", "--config", str(folder), "--ca", str(ca_file),
+                     "--sho", sho, "--plmn", plmn, "--json"]) == 0  # fmt: skip
+    capsys.readouterr()
+    for here, there, name in ((a, b, "sho-b"), (b, a, "sho-a")):
+        code = main(["network", "add-peer", "--config", str(here), "--trust",
+                     str(there / "device-trust.json"), "--json"])  # fmt: skip
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert json.loads(out.out)["pinned"] == {name: {"tls_ca": True}}
+    config_a, config_b = load_config(a / "network.json"), load_config(b / "network.json")
+    assert set(config_a.shos) == {"sho-a"} and set(config_a.peers) == {"sho-b"}
+    assert set(config_b.shos) == {"sho-b"} and set(config_b.peers) == {"sho-a"}
+    assert config_b.shos["sho-b"].plmn == "00102"
+    point = serialization.PublicFormat.UncompressedPoint
+    x962 = serialization.Encoding.X962
+    a_private = set(_private_keys_in(a))
+    b_private = set(_private_keys_in(b))
+    assert len(a_private) == len(b_private) == 5  # PVA, DPF, the SHO, TLS CA and server
+    assert not a_private & b_private  # SHO-B's folder holds none of SHO-A's private keys
+    assert config_b.peers["sho-a"].public_key.public_bytes(x962, point) in a_private
+    assert config_b.transfer_key("sho-a") == config_a.shos["sho-a"].key.public_key
+    assert config_a.transfer_key("sho-b") == config_b.shos["sho-b"].key.public_key
+    assert config_b.transfer_key("sho-c") is None
+    assert config_b.peers["sho-a"].tls_ca == config_a.tls_ca  # SHO-A's server CA, pinned
+    assert "sho-a" not in json.loads((b / "device-trust.json").read_text())["shos"]
+    assert str(a) not in (b / "network.json").read_text()  # nothing points into SHO-A's folder
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda trust: trust, "pinned already"),
+        (lambda trust: {**trust, "shos": {"sho-b": trust["shos"]["sho-a"]}}, "this deployment"),
+        (lambda trust: {**trust, "shos": {"sho-x": "-----BEGIN PRIVATE KEY-----"}}, "public key"),
+        (lambda trust: {**trust, "tls_ca": "not pem"}, "tls_ca"),
+        (lambda trust: {"pva": trust["pva"]}, "no shos"),
+    ],
+)
+def test_add_peer_refusals_change_nothing(
+    tmp_path: Path, ca_file: Path, change: object, message: str
+) -> None:
+    from network.config import add_peers
+
+    a = init_config(tmp_path / "a", ca_bundle=ca_file, shos=("sho-a",))
+    b = init_config(tmp_path / "b", ca_bundle=ca_file, shos=("sho-b",), plmns=("00102",))
+    assert add_peers(b, a.parent / "device-trust.json") == ["sho-a"]
+    before = b.read_text(), sorted(p.name for p in (b.parent / "peers").iterdir())
+    trust = json.loads((a.parent / "device-trust.json").read_text())
+    changed = tmp_path / "trust.json"
+    changed.write_text(json.dumps(change(trust)))  # type: ignore[operator]
+    with pytest.raises(BadConfig, match=message) as caught:
+        add_peers(b, changed, force=message != "pinned already")
+    assert "\n" not in str(caught.value)
+    assert (b.read_text(), sorted(p.name for p in (b.parent / "peers").iterdir())) == before
+
+
+def test_a_peer_pinned_by_a_private_key_file_is_refused(tmp_path: Path, ca_file: Path) -> None:
+    a = init_config(tmp_path / "a", ca_bundle=ca_file, shos=("sho-a",))
+    doc = json.loads(a.read_text())
+    doc["peers"] = {"sho-b": {"key": "keys/dpf.pem"}}
+    a.write_text(json.dumps(doc))
+    with pytest.raises(BadConfig, match=r"peers\.sho-b\.key .*a private key"):
+        load_config(a)
+    trust = json.loads((a.parent / "device-trust.json").read_text())
+    (a.parent / "pva.pub.pem").write_text(trust["pva"])
+    doc["peers"] = {"sho-a": {"key": "pva.pub.pem"}}
+    a.write_text(json.dumps(doc))
+    with pytest.raises(BadConfig, match="peers: 'sho-a'"):
+        load_config(a)

@@ -416,36 +416,53 @@ def test_the_journal_is_typed_and_round_trips() -> None:
 # ---- two operator deployments ---------------------------------------------------------------------
 
 
+def two_deployments() -> tuple[Any, Any]:
+    """SHO-A's and SHO-B's configurations, each with its own private keys and store key only,
+    the other operator pinned as a peer (its public key)."""
+    from network.config import PeerConfig
+
+    a, b = make_config(), make_config()
+    sho_a, sho_b = a.shos["sho-a"], b.shos["sho-b"]
+    config_a = replace(
+        a, shos={"sho-a": sho_a}, peers={"sho-b": PeerConfig("sho-b", sho_b.key.public_key)}
+    )
+    config_b = replace(
+        b, shos={"sho-b": sho_b}, peers={"sho-a": PeerConfig("sho-a", sho_a.key.public_key)}
+    )
+    return config_a, config_b
+
+
 def test_two_operator_deployments_transfer_over_http(store_url: str, tmp_path: Path) -> None:
-    """SHO-A and SHO-B as two deployments, each with its own store (SHO-A's on each engine),
-    SHO-A behind its own HTTP server: the signed request and the encrypted package cross the
-    network; each store ends with its own operator's records only."""
+    """SHO-A and SHO-B as two deployments, each with its own configuration (its own private
+    keys, the other pinned) and store (SHO-A's on each engine), SHO-A behind its own HTTP
+    server: the signed request and the encrypted package cross the network; each store ends
+    with its own operator's records only."""
     import time
 
     from network.server import NetworkApp, running_server
     from network.transfer import http_exporter
     from tests.unit.network.conftest import opaque_builder
 
-    config = make_config()
-    store_a = Store(store_url, config.store_key)
-    store_b = Store(tmp_path / "sho-b.db", config.store_key)
+    config_a, config_b = two_deployments()
+    store_a = Store(store_url, config_a.store_key)
+    store_b = Store(tmp_path / "sho-b.db", config_b.store_key)
     try:
-        KiTransfer(config, store_a, now=lambda: int(time.time())).register_card(
+        KiTransfer(config_a, store_a, now=lambda: int(time.time())).register_card(
             "sho-a", subscription_of()
         )
         engine = UsimEngine(PROFILE, CardStore(tmp_path / "card.json"))
         link = InProcessLink(engine)
         client = UsimClient(link)
         client.verify_pin("1234")
-        with running_server(NetworkApp(config, store_a, builder=opaque_builder)) as url_a:
+        with running_server(NetworkApp(config_a, store_a, builder=opaque_builder)) as url_a:
             sho_b = KiTransfer(
-                config, store_b, now=lambda: int(time.time()), exporter=http_exporter(url_a)
+                config_b, store_b, now=lambda: int(time.time()), exporter=http_exporter(url_a)
             )
             report = sho_b.run(holder="sho-a", requester="sho-b", imsi=PROFILE.imsi,
                                iccid=PROFILE.iccid, send=link.transmit, rotate_k=True)  # fmt: skip
             client.forget_selection()
             attached = sho_b.attach(report["new_imsi"], lambda r, a: client.authenticate(r, a))
-            again, _ = build_request(config.shos["sho-b"].key, holder="sho-a",
+            again, _ = build_request(config_b.shos["sho-b"].key, holder="sho-a",
                                      imsi=PROFILE.imsi, iccid=PROFILE.iccid, now=int(time.time()))  # fmt: skip
             with pytest.raises(Refused) as caught:  # SHO-A's refusal arrives typed, over HTTP
                 http_exporter(url_a)("sho-a", again.wire)
@@ -473,6 +490,62 @@ def test_two_operator_deployments_transfer_over_http(store_url: str, tmp_path: P
         assert ("sho-a", "ki-export") not in events_b
         store_a.verify_audit()
         store_b.verify_audit()
+    finally:
+        store_a.close()
+        store_b.close()
+
+
+def test_deployments_that_did_not_pin_each_other_refuse(tmp_path: Path) -> None:
+    """SHO-A's deployment without SHO-B pinned refuses its request (403, audited, nothing
+    exported); SHO-B with a wrong key pinned for SHO-A refuses the package (nothing imported,
+    no step done); SHO-B with no SHO-A pinned at all refuses before asking."""
+    import time
+
+    from network.config import PeerConfig
+    from network.server import NetworkApp, running_server
+    from network.transfer import http_exporter
+    from tests.unit.network.conftest import opaque_builder
+
+    config_a, config_b = two_deployments()
+    lonely_a = replace(config_a, peers={})
+    store_a = Store(tmp_path / "sho-a.db", config_a.store_key)
+    store_b = Store(tmp_path / "sho-b.db", config_b.store_key)
+    engine = UsimEngine(PROFILE, CardStore(tmp_path / "card.json"))
+    link = InProcessLink(engine)
+
+    def run(config: Any, url: str) -> Any:
+        sho_b = KiTransfer(config, store_b, now=lambda: int(time.time()),
+                           exporter=http_exporter(url))  # fmt: skip
+        return sho_b.run(holder="sho-a", requester="sho-b", imsi=PROFILE.imsi,
+                         iccid=PROFILE.iccid, send=link.transmit, rotate_k=False)  # fmt: skip
+
+    try:
+        KiTransfer(config_a, store_a, now=lambda: int(time.time())).register_card(
+            "sho-a", subscription_of()
+        )
+        with (
+            running_server(NetworkApp(lonely_a, store_a, builder=opaque_builder)) as url,
+            pytest.raises(SignatureInvalid, match="unknown SHO 'sho-b'"),
+        ):
+            run(config_b, url)
+        with store_a.transaction() as tx:
+            record = tx.hss(PROFILE.imsi)
+            assert record is not None and record.state == "active"  # SHO-A exported nothing
+        assert "ki-export" not in {e.event for e in store_a.audit_events()}
+        forged = PeerConfig("sho-a", ec.generate_private_key(ec.SECP256R1()).public_key())
+        with running_server(NetworkApp(config_a, store_a, builder=opaque_builder)) as url:
+            with pytest.raises(SignatureInvalid):
+                run(replace(config_b, peers={"sho-a": forged}), url)
+            with pytest.raises(BadInput, match="add-peer"):
+                run(replace(config_b, peers={}), url)
+        with store_b.transaction() as tx:
+            assert tx.hss_count() == 0  # SHO-B imported nothing
+        journals = [row for row in ota_rows(store_b) if "steps" in str(row)]
+        assert journals and all('"steps": {}' in str(row) for row in journals)  # none done
+        assert engine.imsi == PROFILE.imsi  # no packet reached the card
+        refusals = [e for e in store_a.audit_events() if e.event == "refused"]
+        assert refusals and "unknown SHO" in json.dumps(refusals[0].detail)
+        store_a.verify_audit()
     finally:
         store_a.close()
         store_b.close()

@@ -152,3 +152,30 @@ def test_ims_aka_through_the_host_client() -> None:
         assert "no ISIM" in str(exc)
     else:
         raise AssertionError("a USIM-only card has no IMS AKA")
+
+
+def test_access_rules_resolved_from_ef_arr_and_pin2_reported() -> None:
+    """Each file's FCP names an EF.ARR record (tag 8B); the survey decodes it from the EF.ARR
+    it read, so `card info` shows who may read and update: EF.FDN updated under PIN2 (TS 31.102
+    §4.2.24), EF.ICCID never updated (TS 102 221 §13.2)."""
+    client, _ = client_for()
+    found = survey(client)
+    by_path = {f.path: f for f in found.files}
+    assert by_path["ADF.USIM/EF.FDN"].access == {"read": "PIN1", "update": "PIN2"}
+    assert by_path["ADF.USIM/EF.BDN"].access == {"read": "PIN1", "update": "PIN2"}
+    assert by_path["MF/EF.ICCID"].access == {"read": "always", "update": "never"}
+    assert by_path["ADF.USIM/EF.IMSI"].access == {"read": "PIN1", "update": "ADM1"}
+    # a file of a sub-DF is ruled by its application's EF.ARR
+    suci = by_path["ADF.USIM/DF.5GS/EF.SUCI_Calc_Info"]
+    assert suci.arr_reference is not None and suci.arr_reference[0] == 0x6F06
+    assert suci.access is not None and suci.access["update"] == "ADM1"
+    assert by_path["MF/DF.TELECOM/DF.PHONEBOOK/EF.ADN"].access is not None
+    assert found.to_json()["files"][0]["access"]
+    info = client.info()
+    assert info.pin2 is not None and (info.pin2.state, info.pin2.tries_left) == ("enabled", 3)
+
+
+def test_a_card_without_pin2_says_so() -> None:
+    doc = {k: v for k, v in DEFAULT_PROFILE.items() if k not in ("pin2", "puk2")}
+    client, _ = client_for(doc)
+    assert client.info().pin2 is None
