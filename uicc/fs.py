@@ -2775,9 +2775,9 @@ def _extension_ef(fid: int, name: str, update: Access) -> LinearFixedEF:
 
 
 EF_EXT1 = _extension_ef(0x6F4A, "EF.EXT1", _PIN)  # of EF.ADN and EF.MSISDN
-EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", _ADM)  # of EF.FDN; PIN2 on a card that has one
+EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", Access.PIN2)  # of EF.FDN
 EF_EXT3 = _extension_ef(0x6F4C, "EF.EXT3", _ADM)  # of EF.SDN
-EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", _ADM)  # of EF.BDN; PIN2 on a card that has one
+EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", Access.PIN2)  # of EF.BDN
 EF_ECCP = LinearFixedEF(
     0x6F4F,
     "EF.ECCP",
@@ -3063,7 +3063,7 @@ EF_ACMMAX = TransparentEF(
     3,
     _struct_codec("acmmax", _UNITS),
     read=_PIN,
-    update=_ADM,  # PIN2 on a card that has one
+    update=Access.PIN2,  # CHV2 (TS 51.011 §10.3.6, §10.3.11)
     default=bytes(3),  # 0: no maximum
     samples=((bytes(3), {"units": 0}), (bytes.fromhex("0001f4"), {"units": 500})),
 )
@@ -3084,7 +3084,7 @@ EF_PUCT = TransparentEF(
     5,
     _puct_codec(),
     read=_PIN,
-    update=_ADM,  # PIN2 on a card that has one
+    update=Access.PIN2,  # CHV2 (TS 51.011 §10.3.6, §10.3.11)
     samples=(
         (b"EUR" + bytes.fromhex("0152"), {"currency": "EUR", "eppu": 18, "exponent": -2}),
         (b"\xff" * 5, None),

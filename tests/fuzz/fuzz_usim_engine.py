@@ -91,6 +91,55 @@ def starting_inputs() -> Iterator[bytes]:
             header(0x00, 0x70, 0x80, 1, le=0),
         )
     )
+    # PIN2 (key reference 81): verify it, update EF.FDN under it, read the record back, then
+    # SEARCH RECORD there (simple forward from record 1, and enhanced: forward, offset 0)
+    pin2, puk2 = b"5678" + b"\xff" * 4, b"23456789"
+    fdn_record = b"Home".ljust(14, b"\xff") + bytes.fromhex("058121436587ffffffffffffffff")
+    yield bytes([0, 2, 3, 9, FIDS.index(fs.EF_FDN.fid)]) + b"".join(
+        (
+            header(0x00, 0x20, 0, 0x81, pin2),
+            header(0x00, 0xDC, 1, 4, fdn_record),
+            header(0x00, 0xB2, 1, 4, le=28),
+            header(0x00, 0xA2, 1, 4, b"Home", le=0),
+            header(0x00, 0xA2, 0, 6, b"\x04\x00Home", le=0),
+            header(0x00, 0xA2, 0, 5, b"\xff\xff", le=0),
+        )
+    )
+    # PIN2 blocked by three wrong tries, unblocked with PUK2, changed, disabled
+    wrong = header(0x00, 0x20, 0, 0x81, b"0000" + b"\xff" * 4)
+    yield bytes([0, 2]) + b"".join(
+        (
+            wrong,
+            wrong,
+            wrong,
+            header(0x00, 0x2C, 0, 0x81, puk2 + pin2),
+            header(0x00, 0x24, 0, 0x81, pin2 + b"8765" + b"\xff" * 4),
+            header(0x00, 0x26, 0, 0x81, b"8765" + b"\xff" * 4),
+        )
+    )
+
+    def raw(apdu: bytes) -> bytes:  # kind 0: the command as it is (up to 48 bytes)
+        return bytes([0, len(apdu)]) + apdu
+
+    # extended length (ISO/IEC 7816-4 §5.1): READ BINARY with a 2-byte Le (9, and 0000 for
+    # 65536), UPDATE BINARY with a 2-byte Lc under ADM1, SET DATA and RETRIEVE DATA
+    imsi_file = bytes.fromhex("0849061010325476f8")
+    yield bytes([0, 2, 3, 9, imsi]) + b"".join(
+        (
+            raw(bytes.fromhex("00b00000000009")),
+            raw(bytes.fromhex("00b00000000000")),
+            bytes([4]),
+            raw(bytes.fromhex("00d60000000009") + imsi_file),
+            raw(bytes.fromhex("00b0000009")),
+        )
+    )
+    yield bytes([0, 3]) + b"".join(
+        (
+            header(0x00, 0xA4, 8, 0x0C, bytes.fromhex("7f105f3b4f47")),
+            raw(bytes.fromhex("80db0080000005") + bytes.fromhex("8003010203")),
+            raw(bytes.fromhex("80cb008000000180") + b"\x00\x00"),
+        )
+    )
     # a BER-TLV EF (EF.MML under DF.TELECOM/DF.MULTIMEDIA): SET DATA, RETRIEVE DATA, tag list
     yield bytes([0, 3]) + b"".join(
         (
