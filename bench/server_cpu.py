@@ -7,7 +7,8 @@
    provisioning (the median of the ``k``). A second pass under ``cProfile`` (timed by the
    thread's CPU clock, so neither other processes nor the store's disk waits count) counts
    the cryptographic operations the server ran (signatures, verifications, RSA-OAEP wraps,
-   ECDH, AES-GCM seals — the calls into ``cryptography``'s bindings and ``hashlib``) and their
+   ECDH and its key generation, AES-GCM seals — the calls into ``cryptography``'s bindings
+   and ``hashlib``) and their
    time inside the profile; then each counted primitive is timed **alone** (same process, same
    run, median of repeated calls on fresh keys of the same kind) and counts × times is the
    cryptography the server cannot avoid. The functions outside cryptography that cost most are
@@ -45,10 +46,14 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 _BUILTIN = re.compile(r"<method '(\w+)' of '([\w.]+)' objects>")
 _CRYPTO_MODULES = ("cryptography.hazmat.bindings", "_hashlib", "_hmac", "_sha2", "_blake2")
+# the bindings' module-level functions cProfile names without their package: key generation
+# (a fresh per-MID parent key; each ECDH wrap's ephemeral key) and cipher set-up
+_CRYPTO_FUNCTIONS = ("<built-in method ec.generate_private_key>",
+                     "<built-in method ciphers.create_encryption_ctx>")  # fmt: skip
 
 
 def _is_crypto(name: str) -> bool:
-    return any(module in name for module in _CRYPTO_MODULES)
+    return name in _CRYPTO_FUNCTIONS or any(module in name for module in _CRYPTO_MODULES)
 
 
 class _Profiled:
@@ -101,6 +106,8 @@ def _alone(method: str, kind: str) -> float | None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     data = os.urandom(32)
+    if method == "<built-in method ec.generate_private_key>":
+        return _median_seconds(lambda: ec.generate_private_key(ec.SECP256R1()))
     if kind.endswith("ec.ECPrivateKey") and method == "sign":
         key = ec.generate_private_key(ec.SECP256R1())
         return _median_seconds(lambda: key.sign(data, ec.ECDSA(hashes.SHA256())))
