@@ -8,10 +8,9 @@
    thread's CPU clock, so neither other processes nor the store's disk waits count) counts
    the cryptographic operations the server ran (signatures, verifications, RSA-OAEP wraps,
    ECDH and its key generation, AES-GCM seals — the calls into ``cryptography``'s bindings
-   and ``hashlib``) and their
-   time inside the profile; then each counted primitive is timed **alone** (same process, same
-   run, median of repeated calls on fresh keys of the same kind) and counts × times is the
-   cryptography the server cannot avoid. The functions outside cryptography that cost most are
+   and ``hashlib``) and their time inside the profile; then each counted primitive is timed
+   **alone** (same process, same run, median of repeated calls on fresh keys of the same
+   kind) and counts × times is the cryptography the server cannot avoid. The functions outside cryptography that cost most are
    listed: where the rest goes.
 
 2. **The server alone, scaling with workers.** ``trelab network serve --workers w`` on a fresh
