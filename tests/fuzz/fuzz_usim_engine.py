@@ -192,3 +192,6 @@ def starting_inputs() -> Iterator[bytes]:
             )
         )
     )
+    # INCREASE of EF.ACM (advice of charge) after PIN1, in both classes
+    acm = FIDS.index(fs.EF_ACM.fid)
+    yield bytes([0, 2, 3, 9, acm]) + header(0x80, 0x32, 0, 0, b"\x00\x00\x64") + bytes([15, 6, 6])
