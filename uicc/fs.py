@@ -2143,7 +2143,7 @@ EF_BDN = LinearFixedEF(
     0x6F4D,
     "EF.BDN",
     record_len=29,  # X (14) + 15: the comparison method pointer follows the extension id
-    records=5,
+    records=10,
     codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
     update=Access.PIN2,  # TS 31.102 §4.2.44: update PIN2

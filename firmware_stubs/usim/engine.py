@@ -342,7 +342,9 @@ def initial_state(profile: CardProfile) -> CardState:
         "adm1": PinState(profile.adm1_block, MAX_TRIES["adm1"], MAX_TRIES["adm1"]),
     }
     if profile.pin2_block is not None and profile.puk2_block is not None:
-        pins["pin2"] = PinState(profile.pin2_block, MAX_TRIES["pin2"], MAX_TRIES["pin2"])
+        pins["pin2"] = PinState(
+            profile.pin2_block, MAX_TRIES["pin2"], MAX_TRIES["pin2"], profile.pin2_enabled
+        )
         pins["puk2"] = PinState(profile.puk2_block, MAX_TRIES["puk2"], MAX_TRIES["puk2"])
     return CardState(
         iccid=profile.iccid,
