@@ -9,7 +9,8 @@ TPM_TESTS := tests/integration/test_tpm_mid.py tests/integration/test_tpm_identi
 	tests/integration/test_attest.py
 # The lean session layer's modules (a swtpm of their own each): again behind tpm2-abrmd only,
 # since a part's profile changes the lab's TPM, not theirs.
-LEAN_TESTS := tests/integration/test_tpm_lean.py tests/integration/test_tpm_lean_mid.py
+LEAN_TESTS := tests/integration/test_tpm_lean.py tests/integration/test_tpm_lean_mid.py \
+	tests/integration/test_tpm_lean_provisioning.py
 TPM_PROFILES = $(shell $(VENV)/python -c "from firmware_stubs.tpm_proxy.profiles import names; print(*names())")
 
 setup:

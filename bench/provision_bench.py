@@ -1,21 +1,25 @@
-"""Edge: TPM, lab, clock. End-to-end MID provisioning on the lab swtpm:
+"""Edge: TPM, lab, clock, filesystem. End-to-end MID provisioning on the lab swtpm:
 the host agent (:func:`host.provision.provision`, ECC P-256 AK and SRK, the RSA-2048 EK as the
-package's transport key) against the real operator side, and the split of each run into
+package's transport key) against the real operator side, once per client layer in the same
+run — ``lean`` (the sessions of credential activation, import and the lifecycle writes on
+:mod:`tpm.lean`) and ``esys`` (the same commands through ESYS: the labelled reference) — and
+the split of each run into
 
-- **TPM time**: wall time inside ESAPI calls (every call through :func:`host.provision.instrumented`
-  is timed: the TPM's work, ESYS marshaling, the TCP round trip to swtpm and tpm2-pytss's
-  Python wrapper); the part inside the C ``Esys_*`` functions alone (``tpm_c``: TPM + ESYS +
-  TCP, measured by wrapping tpm2-pytss's cffi ``lib`` for the run) is reported too, so the
-  Python wrapper's share (``pytss_wrapper``) is visible;
+- **TPM time**: wall time inside the connection's transport (:meth:`tpm.tss.Transport.observe`):
+  each command's bytes out to swtpm and its response back, whichever layer built them;
+- **fsync time**: each fsync and rename of the agent's durable writes (journal, MID registry;
+  :func:`trelab.atomic.observe_fsync`);
 - **operator time**: inside the operator side (``NetworkApp``: COSE signatures, MakeCredential,
-  quote and receipt verification, package wrapping, SQLite commits with ``synchronous=FULL``);
-- **agent time**: the rest — the host agent's own work (CBOR/COSE checks, journal writes with
-  fsync, registry writes, Python around the TPM calls).
+  quote and receipt verification, package wrapping, SQLite commits with ``synchronous=FULL``
+  — SQLite's own fsyncs happen in C and stay in this part);
+- **agent time**: the rest — the host agent's own work (CBOR/COSE checks, the client layer's
+  session HMACs and marshalling, registry JSON, Python around the TPM calls).
 
-"Our overhead" is operator + agent time; the goal is ≤ 50 % of the TPM time (``overhead_ratio``
-against ESAPI time, ``overhead_ratio_c`` against the C-level time). Each round is one
-fresh provisioning (register → validate → package → import → receipt → activation) into a new
-MID slot of the same TPM; the first round (cold imports, AK creation) is reported apart.
+"Our own time" is agent + operator; the goal is ≤ 0.5 × (TPM + fsync) (``own_ratio``; the
+agent alone: ``agent_ratio``). Each round is one fresh provisioning (register → validate →
+package → import → receipt → activation) into a new MID slot of the same TPM; rounds alternate
+the layers (the order flips every round), and each layer's first run (cold caches, AK
+creation) is a warm-up reported apart.
 
 ``run_provision_bench()`` returns a dict (JSON-ready); ``python -m bench.provision_bench``
 prints it. :func:`operator_side` (config, keys, store, app, device trust for one TPM) is shared
@@ -99,46 +103,6 @@ def operator_side(tcti: str, ca_bundle: str | Path, base: Path) -> OperatorSide:
     return OperatorSide(app=app, trust=trust, store=store)
 
 
-class _CTimer:
-    """Times every C ``Esys_*`` call of tpm2-pytss (swaps the ESAPI's cffi library)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._swap: contextlib.AbstractContextManager[None] | None = None
-
-    def __enter__(self) -> _CTimer:
-        from tpm.tss import swapped_esys_library
-
-        self._swap = swapped_esys_library(lambda lib: _LibProxy(lib, self))
-        self._swap.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._swap is not None:
-            self._swap.__exit__(None, None, None)
-            self._swap = None
-
-
-class _LibProxy:
-    def __init__(self, lib: Any, timer: _CTimer) -> None:
-        self._lib, self._timer = lib, timer
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._lib, name)
-        if not (name.startswith("Esys_") and callable(attr)):
-            return attr
-        timer = self._timer
-
-        def timed(*args: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return attr(*args)
-            finally:
-                timer.seconds += time.perf_counter() - start
-
-        return timed
-
-
 class _TimedTransport:
     """In-process transport to the app that accumulates the time spent in the operator side."""
 
@@ -166,101 +130,35 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_provision_bench(
-    *,
-    rounds: int = 10,
-    lab_dir: str | Path | None = None,
-    files_dir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
+LAYERS = ("lean", "esys")
+
+
+def _row(
+    layer: str, runs: list[dict[str, float]], commands: dict[str, list[float]]
 ) -> dict[str, Any]:
-    """Provision ``rounds`` (+1 warm-up) MIDs on a lab of its own (started in ``lab_dir`` or a
-    temporary folder, and stopped) and return the timing split. The network store, the MID
-    registry and the agent file go to a temporary folder under ``files_dir`` (default: the
-    system's temp dir); on a tmpfs (``/dev/shm``) fsync is free, which shows what durability
-    costs.
-
-    Raises:
-        Unavailable: the lab cannot start.
-    """
-    from host.provision import provision
-    from lab.lab import Lab
-    from protocol.client import InProcessTransport
-    from tpm.connection import TpmConnection
-    from tpm.registry import Registry
-
-    say = progress or (lambda text: None)
-    where = str(files_dir) if files_dir is not None else None
-    with (
-        tempfile.TemporaryDirectory(prefix="trelab-provision-bench-", dir=where) as scratch,
-        tempfile.TemporaryDirectory(prefix="trelab-provision-lab-") as lab_tmp,
-    ):
-        base = Path(scratch)
-        lab = Lab(Path(lab_dir) if lab_dir else Path(lab_tmp))
-        status = lab.up()
-        try:
-            operator = operator_side(status.tcti, status.ca.bundle, base)
-            app, trust = operator.app, operator.trust
-            registry = Registry(base / "mids.json")
-            runs: list[dict[str, float]] = []
-            commands: dict[str, list[float]] = {}
-            try:
-                with TpmConnection(status.tcti) as conn, _CTimer() as c_timer:
-                    for i in range(rounds + 1):
-                        transport = _TimedTransport(InProcessTransport(app))
-                        c_before = c_timer.seconds
-                        start = time.perf_counter()
-                        result = provision(
-                            conn, registry, transport, trust, sho="sho-a", network="bench"
-                        )
-                        total = time.perf_counter() - start
-                        tpm = result.timing["tpm_seconds"]
-                        tpm_c = c_timer.seconds - c_before
-                        runs.append(
-                            {
-                                "total": total,
-                                "tpm": tpm,
-                                "tpm_c": tpm_c,
-                                "pytss_wrapper": tpm - tpm_c,
-                                "operator": transport.seconds,
-                                "agent": total - tpm - transport.seconds,
-                                "tpm_commands": result.timing["tpm_commands"],
-                                "requests": float(transport.requests),
-                            }
-                        )
-                        if i > 0:
-                            for name, (count, seconds) in result.tpm_commands.items():
-                                entry = commands.setdefault(name, [0.0, 0.0])
-                                entry[0] += count
-                                entry[1] += seconds
-                        say(f"round {i}: {total * 1000:.0f} ms")
-            finally:
-                operator.close()
-        finally:
-            lab.down()
+    """One layer's medians and ratios over its timed runs."""
     warm = runs[1:]
-    tpm_med = statistics.median(r["tpm"] for r in warm)
-    tpm_c_med = statistics.median(r["tpm_c"] for r in warm)
-    ours = [r["operator"] + r["agent"] for r in warm]
-    ours_c = [r["total"] - r["tpm_c"] for r in warm]
+    own = [r["operator"] + r["agent"] for r in warm]
+    base = [r["tpm"] + r["fsync"] for r in warm]
     top = sorted(commands.items(), key=lambda kv: -kv[1][1])[:12]
     return {
-        "benchmark": "provisioning",
-        "tre": "swtpm (lab), AK ECC P-256, SRK ECC P-256, EK RSA-2048 (transport key)",
-        "transport": "in-process (NetworkApp)",
-        "files": str(files_dir or tempfile.gettempdir()),
+        "layer": layer,
+        "label": "lean layer" if layer == "lean" else "ESYS (reference)",
         "rounds": len(warm),
         "first_round_ms": round(runs[0]["total"] * 1000, 1),
         "total": _summary([r["total"] for r in warm]),
         "tpm": _summary([r["tpm"] for r in warm]),
-        "tpm_c": _summary([r["tpm_c"] for r in warm]),
-        "pytss_wrapper": _summary([r["pytss_wrapper"] for r in warm]),
+        "fsync": _summary([r["fsync"] for r in warm]),
         "operator": _summary([r["operator"] for r in warm]),
         "agent": _summary([r["agent"] for r in warm]),
-        "ours": _summary(ours),
-        "overhead_ratio": round(statistics.median(ours) / tpm_med, 3),
-        "overhead_ratio_c": round(statistics.median(ours_c) / tpm_c_med, 3),
-        "goal_ratio": 0.5,
+        "own": _summary(own),
+        # per-run ratios, then the median: each run's parts come from the same moment
+        "own_ratio": round(statistics.median(o / b for o, b in zip(own, base, strict=True)), 3),
+        "agent_ratio": round(
+            statistics.median(r["agent"] / (r["tpm"] + r["fsync"]) for r in warm), 3
+        ),
         "tpm_commands_per_run": statistics.median(r["tpm_commands"] for r in warm),
+        "fsyncs_per_run": statistics.median(r["fsyncs"] for r in warm),
         "requests_per_run": statistics.median(r["requests"] for r in warm),
         "top_tpm_commands": [
             {
@@ -273,26 +171,166 @@ def run_provision_bench(
     }
 
 
+def run_provision_bench(
+    *,
+    rounds: int = 10,
+    layers: tuple[str, ...] = LAYERS,
+    lab_dir: str | Path | None = None,
+    files_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Provision ``rounds`` (+1 warm-up) MIDs per layer of ``layers`` on a lab of its own
+    (started in ``lab_dir`` or a temporary folder, and stopped) and return the timing split,
+    one row per layer. The network store, the MID registry and the agent file go to a
+    temporary folder under ``files_dir`` (default: the system's temp dir); on a tmpfs
+    (``/dev/shm``) fsync is free, which shows what durability costs.
+
+    Raises:
+        BadInput: an unknown layer.
+        Unavailable: the lab cannot start.
+    """
+    from host.provision import provision
+    from lab.lab import Lab
+    from protocol.client import InProcessTransport
+    from tpm.connection import TpmConnection
+    from tpm.registry import Registry
+    from trelab.errors import BadInput
+
+    if not layers or any(layer not in LAYERS for layer in layers):
+        raise BadInput(f"layers: each one of {', '.join(LAYERS)}", field="layer")
+    say = progress or (lambda text: None)
+    where = str(files_dir) if files_dir is not None else None
+    runs: dict[str, list[dict[str, float]]] = {layer: [] for layer in layers}
+    commands: dict[str, dict[str, list[float]]] = {layer: {} for layer in layers}
+    with (
+        tempfile.TemporaryDirectory(prefix="trelab-provision-bench-", dir=where) as scratch,
+        tempfile.TemporaryDirectory(prefix="trelab-provision-lab-") as lab_tmp,
+    ):
+        base = Path(scratch)
+        lab = Lab(Path(lab_dir) if lab_dir else Path(lab_tmp))
+        status = lab.up()
+        try:
+            operator = operator_side(status.tcti, status.ca.bundle, base)
+            app, trust = operator.app, operator.trust
+            registry = Registry(base / "mids.json")
+            try:
+                with TpmConnection(status.tcti) as conn:
+                    for i in range(rounds + 1):
+                        order = layers if i % 2 == 0 else tuple(reversed(layers))
+                        for layer in order:
+                            transport = _TimedTransport(InProcessTransport(app))
+                            split = _Split(conn.transport)
+                            start = time.perf_counter()
+                            with split:
+                                done = provision(
+                                    conn, registry, transport, trust, sho="sho-a",
+                                    network="bench", layer=layer,  # type: ignore[arg-type]
+                                )  # fmt: skip
+                            total = time.perf_counter() - start
+                            tpm, fsync = split.tpm, split.fsync
+                            runs[layer].append(
+                                {
+                                    "total": total,
+                                    "tpm": tpm,
+                                    "fsync": fsync,
+                                    "operator": transport.seconds,
+                                    "agent": total - tpm - fsync - transport.seconds,
+                                    "tpm_commands": float(split.commands),
+                                    "fsyncs": float(split.fsyncs),
+                                    "requests": float(transport.requests),
+                                }
+                            )
+                            if i > 0:
+                                for name, (count, seconds) in done.tpm_commands.items():
+                                    entry = commands[layer].setdefault(name, [0.0, 0.0])
+                                    entry[0] += count
+                                    entry[1] += seconds
+                            say(f"round {i} {layer}: {total * 1000:.0f} ms")
+            finally:
+                operator.close()
+        finally:
+            lab.down()
+    rows = [_row(layer, runs[layer], commands[layer]) for layer in layers]
+    result: dict[str, Any] = {
+        "benchmark": "provisioning",
+        "tre": "swtpm (lab), AK ECC P-256, SRK ECC P-256, EK RSA-2048 (transport key)",
+        "transport": "in-process (NetworkApp)",
+        "files": str(files_dir or tempfile.gettempdir()),
+        "goal_ratio": 0.5,
+        "rows": rows,
+    }
+    if len(rows) == 2:
+        lean_row, esys_row = rows if rows[0]["layer"] == "lean" else rows[::-1]
+        result["lean_over_esys"] = {
+            "own": round(lean_row["own"]["median_ms"] / esys_row["own"]["median_ms"], 3),
+            "agent": round(lean_row["agent"]["median_ms"] / esys_row["agent"]["median_ms"], 3),
+            "total": round(lean_row["total"]["median_ms"] / esys_row["total"]["median_ms"], 3),
+        }
+    return result
+
+
+class _Split:
+    """Inside the block: the time of every TPM command in the transport and of every fsync
+    and rename of :mod:`trelab.atomic`, and how many of each."""
+
+    def __init__(self, transport: Any) -> None:
+        self.tpm = self.fsync = 0.0
+        self.commands = self.fsyncs = 0
+        self._transport = transport
+        self._scope = contextlib.ExitStack()
+
+    def _command(self, event: Any) -> None:
+        self.tpm += event.seconds
+        self.commands += 1
+
+    def _durable(self, step: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        try:
+            step()
+        finally:
+            self.fsync += time.perf_counter() - start
+            self.fsyncs += 1
+
+    def __enter__(self) -> _Split:
+        from trelab.atomic import observe_fsync
+
+        self._scope.enter_context(self._transport.observe(self._command))
+        self._scope.enter_context(observe_fsync(self._durable))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._scope.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.provision_bench [--rounds N] [--lab-dir DIR] [--files-dir DIR]``."""
+    """``python -m bench.provision_bench [--rounds N] [--layer lean|esys|both] [--lab-dir DIR]
+    [--files-dir DIR]``."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.provision_bench",
-        description="Time provisionings on a lab of its own and split them into TPM time and "
-        "trelab's own; prints JSON.",
+        description="Time provisionings on a lab of its own and split them into TPM time, "
+        "fsync time and trelab's own, per TPM client layer; prints JSON.",
     )
     parser.add_argument("--rounds", type=int, default=10, help="timed provisionings (10)")
     parser.add_argument("--lab-dir", help="where the lab goes (default: a temporary folder)")
     parser.add_argument(
         "--files-dir", help="parent of the store/registry folder (/dev/shm: fsync is free)"
     )
+    parser.add_argument(
+        "--layer",
+        choices=(*LAYERS, "both"),
+        default="both",
+        help="client layer of the TPM sessions: lean, esys (the reference) or both, "
+        "alternating in one run (default)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds: must be ≥ 1")
     result = run_provision_bench(
         rounds=args.rounds,
+        layers=LAYERS if args.layer == "both" else (args.layer,),
         lab_dir=args.lab_dir,
         files_dir=args.files_dir,
         progress=lambda text: print(text, file=sys.stderr),

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from host.agent import (
     Activate,
@@ -174,19 +174,20 @@ def flush_stale(conn: TpmConnection) -> int:
     """Flush transient objects and sessions a killed predecessor left in a TPM without a
     resource manager (swtpm holds only three objects). Under /dev/tpmrm0 there are none to see.
     Returns how many were flushed."""
-    from tpm.tss import TPM2_CAP, TSS2_Exception
+    from tpm import lean, lean_commands
 
     if conn.tcti.startswith("device:") and "tpmrm" in conn.tcti:
         return 0
     flushed = 0
     for first in (0x80000000, 0x02000000):  # transient objects; loaded sessions (HMAC, policy)
         try:
-            _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, first, 64)
-        except TSS2_Exception as exc:
+            found = lean_commands.handles(conn, first, 64)
+        except (lean.TpmRefused, RemoteProtocolError) as exc:
             raise Unavailable(f"cannot list the TPM's loaded handles: {exc}") from None
-        for handle in [int(h) for h in caps.data.handles]:
-            with contextlib.suppress(TSS2_Exception):
-                conn.esys.flush_context(conn.esys.tr_from_tpmpublic(handle))
+        for handle in found:  # policy sessions are listed with 0x03… among the loaded ones
+            with contextlib.suppress(lean.TpmRefused):
+                command = lean.wrap_flush_context(handle)
+                lean.unwrap_plain(lean.CC.FLUSH_CONTEXT, conn.transport.execute(command))
                 flushed += 1
     return flushed
 
@@ -212,9 +213,14 @@ class TpmDevice:
     """The TPM work of the agent, on :mod:`tpm` (identity, activation, quote, target report,
     import, NV_Certify receipts, lifecycle states)."""
 
-    def __init__(self, conn: TpmConnection, registry: Registry) -> None:
+    def __init__(
+        self, conn: TpmConnection, registry: Registry, *, layer: Literal["lean", "esys"] = "lean"
+    ) -> None:
         self.conn = conn
         self.registry = registry
+        #: the client stack of the sessions the provisioning commands need (credential
+        #: activation, import, lifecycle writes): the lean layer, or ESYS (the reference)
+        self.layer: Literal["lean", "esys"] = layer
         self._ek_name: bytes | None = None
 
     def ek_name(self) -> bytes:
@@ -251,7 +257,9 @@ class TpmDevice:
     def activate(self, ak: Any, event: Activate) -> bytes:
         from tpm.identity import activate_credential
 
-        return activate_credential(self.conn, ak, event.credential_blob, event.encrypted_secret)
+        return activate_credential(
+            self.conn, ak, event.credential_blob, event.encrypted_secret, layer=self.layer
+        )
 
     def quote(self, ak: Any, event: Quote) -> Any:
         from tpm.pcrsel import parse_selection
@@ -312,7 +320,7 @@ class TpmDevice:
         """TPM2_Import + MID_CTR++ + INSTALLED + AUDIT (:func:`tpm.mid.import_package`)."""
         from tpm.mid import import_package
 
-        return import_package(self.conn, self.registry, package)
+        return import_package(self.conn, self.registry, package, layer=self.layer)
 
     def mark_dead(self, slot: int) -> bool:
         """An interrupted import's slot (marked, but without a registry record): DELETED (its
@@ -358,6 +366,8 @@ class TpmDevice:
         if event.counter is not None:
             wanted.append(("counter", nv.MID_CTR, 8, 0))
         evidence: dict[str, bytes] = {}
+        if self.layer == "lean":
+            return self._certify_lean(ak, event, wanted)
         try:
             with open_ak(self.conn, ak) as ak_tr:
                 for label, index, size, offset in wanted:
@@ -374,6 +384,25 @@ class TpmDevice:
                     evidence[f"{label}.attest"] = bytes(attest)
                     evidence[f"{label}.sig"] = bytes(sig.marshal())
         except TSS2_Exception as exc:
+            raise Unavailable(f"TPM2_NV_Certify refused: {exc}") from None
+        return evidence
+
+    def _certify_lean(
+        self, ak: Any, event: Certify, wanted: list[tuple[str, int, int, int]]
+    ) -> dict[str, bytes]:
+        """:meth:`certify` on the lean layer: two password authorisations, so no session
+        and no look-up of the AK's or the index's ESYS object."""
+        from tpm.lean import TpmRefused
+        from tpm.lean_commands import LeanObject, nv_certify
+
+        signer = LeanObject(ak.handle, b"")  # a password session: no name enters an HMAC
+        evidence: dict[str, bytes] = {}
+        try:
+            for label, index, size, offset in wanted:
+                attest, sig = nv_certify(self.conn, signer, index, event.qualifying, size, offset)
+                evidence[f"{label}.attest"] = attest
+                evidence[f"{label}.sig"] = sig
+        except TpmRefused as exc:
             raise Unavailable(f"TPM2_NV_Certify refused: {exc}") from None
         return evidence
 
@@ -397,13 +426,16 @@ class TpmDevice:
                     event.mid_id,
                     targets[event.transition],
                     approval=event.approval,
+                    layer=self.layer,
                 )
                 return "active"
         record = self.installed(event.mid_id)
         if event.transition == "delete":
             if record is None:
                 return "already deleted"
-            delete_mid(self.conn, self.registry, event.mid_id, approval=event.approval)
+            delete_mid(
+                self.conn, self.registry, event.mid_id, approval=event.approval, layer=self.layer
+            )
             return "deleted"
         targets = {
             "activate": nv.MidState.ACTIVE,
@@ -417,7 +449,10 @@ class TpmDevice:
         target = targets[event.transition]
         if record.state == target.name.lower() and nv.read_state(self.conn, record.slot) == target:
             return "already applied"
-        set_state(self.conn, self.registry, event.mid_id, target, approval=event.approval)
+        set_state(
+            self.conn, self.registry, event.mid_id, target, approval=event.approval,
+            layer=self.layer,
+        )  # fmt: skip
         return target.name.lower()
 
 
@@ -604,7 +639,8 @@ class _Run:
             if isinstance(event, Finished):
                 return event
             try:
-                self._work(client, event)
+                with self.device.conn.transport.kept():  # one TPM connection per burst
+                    self._work(client, event)
                 event = None
             except AgentRefused as exc:
                 self.refuse(client, exc)
@@ -791,11 +827,14 @@ def provision(
     hook: Hook | None = None,
     clock: Callable[[], float] = time.time,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    layer: Literal["lean", "esys"] = "lean",
 ) -> ProvisionResult:
     """Provision one MID of ``sho`` into the TPM on ``conn`` (register → validate → package →
     import → receipt → activation), resuming or rolling back an interrupted run first. With an
     unreleased PCID in the agent state (and no ``grant``), it first attaches with the PCID to
     get the ICF's RO-only grant (M1), and releases the PCID once the new MID is ACTIVE.
+    ``layer``: the sessions of its TPM commands on the lean layer (default) or through ESYS
+    (the reference, :class:`TpmDevice`).
 
     Raises:
         AgentRefused: the device refused a network message (reported to the network).
@@ -806,13 +845,14 @@ def provision(
     files = AgentFiles(registry)
     hooks = chain(crash_hook(), hook)
     with instrumented(conn, hooks) as tpm, files.locked():
-        flushed = flush_stale(conn)
-        device = TpmDevice(conn, registry)
-        with tpm.step("identity"):
-            identity = device.identity()
+        with conn.transport.kept():
+            flushed = flush_stale(conn)
+            device = TpmDevice(conn, registry, layer=layer)
+            with tpm.step("identity"):
+                identity = device.identity()
+            audit_note = device.repair_audit()
         run = _Run(device, identity, transport, trust, files, network, grant, hooks, clock, tpm)
         notes: list[str] = []
-        audit_note = device.repair_audit()
         repaired = [] if audit_note is None else [audit_note]
         finished: Finished | None = None
         resumed = False

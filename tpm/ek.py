@@ -15,11 +15,13 @@ satisfied by :func:`ek_policy_session`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -43,6 +45,9 @@ from tpm.tss import (
     ek_template,
 )
 from trelab.errors import BadInput, Unavailable
+
+if TYPE_CHECKING:
+    from tpm.marshal import PublicArea
 
 __all__ = [
     "EK_CERT_INDICES",
@@ -154,31 +159,22 @@ def read_nv(conn: TpmConnection, index: int) -> bytes | None:
     Raises:
         Unavailable: the TPM refuses the read.
     """
-    esys = conn.esys
+    from tpm import lean_commands
+    from tpm.lean import TpmRefused
+
     try:
-        _, caps = esys.get_capability(TPM2_CAP.HANDLES, index, 1)
-        if not any(int(h) == index for h in caps.data.handles):
+        if index not in lean_commands.handles(conn, index, 1):
             return None
-        _, caps = esys.get_capability(TPM2_CAP.TPM_PROPERTIES, _NV_BUFFER_MAX, 1)
-        props = caps.data.tpmProperties
-        chunk = (
-            int(props[0].value) if len(props) and int(props[0].property) == _NV_BUFFER_MAX else 512
-        )
-        handle = esys.tr_from_tpmpublic(index)
-        try:
-            public, _ = esys.nv_read_public(handle)
-            size = int(public.nvPublic.dataSize)
-            # EK certificate indices are AUTHREAD with an empty auth (TCG EK Credential
-            # Profile §2.2.1.2); some chips only allow OWNERREAD.
-            owner_read = int(public.nvPublic.attributes) & int(TPMA_NV.AUTHREAD) == 0
-            auth = ESYS_TR.OWNER if owner_read else handle
-            data = b""
-            while len(data) < size:
-                n = min(chunk, size - len(data))
-                data += bytes(esys.nv_read(handle, n, len(data), auth_handle=auth))
-        finally:
-            esys.tr_close(handle)
-    except TSS2_Exception as exc:
+        chunk = lean_commands.tpm_property(conn, _NV_BUFFER_MAX) or 512
+        public = lean_commands.nv_read_public(conn, index)
+        # EK certificate indices are AUTHREAD with an empty auth (TCG EK Credential
+        # Profile §2.2.1.2); some chips only allow OWNERREAD.
+        owner_read = public.attributes & int(TPMA_NV.AUTHREAD) == 0
+        data = b""
+        while len(data) < public.data_size:
+            n = min(chunk, public.data_size - len(data))
+            data += lean_commands.nv_read(conn, index, n, len(data), by_owner=owner_read)
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read NV index 0x{index:08x} on {conn.tcti}: {exc}") from None
     return data
 
@@ -255,8 +251,10 @@ def load_ca_bundle(ca_bundle: Path | Sequence[x509.Certificate]) -> list[x509.Ce
     return certs
 
 
+@functools.lru_cache(maxsize=64)
 def _self_signed(cert: x509.Certificate) -> bool:
-    """Issuer = subject and the certificate's own key verifies its signature."""
+    """Issuer = subject and the certificate's own key verifies its signature. Remembered per
+    certificate: a verifier asks it of the same pinned CAs for every EK it checks."""
     if cert.issuer != cert.subject:
         return False
     try:
@@ -369,6 +367,35 @@ def _template_for_key(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
 def _template(name: str) -> Any:
     found = ek_template.lookup(name)
     return TPM2B_PUBLIC.unmarshal(found.template.marshal())[0]  # a copy: never alter the class
+
+
+@functools.lru_cache(maxsize=8)
+def _template_area(name: str) -> PublicArea:
+    from tpm.marshal import PublicArea
+
+    return PublicArea.parse(bytes(ek_template.lookup(name).template.marshal()), name)
+
+
+def ek_public_area(cert: x509.Certificate) -> PublicArea:
+    """:func:`ek_tpm_public` as a plain :class:`tpm.marshal.PublicArea`: the same bytes, built
+    from the TCG template parsed once per process (the operator does this for every device
+    that registers).
+
+    Raises:
+        EkCertificateRejected: unsupported key type or size.
+    """
+    key = ek_public_from_certificate(cert)
+    template = _template_area(_template_for_key(key))
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        if numbers.e != 65537:
+            raise EkCertificateRejected("RSA EK with an exponent other than 65537")
+        unique: tuple[bytes, ...] = (numbers.n.to_bytes(key.key_size // 8, "big"),)
+    else:
+        size = (key.curve.key_size + 7) // 8
+        point = key.public_numbers()
+        unique = (point.x.to_bytes(size, "big"), point.y.to_bytes(size, "big"))
+    return dataclasses.replace(template, unique=unique)
 
 
 def ek_tpm_public(cert: x509.Certificate) -> Any:

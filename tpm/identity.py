@@ -186,18 +186,17 @@ def load_ak(conn: TpmConnection, kind: AkKind = "ecc") -> AttestationKey | None:
     Raises:
         Unavailable: the handle holds something that is not a trelab AK, or the TPM refuses.
     """
+    from tpm import lean_commands
+    from tpm.lean import TpmRefused
+
     handle = AK_HANDLES[kind]
-    esys = conn.esys
-    try:
-        if not _persistent_present(conn, handle):
+    try:  # two plain commands on the lean layer: no ESYS object to make and close
+        if handle not in lean_commands.handles(conn, handle, 1):
             return None
-        tr = esys.tr_from_tpmpublic(handle)
-        try:
-            public, _, _ = esys.read_public(tr)
-        finally:
-            esys.tr_close(tr)
-    except TSS2_Exception as exc:
+        blob, _name = lean_commands.read_public(conn, handle)
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read the AK at 0x{handle:08x} on {conn.tcti}: {exc}") from None
+    public = unmarshal_exact(TPM2B_PUBLIC, blob, "AK public area")
     if not _same_shape(public, kind):
         raise Unavailable(
             f"0x{handle:08x} holds an object that is not a trelab {kind} AK",
@@ -345,10 +344,12 @@ def activate_credential(
     encrypted_secret: bytes,
     *,
     ek_kind: EkKind = "rsa2048",
+    layer: Literal["lean", "esys"] = "lean",
 ) -> bytes:
     """Device side: TPM2_ActivateCredential(AK [ADMIN: auth value], EK [USER: EK policy
     session]) → the verifier's secret, released only if the challenge was made for this EK
-    and this AK's name.
+    and this AK's name. ``layer``: the EK's policy session and the command on the lean layer
+    (default) or through ESYS (the reference).
 
     Raises:
         BadInput: the blobs are not marshaled TPM2B_ID_OBJECT / TPM2B_ENCRYPTED_SECRET.
@@ -356,6 +357,12 @@ def activate_credential(
     """
     blob = unmarshal_exact(TPM2B_ID_OBJECT, credential_blob, "credential blob")
     encrypted = unmarshal_exact(TPM2B_ENCRYPTED_SECRET, encrypted_secret, "encrypted secret")
+    if layer == "lean":
+        done = _activate_lean(conn, ak, credential_blob, encrypted_secret, ek_kind)
+        if done is not None:
+            return done
+    elif layer != "esys":
+        raise BadInput(f"TPM client layer {layer!r}: expected lean or esys")
     esys = conn.esys
     with loaded_ek(conn, ek_kind) as (ek, ek_public), open_ak(conn, ak) as ak_tr:
         session = ek_policy_session(conn, ek_public)
@@ -371,6 +378,47 @@ def activate_credential(
         finally:
             conn.flush(session)
     return bytes(secret)
+
+
+def _activate_lean(
+    conn: TpmConnection,
+    ak: AttestationKey,
+    credential_blob: bytes,
+    encrypted_secret: bytes,
+    ek_kind: EkKind,
+) -> bytes | None:
+    """:func:`activate_credential` on the lean layer: the EK's policy session is the layer's
+    own and ends with the command. The AK's name is the one its public area gives: if the
+    object at its handle were another, the TPM's cpHash would differ from the one the EK
+    session's HMAC covers and the TPM would refuse. None for an EK whose nameAlg is not
+    SHA-256 (the layer's sessions are SHA-256 only; ESYS serves it)."""
+    from tpm import lean_commands
+    from tpm.ek import ek_policy_or_list
+    from tpm.lean import TpmRefused
+
+    with loaded_ek(conn, ek_kind) as (ek, ek_public):
+        if int(ek_public.publicArea.nameAlg) != int(TPM2_ALG.SHA256):
+            return None
+        ek_object = lean_commands.LeanObject(
+            int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
+        )
+        ak_object = lean_commands.LeanObject(ak.handle, lean_commands.public_name(ak.public))
+        try:
+            session = lean_commands.ek_session(conn, ek_policy_or_list(ek_public))
+        except TpmRefused as exc:
+            raise Unavailable(f"cannot start the EK's policy session: {exc}") from None
+        try:
+            return lean_commands.activate_credential(
+                conn, ak_object, ek_object, credential_blob, encrypted_secret,
+                session=session, last_use=True,
+            )  # fmt: skip
+        except TpmRefused as exc:
+            raise CredentialRejected(
+                f"TPM2_ActivateCredential refused the challenge (rc 0x{exc.rc:x}):"
+                " not made for this TPM's EK and this AK"
+            ) from None
+        finally:
+            lean_commands.flush_session(conn, session)
 
 
 def verify_activation(challenge: CredentialChallenge, returned: bytes) -> None:

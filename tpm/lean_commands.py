@@ -450,10 +450,13 @@ def run_policy(
 _RH_OWNER = 0x40000001
 
 
-def nv_read(conn: TpmConnection, index: int, size: int, offset: int = 0) -> bytes:
+def nv_read(
+    conn: TpmConnection, index: int, size: int, offset: int = 0, *, by_owner: bool = False
+) -> bytes:
     """TPM2_NV_Read of ``size`` bytes at ``offset``, authorised by the index's own empty
-    authValue (password session: no name enters an HMAC)."""
-    target = LeanObject(index, b"")
+    authValue, or with ``by_owner`` by the owner hierarchy's (password session: no name
+    enters an HMAC)."""
+    target = LeanObject(_RH_OWNER if by_owner else index, b"")
     _, out = _run(
         conn, CC.NV_READ, [target], struct.pack(">HH", size, offset), [Auth(None)],
         extra_handles=((index, b""),),
@@ -504,3 +507,419 @@ def quote(
     if len(signature) < 4:  # sigAlg, then the scheme's hash: every signature has both
         raise RemoteProtocolError("Quote response without a signature")
     return message, signature
+
+
+# ---- provisioning: PolicyAuthorize, lifecycle writes, credential activation ------------------
+
+_ST_VERIFIED = 0x8022  # TPM_ST_VERIFIED: the tag of a TPMT_TK_VERIFIED
+_ALG_ECDSA = 0x0018
+
+
+def load_external_public(
+    conn: TpmConnection, public: bytes, *, hierarchy: int = _RH_OWNER
+) -> LeanObject:
+    """TPM2_LoadExternal (Part 3 §12.3) of a public area alone (``public`` a marshalled
+    TPM2B_PUBLIC) in ``hierarchy``: the owner's by default, since a key loaded in TPM_RH_NULL
+    earns a NULL ticket that PolicyAuthorize refuses. The TPM's name for it is checked
+    against the public area's. The caller flushes it (:func:`flush_object`).
+
+    Raises:
+        TpmRefused: the TPM refuses the public area.
+        RemoteProtocolError: the response is malformed or names another object.
+    """
+    params = lean.tpm2b(b"") + public + struct.pack(">I", hierarchy)
+    command = lean.wrap_plain(CC.LOAD_EXTERNAL, [], params)
+    handles, out = lean.unwrap_plain(CC.LOAD_EXTERNAL, _execute(conn, command), 1)
+    name = lean.single_tpm2b(out, "LoadExternal")
+    if not sc.hmac_equal(name, _public_name(public)):
+        flush_object(conn, handles[0])
+        raise RemoteProtocolError("LoadExternal: the TPM's name differs from the public area's")
+    return LeanObject(handles[0], name)
+
+
+def ecdsa_signature(der: bytes) -> bytes:
+    """A DER ECDSA P-256 signature over a SHA-256 digest as a marshalled TPMT_SIGNATURE.
+
+    Raises:
+        BadInput: not DER ECDSA, or a component longer than 32 bytes.
+    """
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    try:
+        r, s = decode_dss_signature(der)
+    except ValueError:
+        raise BadInput("approval signature is not DER ECDSA") from None
+    if r.bit_length() > 256 or s.bit_length() > 256:
+        raise BadInput("approval signature is not a P-256 signature")
+    return struct.pack(">HH", _ALG_ECDSA, sc.ALG_SHA256) + b"".join(
+        lean.tpm2b(v.to_bytes(32, "big")) for v in (r, s)
+    )
+
+
+def verify_signature(
+    conn: TpmConnection, key: LeanObject, digest: bytes, signature: bytes
+) -> bytes:
+    """TPM2_VerifySignature (Part 3 §20.1) of ``digest`` under the loaded public ``key``
+    (``signature`` a marshalled TPMT_SIGNATURE). Returns the marshalled TPMT_TK_VERIFIED the
+    TPM issues, checked only for its shape: what it proves is the TPM's business, which
+    PolicyAuthorize checks again.
+
+    Raises:
+        TpmRefused: the signature does not verify (TPM_RC_SIGNATURE) or the TPM refuses.
+        RemoteProtocolError: the ticket is malformed.
+    """
+    params = lean.tpm2b(digest) + signature
+    command = lean.wrap_plain(CC.VERIFY_SIGNATURE, [key.handle], params)
+    _, out = lean.unwrap_plain(CC.VERIFY_SIGNATURE, _execute(conn, command))
+    if len(out) < 8 or struct.unpack_from(">H", out, 0)[0] != _ST_VERIFIED:
+        raise RemoteProtocolError("VerifySignature: the response is not a verification ticket")
+    _, end = lean.parse_tpm2b(out, 6)
+    if end != len(out):
+        raise RemoteProtocolError("VerifySignature response has trailing bytes")
+    return out
+
+
+def approval_ticket(
+    conn: TpmConnection, operator_public: bytes, a_hash: bytes, signature_der: bytes
+) -> bytes:
+    """The TPM's ticket that the key ``operator_public`` (a marshalled TPM2B_PUBLIC) signed
+    ``a_hash`` (an approval hash, :func:`tpm.policy.approval_hash`): LoadExternal in the
+    owner hierarchy, VerifySignature, FlushContext.
+
+    Raises:
+        BadInput: the signature is not DER ECDSA P-256.
+        TpmRefused: the TPM refuses the key or the signature.
+    """
+    signature = ecdsa_signature(signature_der)
+    key = load_external_public(conn, operator_public)
+    try:
+        return verify_signature(conn, key, a_hash, signature)
+    finally:
+        flush_object(conn, key.handle)
+
+
+def policy_authorize(
+    conn: TpmConnection,
+    session: Session,
+    approved_policy: bytes,
+    policy_ref: bytes,
+    key_name: bytes,
+    ticket: bytes,
+) -> None:
+    """TPM2_PolicyAuthorize (Part 3 §23.16): the session's digest, equal to
+    ``approved_policy``, becomes the authorising key's policy — with the TPM's ``ticket``
+    (:func:`approval_ticket`) that ``key_name``'s key signed H(approvedPolicy ‖ policyRef)."""
+    params = lean.tpm2b(approved_policy) + lean.tpm2b(policy_ref) + lean.tpm2b(key_name) + ticket
+    _policy(conn, CC.POLICY_AUTHORIZE, session, params)
+
+
+def policy_cp_hash(conn: TpmConnection, session: Session, cp_hash: bytes) -> None:
+    """TPM2_PolicyCpHash (Part 3 §23.13): the session authorises one command, these
+    parameters on these names."""
+    _policy(conn, CC.POLICY_CP_HASH, session, lean.tpm2b(cp_hash))
+
+
+def policy_nv_written(conn: TpmConnection, session: Session, written: bool) -> None:
+    """TPM2_PolicyNvWritten (Part 3 §23.22): the authorised index must (not) be written."""
+    _policy(conn, CC.POLICY_NV_WRITTEN, session, bytes((1 if written else 0,)))
+
+
+def run_approved_policy(
+    conn: TpmConnection,
+    session: Session,
+    steps: list[Any],
+    *,
+    approval: Any,
+    operator_public: bytes,
+    objects: dict[bytes, LeanObject] | None = None,
+) -> None:
+    """:func:`run_policy` for policies with PolicyAuthorize (and the steps an approval may
+    hold: PolicyCpHash, PolicyNvWritten, …): at a PolicyAuthorize step the ``approval``'s own
+    steps run first, then the TPM checks its signature by ``operator_public`` (one ticket,
+    :func:`approval_ticket`) and PolicyAuthorize replaces the digest.
+
+    Raises:
+        BadInput: a step the lean layer does not send; a signature that is not DER ECDSA.
+        TpmRefused: the TPM refused a step (the caller names it from ``command_code``).
+    """
+    from tpm.policy import PolicyAuthorize, PolicyCpHash, PolicyNvWritten, approval_hash
+
+    known = objects or {}
+    for step in steps:
+        if isinstance(step, PolicyAuthorize):
+            if approval is None:
+                raise BadInput("PolicyAuthorize without an approval")
+            run_approved_policy(
+                conn, session, approval.steps(), approval=None, operator_public=b"",
+                objects=known,
+            )  # fmt: skip
+            approved = approval.approved_policy()
+            ticket = approval_ticket(
+                conn, operator_public, approval_hash(approved, approval.policy_ref),
+                approval.signature,
+            )  # fmt: skip
+            policy_authorize(conn, session, approved, step.policy_ref, step.key_name, ticket)
+        elif isinstance(step, PolicyCpHash):
+            policy_cp_hash(conn, session, step.cp_hash)
+        elif isinstance(step, PolicyNvWritten):
+            policy_nv_written(conn, session, step.written)
+        else:
+            run_policy(conn, session, [step], known)
+
+
+def nv_write_by_policy(
+    conn: TpmConnection,
+    index: int,
+    name: bytes,
+    data: bytes,
+    offset: int,
+    session: Session,
+    *,
+    last_use: bool = False,
+) -> None:
+    """TPM2_NV_Write (Part 3 §31.5) authorised by the index itself (authHandle = nvIndex,
+    its POLICYWRITE role) in the policy ``session``; ``name`` is the index's name as it is
+    now (without TPMA_NV_WRITTEN before the first write), which the command HMAC covers.
+    ``last_use``: the TPM flushes the session on success."""
+    auth = Auth(session, b"", last_use=last_use)
+    _run(
+        conn, CC.NV_WRITE, [LeanObject(index, name)], lean.nv_write_params(data, offset), [auth],
+        extra_handles=((index, name),),
+    )  # fmt: skip
+
+
+def ek_session(conn: TpmConnection, branches: list[bytes] | None) -> Session:
+    """A policy session satisfying a SHA-256 TCG EK policy: PolicySecret(TPM_RH_ENDORSEMENT,
+    its empty authValue), then PolicyOR(``branches``) for a PolicyB EK
+    (:func:`tpm.ek.ek_policy_or_list`). The caller flushes it unless its last use ended it.
+
+    Raises:
+        TpmRefused: the TPM refuses (endorsement auth set).
+    """
+    endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
+    s = start_session(conn, kind="policy", symmetric=False)
+    try:
+        policy_secret(conn, s, endorsement)
+        if branches is not None:
+            policy_or(conn, s, branches)
+    except BaseException:
+        flush_session(conn, s)
+        raise
+    return s
+
+
+_RH_ENDORSEMENT = 0x4000000B
+
+
+def activate_credential(
+    conn: TpmConnection,
+    activated: LeanObject,
+    key: LeanObject,
+    credential_blob: bytes,
+    encrypted_secret: bytes,
+    *,
+    session: Session,
+    last_use: bool = False,
+) -> bytes:
+    """TPM2_ActivateCredential (Part 3 §12.5): ``activated`` (the AK, ADMIN role by its
+    authValue as password) and ``key`` (the EK, USER role in the policy ``session``);
+    ``credential_blob`` and ``encrypted_secret`` are the marshalled TPM2B_ID_OBJECT and
+    TPM2B_ENCRYPTED_SECRET. Returns certInfo, the verifier's secret.
+
+    Raises:
+        BadInput: a blob that is not exactly one TPM2B.
+        TpmRefused: the TPM refuses (not made for this EK and this AK's name, altered).
+    """
+    for blob, what in ((credential_blob, "credential blob"), (encrypted_secret, "secret")):
+        try:
+            _, end = lean.parse_tpm2b(blob, 0)
+        except RemoteProtocolError:
+            end = -1
+        if end != len(blob):
+            raise BadInput(f"{what}: not one marshalled TPM2B")
+    auths = [Auth(None, activated.auth_value), Auth(session, key.auth_value, last_use=last_use)]
+    _, out = _run(
+        conn, CC.ACTIVATE_CREDENTIAL, [activated, key], credential_blob + encrypted_secret, auths
+    )
+    return lean.single_tpm2b(out, "ActivateCredential")
+
+
+# ---- look-ups and receipts without session cryptography ---------------------------------------
+
+_CAP_HANDLES = 0x00000001  # TPM_CAP_HANDLES (Part 2 §6.12)
+_CAP_TPM_PROPERTIES = 0x00000006
+
+
+def _capability(conn: TpmConnection, capability: int, first: int, count: int) -> bytes:
+    """TPM2_GetCapability (Part 3 §30.2): the TPMU_CAPABILITIES after the echoed capability."""
+    command = lean.wrap_plain(CC.GET_CAPABILITY, [], struct.pack(">III", capability, first, count))
+    _, out = lean.unwrap_plain(CC.GET_CAPABILITY, _execute(conn, command))
+    if len(out) < 5 or struct.unpack_from(">I", out, 1)[0] != capability:
+        raise RemoteProtocolError("GetCapability answered another capability")
+    return out[5:]
+
+
+def handles(conn: TpmConnection, first: int, count: int) -> list[int]:
+    """The TPM's handles from ``first`` on (at most ``count``; TPM_CAP_HANDLES), in order."""
+    data = _capability(conn, _CAP_HANDLES, first, count)
+    if len(data) < 4:
+        raise RemoteProtocolError("GetCapability: handle list without a count")
+    (n,) = struct.unpack_from(">I", data, 0)
+    if len(data) != 4 + 4 * n:
+        raise RemoteProtocolError("GetCapability: handle list of the wrong size")
+    return list(struct.unpack_from(f">{n}I", data, 4))
+
+
+def tpm_property(conn: TpmConnection, prop: int) -> int | None:
+    """One fixed or variable TPM property (TPM_CAP_TPM_PROPERTIES), None if the TPM has none."""
+    data = _capability(conn, _CAP_TPM_PROPERTIES, prop, 1)
+    if len(data) < 4:
+        raise RemoteProtocolError("GetCapability: property list without a count")
+    (n,) = struct.unpack_from(">I", data, 0)
+    if len(data) != 4 + 8 * n:
+        raise RemoteProtocolError("GetCapability: property list of the wrong size")
+    if n and struct.unpack_from(">I", data, 4)[0] == prop:
+        return int(struct.unpack_from(">I", data, 8)[0])
+    return None
+
+
+class NvPublic:
+    """An NV index's public area as TPM2_NV_ReadPublic gives it, and its name."""
+
+    __slots__ = ("attributes", "auth_policy", "data_size", "index", "name", "name_alg")
+
+    def __init__(
+        self,
+        index: int,
+        name_alg: int,
+        attributes: int,
+        auth_policy: bytes,
+        data_size: int,
+        name: bytes,
+    ) -> None:
+        self.index, self.name_alg, self.attributes = index, name_alg, attributes
+        self.auth_policy, self.data_size, self.name = auth_policy, data_size, name
+
+    def __repr__(self) -> str:
+        return f"NvPublic(0x{self.index:08x}, attributes=0x{self.attributes:08x})"
+
+
+def nv_read_public(conn: TpmConnection, index: int) -> NvPublic:
+    """TPM2_NV_ReadPublic (Part 3 §31.6): the index's public area and name; for a SHA-256
+    nameAlg the name is checked against the area (nameAlg ‖ H(TPMS_NV_PUBLIC)).
+
+    Raises:
+        TpmRefused: no such index (TPM_RC_HANDLE).
+        RemoteProtocolError: malformed, or a name that is not the area's.
+    """
+    command = lean.wrap_plain(CC.NV_READ_PUBLIC, [index])
+    _, out = lean.unwrap_plain(CC.NV_READ_PUBLIC, _execute(conn, command))
+    area, end = lean.parse_tpm2b(out, 0)
+    name, last = lean.parse_tpm2b(out, end)
+    if last != len(out) or len(area) < 12:
+        raise RemoteProtocolError("NV_ReadPublic response is malformed")
+    nv_index, name_alg, attributes = struct.unpack_from(">IHI", area, 0)
+    policy, cursor = lean.parse_tpm2b(area, 10)
+    if cursor + 2 != len(area) or nv_index != index:
+        raise RemoteProtocolError("NV_ReadPublic: not the public area of that index")
+    (data_size,) = struct.unpack_from(">H", area, cursor)
+    if name_alg == sc.ALG_SHA256 and not sc.hmac_equal(name, area[4:6] + sc.sha256(area)):
+        raise RemoteProtocolError("NV_ReadPublic: the name is not the public area's")
+    return NvPublic(index, name_alg, attributes, policy, data_size, name)
+
+
+def nv_certify(
+    conn: TpmConnection,
+    signer: LeanObject,
+    index: int,
+    qualifying: bytes,
+    size: int,
+    offset: int,
+) -> tuple[bytes, bytes]:
+    """TPM2_NV_Certify (Part 3 §31.16) of ``size`` bytes at ``offset`` of NV ``index`` by
+    ``signer`` with its own scheme; the signer's USER role by its authValue as password (an
+    AK's is empty) and the index's read authorised by its own empty authValue. Returns (the
+    TPMS_ATTEST as signed, the marshalled TPMT_SIGNATURE): what the receipt carries; checking
+    them is the operator's job.
+
+    Raises:
+        TpmRefused: the TPM refuses.
+        RemoteProtocolError: the response is malformed.
+    """
+    params = (
+        lean.tpm2b(qualifying) + struct.pack(">H", lean.ALG_NULL) + struct.pack(">HH", size, offset)
+    )
+    target = LeanObject(index, b"")
+    _, out = _run(
+        conn, CC.NV_CERTIFY, [signer, target], params,
+        [Auth(None, signer.auth_value), Auth(None)], extra_handles=((index, b""),),
+    )  # fmt: skip
+    attest, end = lean.parse_tpm2b(out, 0)
+    signature = out[end:]
+    if len(signature) < 4:
+        raise RemoteProtocolError("NV_Certify response without a signature")
+    return attest, signature
+
+
+def read_public(conn: TpmConnection, handle: int) -> tuple[bytes, bytes]:
+    """TPM2_ReadPublic (Part 3 §12.4) of a loaded or persistent object: (its marshalled
+    TPM2B_PUBLIC, its name), the name checked against the public area.
+
+    Raises:
+        TpmRefused: no object at ``handle``.
+        RemoteProtocolError: malformed, or a name that is not the area's.
+    """
+    command = lean.wrap_plain(CC.READ_PUBLIC, [handle])
+    _, out = lean.unwrap_plain(CC.READ_PUBLIC, _execute(conn, command))
+    _, end = lean.parse_tpm2b(out, 0)
+    public = out[:end]
+    name, cursor = lean.parse_tpm2b(out, end)
+    _, last = lean.parse_tpm2b(out, cursor)  # qualifiedName
+    if last != len(out):
+        raise RemoteProtocolError("ReadPublic response has trailing bytes")
+    if not sc.hmac_equal(name, _public_name(public)):
+        raise RemoteProtocolError("ReadPublic: the name is not the public area's")
+    return public, name
+
+
+def pcr_read(conn: TpmConnection, selection: bytes) -> list[bytes]:
+    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: the digests the TPM
+    returns, in selection order (a TPM returns at most 8 per call: the caller asks again for
+    the rest)."""
+    command = lean.wrap_plain(CC.PCR_READ, [], selection)
+    _, out = lean.unwrap_plain(CC.PCR_READ, _execute(conn, command))
+    if len(out) < 8:
+        raise RemoteProtocolError("PCR_Read response is too short")
+    (banks,) = struct.unpack_from(">I", out, 4)
+    cursor = 8
+    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
+        if cursor + 3 > len(out):
+            raise RemoteProtocolError("PCR_Read response ends inside its selection")
+        cursor += 3 + out[cursor + 2]
+    if cursor + 4 > len(out):
+        raise RemoteProtocolError("PCR_Read response ends before its digests")
+    (count,) = struct.unpack_from(">I", out, cursor)
+    cursor += 4
+    digests = []
+    for _ in range(count):
+        digest, cursor = lean.parse_tpm2b(out, cursor)
+        digests.append(digest)
+    if cursor != len(out):
+        raise RemoteProtocolError("PCR_Read response has trailing bytes")
+    return digests
+
+
+def pcr_selection(selection: str) -> bytes:
+    """The marshalled TPML_PCR_SELECTION of a tpm2-tools style selection (``sha256:0,1``)."""
+    return _pcr_selection(selection)
+
+
+def nv_define_space(conn: TpmConnection, public: bytes) -> None:
+    """TPM2_NV_DefineSpace (Part 3 §31.3) in the owner hierarchy (its empty authValue as
+    password) with an empty index authValue; ``public`` is the marshalled TPM2B_NV_PUBLIC.
+
+    Raises:
+        TpmRefused: the TPM refuses (index exists, NV full, owner auth set).
+    """
+    owner = LeanObject(_RH_OWNER, _RH_OWNER.to_bytes(4, "big"))
+    _run(conn, CC.NV_DEFINE_SPACE, [owner], lean.tpm2b(b"") + public, [Auth(None)])

@@ -175,23 +175,20 @@ def pcr_values(conn: TpmConnection, selection: str) -> list[bytes]:
         BadInput: malformed selection.
         Unavailable: the bank or a PCR is not there.
     """
-    from tpm.tss import TPML_PCR_SELECTION, TSS2_Exception
-
     bank, pcrs = parse_pcr_selection(selection)
     values: list[bytes] = []
     pending = list(pcrs)
     try:
         while pending:
             chunk = pending[:8]
-            _, _, digests = conn.esys.pcr_read(
-                TPML_PCR_SELECTION.parse(f"{bank}:{','.join(map(str, chunk))}")
+            got = lean_commands.pcr_read(
+                conn, lean_commands.pcr_selection(f"{bank}:{','.join(map(str, chunk))}")
             )
-            got = [bytes(d) for d in digests]
             if not got:
                 raise Unavailable(f"the TPM has no {bank} bank (or PCRs {chunk})")
-            values += got
+            values += got[: len(chunk)]
             pending = pending[len(got) :]
-    except TSS2_Exception as exc:
+    except TpmRefused as exc:
         raise Unavailable(f"cannot read PCRs {selection}: {exc}") from None
     return values
 
@@ -324,8 +321,11 @@ def import_package(
         RegistryRollback: the registry is stale.
 
     ``layer``: the TPM commands of the import (EK and parent policy sessions, three Imports,
-    three Loads) through the lean layer (default) or ESYS (the reference).
+    three Loads, the owner-approved first lifecycle write) through the lean layer (default)
+    or ESYS (the reference).
     """
+    if layer not in ("lean", "esys"):
+        raise BadInput(f"TPM client layer {layer!r}: expected lean or esys")
     from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT, TSS2_Exception
 
     check_package(package)
@@ -392,7 +392,12 @@ def import_package(
             # owner-approved, while MID_CTR is still seq - 1 (tpm.nv docstring)
             nv.define_lifecycle(conn, install.index)
             try:
-                write_lifecycle(conn, install, package.policy.lifecycle.authority)  # type: ignore[union-attr]
+                write_lifecycle(
+                    conn,
+                    install,
+                    package.policy.lifecycle.authority,  # type: ignore[union-attr]
+                    layer=layer,
+                )
             except MidRefused as exc:
                 raise PackageRejected(
                     f"the owner's approval of INSTALLED is refused: {exc}"
@@ -489,18 +494,9 @@ def _import_lean(
     ek_object = LeanObject(
         int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
     )
-    endorsement = LeanObject(_RH_ENDORSEMENT, _RH_ENDORSEMENT.to_bytes(4, "big"))
 
-    def ek_session() -> Any:
-        s = lean_commands.start_session(conn, kind="policy", symmetric=False)
-        try:
-            lean_commands.policy_secret(conn, s, endorsement)
-            if branches is not None:
-                lean_commands.policy_or(conn, s, branches)
-        except BaseException:
-            lean_commands.flush_session(conn, s)
-            raise
-        return s
+    def ek_session() -> Session:
+        return lean_commands.ek_session(conn, branches)
 
     def refused(label: str, exc: TpmRefused) -> PackageRejected:
         return PackageRejected(
@@ -591,7 +587,11 @@ def _checked(conn: TpmConnection, registry: Registry) -> tuple[RegistryData, byt
 
 
 def _write_state(
-    conn: TpmConnection, record: MidRecord, state: nv.MidState, approval: bytes
+    conn: TpmConnection,
+    record: MidRecord,
+    state: nv.MidState,
+    approval: bytes,
+    layer: Layer = "lean",
 ) -> None:
     """MID_STATE byte (owner auth), or the MID's lifecycle index with the owner's
     ``approval`` of (current → ``state``, version + 1).
@@ -615,7 +615,7 @@ def _write_state(
             " owner's signed approval (trelab mid activate|suspend|delete over the network)"
         )
     approved = nv.StateApproval(index, current, current.then(state), approval)
-    write_lifecycle(conn, approved, policy.lifecycle.authority)
+    write_lifecycle(conn, approved, policy.lifecycle.authority, layer=layer)
 
 
 def set_state(
@@ -625,9 +625,11 @@ def set_state(
     state: nv.MidState,
     *,
     approval: bytes = b"",
+    layer: Layer = "lean",
 ) -> MidRecord:
     """Move a MID to ACTIVE, INSTALLED or SUSPENDED (its state in the TPM + AUDIT + registry);
-    ``approval``: the owner's signature, for a MID with a lifecycle binding.
+    ``approval``: the owner's signature, for a MID with a lifecycle binding; ``layer``: the
+    lifecycle write's session on the lean layer or through ESYS (the reference).
 
     Raises:
         UnknownMid, BadInput: no such MID, or DELETED/EMPTY asked (use :func:`delete_mid`).
@@ -638,14 +640,19 @@ def set_state(
     with registry.locked():
         data, name = _checked(conn, registry)
         record = replace(data.get(mid_id), state=state.name.lower())
-        _write_state(conn, record, state, approval)
+        _write_state(conn, record, state, approval, layer)
         event = _event("state", record, state=record.state)
         log_event(conn, registry, data.with_mid(record), event, name)
         return record
 
 
 def delete_mid(
-    conn: TpmConnection, registry: Registry, mid_id: str, *, approval: bytes = b""
+    conn: TpmConnection,
+    registry: Registry,
+    mid_id: str,
+    *,
+    approval: bytes = b"",
+    layer: Layer = "lean",
 ) -> MidRecord:
     """State DELETED (terminal: a surviving blob of a use-gated or operator-updatable MID can
     never pass PolicyNV again), AUDIT, blobs dropped. An owner-bound MID without the owner's
@@ -664,7 +671,7 @@ def delete_mid(
             nv.discard_lifecycle(conn, record.slot)
             kind = "discard"
         else:
-            _write_state(conn, record, nv.MidState.DELETED, approval)
+            _write_state(conn, record, nv.MidState.DELETED, approval, layer)
         event = _event(kind, record)
         log_event(conn, registry, data.without_mid(mid_id), event, name)
         return replace(record, state="deleted")

@@ -46,7 +46,7 @@ from typing import Any
 
 from tpm import lean_commands
 from tpm.connection import TpmConnection
-from tpm.lean import TpmRefused
+from tpm.lean import TpmRefused, tpm2b
 from tpm.policy import (
     CC_NV_WRITE,
     PolicyAuthorize,
@@ -86,6 +86,7 @@ __all__ = [
     "increment",
     "index_name",
     "lifecycle_handles",
+    "name_changed",
     "nv_public",
     "read_audit",
     "read_counter",
@@ -178,6 +179,19 @@ def _forget(conn: TpmConnection, index: int) -> Any:
     return conn.facts.forget_nv(index)
 
 
+def name_changed(conn: TpmConnection, index: int) -> None:
+    """Index ``index`` was written outside ESYS (the lean layer): its first write set
+    TPMA_NV_WRITTEN, so ESYS's object for it carries the name from before. Drop that object
+    (local to ESYS, no TPM command); :func:`resource` reads the index afresh when next asked."""
+    defined = index in conn.facts.nv_defined
+    tr = _forget(conn, index)
+    if defined:
+        conn.facts.nv_defined.add(index)  # still defined: only the name moved
+    if tr is not None:
+        with contextlib.suppress(Exception):
+            conn.esys.tr_close(tr)
+
+
 @contextlib.contextmanager
 def _handle(conn: TpmConnection, index: int) -> Iterator[Any]:
     yield resource(conn, index)
@@ -204,16 +218,29 @@ def forget_handles(
 def _defined(conn: TpmConnection, index: int) -> bool:
     """Is NV ``index`` defined? A yes is remembered for the connection (an index goes only
     through :func:`_undefine` or TPM2_Clear, which forget it)."""
-    from tpm.tss import TPM2_CAP
-
     known = conn.facts.nv_defined
     if index in known:
         return True
-    _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, index, 1)
-    if any(int(h) == index for h in caps.data.handles):
+    if index in lean_commands.handles(conn, index, 1):
         known.add(index)
         return True
     return False
+
+
+_WRITTEN = 0x20000000  # TPMA_NV_WRITTEN (Part 2 §13.4)
+
+
+def _public(conn: TpmConnection, handle: int) -> lean_commands.NvPublic:
+    """TPM2_NV_ReadPublic of a defined index on the lean layer (no session: nothing for ESYS to
+    compute).
+
+    Raises:
+        Unavailable: the TPM refuses (the index went meanwhile).
+    """
+    try:
+        return lean_commands.nv_read_public(conn, handle)
+    except TpmRefused as exc:
+        raise _fail(f"cannot read the public area of NV index 0x{handle:08x}", exc) from None
 
 
 def _undefine(conn: TpmConnection, handle: int) -> None:
@@ -362,24 +389,17 @@ def read_state(conn: TpmConnection, slot: int) -> MidState:
 
 def lifecycle_handles(conn: TpmConnection) -> tuple[int, ...]:
     """The per-MID lifecycle indices defined in this TPM."""
-    from tpm.tss import TPM2_CAP
-
-    _, caps = conn.esys.get_capability(TPM2_CAP.HANDLES, STATE_BASE, STATE_SLOTS)
-    return tuple(
-        h for h in (int(x) for x in caps.data.handles) if STATE_BASE <= h < STATE_BASE + STATE_SLOTS
-    )
+    found = lean_commands.handles(conn, STATE_BASE, STATE_SLOTS)
+    return tuple(h for h in found if STATE_BASE <= h < STATE_BASE + STATE_SLOTS)
 
 
 def free_slots(conn: TpmConnection) -> list[int]:
     """Slots whose MID_STATE byte is EMPTY and whose lifecycle index is absent or was never
     written (left by an import that did not finish; :func:`define_lifecycle` reclaims it)."""
-    from tpm.tss import TPMA_NV
-
     states = read_states(conn)
     taken = set()
     for handle in lifecycle_handles(conn):
-        public, _name = conn.esys.nv_read_public(resource(conn, handle))
-        if int(public.nvPublic.attributes) & int(TPMA_NV.WRITTEN):
+        if _public(conn, handle).attributes & _WRITTEN:
             taken.add(handle - STATE_BASE)
     return [i for i, b in enumerate(states) if b == MidState.EMPTY and i not in taken]
 
@@ -465,8 +485,12 @@ INSTALLED_FIRST = Lifecycle(MidState.INSTALLED, 1)
 
 @functools.lru_cache(maxsize=256)
 def _lifecycle_name(index: LifecycleIndex, written: bool) -> bytes:
-    # a pure function of the (frozen) index; computing it builds tpm2-pytss structures
-    return bytes(index.public(written=written).get_name().marshal())[2:]
+    # a pure function of the (frozen) index, on the operator's hot path: plain bytes
+    from tpm.marshal import ALG_SHA256, nv_name
+
+    return nv_name(
+        index.handle, ALG_SHA256, index.attributes(written=written), index.policy(), LIFECYCLE_SIZE
+    )
 
 
 @dataclass(frozen=True)
@@ -488,8 +512,9 @@ class LifecycleIndex:
     def handle(self) -> int:
         return STATE_BASE + self.slot
 
-    def public(self, *, written: bool = True) -> Any:
-        from tpm.tss import TPM2_ALG, TPM2_NT, TPM2B_NV_PUBLIC, TPMA_NV, TPMS_NV_PUBLIC
+    @staticmethod
+    def attributes(*, written: bool = True) -> int:
+        from tpm.tss import TPM2_NT, TPMA_NV
 
         attrs = int(
             TPMA_NV.POLICYWRITE
@@ -501,13 +526,21 @@ class LifecycleIndex:
         attrs |= int(TPM2_NT.ORDINARY) << int(TPMA_NV.TPM2_NT_SHIFT)
         if written:
             attrs |= int(TPMA_NV.WRITTEN)
-        policy = policy_digest([PolicyAuthorize(self.authority_name, self.ref)])
+        return attrs
+
+    def policy(self) -> bytes:
+        """Its authPolicy: PolicyAuthorize(owner key, ref)."""
+        return policy_digest([PolicyAuthorize(self.authority_name, self.ref)])
+
+    def public(self, *, written: bool = True) -> Any:
+        from tpm.tss import TPM2_ALG, TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
         return TPM2B_NV_PUBLIC(
             nvPublic=TPMS_NV_PUBLIC(
                 nvIndex=self.handle,
                 nameAlg=TPM2_ALG.SHA256,
-                attributes=attrs,
-                authPolicy=policy,
+                attributes=self.attributes(written=written),
+                authPolicy=self.policy(),
                 dataSize=LIFECYCLE_SIZE,
             )
         )
@@ -521,10 +554,8 @@ class LifecycleIndex:
 
     def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
         """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
-        from tpm.tss import TPM2B_MAX_NV_BUFFER
-
         name = self.name(written=written)
-        params = bytes(TPM2B_MAX_NV_BUFFER(value.encode()).marshal()) + (0).to_bytes(2, "big")
+        params = tpm2b(value.encode()) + (0).to_bytes(2, "big")
         return command_parameter_hash(CC_NV_WRITE, (name, name), params)
 
     def approval_steps(
@@ -589,11 +620,16 @@ class StateApproval:
         )
 
 
-def _lifecycle_public(conn: TpmConnection, handle: int) -> Any | None:
+def _lifecycle_public(conn: TpmConnection, handle: int) -> lean_commands.NvPublic | None:
     if not _defined(conn, handle):
         return None
-    _public, name = conn.esys.nv_read_public(resource(conn, handle))
-    return _public, bytes(name.marshal())[2:]
+    return _public(conn, handle)
+
+
+@functools.lru_cache(maxsize=256)
+def _defined_public(index: LifecycleIndex) -> bytes:
+    """The marshalled TPM2B_NV_PUBLIC ``index`` is defined with (a pure function of it)."""
+    return bytes(index.public(written=False).marshal())
 
 
 def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
@@ -603,13 +639,13 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
     Raises:
         Unavailable: the handle holds another index (another MID's, or a foreign one).
     """
-    from tpm.tss import ESYS_TR, TPMA_NV, TSS2_Exception
+    from tpm.tss import TSS2_Exception
 
     found = _lifecycle_public(conn, index.handle)
     if found is not None:
-        if found[1] in (index.name(written=False), index.name()):
+        if found.name in (index.name(written=False), index.name()):
             return
-        if not int(found[0].nvPublic.attributes) & int(TPMA_NV.WRITTEN):
+        if not found.attributes & _WRITTEN:
             # left by an import that never wrote its first state: it guards nothing
             try:
                 _undefine(conn, index.handle)
@@ -624,14 +660,11 @@ def define_lifecycle(conn: TpmConnection, index: LifecycleIndex) -> None:
             " another MID",
             fix="choose another slot (trelab tpm mid list)",
         )
-    try:
-        _remember(
-            conn,
-            index.handle,
-            conn.esys.nv_define_space(None, index.public(written=False), ESYS_TR.OWNER),
-        )
-    except TSS2_Exception as exc:
+    try:  # owner password, no session: on the lean layer (ESYS makes its object when asked)
+        lean_commands.nv_define_space(conn, _defined_public(index))
+    except TpmRefused as exc:
         raise _fail(f"cannot define the lifecycle index of slot {index.slot}", exc) from None
+    conn.facts.nv_defined.add(index.handle)
 
 
 def discard_lifecycle(conn: TpmConnection, slot: int) -> bool:
@@ -660,7 +693,7 @@ def holds(conn: TpmConnection, index: LifecycleIndex, value: Lifecycle) -> bool:
     if read_lifecycle(conn, index.slot) != value:
         return False
     found = _lifecycle_public(conn, index.handle)
-    return found is not None and found[1] == index.name()
+    return found is not None and found.name == index.name()
 
 
 def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
@@ -669,23 +702,17 @@ def read_lifecycle(conn: TpmConnection, slot: int) -> Lifecycle | None:
     Raises:
         Unavailable: unreadable, or an index at that handle that is not a lifecycle index.
     """
-    from tpm.tss import TPMA_NV
-
     _check_slot(slot)
     found = _lifecycle_public(conn, STATE_BASE + slot)
     if found is None:
         return None
-    public = found[0].nvPublic
-    if int(public.dataSize) != LIFECYCLE_SIZE:
+    if found.data_size != LIFECYCLE_SIZE:
         raise Unavailable(f"NV index 0x{STATE_BASE + slot:08x} is not a MID lifecycle index")
-    if not int(public.attributes) & int(TPMA_NV.WRITTEN):
+    if not found.attributes & _WRITTEN:
         return None
-    from tpm.tss import TSS2_Exception
-
     try:
-        tr = resource(conn, STATE_BASE + slot)
-        data = bytes(conn.esys.nv_read(tr, LIFECYCLE_SIZE, 0, auth_handle=tr))
-    except TSS2_Exception as exc:
+        data = lean_commands.nv_read(conn, STATE_BASE + slot, LIFECYCLE_SIZE)
+    except TpmRefused as exc:
         raise _fail(f"cannot read the lifecycle index of slot {slot}", exc) from None
     try:
         return Lifecycle.decode(data)

@@ -55,6 +55,7 @@ from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
+    SW_CONFLICTING_RULE,
     SW_END_OF_FILE,
     SW_FILE_NOT_FOUND,
     SW_FUNCTION_NOT_SUPPORTED,
@@ -70,6 +71,7 @@ from uicc.sw import (
     SW_INCORRECT_DATA,
     SW_INS_NOT_SUPPORTED,
     SW_MAC_FAILURE,
+    SW_MAX_VALUE_REACHED,
     SW_MORE_DATA_AVAILABLE,
     SW_MORE_DATA_EXPECTED,
     SW_NO_EF_SELECTED,
@@ -445,6 +447,8 @@ class UsimEngine:
             0x70: ("iso", self._manage_channel),
             0xCB: ("uicc", self._retrieve_data),
             0xDB: ("uicc", self._set_data),
+            0xE2: ("uicc", self._store_data),
+            0x32: ("uicc", self._increase),
         }
         # the GSM SIM class (TS 51.011 §9.2): commands over the same files and PINs
         self._gsm_table: dict[int, Callable[[_Command], bytes]] = {
@@ -463,6 +467,7 @@ class UsimEngine:
             0x2C: self._gsm_unblock,
             0x88: self._run_gsm_algorithm,
             0x10: self._terminal_profile,
+            0x32: self._increase,
         }
         self._powered = False
         self._pending: bytes | None = None
@@ -497,6 +502,9 @@ class UsimEngine:
         self._le: int | None = None  # Le of the case-4 command being run (T=1), else None
         self._pending_sw = self._offered_sw = SW_OK  # the status after the last response byte
         self._transfers: dict[int, _Transfer] = {}  # BER-TLV block transfers, by channel
+        self._rules_rest: dict[
+            int, bytes
+        ] = {}  # GET DATA 'FF40' still to send ('FF60'), by channel
         return ATR
 
     def reset(self) -> bytes:
@@ -1093,6 +1101,32 @@ class UsimEngine:
             self._record = number
         return _sw(SW_OK)
 
+    # -- INCREASE (§11.1.8; TS 51.011 §9.2.8) ----------------------------------------------------
+    def _increase(self, c: _Command) -> bytes:
+        """Add the data (a big-endian number) to the most recent record of the current cyclic
+        EF and write the sum as the new most recent record (the oldest one goes); answers the
+        new record ‖ the value added. A sum that does not fit the record is 9850 and changes
+        nothing. The file's update condition applies (EF.ACM: PIN1)."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, CyclicEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        if not 1 <= len(c.data) <= ef.record_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.update)
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        total = int.from_bytes(records[0], "big") + int.from_bytes(c.data, "big")
+        if total >= 1 << (8 * ef.record_len):
+            raise _Refuse(SW_MAX_VALUE_REACHED)
+        record = total.to_bytes(ef.record_len, "big")
+        self._commit(self._state.with_file(ef.name, (record, *records[:-1])))
+        self._record = 1
+        return self._respond_later(record + c.data)
+
     # -- SEARCH RECORD (§11.1.7) ------------------------------------------------------------------
     def _search_record(self, c: _Command) -> bytes:
         """SEARCH RECORD in the current (or SFI-named) record EF: P2 b3–b1 4 simple search
@@ -1393,20 +1427,56 @@ class UsimEngine:
         assert isinstance(content, bytes)
         return content
 
-    # -- GET DATA of the ARA-M (GlobalPlatform SEAC v1.1 §3.4) ----------------------------------
+    # -- GET DATA and STORE DATA of the ARA-M (GlobalPlatform SEAC v1.1 §3.4, §3.5) ------------
     def _get_data(self, c: _Command) -> bytes:
-        """The access rules: 'FF40' all rules (none on this card: the ME applies its default),
-        'DF20' the refresh tag. Only while ARA-M is the selected application."""
+        """'FF40' all rules (Response-ALL-REF-AR-DO; past 256 bytes the rest with 'FF60',
+        Get-Next), 'DF20' the refresh tag. Only while ARA-M is the selected application."""
         if self._app is not fs.ADF_ARA_M:
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
         if c.data:
             raise _Refuse(SW_WRONG_LENGTH)
         tag = c.p1 << 8 | c.p2
         if tag == 0xFF40:
-            return self._respond_now(seac.ALL_RULES, c.le)
+            whole = seac.all_rules(self._state.access_rules)
+            self._rules_rest.pop(self._channel, None)
+            if len(whole) <= 256:
+                return self._respond_now(whole, c.le)
+            self._rules_rest[self._channel] = whole[256:]
+            return whole[:256] + _sw(SW_OK)
+        if tag == 0xFF60:
+            rest = self._rules_rest.pop(self._channel, None)
+            if rest is None:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            if len(rest) > 256:
+                self._rules_rest[self._channel] = rest[256:]
+            return rest[:256] + _sw(SW_OK)
         if tag == 0xDF20:
-            return self._respond_now(seac.REFRESH_TAG, c.le)
+            return self._respond_now(seac.refresh_tag(self._state.access_rules_version), c.le)
         raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+
+    def _store_data(self, c: _Command) -> bytes:
+        """STORE DATA to the ARA-M: one block (P1 '90' or '80': last block; P2 00) holding one
+        command (Command-Store-REF-AR-DO, Command-Delete, Command-UpdateRefreshTag). This card
+        has no GlobalPlatform secure channel, so ADM1 stands in for it: 6982 without."""
+        if self._app is not fs.ADF_ARA_M:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        if c.p1 not in (0x80, 0x90) or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(Access.ADM1)
+        try:
+            rules = seac.apply_store(self._state.access_rules, c.data)
+        except seac.RuleConflict:
+            raise _Refuse(SW_CONFLICTING_RULE) from None
+        except seac.RuleNotFound:
+            raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND) from None
+        except BadInput:
+            raise _Refuse(SW_INCORRECT_DATA) from None
+        self._commit(self._state.with_access_rules(rules))
+        self._rules_rest.clear()
+        self._le = None
+        return _sw(SW_OK)
 
     # -- RETRIEVE DATA / SET DATA (TS 102 221 §11.3.1, §11.3.2): BER-TLV structured EFs ------------
     def _ber_target(self, c: _Command, access: str) -> BerTlvEF:
@@ -1557,14 +1627,18 @@ class UsimEngine:
             record_len = node.record_len
         else:
             structure, record_len = 0x00, 0
+        # READ|UPDATE; INCREASE (a cyclic EF's, under its update condition) else never; RFU;
+        # REHABILITATE|INVALIDATE never
+        increase = _gsm_access(node.update) if isinstance(node, CyclicEF) else 0xF
         access = bytes(
-            [_gsm_access(node.read) << 4 | _gsm_access(node.update), 0xF0, 0xFF]
-        )  # READ|UPDATE, INCREASE never, REHABILITATE|INVALIDATE never
+            [_gsm_access(node.read) << 4 | _gsm_access(node.update), increase << 4, 0xFF]
+        )
         return (
             bytes(2)
             + node.size.to_bytes(2, "big")
             + fid
-            + b"\x04\x00"  # EF; INCREASE not allowed
+            + b"\x04"  # EF
+            + (b"\x40" if isinstance(node, CyclicEF) else b"\x00")  # b7: INCREASE allowed
             + access
             + b"\x01\x02"  # not invalidated; 2 bytes follow
             + bytes([structure, record_len])
