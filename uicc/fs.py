@@ -2143,7 +2143,7 @@ EF_BDN = LinearFixedEF(
     0x6F4D,
     "EF.BDN",
     record_len=29,  # X (14) + 15: the comparison method pointer follows the extension id
-    records=5,
+    records=10,
     codec=_dialling_codec("bdn", trailer=3),
     read=_PIN,
     update=Access.PIN2,  # TS 31.102 §4.2.44: update PIN2
@@ -3318,9 +3318,8 @@ EF_CBMID = TransparentEF(
     update=_ADM,
     samples=((bytes.fromhex("1000") + b"\xff" * 8, (4096,)),),
 )
-# Advice of Charge: the files, not service 13 (INCREASE, which updates EF.ACM, is not
-# implemented); the same files as DF.GSM's
-USIM_ACM_FILES = (EF_ACMMAX, EF_ACM, EF_PUCT)
+# Advice of Charge (service 13; EF.ACM grows with INCREASE): the same files as DF.GSM's
+USIM_ACM_FILES = tuple(replace(ef, service=13) for ef in (EF_ACMMAX, EF_ACM, EF_PUCT))
 DF_WLAN = DF(
     0x5F40,
     "DF.WLAN",

@@ -48,7 +48,17 @@ _MILENAGE_KEYS = frozenset({"opc", "op"})
 _TUAK_KEYS = frozenset({"topc", "top", "iterations", "res_bits", "mac_bits", "ck_bits", "ik_bits"})
 _HMAC_KEYS = frozenset({"opc", "op", "res_bits"})
 _OPTIONAL = frozenset(
-    {"ota_keysets", "pin1_enabled", "mnc_length", "spn", "suci", "msisdn", "pin2", "puk2"}
+    {
+        "ota_keysets",
+        "pin1_enabled",
+        "mnc_length",
+        "spn",
+        "suci",
+        "msisdn",
+        "pin2",
+        "puk2",
+        "pin2_enabled",
+    }
 )
 _SUCI_KEYS = frozenset({"routing_indicator", "schemes", "home_network_keys", "calculation"})
 _HN_KEY_KEYS = frozenset({"id", "profile", "public"})
@@ -130,6 +140,7 @@ class CardProfile:
     pin1_enabled: bool = True
     pin2: str | None = field(default=None, repr=False)  # None: the card has no PIN2
     puk2: str | None = field(default=None, repr=False)
+    pin2_enabled: bool = True
     mnc_length: int = 2
     spn: str = "trelab"
     ota_keysets: tuple[OtaKeyset, ...] = field(default=(), repr=False)
@@ -418,6 +429,9 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         raise BadInput("profile: pin2 and puk2 go together")
     pin2 = _digits(data, "pin2", 4, 8) if "pin2" in data else None
     puk2 = _digits(data, "puk2", 8, 8) if "puk2" in data else None
+    pin2_enabled = data.get("pin2_enabled", True)
+    if not isinstance(pin2_enabled, bool) or (pin2 is None and "pin2_enabled" in data):
+        raise BadInput("profile: pin2_enabled must be true or false, with pin2 and puk2")
     pin1_enabled = data.get("pin1_enabled", True)
     if not isinstance(pin1_enabled, bool):
         raise BadInput("profile: pin1_enabled must be true or false")
@@ -448,6 +462,7 @@ def parse_profile(data: Mapping[str, Any]) -> CardProfile:
         adm1=adm1,
         pin2=pin2,
         puk2=puk2,
+        pin2_enabled=pin2_enabled,
         pin1_enabled=pin1_enabled,
         mnc_length=mnc_length,
         spn=spn,

@@ -216,3 +216,24 @@ def test_arr_records_are_the_expanded_format_of_ts_102_221() -> None:
     assert fs.describe_access_rule(never) == {"read": "always", "update": "never"}
     for ef in fs.all_efs():  # every declaration has its record
         assert 1 <= fs.arr_record_number(ef.read, ef.update) <= len(fs.ARR_RULES)
+
+
+def test_a_card_personalised_with_pin2_disabled() -> None:
+    """As test cards are often issued: PIN2 present but its verification disabled, so EF.BDN's
+    ten records (TS 31.102 §4.2.44) are updated with PIN1 alone; ENABLE turns it back on."""
+    card = make_card(dict(DEFAULT_PROFILE) | {"pin2_enabled": False})
+    card.verify_pin1()
+    card.select_usim()
+    assert sw(card, "00a40004026f4d") == 0x9000
+    record = bytes.fromhex("0123456789abcdef") * 3 + bytes.fromhex("0123456789")
+    assert sw(card, bytes([0x00, 0xDC, 10, 0x04, 29]) + record) == 0x9000
+    assert card.send(bytes([0x00, 0xB2, 10, 0x04, 29]))[0] == record
+    assert sw(card, apdu(0, 0x28, 0x81, PIN2)) == 0x9000
+    assert sw(card, bytes([0x00, 0xDC, 10, 0x04, 29]) + record) == 0x9000  # just verified
+    card.engine.reset()
+    card.verify_pin1()
+    card.select_usim()
+    card.send("00a40004026f4d")
+    assert sw(card, bytes([0x00, 0xDC, 10, 0x04, 29]) + record) == 0x6982
+    with pytest.raises(Exception, match="pin2_enabled"):
+        make_profile(pin2_enabled="no")
