@@ -86,8 +86,8 @@ class TpmTrust:
             )
         try:
             return object_name(area.name_alg, ak_public[2:])
-        except BadInput as exc:
-            raise Refused("malformed", f"AK public: {exc}") from None
+        except BadInput as exc:  # bad input (400), as for any unusable public area field
+            raise BadInput(f"AK public: {exc}") from None
 
     def make_credential(
         self, ek_public: bytes, ak_public: bytes, secret: bytes
@@ -282,8 +282,8 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     srk = _public_area(inputs.srk_public, "SRK public")
     try:
         srk_name = object_name(srk.name_alg, inputs.srk_public[2:])
-    except BadInput as exc:
-        raise Refused("malformed", f"SRK public: {exc}") from None
+    except BadInput as exc:  # bad input (400), as for any unusable public area field
+        raise BadInput(f"SRK public: {exc}") from None
     target = Target(ek_public=inputs.ek_public, srk_name=srk_name)
     try:
         algorithm = AlgorithmSpec(name=inputs.algorithm, **dict(inputs.params))  # type: ignore[arg-type]
