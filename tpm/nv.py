@@ -483,10 +483,26 @@ class Lifecycle:
 INSTALLED_FIRST = Lifecycle(MidState.INSTALLED, 1)
 
 
+_ALG_SHA256 = 0x000B
+_LIFECYCLE_ATTRIBUTES = 0x02061008  # POLICYWRITE|WRITEALL|AUTHREAD|OWNERREAD|NO_DA, ORDINARY
+
+
 @functools.lru_cache(maxsize=256)
 def _lifecycle_name(index: LifecycleIndex, written: bool) -> bytes:
-    # a pure function of the (frozen) index; computing it builds tpm2-pytss structures
-    return bytes(index.public(written=written).get_name().marshal())[2:]
+    """nameAlg ‖ SHA-256(TPMS_NV_PUBLIC) (Part 1 §16): a pure function of the (frozen) index,
+    marshalled here field by field (:meth:`LifecycleIndex.public` is the same area through
+    tpm2-pytss; the tests compare both and the TPM's)."""
+    attributes = _LIFECYCLE_ATTRIBUTES | (_WRITTEN if written else 0)
+    policy = policy_digest([PolicyAuthorize(index.authority_name, index.ref)])
+    area = (
+        index.handle.to_bytes(4, "big")
+        + _ALG_SHA256.to_bytes(2, "big")
+        + attributes.to_bytes(4, "big")
+        + len(policy).to_bytes(2, "big")
+        + policy
+        + LIFECYCLE_SIZE.to_bytes(2, "big")
+    )
+    return _ALG_SHA256.to_bytes(2, "big") + hashlib.sha256(area).digest()
 
 
 @dataclass(frozen=True)
@@ -541,10 +557,9 @@ class LifecycleIndex:
 
     def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
         """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
-        from tpm.tss import TPM2B_MAX_NV_BUFFER
-
         name = self.name(written=written)
-        params = bytes(TPM2B_MAX_NV_BUFFER(value.encode()).marshal()) + (0).to_bytes(2, "big")
+        data = value.encode()  # a TPM2B_MAX_NV_BUFFER, then the u16 offset 0
+        params = len(data).to_bytes(2, "big") + data + (0).to_bytes(2, "big")
         return command_parameter_hash(CC_NV_WRITE, (name, name), params)
 
     def approval_steps(

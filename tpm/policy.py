@@ -21,6 +21,7 @@ Digests (hash H = the policy session's hash, SHA-256 here; ``old`` starts as zer
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -115,8 +116,10 @@ def format_pcr_selection(bank: str, pcrs: Iterable[int]) -> str:
     return f"{bank}:{','.join(str(p) for p in sorted(set(pcrs)))}"
 
 
+@functools.lru_cache(maxsize=64)
 def marshal_pcr_selection(selection: str) -> bytes:
-    """The marshaled TPML_PCR_SELECTION (tpm2-pytss) for ``bank:list``.
+    """The marshaled TPML_PCR_SELECTION (tpm2-pytss) for ``bank:list`` (a pure function of
+    the text: built once per selection).
 
     Raises:
         BadInput: malformed selection.
