@@ -18,23 +18,24 @@ from cryptography import x509
 
 from network.roles import BuiltPackage, EkIdentity, LifecycleFacts, PackageInputs, QuoteOutcome
 from protocol.errors import Refused
-from tpm.errors import CredentialRejected, EkCertificateRejected, QuoteRejected
+from tpm.errors import EkCertificateRejected, QuoteRejected
 from trelab.errors import BadInput
 
 if TYPE_CHECKING:
+    from tpm.marshal import PublicArea
     from tpm.package import KForm
 
 __all__ = ["TpmTrust", "tpm_package_builder"]
 
-_ATTEST_NV_CERTIFY = 0x8014
 _ATTEST_CERTIFY = 0x8017
 
 
-def _unmarshal(kind: Any, data: bytes, what: str) -> Any:
-    from tpm.marshal import unmarshal_exact
+def _public_area(data: bytes, what: str) -> PublicArea:
+    """A whole, canonical TPM2B_PUBLIC read on plain bytes (:mod:`tpm.marshal`'s lean half)."""
+    from tpm.marshal import PublicArea
 
     try:
-        return unmarshal_exact(kind, data, what)
+        return PublicArea.parse(data, what)
     except BadInput as exc:
         raise Refused("malformed", str(exc)) from None
 
@@ -51,7 +52,7 @@ class TpmTrust:
     def verify_ek(self, ek_cert: bytes, now: int) -> EkIdentity:
         """The TRE identity (TR 33.812 §7.1.2.1 threat 1 CM 3): the EK certificate chains to a
         trusted manufacturer CA; the EK's TPM2B_PUBLIC is rebuilt from it."""
-        from tpm.ek import ek_tpm_public, load_certificate_der, verify_ek_chain
+        from tpm.ek import ek_public_area, load_certificate_der, verify_ek_chain
 
         try:
             cert = load_certificate_der(ek_cert)
@@ -63,39 +64,43 @@ class TpmTrust:
         except EkCertificateRejected as exc:
             raise Refused("unknown-ca", str(exc)) from None
         try:
-            public = ek_tpm_public(cert)
+            public = ek_public_area(cert)
         except EkCertificateRejected as exc:
             raise Refused("bad-ek-cert", str(exc)) from None
-        name = bytes(public.get_name())
-        return EkIdentity(device_id=name.hex(), ek_public=bytes(public.marshal()), ek_name=name)
+        name = public.name()
+        return EkIdentity(device_id=name.hex(), ek_public=public.marshal_sized(), ek_name=name)
 
     def ak_name(self, ak_public: bytes) -> bytes:
         """The AK's TPM name, after checking it is a restricted, TPM-fixed signing key."""
-        from tpm.identity import check_ak_public
-        from tpm.tss import TPM2B_PUBLIC
+        from tpm.identity import AK_ATTRIBUTES
+        from tpm.marshal import object_name
 
-        public = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        area = _public_area(ak_public, "AK public")
+        missing = int(AK_ATTRIBUTES) & ~area.attributes
+        if missing:
+            from tpm.tss import TPMA_OBJECT
+
+            raise Refused(
+                "not-an-ak",
+                f"AK public area lacks {TPMA_OBJECT(missing)!s}: not an attestation key",
+            )
         try:
-            return check_ak_public(public)
-        except CredentialRejected as exc:
-            raise Refused("not-an-ak", str(exc)) from None
+            return object_name(area.name_alg, ak_public[2:])
+        except BadInput as exc:
+            raise Refused("malformed", f"AK public: {exc}") from None
 
     def make_credential(
         self, ek_public: bytes, ak_public: bytes, secret: bytes
     ) -> tuple[bytes, bytes]:
         """TPM2_MakeCredential in software: S for the EK, bound to the AK's name."""
-        from tpm.identity import make_challenge
-        from tpm.tss import TPM2B_PUBLIC
+        from tpm.marshal import make_credential
 
-        ek = _unmarshal(TPM2B_PUBLIC, ek_public, "EK public")
-        ak = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public")
+        ek = _public_area(ek_public, "EK public")
+        name = self.ak_name(ak_public)
         try:
-            challenge = make_challenge(ek, ak, secret=secret)
-        except (CredentialRejected, EkCertificateRejected) as exc:
-            raise Refused("not-an-ak", str(exc)) from None
-        except ValueError as exc:
+            return make_credential(ek, secret, name)
+        except BadInput as exc:
             raise Refused("bad-ek-cert", f"MakeCredential refused the EK: {exc}") from None
-        return challenge.credential_blob, challenge.encrypted_secret
 
     def _evidence(
         self, ak_public: bytes, message: bytes, signature: bytes, pcrs: bytes, pcrlist: str
@@ -188,8 +193,7 @@ class TpmTrust:
         """Every ``<label>.attest``/``<label>.sig`` pair is signed by the AK, TPM-generated and
         fresh (extraData = ``qualifying``); each expected NV fact ``{index name: (offset,
         contents)}`` is shown by one NV_Certify (TPM 2.0 Part 3 §31.16)."""
-        from tpm.marshal import ak_public_from_blob, parse_signature
-        from tpm.tss import TPMS_ATTEST
+        from tpm.marshal import ak_public_from_blob, parse_receipt_attest, parse_signature
         from tpm.verify import TPM_GENERATED_VALUE, verify_signature
 
         labels = sorted({name.rsplit(".", 1)[0] for name in evidence})
@@ -215,15 +219,17 @@ class TpmTrust:
                 ) from None
             except BadInput as exc:
                 raise Refused("bad-receipt", str(exc)) from None
-            attest = _unmarshal(TPMS_ATTEST, attest_blob, f"receipt {label}")
-            if int(attest.magic) != TPM_GENERATED_VALUE:
+            try:
+                attest, nv = parse_receipt_attest(attest_blob, what=f"receipt {label}")
+            except BadInput as exc:
+                raise Refused("malformed", str(exc)) from None
+            if attest.magic != TPM_GENERATED_VALUE:
                 raise Refused("bad-receipt", f"receipt {label}: not TPM-generated")
-            if not hmac.compare_digest(bytes(attest.extraData), qualifying):
+            if not hmac.compare_digest(attest.extra_data, qualifying):
                 raise Refused("stale-receipt", f"receipt {label}: not made for this session")
-            if int(attest.type) == _ATTEST_NV_CERTIFY:
-                nv = attest.attested.nv
-                shown[bytes(nv.indexName)] = (int(nv.offset), bytes(nv.nvContents))
-            elif int(attest.type) != _ATTEST_CERTIFY:
+            if nv is not None:
+                shown[nv.index_name] = (nv.offset, nv.contents)
+            elif attest.type != _ATTEST_CERTIFY:
                 raise Refused("bad-receipt", f"receipt {label}: neither Certify nor NV_Certify")
         for index_name, (offset, contents) in expect_nv.items():
             if shown.get(index_name) != (offset, contents):
@@ -263,7 +269,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
     TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
     digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
-    from tpm.marshal import public_name
+    from tpm.marshal import object_name
     from tpm.package import (
         AlgorithmSpec,
         LifecycleBinding,
@@ -272,10 +278,13 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
         Target,
         build_package,
     )
-    from tpm.tss import TPM2B_PUBLIC
 
-    srk = _unmarshal(TPM2B_PUBLIC, inputs.srk_public, "SRK public")
-    target = Target(ek_public=inputs.ek_public, srk_name=public_name(srk, "SRK public"))
+    srk = _public_area(inputs.srk_public, "SRK public")
+    try:
+        srk_name = object_name(srk.name_alg, inputs.srk_public[2:])
+    except BadInput as exc:
+        raise Refused("malformed", f"SRK public: {exc}") from None
+    target = Target(ek_public=inputs.ek_public, srk_name=srk_name)
     try:
         algorithm = AlgorithmSpec(name=inputs.algorithm, **dict(inputs.params))  # type: ignore[arg-type]
         policy = MidPolicy(

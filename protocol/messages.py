@@ -22,6 +22,7 @@ dropped in transit breaks every later one (cf. the TLS 1.3 transcript, RFC 8446 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
 from tpm.pcrsel import format_selection, parse_selection
@@ -236,11 +238,17 @@ def _pcr_selection(msg: Message, name: str) -> None:
     _text(msg, name)
     value = getattr(msg, name)
     try:
-        canonical = format_selection(parse_selection(value, what=name))
+        canonical = _canonical_selection(value, name)
     except BadInput as exc:
         raise _fail(msg, name, str(exc)) from None
     if canonical != value:
         raise _fail(msg, name, f"write it as {canonical!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_selection(value: str, name: str) -> str:
+    # a pure function of the text; every message of a session repeats the same selection
+    return format_selection(parse_selection(value, what=name))
 
 
 # ---- messages ---------------------------------------------------------------------------------
@@ -268,11 +276,17 @@ class Message:
 
     @classmethod
     def body_fields(cls) -> tuple[dataclasses.Field[Any], ...]:
-        """The fields carried in the envelope's body (not the header, not the signature)."""
-        return tuple(f for f in dataclasses.fields(cls) if f.name not in _HEADER_FIELDS)
+        """The fields carried in the envelope's body (not the header, not the signature);
+        a class's fields never change, so they are listed once per class."""
+        found = _BODY_FIELDS.get(cls)
+        if found is None:
+            found = tuple(f for f in dataclasses.fields(cls) if f.name not in _HEADER_FIELDS)
+            _BODY_FIELDS[cls] = found
+        return found
 
 
 _HEADER_FIELDS = frozenset({"version", "session_id", "transcript", "signer", "cose"})
+_BODY_FIELDS: dict[type[Message], tuple[dataclasses.Field[Any], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -693,8 +707,8 @@ def encode(msg: Message) -> bytes:
         return _envelope(msg)
     if not msg.cose:
         raise LocalProtocolError(f"{type(msg).__name__} must be signed before it is sent")
-    _, payload, _ = _split_cose(msg.cose)
-    if payload != _envelope(msg) or _kid_of(msg.cose) != msg.signer:
+    protected, payload, _ = _split_cose(msg.cose)
+    if payload != _envelope(msg) or _kid_of_protected(protected) != msg.signer:
         raise LocalProtocolError(f"{type(msg).__name__} was changed after it was signed")
     return msg.cose
 
@@ -702,7 +716,7 @@ def encode(msg: Message) -> bytes:
 class SigningKey:
     """An ES256 private key with its name (the COSE ``kid``): the PVA, DPF or one SHO."""
 
-    __slots__ = ("_cose", "name", "private_key")
+    __slots__ = ("_cose", "name", "private_key", "protected")
 
     def __init__(self, name: str, private_key: ec.EllipticCurvePrivateKey) -> None:
         if not _NAME.fullmatch(name):
@@ -711,6 +725,7 @@ class SigningKey:
             raise BadInput(f"signing key {name}: ES256 needs a P-256 key")
         self.name = name
         self.private_key = private_key
+        self.protected = _protected(name)  # the COSE protected header of all it signs
         self._cose: Any = None
 
     def __repr__(self) -> str:
@@ -721,6 +736,7 @@ class SigningKey:
         return self.private_key.public_key()
 
     def cose_key(self) -> Any:
+        """This key as a cwt COSE key (for COSE structures other than :func:`sign`'s)."""
         if self._cose is None:
             from cwt import COSEKey
 
@@ -733,6 +749,19 @@ class SigningKey:
         return self._cose
 
 
+def _sign1(payload: bytes, key: SigningKey) -> bytes:
+    """COSE_Sign1 over ``payload`` (RFC 9052 §4.2, §4.4): ES256 over the Sig_structure
+    ["Signature1", protected, external_aad = b"", payload], the signature as r ‖ s (RFC 9053
+    §2.1). Built directly: the operator signs several messages per provisioning, and a
+    general COSE library spent more on its key and encoding objects than ECDSA took."""
+    to_be_signed = cbor2.dumps(["Signature1", key.protected, b"", payload], canonical=True)
+    der = key.private_key.sign(to_be_signed, ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    sign1 = cbor2.CBORTag(COSE_SIGN1_TAG, [key.protected, {}, payload, signature])
+    return cbor2.dumps(sign1, canonical=True)
+
+
 def sign(msg: M, key: SigningKey) -> M:
     """``msg`` signed by ``key`` as COSE_Sign1/ES256 (RFC 9052 §4.4): the returned copy carries
     ``signer`` = key name and ``cose`` = its wire form.
@@ -742,19 +771,8 @@ def sign(msg: M, key: SigningKey) -> M:
     """
     if not isinstance(msg, SignedMessage):
         raise LocalProtocolError(f"{type(msg).__name__} is not a signed message")
-    from cwt import COSE
-
     unsigned = dataclasses.replace(msg, signer=key.name, cose=b"")
-    payload = _envelope(unsigned)
-    wire = COSE.new().encode_and_sign(
-        payload,
-        key.cose_key(),
-        protected={_HDR_ALG: ES256, _HDR_KID: key.name.encode("ascii")},
-        unprotected={},
-    )
-    if not isinstance(wire, bytes):  # cwt returns bytes unless asked for a CBORTag
-        raise LocalProtocolError("COSE encoder returned no bytes")
-    return dataclasses.replace(unsigned, cose=wire)
+    return dataclasses.replace(unsigned, cose=_sign1(_envelope(unsigned), key))
 
 
 def verify_signature(msg: SignedMessage, public_key: ec.EllipticCurvePublicKey) -> None:
@@ -816,8 +834,7 @@ def _split_cose(data: bytes) -> tuple[bytes, bytes, bytes]:
     return protected, payload, signature
 
 
-def _kid_of(cose: bytes) -> str:
-    protected, _, _ = _split_cose(cose)
+def _kid_of_protected(protected: bytes) -> str:
     headers = _loads_canonical(protected, "COSE protected header")
     if not (isinstance(headers, dict) and set(headers) == {_HDR_ALG, _HDR_KID}):
         raise RemoteProtocolError("COSE protected header: expected exactly alg and kid")
@@ -878,8 +895,8 @@ def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE:
         raise RemoteProtocolError(f"message: {len(data)} bytes, at most {MAX_MESSAGE}")
     if data[:1] == b"\xd2":  # tag 18: COSE_Sign1
-        kid = _kid_of(data)
-        _, payload, _ = _split_cose(data)
+        protected, payload, _ = _split_cose(data)
+        kid = _kid_of_protected(protected)
         msg = _from_envelope(payload, signed=True)
         if not isinstance(msg, SignedMessage):  # signed=True only yields these
             raise RemoteProtocolError("COSE_Sign1 around an unsigned message type")

@@ -15,11 +15,13 @@ satisfied by :func:`ek_policy_session`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -43,6 +45,9 @@ from tpm.tss import (
     ek_template,
 )
 from trelab.errors import BadInput, Unavailable
+
+if TYPE_CHECKING:
+    from tpm.marshal import PublicArea
 
 __all__ = [
     "EK_CERT_INDICES",
@@ -246,8 +251,10 @@ def load_ca_bundle(ca_bundle: Path | Sequence[x509.Certificate]) -> list[x509.Ce
     return certs
 
 
+@functools.lru_cache(maxsize=64)
 def _self_signed(cert: x509.Certificate) -> bool:
-    """Issuer = subject and the certificate's own key verifies its signature."""
+    """Issuer = subject and the certificate's own key verifies its signature. Remembered per
+    certificate: a verifier asks it of the same pinned CAs for every EK it checks."""
     if cert.issuer != cert.subject:
         return False
     try:
@@ -360,6 +367,35 @@ def _template_for_key(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
 def _template(name: str) -> Any:
     found = ek_template.lookup(name)
     return TPM2B_PUBLIC.unmarshal(found.template.marshal())[0]  # a copy: never alter the class
+
+
+@functools.lru_cache(maxsize=8)
+def _template_area(name: str) -> PublicArea:
+    from tpm.marshal import PublicArea
+
+    return PublicArea.parse(bytes(ek_template.lookup(name).template.marshal()), name)
+
+
+def ek_public_area(cert: x509.Certificate) -> PublicArea:
+    """:func:`ek_tpm_public` as a plain :class:`tpm.marshal.PublicArea`: the same bytes, built
+    from the TCG template parsed once per process (the operator does this for every device
+    that registers).
+
+    Raises:
+        EkCertificateRejected: unsupported key type or size.
+    """
+    key = ek_public_from_certificate(cert)
+    template = _template_area(_template_for_key(key))
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        if numbers.e != 65537:
+            raise EkCertificateRejected("RSA EK with an exponent other than 65537")
+        unique: tuple[bytes, ...] = (numbers.n.to_bytes(key.key_size // 8, "big"),)
+    else:
+        size = (key.curve.key_size + 7) // 8
+        point = key.public_numbers()
+        unique = (point.x.to_bytes(size, "big"), point.y.to_bytes(size, "big"))
+    return dataclasses.replace(template, unique=unique)
 
 
 def ek_tpm_public(cert: x509.Certificate) -> Any:

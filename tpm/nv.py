@@ -46,7 +46,7 @@ from typing import Any
 
 from tpm import lean_commands
 from tpm.connection import TpmConnection
-from tpm.lean import TpmRefused
+from tpm.lean import TpmRefused, tpm2b
 from tpm.policy import (
     CC_NV_WRITE,
     PolicyAuthorize,
@@ -483,26 +483,14 @@ class Lifecycle:
 INSTALLED_FIRST = Lifecycle(MidState.INSTALLED, 1)
 
 
-_ALG_SHA256 = 0x000B
-_LIFECYCLE_ATTRIBUTES = 0x02061008  # POLICYWRITE|WRITEALL|AUTHREAD|OWNERREAD|NO_DA, ORDINARY
-
-
 @functools.lru_cache(maxsize=256)
 def _lifecycle_name(index: LifecycleIndex, written: bool) -> bytes:
-    """nameAlg ‖ SHA-256(TPMS_NV_PUBLIC) (Part 1 §16): a pure function of the (frozen) index,
-    marshalled here field by field (:meth:`LifecycleIndex.public` is the same area through
-    tpm2-pytss; the tests compare both and the TPM's)."""
-    attributes = _LIFECYCLE_ATTRIBUTES | (_WRITTEN if written else 0)
-    policy = policy_digest([PolicyAuthorize(index.authority_name, index.ref)])
-    area = (
-        index.handle.to_bytes(4, "big")
-        + _ALG_SHA256.to_bytes(2, "big")
-        + attributes.to_bytes(4, "big")
-        + len(policy).to_bytes(2, "big")
-        + policy
-        + LIFECYCLE_SIZE.to_bytes(2, "big")
+    # a pure function of the (frozen) index, on the operator's hot path: plain bytes
+    from tpm.marshal import ALG_SHA256, nv_name
+
+    return nv_name(
+        index.handle, ALG_SHA256, index.attributes(written=written), index.policy(), LIFECYCLE_SIZE
     )
-    return _ALG_SHA256.to_bytes(2, "big") + hashlib.sha256(area).digest()
 
 
 @dataclass(frozen=True)
@@ -524,8 +512,9 @@ class LifecycleIndex:
     def handle(self) -> int:
         return STATE_BASE + self.slot
 
-    def public(self, *, written: bool = True) -> Any:
-        from tpm.tss import TPM2_ALG, TPM2_NT, TPM2B_NV_PUBLIC, TPMA_NV, TPMS_NV_PUBLIC
+    @staticmethod
+    def attributes(*, written: bool = True) -> int:
+        from tpm.tss import TPM2_NT, TPMA_NV
 
         attrs = int(
             TPMA_NV.POLICYWRITE
@@ -537,13 +526,21 @@ class LifecycleIndex:
         attrs |= int(TPM2_NT.ORDINARY) << int(TPMA_NV.TPM2_NT_SHIFT)
         if written:
             attrs |= int(TPMA_NV.WRITTEN)
-        policy = policy_digest([PolicyAuthorize(self.authority_name, self.ref)])
+        return attrs
+
+    def policy(self) -> bytes:
+        """Its authPolicy: PolicyAuthorize(owner key, ref)."""
+        return policy_digest([PolicyAuthorize(self.authority_name, self.ref)])
+
+    def public(self, *, written: bool = True) -> Any:
+        from tpm.tss import TPM2_ALG, TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
         return TPM2B_NV_PUBLIC(
             nvPublic=TPMS_NV_PUBLIC(
                 nvIndex=self.handle,
                 nameAlg=TPM2_ALG.SHA256,
-                attributes=attrs,
-                authPolicy=policy,
+                attributes=self.attributes(written=written),
+                authPolicy=self.policy(),
                 dataSize=LIFECYCLE_SIZE,
             )
         )
@@ -558,8 +555,7 @@ class LifecycleIndex:
     def write_cp_hash(self, value: Lifecycle, *, written: bool) -> bytes:
         """cpHash of TPM2_NV_Write(authHandle = nvIndex = this index, ``value``, offset 0)."""
         name = self.name(written=written)
-        data = value.encode()  # a TPM2B_MAX_NV_BUFFER, then the u16 offset 0
-        params = len(data).to_bytes(2, "big") + data + (0).to_bytes(2, "big")
+        params = tpm2b(value.encode()) + (0).to_bytes(2, "big")
         return command_parameter_hash(CC_NV_WRITE, (name, name), params)
 
     def approval_steps(

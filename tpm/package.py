@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tpm import marshal as lean
 from tpm import nv
 from tpm.mid_errors import PackageRejected
 from tpm.policy import (
@@ -276,7 +277,7 @@ def _active(slot: int) -> PolicyNv:
 
 @functools.lru_cache(maxsize=64)
 def _authority_name(authority: bytes) -> bytes:
-    return _public_name(_unmarshal_public(authority, "lifecycle authority"))
+    return _public_name(authority, "lifecycle authority")
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ class MidPolicy:
     def operator_key_name(self) -> bytes:
         if self.operator_key is None:
             raise BadInput("policy: no operator key")
-        return _public_name(_unmarshal_public(self.operator_key, "operator key"))
+        return _public_name(self.operator_key, "operator key")
 
     def _use_cc(self) -> int:
         if self.k_form == "hmac":
@@ -476,7 +477,7 @@ class Target:
 
     @property
     def ek_name(self) -> bytes:
-        return _public_name(_unmarshal_public(self.ek_public, "EK public"))
+        return _public_name(self.ek_public, "EK public")
 
 
 @dataclass(frozen=True)
@@ -589,49 +590,41 @@ def write_package(path: str | os.PathLike[str], package: Package) -> None:
     atomic_write_text(path, package.dumps(), mode=0o644)
 
 
-# ---- TPM structures (tpm2-pytss marshaling only) ---------------------------------------------
+# ---- TPM structures (plain bytes: tpm.marshal's lean half) ------------------------------------
+
+_FIXED_TPM = 0x00000002
+_FIXED_PARENT = 0x00000010
+_USER_WITH_AUTH = 0x00000040
+_ADMIN_WITH_POLICY = 0x00000080
+_NODA = 0x00000400
+_RESTRICTED = 0x00010000
+_DECRYPT = 0x00020000
+_SIGN_ENCRYPT = 0x00040000
 
 
-def _unmarshal_public(blob: bytes, label: str) -> Any:
-    from tpm.tss import TPM2B_PUBLIC
-
+def _unmarshal_public(blob: bytes, label: str) -> lean.PublicArea:
+    """A whole, canonical TPM2B_PUBLIC (:meth:`tpm.marshal.PublicArea.parse`): one encoding
+    per public area, since its name is the hash of exactly these bytes."""
     try:
-        public, used = TPM2B_PUBLIC.unmarshal(blob)
-    except Exception:  # tpm2-pytss raises TSS2_Exception or ValueError on bad input
-        raise PackageRejected(f"package: {label} is not a TPM2B_PUBLIC") from None
-    if used != len(blob):
-        raise PackageRejected(f"package: {label} has trailing bytes")
-    if int.from_bytes(blob[:2], "big") != len(blob) - 2 or bytes(public.marshal()) != blob:
-        # one encoding per public area: its name is the hash of exactly these bytes
-        raise PackageRejected(f"package: {label} is not a canonical TPM2B_PUBLIC")
-    return public
+        return lean.PublicArea.parse(blob, f"package: {label}")
+    except BadInput as exc:
+        raise PackageRejected(f"{exc} (not a TPM2B_PUBLIC)") from None
 
 
-def _public_name(public: Any) -> bytes:
+def _public_name(blob: bytes, label: str) -> bytes:
+    area = _unmarshal_public(blob, label)
     try:
-        return bytes(public.get_name().marshal())[2:]
-    except ValueError:  # tpm2-pytss: a nameAlg it cannot hash
+        return lean.object_name(area.name_alg, blob[2:])
+    except BadInput:
         raise PackageRejected("package: a public area's name algorithm is unknown") from None
 
 
-def _symdef_aes128cfb() -> Any:
-    from tpm.tss import TPM2_ALG, TPMT_SYM_DEF_OBJECT, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
-
-    return TPMT_SYM_DEF_OBJECT(
-        algorithm=TPM2_ALG.AES,
-        keyBits=TPMU_SYM_KEY_BITS(aes=128),
-        mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-    )
-
-
 def _attrs(*, user: bool, noda: bool) -> int:
-    from tpm.tss import TPMA_OBJECT
-
-    value = int(TPMA_OBJECT.ADMINWITHPOLICY)
+    value = _ADMIN_WITH_POLICY
     if user:
-        value |= int(TPMA_OBJECT.USERWITHAUTH)
+        value |= _USER_WITH_AUTH
     if noda:
-        value |= int(TPMA_OBJECT.NODA)
+        value |= _NODA
     return value
 
 
@@ -679,26 +672,16 @@ def operator_public(key: Any) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _ecdsa_public(x: int, y: int) -> bytes:
-    # a pure function of the point; building it through tpm2-pytss costs ~1.5 ms
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from tpm.tss import TPM2_ALG, TPM2B_PUBLIC, TPMA_OBJECT, TPMT_ASYM_SCHEME
-
-    public_key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-    pem = public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
-    scheme.details.anySig.hashAlg = TPM2_ALG.SHA256
-    public = TPM2B_PUBLIC.from_pem(
-        pem, objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.USERWITHAUTH, scheme=scheme
-    )
-    # from_pem drops leading zero bytes of the coordinates; a TPM refuses such a point
-    # (TPM_RC_KEY) in 1 key of 128, and the name would differ from a padded one: fixed size
-    public.publicArea.unique.ecc.x = x.to_bytes(32, "big")
-    public.publicArea.unique.ecc.y = y.to_bytes(32, "big")
-    return bytes(public.marshal())
+    # fixed-size coordinates: a TPM refuses a point whose leading zero bytes were dropped
+    # (TPM_RC_KEY), and the name would differ from a padded one
+    return lean.PublicArea(
+        lean.ALG_ECC,
+        lean.ALG_SHA256,
+        _SIGN_ENCRYPT | _USER_WITH_AUTH,
+        scheme=lean.Scheme(lean.ALG_ECDSA, (lean.ALG_SHA256,)),
+        curve=lean.ECC_NIST_P256,
+        unique=(x.to_bytes(32, "big"), y.to_bytes(32, "big")),
+    ).marshal_sized()
 
 
 def sign_approval(
@@ -731,46 +714,57 @@ class MidSecrets:
         return "MidSecrets(<hidden>)"
 
 
-def _wrap(parent_public: Any, public: Any, sensitive: Any) -> WrappedObject:
-    from tpm.tss import wrap
+def _wrap(parent: lean.PublicArea, public: lean.PublicArea, sensitive: bytes) -> WrappedObject:
+    name = public.name()
+    duplicate, seed = lean.duplicate(parent, name, sensitive)
+    return WrappedObject(public=public.marshal_sized(), duplicate=duplicate, seed=seed, name=name)
 
-    _, duplicate, seed = wrap(parent_public.publicArea, public, sensitive)
-    return WrappedObject(
-        public=bytes(public.marshal()),
-        duplicate=bytes(duplicate.marshal()),
-        seed=bytes(seed.marshal()),
-        name=_public_name(public),
+
+def _secret_object(
+    kind: int,
+    secret: bytes,
+    steps: list[PolicyStep],
+    *,
+    auth: bytes | None,
+    attributes: int = 0,
+    symmetric: lean.SymDef = lean.NO_SYMMETRIC,
+    scheme: lean.Scheme = lean.NULL_SCHEME,
+) -> tuple[bytes, lean.PublicArea]:
+    """A symmetric key or keyed-hash object holding ``secret``: its TPM2B_SENSITIVE (fresh
+    seedValue, ``auth`` as authValue) and public area (unique = H(seedValue ‖ secret))."""
+    seed_value = os.urandom(32)
+    public = lean.PublicArea(
+        kind,
+        lean.ALG_SHA256,
+        attributes | _attrs(user=not steps, noda=auth is None),
+        policy_digest(steps) if steps else b"",
+        symmetric=symmetric,
+        scheme=scheme,
+        unique=(lean.sym_unique(lean.ALG_SHA256, secret, seed_value),),
     )
+    private = lean.sensitive(kind, secret, auth_value=auth or b"", seed_value=seed_value)
+    return private, public
 
 
-def _sealed(secret: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
-    from tpm.tss import TPM2B_SENSITIVE
-
-    sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(
-        secret, objectAttributes=_attrs(user=not steps, noda=auth is None)
-    )
-    public.publicArea.authPolicy = policy_digest(steps) if steps else b""
-    if auth:
-        sensitive.sensitiveArea.authValue = auth
-    return sensitive, public
+def _sealed(
+    secret: bytes, steps: list[PolicyStep], *, auth: bytes | None
+) -> tuple[bytes, lean.PublicArea]:
+    return _secret_object(lean.ALG_KEYEDHASH, secret, steps, auth=auth)
 
 
-def _hmac_key(key: bytes, steps: list[PolicyStep], *, auth: bytes | None) -> tuple[Any, Any]:
+def _hmac_key(
+    key: bytes, steps: list[PolicyStep], *, auth: bytes | None
+) -> tuple[bytes, lean.PublicArea]:
     """K as a keyed-hash HMAC-SHA-256 signing key (docs/hmac-aka.md §6): TPM2_HMAC computes
     with it, TPM2_Unseal refuses it (sign set, decrypt clear)."""
-    from tpm.tss import TPM2_ALG, TPM2B_SENSITIVE, TPMA_OBJECT, TPMT_KEYEDHASH_SCHEME
-
-    scheme = TPMT_KEYEDHASH_SCHEME(scheme=TPM2_ALG.HMAC)
-    scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
-    sensitive, public = TPM2B_SENSITIVE.keyedhash_from_secret(
+    return _secret_object(
+        lean.ALG_KEYEDHASH,
         key,
-        objectAttributes=TPMA_OBJECT.SIGN_ENCRYPT | _attrs(user=not steps, noda=auth is None),
-        scheme=scheme,
+        steps,
+        auth=auth,
+        attributes=_SIGN_ENCRYPT,
+        scheme=lean.Scheme(lean.ALG_HMAC, (lean.ALG_SHA256,)),
     )
-    public.publicArea.authPolicy = policy_digest(steps) if steps else b""
-    if auth:
-        sensitive.sensitiveArea.authValue = auth
-    return sensitive, public
 
 
 def build_package(
@@ -792,10 +786,7 @@ def build_package(
     Raises:
         BadInput: lengths or options that do not fit together.
     """
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-
-    from tpm.tss import TPM2_ALG, TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMA_OBJECT, TPMT_ASYM_SCHEME
 
     if not _IMSI.match(imsi):
         raise BadInput("6…15 digits", field="imsi")
@@ -831,43 +822,39 @@ def build_package(
     ek_public = _unmarshal_public(target.ek_public, "EK public")
 
     # The per-MID parent: a fresh ECC P-256 storage key; its private half is dropped here.
-    parent_key = ec.generate_private_key(ec.SECP256R1())
-    pem = parent_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    # Fixed-size coordinates and d: the TPM feeds the stored x to KDFe while the wrap pads it
+    # to 32 bytes, so a parent with a short x would make every child import fail.
+    numbers = ec.generate_private_key(ec.SECP256R1()).private_numbers()
+    parent_public = lean.PublicArea(
+        lean.ALG_ECC,
+        lean.ALG_SHA256,
+        _RESTRICTED | _DECRYPT | _NODA | _ADMIN_WITH_POLICY,
+        policy_digest(policy.parent_steps(target.srk_name)),
+        symmetric=lean.AES128_CFB,
+        curve=lean.ECC_NIST_P256,
+        unique=(
+            numbers.public_numbers.x.to_bytes(32, "big"),
+            numbers.public_numbers.y.to_bytes(32, "big"),
+        ),
     )
-    parent_public = TPM2B_PUBLIC.from_pem(
-        pem,
-        objectAttributes=TPMA_OBJECT.RESTRICTED
-        | TPMA_OBJECT.DECRYPT
-        | TPMA_OBJECT.NODA
-        | TPMA_OBJECT.ADMINWITHPOLICY,
-        symmetric=_symdef_aes128cfb(),
-        scheme=TPMT_ASYM_SCHEME(scheme=TPM2_ALG.NULL),
+    parent_sensitive = lean.sensitive(
+        lean.ALG_ECC,
+        numbers.private_value.to_bytes(32, "big"),
+        seed_value=os.urandom(32),  # storage keys need a seed
     )
-    parent_public.publicArea.authPolicy = policy_digest(policy.parent_steps(target.srk_name))
-    parent_sensitive = TPM2B_SENSITIVE.from_pem(pem)
-    parent_sensitive.sensitiveArea.seedValue = os.urandom(32)  # storage keys need a seed
-    # from_pem drops leading zero bytes of the coordinates; the TPM feeds the stored x to
-    # KDFe while wrap() pads it to 32 bytes, so 1 parent in 256 would make every child
-    # import fail with TPM_RC_INTEGRITY. Store fixed-size coordinates (and d).
-    numbers = parent_key.private_numbers()
-    parent_public.publicArea.unique.ecc.x = numbers.public_numbers.x.to_bytes(32, "big")
-    parent_public.publicArea.unique.ecc.y = numbers.public_numbers.y.to_bytes(32, "big")
-    parent_sensitive.sensitiveArea.sensitive.ecc = numbers.private_value.to_bytes(32, "big")
-    del pem, parent_key, numbers
+    del numbers
 
     k_steps = policy.k_steps()
     if policy.k_form == "symcipher":
-        k_sensitive, k_public = TPM2B_SENSITIVE.symcipher_from_secret(
+        # mode NULL: the command picks ECB or CFB
+        k_sensitive, k_public = _secret_object(
+            lean.ALG_SYMCIPHER,
             secrets.k,
-            mode=TPM2_ALG.NULL,  # the command picks ECB or CFB
-            objectAttributes=TPMA_OBJECT.DECRYPT
-            | TPMA_OBJECT.SIGN_ENCRYPT
-            | _attrs(user=not k_steps, noda=secrets.pin is None),
+            k_steps,
+            auth=secrets.pin,
+            attributes=_DECRYPT | _SIGN_ENCRYPT,
+            symmetric=lean.SymDef(lean.ALG_AES, 8 * len(secrets.k), lean.ALG_NULL),
         )
-        k_public.publicArea.authPolicy = policy_digest(k_steps) if k_steps else b""
-        if secrets.pin:
-            k_sensitive.sensitiveArea.authValue = secrets.pin
     elif policy.k_form == "hmac":
         k_sensitive, k_public = _hmac_key(secrets.k, k_steps, auth=secrets.pin)
     else:
@@ -881,7 +868,7 @@ def build_package(
         amf=amf,
         sqn_ms=sqn_ms,
         policy=policy,
-        ek_name=_public_name(ek_public),
+        ek_name=_public_name(target.ek_public, "EK public"),
         srk_name=target.srk_name,
         parent=_wrap(ek_public, parent_public, parent_sensitive),
         k=_wrap(parent_public, k_public, k_sensitive),
@@ -900,65 +887,55 @@ def _expect(ok: bool, message: str) -> None:
 
 def _check_object(
     label: str, obj: WrappedObject, steps: list[PolicyStep], *, kind: str, pin: bool
-) -> Any:
-    from tpm.tss import TPM2_ALG, TPMA_OBJECT
-
-    public = _unmarshal_public(obj.public, f"{label} public area")
-    area = public.publicArea
-    _expect(int(area.nameAlg) == int(TPM2_ALG.SHA256), f"{label} name algorithm is not SHA-256")
+) -> lean.PublicArea:
+    area = _unmarshal_public(obj.public, f"{label} public area")
+    _expect(area.name_alg == lean.ALG_SHA256, f"{label} name algorithm is not SHA-256")
     _expect(
-        hmac.compare_digest(_public_name(public), obj.name),
+        hmac.compare_digest(_public_name(obj.public, label), obj.name),
         f"{label} name does not match its public area (altered)",
     )
-    attrs = int(area.objectAttributes)
+    attrs = area.attributes
     _expect(
-        not attrs & int(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT),
+        not attrs & (_FIXED_TPM | _FIXED_PARENT),
         f"{label} has fixedTPM/fixedParent (cannot be imported)",
     )
-    _expect(bool(attrs & int(TPMA_OBJECT.ADMINWITHPOLICY)), f"{label} lacks adminWithPolicy")
+    _expect(bool(attrs & _ADMIN_WITH_POLICY), f"{label} lacks adminWithPolicy")
     expected_policy = policy_digest(steps) if steps else b""
     _expect(
-        hmac.compare_digest(bytes(area.authPolicy), expected_policy),
+        hmac.compare_digest(area.auth_policy, expected_policy),
         f"{label} authPolicy differs from the policy the manifest describes",
     )
-    user = bool(attrs & int(TPMA_OBJECT.USERWITHAUTH))
+    user = bool(attrs & _USER_WITH_AUTH)
     _expect(user == (not steps), f"{label}: userWithAuth must be set only without a policy")
-    noda = bool(attrs & int(TPMA_OBJECT.NODA))
+    noda = bool(attrs & _NODA)
     _expect(noda != pin, f"{label}: NODA must be set exactly when there is no PIN")
     if kind == "sealed":
-        _expect(int(area.type) == int(TPM2_ALG.KEYEDHASH), f"{label} is not sealed data")
+        _expect(area.type == lean.ALG_KEYEDHASH, f"{label} is not sealed data")
         _expect(
-            not attrs & int(TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.DECRYPT),
+            not attrs & (_SIGN_ENCRYPT | _DECRYPT),
             f"{label} is a keyed-hash key, not sealed data",
         )
     elif kind == "hmac":
-        _expect(int(area.type) == int(TPM2_ALG.KEYEDHASH), f"{label} is not a keyed-hash key")
+        _expect(area.type == lean.ALG_KEYEDHASH, f"{label} is not a keyed-hash key")
         _expect(
-            attrs & int(TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.RESTRICTED)
-            == int(TPMA_OBJECT.SIGN_ENCRYPT),
+            attrs & (_SIGN_ENCRYPT | _DECRYPT | _RESTRICTED) == _SIGN_ENCRYPT,
             f"{label} is not an unrestricted HMAC signing key",
         )
-        scheme = area.parameters.keyedHashDetail.scheme
         _expect(
-            int(scheme.scheme) == int(TPM2_ALG.HMAC)
-            and int(scheme.details.hmac.hashAlg) == int(TPM2_ALG.SHA256),
+            area.scheme == lean.Scheme(lean.ALG_HMAC, (lean.ALG_SHA256,)),
             f"{label} is not an HMAC-SHA-256 key",
         )
     elif kind == "symcipher":
-        _expect(int(area.type) == int(TPM2_ALG.SYMCIPHER), f"{label} is not a symmetric key")
-        sym = area.parameters.symDetail.sym
-        _expect(
-            int(sym.algorithm) == int(TPM2_ALG.AES) and int(sym.keyBits.aes) == 128,
-            f"{label} is not AES-128",
-        )
+        _expect(area.type == lean.ALG_SYMCIPHER, f"{label} is not a symmetric key")
+        sym = area.symmetric
+        _expect(sym.algorithm == lean.ALG_AES and sym.key_bits == 128, f"{label} is not AES-128")
     else:  # parent
-        _expect(int(area.type) == int(TPM2_ALG.ECC), "parent is not an ECC key")
+        _expect(area.type == lean.ALG_ECC, "parent is not an ECC key")
         _expect(
-            attrs & int(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
-            == int(TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT),
+            attrs & (_RESTRICTED | _DECRYPT) == _RESTRICTED | _DECRYPT,
             "parent is not a storage key (restricted decrypt)",
         )
-    return public
+    return area
 
 
 def check_package(package: Package) -> None:

@@ -118,8 +118,8 @@ def format_pcr_selection(bank: str, pcrs: Iterable[int]) -> str:
 
 @functools.lru_cache(maxsize=64)
 def marshal_pcr_selection(selection: str) -> bytes:
-    """The marshaled TPML_PCR_SELECTION (tpm2-pytss) for ``bank:list`` (a pure function of
-    the text: built once per selection).
+    """The marshaled TPML_PCR_SELECTION (tpm2-pytss) for ``bank:list``; a pure function of
+    the text, remembered (every MID policy the operator builds hashes it).
 
     Raises:
         BadInput: malformed selection.

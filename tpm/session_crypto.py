@@ -133,14 +133,18 @@ def _tpm2b(data: bytes) -> bytes:
     return struct.pack(">H", len(data)) + data
 
 
-def encrypt_salt(key: SaltKey, *, salt: bytes | None = None) -> tuple[bytes, bytes]:
+def encrypt_salt(
+    key: SaltKey, *, salt: bytes | None = None, label: bytes = b"SECRET"
+) -> tuple[bytes, bytes]:
     """A fresh salt and its encryption to ``key`` as (salt, TPM2B_ENCRYPTED_SECRET payload).
 
     ECC (Part 1 Annex C.6.4): one-pass ECDH with an ephemeral key; the salt is
     KDFe(nameAlg, Z, "SECRET", Qe.x, Qs.x, |nameAlg|) and the payload the marshalled
     TPMS_ECC_POINT Qe — the salt itself never leaves the host. RSA (Annex B.10.3): a random
     salt of the nameAlg's size, RSA-OAEP with the nameAlg and label "SECRET\\0".
-    ``salt`` is only accepted for RSA (tests pin it); ECC derives it.
+    ``salt`` is only accepted for RSA (tests pin it); ECC derives it. ``label`` names the
+    use: "SECRET" for a session salt, "DUPLICATE" for a duplication seed, "IDENTITY" for
+    MakeCredential's (Part 1 §24.4, §24.6).
     """
     size = DIGEST_SIZE.get(key.name_alg)
     if size is None:
@@ -156,13 +160,13 @@ def encrypt_salt(key: SaltKey, *, salt: bytes | None = None) -> tuple[bytes, byt
         z = ephemeral.exchange(ec.ECDH(), peer)
         point = ephemeral.public_key().public_numbers()
         ex, ey = point.x.to_bytes(field, "big"), point.y.to_bytes(field, "big")
-        salt_value = kdfe(key.name_alg, z, b"SECRET", ex, key.x.rjust(field, b"\x00"), size * 8)
+        salt_value = kdfe(key.name_alg, z, label, ex, key.x.rjust(field, b"\x00"), size * 8)
         return salt_value, _tpm2b(ex) + _tpm2b(ey)
     salt_value = salt if salt is not None else os.urandom(size)
     if len(salt_value) != size:
         raise BadInput(f"RSA salt: {len(salt_value)} bytes, expected {size}")
     oaep = padding.OAEP(
-        mgf=padding.MGF1(_hash(key.name_alg)), algorithm=_hash(key.name_alg), label=b"SECRET\x00"
+        mgf=padding.MGF1(_hash(key.name_alg)), algorithm=_hash(key.name_alg), label=_label(label)
     )
     return salt_value, key.public.encrypt(salt_value, oaep)
 

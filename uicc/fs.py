@@ -2595,6 +2595,150 @@ EF_ROUTING_INDICATOR = TransparentEF(
     samples=((bytes.fromhex("f0ffffff"), "0"), (bytes.fromhex("2143ffff"), "1234")),
     service=124,
 )
+
+
+# -- DF.5GS files of Rel-16/17 (TS 31.102 §4.4.11.12–§4.4.11.21): what the ME keeps there;
+# the card stores them (no command of its own uses them)
+def _opaque_ef(
+    fid: int,
+    name: str,
+    size: int,
+    *,
+    sfid: int | None = None,
+    service: int | None = None,
+    update: Access = Access.ADM1,
+    records: int = 0,
+) -> TransparentEF | LinearFixedEF:
+    """A file whose inner structure nothing here interprets (hex both ways): transparent of
+    ``size`` bytes, or with ``records`` linear fixed records of ``size`` bytes; read PIN1."""
+    key = name.rsplit("/", 1)[-1].lower().removeprefix("ef.")
+    sample = bytes(range(1, 5)) + b"\xff" * (size - 4)
+    if records:
+        return LinearFixedEF(
+            fid,
+            name,
+            record_len=size,
+            records=records,
+            codec=_record_hex_codec(key),
+            sfid=sfid,
+            read=_PIN,
+            update=update,
+            samples=((sample, sample.hex()), (b"\xff" * size, None)),
+            service=service,
+        )
+    return TransparentEF(
+        fid,
+        name,
+        size,
+        _hex_codec(key),
+        sfid=sfid,
+        read=_PIN,
+        update=update,
+        samples=((sample, sample.hex()),),
+        service=service,
+    )
+
+
+EF_URSP = _opaque_ef(0x4F0B, "EF.URSP", 128, sfid=0x0B, service=132)  # UE route selection
+EF_TN3GPPSNN = TransparentEF(
+    0x4F0C,
+    "EF.TN3GPPSNN",
+    64,
+    _tlv_fields_codec("tn3gppsnn", {0x80: "serving_network_name"}, text=True),
+    sfid=0x0C,
+    read=_PIN,
+    update=_ADM,
+    samples=(
+        (
+            encode_tlv(0x80, b"5G:mnc001.mcc001.3gppnetwork.org").ljust(64, b"\xff"),
+            {"serving_network_name": "5G:mnc001.mcc001.3gppnetwork.org"},
+        ),
+        (b"\xff" * 64, None),
+    ),
+    service=133,
+)
+EF_CAG = _opaque_ef(0x4F0D, "EF.CAG", 32, sfid=0x0D, service=137)  # closed access groups
+EF_SOR_CMCI = _opaque_ef(0x4F0E, "EF.SOR-CMCI", 32, sfid=0x0E, service=138)
+EF_DRI = TransparentEF(
+    0x4F0F,
+    "EF.DRI",
+    7,
+    _struct_codec(
+        "dri",
+        (
+            ("disaster_roaming_enabled", 1, "int"),
+            ("parameters_indicator", 1, "int"),
+            ("roaming_wait_range", 2, "hex"),
+            ("return_wait_range", 2, "hex"),
+            ("applicability_indicator", 1, "int"),
+        ),
+    ),
+    sfid=0x0F,
+    read=_PIN,
+    update=_ADM,
+    default=bytes(7),  # disaster roaming disabled
+    samples=(
+        (
+            bytes.fromhex("01030010002000"),
+            {
+                "disaster_roaming_enabled": 1,
+                "parameters_indicator": 3,
+                "roaming_wait_range": "0010",
+                "return_wait_range": "0020",
+                "applicability_indicator": 0,
+            },
+        ),
+    ),
+    service=140,
+)
+EF_5GSEDRX = TransparentEF(
+    0x4F10,
+    "EF.5GSEDRX",
+    2,
+    _struct_codec("5gsedrx", (("rat_types", 1, "int"), ("edrx_value", 1, "int"))),
+    sfid=0x10,
+    read=_PIN,
+    update=_ADM,
+    default=bytes(2),  # no eDRX parameters
+    samples=((bytes.fromhex("0105"), {"rat_types": 1, "edrx_value": 5}),),
+    service=141,
+)
+# 5G NSWO: the file, but not service 142 (GET IDENTITY in the NSWO context is not implemented)
+EF_5GNSWO_CONF = TransparentEF(
+    0x4F11,
+    "EF.5GNSWO_CONF",
+    1,
+    _struct_codec("5gnswo_conf", (("usage_indicator", 1, "int"),)),
+    sfid=0x11,
+    read=_PIN,
+    update=_ADM,
+    default=b"\x00",  # 5G NSWO disabled
+    samples=((b"\x01", {"usage_indicator": 1}),),
+)
+EF_MCHPPLMN = TransparentEF(
+    0x4F15,
+    "EF.MCHPPLMN",
+    1,
+    _struct_codec("mchpplmn", (("multiplier_coefficient", 1, "int"),)),
+    sfid=0x15,
+    read=_PIN,
+    update=_ADM,
+    default=b"\x00",
+    samples=((b"\x02", {"multiplier_coefficient": 2}),),
+    service=144,
+)
+EF_KAUSF_DERIVATION = TransparentEF(
+    0x4F16,
+    "EF.KAUSF_DERIVATION",
+    1,
+    _struct_codec("kausf_derivation", (("configuration", 1, "int"),)),
+    sfid=0x16,
+    read=_PIN,
+    update=_ADM,
+    default=b"\x00",  # K_AUSF from CK', IK' (not from the MSK)
+    samples=((b"\x01", {"configuration": 1}),),
+    service=145,
+)
 DF_5GS = DF(
     0x5FC0,
     "DF.5GS",
@@ -2608,6 +2752,15 @@ DF_5GS = DF(
         EF_SUCI_CALC_INFO,
         EF_OPL5G,
         EF_ROUTING_INDICATOR,
+        EF_URSP,
+        EF_TN3GPPSNN,
+        EF_CAG,
+        EF_SOR_CMCI,
+        EF_DRI,
+        EF_5GSEDRX,
+        EF_5GNSWO_CONF,
+        EF_MCHPPLMN,
+        EF_KAUSF_DERIVATION,
     ),
 )
 
@@ -2775,9 +2928,9 @@ def _extension_ef(fid: int, name: str, update: Access) -> LinearFixedEF:
 
 
 EF_EXT1 = _extension_ef(0x6F4A, "EF.EXT1", _PIN)  # of EF.ADN and EF.MSISDN
-EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", _ADM)  # of EF.FDN; PIN2 on a card that has one
+EF_EXT2 = _extension_ef(0x6F4B, "EF.EXT2", Access.PIN2)  # of EF.FDN
 EF_EXT3 = _extension_ef(0x6F4C, "EF.EXT3", _ADM)  # of EF.SDN
-EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", _ADM)  # of EF.BDN; PIN2 on a card that has one
+EF_EXT4 = _extension_ef(0x6F4E, "EF.EXT4", Access.PIN2)  # of EF.BDN
 EF_ECCP = LinearFixedEF(
     0x6F4F,
     "EF.ECCP",
@@ -3063,7 +3216,7 @@ EF_ACMMAX = TransparentEF(
     3,
     _struct_codec("acmmax", _UNITS),
     read=_PIN,
-    update=_ADM,  # PIN2 on a card that has one
+    update=Access.PIN2,  # CHV2 (TS 51.011 §10.3.6, §10.3.11)
     default=bytes(3),  # 0: no maximum
     samples=((bytes(3), {"units": 0}), (bytes.fromhex("0001f4"), {"units": 500})),
 )
@@ -3084,7 +3237,7 @@ EF_PUCT = TransparentEF(
     5,
     _puct_codec(),
     read=_PIN,
-    update=_ADM,  # PIN2 on a card that has one
+    update=Access.PIN2,  # CHV2 (TS 51.011 §10.3.6, §10.3.11)
     samples=(
         (b"EUR" + bytes.fromhex("0152"), {"currency": "EUR", "eppu": 18, "exponent": -2}),
         (b"\xff" * 5, None),
@@ -3131,6 +3284,90 @@ DF_GSM = DF(
         EF_LOCI,
         EF_AD,
         EF_PHASE,
+    ),
+)
+
+# -- further optional files of ADF.USIM (TS 31.102 §4.2, §4.4.5, §4.4.6, §4.4.8) --------------
+# Shared with DF.TELECOM / DF.GSM where a dual-mode card links them (same FID, same content).
+USIM_EXT2 = replace(EF_EXT2, service=3)  # extension of EF.FDN: updated under PIN2
+USIM_EXT3 = replace(EF_EXT3, service=5)  # of EF.SDN
+USIM_EXT4 = replace(
+    _extension_ef(0x6F55, "ADF.USIM/EF.EXT4", Access.PIN2), service=7
+)  # of EF.BDN (in the USIM at 6F55; DF.TELECOM's 6F4E is the SIM's)
+USIM_EXT5 = replace(_extension_ef(0x6F4E, "EF.EXT5", _PIN), service=44)  # of ICI/ICT, MSISDN
+USIM_EXT6 = replace(_extension_ef(0x6FC8, "EF.EXT6", _PIN), service=47)  # of EF.MBDN
+USIM_CBMI = replace(EF_CBMI, service=15)
+EF_CBMIR = TransparentEF(
+    0x6F50,
+    "EF.CBMIR",
+    8,
+    _hex_codec("cbmir"),  # ranges: lower ‖ upper message identifier, 2 bytes each
+    read=_PIN,
+    update=_PIN,
+    samples=((bytes.fromhex("00320064") + b"\xff" * 4, "00320064ffffffff"),),
+    service=16,
+)
+# EF.CBMID: the file, not service 29 (data download via SMS-CB is not implemented)
+EF_CBMID = TransparentEF(
+    0x6F48,
+    "EF.CBMID",
+    10,
+    _message_id_list_codec("cbmid"),
+    sfid=0x0E,
+    read=_PIN,
+    update=_ADM,
+    samples=((bytes.fromhex("1000") + b"\xff" * 8, (4096,)),),
+)
+# Advice of Charge: the files, not service 13 (INCREASE, which updates EF.ACM, is not
+# implemented); the same files as DF.GSM's
+USIM_ACM_FILES = (EF_ACMMAX, EF_ACM, EF_PUCT)
+DF_WLAN = DF(
+    0x5F40,
+    "DF.WLAN",
+    children=(
+        _opaque_ef(0x4F41, "EF.Pseudo", 32, sfid=0x01, service=59, update=_PIN),
+        _opaque_ef(0x4F42, "EF.UPLMNWLAN", 16, sfid=0x02, service=60, update=_PIN),
+        _opaque_ef(0x4F43, "EF.OPLMNWLAN", 16, sfid=0x03, service=61),
+        _opaque_ef(0x4F44, "EF.UWSIDL", 16, sfid=0x04, service=62, update=_PIN, records=2),
+        _opaque_ef(0x4F45, "EF.OWSIDL", 16, sfid=0x05, service=63, records=2),
+        _opaque_ef(0x4F46, "EF.WRI", 32, sfid=0x06, service=66, update=_PIN),
+        _opaque_ef(0x4F47, "EF.HWSIDL", 16, sfid=0x07, service=81, records=2),
+        _opaque_ef(0x4F48, "EF.WEHPLMNPI", 4, sfid=0x08, service=82),
+        _opaque_ef(0x4F49, "EF.WHPI", 4, sfid=0x09, service=83),
+        _opaque_ef(0x4F4A, "EF.WLRPLMN", 4, sfid=0x0A, service=84, update=_PIN),
+        _opaque_ef(0x4F4B, "EF.HPLMNDAI", 4, sfid=0x0B, service=88),
+    ),
+)
+DF_HNB = DF(
+    0x5F50,
+    "DF.HNB",
+    children=(
+        _opaque_ef(0x4F81, "EF.ACSGL", 16, sfid=0x01, service=86, update=_PIN, records=2),
+        _opaque_ef(0x4F82, "EF.CSGT", 16, sfid=0x02, service=86, records=2),
+        _opaque_ef(0x4F83, "EF.HNBN", 16, sfid=0x03, service=86, records=2),
+        _opaque_ef(0x4F84, "EF.OCSGL", 16, sfid=0x04, service=90, records=2),
+        _opaque_ef(0x4F85, "EF.OCSGT", 16, sfid=0x05, service=90, records=2),
+        _opaque_ef(0x4F86, "EF.OHNBN", 16, sfid=0x06, service=90, records=2),
+    ),
+)
+DF_PROSE = DF(
+    0x5F90,
+    "DF.ProSe",
+    children=(
+        _opaque_ef(0x4F01, "EF.PROSE_MON", 16, sfid=0x01, service=101, records=2),
+        _opaque_ef(0x4F02, "EF.PROSE_ANN", 16, sfid=0x02, service=101, records=2),
+        _opaque_ef(0x4F03, "EF.PROSEFUNC", 16, sfid=0x03, service=101, records=2),
+        _opaque_ef(0x4F04, "EF.PROSE_RADIO_COM", 16, sfid=0x04, service=101),
+        _opaque_ef(0x4F05, "EF.PROSE_RADIO_MON", 16, sfid=0x05, service=101),
+        _opaque_ef(0x4F06, "EF.PROSE_RADIO_ANN", 16, sfid=0x06, service=101),
+        _opaque_ef(0x4F07, "EF.PROSE_POLICY", 16, sfid=0x07, service=101, records=2),
+        _opaque_ef(0x4F08, "EF.PROSE_PLMN", 16, sfid=0x08, service=101, records=2),
+        _opaque_ef(0x4F09, "EF.PROSE_GC", 8, sfid=0x09, service=101, update=_PIN),
+        _opaque_ef(0x4F10, "EF.PST", 4, sfid=0x10, service=101),
+        _opaque_ef(0x4F11, "EF.UIRC", 16, sfid=0x11, service=101),
+        _opaque_ef(0x4F12, "EF.PROSE_GM_DISCOVERY", 16, sfid=0x12, service=101, records=2),
+        _opaque_ef(0x4F13, "EF.PROSE_RELAY", 16, sfid=0x13, service=101, records=2),
+        _opaque_ef(0x4F14, "EF.PROSE_RELAY_DISCOVERY", 16, sfid=0x14, service=101),
     ),
 )
 
@@ -3181,9 +3418,21 @@ ADF_USIM = ADF(
         EF_MBDN,
         EF_MBI,
         EF_MWIS,
+        USIM_EXT2,
+        USIM_EXT3,
+        USIM_EXT4,
+        USIM_EXT5,
+        USIM_EXT6,
+        USIM_CBMI,
+        EF_CBMID,
+        EF_CBMIR,
+        *USIM_ACM_FILES,
         DF_GSM_ACCESS,
         DF_5GS,
         DF_SAIP,
+        DF_WLAN,
+        DF_HNB,
+        DF_PROSE,
     ),
 )
 ADF_ISIM = ADF(

@@ -11,6 +11,7 @@ __all__ = [
     "SW_CHANNEL_NOT_SUPPORTED",
     "SW_CLA_NOT_SUPPORTED",
     "SW_CONDITIONS_NOT_SATISFIED",
+    "SW_CONFLICTING_RULE",
     "SW_END_OF_FILE",
     "SW_FILE_NOT_FOUND",
     "SW_FUNCTION_NOT_SUPPORTED",
@@ -66,6 +67,7 @@ SW_RECORD_NOT_FOUND = 0x6A83
 SW_NOT_ENOUGH_MEMORY = 0x6A84
 SW_WRONG_P1P2 = 0x6A86
 SW_REFERENCED_DATA_NOT_FOUND = 0x6A88
+SW_CONFLICTING_RULE = 0x6A89  # GP SEAC: an access rule with that REF-DO already exists
 SW_WRONG_OFFSET = 0x6B00
 SW_INS_NOT_SUPPORTED = 0x6D00
 SW_CLA_NOT_SUPPORTED = 0x6E00
@@ -120,6 +122,7 @@ _EXACT: dict[int, str] = {
     0x6A86: "incorrect parameters P1 to P2",
     0x6A87: "Lc inconsistent with P1 to P2",
     0x6A88: "referenced data not found",
+    0x6A89: "access rule with this reference already stored (GP SEAC)",
     0x6B00: "wrong parameter(s) P1-P2 (offset outside the EF)",
     0x6D00: "instruction code not supported or invalid",
     0x6E00: "class not supported",

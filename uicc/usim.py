@@ -37,6 +37,7 @@ from .apdu import (
     build_read_record,
     build_select_aid,
     build_select_fid,
+    build_select_path,
     build_unblock_pin,
     build_verify_pin,
     build_verify_query,
@@ -397,6 +398,37 @@ class UsimClient:
             return Suci.from_bytes(tlvs[0][1])
         except BadInput as exc:
             raise RemoteProtocolError(f"GET IDENTITY: {exc}") from None
+
+    def read_suci_settings(self) -> dict[str, Any]:
+        """What the ME conceals the SUPI with (TS 31.102 §4.4.11.8, §5.3.49): DF.5GS's
+        EF.SUCI_Calc_Info (``info``: schemes and home network keys), EF.Routing_Indicator
+        (``routing_indicator``, "0" when absent) and EF.AD's MNC length (``mnc_length``).
+
+        Raises:
+            CardRefused: the card lacks DF.5GS or EF.SUCI_Calc_Info, or wants the PIN.
+            RemoteProtocolError: a file does not decode.
+        """
+        try:
+            out: dict[str, Any] = {}
+            for key, ef, path in (
+                ("info", fs.EF_SUCI_CALC_INFO, b"\x5f\xc0\x4f\x07"),
+                ("routing_indicator", fs.EF_ROUTING_INDICATOR, b"\x5f\xc0\x4f\x0a"),
+                ("ad", fs.EF_AD, b"\x6f\xad"),
+            ):
+                self.forget_selection()
+                self.select_usim()  # paths from the ADF
+                resp = self._send(build_select_path(path, from_mf=False))
+                if resp.sw == 0x6A82 and key == "routing_indicator":
+                    out[key] = "0"
+                    continue
+                if not is_success(resp.sw):
+                    raise CardRefused(f"SELECT {ef.name}", resp.sw)
+                data = self._read_transparent(_fcp(ef.name, resp.data), ef.size, ef.name)
+                out[key] = _decoded(ef.name, ef.codec.decode, data)
+        finally:
+            self.forget_selection()
+        out["mnc_length"] = out.pop("ad")["mnc_length"]
+        return out
 
     # -- everything for `card info` --
 

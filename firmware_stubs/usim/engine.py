@@ -55,6 +55,7 @@ from uicc.sw import (
     SW_CHANNEL_NOT_SUPPORTED,
     SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
+    SW_CONFLICTING_RULE,
     SW_END_OF_FILE,
     SW_FILE_NOT_FOUND,
     SW_FUNCTION_NOT_SUPPORTED,
@@ -445,6 +446,7 @@ class UsimEngine:
             0x70: ("iso", self._manage_channel),
             0xCB: ("uicc", self._retrieve_data),
             0xDB: ("uicc", self._set_data),
+            0xE2: ("uicc", self._store_data),
         }
         # the GSM SIM class (TS 51.011 §9.2): commands over the same files and PINs
         self._gsm_table: dict[int, Callable[[_Command], bytes]] = {
@@ -497,6 +499,9 @@ class UsimEngine:
         self._le: int | None = None  # Le of the case-4 command being run (T=1), else None
         self._pending_sw = self._offered_sw = SW_OK  # the status after the last response byte
         self._transfers: dict[int, _Transfer] = {}  # BER-TLV block transfers, by channel
+        self._rules_rest: dict[
+            int, bytes
+        ] = {}  # GET DATA 'FF40' still to send ('FF60'), by channel
         return ATR
 
     def reset(self) -> bytes:
@@ -1393,20 +1398,56 @@ class UsimEngine:
         assert isinstance(content, bytes)
         return content
 
-    # -- GET DATA of the ARA-M (GlobalPlatform SEAC v1.1 §3.4) ----------------------------------
+    # -- GET DATA and STORE DATA of the ARA-M (GlobalPlatform SEAC v1.1 §3.4, §3.5) ------------
     def _get_data(self, c: _Command) -> bytes:
-        """The access rules: 'FF40' all rules (none on this card: the ME applies its default),
-        'DF20' the refresh tag. Only while ARA-M is the selected application."""
+        """'FF40' all rules (Response-ALL-REF-AR-DO; past 256 bytes the rest with 'FF60',
+        Get-Next), 'DF20' the refresh tag. Only while ARA-M is the selected application."""
         if self._app is not fs.ADF_ARA_M:
             raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
         if c.data:
             raise _Refuse(SW_WRONG_LENGTH)
         tag = c.p1 << 8 | c.p2
         if tag == 0xFF40:
-            return self._respond_now(seac.ALL_RULES, c.le)
+            whole = seac.all_rules(self._state.access_rules)
+            self._rules_rest.pop(self._channel, None)
+            if len(whole) <= 256:
+                return self._respond_now(whole, c.le)
+            self._rules_rest[self._channel] = whole[256:]
+            return whole[:256] + _sw(SW_OK)
+        if tag == 0xFF60:
+            rest = self._rules_rest.pop(self._channel, None)
+            if rest is None:
+                raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+            if len(rest) > 256:
+                self._rules_rest[self._channel] = rest[256:]
+            return rest[:256] + _sw(SW_OK)
         if tag == 0xDF20:
-            return self._respond_now(seac.REFRESH_TAG, c.le)
+            return self._respond_now(seac.refresh_tag(self._state.access_rules_version), c.le)
         raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND)
+
+    def _store_data(self, c: _Command) -> bytes:
+        """STORE DATA to the ARA-M: one block (P1 '90' or '80': last block; P2 00) holding one
+        command (Command-Store-REF-AR-DO, Command-Delete, Command-UpdateRefreshTag). This card
+        has no GlobalPlatform secure channel, so ADM1 stands in for it: 6982 without."""
+        if self._app is not fs.ADF_ARA_M:
+            raise _Refuse(SW_CONDITIONS_NOT_SATISFIED)
+        if c.p1 not in (0x80, 0x90) or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        if not c.data:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(Access.ADM1)
+        try:
+            rules = seac.apply_store(self._state.access_rules, c.data)
+        except seac.RuleConflict:
+            raise _Refuse(SW_CONFLICTING_RULE) from None
+        except seac.RuleNotFound:
+            raise _Refuse(SW_REFERENCED_DATA_NOT_FOUND) from None
+        except BadInput:
+            raise _Refuse(SW_INCORRECT_DATA) from None
+        self._commit(self._state.with_access_rules(rules))
+        self._rules_rest.clear()
+        self._le = None
+        return _sw(SW_OK)
 
     # -- RETRIEVE DATA / SET DATA (TS 102 221 §11.3.1, §11.3.2): BER-TLV structured EFs ------------
     def _ber_target(self, c: _Command, access: str) -> BerTlvEF:

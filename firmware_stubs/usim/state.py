@@ -129,6 +129,8 @@ class CardState:
     pins: Mapping[str, PinState]
     files: Mapping[str, FileContent] = field(default_factory=dict, repr=False)
     ota: OtaState = field(default_factory=OtaState)
+    access_rules: bytes = b""  # the ARA-M's REF-AR-DOs (GP SEAC), as STORE DATA left them
+    access_rules_version: int = 0  # counts their changes: the refresh tag
 
     def with_pin(self, name: str, pin: PinState) -> CardState:
         return replace(self, pins=MappingProxyType({**self.pins, name: pin}))
@@ -138,6 +140,9 @@ class CardState:
 
     def with_ota(self, ota: OtaState) -> CardState:
         return replace(self, ota=ota)
+
+    def with_access_rules(self, rules: bytes) -> CardState:
+        return replace(self, access_rules=rules, access_rules_version=self.access_rules_version + 1)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -160,6 +165,8 @@ class CardState:
         }
         if not self.ota.is_default:  # absent until the first OTA packet: older states still load
             out["ota"] = self.ota.to_json()
+        if self.access_rules_version:  # likewise until the first STORE DATA to the ARA-M
+            out["ara_m"] = {"rules": self.access_rules.hex(), "version": self.access_rules_version}
         return out
 
     @classmethod
@@ -198,6 +205,8 @@ class CardState:
                 pins=MappingProxyType(pins),
                 files=MappingProxyType(files),
                 ota=OtaState.from_json(data["ota"]) if "ota" in data else OtaState(),
+                access_rules=bytes.fromhex(data["ara_m"]["rules"]) if "ara_m" in data else b"",
+                access_rules_version=int(data["ara_m"]["version"]) if "ara_m" in data else 0,
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, BadInput):

@@ -51,6 +51,40 @@ def _concealer(args: argparse.Namespace, agreement: Any = None) -> Any:
     return make
 
 
+def _card_concealer(client: Any, profile: str) -> Any:
+    """IMSI → SUCI as the ME computes it with the home network key the card carries: the
+    first entry of DF.5GS's EF.SUCI_Calc_Info for ``profile`` (A or B) with its key and key
+    id, the card's routing indicator and MNC length (TS 31.102 §5.3.49).
+
+    Raises:
+        BadInput: the card's EF.SUCI_Calc_Info has no key of that profile.
+        CardRefused: the card does not let the files be read.
+    """
+    from aka.suci import conceal
+
+    settings = client.read_suci_settings()
+    info = settings["info"] or {"schemes": [], "keys": []}
+    entry = next((e for e in info["schemes"] if e["scheme"] == profile and e["key_index"]), None)
+    if entry is None:
+        raise BadInput(
+            f"--suci-profile {profile}: the card's EF.SUCI_Calc_Info has no Profile {profile} "
+            "key (pass --hn-pub)"
+        )
+    key = info["keys"][entry["key_index"] - 1]
+
+    def make(imsi: str) -> str:
+        return conceal(
+            f"imsi-{imsi}",
+            profile,
+            hn_public=bytes.fromhex(key["public"]),
+            key_id=key["id"],
+            mnc_length=settings["mnc_length"],
+            routing_indicator=settings["routing_indicator"],
+        ).to_string()
+
+    return make
+
+
 def _explain_deleted(registry: Any, mid_id: str) -> None:
     """A MID ``trelab mid list`` still shows (the agent keeps deleted MIDs as a record) but
     whose K is gone from the TPM: say that, rather than "not in the registry".
@@ -78,7 +112,15 @@ def _attach(args: argparse.Namespace) -> Outcome:
     from_usim = args.suci_profile == "usim"
     if from_usim and args.mid:
         raise BadInput("--suci-profile usim: only a card computes its SUCI (GET IDENTITY)")
-    conceal = _concealer(args) if rat == "5g" and args.suci_profile and not from_usim else None
+    # a card's own home network key (DF.5GS) when --hn-pub is left out: read once the card is open
+    from_card_file = (
+        not args.mid and args.suci_profile in ("A", "B") and args.hn_pub is None and rat == "5g"
+    )
+    conceal = (
+        _concealer(args)
+        if rat == "5g" and args.suci_profile and not from_usim and not from_card_file
+        else None
+    )
     suci_holder = "software (the ME)" if conceal is not None else None
     url = network_url(args, _mid_network(args))
     transport = network_transport(url, trust_path=args.trust)
@@ -128,6 +170,9 @@ def _attach(args: argparse.Namespace) -> Outcome:
                     return str(client.get_identity().to_string())
 
                 suci_holder = "usim (GET IDENTITY)"
+            elif from_card_file:
+                conceal = _card_concealer(client, args.suci_profile)
+                suci_holder = "software (the ME), key from the card's EF.SUCI_Calc_Info"
             imsi, done = attach_card(client, transport, imsi=args.imsi, rat=rat, conceal=conceal)
         tre = "uicc"
     data = {
@@ -182,7 +227,11 @@ def register(nouns: Any) -> None:
         help="5G: send a SUCI of this protection scheme instead of the IMSI; usim: the card "
         "computes it (GET IDENTITY, its own scheme and key)",
     )
-    p.add_argument("--hn-pub", help="home network public key for --suci-profile A|B, hex")
+    p.add_argument(
+        "--hn-pub",
+        help="home network public key for --suci-profile A|B, hex (with a card: default the "
+        "key of that profile in the card's EF.SUCI_Calc_Info)",
+    )
     p.add_argument("--hn-key-id", default="0", help="its key id, 0 … 255 (default 0)")
     p.add_argument("--mnc-length", default="2", choices=("2", "3"), help="digits of the MNC")
     p.add_argument("--pin", help="card PIN1 to verify first (or $TRELAB_CARD_PIN)")

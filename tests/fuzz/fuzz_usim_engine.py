@@ -149,3 +149,46 @@ def starting_inputs() -> Iterator[bytes]:
             header(0x80, 0xCB, 0, 0x80, b"\x5c", le=0),
         )
     )
+    # PIN2 (key reference 81): VERIFY, then EF.FDN updated under it and SEARCH RECORD in it
+    pin2, puk2 = b"5678" + b"\xff" * 4, b"23456789"
+    fdn = FIDS.index(fs.EF_FDN.fid)
+    yield bytes([0, 2, 3, 9, fdn]) + b"".join(
+        (
+            header(0x00, 0x20, 0, 0x81, pin2),
+            header(0x00, 0xDC, 1, 4, bytes.fromhex("486f6d65") + b"\xff" * 10 + bytes(14)),
+            header(0x00, 0xA2, 1, 4, b"\x00\x00"),  # simple search forward
+            header(0x00, 0xA2, 0, 6, b"\x06\x00\xff"),  # enhanced: from the next record
+            header(0x00, 0x2C, 0, 0x81, puk2 + pin2),  # UNBLOCK PIN2 with PUK2
+        )
+    )
+    # the GSM class's CHV2: VERIFY, CHANGE, UNBLOCK (P2 02)
+    yield bytes([0]) + b"".join(
+        (
+            header(0xA0, 0x20, 0, 2, pin2),
+            header(0xA0, 0x24, 0, 2, pin2 + pin2),
+            header(0xA0, 0x2C, 0, 2, puk2 + pin2),
+        )
+    )
+    # the ARA-M: ADM1, STORE DATA of an allow-all rule, GET DATA FF40 and DF20, delete all
+    # F0 { E2 { E1 { 4F 00, C1 00 }, E3 { D0 01 01, D1 01 01, DB 08 … } } }
+    rule = bytes.fromhex("f01ae218e1044f00c100e310d00101d10101db080000000000000004")
+    yield bytes([0, 10, 1, 4]) + b"".join(
+        (
+            header(0x80, 0xE2, 0x90, 0x00, rule),
+            bytes([12, 0]),  # GET DATA FF40
+            bytes([12, 1]),  # GET DATA DF20
+            header(0x80, 0xE2, 0x90, 0x00, b"\xf1\x00"),
+            header(0x80, 0xCA, 0xFF, 0x60, le=0),  # Get-Next with nothing left
+        )
+    )
+    # extended length: READ BINARY of EF.IMSI with Le 0000, SET DATA of EF.MML with Lc 0003
+    yield (
+        bytes([0, 2, 3, 9, imsi, 0, 7])
+        + bytes.fromhex("00b00000000000")
+        + b"".join(
+            (
+                header(0x00, 0xA4, 8, 0x0C, bytes.fromhex("7f105f3b4f47")),
+                bytes([0, 10]) + bytes.fromhex("80db008000000380" + "01aa"),
+            )
+        )
+    )

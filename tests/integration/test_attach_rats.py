@@ -172,11 +172,20 @@ def test_usim_computes_the_suci_it_attaches_with(lab: LabStatus, tmp_path: Path)
                 "attach", "--reader", READER_1, "--pin", "1234", "--network", net.url,
                 "--rat", "5g", "--suci-profile", "usim", "--json",
             )  # fmt: skip
+            # the ME's SUCI with the key the card carries in DF.5GS (no --hn-pub)
+            by_me = trelab(
+                "attach", "--reader", READER_1, "--pin", "1234", "--network", net.url,
+                "--rat", "5g", "--suci-profile", "B", "--json",
+            )  # fmt: skip
         finally:
             card.stop()
+        assert by_me.returncode == 0, by_me.stderr
+        me = json.loads(by_me.stdout)
+        assert me["identity"] == "suci" and me["accepted"] is True
+        assert "EF.SUCI_Calc_Info" in me["suci_ephemeral_key"]
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert out["identity"] == "suci" and out["suci_ephemeral_key"] == "usim (GET IDENTITY)"
         assert out["accepted"] is True and out["keys_match"] is True
         sucis = [(s, d["key_id"], d["profile"]) for e, s, d in net.events() if e == "suci"]
-        assert sucis == [("001010123456789", key["key_id"], 2)]
+        assert sucis == [("001010123456789", key["key_id"], 2)] * 2

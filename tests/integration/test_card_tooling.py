@@ -1,8 +1,9 @@
 """The emulated card as widely used card tooling sees it: cardpeek (a smart-card reader utility)
 runs its own standard scripts through pcscd + vpcd against `trelab card serve` with the lab's
-default profile: the GSM SIM script ("gsm (beta).lua": CLA A0, VERIFY CHV1, SELECT with 9Fxx
-and GET RESPONSE, READ BINARY/RECORD over MF, DF.TELECOM and DF.GSM per TS 51.011) and the ATR
-script. The ATR it received is decoded by pcsc-tools' ATR_analysis.
+default profile: the GSM SIM script ("gsm (beta).lua": CLA A0, VERIFY CHV1, SELECT — 9Fxx and
+GET RESPONSE over T=0, the response at once over T=1, which pcscd picks —, READ BINARY/RECORD
+over MF, DF.TELECOM and DF.GSM per TS 51.011) and the ATR script. The ATR it received is
+decoded by pcsc-tools' ATR_analysis.
 
 The card is one of this test's own (reader 1, unique ICCID): the wrong-PIN run decrements a
 counter no other test shares."""
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from firmware_stubs.usim.contents import initial_files
 from firmware_stubs.usim.engine import ATR
-from firmware_stubs.usim.profile import DEFAULT_PROFILE
+from firmware_stubs.usim.profile import DEFAULT_PROFILE, parse_profile
 from lab.lab import LabStatus
 from tests.card_process import READER_1, CardProcess
 from tests.usim_vectors import unique_iccid
@@ -79,7 +81,7 @@ def _run(argv: list[str], home: Path, stdin: bytes) -> str:
             process.stdin.write(stdin)
             process.stdin.close()
             out = bytearray()
-            while chunk := process.stdout.read1(65536):
+            while chunk := os.read(process.stdout.fileno(), 65536):
                 out += chunk
                 if len(out) > OUTPUT_LIMIT:
                     process.kill()
@@ -187,6 +189,32 @@ def _cardpeek_script(
     return log, exchanges, _parse_view(view)
 
 
+# access condition levels of TS 51.011 §9.3 (0 always, 1 CHV1, 2 CHV2, 4–E ADM, F never); cardpeek's
+# own naming of them is checked no further than this (it calls F "ADM")
+GSM_LEVELS = {
+    fs.Access.ALW: range(0, 1),
+    fs.Access.PIN1: range(1, 2),
+    fs.Access.PIN2: range(2, 3),
+    fs.Access.ADM1: range(4, 15),
+    fs.Access.NEV: range(15, 16),
+}
+
+# The files of TS 51.011 §10.1–10.5 (and TS 102 221 §13 at the MF) among those the script asks
+# for, as the specifications place them (written out, not read from the declarations).
+# 7F10/6F53, which the script also asks for, is DF.GSM's EF.LOCIGPRS in TS 51.011.
+SIM_FILES = {
+    0x3F00: {0x2F00, 0x2F05, 0x2F06, 0x2FE2},
+    0x7F10: {
+        *(0x6F06, 0x6F3A, 0x6F3B, 0x6F3C, 0x6F3D, 0x6F40, 0x6F42, 0x6F43, 0x6F44, 0x6F47),
+        *(0x6F49, 0x6F4A, 0x6F4B, 0x6F4C, 0x6F4D, 0x6F4E, 0x6F4F, 0x6F54, 0x6FE0, 0x6FE1),
+        0x6FE5,
+    },
+    0x7F20: {
+        *(0x6F05, 0x6F07, 0x6F20, 0x6F30, 0x6F31, 0x6F37, 0x6F38, 0x6F39, 0x6F3E, 0x6F3F),
+        *(0x6F41, 0x6F45, 0x6F46, 0x6F74, 0x6F78, 0x6F7B, 0x6F7E, 0x6FAD, 0x6FAE),
+    },
+}
+
 # the folders cardpeek's GSM script walks, by FID, as the card declares them
 FOLDERS: dict[int, fs.DF] = {0x3F00: fs.MF, 0x7F10: fs.DF_TELECOM, 0x7F20: fs.DF_GSM}
 
@@ -238,13 +266,14 @@ def test_gsm_script_finds_the_sim_and_reads_every_file_it_declares(
     assert all(ex.apdu[0] == 0xA0 for ex in trace)  # the GSM class throughout
     assert trace[0].apdu[:5] == bytes.fromhex("a020000108") and trace[0].sw == 0x9000
     selections = _selections(trace)
-    # the MF answers 9Fxx with the 22-byte MF response: the card is a SIM; CHV1 has its 3
-    # tries again after the right PIN (status byte b8 initialised, b4–b1 tries)
+    # the MF answers with the SIM's 22-byte MF response (TS 51.011 §9.2.1, file type 01); CHV1
+    # has its 3 tries again after the right PIN (status byte: b8 initialised, b4–b1 tries)
     folder, fid, mf = selections[0]
-    assert fid == 0x3F00 and mf is not None
+    assert fid == 0x3F00 and mf is not None and len(mf.response) == 22
     assert mf.response[6] == 0x01 and mf.response[18] == 0x83
     assert all(ex.sw == 0x9000 for ex in trace if ex.apdu[1] in (0xB0, 0xB2)), "a read failed"
 
+    contents = initial_files(parse_profile(gsm_card.profile))
     card = view.named("folder")
     assert view.attrs["label"] == "GSM" and [c.attrs["id"] for c in card] == ["3F00"]
     folders = {0x3F00: card[0]}
@@ -266,19 +295,26 @@ def test_gsm_script_finds_the_sim_and_reads_every_file_it_declares(
         assert isinstance(declared, fs.TransparentEF | fs.LinearFixedEF)
         node = folders[folder].find("file", f"{fid:04X}")
         assert node is not None, where
+        # the access conditions in the response the script shows: READ, then UPDATE nibble
+        (header,) = node.named("header")
+        (conditions,) = (c for c in header.children if c.attrs["label"] == "Access conditions")
+        levels = conditions.value()[0]
+        assert levels >> 4 in GSM_LEVELS[declared.read], where
+        assert levels & 0x0F in GSM_LEVELS[declared.update], where
+        # and what it read is what the card holds
+        content = contents[declared.name]
         if isinstance(declared, fs.LinearFixedEF):
-            records = node.named("record")
-            assert len(records) == declared.records, where
-            assert all(len(r.value()) == declared.record_len for r in records), where
+            assert [r.value() for r in node.named("record")] == list(content), where
         else:
             (body,) = node.named("body")
-            assert len(body.value()) == declared.size, where
+            assert body.value() == content, where
     # every TS 51.011 file the card has in MF, DF.TELECOM and DF.GSM that the script asks for
     wanted = {
         (folder, fid) for folder, fid, _ in selections
         if fid not in FOLDERS and _declared(folder, fid) is not None
     }  # fmt: skip
-    assert found == len(wanted) and found >= 40, (found, asked)
+    assert found == len(wanted) == sum(map(len, SIM_FILES.values())), (found, asked)
+    assert wanted == {(folder, fid) for folder, fids in SIM_FILES.items() for fid in fids}
 
     # ICCID and IMSI as the script decodes them
     def alt(folder: int, fid: str) -> str:

@@ -343,6 +343,14 @@ def test_power_cycle_clears_volatile_state(card: Card) -> None:
         ("00b2000520", 0x6A86),  # record mode 5
         ("0088008211" + "10" + "00" * 16, 0x6A86),  # unsupported AUTHENTICATE context
         ("0020000208" + "31323334ffffffff", 0x6A88),  # key reference 02 absent
+        ("0020008104" + "35363738", 0x6700),  # PIN2 block must be 8 bytes
+        ("002c008108" + "3233343536373839", 0x6700),  # UNBLOCK PIN2: PUK2 ‖ new PIN2
+        ("0024008210" + "35363738ffffffff" + "35363738ffffffff", 0x6A88),  # no key 82
+        ("a0200003083536373839ffffff", 0x6B00),  # CHV3
+        ("00a2010501ff", 0x6986),  # SEARCH RECORD without a current EF
+        ("80e2900002f100", 0x6985),  # STORE DATA without the ARA-M selected
+        ("00b00000" + "000100", 0x6986),  # extended READ BINARY, no EF
+        ("00a40004" + "000002" + "3f00", 0x6700),  # extended SELECT: short only
     ],
 )
 def test_malformed_and_refused(card: Card, apdu: str, sw: int) -> None:
@@ -387,6 +395,8 @@ def test_random_bytes_never_raise(apdu: bytes) -> None:
             0x70,
             0xCB,
             0xDB,
+            0xE2,
+            0xCA,
         ]
     ),
     st.integers(0, 255),
@@ -403,6 +413,7 @@ def test_structured_garbage_never_raises(
     if unlocked:  # reach the UPDATE and AUTHENTICATE paths too
         card.verify_pin1()
         card.verify_adm1()
+        assert card.send(b"\x00\x20\x00\x81\x08" + b"5678" + b"\xff" * 4)[1] == 0x9000
     apdu = bytes([cla, ins, p1, p2])
     if data:
         apdu += bytes([len(data)]) + data

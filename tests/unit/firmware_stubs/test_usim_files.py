@@ -81,6 +81,37 @@ SPEC_FILES: list[tuple[str, int, int | None, str, int]] = [
     ("EF.SUCI_Calc_Info", 0x4F07, 0x07, "transparent", 128),
     ("EF.OPL5G", 0x4F08, 0x08, "linear-fixed", 10),
     ("EF.Routing_Indicator", 0x4F0A, 0x0A, "transparent", 4),
+    # Rel-16/17 files of DF.5GS (TS 31.102 §4.4.11.12–§4.4.11.21); X-byte files at this size
+    ("EF.URSP", 0x4F0B, 0x0B, "transparent", 128),
+    ("EF.TN3GPPSNN", 0x4F0C, 0x0C, "transparent", 64),
+    ("EF.CAG", 0x4F0D, 0x0D, "transparent", 32),
+    ("EF.SOR-CMCI", 0x4F0E, 0x0E, "transparent", 32),
+    ("EF.DRI", 0x4F0F, 0x0F, "transparent", 7),
+    ("EF.5GSEDRX", 0x4F10, 0x10, "transparent", 2),
+    ("EF.5GNSWO_CONF", 0x4F11, 0x11, "transparent", 1),
+    ("EF.MCHPPLMN", 0x4F15, 0x15, "transparent", 1),
+    ("EF.KAUSF_DERIVATION", 0x4F16, 0x16, "transparent", 1),
+    # ADF.USIM: extensions, cell broadcast identifiers, advice of charge (TS 31.102 §4.2)
+    ("EF.EXT2", 0x6F4B, None, "linear-fixed", 13),
+    ("EF.EXT3", 0x6F4C, None, "linear-fixed", 13),
+    ("ADF.USIM/EF.EXT4", 0x6F55, None, "linear-fixed", 13),
+    ("EF.EXT5", 0x6F4E, None, "linear-fixed", 13),
+    ("EF.EXT6", 0x6FC8, None, "linear-fixed", 13),
+    ("EF.CBMI", 0x6F45, None, "transparent", 10),
+    ("EF.CBMID", 0x6F48, 0x0E, "transparent", 10),
+    ("EF.CBMIR", 0x6F50, None, "transparent", 8),
+    ("EF.ACMmax", 0x6F37, None, "transparent", 3),
+    ("EF.ACM", 0x6F39, None, "cyclic", 3),
+    ("EF.PUCT", 0x6F41, None, "transparent", 5),
+    # DF.WLAN (§4.4.5), DF.HNB (§4.4.6), DF.ProSe (§4.4.8): FIDs and SFIs
+    ("EF.Pseudo", 0x4F41, 0x01, "transparent", 32),
+    ("EF.OWSIDL", 0x4F45, 0x05, "linear-fixed", 16),
+    ("EF.HPLMNDAI", 0x4F4B, 0x0B, "transparent", 4),
+    ("EF.ACSGL", 0x4F81, 0x01, "linear-fixed", 16),
+    ("EF.OHNBN", 0x4F86, 0x06, "linear-fixed", 16),
+    ("EF.PROSE_MON", 0x4F01, 0x01, "linear-fixed", 16),
+    ("EF.PST", 0x4F10, 0x10, "transparent", 4),
+    ("EF.PROSE_RELAY_DISCOVERY", 0x4F14, 0x14, "transparent", 16),
     ("EF.IMPI", 0x6F02, 0x02, "transparent", 80),
     ("EF.DOMAIN", 0x6F03, 0x05, "transparent", 48),
     ("EF.IMPU", 0x6F04, 0x04, "linear-fixed", 64),
@@ -434,3 +465,20 @@ def test_any_command_in_the_new_applications_answers_a_status_and_only_success_c
     assert card.engine.last_error is None, apdu.hex()
     if out[-2] not in (0x90, 0x61, 0x91):
         assert card.engine.state == before, apdu.hex()
+
+
+def test_the_optional_files_services_are_offered_and_unimplemented_ones_are_not() -> None:
+    """EF.UST (TS 31.102 §4.2.8) offers the services of the files added for a commercial card's
+    set — extensions 2–5 (3, 5, 7, 44), CBMI/CBMIR (15, 16), WLAN, HNB, ProSe, the Rel-16/17
+    DF.5GS files (132, 133, 137, 138, 140, 141, 144, 145) — and not advice of charge (13: no
+    INCREASE), data download via SMS-CB (29) or 5G NSWO (142: no GET IDENTITY NSWO context),
+    although their files are there."""
+    card = make_card()
+    card.verify_pin1()
+    ust = set(_read(card, "EF.UST"))
+    offered = {3, 5, 7, 15, 16, 44, 59, 60, 61, 62, 63, 66, 81, 82, 83, 84, 86, 88, 90, 101}
+    offered |= {132, 133, 137, 138, 140, 141, 144, 145}
+    assert offered <= ust
+    assert not {13, 29, 142} & ust
+    for name in ("EF.ACM", "EF.CBMID", "EF.5GNSWO_CONF"):
+        _read(card, name)  # the files are there all the same

@@ -256,3 +256,26 @@ def test_flipped_byte_of_a_signed_message_never_verifies(position: int, value: i
     assert isinstance(msg, m.SignedMessage)
     with pytest.raises(SignatureInvalid):
         m.verify_signature(msg, PVA.public_key)
+
+
+@pytest.mark.parametrize("msg", signed_samples(), ids=lambda x: type(x).__name__)
+def test_signed_wire_is_what_a_cose_library_makes(msg: m.SignedMessage) -> None:
+    """The direct COSE_Sign1 has cwt's structure byte for byte (ECDSA's randomness aside),
+    and cwt verifies it."""
+    from cryptography.hazmat.primitives import serialization
+    from cwt import COSE, COSEKey
+
+    ours = cbor2.loads(m.sign(msg, PVA).cose)
+    payload = ours.value[2]
+    theirs = cbor2.loads(
+        COSE.new().encode_and_sign(
+            payload, PVA.cose_key(), protected={1: -7, 4: b"pva"}, unprotected={}
+        )
+    )
+    assert ours.tag == theirs.tag == 18
+    assert ours.value[:3] == theirs.value[:3] and len(ours.value[3]) == 64
+    pem = PVA.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public = COSEKey.from_pem(pem, alg="ES256", kid="pva")
+    assert COSE.new().decode(cbor2.dumps(ours), public) == payload

@@ -15,6 +15,7 @@ from tpm2_pytss.internal.templates import template_policy
 from tpm.ek import (
     ek_policy_a,
     ek_policy_b,
+    ek_public_area,
     ek_public_from_certificate,
     ek_tpm_public,
     verify_ek_chain,
@@ -134,3 +135,13 @@ def test_ek_public_rebuilt_with_tcg_template(pki) -> None:
         ek_public_from_certificate(pki["ek"]).public_numbers()
         == pki["ek_key"].public_key().public_numbers()
     )
+
+
+def test_ek_public_area_is_the_tpm2_pytss_rebuild_byte_for_byte(pki) -> None:
+    ecc_key = ec.generate_private_key(ec.SECP256R1())
+    ecc = _cert("ek3", ecc_key, "issuer", pki["mid_key"], ca=False)
+    for cert in (pki["ek"], ecc):
+        theirs = ek_tpm_public(cert)
+        mine = ek_public_area(cert)
+        assert mine.marshal_sized() == bytes(theirs.marshal())
+        assert mine.name() == bytes(theirs.get_name())

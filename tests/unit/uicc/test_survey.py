@@ -179,3 +179,15 @@ def test_a_card_without_pin2_says_so() -> None:
     doc = {k: v for k, v in DEFAULT_PROFILE.items() if k not in ("pin2", "puk2")}
     client, _ = client_for(doc)
     assert client.info().pin2 is None
+
+
+def test_the_me_reads_the_cards_suci_settings() -> None:
+    """DF.5GS's EF.SUCI_Calc_Info, EF.Routing_Indicator and EF.AD's MNC length, as `attach
+    --suci-profile A|B` takes them from a card when no --hn-pub is given."""
+    client, _ = client_for()
+    settings = client.read_suci_settings()
+    assert settings["mnc_length"] == 2 and settings["routing_indicator"] == "0"
+    keys = {k["id"]: k["public"] for k in settings["info"]["keys"]}
+    personalised = DEFAULT_PROFILE["suci"]["home_network_keys"]
+    assert keys == {k["id"]: k["public"] for k in personalised}
+    assert [e["scheme"] for e in settings["info"]["schemes"]] == ["B", "A", "null"]
