@@ -136,6 +136,9 @@ class GoalRatio:
 
 
 _HOST_PART = "host: our code + crypto"
+#: the raw case the E_K goals divide by (a use-gated row's raw case holds its policy steps too,
+#: a sealed row's is an Unseal: no E_K goal there)
+_RAW_E_K = "raw: EncryptDecrypt2"
 _TPM_PART = "TPM commands (transport)"
 _FSYNC_PART = "fsync + rename"
 
@@ -152,9 +155,9 @@ def goal_ratios(data: dict[str, Any]) -> list[GoalRatio]:
     real path, the host's own time ÷ (TPM commands + fsync), the median of the per-round
     ratio; quote + verify ÷ (bare TPM2_Quote + bare signature verification)."""
     medians = _medians(data)
-    raw: dict[str, float] = {}
+    raw: dict[str, float] = {}  # rows whose raw case is one bare EncryptDecrypt2
     for r in data["records"]:
-        if r.get("raw") and r["summary"] is not None:
+        if r.get("raw") and r["summary"] is not None and r["operation"].startswith(_RAW_E_K):
             raw.setdefault(r["tre"], float(r["summary"]["median"]))
     out: list[GoalRatio] = []
     tres: list[str] = []

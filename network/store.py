@@ -600,14 +600,18 @@ class Store:
             return self._engine.schema_version(db)
 
     def _check_key(self) -> None:
+        """The first opener of a new store seals a known value under its key; every later one
+        must open it. Openers racing on a new store (workers or servers starting together)
+        all write "if none yet" and then check the one that won."""
         with self.transaction() as tx:
             row = tx._one("SELECT value FROM meta WHERE key = 'key_check'")
             if row is None:
                 tx._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('key_check', ?)",
+                    "INSERT INTO meta (key, value) VALUES ('key_check', ?)"
+                    " ON CONFLICT (key) DO NOTHING",
                     (self._sealer.seal("meta/key_check", _KEY_CHECK),),
                 )
-                return
+                row = tx._one("SELECT value FROM meta WHERE key = 'key_check'")
             try:
                 ok = self._sealer.open("meta/key_check", bytes(row[0])) == _KEY_CHECK
             except CheckFailed:

@@ -36,11 +36,10 @@ from tpm.tss import (
     TPM2_ST,
     TPM2B_PUBLIC,
     TPML_PCR_SELECTION,
-    TPMS_ATTEST,
     TPMS_PCR_SELECTION,
-    TPMT_SIGNATURE,
     TSS2_Exception,
     ffi,
+    lib,
 )
 from tpm.verify import AkPublic, Attest, ClockInfo, Signature, spki
 from trelab.errors import BadInput
@@ -89,12 +88,14 @@ _SIG_NAMES = {
 }
 
 
+_HASH_NAMES = {int(value): name for name, value in HASH_ALGS.items()}
+
+
 def hash_name(alg: int) -> str:
     """``TPM2_ALG.SHA256`` → ``"sha256"``; unknown ids as ``0x000b``-style hex."""
-    for name, value in HASH_ALGS.items():
-        if int(value) == int(alg):
-            return name
-    return f"0x{int(alg):04x}"
+    code = int(alg)
+    name = _HASH_NAMES.get(code)
+    return name if name is not None else f"0x{code:04x}"
 
 
 def unmarshal_exact(kind: Any, data: bytes, what: str) -> Any:
@@ -174,13 +175,35 @@ def tpml_from_selection(selection: PcrSelection) -> Any:
     )
 
 
+def _unmarshal_c(kind: str, data: bytes, what: str) -> Any:
+    """The C structure ``kind`` (a tpm2-tss type without a size prefix) unmarshalled by
+    tpm2-tss from exactly ``data``: :func:`unmarshal_exact` without building the tpm2-pytss
+    wrapper object (its fields are read from the C structure anyway).
+
+    Raises:
+        BadInput: truncated, malformed or trailing bytes.
+    """
+    cdata = ffi.new(f"{kind} *")
+    used = ffi.new("size_t *")
+    if _MU[kind](data, len(data), used, cdata) != 0:
+        raise BadInput(f"{what}: not a complete {kind} (truncated or malformed)")
+    if used[0] != len(data):
+        raise BadInput(f"{what}: {len(data) - used[0]} trailing bytes after the {kind}")
+    return cdata
+
+
+_MU = {
+    kind: getattr(lib, f"Tss2_MU_{kind}_Unmarshal") for kind in ("TPMS_ATTEST", "TPMT_SIGNATURE")
+}
+
+
 def parse_attest(data: bytes, *, what: str = "quote.msg") -> Attest:
     """Marshaled TPMS_ATTEST (tpm2-tools quote.msg: no TPM2B size prefix) → :class:`Attest`.
 
     Raises:
         BadInput: truncated, trailing bytes, or an unknown attestation type.
     """
-    return _attest_from_c(unmarshal_exact(TPMS_ATTEST, data, what)._cdata)
+    return _attest_from_c(_unmarshal_c("TPMS_ATTEST", data, what))
 
 
 def _attest_from_c(c: Any) -> Attest:
@@ -225,7 +248,7 @@ def parse_receipt_attest(data: bytes, *, what: str) -> tuple[Attest, NvCertified
     Raises:
         BadInput: truncated, trailing bytes, or an unknown attestation type.
     """
-    c = unmarshal_exact(TPMS_ATTEST, data, what)._cdata
+    c = _unmarshal_c("TPMS_ATTEST", data, what)
     attest = _attest_from_c(c)
     if attest.type != _ST_ATTEST_NV:
         return attest, None
@@ -239,7 +262,7 @@ def parse_signature(data: bytes, *, what: str = "quote.sig") -> Signature:
     Raises:
         BadInput: truncated or trailing bytes.
     """
-    c = unmarshal_exact(TPMT_SIGNATURE, data, what)._cdata
+    c = _unmarshal_c("TPMT_SIGNATURE", data, what)
     alg = int(c.sigAlg)
     name = _SIG_NAMES.get(alg, f"0x{alg:04x}")
     if name == "ecdsa":

@@ -86,10 +86,16 @@ def selection_to_bitmaps(selection: PcrSelection) -> list[tuple[str, bytes]]:
 
 def selection_from_bitmaps(banks: list[tuple[str, bytes]]) -> PcrSelection:
     """Inverse of :func:`selection_to_bitmaps`."""
-    return tuple(
-        (bank, tuple(i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1))
-        for bank, bitmap in banks
-    )
+    out = []
+    for bank, bitmap in banks:
+        bits = int.from_bytes(bitmap, "little")  # bit i of byte i//8 is bit i of this number
+        pcrs = []
+        while bits:
+            lowest = bits & -bits
+            pcrs.append(lowest.bit_length() - 1)
+            bits ^= lowest
+        out.append((bank, tuple(pcrs)))
+    return tuple(out)
 
 
 def values_digest(hash_name: str, values: bytes) -> bytes:

@@ -27,6 +27,7 @@ import contextlib
 import datetime
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -354,7 +355,7 @@ class Registry:
         Raises:
             Unavailable: the file cannot be written (disk full, read-only, …).
         """
-        parsed = _render(data, _PARSED.pop(self._key, None))
+        parsed = _render(data, _forget_parse(self._key))
         try:
             atomic_write_text(self.path, parsed.text)
         except OSError as exc:
@@ -386,11 +387,20 @@ _PARSED: dict[str, _Parsed] = {}
 _PARSED_FILES = 8  # registries one process uses at a time (the bench: one per TPM)
 
 
+_PARSED_LOCK = threading.Lock()  # the agent's threads share the process's registries
+
+
 def _remember_parse(key: str, parsed: _Parsed) -> None:
-    _PARSED.pop(key, None)
-    while len(_PARSED) >= _PARSED_FILES:
-        del _PARSED[next(iter(_PARSED))]
-    _PARSED[key] = parsed
+    with _PARSED_LOCK:
+        _PARSED.pop(key, None)
+        while len(_PARSED) >= _PARSED_FILES:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = parsed
+
+
+def _forget_parse(key: str) -> _Parsed | None:
+    with _PARSED_LOCK:
+        return _PARSED.pop(key, None)
 
 
 _MIDS_OPEN, _LIST_CLOSE, _AUDIT_OPEN = ' "mids": [', " ],", ' "audit": ['

@@ -43,7 +43,7 @@ os.environ.setdefault("TSS2_LOG", "all+NONE")
 # pyproject.toml): the ESAPI, its TCTI loader and error, the marshalling types and constants
 # trelab builds commands from, and the few helpers it uses, re-exported under their own names.
 # mypy follows tpm2-pytss' own annotations, so these are real types, not Any.
-from tpm2_pytss._libtpm2_pytss import ffi
+from tpm2_pytss._libtpm2_pytss import ffi, lib
 from tpm2_pytss.constants import (
     ESYS_TR,
     TPM2_ALG,
@@ -204,6 +204,7 @@ __all__ = [
     "create_ek_template",
     "ek_template",
     "ffi",
+    "lib",
     "make_credential",
     "open_esys",
     "open_transport",

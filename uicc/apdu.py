@@ -45,6 +45,7 @@ __all__ = [
     "build_unblock_pin",
     "build_verify_pin",
     "build_verify_query",
+    "encode_authenticate_3g",
     "encode_pin",
     "is_success",
     "more_data",
@@ -318,6 +319,26 @@ def build_authenticate_3g(rand: bytes, autn: bytes) -> CommandApdu:
         raise BadInput(f"AUTN: {len(autn)} bytes, expected 16 (or up to 40 for TUAK)")
     data = b"\x10" + rand + bytes((len(autn),)) + autn
     return CommandApdu(CLA_UICC, 0x88, 0x00, AUTH_CONTEXT_3G, data, 256)
+
+
+def encode_authenticate_3g(rand: bytes, autn: bytes) -> bytes:
+    """The bytes of :func:`build_authenticate_3g`'s APDU, made directly: the AKA path sends one
+    per authentication and needs no :class:`CommandApdu` for it.
+
+    Raises:
+        BadInput: RAND or AUTN of the wrong length.
+    """
+    if len(rand) != 16:
+        raise BadInput(f"RAND: {len(rand)} bytes, expected 16")
+    if not 16 <= len(autn) <= 40:
+        raise BadInput(f"AUTN: {len(autn)} bytes, expected 16 (or up to 40 for TUAK)")
+    return (
+        bytes((CLA_UICC, 0x88, 0x00, AUTH_CONTEXT_3G, 18 + len(autn), 0x10))
+        + rand
+        + bytes((len(autn),))
+        + autn
+        + b"\x00"
+    )
 
 
 def build_get_identity_suci() -> CommandApdu:

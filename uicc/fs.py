@@ -3318,9 +3318,8 @@ EF_CBMID = TransparentEF(
     update=_ADM,
     samples=((bytes.fromhex("1000") + b"\xff" * 8, (4096,)),),
 )
-# Advice of Charge: the files, not service 13 (INCREASE, which updates EF.ACM, is not
-# implemented); the same files as DF.GSM's
-USIM_ACM_FILES = (EF_ACMMAX, EF_ACM, EF_PUCT)
+# Advice of Charge (service 13; EF.ACM grows with INCREASE): the same files as DF.GSM's
+USIM_ACM_FILES = tuple(replace(ef, service=13) for ef in (EF_ACMMAX, EF_ACM, EF_PUCT))
 DF_WLAN = DF(
     0x5F40,
     "DF.WLAN",

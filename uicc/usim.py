@@ -41,6 +41,7 @@ from .apdu import (
     build_unblock_pin,
     build_verify_pin,
     build_verify_query,
+    encode_authenticate_3g,
     is_success,
     parse_auth_3g_response,
     parse_auth_gsm_response,
@@ -346,9 +347,9 @@ class UsimClient:
             CardRefused: any other refusal (``6982`` PIN not verified, ``9864`` context…).
             RemoteProtocolError: a response that does not decode.
         """
-        command = build_authenticate_3g(rand, autn)
+        command = encode_authenticate_3g(rand, autn)
         self.select_usim()
-        return _aka_answer(self._send(command), "AUTHENTICATE", "card")
+        return _aka_answer(parse_response(self.link.transmit(command)), "AUTHENTICATE", "card")
 
     def authenticate_ims(self, rand: bytes, autn: bytes) -> AkaResult:
         """IMS AKA: AUTHENTICATE with the ISIM of EF.DIR selected (TS 31.103 §7.1.2) → RES, CK,

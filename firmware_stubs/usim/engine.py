@@ -71,6 +71,7 @@ from uicc.sw import (
     SW_INCORRECT_DATA,
     SW_INS_NOT_SUPPORTED,
     SW_MAC_FAILURE,
+    SW_MAX_VALUE_REACHED,
     SW_MORE_DATA_AVAILABLE,
     SW_MORE_DATA_EXPECTED,
     SW_NO_EF_SELECTED,
@@ -447,6 +448,7 @@ class UsimEngine:
             0xCB: ("uicc", self._retrieve_data),
             0xDB: ("uicc", self._set_data),
             0xE2: ("uicc", self._store_data),
+            0x32: ("uicc", self._increase),
         }
         # the GSM SIM class (TS 51.011 §9.2): commands over the same files and PINs
         self._gsm_table: dict[int, Callable[[_Command], bytes]] = {
@@ -465,6 +467,7 @@ class UsimEngine:
             0x2C: self._gsm_unblock,
             0x88: self._run_gsm_algorithm,
             0x10: self._terminal_profile,
+            0x32: self._increase,
         }
         self._powered = False
         self._pending: bytes | None = None
@@ -1098,6 +1101,32 @@ class UsimEngine:
             self._record = number
         return _sw(SW_OK)
 
+    # -- INCREASE (§11.1.8; TS 51.011 §9.2.8) ----------------------------------------------------
+    def _increase(self, c: _Command) -> bytes:
+        """Add the data (a big-endian number) to the most recent record of the current cyclic
+        EF and write the sum as the new most recent record (the oldest one goes); answers the
+        new record ‖ the value added. A sum that does not fit the record is 9850 and changes
+        nothing. The file's update condition applies (EF.ACM: PIN1)."""
+        if c.p1 or c.p2:
+            raise _Refuse(SW_WRONG_P1P2)
+        ef = self._ef
+        if ef is None:
+            raise _Refuse(SW_NO_EF_SELECTED)
+        if not isinstance(ef, CyclicEF):
+            raise _Refuse(SW_INCOMPATIBLE_FILE)
+        if not 1 <= len(c.data) <= ef.record_len:
+            raise _Refuse(SW_WRONG_LENGTH)
+        self._require(ef.update)
+        records = self._content(ef)
+        assert isinstance(records, tuple)
+        total = int.from_bytes(records[0], "big") + int.from_bytes(c.data, "big")
+        if total >= 1 << (8 * ef.record_len):
+            raise _Refuse(SW_MAX_VALUE_REACHED)
+        record = total.to_bytes(ef.record_len, "big")
+        self._commit(self._state.with_file(ef.name, (record, *records[:-1])))
+        self._record = 1
+        return self._respond_later(record + c.data)
+
     # -- SEARCH RECORD (§11.1.7) ------------------------------------------------------------------
     def _search_record(self, c: _Command) -> bytes:
         """SEARCH RECORD in the current (or SFI-named) record EF: P2 b3–b1 4 simple search
@@ -1598,14 +1627,18 @@ class UsimEngine:
             record_len = node.record_len
         else:
             structure, record_len = 0x00, 0
+        # READ|UPDATE; INCREASE (a cyclic EF's, under its update condition) else never; RFU;
+        # REHABILITATE|INVALIDATE never
+        increase = _gsm_access(node.update) if isinstance(node, CyclicEF) else 0xF
         access = bytes(
-            [_gsm_access(node.read) << 4 | _gsm_access(node.update), 0xF0, 0xFF]
-        )  # READ|UPDATE, INCREASE never, REHABILITATE|INVALIDATE never
+            [_gsm_access(node.read) << 4 | _gsm_access(node.update), increase << 4, 0xFF]
+        )
         return (
             bytes(2)
             + node.size.to_bytes(2, "big")
             + fid
-            + b"\x04\x00"  # EF; INCREASE not allowed
+            + b"\x04"  # EF
+            + (b"\x40" if isinstance(node, CyclicEF) else b"\x00")  # b7: INCREASE allowed
             + access
             + b"\x01\x02"  # not invalidated; 2 bytes follow
             + bytes([structure, record_len])

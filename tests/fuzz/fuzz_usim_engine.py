@@ -140,6 +140,17 @@ def starting_inputs() -> Iterator[bytes]:
             raw(bytes.fromhex("80cb008000000180") + b"\x00\x00"),
         )
     )
+    # ARA-M STORE DATA under ADM1 (GlobalPlatform SEAC v1.1 §3.5): store a rule for every
+    # application of one device application (Command-Store-REF-AR-DO), read the rules and the
+    # refresh tag, store it again (a conflict), move the refresh tag, delete by AID and all
+    store_rule = (
+        bytes.fromhex("f021e21fe1184f00c114") + bytes(range(20)) + bytes.fromhex("e303d00101")
+    )
+    store = [header(0x80, 0xE2, 0x90, 0, command) for command in (
+        store_rule, bytes.fromhex("f200"), bytes.fromhex("f1024f00"), bytes.fromhex("f100")
+    )]  # fmt: skip
+    yield bytes([0, 4, 10, 1]) + store[0] + bytes([12, 0, 12, 1]) + store[0] + store[1]
+    yield bytes([0, 4, 10, 1]) + store[0] + store[2] + store[3] + bytes([12, 0])
     # a BER-TLV EF (EF.MML under DF.TELECOM/DF.MULTIMEDIA): SET DATA, RETRIEVE DATA, tag list
     yield bytes([0, 3]) + b"".join(
         (
@@ -192,3 +203,6 @@ def starting_inputs() -> Iterator[bytes]:
             )
         )
     )
+    # INCREASE of EF.ACM (advice of charge) after PIN1, in both classes
+    acm = FIDS.index(fs.EF_ACM.fid)
+    yield bytes([0, 2, 3, 9, acm]) + header(0x80, 0x32, 0, 0, b"\x00\x00\x64") + bytes([15, 6, 6])

@@ -74,6 +74,12 @@ def test_card_info_on_the_lab_reader(lab: LabStatus, usim_reader: str) -> None:
     assert info["pin"]["state"] in ("enabled", "disabled") and info["imsi"] is None
     by_index = json.loads(_cli("card", "info", "--reader", "0", "--pin", "1234", "--json").stdout)
     assert by_index["imsi"] == DEFAULT_PROFILE["imsi"]
+    # each file's rule, from the EF.ARR record its FCP (tag 8B) names; PIN2's state
+    files = {f["path"]: f for f in by_index["files"]}
+    assert files["ADF.USIM/EF.FDN"]["access"] == {"read": "PIN1", "update": "PIN2"}
+    assert files["ADF.USIM/EF.FDN"]["arr"] == {"fid": "6F06", "record": 7}
+    assert files["MF/EF.ICCID"]["access"] == {"read": "always", "update": "never"}
+    assert by_index["pin2"]["state"] == "enabled"
 
 
 def test_card_aka_on_the_lab_reader_with_resync(lab: LabStatus, usim_reader: str) -> None:

@@ -15,6 +15,7 @@ from typing import Protocol
 from trelab.errors import BadInput, RemoteProtocolError
 from uicc.apdu import (
     CLA_GSM,
+    CommandApdu,
     build_get_response,
     more_data,
     parse_command,
@@ -73,11 +74,15 @@ def exchange(send: TransmitFn, apdu: bytes, *, t0: bool = True) -> bytes:
     Raises:
         RemoteProtocolError: the card keeps asking for more rounds, or sends no status word.
     """
-    try:
-        command = parse_command(apdu)
-    except BadInput:
-        return _checked(send(apdu))
-    tpdu = to_t0(command) if t0 else apdu
+    command: CommandApdu | None = None
+    if t0:
+        try:
+            command = parse_command(apdu)
+        except BadInput:
+            return _checked(send(apdu))
+        tpdu = to_t0(command)
+    else:
+        tpdu = apdu  # T=1 sends the APDU as it is: parse it only if the card asks for more
     resp = _checked(send(tpdu))
     rounds = 0
     data = b""
@@ -87,15 +92,22 @@ def exchange(send: TransmitFn, apdu: bytes, *, t0: bool = True) -> bytes:
             raise RemoteProtocolError(f"card asked for more than {MAX_CHAINED} response rounds")
         sw = (resp[-2] << 8) | resp[-1]
         resend = wrong_le(sw)
+        waiting = more_data(sw) if resend is None else None
+        if command is None and (resend is not None or waiting is not None):
+            try:
+                command = parse_command(apdu)
+            except BadInput:
+                return resp  # a malformed APDU's answer, as the card gave it
         if resend is not None and len(resp) == 2:
+            assert command is not None
             # 6Cxx: the card wants the same command again with Le = xx.
             again = command.with_le(resend)
             resp = _checked(send(to_t0(again) if t0 else again.encode()))
             continue
-        waiting = more_data(sw)
         if waiting is None:
             return data + resp
         data += resp[:-2]
+        assert command is not None
         fetch = build_get_response(waiting, cla=get_response_cla(command.cla))
         command = fetch  # a 6Cxx now concerns the GET RESPONSE
         resp = _checked(send(fetch.encode()))

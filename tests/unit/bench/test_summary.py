@@ -132,6 +132,14 @@ def test_goal_ratios_come_from_the_same_rows_cases() -> None:
     assert quote.value == 1.3 and not quote.met
     floor = got["quote + verify ÷ (bare TPM2_Quote as bytes + bare signature verification)"]
     assert floor.value == 1_430_000.0 / 1_000_000.0
+    # a row whose raw case is not one bare EncryptDecrypt2 gets no E_K goal
+    policy_raw = _record("tpm (use-gated policy)", "raw: policy + EncryptDecrypt2", 900_000.0)
+    policy_raw["raw"] = True
+    gated = {
+        "records": [policy_raw, _record("tpm (use-gated policy)", "e_k (bus-protected)", 1.0)],
+        "skipped": [],
+    }
+    assert goal_ratios(gated) == []
     text = "\n".join(summary_markdown(data))
     assert "| 1.30× | ≤ 1.2× | NOT met |" in text
     assert "<td>NOT met</td>" in "".join(summary_html(data))

@@ -349,6 +349,7 @@ def test_power_cycle_clears_volatile_state(card: Card) -> None:
         ("a0200003083536373839ffffff", 0x6B00),  # CHV3
         ("00a2010501ff", 0x6986),  # SEARCH RECORD without a current EF
         ("80e2900002f100", 0x6985),  # STORE DATA without the ARA-M selected
+        ("8032000003000001", 0x6986),  # INCREASE without a current EF
         ("00b00000" + "000100", 0x6986),  # extended READ BINARY, no EF
         ("00a40004" + "000002" + "3f00", 0x6700),  # extended SELECT: short only
     ],
@@ -397,6 +398,7 @@ def test_random_bytes_never_raise(apdu: bytes) -> None:
             0xDB,
             0xE2,
             0xCA,
+            0x32,
         ]
     ),
     st.integers(0, 255),

@@ -470,15 +470,15 @@ def test_any_command_in_the_new_applications_answers_a_status_and_only_success_c
 def test_the_optional_files_services_are_offered_and_unimplemented_ones_are_not() -> None:
     """EF.UST (TS 31.102 §4.2.8) offers the services of the files added for a commercial card's
     set — extensions 2–5 (3, 5, 7, 44), CBMI/CBMIR (15, 16), WLAN, HNB, ProSe, the Rel-16/17
-    DF.5GS files (132, 133, 137, 138, 140, 141, 144, 145) — and not advice of charge (13: no
-    INCREASE), data download via SMS-CB (29) or 5G NSWO (142: no GET IDENTITY NSWO context),
+    DF.5GS files (132, 133, 137, 138, 140, 141, 144, 145), advice of charge (13, with INCREASE)
+    — and not data download via SMS-CB (29) or 5G NSWO (142: no GET IDENTITY NSWO context),
     although their files are there."""
     card = make_card()
     card.verify_pin1()
     ust = set(_read(card, "EF.UST"))
-    offered = {3, 5, 7, 15, 16, 44, 59, 60, 61, 62, 63, 66, 81, 82, 83, 84, 86, 88, 90, 101}
+    offered = {3, 5, 7, 13, 15, 16, 44, 59, 60, 61, 62, 63, 66, 81, 82, 83, 84, 86, 88, 90, 101}
     offered |= {132, 133, 137, 138, 140, 141, 144, 145}
     assert offered <= ust
-    assert not {13, 29, 142} & ust
-    for name in ("EF.ACM", "EF.CBMID", "EF.5GNSWO_CONF"):
+    assert not {29, 142} & ust
+    for name in ("EF.CBMID", "EF.5GNSWO_CONF"):
         _read(card, name)  # the files are there all the same

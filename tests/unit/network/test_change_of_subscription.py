@@ -17,12 +17,15 @@ tests/integration/test_agent_provision.py."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import pytest
 
@@ -232,3 +235,52 @@ def check_store(store: Store, devices: list[Device]) -> None:
                 ("sho-a", "release"), ("sho-a", "command"), ("sho-a", "delete")]:  # fmt: skip
         assert events[key] == DEVICES, (key, events[key])
     assert store.verify_audit() == sum(events.values())
+
+
+@contextmanager
+def gunicorn(config: NetworkConfig, store_url: str, clock: Clock) -> Iterator[str]:
+    """The app of :func:`workers` served by gunicorn with 2 worker processes (what ``network
+    serve --workers 2`` runs, :func:`network.workers.serve_workers`), each opening its own
+    store after the fork, in a process of its own; yields its URL."""
+    from network.workers import serve_workers
+
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def make_app(counts: Any) -> NetworkApp:
+        return NetworkApp(config, Store(store_url, config.store_key), clock=clock,
+                          builder=opaque_builder, trust=EchoReceipts(config.trusted_cas),
+                          counts=counts)  # fmt: skip
+
+    def arbiter() -> None:
+        serve_workers(make_app, "127.0.0.1", 0, workers=2, ready=writer.send, log_level="warning")
+
+    process = context.Process(target=arbiter)
+    process.start()
+    try:
+        assert reader.poll(90), "gunicorn did not start"
+        yield str(reader.recv())
+    finally:
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(60)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def test_change_of_subscription_through_two_gunicorn_instances(
+    store_url: str, config: NetworkConfig, clock: Clock
+) -> None:
+    """The same, through two gunicorn instances of 2 worker processes each on one store: each
+    request sent to both instances at once."""
+    with gunicorn(config, store_url, clock) as url_a, gunicorn(config, store_url, clock) as url_b:
+        store = Store(store_url, config.store_key)  # opened after the forks: none inherits it
+        try:
+            app = NetworkApp(config, store, clock=clock, builder=opaque_builder,
+                             trust=EchoReceipts(config.trusted_cas))  # fmt: skip
+            devices = [Device(app, i) for i in range(DEVICES)]
+            change_of_subscription(devices, [HttpTransport(url_a), HttpTransport(url_b)])
+            check_store(store, devices)
+        finally:
+            store.close()

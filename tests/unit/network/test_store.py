@@ -240,3 +240,32 @@ def test_store_locations() -> None:
         Store("mysql://x/y", os.urandom(32))
     with pytest.raises(BadInput, match="path is missing"):
         Store("sqlite://", os.urandom(32))
+
+
+def test_many_openers_of_a_fresh_store_at_once_all_open(
+    store_url: str, config: NetworkConfig
+) -> None:
+    """Several workers or servers starting at once on a new database (each opening the store
+    after its fork): every one migrates or waits, and agrees on the key check — none fails."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Barrier(6)
+
+    def open_store(_: int) -> Store | Exception:
+        gate.wait()
+        try:
+            return Store(store_url, config.store_key)
+        except Exception as exc:  # what each opener met, to report them all
+            return exc
+
+    with ThreadPoolExecutor(6) as pool:
+        opened = list(pool.map(open_store, range(6)))
+    stores = [s for s in opened if isinstance(s, Store)]
+    try:
+        assert len(stores) == 6, [str(s) for s in opened if not isinstance(s, Store)]
+    finally:
+        for s in stores:
+            s.close()
+    with pytest.raises(BadConfig, match="store key"):
+        Store(store_url, os.urandom(32))

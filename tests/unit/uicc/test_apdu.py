@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trelab.errors import BadInput, RemoteProtocolError
@@ -144,3 +144,11 @@ def test_select_builders() -> None:
         apdu.build_read_record(0, 1)
     with pytest.raises(BadInput):
         apdu.build_select_fid(0x10000)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=40))
+def test_the_aka_paths_authenticate_bytes_are_the_built_apdus(rand: bytes, autn: bytes) -> None:
+    from uicc.apdu import build_authenticate_3g, encode_authenticate_3g
+
+    assert encode_authenticate_3g(rand, autn) == build_authenticate_3g(rand, autn).encode()

@@ -7,6 +7,8 @@ never stops asking): they test the link's loop, not a card.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from firmware_stubs.usim.engine import UsimEngine
@@ -97,3 +99,26 @@ def test_t1_sends_the_apdu_as_is() -> None:
 
     exchange(card, bytes.fromhex("00a40004023f0000"), t0=False)
     assert sent == [bytes.fromhex("00a40004023f0000")]
+
+
+def test_t1_parses_the_apdu_only_when_the_card_asks_for_more() -> None:
+    """Over T=1 the APDU goes out as it is; a 6Cxx or 61xx answer still gets its resend or
+    GET RESPONSE, and a malformed APDU's 61xx comes back unchanged."""
+    sent: list[bytes] = []
+
+    def card(answers: list[bytes]) -> Callable[[bytes], bytes]:
+        def send(tpdu: bytes) -> bytes:
+            sent.append(tpdu)
+            return answers.pop(0)
+
+        return send
+
+    apdu = bytes.fromhex("00b0000004")
+    assert exchange(card([b"\x6c\x02", b"\xaa\xbb\x90\x00"]), apdu, t0=False) == b"\xaa\xbb\x90\x00"
+    assert sent == [apdu, bytes.fromhex("00b0000002")]
+    sent.clear()
+    out = exchange(card([b"\x01\x61\x01", b"\x02\x90\x00"]), bytes.fromhex("00b2010400"), t0=False)
+    assert out == b"\x01\x02\x90\x00" and sent[1] == bytes.fromhex("00c0000001")
+    sent.clear()
+    assert exchange(card([b"\x61\x05"]), b"\x00\xb0", t0=False) == b"\x61\x05"
+    assert sent == [b"\x00\xb0"]
