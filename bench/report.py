@@ -482,7 +482,7 @@ def server_side_markdown(section: dict[str, Any]) -> list[str]:
             "",
             "## Server CPU per provisioning against its cryptography",
             "",
-            f"{cpu['server_cpu_ms']} ms of server CPU per provisioning (in process, "
+            f"{cpu['server_cpu_ms']} ms of server CPU per provisioning (in process, median of "
             f"{cpu['provisionings']} provisionings); its cryptographic calls timed alone: "
             f"{cpu['crypto_alone_ms']} ms — {cpu['ratio_to_crypto_alone']}× "
             f"(inside the profile: {cpu['crypto_in_profile_ms']} ms).",
@@ -496,7 +496,7 @@ def server_side_markdown(section: dict[str, Any]) -> list[str]:
             f"{row['ms_per_provisioning']} |"
             for row in cpu["calls"]
         ]
-        lines += ["", "Where the rest goes (profile, ms per provisioning, wall):", ""]
+        lines += ["", "Where the rest goes (profile, thread CPU ms per provisioning):", ""]
         lines += [
             f"- {row['function']}: {row['ms_per_provisioning']}" for row in cpu["top_other_ms"]
         ]

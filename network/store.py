@@ -28,6 +28,7 @@ kept elsewhere (:meth:`Store.audit_head`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -111,9 +112,11 @@ def _audit_digest(
     return hashlib.sha256(prev + _cbor([seq, at, actor, event, subject, detail])).digest()
 
 
+@functools.lru_cache(maxsize=64)
 def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     """INSERT … ON CONFLICT (key) DO UPDATE: the same on both engines; a clash on another
-    unique column is an error, never a silent replacement (REPLACE would delete that row)."""
+    unique column is an error, never a silent replacement (REPLACE would delete that row).
+    Built once per (table, columns, key): callers pass this module's constant tuples."""
     marks = ", ".join("?" for _ in columns)
     changes = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
     conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {changes}"

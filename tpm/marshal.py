@@ -453,6 +453,11 @@ class PublicArea:
         """
         return object_name(self.name_alg, self.marshal())
 
+    def sized_and_name(self) -> tuple[bytes, bytes]:
+        """(TPM2B_PUBLIC, name), marshaling once."""
+        body = self.marshal()
+        return _sized(body), object_name(self.name_alg, body)
+
     @classmethod
     def parse(cls, blob: bytes, what: str) -> PublicArea:
         """A marshaled TPM2B_PUBLIC, all of it: a size prefix that agrees with what follows,
@@ -574,6 +579,8 @@ def object_name(name_alg: int, marshaled: bytes) -> bytes:
     Raises:
         BadInput: a nameAlg that is not a hash known here.
     """
+    if name_alg == ALG_SHA256:
+        return b"\x00\x0b" + hashlib.sha256(marshaled).digest()
     algorithm = _HASHLIB.get(name_alg)
     if algorithm is None:
         raise BadInput(f"nameAlg 0x{name_alg:04x} is not a hash algorithm known here")

@@ -611,8 +611,10 @@ def _unmarshal_public(blob: bytes, label: str) -> lean.PublicArea:
         raise PackageRejected(f"{exc} (not a TPM2B_PUBLIC)") from None
 
 
-def _public_name(blob: bytes, label: str) -> bytes:
-    area = _unmarshal_public(blob, label)
+def _public_name(blob: bytes, label: str, area: lean.PublicArea | None = None) -> bytes:
+    """The name of a marshaled TPM2B_PUBLIC (``area``: it, already parsed)."""
+    if area is None:
+        area = _unmarshal_public(blob, label)
     try:
         return lean.object_name(area.name_alg, blob[2:])
     except BadInput:
@@ -715,9 +717,9 @@ class MidSecrets:
 
 
 def _wrap(parent: lean.PublicArea, public: lean.PublicArea, sensitive: bytes) -> WrappedObject:
-    name = public.name()
+    sized, name = public.sized_and_name()
     duplicate, seed = lean.duplicate(parent, name, sensitive)
-    return WrappedObject(public=public.marshal_sized(), duplicate=duplicate, seed=seed, name=name)
+    return WrappedObject(public=sized, duplicate=duplicate, seed=seed, name=name)
 
 
 def _secret_object(
@@ -868,7 +870,7 @@ def build_package(
         amf=amf,
         sqn_ms=sqn_ms,
         policy=policy,
-        ek_name=_public_name(target.ek_public, "EK public"),
+        ek_name=_public_name(target.ek_public, "EK public", ek_public),
         srk_name=target.srk_name,
         parent=_wrap(ek_public, parent_public, parent_sensitive),
         k=_wrap(parent_public, k_public, k_sensitive),
@@ -891,7 +893,7 @@ def _check_object(
     area = _unmarshal_public(obj.public, f"{label} public area")
     _expect(area.name_alg == lean.ALG_SHA256, f"{label} name algorithm is not SHA-256")
     _expect(
-        hmac.compare_digest(_public_name(obj.public, label), obj.name),
+        hmac.compare_digest(_public_name(obj.public, label, area), obj.name),
         f"{label} name does not match its public area (altered)",
     )
     attrs = area.attributes
