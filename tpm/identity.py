@@ -167,12 +167,17 @@ class AttestationKey:
         }
 
 
+@functools.lru_cache(maxsize=2)
+def _template_area(kind: AkKind) -> bytes:
+    """The marshalled TPMT_PUBLIC of :func:`ak_template` (built once per kind)."""
+    return bytes(ak_template(kind).publicArea.marshal())
+
+
 def _same_shape(public: Any, kind: AkKind) -> bool:
     """Same template as :func:`ak_template` apart from the key itself."""
     area = TPM2B_PUBLIC.unmarshal(bytes(public.marshal()))[0].publicArea
-    want = ak_template(kind).publicArea
-    area.unique = want.unique
-    return bytes(area.marshal()) == bytes(want.marshal())
+    area.unique = ak_template(kind).publicArea.unique
+    return bytes(area.marshal()) == _template_area(kind)
 
 
 def _persistent_present(conn: TpmConnection, handle: int) -> bool:

@@ -490,10 +490,13 @@ def _import_lean(
     endorsement hierarchy [PolicyOR]), the parent's (PolicySecret SRK [PolicyPCR])."""
     from tpm.ek import ek_policy_or_list
 
-    branches = ek_policy_or_list(ek_public)
-    ek_object = LeanObject(
-        int(conn.esys.tr_get_tpm_handle(ek)), lean_commands.public_name(ek_public)
-    )
+    memo = conn.facts.ek_branches  # the EK's PolicyOR branches: computed once per EK
+    if memo is not None and memo[0] is ek_public:
+        branches = memo[1]
+    else:
+        branches = ek_policy_or_list(ek_public)
+        conn.facts.ek_branches = (ek_public, branches)
+    ek_object = LeanObject(int(conn.esys.tr_get_tpm_handle(ek)), _ek_public_name(conn, ek_public))
 
     def ek_session() -> Session:
         return lean_commands.ek_session(conn, branches)

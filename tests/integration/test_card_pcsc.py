@@ -80,6 +80,13 @@ def test_card_info_on_the_lab_reader(lab: LabStatus, usim_reader: str) -> None:
     assert files["ADF.USIM/EF.FDN"]["arr"] == {"fid": "6F06", "record": 7}
     assert files["MF/EF.ICCID"]["access"] == {"read": "always", "update": "never"}
     assert by_index["pin2"]["state"] == "enabled"
+    text = _cli("card", "info", "--reader", "0", "--pin", "1234")
+    assert text.returncode == 0, text.stderr
+    fdn = next(line for line in text.stdout.splitlines() if line.startswith("ADF.USIM/EF.FDN "))
+    assert fdn.endswith("[read PIN1 update PIN2]")
+    assert any(
+        line.startswith("pin2") and "3 tries left" in line for line in text.stdout.splitlines()
+    )
 
 
 def test_card_aka_on_the_lab_reader_with_resync(lab: LabStatus, usim_reader: str) -> None:
