@@ -173,7 +173,15 @@ def _kid(wire: bytes) -> str:
         tag = cbor2.loads(wire)
         protected = cbor2.loads(tag.value[0])
         return str(protected[_HDR_KID].decode("ascii"))
-    except (cbor2.CBORError, AttributeError, IndexError, KeyError, TypeError, ValueError):
+    except (
+        cbor2.CBORError,
+        AttributeError,
+        LookupError,
+        TypeError,
+        ValueError,
+        ArithmeticError,  # tag 4/5 decimal fractions decoded by cbor2 itself
+        RecursionError,
+    ):
         raise RemoteProtocolError("transfer message: not a COSE_Sign1 with a kid") from None
 
 
@@ -191,7 +199,15 @@ def _verified(wire: bytes, signer: str, public_key: ec.EllipticCurvePublicKey) -
     try:
         payload = COSE.new().decode(wire, COSEKey.from_pem(pem, alg="ES256", kid=signer))
         return cbor2.loads(payload)
-    except (CWTError, ValueError, TypeError, KeyError, cbor2.CBORError) as exc:
+    except (
+        CWTError,
+        ValueError,
+        TypeError,
+        LookupError,
+        ArithmeticError,
+        RecursionError,
+        cbor2.CBORError,
+    ) as exc:
         raise SignatureInvalid(f"transfer message signed by {signer!r} does not verify") from exc
 
 

@@ -598,3 +598,37 @@ def test_text_that_is_not_utf8_is_refused_without_growing_memory() -> None:
             m.decode(bad)
     gc.collect()
     assert len(gc.get_objects()) - before < 200  # cbor2's C decoder leaked 2 objects per call
+
+
+# cbor2 decodes tag 4 (decimal fraction) and tag 5 (bigfloat) itself, through the decimal
+# module: a bad exponent raised decimal.InvalidOperation / Overflow, ArithmeticErrors that
+# escaped the decoders' ValueError handling.
+_BAD_DECIMAL = bytes.fromhex("c4823b7fffffffffffffff01")  # 4([-2**63, 1])
+_BAD_BIGFLOAT = bytes.fromhex("c5821b7fffffffffffffff01")  # 5([2**63 - 1, 1])
+
+
+@pytest.mark.parametrize("fraction", [_BAD_DECIMAL, _BAD_BIGFLOAT])
+def test_a_decimal_fraction_in_a_message_is_not_well_formed(fraction: bytes) -> None:
+    found = base64.b64decode(
+        "pWFipGVldmVudGdubnN0YWxsZm1pZF9pZGZhYmMxMjNoZXZpZGVuY2XLoWlzdGF0ZS5zaWdBc2hzZXF1ZW5jZcSC"
+        "goKCgoKCCGF0Z1JlY2VpcHRhdgFidGhYICAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/Y3NpZFggAAEC"
+        "AwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+    )
+    for data in (found, bytes.fromhex("a16162") + fraction):
+        with pytest.raises(RemoteProtocolError, match="not well-formed CBOR"):
+            m.decode(data)
+
+
+@pytest.mark.parametrize("fraction", [_BAD_DECIMAL, _BAD_BIGFLOAT])
+def test_a_decimal_fraction_in_a_ki_export_request_gets_a_400_not_500(fraction: bytes) -> None:
+    from tests.fuzz import fuzz_operator_app as harness
+
+    wire = bytes.fromhex("d284") + fraction + bytes.fromhex("a041784179")  # 18([frac, {}, ...])
+    changed, _ = harness.DEPLOYMENT.counts()
+    response = harness.DEPLOYMENT.app.handle(
+        "POST", "/v1/sho/ki-export", {"Content-Type": CBOR}, wire
+    )
+    assert response.status == 400, m.decode(response.body)
+    error = m.decode(response.body)
+    assert isinstance(error, m.Error) and error.code == "protocol"
+    assert harness.DEPLOYMENT.counts()[0] == changed
