@@ -10,13 +10,15 @@ from collections.abc import Iterator
 
 from network.roles import ENDPOINTS
 from network.server import CBOR
+from network.transfer import KI_EXPORT_ENDPOINT
 from protocol import messages as m
 from protocol.records import DeviceRecord, SessionRecord, VerdictRecord
 from protocol.transitions import Session, SessionState
 from tests.fuzz.operator_common import CONFIG, NOW, Deployment
 from tests.fuzz.oracle import Reader
 
-PATHS = [f"/v1/{e}" for e in sorted(ENDPOINTS)] + ["/v1/health", "/v1/trust", "/v1/nope", "/x"]
+PATHS = [f"/v1/{e}" for e in (*sorted(ENDPOINTS), KI_EXPORT_ENDPOINT)]
+PATHS += ["/v1/health", "/v1/trust", "/v1/nope", "/x"]
 METHODS = ("POST", "GET", "PUT")
 CONTENT_TYPES = (CBOR, f"{CBOR}; charset=x", "application/json", "")
 VALIDATED = Session("device", SessionState(bytes([7]) * 32, "validated", bytes([8]) * 32))
