@@ -807,13 +807,14 @@ def _loads_canonical(data: bytes, what: str) -> Any:
     # Text that is not UTF-8 decodes with replacement characters, so it does not re-encode to
     # the bytes received and is refused below: cbor2's C decoder leaks the exception (and the
     # frames of its traceback) it raises for such text in strict mode, which let any client
-    # grow the server's memory without bound. cbor2 decodes the semantic tags it knows itself
-    # (tag 4/5 decimal and big fractions through the decimal module, whose errors are
-    # ArithmeticErrors, not ValueErrors), so those count as malformed input too.
+    # grow the server's memory without bound. cbor2 also evaluates the semantic tags it knows
+    # (decimal fractions through the decimal module, shared references that can make a value
+    # contain itself, regular expressions, MIME …), each failing with its own exception type:
+    # at this boundary, whatever decoding hostile bytes raises means "not a message".
     try:
         value = cbor2.loads(data, str_errors="replace")
         again = cbor2.dumps(value, canonical=True)
-    except (cbor2.CBORError, ValueError, TypeError, ArithmeticError, RecursionError, MemoryError):
+    except Exception:  # see above: every failure of the decoder is bad input
         raise RemoteProtocolError(f"{what}: not well-formed CBOR") from None
     if again != data:  # also catches trailing bytes, duplicate keys, indefinite lengths
         raise RemoteProtocolError(f"{what}: not deterministically encoded CBOR (RFC 8949 §4.2)")

@@ -632,3 +632,20 @@ def test_a_decimal_fraction_in_a_ki_export_request_gets_a_400_not_500(fraction: 
     error = m.decode(response.body)
     assert isinstance(error, m.Error) and error.code == "protocol"
     assert harness.DEPLOYMENT.counts()[0] == changed
+
+
+def test_the_input_that_made_cbor2_raise_runtime_error_gets_a_typed_refusal() -> None:
+    # In the fuzzing run, decoding this raised "RuntimeError: This CBORTag is not hashable
+    # because it contains a reference to itself" out of cbor2 (its tag-hashing state left by
+    # earlier inputs; alone it decodes). The decoder's every failure is now a typed refusal.
+    found = base64.b64decode(
+        "pWFipGRwY3JzWEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAZ3Bjcmxpc3Rqc2hhMjU2OjAsMWlxdW90ZV9tc2dYLP9UQ0dxcXFxcXFxcXFxcXFxcXHU1NTU1NTU"
+        "1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU"
+        "1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1HFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFpcXVvdGVfc2lnWEhz"
+        "c3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nz"
+        "c3Nzc3NhdGhFdmlkZW5jZWF2AWJ0aFggICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj9jc2lkWCAAAQID"
+        "BAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHw=="
+    )
+    with pytest.raises(RemoteProtocolError):
+        m.decode(found)
