@@ -231,6 +231,8 @@ def validate_report(data: Any) -> None:
                 raise BadInput(f"report: records[{i}].{key} missing or not {kind.__name__}")
         summary = record.get("summary")
         if summary is not None:
+            if not isinstance(summary, dict):
+                raise BadInput(f"report: records[{i}].summary is not an object")
             for key in _SUMMARY:
                 if not isinstance(summary.get(key), int | float):
                     raise BadInput(f"report: records[{i}].summary.{key} missing or not a number")

@@ -414,6 +414,8 @@ def _compare(tmp_path: Path, new: dict | bytes) -> None:
         lambda r: r["records"][1].update(samples=[-1.0]),
         lambda r: r["records"][1].update(samples=[True]),
         lambda r: r.pop("records"),
+        lambda r: r["records"][1].update(summary=2.5),  # found by fuzzing: AttributeError
+        lambda r: r["records"][1].update(summary=[]),
     ],
 )
 def test_damaged_reports_make_bench_compare_say_bad_input(tmp_path: Path, damage) -> None:
