@@ -711,9 +711,14 @@ def _with_signature(msg: M, signer: str, cose: bytes) -> M:
     return copy
 
 
-@functools.cache
 def _all_fields(cls: type[Message]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    found = _ALL_FIELDS.get(cls)
+    if found is None:
+        found = _ALL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return found
+
+
+_ALL_FIELDS: dict[type[Message], tuple[str, ...]] = {}
 
 
 def encode(msg: Message) -> bytes:
@@ -783,9 +788,7 @@ def _sign1(payload: bytes, key: SigningKey) -> bytes:
 
 
 def _cose_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
-    return canonical_cbor.dumps(
-        cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature])
-    )
+    return canonical_cbor.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
 
 
 def sign(msg: M, key: SigningKey) -> M:
