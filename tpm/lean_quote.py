@@ -107,10 +107,12 @@ class PreparedQuote:
     continueSession, the authValue), then qualifyingData (the nonce), inScheme, PCRselect.
     """
 
-    __slots__ = ("_head", "_tail", "handle")
+    __slots__ = ("_head", "_tail", "handle", "selection")
 
     def __init__(self, handle: int, selection: bytes, auth_value: bytes = b"") -> None:
         self.handle = handle
+        #: the marshalled TPML_PCR_SELECTION quoted
+        self.selection = selection
         area = struct.pack(">IHB", lean.PASSWORD_SESSION, 0, lean.CONTINUE) + lean.tpm2b(auth_value)
         #: after the header: the AK's handle and the authorisation area
         self._head = struct.pack(">I", handle) + struct.pack(">I", len(area)) + area

@@ -246,18 +246,14 @@ def _quote_attest(data: bytes, what: str) -> Attest | None:
     clock, resets, restarts, safe, firmware, banks = _CLOCK_FIRMWARE.unpack_from(data, extra_end)
     if banks > _PCR_BANKS_MAX:
         raise _malformed(what, "TPMS_ATTEST")
-    cursor = extra_end + _CLOCK_FIRMWARE.size
-    bitmaps: list[tuple[int, bytes]] = []
-    for _ in range(banks):
+    start = cursor = extra_end + _CLOCK_FIRMWARE.size
+    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
         if cursor + 3 > size:
             raise _malformed(what, "TPMS_ATTEST")
-        alg = int.from_bytes(data[cursor : cursor + 2], "big")
         select_size = data[cursor + 2]
-        end = cursor + 3 + select_size
-        if select_size > _PCR_SELECT_MAX or end > size:
+        if select_size > _PCR_SELECT_MAX:
             raise _malformed(what, "TPMS_ATTEST")
-        bitmaps.append((alg, data[cursor + 3 : end]))
-        cursor = end
+        cursor += 3 + select_size
     if cursor + 2 > size:
         raise _malformed(what, "TPMS_ATTEST")
     digest_size = int.from_bytes(data[cursor : cursor + 2], "big")
@@ -266,12 +262,6 @@ def _quote_attest(data: bytes, what: str) -> Attest | None:
         raise _malformed(what, "TPMS_ATTEST")
     if digest_end != size:
         raise BadInput(f"{what}: {size - digest_end} trailing bytes after the TPMS_ATTEST")
-    named = []
-    for alg, bitmap in bitmaps:
-        bank = _HASH_NAMES.get(alg)
-        if bank is None:
-            raise BadInput(f"PCR selection: unknown bank hash 0x{alg:04x}")
-        named.append((bank, bitmap))
     return Attest(
         magic=magic,
         type=kind,
@@ -281,9 +271,29 @@ def _quote_attest(data: bytes, what: str) -> Attest | None:
             clock=clock, reset_count=resets, restart_count=restarts, safe=bool(safe)
         ),
         firmware_version=firmware,
-        pcr_select=selection_from_bitmaps(named),
+        pcr_select=_pcr_banks(data[start:cursor], banks),
         pcr_digest=data[cursor + 2 : digest_end],
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _pcr_banks(banks: bytes, count: int) -> PcrSelection:
+    """The selection of ``count`` marshalled TPMS_PCR_SELECTIONs whose sizes were checked:
+    read once per spelling (a verifier sees one device's selection in quote after quote).
+
+    Raises:
+        BadInput: a bank's hash is unknown.
+    """
+    named = []
+    cursor = 0
+    for _ in range(count):
+        alg, select_size = int.from_bytes(banks[cursor : cursor + 2], "big"), banks[cursor + 2]
+        bank = _HASH_NAMES.get(alg)
+        if bank is None:
+            raise BadInput(f"PCR selection: unknown bank hash 0x{alg:04x}")
+        named.append((bank, banks[cursor + 3 : cursor + 3 + select_size]))
+        cursor += 3 + select_size
+    return selection_from_bitmaps(named)
 
 
 def _malformed(what: str, kind: str) -> BadInput:

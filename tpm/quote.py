@@ -93,22 +93,45 @@ def _pcr_read(
 
 
 class _Prepared:
-    """One PCR selection as a Quoter sends it: normalised, and its TPM2_Quote marshalled
-    (lean) or its TPML_PCR_SELECTION built (ESYS)."""
+    """One PCR selection as a Quoter sends it: normalised, its TPM2_Quote marshalled (lean)
+    or its TPML_PCR_SELECTION built (ESYS), and the PCR values last read for it with the
+    end of a quote that signs exactly those values."""
 
-    __slots__ = ("command", "selection", "tpml")
+    __slots__ = ("_ending", "command", "selection", "tpml", "values")
 
     def __init__(self, selection: PcrSelection, handle: int) -> None:
         self.selection = selection
         self.tpml = tpml_from_selection(selection)
         self.command = lean_quote.PreparedQuote(handle, bytes(self.tpml.marshal()))
+        self.values: bytes | None = None
+        self._ending: tuple[bytes, bytes] = (b"", b"")  # (signature hash field, ending)
+
+    def signed_values(self, message: bytes, signature: bytes) -> bytes | None:
+        """:attr:`values` if the quote ``message`` (signed with ``signature``'s hash) ends
+        with this selection and their hash: TPMS_QUOTE_INFO is the last field of a quote's
+        TPMS_ATTEST, so such a quote signs exactly these values; else None. A consistency
+        check of what is sent, not a verification (that is :mod:`tpm.verify`'s)."""
+        if self.values is None:
+            return None
+        hash_field = signature[2:4]  # TPMT_SIGNATURE: sigAlg, then the scheme's hash
+        if self._ending[0] != hash_field:
+            digest = values_digest(hash_name(int.from_bytes(hash_field, "big")), self.values)
+            ending = self.command.selection + len(digest).to_bytes(2, "big") + digest
+            self._ending = (hash_field, ending)
+        return self.values if message.endswith(self._ending[1]) else None
+
+    def remember(self, values: bytes) -> None:
+        """PCR values read for this selection."""
+        self.values = values
+        self._ending = (b"", b"")
 
 
 class Quoter:
     """Quotes with one AK on one connection, repeatedly. Entering it checks that the AK's
     handle holds the AK (its name); then it keeps, for the Quoter's life, each selection's
     marshalled command and the last PCR values per selection. After each TPM2_Quote the
-    cached values are checked against the *signed* pcrDigest; only if they no longer match
+    signed structure must end with the selection and the hash of the cached values (the
+    *signed* pcrDigest); only if it does not
     (a PCR was extended) are the PCRs read again — so a steady-state quote is one TPM
     command, and the values sent are always the ones the TPM signed (a mismatch after a
     fresh read means a PCR moved between Quote and PCR_Read: quote again)."""
@@ -124,7 +147,6 @@ class Quoter:
         self.layer = layer
         self._open = False
         self._handle: Any = None
-        self._values: dict[PcrSelection, bytes] = {}
         self._prepared: dict[PcrSelection, _Prepared] = {}
 
     def __enter__(self) -> Quoter:
@@ -185,25 +207,21 @@ class Quoter:
             if not normal:
                 raise BadInput("no PCR selected", field="pcrs")
             prepared = self._prepared[selection] = _Prepared(normal, self.ak.handle)
-        selection = prepared.selection
-        values = self._values.get(selection)
         for _ in range(_ATTEMPTS):
             message, signature = self._quote(nonce, prepared)
-            signed = parse_attest(message).pcr_digest
-            hash_alg = hash_name(
-                int.from_bytes(signature[2:4], "big")
-            )  # TPMT_SIGNATURE: sigAlg, hash
-            if values is None or values_digest(hash_alg, values) != signed:
-                values = read_pcrs(self.conn, selection, layer=self.layer)
-                self._values[selection] = values
-                if values_digest(hash_alg, values) != signed:
+            values = prepared.signed_values(message, signature)
+            if values is None:
+                parse_attest(message)  # a malformed quote is refused, not taken for moved PCRs
+                prepared.remember(read_pcrs(self.conn, prepared.selection, layer=self.layer))
+                values = prepared.signed_values(message, signature)
+                if values is None:
                     continue
             return QuoteFiles(
                 message=message,
                 signature=signature,
                 ak_pem=self.ak.public_pem,
                 pcrs=values,
-                selection=selection,
+                selection=prepared.selection,
                 ak_blob=self.ak.public_blob,
                 nonce=nonce,
             )
