@@ -49,6 +49,7 @@ from network.engines import (
     open_engine,
 )
 from network.migrations import LATEST, MIGRATIONS
+from protocol import canonical_cbor
 from protocol.errors import BadConfig, BadInput, CheckFailed
 from protocol.records import (
     AuditEvent,
@@ -99,7 +100,7 @@ class Sealer:
 
 
 def _cbor(value: Any) -> bytes:
-    return cbor2.dumps(value, canonical=True)
+    return canonical_cbor.dumps(value)
 
 
 def _uncbor(data: bytes) -> Any:

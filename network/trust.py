@@ -268,7 +268,7 @@ _K_FORMS: dict[str, KForm] = {"tuak": "sealed", "hmac-sha256": "hmac"}
 def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
     """The DPF's builder over :func:`tpm.package.build_package`: K and OPc/TOPc wrapped to this
     TPM's EK under a fresh per-MID parent whose policy names the SRK and the validated PCR
-    digest; the package travels as its JSON (:meth:`tpm.package.Package.dumps`)."""
+    digest; the package travels as its compact JSON (:meth:`tpm.package.Package.wire`)."""
     from tpm.marshal import object_name
     from tpm.package import (
         AlgorithmSpec,
@@ -318,7 +318,7 @@ def tpm_package_builder(inputs: PackageInputs) -> BuiltPackage:
         package.secret_label: package.secret.name,
     }
     return BuiltPackage(
-        package=package.dumps().encode(),
+        package=package.wire(),
         names=names,
         policy={
             "kind": inputs.policy_kind,

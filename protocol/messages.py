@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from protocol import canonical_cbor
 from protocol.errors import LocalProtocolError, RemoteProtocolError, SignatureInvalid
 from tpm.pcrsel import format_selection, parse_selection
 from trelab.errors import BadInput
@@ -681,20 +682,43 @@ def _body(msg: Message) -> dict[str, Any]:
 
 
 def _envelope(msg: Message) -> bytes:
-    return cbor2.dumps(
+    return canonical_cbor.dumps(
         {
             "v": msg.version,
             "t": type(msg).__name__,
             "sid": msg.session_id,
             "th": msg.transcript,
             "b": _body(msg),
-        },
-        canonical=True,
+        }
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _protected(kid: str) -> bytes:
-    return cbor2.dumps({_HDR_ALG: ES256, _HDR_KID: kid.encode("ascii")}, canonical=True)
+    # a pure function of the key's name; each key signs many messages
+    return canonical_cbor.dumps({_HDR_ALG: ES256, _HDR_KID: kid.encode("ascii")})
+
+
+def _with_signature(msg: M, signer: str, cose: bytes) -> M:
+    """A copy of ``msg`` with ``signer`` and ``cose`` set. Made without running the field
+    checks again: they passed when ``msg`` was made and cover neither field (the signer is
+    checked where it is read, :func:`_kid_of_protected`)."""
+    copy = object.__new__(type(msg))
+    for f in _all_fields(type(msg)):
+        object.__setattr__(copy, f, getattr(msg, f))
+    object.__setattr__(copy, "signer", signer)
+    object.__setattr__(copy, "cose", cose)
+    return copy
+
+
+def _all_fields(cls: type[Message]) -> tuple[str, ...]:
+    found = _ALL_FIELDS.get(cls)
+    if found is None:
+        found = _ALL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return found
+
+
+_ALL_FIELDS: dict[type[Message], tuple[str, ...]] = {}
 
 
 def encode(msg: Message) -> bytes:
@@ -707,8 +731,11 @@ def encode(msg: Message) -> bytes:
         return _envelope(msg)
     if not msg.cose:
         raise LocalProtocolError(f"{type(msg).__name__} must be signed before it is sent")
-    protected, payload, _ = _split_cose(msg.cose)
-    if payload != _envelope(msg) or _kid_of_protected(protected) != msg.signer:
+    # the COSE_Sign1 this message's fields and signer make with the signature it carries
+    # (its last 64 bytes) must be the one it carries: anything changed since, it differs
+    signer = msg.signer
+    named = isinstance(signer, str) and _NAME.fullmatch(signer) is not None
+    if not named or _cose_sign1(_protected(signer), _envelope(msg), msg.cose[-64:]) != msg.cose:
         raise LocalProtocolError(f"{type(msg).__name__} was changed after it was signed")
     return msg.cose
 
@@ -754,12 +781,14 @@ def _sign1(payload: bytes, key: SigningKey) -> bytes:
     ["Signature1", protected, external_aad = b"", payload], the signature as r ‖ s (RFC 9053
     §2.1). Built directly: the operator signs several messages per provisioning, and a
     general COSE library spent more on its key and encoding objects than ECDSA took."""
-    to_be_signed = cbor2.dumps(["Signature1", key.protected, b"", payload], canonical=True)
+    to_be_signed = canonical_cbor.dumps(["Signature1", key.protected, b"", payload])
     der = key.private_key.sign(to_be_signed, ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
-    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    sign1 = cbor2.CBORTag(COSE_SIGN1_TAG, [key.protected, {}, payload, signature])
-    return cbor2.dumps(sign1, canonical=True)
+    return _cose_sign1(key.protected, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def _cose_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    return canonical_cbor.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
 
 
 def sign(msg: M, key: SigningKey) -> M:
@@ -771,8 +800,7 @@ def sign(msg: M, key: SigningKey) -> M:
     """
     if not isinstance(msg, SignedMessage):
         raise LocalProtocolError(f"{type(msg).__name__} is not a signed message")
-    unsigned = dataclasses.replace(msg, signer=key.name, cose=b"")
-    return dataclasses.replace(unsigned, cose=_sign1(_envelope(unsigned), key))
+    return _with_signature(msg, key.name, _sign1(_envelope(msg), key))
 
 
 def verify_signature(msg: SignedMessage, public_key: ec.EllipticCurvePublicKey) -> None:
@@ -813,7 +841,7 @@ def _loads_canonical(data: bytes, what: str) -> Any:
     # at this boundary, whatever decoding hostile bytes raises means "not a message".
     try:
         value = cbor2.loads(data, str_errors="replace")
-        again = cbor2.dumps(value, canonical=True)
+        again = canonical_cbor.dumps(value)
     except Exception:  # see above: every failure of the decoder is bad input
         raise RemoteProtocolError(f"{what}: not well-formed CBOR") from None
     if again != data:  # also catches trailing bytes, duplicate keys, indefinite lengths
@@ -903,7 +931,7 @@ def decode(data: bytes) -> Message:
         msg = _from_envelope(payload, signed=True)
         if not isinstance(msg, SignedMessage):  # signed=True only yields these
             raise RemoteProtocolError("COSE_Sign1 around an unsigned message type")
-        return dataclasses.replace(msg, signer=kid, cose=data)
+        return _with_signature(msg, kid, data)
     return _from_envelope(data, signed=False)
 
 

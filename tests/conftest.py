@@ -121,6 +121,16 @@ def lab(
         instance.down()
 
 
+@pytest.fixture
+def lab_registry(lab: LabStatus) -> Any:
+    """The session lab TPM's one MID registry (the CLI's default, ``mids.json`` in the lab
+    directory). REG_CTR is TPM-wide, so every test on the session TPM shares this file: a
+    registry of its own would leave this one behind REG_CTR (refused as a rollback)."""
+    from tpm.registry import Registry
+
+    return Registry(lab.lab_dir / "mids.json")
+
+
 @pytest.fixture(scope="session")
 def lab_tcti(lab: LabStatus) -> str:
     """``swtpm:host=127.0.0.1,port=P`` of the session lab's TPM."""

@@ -364,11 +364,6 @@ def _template_for_key(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
     return curves[key.curve.name]
 
 
-def _template(name: str) -> Any:
-    found = ek_template.lookup(name)
-    return TPM2B_PUBLIC.unmarshal(found.template.marshal())[0]  # a copy: never alter the class
-
-
 @functools.lru_cache(maxsize=8)
 def _template_area(name: str) -> PublicArea:
     from tpm.marshal import PublicArea
@@ -400,24 +395,13 @@ def ek_public_area(cert: x509.Certificate) -> PublicArea:
 
 def ek_tpm_public(cert: x509.Certificate) -> Any:
     """The EK's TPM2B_PUBLIC rebuilt from its certificate and the TCG template for its key
-    type: what the verifier hands tpm2-pytss' ``make_credential`` (``tpm.tss``).
+    type (:func:`ek_public_area`, as tpm2-pytss' type): what the verifier hands tpm2-pytss'
+    ``make_credential`` (``tpm.tss``).
 
     Raises:
         EkCertificateRejected: unsupported key type or size.
     """
-    key = ek_public_from_certificate(cert)
-    public = _template(_template_for_key(key))
-    if isinstance(key, rsa.RSAPublicKey):
-        numbers = key.public_numbers()
-        if numbers.e != 65537:
-            raise EkCertificateRejected("RSA EK with an exponent other than 65537")
-        public.publicArea.unique.rsa = numbers.n.to_bytes(key.key_size // 8, "big")
-    else:
-        size = (key.curve.key_size + 7) // 8
-        point = key.public_numbers()
-        public.publicArea.unique.ecc.x = point.x.to_bytes(size, "big")
-        public.publicArea.unique.ecc.y = point.y.to_bytes(size, "big")
-    return public
+    return TPM2B_PUBLIC.unmarshal(ek_public_area(cert).marshal_sized())[0]
 
 
 def tpm_public_key(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:

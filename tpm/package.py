@@ -537,6 +537,11 @@ class Package:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1) + "\n"
 
+    def wire(self) -> bytes:
+        """The package as compact JSON, as the DPF sends it (same content as :meth:`dumps`,
+        which is for people and files: an indented dump runs the pure-Python encoder)."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
     @classmethod
     def from_json(cls, data: Any) -> Package:
         """Parse a package (structure only; :func:`check_package` checks the contents).

@@ -5,7 +5,7 @@ subscription with and without rollback; Alternative 2 cards over PC/SC and a mod
 
 The operator side runs in this process (``network.server.running_server``, a thread on a free
 port) unless the test is about the served process itself; the TPM is the session lab's swtpm,
-with one MID registry per test (its REG_CTR check accepts a new registry file).
+with the lab TPM's one MID registry (REG_CTR is TPM-wide).
 """
 
 from __future__ import annotations
@@ -184,7 +184,9 @@ def _never(rand: bytes, autn: bytes) -> Any:
 # ---- end to end, as processes -----------------------------------------------------------------
 
 
-def test_serve_provision_attach_as_processes(lab: LabStatus, tmp_path: Path) -> None:
+def test_serve_provision_attach_as_processes(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
     """The issue's "done when": a fresh network served by ``trelab network serve`` (port 0,
     SIGTERM), then ``trelab provision`` and ``trelab attach`` from the command line."""
     config = init_config(
@@ -194,7 +196,7 @@ def test_serve_provision_attach_as_processes(lab: LabStatus, tmp_path: Path) -> 
     argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
     argv += ["--db", str(db), "--config", str(config), "--json"]
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    registry = tmp_path / "mids.json"
+    registry = lab_registry.path
     try:
         assert server.stdout is not None
         url = json.loads(server.stdout.readline())["listening"]
@@ -233,11 +235,11 @@ def test_serve_provision_attach_as_processes(lab: LabStatus, tmp_path: Path) -> 
 
 
 def test_device_id_and_files_match_what_the_network_recorded(
-    lab: LabStatus, tmp_path: Path
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
 ) -> None:
     from host.provision import AgentFiles
 
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
     with network(tmp_path, lab) as net:
         result = provision(lab, net, registry, "sho-a")
         f = result.finished
@@ -258,11 +260,13 @@ def test_device_id_and_files_match_what_the_network_recorded(
         assert result.timing["tpm_commands"] > 0
 
 
-def test_attach_resynchronises_after_the_hss_went_back(lab: LabStatus, tmp_path: Path) -> None:
+def test_attach_resynchronises_after_the_hss_went_back(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
     """An HSS restored from an old backup: its SQN_HE is behind the TRE's SQN_MS; the TRE
     answers AUTS, the SHO resynchronises and the second vector is accepted — and the TRE's
     SQN state never goes back."""
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
     with network(tmp_path, lab) as net:
         mid = provision(lab, net, registry, "sho-a").finished
         for _ in range(3):
@@ -281,13 +285,13 @@ def test_attach_resynchronises_after_the_hss_went_back(lab: LabStatus, tmp_path:
 
 
 def test_two_shos_on_one_tpm_are_isolated_and_the_owner_drives_the_lifecycle(
-    lab: LabStatus, tmp_path: Path
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
 ) -> None:
     from host.lifecycle import apply_order
     from tpm.aka import authenticate
     from tpm.mid_errors import MidRefused
 
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
     with network(tmp_path, lab) as net:
         a = provision(lab, net, registry, "sho-a").finished
         b = provision(lab, net, registry, "sho-b").finished
@@ -332,8 +336,10 @@ def test_two_shos_on_one_tpm_are_isolated_and_the_owner_drives_the_lifecycle(
         assert attach(lab, net, registry, a.mid_id).accepted
 
 
-def test_operator_order_and_mid_verbs_from_the_command_line(lab: LabStatus, tmp_path: Path) -> None:
-    registry = tmp_path / "mids.json"
+def test_operator_order_and_mid_verbs_from_the_command_line(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
+    registry = lab_registry.path
     with network(tmp_path, lab) as net:
         mid = provision(lab, net, Registry(registry), "sho-a").finished
         store = ["--config", str(net.config_path), "--network", net.url, "--json"]
@@ -371,7 +377,9 @@ def test_operator_order_and_mid_verbs_from_the_command_line(lab: LabStatus, tmp_
         assert used.returncode == 2 and "is DELETED" in used.stderr, used.stderr
 
 
-def test_pcid_bootstrap_reaches_only_the_ro_and_is_released(lab: LabStatus, tmp_path: Path) -> None:
+def test_pcid_bootstrap_reaches_only_the_ro_and_is_released(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
     """With ``require_pcid`` the RO answers only a device holding an ICF grant; a PCID (imported
     at manufacturing like a MID) gets it by AKA; once the MID is ACTIVE the PCID is released."""
     from host.provision import AgentFiles, install_pcid
@@ -379,7 +387,7 @@ def test_pcid_bootstrap_reaches_only_the_ro_and_is_released(lab: LabStatus, tmp_
     def pcid_required(doc: dict[str, Any]) -> None:
         doc["icf"]["require_pcid"] = True
 
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
     with network(tmp_path, lab, edit=pcid_required) as net:
         with pytest.raises(Refused) as caught:  # no PCID yet: the RO is out of reach
             provision(lab, net, registry, "sho-a")
@@ -431,9 +439,9 @@ def change(lab: LabStatus, net: Network, registry: Registry, mid_id: str, to: st
 
 
 def test_change_of_subscription_deletes_the_old_mid_with_a_tpm_signed_proof(
-    lab: LabStatus, tmp_path: Path
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
 ) -> None:
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
     with network(tmp_path, lab) as net:
         a = provision(lab, net, registry, "sho-a").finished
         before = len(net.events())
@@ -462,7 +470,11 @@ def test_change_of_subscription_deletes_the_old_mid_with_a_tpm_signed_proof(
 
 @pytest.mark.parametrize("failure", ["no-activation", "attach-test"])
 def test_change_of_subscription_rolls_back_to_a_working_mid_a(
-    lab: LabStatus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+    lab: LabStatus,
+    lab_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
 ) -> None:
     """SHO-B never activates (a real refusal: ``auto_activate`` off, no order) — or the attach
     test fails (``TRELAB_TEST_FAIL_AT``): MID-B is deleted through SHO-B, MID-A still works."""
@@ -474,7 +486,8 @@ def test_change_of_subscription_rolls_back_to_a_working_mid_a(
     edit = no_auto_activation if failure == "no-activation" else None
     if failure == "attach-test":
         monkeypatch.setenv(FAIL_ENV, "change:attach")
-    registry = Registry(tmp_path / "mids.json")
+    registry = lab_registry
+    earlier = set(registry.read().mids)  # other tests' MIDs on the session TPM
     with network(tmp_path, lab, edit=edit) as net:
         monkeypatch.delenv(FAIL_ENV, raising=False)
         a = provision(lab, net, registry, "sho-a").finished
@@ -488,7 +501,7 @@ def test_change_of_subscription_rolls_back_to_a_working_mid_a(
             mids = tx.mids(device_id=tx.mid(a.mid_id).device_id)  # type: ignore[union-attr]
         states = {m.sho: m.state for m in mids}
         assert states == {"sho-a": "ACTIVE", "sho-b": "DELETED"}
-        assert list(registry.read().mids) == [a.mid_id]
+        assert set(registry.read().mids) - earlier == {a.mid_id}  # MID-B is gone again
         assert attach(lab, net, registry, a.mid_id).accepted
 
 

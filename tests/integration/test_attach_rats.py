@@ -38,12 +38,14 @@ def _rotate(net: Any, profile: str) -> dict[str, Any]:
     return key
 
 
-def test_tpm_mid_attaches_over_eps_and_5g(lab: LabStatus, tmp_path: Path) -> None:
+def test_tpm_mid_attaches_over_eps_and_5g(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
     from host.attach import attach_tpm
     from tpm.suci import holder_for
 
     with network(tmp_path, lab) as net:
-        registry = Registry(tmp_path / "mids.json")
+        registry = lab_registry
         mid = provision(lab, net, registry, "sho-a").finished
         assert attach(lab, net, registry, mid.mid_id).accepted  # 3G, as before
         key_a = _rotate(net, "A")

@@ -68,18 +68,19 @@ def app(config_path: Path, tmp_path: Path) -> Any:
 
 
 def agent_provision(
-    tcti: str, transport: Transport, config: NetworkConfig, tmp: Path, sho: str
+    lab: LabStatus, transport: Transport, config: NetworkConfig, sho: str
 ) -> tuple[Any, Any]:
-    """The host agent (host.provision) against this network: (ProvisionResult, Registry)."""
+    """The host agent (host.provision) on the lab TPM, with its one MID registry (REG_CTR is
+    TPM-wide), against this network: (ProvisionResult, Registry)."""
     from host.agent import parse_device_trust
     from host.provision import provision
     from network.config import device_trust
     from tpm.connection import TpmConnection
     from tpm.registry import Registry
 
-    registry = Registry(tmp / "registry.json")
+    registry = Registry(lab.lab_dir / "mids.json")
     trust = parse_device_trust(device_trust(config))
-    with TpmConnection(tcti) as conn:
+    with TpmConnection(lab.tcti) as conn:
         result = provision(conn, registry, transport, trust, sho=sho, network="test")
     return result, registry
 
@@ -95,7 +96,7 @@ def agent_attach(tcti: str, transport: Transport, registry: Any, mid_id: str) ->
 @pytest.mark.lab
 def test_provision_and_attach_in_process(app: NetworkApp, lab: LabStatus, tmp_path: Path) -> None:
     transport = InProcessTransport(app)
-    provisioned, registry = agent_provision(lab.tcti, transport, app.config, tmp_path, "sho-a")
+    provisioned, registry = agent_provision(lab, transport, app.config, "sho-a")
     mid = provisioned.finished
     assert mid.state == "ACTIVE"
     result = agent_attach(lab.tcti, transport, registry, mid.mid_id)
@@ -216,9 +217,7 @@ def test_server_subprocess_round_trip_over_http(
         with urllib.request.urlopen(f"{url}/v1/health", timeout=10) as reply:
             assert json.loads(reply.read()) == {"status": "ok"}
         config = load_config(config_path)
-        provisioned, registry = agent_provision(
-            lab.tcti, HttpTransport(url), config, tmp_path, "sho-b"
-        )
+        provisioned, registry = agent_provision(lab, HttpTransport(url), config, "sho-b")
         assert agent_attach(
             lab.tcti, HttpTransport(url), registry, provisioned.finished.mid_id
         ).accepted

@@ -16,11 +16,14 @@ import pytest
 from lab.lab import LabStatus
 from network.config import init_config
 from tests.integration.test_agent_provision import reference, trelab
+from tpm.registry import Registry
 
 pytestmark = pytest.mark.lab
 
 
-def test_revoking_a_tre_stops_its_mids(lab: LabStatus, tmp_path: Path) -> None:
+def test_revoking_a_tre_stops_its_mids(
+    lab: LabStatus, lab_registry: Registry, tmp_path: Path
+) -> None:
     config = init_config(
         tmp_path / "net", ca_bundle=lab.ca.bundle, reference=reference(lab.tcti), force=True
     )
@@ -28,7 +31,7 @@ def test_revoking_a_tre_stops_its_mids(lab: LabStatus, tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "host.cli", "network", "serve", "--listen", "127.0.0.1:0"]
     argv += ["--db", str(db), "--config", str(config), "--json"]
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    registry = tmp_path / "mids.json"
+    registry = lab_registry.path
     store = ["--config", str(config), "--db", str(db)]
     try:
         assert server.stdout is not None

@@ -9,6 +9,7 @@ import datetime
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -110,6 +111,28 @@ def operator(config: NetworkConfig) -> Operator:
 @pytest.fixture
 def app(config: NetworkConfig, store: Store, clock: Clock) -> NetworkApp:
     return NetworkApp(config, store, clock=clock, builder=opaque_builder)
+
+
+@pytest.fixture
+def worker_trust() -> type[TpmTrust] | None:
+    """The trust class each of :func:`workers` uses (None: the app's default); a module that
+    needs another overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def workers(
+    store_url: str, config: NetworkConfig, clock: Clock, worker_trust: type[TpmTrust] | None
+) -> Iterator[list[NetworkApp]]:
+    """Two operator workers, each with its own Store (its own connections) on one database."""
+    with ExitStack() as stack:
+        apps = []
+        for _ in range(2):
+            store = Store(store_url, config.store_key)
+            stack.callback(store.close)
+            trust = worker_trust(config.trusted_cas) if worker_trust is not None else None
+            apps.append(NetworkApp(config, store, clock=clock, builder=opaque_builder, trust=trust))
+        yield apps
 
 
 _imsis = itertools.count(1)

@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -42,7 +42,6 @@ from protocol.transitions import Session, SessionState
 from .conftest import Clock, opaque_builder
 
 DEVICES = 6
-WORKERS = 2
 
 
 class EchoReceipts(TpmTrust):
@@ -70,16 +69,9 @@ def _nv_bytes(facts: Mapping[bytes, tuple[int, bytes]]) -> bytes:
 
 
 @pytest.fixture
-def workers(store_url: str, config: NetworkConfig, clock: Clock) -> Iterator[list[NetworkApp]]:
-    """Two operator workers, each with its own Store (its own connections) on one database."""
-    with ExitStack() as stack:
-        apps = []
-        for _ in range(WORKERS):
-            store = Store(store_url, config.store_key)
-            stack.callback(store.close)
-            trust = EchoReceipts(config.trusted_cas)
-            apps.append(NetworkApp(config, store, clock=clock, builder=opaque_builder, trust=trust))
-        yield apps
+def worker_trust() -> type[TpmTrust]:
+    """The workers here take the device's receipts as :class:`EchoReceipts` does."""
+    return EchoReceipts
 
 
 class Device:

@@ -11,14 +11,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from typing import Any
 
-import pytest
-
-from network.config import NetworkConfig
 from network.server import NetworkApp, running_server
 from network.store import Store
 from protocol import messages as m
@@ -26,22 +22,6 @@ from protocol.client import HttpTransport, InProcessTransport, Transport
 from protocol.errors import Refused, Unavailable
 from protocol.records import DeviceRecord, SessionRecord, VerdictRecord
 from protocol.transitions import Session, SessionState
-
-from .conftest import Clock, opaque_builder
-
-WORKERS = 2
-
-
-@pytest.fixture
-def workers(store_url: str, config: NetworkConfig, clock: Clock) -> Iterator[list[NetworkApp]]:
-    """Two operator workers: each its own Store (own connection pool) on one database."""
-    with ExitStack() as stack:
-        apps = []
-        for _ in range(WORKERS):
-            store = Store(store_url, config.store_key)
-            stack.callback(store.close)
-            apps.append(NetworkApp(config, store, clock=clock, builder=opaque_builder))
-        yield apps
 
 
 def validated_sessions(app: NetworkApp, device_id: str, count: int) -> list[Session]:

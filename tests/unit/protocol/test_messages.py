@@ -145,6 +145,11 @@ def test_signed_types_must_be_signed_and_unchanged() -> None:
     signed = m.sign(verdict, PVA)
     with pytest.raises(LocalProtocolError, match="changed after"):
         m.encode(dataclasses.replace(signed, not_after=11))
+    for signer in ("dpf", "PVA", ""):  # another key's name, not a name, none
+        with pytest.raises(LocalProtocolError, match="changed after"):
+            m.encode(dataclasses.replace(signed, signer=signer))
+    assert m.encode(signed) == signed.cose
+    assert m.decode(signed.cose) == signed and m.decode(signed.cose).signer == PVA.name
     with pytest.raises(RemoteProtocolError, match="COSE_Sign1"):  # a signed type sent bare
         m.decode(m._envelope(verdict))
     with pytest.raises(LocalProtocolError):
