@@ -22,11 +22,12 @@ Rules kept here, not left to callers:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tpm import session_crypto as sc
 from trelab.errors import BadInput, CheckFailed, RemoteProtocolError, TrelabError
@@ -121,19 +122,25 @@ class ResponseAuthFailed(CheckFailed):
     holding the session; nothing of it was used, and the session must be flushed."""
 
 
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_HEADER = struct.Struct(">HII")
+#: one attribute byte per value, made once
+_BYTE = [bytes((value,)) for value in range(256)]
+
+
 def tpm2b(data: bytes) -> bytes:
     """A TPM2B: 16-bit big-endian size, then the bytes."""
     if len(data) > 0xFFFF:
         raise BadInput(f"TPM2B of {len(data)} bytes")
-    return struct.pack(">H", len(data)) + data
+    return _U16.pack(len(data)) + data
 
 
 def parse_tpm2b(buffer: bytes, offset: int) -> tuple[bytes, int]:
     """(payload, offset after it) of the TPM2B at ``offset``."""
     if offset + 2 > len(buffer):
         raise RemoteProtocolError("TPM response ends inside a TPM2B size")
-    (size,) = struct.unpack_from(">H", buffer, offset)
-    end = offset + 2 + size
+    end = offset + 2 + ((buffer[offset] << 8) | buffer[offset + 1])
     if end > len(buffer):
         raise RemoteProtocolError("TPM response ends inside a TPM2B")
     return buffer[offset + 2 : end], end
@@ -181,13 +188,16 @@ class Session:
     def keyed(self, auth_value: bytes) -> sc.KeyedHmac:
         """The HMAC under this command's key (:meth:`hmac_key`), keyed once per session and
         authValue: it computes the command/response HMACs and the CFB key of the session."""
-        key, value = self.hmac_key(auth_value)
-        value = value.rstrip(b"\x00")  # trailing zeros never key an HMAC (Part 1 §19.6.5)
+        value = auth_value if self.kind == "hmac" or self.auth_value_needed else b""
         keyed = self._keyed.get(value)
         if keyed is None:
             if self.auth_hash != sc.ALG_SHA256:
                 raise BadInput("the lean layer's sessions use SHA-256")
-            keyed = self._keyed[value] = sc.KeyedHmac(self.auth_hash, key + value)
+            stripped = value.rstrip(b"\x00")  # trailing zeros never key an HMAC (§19.6.5)
+            keyed = self._keyed.get(stripped)
+            if keyed is None:
+                keyed = self._keyed[stripped] = sc.KeyedHmac(self.auth_hash, self.key + stripped)
+            self._keyed[value] = keyed
         return keyed
 
     def hmac_key(self, auth_value: bytes) -> tuple[bytes, bytes]:
@@ -260,14 +270,14 @@ def open_session(
 
 
 def _plain(code: int, handles: Sequence[int], params: bytes) -> bytes:
-    body = b"".join(struct.pack(">I", h) for h in handles) + params
-    return struct.pack(">HII", ST_NO_SESSIONS, 10 + len(body), code) + body
+    head = struct.pack(f">{len(handles)}I", *handles)
+    return _HEADER.pack(ST_NO_SESSIONS, 10 + len(head) + len(params), code) + head + params
 
 
 def _header(code: int, response: bytes) -> tuple[int, int]:
     if len(response) < 10:
         raise RemoteProtocolError(f"TPM response of {len(response)} bytes")
-    tag, size, rc = struct.unpack_from(">HII", response, 0)
+    tag, size, rc = _HEADER.unpack_from(response, 0)
     if size != len(response):
         raise RemoteProtocolError(f"TPM response says {size} bytes, has {len(response)}")
     if rc != RC_SUCCESS:
@@ -306,21 +316,26 @@ def wrap_flush_context(handle: int) -> bytes:
 # ---- commands with one authorisation session ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Auth:
+class Auth(NamedTuple):
     """How one handle of a command is authorised: the empty/known password (``session``
     None, PASSWORD_SESSION) or one of this layer's sessions, with the entity's authValue and
-    name (its name enters cpHash either way)."""
+    name (its name enters cpHash either way). Immutable (a tuple: cheap to make per command)."""
 
     session: Session | None = None
-    auth_value: bytes = field(default=b"", repr=False)
+    auth_value: bytes = b""
     decrypt: bool = False
     encrypt: bool = False
     #: the session's last use: continueSession clear, the TPM flushes it after success
     last_use: bool = False
 
+    def __repr__(self) -> str:  # the authValue (a PIN) never shows
+        return (
+            f"Auth(session={self.session!r}, decrypt={self.decrypt}, encrypt={self.encrypt}, "
+            f"last_use={self.last_use})"
+        )
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, slots=True)
 class Pending:
     """A wrapped command waiting for its response; :meth:`unwrap` checks and decodes it."""
 
@@ -349,14 +364,15 @@ class Pending:
             raise
         if tag != ST_SESSIONS:
             raise RemoteProtocolError("response to a command with sessions has none")
-        offset = 10 + 4 * self.handle_count
-        if offset + 4 > len(response):
+        size = len(response)
+        count = self.handle_count
+        offset = 10 + 4 * count
+        if offset + 4 > size:
             raise RemoteProtocolError("TPM response ends before its parameter size")
-        handles = list(struct.unpack_from(f">{self.handle_count}I", response, 10))
-        (param_size,) = struct.unpack_from(">I", response, offset)
+        handles = list(struct.unpack_from(f">{count}I", response, 10)) if count else []
         start = offset + 4
-        end = start + param_size
-        if end > len(response):
+        end = start + _U32.unpack_from(response, offset)[0]
+        if end > size:
             raise RemoteProtocolError("TPM response parameters overrun the response")
         params = response[start:end]
         # response auth areas, one per command auth, in order
@@ -365,17 +381,19 @@ class Pending:
         rphash: bytes | None = None
         for auth, nonce_caller in zip(self.auths, self.nonces, strict=True):
             nonce_tpm, cursor = parse_tpm2b(response, cursor)
-            if cursor + 1 > len(response):
+            if cursor + 1 > size:
                 raise RemoteProtocolError("TPM response ends inside an auth area")
-            r_attrs = response[cursor]
+            r_attrs = _BYTE[response[cursor]]
             mac, cursor = parse_tpm2b(response, cursor + 1)
             session = auth.session
             if session is None:
                 continue  # password session: nothing to verify
             if rphash is None:
-                rphash = sc.sha256(struct.pack(">II", 0, self.code), params)
-            expected = session.keyed(auth.auth_value).mac(
-                rphash, nonce_tpm, nonce_caller, bytes((r_attrs,))
+                rphash = hashlib.sha256(
+                    b"\x00\x00\x00\x00" + _U32.pack(self.code) + params
+                ).digest()
+            expected = session.keyed(auth.auth_value).mac1(
+                rphash + nonce_tpm + nonce_caller + r_attrs
             )
             if not sc.hmac_equal(expected, mac):
                 session.broken = True
@@ -383,8 +401,10 @@ class Pending:
                     f"response to TPM command 0x{self.code:x}: the session HMAC does not verify"
                 )
             checked.append((session, nonce_tpm))
-        if cursor != len(response):
+        if cursor != size:
             raise RemoteProtocolError("TPM response has bytes after its auth areas")
+        if not checked:
+            return handles, params
         # every HMAC verified: only now roll the nonces and use the parameters
         for session, nonce_tpm in checked:
             session.nonce_tpm = nonce_tpm
@@ -416,10 +436,14 @@ def _crypt_first(
     if not session.symmetric:
         raise BadInput("parameter encryption needs a session started with AES-128-CFB")
     payload, end = parse_tpm2b(params, 0)
-    material = session.keyed(auth_value).kdfa(b"CFB", newer, older, 256)
+    material = session.keyed(auth_value).cfb_material(newer, older)
     aes_key, iv = material[:16], material[16:]
     done = sc.encrypt_cfb(aes_key, iv, payload) if encrypt else sc.decrypt_cfb(aes_key, iv, payload)
     return params[:2] + done + params[end:]
+
+
+#: a password authorisation's head: TPM_RS_PW, empty nonce, then the attribute byte
+_PASSWORD_HEAD = _U32.pack(PASSWORD_SESSION) + b"\x00\x00"
 
 
 def wrap(
@@ -454,7 +478,7 @@ def wrap(
             raise BadInput("this session failed an HMAC check: flush it and start another")
         if session.ended:
             raise BadInput("this session ended with its last use")
-        nonce_caller = nonce if nonce is not None else _random(session.nonce_size)
+        nonce_caller = nonce if nonce is not None else os.urandom(session.nonce_size)
         nonces.append(nonce_caller)
         attrs = (
             (0 if auth.last_use else CONTINUE)
@@ -466,28 +490,28 @@ def wrap(
             sent_params = _crypt_first(
                 sent_params, session, auth.auth_value, nonce_caller, session.nonce_tpm, True
             )
-    area = bytearray()
+    area: list[bytes] = []
     cphash: bytes | None = None
     for auth, nonce_caller, attrs in zip(auths, nonces, attributes, strict=True):
         session = auth.session
         if session is None:
-            area += struct.pack(">I", PASSWORD_SESSION) + tpm2b(b"") + bytes([attrs])
-            area += tpm2b(auth.auth_value)
+            area.append(_PASSWORD_HEAD + _BYTE[attrs] + tpm2b(auth.auth_value))
             continue
         if cphash is None:
-            cphash = sc.sha256(struct.pack(">I", code), *names, sent_params)
-        mac = session.keyed(auth.auth_value).mac(
-            cphash, nonce_caller, session.nonce_tpm, bytes((attrs,))
-        )
-        area += struct.pack(">I", session.handle) + tpm2b(nonce_caller) + bytes([attrs])
-        area += tpm2b(mac)
-    body = (
-        b"".join(struct.pack(">I", h) for h in handles)
-        + struct.pack(">I", len(area))
-        + bytes(area)
-        + sent_params
-    )
-    command = struct.pack(">HII", ST_SESSIONS, 10 + len(body), code) + body
+            cphash = hashlib.sha256(b"".join((_U32.pack(code), *names, sent_params))).digest()
+        attr = _BYTE[attrs]
+        mac = session.keyed(auth.auth_value).mac1(cphash + nonce_caller + session.nonce_tpm + attr)
+        area.append(
+            _U32.pack(session.handle) + _U16.pack(len(nonce_caller)) + nonce_caller + attr
+            + _U16.pack(len(mac)) + mac
+        )  # fmt: skip
+    auth_area = b"".join(area)
+    head = struct.pack(f">{len(handles)}I", *handles)
+    size = 14 + len(head) + len(auth_area) + len(sent_params)
+    command = b"".join(
+        (_HEADER.pack(ST_SESSIONS, size, code), head, _U32.pack(len(auth_area)), auth_area,
+         sent_params)
+    )  # fmt: skip
     return command, Pending(code, response_handles, tuple(auths), tuple(nonces), tuple(attributes))
 
 

@@ -164,11 +164,20 @@ _ATTEMPTS = 16
 
 
 def _execute(conn: TpmConnection, command: bytes) -> bytes:
+    execute = conn.transport.execute
     for _ in range(_ATTEMPTS - 1):
-        response = conn.transport.execute(command)
-        if len(response) < 10 or struct.unpack_from(">I", response, 6)[0] not in _TRY_AGAIN:
+        response = execute(command)
+        # a response code's top bits are zero unless it is a warning such as these
+        if (
+            len(response) < 10
+            or response[8] != 0x09
+            or _RC.unpack_from(response, 6)[0] not in _TRY_AGAIN
+        ):
             return response
-    return conn.transport.execute(command)
+    return execute(command)
+
+
+_RC = struct.Struct(">I")
 
 
 def _run(
@@ -181,13 +190,13 @@ def _run(
     extra_handles: tuple[tuple[int, bytes], ...] = (),
     response_handles: int = 0,
 ) -> tuple[list[int], bytes]:
+    numbers = [h.handle for h in handles]
+    names = [h.name for h in handles]
+    for number, name in extra_handles:
+        numbers.append(number)
+        names.append(name)
     command, pending = lean.wrap(
-        code,
-        [h.handle for h in handles] + [h for h, _ in extra_handles],
-        [h.name for h in handles] + [n for _, n in extra_handles],
-        params,
-        auths,
-        response_handles=response_handles,
+        code, numbers, names, params, auths, response_handles=response_handles
     )
     return pending.unwrap(_execute(conn, command))
 
@@ -304,9 +313,11 @@ def load(
     return LeanObject(handles[0], name, auth_value)
 
 
+@functools.lru_cache(maxsize=256)
 def _public_name(public: bytes) -> bytes:
     """The name of a marshalled TPM2B_PUBLIC: nameAlg ‖ H(TPMT_PUBLIC) (Part 1 §16), computed
-    straight from the bytes for SHA-256, through tpm2-pytss otherwise."""
+    straight from the bytes for SHA-256, through tpm2-pytss otherwise; once per public area
+    (a MID's three are loaded on every AKA)."""
     if len(public) > 6 and public[4:6] == sc.ALG_SHA256.to_bytes(2, "big"):
         return public[4:6] + sc.sha256(public[2:])
     obj, _ = TPM2B_PUBLIC.unmarshal(public)
@@ -381,10 +392,14 @@ def policy_secret(conn: TpmConnection, session: Session, entity: LeanObject) -> 
         conn,
         CC.POLICY_SECRET,
         [entity],
-        lean.policy_secret_params(),
+        _NO_POLICY_SECRET_PARAMS,
         [Auth(None, entity.auth_value)],
         extra_handles=((session.handle, session.handle.to_bytes(4, "big")),),
     )
+
+
+#: PolicySecret without nonceTPM, cpHashA, policyRef or expiration
+_NO_POLICY_SECRET_PARAMS = lean.policy_secret_params()
 
 
 def policy_nv(

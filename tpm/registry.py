@@ -378,6 +378,9 @@ class _Parsed:
     #: id of a record in :attr:`data` → (that record, its line): identity, so an equal but
     #: rebuilt record is encoded again rather than trusted
     lines: dict[int, tuple[MidRecord, str]]
+    #: the audit events as :func:`_text` encoded them for :attr:`data`'s very audit tuple
+    #: (None after a parse: a file's own lines are never reused for writing)
+    event_lines: list[str] | None = None
 
 
 #: the last text each registry file (by absolute path) was read or written as in this process,
@@ -478,26 +481,58 @@ def _list_values(rows: list[str]) -> list[str] | None:
 
 def _render(data: RegistryData, previous: _Parsed | None) -> _Parsed:
     """The file's text for ``data`` (:func:`_text`) and its parse; records already encoded
-    in ``previous`` keep their line."""
+    in ``previous`` keep their line, a record that differs from its previous version only in
+    its SQN state gets that line with the new state (:func:`_sqn_line`)."""
     known = previous.lines if previous is not None else {}
+    before = previous.data.mids if previous is not None else {}
     lines: dict[int, tuple[MidRecord, str]] = {}
     rows: list[str] = []
     for record in data.mids.values():
         seen = known.get(id(record))
         line = seen[1] if seen is not None and seen[0] is record else None
         if line is None:
+            old = before.get(record.mid)
+            seen = known.get(id(old)) if old is not None else None
+            if old is not None and seen is not None and seen[0] is old:
+                line = _sqn_line(old, seen[1], record)
+        if line is None:
             line = json.dumps(record.to_json())
         lines[id(record)] = (record, line)
         rows.append(line)
-    text = _text(data, rows)
+    events = None
+    if previous is not None and previous.data.audit is data.audit:
+        events = previous.event_lines
+    if events is None:
+        events = [json.dumps(event) for event in data.audit]
+    text = _text(data, rows, events)
     kept = RegistryData(data.version, data.ek_name, dict(data.mids), data.audit)
-    return _Parsed(text, kept, {line: record for record, line in lines.values()}, lines)
+    return _Parsed(text, kept, {line: record for record, line in lines.values()}, lines, events)
 
 
-def _text(data: RegistryData, mid_lines: list[str]) -> str:
+#: the fields of a MID record other than its SQN state, in :meth:`MidRecord.to_json` order
+_NOT_SQN = tuple(f for f in MidRecord.__dataclass_fields__ if f != "sqn")
+
+
+def _sqn_line(old: MidRecord, line: str, new: MidRecord) -> str | None:
+    """``json.dumps(new.to_json())`` from ``line`` (``old``'s) when ``new`` is ``old`` with
+    another SQN state — every other field the very same object, as an AKA's commit makes
+    it: only the SQN state (and the short fields after it) are encoded again, not the
+    blobs. None when that does not hold."""
+    for name in _NOT_SQN:
+        if getattr(old, name) is not getattr(new, name):
+            return None
+    tail = f', "state": {json.dumps(new.state)}, "created": {json.dumps(new.created)}}}'
+    ending = f'"sqn": {json.dumps(old.sqn.to_json())}{tail}'
+    if not line.endswith(ending):
+        return None
+    return f'{line[: len(line) - len(ending)]}"sqn": {json.dumps(new.sqn.to_json())}{tail}'
+
+
+def _text(data: RegistryData, mid_lines: list[str], event_lines: list[str]) -> str:
     """The file's text, one line per MID (``mid_lines``: each record's JSON) and per audit
-    event: written on every accepted AKA, so it goes through json's C encoder (which
-    ``indent`` would bypass) and is parsed back line by line (:func:`_parse_lines`)."""
+    event (``event_lines``: each event's JSON): written on every accepted AKA, so it goes
+    through json's C encoder (which ``indent`` would bypass) and is parsed back line by line
+    (:func:`_parse_lines`)."""
     doc = {
         "format": FORMAT,
         "version": REGISTRY_VERSION,
@@ -512,7 +547,6 @@ def _text(data: RegistryData, mid_lines: list[str]) -> str:
             rows[-1] = rows[-1][:-1]
         return [opening, *rows, closing]
 
-    events = [json.dumps(event) for event in data.audit]
     lines += listed(_MIDS_OPEN, mid_lines, _LIST_CLOSE)
-    lines += listed(_AUDIT_OPEN, events, " ]")
+    lines += listed(_AUDIT_OPEN, event_lines, " ]")
     return "\n".join(["{", *lines, "}"]) + "\n"

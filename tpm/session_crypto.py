@@ -11,6 +11,7 @@ functions take the hash name so a caller's choice is explicit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trelab.errors import BadInput
 
@@ -153,13 +155,11 @@ def encrypt_salt(
         if salt is not None:
             raise BadInput("an ECC salt is derived, not chosen")
         field = (key.curve.key_size + 7) // 8
-        peer = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(key.x, "big"), int.from_bytes(key.y, "big"), key.curve
-        ).public_key()
-        ephemeral = ec.generate_private_key(key.curve)
-        z = ephemeral.exchange(ec.ECDH(), peer)
-        point = ephemeral.public_key().public_numbers()
-        ex, ey = point.x.to_bytes(field, "big"), point.y.to_bytes(field, "big")
+        peer = _ecc_public(type(key.curve), key.x, key.y)
+        ephemeral = ec.generate_private_key(peer.curve)  # fresh for every salt
+        z = ephemeral.exchange(_ECDH, peer)
+        point = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        ex, ey = point[1 : 1 + field], point[1 + field :]
         salt_value = kdfe(key.name_alg, z, label, ex, key.x.rjust(field, b"\x00"), size * 8)
         return salt_value, _tpm2b(ex) + _tpm2b(ey)
     salt_value = salt if salt is not None else os.urandom(size)
@@ -169,6 +169,18 @@ def encrypt_salt(
         mgf=padding.MGF1(_hash(key.name_alg)), algorithm=_hash(key.name_alg), label=_label(label)
     )
     return salt_value, key.public.encrypt(salt_value, oaep)
+
+
+_ECDH = ec.ECDH()
+
+
+@functools.lru_cache(maxsize=64)
+def _ecc_public(curve: type[ec.EllipticCurve], x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key of a salt key's point, checked on the curve once per key (it is public:
+    a MID parent's, the same on every AKA)."""
+    return ec.EllipticCurvePublicNumbers(
+        int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve()
+    ).public_key()
 
 
 def session_key(
@@ -245,6 +257,19 @@ class KeyedHmac:
         mac = self._template.copy()
         for part in parts:
             mac.update(part)
+        return mac.finalize()
+
+    def mac1(self, data: bytes) -> bytes:
+        """The MAC of one buffer (the hot path joins its parts first: one update)."""
+        mac = self._template.copy()
+        mac.update(data)
+        return mac.finalize()
+
+    def cfb_material(self, newer: bytes, older: bytes) -> bytes:
+        """KDFa(key, "CFB", ``newer``, ``older``, 256): parameter encryption's AES-128 key ‖ IV
+        (Part 1 §21.3), :meth:`kdfa`'s one SHA-256 block written out."""
+        mac = self._template.copy()
+        mac.update(b"\x00\x00\x00\x01CFB\x00" + newer + older + b"\x00\x00\x01\x00")
         return mac.finalize()
 
     def kdfa(self, label: bytes, context_u: bytes, context_v: bytes, bits: int) -> bytes:

@@ -43,6 +43,24 @@ def test_kdfe_matches_tpm2_pytss(z: bytes, u: bytes, v: bytes, words: int) -> No
     )
 
 
+@settings(max_examples=40, deadline=None)
+@given(key=st.binary(min_size=1, max_size=64), newer=_bytes, older=_bytes, data=_bytes)
+def test_the_keyed_hot_path_is_kdfa_and_hmac(
+    key: bytes, newer: bytes, older: bytes, data: bytes
+) -> None:
+    """The one-update MAC and the CFB key material the layer computes per command are the
+    HMAC and the KDFa of tpm2-pytss's independent implementation."""
+    keyed = sc.KeyedHmac(sc.ALG_SHA256, key)
+    assert keyed.cfb_material(newer, older) == _kdfa(
+        TPM2_ALG.SHA256, key, b"CFB", newer, older, 256
+    )
+    assert (
+        keyed.mac1(data + newer)
+        == keyed.mac(data, newer)
+        == sc._hmac(sc.ALG_SHA256, key, data, newer)
+    )
+
+
 def test_kdf_lengths_are_checked() -> None:
     with pytest.raises(BadInput):
         sc.kdfa(sc.ALG_SHA256, b"k", b"ATH", b"", b"", 12)

@@ -164,8 +164,9 @@ def test_a_damaged_file_is_refused_even_with_its_parse_cached(tmp_path: Path, da
 def test_a_commit_encodes_only_the_record_that_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An AKA changes one MID's SQN: the write re-encodes that record only, and the next
-    read re-parses nothing (the file is the text just written)."""
+    """An AKA changes one MID's SQN: the write re-encodes that record's SQN state only (a
+    change to any other field re-encodes the record), and the next read re-parses nothing
+    (the file is the text just written)."""
     path = tmp_path / "mids.json"
     registry = Registry(path)
     registry.write_unchecked(_data(*(_record(n) for n in range(6))))
@@ -186,10 +187,40 @@ def test_a_commit_encodes_only_the_record_that_changed(
     monkeypatch.setattr(MidRecord, "from_json", classmethod(counting_from_json))
     moved = data.with_mid(replace(data.get("mid-3"), sqn=_record(3, 5).sqn))
     registry.write_unchecked(moved)
-    assert encoded == ["mid-3"]
+    assert encoded == []
     assert registry.read() == moved and parsed == []
+    renamed = moved.with_mid(replace(moved.get("mid-2"), state="suspended"))
+    registry.write_unchecked(renamed)
+    assert encoded == ["mid-2"]
+    assert registry.read() == renamed and parsed == []
     # another process rewrote one line: only that line is parsed again
     text = path.read_text()
     path.write_text(text.replace('"imsi": "001010000000004"', '"imsi": "001010000000044"'))
     assert registry.read().get("mid-4").imsi == "001010000000044"
     assert len(parsed) == 1
+
+
+def test_an_sqn_commit_writes_what_encoding_everything_again_writes(tmp_path: Path) -> None:
+    """A commit that moves one MID's SQN state reuses that MID's line around the new state
+    and the audit events' lines: the file is byte for byte what encoding the whole registry
+    afresh gives, commit after commit (an event added in between included)."""
+    path = tmp_path / "mids.json"
+    registry = Registry(path)
+    registry.write_unchecked(_data(_record(0), _record(1), _record(2)))
+    for seq in range(1, 6):
+        data = registry.read()
+        one = data.get("mid-1")
+        data = data.with_mid(replace(one, sqn=_record(1, seq=seq).sqn))
+        if seq == 3:
+            data = data.with_event(f"an event after commit {seq}")
+        registry.write_unchecked(replace(data, version=data.version + 1))
+        written = path.read_text()
+        _forget()
+        registry_module._render(data, None)  # nothing remembered: everything encoded again
+        afresh = registry_module._text(
+            replace(data, version=data.version + 1),
+            [json.dumps(r.to_json()) for r in data.mids.values()],
+            [json.dumps(e) for e in data.audit],
+        )
+        assert written == afresh
+        assert Registry(path).read().get("mid-1").sqn.highest_seq == seq
