@@ -199,11 +199,106 @@ _MU = {
 
 def parse_attest(data: bytes, *, what: str = "quote.msg") -> Attest:
     """Marshaled TPMS_ATTEST (tpm2-tools quote.msg: no TPM2B size prefix) → :class:`Attest`.
+    A quote is read by offsets (:func:`_quote_attest`); other attestations by tpm2-tss.
 
     Raises:
         BadInput: truncated, trailing bytes, or an unknown attestation type.
     """
+    quoted = _quote_attest(data, what)
+    if quoted is not None:
+        return quoted
     return _attest_from_c(_unmarshal_c("TPMS_ATTEST", data, what))
+
+
+# What tpm2-tss' unmarshalling accepts (tss2_tpm2_types.h): each TPM2B at most its C buffer,
+# at most TPM2_NUM_PCR_BANKS banks of at most TPM2_PCR_SELECT_MAX select bytes.
+_NAME_MAX = 68  # sizeof(TPMU_NAME)
+_DATA_MAX = 64  # sizeof(TPMU_HA)
+_DIGEST_MAX = 64  # sizeof(TPMU_HA)
+_PCR_BANKS_MAX = 16
+_PCR_SELECT_MAX = 4
+_ATTEST_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner size
+_CLOCK_FIRMWARE = struct.Struct(">QIIBQI")  # clockInfo, firmwareVersion, pcrSelect count
+
+
+def _quote_attest(data: bytes, what: str) -> Attest | None:
+    """A TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE read by offsets, with exactly the limits
+    tpm2-tss unmarshals it with (tests hold the two to each other on random and mutated
+    input); None for another type. Quote evidence is parsed on every verification, and the
+    C structure costs a cffi object per field.
+
+    Raises:
+        BadInput: truncated, a field over its limit, an unknown bank, or trailing bytes.
+    """
+    size = len(data)
+    if size < 8:
+        return None  # tpm2-tss says what is missing
+    magic, kind, signer_size = _ATTEST_HEAD.unpack_from(data)
+    if kind != _ST_ATTEST_QUOTE:
+        return None
+    signer_end = 8 + signer_size
+    if signer_size > _NAME_MAX or signer_end + 2 > size:
+        raise _malformed(what, "TPMS_ATTEST")
+    extra_size = int.from_bytes(data[signer_end : signer_end + 2], "big")
+    extra_end = signer_end + 2 + extra_size
+    if extra_size > _DATA_MAX or extra_end + _CLOCK_FIRMWARE.size > size:
+        raise _malformed(what, "TPMS_ATTEST")
+    clock, resets, restarts, safe, firmware, banks = _CLOCK_FIRMWARE.unpack_from(data, extra_end)
+    if banks > _PCR_BANKS_MAX:
+        raise _malformed(what, "TPMS_ATTEST")
+    start = cursor = extra_end + _CLOCK_FIRMWARE.size
+    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
+        if cursor + 3 > size:
+            raise _malformed(what, "TPMS_ATTEST")
+        select_size = data[cursor + 2]
+        if select_size > _PCR_SELECT_MAX:
+            raise _malformed(what, "TPMS_ATTEST")
+        cursor += 3 + select_size
+    if cursor + 2 > size:
+        raise _malformed(what, "TPMS_ATTEST")
+    digest_size = int.from_bytes(data[cursor : cursor + 2], "big")
+    digest_end = cursor + 2 + digest_size
+    if digest_size > _DIGEST_MAX or digest_end > size:
+        raise _malformed(what, "TPMS_ATTEST")
+    if digest_end != size:
+        raise BadInput(f"{what}: {size - digest_end} trailing bytes after the TPMS_ATTEST")
+    return Attest(
+        magic=magic,
+        type=kind,
+        qualified_signer=data[8:signer_end],
+        extra_data=data[signer_end + 2 : extra_end],
+        clock_info=ClockInfo(
+            clock=clock, reset_count=resets, restart_count=restarts, safe=bool(safe)
+        ),
+        firmware_version=firmware,
+        pcr_select=_pcr_banks(data[start:cursor], banks),
+        pcr_digest=data[cursor + 2 : digest_end],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _pcr_banks(banks: bytes, count: int) -> PcrSelection:
+    """The selection of ``count`` marshalled TPMS_PCR_SELECTIONs whose sizes were checked:
+    read once per spelling (a verifier sees one device's selection in quote after quote).
+
+    Raises:
+        BadInput: a bank's hash is unknown.
+    """
+    named = []
+    cursor = 0
+    for _ in range(count):
+        alg, select_size = int.from_bytes(banks[cursor : cursor + 2], "big"), banks[cursor + 2]
+        bank = _HASH_NAMES.get(alg)
+        if bank is None:
+            raise BadInput(f"PCR selection: unknown bank hash 0x{alg:04x}")
+        named.append((bank, banks[cursor + 3 : cursor + 3 + select_size]))
+        cursor += 3 + select_size
+    return selection_from_bitmaps(named)
+
+
+def _malformed(what: str, kind: str) -> BadInput:
+    """The refusal tpm2-tss' unmarshalling gives (:func:`_unmarshal_c`)."""
+    return BadInput(f"{what}: not a complete {kind} (truncated or malformed)")
 
 
 def _attest_from_c(c: Any) -> Attest:
@@ -262,6 +357,9 @@ def parse_signature(data: bytes, *, what: str = "quote.sig") -> Signature:
     Raises:
         BadInput: truncated or trailing bytes.
     """
+    fast = _signature_by_offsets(data, what)
+    if fast is not None:
+        return fast
     c = _unmarshal_c("TPMT_SIGNATURE", data, what)
     alg = int(c.sigAlg)
     name = _SIG_NAMES.get(alg, f"0x{alg:04x}")
@@ -277,6 +375,53 @@ def parse_signature(data: bytes, *, what: str = "quote.sig") -> Signature:
         body = c.signature.rsassa if name == "rsassa" else c.signature.rsapss
         return Signature(alg=name, hash=hash_name(body.hash), rsa_signature=_bytes(body.sig))
     return Signature(alg=name, hash="")
+
+
+_ECC_PARAMETER_MAX = 128  # sizeof(TPM2B_ECC_PARAMETER.buffer)
+_RSA_SIGNATURE_MAX = 512  # sizeof(TPM2B_PUBLIC_KEY_RSA.buffer)
+_ALG_ECDSA, _ALG_RSASSA, _ALG_RSAPSS = (
+    int(TPM2_ALG.ECDSA),
+    int(TPM2_ALG.RSASSA),
+    int(TPM2_ALG.RSAPSS),
+)
+
+
+def _signature_by_offsets(data: bytes, what: str) -> Signature | None:
+    """An ECDSA, RSASSA or RSAPSS TPMT_SIGNATURE read by offsets, with the limits tpm2-tss
+    unmarshals it with (tests hold the two to each other); None for other schemes.
+
+    Raises:
+        BadInput: truncated, a field over its limit, or trailing bytes.
+    """
+    size = len(data)
+    if size < 6:
+        return None  # tpm2-tss says what is missing
+    alg, hash_alg, first = struct.unpack_from(">HHH", data)
+    if alg == _ALG_ECDSA:
+        r_end = 6 + first
+        if first > _ECC_PARAMETER_MAX or r_end + 2 > size:
+            raise _malformed(what, "TPMT_SIGNATURE")
+        s_size = int.from_bytes(data[r_end : r_end + 2], "big")
+        s_end = r_end + 2 + s_size
+        if s_size > _ECC_PARAMETER_MAX or s_end > size:
+            raise _malformed(what, "TPMT_SIGNATURE")
+        if s_end != size:
+            raise BadInput(f"{what}: {size - s_end} trailing bytes after the TPMT_SIGNATURE")
+        return Signature(
+            alg="ecdsa",
+            hash=hash_name(hash_alg),
+            ecdsa_r=int.from_bytes(data[6:r_end], "big"),
+            ecdsa_s=int.from_bytes(data[r_end + 2 : s_end], "big"),
+        )
+    if alg in (_ALG_RSASSA, _ALG_RSAPSS):
+        end = 6 + first
+        if first > _RSA_SIGNATURE_MAX or end > size:
+            raise _malformed(what, "TPMT_SIGNATURE")
+        if end != size:
+            raise BadInput(f"{what}: {size - end} trailing bytes after the TPMT_SIGNATURE")
+        name = "rsassa" if alg == _ALG_RSASSA else "rsapss"
+        return Signature(alg=name, hash=hash_name(hash_alg), rsa_signature=data[6:end])
+    return None
 
 
 def _checked_key(key: Any, what: str) -> Any:

@@ -3,17 +3,19 @@ Part 3 §18.4; docs/provisioning.md M4), returned as tpm2-tools evidence (:mod:`
 
 The PCR values sent alongside are checked against the signed pcrDigest before they leave
 (read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.
-Nothing transient is created (the AK is persistent). TPM2_Quote goes through the lean layer
-(a password session: the command is built and its response split here, nothing to compute);
-``Quoter(layer="esys")`` sends it through ESYS, the labelled reference.
+Nothing transient is created (the AK is persistent). TPM2_Quote, TPM2_ReadPublic (the AK
+looked up) and TPM2_PCR_Read go through the lean layer (:mod:`tpm.lean_quote`: password
+authorisation, the command marshalled once per selection, the response split by offsets);
+``Quoter(layer="esys")`` sends them through ESYS, the labelled reference.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 from typing import Any, Literal
 
-from tpm import lean_commands
+from tpm import lean_quote
 from tpm.connection import TpmConnection
 from tpm.evidence import QuoteFiles
 from tpm.identity import AttestationKey
@@ -21,7 +23,7 @@ from tpm.lean import TpmRefused
 from tpm.marshal import hash_name, parse_attest, selection_from_tpml, tpml_from_selection
 from tpm.pcrsel import PcrSelection, normalise, values_digest
 from tpm.tss import TPM2B_DATA, TSS2_Exception
-from trelab.errors import BadInput, Unavailable
+from trelab.errors import BadInput, RemoteProtocolError, Unavailable
 
 __all__ = ["MAX_NONCE", "Quoter", "quote", "read_pcrs"]
 
@@ -35,16 +37,18 @@ def _parameter_error(rc: int) -> bool:
     return rc >> 16 == 0 and bool(rc & 0x80) and bool(rc & 0x40)
 
 
-def read_pcrs(conn: TpmConnection, selection: PcrSelection) -> bytes:
+def read_pcrs(
+    conn: TpmConnection, selection: PcrSelection, *, layer: Literal["lean", "esys"] = "lean"
+) -> bytes:
     """PCR values concatenated in selection order. TPM2_PCR_Read returns at most 8 digests
     per call; the reads are repeated for the rest and restarted if pcrUpdateCounter moved.
+    ``layer`` says which client stack sends it (:mod:`tpm.lean_quote` or ESYS).
 
     Raises:
         Unavailable: the TPM refuses, or PCRs keep changing.
         BadInput: the TPM does not have a selected PCR or bank.
     """
     wanted = [(bank, i) for bank, pcrs in selection for i in pcrs]
-    esys = conn.esys
     for _ in range(_ATTEMPTS):
         got: dict[tuple[str, int], bytes] = {}
         counter: int | None = None
@@ -53,54 +57,117 @@ def read_pcrs(conn: TpmConnection, selection: PcrSelection) -> bytes:
             for bank, i in wanted:
                 if (bank, i) not in got:
                     rest.setdefault(bank, []).append(i)
-            try:
-                update, out_sel, digests = esys.pcr_read(
-                    tpml_from_selection(tuple((b, tuple(p)) for b, p in rest.items()))
-                )
-            except TSS2_Exception as exc:
-                raise Unavailable(f"TPM2_PCR_Read failed on {conn.tcti}: {exc}") from None
-            if counter is not None and int(update) != counter:
+            update, returned, digests = _pcr_read(
+                conn, tuple((b, tuple(p)) for b, p in rest.items()), layer
+            )
+            if counter is not None and update != counter:
                 break
-            counter = int(update)
-            returned = [(b, i) for b, pcrs in selection_from_tpml(out_sel) for i in pcrs]
-            if not returned:
+            counter = update
+            keys = [(b, i) for b, pcrs in returned for i in pcrs]
+            if not keys:
                 missing = ", ".join(f"{b}:{','.join(map(str, p))}" for b, p in rest.items())
                 raise BadInput(f"the TPM has no PCR {missing} (see trelab tpm info)")
-            for key, digest in zip(returned, digests, strict=True):
-                got[key] = bytes(digest)
+            for key, digest in zip(keys, digests, strict=True):
+                got[key] = digest
         else:
             return b"".join(got[key] for key in wanted)
     raise Unavailable("PCRs keep changing while being read")
 
 
+def _pcr_read(
+    conn: TpmConnection, selection: PcrSelection, layer: Literal["lean", "esys"]
+) -> tuple[int, PcrSelection, list[bytes]]:
+    """One TPM2_PCR_Read: (pcrUpdateCounter, the selection read, its digests in order)."""
+    tpml = tpml_from_selection(selection)
+    try:
+        if layer == "lean":
+            return lean_quote.pcr_read(conn, bytes(tpml.marshal()))
+        update, out_sel, digests = conn.esys.pcr_read(tpml)
+    except TpmRefused as exc:
+        raise Unavailable(f"TPM2_PCR_Read failed on {conn.tcti}: {exc}") from None
+    except RemoteProtocolError as exc:
+        raise Unavailable(f"TPM2_PCR_Read on {conn.tcti}: {exc}") from None
+    except TSS2_Exception as exc:
+        raise Unavailable(f"TPM2_PCR_Read failed on {conn.tcti}: {exc}") from None
+    return int(update), selection_from_tpml(out_sel), [bytes(d) for d in digests]
+
+
+class _Prepared:
+    """One PCR selection as a Quoter sends it: normalised, its TPM2_Quote marshalled (lean)
+    or its TPML_PCR_SELECTION built (ESYS), and the PCR values last read for it with the
+    end of a quote that signs exactly those values."""
+
+    __slots__ = ("_ending", "command", "selection", "tpml", "values")
+
+    def __init__(self, selection: PcrSelection, handle: int) -> None:
+        self.selection = selection
+        self.tpml = tpml_from_selection(selection)
+        self.command = lean_quote.PreparedQuote(handle, bytes(self.tpml.marshal()))
+        self.values: bytes | None = None
+        self._ending: tuple[bytes, bytes] = (b"", b"")  # (signature hash field, ending)
+
+    def signed_values(self, message: bytes, signature: bytes) -> bytes | None:
+        """:attr:`values` if the quote ``message`` (signed with ``signature``'s hash) ends
+        with this selection and their hash: TPMS_QUOTE_INFO is the last field of a quote's
+        TPMS_ATTEST, so such a quote signs exactly these values; else None. A consistency
+        check of what is sent, not a verification (that is :mod:`tpm.verify`'s)."""
+        if self.values is None:
+            return None
+        hash_field = signature[2:4]  # TPMT_SIGNATURE: sigAlg, then the scheme's hash
+        if self._ending[0] != hash_field:
+            digest = values_digest(hash_name(int.from_bytes(hash_field, "big")), self.values)
+            ending = self.command.selection + len(digest).to_bytes(2, "big") + digest
+            self._ending = (hash_field, ending)
+        return self.values if message.endswith(self._ending[1]) else None
+
+    def remember(self, values: bytes) -> None:
+        """PCR values read for this selection."""
+        self.values = values
+        self._ending = (b"", b"")
+
+
 class Quoter:
-    """Quotes with one AK on one connection, repeatedly: keeps the AK's ESYS handle open and
-    the last PCR values per selection. After each TPM2_Quote the cached values are checked
-    against the *signed* pcrDigest; only if they no longer match (a PCR was extended) are the
-    PCRs read again — so a steady-state quote is one TPM command, and the values sent are
-    always the ones the TPM signed (a mismatch after a fresh read means a PCR moved between
-    Quote and PCR_Read: quote again)."""
+    """Quotes with one AK on one connection, repeatedly. Entering it checks that the AK's
+    handle holds the AK (its name); then it keeps, for the Quoter's life, each selection's
+    marshalled command and the last PCR values per selection. After each TPM2_Quote the
+    signed structure must end with the selection and the hash of the cached values (the
+    *signed* pcrDigest); only if it does not
+    (a PCR was extended) are the PCRs read again — so a steady-state quote is one TPM
+    command, and the values sent are always the ones the TPM signed (a mismatch after a
+    fresh read means a PCR moved between Quote and PCR_Read: quote again)."""
 
     def __init__(
         self, conn: TpmConnection, ak: AttestationKey, *, layer: Literal["lean", "esys"] = "lean"
     ) -> None:
         self.conn = conn
         self.ak = ak
-        #: which client stack sends TPM2_Quote: the lean layer (:mod:`tpm.lean_commands`,
-        #: a password session, nothing to compute) or ESYS (the labelled reference)
+        #: which client stack sends TPM2_Quote, TPM2_ReadPublic and TPM2_PCR_Read: the lean
+        #: layer (:mod:`tpm.lean_quote`: password authorisation, nothing to compute) or ESYS
+        #: (the labelled reference)
         self.layer = layer
+        self._open = False
         self._handle: Any = None
-        self._values: dict[PcrSelection, bytes] = {}
-        self._selections: dict[PcrSelection, tuple[Any, bytes]] = {}
+        self._prepared: dict[PcrSelection, _Prepared] = {}
 
     def __enter__(self) -> Quoter:
-        try:
-            self._handle = self.conn.esys.tr_from_tpmpublic(self.ak.handle)
-        except TSS2_Exception as exc:
-            raise Unavailable(f"AK 0x{self.ak.handle:08x} is gone: {exc}") from None
+        handle = self.ak.handle
+        if self.layer == "esys":
+            try:
+                self._handle = self.conn.esys.tr_from_tpmpublic(handle)
+            except TSS2_Exception as exc:
+                raise Unavailable(f"AK 0x{handle:08x} is gone: {exc}") from None
+        else:
+            try:
+                name = lean_quote.ak_name(self.conn, handle)
+            except (TpmRefused, RemoteProtocolError) as exc:
+                raise Unavailable(f"AK 0x{handle:08x} is gone: {exc}") from None
+            if not hmac.compare_digest(name, self.ak.name):
+                raise Unavailable(f"0x{handle:08x} holds another key than this AK")
+        self._open = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._open = False
         if self._handle is not None:
             with contextlib.suppress(TSS2_Exception):
                 self.conn.esys.tr_close(self._handle)
@@ -108,7 +175,19 @@ class Quoter:
 
     @property
     def handle(self) -> Any:
-        """The AK's open ESYS handle (for raw comparisons in benchmarks)."""
+        """The AK's ESYS handle (for raw ESYS comparisons in benchmarks); on the lean layer
+        opened on first use, since quoting needs none. Closed with the Quoter.
+
+        Raises:
+            Unavailable: outside the with-block, or the AK is gone.
+        """
+        if not self._open:
+            raise Unavailable("Quoter used outside its with-block")
+        if self._handle is None:
+            try:
+                self._handle = self.conn.esys.tr_from_tpmpublic(self.ak.handle)
+            except TSS2_Exception as exc:
+                raise Unavailable(f"AK 0x{self.ak.handle:08x} is gone: {exc}") from None
         return self._handle
 
     def quote(self, nonce: bytes, selection: PcrSelection) -> QuoteFiles:
@@ -118,47 +197,42 @@ class Quoter:
             BadInput: nonce empty or too long; empty selection.
             Unavailable: the TPM refuses, or PCRs keep changing.
         """
-        if self._handle is None:
+        if not self._open:
             raise Unavailable("Quoter used outside its with-block")
         if not 0 < len(nonce) <= MAX_NONCE:
             raise BadInput(f"{len(nonce)} bytes, expected 1..{MAX_NONCE}", field="nonce")
-        selection = normalise(selection)
-        if not selection:
-            raise BadInput("no PCR selected", field="pcrs")
-        marshalled = self._selections.get(selection)
-        if marshalled is None:
-            tpml = tpml_from_selection(selection)
-            marshalled = self._selections[selection] = (tpml, bytes(tpml.marshal()))
-        values = self._values.get(selection)
+        prepared = self._prepared.get(selection)
+        if prepared is None:
+            normal = normalise(selection)
+            if not normal:
+                raise BadInput("no PCR selected", field="pcrs")
+            prepared = self._prepared[selection] = _Prepared(normal, self.ak.handle)
         for _ in range(_ATTEMPTS):
-            message, signature = self._quote(nonce, *marshalled)
-            signed = parse_attest(message).pcr_digest
-            hash_alg = hash_name(
-                int.from_bytes(signature[2:4], "big")
-            )  # TPMT_SIGNATURE: sigAlg, hash
-            if values is None or values_digest(hash_alg, values) != signed:
-                values = read_pcrs(self.conn, selection)
-                self._values[selection] = values
-                if values_digest(hash_alg, values) != signed:
+            message, signature = self._quote(nonce, prepared)
+            values = prepared.signed_values(message, signature)
+            if values is None:
+                parse_attest(message)  # a malformed quote is refused, not taken for moved PCRs
+                prepared.remember(read_pcrs(self.conn, prepared.selection, layer=self.layer))
+                values = prepared.signed_values(message, signature)
+                if values is None:
                     continue
             return QuoteFiles(
                 message=message,
                 signature=signature,
                 ak_pem=self.ak.public_pem,
                 pcrs=values,
-                selection=selection,
+                selection=prepared.selection,
                 ak_blob=self.ak.public_blob,
                 nonce=nonce,
             )
         raise Unavailable("PCRs keep changing between TPM2_Quote and TPM2_PCR_Read")
 
-    def _quote(self, nonce: bytes, tpml: Any, selection: bytes) -> tuple[bytes, bytes]:
+    def _quote(self, nonce: bytes, prepared: _Prepared) -> tuple[bytes, bytes]:
         """(TPMS_ATTEST, marshalled TPMT_SIGNATURE) of one TPM2_Quote on :attr:`layer`."""
         try:
             if self.layer == "lean":
-                signer = lean_commands.LeanObject(self.ak.handle, b"")
-                return lean_commands.quote(self.conn, signer, nonce, selection)
-            attest, signature = self.conn.esys.quote(self._handle, tpml, TPM2B_DATA(nonce))
+                return prepared.command.run(self.conn, nonce)
+            attest, signature = self.conn.esys.quote(self._handle, prepared.tpml, TPM2B_DATA(nonce))
             return bytes(attest), bytes(signature.marshal())
         except TpmRefused as exc:
             rc, text = exc.rc, str(exc)

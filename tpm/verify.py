@@ -80,11 +80,14 @@ AK_REQUIRED_ATTRIBUTES = {
     "restricted": 0x00010000,
     "sign": 0x00040000,
 }
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
+_AK_ATTRIBUTES = sum(AK_REQUIRED_ATTRIBUTES.values())
+# the accepted signature hashes, and ECDSA with each: descriptors without state, made once
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
 }
+_ECDSA = {name: ec.ECDSA(algorithm) for name, algorithm in _HASHES.items()}
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,11 @@ class AkPublic:
     def key_spki(self) -> bytes:
         """SPKI DER of :attr:`key`, computed once per (memoised) AK."""
         return spki(self.key)
+
+    @functools.cached_property
+    def key_sha256(self) -> str:
+        """Hex SHA-256 of :attr:`key_spki`: how a verdict names the AK."""
+        return hashlib.sha256(self.key_spki).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -206,18 +214,18 @@ def verify_signature(message: bytes, signature: Signature, key: Any) -> None:
     Raises:
         QuoteRejected("signature"): wrong scheme for the key, weak hash, or invalid.
     """
-    hash_cls = _HASHES.get(signature.hash)
-    if hash_cls is None:
+    algorithm = _HASHES.get(signature.hash)
+    if algorithm is None:
         raise QuoteRejected("signature", f"hash {signature.hash} is not accepted")
     try:
         if signature.alg == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
             der = encode_dss_signature(signature.ecdsa_r, signature.ecdsa_s)
-            key.verify(der, message, ec.ECDSA(hash_cls()))
+            key.verify(der, message, _ECDSA[signature.hash])
         elif signature.alg == "rsassa" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature.rsa_signature, message, padding.PKCS1v15(), hash_cls())
+            key.verify(signature.rsa_signature, message, padding.PKCS1v15(), algorithm)
         elif signature.alg == "rsapss" and isinstance(key, rsa.RSAPublicKey):
-            pss = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=padding.PSS.AUTO)
-            key.verify(signature.rsa_signature, message, pss, hash_cls())
+            pss = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
+            key.verify(signature.rsa_signature, message, pss, algorithm)
         else:
             raise QuoteRejected(
                 "signature", f"scheme {signature.alg} does not fit the AK's key type"
@@ -284,7 +292,7 @@ def _check_ak(
     key_spki = ak.key_spki
     if ak.blob_key_spki is not None and ak.blob_key_spki != key_spki:
         raise QuoteRejected("ak", "ak.pub and ak.pub.pem hold different keys")
-    if ak.attributes is not None:
+    if ak.attributes is not None and ak.attributes & _AK_ATTRIBUTES != _AK_ATTRIBUTES:
         missing = [n for n, bit in AK_REQUIRED_ATTRIBUTES.items() if not ak.attributes & bit]
         if missing:
             raise QuoteRejected(
@@ -297,7 +305,7 @@ def _check_ak(
             raise QuoteRejected("ak", "no ak.pub to compute the AK name from")
         if not hmac.compare_digest(expected_name, ak.name):
             raise QuoteRejected("ak", "AK name differs from the activated AK's name")
-    return hashlib.sha256(key_spki).hexdigest(), ak.name
+    return ak.key_sha256, ak.name
 
 
 def verify_quote(

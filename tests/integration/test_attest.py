@@ -301,6 +301,53 @@ def test_lean_quote_equals_esys_quote(lab_tcti, kind) -> None:
     assert leftovers(lab_tcti) == []
 
 
+def test_lean_pcr_read_equals_esys(lab_tcti) -> None:
+    """TPM2_PCR_Read on the lean layer and through ESYS, same TPM: the same values, also for
+    selections the TPM answers in several reads (at most 8 digests per response); the same
+    refusal for a bank the TPM does not have."""
+    from tpm.quote import read_pcrs
+    from trelab.errors import BadInput
+
+    def outcome(conn: TpmConnection, selection, layer: str) -> bytes | str:
+        try:
+            return read_pcrs(conn, selection, layer=layer)  # type: ignore[arg-type]
+        except BadInput as exc:
+            return str(exc)
+
+    with TpmConnection(lab_tcti) as conn:
+        for text in (
+            "sha256:0,1,2,3,16",
+            "sha256:" + ",".join(map(str, range(24))),
+            "sha256:0,7,23+sha1:0,1,2,3,4,5,6,7,8,9",
+        ):
+            selection = parse_selection(text)
+            lean_values = outcome(conn, selection, "lean")
+            assert lean_values == outcome(conn, selection, "esys")
+            if isinstance(lean_values, bytes):
+                assert len(lean_values) == sum(
+                    (20 if bank == "sha1" else 32) * len(pcrs) for bank, pcrs in selection
+                )
+            else:
+                assert "sha1" in lean_values  # the lab's swtpm has the SHA-256 bank only
+        values = outcome(conn, parse_selection("sha256:" + ",".join(map(str, range(24)))), "lean")
+        assert isinstance(values, bytes) and len(values) == 24 * 32
+
+
+def test_quoter_refuses_a_handle_holding_another_key(lab_tcti) -> None:
+    """The lean Quoter looks the AK up by name: the ECC AK's handle presented as the RSA AK
+    is refused before anything is signed, with one clear line."""
+    from trelab.errors import Unavailable
+
+    with TpmConnection(lab_tcti) as conn:
+        ecc, _ = ensure_ak(conn, "ecc")
+        rsa, _ = ensure_ak(conn, "rsa")
+        wrong = replace(rsa, handle=ecc.handle)
+        with pytest.raises(Unavailable, match="holds another key than this AK"):
+            Quoter(conn, wrong).__enter__()
+        with Quoter(conn, ecc) as quoter:  # the right one is accepted
+            assert quoter.quote(b"n", parse_selection("sha256:0")).ak_blob == ecc.public_blob
+
+
 # ---- attacks -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,190 @@
+"""Edge: TPM. The quote path's commands on the lean layer (:mod:`tpm.lean`): the AK looked up
+with TPM2_ReadPublic, PCRs read with TPM2_PCR_Read, and TPM2_Quote marshalled once per AK and
+PCR selection (:class:`PreparedQuote`), so a steady-state quote is the nonce put into bytes
+that are otherwise fixed and one response split by offsets.
+
+None of these commands takes an HMAC session: the AK's authValue is empty and goes as a
+password, PCR_Read and ReadPublic need no authorisation. Nothing here is trusted by the
+verifier: what the TPM returns is checked by :mod:`tpm.verify` against the signature.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tpm import lean
+from tpm.connection import TpmConnection
+from tpm.lean import CC, TpmRefused
+from tpm.lean_commands import read_public
+from tpm.marshal import hash_name
+from tpm.pcrsel import PcrSelection, selection_from_bitmaps
+from trelab.errors import BadInput, RemoteProtocolError
+
+__all__ = ["PreparedQuote", "ak_name", "pcr_read"]
+
+#: TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: send the same command again
+_TRY_AGAIN = frozenset({0x922, 0x908, 0x90A})
+_ATTEMPTS = 16
+_HEADER = struct.Struct(">HII")
+_PASSWORD_AREA = struct.Struct(">IIH")  # authorizationSize, sessionHandle, nonceCaller size
+_PARAM_SIZE = struct.Struct(">I")
+
+
+def _execute(conn: TpmConnection, command: bytes) -> bytes:
+    """Send ``command``, again while the TPM answers "retry" (a TPM busy with self-tests)."""
+    execute = conn.transport.execute
+    for _ in range(_ATTEMPTS - 1):
+        response = execute(command)
+        if len(response) < 10 or _HEADER.unpack_from(response)[2] not in _TRY_AGAIN:
+            return response
+    return execute(command)
+
+
+def ak_name(conn: TpmConnection, handle: int) -> bytes:
+    """The name of the object at ``handle`` (TPM2_ReadPublic, the name checked against the
+    public area it comes with).
+
+    Raises:
+        TpmRefused: nothing at ``handle``.
+        RemoteProtocolError: a malformed response.
+    """
+    _, name = read_public(conn, handle)
+    return name
+
+
+def pcr_read(conn: TpmConnection, selection: bytes) -> tuple[int, PcrSelection, list[bytes]]:
+    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: (pcrUpdateCounter,
+    the selection the digests are for, the digests in that order). A TPM returns at most 8
+    digests per call; the caller asks again for the rest.
+
+    Raises:
+        TpmRefused: the TPM refuses the selection.
+        BadInput: the TPM names a bank whose hash is unknown here.
+        RemoteProtocolError: a malformed response (a digest count that does not fit the
+            returned selection, trailing bytes).
+    """
+    command = lean.wrap_plain(CC.PCR_READ, [], selection)
+    _, out = lean.unwrap_plain(CC.PCR_READ, _execute(conn, command))
+    if len(out) < 8:
+        raise RemoteProtocolError("PCR_Read response is too short")
+    counter, banks = struct.unpack_from(">II", out, 0)
+    cursor = 8
+    bitmaps: list[tuple[str, bytes]] = []
+    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
+        if cursor + 3 > len(out):
+            raise RemoteProtocolError("PCR_Read response ends inside its selection")
+        alg, size = struct.unpack_from(">HB", out, cursor)
+        end = cursor + 3 + size
+        if end > len(out):
+            raise RemoteProtocolError("PCR_Read response ends inside its selection")
+        bank = hash_name(alg)
+        if bank.startswith("0x"):
+            raise BadInput(f"PCR selection: unknown bank hash {bank}")
+        bitmaps.append((bank, out[cursor + 3 : end]))
+        cursor = end
+    if cursor + 4 > len(out):
+        raise RemoteProtocolError("PCR_Read response ends before its digests")
+    (count,) = struct.unpack_from(">I", out, cursor)
+    cursor += 4
+    digests = []
+    for _ in range(count):
+        digest, cursor = lean.parse_tpm2b(out, cursor)
+        digests.append(digest)
+    if cursor != len(out):
+        raise RemoteProtocolError("PCR_Read response has trailing bytes")
+    returned = selection_from_bitmaps(bitmaps)
+    if sum(len(pcrs) for _, pcrs in returned) != len(digests):
+        raise RemoteProtocolError("PCR_Read returned a digest count unlike its selection")
+    return counter, returned, digests
+
+
+class PreparedQuote:
+    """TPM2_Quote (Part 3 §18.4) by one AK over one PCR selection, with the AK's own scheme
+    (inScheme TPM_ALG_NULL) and its authValue as password: everything but the nonce is
+    marshalled once, here.
+
+    Command: header, the AK's handle, one password authorisation (TPM_RS_PW, empty nonce,
+    continueSession, the authValue), then qualifyingData (the nonce), inScheme, PCRselect.
+    """
+
+    __slots__ = ("_head", "_tail", "handle", "selection")
+
+    def __init__(self, handle: int, selection: bytes, auth_value: bytes = b"") -> None:
+        self.handle = handle
+        #: the marshalled TPML_PCR_SELECTION quoted
+        self.selection = selection
+        area = struct.pack(">IHB", lean.PASSWORD_SESSION, 0, lean.CONTINUE) + lean.tpm2b(auth_value)
+        #: after the header: the AK's handle and the authorisation area
+        self._head = struct.pack(">I", handle) + struct.pack(">I", len(area)) + area
+        #: after the nonce: inScheme, PCRselect
+        self._tail = struct.pack(">H", lean.ALG_NULL) + selection
+
+    def command(self, nonce: bytes) -> bytes:
+        """The command bytes quoting over ``nonce`` (1..64 bytes: the caller checks).
+
+        Raises:
+            BadInput: a nonce that no TPM2B_DATA holds.
+        """
+        if len(nonce) > 0xFFFF:
+            raise BadInput(f"TPM2B of {len(nonce)} bytes")
+        size = 10 + len(self._head) + 2 + len(nonce) + len(self._tail)
+        return b"".join(
+            (
+                _HEADER.pack(lean.ST_SESSIONS, size, CC.QUOTE),
+                self._head,
+                len(nonce).to_bytes(2, "big"),
+                nonce,
+                self._tail,
+            )
+        )
+
+    def run(self, conn: TpmConnection, nonce: bytes) -> tuple[bytes, bytes]:
+        """One TPM2_Quote over ``nonce``: (the TPMS_ATTEST as signed, the marshalled
+        TPMT_SIGNATURE); checking them is the verifier's job.
+
+        Raises:
+            TpmRefused: the TPM refuses (the caller maps parameter errors).
+            RemoteProtocolError: the response is malformed.
+        """
+        return unwrap_quote(_execute(conn, self.command(nonce)))
+
+
+def unwrap_quote(response: bytes) -> tuple[bytes, bytes]:
+    """(quoted, signature) of a TPM2_Quote response to a command with one password
+    authorisation: the header, the parameter size and the one response authorisation area
+    are each held to the response's length, as :meth:`tpm.lean.Pending.unwrap` does.
+
+    Raises:
+        TpmRefused: a response code other than success.
+        RemoteProtocolError: malformed.
+    """
+    if len(response) < 10:
+        raise RemoteProtocolError(f"TPM response of {len(response)} bytes")
+    tag, size, rc = _HEADER.unpack_from(response)
+    if size != len(response):
+        raise RemoteProtocolError(f"TPM response says {size} bytes, has {len(response)}")
+    if rc != lean.RC_SUCCESS:
+        raise TpmRefused(CC.QUOTE, rc)
+    if tag != lean.ST_SESSIONS:
+        raise RemoteProtocolError(f"TPM response tag 0x{tag:04x} to a command with sessions")
+    if size < 14:
+        raise RemoteProtocolError("TPM response ends before its parameter size")
+    (param_size,) = _PARAM_SIZE.unpack_from(response, 10)
+    end = 14 + param_size
+    # the password session's response area: nonceTPM (TPM2B), attributes, hmac (TPM2B)
+    if end + 2 > size:
+        raise RemoteProtocolError("TPM response parameters overrun the response")
+    nonce_end = end + 2 + int.from_bytes(response[end : end + 2], "big")
+    if nonce_end + 3 > size:
+        raise RemoteProtocolError("TPM response ends inside an auth area")
+    hmac_end = nonce_end + 3 + int.from_bytes(response[nonce_end + 1 : nonce_end + 3], "big")
+    if hmac_end != size:
+        raise RemoteProtocolError("TPM response auth area does not end with the response")
+    if param_size < 2:
+        raise RemoteProtocolError("Quote response without its attestation")
+    quoted_end = 16 + int.from_bytes(response[14:16], "big")
+    if quoted_end > end:
+        raise RemoteProtocolError("TPM response ends inside a TPM2B")
+    if end - quoted_end < 4:  # sigAlg, then the scheme's hash: every signature has both
+        raise RemoteProtocolError("Quote response without a signature")
+    return response[16:quoted_end], response[quoted_end:end]
