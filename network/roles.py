@@ -37,7 +37,7 @@ import dataclasses
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aka.access import (
@@ -101,6 +101,7 @@ from protocol.records import (
     PcidRecord,
     SessionRecord,
     VerdictRecord,
+    evolve,
 )
 from protocol.transitions import Phase, Session, SessionState
 from tpm.pcrsel import parse_selection
@@ -365,7 +366,7 @@ class Operator:
         session.accept(msg, wire)
         reply, record = self._handlers[type(msg)](tx, record, msg, session, before, now, pcid)
         out = session.send(reply)
-        tx.put_session(replace(record, phase=session.phase, transcript=session.transcript))
+        tx.put_session(evolve(record, phase=session.phase, transcript=session.transcript))
         return record.session_id, out
 
     def _audit(
@@ -436,7 +437,7 @@ class Operator:
         self._audit(
             tx, now, "drf", "register", ek.device_id, sho=msg.sho, session=rec.session_id.hex()
         )
-        rec = replace(
+        rec = evolve(
             rec,
             device_id=ek.device_id,
             sho=msg.sho,
@@ -471,13 +472,13 @@ class Operator:
         device = self._device(tx, rec.device_id)
         ak_public, ak_name = rec.data["ak_public"], rec.data["ak_name"]
         if device.ak_name != ak_name:  # a new AK: its clock history starts again
-            device = replace(
+            device = evolve(
                 device, ak_public=ak_public, ak_name=ak_name, last_quote=b"", last_quote_sig=b""
             )
-        tx.put_device(replace(device, state="activated"))
+        tx.put_device(evolve(device, state="activated"))
         nonce = self._random(32)
         self._audit(tx, now, "drf", "activated", rec.device_id, ak_name=ak_name.hex())
-        rec = replace(rec, data={**rec.data, "nonce": nonce}, secrets={})
+        rec = evolve(rec, data={**rec.data, "nonce": nonce}, secrets={})
         reply = session.make(
             ValidationChallenge, nonce=nonce, pcr_selection=self.config.pcr_selection
         )
@@ -527,7 +528,7 @@ class Operator:
             reference=self._reference(),
             previous=previous,
         )
-        tx.put_device(replace(device, last_quote=msg.quote_msg, last_quote_sig=msg.quote_sig))
+        tx.put_device(evolve(device, last_quote=msg.quote_msg, last_quote_sig=msg.quote_sig))
         not_after = now + self.config.verdict_lifetime
         verdict = sign(
             session.make(
@@ -610,8 +611,8 @@ class Operator:
             )
         )
         mid_id = built.mid_id or hashlib.sha256(b"trelab/mid" + rec.session_id).hexdigest()[:12]
-        tx.put_hss(replace(hss, mid_id=mid_id))
-        tx.put_device(replace(device, sequence=max(device.sequence, sequence)))
+        tx.put_hss(evolve(hss, mid_id=mid_id))
+        tx.put_device(evolve(device, sequence=max(device.sequence, sequence)))
         tx.put_mid(
             MidRecord(
                 mid_id=mid_id,
@@ -652,7 +653,7 @@ class Operator:
         self._audit(
             tx, now, "dpf", "package", device.device_id, mid=mid_id, sho=sho.name, sequence=sequence
         )
-        return manifest, replace(rec, mid_id=mid_id, imsi=hss.imsi)
+        return manifest, evolve(rec, mid_id=mid_id, imsi=hss.imsi)
 
     def _lifecycle_facts(self, mid: MidRecord) -> LifecycleFacts | None:
         ref = mid.names.get(_REF)
@@ -666,7 +667,7 @@ class Operator:
     def _with_version(mid: MidRecord, version: int) -> MidRecord:
         if not mid.names.get(_REF):
             return mid
-        return replace(mid, names={**mid.names, _VERSION: version.to_bytes(4, "big")})
+        return evolve(mid, names={**mid.names, _VERSION: version.to_bytes(4, "big")})
 
     def _verify_receipt(
         self, rec: SessionRecord, mid: MidRecord, msg: Receipt, state: str, counter: int | None
@@ -675,7 +676,7 @@ class Operator:
         proof shows (install: 1, a transition: one more)."""
         facts = self._lifecycle_facts(mid)
         if facts is not None:
-            facts = replace(facts, version=1 if counter is not None else facts.version + 1)
+            facts = evolve(facts, version=1 if counter is not None else facts.version + 1)
         self.trust.verify_receipt(
             ak_public=rec.data["ak_public"],
             evidence=dict(msg.evidence),
@@ -711,7 +712,7 @@ class Operator:
                 mid = self._set_state(tx, mid, "INSTALLED", now, "installed")
                 return session.make(Ack, mid_id=mid.mid_id, state=mid.state), rec
             # the activation's command number is drawn with the state change: one write
-            mid = replace(mid, command_seq=mid.command_seq + 1)
+            mid = evolve(mid, command_seq=mid.command_seq + 1)
             mid = self._set_state(tx, mid, "INSTALLED", now, "installed")
             return self._command(tx, rec, session, mid, "activate", now, mid.command_seq)
         transition = rec.data["transition"]
@@ -731,19 +732,19 @@ class Operator:
             and order.state in ("pending", "delivered")
             and order.transition == transition
         ):
-            tx.put_order(replace(order, state="done"))
+            tx.put_order(evolve(order, state="done"))
         if mid.state == "ACTIVE" and rec.data.get("pcid"):
             self._release_pcid(tx, str(rec.data["pcid"]), now)
         return session.make(Ack, mid_id=mid.mid_id, state=mid.state), rec
 
     def _set_state(self, tx: Ledger, mid: MidRecord, state: str, now: int, why: str) -> MidRecord:
-        mid = replace(mid, state=state, updated=now)
+        mid = evolve(mid, state=state, updated=now)
         tx.put_mid(mid)
         hss = tx.hss(mid.imsi)
         if hss is not None:
             if state == "DELETED":  # K leaves the HSS with the MID (the TRE's copy is dead too)
-                hss = replace(hss, k=b"", opc=b"")
-            tx.put_hss(replace(hss, state=_HSS_STATE[state]))
+                hss = evolve(hss, k=b"", opc=b"")
+            tx.put_hss(evolve(hss, state=_HSS_STATE[state]))
         self._audit(
             tx,
             now,
@@ -772,7 +773,7 @@ class Operator:
             )
         if not sequence:
             sequence = mid.command_seq + 1
-            tx.put_mid(replace(mid, command_seq=sequence))
+            tx.put_mid(evolve(mid, command_seq=sequence))
         owner = self.config.shos[mid.sho]  # always the owner's key: SHO isolation
         facts = self._lifecycle_facts(mid)
         approval = b""
@@ -794,7 +795,7 @@ class Operator:
         self._audit(
             tx, now, owner.name, "command", mid.mid_id, transition=transition, sequence=sequence
         )
-        return command, replace(
+        return command, evolve(
             rec, data={**rec.data, "transition": transition, "command_seq": sequence}
         )
 
@@ -812,7 +813,7 @@ class Operator:
         if mid is None:
             raise Refused("unknown-mid", f"no MID {msg.mid_id}")
         device = self._device(tx, mid.device_id)
-        rec = replace(
+        rec = evolve(
             rec,
             device_id=mid.device_id,
             sho=mid.sho,
@@ -835,7 +836,7 @@ class Operator:
             return session.make(Ack, mid_id=mid.mid_id, state=mid.state), rec
         command, rec = self._command(tx, rec, session, mid, order.transition, now, order.sequence)
         if not order.sequence:
-            tx.put_order(replace(order, state="delivered", sequence=command.sequence))
+            tx.put_order(evolve(order, state="delivered", sequence=command.sequence))
         return command, rec
 
     @staticmethod
@@ -994,7 +995,7 @@ class Operator:
             )
         )
         vector = hss.generate_vectors(hss_record.imsi, 1)[0]
-        updated = replace(hss_record, sqn=hss.subscriber(hss_record.imsi).sqn.to_json())
+        updated = evolve(hss_record, sqn=hss.subscriber(hss_record.imsi).sqn.to_json())
         tx.put_hss(updated)
         serving = serving_network_for(rat, self._serving_plmn(hss_record))
         expected = home_expects(
@@ -1050,7 +1051,7 @@ class Operator:
         rat = parse_rat(msg.rat)
         data, secrets = self._vector(tx, record, rat)
         self._audit(tx, now, record.sho, "vector", imsi, session=rec.session_id.hex(), rat=rat)
-        rec = replace(rec, sho=record.sho, imsi=imsi, data={**data, "resyncs": 0}, secrets=secrets)
+        rec = evolve(rec, sho=record.sho, imsi=imsi, data={**data, "resyncs": 0}, secrets=secrets)
         return self._challenge(session, data), rec
 
     def _auth(
@@ -1072,7 +1073,7 @@ class Operator:
             self._audit(tx, now, record.sho, "attach-refused", rec.imsi, reason="second AUTS")
             return session.make(
                 AttachResult, accepted=False, reason="resynchronisation failed"
-            ), replace(rec, secrets={})
+            ), evolve(rec, secrets={})
         hss = Hss(self._random)
         hss.add(Subscriber(record.imsi, _algorithm(record), record.amf, SqnGenerator(**record.sqn)))
         try:
@@ -1081,12 +1082,12 @@ class Operator:
             self._audit(tx, now, record.sho, "attach-refused", rec.imsi, reason="AUTS MAC-S")
             return session.make(
                 AttachResult, accepted=False, reason="AUTS does not verify"
-            ), replace(rec, secrets={})
-        record = replace(record, sqn=hss.subscriber(record.imsi).sqn.to_json())
+            ), evolve(rec, secrets={})
+        record = evolve(record, sqn=hss.subscriber(record.imsi).sqn.to_json())
         tx.put_hss(record)
         data, secrets = self._vector(tx, record, parse_rat(rec.data.get("rat", "3g")))
         self._audit(tx, now, record.sho, "resync", rec.imsi)
-        rec = replace(rec, data={**data, "resyncs": 1}, secrets=secrets)
+        rec = evolve(rec, data={**data, "resyncs": 1}, secrets=secrets)
         return self._challenge(session, data), rec
 
     def _verdict(
@@ -1133,7 +1134,7 @@ class Operator:
             grant=grant,
             key_proof=proof if ok else b"",
         )
-        return result, replace(rec, secrets={})
+        return result, evolve(rec, secrets={})
 
     # ---- SIDF (TS 33.501 §6.12.2: de-concealing the SUPI at the home network) ---------------
 
@@ -1156,7 +1157,7 @@ class Operator:
             raise Refused("hn-keys-exhausted", f"SHO {sho} has 255 home network keys")
         for old in keys:
             if old.profile == int(prof) and old.state == "current":
-                tx.put_hn_key(replace(old, state="previous"))
+                tx.put_hn_key(evolve(old, state="previous"))
         private, public = new_home_key(prof)
         record = HomeNetworkKey(sho, free[0], int(prof), private, public, "current", now)
         tx.put_hn_key(record)
@@ -1167,7 +1168,7 @@ class Operator:
         """SUCIs under ``key_id`` are refused from now on."""
         for key in tx.hn_keys(sho):
             if key.key_id == key_id:
-                tx.put_hn_key(replace(key, state="retired"))
+                tx.put_hn_key(evolve(key, state="retired"))
                 self._audit(tx, now, sho, "hn-key-retired", sho, key_id=key_id)
                 return
         raise Refused("unknown-hn-key", f"SHO {sho} has no home network key {key_id}")
@@ -1291,12 +1292,12 @@ class Operator:
         if pcid.device_id and pcid.device_id != device_id:
             raise Refused("pcid-in-use", f"PCID {imsi} is in use by another TRE")
         if not pcid.device_id:
-            tx.put_pcid(replace(pcid, device_id=device_id, state="bound"))
+            tx.put_pcid(evolve(pcid, device_id=device_id, state="bound"))
 
     def _release_pcid(self, tx: Ledger, imsi: str, now: int) -> None:
         pcid = tx.pcid(imsi)
         if pcid is not None and pcid.state != "released":
-            tx.put_pcid(replace(pcid, state="released"))
+            tx.put_pcid(evolve(pcid, state="released"))
             self._audit(tx, now, "icf", "pcid-released", imsi)
 
     # ---- management ---------------------------------------------------------------------------

@@ -113,18 +113,24 @@ class ResponseCounts:
             return dict(self._counts)
 
 
+# the request headers the application reads, by their WSGI environ keys (PEP 3333)
+_READ_HEADERS = (
+    ("content-type", "CONTENT_TYPE"),
+    ("content-length", "CONTENT_LENGTH"),
+    ("authorization", "HTTP_AUTHORIZATION"),
+)
+
+
 def _headers_of(environ: WSGIEnvironment) -> dict[str, str]:
-    """The request headers of a WSGI environ, lower-case names (PEP 3333: ``HTTP_*`` plus
-    ``CONTENT_TYPE`` and ``CONTENT_LENGTH``)."""
-    headers = {
-        key[5:].replace("_", "-").lower(): str(value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
+    """The request headers the application reads (lower-case names) from a WSGI environ; the
+    others are never looked at, so they are not copied. An ``HTTP_*`` header counts when
+    present, even empty (an empty Authorization is a malformed grant, not none); the CGI
+    ones when not empty."""
+    return {
+        name: str(environ[key])
+        for name, key in _READ_HEADERS
+        if (key in environ if key.startswith("HTTP_") else environ.get(key))
     }
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = str(environ[key])
-    return headers
 
 
 class NetworkApp:
@@ -190,9 +196,8 @@ class NetworkApp:
                 if len(body) != int(length):
                     response = _error(400, "truncated", "the body ended before Content-Length")
         if response is None:
-            response = self.handle(method, path, headers, body)
-        else:
-            self._counts.add(response.status)
+            response = self._route(method, path, headers, body)  # headers already lower-case
+        self._counts.add(response.status)
         phrase = http.HTTPStatus(response.status).phrase
         start_response(
             f"{response.status} {phrase}",

@@ -7,9 +7,10 @@ Secrets (HSS K and OPc/TOPc, the credential-activation secret S, XRES) sit in fi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = [
     "HSS_STATES",
@@ -23,6 +24,7 @@ __all__ = [
     "PcidRecord",
     "SessionRecord",
     "VerdictRecord",
+    "evolve",
 ]
 
 SessionKind = Literal["provision", "lifecycle", "attach", "order"]
@@ -192,3 +194,27 @@ class Ledger(Protocol):
     def audit(
         self, at: int, actor: str, event: str, subject: str, detail: Mapping[str, Any]
     ) -> None: ...
+
+
+_D = TypeVar("_D")
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def evolve(record: _D, **changes: Any) -> _D:
+    """``dataclasses.replace`` for dataclasses whose fields are all set by ``__init__`` (these
+    records): the same new object through the same ``__init__`` and checks, without walking
+    the class's field table on every call — the operator copies records many times a request.
+
+    Raises:
+        TypeError: a field the class does not have (as ``dataclasses.replace``).
+    """
+    cls = type(record)
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        fields = dataclasses.fields(record)  # type: ignore[arg-type]
+        if not all(f.init for f in fields):
+            raise TypeError(f"{cls.__name__} has fields __init__ does not set: use replace")
+        names = _INIT_FIELDS[cls] = tuple(f.name for f in fields)
+    values = {name: getattr(record, name) for name in names}
+    values.update(changes)
+    return cls(**values)

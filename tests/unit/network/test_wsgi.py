@@ -87,6 +87,13 @@ def test_post_errors_are_cbor_error_messages(client: Client) -> None:
             400,
             "bad-grant",
         ),
+        (  # present but empty: a malformed grant, not a request without one
+            client.post(
+                "/v1/drf/register", data=b"\x00", content_type=CBOR, headers={"Authorization": ""}
+            ),
+            400,
+            "bad-grant",
+        ),
     ]
     for response, status, code in cases:
         assert response.status_code == status
