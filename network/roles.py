@@ -707,11 +707,13 @@ class Operator:
                     "superseded", f"MID {mid.mid_id} is {mid.state}, not awaiting installation"
                 )
             mid = self._verify_receipt(rec, mid, msg, "INSTALLED", mid.sequence)
+            if not self.config.shos[mid.sho].auto_activate:
+                mid = self._set_state(tx, mid, "INSTALLED", now, "installed")
+                return session.make(Ack, mid_id=mid.mid_id, state=mid.state), rec
+            # the activation's command number is drawn with the state change: one write
+            mid = replace(mid, command_seq=mid.command_seq + 1)
             mid = self._set_state(tx, mid, "INSTALLED", now, "installed")
-            if self.config.shos[mid.sho].auto_activate:
-                command, rec = self._command(tx, rec, session, mid, "activate", now)
-                return command, rec
-            return session.make(Ack, mid_id=mid.mid_id, state=mid.state), rec
+            return self._command(tx, rec, session, mid, "activate", now, mid.command_seq)
         transition = rec.data["transition"]
         if msg.event != transition or msg.sequence != rec.data["command_seq"]:
             raise Refused(
@@ -898,7 +900,8 @@ class Operator:
     # ---- SHO: AuC -----------------------------------------------------------------------------
 
     def _allocate(self, tx: Ledger, sho: ShoConfig, request_id: str, now: int) -> HssRecord:
-        """A new subscriber of ``sho`` with fresh K, OPc/TOPc — or the one this request made."""
+        """A new subscriber of ``sho`` with fresh K, OPc/TOPc — or the one this request made.
+        The caller stores it, once, with the MID it goes to (same transaction)."""
         existing = tx.hss_by_request(request_id)
         if existing is not None:
             return existing
@@ -921,7 +924,6 @@ class Operator:
             state="pending",
             request_id=request_id,
         )
-        tx.put_hss(record)
         self._audit(tx, now, sho.name, "hss-record", imsi, request=request_id)
         return record
 

@@ -125,6 +125,14 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})" + conflict  # noqa: S608
 
 
+@functools.lru_cache(maxsize=8)
+def _audit_insert(entries: int) -> str:
+    """One INSERT of ``entries`` audit rows (a transaction's entries go in together)."""
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * entries)
+    columns = "seq, at, actor, event, subject, detail, prev, digest"
+    return f"INSERT INTO audit ({columns}) VALUES {rows}"  # noqa: S608 - placeholders only
+
+
 _DEVICE_COLUMNS = ("device_id", "ek_cert", "ak_public", "ak_name", "state", "revoked",
                    "sequence", "last_quote", "last_quote_sig")  # fmt: skip
 _SESSION_COLUMNS = ("session_id", "kind", "phase", "transcript", "created", "expires",
@@ -534,15 +542,13 @@ class StoreTransaction:
         self._engine.advisory_lock(self._db, AUDIT_LOCK)
         row = self._one("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (0, _GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        values: list[Any] = []
         for at, actor, event, subject, blob in self._pending_audit:
             seq += 1
             digest = _audit_digest(prev, seq, at, actor, event, subject, blob)
-            self._db.execute(
-                "INSERT INTO audit (seq, at, actor, event, subject, detail, prev, digest)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, at, actor, event, subject, blob, prev, digest),
-            )
+            values += (seq, at, actor, event, subject, blob, prev, digest)
             prev = digest
+        self._db.execute(_audit_insert(len(self._pending_audit)), values)  # one statement
         self._pending_audit.clear()
 
 

@@ -743,7 +743,7 @@ def encode(msg: Message) -> bytes:
 class SigningKey:
     """An ES256 private key with its name (the COSE ``kid``): the PVA, DPF or one SHO."""
 
-    __slots__ = ("_cose", "name", "private_key", "protected")
+    __slots__ = ("_cose", "_public", "name", "private_key", "protected")
 
     def __init__(self, name: str, private_key: ec.EllipticCurvePrivateKey) -> None:
         if not _NAME.fullmatch(name):
@@ -754,13 +754,14 @@ class SigningKey:
         self.private_key = private_key
         self.protected = _protected(name)  # the COSE protected header of all it signs
         self._cose: Any = None
+        self._public = private_key.public_key()  # derived once: read for every lifecycle step
 
     def __repr__(self) -> str:
         return f"SigningKey({self.name!r}, <P-256 private key hidden>)"
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self.private_key.public_key()
+        return self._public
 
     def cose_key(self) -> Any:
         """This key as a cwt COSE key (for COSE structures other than :func:`sign`'s)."""
