@@ -110,9 +110,7 @@ def authenticate(
             protected = loaded.bus_protection
             used_layer = loaded.layer
         if new_state != record.sqn:
-            from dataclasses import replace
-
-            registry.commit(conn, data.with_mid(replace(record, sqn=new_state)), name)
+            registry.commit(conn, data.with_mid(record.with_sqn(new_state)), name)
     return AkaOutcome(
         result=result, mode=used, mid=mid_id, tpm_calls=calls, bus_protection=protected,
         layer=used_layer,

@@ -127,6 +127,10 @@ _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">HII")
 #: one attribute byte per value, made once
 _BYTE = [bytes((value,)) for value in range(256)]
+#: SHA-256 ready to copy (cpHash, rpHash): a copy skips looking the algorithm up again
+_SHA256 = hashlib.sha256()
+#: the handle area of a command or response with 0…3 handles
+_HANDLES = [struct.Struct(f">{count}I") for count in range(4)]
 
 
 def tpm2b(data: bytes) -> bytes:
@@ -344,6 +348,11 @@ class Pending:
     auths: tuple[Auth, ...]
     nonces: tuple[bytes, ...] = field(repr=False)
     attributes: tuple[int, ...]
+    #: one authorisation (the common case, :meth:`_unwrap_one`)
+    single: bool = False
+    #: with ``single`` and by a session: the HMAC keyed for the command (what the response
+    #: HMAC and the response's parameter decryption use too)
+    keyed: sc.KeyedHmac | None = field(default=None, repr=False)
 
     def unwrap(self, response: bytes) -> tuple[list[int], bytes]:
         """(response handles, response parameters), HMACs verified, first TPM2B decrypted.
@@ -354,6 +363,66 @@ class Pending:
             ResponseAuthFailed: a response HMAC is wrong (the session is marked broken).
             RemoteProtocolError: the response is malformed.
         """
+        if self.single:
+            done = self._unwrap_one(response, self.keyed)
+            if done is not None:
+                return done
+        return self._unwrap(response)
+
+    def _unwrap_one(
+        self, response: bytes, keyed: sc.KeyedHmac | None
+    ) -> tuple[list[int], bytes] | None:
+        """:meth:`unwrap` of a successful, well-formed response to a command with one
+        authorisation; None for anything else (:meth:`_unwrap` then raises the precise
+        error). The same checks in the same order: for a session the HMAC first, then the
+        nonce rolls, then the first parameter is decrypted."""
+        size = len(response)
+        if size < 10:
+            return None
+        tag, declared, rc = _HEADER.unpack_from(response, 0)
+        count = self.handle_count
+        offset = 10 + 4 * count
+        if declared != size or rc != RC_SUCCESS or tag != ST_SESSIONS or offset + 4 > size:
+            return None
+        start = offset + 4
+        end = start + _U32.unpack_from(response, offset)[0]
+        if end + 2 > size:
+            return None
+        nonce_end = end + 2 + ((response[end] << 8) | response[end + 1])
+        if nonce_end + 3 > size:
+            return None
+        mac_start = nonce_end + 3
+        if mac_start + ((response[nonce_end + 1] << 8) | response[nonce_end + 2]) != size:
+            return None
+        params = response[start:end]
+        handles = list(_HANDLES[count].unpack_from(response, 10)) if count else []
+        if keyed is None:  # a password authorisation: nothing to verify
+            return handles, params
+        nonce_tpm = response[end + 2 : nonce_end]
+        auth = self.auths[0]
+        session = auth.session
+        assert session is not None
+        digest = _SHA256.copy()
+        digest.update(b"\x00\x00\x00\x00" + _U32.pack(self.code) + params)
+        rphash = digest.digest()
+        expected = keyed.mac1(rphash + nonce_tpm + self.nonces[0] + _BYTE[response[nonce_end]])
+        if not sc.hmac_equal(expected, response[mac_start:]):
+            session.broken = True
+            raise ResponseAuthFailed(
+                f"response to TPM command 0x{self.code:x}: the session HMAC does not verify"
+            )
+        # the HMAC verified: only now roll the nonce and use the parameters
+        session.nonce_tpm = nonce_tpm
+        session.uses += 1
+        if auth.last_use:
+            session.ended = True
+        if auth.encrypt:
+            params = _cfb_first(params, session, keyed, nonce_tpm, self.nonces[0], False)
+        if session.kind == "policy":
+            session.auth_value_needed = False  # the TPM reset the policy after this use
+        return handles, params
+
+    def _unwrap(self, response: bytes) -> tuple[list[int], bytes]:
         try:
             tag, _ = _header(self.code, response)
         except TpmRefused as refused:
@@ -433,10 +502,22 @@ def _crypt_first(
     encrypt: bool,
 ) -> bytes:
     """AES-CFB over the first parameter's TPM2B payload (Part 1 §21.3)."""
+    return _cfb_first(params, session, session.keyed(auth_value), newer, older, encrypt)
+
+
+def _cfb_first(
+    params: bytes,
+    session: Session,
+    keyed: sc.KeyedHmac,
+    newer: bytes,
+    older: bytes,
+    encrypt: bool,
+) -> bytes:
+    """:func:`_crypt_first` with the session's HMAC keyed for this command."""
     if not session.symmetric:
         raise BadInput("parameter encryption needs a session started with AES-128-CFB")
     payload, end = parse_tpm2b(params, 0)
-    material = session.keyed(auth_value).cfb_material(newer, older)
+    material = keyed.cfb_material(newer, older)
     aes_key, iv = material[:16], material[16:]
     done = sc.encrypt_cfb(aes_key, iv, payload) if encrypt else sc.decrypt_cfb(aes_key, iv, payload)
     return params[:2] + done + params[end:]
@@ -465,6 +546,18 @@ def wrap(
         raise BadInput("one name per handle")
     if not auths or len(auths) > 3:
         raise BadInput("a command carries one to three authorisations")
+    if len(auths) == 1:
+        if auths[0].session is not None:
+            return _wrap_one_session(
+                code, handles, names, params, auths[0], response_handles, nonce
+            )
+        password = _PASSWORD_HEAD + _BYTE[CONTINUE] + tpm2b(auths[0].auth_value)
+        head = _HANDLES[len(handles)].pack(*handles)
+        command = b"".join(
+            (_HEADER.pack(ST_SESSIONS, 14 + len(head) + len(password) + len(params), code),
+             head, _U32.pack(len(password)), password, params)
+        )  # fmt: skip
+        return command, Pending(code, response_handles, (auths[0],), (b"",), (CONTINUE,), True)
     sent_params = params
     nonces: list[bytes] = []
     attributes: list[int] = []
@@ -513,6 +606,51 @@ def wrap(
          sent_params)
     )  # fmt: skip
     return command, Pending(code, response_handles, tuple(auths), tuple(nonces), tuple(attributes))
+
+
+def _wrap_one_session(
+    code: int,
+    handles: Sequence[int],
+    names: Sequence[bytes],
+    params: bytes,
+    auth: Auth,
+    response_handles: int,
+    nonce: bytes | None,
+) -> tuple[bytes, Pending]:
+    """:func:`wrap` for the common case, one authorisation and by a session: the same bytes,
+    the session's HMAC keyed once for the command and its response."""
+    session = auth.session
+    assert session is not None
+    if session.broken:
+        raise BadInput("this session failed an HMAC check: flush it and start another")
+    if session.ended:
+        raise BadInput("this session ended with its last use")
+    nonce_caller = nonce if nonce is not None else os.urandom(session.nonce_size)
+    attrs = (
+        (0 if auth.last_use else CONTINUE)
+        | (DECRYPT if auth.decrypt else 0)
+        | (ENCRYPT if auth.encrypt else 0)
+    )
+    keyed = session.keyed(auth.auth_value)
+    nonce_tpm = session.nonce_tpm
+    if auth.decrypt:
+        params = _cfb_first(params, session, keyed, nonce_caller, nonce_tpm, True)
+    attr = _BYTE[attrs]
+    digest = _SHA256.copy()
+    digest.update(b"".join((_U32.pack(code), *names, params)))
+    cphash = digest.digest()
+    mac = keyed.mac1(cphash + nonce_caller + nonce_tpm + attr)
+    area = b"".join(
+        (_U32.pack(session.handle), _U16.pack(len(nonce_caller)), nonce_caller, attr,
+         _U16.pack(len(mac)), mac)
+    )  # fmt: skip
+    head = _HANDLES[len(handles)].pack(*handles)
+    command = b"".join(
+        (_HEADER.pack(ST_SESSIONS, 14 + len(head) + len(area) + len(params), code), head,
+         _U32.pack(len(area)), area, params)
+    )  # fmt: skip
+    pending = Pending(code, response_handles, (auth,), (nonce_caller,), (attrs,), True, keyed)
+    return command, pending
 
 
 # ---- parameter layouts of the hot-path commands (Part 3) ---------------------------------------

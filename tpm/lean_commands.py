@@ -139,12 +139,8 @@ def start_session(
 def flush_session(conn: TpmConnection, session: Session) -> None:
     """TPM2_FlushContext of a layer session (best effort: it may be gone already; nothing
     to send when its last use ended it)."""
-    if session.ended:
-        return
-    with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
-        lean.unwrap_plain(
-            CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(session.handle))
-        )
+    if not session.ended:
+        flush_object(conn, session.handle)
 
 
 @contextlib.contextmanager
@@ -164,17 +160,18 @@ _ATTEMPTS = 16
 
 
 def _execute(conn: TpmConnection, command: bytes) -> bytes:
-    execute = conn.transport.execute
-    for _ in range(_ATTEMPTS - 1):
-        response = execute(command)
-        # a response code's top bits are zero unless it is a warning such as these
-        if (
-            len(response) < 10
-            or response[8] != 0x09
-            or _RC.unpack_from(response, 6)[0] not in _TRY_AGAIN
-        ):
-            return response
-    return execute(command)
+    response = conn.transport.execute(command)
+    sent = 1
+    # a response code's third byte is 0x09 only for warnings such as these
+    while (
+        sent < _ATTEMPTS
+        and len(response) >= 10
+        and response[8] == 0x09
+        and _RC.unpack_from(response, 6)[0] in _TRY_AGAIN
+    ):
+        response = conn.transport.execute(command)
+        sent += 1
+    return response
 
 
 _RC = struct.Struct(">I")
@@ -190,11 +187,12 @@ def _run(
     extra_handles: tuple[tuple[int, bytes], ...] = (),
     response_handles: int = 0,
 ) -> tuple[list[int], bytes]:
-    numbers = [h.handle for h in handles]
-    names = [h.name for h in handles]
-    for number, name in extra_handles:
-        numbers.append(number)
-        names.append(name)
+    if len(handles) == 1 and not extra_handles:  # the common case
+        numbers: list[int] = [handles[0].handle]
+        names: list[bytes] = [handles[0].name]
+    else:
+        numbers = [h.handle for h in handles] + [h for h, _ in extra_handles]
+        names = [h.name for h in handles] + [n for _, n in extra_handles]
     command, pending = lean.wrap(
         code, numbers, names, params, auths, response_handles=response_handles
     )
@@ -351,6 +349,7 @@ def import_object(
 
 
 def flush_object(conn: TpmConnection, handle: int) -> None:
+    """TPM2_FlushContext of ``handle`` (best effort: a refusal means it is gone already)."""
     with contextlib.suppress(lean.TpmRefused, RemoteProtocolError):
         lean.unwrap_plain(CC.FLUSH_CONTEXT, conn.transport.execute(lean.wrap_flush_context(handle)))
 

@@ -38,7 +38,7 @@ from tpm import nv
 from tpm.connection import TpmConnection
 from tpm.mid_errors import RegistryRollback, UnknownMid
 from tpm.package import AlgorithmSpec, MidPolicy
-from trelab.atomic import atomic_write_text, file_lock
+from trelab.atomic import atomic_write_bytes, file_lock
 from trelab.errors import BadInput, Unavailable
 from trelab.jsontext import load_json
 
@@ -100,6 +100,13 @@ class MidRecord:
     sqn: SqnState
     state: str
     created: str
+
+    def with_sqn(self, sqn: SqnState) -> MidRecord:
+        """This record with another SQN state (an accepted AKA's commit)."""
+        return MidRecord(
+            self.mid, self.imsi, self.slot, self.seq, self.algorithm, self.amf, self.policy,
+            self.parent, self.k, self.secret, sqn, self.state, self.created,
+        )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         """What ``mid list`` shows (no blobs)."""
@@ -183,7 +190,9 @@ class RegistryData:
             raise UnknownMid(f"no MID {mid!r} in the registry (see trelab tpm mid list)") from None
 
     def with_mid(self, record: MidRecord) -> RegistryData:
-        return replace(self, mids={**self.mids, record.mid: record})
+        return RegistryData(
+            self.version, self.ek_name, {**self.mids, record.mid: record}, self.audit
+        )
 
     def without_mid(self, mid: str) -> RegistryData:
         return replace(self, mids={k: v for k, v in self.mids.items() if k != mid})
@@ -264,16 +273,21 @@ class Registry:
             BadInput: unreadable or malformed.
         """
         try:
-            text = self.path.read_text()
+            with open(self._key, "rb") as file:
+                raw = file.read()
         except FileNotFoundError:
             return RegistryData()
         except OSError as exc:
             raise BadInput(f"registry {self.path}: {exc.strerror}") from None
         seen = _PARSED.get(self._key)
-        if seen is not None and seen.text == text:  # the same bytes: the same parse
+        if seen is not None and seen.raw == raw:  # the same bytes: the same parse
             data = seen.data
         else:
-            seen = _parse(text, seen, f"registry {self.path}")
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                raise BadInput(f"registry {self.path}: not UTF-8 text") from None
+            seen = replace(_parse(text, seen, f"registry {self.path}"), raw=raw)
             _remember_parse(self._key, seen)
             data = seen.data
         return RegistryData(data.version, data.ek_name, dict(data.mids), data.audit)
@@ -338,7 +352,7 @@ class Registry:
             if not nv.counter_defined(conn, nv.REG_CTR):
                 nv.ensure_indices(conn)
             counter = nv.read_counter(conn, nv.REG_CTR)
-        written = replace(data, version=counter + 1, ek_name=ek_name)
+        written = RegistryData(counter + 1, ek_name, data.mids, data.audit)
         self.write_unchecked(written)
         nv.bump(conn, nv.REG_CTR)
         self._remember(conn, counter + 1)
@@ -357,7 +371,7 @@ class Registry:
         """
         parsed = _render(data, _forget_parse(self._key))
         try:
-            atomic_write_text(self.path, parsed.text)
+            atomic_write_bytes(self.path, parsed.raw)
         except OSError as exc:
             raise Unavailable(
                 f"cannot write the MID registry {self.path}: {exc.strerror}"
@@ -381,6 +395,8 @@ class _Parsed:
     #: the audit events as :func:`_text` encoded them for :attr:`data`'s very audit tuple
     #: (None after a parse: a file's own lines are never reused for writing)
     event_lines: list[str] | None = None
+    #: :attr:`text` as the file's bytes (what a read compares)
+    raw: bytes = b""
 
 
 #: the last text each registry file (by absolute path) was read or written as in this process,
@@ -506,7 +522,8 @@ def _render(data: RegistryData, previous: _Parsed | None) -> _Parsed:
         events = [json.dumps(event) for event in data.audit]
     text = _text(data, rows, events)
     kept = RegistryData(data.version, data.ek_name, dict(data.mids), data.audit)
-    return _Parsed(text, kept, {line: record for record, line in lines.values()}, lines, events)
+    records = {line: record for record, line in lines.values()}
+    return _Parsed(text, kept, records, lines, events, text.encode())
 
 
 #: the fields of a MID record other than its SQN state, in :meth:`MidRecord.to_json` order
@@ -528,18 +545,23 @@ def _sqn_line(old: MidRecord, line: str, new: MidRecord) -> str | None:
     return f'{line[: len(line) - len(ending)]}"sqn": {json.dumps(new.sqn.to_json())}{tail}'
 
 
+#: the first header lines, the same in every file
+_HEAD = [
+    f" {json.dumps(key)}: {json.dumps(value)},"
+    for key, value in (("format", FORMAT), ("version", REGISTRY_VERSION))
+]
+
+
 def _text(data: RegistryData, mid_lines: list[str], event_lines: list[str]) -> str:
     """The file's text, one line per MID (``mid_lines``: each record's JSON) and per audit
     event (``event_lines``: each event's JSON): written on every accepted AKA, so it goes
     through json's C encoder (which ``indent`` would bypass) and is parsed back line by line
     (:func:`_parse_lines`)."""
-    doc = {
-        "format": FORMAT,
-        "version": REGISTRY_VERSION,
-        "counter": data.version,
-        "ek_name": data.ek_name.hex(),
-    }
-    lines = [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in doc.items()]
+    lines = [
+        *_HEAD,
+        f' "counter": {json.dumps(data.version)},',
+        f' "ek_name": "{data.ek_name.hex()}",',
+    ]
 
     def listed(opening: str, items: list[str], closing: str) -> list[str]:
         rows = [f"  {item}," for item in items]

@@ -285,9 +285,12 @@ class KeyedHmac:
         return out[: bits // 8]
 
 
+_SHA256 = hashlib.sha256()  # copied: a copy skips looking the algorithm up again
+
+
 def sha256(*parts: bytes) -> bytes:
     """SHA-256 of the concatenation (cpHash/rpHash on the hot path)."""
-    h = hashlib.sha256()
+    h = _SHA256.copy()
     for part in parts:
         h.update(part)
     return h.digest()

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 # ESYS prints its own error lines on stderr when the TPM refuses a command; trelab reports
 # every refusal itself in one line, so silence the library unless the user asked for its logs.
@@ -242,10 +242,10 @@ def command_name(code: int) -> str:
     return _NAMES.get(code, f"cc_{code:x}")
 
 
-@dataclass(frozen=True)
-class CommandEvent:
+class CommandEvent(NamedTuple):
     """One command as the transport saw it: code, ESAPI-style name, seconds between the
-    first byte sent and the last byte received, and the response code."""
+    first byte sent and the last byte received, and the response code (a tuple: made after
+    every command while a benchmark observes)."""
 
     code: int
     name: str

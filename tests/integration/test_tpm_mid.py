@@ -580,7 +580,7 @@ def test_sqn_state_is_written_before_res(
     def disk_full(*_a: Any, **_k: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("tpm.registry.atomic_write_text", disk_full)
+    monkeypatch.setattr("tpm.registry.atomic_write_bytes", disk_full)
     with pytest.raises(Unavailable, match="registry"):
         authenticate(conn, registry, record.mid, rand, autn)  # no RES without the new SQN
     monkeypatch.undo()
