@@ -674,11 +674,30 @@ M = TypeVar("M", bound=Message)
 
 
 def _body(msg: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in msg.body_fields():
-        value = getattr(msg, f.name)
-        out[f.name] = dict(value) if f.metadata.get("map") else value
-    return out
+    return {
+        name: dict(getattr(msg, name)) if is_map else getattr(msg, name)
+        for name, is_map in _layout(type(msg)).body
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """A message class's body as encoding and decoding need it, worked out once per class."""
+
+    body: tuple[tuple[str, bool], ...]  # (field name, carried as a map) in declaration order
+    names: frozenset[str]
+
+
+def _layout(cls: type[Message]) -> _Layout:
+    found = _LAYOUTS.get(cls)
+    if found is None:
+        body = tuple((f.name, bool(f.metadata.get("map"))) for f in cls.body_fields())
+        found = _LAYOUTS[cls] = _Layout(body, frozenset(name for name, _ in body))
+    return found
+
+
+_LAYOUTS: dict[type[Message], _Layout] = {}
+_ENVELOPE_KEYS = frozenset({"v", "t", "sid", "th", "b"})
 
 
 def _envelope(msg: Message) -> bytes:
@@ -886,7 +905,7 @@ def _kid_of_protected(protected: bytes) -> str:
 
 def _from_envelope(data: bytes, *, signed: bool) -> Message:
     env = _loads_canonical(data, "message")
-    if not (isinstance(env, dict) and set(env) == {"v", "t", "sid", "th", "b"}):
+    if not (isinstance(env, dict) and env.keys() == _ENVELOPE_KEYS):
         raise RemoteProtocolError("message: expected the keys v, t, sid, th, b")
     if env["v"] != VERSION or isinstance(env["v"], bool):
         raise RemoteProtocolError(f"message: version {env['v']!r} is not spoken here")
@@ -898,13 +917,14 @@ def _from_envelope(data: bytes, *, signed: bool) -> Message:
             f"{cls.__name__}: must {'' if cls.SIGNED else 'not '}be a COSE_Sign1"
         )
     body = env["b"]
-    fields = {f.name: f for f in cls.body_fields()}
-    if not isinstance(body, dict) or set(body) != set(fields):
-        raise RemoteProtocolError(f"{cls.__name__}: body must hold exactly {', '.join(fields)}")
+    layout = _layout(cls)
+    if not isinstance(body, dict) or body.keys() != layout.names:
+        names = ", ".join(name for name, _ in layout.body)
+        raise RemoteProtocolError(f"{cls.__name__}: body must hold exactly {names}")
     values: dict[str, Any] = {}
-    for name, f in fields.items():
+    for name, is_map in layout.body:
         value = body[name]
-        if f.metadata.get("map"):
+        if is_map:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise RemoteProtocolError(f"{cls.__name__}.{name}: expected a map of names")
             value = tuple(sorted(value.items()))

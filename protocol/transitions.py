@@ -12,7 +12,7 @@ activation), lifecycle (LifecycleRequest → LifecycleCommand → Receipt → Ac
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -193,8 +193,8 @@ class Session:
         phase = self._check(msg, self.our_role, LocalProtocolError)
         wire = encode(msg)
         if not isinstance(msg, Error):
-            self._state = replace(
-                self._state, phase=phase, transcript=extend_transcript(self.transcript, wire)
+            self._state = SessionState(
+                self.session_id, phase, extend_transcript(self.transcript, wire)
             )
         return wire
 
@@ -216,7 +216,7 @@ class Session:
         peer: Sender = "network" if self.our_role == "device" else "device"
         phase = self._check(msg, peer, RemoteProtocolError)
         if not isinstance(msg, Error):
-            self._state = replace(
-                self._state, phase=phase, transcript=extend_transcript(self.transcript, wire)
+            self._state = SessionState(
+                self.session_id, phase, extend_transcript(self.transcript, wire)
             )
         return msg
