@@ -382,7 +382,13 @@ class Pending:
         tag, declared, rc = _HEADER.unpack_from(response, 0)
         count = self.handle_count
         offset = 10 + 4 * count
-        if declared != size or rc != RC_SUCCESS or tag != ST_SESSIONS or offset + 4 > size:
+        if (
+            declared != size
+            or rc != RC_SUCCESS
+            or tag != ST_SESSIONS
+            or offset + 4 > size
+            or count >= len(_HANDLES)
+        ):
             return None
         start = offset + 4
         end = start + _U32.unpack_from(response, offset)[0]
@@ -546,6 +552,8 @@ def wrap(
         raise BadInput("one name per handle")
     if not auths or len(auths) > 3:
         raise BadInput("a command carries one to three authorisations")
+    if len(handles) >= len(_HANDLES):
+        raise BadInput("a TPM command has at most three handles")
     if len(auths) == 1:
         if auths[0].session is not None:
             return _wrap_one_session(
@@ -558,6 +566,19 @@ def wrap(
              head, _U32.pack(len(password)), password, params)
         )  # fmt: skip
         return command, Pending(code, response_handles, (auths[0],), (b"",), (CONTINUE,), True)
+    return _wrap_general(code, handles, names, params, auths, response_handles, nonce)
+
+
+def _wrap_general(
+    code: int,
+    handles: Sequence[int],
+    names: Sequence[bytes],
+    params: bytes,
+    auths: Sequence[Auth],
+    response_handles: int,
+    nonce: bytes | None,
+) -> tuple[bytes, Pending]:
+    """:func:`wrap` for any one to three authorisations (checked by the caller)."""
     sent_params = params
     nonces: list[bytes] = []
     attributes: list[int] = []

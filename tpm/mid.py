@@ -1117,9 +1117,8 @@ class LoadedMid:
             # parent's USER policy for OPc and for K. The TPM resets a policy session's digest
             # after every command it authorised (Part 1 §19.7.1), so each Load is checked
             # against its own steps only, as with a fresh session, one StartAuthSession less.
-            runner = parent_scope.enter_context(
-                lean_commands.session(conn, kind="policy", symmetric=False)
-            )
+            runner = lean_commands.start_session(conn, kind="policy", symmetric=False)
+            parent_scope.callback(lean_commands.flush_session, conn, runner)
             try:
                 with loaded_ek(conn) as (ek, ek_public):
                     memo = conn.facts.ek_branches

@@ -564,10 +564,9 @@ def _text(data: RegistryData, mid_lines: list[str], event_lines: list[str]) -> s
     ]
 
     def listed(opening: str, items: list[str], closing: str) -> list[str]:
-        rows = [f"  {item}," for item in items]
-        if rows:
-            rows[-1] = rows[-1][:-1]
-        return [opening, *rows, closing]
+        if not items:
+            return [opening, closing]
+        return [opening, "  " + ",\n  ".join(items), closing]
 
     lines += listed(_MIDS_OPEN, mid_lines, _LIST_CLOSE)
     lines += listed(_AUDIT_OPEN, event_lines, " ]")

@@ -341,9 +341,10 @@ def verify_quote(
         )
     if not hmac.compare_digest(attest.extra_data, nonce):
         raise QuoteRejected("nonce", "extraData differs from the nonce: not a fresh quote")
-    signed = normalise(attest.pcr_select or ())
     claimed = normalise(evidence.claimed)
-    if signed != claimed:
+    signed = attest.pcr_select or ()
+    if signed != claimed and normalise(signed) != claimed:
+        signed = normalise(signed)
         raise QuoteRejected(
             "pcr-selection",
             f"signed selection {format_selection(signed) or '(none)'} differs from the claimed"

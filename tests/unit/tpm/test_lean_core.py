@@ -217,3 +217,72 @@ def test_only_the_first_parameter_is_encrypted_and_only_as_a_tpm2b() -> None:
     with pytest.raises(BadInput, match="AES-128-CFB"):
         lean.wrap(lean.CC.UNSEAL, [1], [b"x"], lean.tpm2b(b"p"),
                   [lean.Auth(unsymmetric, decrypt=True)])  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.binary(min_size=0, max_size=80),
+    out=st.binary(min_size=0, max_size=80),
+    kind=st.sampled_from(["hmac", "policy"]),
+    protect=st.booleans(),
+    last=st.booleans(),
+    auth_value=st.binary(max_size=8),
+)
+def test_the_one_authorisation_path_is_the_general_path(
+    data: bytes, out: bytes, kind: str, protect: bool, last: bool, auth_value: bytes
+) -> None:
+    """A command with one authorisation goes out as the same bytes on the straight path and
+    the general one (nonceCaller pinned), and their checks of the TPM's answer, tampered or
+    not, agree: same parameters, same nonce roll, same refusals."""
+    first, second = _session(kind), _session(kind)
+    second.key, second.nonce_tpm = first.key, first.nonce_tpm
+    nonce = os.urandom(32)
+    params = lean.tpm2b(data) + b"\x00\x42"
+    handles, names = [0x80000001], [b"\x00\x0b" + bytes(32)]
+    command: list[bytes] = []
+    pendings: list[lean.Pending] = []
+    for session, wrap in ((first, lean.wrap), (second, lean._wrap_general)):
+        auth = lean.Auth(session, auth_value, decrypt=protect, encrypt=protect, last_use=last)
+        sent, pending = wrap(lean.CC.HMAC, handles, names, params, [auth], response_handles=0,
+                             nonce=nonce)  # fmt: skip
+        command.append(sent)
+        pendings.append(pending)
+    assert command[0] == command[1] and pendings[0].single and not pendings[1].single
+    value = auth_value.rstrip(b"\x00") if kind == "hmac" else b""
+    response, new_nonce = _tpm_response(
+        first, lean.CC.HMAC, lean.tpm2b(out), nonce, auth_value=value, encrypt=protect
+    )
+    if last:  # continueSession as the command asked
+        response = response[:-35] + bytes([response[-35] & ~lean.CONTINUE]) + response[-34:]
+        response = _remac(first, response, value, nonce)
+    for spot in (None, len(response) - 1, 16, 30):
+        results = []
+        for session, pending in zip((first, second), pendings, strict=True):
+            before = session.nonce_tpm
+            tampered = bytearray(response)
+            if spot is not None:
+                tampered[spot] ^= 0x01
+            try:
+                results.append(("ok", pending.unwrap(bytes(tampered)), session.nonce_tpm,
+                                session.ended))  # fmt: skip
+            except (lean.ResponseAuthFailed, RemoteProtocolError) as exc:
+                results.append((type(exc).__name__, None, session.nonce_tpm == before,
+                                session.broken))  # fmt: skip
+            session.nonce_tpm, session.broken, session.ended = before, False, False
+        assert results[0] == results[1]
+        if spot is None:
+            assert results[0][1] == ([], lean.tpm2b(out)) and results[0][2] == new_nonce
+            assert results[0][3] == last
+
+
+def _remac(session: lean.Session, response: bytes, auth_value: bytes, nonce: bytes) -> bytes:
+    """``response`` (one session, its HMAC last) with its HMAC computed again."""
+    (size,) = struct.unpack_from(">I", response, 10)
+    params = response[14 : 14 + size]
+    new_nonce = response[14 + size + 2 : 14 + size + 34]
+    attrs = response[-35]
+    rphash = sc.digest(sc.ALG_SHA256, struct.pack(">II", 0, lean.CC.HMAC), params)
+    mac = sc._hmac(
+        sc.ALG_SHA256, session.key + auth_value, rphash, new_nonce, nonce, bytes([attrs])
+    )
+    return response[:-32] + mac
