@@ -72,10 +72,10 @@ from tpm.package import (
     operator_public,
     sign_approval,
 )
-from tpm.policy import parse_pcr_selection, pcr_digest
+from tpm.policy import PolicyAuthorize, approval_hash, parse_pcr_selection, pcr_digest
 from tpm.policy_session import PolicyRunner, set_session_attributes, start_session
 from tpm.registry import MidRecord, Registry, RegistryData, StoredObject, now
-from trelab.errors import BadInput, TrelabError, Unavailable
+from trelab.errors import BadInput, LocalProtocolError, TrelabError, Unavailable
 
 __all__ = [
     "SRK_HANDLE",
@@ -883,12 +883,10 @@ class LoadedMid:
         self._conn = conn
         self.record = record
         self._pin = pin
-        #: ``lean`` (default): a load-gated MID's session and commands go through
-        #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path).
-        #: A K whose policy has steps the lean layer does not send (PolicyAuthorize) runs
-        #: through ESYS either way.
-        lean_ok = lean_commands.runs_lean(record.policy.k_steps() + record.policy.secret_steps())
-        self.layer: Layer = layer if lean_ok else "esys"
+        #: ``lean`` (default): the MID's sessions, Loads, policies and K's commands go through
+        #: :mod:`tpm.lean`; ``esys``: everything through ESYS (the reference path). A policy
+        #: with a step the lean layer does not send runs through ESYS either way.
+        self.layer: Layer = layer if _runs_lean(record.policy) else "esys"
         self._lean: Session | None = None
         self._runner: PolicyRunner | None = None
         self._hmac: Any = None
@@ -1103,9 +1101,10 @@ class LoadedMid:
         self._build(key)
 
     def _load_lean(self) -> None:
-        """:meth:`_load` on the lean layer (load-gated MIDs): one policy session for the EK's
-        policy and the parent's USER policy, the three Loads, OPc's Unseal and the MID's salted
-        session all built by :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
+        """:meth:`_load` on the lean layer: one policy session for the EK's policy and the
+        parent's USER policy, the three Loads, OPc's Unseal and the MID's salted session (with
+        K's and OPc's policies, PolicyAuthorize's ticket included) all built by
+        :mod:`tpm.lean`; ESYS only finds the SRK and the EK."""
         from tpm.ek import ek_policy_or_list
 
         conn, record, policy = self._conn, self.record, self.record.policy
@@ -1170,7 +1169,11 @@ class LoadedMid:
             secret = load_child(record.secret, "OPc/TOPc")
             session = self._lean
             assert session is not None
-            secret_policy = _LeanPolicy(conn, session, policy.secret_steps(), record.mid)
+            # one ticket for OPc's and K's PolicyAuthorize, as the ESYS path's one runner keeps
+            ticket = _ApprovalTicket(conn, policy) if policy.kind == "authorize" else None
+            secret_policy = _LeanPolicy(
+                conn, session, policy.secret_steps(), record.mid, approval=ticket
+            )
             try:
                 secret_policy.before()
                 self.secret = lean_commands.unseal(conn, secret, session=session)
@@ -1186,7 +1189,9 @@ class LoadedMid:
         key.auth_value = self._pin or b""
         self._lean_key = key
         if self._lean is not None and policy.k_steps():
-            self._lean_policy = _LeanPolicy(conn, self._lean, policy.k_steps(), record.mid)
+            self._lean_policy = _LeanPolicy(
+                conn, self._lean, policy.k_steps(), record.mid, approval=ticket
+            )
         self._build(None)
 
     @property
@@ -1344,23 +1349,84 @@ class LoadedMid:
             yield
 
 
+def _runs_lean(policy: MidPolicy) -> bool:
+    """Can the lean layer send every step of ``policy`` (K's, OPc's, an approval's)? Its
+    PolicyAuthorize steps are sent by :class:`_LeanPolicy`, the rest by
+    :func:`tpm.lean_commands.run_policy`."""
+    steps = policy.k_steps() + policy.secret_steps()
+    if policy.approval is not None:
+        steps += policy.approval.steps()
+    return lean_commands.runs_lean([s for s in steps if not isinstance(s, PolicyAuthorize)])
+
+
+class _ApprovalTicket:
+    """The TPM's TPMT_TK_VERIFIED for the operator's approval of an operator-updatable MID
+    (LoadExternal of the operator key in the owner hierarchy, VerifySignature of its
+    signature over H(approvedPolicy ‖ policyRef), FlushContext): made at the MID's first
+    PolicyAuthorize and kept for the MID's load, as the ESYS path's runner keeps it. The
+    ticket proves only that the key signed that hash; PolicyAuthorize checks it again, with
+    the key's name, against the session's digest at every use."""
+
+    def __init__(self, conn: TpmConnection, policy: MidPolicy) -> None:
+        if policy.approval is None or policy.operator_key is None:
+            raise LocalProtocolError("PolicyAuthorize without an approval")
+        self._conn, self.approval, self._operator_public = (
+            conn,
+            policy.approval,
+            policy.operator_key,
+        )
+        self._ticket: bytes | None = None
+
+    def get(self) -> bytes:
+        if self._ticket is None:
+            approval = self.approval
+            a_hash = approval_hash(approval.approved_policy(), approval.policy_ref)
+            self._ticket = lean_commands.approval_ticket(
+                self._conn, self._operator_public, a_hash, approval.signature
+            )
+        return self._ticket
+
+
+#: the commands whose refusal means the operator's approval is not accepted
+_APPROVAL_COMMANDS = frozenset(
+    {lean.CC.LOAD_EXTERNAL, lean.CC.VERIFY_SIGNATURE, lean.CC.POLICY_AUTHORIZE}
+)
+_RC_SIGNATURE = 0x09B  # TPM_RC_SIGNATURE: the signature is not valid
+
+
 class _LeanPolicy:
     """A MID's policy steps in its lean policy session (:class:`tpm.keyholder.LeanPolicy`):
-    PolicyRestart first if the last use did not complete; a refused step becomes the error
-    the user can act on (PCRs changed, MID not ACTIVE)."""
+    PolicyRestart first if the last use did not complete; at a PolicyAuthorize step the
+    approval's own steps, then PolicyAuthorize with the ``approval`` ticket; a refused step
+    becomes the error the user can act on (PCRs changed, MID not ACTIVE, approval not
+    accepted), as on the ESYS path (:class:`tpm.policy_session.PolicyRunner`)."""
 
-    def __init__(self, conn: TpmConnection, session: Session, steps: list[Any], mid: str) -> None:
+    def __init__(
+        self,
+        conn: TpmConnection,
+        session: Session,
+        steps: list[Any],
+        mid: str,
+        *,
+        approval: _ApprovalTicket | None = None,
+    ) -> None:
         self._conn, self._session, self._steps, self._mid = conn, session, steps, mid
+        self._approval = approval
         self._dirty = False
 
     def before(self) -> None:
         if not self._steps:
             return
+        conn, session = self._conn, self._session
         if self._dirty:
-            lean_commands.policy_restart(self._conn, self._session)
+            lean_commands.policy_restart(conn, session)
         self._dirty = True
         try:
-            lean_commands.run_policy(self._conn, self._session, self._steps, {})
+            for step in self._steps:
+                if isinstance(step, PolicyAuthorize):
+                    self._authorize(step)
+                else:
+                    lean_commands.run_policy(conn, session, [step], {})
         except TpmRefused as exc:
             if exc.command_code == lean.CC.POLICY_PCR:
                 raise MidRefused(
@@ -1371,7 +1437,22 @@ class _LeanPolicy:
                     "PolicyNV: the MID's lifecycle state (MID_STATE byte or its own index) is "
                     "not ACTIVE"
                 ) from None
+            if exc.command_code in _APPROVAL_COMMANDS or exc.base == _RC_SIGNATURE:
+                raise MidRefused(
+                    f"PolicyAuthorize: the operator approval is not accepted ({exc})"
+                ) from None
             raise translate(exc, f"the policy of MID {self._mid}") from None
+
+    def _authorize(self, step: PolicyAuthorize) -> None:
+        ticket = self._approval
+        if ticket is None:
+            raise LocalProtocolError("PolicyAuthorize without an approval")
+        approval = ticket.approval
+        lean_commands.run_policy(self._conn, self._session, approval.steps(), {})
+        lean_commands.policy_authorize(
+            self._conn, self._session, approval.approved_policy(), step.policy_ref,
+            step.key_name, ticket.get(),
+        )  # fmt: skip
 
     def after(self) -> None:
         self._dirty = False
