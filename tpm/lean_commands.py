@@ -412,7 +412,8 @@ def policy_nv(
     )  # fmt: skip
 
 
-#: the policy steps the lean layer sends (others, e.g. PolicyAuthorize, run in ESYS)
+#: the policy steps :func:`run_policy` sends (PolicyAuthorize: :func:`run_approved_policy`, or
+#: the MID store's own runner with one ticket per load)
 LEAN_STEPS = ("PolicyPcr", "PolicySecret", "PolicyAuthValue", "PolicyCommandCode", "PolicyNv")
 
 
@@ -437,8 +438,8 @@ def run_policy(
     finds its object by name in ``objects``.
 
     Raises:
-        BadInput: a step the lean layer does not send (PolicyNV, PolicyAuthorize, …): the
-            caller runs such policies through ESYS.
+        BadInput: a step this function does not send (PolicyAuthorize, …): the caller sends
+            it (:func:`run_approved_policy`) or runs the policy through ESYS.
         TpmRefused: the TPM refused a step.
     """
     from tpm.policy import PolicyAuthValue, PolicyCommandCode, PolicyNv, PolicyPcr, PolicySecret
