@@ -106,9 +106,6 @@ def run_lean_bench(
     Raises:
         Unavailable: swtpm cannot start.
     """
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
     from aka.sqn import SqnState
     from aka.usim import AkaSuccess, usim_authenticate
@@ -131,6 +128,7 @@ def run_lean_bench(
     from trelab.errors import LocalProtocolError
 
     from .provision_bench import operator_side
+    from .quote_floor import BareQuote, BareSignature
 
     say = progress or (lambda text: None)
     site = _BenchTpm.acquire()
@@ -283,37 +281,28 @@ def run_lean_bench(
             for _ in range(n):
                 conn.esys.quote(esys_quoter.handle, tpml, TPM2B_DATA(os.urandom(16)))
 
-        quote_params = struct.pack(">H", lean.ALG_NULL) + bytes(tpml.marshal())
+        floor = BareQuote(conn.transport, ak.handle, tpml)
 
         def bare_quote_bytes(n: int) -> None:  # the command marshalled by hand, sent bare
             for _ in range(n):
-                command, _ = lean.wrap(
-                    lean.CC.QUOTE, [ak.handle], [b""],
-                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
-                )  # fmt: skip
-                send_ok(command, "bare TPM2_Quote")
+                floor.send()
 
         def fresh_quote() -> None:
             nonce = os.urandom(16)
-            evidence = evidence_from_files(quoter.quote(nonce, selection))
-            sig = evidence.signature
-            made["der"] = encode_dss_signature(sig.ecdsa_r, sig.ecdsa_s)
-            made["message"], made["key"] = evidence.message, evidence.ak.key
+            made["signature"] = BareSignature.of(
+                evidence_from_files(quoter.quote(nonce, selection))
+            )
 
         def bare_verify(n: int) -> None:
-            key, der, message = made["key"], made["der"], made["message"]
+            verify = made["signature"].verify
             for _ in range(n):
-                key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+                verify()
 
         def bare_quote_then_verify(n: int) -> None:  # each bare quote followed by one verify
-            key, der, message = made["key"], made["der"], made["message"]
+            verify = made["signature"].verify
             for _ in range(n):
-                command, _ = lean.wrap(
-                    lean.CC.QUOTE, [ak.handle], [b""],
-                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
-                )  # fmt: skip
-                send_ok(command, "bare TPM2_Quote")
-                key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+                floor.send()
+                verify()
 
         def quote_verify(using: Quoter) -> Callable[[int], None]:
             def body(n: int) -> None:

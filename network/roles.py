@@ -740,11 +740,12 @@ class Operator:
     def _set_state(self, tx: Ledger, mid: MidRecord, state: str, now: int, why: str) -> MidRecord:
         mid = evolve(mid, state=state, updated=now)
         tx.put_mid(mid)
-        hss = tx.hss(mid.imsi)
-        if hss is not None:
-            if state == "DELETED":  # K leaves the HSS with the MID (the TRE's copy is dead too)
-                hss = evolve(hss, k=b"", opc=b"")
-            tx.put_hss(evolve(hss, state=_HSS_STATE[state]))
+        if state == "DELETED":  # K leaves the HSS with the MID (the TRE's copy is dead too)
+            hss = tx.hss(mid.imsi)
+            if hss is not None:
+                tx.put_hss(evolve(hss, k=b"", opc=b"", state=_HSS_STATE[state]))
+        else:  # only the state changes: K and OPc stay sealed as they are
+            tx.set_hss_state(mid.imsi, _HSS_STATE[state])
         self._audit(
             tx,
             now,

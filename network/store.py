@@ -369,6 +369,14 @@ class StoreTransaction:
             ),
         )
 
+    def set_hss_state(self, imsi: str, state: str) -> bool:
+        """A subscriber's state alone (K and OPc/TOPc stay sealed as stored, nothing else is
+        read or rewritten); False: no such subscriber."""
+        row = self._one(
+            "UPDATE hss_records SET state = ? WHERE imsi = ? RETURNING imsi", state, imsi
+        )
+        return row is not None
+
     def hss_count(self, sho: str | None = None) -> int:
         if sho is None:
             return int(self._one("SELECT COUNT(*) FROM hss_records")[0])

@@ -59,7 +59,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -901,10 +900,7 @@ class TpmTre:
 
     # -- attestation ---------------------------------------------------------------------------
     def _attest_cases(self, batch: int) -> list[Case]:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
+        from bench.quote_floor import BareQuote, BareSignature
         from tpm.evidence import evidence_from_files
         from tpm.marshal import tpml_from_selection
         from tpm.pcrsel import parse_selection
@@ -932,20 +928,11 @@ class TpmTre:
             except TSS2_Exception as exc:
                 raise translate(exc, "bare TPM2_Quote") from None
 
-        from tpm import lean
-
-        quote_params = struct.pack(">H", lean.ALG_NULL) + bytes(tpml.marshal())
-        transport = self._conn.transport
+        floor = BareQuote(self._conn.transport, ak.handle, tpml)
 
         def bare_quote_bytes(n: int) -> None:  # marshalled here, sent bare: no client stack
             for _ in range(n):
-                command, _ = lean.wrap(
-                    lean.CC.QUOTE, [ak.handle], [b""],
-                    lean.tpm2b(os.urandom(16)) + quote_params, [lean.Auth(None)],
-                )  # fmt: skip
-                response = transport.execute(command)
-                if struct.unpack_from(">I", response, 6)[0] != 0:
-                    raise LocalProtocolError("bare TPM2_Quote refused")
+                floor.send()
 
         def fresh_quote() -> None:
             nonce = os.urandom(16)
@@ -958,15 +945,12 @@ class TpmTre:
 
         def fresh_signature() -> None:  # untimed: the signature of a fresh quote, as DER
             fresh_quote()
-            evidence = evidence_from_files(made["files"])
-            sig = evidence.signature
-            made["der"] = encode_dss_signature(sig.ecdsa_r, sig.ecdsa_s)
-            made["message"], made["key"] = evidence.message, evidence.ak.key
+            made["signature"] = BareSignature.of(evidence_from_files(made["files"]))
 
         def bare_verify(n: int) -> None:
-            key, der, message = made["key"], made["der"], made["message"]
+            verify = made["signature"].verify
             for _ in range(n):
-                key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+                verify()
 
         def both(n: int) -> None:
             for _ in range(n):

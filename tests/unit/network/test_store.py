@@ -5,6 +5,7 @@ kill -9 crash test is in tests/integration/test_network_server.py: it needs a su
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -146,6 +147,20 @@ def test_request_ids_make_hss_records_unique(store: Store) -> None:
         tx.put_hss(hss("001010000000007", "same"))
     with store.transaction() as tx:
         assert tx.hss_count() == 1
+
+
+def test_a_subscribers_state_changes_alone(store: Store, raw: Raw) -> None:
+    record = hss("001010000000008", "r8")
+    with store.transaction() as tx:
+        tx.put_hss(record)
+    sealed = raw.execute("SELECT k, opc FROM hss_records WHERE imsi = ?", record.imsi)
+    with store.transaction() as tx:
+        assert tx.set_hss_state(record.imsi, "active")
+        assert not tx.set_hss_state("001010000000009", "active")  # no such subscriber
+    with store.transaction() as tx:
+        assert tx.hss(record.imsi) == dataclasses.replace(record, state="active")
+        assert tx.hss("001010000000009") is None
+    assert raw.execute("SELECT k, opc FROM hss_records WHERE imsi = ?", record.imsi) == sealed
 
 
 def test_msin_counter_counts_per_sho(store: Store) -> None:
