@@ -22,15 +22,20 @@ from tpm import lean
 from tpm import session_crypto as sc
 from tpm.connection import TpmConnection
 from tpm.lean import CC, Auth, Session
+from tpm.marshal import hash_name
+from tpm.pcrsel import PcrSelection, selection_from_bitmaps
 from tpm.tss import TPM2_ALG, TPM2_ECC, TPM2B_PUBLIC, TPML_PCR_SELECTION
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = [
     "LeanObject",
     "encrypt_decrypt2",
+    "execute",
     "flush_session",
     "hmac",
     "load",
+    "pcr_read",
+    "pcr_read_selected",
     "policy_auth_value",
     "policy_command_code",
     "policy_pcr",
@@ -132,7 +137,7 @@ def start_session(
         kind=kind,
         symmetric=symmetric,
     )
-    handle, nonce_tpm = lean.unwrap_start_auth_session(_execute(conn, command))
+    handle, nonce_tpm = lean.unwrap_start_auth_session(execute(conn, command))
     return lean.open_session(handle, nonce_tpm, nonce_caller, salt, kind=kind, symmetric=symmetric)
 
 
@@ -159,7 +164,9 @@ _TRY_AGAIN = frozenset({0x908, 0x90A, 0x922})
 _ATTEMPTS = 16
 
 
-def _execute(conn: TpmConnection, command: bytes) -> bytes:
+def execute(conn: TpmConnection, command: bytes) -> bytes:
+    """Send ``command`` on the connection's transport, again while the TPM answers that it did
+    not execute it (retry, yielded, testing); the last response."""
     response = conn.transport.execute(command)
     sent = 1
     # a response code's third byte is 0x09 only for warnings such as these
@@ -196,7 +203,7 @@ def _run(
     command, pending = lean.wrap(
         code, numbers, names, params, auths, response_handles=response_handles
     )
-    return pending.unwrap(_execute(conn, command))
+    return pending.unwrap(execute(conn, command))
 
 
 def _auth(obj: LeanObject, session: Session | None, *, decrypt: bool, encrypt: bool) -> Auth:
@@ -355,7 +362,7 @@ def flush_object(conn: TpmConnection, handle: int) -> None:
 
 
 def _policy(conn: TpmConnection, code: int, session: Session, params: bytes = b"") -> None:
-    lean.unwrap_plain(code, _execute(conn, lean.wrap_plain(code, [session.handle], params)))
+    lean.unwrap_plain(code, execute(conn, lean.wrap_plain(code, [session.handle], params)))
 
 
 def policy_restart(conn: TpmConnection, session: Session) -> None:
@@ -544,7 +551,7 @@ def load_external_public(
     """
     params = lean.tpm2b(b"") + public + struct.pack(">I", hierarchy)
     command = lean.wrap_plain(CC.LOAD_EXTERNAL, [], params)
-    handles, out = lean.unwrap_plain(CC.LOAD_EXTERNAL, _execute(conn, command), 1)
+    handles, out = lean.unwrap_plain(CC.LOAD_EXTERNAL, execute(conn, command), 1)
     name = lean.single_tpm2b(out, "LoadExternal")
     if not sc.hmac_equal(name, _public_name(public)):
         flush_object(conn, handles[0])
@@ -585,7 +592,7 @@ def verify_signature(
     """
     params = lean.tpm2b(digest) + signature
     command = lean.wrap_plain(CC.VERIFY_SIGNATURE, [key.handle], params)
-    _, out = lean.unwrap_plain(CC.VERIFY_SIGNATURE, _execute(conn, command))
+    _, out = lean.unwrap_plain(CC.VERIFY_SIGNATURE, execute(conn, command))
     if len(out) < 8 or struct.unpack_from(">H", out, 0)[0] != _ST_VERIFIED:
         raise RemoteProtocolError("VerifySignature: the response is not a verification ticket")
     _, end = lean.parse_tpm2b(out, 6)
@@ -768,7 +775,7 @@ _CAP_TPM_PROPERTIES = 0x00000006
 def _capability(conn: TpmConnection, capability: int, first: int, count: int) -> bytes:
     """TPM2_GetCapability (Part 3 §30.2): the TPMU_CAPABILITIES after the echoed capability."""
     command = lean.wrap_plain(CC.GET_CAPABILITY, [], struct.pack(">III", capability, first, count))
-    _, out = lean.unwrap_plain(CC.GET_CAPABILITY, _execute(conn, command))
+    _, out = lean.unwrap_plain(CC.GET_CAPABILITY, execute(conn, command))
     if len(out) < 5 or struct.unpack_from(">I", out, 1)[0] != capability:
         raise RemoteProtocolError("GetCapability answered another capability")
     return out[5:]
@@ -828,7 +835,7 @@ def nv_read_public(conn: TpmConnection, index: int) -> NvPublic:
         RemoteProtocolError: malformed, or a name that is not the area's.
     """
     command = lean.wrap_plain(CC.NV_READ_PUBLIC, [index])
-    _, out = lean.unwrap_plain(CC.NV_READ_PUBLIC, _execute(conn, command))
+    _, out = lean.unwrap_plain(CC.NV_READ_PUBLIC, execute(conn, command))
     area, end = lean.parse_tpm2b(out, 0)
     name, last = lean.parse_tpm2b(out, end)
     if last != len(out) or len(area) < 12:
@@ -885,7 +892,7 @@ def read_public(conn: TpmConnection, handle: int) -> tuple[bytes, bytes]:
         RemoteProtocolError: malformed, or a name that is not the area's.
     """
     command = lean.wrap_plain(CC.READ_PUBLIC, [handle])
-    _, out = lean.unwrap_plain(CC.READ_PUBLIC, _execute(conn, command))
+    _, out = lean.unwrap_plain(CC.READ_PUBLIC, execute(conn, command))
     _, end = lean.parse_tpm2b(out, 0)
     public = out[:end]
     name, cursor = lean.parse_tpm2b(out, end)
@@ -897,20 +904,38 @@ def read_public(conn: TpmConnection, handle: int) -> tuple[bytes, bytes]:
     return public, name
 
 
-def pcr_read(conn: TpmConnection, selection: bytes) -> list[bytes]:
-    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: the digests the TPM
-    returns, in selection order (a TPM returns at most 8 per call: the caller asks again for
-    the rest)."""
+def pcr_read_selected(
+    conn: TpmConnection, selection: bytes
+) -> tuple[int, PcrSelection, list[bytes]]:
+    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: (pcrUpdateCounter,
+    the selection the digests are for, the digests in that order). A TPM returns at most 8
+    digests per call; the caller asks again for the rest.
+
+    Raises:
+        TpmRefused: the TPM refuses the selection.
+        BadInput: the TPM names a bank whose hash is unknown here.
+        RemoteProtocolError: a malformed response (a digest count that does not fit the
+            returned selection, trailing bytes).
+    """
     command = lean.wrap_plain(CC.PCR_READ, [], selection)
-    _, out = lean.unwrap_plain(CC.PCR_READ, _execute(conn, command))
+    _, out = lean.unwrap_plain(CC.PCR_READ, execute(conn, command))
     if len(out) < 8:
         raise RemoteProtocolError("PCR_Read response is too short")
-    (banks,) = struct.unpack_from(">I", out, 4)
+    counter, banks = struct.unpack_from(">II", out, 0)
     cursor = 8
+    bitmaps: list[tuple[str, bytes]] = []
     for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
         if cursor + 3 > len(out):
             raise RemoteProtocolError("PCR_Read response ends inside its selection")
-        cursor += 3 + out[cursor + 2]
+        alg, size = struct.unpack_from(">HB", out, cursor)
+        end = cursor + 3 + size
+        if end > len(out):
+            raise RemoteProtocolError("PCR_Read response ends inside its selection")
+        bank = hash_name(alg)
+        if bank.startswith("0x"):
+            raise BadInput(f"PCR selection: unknown bank hash {bank}")
+        bitmaps.append((bank, out[cursor + 3 : end]))
+        cursor = end
     if cursor + 4 > len(out):
         raise RemoteProtocolError("PCR_Read response ends before its digests")
     (count,) = struct.unpack_from(">I", out, cursor)
@@ -921,7 +946,20 @@ def pcr_read(conn: TpmConnection, selection: bytes) -> list[bytes]:
         digests.append(digest)
     if cursor != len(out):
         raise RemoteProtocolError("PCR_Read response has trailing bytes")
-    return digests
+    returned = selection_from_bitmaps(bitmaps)
+    if sum(len(pcrs) for _, pcrs in returned) != len(digests):
+        raise RemoteProtocolError("PCR_Read returned a digest count unlike its selection")
+    return counter, returned, digests
+
+
+def pcr_read(conn: TpmConnection, selection: bytes) -> list[bytes]:
+    """:func:`pcr_read_selected`'s digests only (the caller knows what it asked for and checks
+    the count).
+
+    Raises:
+        as :func:`pcr_read_selected`.
+    """
+    return pcr_read_selected(conn, selection)[2]
 
 
 def pcr_selection(selection: str) -> bytes:

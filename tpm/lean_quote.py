@@ -15,29 +15,15 @@ import struct
 from tpm import lean
 from tpm.connection import TpmConnection
 from tpm.lean import CC, TpmRefused
-from tpm.lean_commands import read_public
-from tpm.marshal import hash_name
-from tpm.pcrsel import PcrSelection, selection_from_bitmaps
+from tpm.lean_commands import execute, pcr_read_selected, read_public
+from tpm.pcrsel import PcrSelection
 from trelab.errors import BadInput, RemoteProtocolError
 
 __all__ = ["PreparedQuote", "ak_name", "pcr_read"]
 
-#: TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: send the same command again
-_TRY_AGAIN = frozenset({0x922, 0x908, 0x90A})
-_ATTEMPTS = 16
 _HEADER = struct.Struct(">HII")
 _PASSWORD_AREA = struct.Struct(">IIH")  # authorizationSize, sessionHandle, nonceCaller size
 _PARAM_SIZE = struct.Struct(">I")
-
-
-def _execute(conn: TpmConnection, command: bytes) -> bytes:
-    """Send ``command``, again while the TPM answers "retry" (a TPM busy with self-tests)."""
-    execute = conn.transport.execute
-    for _ in range(_ATTEMPTS - 1):
-        response = execute(command)
-        if len(response) < 10 or _HEADER.unpack_from(response)[2] not in _TRY_AGAIN:
-            return response
-    return execute(command)
 
 
 def ak_name(conn: TpmConnection, handle: int) -> bytes:
@@ -53,49 +39,8 @@ def ak_name(conn: TpmConnection, handle: int) -> bytes:
 
 
 def pcr_read(conn: TpmConnection, selection: bytes) -> tuple[int, PcrSelection, list[bytes]]:
-    """TPM2_PCR_Read (Part 3 §22.4) of a marshalled TPML_PCR_SELECTION: (pcrUpdateCounter,
-    the selection the digests are for, the digests in that order). A TPM returns at most 8
-    digests per call; the caller asks again for the rest.
-
-    Raises:
-        TpmRefused: the TPM refuses the selection.
-        BadInput: the TPM names a bank whose hash is unknown here.
-        RemoteProtocolError: a malformed response (a digest count that does not fit the
-            returned selection, trailing bytes).
-    """
-    command = lean.wrap_plain(CC.PCR_READ, [], selection)
-    _, out = lean.unwrap_plain(CC.PCR_READ, _execute(conn, command))
-    if len(out) < 8:
-        raise RemoteProtocolError("PCR_Read response is too short")
-    counter, banks = struct.unpack_from(">II", out, 0)
-    cursor = 8
-    bitmaps: list[tuple[str, bytes]] = []
-    for _ in range(banks):  # TPMS_PCR_SELECTION: hash, sizeofSelect, pcrSelect
-        if cursor + 3 > len(out):
-            raise RemoteProtocolError("PCR_Read response ends inside its selection")
-        alg, size = struct.unpack_from(">HB", out, cursor)
-        end = cursor + 3 + size
-        if end > len(out):
-            raise RemoteProtocolError("PCR_Read response ends inside its selection")
-        bank = hash_name(alg)
-        if bank.startswith("0x"):
-            raise BadInput(f"PCR selection: unknown bank hash {bank}")
-        bitmaps.append((bank, out[cursor + 3 : end]))
-        cursor = end
-    if cursor + 4 > len(out):
-        raise RemoteProtocolError("PCR_Read response ends before its digests")
-    (count,) = struct.unpack_from(">I", out, cursor)
-    cursor += 4
-    digests = []
-    for _ in range(count):
-        digest, cursor = lean.parse_tpm2b(out, cursor)
-        digests.append(digest)
-    if cursor != len(out):
-        raise RemoteProtocolError("PCR_Read response has trailing bytes")
-    returned = selection_from_bitmaps(bitmaps)
-    if sum(len(pcrs) for _, pcrs in returned) != len(digests):
-        raise RemoteProtocolError("PCR_Read returned a digest count unlike its selection")
-    return counter, returned, digests
+    """TPM2_PCR_Read on the lean layer: :func:`tpm.lean_commands.pcr_read_selected`."""
+    return pcr_read_selected(conn, selection)
 
 
 class PreparedQuote:
@@ -146,7 +91,7 @@ class PreparedQuote:
             TpmRefused: the TPM refuses (the caller maps parameter errors).
             RemoteProtocolError: the response is malformed.
         """
-        return unwrap_quote(_execute(conn, self.command(nonce)))
+        return unwrap_quote(execute(conn, self.command(nonce)))
 
 
 def unwrap_quote(response: bytes) -> tuple[bytes, bytes]:
