@@ -466,6 +466,10 @@ class AgentFiles:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.path = registry.path.with_name(registry.path.stem + ".agent.json")
+        self._held = 0
+        #: the state last read or written while :meth:`locked` is held (no other agent can
+        #: change the file then); forgotten when the lock is released
+        self._known: AgentState | None = None
 
     def __repr__(self) -> str:
         return f"AgentFiles({str(self.path)!r})"
@@ -473,19 +477,34 @@ class AgentFiles:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         with file_lock(self.path.with_name(self.path.name + ".lock")):
-            yield
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+                if not self._held:
+                    self._known = None
 
     def read(self) -> AgentState:
-        """Raises:
-        BadInput: unreadable or malformed.
+        """The state on disk (under :meth:`locked`, the one this object last read or wrote:
+        the lock keeps every other writer out).
+
+        Raises:
+            BadInput: unreadable or malformed.
         """
+        if self._held and self._known is not None:
+            return self._known
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return AgentState()
+            state = AgentState()
         except OSError as exc:
             raise BadInput(f"agent state {self.path}: {exc.strerror}") from None
-        return AgentState.from_json(load_json(text, f"agent state {self.path}"))
+        else:
+            state = AgentState.from_json(load_json(text, f"agent state {self.path}"))
+        if self._held:
+            self._known = state
+        return state
 
     def write(self, state: AgentState) -> None:
         """Atomic (temp + fsync + rename), mode 0600 (the journal may hold an ICF grant).
@@ -493,10 +512,26 @@ class AgentFiles:
         Raises:
             Unavailable: the file cannot be written.
         """
+        self._known = None
         try:
-            atomic_write_text(self.path, json.dumps(state.to_json(), indent=1) + "\n")
+            atomic_write_text(self.path, _agent_text(state.to_json()))
         except OSError as exc:
             raise Unavailable(f"cannot write the agent state {self.path}: {exc.strerror}") from None
+        if self._held:
+            self._known = state
+
+
+def _agent_text(doc: dict[str, Any]) -> str:
+    """The agent file's text: one line per top-level key and per MID, each through json's C
+    encoder (``indent`` would bypass it; the file is rewritten at every journaled step)."""
+    lines = []
+    for key, value in doc.items():
+        if key == "mids" and isinstance(value, list) and value:
+            items = ",\n  ".join(json.dumps(item) for item in value)
+            lines.append(f" {json.dumps(key)}: [\n  {items}\n ]")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
