@@ -32,6 +32,7 @@ MID, what the TPM registry does not: owning SHO, network, last command number.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -487,6 +488,18 @@ def _send_from(doc: Any) -> Send | None:
     return Send(doc["endpoint"], _hex(doc.get("wire"), "pending wire"))
 
 
+@functools.lru_cache(maxsize=8)
+def _stored(wire: bytes) -> Message:
+    """:func:`decode` of a wire the session keeps (manifest, verdict, command): the session
+    looks at each several times; decoding is a function of the bytes and messages are frozen,
+    so each wire is decoded once. Signatures are checked where the wire arrived, not here.
+
+    Raises:
+        RemoteProtocolError: malformed (never cached: the next look-up raises again).
+    """
+    return decode(wire)
+
+
 @dataclass(frozen=True)
 class ProvisionState:
     """A provisioning client between two messages (the journal entry). Wires are kept as sent
@@ -559,7 +572,7 @@ class ProvisionState:
     def decoded_manifest(self) -> MidPackage | None:
         if not self.manifest:
             return None
-        msg = decode(self.manifest)
+        msg = _stored(self.manifest)
         if not isinstance(msg, MidPackage):
             raise BadInput("agent journal: the stored manifest is not a MidPackage")
         return msg
@@ -567,7 +580,7 @@ class ProvisionState:
     def decoded_verdict(self) -> Verdict | None:
         if not self.verdict:
             return None
-        msg = decode(self.verdict)
+        msg = _stored(self.verdict)
         if not isinstance(msg, Verdict):
             raise BadInput("agent journal: the stored verdict is not a Verdict")
         return msg
@@ -714,7 +727,7 @@ class ProvisioningClient(_Client):
         raise LocalProtocolError(f"{type(msg).__name__} has a step but no handler")
 
     def _command(self) -> LifecycleCommand:
-        command = decode(self._state.command) if self._state.command else None
+        command = _stored(self._state.command) if self._state.command else None
         if not isinstance(command, LifecycleCommand):
             raise LocalProtocolError("no lifecycle command in this session yet")
         return command

@@ -168,15 +168,21 @@ class AttestationKey:
 
 
 @functools.lru_cache(maxsize=2)
+def _template(kind: AkKind) -> Any:
+    """:func:`ak_template` built once per kind (read only: never handed out)."""
+    return ak_template(kind)
+
+
+@functools.lru_cache(maxsize=2)
 def _template_area(kind: AkKind) -> bytes:
     """The marshalled TPMT_PUBLIC of :func:`ak_template` (built once per kind)."""
-    return bytes(ak_template(kind).publicArea.marshal())
+    return bytes(_template(kind).publicArea.marshal())
 
 
 def _same_shape(public: Any, kind: AkKind) -> bool:
     """Same template as :func:`ak_template` apart from the key itself."""
     area = TPM2B_PUBLIC.unmarshal(bytes(public.marshal()))[0].publicArea
-    area.unique = ak_template(kind).publicArea.unique
+    area.unique = _template(kind).publicArea.unique
     return bytes(area.marshal()) == _template_area(kind)
 
 

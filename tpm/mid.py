@@ -36,6 +36,7 @@ flushed on exit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -106,9 +107,15 @@ _RC_POLICY = 0x126  # TPM_RC_POLICY: PolicyNV's comparison failed
 #: the client stack a loaded MID's commands go through (:class:`LoadedMid`)
 Layer = Literal["lean", "esys"]
 _EK_HANDLES = {"rsa2048": 0x81010001, "ecc": 0x81010016}
+_ALG_SHA256 = 0x000B
+_SHA256_TAG = _ALG_SHA256.to_bytes(2, "big")
 
 
 def object_name(public: Any) -> bytes:
+    """TPM name of a TPM2B_PUBLIC: nameAlg ‖ H(marshalled TPMT_PUBLIC) (Part 1 §16)."""
+    area = public.publicArea
+    if int(area.nameAlg) == _ALG_SHA256:  # the common case, without tpm2-pytss's detour
+        return _SHA256_TAG + hashlib.sha256(bytes(area.marshal())).digest()
     return bytes(public.get_name().marshal())[2:]
 
 
