@@ -114,6 +114,24 @@ def test_signed_round_trip_and_verify(msg: m.SignedMessage) -> None:
         m.verify_signature(back, OTHER.public_key)
 
 
+def test_signature_checks_the_signer_the_curve_and_the_cose_structure() -> None:
+    verdict = m.decode(m.encode(m.sign(signed_samples()[0], PVA)))
+    assert isinstance(verdict, m.Verdict)
+    m.verify_signature(verdict, PVA.public_key)
+    relabelled = dataclasses.replace(verdict, signer="dpf")  # kid in the header stays "pva"
+    with pytest.raises(SignatureInvalid):
+        m.verify_signature(relabelled, PVA.public_key)
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    with pytest.raises(SignatureInvalid):
+        m.verify_signature(verdict, p384)
+    truncated = dataclasses.replace(verdict, cose=verdict.cose[:-1])
+    with pytest.raises(SignatureInvalid):
+        m.verify_signature(truncated, PVA.public_key)
+    r_zero = dataclasses.replace(verdict, cose=verdict.cose[:-64] + bytes(32) + verdict.cose[-32:])
+    with pytest.raises(SignatureInvalid):
+        m.verify_signature(r_zero, PVA.public_key)
+
+
 def test_every_type_is_sampled() -> None:
     covered = {type(x).__name__ for x in samples() + signed_samples()}
     assert covered == set(m.MESSAGE_TYPES)
