@@ -856,7 +856,7 @@ def verify_signature(msg: SignedMessage, public_key: ec.EllipticCurvePublicKey) 
         public_key.verify(der, to_be_signed, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise SignatureInvalid(f"{what} does not verify") from None
-    if payload != _envelope(dataclasses.replace(msg, cose=b"")):
+    if payload != _envelope(msg):  # the envelope carries neither signer nor cose
         raise SignatureInvalid(f"{type(msg).__name__} signed content differs from the message")
 
 

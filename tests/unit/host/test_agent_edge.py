@@ -10,12 +10,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host.agent import AgentState, MidInfo, Send
 from host.cli.operator_cmd import parse_hss_record
 from host.provision import (
     CRASH_ENV,
     AgentFiles,
+    _agent_text,
     chain,
     crash_hook,
     load_trust,
@@ -87,6 +90,47 @@ def test_instrumented_times_tpm_commands_and_hooks_them_by_step() -> None:
     assert points == ["import/tpm:nv_increment", "import/tpm:import_", "import/tpm:nv_write"]
     assert clock.label == ""
     assert transport.commands == 5
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.binary(min_size=32).map(bytes.hex)
+    | st.sampled_from(["ab" * 40 + "\n", "ab cd" * 20, "AB" * 40, "\t" + "0a" * 40]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=8), _JSON, max_size=4),
+    st.lists(st.dictionaries(st.text(max_size=8), _JSON, max_size=3), max_size=3),
+)
+def test_agent_text_is_the_json_of_the_document(doc: dict[str, Any], mids: list[Any]) -> None:
+    doc = {**doc, "mids": mids}
+    assert json.loads(_agent_text(doc)) == doc
+
+
+def test_agent_file_reads_the_disk_outside_its_lock_and_its_own_state_inside(
+    tmp_path: Path,
+) -> None:
+    files = AgentFiles(Registry(tmp_path / "mids.json"))
+    first = AgentState(mids={"m": MidInfo("m", "sho-a", "00101", 1, 2, "u", "ACTIVE")})
+    other = AgentState(journal={"kind": "provision", "wire": "ab" * 100})
+    with files.locked():
+        files.write(first)
+        assert files.read() is first
+    AgentFiles(files.registry).write(other)  # another writer, while the lock is free
+    assert files.read() == other
+    with files.locked():
+        assert files.read() == other
+    assert json.loads(files.path.read_text())["journal"] == {
+        "kind": "provision",
+        "wire": "ab" * 100,
+    }
 
 
 def test_agent_file_round_trips_atomically_with_mode_0600(tmp_path: Path) -> None:
