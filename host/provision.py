@@ -239,9 +239,8 @@ class TpmDevice:
         """
         from cryptography.hazmat.primitives import serialization
 
-        from tpm.ek import ek_tpm_public, find_ek_certificate
+        from tpm.ek import ek_public_area, find_ek_certificate
         from tpm.identity import ensure_ak
-        from tpm.mid import object_name
 
         hit = find_ek_certificate(self.conn, "rsa2048")
         if hit is None:
@@ -250,7 +249,7 @@ class TpmDevice:
         if self._ek_name is None:
             # the name the network computes from the certificate: if the TPM's EK did not
             # match it, credential activation and every import would fail anyway
-            self._ek_name = object_name(ek_tpm_public(cert))
+            self._ek_name = ek_public_area(cert).name()
         ak, _ = ensure_ak(self.conn, "ecc")
         return Identity(cert.public_bytes(serialization.Encoding.DER), self._ek_name, ak)
 

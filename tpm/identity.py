@@ -33,7 +33,7 @@ from tpm.connection import TpmConnection
 from tpm.ek import EkKind, ek_policy_session, ek_tpm_public, loaded_ek, read_ek_certificates
 from tpm.ek import verify_ek_chain as _verify_ek_chain
 from tpm.errors import CredentialRejected, EkCertificateRejected
-from tpm.marshal import public_name, unmarshal_exact
+from tpm.marshal import object_name, public_name, unmarshal_exact
 from tpm.tss import (
     ESYS_TR,
     TPM2_ALG,
@@ -147,7 +147,8 @@ class AttestationKey:
     @functools.cached_property
     def name(self) -> bytes:
         """TPM name = nameAlg ‖ H(TPMT_PUBLIC): what credential activation binds."""
-        return bytes(self.public.get_name())
+        area = self.public.publicArea
+        return object_name(int(area.nameAlg), bytes(area.marshal()))
 
     @functools.cached_property
     def public_pem(self) -> bytes:
