@@ -529,28 +529,8 @@ def _agent_text(doc: dict[str, Any]) -> str:
             items = ",\n  ".join(json.dumps(item) for item in value)
             lines.append(f" {json.dumps(key)}: [\n  {items}\n ]")
         else:
-            lines.append(f" {json.dumps(key)}: {_json(value)}")
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-def _json(value: Any) -> str:
-    """``json.dumps(value)``, except that a long string of hex digit pairs (the journal's
-    wires and manifest, tens of kB) is copied between quotes as it is: such text needs no
-    escaping, and json's escaping scan of it costs more than the rest of the file."""
-    if isinstance(value, str):
-        if len(value) >= 64:
-            try:
-                whole = 2 * len(bytes.fromhex(value)) == len(value)  # no whitespace skipped
-            except ValueError:
-                whole = False
-            if whole:
-                return f'"{value}"'
-        return json.dumps(value)
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return "{" + ", ".join(f"{json.dumps(k)}: {_json(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_json(item) for item in value) + "]"
-    return json.dumps(value)
 
 
 def load_trust(path: str | os.PathLike[str]) -> DeviceTrust:
