@@ -1,7 +1,7 @@
-"""Edge: TPM. The quote path's commands on the lean layer (:mod:`tpm.lean`): the AK looked up
-with TPM2_ReadPublic, PCRs read with TPM2_PCR_Read, and TPM2_Quote marshalled once per AK and
-PCR selection (:class:`PreparedQuote`), so a steady-state quote is the nonce put into bytes
-that are otherwise fixed and one response split by offsets.
+"""Edge: TPM. TPM2_Quote on the lean layer (:mod:`tpm.lean`), marshalled once per AK and PCR
+selection (:class:`PreparedQuote`), so a steady-state quote is the nonce put into bytes that are
+otherwise fixed and one response split by offsets. The quote path's AK look-up
+(TPM2_ReadPublic) and PCR reads (TPM2_PCR_Read) are :mod:`tpm.lean_commands`'.
 
 None of these commands takes an HMAC session: the AK's authValue is empty and goes as a
 password, PCR_Read and ReadPublic need no authorisation. Nothing here is trusted by the
@@ -15,32 +15,14 @@ import struct
 from tpm import lean
 from tpm.connection import TpmConnection
 from tpm.lean import CC, TpmRefused
-from tpm.lean_commands import execute, pcr_read_selected, read_public
-from tpm.pcrsel import PcrSelection
+from tpm.lean_commands import execute
 from trelab.errors import BadInput, RemoteProtocolError
 
-__all__ = ["PreparedQuote", "ak_name", "pcr_read"]
+__all__ = ["PreparedQuote", "unwrap_quote"]
 
 _HEADER = struct.Struct(">HII")
 _PASSWORD_AREA = struct.Struct(">IIH")  # authorizationSize, sessionHandle, nonceCaller size
 _PARAM_SIZE = struct.Struct(">I")
-
-
-def ak_name(conn: TpmConnection, handle: int) -> bytes:
-    """The name of the object at ``handle`` (TPM2_ReadPublic, the name checked against the
-    public area it comes with).
-
-    Raises:
-        TpmRefused: nothing at ``handle``.
-        RemoteProtocolError: a malformed response.
-    """
-    _, name = read_public(conn, handle)
-    return name
-
-
-def pcr_read(conn: TpmConnection, selection: bytes) -> tuple[int, PcrSelection, list[bytes]]:
-    """TPM2_PCR_Read on the lean layer: :func:`tpm.lean_commands.pcr_read_selected`."""
-    return pcr_read_selected(conn, selection)
 
 
 class PreparedQuote:

@@ -4,8 +4,8 @@ Part 3 §18.4; docs/provisioning.md M4), returned as tpm2-tools evidence (:mod:`
 The PCR values sent alongside are checked against the signed pcrDigest before they leave
 (read with TPM2_PCR_Read when not cached or stale), so the evidence is always consistent.
 Nothing transient is created (the AK is persistent). TPM2_Quote, TPM2_ReadPublic (the AK
-looked up) and TPM2_PCR_Read go through the lean layer (:mod:`tpm.lean_quote`: password
-authorisation, the command marshalled once per selection, the response split by offsets);
+looked up) and TPM2_PCR_Read go through the lean layer (:mod:`tpm.lean_quote`,
+:mod:`tpm.lean_commands`: password authorisation, the command marshalled once per selection, the response split by offsets);
 ``Quoter(layer="esys")`` sends them through ESYS, the labelled reference.
 """
 
@@ -15,7 +15,7 @@ import contextlib
 import hmac
 from typing import Any, Literal
 
-from tpm import lean_quote
+from tpm import lean_commands, lean_quote
 from tpm.connection import TpmConnection
 from tpm.evidence import QuoteFiles
 from tpm.identity import AttestationKey
@@ -81,7 +81,7 @@ def _pcr_read(
     tpml = tpml_from_selection(selection)
     try:
         if layer == "lean":
-            return lean_quote.pcr_read(conn, bytes(tpml.marshal()))
+            return lean_commands.pcr_read_selected(conn, bytes(tpml.marshal()))
         update, out_sel, digests = conn.esys.pcr_read(tpml)
     except TpmRefused as exc:
         raise Unavailable(f"TPM2_PCR_Read failed on {conn.tcti}: {exc}") from None
@@ -142,7 +142,7 @@ class Quoter:
         self.conn = conn
         self.ak = ak
         #: which client stack sends TPM2_Quote, TPM2_ReadPublic and TPM2_PCR_Read: the lean
-        #: layer (:mod:`tpm.lean_quote`: password authorisation, nothing to compute) or ESYS
+        #: layer (password authorisation, nothing to compute) or ESYS
         #: (the labelled reference)
         self.layer = layer
         self._open = False
@@ -158,7 +158,7 @@ class Quoter:
                 raise Unavailable(f"AK 0x{handle:08x} is gone: {exc}") from None
         else:
             try:
-                name = lean_quote.ak_name(self.conn, handle)
+                _, name = lean_commands.read_public(self.conn, handle)
             except (TpmRefused, RemoteProtocolError) as exc:
                 raise Unavailable(f"AK 0x{handle:08x} is gone: {exc}") from None
             if not hmac.compare_digest(name, self.ak.name):
